@@ -1,0 +1,1 @@
+"""The ``acrlocal`` command line, shaped like ``az``."""

@@ -1,0 +1,92 @@
+"""Settings of one acrlocal server: one frozen object, read once at start.
+
+Every value has a default that works on a fresh machine (SQLite and the file system under a per-user data
+directory, TLS by a local CA, loopback only). Environment variables override defaults, flags override both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from acrlocal.errors import ConfigError
+
+ENV_DATA_DIR = "ACRLOCAL_DATA_DIR"
+LOOPBACK = "127.0.0.1"
+
+
+def default_data_dir() -> Path:
+    """``$ACRLOCAL_DATA_DIR``, else ``$XDG_DATA_HOME/acrlocal``, else ``~/.local/share/acrlocal``."""
+    if env := os.environ.get(ENV_DATA_DIR):
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "acrlocal"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that protect the server from its clients."""
+
+    manifest_max_bytes: int = 4 * 1024 * 1024
+    page_size_max: int = 1000
+    upload_session_ttl_s: int = 24 * 3600
+    request_body_chunk: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where state lives and where the server listens.
+
+    ``port`` is the shared https port (control plane, Entra endpoints, and registries addressed by host name).
+    Each registry also gets a port of its own, allocated from ``registry_port_base`` upward when it is created
+    and kept for its lifetime; ``0`` lets the operating system choose (what tests use). VMs' IMDS listeners
+    are allocated the same way from ``imds_port_base``.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = LOOPBACK
+    port: int = 8443
+    registry_port_base: int = 8444
+    imds_port_base: int = 50342
+    hostname_suffix: str = "localhost"
+    default_registry: str = "acrlocal"
+    database_url: str | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.host not in (LOOPBACK, "localhost", "::1"):
+            raise ConfigError(f"host {self.host!r} is not a loopback address; acrlocal listens on loopback only")
+        for name in ("port", "registry_port_base", "imds_port_base"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"{name} {value} is not a TCP port (0-65535)")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given fields replaced; ``None`` values are ignored (flags not given)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        if "data_dir" in given:
+            given["data_dir"] = Path(str(given["data_dir"])).expanduser()
+        return replace(self, **given)  # type: ignore[arg-type]
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'acrlocal.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def state_file(self) -> Path:
+        """Written by a running server: its endpoints, for ``acrlocal status`` and scripts."""
+        return self.data_dir / "server.json"

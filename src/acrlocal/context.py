@@ -1,0 +1,31 @@
+"""What the rooms of a running server share: settings, stores and services, made once by ``server.py``.
+
+Handlers receive the :class:`Context` through ``request.app["ctx"]``; pure domain code never sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Engine
+
+from acrlocal.config import Settings
+from acrlocal.listeners import Listeners
+from acrlocal.storage.blobs import BlobStore
+from acrlocal.tls import LocalCA
+
+if TYPE_CHECKING:
+    from acrlocal.registry.hosting import RegistryHosting
+
+
+@dataclass
+class Context:
+    settings: Settings
+    ca: LocalCA
+    engine: Engine
+    blobs: BlobStore
+    listeners: Listeners
+    registries: RegistryHosting
+    # Services of the rooms, set by server.py as each room is assembled.
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,166 @@
+"""Which registries this server hosts, and where each one answers.
+
+A registry answers on a loopback port of its own (login server ``localhost:<port>``, no DNS needed) and on the
+shared port under the host name ``<name>.<suffix>`` for users who map that name themselves. Registries are
+added and removed while the server runs; the control plane calls :meth:`RegistryHosting.create` and
+:meth:`RegistryHosting.delete`, exactly as ``acrlocal up`` does for the default registry.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from acrlocal.config import Settings
+from acrlocal.errors import ConfigError, NotFound
+from acrlocal.listeners import Listeners, bind
+from acrlocal.storage.metadata import RegistryRecord, RegistryTable
+from acrlocal.tls import LocalCA
+
+REGISTRY_NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
+
+
+def check_registry_name(name: str) -> str:
+    """The registry name lower-cased; :class:`ConfigError` unless it is 5-50 letters and digits (ACR's rule)."""
+    if not REGISTRY_NAME.match(name):
+        raise ConfigError(f"registry name {name!r} must be 5 to 50 letters and digits")
+    return name.lower()
+
+
+class RegistryHosting:
+    def __init__(
+        self,
+        settings: Settings,
+        table: RegistryTable,
+        listeners: Listeners,
+        ca: LocalCA,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.table = table
+        self.listeners = listeners
+        self.ca = ca
+        self.on_change = on_change
+        self.runner: web.AppRunner | None = None
+        self._by_port: dict[int, RegistryRecord] = {}
+        self._by_host: dict[str, RegistryRecord] = {}
+        self._by_name: dict[str, RegistryRecord] = {}
+        self.shared_port = settings.port
+
+    # -- lookups on the hot path -------------------------------------------------------------------
+
+    def by_port(self, port: int) -> RegistryRecord | None:
+        return self._by_port.get(port)
+
+    def by_host(self, host: str) -> RegistryRecord | None:
+        """The registry whose host name is ``host`` (``name.suffix``, with or without the port)."""
+        return self._by_host.get(host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower())
+
+    def get(self, name: str) -> RegistryRecord:
+        rec = self._by_name.get(name.lower())
+        if rec is None:
+            raise NotFound(f"registry {name!r} does not exist")
+        return rec
+
+    def all(self) -> list[RegistryRecord]:
+        return list(self._by_name.values())
+
+    def hostname(self, rec: RegistryRecord) -> str:
+        return f"{rec.name}.{self.settings.hostname_suffix}"
+
+    def login_server(self, rec: RegistryRecord) -> str:
+        """The login server that needs no DNS: ``localhost:<port>``."""
+        return f"localhost:{rec.port}"
+
+    def host_login_server(self, rec: RegistryRecord) -> str:
+        """The login server by host name on the shared port: ``<name>.<suffix>:<shared port>``."""
+        return f"{self.hostname(rec)}:{self.shared_port}"
+
+    def login_servers(self, rec: RegistryRecord) -> list[str]:
+        return [self.login_server(rec), f"127.0.0.1:{rec.port}", self.host_login_server(rec)]
+
+    def describe(self, rec: RegistryRecord) -> dict[str, Any]:
+        return {
+            "name": rec.name,
+            "loginServer": self.login_server(rec),
+            "hostLoginServer": self.host_login_server(rec),
+            "port": rec.port,
+            "properties": rec.properties,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _ssl(self) -> ssl.SSLContext:
+        return self.ca.server_context()
+
+    def _index(self, rec: RegistryRecord) -> None:
+        self._by_name[rec.name] = rec
+        if rec.port is not None:
+            self._by_port[rec.port] = rec
+        self._by_host[self.hostname(rec)] = rec
+
+    def _unindex(self, rec: RegistryRecord) -> None:
+        self._by_name.pop(rec.name, None)
+        if rec.port is not None:
+            self._by_port.pop(rec.port, None)
+        self._by_host.pop(self.hostname(rec), None)
+
+    async def start(self, runner: web.AppRunner) -> None:
+        """Open the port of every registry in the table (the ports they had before a restart)."""
+        self.runner = runner
+        records = self.table.all()
+        self.ca.add_names([self.hostname(r) for r in records])
+        for rec in records:
+            await self._open(rec)
+
+    async def _open(self, rec: RegistryRecord) -> RegistryRecord:
+        assert self.runner is not None, "RegistryHosting.start() first"
+        taken = {r.port for r in self.table.all() if r.port is not None and r.name != rec.name}
+        if rec.port is not None:
+            try:
+                sock = bind(self.listeners.host, rec.port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"registry {rec.name!r} needs port {rec.port}, which is in use ({exc.strerror})"
+                ) from exc
+        else:
+            sock = self.listeners.allocate(self.settings.registry_port_base, taken | {self.shared_port})
+            port = sock.getsockname()[1]
+            self.table.set_port(rec.name, port)
+            rec = self.table.get(rec.name)
+        await self.listeners.open(f"registry:{rec.name}", self.runner, sock, self._ssl())
+        self._index(rec)
+        return rec
+
+    async def create(self, name: str, properties: dict[str, Any] | None = None) -> RegistryRecord:
+        """Add a registry and start serving it at once. Raises ``AlreadyExists`` or ``ConfigError``."""
+        name = check_registry_name(name)
+        rec = self.table.add(name, None, properties or {})
+        try:
+            self.ca.add_names([self.hostname(rec)])
+            rec = await self._open(rec)
+        except BaseException:
+            self.table.remove(name)
+            raise
+        if self.on_change:
+            await self.on_change()
+        return rec
+
+    def refresh(self, name: str) -> RegistryRecord:
+        """Reload a registry's record after its properties changed in the table."""
+        rec = self.table.get(name)
+        self._index(rec)
+        return rec
+
+    async def delete(self, name: str) -> None:
+        """Stop serving a registry and forget it. Its content is removed by the caller's store."""
+        rec = self.get(name)
+        await self.listeners.close(f"registry:{rec.name}")
+        self._unindex(rec)
+        self.table.remove(rec.name)
+        if self.on_change:
+            await self.on_change()

@@ -1,0 +1,215 @@
+"""Assembles the rooms into one process for ``acrlocal up``; nothing else lives here.
+
+Three aiohttp applications share one event loop:
+
+- the *control* app on the shared https port: ARM, the Entra endpoints, and registries addressed by host name
+  (a middleware hands a request whose ``Host`` is a registry's host name to the registry app);
+- the *registry* app on each registry's own https port (the registry is found from the local port);
+- the *imds* app on each VM's own plain-http port (IMDS and the App Service identity endpoint).
+
+Shutdown (SIGINT, SIGTERM, or :meth:`Server.stop`) closes the listeners, lets requests in flight finish, and
+removes ``server.json``; everything else is already on disk, so a restart picks up all state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from acrlocal import __version__
+from acrlocal.config import Settings
+from acrlocal.context import Context
+from acrlocal.errors import AlreadyExists, ConfigError
+from acrlocal.listeners import Listeners, bind
+from acrlocal.registry import http as registry_http
+from acrlocal.registry.hosting import RegistryHosting
+from acrlocal.storage.blobs import FileBlobStore
+from acrlocal.storage.metadata import RegistryTable
+from acrlocal.storage.sql import open_engine
+from acrlocal.tls import LocalCA
+
+log = logging.getLogger("acrlocal.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _local_port(request: web.Request) -> int:
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    return int(sockname[1]) if sockname else 0
+
+
+class Server:
+    """One acrlocal server. ``await start()``, then ``await stop()``; or ``await run()`` in the foreground."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ctx: Context | None = None
+        self._runners: list[web.AppRunner] = []
+        self._stopping = asyncio.Event()
+        self.shared_port = settings.port
+
+    # -- assembly ----------------------------------------------------------------------------------
+
+    def _build_registry_app(self, ctx: Context) -> web.Application:
+        app = web.Application(client_max_size=ctx.settings.limits.manifest_max_bytes)
+        app["ctx"] = ctx
+
+        async def by_port(request: web.Request) -> web.StreamResponse:
+            rec = ctx.registries.by_port(_local_port(request))
+            if rec is None:
+                raise web.HTTPNotFound()
+            return await registry_http.handle(request, rec)
+
+        app.router.add_route("*", "/{tail:.*}", by_port)
+        return app
+
+    def _build_control_app(self, ctx: Context) -> web.Application:
+        @web.middleware
+        async def registry_by_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+            rec = ctx.registries.by_host(request.host)
+            if rec is not None:
+                return await registry_http.handle(request, rec)
+            return await handler(request)
+
+        app = web.Application(middlewares=[registry_by_host], client_max_size=ctx.settings.limits.manifest_max_bytes)
+        app["ctx"] = ctx
+        app.router.add_get("/healthz", self._healthz)
+        for setup in _control_room_setups():
+            setup(app, ctx)
+        return app
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": __version__})
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> Context:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
+        ca = LocalCA(settings.tls_dir)
+        ca.ensure()
+        engine = open_engine(settings.db_url)
+        blobs = FileBlobStore(settings.blob_dir)
+        listeners = Listeners(settings.host)
+        hosting = RegistryHosting(settings, RegistryTable(engine), listeners, ca, on_change=self.write_state)
+        ctx = Context(settings, ca, engine, blobs, listeners, hosting)
+        self.ctx = ctx
+
+        try:
+            shared_sock = bind(settings.host, settings.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"port {settings.port} on {settings.host} is in use ({exc.strerror}); is acrlocal already "
+                "running? Choose another with --port"
+            ) from exc
+        self.shared_port = shared_sock.getsockname()[1]
+        hosting.shared_port = self.shared_port
+
+        registry_runner = web.AppRunner(self._build_registry_app(ctx), access_log=None, handle_signals=False)
+        control_runner = web.AppRunner(self._build_control_app(ctx), access_log=None, handle_signals=False)
+        for runner in (registry_runner, control_runner):
+            await runner.setup()
+            self._runners.append(runner)
+        await registry_http.on_startup(ctx)
+        await listeners.open("shared", control_runner, shared_sock, ca.server_context())
+        await hosting.start(registry_runner)
+        if settings.default_registry:
+            with contextlib.suppress(AlreadyExists):
+                await hosting.create(settings.default_registry, {"sku": "Standard"})
+        await self.write_state()
+        return ctx
+
+    def status(self) -> dict[str, Any]:
+        """The facts ``acrlocal status`` prints; also written to ``server.json`` while running."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        base = f"https://localhost:{self.shared_port}"
+        return {
+            "running": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "startedAt": self._started_at,
+            "dataDir": str(self.settings.data_dir),
+            "caPath": str(self.settings.ca_path),
+            "endpoints": {
+                "shared": base,
+                "resourceManager": base + "/",
+                "activeDirectory": base,
+            },
+            "registries": [ctx.registries.describe(r) for r in ctx.registries.all()],
+        }
+
+    _started_at = time.time()
+
+    async def write_state(self) -> None:
+        path = self.settings.state_file
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        if self.ctx is not None:
+            await self.ctx.listeners.close_all()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self.ctx is not None:
+            await registry_http.on_shutdown(self.ctx)
+            self.ctx.engine.dispose()
+        with contextlib.suppress(FileNotFoundError):
+            self.settings.state_file.unlink()
+
+    async def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Start, call ``on_ready`` with :meth:`status`, serve until SIGINT/SIGTERM, then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        self._started_at = time.time()
+        await self.start()
+        try:
+            if on_ready:
+                on_ready(self.status())
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+
+def _control_room_setups() -> list[Callable[[web.Application, Context], None]]:
+    """The control-plane rooms that exist in this build, each adding its routes to the control app."""
+    setups: list[Callable[[web.Application, Context], None]] = []
+    import importlib
+
+    for name in ("acrlocal.identity.oauth", "acrlocal.arm.routes"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        setups.append(module.setup)
+    return setups
+
+
+def run(settings: Settings, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Run a server in the foreground until a signal stops it (uvloop when available)."""
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    runner(Server(settings).run(on_ready))

@@ -1,0 +1,7 @@
+"""Storage: content-addressed blobs and SQL metadata, each behind a narrow interface.
+
+``blobs.BlobStore`` is implemented on the file system here and is shaped so that an Azure Blob Storage
+backend can implement it (staged uploads, commit by digest, ranged reads). The metadata stores of each room
+use SQLAlchemy Core on the engine made by :func:`acrlocal.storage.sql.open_engine`: SQLite by default,
+PostgreSQL by URL.
+"""

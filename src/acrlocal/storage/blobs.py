@@ -1,0 +1,270 @@
+"""Content-addressed blob storage behind :class:`BlobStore`, and its file-system implementation.
+
+A blob becomes visible only through :meth:`BlobStore.commit`, which checks the digest of what was written and
+then publishes it atomically; until then it lives in an upload area that is invisible to readers. A failed,
+cancelled or mismatched upload therefore leaves nothing visible, and a process killed at any moment leaves at
+worst an orphaned upload that :meth:`FileBlobStore.sweep` removes. Each blob is stored once, however many
+repositories link to it: repository membership is metadata, not storage.
+
+The interface is shaped for an Azure Blob Storage backend as well: uploads map to staged blocks, ``commit`` to
+a block-list commit plus copy to the digest's name, ``local_path`` returns ``None`` and readers use ``read``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+from acrlocal.errors import AcrLocalError, NotFound
+from acrlocal.registry.digest import Digest
+
+CHUNK = 1024 * 1024
+
+
+class DigestMismatch(AcrLocalError, ValueError):
+    """What was uploaded does not hash to the digest the client named."""
+
+    def __init__(self, expected: Digest, actual: Digest) -> None:
+        super().__init__(f"uploaded content has digest {actual}, not the {expected} the client gave")
+        self.expected = expected
+        self.actual = actual
+
+
+class UploadTooLarge(AcrLocalError, ValueError):
+    """An upload went past the size the caller allowed."""
+
+
+class BlobStore(Protocol):
+    """Where blob bytes live. Every method is safe to call concurrently for different uploads and digests."""
+
+    async def size(self, digest: Digest) -> int | None:
+        """The blob's size, or ``None`` if it is not stored."""
+
+    def local_path(self, digest: Digest) -> Path | None:
+        """A file the server may ``sendfile`` from, or ``None`` if this store is not on the local disk."""
+
+    def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``offset``; raises :class:`NotFound` if it is not stored."""
+
+    async def start_upload(self, upload_id: str) -> None: ...
+
+    async def upload_size(self, upload_id: str) -> int | None:
+        """Bytes received so far, or ``None`` if there is no such upload."""
+
+    async def append(self, upload_id: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
+        """Append ``chunks`` to the upload and return its new size. ``limit`` caps the bytes taken from
+        ``chunks`` (:class:`UploadTooLarge` past it). On error the upload keeps what was written before."""
+
+    async def commit(self, upload_id: str, digest: Digest) -> int:
+        """Check the upload hashes to ``digest``, publish it under that digest and forget the upload.
+
+        Returns the blob's size. Raises :class:`DigestMismatch` (the upload is then discarded) or
+        :class:`NotFound` for an unknown upload."""
+
+    async def abort(self, upload_id: str) -> None:
+        """Discard an upload; unknown ids are ignored."""
+
+    async def delete(self, digest: Digest) -> None:
+        """Remove a blob's bytes; readers that already opened it finish their read."""
+
+
+class _Hashing:
+    """Running sha256 of an upload, kept in memory between requests (rebuilt from disk after a restart)."""
+
+    __slots__ = ("hasher", "offset")
+
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+        self.offset = 0
+
+
+class FileBlobStore:
+    """Blobs under ``root/<algorithm>/<2 hex>/<hex>``; uploads under ``root/_uploads/<id>``.
+
+    Publishing is ``fsync`` then ``rename`` then ``fsync`` of the directory, so a blob is either whole and
+    named by its digest or absent. File work runs in the default executor; ``hashlib`` releases the GIL on
+    large buffers, so uploads hash on both cores.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uploads = root / "_uploads"
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        self._hashing: dict[str, _Hashing] = {}
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def path(self, digest: Digest) -> Path:
+        return self.root / digest.algorithm / digest.encoded[:2] / digest.encoded
+
+    def local_path(self, digest: Digest) -> Path | None:
+        return self.path(digest)
+
+    async def size(self, digest: Digest) -> int | None:
+        try:
+            return os.stat(self.path(digest)).st_size
+        except FileNotFoundError:
+            return None
+
+    async def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        try:
+            f = open(self.path(digest), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {digest} is not stored") from exc
+        loop = asyncio.get_running_loop()
+        try:
+            f.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                n = CHUNK if remaining is None else min(CHUNK, remaining)
+                data = await loop.run_in_executor(None, f.read, n)
+                if not data:
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            f.close()
+
+    # -- uploads -----------------------------------------------------------------------------------
+
+    def _upload_path(self, upload_id: str) -> Path:
+        if not upload_id or "/" in upload_id or upload_id.startswith("."):
+            raise NotFound(f"upload {upload_id!r} does not exist")
+        return self.uploads / upload_id
+
+    async def start_upload(self, upload_id: str) -> None:
+        path = self._upload_path(upload_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        self._hashing[upload_id] = _Hashing()
+
+    async def upload_size(self, upload_id: str) -> int | None:
+        try:
+            return os.stat(self._upload_path(upload_id)).st_size
+        except FileNotFoundError:
+            return None
+
+    def _hashing_for(self, upload_id: str, path: Path) -> _Hashing:
+        """The running hash, rebuilt by reading the file if this process did not write all of it."""
+        state = self._hashing.get(upload_id)
+        size = os.stat(path).st_size
+        if state is None or state.offset != size:
+            state = _Hashing()
+            with open(path, "rb") as f:
+                while data := f.read(CHUNK):
+                    state.hasher.update(data)
+                    state.offset += len(data)
+            self._hashing[upload_id] = state
+        return state
+
+    async def append(self, upload_id: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
+        path = self._upload_path(upload_id)
+        loop = asyncio.get_running_loop()
+        try:
+            state = await loop.run_in_executor(None, self._hashing_for, upload_id, path)
+        except FileNotFoundError as exc:
+            raise NotFound(f"upload {upload_id!r} does not exist") from exc
+        taken = 0
+
+        def write(f: object, buf: bytes) -> None:
+            f.write(buf)  # type: ignore[attr-defined]
+            state.hasher.update(buf)
+            state.offset += len(buf)
+
+        with open(path, "ab") as f:
+            pending: list[bytes] = []
+            pending_size = 0
+            try:
+                async for chunk in chunks:
+                    taken += len(chunk)
+                    if limit is not None and taken > limit:
+                        raise UploadTooLarge(f"upload {upload_id} went past {limit} bytes")
+                    pending.append(chunk)
+                    pending_size += len(chunk)
+                    if pending_size >= CHUNK:
+                        buf = b"".join(pending)
+                        pending, pending_size = [], 0
+                        await loop.run_in_executor(None, write, f, buf)
+            finally:
+                if pending:
+                    await loop.run_in_executor(None, write, f, b"".join(pending))
+        return state.offset
+
+    def _publish(self, upload_id: str, digest: Digest) -> int:
+        path = self._upload_path(upload_id)
+        state = self._hashing_for(upload_id, path)
+        if digest.algorithm == "sha256":
+            actual = Digest("sha256", state.hasher.hexdigest())
+        else:
+            h = hashlib.new(digest.algorithm)
+            with open(path, "rb") as f:
+                while data := f.read(CHUNK):
+                    h.update(data)
+            actual = Digest(digest.algorithm, h.hexdigest())
+        if actual != digest:
+            self._discard(upload_id)
+            raise DigestMismatch(digest, actual)
+        size = state.offset
+        final = self.path(digest)
+        if final.exists():
+            self._discard(upload_id)
+            return size
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.replace(path, final)
+        dfd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._hashing.pop(upload_id, None)
+        return size
+
+    async def commit(self, upload_id: str, digest: Digest) -> int:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self._publish, upload_id, digest)
+        except FileNotFoundError as exc:
+            raise NotFound(f"upload {upload_id!r} does not exist") from exc
+
+    def _discard(self, upload_id: str) -> None:
+        self._hashing.pop(upload_id, None)
+        with contextlib.suppress(NotFound):
+            self._upload_path(upload_id).unlink(missing_ok=True)
+
+    async def abort(self, upload_id: str) -> None:
+        self._discard(upload_id)
+
+    async def delete(self, digest: Digest) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
+    def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
+        """Remove upload files whose id is not in ``keep`` (orphans of a crash). Returns how many."""
+        removed = 0
+        cutoff = time.time() - older_than_s
+        for entry in self.uploads.iterdir():
+            if entry.name in keep:
+                continue
+            try:
+                if entry.stat().st_mtime <= cutoff:
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed

@@ -1,0 +1,51 @@
+"""The SQL engine and the one :class:`~sqlalchemy.MetaData` every room's tables are declared on.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (a commit survives a process crash; an OS crash may lose the
+last commits but never corrupts), foreign keys on, and a busy timeout so that a second process (the CLI reading
+state) waits instead of failing. The same tables work on PostgreSQL; only :func:`open_engine` knows the
+difference.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+# Modules that declare tables on ``metadata``; imported before ``create_all`` so every table exists.
+TABLE_MODULES = (
+    "acrlocal.storage.metadata",
+    "acrlocal.identity.store",
+    "acrlocal.arm.store",
+    "acrlocal.registry.audit",
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url`` with the schema created. SQLite files get their pragmas on every connection."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    for name in TABLE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a room not built yet
+            if exc.name != name:
+                raise
+    metadata.create_all(engine)
+    return engine

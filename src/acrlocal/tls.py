@@ -1,0 +1,190 @@
+"""The local certificate authority and the server's leaf certificate.
+
+The CA (``ca.pem`` and ``ca-key.pem``, mode 0600) is made once per data directory and kept; clients are told to
+trust it. The leaf certificate is reissued whenever the set of host names grows (a registry added with a new
+host name), and :meth:`LocalCA.server_context` keeps one :class:`ssl.SSLContext` that is reloaded in place, so
+listeners that already hold it serve the new certificate on their next handshake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import ssl
+import threading
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+BASE_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+class LocalCA:
+    """A CA kept under ``directory`` that issues the server certificate for a set of host names."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ca_path = directory / "ca.pem"
+        self.ca_key_path = directory / "ca-key.pem"
+        self.cert_path = directory / "server.pem"
+        self.key_path = directory / "server-key.pem"
+        self._lock = threading.Lock()
+        self._context: ssl.SSLContext | None = None
+        self._names: tuple[str, ...] = ()
+        self.created = False
+
+    def ensure(self, names: list[str] | tuple[str, ...] = ()) -> None:
+        """Create the CA if missing and make sure the leaf covers ``BASE_NAMES`` plus ``names``."""
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not (self.ca_path.exists() and self.ca_key_path.exists()):
+                self._create_ca()
+                self.created = True
+            wanted = tuple(dict.fromkeys([*BASE_NAMES, *(n.lower() for n in names)]))
+            current = self._leaf_names()
+            if current is None or not set(wanted) <= set(current) or self._leaf_expiring():
+                self._issue_leaf(tuple(dict.fromkeys([*(current or ()), *wanted])))
+            self._names = self._leaf_names() or wanted
+            if self._context is not None:
+                self._context.load_cert_chain(self.cert_path, self.key_path)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._names
+
+    def add_names(self, names: list[str]) -> None:
+        """Reissue the leaf if any of ``names`` is not covered yet; running listeners pick it up."""
+        if not set(n.lower() for n in names) <= set(self._names):
+            self.ensure([*self._names, *names])
+
+    def server_context(self) -> ssl.SSLContext:
+        if self._context is None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(self.cert_path, self.key_path)
+            self._context = ctx
+        return self._context
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts this CA (for our own CLI and tests)."""
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _create_ca(self) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "acrlocal"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"acrlocal local CA ({os.uname().nodename})"),
+        ])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                    key_encipherment=False, data_encipherment=False, key_agreement=False,
+                    encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_private(
+            self.ca_key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+        _write_public(self.ca_path, cert.public_bytes(serialization.Encoding.PEM))
+        for stale in (self.cert_path, self.key_path):
+            stale.unlink(missing_ok=True)
+
+    def _load_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
+        key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return cert, key
+
+    def _leaf(self) -> x509.Certificate | None:
+        if not (self.cert_path.exists() and self.key_path.exists()):
+            return None
+        return x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+
+    def _leaf_names(self) -> tuple[str, ...] | None:
+        leaf = self._leaf()
+        if leaf is None:
+            return None
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = [str(v) for v in san.get_values_for_type(x509.DNSName)]
+        ips = [str(v) for v in san.get_values_for_type(x509.IPAddress)]
+        return tuple(dns + ips)
+
+    def _leaf_expiring(self) -> bool:
+        leaf = self._leaf()
+        if leaf is None:
+            return True
+        return leaf.not_valid_after_utc - dt.datetime.now(dt.UTC) < dt.timedelta(days=30)
+
+    def _issue_leaf(self, names: tuple[str, ...]) -> None:
+        ca_cert, ca_key = self._load_ca()
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write_private(
+            self.key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+        _write_public(self.cert_path, cert.public_bytes(serialization.Encoding.PEM))
