@@ -44,8 +44,8 @@ def open_engine(url: str) -> Engine:
     for name in TABLE_MODULES:
         try:
             importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a room not built yet
-            if exc.name != name:
+        except ModuleNotFoundError as exc:  # a room (or its package) not built yet
+            if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
                 raise
     metadata.create_all(engine)
     return engine
