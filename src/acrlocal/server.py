@@ -196,8 +196,8 @@ def _control_room_setups() -> list[Callable[[web.Application, Context], None]]:
     for name in ("acrlocal.identity.oauth", "acrlocal.arm.routes"):
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
+        except ModuleNotFoundError as exc:  # a room (or its package) not built yet
+            if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
                 raise
             continue
         setups.append(module.setup)
