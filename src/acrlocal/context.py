@@ -16,6 +16,10 @@ from acrlocal.storage.blobs import BlobStore
 from acrlocal.tls import LocalCA
 
 if TYPE_CHECKING:
+    from acrlocal.identity.bootstrap import AdminCredential
+    from acrlocal.identity.directory import Directory
+    from acrlocal.identity.keys import KeyRing
+    from acrlocal.identity.tokens import TokenIssuer
     from acrlocal.registry.hosting import RegistryHosting
 
 
@@ -27,5 +31,9 @@ class Context:
     blobs: BlobStore
     listeners: Listeners
     registries: RegistryHosting
+    directory: Directory
+    keys: KeyRing
+    tokens: TokenIssuer
+    admin: AdminCredential
     # Services of the rooms, set by server.py as each room is assembled.
     extras: dict[str, Any] = field(default_factory=dict)

@@ -29,6 +29,10 @@ from acrlocal import __version__
 from acrlocal.config import Settings
 from acrlocal.context import Context
 from acrlocal.errors import AlreadyExists, ConfigError
+from acrlocal.identity.bootstrap import admin_file, bootstrap
+from acrlocal.identity.directory import Directory
+from acrlocal.identity.keys import KeyRing
+from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.listeners import Listeners, bind
 from acrlocal.registry import http as registry_http
 from acrlocal.registry.hosting import RegistryHosting
@@ -103,9 +107,6 @@ class Server:
         blobs = FileBlobStore(settings.blob_dir)
         listeners = Listeners(settings.host)
         hosting = RegistryHosting(settings, RegistryTable(engine), listeners, ca, on_change=self.write_state)
-        ctx = Context(settings, ca, engine, blobs, listeners, hosting)
-        self.ctx = ctx
-
         try:
             shared_sock = bind(settings.host, settings.port)
         except OSError as exc:
@@ -115,6 +116,12 @@ class Server:
             ) from exc
         self.shared_port = shared_sock.getsockname()[1]
         hosting.shared_port = self.shared_port
+        directory = Directory(engine)
+        admin = bootstrap(directory, settings.data_dir)
+        keys = KeyRing(engine)
+        tokens = TokenIssuer(keys, self.authority)
+        ctx = Context(settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin)
+        self.ctx = ctx
 
         registry_runner = web.AppRunner(self._build_registry_app(ctx), access_log=None, handle_signals=False)
         control_runner = web.AppRunner(self._build_control_app(ctx), access_log=None, handle_signals=False)
@@ -130,11 +137,16 @@ class Server:
         await self.write_state()
         return ctx
 
+    @property
+    def authority(self) -> str:
+        """The Entra authority and ARM endpoint: the shared port, by the name the certificate covers."""
+        return f"https://localhost:{self.shared_port}"
+
     def status(self) -> dict[str, Any]:
         """The facts ``acrlocal status`` prints; also written to ``server.json`` while running."""
         assert self.ctx is not None
         ctx = self.ctx
-        base = f"https://localhost:{self.shared_port}"
+        base = self.authority
         return {
             "running": True,
             "pid": os.getpid(),
@@ -148,6 +160,9 @@ class Server:
                 "activeDirectory": base,
             },
             "registries": [ctx.registries.describe(r) for r in ctx.registries.all()],
+            "tenantId": ctx.admin.tenantId,
+            "subscriptionId": ctx.admin.subscriptionId,
+            "adminCredentialPath": str(admin_file(self.settings.data_dir)),
         }
 
     _started_at = time.time()

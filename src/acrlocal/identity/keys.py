@@ -1,0 +1,126 @@
+"""Per-tenant RS256 signing keys, their rotation, and the JWKS that publishes them.
+
+Each tenant has one active key (the newest) and keeps a retired key in its JWKS until every token it signed has
+expired (``retired + max_token_lifetime``). Keys live in the database so that several server processes sign
+with the same keys; private keys are loaded once and cached in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy.engine import Engine
+
+from acrlocal.identity import store as t
+
+# Longest lifetime of a token we sign (IMDS hands out 24 h tokens); a retired key outlives it.
+MAX_TOKEN_LIFETIME_S = 25 * 3600
+
+
+def _b64url_uint(n: int) -> str:
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    tenant_id: str
+    private_key: rsa.RSAPrivateKey
+    created: float
+    retired: float | None
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.private_key.public_key()
+
+    def jwk(self) -> dict[str, Any]:
+        numbers = self.public_key.public_numbers()
+        return {"kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.kid, "n": _b64url_uint(numbers.n),
+                "e": _b64url_uint(numbers.e), "alg": "RS256"}
+
+
+def _kid_for(key: rsa.RSAPrivateKey) -> str:
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()[:20]).rstrip(b"=").decode()
+
+
+class KeyRing:
+    """Signing keys of every tenant. Thread-safe; reads are served from memory after the first load."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._keys: dict[str, list[SigningKey]] = {}  # tenant -> newest first
+
+    def _load(self, tenant_id: str) -> list[SigningKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.signing_keys).where(t.signing_keys.c.tenant_id == tenant_id)
+                                .order_by(t.signing_keys.c.created.desc())).all()
+        keys = []
+        for r in rows:
+            key = serialization.load_pem_private_key(r.private_pem.encode(), password=None)
+            assert isinstance(key, rsa.RSAPrivateKey)
+            keys.append(SigningKey(r.kid, r.tenant_id, key, r.created, r.retired))
+        return keys
+
+    def keys(self, tenant_id: str) -> list[SigningKey]:
+        """The tenant's published keys, newest first; the first one signs."""
+        tenant_id = tenant_id.lower()
+        keys = self._keys.get(tenant_id)
+        if keys is None:
+            with self._lock:
+                keys = self._keys.get(tenant_id)
+                if keys is None:
+                    keys = self._load(tenant_id)
+                    if not keys:
+                        self._create(tenant_id)
+                        keys = self._load(tenant_id)
+                    self._keys[tenant_id] = keys
+        now = time.time()
+        return [k for k in keys if k.retired is None or k.retired + MAX_TOKEN_LIFETIME_S > now]
+
+    def active(self, tenant_id: str) -> SigningKey:
+        return self.keys(tenant_id)[0]
+
+    def find(self, tenant_id: str, kid: str) -> SigningKey | None:
+        for key in self.keys(tenant_id):
+            if key.kid == kid:
+                return key
+        return None
+
+    def jwks(self, tenant_id: str) -> dict[str, Any]:
+        return {"keys": [k.jwk() for k in self.keys(tenant_id)]}
+
+    def rotate(self, tenant_id: str) -> SigningKey:
+        """Make a new active key; the previous one stays published until its tokens have expired."""
+        tenant_id = tenant_id.lower()
+        with self._lock:
+            now = time.time()
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(t.signing_keys).where(t.signing_keys.c.tenant_id == tenant_id,
+                                                             t.signing_keys.c.retired.is_(None)).values(retired=now))
+            self._create(tenant_id)
+            self._keys[tenant_id] = self._load(tenant_id)
+        return self.active(tenant_id)
+
+    def _create(self, tenant_id: str) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(t.signing_keys).values(kid=_kid_for(key), tenant_id=tenant_id, private_pem=pem,
+                                                          created=time.time(), retired=None))
+
+    def forget(self) -> None:
+        """Drop the in-memory cache (after another process rotated keys)."""
+        with self._lock:
+            self._keys.clear()

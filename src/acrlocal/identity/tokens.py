@@ -1,0 +1,131 @@
+"""Entra-shaped access tokens: issue (claims in, RS256 JWT out) and verify (JWT in, claims out).
+
+Verification trusts nothing in the token's header but ``kid``: the algorithm is pinned to RS256, the key comes only
+from the issuing tenant's keys in our own :class:`~acrlocal.identity.keys.KeyRing` (never from ``jwk``, ``jku``,
+``x5u`` or ``x5c`` headers), ``crit`` headers are refused, and issuer, audience, expiry and not-before are
+required and checked. Every failure raises :class:`InvalidToken` with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from acrlocal.errors import AcrLocalError
+from acrlocal.identity.directory import Principal
+from acrlocal.identity.keys import KeyRing
+
+ALGORITHMS = ["RS256"]
+CLOCK_SKEW_S = 60
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "tid", "oid", "sub"]
+FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c", "crit")
+
+
+class InvalidToken(AcrLocalError, ValueError):
+    """A token that is not one of ours, or not valid now, or not for this audience."""
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    expires_on: int
+    not_before: int
+    claims: dict[str, Any]
+
+    @property
+    def expires_in(self) -> int:
+        return max(0, self.expires_on - int(time.time()))
+
+
+class TokenIssuer:
+    """Signs and verifies tokens for every tenant. ``authority`` is the Entra base URL, e.g.
+    ``https://localhost:8443``; a tenant's issuer is ``{authority}/{tenant}/v2.0``."""
+
+    def __init__(self, keys: KeyRing, authority: str) -> None:
+        self.keys = keys
+        self.authority = authority.rstrip("/")
+
+    def issuer(self, tenant_id: str) -> str:
+        return f"{self.authority}/{tenant_id}/v2.0"
+
+    def issue(self, principal: Principal, audience: str, lifetime_s: int, *, auth_method: str = "2",
+              now: float | None = None, extra: dict[str, Any] | None = None) -> AccessToken:
+        """A token for ``principal`` to present to ``audience`` (kept exactly as asked, trailing slash and all).
+
+        ``auth_method`` is Entra's ``appidacr``: ``"1"`` client secret, ``"2"`` certificate or managed identity.
+        """
+        issued = int(now if now is not None else time.time())
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "iss": self.issuer(principal.tenant_id),
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + lifetime_s,
+            "aio": uuid.uuid4().hex,
+            "appid": principal.app_id,
+            "appidacr": auth_method,
+            "azp": principal.app_id,
+            "azpacr": auth_method,
+            "idp": self.issuer(principal.tenant_id),
+            "idtyp": "user" if principal.kind == "User" else "app",
+            "oid": principal.object_id,
+            "rh": uuid.uuid4().hex,
+            "sub": principal.object_id,
+            "tid": principal.tenant_id,
+            "uti": uuid.uuid4().hex,
+            "ver": "2.0",
+        }
+        if principal.resource_id and principal.kind == "ManagedIdentity":
+            claims["xms_mirid"] = principal.resource_id
+        if extra:
+            claims.update(extra)
+        key = self.keys.active(principal.tenant_id)
+        token = jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "x5t": key.kid})
+        return AccessToken(token, claims["exp"], claims["nbf"], claims)
+
+    def verify(self, token: str, audiences: Iterable[str] | None, *, tenant_id: str | None = None) -> dict[str, Any]:
+        """The claims of a valid token of ours for one of ``audiences`` (``None``: any audience).
+
+        ``tenant_id`` restricts which tenant may have issued it. Raises :class:`InvalidToken`.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"token is not a JWT: {exc}") from exc
+        if header.get("alg") not in ALGORITHMS:
+            raise InvalidToken(f"token algorithm {header.get('alg')!r} is not allowed (expected RS256)")
+        for name in FORBIDDEN_HEADERS:
+            if name in header:
+                raise InvalidToken(f"token header {name!r} is not accepted")
+        tid = unverified.get("tid")
+        kid = header.get("kid")
+        if not isinstance(tid, str) or not isinstance(kid, str):
+            raise InvalidToken("token has no tenant (tid) or key id (kid)")
+        if tenant_id is not None and tid.lower() != tenant_id.lower():
+            raise InvalidToken(f"token was issued by tenant {tid}, not {tenant_id}")
+        try:
+            key = self.keys.find(tid, kid)
+        except Exception as exc:  # an unknown tenant id cannot even be looked up
+            raise InvalidToken(f"tenant {tid!r} has no signing keys") from exc
+        if key is None:
+            raise InvalidToken(f"token key {kid!r} is not a key of tenant {tid}")
+        audience_list = list(audiences) if audiences is not None else None
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.public_key,
+                algorithms=ALGORITHMS,
+                audience=audience_list,
+                issuer=self.issuer(tid),
+                leeway=CLOCK_SKEW_S,
+                options={"require": REQUIRED_CLAIMS, "verify_aud": audience_list is not None},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"token rejected: {exc}") from exc
+        return claims
