@@ -1,0 +1,167 @@
+"""HTTP: the Entra endpoints on the shared port.
+
+- ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and ``GET /{tenant}/discovery/v2.0/keys``
+- ``POST /{tenant}/oauth2/v2.0/token`` (``scope=<resource>/.default``) and the v1 ``POST /{tenant}/oauth2/token``
+  (``resource=<resource>``), grant ``client_credentials`` with a client secret.
+
+Errors are :class:`~acrlocal.identity.errors.OAuthError`, answered in Entra's shape. Client secrets are never
+logged or echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from acrlocal.context import Context
+from acrlocal.errors import NotFound
+from acrlocal.identity.directory import Principal
+from acrlocal.identity.errors import OAuthError
+
+SP_TOKEN_LIFETIME_S = 3599
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+IGNORED_SCOPES = {"openid", "profile", "offline_access", "email"}
+
+
+def _ctx(request: web.Request) -> Context:
+    ctx: Context = request.app["ctx"]
+    return ctx
+
+
+def oauth_error(err: OAuthError, request: web.Request) -> web.Response:
+    corr = request.headers.get("client-request-id") or request.headers.get("x-ms-client-request-id")
+    return web.json_response(err.body(corr), status=err.status)
+
+
+def _tenant(ctx: Context, tenant: str) -> str:
+    if not GUID.match(tenant):
+        raise OAuthError("invalid_request", f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                         "tenant ID and are signing into the correct cloud.", 90002)
+    try:
+        return ctx.directory.tenant(tenant).id
+    except NotFound:
+        raise OAuthError("invalid_request", f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                         "tenant ID and are signing into the correct cloud.", 90002) from None
+
+
+def audience_from_scope(scope: str) -> str:
+    """The resource a v2 ``scope`` names: ``https://x/.default`` → ``https://x`` (``https://x//.default`` →
+    ``https://x/``). One resource only, as Entra requires for client credentials."""
+    resources = [s for s in scope.split() if s and s not in IGNORED_SCOPES]
+    if len(resources) != 1:
+        raise OAuthError("invalid_scope", f"The provided value for scope {scope!r} is not valid. Client credential "
+                         "flows must have a scope value with /.default suffixed to the resource identifier "
+                         "(application ID URI).", 1002012)
+    (value,) = resources
+    if not value.endswith("/.default"):
+        raise OAuthError("invalid_scope", f"The provided value for scope {value!r} is not valid. Client credential "
+                         "flows must have a scope value with /.default suffixed to the resource identifier "
+                         "(application ID URI).", 1002012)
+    return value[: -len("/.default")]
+
+
+def _required(form: Any, name: str) -> str:
+    value = form.get(name)
+    if not value:
+        raise OAuthError("invalid_request", f"The request body must contain the following parameter: '{name}'.",
+                         900144)
+    return str(value)
+
+
+def authenticate_client(ctx: Context, tenant_id: str, form: Any) -> tuple[Principal, str]:
+    """The principal a client-credentials request authenticates as, and Entra's ``appidacr`` for it.
+
+    Raises :class:`OAuthError` for an unknown client, a client of another tenant or a bad secret."""
+    client_id = _required(form, "client_id")
+    principal = ctx.directory.find_principal(app_id=client_id)
+    if principal is None or principal.tenant_id != tenant_id or principal.kind == "ManagedIdentity":
+        raise OAuthError("unauthorized_client", f"Application with identifier '{client_id}' was not found in the "
+                         f"directory '{tenant_id}'.", 700016)
+    secret = form.get("client_secret")
+    if secret:
+        if not ctx.directory.check_secret(principal.object_id, str(secret)):
+            raise OAuthError("invalid_client", "Invalid client secret provided. Ensure the secret being sent in the "
+                             f"request is the client secret value, not the client secret ID, for a secret added to "
+                             f"app '{client_id}'.", 7000215, status=401)
+        return principal, "1"
+    raise OAuthError("invalid_client", "The request body must contain the following parameter: 'client_assertion' "
+                     "or 'client_secret'.", 7000218, status=401)
+
+
+async def openid_configuration(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    try:
+        tenant = _tenant(ctx, request.match_info["tenant"])
+    except OAuthError as err:
+        return oauth_error(err, request)
+    base = ctx.tokens.authority
+    return web.json_response({
+        "token_endpoint": f"{base}/{tenant}/oauth2/v2.0/token",
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": f"{base}/{tenant}/discovery/v2.0/keys",
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": ctx.tokens.issuer(tenant),
+        "request_uri_parameter_supported": False,
+        "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
+        "device_authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/devicecode",
+        "end_session_endpoint": f"{base}/{tenant}/oauth2/v2.0/logout",
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "tid", "oid", "appid", "azp", "idtyp"],
+        "tenant_region_scope": None,
+        "cloud_instance_name": "acrlocal",
+    })
+
+
+async def jwks(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    try:
+        tenant = _tenant(ctx, request.match_info["tenant"])
+    except OAuthError as err:
+        return oauth_error(err, request)
+    return web.json_response(ctx.keys.jwks(tenant))
+
+
+async def token_v2(request: web.Request) -> web.Response:
+    return await _token(request, v1=False)
+
+
+async def token_v1(request: web.Request) -> web.Response:
+    return await _token(request, v1=True)
+
+
+async def _token(request: web.Request, *, v1: bool) -> web.Response:
+    ctx = _ctx(request)
+    try:
+        tenant = _tenant(ctx, request.match_info["tenant"])
+        form = await request.post()
+        grant = _required(form, "grant_type")
+        if grant != "client_credentials":
+            raise OAuthError("unsupported_grant_type", f"The grant type '{grant}' is not supported over the "
+                             "/token endpoint.", 70003)
+        audience = _required(form, "resource") if v1 else audience_from_scope(_required(form, "scope"))
+        principal, method = authenticate_client(ctx, tenant, form)
+    except OAuthError as err:
+        return oauth_error(err, request)
+    token = ctx.tokens.issue(principal, audience, SP_TOKEN_LIFETIME_S, auth_method=method)
+    if v1:
+        return web.json_response({
+            "token_type": "Bearer", "expires_in": str(SP_TOKEN_LIFETIME_S), "ext_expires_in": str(SP_TOKEN_LIFETIME_S),
+            "expires_on": str(token.expires_on), "not_before": str(token.not_before), "resource": audience,
+            "access_token": token.token,
+        })
+    return web.json_response({"token_type": "Bearer", "expires_in": SP_TOKEN_LIFETIME_S,
+                              "ext_expires_in": SP_TOKEN_LIFETIME_S, "access_token": token.token})
+
+
+def setup(app: web.Application, ctx: Context) -> None:
+    app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration)
+    app.router.add_get("/{tenant}/.well-known/openid-configuration", openid_configuration)
+    app.router.add_get("/{tenant}/discovery/v2.0/keys", jwks)
+    app.router.add_get("/{tenant}/discovery/keys", jwks)
+    app.router.add_post("/{tenant}/oauth2/v2.0/token", token_v2)
+    app.router.add_post("/{tenant}/oauth2/token", token_v1)
