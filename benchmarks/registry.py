@@ -1,0 +1,123 @@
+"""acrlocal against the reference registry (Distribution 2.8.2), same workloads, one run.
+
+    python -m benchmarks.registry [--quick] [--reps N] [--targets distribution,acrlocal] [--keep]
+
+Each repetition starts both servers on fresh storage (one after the other, alternating which goes first),
+runs the workloads of :mod:`benchmarks.workloads` against each, and stops it. Prints a markdown table and writes
+the samples, the summary and the machine to ``benchmarks/results/registry-<UTC time>.json``. Exits non-zero only
+if the harness itself cannot run (a server that will not start, a client that is missing); a workload that fails
+is reported as such and the run goes on. Never asserts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import ROOT
+from benchmarks.images import build_image
+from benchmarks.report import machine, markdown, summarise
+from benchmarks.servers import AcrLocal, Distribution
+from benchmarks.workloads import FULL, QUICK, Sample, WorkloadRunner
+
+RESULTS = ROOT / "benchmarks" / "results"
+TARGETS = ("distribution", "acrlocal")
+REQUIRED = ("skopeo", "curl", "hey", "/usr/bin/docker-registry")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.registry", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run")
+    p.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick)")
+    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of: " + ", ".join(TARGETS))
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs, storage)")
+    p.add_argument("--scratch", type=Path, help="parent of the scratch directory (default: the system temp dir)")
+    p.add_argument("--out", type=Path, help="JSON results file (default: benchmarks/results/registry-<time>.json)")
+    return p.parse_args(argv)
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    missing = [c for c in REQUIRED if shutil.which(c) is None]
+    if missing:
+        raise SystemExit(f"missing clients: {', '.join(missing)} (./scripts/test installs them)")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        raise SystemExit(f"unknown target(s) {sorted(unknown)}; expected some of {list(TARGETS)}")
+    sizes = QUICK if args.quick else FULL
+    reps = args.reps or (1 if args.quick else 3)
+    info = machine()
+    scratch = Path(tempfile.mkdtemp(prefix="acrlocal-bench-", dir=args.scratch))
+    samples: list[Sample] = []
+    errors: list[str] = []
+    t_start = time.perf_counter()
+    try:
+        log(f"building images in {scratch} ...")
+        big = build_image(scratch / "images" / "big", [sizes.big_layer] * sizes.big_layers)
+        small = build_image(scratch / "images" / "small", [sizes.small_layer] * sizes.small_layers)
+        for rep in range(1, reps + 1):
+            order = targets if rep % 2 else list(reversed(targets))
+            for kind in order:
+                workdir = scratch / f"rep{rep}" / kind
+                workdir.mkdir(parents=True)
+                server = Distribution(workdir) if kind == "distribution" else AcrLocal(workdir)
+                log(f"rep {rep}/{reps}: starting {kind}")
+                try:
+                    reg = server.start()
+                    runner = WorkloadRunner(reg, sizes, big, small, workdir / "scratch", rep, log)
+                    samples += runner.run_all()
+                    errors += runner.errors
+                finally:
+                    server.stop()
+                if not args.keep:
+                    shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            log(f"scratch kept in {scratch}")
+    info["loadavg_end"] = os.getloadavg()
+    info["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+    rows = summarise(samples)
+    result = {
+        "machine": info,
+        "mode": "quick" if args.quick else "full",
+        "reps": reps,
+        "sizes": sizes.__dict__,
+        "tls": "both servers over TLS 1.2+ with an ECDSA P-256 certificate from a local CA",
+        "summary": rows,
+        "samples": [s.as_dict() for s in samples],
+        "errors": errors,
+    }
+    out = args.out or RESULTS / f"registry-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(rows))
+    print()
+    print(f"{info['nproc']} CPUs ({info['cpu_model']}), kernel {info['kernel']}, Python {info['python']}; "
+          f"load {info['loadavg_start'][0]:.2f} → {info['loadavg_end'][0]:.2f}; {info['elapsed_s']} s; "
+          f"{reps} repetition(s), {result['mode']} sizes. Results: {out}")
+    for e in errors:
+        print(f"ERROR {e[:1500]}")
+    return result
+
+
+def main() -> None:
+    run()
+
+
+if __name__ == "__main__":
+    main()
