@@ -165,7 +165,8 @@ def curl_parallel(reg: Registry, urls: list[str], headers: dict[str, str], timeo
     other clients (skopeo, hey) use HTTP/1.1 with both."""
     procs = []
     for url in urls:
-        cmd = ["curl", "-sS", "--fail", "--http1.1", "-L", "--cacert", str(reg.ca), "-o", "/dev/null", "-w", "%{size_download}"]
+        cmd = ["curl", "-sS", "--fail", "--http1.1", "-L", "--cacert", str(reg.ca), "-o", "/dev/null",
+               "-w", "%{size_download}"]
         for k, v in headers.items():
             cmd += ["-H", f"{k}: {v}"]
         procs.append(subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
