@@ -50,6 +50,10 @@ class Settings:
     port: int = 8443
     registry_port_base: int = 8444
     imds_port_base: int = 50342
+    # Requests per second per VM that IMDS answers before it throttles with 429 (0: never throttle), and
+    # whether it caches managed-identity tokens per (identity, resource) as Azure's IMDS does.
+    imds_rate_limit: float = 20.0
+    imds_token_cache: bool = True
     hostname_suffix: str = "localhost"
     default_registry: str = "acrlocal"
     database_url: str | None = None
@@ -62,6 +66,8 @@ class Settings:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} {value} is not a TCP port (0-65535)")
+        if self.imds_rate_limit < 0:
+            raise ConfigError(f"imds_rate_limit {self.imds_rate_limit} must be 0 (off) or a positive rate")
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored (flags not given)."""

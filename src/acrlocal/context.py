@@ -16,6 +16,7 @@ from acrlocal.storage.blobs import BlobStore
 from acrlocal.tls import LocalCA
 
 if TYPE_CHECKING:
+    from acrlocal.compute.runtime import ComputeRuntime
     from acrlocal.identity.bootstrap import AdminCredential
     from acrlocal.identity.directory import Directory
     from acrlocal.identity.keys import KeyRing
@@ -37,3 +38,4 @@ class Context:
     admin: AdminCredential
     # Services of the rooms, set by server.py as each room is assembled.
     extras: dict[str, Any] = field(default_factory=dict)
+    compute: ComputeRuntime | None = None

@@ -26,9 +26,12 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal import __version__
+from acrlocal.compute.runtime import ComputeRuntime
+from acrlocal.compute.store import VMTable
 from acrlocal.config import Settings
 from acrlocal.context import Context
 from acrlocal.errors import AlreadyExists, ConfigError
+from acrlocal.identity import imds
 from acrlocal.identity.bootstrap import admin_file, bootstrap
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.keys import KeyRing
@@ -123,14 +126,18 @@ class Server:
         ctx = Context(settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin)
         self.ctx = ctx
 
+        compute = ComputeRuntime(settings, VMTable(engine), directory, listeners)
+        ctx.compute = compute
         registry_runner = web.AppRunner(self._build_registry_app(ctx), access_log=None, handle_signals=False)
         control_runner = web.AppRunner(self._build_control_app(ctx), access_log=None, handle_signals=False)
-        for runner in (registry_runner, control_runner):
+        imds_runner = web.AppRunner(imds.build_app(ctx, compute), access_log=None, handle_signals=False)
+        for runner in (registry_runner, control_runner, imds_runner):
             await runner.setup()
             self._runners.append(runner)
         await registry_http.on_startup(ctx)
         await listeners.open("shared", control_runner, shared_sock, ca.server_context())
         await hosting.start(registry_runner)
+        await compute.start(imds_runner)
         if settings.default_registry:
             with contextlib.suppress(AlreadyExists):
                 await hosting.create(settings.default_registry, {"sku": "Standard"})

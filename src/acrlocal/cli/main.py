@@ -99,11 +99,16 @@ def banner(status: dict[str, Any]) -> str:
 @click.option("--port", type=int, help="The shared https port (default 8443; 0 picks a free port).")
 @click.option("--registry-port-base", type=int, help="First port for registries' own listeners (0: any).")
 @click.option("--imds-port-base", type=int, help="First port for VMs' IMDS listeners (0: any).")
+@click.option("--imds-rate-limit", type=float,
+              help="Requests per second per VM that IMDS answers before answering 429 (default 20; 0: no limit).")
+@click.option("--imds-token-cache/--no-imds-token-cache", default=None,
+              help="Cache managed-identity tokens per identity and resource, as Azure's IMDS does (default on).")
 @click.option("--default-registry", help="Name of the registry created on first start (default acrlocal).")
 @click.option("--database-url", envvar="ACRLOCAL_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
-       default_registry: str | None, database_url: str | None, log_level: str) -> None:
+       imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
+       database_url: str | None, log_level: str) -> None:
     """Run the acrlocal server in the foreground (Ctrl-C stops it)."""
     import logging
 
@@ -112,7 +117,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from(
         data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
-        default_registry=default_registry, database_url=database_url,
+        imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
+        database_url=database_url,
     )
     fresh = not settings.data_dir.exists()
     if fresh:

@@ -98,8 +98,12 @@ def _principal(row: Any) -> Principal:
 
 
 class Directory:
+    """``generation`` counts the principal creations and deletions this process made, so that in-memory
+    caches of principals (IMDS) know when to look again."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.generation = 0
 
     # -- tenants and subscriptions -----------------------------------------------------------------
 
@@ -167,6 +171,7 @@ class Directory:
         p = Principal(object_id or new_guid(), tenant_id, kind, app_id or new_guid(), display_name)
         with self.engine.begin() as conn:
             self._insert_principal(conn, p)
+        self.generation += 1
         return p
 
     def create_managed_identity(self, tenant_id: str, resource_id: str, display_name: str,
@@ -181,6 +186,7 @@ class Directory:
             if clash:
                 raise AlreadyExists(f"resource {resource_id!r} already has a managed identity")
             self._insert_principal(conn, p)
+        self.generation += 1
         return p
 
     def principal(self, object_id: str) -> Principal:
@@ -216,6 +222,7 @@ class Directory:
     def delete_principal(self, object_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(t.principals).where(t.principals.c.object_id == object_id.lower()))
+        self.generation += 1
 
     # -- client secrets ----------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 - ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and ``GET /{tenant}/discovery/v2.0/keys``
 - ``POST /{tenant}/oauth2/v2.0/token`` (``scope=<resource>/.default``) and the v1 ``POST /{tenant}/oauth2/token``
-  (``resource=<resource>``), grant ``client_credentials`` with a client secret.
+  (``resource=<resource>``), grant ``client_credentials`` with a client secret, a certificate-signed client
+  assertion, or a federated assertion (workload identity; see :mod:`.assertions`).
 
 Errors are :class:`~acrlocal.identity.errors.OAuthError`, answered in Entra's shape. Client secrets are never
 logged or echoed.
@@ -17,12 +18,20 @@ from aiohttp import web
 
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
+from acrlocal.identity.assertions import (
+    JWT_BEARER,
+    ReplayCache,
+    is_certificate_assertion,
+    verify_certificate_assertion,
+    verify_federated_assertion,
+)
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.errors import OAuthError
 
 SP_TOKEN_LIFETIME_S = 3599
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 IGNORED_SCOPES = {"openid", "profile", "offline_access", "email"}
+REPLAY = web.AppKey("identity.replay", ReplayCache)
 
 
 def _ctx(request: web.Request) -> Context:
@@ -70,16 +79,53 @@ def _required(form: Any, name: str) -> str:
     return str(value)
 
 
-def authenticate_client(ctx: Context, tenant_id: str, form: Any) -> tuple[Principal, str]:
+def token_endpoints(ctx: Context, tenant_id: str, request: web.Request | None = None) -> list[str]:
+    """The URLs a client assertion may name as ``aud``: this tenant's v2 and v1 token endpoints, under the
+    authority and under the host the request actually came to."""
+    bases = [ctx.tokens.authority]
+    if request is not None:
+        bases.append(f"https://{request.host}")
+    return [f"{base}/{tenant_id}/{path}" for base in bases for path in ("oauth2/v2.0/token", "oauth2/token")]
+
+
+def _unknown_client(client_id: str, tenant_id: str) -> OAuthError:
+    return OAuthError("unauthorized_client", f"Application with identifier '{client_id}' was not found in the "
+                      f"directory '{tenant_id}'. This can happen if the application has not been installed by the "
+                      "administrator of the tenant or consented to by any user in the tenant.", 700016)
+
+
+def authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: str, audiences: list[str],
+                        replay: ReplayCache) -> tuple[Principal, str]:
     """The principal a client-credentials request authenticates as, and Entra's ``appidacr`` for it.
 
-    Raises :class:`OAuthError` for an unknown client, a client of another tenant or a bad secret."""
+    A client secret or a certificate assertion authenticates a service principal; a federated assertion
+    authenticates a service principal or a user-assigned managed identity. Raises :class:`OAuthError` for an
+    unknown client, a client of another tenant, a bad secret or a bad assertion."""
     client_id = _required(form, "client_id")
     principal = ctx.directory.find_principal(app_id=client_id)
-    if principal is None or principal.tenant_id != tenant_id or principal.kind == "ManagedIdentity":
-        raise OAuthError("unauthorized_client", f"Application with identifier '{client_id}' was not found in the "
-                         f"directory '{tenant_id}'.", 700016)
+    if principal is None or principal.tenant_id != tenant_id:
+        raise _unknown_client(client_id, tenant_id)
     secret = form.get("client_secret")
+    assertion = form.get("client_assertion")
+    if secret and assertion:
+        raise OAuthError("invalid_request", "Only one client credential may be presented: 'client_secret' or "
+                         "'client_assertion'.", 90014)
+    if assertion:
+        assertion_type = form.get("client_assertion_type")
+        if assertion_type != JWT_BEARER:
+            raise OAuthError("invalid_request", f"The client_assertion_type {assertion_type!r} is not supported; "
+                             f"expected '{JWT_BEARER}'.", 90014)
+        if is_certificate_assertion(str(assertion), principal.app_id):
+            if principal.kind == "ManagedIdentity":
+                raise _unknown_client(client_id, tenant_id)
+            verify_certificate_assertion(ctx.directory, principal, str(assertion), audiences, resource, replay)
+            return principal, "2"
+        if principal.kind == "ManagedIdentity" and principal.mi_kind != "user":
+            raise _unknown_client(client_id, tenant_id)
+        verify_federated_assertion(ctx.directory, ctx.tokens, principal, str(assertion))
+        return principal, "2"
+    if principal.kind == "ManagedIdentity":
+        raise _unknown_client(client_id, tenant_id)
     if secret:
         if not ctx.directory.check_secret(principal.object_id, str(secret)):
             raise OAuthError("invalid_client", "Invalid client secret provided. Ensure the secret being sent in the "
@@ -144,7 +190,9 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
             raise OAuthError("unsupported_grant_type", f"The grant type '{grant}' is not supported over the "
                              "/token endpoint.", 70003)
         audience = _required(form, "resource") if v1 else audience_from_scope(_required(form, "scope"))
-        principal, method = authenticate_client(ctx, tenant, form)
+        principal, method = authenticate_client(ctx, tenant, form, resource=audience,
+                                                audiences=token_endpoints(ctx, tenant, request),
+                                                replay=request.app[REPLAY])
     except OAuthError as err:
         return oauth_error(err, request)
     token = ctx.tokens.issue(principal, audience, SP_TOKEN_LIFETIME_S, auth_method=method)
@@ -159,6 +207,7 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
 
 
 def setup(app: web.Application, ctx: Context) -> None:
+    app[REPLAY] = ReplayCache()
     app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration)
     app.router.add_get("/{tenant}/.well-known/openid-configuration", openid_configuration)
     app.router.add_get("/{tenant}/discovery/v2.0/keys", jwks)

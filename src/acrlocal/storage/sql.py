@@ -20,6 +20,7 @@ metadata = sa.MetaData()
 TABLE_MODULES = (
     "acrlocal.storage.metadata",
     "acrlocal.identity.store",
+    "acrlocal.compute.store",
     "acrlocal.arm.store",
     "acrlocal.registry.audit",
 )

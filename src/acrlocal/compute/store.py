@@ -1,0 +1,97 @@
+"""SQL table of the compute room and the store over it: one row per VM.
+
+A row holds what the runtime needs across restarts: the VM's ARM id and placement, its ``vmId``, its identities
+(the system-assigned principal's object id, the ARM ids of its user-assigned identities), the IMDS port it was
+given and the secret of its App Service identity endpoint. The ARM representation lives with the control plane;
+``profile`` keeps the few properties IMDS reports (size, OS, image, admin user name, tags).
+Every method is one transaction; lookups raise :class:`~acrlocal.errors.NotFound`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from acrlocal.compute.vms import VirtualMachine
+from acrlocal.errors import AlreadyExists, NotFound
+from acrlocal.storage.sql import metadata
+
+vms = sa.Table(
+    "vms",
+    metadata,
+    sa.Column("vm_id", sa.String(36), primary_key=True),
+    # ARM id, lower-cased for lookups; ``resource_id`` keeps the case it was created with.
+    sa.Column("key", sa.String(1024), nullable=False, unique=True),
+    sa.Column("resource_id", sa.String(1024), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("resource_group", sa.String(90), nullable=False),
+    sa.Column("subscription_id", sa.String(36), nullable=False),
+    sa.Column("tenant_id", sa.String(36), nullable=False),
+    sa.Column("location", sa.String(64), nullable=False),
+    sa.Column("system_principal_id", sa.String(36), nullable=True),
+    sa.Column("user_assigned", sa.Text, nullable=False, default="[]"),  # JSON list of ARM ids
+    sa.Column("profile", sa.Text, nullable=False, default="{}"),  # JSON
+    sa.Column("imds_port", sa.Integer, nullable=True, unique=True),
+    sa.Column("identity_secret", sa.String(64), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+
+def _vm(row: Any) -> VirtualMachine:
+    return VirtualMachine(
+        vm_id=row.vm_id, resource_id=row.resource_id, name=row.name, resource_group=row.resource_group,
+        subscription_id=row.subscription_id, tenant_id=row.tenant_id, location=row.location,
+        system_principal_id=row.system_principal_id, user_assigned=tuple(json.loads(row.user_assigned or "[]")),
+        profile=json.loads(row.profile or "{}"), imds_port=row.imds_port, identity_secret=row.identity_secret,
+        created=row.created)
+
+
+class VMTable:
+    """The VMs this server runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def all(self) -> list[VirtualMachine]:
+        with self.engine.connect() as conn:
+            return [_vm(r) for r in conn.execute(sa.select(vms).order_by(vms.c.created))]
+
+    def get(self, resource_id: str) -> VirtualMachine:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(vms).where(vms.c.key == resource_id.lower())).first()
+        if row is None:
+            raise NotFound(f"virtual machine {resource_id!r} does not exist")
+        return _vm(row)
+
+    def add(self, vm: VirtualMachine) -> VirtualMachine:
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(vms.c.vm_id).where(vms.c.key == vm.resource_id.lower())).first():
+                raise AlreadyExists(f"virtual machine {vm.resource_id!r} already exists")
+            conn.execute(sa.insert(vms).values(
+                vm_id=vm.vm_id, key=vm.resource_id.lower(), resource_id=vm.resource_id, name=vm.name,
+                resource_group=vm.resource_group, subscription_id=vm.subscription_id, tenant_id=vm.tenant_id,
+                location=vm.location, system_principal_id=vm.system_principal_id,
+                user_assigned=json.dumps(list(vm.user_assigned)), profile=json.dumps(vm.profile),
+                imds_port=vm.imds_port, identity_secret=vm.identity_secret, created=vm.created or time.time()))
+        return self.get(vm.resource_id)
+
+    def update(self, resource_id: str, **changes: Any) -> VirtualMachine:
+        """Set columns (``user_assigned`` as a sequence, ``profile`` as a dict)."""
+        values = dict(changes)
+        if "user_assigned" in values:
+            values["user_assigned"] = json.dumps(list(values["user_assigned"]))
+        if "profile" in values:
+            values["profile"] = json.dumps(values["profile"])
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.update(vms).where(vms.c.key == resource_id.lower()).values(**values))
+        if result.rowcount == 0:
+            raise NotFound(f"virtual machine {resource_id!r} does not exist")
+        return self.get(resource_id)
+
+    def remove(self, resource_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(vms).where(vms.c.key == resource_id.lower()))
