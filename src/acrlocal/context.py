@@ -12,7 +12,9 @@ from sqlalchemy.engine import Engine
 
 from acrlocal.config import Settings
 from acrlocal.listeners import Listeners
+from acrlocal.registry.authz import Authorizer, OpenAuthorizer
 from acrlocal.storage.blobs import BlobStore
+from acrlocal.storage.metadata import RegistryMetadata
 from acrlocal.tls import LocalCA
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ class Context:
     keys: KeyRing
     tokens: TokenIssuer
     admin: AdminCredential
+    # The registry data plane: its metadata, and the one authorization call every /v2/ request makes.
+    registry_meta: RegistryMetadata
+    registry_auth: Authorizer = field(default_factory=OpenAuthorizer)
     # Services of the rooms, set by server.py as each room is assembled.
     extras: dict[str, Any] = field(default_factory=dict)
     compute: ComputeRuntime | None = None

@@ -40,7 +40,7 @@ from acrlocal.listeners import Listeners, bind
 from acrlocal.registry import http as registry_http
 from acrlocal.registry.hosting import RegistryHosting
 from acrlocal.storage.blobs import FileBlobStore
-from acrlocal.storage.metadata import RegistryTable
+from acrlocal.storage.metadata import RegistryTable, SqlRegistryMetadata
 from acrlocal.storage.sql import open_engine
 from acrlocal.tls import LocalCA
 
@@ -77,7 +77,7 @@ class Server:
                 raise web.HTTPNotFound()
             return await registry_http.handle(request, rec)
 
-        app.router.add_route("*", "/{tail:.*}", by_port)
+        registry_http.route_every_request(app, by_port)
         return app
 
     def _build_control_app(self, ctx: Context) -> web.Application:
@@ -109,7 +109,10 @@ class Server:
         engine = open_engine(settings.db_url)
         blobs = FileBlobStore(settings.blob_dir)
         listeners = Listeners(settings.host)
-        hosting = RegistryHosting(settings, RegistryTable(engine), listeners, ca, on_change=self.write_state)
+        registry_meta = SqlRegistryMetadata(engine)
+        hosting = RegistryHosting(
+            settings, RegistryTable(engine), listeners, ca, on_change=self.write_state, content=registry_meta
+        )
         try:
             shared_sock = bind(settings.host, settings.port)
         except OSError as exc:
@@ -123,7 +126,9 @@ class Server:
         admin = bootstrap(directory, settings.data_dir)
         keys = KeyRing(engine)
         tokens = TokenIssuer(keys, self.authority)
-        ctx = Context(settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin)
+        ctx = Context(
+            settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin, registry_meta=registry_meta
+        )
         self.ctx = ctx
 
         compute = ComputeRuntime(settings, VMTable(engine), directory, listeners)

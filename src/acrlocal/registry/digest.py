@@ -25,14 +25,14 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        match = _GRAMMAR.match(text)
+        match = _GRAMMAR.fullmatch(text)
         if not match:
             raise DigestError(f"digest {text[:200]!r} is not of the form algorithm:encoded")
         algorithm, encoded = match.groups()
         shape = ALGORITHMS.get(algorithm)
         if shape is None:
             raise DigestError(f"digest algorithm {algorithm!r} is not supported (expected sha256 or sha512)")
-        if not shape.match(encoded):
+        if not shape.fullmatch(encoded):
             raise DigestError(f"digest {text[:200]!r} does not have a valid {algorithm} encoding")
         return cls(algorithm, encoded)
 
@@ -49,4 +49,4 @@ class Digest:
 
 def is_digest(text: str) -> bool:
     """True if ``text`` looks like a digest (has the grammar), whether or not it is supported."""
-    return bool(_GRAMMAR.match(text))
+    return bool(_GRAMMAR.fullmatch(text))

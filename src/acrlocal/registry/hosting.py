@@ -18,7 +18,7 @@ from aiohttp import web
 from acrlocal.config import Settings
 from acrlocal.errors import ConfigError, NotFound
 from acrlocal.listeners import Listeners, bind
-from acrlocal.storage.metadata import RegistryRecord, RegistryTable
+from acrlocal.storage.metadata import RegistryMetadata, RegistryRecord, RegistryTable
 from acrlocal.tls import LocalCA
 
 REGISTRY_NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
@@ -26,7 +26,7 @@ REGISTRY_NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
 
 def check_registry_name(name: str) -> str:
     """The registry name lower-cased; :class:`ConfigError` unless it is 5-50 letters and digits (ACR's rule)."""
-    if not REGISTRY_NAME.match(name):
+    if not REGISTRY_NAME.fullmatch(name):
         raise ConfigError(f"registry name {name!r} must be 5 to 50 letters and digits")
     return name.lower()
 
@@ -39,12 +39,14 @@ class RegistryHosting:
         listeners: Listeners,
         ca: LocalCA,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        content: RegistryMetadata | None = None,
     ) -> None:
         self.settings = settings
         self.table = table
         self.listeners = listeners
         self.ca = ca
         self.on_change = on_change
+        self.content = content
         self.runner: web.AppRunner | None = None
         self._by_port: dict[int, RegistryRecord] = {}
         self._by_host: dict[str, RegistryRecord] = {}
@@ -157,10 +159,13 @@ class RegistryHosting:
         return rec
 
     async def delete(self, name: str) -> None:
-        """Stop serving a registry and forget it. Its content is removed by the caller's store."""
+        """Stop serving a registry and forget it with its repositories, manifests, tags and upload sessions.
+        Blob bytes no other registry links are deleted by the data plane's sweeper."""
         rec = self.get(name)
         await self.listeners.close(f"registry:{rec.name}")
         self._unindex(rec)
+        if self.content is not None:
+            self.content.delete_registry(rec.id)
         self.table.remove(rec.name)
         if self.on_change:
             await self.on_change()

@@ -1,39 +1,161 @@
 """HTTP entry point of the data plane: one function per request, ``handle(request, registry)``.
 
-The server finds the registry (by local port or by host name) and calls :func:`handle`; everything below is
-the registry's own routing. Errors are :class:`~acrlocal.registry.errors.RegistryError` and are rendered here.
+The server finds the registry (by local port or by host name) and calls :func:`handle`. The path is parsed by
+hand (:mod:`acrlocal.registry.paths`, no regex router) and dispatched on (endpoint, method) through one dict.
+Each handler checks names first, then calls the authorizer once, then touches storage.
+
+Errors: a :class:`~acrlocal.registry.errors.RegistryError` becomes the OCI ``{"errors": [...]}`` body with its
+status and headers; anything unexpected is logged and answered ``500 UNKNOWN`` in the same format, and the server
+keeps serving. A method an endpoint does not have is ``405 UNSUPPORTED``.
+
+:func:`on_startup` removes upload files that no session owns (a crash's leftovers) and starts the sweeper, which
+expires sessions idle for longer than ``limits.upload_session_ttl_s`` and deletes blobs no repository links any
+more (after a blob, manifest or registry deletion).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from acrlocal.context import Context
+from acrlocal.registry import blob_api, locks, manifest_api
+from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
+from acrlocal.registry.paths import Endpoint, Route, parse_path
+from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, error_response
 from acrlocal.storage.metadata import RegistryRecord
 
-API_VERSION_HEADER = {"Docker-Distribution-Api-Version": "registry/2.0"}
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request, Context, RegistryRecord, Route], Awaitable[web.StreamResponse]]
 
 
-def error_response(err: RegistryError) -> web.Response:
-    headers = {**API_VERSION_HEADER, **err.headers}
-    return web.Response(status=err.status, body=err.body(), content_type="application/json", headers=headers)
+async def _base(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+    """``GET /v2/``: 200 ``{}`` to a caller the authorizer accepts (the 401 challenge comes from it)."""
+    await ctx.registry_auth.authorize(request, registry, None, ())
+    return web.json_response({}, headers={API_VERSION: API_VERSION_VALUE})
+
+
+ROUTES: dict[tuple[Endpoint, str], Handler] = {
+    (Endpoint.BASE, "GET"): _base,
+    (Endpoint.BASE, "HEAD"): _base,
+    (Endpoint.CATALOG, "GET"): manifest_api.catalog,
+    (Endpoint.MANIFEST, "GET"): manifest_api.get_manifest,
+    (Endpoint.MANIFEST, "HEAD"): manifest_api.get_manifest,
+    (Endpoint.MANIFEST, "PUT"): manifest_api.put_manifest,
+    (Endpoint.MANIFEST, "DELETE"): manifest_api.delete_manifest,
+    (Endpoint.BLOB, "GET"): blob_api.get_blob,
+    (Endpoint.BLOB, "HEAD"): blob_api.get_blob,
+    (Endpoint.BLOB, "DELETE"): blob_api.delete_blob,
+    (Endpoint.UPLOADS, "POST"): blob_api.start_upload,
+    (Endpoint.UPLOAD, "GET"): blob_api.upload_status,
+    (Endpoint.UPLOAD, "PATCH"): blob_api.patch_upload,
+    (Endpoint.UPLOAD, "PUT"): blob_api.put_upload,
+    (Endpoint.UPLOAD, "DELETE"): blob_api.cancel_upload,
+    (Endpoint.TAGS, "GET"): manifest_api.list_tags,
+    (Endpoint.REFERRERS, "GET"): manifest_api.referrers,
+}
+
+
+def _not_found(route: Route | None) -> RegistryError:
+    if route is None:
+        return RegistryError("NAME_UNKNOWN", "no such endpoint under /v2/", status=404)
+    return RegistryError("UNSUPPORTED", f"{route.endpoint.value} does not support this method", status=405)
 
 
 async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamResponse:
+    route = parse_path(request.raw_path)
     try:
-        if request.path in ("/v2", "/v2/"):
-            if request.method not in ("GET", "HEAD"):
-                raise RegistryError("UNSUPPORTED")
-            return web.json_response({}, headers=API_VERSION_HEADER)
-        raise RegistryError("NAME_UNKNOWN")
+        handler = ROUTES.get((route.endpoint, request.method)) if route is not None else None
+        if handler is None or route is None:
+            raise _not_found(route)
+        return await handler(request, request.app["ctx"], registry, route)
     except RegistryError as err:
         return error_response(err)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(RegistryError("UNKNOWN", "internal error; the server log has the details"))
+
+
+def route_every_request(app: web.Application, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+    """Send every request of ``app`` to ``handler`` without aiohttp's pattern matching.
+
+    The data plane parses its own paths (:mod:`acrlocal.registry.paths`); aiohttp's patterns would cost a regex
+    walk per request and do not match every path a request can decode to (``%0A`` is a newline, which ``.*``
+    does not match, so such a request would get aiohttp's plain-text 404 instead of an OCI error).
+    """
+    route = app.router.add_resource("/").add_route("*", handler)
+
+    async def resolve(request: web.Request) -> UrlMappingMatchInfo:
+        return UrlMappingMatchInfo({}, route)
+
+    app.router.resolve = resolve  # type: ignore[method-assign]
+
+
+# -- housekeeping ----------------------------------------------------------------------------------------
+
+_SWEEPER = "registry.sweeper"
+
+
+def sweep_interval(ttl_s: float) -> float:
+    """How often the sweeper runs: a quarter of the TTL, between 1 s and 5 min."""
+    return min(max(ttl_s / 4, 1.0), 300.0)
+
+
+async def sweep(ctx: Context, now: float | None = None) -> None:
+    """Expire idle upload sessions, then delete the bytes of blobs that no repository links."""
+    meta = ctx.registry_meta
+    now = time.time() if now is None else now
+    for upload_id in meta.expired_uploads(now - ctx.settings.limits.upload_session_ttl_s):
+        async with locks.uploads(upload_id):
+            meta.delete_upload(upload_id)
+            await ctx.blobs.abort(upload_id)
+    # Upload files no session owns: a registry deleted with its sessions, a single-request upload cut off.
+    ctx.blobs.sweep(meta.upload_ids(), older_than_s=max(ctx.settings.limits.upload_session_ttl_s, 3600))
+    for text in meta.unlinked_blobs(limit=1000):
+        digest = Digest.parse(text)
+        async with locks.digests(text):
+            if meta.forget_blob_if_unlinked(text):
+                await ctx.blobs.delete(digest)
+
+
+async def _sweep_forever(ctx: Context) -> None:
+    interval = sweep_interval(ctx.settings.limits.upload_session_ttl_s)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await sweep(ctx)
+        except Exception:
+            log.exception("registry sweep failed; retrying in %.0f s", interval)
 
 
 async def on_startup(ctx: Context) -> None:
-    """Called once the stores exist, before listeners open."""
+    """Called once the stores exist, before listeners open: drop a crash's leftovers, start the sweeper."""
+    meta = ctx.registry_meta
+    sessions = meta.upload_ids()
+    for upload_id in sessions:
+        if await ctx.blobs.upload_size(upload_id) is None:
+            meta.delete_upload(upload_id)
+    removed = ctx.blobs.sweep(sessions)
+    if removed:
+        log.info("removed %d upload files no session owned", removed)
+    await sweep(ctx)
+    ctx.extras[_SWEEPER] = asyncio.get_running_loop().create_task(_sweep_forever(ctx), name=_SWEEPER)
 
 
 async def on_shutdown(ctx: Context) -> None:
-    """Called after listeners closed."""
+    """Called after listeners closed: stop the sweeper."""
+    task = ctx.extras.pop(_SWEEPER, None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

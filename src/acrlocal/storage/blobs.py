@@ -62,6 +62,9 @@ class BlobStore(Protocol):
         """Append ``chunks`` to the upload and return its new size. ``limit`` caps the bytes taken from
         ``chunks`` (:class:`UploadTooLarge` past it). On error the upload keeps what was written before."""
 
+    async def truncate(self, upload_id: str, size: int) -> None:
+        """Cut an upload back to ``size`` bytes (to undo a chunk that did not arrive as announced)."""
+
     async def commit(self, upload_id: str, digest: Digest) -> int:
         """Check the upload hashes to ``digest``, publish it under that digest and forget the upload.
 
@@ -73,6 +76,9 @@ class BlobStore(Protocol):
 
     async def delete(self, digest: Digest) -> None:
         """Remove a blob's bytes; readers that already opened it finish their read."""
+
+    def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
+        """Discard uploads whose id is not in ``keep`` and that were idle ``older_than_s``; how many."""
 
 
 class _Hashing:
@@ -197,6 +203,14 @@ class FileBlobStore:
                 if pending:
                     await loop.run_in_executor(None, write, f, b"".join(pending))
         return state.offset
+
+    async def truncate(self, upload_id: str, size: int) -> None:
+        path = self._upload_path(upload_id)
+        self._hashing.pop(upload_id, None)  # rebuilt from the file on the next append or commit
+        try:
+            os.truncate(path, size)
+        except FileNotFoundError as exc:
+            raise NotFound(f"upload {upload_id!r} does not exist") from exc
 
     def _publish(self, upload_id: str, digest: Digest) -> int:
         path = self._upload_path(upload_id)

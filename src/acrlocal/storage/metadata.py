@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from acrlocal.errors import AlreadyExists, NotFound
+from acrlocal.errors import AcrLocalError, AlreadyExists, NotFound
 from acrlocal.storage.sql import metadata
 
 registries = sa.Table(
@@ -93,3 +93,643 @@ class RegistryTable:
     def remove(self, name: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(registries).where(registries.c.name == name.lower()))
+
+
+# -- the content of registries -----------------------------------------------------------------------------
+#
+# A registry has repositories; a repository has manifests (bytes in the row), tags pointing at manifests, and
+# links to blobs. A blob's bytes are stored once (``blobs`` row + file) however many repositories link it; a
+# repository may only serve blobs it links. ``manifest_references`` records what each manifest needs;
+# ``manifests.subject`` makes the referrers API one indexed query. Changeable attributes (ACR's
+# deleteEnabled/writeEnabled/readEnabled/listEnabled) exist on repositories, tags and manifests for /acr/v1.
+
+
+def _attributes() -> list[sa.Column[Any]]:
+    return [
+        sa.Column(name, sa.Boolean, nullable=False, default=True, server_default=sa.true())
+        for name in ("delete_enabled", "write_enabled", "read_enabled", "list_enabled")
+    ]
+
+
+DIGEST = sa.String(200)
+
+repositories = sa.Table(
+    "repositories",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("registry_id", sa.Integer, sa.ForeignKey("registries.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    *_attributes(),
+    sa.UniqueConstraint("registry_id", "name", name="uq_repositories_name"),
+)
+
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("digest", DIGEST, primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+repository_blobs = sa.Table(
+    "repository_blobs",
+    metadata,
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("digest", DIGEST, sa.ForeignKey("blobs.digest"), primary_key=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Index("ix_repository_blobs_digest", "digest"),
+)
+
+manifests = sa.Table(
+    "manifests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("digest", DIGEST, nullable=False),
+    sa.Column("media_type", sa.String(255), nullable=False),
+    sa.Column("artifact_type", sa.String(255), nullable=True),
+    sa.Column("subject", DIGEST, nullable=True),
+    sa.Column("annotations", sa.Text, nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    *_attributes(),
+    sa.UniqueConstraint("repository_id", "digest", name="uq_manifests_digest"),
+    sa.Index("ix_manifests_subject", "repository_id", "subject"),
+)
+
+tags = sa.Table(
+    "tags",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    *_attributes(),
+    sa.UniqueConstraint("repository_id", "name", name="uq_tags_name"),
+    sa.Index("ix_tags_manifest", "manifest_id"),
+)
+
+manifest_references = sa.Table(
+    "manifest_references",
+    metadata,
+    sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),  # "blob" or "manifest"
+    sa.Column("digest", DIGEST, primary_key=True),
+)
+
+upload_sessions = sa.Table(
+    "upload_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("registry_id", sa.Integer, sa.ForeignKey("registries.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("repository", sa.String(256), nullable=False),
+    sa.Column("principal", sa.String(200), nullable=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Index("ix_upload_sessions_updated", "updated"),
+)
+
+
+class UnknownReferences(AcrLocalError, LookupError):
+    """A manifest names blobs or child manifests that its repository does not have; nothing was stored."""
+
+    def __init__(self, digests: list[str]) -> None:
+        super().__init__(f"not in the repository: {', '.join(digests)}")
+        self.digests = digests
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    """A stored manifest as the data plane serves it."""
+
+    digest: str
+    media_type: str
+    size: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewManifest:
+    """A validated manifest to store; ``blobs`` and ``manifests`` must already be in the repository."""
+
+    digest: str
+    media_type: str
+    body: bytes
+    blobs: tuple[str, ...] = ()
+    manifests: tuple[str, ...] = ()
+    subject: str | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    id: str
+    registry_id: int
+    repository: str
+    principal: str | None
+    created: float
+    updated: float
+
+
+class RegistryMetadata(Protocol):
+    """What the data plane asks of its metadata. Digests are strings (``algorithm:encoded``), names are
+    already validated. Every method is one transaction: it happens entirely or not at all."""
+
+    # repositories
+    def list_repositories(self, registry_id: int, last: str | None, limit: int) -> list[str]:
+        """Names of repositories with at least one manifest, in order, after ``last``, at most ``limit``."""
+        ...
+
+    # blobs
+    def blob_size(self, registry_id: int, repository: str, digest: str) -> int | None:
+        """The size of a blob linked to the repository, ``None`` if it is not linked there."""
+        ...
+
+    def link_blob(self, registry_id: int, repository: str, digest: str, size: int) -> None:
+        """Record a stored blob and link it to the repository (created if needed)."""
+        ...
+
+    def mount_blob(self, registry_id: int, source: str, target: str, digest: str) -> int | None:
+        """Link a blob of ``source`` to ``target``; its size, or ``None`` (nothing done) if ``source`` lacks it."""
+        ...
+
+    def unlink_blob(self, registry_id: int, repository: str, digest: str) -> bool:
+        """Remove the repository's link to a blob; ``False`` if there was none."""
+        ...
+
+    def forget_blob_if_unlinked(self, digest: str) -> bool:
+        """Delete the blob's row if no repository links it; ``True`` if the caller should delete its bytes."""
+        ...
+
+    def unlinked_blobs(self, limit: int) -> list[str]: ...
+
+    # manifests and tags
+    def get_manifest(self, registry_id: int, repository: str, reference: str) -> ManifestRecord | None:
+        """The manifest a tag or digest names in the repository, or ``None``."""
+        ...
+
+    def tag_exists(self, registry_id: int, repository: str, tag: str) -> bool: ...
+
+    def put_manifest(self, registry_id: int, repository: str, manifest: NewManifest, tag: str | None) -> None:
+        """Store a manifest (and point ``tag`` at it). Raises :class:`UnknownReferences` (nothing stored) if
+        the repository lacks one of its blobs or child manifests."""
+        ...
+
+    def delete_manifest(self, registry_id: int, repository: str, digest: str) -> bool:
+        """Delete a manifest and the tags that point at it; ``False`` if there was no such manifest."""
+        ...
+
+    def delete_tag(self, registry_id: int, repository: str, tag: str) -> bool: ...
+
+    def list_tags(self, registry_id: int, repository: str, last: str | None, limit: int) -> list[str] | None:
+        """Tag names in order after ``last``, at most ``limit``; ``None`` if the repository does not exist."""
+        ...
+
+    def referrers(
+        self, registry_id: int, repository: str, subject: str, artifact_type: str | None, last: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose subject is ``subject``, ordered by digest, after ``last``."""
+        ...
+
+    # upload sessions
+    def create_upload(self, upload_id: str, registry_id: int, repository: str, principal: str | None) -> None: ...
+
+    def get_upload(self, upload_id: str) -> UploadSession | None: ...
+
+    def touch_upload(self, upload_id: str) -> None: ...
+
+    def delete_upload(self, upload_id: str) -> None: ...
+
+    def expired_uploads(self, updated_before: float) -> list[str]: ...
+
+    def upload_ids(self) -> set[str]: ...
+
+    # registries
+    def delete_registry(self, registry_id: int) -> None:
+        """Delete everything a registry holds (its blobs' bytes are collected later as unlinked blobs)."""
+        ...
+
+
+def _new_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None, "an INSERT returns the new row's key"
+    return int(key[0])
+
+
+class _ManifestCache:
+    """Recently served manifests (and misses) per repository, dropped on every write to that repository.
+
+    Correct because this process is the only writer of its database; bounded by entries and bytes, and simply
+    emptied when full (refilling costs one query a key).
+    """
+
+    MAX_ENTRIES = 20_000
+    MAX_BYTES = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._repos: dict[tuple[int, str], dict[str, ManifestRecord | None]] = {}
+        self._entries = 0
+        self._bytes = 0
+
+    def get(self, registry_id: int, repository: str, reference: str) -> tuple[bool, ManifestRecord | None]:
+        repo = self._repos.get((registry_id, repository))
+        if repo is None or reference not in repo:
+            return False, None
+        return True, repo[reference]
+
+    def put(self, registry_id: int, repository: str, reference: str, record: ManifestRecord | None) -> None:
+        size = record.size if record else 0
+        if self._entries >= self.MAX_ENTRIES or self._bytes + size > self.MAX_BYTES:
+            self.clear()
+        self._repos.setdefault((registry_id, repository), {})[reference] = record
+        self._entries += 1
+        self._bytes += size
+
+    def drop(self, registry_id: int, repository: str) -> None:
+        repo = self._repos.pop((registry_id, repository), None)
+        if repo:
+            self._entries -= len(repo)
+            self._bytes -= sum(r.size for r in repo.values() if r)
+
+    def drop_registry(self, registry_id: int) -> None:
+        for key in [k for k in self._repos if k[0] == registry_id]:
+            self.drop(*key)
+
+    def clear(self) -> None:
+        self._repos.clear()
+        self._entries = 0
+        self._bytes = 0
+
+
+class SqlRegistryMetadata:
+    """:class:`RegistryMetadata` in SQL (SQLAlchemy Core), with manifest reads cached in process.
+
+    Calls are synchronous and short (indexed lookups), made from the event loop; each write is one
+    ``engine.begin()`` transaction, so a failure or a crash leaves either all of it or none of it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.cache = _ManifestCache()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _repository_id(conn: sa.Connection, registry_id: int, name: str) -> int | None:
+        row = conn.execute(
+            sa.select(repositories.c.id).where(repositories.c.registry_id == registry_id, repositories.c.name == name)
+        ).first()
+        return None if row is None else int(row.id)
+
+    def _ensure_repository(self, conn: sa.Connection, registry_id: int, name: str, now: float) -> int:
+        repo_id = self._repository_id(conn, registry_id, name)
+        if repo_id is None:
+            result = conn.execute(
+                sa.insert(repositories).values(registry_id=registry_id, name=name, created=now, updated=now)
+            )
+            repo_id = _new_id(result)
+        return repo_id
+
+    # -- repositories ------------------------------------------------------------------------------
+
+    def list_repositories(self, registry_id: int, last: str | None, limit: int) -> list[str]:
+        has_manifest = sa.exists().where(manifests.c.repository_id == repositories.c.id)
+        query = sa.select(repositories.c.name).where(repositories.c.registry_id == registry_id, has_manifest)
+        if last is not None:
+            query = query.where(repositories.c.name > last)
+        query = query.order_by(repositories.c.name).limit(limit)
+        with self.engine.connect() as conn:
+            return [row.name for row in conn.execute(query)]
+
+    # -- blobs -------------------------------------------------------------------------------------
+
+    def blob_size(self, registry_id: int, repository: str, digest: str) -> int | None:
+        query = (
+            sa.select(blobs.c.size)
+            .select_from(
+                repositories.join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id).join(
+                    blobs, blobs.c.digest == repository_blobs.c.digest
+                )
+            )
+            .where(
+                repositories.c.registry_id == registry_id,
+                repositories.c.name == repository,
+                repository_blobs.c.digest == digest,
+            )
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else int(row.size)
+
+    @staticmethod
+    def _link(conn: sa.Connection, repo_id: int, digest: str, now: float) -> None:
+        exists = conn.execute(
+            sa.select(repository_blobs.c.digest).where(
+                repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
+            )
+        ).first()
+        if exists is None:
+            conn.execute(sa.insert(repository_blobs).values(repository_id=repo_id, digest=digest, created=now))
+
+    def link_blob(self, registry_id: int, repository: str, digest: str, size: int) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest == digest)).first() is None:
+                conn.execute(sa.insert(blobs).values(digest=digest, size=size, created=now))
+            repo_id = self._ensure_repository(conn, registry_id, repository, now)
+            self._link(conn, repo_id, digest, now)
+
+    def mount_blob(self, registry_id: int, source: str, target: str, digest: str) -> int | None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            source_id = self._repository_id(conn, registry_id, source)
+            if source_id is None:
+                return None
+            row = conn.execute(
+                sa.select(blobs.c.size)
+                .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest))
+                .where(repository_blobs.c.repository_id == source_id, repository_blobs.c.digest == digest)
+            ).first()
+            if row is None:
+                return None
+            target_id = self._ensure_repository(conn, registry_id, target, now)
+            self._link(conn, target_id, digest, now)
+            return int(row.size)
+
+    def unlink_blob(self, registry_id: int, repository: str, digest: str) -> bool:
+        with self.engine.begin() as conn:
+            repo_id = self._repository_id(conn, registry_id, repository)
+            if repo_id is None:
+                return False
+            result = conn.execute(
+                sa.delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
+                )
+            )
+            return bool(result.rowcount)
+
+    def forget_blob_if_unlinked(self, digest: str) -> bool:
+        with self.engine.begin() as conn:
+            linked = conn.execute(
+                sa.select(repository_blobs.c.digest).where(repository_blobs.c.digest == digest).limit(1)
+            ).first()
+            if linked is not None:
+                return False
+            conn.execute(sa.delete(blobs).where(blobs.c.digest == digest))
+            return True
+
+    def unlinked_blobs(self, limit: int) -> list[str]:
+        linked = sa.exists().where(repository_blobs.c.digest == blobs.c.digest)
+        with self.engine.connect() as conn:
+            return [r.digest for r in conn.execute(sa.select(blobs.c.digest).where(~linked).limit(limit))]
+
+    # -- manifests and tags ------------------------------------------------------------------------
+
+    _RECORD_COLUMNS = (manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.body)
+
+    def get_manifest(self, registry_id: int, repository: str, reference: str) -> ManifestRecord | None:
+        hit, record = self.cache.get(registry_id, repository, reference)
+        if hit:
+            return record
+        repo_match = (repositories.c.registry_id == registry_id, repositories.c.name == repository)
+        if ":" in reference:
+            query = (
+                sa.select(*self._RECORD_COLUMNS)
+                .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
+                .where(*repo_match, manifests.c.digest == reference)
+            )
+        else:
+            query = (
+                sa.select(*self._RECORD_COLUMNS)
+                .select_from(
+                    tags.join(manifests, manifests.c.id == tags.c.manifest_id).join(
+                        repositories, repositories.c.id == tags.c.repository_id
+                    )
+                )
+                .where(*repo_match, tags.c.name == reference)
+            )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        record = None if row is None else ManifestRecord(row.digest, row.media_type, int(row.size), bytes(row.body))
+        self.cache.put(registry_id, repository, reference, record)
+        return record
+
+    def tag_exists(self, registry_id: int, repository: str, tag: str) -> bool:
+        query = (
+            sa.select(tags.c.id)
+            .select_from(tags.join(repositories, repositories.c.id == tags.c.repository_id))
+            .where(repositories.c.registry_id == registry_id, repositories.c.name == repository, tags.c.name == tag)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def put_manifest(self, registry_id: int, repository: str, manifest: NewManifest, tag: str | None) -> None:
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                repo_id = self._ensure_repository(conn, registry_id, repository, now)
+                missing: list[str] = []
+                if manifest.blobs:
+                    have = {
+                        r.digest
+                        for r in conn.execute(
+                            sa.select(repository_blobs.c.digest).where(
+                                repository_blobs.c.repository_id == repo_id,
+                                repository_blobs.c.digest.in_(manifest.blobs),
+                            )
+                        )
+                    }
+                    missing += [d for d in manifest.blobs if d not in have]
+                if manifest.manifests:
+                    have = {
+                        r.digest
+                        for r in conn.execute(
+                            sa.select(manifests.c.digest).where(
+                                manifests.c.repository_id == repo_id, manifests.c.digest.in_(manifest.manifests)
+                            )
+                        )
+                    }
+                    missing += [d for d in manifest.manifests if d not in have]
+                if missing:
+                    raise UnknownReferences(missing)
+
+                row = conn.execute(
+                    sa.select(manifests.c.id).where(
+                        manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest
+                    )
+                ).first()
+                if row is None:
+                    manifest_id = _new_id(
+                        conn.execute(
+                            sa.insert(manifests).values(
+                                repository_id=repo_id,
+                                digest=manifest.digest,
+                                media_type=manifest.media_type,
+                                artifact_type=manifest.artifact_type,
+                                subject=manifest.subject,
+                                annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                                size=len(manifest.body),
+                                body=manifest.body,
+                                created=now,
+                                updated=now,
+                            )
+                        )
+                    )
+                    refs = [{"manifest_id": manifest_id, "kind": "blob", "digest": d} for d in manifest.blobs]
+                    refs += [{"manifest_id": manifest_id, "kind": "manifest", "digest": d} for d in manifest.manifests]
+                    if refs:
+                        conn.execute(sa.insert(manifest_references), refs)
+                else:
+                    manifest_id = int(row.id)
+                    conn.execute(sa.update(manifests).where(manifests.c.id == manifest_id).values(updated=now))
+                if tag is not None:
+                    moved = conn.execute(
+                        sa.update(tags)
+                        .where(tags.c.repository_id == repo_id, tags.c.name == tag)
+                        .values(manifest_id=manifest_id, updated=now)
+                    )
+                    if not moved.rowcount:
+                        conn.execute(
+                            sa.insert(tags).values(
+                                repository_id=repo_id, name=tag, manifest_id=manifest_id, created=now, updated=now
+                            )
+                        )
+                conn.execute(sa.update(repositories).where(repositories.c.id == repo_id).values(updated=now))
+        finally:
+            self.cache.drop(registry_id, repository)
+
+    def delete_manifest(self, registry_id: int, repository: str, digest: str) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                repo_id = self._repository_id(conn, registry_id, repository)
+                if repo_id is None:
+                    return False
+                row = conn.execute(
+                    sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                ).first()
+                if row is None:
+                    return False
+                conn.execute(sa.delete(tags).where(tags.c.manifest_id == row.id))
+                conn.execute(sa.delete(manifest_references).where(manifest_references.c.manifest_id == row.id))
+                conn.execute(sa.delete(manifests).where(manifests.c.id == row.id))
+                conn.execute(
+                    sa.update(repositories).where(repositories.c.id == repo_id).values(updated=time.time())
+                )
+                return True
+        finally:
+            self.cache.drop(registry_id, repository)
+
+    def delete_tag(self, registry_id: int, repository: str, tag: str) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                repo_id = self._repository_id(conn, registry_id, repository)
+                if repo_id is None:
+                    return False
+                result = conn.execute(sa.delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
+                return bool(result.rowcount)
+        finally:
+            self.cache.drop(registry_id, repository)
+
+    def list_tags(self, registry_id: int, repository: str, last: str | None, limit: int) -> list[str] | None:
+        with self.engine.connect() as conn:
+            repo_id = self._repository_id(conn, registry_id, repository)
+            if repo_id is None:
+                return None
+            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id)
+            if last is not None:
+                query = query.where(tags.c.name > last)
+            return [r.name for r in conn.execute(query.order_by(tags.c.name).limit(limit))]
+
+    def referrers(
+        self, registry_id: int, repository: str, subject: str, artifact_type: str | None, last: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        query = (
+            sa.select(
+                manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.artifact_type,
+                manifests.c.annotations,
+            )
+            .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repository_id))
+            .where(
+                repositories.c.registry_id == registry_id,
+                repositories.c.name == repository,
+                manifests.c.subject == subject,
+            )
+        )
+        if artifact_type is not None:
+            query = query.where(manifests.c.artifact_type == artifact_type)
+        if last is not None:
+            query = query.where(manifests.c.digest > last)
+        query = query.order_by(manifests.c.digest).limit(limit)
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                entry: dict[str, Any] = {"mediaType": row.media_type, "digest": row.digest, "size": int(row.size)}
+                if row.artifact_type:
+                    entry["artifactType"] = row.artifact_type
+                if row.annotations:
+                    entry["annotations"] = json.loads(row.annotations)
+                out.append(entry)
+        return out
+
+    # -- upload sessions ---------------------------------------------------------------------------
+
+    def create_upload(self, upload_id: str, registry_id: int, repository: str, principal: str | None) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(upload_sessions).values(
+                    id=upload_id, registry_id=registry_id, repository=repository, principal=principal,
+                    created=now, updated=now,
+                )
+            )
+
+    def get_upload(self, upload_id: str) -> UploadSession | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(upload_sessions).where(upload_sessions.c.id == upload_id)).first()
+        if row is None:
+            return None
+        return UploadSession(row.id, row.registry_id, row.repository, row.principal, row.created, row.updated)
+
+    def touch_upload(self, upload_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(upload_sessions).where(upload_sessions.c.id == upload_id).values(updated=time.time())
+            )
+
+    def delete_upload(self, upload_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.id == upload_id))
+
+    def expired_uploads(self, updated_before: float) -> list[str]:
+        with self.engine.connect() as conn:
+            query = sa.select(upload_sessions.c.id).where(upload_sessions.c.updated < updated_before)
+            return [r.id for r in conn.execute(query)]
+
+    def upload_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return {r.id for r in conn.execute(sa.select(upload_sessions.c.id))}
+
+    # -- registries --------------------------------------------------------------------------------
+
+    def delete_registry(self, registry_id: int) -> None:
+        try:
+            with self.engine.begin() as conn:
+                repo_ids = sa.select(repositories.c.id).where(repositories.c.registry_id == registry_id)
+                manifest_ids = sa.select(manifests.c.id).where(manifests.c.repository_id.in_(repo_ids))
+                conn.execute(sa.delete(tags).where(tags.c.repository_id.in_(repo_ids)))
+                conn.execute(sa.delete(manifest_references).where(manifest_references.c.manifest_id.in_(manifest_ids)))
+                conn.execute(sa.delete(manifests).where(manifests.c.repository_id.in_(repo_ids)))
+                conn.execute(sa.delete(repository_blobs).where(repository_blobs.c.repository_id.in_(repo_ids)))
+                conn.execute(sa.delete(repositories).where(repositories.c.registry_id == registry_id))
+                conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.registry_id == registry_id))
+        finally:
+            self.cache.drop_registry(registry_id)

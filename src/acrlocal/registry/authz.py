@@ -1,0 +1,88 @@
+"""The data plane's authorization seam: one call per request, before anything else is done.
+
+Every request to ``/v2/`` goes through :meth:`Authorizer.authorize` with the registry, the repository (``None``
+for ``/v2/`` itself and for the catalog) and the actions the request needs. It returns the :class:`Caller` or
+raises :class:`~acrlocal.registry.errors.RegistryError`: UNAUTHORIZED (401, with a ``WWW-Authenticate``
+challenge in ``headers``) when the caller must authenticate, DENIED (403) when it is known and not allowed.
+
+Actions are plain strings, as in the Docker token scope grammar (``repository:<name>:<actions>``):
+
+- ``pull``, ``push``, ``delete`` on a repository;
+- ``overwrite``, added to ``push`` when a manifest PUT moves a tag that already exists (derived from server
+  state, never from the request's shape, so a create-only policy cannot be bypassed by re-pushing a tag);
+- ``registry:catalog:*`` with ``repository=None`` for ``GET /v2/_catalog``;
+- no actions at all with ``repository=None`` for ``GET /v2/`` (only "who is calling").
+
+:meth:`Authorizer.permits` answers the same question without raising, for checks on a second repository within
+one request (the *source* of a cross-repository mount); a ``False`` there makes the mount fall back to an
+ordinary upload instead of failing.
+
+Only :class:`OpenAuthorizer` exists now (everything allowed, anonymous caller); the token service replaces it in
+:class:`~acrlocal.context.Context` with the real policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from acrlocal.storage.metadata import RegistryRecord
+
+PULL = "pull"
+PUSH = "push"
+DELETE = "delete"
+OVERWRITE = "overwrite"
+CATALOG = "registry:catalog:*"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who made a request: a principal id (``None`` when anonymous) and the peer address."""
+
+    principal: str | None
+    address: str | None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.principal is None
+
+
+class Authorizer(Protocol):
+    async def authorize(
+        self, request: web.Request, registry: RegistryRecord, repository: str | None, actions: Sequence[str]
+    ) -> Caller:
+        """The caller, if it may do ``actions`` on ``repository``; raises UNAUTHORIZED or DENIED otherwise."""
+        ...
+
+    async def permits(
+        self,
+        request: web.Request,
+        caller: Caller,
+        registry: RegistryRecord,
+        repository: str,
+        actions: Sequence[str],
+    ) -> bool:
+        """Whether ``caller`` (already authorized for this request) may also do ``actions`` on ``repository``."""
+        ...
+
+
+class OpenAuthorizer:
+    """Everything is allowed to everyone; the caller is anonymous. The policy until the token service lands."""
+
+    async def authorize(
+        self, request: web.Request, registry: RegistryRecord, repository: str | None, actions: Sequence[str]
+    ) -> Caller:
+        return Caller(None, request.remote)
+
+    async def permits(
+        self,
+        request: web.Request,
+        caller: Caller,
+        registry: RegistryRecord,
+        repository: str,
+        actions: Sequence[str],
+    ) -> bool:
+        return True

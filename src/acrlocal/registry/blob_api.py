@@ -1,0 +1,287 @@
+"""Blob endpoints: pull (end-2), delete (end-10), and uploads (end-4a/4b, 5, 6, 11, 13, 14).
+
+Each handler checks the name and digest grammar, then asks the authorizer, then touches storage. Uploads:
+
+- A session is a row (id, registry, repository, caller) plus an upload file in the blob store. The id is 256
+  random bits (``secrets.token_urlsafe``) and is only valid under the registry and repository that opened it,
+  for the caller that opened it: used anywhere else it is BLOB_UPLOAD_UNKNOWN. Rows survive a restart; the blob
+  store rebuilds the running hash from the file. Abandoned sessions are swept after the configured TTL.
+- Chunks are appended under a per-upload lock, so two requests on one session never interleave. A chunk with
+  ``Content-Range`` must start where the upload ends (416 otherwise, nothing written); one that is shorter or
+  longer than announced is cut back off (SIZE_INVALID).
+- Completion publishes the blob only if it hashes to the client's digest (DIGEST_INVALID otherwise: the upload is
+  discarded, nothing is linked), then links it to the repository. Publication and deletion of one digest are
+  serialised, so a blob is never deleted from under a link made at the same moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+
+from aiohttp import hdrs, web
+
+from acrlocal.context import Context
+from acrlocal.errors import NotFound
+from acrlocal.registry import locks
+from acrlocal.registry.authz import DELETE, PULL, PUSH, Caller
+from acrlocal.registry.digest import Digest
+from acrlocal.registry.errors import RegistryError
+from acrlocal.registry.names import check_repository, parse_digest
+from acrlocal.registry.paths import Route
+from acrlocal.registry.wire import (
+    API_VERSION,
+    API_VERSION_VALUE,
+    CONTENT_DIGEST,
+    UPLOAD_UUID,
+    empty,
+    parse_content_range,
+)
+from acrlocal.storage.blobs import DigestMismatch, UploadTooLarge
+from acrlocal.storage.metadata import RegistryRecord
+
+UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+OCTET_STREAM = "application/octet-stream"
+
+
+def blob_location(name: str, digest: Digest | str) -> str:
+    return f"/v2/{name}/blobs/{digest}"
+
+
+def upload_location(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def _range(size: int) -> str:
+    # Distribution's convention: an empty upload is "0-0" too.
+    return f"0-{max(size - 1, 0)}"
+
+
+def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
+    return {"Location": upload_location(name, upload_id), "Range": _range(size), UPLOAD_UUID: upload_id}
+
+
+# -- pull and delete -------------------------------------------------------------------------------------
+
+
+async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.StreamResponse:
+    """GET/HEAD a blob the repository links (BLOB_UNKNOWN otherwise, even if another repository has it).
+
+    GET is served with sendfile from the blob's file (constant memory), with ``Range`` answered by 206 and
+    ``Content-Range``; a store without local files streams instead.
+    """
+    name = check_repository(route.name)
+    digest = parse_digest(route.ref)
+    await ctx.registry_auth.authorize(request, registry, name, (PULL,))
+    size = ctx.registry_meta.blob_size(registry.id, name, str(digest))
+    if size is None:
+        raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": str(digest)})
+    headers = {CONTENT_DIGEST: str(digest), API_VERSION: API_VERSION_VALUE, hdrs.ACCEPT_RANGES: "bytes"}
+    if request.method == "HEAD":
+        headers[hdrs.CONTENT_LENGTH] = str(size)
+        headers[hdrs.CONTENT_TYPE] = OCTET_STREAM
+        return web.Response(status=200, headers=headers)
+    path = ctx.blobs.local_path(digest)
+    if path is not None:
+        response = web.FileResponse(path, headers=headers)
+        response.content_type = OCTET_STREAM
+        return response
+    stream = web.StreamResponse(status=200, headers=headers)
+    stream.content_type = OCTET_STREAM
+    stream.content_length = size
+    await stream.prepare(request)
+    async for chunk in ctx.blobs.read(digest):
+        await stream.write(chunk)
+    await stream.write_eof()
+    return stream
+
+
+async def delete_blob(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+    """Unlink a blob from the repository (202); its bytes go when no repository links it any more."""
+    name = check_repository(route.name)
+    digest = parse_digest(route.ref)
+    await ctx.registry_auth.authorize(request, registry, name, (DELETE,))
+    key = str(digest)
+    async with locks.digests(key):
+        if not ctx.registry_meta.unlink_blob(registry.id, name, key):
+            raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": key})
+        if ctx.registry_meta.forget_blob_if_unlinked(key):
+            await ctx.blobs.delete(digest)
+    return empty(202, {CONTENT_DIGEST: key})
+
+
+async def publish(ctx: Context, registry: RegistryRecord, name: str, upload_id: str, digest: Digest) -> None:
+    """Commit an upload under ``digest`` and link it to the repository; DIGEST_INVALID if it does not match."""
+    async with locks.digests(str(digest)):
+        try:
+            size = await ctx.blobs.commit(upload_id, digest)
+        except DigestMismatch as exc:
+            raise RegistryError(
+                "DIGEST_INVALID", str(exc), {"expected": str(exc.expected), "actual": str(exc.actual)}
+            ) from exc
+        except NotFound as exc:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more") from exc
+        ctx.registry_meta.link_blob(registry.id, name, str(digest), size)
+
+
+# -- uploads ---------------------------------------------------------------------------------------------
+
+
+async def _append(ctx: Context, request: web.Request, name: str, upload_id: str, size: int) -> int:
+    """Append the request body to the upload; returns the new size. Checks ``Content-Range`` if given."""
+    content_range = request.headers.get(hdrs.CONTENT_RANGE)
+    if content_range is None:
+        return await ctx.blobs.append(upload_id, request.content.iter_any())
+    try:
+        start, end = parse_content_range(content_range)
+    except RegistryError as err:
+        err.headers.update(_upload_headers(name, upload_id, size))
+        raise
+    if start != size:
+        raise RegistryError(
+            "RANGE_INVALID",
+            f"chunk {start}-{end} does not start where the upload ends (next byte is {size})",
+            {"uploaded": size},
+            headers=_upload_headers(name, upload_id, size),
+        )
+    length = end - start + 1
+    if request.content_length is not None and request.content_length != length:
+        raise RegistryError(
+            "SIZE_INVALID",
+            f"Content-Length {request.content_length} does not match Content-Range {start}-{end} ({length} bytes)",
+        )
+    try:
+        new_size = await ctx.blobs.append(upload_id, request.content.iter_any(), limit=length)
+    except UploadTooLarge:
+        new_size = -1
+    if new_size != end + 1:
+        await ctx.blobs.truncate(upload_id, size)
+        raise RegistryError("SIZE_INVALID", f"chunk {start}-{end} did not carry {length} bytes; it was discarded")
+    return new_size
+
+
+async def start_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+    """POST: mount from another repository (201), a whole blob in one request (201), or open a session (202)."""
+    name = check_repository(route.name)
+    query = request.query
+    mount, source, digest_param = query.get("mount"), query.get("from"), query.get("digest")
+    mount_digest = parse_digest(mount) if mount is not None else None
+    source_name = check_repository(source) if mount is not None and source else None
+    digest = parse_digest(digest_param) if digest_param is not None else None
+    caller = await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH))
+
+    if mount_digest is not None and source_name is not None and await _mount(
+        request, ctx, registry, caller, name, source_name, mount_digest
+    ):
+        return empty(201, {"Location": blob_location(name, mount_digest), CONTENT_DIGEST: str(mount_digest)})
+
+    upload_id = secrets.token_urlsafe(32)
+    await ctx.blobs.start_upload(upload_id)
+    if digest is not None:
+        try:
+            await ctx.blobs.append(upload_id, request.content.iter_any())
+            await publish(ctx, registry, name, upload_id, digest)
+        finally:
+            await ctx.blobs.abort(upload_id)
+        return empty(201, {"Location": blob_location(name, digest), CONTENT_DIGEST: str(digest)})
+    try:
+        ctx.registry_meta.create_upload(upload_id, registry.id, name, caller.principal)
+    except BaseException:
+        await ctx.blobs.abort(upload_id)
+        raise
+    return empty(202, _upload_headers(name, upload_id, 0))
+
+
+async def _mount(
+    request: web.Request,
+    ctx: Context,
+    registry: RegistryRecord,
+    caller: Caller,
+    name: str,
+    source: str,
+    digest: Digest,
+) -> bool:
+    """Link ``digest`` from ``source`` if the caller may pull ``source`` and ``source`` has it."""
+    if source == name:
+        return ctx.registry_meta.blob_size(registry.id, name, str(digest)) is not None
+    if not await ctx.registry_auth.permits(request, caller, registry, source, (PULL,)):
+        return False
+    async with locks.digests(str(digest)):
+        return ctx.registry_meta.mount_blob(registry.id, source, name, str(digest)) is not None
+
+
+async def _session(
+    request: web.Request, ctx: Context, registry: RegistryRecord, route: Route
+) -> tuple[str, str, Caller]:
+    """Name, upload id and caller of a request on an upload session; BLOB_UPLOAD_UNKNOWN unless the session
+    exists under this registry and repository and belongs to this caller."""
+    name = check_repository(route.name)
+    upload_id = route.ref
+    unknown = RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id[:80]!r} is not open in repository {name!r}")
+    if not UPLOAD_ID.fullmatch(upload_id):
+        raise unknown
+    caller = await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH))
+    session = ctx.registry_meta.get_upload(upload_id)
+    if (
+        session is None
+        or session.registry_id != registry.id
+        or session.repository != name
+        or session.principal != caller.principal
+    ):
+        raise unknown
+    return name, upload_id, caller
+
+
+async def _size(ctx: Context, upload_id: str) -> int:
+    size = await ctx.blobs.upload_size(upload_id)
+    if size is None:
+        ctx.registry_meta.delete_upload(upload_id)
+        raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more")
+    return size
+
+
+async def upload_status(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+    """GET: 204 with ``Range`` (bytes received so far) and ``Location``."""
+    name, upload_id, _ = await _session(request, ctx, registry, route)
+    return empty(204, _upload_headers(name, upload_id, await _size(ctx, upload_id)))
+
+
+async def patch_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+    """PATCH: append a chunk (with ``Content-Range``) or a stream (without); 202 with the new ``Range``."""
+    name, upload_id, _ = await _session(request, ctx, registry, route)
+    async with locks.uploads(upload_id):
+        size = await _append(ctx, request, name, upload_id, await _size(ctx, upload_id))
+        ctx.registry_meta.touch_upload(upload_id)
+    return empty(202, _upload_headers(name, upload_id, size))
+
+
+async def put_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+    """PUT ?digest=: append a final chunk if the request has one, then publish; 201 with the blob's location.
+
+    A digest mismatch discards the upload (DIGEST_INVALID); a malformed final chunk leaves the session open.
+    """
+    name, upload_id, _ = await _session(request, ctx, registry, route)
+    digest_param = request.query.get("digest")
+    if digest_param is None:
+        raise RegistryError("DIGEST_INVALID", "closing an upload needs ?digest=<digest> of the whole blob")
+    digest = parse_digest(digest_param)
+    async with locks.uploads(upload_id):
+        size = await _size(ctx, upload_id)
+        if request.can_read_body:
+            await _append(ctx, request, name, upload_id, size)
+        try:
+            await publish(ctx, registry, name, upload_id, digest)
+        finally:
+            with contextlib.suppress(NotFound):
+                ctx.registry_meta.delete_upload(upload_id)
+    return empty(201, {"Location": blob_location(name, digest), CONTENT_DIGEST: str(digest)})
+
+
+async def cancel_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+    """DELETE: discard the session and what it received (204)."""
+    _, upload_id, _ = await _session(request, ctx, registry, route)
+    async with locks.uploads(upload_id):
+        ctx.registry_meta.delete_upload(upload_id)
+        await ctx.blobs.abort(upload_id)
+    return empty(204, {})

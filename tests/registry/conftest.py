@@ -1,0 +1,133 @@
+"""Fixtures for the data-plane tests: an HTTP client for a registry of a running server, a fresh repository name
+per test, and a probe that looks at what the server stored (files under the data dir, rows in its database)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.harness import AcrLocal
+from tests.ocitools import Blob, Manifest, config_blob, image, tar_layer
+
+_counter = itertools.count()
+
+
+class RegistryClient:
+    """``requests`` against one registry's login server. Paths are sent exactly as given (nothing re-encoded)."""
+
+    def __init__(self, server: AcrLocal, registry: str = "acrlocal") -> None:
+        self.server = server
+        self.login_server = server.login_server(registry)
+        self.base = f"https://{self.login_server}"
+        self.http = server.session()
+
+    def url(self, path: str) -> str:
+        return path if path.startswith("https://") else self.base + path
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.request(method, self.url(path), allow_redirects=False, **kwargs)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def head(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("HEAD", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("PUT", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+    # -- pushing content ---------------------------------------------------------------------------
+
+    def push_blob(self, repo: str, blob: Blob | bytes) -> str:
+        data = blob.data if isinstance(blob, Blob) else blob
+        digest = Blob(data).digest
+        r = self.post(f"/v2/{repo}/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        r = self.put(f"{r.headers['Location']}?digest={digest}", data=data,
+                     headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        return digest
+
+    def push_manifest(self, repo: str, reference: str, manifest: Manifest) -> requests.Response:
+        return self.put(f"/v2/{repo}/manifests/{reference}", data=manifest.body,
+                        headers={"Content-Type": manifest.media_type})
+
+    def push_image(self, repo: str, tag: str | None, layers: int = 2, **manifest_args: Any) -> Manifest:
+        """An image of ``layers`` small distinct layers plus a config, all pushed; then the manifest."""
+        n = next(_counter)
+        blobs = [tar_layer({f"file{i}.txt": f"{repo} {n} layer {i}\n".encode()}) for i in range(layers)]
+        config = config_blob(architecture=f"arch{n}")
+        for blob in [config, *blobs]:
+            self.push_blob(repo, blob)
+        manifest = image(config, blobs, **manifest_args)
+        r = self.push_manifest(repo, tag or manifest.digest, manifest)
+        assert r.status_code == 201, r.text
+        return manifest
+
+
+class StorageProbe:
+    """What the server has on disk and in its database (read-only, while it runs)."""
+
+    def __init__(self, server: AcrLocal) -> None:
+        self.data_dir = server.data_dir
+
+    def blob_file(self, digest: str) -> Path:
+        algorithm, encoded = digest.split(":", 1)
+        return self.data_dir / "blobs" / algorithm / encoded[:2] / encoded
+
+    def upload_files(self) -> set[str]:
+        return {p.name for p in (self.data_dir / "blobs" / "_uploads").iterdir()}
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(f"file:{self.data_dir / 'acrlocal.db'}?mode=ro", uri=True)
+        try:
+            return list(conn.execute(sql, params))
+        finally:
+            conn.close()
+
+    def count(self, sql: str, *params: Any) -> int:
+        return int(self.rows(sql, *params)[0][0])
+
+
+def error_code(response: requests.Response) -> str:
+    """The first OCI error code of a response, checking the body is the spec's JSON error document."""
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert isinstance(body["errors"], list) and body["errors"], body
+    for entry in body["errors"]:
+        assert re.fullmatch(r"[A-Z_]+", entry["code"]), entry
+        assert isinstance(entry["message"], str)
+    return str(body["errors"][0]["code"])
+
+
+@pytest.fixture(scope="session")
+def registry(acrlocal: AcrLocal) -> RegistryClient:
+    return RegistryClient(acrlocal)
+
+
+@pytest.fixture(scope="session")
+def storage(acrlocal: AcrLocal) -> StorageProbe:
+    return StorageProbe(acrlocal)
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A repository name no other test uses (tests share one server)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60].strip("-")
+    yield f"t{next(_counter)}/{slug}"
