@@ -91,8 +91,8 @@ class Server:
         app = web.Application(middlewares=[registry_by_host], client_max_size=ctx.settings.limits.manifest_max_bytes)
         app["ctx"] = ctx
         app.router.add_get("/healthz", self._healthz)
-        for setup in _control_room_setups():
-            setup(app, ctx)
+        for room in _control_rooms():
+            room.setup(app, ctx)
         return app
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -146,6 +146,10 @@ class Server:
         if settings.default_registry:
             with contextlib.suppress(AlreadyExists):
                 await hosting.create(settings.default_registry, {"sku": "Standard"})
+        for room in _control_rooms():
+            started = getattr(room, "on_server_started", None)
+            if started is not None:
+                await started(ctx)
         await self.write_state()
         return ctx
 
@@ -215,9 +219,11 @@ class Server:
         self._stopping.set()
 
 
-def _control_room_setups() -> list[Callable[[web.Application, Context], None]]:
-    """The control-plane rooms that exist in this build, each adding its routes to the control app."""
-    setups: list[Callable[[web.Application, Context], None]] = []
+def _control_rooms() -> list[Any]:
+    """The control-plane room modules that exist in this build. Each has ``setup(app, ctx)`` adding its routes
+    to the control app, and may have ``async on_server_started(ctx)``, called once every room and the default
+    registry are up."""
+    rooms: list[Any] = []
     import importlib
 
     for name in ("acrlocal.identity.oauth", "acrlocal.arm.routes"):
@@ -227,8 +233,8 @@ def _control_room_setups() -> list[Callable[[web.Application, Context], None]]:
             if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
                 raise
             continue
-        setups.append(module.setup)
-    return setups
+        rooms.append(module)
+    return rooms
 
 
 def run(settings: Settings, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:

@@ -1,0 +1,128 @@
+"""Who is calling, and may they: bearer-token authentication and RBAC authorization for ARM calls.
+
+Authentication accepts only our own RS256 tokens for the ARM audiences (``ctx.tokens.verify`` pins the algorithm
+and the keys); a missing or invalid token is a 401 with ARM's error codes and a ``WWW-Authenticate: Bearer``
+challenge naming our authority. A principal that no longer exists in the directory is refused like a bad token.
+
+Authorization asks :func:`acrlocal.rbac.may` with the caller's role assignments that apply at the target scope
+(fetched once a request); a refusal is ARM's 403 ``AuthorizationFailed`` naming the client, the action and the
+scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from acrlocal.arm.errors import ArmError, authorization_failed
+from acrlocal.arm.store import ArmStore, StoredAssignment
+from acrlocal.context import Context
+from acrlocal.identity.directory import Principal
+from acrlocal.identity.tokens import InvalidToken
+from acrlocal.rbac.evaluate import may
+
+ARM_AUDIENCES = (
+    "https://management.core.windows.net/",
+    "https://management.core.windows.net",
+    "https://management.azure.com/",
+    "https://management.azure.com",
+)
+
+
+def challenge(ctx: Context, description: str | None = None) -> dict[str, str]:
+    value = f'Bearer authorization_uri="{ctx.tokens.authority}/", error="invalid_token"'
+    if description:
+        value += f', error_description="{description}"'
+    return {"WWW-Authenticate": value}
+
+
+@dataclass
+class Caller:
+    """The authenticated principal of one request, with its role assignments (loaded on first use)."""
+
+    principal: Principal
+    claims: dict[str, Any]
+    store: ArmStore
+    _assignments: list[StoredAssignment] | None = field(default=None, repr=False)
+
+    @property
+    def object_id(self) -> str:
+        return self.principal.object_id
+
+    @property
+    def tenant_id(self) -> str:
+        return self.principal.tenant_id
+
+    @property
+    def client(self) -> str:
+        """How ARM names the caller in messages: the application id of an app, else the object id."""
+        return str(self.claims.get("appid") or self.principal.app_id or self.object_id)
+
+    @property
+    def principal_ids(self) -> list[str]:
+        return [self.object_id]
+
+    @property
+    def assignments(self) -> list[StoredAssignment]:
+        if self._assignments is None:
+            self._assignments = self.store.assignments(principal_ids=self.principal_ids)
+        return self._assignments
+
+    def forget_assignments(self) -> None:
+        """Reload assignments on next use (after the caller changed them)."""
+        self._assignments = None
+
+    def may(self, action: str, scope: str) -> bool:
+        return may((a.rbac for a in self.assignments), self.principal_ids, action, scope)
+
+    def require(self, action: str, scope: str) -> None:
+        """Raise ARM's 403 unless the caller may perform ``action`` at ``scope``."""
+        if not self.may(action, scope):
+            raise authorization_failed(self.client, self.object_id, action, scope)
+
+    def has_any_role_under(self, scope: str) -> bool:
+        """True if the caller holds any assignment at, above or below ``scope`` (what lists need to be seen)."""
+        key = scope.lower().rstrip("/") + "/"
+        for a in self.assignments:
+            own = a.scope.lower().rstrip("/") + "/"
+            if own.startswith(key) or key.startswith(own):
+                return True
+        return False
+
+
+def authenticate(request: web.Request, ctx: Context, store: ArmStore) -> Caller:
+    """The caller of ``request``; :class:`ArmError` 401 if the bearer token is missing or not valid for ARM."""
+    header = request.headers.get("Authorization")
+    if not header:
+        raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.",
+                       headers=challenge(ctx, description="The authentication failed because of missing "
+                                         "'Authorization' header."))
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is provided "
+                       "in an invalid format.", headers=challenge(ctx, description="The authentication failed "
+                                                                     "because of invalid 'Authorization' header."))
+    try:
+        claims = ctx.tokens.verify(token, None)
+    except InvalidToken as exc:
+        if "expired" in str(exc).lower():
+            raise ArmError(401, "ExpiredAuthenticationToken",
+                           "The access token expiry UTC time is earlier than current UTC time.",
+                           headers=challenge(ctx, description="The access token expired.")) from None
+        raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.",
+                       headers=challenge(ctx, description="The access token is invalid.")) from None
+    audience = claims.get("aud")
+    if audience not in ARM_AUDIENCES:
+        allowed = ",".join(f"'{a}'" for a in ARM_AUDIENCES)
+        raise ArmError(401, "InvalidAuthenticationTokenAudience",
+                       f"The access token has been obtained for wrong audience or resource '{audience}'. It should "
+                       f"exactly match with one of the allowed audiences {allowed}.",
+                       headers=challenge(ctx, description="The access token has been obtained for wrong audience."))
+    principal = ctx.directory.find_principal(object_id=str(claims["oid"]))
+    if principal is None or principal.tenant_id != str(claims["tid"]).lower():
+        raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid: its principal does not "
+                       "exist in the directory.", headers=challenge(ctx, description="The access token is invalid."))
+    return Caller(principal, claims, store)

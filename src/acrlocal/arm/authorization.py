@@ -1,0 +1,238 @@
+"""``Microsoft.Authorization``: role definitions (read) and role assignments (read, write, delete) at any scope.
+
+``{scope}/providers/Microsoft.Authorization/roleAssignments[/{guid}]`` where ``{scope}`` is ``/``, a subscription,
+a resource group or a resource. A PUT checks, before anything is written: the id is a GUID, the scope exists, the
+role definition exists (400 ``RoleDefinitionDoesNotExist``), the principal exists in the subscription's tenant
+(400 ``PrincipalNotFound``), its type matches ``principalType``, a condition parses; the same role for the same
+principal at the same scope under another id is 409 ``RoleAssignmentExists``. Writing needs
+``Microsoft.Authorization/roleAssignments/write`` at the scope (Owner, User Access Administrator, RBAC
+Administrator); Contributor does not have it.
+
+Also :func:`ensure_admin_owner`, the bootstrap: the local administrator is Owner of the default subscription.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from acrlocal.arm.errors import ArmError, group_not_found, resource_not_found
+from acrlocal.arm.generic import json
+from acrlocal.arm.odata import parse_filter
+from acrlocal.arm.paths import GUID, ArmPath
+from acrlocal.arm.providers import Call, NamespaceHandler, register_handler, require_object, utc_now
+from acrlocal.arm.store import ArmStore, StoredAssignment
+from acrlocal.context import Context
+from acrlocal.rbac.conditions import parse_condition
+from acrlocal.rbac.errors import InvalidCondition
+from acrlocal.rbac.roles import BUILT_IN_ROLES, OWNER, arm_role_definition, find_role, role_definition_id, role_guid
+
+NS = "Microsoft.Authorization"
+ASSIGNMENTS_TYPE = f"{NS}/roleAssignments"
+API_VERSIONS = ("2022-04-01", "2022-01-01-preview", "2020-10-01-preview", "2020-04-01-preview", "2018-09-01-preview",
+                "2015-07-01")
+PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "ForeignGroup", "Device")
+
+
+def render_assignment(a: StoredAssignment) -> dict[str, Any]:
+    return {
+        "properties": {
+            "roleDefinitionId": role_definition_id(a.role_definition, a.scope),
+            "principalId": a.principal_id,
+            "principalType": a.principal_type,
+            "scope": a.scope,
+            "condition": a.condition,
+            "conditionVersion": a.condition_version,
+            "createdOn": a.created_on,
+            "updatedOn": a.updated_on,
+            "createdBy": a.created_by,
+            "updatedBy": a.updated_by,
+            "delegatedManagedIdentityResourceId": None,
+            "description": a.description,
+        },
+        "id": a.id,
+        "type": ASSIGNMENTS_TYPE,
+        "name": a.name,
+    }
+
+
+def _check_scope_exists(call: Call, path: ArmPath) -> None:
+    """404 if the scope names a group or resource that does not exist (the subscription is checked earlier)."""
+    if path.scope == "/" or path.subscription is None or path.group is None:
+        return
+    if call.store.group(path.subscription, path.group) is None:
+        raise group_not_found(path.group)
+    if path.scope.count("/") > 4 and call.store.resource(path.scope) is None:
+        parts = path.scope.split("/")
+        raise resource_not_found("/".join(parts[6:-1:2]) if len(parts) > 7 else parts[-2], parts[-1], path.group)
+
+
+class Authorization(NamespaceHandler):
+    namespace = NS
+    resource_types = {"roleAssignments": API_VERSIONS, "roleDefinitions": API_VERSIONS}
+
+    async def handle(self, call: Call, path: ArmPath) -> web.StreamResponse:
+        segs = path.segments
+        kind = segs[0].lower() if segs else ""
+        if kind == "roledefinitions" and len(segs) <= 2:
+            return await self.role_definitions(call, path)
+        if kind == "roleassignments" and len(segs) <= 2:
+            if len(segs) == 1:
+                return await self.list_assignments(call, path)
+            return await self.assignment(call, path, segs[1])
+        raise ArmError(400, "InvalidResourceType", f"The resource type '{'/'.join(segs[0::2])}' could not be found "
+                       f"in the namespace '{NS}' for api version '{call.api_version}'.")
+
+    # -- role definitions ----------------------------------------------------------------------------
+
+    async def role_definitions(self, call: Call, path: ArmPath) -> web.StreamResponse:
+        if call.request.method != "GET":
+            raise ArmError(405, "MethodNotAllowed", "Built-in role definitions cannot be changed.")
+        if path.scope != "/":  # the catalogue of built-in roles is public at the tenant root
+            call.caller.require(f"{NS}/roleDefinitions/read", path.scope)
+            _check_scope_exists(call, path)
+        if len(path.segments) == 2:
+            role = BUILT_IN_ROLES.get(path.segments[1].lower())
+            if role is None:
+                raise ArmError(404, "RoleDefinitionDoesNotExist",
+                               f"The specified role definition with ID '{path.segments[1]}' does not exist.")
+            return json(arm_role_definition(role, path.scope))
+        flt = parse_filter(call.query.get("$filter"), fields=("roleName", "type"))
+        roles = list(BUILT_IN_ROLES.values())
+        if (name := flt.field("roleName")) is not None:
+            roles = [r for r in roles if r.role_name.casefold() == name.casefold()]
+        if (kind := flt.field("type")) is not None:
+            roles = [r for r in roles if r.role_type.lower() == kind.lower()]
+        return json({"value": [arm_role_definition(r, path.scope) for r in roles]})
+
+    # -- role assignments ----------------------------------------------------------------------------
+
+    async def list_assignments(self, call: Call, path: ArmPath) -> web.StreamResponse:
+        """Assignments at, above and below the scope; ``atScope()`` keeps those at or above it;
+        ``principalId eq`` / ``assignedTo()`` keep one principal's."""
+        if call.request.method != "GET":
+            raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
+        call.caller.require(f"{ASSIGNMENTS_TYPE}/read", path.scope)
+        _check_scope_exists(call, path)
+        flt = parse_filter(call.query.get("$filter"), fields=("principalId",), functions=("atScope", "assignedTo"))
+        principal = flt.field("principalId") or flt.functions.get("assignedto")
+        principals = [principal] if principal else None
+        found = {a.name: a for a in call.store.assignments(at_or_above=path.scope, principal_ids=principals)}
+        if "atscope" not in flt.functions:
+            found.update({a.name: a for a in call.store.assignments(at_or_below=path.scope,
+                                                                      principal_ids=principals)})
+        items = sorted(found.values(), key=lambda a: (a.created_on, a.name))
+        return json({"value": [render_assignment(a) for a in items]})
+
+    async def assignment(self, call: Call, path: ArmPath, name: str) -> web.StreamResponse:
+        method = call.request.method
+        verb = {"GET": "read", "PUT": "write", "DELETE": "delete"}.get(method)
+        if verb is None:
+            raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported for role "
+                           "assignments.")
+        call.caller.require(f"{ASSIGNMENTS_TYPE}/{verb}", path.scope)
+        _check_scope_exists(call, path)
+        if not GUID.match(name):
+            raise ArmError(400, "InvalidRoleAssignmentId", f"The role assignment ID '{name[:100]}' is not valid. "
+                           "The role assignment ID must be a GUID.")
+        existing = call.store.assignment(name)
+        here = existing if existing is not None and existing.scope.lower() == path.scope.lower() else None
+        if method == "GET":
+            if here is None:
+                raise ArmError(404, "RoleAssignmentNotFound", f"The role assignment '{name}' is not found.")
+            return json(render_assignment(here))
+        if method == "DELETE":
+            if here is None:
+                return web.Response(status=204)
+            call.store.delete_assignment(name)
+            call.caller.forget_assignments()
+            return json(render_assignment(here))
+        wanted = self.validate(call, path, name.lower())
+        if existing is not None:
+            same = (existing.scope.lower() == wanted.scope.lower()
+                    and existing.role_definition == wanted.role_definition
+                    and existing.principal_id == wanted.principal_id)
+            if not same:
+                raise ArmError(409, "RoleAssignmentUpdateNotPermitted", "Tenant ID, application ID, principal ID, "
+                               "and scope are not allowed to be updated.")
+            return json(render_assignment(existing), status=200)
+        clash = [a for a in call.store.assignments(scope=wanted.scope, principal_ids=[wanted.principal_id],
+                                                   role_definition=wanted.role_definition)]
+        if clash:
+            raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.",
+                           details=[{"code": "RoleAssignmentExists", "message": clash[0].id}])
+        call.store.add_assignment(wanted)
+        call.caller.forget_assignments()
+        return json(render_assignment(wanted), status=201)
+
+    def validate(self, call: Call, path: ArmPath, name: str) -> StoredAssignment:
+        props = require_object(call.body.get("properties"), "properties")
+        role_ref = props.get("roleDefinitionId")
+        if not isinstance(role_ref, str) or not role_ref:
+            raise ArmError(400, "InvalidRoleDefinitionId", "The role definition ID '' is not valid: "
+                           "'properties.roleDefinitionId' is required.")
+        guid = role_guid(role_ref)
+        if guid is None:
+            raise ArmError(400, "InvalidRoleDefinitionId", f"The role definition ID '{role_ref[:200]}' is not valid.")
+        role = find_role(guid)
+        if role is None:
+            raise ArmError(400, "RoleDefinitionDoesNotExist",
+                           f"The specified role definition with ID '{guid}' does not exist.")
+        principal_id = props.get("principalId")
+        if not isinstance(principal_id, str) or not GUID.match(principal_id):
+            raise ArmError(400, "InvalidPrincipalId", f"The principal ID '{str(principal_id)[:100]}' is not valid: "
+                           "it must be a GUID.")
+        tenant = call.caller.tenant_id
+        if path.subscription is not None:
+            tenant = call.ctx.directory.subscription(path.subscription).tenant_id
+        principal = call.ctx.directory.find_principal(object_id=principal_id)
+        if principal is None or principal.tenant_id != tenant:
+            raise ArmError(400, "PrincipalNotFound", f"Principal {principal_id.replace('-', '')} does not exist in "
+                           f"the directory {tenant}. Check that you have the correct principal ID. If you are "
+                           "creating this principal and then immediately assigning a role, this error might be "
+                           "related to a replication delay. In this case, set the role assignment principalType "
+                           "property to a value, such as ServicePrincipal, User, or Group.  See "
+                           "https://aka.ms/docs-principaltype")
+        principal_type = props.get("principalType") or principal.principal_type
+        if principal_type not in PRINCIPAL_TYPES:
+            raise ArmError(400, "InvalidPrincipalType", f"The principal type '{str(principal_type)[:50]}' is not "
+                           f"valid; expected one of {', '.join(PRINCIPAL_TYPES)}.")
+        if principal_type != principal.principal_type:
+            raise ArmError(400, "UnmatchedPrincipalType", f"The PrincipalId '{principal.object_id}' has type "
+                           f"'{principal.principal_type}' , which is different from specified PrincipalType "
+                           f"'{principal_type}'.")
+        condition = props.get("condition")
+        version = props.get("conditionVersion")
+        if condition is not None:
+            if not isinstance(condition, str):
+                raise ArmError(400, "InvalidRoleAssignmentCondition", "The condition must be a string.")
+            try:
+                parse_condition(condition, version if isinstance(version, str) else None)
+            except InvalidCondition as exc:
+                raise ArmError(400, "InvalidRoleAssignmentCondition", str(exc)) from None
+            version = version or "2.0"
+        description = props.get("description")
+        now = utc_now()
+        return StoredAssignment(
+            name=name, scope=path.scope, role_definition=role.id, principal_id=principal.object_id,
+            principal_type=principal_type, description=description if isinstance(description, str) else None,
+            condition=condition, condition_version=version if condition else None, created_on=now, updated_on=now,
+            created_by=call.caller.object_id, updated_by=call.caller.object_id)
+
+
+def ensure_admin_owner(ctx: Context, store: ArmStore) -> None:
+    """Idempotent: the local administrator holds Owner on the default subscription (a fixed assignment id)."""
+    admin = ctx.admin
+    scope = f"/subscriptions/{admin.subscriptionId}"
+    name = str(uuid.uuid5(uuid.NAMESPACE_URL, f"acrlocal:admin-owner:{admin.objectId}:{admin.subscriptionId}"))
+    have = store.assignments(scope=scope, principal_ids=[admin.objectId], role_definition=OWNER.id)
+    if have or store.assignment(name) is not None:
+        return
+    now = utc_now()
+    store.add_assignment(StoredAssignment(name, scope, OWNER.id, admin.objectId, "ServicePrincipal",
+                                          "acrlocal administrator", None, None, now, now, None, None))
+
+
+register_handler(Authorization())

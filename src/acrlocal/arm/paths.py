@@ -1,0 +1,144 @@
+"""ARM request paths, parsed (pure).
+
+ARM compares the keywords of a path (``subscriptions``, ``resourceGroups``, ``providers``) and every name ignoring
+case; :func:`parse_path` accepts any spelling and returns an :class:`ArmPath` whose ``kind`` says what the path
+names. Resource provider paths are kept generic here (``namespace`` plus the segments after it); which of those
+are types, names or actions is decided by the registered providers (:mod:`.providers`).
+
+Malformed paths raise :class:`~acrlocal.arm.errors.ArmError` (400 ``InvalidRequestUri`` or
+``InvalidSubscriptionId``) naming the offending segment; nothing here touches storage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from acrlocal.arm.errors import ArmError
+
+GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)+$")
+# ARM refuses these in any path segment, as well as control characters.
+FORBIDDEN = re.compile(r"[<>%&\\?#*:\x00-\x1f\x7f]")
+MAX_PATH = 4096
+
+PathKind = Literal[
+    "subscription",        # /subscriptions/{sub}
+    "groups",              # /subscriptions/{sub}/resourcegroups
+    "group",               # /subscriptions/{sub}/resourcegroups/{rg}
+    "resources",           # /subscriptions/{sub}[/resourcegroups/{rg}]/resources
+    "providers",           # /subscriptions/{sub}/providers
+    "provider",            # /subscriptions/{sub}/providers/{ns}[/{segments...}]  and  /{scope}/providers/{ns}/...
+]
+
+
+@dataclass(frozen=True)
+class ArmPath:
+    """A parsed path. ``scope`` is the canonical scope the path sits under (``/`` for a tenant-level path):
+    for a provider path it is everything before the last ``/providers/{namespace}``."""
+
+    kind: PathKind
+    subscription: str | None = None
+    group: str | None = None
+    namespace: str | None = None
+    segments: tuple[str, ...] = ()
+    scope: str = "/"
+
+    @property
+    def group_scope(self) -> str:
+        assert self.subscription is not None
+        if self.group is None:
+            return f"/subscriptions/{self.subscription}"
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.group}"
+
+
+def invalid_uri(path: str, problem: str) -> ArmError:
+    return ArmError(400, "InvalidRequestUri", f"The request uri '{path[:300]}' is invalid: {problem}.")
+
+
+def check_segment(path: str, segment: str) -> str:
+    if not segment or len(segment) > 260 or FORBIDDEN.search(segment) or segment != segment.strip():
+        raise invalid_uri(path, f"the segment '{segment[:100]}' is not valid")
+    return segment
+
+
+def canonical_scope(parts: list[str], path: str) -> str:
+    """The canonical spelling of a scope given as path segments (keywords as ARM spells them)."""
+    if not parts:
+        return "/"
+    out: list[str] = []
+    if parts[0].lower() != "subscriptions" or len(parts) < 2:
+        raise invalid_uri(path, "a scope must be '/' or start with '/subscriptions/{subscriptionId}'")
+    out += ["subscriptions", _subscription(parts[1])]
+    i = 2
+    if i < len(parts) and parts[i].lower() == "resourcegroups":
+        if i + 1 >= len(parts):
+            raise invalid_uri(path, "expected a resource group name after 'resourceGroups'")
+        out += ["resourceGroups", check_segment(path, parts[i + 1])]
+        i += 2
+    in_resource = False
+    while i < len(parts):
+        if parts[i].lower() == "providers":
+            if i + 3 >= len(parts) or not NAMESPACE.match(parts[i + 1]):
+                raise invalid_uri(path, "expected 'providers/{namespace}/{type}/{name}'")
+            out += ["providers", parts[i + 1]]
+            i += 2
+        elif not in_resource:
+            raise invalid_uri(path, f"expected 'providers', found '{parts[i][:100]}'")
+        if i + 1 >= len(parts):
+            raise invalid_uri(path, f"the resource type '{parts[i][:100]}' has no name after it")
+        out += [check_segment(path, parts[i]), check_segment(path, parts[i + 1])]
+        in_resource = True
+        i += 2
+    return "/" + "/".join(out)
+
+
+def _subscription(value: str) -> str:
+    if not GUID.match(value):
+        raise ArmError(400, "InvalidSubscriptionId",
+                       f"The provided subscription identifier '{value[:100]}' is malformed or invalid.")
+    return value.lower()
+
+
+def parse_path(path: str) -> ArmPath:
+    """Parse an ARM path (the part after the host, without the query). One trailing ``/`` is tolerated."""
+    if len(path) > MAX_PATH:
+        raise invalid_uri(path, f"it is longer than {MAX_PATH} characters")
+    body = path.strip("/")
+    parts = body.split("/") if body else []
+    if any(p == "" for p in parts):
+        raise invalid_uri(path, "it has an empty segment ('//')")
+    lowered = [p.lower() for p in parts]
+    # Extension resources and tenant-level providers: the last '/providers/{Namespace}' decides.
+    last = max((i for i, p in enumerate(lowered) if p == "providers" and i + 1 < len(parts)
+                and NAMESPACE.match(parts[i + 1])), default=None)
+    if last is not None:
+        scope_parts = parts[:last]
+        scope = canonical_scope(scope_parts, path)
+        sub = scope.split("/")[2] if scope != "/" else None
+        group = scope_parts[3] if len(scope_parts) >= 4 and lowered[2] == "resourcegroups" else None
+        segments = tuple(check_segment(path, s) for s in parts[last + 2:])
+        return ArmPath("provider", sub, group, parts[last + 1], segments, scope)
+    if not parts or lowered[0] != "subscriptions" or len(parts) < 2:
+        raise invalid_uri(path, "expected '/subscriptions/{subscriptionId}/...'")
+    sub = _subscription(parts[1])
+    rest, low = parts[2:], lowered[2:]
+    if not rest:
+        return ArmPath("subscription", sub, scope=f"/subscriptions/{sub}")
+    if low == ["resourcegroups"]:
+        return ArmPath("groups", sub, scope=f"/subscriptions/{sub}")
+    if low == ["resources"]:
+        return ArmPath("resources", sub, scope=f"/subscriptions/{sub}")
+    if low == ["providers"]:
+        return ArmPath("providers", sub, scope=f"/subscriptions/{sub}")
+    if low[0] == "resourcegroups" and len(rest) >= 2:
+        group = check_segment(path, rest[1])
+        scope = f"/subscriptions/{sub}/resourceGroups/{group}"
+        if len(rest) == 2:
+            return ArmPath("group", sub, group, scope=scope)
+        if low[2:] == ["resources"]:
+            return ArmPath("resources", sub, group, scope=scope)
+    if low[0] == "providers" and len(rest) >= 2:
+        raise invalid_uri(path, f"'{rest[1][:100]}' is not a resource provider namespace")
+    raise invalid_uri(path, f"'{'/'.join(rest)[:200]}' is not a resource path")

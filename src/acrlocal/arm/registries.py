@@ -1,0 +1,268 @@
+"""``Microsoft.ContainerRegistry/registries``: registries as ARM resources, backed by the running server.
+
+Creating a registry starts serving it at once through ``ctx.registries.create`` (the path ``acrlocal up`` uses for
+the default registry) and deleting it stops serving it. Names are 5-50 letters and digits and unique across the
+server (``checkNameAvailability``). The data-plane settings (``sku``, ``adminUserEnabled``,
+``anonymousPullEnabled``, ``roleAssignmentMode``, and the ARM ``resourceId`` the token service authorizes
+against) are copied into the registry's record. The admin user's two passwords are generated at creation, kept
+in the resource's private state, shown only by ``listCredentials``, and checked by
+:func:`acrlocal.arm.access.check_admin_password`.
+
+At server start, registries the server hosts without an ARM resource (the default registry ``up`` creates)
+are given one in resource group ``acrlocal`` of the default subscription, so that ARM and the data plane agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime
+
+from acrlocal.arm.errors import ArmError, bad_request
+from acrlocal.arm.paths import ArmPath
+from acrlocal.arm.providers import (
+    Call,
+    JsonObject,
+    NamespaceAction,
+    ResourceType,
+    register,
+    register_action,
+    utc_now,
+)
+from acrlocal.arm.store import ArmStore, Resource, ResourceGroup
+from acrlocal.context import Context
+from acrlocal.errors import AlreadyExists, ConfigError, NotFound
+from acrlocal.registry.hosting import REGISTRY_NAME
+
+log = logging.getLogger(__name__)
+
+NS = "Microsoft.ContainerRegistry"
+TYPE = f"{NS}/registries"
+SKUS = ("Basic", "Standard", "Premium")
+DEFAULT_GROUP = "acrlocal"
+DEFAULT_LOCATION = "westus"
+ROLE_ASSIGNMENT_MODES = ("LegacyRegistryPermissions", "AbacRepositoryPermissions")
+PASSWORD_NAMES = ("password", "password2")
+BOOL_PROPERTIES = ("adminUserEnabled", "anonymousPullEnabled", "dataEndpointEnabled")
+#: Properties the data plane reads from the registry's record.
+DATA_PLANE_PROPERTIES = ("adminUserEnabled", "anonymousPullEnabled", "roleAssignmentMode")
+
+
+def new_password() -> str:
+    """A 52-character admin password, as ACR's (letters, digits, '+', '/', '=')."""
+    return secrets.token_urlsafe(39)[:52]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def default_properties() -> JsonObject:
+    return {
+        "adminUserEnabled": False,
+        "anonymousPullEnabled": False,
+        "dataEndpointEnabled": False,
+        "dataEndpointHostNames": [],
+        "publicNetworkAccess": "Enabled",
+        "networkRuleBypassOptions": "AzureServices",
+        "zoneRedundancy": "Disabled",
+        "roleAssignmentMode": "LegacyRegistryPermissions",
+        "privateEndpointConnections": [],
+        "encryption": {"status": "disabled"},
+        "policies": {
+            "quarantinePolicy": {"status": "disabled"},
+            "trustPolicy": {"type": "Notary", "status": "disabled"},
+            "retentionPolicy": {"days": 7, "status": "disabled"},
+            "exportPolicy": {"status": "enabled"},
+            "azureADAuthenticationAsArmPolicy": {"status": "enabled"},
+        },
+    }
+
+
+READ_ONLY = ("loginServer", "creationDate", "provisioningState", "status", "dataEndpointHostNames",
+             "privateEndpointConnections")
+
+
+class Registries(ResourceType):
+    namespace = NS
+    type = "registries"
+    api_versions = ("2025-04-01", "2024-11-01-preview", "2023-11-01-preview", "2023-07-01", "2023-01-01-preview",
+                    "2022-12-01", "2021-09-01", "2019-05-01")
+    name_pattern = REGISTRY_NAME
+    name_rule = "5 to 50 letters and digits"
+    actions = {"listCredentials": "list_credentials", "regenerateCredential": "regenerate_credential"}
+
+    def validate_name(self, call: Call, name: str) -> None:
+        if not REGISTRY_NAME.match(name):
+            raise bad_request("InvalidResourceName", f"Resource name '{name[:100]}' is invalid. The name must "
+                              "contain only alphanumeric characters, be globally unique, and between 5 and 50 "
+                              "characters in length.")
+
+    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+        sku = draft.sku if draft.sku is not None else (existing.sku if existing else None)
+        sku_name = (sku or {}).get("name")
+        if not isinstance(sku_name, str):
+            raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                           "deserialized: 'sku.name' is required (Basic, Standard or Premium).")
+        canonical = next((s for s in SKUS if s.lower() == sku_name.lower()), None)
+        if canonical is None:
+            raise ArmError(400, "InvalidSku", f"The sku '{sku_name[:50]}' is not valid: expected Basic, Standard or "
+                           "Premium.")
+        if existing is None:
+            taken = [r for r in call.store.resources_named(TYPE, draft.name) if r.id.lower() != draft.id.lower()]
+            hosted = name_hosted(call.ctx, draft.name)
+            if taken or hosted:
+                raise ArmError(409, "AlreadyInUse", f"The registry DNS name {draft.name.lower()}."
+                               f"{call.ctx.settings.hostname_suffix} is already in use. You can check if the name "
+                               "is already claimed using the checkNameAvailability API.")
+        base = existing.properties if existing else default_properties()
+        given = {k: v for k, v in draft.properties.items() if k not in READ_ONLY}
+        properties = {**base, **given}
+        for key in BOOL_PROPERTIES:
+            if not isinstance(properties.get(key), bool):
+                raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                               f"deserialized: 'properties.{key}' must be true or false.")
+        if properties.get("roleAssignmentMode") not in ROLE_ASSIGNMENT_MODES:
+            raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                           f"deserialized: 'properties.roleAssignmentMode' must be one of "
+                           f"{', '.join(ROLE_ASSIGNMENT_MODES)}.")
+        if properties["anonymousPullEnabled"] and canonical == "Basic":
+            raise ArmError(400, "AnonymousPullNotSupported", "Anonymous pull is only available in the Standard and "
+                           "Premium service tiers.")
+        internal = dict(draft.internal)
+        internal.setdefault("adminPasswords", {n: new_password() for n in PASSWORD_NAMES})
+        return draft.evolve(sku={"name": canonical, "tier": canonical}, properties=properties, internal=internal)
+
+    async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        plane = data_plane_properties(resource)
+        hosting = call.ctx.registries
+        if existing is None:
+            try:
+                rec = await hosting.create(resource.name, plane)
+            except AlreadyExists:
+                raise ArmError(409, "AlreadyInUse", f"The registry name '{resource.name}' is already in use.") from None
+            except ConfigError as exc:
+                raise ArmError(400, "InvalidResourceName", str(exc)) from None
+            created = _iso(rec.created)
+            return resource.evolve(properties={**resource.properties, "creationDate": created})
+        hosting.table.update_properties(resource.name, plane)
+        hosting.refresh(resource.name)
+        return resource
+
+    async def remove(self, call: Call | None, resource: Resource) -> None:
+        ctx = call.ctx if call else None
+        if ctx is None:
+            return
+        try:
+            await ctx.registries.delete(resource.name)
+        except NotFound:
+            log.warning("registry %s was not hosted when its ARM resource was deleted", resource.name)
+
+    def render(self, call: Call | None, resource: Resource) -> JsonObject:
+        body = super().render(call, resource)
+        props = body["properties"]
+        if call is not None:
+            try:
+                rec = call.ctx.registries.get(resource.name)
+                props["loginServer"] = call.ctx.registries.login_server(rec)
+            except NotFound:
+                props["loginServer"] = None
+        return body
+
+    async def list_credentials(self, call: Call, resource: Resource) -> JsonObject:
+        if not resource.properties.get("adminUserEnabled"):
+            raise ArmError(400, "AdminUserDisabled", f"Admin user is disabled for registry '{resource.name}'. "
+                           "Enable it with adminUserEnabled=true first.")
+        passwords = resource.internal.get("adminPasswords", {})
+        return {"username": resource.name,
+                "passwords": [{"name": n, "value": passwords.get(n)} for n in PASSWORD_NAMES]}
+
+    async def regenerate_credential(self, call: Call, resource: Resource) -> JsonObject:
+        which = call.body.get("name")
+        if which not in PASSWORD_NAMES:
+            raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                           f"deserialized: 'name' must be 'password' or 'password2', not {str(which)[:50]!r}.")
+        if not resource.properties.get("adminUserEnabled"):
+            raise ArmError(400, "AdminUserDisabled", f"Admin user is disabled for registry '{resource.name}'.")
+        passwords = {**resource.internal.get("adminPasswords", {}), which: new_password()}
+        updated = resource.evolve(internal={**resource.internal, "adminPasswords": passwords},
+                                  system_data=call.system_data(resource.system_data))
+        call.store.put_resource(updated)
+        return await self.list_credentials(call, updated)
+
+    async def on_start(self, ctx: Context, store: ArmStore) -> None:
+        await reconcile(ctx, store, self)
+
+
+def data_plane_properties(resource: Resource) -> JsonObject:
+    sku = (resource.sku or {}).get("name", "Standard")
+    return {"sku": sku, "resourceId": resource.id,
+            **{k: resource.properties.get(k) for k in DATA_PLANE_PROPERTIES}}
+
+
+def name_hosted(ctx: Context, name: str) -> bool:
+    try:
+        ctx.registries.get(name)
+    except NotFound:
+        return False
+    return True
+
+
+async def reconcile(ctx: Context, store: ArmStore, rt: Registries) -> None:
+    """Give every hosted registry without an ARM resource one in group ``acrlocal`` of the default subscription,
+    and drop registry resources whose registry is no longer hosted."""
+    sub = ctx.admin.subscriptionId
+    for rec in ctx.registries.all():
+        if store.resources_named(TYPE, rec.name):
+            continue
+        if store.group(sub, DEFAULT_GROUP) is None:
+            store.put_group(ResourceGroup(sub, DEFAULT_GROUP, DEFAULT_LOCATION))
+        group = store.group(sub, DEFAULT_GROUP)
+        assert group is not None
+        sku = str(rec.properties.get("sku") or "Standard")
+        sku = next((s for s in SKUS if s.lower() == sku.lower()), "Standard")
+        properties = default_properties()
+        properties.update({k: rec.properties[k] for k in DATA_PLANE_PROPERTIES if k in rec.properties})
+        properties["creationDate"] = _iso(rec.created)
+        now = utc_now()
+        resource = Resource(
+            id=f"{group.id}/providers/{TYPE}/{rec.name}", type=TYPE, name=rec.name, subscription_id=sub,
+            group=group.name, location=DEFAULT_LOCATION, sku={"name": sku, "tier": sku}, properties=properties,
+            internal={"adminPasswords": {n: new_password() for n in PASSWORD_NAMES}},
+            system_data={"createdBy": "acrlocal", "createdByType": "Application", "createdAt": now,
+                         "lastModifiedBy": "acrlocal", "lastModifiedByType": "Application", "lastModifiedAt": now})
+        store.put_resource(resource)
+        ctx.registries.table.update_properties(rec.name, data_plane_properties(resource))
+        ctx.registries.refresh(rec.name)
+        log.info("registry %s is now ARM resource %s", rec.name, resource.id)
+    hosted = {r.name.lower() for r in ctx.registries.all()}
+    for sub_ in ctx.directory.subscriptions():
+        for res in store.resources(sub_.id, type=TYPE):
+            if res.name.lower() not in hosted:
+                log.warning("dropping ARM resource %s: its registry is not hosted", res.id)
+                store.delete_resource(res.id)
+
+
+async def check_name_availability(call: Call, path: ArmPath) -> JsonObject:
+    body = call.body
+    name = body.get("name")
+    kind = body.get("type", TYPE)
+    if not isinstance(name, str) or not isinstance(kind, str):
+        raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized: "
+                       "'name' and 'type' must be strings.")
+    if kind.lower() != TYPE.lower():
+        raise ArmError(400, "InvalidResourceType", f"The resource type '{kind[:100]}' is not supported; expected "
+                       f"'{TYPE}'.")
+    if not REGISTRY_NAME.match(name):
+        return {"nameAvailable": False, "reason": "Invalid", "message": "The specified resource name is invalid: "
+                "it must contain only alphanumeric characters and be between 5 and 50 characters in length."}
+    if call.store.resources_named(TYPE, name) or name_hosted(call.ctx, name):
+        return {"nameAvailable": False, "reason": "AlreadyExists", "message": f"The registry DNS name "
+                f"{name.lower()}.{call.ctx.settings.hostname_suffix} is already in use."}
+    return {"nameAvailable": True}
+
+
+REGISTRIES = register(Registries())
+register_action(NamespaceAction(NS, "checkNameAvailability", f"{NS}/checkNameAvailability/read",
+                                check_name_availability))
+

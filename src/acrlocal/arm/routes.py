@@ -1,0 +1,183 @@
+"""HTTP: the ARM-shaped control plane on the shared https port.
+
+Every ARM path goes through :func:`dispatch`, which in this order: authenticates the bearer token (401), requires
+``api-version`` (400 ``MissingApiVersionParameter``), parses the path (400), checks the subscription (404
+``SubscriptionNotFound``, 401 for a token of another tenant), reads the JSON body of a write (400
+``InvalidRequestContent``), and hands the call to the subscription, group or provider code, which authorizes it on
+its target scope before anything is looked up. Writes run one at a time (an ``asyncio.Lock``), so a check and
+the write that follows it cannot interleave with another write. Every answer carries ``x-ms-request-id`` and
+``x-ms-correlation-request-id``; errors are ARM's ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from acrlocal.arm import generic, groups, subscriptions
+from acrlocal.arm.auth import authenticate
+from acrlocal.arm.authorization import ensure_admin_owner
+from acrlocal.arm.errors import ArmError, invalid_content, subscription_not_found
+from acrlocal.arm.paths import ArmPath, parse_path
+from acrlocal.arm.providers import REGISTRY, Call, load_providers
+from acrlocal.arm.store import ArmStore
+from acrlocal.context import Context
+from acrlocal.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+STORE_KEY = web.AppKey("arm_store", ArmStore)
+LOCK_KEY = web.AppKey("arm_write_lock", asyncio.Lock)
+WRITES = ("PUT", "PATCH", "DELETE", "POST")
+
+
+def _ids(request: web.Request) -> dict[str, str]:
+    request_id = str(uuid.uuid4())
+    correlation = request.headers.get("x-ms-correlation-request-id") or request.headers.get(
+        "x-ms-client-request-id") or request_id
+    return {"x-ms-request-id": request_id, "x-ms-correlation-request-id": correlation,
+            "x-ms-routing-request-id": f"LOCAL:{request_id}"}
+
+
+def error_response(err: ArmError) -> web.Response:
+    return web.json_response(err.body(), status=err.status, headers=err.headers)
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object of a write; ``{}`` for an empty body; 400 ``InvalidRequestContent`` for anything else."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = jsonlib.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_content(f"{str(exc)[:200]}") from None
+    if not isinstance(body, dict):
+        raise invalid_content(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def api_version(request: web.Request) -> str:
+    value = request.query.get("api-version")
+    if not value:
+        raise ArmError(400, "MissingApiVersionParameter",
+                       "The api-version query parameter (?api-version=) is required for all requests.")
+    return value
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    ctx: Context = request.app["ctx"]
+    store = request.app[STORE_KEY]
+    ids = _ids(request)
+    try:
+        caller = authenticate(request, ctx, store)
+        version = api_version(request)
+        body = await read_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
+        call = Call(ctx, store, caller, request, version, body)
+        if request.method in WRITES:
+            async with request.app[LOCK_KEY]:
+                response = await route(call)
+        else:
+            response = await route(call)
+    except ArmError as err:
+        response = error_response(err)
+    except Exception:
+        log.exception("ARM request %s %s failed", request.method, request.path)
+        response = error_response(ArmError(500, "InternalServerError", "The server encountered an internal error; "
+                                           f"request id {ids['x-ms-request-id']}."))
+    response.headers.update(ids)
+    return response
+
+
+async def route(call: Call) -> web.StreamResponse:
+    request = call.request
+    lowered = request.path.rstrip("/").lower()
+    if lowered == "/subscriptions":
+        return await _get_only(call, subscriptions.list_subscriptions(call))
+    if lowered == "/tenants":
+        return await _get_only(call, subscriptions.list_tenants(call))
+    path = parse_path(request.path)
+    if path.subscription is not None:
+        try:
+            sub = call.ctx.directory.subscription(path.subscription)
+        except NotFound:
+            raise subscription_not_found(path.subscription) from None
+        if sub.tenant_id != call.caller.tenant_id:
+            issuer = call.ctx.tokens.issuer(call.caller.tenant_id)
+            raise ArmError(401, "InvalidAuthenticationTokenTenant",
+                           f"The access token is from the wrong issuer '{issuer}'. "
+                           f"It must match the tenant '{call.ctx.tokens.issuer(sub.tenant_id)}' associated with "
+                           "this subscription. Please use the authority (URL) "
+                           f"'{call.ctx.tokens.authority}/{sub.tenant_id}' to get the token.")
+        if path.kind == "subscription":
+            return await subscriptions.get_subscription(call, path, sub)
+    return await route_path(call, path)
+
+
+async def route_path(call: Call, path: ArmPath) -> web.StreamResponse:
+    if path.kind == "groups":
+        return await groups.list_groups(call, path)
+    if path.kind == "group":
+        return await groups.group(call, path)
+    if path.kind == "resources":
+        return await groups.list_resources(call, path)
+    if path.kind == "providers":
+        return await subscriptions.list_providers(call, path)
+    assert path.kind == "provider" and path.namespace is not None
+    handler = REGISTRY.handlers.get(path.namespace.lower())
+    if handler is not None:
+        return await handler.handle(call, path)
+    at_subscription = path.subscription is not None and path.group is None and path.scope.count("/") == 2
+    if at_subscription and (not path.segments or (
+            len(path.segments) == 1 and path.segments[0].lower() in ("register", "unregister")
+            and call.request.method == "POST")):
+        return await subscriptions.provider(call, path)
+    if path.namespace.lower() not in REGISTRY.namespaces:
+        raise generic.unknown_type(path.namespace, "/".join(path.segments[0::2]), call.api_version)
+    if path.scope.count("/providers/") or path.subscription is None:
+        raise ArmError(400, "InvalidRequestUri", f"The request uri '{call.request.path}' is invalid: "
+                       f"'{path.namespace}' resources are not extension resources.")
+    return await generic.handle(call, path)
+
+
+async def _get_only(call: Call, handler: Any) -> web.StreamResponse:
+    if call.request.method != "GET":
+        handler.close()
+        raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
+    result: web.StreamResponse = await handler
+    return result
+
+
+async def metadata_endpoints(request: web.Request) -> web.StreamResponse:
+    ctx: Context = request.app["ctx"]
+    response = web.json_response(subscriptions.metadata_endpoints(ctx, request.query.get("api-version")))
+    response.headers.update(_ids(request))
+    return response
+
+
+
+async def on_server_started(ctx: Context) -> None:
+    """Called by the server once every room is up (the default registry exists): providers reconcile."""
+    store = ctx.extras["arm_store"]
+    for rt in list(REGISTRY.types.values()):
+        await rt.on_start(ctx, store)
+    for handler in list(REGISTRY.handlers.values()):
+        await handler.on_start(ctx, store)
+
+
+def setup(app: web.Application, ctx: Context) -> None:
+    load_providers()
+    store = ArmStore(ctx.engine)
+    ctx.extras["arm_store"] = store
+    ensure_admin_owner(ctx, store)
+    app[STORE_KEY] = store
+    app[LOCK_KEY] = asyncio.Lock()
+    app.router.add_get("/metadata/endpoints", metadata_endpoints)
+    app.router.add_route("*", "/{root:(?i:subscriptions|tenants)}", dispatch)
+    app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{root:(?i:providers)}/{tail:.*}", dispatch)

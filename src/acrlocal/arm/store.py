@@ -1,0 +1,359 @@
+"""SQL tables of the control plane and :class:`ArmStore`, the only code that touches them.
+
+- ``arm_resource_groups``: one row a resource group, keyed by subscription and lower-cased name.
+- ``arm_resources``: every provider resource (registries, identities, VMs, child resources...) in one generic
+  table; ``properties`` and the other ARM fields are JSON, ``internal`` is provider state never rendered (e.g. a
+  registry's admin passwords).
+- ``arm_role_assignments``: role assignments at any scope.
+
+ARM compares ids ignoring case, so every id is also stored lower-cased as its key. Each method is one
+transaction; deleting a group or a resource deletes what it contains and the role assignments at or below it in
+that same transaction. Lookups return ``None`` rather than raising: the HTTP layer chooses ARM's error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from acrlocal.rbac.evaluate import RoleAssignment
+from acrlocal.rbac.scopes import Scope, parse_scope
+from acrlocal.storage.sql import metadata
+
+resource_groups = sa.Table(
+    "arm_resource_groups",
+    metadata,
+    sa.Column("subscription_id", sa.String(36), primary_key=True),
+    sa.Column("name_key", sa.String(90), primary_key=True),
+    sa.Column("name", sa.String(90), nullable=False),
+    sa.Column("location", sa.String(64), nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, default="{}"),
+    sa.Column("managed_by", sa.String(1024), nullable=True),
+    sa.Column("system_data", sa.Text, nullable=False, default="{}"),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+resources = sa.Table(
+    "arm_resources",
+    metadata,
+    sa.Column("id_key", sa.String(2048), primary_key=True),
+    sa.Column("id", sa.String(2048), nullable=False),
+    sa.Column("subscription_id", sa.String(36), nullable=False),
+    sa.Column("group_key", sa.String(90), nullable=False),
+    sa.Column("type_key", sa.String(256), nullable=False),
+    sa.Column("type", sa.String(256), nullable=False),
+    sa.Column("name", sa.String(260), nullable=False),
+    sa.Column("parent_key", sa.String(2048), nullable=True),
+    sa.Column("location", sa.String(64), nullable=True),
+    sa.Column("kind", sa.String(64), nullable=True),
+    sa.Column("tags", sa.Text, nullable=False, default="{}"),
+    sa.Column("sku", sa.Text, nullable=True),
+    sa.Column("identity", sa.Text, nullable=True),
+    sa.Column("properties", sa.Text, nullable=False, default="{}"),
+    sa.Column("extra", sa.Text, nullable=False, default="{}"),
+    sa.Column("internal", sa.Text, nullable=False, default="{}"),
+    sa.Column("system_data", sa.Text, nullable=False, default="{}"),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Index("ix_arm_resources_group", "subscription_id", "group_key"),
+    sa.Index("ix_arm_resources_type", "type_key", "name"),
+    sa.Index("ix_arm_resources_parent", "parent_key"),
+)
+
+role_assignments = sa.Table(
+    "arm_role_assignments",
+    metadata,
+    sa.Column("name", sa.String(36), primary_key=True),
+    sa.Column("scope", sa.String(2048), nullable=False),
+    sa.Column("scope_key", sa.String(2048), nullable=False),
+    sa.Column("role_definition", sa.String(36), nullable=False),
+    sa.Column("principal_id", sa.String(36), nullable=False),
+    sa.Column("principal_type", sa.String(32), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("condition", sa.Text, nullable=True),
+    sa.Column("condition_version", sa.String(8), nullable=True),
+    sa.Column("created_on", sa.String(40), nullable=False),
+    sa.Column("updated_on", sa.String(40), nullable=False),
+    sa.Column("created_by", sa.String(36), nullable=True),
+    sa.Column("updated_by", sa.String(36), nullable=True),
+    sa.Index("ix_arm_role_assignments_principal", "principal_id"),
+    sa.Index("ix_arm_role_assignments_scope", "scope_key"),
+)
+
+
+@dataclass(frozen=True)
+class ResourceGroup:
+    subscription_id: str
+    name: str
+    location: str
+    tags: dict[str, str] = field(default_factory=dict)
+    managed_by: str | None = None
+    system_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"/subscriptions/{self.subscription_id}/resourceGroups/{self.name}"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A provider resource as stored. ``type`` is the full type (``Microsoft.ContainerRegistry/registries``);
+    ``extra`` holds other top-level ARM fields a provider keeps (``zones``, ``plan``...); ``internal`` is never
+    rendered."""
+
+    id: str
+    type: str
+    name: str
+    subscription_id: str
+    group: str
+    location: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    sku: dict[str, Any] | None = None
+    kind: str | None = None
+    identity: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    internal: dict[str, Any] = field(default_factory=dict)
+    system_data: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
+
+    def evolve(self, **changes: Any) -> Resource:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class StoredAssignment:
+    """A role assignment with the bookkeeping ARM returns (``createdOn``...); :attr:`rbac` is what RBAC needs."""
+
+    name: str
+    scope: str
+    role_definition: str
+    principal_id: str
+    principal_type: str
+    description: str | None = None
+    condition: str | None = None
+    condition_version: str | None = None
+    created_on: str = ""
+    updated_on: str = ""
+    created_by: str | None = None
+    updated_by: str | None = None
+
+    @property
+    def id(self) -> str:
+        prefix = "" if self.scope == "/" else self.scope
+        return f"{prefix}/providers/Microsoft.Authorization/roleAssignments/{self.name}"
+
+    @property
+    def rbac(self) -> RoleAssignment:
+        return RoleAssignment(self.id, self.scope, self.role_definition, self.principal_id, self.principal_type,
+                              self.condition, self.condition_version)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _group(row: Any) -> ResourceGroup:
+    return ResourceGroup(row.subscription_id, row.name, row.location, _load(row.tags) or {}, row.managed_by,
+                         _load(row.system_data) or {})
+
+
+def _resource(row: Any) -> Resource:
+    return Resource(
+        id=row.id, type=row.type, name=row.name, subscription_id=row.subscription_id,
+        group=row.id.split("/")[4], location=row.location, tags=_load(row.tags) or {},
+        properties=_load(row.properties) or {}, sku=_load(row.sku), kind=row.kind, identity=_load(row.identity),
+        extra=_load(row.extra) or {}, internal=_load(row.internal) or {}, system_data=_load(row.system_data) or {},
+        parent_id="/".join(row.id.split("/")[:-2]) if row.parent_key else None,
+    )
+
+
+def _assignment(row: Any) -> StoredAssignment:
+    return StoredAssignment(row.name, row.scope, row.role_definition, row.principal_id, row.principal_type,
+                            row.description, row.condition, row.condition_version, row.created_on, row.updated_on,
+                            row.created_by, row.updated_by)
+
+
+def _at_or_below(column: sa.Column[str], key: str) -> sa.ColumnElement[bool]:
+    """``column`` is ``key`` or a path below it (``key/...``), with LIKE wildcards in ``key`` escaped."""
+    return sa.or_(column == key, column.startswith(key.rstrip("/") + "/", autoescape=True))
+
+
+def ancestor_scope_keys(scope: str | Scope) -> list[str]:
+    """Lower-cased keys of ``scope`` and every scope above it, up to ``/``."""
+    keys: list[str] = []
+    current: Scope | None = parse_scope(scope)
+    while current is not None:
+        keys.append(str(current).lower())
+        current = current.parent
+    return keys
+
+
+class ArmStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- resource groups ---------------------------------------------------------------------------
+
+    def group(self, subscription_id: str, name: str) -> ResourceGroup | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(resource_groups).where(
+                resource_groups.c.subscription_id == subscription_id.lower(),
+                resource_groups.c.name_key == name.lower())).first()
+        return _group(row) if row else None
+
+    def groups(self, subscription_id: str) -> list[ResourceGroup]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(resource_groups).where(
+                resource_groups.c.subscription_id == subscription_id.lower()).order_by(resource_groups.c.created))
+        return [_group(r) for r in rows]
+
+    def put_group(self, group: ResourceGroup) -> bool:
+        """Insert or update ``group``; True if it was created. The name keeps the spelling of its creation."""
+        values = dict(location=group.location, tags=_json(group.tags), managed_by=group.managed_by,
+                      system_data=_json(group.system_data))
+        with self.engine.begin() as conn:
+            where = (resource_groups.c.subscription_id == group.subscription_id.lower(),
+                     resource_groups.c.name_key == group.name.lower())
+            exists = conn.execute(sa.select(resource_groups.c.name).where(*where)).first()
+            if exists:
+                conn.execute(sa.update(resource_groups).where(*where).values(**values))
+                return False
+            conn.execute(sa.insert(resource_groups).values(
+                subscription_id=group.subscription_id.lower(), name_key=group.name.lower(), name=group.name,
+                created=time.time(), **values))
+            return True
+
+    def delete_group(self, subscription_id: str, name: str) -> None:
+        """Delete the group, every resource in it and every role assignment at or below it."""
+        sub, key = subscription_id.lower(), name.lower()
+        scope_key = f"/subscriptions/{sub}/resourcegroups/{key}"
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(resources).where(resources.c.subscription_id == sub,
+                                                    resources.c.group_key == key))
+            conn.execute(sa.delete(role_assignments).where(_at_or_below(role_assignments.c.scope_key, scope_key)))
+            conn.execute(sa.delete(resource_groups).where(resource_groups.c.subscription_id == sub,
+                                                          resource_groups.c.name_key == key))
+
+    # -- resources ---------------------------------------------------------------------------------
+
+    def resource(self, resource_id: str) -> Resource | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(resources).where(resources.c.id_key == resource_id.lower())).first()
+        return _resource(row) if row else None
+
+    def resources(self, subscription_id: str, *, group: str | None = None, type: str | None = None,
+                  parent_id: str | None = None, top_level_only: bool = False) -> list[Resource]:
+        """Resources of a subscription, optionally of one group, of one type, or children of one parent."""
+        c = resources.c
+        q = sa.select(resources).where(c.subscription_id == subscription_id.lower())
+        if group is not None:
+            q = q.where(c.group_key == group.lower())
+        if type is not None:
+            q = q.where(c.type_key == type.lower())
+        if parent_id is not None:
+            q = q.where(c.parent_key == parent_id.lower())
+        elif top_level_only:
+            q = q.where(c.parent_key.is_(None))
+        with self.engine.connect() as conn:
+            return [_resource(r) for r in conn.execute(q.order_by(c.created))]
+
+    def resources_named(self, type: str, name: str) -> list[Resource]:
+        """Resources of ``type`` called ``name`` in any subscription (for globally unique names)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(resources).where(resources.c.type_key == type.lower(),
+                                                           sa.func.lower(resources.c.name) == name.lower()))
+            return [_resource(r) for r in rows]
+
+    def put_resource(self, res: Resource) -> bool:
+        """Insert or replace ``res``; True if it was created."""
+        values = dict(
+            id=res.id, subscription_id=res.subscription_id.lower(), group_key=res.group.lower(),
+            type_key=res.type.lower(), type=res.type, name=res.name,
+            parent_key=res.parent_id.lower() if res.parent_id else None, location=res.location, kind=res.kind,
+            tags=_json(res.tags), sku=_json(res.sku), identity=_json(res.identity), properties=_json(res.properties),
+            extra=_json(res.extra), internal=_json(res.internal), system_data=_json(res.system_data))
+        with self.engine.begin() as conn:
+            exists = conn.execute(sa.select(resources.c.id).where(resources.c.id_key == res.id.lower())).first()
+            if exists:
+                values.pop("id")  # the id keeps the spelling of its creation
+                conn.execute(sa.update(resources).where(resources.c.id_key == res.id.lower()).values(**values))
+                return False
+            conn.execute(sa.insert(resources).values(id_key=res.id.lower(), created=time.time(), **values))
+            return True
+
+    def delete_resource(self, resource_id: str) -> None:
+        """Delete the resource, its child resources and every role assignment at or below it."""
+        key = resource_id.lower()
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(resources).where(_at_or_below(resources.c.id_key, key)))
+            conn.execute(sa.delete(role_assignments).where(_at_or_below(role_assignments.c.scope_key, key)))
+
+    # -- role assignments --------------------------------------------------------------------------
+
+    def assignment(self, name: str) -> StoredAssignment | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(role_assignments).where(role_assignments.c.name == name.lower())).first()
+        return _assignment(row) if row else None
+
+    def assignments(self, *, scope: str | None = None, at_or_below: str | None = None,
+                    at_or_above: str | None = None, principal_ids: Iterable[str] | None = None,
+                    role_definition: str | None = None) -> list[StoredAssignment]:
+        """Assignments filtered by exact scope, by scope at or below one, by scopes applying at one (at or
+        above it), by principals, or by role definition GUID."""
+        c = role_assignments.c
+        q = sa.select(role_assignments)
+        if scope is not None:
+            q = q.where(c.scope_key == scope.lower())
+        if at_or_below is not None:
+            q = q.where(_at_or_below(c.scope_key, at_or_below.lower()) if at_or_below != "/" else sa.true())
+        if at_or_above is not None:
+            q = q.where(c.scope_key.in_(ancestor_scope_keys(at_or_above)))
+        if principal_ids is not None:
+            q = q.where(c.principal_id.in_([p.lower() for p in principal_ids]))
+        if role_definition is not None:
+            q = q.where(c.role_definition == role_definition.lower())
+        with self.engine.connect() as conn:
+            return [_assignment(r) for r in conn.execute(q.order_by(c.created_on, c.name))]
+
+    def add_assignment(self, a: StoredAssignment) -> None:
+        with self.engine.begin() as conn:
+            self._insert_assignment(conn, a)
+
+    def _insert_assignment(self, conn: Connection, a: StoredAssignment) -> None:
+        conn.execute(sa.insert(role_assignments).values(
+            name=a.name.lower(), scope=a.scope, scope_key=a.scope.lower(), role_definition=a.role_definition.lower(),
+            principal_id=a.principal_id.lower(), principal_type=a.principal_type, description=a.description,
+            condition=a.condition, condition_version=a.condition_version, created_on=a.created_on,
+            updated_on=a.updated_on, created_by=a.created_by, updated_by=a.updated_by))
+
+    def delete_assignment(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(sa.delete(role_assignments).where(
+                role_assignments.c.name == name.lower())).rowcount > 0
+
+    def delete_assignments_of(self, principal_id: str) -> int:
+        """Remove every assignment of a principal (when the principal is deleted); returns how many."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(sa.delete(role_assignments).where(
+                role_assignments.c.principal_id == principal_id.lower())).rowcount)
+
+    def has_any_assignment(self, principal_ids: Iterable[str], under: str) -> bool:
+        """True if one of the principals holds an assignment at ``under``, above it or anywhere below it."""
+        ids = [p.lower() for p in principal_ids]
+        key = under.lower()
+        c = role_assignments.c
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(c.name).where(
+                c.principal_id.in_(ids),
+                sa.or_(_at_or_below(c.scope_key, key), c.scope_key.in_(ancestor_scope_keys(under)))).limit(1)).first()
+        return row is not None
