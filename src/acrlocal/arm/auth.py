@@ -21,6 +21,7 @@ from acrlocal.arm.store import ArmStore, StoredAssignment
 from acrlocal.context import Context
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.tokens import InvalidToken
+from acrlocal.rbac.errors import InvalidScope
 from acrlocal.rbac.evaluate import may
 
 ARM_AUDIENCES = (
@@ -75,7 +76,10 @@ class Caller:
         self._assignments = None
 
     def may(self, action: str, scope: str) -> bool:
-        return may((a.rbac for a in self.assignments), self.principal_ids, action, scope)
+        try:
+            return may((a.rbac for a in self.assignments), self.principal_ids, action, scope)
+        except InvalidScope as exc:
+            raise ArmError(400, "InvalidScope", str(exc)) from None
 
     def require(self, action: str, scope: str) -> None:
         """Raise ARM's 403 unless the caller may perform ``action`` at ``scope``."""

@@ -7,7 +7,6 @@ registry stops serving) and every role assignment at or below it.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
@@ -15,20 +14,11 @@ from aiohttp import web
 from acrlocal.arm.errors import ArmError, group_not_found
 from acrlocal.arm.generic import delete_tree, json, normalize_location, parse_tags
 from acrlocal.arm.odata import parse_filter
-from acrlocal.arm.paths import ArmPath
+from acrlocal.arm.paths import ArmPath, check_group_name
 from acrlocal.arm.providers import Call
 from acrlocal.arm.store import ResourceGroup
 
-GROUP_NAME = re.compile(r"^[-\w.()]{1,90}$")
 OPS = "Microsoft.Resources/subscriptions/resourceGroups"
-
-
-def check_group_name(name: str) -> str:
-    if not GROUP_NAME.match(name) or name.endswith("."):
-        raise ArmError(400, "InvalidResourceGroup", f"The provided resource group name '{name[:100]}' has these "
-                       "invalid characters or length. The name can only be 1-90 letters, digits, '-', '_', '.', "
-                       "'(' or ')', and cannot end with '.'.")
-    return name
 
 
 def render(group: ResourceGroup) -> dict[str, Any]:

@@ -22,6 +22,7 @@ NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)+$")
 # ARM refuses these in any path segment, as well as control characters.
 FORBIDDEN = re.compile(r"[<>%&\\?#*:\x00-\x1f\x7f]")
 MAX_PATH = 4096
+GROUP_NAME = re.compile(r"^[-\w.()]{1,90}$")
 
 PathKind = Literal[
     "subscription",        # /subscriptions/{sub}
@@ -75,7 +76,7 @@ def canonical_scope(parts: list[str], path: str) -> str:
     if i < len(parts) and parts[i].lower() == "resourcegroups":
         if i + 1 >= len(parts):
             raise invalid_uri(path, "expected a resource group name after 'resourceGroups'")
-        out += ["resourceGroups", check_segment(path, parts[i + 1])]
+        out += ["resourceGroups", check_group_name(parts[i + 1])]
         i += 2
     in_resource = False
     while i < len(parts):
@@ -92,6 +93,15 @@ def canonical_scope(parts: list[str], path: str) -> str:
         in_resource = True
         i += 2
     return "/" + "/".join(out)
+
+
+def check_group_name(name: str) -> str:
+    """``name`` if it is a valid resource group name: 1-90 letters, digits, ``-_.()``, not ending in ``.``."""
+    if not GROUP_NAME.match(name) or name.endswith("."):
+        raise ArmError(400, "InvalidResourceGroup", f"The provided resource group name '{name[:100]}' has these "
+                       "invalid characters or length. The name can only be 1-90 letters, digits, '-', '_', '.', "
+                       "'(' or ')', and cannot end with '.'.")
+    return name
 
 
 def _subscription(value: str) -> str:
@@ -133,7 +143,7 @@ def parse_path(path: str) -> ArmPath:
     if low == ["providers"]:
         return ArmPath("providers", sub, scope=f"/subscriptions/{sub}")
     if low[0] == "resourcegroups" and len(rest) >= 2:
-        group = check_segment(path, rest[1])
+        group = check_group_name(rest[1])
         scope = f"/subscriptions/{sub}/resourceGroups/{group}"
         if len(rest) == 2:
             return ArmPath("group", sub, group, scope=scope)

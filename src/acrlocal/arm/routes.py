@@ -129,14 +129,14 @@ async def route_path(call: Call, path: ArmPath) -> web.StreamResponse:
     if path.kind == "providers":
         return await subscriptions.list_providers(call, path)
     assert path.kind == "provider" and path.namespace is not None
-    handler = REGISTRY.handlers.get(path.namespace.lower())
-    if handler is not None:
-        return await handler.handle(call, path)
     at_subscription = path.subscription is not None and path.group is None and path.scope.count("/") == 2
     if at_subscription and (not path.segments or (
             len(path.segments) == 1 and path.segments[0].lower() in ("register", "unregister")
             and call.request.method == "POST")):
         return await subscriptions.provider(call, path)
+    handler = REGISTRY.handlers.get(path.namespace.lower())
+    if handler is not None:
+        return await handler.handle(call, path)
     if path.namespace.lower() not in REGISTRY.namespaces:
         raise generic.unknown_type(path.namespace, "/".join(path.segments[0::2]), call.api_version)
     if path.scope.count("/providers/") or path.subscription is None:

@@ -1,0 +1,89 @@
+"""Helpers for driving the control plane: tokens from the real Entra endpoint, principals, an ARM client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+from azure.identity import ClientSecretCredential
+from sqlalchemy import create_engine
+
+from acrlocal.identity.directory import Directory
+from tests.harness import AcrLocal
+
+ARM_SCOPE = "https://management.azure.com/.default"
+
+
+@dataclass
+class Principal:
+    tenant_id: str
+    client_id: str
+    object_id: str
+    secret: str
+
+    def credential(self, server: AcrLocal) -> ClientSecretCredential:
+        return ClientSecretCredential(self.tenant_id, self.client_id, self.secret, authority=server.shared,
+                                      connection_verify=server.ca, disable_instance_discovery=True)
+
+    def token(self, server: AcrLocal, scope: str = ARM_SCOPE) -> str:
+        return str(self.credential(server).get_token(scope).token)
+
+
+class Arm:
+    """``requests`` against the control plane as one principal; ``api-version`` added unless given."""
+
+    def __init__(self, server: AcrLocal, token: str | None) -> None:
+        self.server = server
+        self.token = token
+        self.session = server.session()
+
+    def call(self, method: str, path: str, body: Any = None, *, api_version: str | None = "2023-07-01",
+             headers: dict[str, str] | None = None, data: bytes | None = None) -> requests.Response:
+        params = {"api-version": api_version} if api_version else {}
+        hdrs = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        hdrs.update(headers or {})
+        return self.session.request(method, self.server.shared + path, params=params, json=body, data=data,
+                                    headers=hdrs)
+
+
+def admin_of(server: AcrLocal) -> Principal:
+    cred = json.loads((server.data_dir / "admin.json").read_text())
+    return Principal(cred["tenantId"], cred["clientId"], cred["objectId"], cred["clientSecret"])
+
+
+def subscription_of(server: AcrLocal) -> str:
+    return str(json.loads((server.data_dir / "admin.json").read_text())["subscriptionId"])
+
+
+def new_principal(server: AcrLocal, name: str) -> Principal:
+    """A service principal with a client secret, made in the server's directory (the same database the running
+    server reads; there is no Graph API for it yet)."""
+    engine = create_engine(f"sqlite:///{server.data_dir / 'acrlocal.db'}")
+    try:
+        directory = Directory(engine)
+        tenant = directory.default_tenant()
+        sp = directory.create_service_principal(tenant.id, name)
+        _, secret = directory.add_secret(sp.object_id, "test")
+    finally:
+        engine.dispose()
+    return Principal(tenant.id, sp.app_id, sp.object_id, secret)
+
+
+@pytest.fixture(scope="module")
+def arm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
+    """A server of this module's own: these tests create and delete groups, registries and assignments."""
+    server = AcrLocal(tmp_path_factory.mktemp("arm") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(arm_server: AcrLocal) -> Arm:
+    return Arm(arm_server, admin_of(arm_server).token(arm_server))

@@ -1,0 +1,101 @@
+"""Resource groups and ARM's errors for bad input: each refused request leaves nothing changed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.arm.conftest import Arm, subscription_of
+from tests.harness import AcrLocal
+
+
+def groups(admin: Arm, sub: str) -> list[str]:
+    r = admin.call("GET", f"/subscriptions/{sub}/resourcegroups")
+    assert r.status_code == 200, r.text
+    return sorted(g["name"] for g in r.json()["value"])
+
+
+def test_group_lifecycle_with_any_keyword_case(arm_server: AcrLocal, admin: Arm) -> None:
+    sub = subscription_of(arm_server)
+    r = admin.call("PUT", f"/subscriptions/{sub}/resourcegroups/Life-Cycle_1", {"location": "West US 2",
+                                                                                 "tags": {"a": "b"}})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["id"] == f"/subscriptions/{sub}/resourceGroups/Life-Cycle_1"
+    assert body["type"] == "Microsoft.Resources/resourceGroups" and body["location"] == "westus2"
+    assert body["properties"]["provisioningState"] == "Succeeded" and body["tags"] == {"a": "b"}
+    again = admin.call("PUT", f"/SUBSCRIPTIONS/{sub.upper()}/resourceGroups/life-cycle_1", {"location": "westus2"})
+    assert again.status_code == 200 and again.json()["name"] == "Life-Cycle_1"
+    assert admin.call("HEAD", f"/subscriptions/{sub}/resourceGroups/LIFE-CYCLE_1").status_code == 204
+    patched = admin.call("PATCH", f"/subscriptions/{sub}/resourceGroups/life-cycle_1", {"tags": {"x": "y"}})
+    assert patched.status_code == 200 and patched.json()["tags"] == {"x": "y"}
+    moved = admin.call("PUT", f"/subscriptions/{sub}/resourceGroups/life-cycle_1", {"location": "eastus"})
+    assert moved.status_code == 409 and moved.json()["error"]["code"] == "InvalidResourceGroupLocation"
+    assert admin.call("DELETE", f"/subscriptions/{sub}/resourceGroups/life-cycle_1").status_code == 200
+    assert admin.call("HEAD", f"/subscriptions/{sub}/resourceGroups/life-cycle_1").status_code == 404
+    gone = admin.call("GET", f"/subscriptions/{sub}/resourceGroups/life-cycle_1")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "ResourceGroupNotFound"
+
+
+@pytest.mark.parametrize("name", ["bad name", "ends-with-dot.", "a" * 91, "semi;colon", "star*"])
+def test_bad_group_names_are_400_and_create_nothing(arm_server: AcrLocal, admin: Arm, name: str) -> None:
+    sub = subscription_of(arm_server)
+    before = groups(admin, sub)
+    r = admin.call("PUT", f"/subscriptions/{sub}/resourcegroups/{name}", {"location": "westus"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] in ("InvalidResourceGroup", "InvalidRequestUri")
+    assert groups(admin, sub) == before
+
+
+@pytest.mark.parametrize(("data", "code"), [
+    (b"{not json", "InvalidRequestContent"),
+    (b"[1, 2]", "InvalidRequestContent"),
+    (b'{"location": "westus", "tags": ["x"]}', "InvalidRequestContent"),
+    (b'{"location": "westus", "tags": {"k": 5}}', "InvalidTag"),
+    (b'{"tags": {}}', "LocationRequired"),
+])
+def test_bad_bodies_are_400_and_create_nothing(arm_server: AcrLocal, admin: Arm, data: bytes, code: str) -> None:
+    sub = subscription_of(arm_server)
+    before = groups(admin, sub)
+    r = admin.call("PUT", f"/subscriptions/{sub}/resourcegroups/badbody", data=data,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == code
+    assert groups(admin, sub) == before
+
+
+def test_unknown_things_are_404_in_arm_shape(arm_server: AcrLocal, admin: Arm) -> None:
+    sub = subscription_of(arm_server)
+    r = admin.call("GET", "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "SubscriptionNotFound"
+    r = admin.call("GET", "/subscriptions/not-a-guid/resourcegroups")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidSubscriptionId"
+    r = admin.call("GET", f"/subscriptions/{sub}/resourceGroups/nosuchgroup/providers/"
+                   "Microsoft.ContainerRegistry/registries/nosuchreg")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "ResourceGroupNotFound"
+    r = admin.call("GET", f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/"
+                   "Microsoft.ContainerRegistry/registries/nosuchreg")
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert error["code"] == "ResourceNotFound" and "Microsoft.ContainerRegistry/registries/nosuchreg" in error["message"]
+    r = admin.call("GET", f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/Microsoft.Nope/things/x")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidResourceNamespace"
+    r = admin.call("GET", f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/Microsoft.ContainerRegistry/nope/x")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidResourceType"
+    r = admin.call("DELETE", f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/"
+                   "Microsoft.ContainerRegistry/registries/nosuchreg")
+    assert r.status_code == 204
+
+
+def test_providers_list_registered_namespaces(arm_server: AcrLocal, admin: Arm) -> None:
+    sub = subscription_of(arm_server)
+    r = admin.call("GET", f"/subscriptions/{sub}/providers")
+    assert r.status_code == 200
+    namespaces = {p["namespace"]: p for p in r.json()["value"]}
+    acr = namespaces["Microsoft.ContainerRegistry"]
+    assert acr["registrationState"] == "Registered"
+    registries = next(t for t in acr["resourceTypes"] if t["resourceType"] == "registries")
+    assert "2023-07-01" in registries["apiVersions"] and registries["locations"]
+    one = admin.call("GET", f"/subscriptions/{sub}/providers/microsoft.authorization")
+    assert one.status_code == 200 and one.json()["namespace"] == "Microsoft.Authorization"
+    reg = admin.call("POST", f"/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/register")
+    assert reg.status_code == 200 and reg.json()["registrationState"] == "Registered"
