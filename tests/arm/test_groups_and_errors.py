@@ -76,10 +76,12 @@ def test_unknown_things_are_404_in_arm_shape(arm_server: AcrLocal, admin: Arm) -
                    "Microsoft.ContainerRegistry/registries/nosuchreg")
     assert r.status_code == 404
     error = r.json()["error"]
-    assert error["code"] == "ResourceNotFound" and "Microsoft.ContainerRegistry/registries/nosuchreg" in error["message"]
+    assert error["code"] == "ResourceNotFound"
+    assert "Microsoft.ContainerRegistry/registries/nosuchreg" in error["message"]
     r = admin.call("GET", f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/Microsoft.Nope/things/x")
     assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidResourceNamespace"
-    r = admin.call("GET", f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/Microsoft.ContainerRegistry/nope/x")
+    r = admin.call("GET", f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/"
+                   "Microsoft.ContainerRegistry/nope/x")
     assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidResourceType"
     r = admin.call("DELETE", f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/"
                    "Microsoft.ContainerRegistry/registries/nosuchreg")
