@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +106,12 @@ def banner(status: dict[str, Any]) -> str:
               help="Cache managed-identity tokens per identity and resource, as Azure's IMDS does (default on).")
 @click.option("--default-registry", help="Name of the registry created on first start (default acrlocal).")
 @click.option("--database-url", envvar="ACRLOCAL_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
+@click.option("--upload-session-ttl", type=click.IntRange(min=1),
+              help="Seconds an idle blob upload session is kept before it is discarded (default 86400).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
-       database_url: str | None, log_level: str) -> None:
+       database_url: str | None, upload_session_ttl: int | None, log_level: str) -> None:
     """Run the acrlocal server in the foreground (Ctrl-C stops it)."""
     import logging
 
@@ -120,6 +123,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
         imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
         database_url=database_url,
     )
+    if upload_session_ttl is not None:
+        settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
     fresh = not settings.data_dir.exists()
     if fresh:
         click.echo(f"Setting up acrlocal in {settings.data_dir} (local CA, database, default registry)...",
