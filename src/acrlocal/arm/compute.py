@@ -1,0 +1,272 @@
+"""ARM provider ``Microsoft.Compute/virtualMachines``: VMs backed by the compute room's sandboxes.
+
+PUT creates the VM in :class:`~acrlocal.compute.runtime.ComputeRuntime` (its IMDS listener opens at once) or
+updates it; PATCH updates tags, properties and identities; DELETE closes the listener and deletes the VM's
+system-assigned principal (its role assignments then match nothing). ``identity`` takes ``type`` ``SystemAssigned``,
+``UserAssigned``, ``SystemAssigned, UserAssigned`` or ``None`` and ``userAssignedIdentities`` ``{id: {}}`` (``null``
+removes one; a PATCH keeps the ones it does not mention, a PUT names the whole set). Adding a user-assigned
+identity needs ``Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`` on it, as in Azure.
+An omitted ``identity`` leaves the VM's identities as they are.
+
+Properties are kept as ``az vm show`` expects them (``vmId``, ``hardwareProfile``, ``storageProfile.osDisk`` and
+``imageReference``, ``osProfile.adminUsername``, ``networkProfile``); ``adminPassword`` and ``customData`` are
+never stored. Every refusal is an ARM 400/403/404 raised before the runtime or the store changes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from acrlocal.arm.errors import ArmError, bad_request
+from acrlocal.arm.identities import UAMI_TYPE
+from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
+from acrlocal.arm.store import ArmStore, Resource
+from acrlocal.compute.runtime import ComputeRuntime
+from acrlocal.context import Context
+from acrlocal.errors import NotFound
+import contextlib
+
+NAMESPACE = "Microsoft.Compute"
+VM_TYPE = f"{NAMESPACE}/virtualMachines"
+API_VERSIONS = ("2021-03-01", "2021-07-01", "2021-11-01", "2022-03-01", "2022-08-01", "2022-11-01", "2023-03-01",
+                "2023-07-01", "2023-09-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-04-01", "2026-04-01")
+ASSIGN_ACTION = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
+DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
+IDENTITY_KINDS = {"systemassigned": "SystemAssigned", "userassigned": "UserAssigned"}
+
+
+def _runtime(ctx: Context) -> ComputeRuntime:
+    if ctx.compute is None:  # pragma: no cover - the server always assembles the compute room
+        raise ArmError(500, "InternalServerError", "The compute runtime is not running.")
+    return ctx.compute
+
+
+def parse_identity_type(value: Any) -> tuple[bool, bool]:
+    """``(system, user)`` for an ``identity.type``; 400 for anything but the four ARM spellings."""
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request("InvalidIdentityType", f"identity.type {value!r} is invalid; expected 'SystemAssigned', "
+                          "'UserAssigned', 'SystemAssigned, UserAssigned' or 'None'.")
+    parts = {p.strip().lower() for p in value.split(",") if p.strip()}
+    if parts == {"none"}:
+        return False, False
+    if not parts or not parts <= set(IDENTITY_KINDS):
+        raise bad_request("InvalidIdentityType", f"identity.type '{value}' is invalid; expected 'SystemAssigned', "
+                          "'UserAssigned', 'SystemAssigned, UserAssigned' or 'None'.")
+    return "systemassigned" in parts, "userassigned" in parts
+
+
+def identity_type(system: bool, user: bool) -> str:
+    return ", ".join([k for k, on in (("SystemAssigned", system), ("UserAssigned", user)) if on]) or "None"
+
+
+def wanted_identities(body: JsonObject, existing: JsonObject | None, *, patch: bool) -> tuple[bool, list[str]]:
+    """The system flag and user-assigned ids an ``identity`` block asks for, given the VM's current block."""
+    current = existing or {}
+    current_users = list((current.get("userAssignedIdentities") or {}).keys())
+    system, user = parse_identity_type(body.get("type", current.get("type", "None")))
+    given = body.get("userAssignedIdentities")
+    if given is not None and not isinstance(given, dict):
+        raise bad_request("InvalidRequestContent", "identity.userAssignedIdentities must be an object whose keys "
+                          "are user-assigned identity ids.")
+    if not user:
+        if given and any(v is not None for v in given.values()):
+            raise bad_request("InvalidIdentityValues", "identity.userAssignedIdentities may only be given when "
+                              "identity.type includes 'UserAssigned'.")
+        return system, []
+    if given is None:
+        ids = current_users
+    else:
+        base = current_users if patch else []
+        removed = {k.lower() for k, v in given.items() if v is None}
+        ids = [i for i in base if i.lower() not in removed]
+        for key, value in given.items():
+            if value is not None:
+                require_object(value, f"identity.userAssignedIdentities['{key}']")
+                if key.lower() not in {i.lower() for i in ids}:
+                    ids.append(key)
+    if not ids:
+        raise bad_request("InvalidIdentityValues", "identity.type includes 'UserAssigned' but no user-assigned "
+                          "identity is given in identity.userAssignedIdentities.")
+    return system, ids
+
+
+def _disk_id(resource: Resource, disk: str) -> str:
+    return f"/subscriptions/{resource.subscription_id}/resourceGroups/{resource.group.upper()}/providers/" \
+           f"{NAMESPACE}/disks/{disk}"
+
+
+def vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
+    """The stored properties: the body's, with defaults filled in and the secrets left out."""
+    props = dict(resource.properties)
+    hardware = require_object(props.get("hardwareProfile"), "properties.hardwareProfile")
+    size = hardware.get("vmSize", "Standard_DS1_v2")
+    if not isinstance(size, str) or not re.match(r"^[A-Za-z0-9_]{1,64}$", size):
+        raise bad_request("InvalidParameter", f"The value '{size}' of parameter 'vmSize' is invalid.")
+    storage = require_object(props.get("storageProfile"), "properties.storageProfile")
+    image = require_object(storage.get("imageReference"), "properties.storageProfile.imageReference") or \
+        dict(DEFAULT_IMAGE)
+    os_disk = require_object(storage.get("osDisk"), "properties.storageProfile.osDisk")
+    old_disk = ((existing.properties.get("storageProfile") or {}).get("osDisk") or {}) if existing else {}
+    disk_name = os_disk.get("name") or old_disk.get("name") or f"{resource.name}_OsDisk_1_{uuid.uuid4().hex}"
+    os_type = os_disk.get("osType", "Linux")
+    if os_type not in ("Linux", "Windows"):
+        raise bad_request("InvalidParameter", f"The value '{os_type}' of parameter 'osDisk.osType' is invalid.")
+    managed = require_object(os_disk.get("managedDisk"), "properties.storageProfile.osDisk.managedDisk")
+    os_disk = {
+        "osType": os_type, "name": disk_name, "createOption": os_disk.get("createOption", "FromImage"),
+        "caching": os_disk.get("caching", "ReadWrite"), "deleteOption": os_disk.get("deleteOption", "Delete"),
+        "diskSizeGB": os_disk.get("diskSizeGB", 30),
+        "managedDisk": {"storageAccountType": managed.get("storageAccountType", "Premium_LRS"),
+                        "id": _disk_id(resource, disk_name)},
+    }
+    os_profile = require_object(props.get("osProfile"), "properties.osProfile")
+    admin = os_profile.get("adminUsername", "azureuser")
+    if not isinstance(admin, str) or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", admin):
+        raise bad_request("InvalidParameter", f"The value '{admin}' of parameter 'adminUsername' is invalid: use "
+                          "1-32 lower-case letters, digits, '-' and '_', starting with a letter or '_'.")
+    linux = require_object(os_profile.get("linuxConfiguration"), "properties.osProfile.linuxConfiguration")
+    os_profile = {
+        "computerName": os_profile.get("computerName", resource.name), "adminUsername": admin,
+        "linuxConfiguration": {"disablePasswordAuthentication": linux.get("disablePasswordAuthentication", True),
+                               "ssh": linux.get("ssh", {"publicKeys": []}), "provisionVMAgent": True,
+                               "patchSettings": {"patchMode": "ImageDefault", "assessmentMode": "ImageDefault"}},
+        "secrets": [], "allowExtensionOperations": True, "requireGuestProvisionSignal": True,
+    }
+    network = require_object(props.get("networkProfile"), "properties.networkProfile") or {"networkInterfaces": []}
+    old = existing.properties if existing else {}
+    return {
+        "vmId": old.get("vmId", ""),
+        "hardwareProfile": {"vmSize": size},
+        "storageProfile": {"imageReference": image, "osDisk": os_disk, "dataDisks": storage.get("dataDisks", [])},
+        "osProfile": os_profile,
+        "networkProfile": network,
+        "timeCreated": old.get("timeCreated") or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0+00:00"),
+    }
+
+
+def imds_profile(resource: Resource) -> JsonObject:
+    """What IMDS reports about the VM (``/metadata/instance/compute``)."""
+    props = resource.properties
+    disk = props["storageProfile"]["osDisk"]
+    return {
+        "vmSize": props["hardwareProfile"]["vmSize"], "osType": disk["osType"],
+        "adminUsername": props["osProfile"]["adminUsername"], "computerName": props["osProfile"]["computerName"],
+        "imageReference": props["storageProfile"]["imageReference"],
+        "osDisk": {"name": disk["name"], "id": disk["managedDisk"]["id"], "caching": disk["caching"],
+                   "diskSizeGB": disk["diskSizeGB"], "storageAccountType": disk["managedDisk"]["storageAccountType"]},
+        "tags": resource.tags,
+    }
+
+
+class VirtualMachines(ResourceType):
+    namespace = NAMESPACE
+    type = "virtualMachines"
+    api_versions = API_VERSIONS
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9_.]{0,62}[a-zA-Z0-9_]$|^\w$")
+    name_rule = "1-64 letters, digits, '-', '_' and '.', not ending in '-' or '.'"
+    actions: ClassVar[dict[str, str]] = {"start": "power", "restart": "power", "powerOff": "power",
+                                         "deallocate": "power"}
+
+    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+        patch = call.request.method == "PATCH"
+        body_identity = call.body.get("identity") if "identity" in call.body else None
+        current = existing.identity if existing else None
+        if body_identity is None:
+            identity = current
+        else:
+            require_object(body_identity, "identity")
+            system, users = wanted_identities(body_identity, current, patch=patch)
+            resolved = []
+            known = {k.lower() for k in ((current or {}).get("userAssignedIdentities") or {})}
+            for rid in users:
+                uami = call.store.resource(rid)
+                if uami is None or uami.type.lower() != UAMI_TYPE.lower():
+                    raise bad_request("FailedIdentityOperation", f"Identity operation for resource '{draft.id}' "
+                                      f"failed: the user-assigned identity '{rid}' was not found.")
+                if uami.id.lower() not in known:
+                    call.caller.require(ASSIGN_ACTION, uami.id)
+                resolved.append(uami.id)
+            identity = {"type": identity_type(system, bool(resolved)),
+                        "userAssignedIdentities": {rid: {} for rid in resolved}}
+        properties = vm_properties(draft, existing)
+        return draft.evolve(identity=identity, properties=properties)
+
+    def _identity_block(self, call: Call, resource: Resource, system_principal: str | None, tenant: str,
+                        users: list[str]) -> JsonObject | None:
+        block: JsonObject = {"type": identity_type(bool(system_principal), bool(users))}
+        if block["type"] == "None":
+            return None
+        if system_principal:
+            block["principalId"] = system_principal
+            block["tenantId"] = tenant
+        if users:
+            block["userAssignedIdentities"] = {}
+            for rid in users:
+                uami = call.store.resource(rid)
+                props = uami.properties if uami else {}
+                block["userAssignedIdentities"][rid] = {"principalId": props.get("principalId"),
+                                                        "clientId": props.get("clientId")}
+        return block
+
+    async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        runtime = _runtime(call.ctx)
+        wanted = resource.identity or {"type": "None"}
+        system, _ = parse_identity_type(wanted.get("type", "None"))
+        users = list((wanted.get("userAssignedIdentities") or {}).keys())
+        tenant = call.ctx.directory.subscription(resource.subscription_id).tenant_id
+        try:
+            vm = runtime.get(resource.id)
+        except NotFound:
+            vm = await runtime.create(resource.id, tenant_id=tenant, location=resource.location or "",
+                                      system_assigned=system, user_assigned=users, profile=imds_profile(resource))
+        else:
+            vm = await runtime.set_identities(resource.id, system_assigned=system, user_assigned=users)
+            vm = runtime.update_profile(resource.id, imds_profile(resource))
+        identity = self._identity_block(call, resource, vm.system_principal_id, tenant, users)
+        return resource.evolve(identity=identity, properties={**resource.properties, "vmId": vm.vm_id})
+
+    async def remove(self, call: Call | None, resource: Resource) -> None:
+        ctx = call.ctx if call else self.ctx
+        if ctx is None:
+            return
+        runtime = _runtime(ctx)
+        with contextlib.suppress(NotFound):
+            await runtime.delete(resource.id)
+
+    async def power(self, call: Call, resource: Resource) -> JsonObject | None:
+        """Power actions are accepted and change nothing: a sandbox VM is always running."""
+        return None
+
+    ctx: Context | None = None
+
+    async def on_start(self, ctx: Context, store: ArmStore) -> None:
+        """Reconcile the runtime with ARM after a crash between the two: a runtime VM without an ARM resource is
+        deleted; an ARM VM without a runtime VM gets one (same vmId is not possible: the sandbox was lost)."""
+        self.ctx = ctx
+        runtime = _runtime(ctx)
+        arm_ids = set()
+        for sub in ctx.directory.subscriptions():
+            for res in store.resources(sub.id, type=VM_TYPE):
+                arm_ids.add(res.id.lower())
+                try:
+                    runtime.get(res.id)
+                except NotFound:
+                    identity = res.identity or {"type": "None"}
+                    system, _ = parse_identity_type(identity.get("type", "None"))
+                    vm = await runtime.create(res.id, tenant_id=sub.tenant_id, location=res.location or "",
+                                              system_assigned=system,
+                                              user_assigned=list(identity.get("userAssignedIdentities") or {}),
+                                              profile=imds_profile(res))
+                    if vm.system_principal_id:
+                        identity = {**identity, "principalId": vm.system_principal_id, "tenantId": sub.tenant_id}
+                    store.put_resource(res.evolve(identity=identity,
+                                                  properties={**res.properties, "vmId": vm.vm_id}))
+        for vm in runtime.all():
+            if vm.resource_id.lower() not in arm_ids:
+                await runtime.delete(vm.resource_id)
+
+
+register(VirtualMachines())

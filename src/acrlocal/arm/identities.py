@@ -1,0 +1,159 @@
+"""ARM provider ``Microsoft.ManagedIdentity``: user-assigned identities and their federated identity credentials.
+
+- ``userAssignedIdentities/{name}``: PUT creates the identity's service principal in the subscription's tenant
+  (``properties.principalId``, ``clientId``, ``tenantId``; a later PUT keeps it); DELETE deletes the principal,
+  so tokens it was given no longer authenticate and its role assignments match nothing. VMs that name the
+  identity stop getting tokens for it at once.
+- ``userAssignedIdentities/{name}/federatedIdentityCredentials/{name}``: ``properties.issuer`` (https URL),
+  ``subject``, ``audiences`` (one entry, usually ``api://AzureADTokenExchange``); stored in the directory, where
+  the Entra token endpoint matches federated assertions against them.
+
+Bad bodies are ARM 400s raised in :meth:`prepare`, before anything changes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from acrlocal.arm.errors import ArmError, bad_request
+from acrlocal.arm.providers import Call, JsonObject, ResourceType, register
+from acrlocal.arm.store import ArmStore, Resource
+from acrlocal.context import Context
+from acrlocal.errors import AlreadyExists, NotFound
+import contextlib
+
+NAMESPACE = "Microsoft.ManagedIdentity"
+UAMI_TYPE = f"{NAMESPACE}/userAssignedIdentities"
+API_VERSIONS = ("2018-11-30", "2021-09-30-preview", "2022-01-31-preview", "2023-01-31", "2023-07-31-preview",
+                "2024-11-30", "2025-01-31-preview")
+MAX_FEDERATED_CREDENTIALS = 20
+
+
+def _tenant_of(call: Call, subscription_id: str) -> str:
+    try:
+        return call.ctx.directory.subscription(subscription_id).tenant_id
+    except NotFound:
+        raise ArmError(404, "SubscriptionNotFound", f"The subscription '{subscription_id}' could not be found.") \
+            from None
+
+
+class UserAssignedIdentities(ResourceType):
+    namespace = NAMESPACE
+    type = "userAssignedIdentities"
+    api_versions = API_VERSIONS
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$")
+    name_rule = "3-128 letters, digits, '-' and '_', starting with a letter or digit"
+
+    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+        # Every property is the service's to set; isolationScope is the only one a client may choose.
+        scope = draft.properties.get("isolationScope", "None")
+        if scope not in ("None", "Regional"):
+            raise bad_request("InvalidIsolationScope", f"isolationScope '{scope}' is invalid; expected 'None' or "
+                              "'Regional'.")
+        kept = dict(existing.properties) if existing else {}
+        kept["isolationScope"] = scope
+        return draft.evolve(properties=kept, identity=None)
+
+    async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        if existing is not None and existing.internal.get("principalId"):
+            return resource
+        tenant = _tenant_of(call, resource.subscription_id)
+        try:
+            principal = call.ctx.directory.create_managed_identity(tenant, resource.id, resource.name, "user")
+        except AlreadyExists:  # left over from a delete that did not finish: take it over
+            found = call.ctx.directory.find_principal(resource_id=resource.id)
+            assert found is not None
+            principal = found
+        properties = {**resource.properties, "tenantId": tenant, "principalId": principal.object_id,
+                      "clientId": principal.app_id}
+        return resource.evolve(properties=properties, internal={**resource.internal,
+                                                                "principalId": principal.object_id})
+
+    ctx: Context | None = None
+
+    async def remove(self, call: Call | None, resource: Resource) -> None:
+        ctx = call.ctx if call else self.ctx
+        principal_id = resource.internal.get("principalId")
+        if ctx is not None and principal_id:
+            ctx.directory.delete_principal(principal_id)
+
+    def render(self, call: Call | None, resource: Resource) -> JsonObject:
+        body = super().render(call, resource)
+        body["properties"].pop("provisioningState", None)
+        return body
+
+    async def on_start(self, ctx: Context, store: ArmStore) -> None:
+        """Delete principals of identities whose ARM resource is gone (a delete interrupted half-way)."""
+        self.ctx = ctx
+        for principal in ctx.directory.principals():
+            rid = principal.resource_id
+            if principal.mi_kind == "user" and rid and "/providers/microsoft.managedidentity/" in rid.lower() \
+                    and store.resource(rid) is None:
+                ctx.directory.delete_principal(principal.object_id)
+
+
+class FederatedIdentityCredentials(ResourceType):
+    namespace = NAMESPACE
+    type = "userAssignedIdentities/federatedIdentityCredentials"
+    api_versions = API_VERSIONS
+    location_required = False
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,119}$")
+    name_rule = "3-120 letters, digits, '-' and '_', starting with a letter or digit"
+
+    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+        props = draft.properties
+        issuer, subject, audiences = props.get("issuer"), props.get("subject"), props.get("audiences")
+        if not isinstance(issuer, str) or urlparse(issuer).scheme != "https" or not urlparse(issuer).netloc:
+            raise bad_request("BadRequest", f"Issuer '{issuer}' is invalid: it must be an https URL.")
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > 600:
+            raise bad_request("BadRequest", f"Subject '{subject}' is invalid: it must be 1-600 characters.")
+        if audiences is None:
+            audiences = ["api://AzureADTokenExchange"]
+        if not isinstance(audiences, list) or len(audiences) != 1 or not all(
+                isinstance(a, str) and a.strip() for a in audiences):
+            raise bad_request("BadRequest", f"Audiences {audiences!r} are invalid: exactly one audience is "
+                              "supported.")
+        if existing is None and draft.parent_id is not None:
+            siblings = call.store.resources(draft.subscription_id, parent_id=draft.parent_id, type=self.full_type)
+            if len(siblings) >= MAX_FEDERATED_CREDENTIALS:
+                raise bad_request("BadRequest", f"An identity may have at most {MAX_FEDERATED_CREDENTIALS} "
+                                  "federated identity credentials.")
+        return draft.evolve(properties={"issuer": issuer, "subject": subject, "audiences": audiences},
+                            location=None, tags={}, identity=None)
+
+    def _principal_id(self, call: Call, resource: Resource) -> str:
+        parent = call.store.resource(resource.parent_id or "")
+        principal_id = parent.internal.get("principalId") if parent else None
+        if not principal_id:
+            raise ArmError(404, "ParentResourceNotFound", f"The user-assigned identity of '{resource.name}' has no "
+                           "service principal.")
+        return str(principal_id)
+
+    async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        principal_id = self._principal_id(call, resource)
+        directory = call.ctx.directory
+        p: dict[str, Any] = resource.properties
+        with contextlib.suppress(NotFound):
+            directory.delete_federated_credential(principal_id, resource.name)
+        directory.add_federated_credential(principal_id, resource.name, p["issuer"], p["subject"], p["audiences"])
+        return resource
+
+    async def remove(self, call: Call | None, resource: Resource) -> None:
+        if call is None:
+            return
+        parent = call.store.resource(resource.parent_id or "")
+        principal_id = parent.internal.get("principalId") if parent else None
+        if principal_id:
+            with contextlib.suppress(NotFound):
+                call.ctx.directory.delete_federated_credential(principal_id, resource.name)
+
+    def render(self, call: Call | None, resource: Resource) -> JsonObject:
+        body = super().render(call, resource)
+        body["properties"].pop("provisioningState", None)
+        return body
+
+
+register(UserAssignedIdentities())
+register(FederatedIdentityCredentials())

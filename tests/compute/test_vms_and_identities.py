@@ -1,0 +1,226 @@
+"""The ARM providers Microsoft.ManagedIdentity and Microsoft.Compute/virtualMachines, driven by azure-mgmt-msi and
+azure-mgmt-compute: shapes, identity assignment and removal, and what deleting an identity or a VM does to the
+tokens it was given (they stop granting anything)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import requests
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from tests.clients import client_env, run_client, verify_with_jwks
+from tests.compute.conftest import Mgmt, vm_env
+from tests.harness import AcrLocal
+
+ARM = "https://management.azure.com"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+VM_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
+EXCHANGE = "api://AzureADTokenExchange"
+
+
+def imds_token(server: AcrLocal, vm: Any, selector: str = "") -> requests.Response:
+    base = vm_env(server, vm)["AZURE_POD_IDENTITY_AUTHORITY_HOST"]
+    return requests.get(f"{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}{selector}",
+                        headers={"Metadata": "true"}, timeout=30)
+
+
+def assign_role(mgmt: Mgmt, scope: str, principal_id: str, role: str = READER) -> None:
+    r = mgmt.arm("PUT", f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}", {
+        "properties": {"roleDefinitionId": f"/subscriptions/{mgmt.subscription}/providers/Microsoft.Authorization/"
+                       f"roleDefinitions/{role}", "principalId": principal_id, "principalType": "ServicePrincipal"}},
+        api_version="2022-04-01")
+    assert r.status_code in (200, 201), r.text
+
+
+def group_id(mgmt: Mgmt, group: str) -> str:
+    return f"/subscriptions/{mgmt.subscription}/resourceGroups/{group}"
+
+
+def test_user_assigned_identity_lifecycle(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
+    created = mgmt.identity(group, "life-id")
+    assert created.type == "Microsoft.ManagedIdentity/userAssignedIdentities"
+    assert created.tenant_id == mgmt.tenant and uuid.UUID(created.principal_id) and uuid.UUID(created.client_id)
+    again = mgmt.identity(group, "life-id")
+    assert (again.principal_id, again.client_id) == (created.principal_id, created.client_id)
+    assert [i.name for i in mgmt.msi.user_assigned_identities.list_by_resource_group(group)] == ["life-id"]
+    assert "life-id" in [i.name for i in mgmt.msi.user_assigned_identities.list_by_subscription()]
+    assert mgmt.msi.user_assigned_identities.get(group, "life-id").id == created.id
+    mgmt.msi.user_assigned_identities.delete(group, "life-id")
+    with pytest.raises(ResourceNotFoundError):
+        mgmt.msi.user_assigned_identities.get(group, "life-id")
+
+
+def test_vm_shape_for_az_vm_show(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
+    uami = mgmt.identity(group)
+    vm = mgmt.vm(group, "shape", {"type": "SystemAssigned, UserAssigned",
+                                  "user_assigned_identities": {uami.id: {}}})
+    raw = mgmt.arm("GET", vm.id).json()
+    assert "Never-Stored" not in str(raw) and "adminPassword" not in str(raw)
+    props = raw["properties"]
+    assert uuid.UUID(props["vmId"]) and props["provisioningState"] == "Succeeded"
+    assert props["hardwareProfile"] == {"vmSize": "Standard_B1s"}
+    assert props["storageProfile"]["imageReference"]["publisher"] == "Canonical"
+    assert props["storageProfile"]["osDisk"]["osType"] == "Linux" and props["storageProfile"]["osDisk"]["name"]
+    assert props["osProfile"]["adminUsername"] == "azureuser"
+    identity = raw["identity"]
+    assert identity["type"] == "SystemAssigned, UserAssigned" and identity["tenantId"] == mgmt.tenant
+    assert identity["userAssignedIdentities"] == {uami.id: {"principalId": uami.principal_id,
+                                                            "clientId": uami.client_id}}
+    assert vm.identity.principal_id == identity["principalId"]
+    assert [v.name for v in mgmt.compute.virtual_machines.list(group)] == ["shape"]
+    assert "shape" in [v.name for v in mgmt.compute.virtual_machines.list_all()]
+    sandbox = acrlocal.data_dir / "vms" / vm.vm_id
+    assert (sandbox / "home").is_dir() and (sandbox / "env").stat().st_mode & 0o077 == 0
+
+
+def test_assign_and_remove_identities(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
+    u1, u2 = mgmt.identity(group), mgmt.identity(group)
+    vm = mgmt.vm(group, "changing")
+    assert vm.identity is None
+    assert imds_token(acrlocal, vm).json()["error_description"] == "Identity not found"
+    vms = mgmt.compute.virtual_machines
+    vm = vms.begin_update(group, "changing", {"identity": {"type": "SystemAssigned"}}).result()
+    system = vm.identity.principal_id
+    assert jwt.decode(imds_token(acrlocal, vm).json()["access_token"],
+                      options={"verify_signature": False})["oid"] == system
+    vm = vms.begin_update(group, "changing", {"identity": {
+        "type": "SystemAssigned, UserAssigned", "user_assigned_identities": {u1.id: {}}}}).result()
+    vm = vms.begin_update(group, "changing", {"identity": {
+        "type": "SystemAssigned, UserAssigned", "user_assigned_identities": {u2.id: {}}}}).result()
+    assert {k.lower() for k in vm.identity.user_assigned_identities} == {u1.id.lower(), u2.id.lower()}
+    assert vm.identity.principal_id == system
+    assert imds_token(acrlocal, vm, f"&client_id={u2.client_id}").status_code == 200
+    # A PATCH with null removes one user-assigned identity and keeps the rest (raw: the SDK drops nulls).
+    r = mgmt.arm("PATCH", vm.id, {"identity": {"type": "SystemAssigned, UserAssigned",
+                                               "userAssignedIdentities": {u1.id: None}}})
+    assert r.status_code == 200, r.text
+    assert list(r.json()["identity"]["userAssignedIdentities"]) == [u2.id]
+    assert imds_token(acrlocal, vm, f"&client_id={u1.client_id}").json()["error_description"] == "Identity not found"
+    # Removing the system identity deletes its principal.
+    vm = vms.begin_update(group, "changing", {"identity": {
+        "type": "UserAssigned", "user_assigned_identities": {u2.id: {}}}}).result()
+    assert vm.identity.principal_id is None
+    claims = jwt.decode(imds_token(acrlocal, vm).json()["access_token"], options={"verify_signature": False})
+    assert claims["oid"] == u2.principal_id
+    vm = vms.begin_update(group, "changing", {"identity": {"type": "None"}}).result()
+    assert vm.identity is None
+    # Turning the system identity on again makes a new principal.
+    vm = vms.begin_update(group, "changing", {"identity": {"type": "SystemAssigned"}}).result()
+    assert vm.identity.principal_id != system
+
+
+@pytest.mark.parametrize(("identity", "code"), [
+    ({"type": "Bogus"}, "InvalidIdentityType"),
+    ({"type": "UserAssigned"}, "InvalidIdentityValues"),
+    ({"type": "UserAssigned", "userAssignedIdentities": {
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/x/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/nope": {}}}, "FailedIdentityOperation"),
+    ({"type": "SystemAssigned", "userAssignedIdentities": {"/x": {}}}, "InvalidIdentityValues"),
+])
+def test_bad_identity_blocks_create_nothing(acrlocal: AcrLocal, mgmt: Mgmt, group: str, identity: dict[str, Any],
+                                            code: str) -> None:
+    path = f"{group_id(mgmt, group)}/providers/Microsoft.Compute/virtualMachines/bad"
+    r = mgmt.arm("PUT", path, {"location": "westeurope", "identity": identity})
+    assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+    assert mgmt.arm("GET", path).status_code == 404
+    assert not list(mgmt.compute.virtual_machines.list(group))
+
+
+def test_assigning_an_identity_needs_the_assign_permission(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
+    uami = mgmt.identity(group)
+    operator_vm = mgmt.vm(group, "operator", {"type": "SystemAssigned"})
+    # The VM's own identity is a Virtual Machine Contributor on the group, but has no right to assign uami.
+    assign_role(mgmt, group_id(mgmt, group), operator_vm.identity.principal_id, VM_CONTRIBUTOR)
+    token = imds_token(acrlocal, operator_vm).json()["access_token"]
+    path = f"{group_id(mgmt, group)}/providers/Microsoft.Compute/virtualMachines/assigned"
+    body = {"location": "westeurope", "identity": {"type": "UserAssigned",
+                                                   "userAssignedIdentities": {uami.id: {}}}}
+    r = mgmt.arm("PUT", path, body, token=token)
+    assert r.status_code == 403 and "userAssignedIdentities/assign/action" in r.json()["error"]["message"]
+    assert mgmt.arm("GET", path).status_code == 404
+    r = mgmt.arm("PUT", path, {"location": "westeurope"}, token=token)
+    assert r.status_code == 201, r.text
+
+
+def test_deleted_vm_identity_grants_nothing(acrlocal: AcrLocal, mgmt: Mgmt, group: str, tmp_path: Path) -> None:
+    vm = mgmt.vm(group, "doomed", {"type": "SystemAssigned"})
+    assign_role(mgmt, group_id(mgmt, group), vm.identity.principal_id)
+    token = imds_token(acrlocal, vm).json()["access_token"]
+    assert mgmt.arm("GET", group_id(mgmt, group), api_version="2022-09-01", token=token).status_code == 200
+    base = vm_env(acrlocal, vm)["AZURE_POD_IDENTITY_AUTHORITY_HOST"]
+    sandbox = acrlocal.data_dir / "vms" / vm.vm_id
+    mgmt.compute.virtual_machines.begin_delete(group, "doomed").result()
+    r = mgmt.arm("GET", group_id(mgmt, group), api_version="2022-09-01", token=token)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationToken"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}",
+                     headers={"Metadata": "true"}, timeout=30)
+    assert not sandbox.exists()
+    # The client sees a closed endpoint and gives up without reaching anything else.
+    result = run_client(f"""
+        from azure.identity import ManagedIdentityCredential
+        attempt(lambda: ManagedIdentityCredential().get_token("{ARM}/.default"))
+    """, client_env(tmp_path, AZURE_POD_IDENTITY_AUTHORITY_HOST=base))
+    assert not result["ok"]
+
+
+def test_deleted_user_assigned_identity_stops_everywhere(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
+    uami = mgmt.identity(group, "short-lived")
+    vm = mgmt.vm(group, "holder", {"type": "UserAssigned", "user_assigned_identities": {uami.id: {}}})
+    assign_role(mgmt, group_id(mgmt, group), uami.principal_id)
+    token = imds_token(acrlocal, vm).json()["access_token"]
+    assert mgmt.arm("GET", group_id(mgmt, group), api_version="2022-09-01", token=token).status_code == 200
+    mgmt.msi.user_assigned_identities.delete(group, "short-lived")
+    assert imds_token(acrlocal, vm).json()["error_description"] == "Identity not found"
+    assert mgmt.arm("GET", group_id(mgmt, group), api_version="2022-09-01", token=token).status_code == 401
+
+
+def test_federated_credential_on_a_user_assigned_identity(acrlocal: AcrLocal, mgmt: Mgmt, group: str,
+                                                          tmp_path: Path) -> None:
+    """A VM's system identity is the workload: its IMDS token for api://AzureADTokenExchange is the federated
+    assertion a user-assigned identity trusts."""
+    uami = mgmt.identity(group, "federated")
+    vm = mgmt.vm(group, "workload", {"type": "SystemAssigned"})
+    issuer = f"{acrlocal.shared}/{mgmt.tenant}/v2.0"
+    fic = mgmt.msi.federated_identity_credentials.create_or_update(group, "federated", "from-vm", {
+        "issuer": issuer, "subject": vm.identity.principal_id, "audiences": [EXCHANGE]})
+    assert fic.issuer == issuer and fic.subject == vm.identity.principal_id and fic.audiences == [EXCHANGE]
+    assert [f.name for f in mgmt.msi.federated_identity_credentials.list(group, "federated")] == ["from-vm"]
+    base = vm_env(acrlocal, vm)["AZURE_POD_IDENTITY_AUTHORITY_HOST"]
+    assertion = requests.get(f"{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={EXCHANGE}",
+                             headers={"Metadata": "true"}, timeout=30).json()["access_token"]
+    token_file = tmp_path / "federated-token"
+    token_file.write_text(assertion)
+    code = f"""
+        from azure.identity import WorkloadIdentityCredential
+        c = WorkloadIdentityCredential(tenant_id={mgmt.tenant!r}, client_id={uami.client_id!r},
+                                       token_file_path={str(token_file)!r})
+        attempt(lambda: c.get_token("{ARM}/.default"))
+    """
+    env = client_env(tmp_path, REQUESTS_CA_BUNDLE=acrlocal.ca, AZURE_AUTHORITY_HOST=acrlocal.shared)
+    result = run_client(code, env)
+    assert result["ok"], result
+    claims = verify_with_jwks(result["token"], acrlocal.shared, acrlocal.ca, ARM)
+    assert claims["oid"] == uami.principal_id and claims["xms_mirid"] == uami.id
+    mgmt.msi.federated_identity_credentials.delete(group, "federated", "from-vm")
+    refused = run_client(code, env)
+    assert not refused["ok"] and "AADSTS700211" in refused["message"]
+
+
+@pytest.mark.parametrize(("props", "field"), [
+    ({"issuer": "http://insecure.example", "subject": "s", "audiences": [EXCHANGE]}, "Issuer"),
+    ({"issuer": "https://ok.example", "subject": "", "audiences": [EXCHANGE]}, "Subject"),
+    ({"issuer": "https://ok.example", "subject": "s", "audiences": ["a", "b"]}, "Audiences"),
+])
+def test_bad_federated_credentials_are_refused(acrlocal: AcrLocal, mgmt: Mgmt, group: str, props: dict[str, Any],
+                                               field: str) -> None:
+    uami = mgmt.identity(group)
+    with pytest.raises(HttpResponseError) as info:
+        mgmt.msi.federated_identity_credentials.create_or_update(group, uami.name, "bad-fic", props)
+    assert info.value.status_code == 400 and field in str(info.value)
+    assert not list(mgmt.msi.federated_identity_credentials.list(group, uami.name))
