@@ -16,7 +16,7 @@ import requests
 from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
-from azure.mgmt.resource import ResourceManagementClient
+from azure.mgmt.resource.resources import ResourceManagementClient
 
 from tests.harness import AcrLocal
 
@@ -47,11 +47,13 @@ class Mgmt:
         body: dict[str, Any] = {
             "location": LOCATION,
             "tags": tags or {},
-            "hardware_profile": {"vm_size": "Standard_B1s"},
-            "storage_profile": {"image_reference": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts",
-                                                    "sku": "server", "version": "latest"}},
-            "os_profile": {"computer_name": name or "vm", "admin_username": "azureuser",
-                           "admin_password": "Never-Stored-1!"},
+            "properties": {
+                "hardwareProfile": {"vmSize": "Standard_B1s"},
+                "storageProfile": {"imageReference": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts",
+                                                      "sku": "server", "version": "latest"}},
+                "osProfile": {"computerName": name or "vm", "adminUsername": "azureuser",
+                              "adminPassword": "Never-Stored-1!"},
+            },
         }
         if identity is not None:
             body["identity"] = identity

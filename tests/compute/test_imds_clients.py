@@ -25,8 +25,8 @@ def world(mgmt: Mgmt) -> dict[str, Any]:
     group = mgmt.group("imds")
     u1, u2, stranger = mgmt.identity(group, "uami-one"), mgmt.identity(group, "uami-two"), mgmt.identity(group)
     both = {u1.id: {}, u2.id: {}}
-    vm = mgmt.vm(group, "vm-system", {"type": "SystemAssigned, UserAssigned", "user_assigned_identities": both})
-    users_only = mgmt.vm(group, "vm-users", {"type": "UserAssigned", "user_assigned_identities": both})
+    vm = mgmt.vm(group, "vm-system", {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": both})
+    users_only = mgmt.vm(group, "vm-users", {"type": "UserAssigned", "userAssignedIdentities": both})
     return {"group": group, "u1": u1, "u2": u2, "stranger": stranger, "vm": vm, "users_only": users_only}
 
 
@@ -102,11 +102,14 @@ def test_async_credential(acrlocal: AcrLocal, world: dict[str, Any], tmp_path: P
     u2 = world["u2"]
     env = imds_env(acrlocal, world["vm"], tmp_path) if door == "imds" else \
         client_env(tmp_path, **appservice_env(acrlocal, world["vm"]))
+    # The async credential sends identity_config's key as it is: IMDS names the resource id msi_res_id, the App
+    # Service endpoint resource_id.
+    key = "msi_res_id" if door == "imds" else "resource_id"
     result = run_client(f"""
         import asyncio
         from azure.identity.aio import ManagedIdentityCredential
         async def main():
-            async with ManagedIdentityCredential(identity_config={{"resource_id": {u2.id!r}}}) as c:
+            async with ManagedIdentityCredential(identity_config={{{key!r}: {u2.id!r}}}) as c:
                 return await c.get_token("{ARM}/.default")
         attempt(lambda: asyncio.run(main()))
     """, env)

@@ -23,9 +23,9 @@ def world(mgmt: Mgmt) -> dict[str, Any]:
     group = mgmt.group("wire")
     u1, u2, stranger = mgmt.identity(group), mgmt.identity(group), mgmt.identity(group)
     vm = mgmt.vm(group, "wire-vm", {"type": "SystemAssigned, UserAssigned",
-                                    "user_assigned_identities": {u1.id: {}, u2.id: {}}}, tags={"env": "test", "a": "b"})
+                                    "userAssignedIdentities": {u1.id: {}, u2.id: {}}}, tags={"env": "test", "a": "b"})
     lonely = mgmt.vm(group, "no-identity")
-    one_user = mgmt.vm(group, "one-user", {"type": "UserAssigned", "user_assigned_identities": {u1.id: {}}})
+    one_user = mgmt.vm(group, "one-user", {"type": "UserAssigned", "userAssignedIdentities": {u1.id: {}}})
     return {"group": group, "u1": u1, "u2": u2, "stranger": stranger, "vm": vm, "lonely": lonely,
             "one_user": one_user}
 
@@ -104,7 +104,7 @@ def test_vm_without_identity_and_ambiguous_user_identities(acrlocal: AcrLocal, w
                                                            mgmt: Mgmt) -> None:
     assert imds(acrlocal, world["lonely"]).json() == {"error": "invalid_request",
                                                       "error_description": "Identity not found"}
-    users = mgmt.vm(world["group"], "two-users", {"type": "UserAssigned", "user_assigned_identities": {
+    users = mgmt.vm(world["group"], "two-users", {"type": "UserAssigned", "userAssignedIdentities": {
         world["u1"].id: {}, world["u2"].id: {}}})
     r = imds(acrlocal, users)
     assert r.status_code == 400

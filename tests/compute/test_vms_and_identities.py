@@ -58,7 +58,7 @@ def test_user_assigned_identity_lifecycle(acrlocal: AcrLocal, mgmt: Mgmt, group:
 def test_vm_shape_for_az_vm_show(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
     uami = mgmt.identity(group)
     vm = mgmt.vm(group, "shape", {"type": "SystemAssigned, UserAssigned",
-                                  "user_assigned_identities": {uami.id: {}}})
+                                  "userAssignedIdentities": {uami.id: {}}})
     raw = mgmt.arm("GET", vm.id).json()
     assert "Never-Stored" not in str(raw) and "adminPassword" not in str(raw)
     props = raw["properties"]
@@ -89,9 +89,9 @@ def test_assign_and_remove_identities(acrlocal: AcrLocal, mgmt: Mgmt, group: str
     assert jwt.decode(imds_token(acrlocal, vm).json()["access_token"],
                       options={"verify_signature": False})["oid"] == system
     vm = vms.begin_update(group, "changing", {"identity": {
-        "type": "SystemAssigned, UserAssigned", "user_assigned_identities": {u1.id: {}}}}).result()
+        "type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {u1.id: {}}}}).result()
     vm = vms.begin_update(group, "changing", {"identity": {
-        "type": "SystemAssigned, UserAssigned", "user_assigned_identities": {u2.id: {}}}}).result()
+        "type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {u2.id: {}}}}).result()
     assert {k.lower() for k in vm.identity.user_assigned_identities} == {u1.id.lower(), u2.id.lower()}
     assert vm.identity.principal_id == system
     assert imds_token(acrlocal, vm, f"&client_id={u2.client_id}").status_code == 200
@@ -103,7 +103,7 @@ def test_assign_and_remove_identities(acrlocal: AcrLocal, mgmt: Mgmt, group: str
     assert imds_token(acrlocal, vm, f"&client_id={u1.client_id}").json()["error_description"] == "Identity not found"
     # Removing the system identity deletes its principal.
     vm = vms.begin_update(group, "changing", {"identity": {
-        "type": "UserAssigned", "user_assigned_identities": {u2.id: {}}}}).result()
+        "type": "UserAssigned", "userAssignedIdentities": {u2.id: {}}}}).result()
     assert vm.identity.principal_id is None
     claims = jwt.decode(imds_token(acrlocal, vm).json()["access_token"], options={"verify_signature": False})
     assert claims["oid"] == u2.principal_id
@@ -171,7 +171,7 @@ def test_deleted_vm_identity_grants_nothing(acrlocal: AcrLocal, mgmt: Mgmt, grou
 
 def test_deleted_user_assigned_identity_stops_everywhere(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
     uami = mgmt.identity(group, "short-lived")
-    vm = mgmt.vm(group, "holder", {"type": "UserAssigned", "user_assigned_identities": {uami.id: {}}})
+    vm = mgmt.vm(group, "holder", {"type": "UserAssigned", "userAssignedIdentities": {uami.id: {}}})
     assign_role(mgmt, group_id(mgmt, group), uami.principal_id)
     token = imds_token(acrlocal, vm).json()["access_token"]
     assert mgmt.arm("GET", group_id(mgmt, group), api_version="2022-09-01", token=token).status_code == 200

@@ -15,6 +15,7 @@ never stored. Every refusal is an ARM 400/403/404 raised before the runtime or t
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from datetime import UTC, datetime
@@ -27,7 +28,6 @@ from acrlocal.arm.store import ArmStore, Resource
 from acrlocal.compute.runtime import ComputeRuntime
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
-import contextlib
 
 NAMESPACE = "Microsoft.Compute"
 VM_TYPE = f"{NAMESPACE}/virtualMachines"

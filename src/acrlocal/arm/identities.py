@@ -13,6 +13,7 @@ Bad bodies are ARM 400s raised in :meth:`prepare`, before anything changes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -22,7 +23,6 @@ from acrlocal.arm.providers import Call, JsonObject, ResourceType, register
 from acrlocal.arm.store import ArmStore, Resource
 from acrlocal.context import Context
 from acrlocal.errors import AlreadyExists, NotFound
-import contextlib
 
 NAMESPACE = "Microsoft.ManagedIdentity"
 UAMI_TYPE = f"{NAMESPACE}/userAssignedIdentities"

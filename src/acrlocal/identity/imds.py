@@ -12,8 +12,9 @@ The VM is found from the local port the request came to. Two doors lead to the s
 
 Tokens are 24-hour Entra tokens with ``aud`` = the resource exactly as asked and ``xms_mirid``; they are cached
 per (identity, resource) the way IMDS does, and answered with a decreasing ``expires_in`` until a fresh one is due.
-Requests past ``settings.imds_rate_limit`` per second per VM get 429 with ``Retry-After`` (never on a 200).
-Nothing here logs a token or the identity secret.
+Requests past ``settings.imds_rate_limit`` per second per VM (bursts of five seconds' worth allowed) get 429 with
+``Retry-After`` (never on a 200). Query parameters IMDS does not know (``resource_id`` on IMDS) are ignored, as
+Azure's IMDS ignores them. Nothing here logs a token or the identity secret.
 """
 
 from __future__ import annotations
@@ -96,11 +97,14 @@ class TokenCache:
 
 
 class Throttle:
-    """A token bucket per VM: ``rate`` requests per second with a burst of ``max(rate, 1)``; rate 0 is off."""
+    """A token bucket per VM: ``rate`` requests per second sustained, bursts of up to ``BURST_SECONDS`` worth of
+    requests (at least one); rate 0 is off."""
+
+    BURST_SECONDS = 5.0
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
-        self.burst = max(rate, 1.0)
+        self.burst = max(rate * self.BURST_SECONDS, 1.0)
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
