@@ -101,6 +101,11 @@ class AcrLocal:
         self.stop()
         return self.start()
 
+    @property
+    def profile_dir(self) -> Path:
+        """The CLI profile (``ACRLOCAL_CONFIG_DIR``) ``cli`` uses for this server."""
+        return self.data_dir.parent / f"{self.data_dir.name}-cli-profile"
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-5000:]
@@ -135,10 +140,11 @@ class AcrLocal:
 
     def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``acrlocal ARGS --data-dir <this server's>``."""
+        """Run ``acrlocal ARGS`` against this server: its data dir, and a CLI profile of its own (never ``~``)."""
         proc = subprocess.run(
             acrlocal_cmd(*args), capture_output=True, text=True, input=input,
-            env=child_env(ACRLOCAL_DATA_DIR=str(self.data_dir), **(env or {})),
+            env=child_env(**{"ACRLOCAL_DATA_DIR": str(self.data_dir), "ACRLOCAL_CONFIG_DIR": str(self.profile_dir),
+                             **(env or {})}),
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"acrlocal {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")

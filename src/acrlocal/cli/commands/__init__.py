@@ -1,0 +1,1 @@
+"""The command groups of ``acrlocal``, one module each, named as az names them."""

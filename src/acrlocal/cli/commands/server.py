@@ -1,0 +1,230 @@
+"""``up`` (foreground, or ``--detach``), ``down``, ``status`` and ``trust``: the server on this host.
+
+``up --detach`` starts the server as a background process of its own session, its output in
+``<data dir>/server.log`` and its pid in ``<data dir>/server.pid``, and returns once the server is ready (its
+``server.json`` names that pid), printing the same banner as a foreground ``up``. ``down`` sends SIGTERM to the
+pid in ``server.json`` (checking first that the process is an acrlocal server) and waits until it has exited.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from acrlocal.cli.endpoints import read_status
+from acrlocal.cli.errors import CLIError
+from acrlocal.cli.framework import AzCommand
+from acrlocal.config import Settings
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+data_dir_option = click.option(
+    "--data-dir", envvar="ACRLOCAL_DATA_DIR", type=click.Path(file_okay=False),
+    help="Where state lives (default: $ACRLOCAL_DATA_DIR or ~/.local/share/acrlocal).",
+)
+
+
+def settings_from(data_dir: str | None, **overrides: Any) -> Settings:
+    return Settings().with_overrides(data_dir=data_dir, **overrides)
+
+
+def banner(status: dict[str, Any], *, detached: bool = False) -> str:
+    ca = status["caPath"]
+    lines = [
+        f"acrlocal {status['version']} is running (pid {status['pid']}); state in {status['dataDir']}",
+        f"  Resource Manager   {status['endpoints']['resourceManager']}",
+        f"  Entra ID           {status['endpoints']['activeDirectory']}",
+    ]
+    for reg in status["registries"]:
+        lines.append(f"  Registry {reg['name']:<10}{reg['loginServer']}   (also {reg['hostLoginServer']})")
+    lines += [
+        "",
+        f"Clients trust acrlocal through its local CA: {ca}",
+        f"  Python clients (azure-identity, az, oras):  export REQUESTS_CA_BUNDLE={ca}",
+    ]
+    for reg in status["registries"]:
+        lines.append(f"  podman, skopeo, buildah:  /etc/containers/certs.d/{reg['loginServer']}/ca.crt")
+        lines.append(f"  docker:                   /etc/docker/certs.d/{reg['loginServer']}/ca.crt")
+    lines += ["  `acrlocal trust` (as root) installs it in those places.", ""]
+    lines.append(f"Logs: {Path(status['dataDir']) / 'server.log'}. Stop with `acrlocal down`." if detached
+                 else "Stop with Ctrl-C.")
+    return "\n".join(lines)
+
+
+def _is_acrlocal(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(b"acrlocal" in part for part in cmdline) and b"up" in cmdline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours has exited
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
+    try:
+        status = read_status(settings)
+    except CLIError:
+        pass
+    else:
+        raise CLIError(f"acrlocal is already running on {settings.data_dir} (pid {status['pid']}).")
+    fresh = not settings.data_dir.exists()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    if fresh:
+        click.echo(f"Setting up acrlocal in {settings.data_dir} (local CA, database, default registry)...", err=True)
+    log_path = settings.data_dir / "server.log"
+    pid_path = settings.data_dir / "server.pid"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "acrlocal", "up", *argv], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pid_path.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    shown = False
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pid_path.unlink(missing_ok=True)
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise CLIError(f"acrlocal exited with code {proc.returncode} while starting; its log "
+                           f"({log_path}) ends with:\n{tail}")
+        try:
+            status = read_status(settings)
+            if int(status.get("pid", -1)) == proc.pid:
+                return status
+        except CLIError:
+            pass
+        if fresh and not shown and time.monotonic() > deadline - READY_TIMEOUT_S + 2:
+            click.echo("Waiting for the server to be ready...", err=True)
+            shown = True
+        time.sleep(0.1)
+    proc.terminate()
+    proc.wait(STOP_TIMEOUT_S)
+    pid_path.unlink(missing_ok=True)
+    raise CLIError(f"acrlocal did not become ready within {READY_TIMEOUT_S:.0f}s; see {log_path}.")
+
+
+@click.command("up", cls=AzCommand)
+@data_dir_option
+@click.option("--port", type=int, help="The shared https port (default 8443; 0 picks a free port).")
+@click.option("--registry-port-base", type=int, help="First port for registries' own listeners (0: any).")
+@click.option("--imds-port-base", type=int, help="First port for VMs' IMDS listeners (0: any).")
+@click.option("--imds-rate-limit", type=float,
+              help="Requests per second per VM that IMDS answers before answering 429 (default 20; 0: no limit).")
+@click.option("--imds-token-cache/--no-imds-token-cache", default=None,
+              help="Cache managed-identity tokens per identity and resource, as Azure's IMDS does (default on).")
+@click.option("--default-registry", help="Name of the registry created on first start (default acrlocal).")
+@click.option("--database-url", envvar="ACRLOCAL_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
+@click.option("--upload-session-ttl", type=click.IntRange(min=1),
+              help="Seconds an idle blob upload session is kept before it is discarded (default 86400).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
+@click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
+def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
+       imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
+       database_url: str | None, upload_session_ttl: int | None, log_level: str, detach: bool) -> None:
+    """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
+    settings = settings_from(
+        data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
+        imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
+        database_url=database_url,
+    )
+    if upload_session_ttl is not None:
+        settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
+    if detach:
+        argv = ["--data-dir", str(settings.data_dir), "--log-level", log_level]
+        for flag, value in (("--port", port), ("--registry-port-base", registry_port_base),
+                            ("--imds-port-base", imds_port_base), ("--imds-rate-limit", imds_rate_limit),
+                            ("--default-registry", default_registry), ("--database-url", database_url),
+                            ("--upload-session-ttl", upload_session_ttl)):
+            if value is not None:
+                argv += [flag, str(value)]
+        if imds_token_cache is not None:
+            argv.append("--imds-token-cache" if imds_token_cache else "--no-imds-token-cache")
+        click.echo(banner(_detach(settings, argv), detached=True))
+        return
+
+    import logging
+
+    from acrlocal.server import run
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.data_dir.exists():
+        click.echo(f"Setting up acrlocal in {settings.data_dir} (local CA, database, default registry)...",
+                   err=True)
+
+    def ready(status: dict[str, Any]) -> None:
+        click.echo(banner(status))
+        sys.stdout.flush()
+
+    run(settings, ready)
+
+
+@click.command("down", cls=AzCommand)
+@data_dir_option
+def down(data_dir: str | None) -> Any:
+    """Stop the server running on this data directory and wait until it has exited."""
+    settings = settings_from(data_dir)
+    status = read_status(settings)
+    pid = int(status["pid"])
+    if not _is_acrlocal(pid):
+        raise CLIError(f"process {pid} named in {settings.state_file} is not an acrlocal server; not stopping it.")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise CLIError(f"acrlocal (pid {pid}) did not stop within {STOP_TIMEOUT_S:.0f}s.")
+        time.sleep(0.05)
+    (settings.data_dir / "server.pid").unlink(missing_ok=True)
+    return None
+
+
+@click.command("status", cls=AzCommand)
+@data_dir_option
+def status(data_dir: str | None) -> Any:
+    """Show the running server's endpoints, registries, CA and data directory."""
+    return read_status(settings_from(data_dir))
+
+
+@click.command("trust", cls=AzCommand)
+@data_dir_option
+@click.option("--root", "root_dir", default="/", type=click.Path(file_okay=False),
+              help="Install under this root instead of / (for packaging and tests).")
+def trust(data_dir: str | None, root_dir: str) -> Any:
+    """Install the local CA where podman, skopeo, buildah and docker look for it (needs root)."""
+    state = read_status(settings_from(data_dir))
+    root = Path(root_dir)
+    if root == Path("/") and os.geteuid() != 0:
+        raise CLIError("acrlocal trust writes to /etc/containers and /etc/docker: run it as root (sudo).")
+    servers: list[str] = []
+    for reg in state["registries"]:
+        servers += [reg["loginServer"], reg["loginServer"].replace("localhost", "127.0.0.1", 1),
+                    reg["hostLoginServer"]]
+    installed = []
+    for server in dict.fromkeys(servers):
+        for base in ("etc/containers/certs.d", "etc/docker/certs.d"):
+            target = root / base / server / "ca.crt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(state["caPath"], target)
+            installed.append(str(target))
+    return {"caPath": state["caPath"], "installed": installed}

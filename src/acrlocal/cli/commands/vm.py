@@ -1,0 +1,266 @@
+"""``vm create|show|list|delete``, ``vm identity assign|remove|show`` and ``vm run-command invoke``
+(``Microsoft.Compute/virtualMachines``), as az's.
+
+``--image UbuntuLTS --admin-username --generate-ssh-keys`` are accepted for the tutorial's sake: an acrlocal VM is
+a sandbox on this host, so the image is recorded, no key is generated and nothing is written under ``~/.ssh``.
+``--identities`` takes identity names (in the VM's resource group) or ids, and ``[system]`` for the VM's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from acrlocal.cli.errors import CLIError, CLIUsageError
+from acrlocal.cli.framework import AzGroup, confirm, option
+from acrlocal.cli.resources import API, IDENTITY_TYPE, VM_TYPE, flatten, group_path, resource_id
+from acrlocal.cli.session import Session
+
+SYSTEM = "[system]"
+IMAGE_ALIASES = {
+    "ubuntults": {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "18.04-LTS", "version": "latest"},
+    "ubuntu2204": {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2",
+                   "version": "latest"},
+    "ubuntu2404": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"},
+    "debian11": {"publisher": "Debian", "offer": "debian-11", "sku": "11-backports-gen2", "version": "latest"},
+    "debian12": {"publisher": "Debian", "offer": "debian-12", "sku": "12-gen2", "version": "latest"},
+}
+name_option = option("--name", "-n", "name", required=True, help="The name of the Virtual Machine.")
+group_option = option("--resource-group", "-g", "resource_group", required=True, help="Name of resource group.")
+
+
+def image_reference(image: str) -> dict[str, str]:
+    if image.lower() in IMAGE_ALIASES:
+        return dict(IMAGE_ALIASES[image.lower()])
+    if image.startswith("/"):
+        return {"id": image}
+    parts = image.split(":")
+    if len(parts) == 4:
+        return dict(zip(("publisher", "offer", "sku", "version"), parts, strict=True))
+    raise CLIError(f"Invalid image \"{image}\". Use a valid image URN, custom image name, custom image id, VHD blob "
+                   f"URI, or pick an image from {sorted(IMAGE_ALIASES)}.")
+
+
+def identity_ids(sub: str, group: str, identities: tuple[str, ...]) -> tuple[bool, list[str]]:
+    """(system wanted, user-assigned identity ids) for ``--identities``/``--assign-identity`` values."""
+    system = False
+    ids: list[str] = []
+    for value in [v for v in identities if v] or [SYSTEM]:
+        if value.lower() == SYSTEM:
+            system = True
+        elif value.startswith("/"):
+            ids.append(value)
+        else:
+            ids.append(resource_id(sub, group, IDENTITY_TYPE, value))
+    return system, ids
+
+
+def identity_type(system: bool, user: bool) -> str:
+    return {(True, True): "SystemAssigned, UserAssigned", (True, False): "SystemAssigned",
+            (False, True): "UserAssigned", (False, False): "None"}[(system, user)]
+
+
+def identity_info(vm: dict[str, Any]) -> dict[str, Any]:
+    ident = vm.get("identity") or {}
+    return {"systemAssignedIdentity": ident.get("principalId") or "",
+            "userAssignedIdentities": ident.get("userAssignedIdentities") or {}}
+
+
+def vm_table(result: Any) -> Any:
+    rows = result if isinstance(result, list) else [result]
+    return [{"Name": r.get("name"), "ResourceGroup": r.get("resourceGroup"), "Location": r.get("location")}
+            for r in rows]
+
+
+@click.group("vm", cls=AzGroup)
+def vm() -> None:
+    """Manage Linux or Windows virtual machines (acrlocal: sandboxes on this host)."""
+
+
+def _path(session: Session, group: str, name: str) -> str:
+    return resource_id(session.subscription_id, group, VM_TYPE, name)
+
+
+@vm.command("create")
+@name_option
+@group_option
+@option("--image", default="UbuntuLTS", help="The name of the operating system image (alias, URN or id).")
+@option("--admin-username", default="azureuser", help="Username for the VM.")
+@option("--generate-ssh-keys", is_flag=True, help="Accepted for compatibility; acrlocal VMs need no SSH keys.")
+@option("--ssh-key-values", nargs_star=True, help="Accepted for compatibility.")
+@option("--authentication-type", help="Accepted for compatibility.")
+@option("--location", "-l", help="Location; the resource group's by default.")
+@option("--size", default="Standard_DS1_v2", help="The VM size.")
+@option("--assign-identity", nargs_star=True, help="Identities to assign: names or ids, [system] for its own.")
+@option("--role", default="Contributor", help="Role for the system identity (with --scope).")
+@option("--scope", help="Scope the system identity can access (creates a role assignment).")
+@option("--no-wait", is_flag=True, help="Do not wait for the long-running operation to finish.")
+def create(name: str, resource_group: str, image: str, admin_username: str, generate_ssh_keys: bool,
+           ssh_key_values: tuple[str, ...], authentication_type: str | None, location: str | None, size: str,
+           assign_identity: tuple[str, ...], role: str, scope: str | None, no_wait: bool) -> Any:
+    """Create a VM."""
+    session = Session()
+    sub = session.subscription_id
+    if not location:
+        location = str(session.arm.get(group_path(sub, resource_group), API["groups"])["location"])
+    body: dict[str, Any] = {"location": location, "properties": {
+        "hardwareProfile": {"vmSize": size},
+        "storageProfile": {"imageReference": image_reference(image)},
+        "osProfile": {"computerName": name, "adminUsername": admin_username,
+                      "linuxConfiguration": {"disablePasswordAuthentication": True}},
+    }}
+    wants_identity = bool(assign_identity)
+    if wants_identity:
+        system, ids = identity_ids(sub, resource_group, tuple(assign_identity or ()))
+        ident: dict[str, Any] = {"type": identity_type(system, bool(ids))}
+        if ids:
+            ident["userAssignedIdentities"] = {i: {} for i in ids}
+        body["identity"] = ident
+    elif scope:
+        raise CLIUsageError("usage error: --scope needs --assign-identity")
+    result = session.arm.put(_path(session, resource_group, name), API["vms"], body, wait=not no_wait)
+    out: dict[str, Any] = {"fqdns": "", "id": result.get("id"), "location": result.get("location"), "macAddress": "",
+                           "powerState": "VM running", "privateIpAddress": "", "publicIpAddress": "",
+                           "resourceGroup": resource_group, "zones": ""}
+    if wants_identity:
+        info = identity_info(result)
+        if scope and info["systemAssignedIdentity"]:
+            from acrlocal.cli.commands.role import create_assignment
+
+            create_assignment(session, info["systemAssignedIdentity"], "ServicePrincipal", role, scope)
+            info = {"role": role, "scope": scope, **info}
+        out["identity"] = info
+    return out
+
+
+@vm.command("show", show=True)
+@name_option
+@group_option
+def show(name: str, resource_group: str) -> Any:
+    """Get the details of a VM."""
+    session = Session()
+    return flatten(session.arm.get(_path(session, resource_group, name), API["vms"]))
+
+
+@vm.command("list", table=vm_table)
+@option("--resource-group", "-g", "resource_group", help="Name of resource group.")
+def list_(resource_group: str | None) -> Any:
+    """List details of Virtual Machines."""
+    session = Session()
+    sub = session.subscription_id
+    base = group_path(sub, resource_group) if resource_group else f"/subscriptions/{sub}"
+    return flatten(session.arm.list(f"{base}/providers/{VM_TYPE}", API["vms"]))
+
+
+@vm.command("delete")
+@name_option
+@group_option
+@option("--yes", "-y", is_flag=True, help="Do not prompt for confirmation.")
+@option("--no-wait", is_flag=True, help="Do not wait for the long-running operation to finish.")
+def delete(name: str, resource_group: str, yes: bool, no_wait: bool) -> Any:
+    """Delete a VM (its sandbox, IMDS endpoint and system-assigned identity go with it)."""
+    confirm("Are you sure you want to perform this operation?", yes)
+    session = Session()
+    session.arm.delete(_path(session, resource_group, name), API["vms"], wait=not no_wait)
+    return None
+
+
+@vm.group("identity", cls=AzGroup)
+def vm_identity() -> None:
+    """Manage service identities of a VM."""
+
+
+@vm_identity.command("assign")
+@name_option
+@group_option
+@option("--identities", nargs_star=True, help="Space-separated identities to assign: names, ids, or [system].")
+@option("--role", help="Role for the system identity (with --scope).")
+@option("--scope", help="Scope the system identity can access (creates a role assignment).")
+def identity_assign(name: str, resource_group: str, identities: tuple[str, ...], role: str | None,
+                    scope: str | None) -> Any:
+    """Enable managed service identity on a VM (system-assigned by default)."""
+    session = Session()
+    path = _path(session, resource_group, name)
+    current = session.arm.get(path, API["vms"]).get("identity") or {}
+    system, ids = identity_ids(session.subscription_id, resource_group, identities)
+    has_system = system or "systemassigned" in str(current.get("type", "")).lower().replace(" ", "")
+    users: dict[str, Any] = {k: {} for k in (current.get("userAssignedIdentities") or {})}
+    users.update({i: {} for i in ids})
+    ident: dict[str, Any] = {"type": identity_type(has_system, bool(users))}
+    if users:
+        ident["userAssignedIdentities"] = users
+    result = session.arm.patch(path, API["vms"], {"identity": ident})
+    info = identity_info(result)
+    if scope:
+        if not info["systemAssignedIdentity"]:
+            raise CLIUsageError("usage error: --scope applies to the system-assigned identity ([system])")
+        from acrlocal.cli.commands.role import create_assignment
+
+        create_assignment(session, info["systemAssignedIdentity"], "ServicePrincipal", role or "Contributor", scope)
+        info = {"role": role or "Contributor", "scope": scope, **info}
+    return info
+
+
+@vm_identity.command("remove")
+@name_option
+@group_option
+@option("--identities", nargs_star=True, help="Space-separated identities to remove: names, ids, or [system].")
+def identity_remove(name: str, resource_group: str, identities: tuple[str, ...]) -> Any:
+    """Remove managed service identities from a VM."""
+    session = Session()
+    path = _path(session, resource_group, name)
+    current = session.arm.get(path, API["vms"]).get("identity") or {}
+    system, ids = identity_ids(session.subscription_id, resource_group, identities)
+    existing = {k.lower(): k for k in (current.get("userAssignedIdentities") or {})}
+    missing = [i for i in ids if i.lower() not in existing]
+    if missing:
+        raise CLIError(f"'{missing[0]}' is not associated with '{name}'")
+    has_system = "systemassigned" in str(current.get("type", "")).lower().replace(" ", "") and not system
+    remaining: dict[str, Any] = {v: {} for k, v in existing.items() if k not in {i.lower() for i in ids}}
+    ident: dict[str, Any] = {"type": identity_type(has_system, bool(remaining))}
+    if ids:
+        ident["userAssignedIdentities"] = {**remaining, **{existing[i.lower()]: None for i in ids}}
+    result = session.arm.patch(path, API["vms"], {"identity": ident})
+    return result.get("identity")
+
+
+@vm_identity.command("show")
+@name_option
+@group_option
+def identity_show(name: str, resource_group: str) -> Any:
+    """Display the VM's managed identity info."""
+    session = Session()
+    return session.arm.get(_path(session, resource_group, name), API["vms"]).get("identity")
+
+
+@vm.group("run-command", cls=AzGroup)
+def run_command() -> None:
+    """Manage run commands on a Virtual Machine."""
+
+
+@run_command.command("invoke")
+@name_option
+@group_option
+@option("--command-id", required=True, help="The command id, e.g. RunShellScript.")
+@option("--scripts", nargs_star=True, help="Script lines to run.")
+@option("--parameters", nargs_star=True, help="Parameters in name=value form.")
+def run_command_invoke(name: str, resource_group: str, command_id: str, scripts: tuple[str, ...],
+                       parameters: tuple[str, ...]) -> Any:
+    """Execute a command on a VM (in its sandbox, with its identity endpoint)."""
+    session = Session()
+    params: list[dict[str, str]] = []
+    for p in parameters:
+        key, _, value = p.partition("=")
+        params.append({"name": key, "value": value} if value else {"name": f"arg{len(params) + 1}", "value": key})
+    body = {"commandId": command_id, "script": list(scripts), "parameters": params}
+    return session.arm.post(f"{_path(session, resource_group, name)}/runCommand", API["vms"], body)
+
+
+@vm.command("ssh")
+@name_option
+@group_option
+def ssh(name: str, resource_group: str) -> Any:
+    """Open a shell inside a VM's sandbox (not available yet)."""
+    raise CLIError("acrlocal vm ssh: stepping into a VM's sandbox is not supported by this acrlocal build yet; use "
+                   "'acrlocal vm run-command invoke --command-id RunShellScript --scripts ...'.")
