@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from acrlocal.arm import generic, groups, subscriptions
+from acrlocal.arm import generic, graph, groups, subscriptions
 from acrlocal.arm.auth import authenticate
 from acrlocal.arm.authorization import ensure_admin_owner
 from acrlocal.arm.errors import ArmError, invalid_content, subscription_not_found
@@ -178,6 +178,7 @@ def setup(app: web.Application, ctx: Context) -> None:
     app[STORE_KEY] = store
     app[LOCK_KEY] = asyncio.Lock()
     app.router.add_get("/metadata/endpoints", metadata_endpoints)
+    graph.setup(app, ctx, store)
     app.router.add_route("*", "/{root:(?i:subscriptions|tenants)}", dispatch)
     app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:.*}", dispatch)
     app.router.add_route("*", "/{root:(?i:providers)}/{tail:.*}", dispatch)

@@ -144,7 +144,7 @@ def metadata_endpoints(ctx: Context, api_version: str | None) -> Any:
         "media": "https://rest.media.azure.net",
         "graphAudience": "https://graph.windows.net/",
         "graph": f"{base}/",
-        "microsoftGraphResourceId": "https://graph.microsoft.com/",
+        "microsoftGraphResourceId": f"{base}/",
         "microsoftGraph": f"{base}/",
         "resourceManager": f"{base}/",
         "gallery": f"{base}/",

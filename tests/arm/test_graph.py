@@ -1,0 +1,87 @@
+"""The minimal Microsoft Graph: what ``az ad sp create-for-rbac`` does, then the new principal at work in ARM."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+
+from tests.arm.conftest import Arm, Principal, admin_of, subscription_of
+from tests.harness import AcrLocal
+
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+
+
+def graph(server: AcrLocal, principal: Principal, audience: str = "https://graph.microsoft.com") -> Arm:
+    return Arm(server, principal.token(server, audience + "/.default"))
+
+
+def create_for_rbac(server: AcrLocal, g: Arm, name: str) -> Principal:
+    app = g.call("POST", "/v1.0/applications", {"displayName": name}, api_version=None)
+    assert app.status_code == 201, app.text
+    sp = g.call("POST", "/v1.0/servicePrincipals", {"appId": app.json()["appId"]}, api_version=None)
+    assert sp.status_code == 201, sp.text
+    password = g.call("POST", f"/v1.0/applications/{app.json()['id']}/addPassword",
+                      {"passwordCredential": {"displayName": "rbac"}}, api_version=None)
+    assert password.status_code == 200, password.text
+    assert password.json()["keyId"] and password.json()["secretText"]
+    return Principal(admin_of(server).tenant_id, app.json()["appId"], sp.json()["id"], password.json()["secretText"])
+
+
+def test_create_for_rbac_then_use_the_principal(arm_server: AcrLocal, admin: Arm) -> None:
+    g = graph(arm_server, admin_of(arm_server))
+    principal = create_for_rbac(arm_server, g, "ci-robot")
+    found = g.call("GET", "/v1.0/servicePrincipals", api_version=None,
+                   headers={}).json()["value"]
+    assert principal.object_id in [s["id"] for s in found]
+    by_spn = g.call("GET", f"/v1.0/servicePrincipals?$filter=servicePrincipalNames/any(c:c%20eq%20'"
+                    f"{principal.client_id}')", api_version=None).json()["value"]
+    assert [s["id"] for s in by_spn] == [principal.object_id]
+    by_ids = g.call("POST", "/v1.0/directoryObjects/getByIds", {"ids": [principal.object_id]}, api_version=None)
+    assert by_ids.json()["value"][0]["appId"] == principal.client_id
+
+    robot = Arm(arm_server, principal.token(arm_server))
+    sub = subscription_of(arm_server)
+    assert robot.call("GET", f"/subscriptions/{sub}/resourcegroups").status_code == 403
+    r = admin.call("PUT", f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}",
+                   {"properties": {"roleDefinitionId": READER, "principalId": principal.object_id}},
+                   api_version="2022-04-01")
+    assert r.status_code == 201, r.text
+    assert Arm(arm_server, principal.token(arm_server)).call("GET", f"/subscriptions/{sub}/resourcegroups"
+                                                             ).status_code == 200
+
+    apps = g.call("GET", "/v1.0/applications?$filter=displayName%20eq%20'ci-robot'", api_version=None).json()
+    (app,) = apps["value"]
+    assert g.call("DELETE", f"/v1.0/applications/{app['id']}", api_version=None).status_code == 204
+    with pytest.raises(ClientAuthenticationError):
+        principal.token(arm_server)
+    left = admin.call("GET", f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments"
+                      f"?$filter=principalId%20eq%20'{principal.object_id}'", api_version="2022-04-01")
+    assert left.json()["value"] == []
+
+
+def test_graph_accepts_the_advertised_resource_id(arm_server: AcrLocal) -> None:
+    g = graph(arm_server, admin_of(arm_server), arm_server.shared + "/")
+    assert g.call("GET", "/v1.0/applications", api_version=None).status_code == 200
+
+
+def test_only_the_administrator_writes_the_directory(arm_server: AcrLocal) -> None:
+    g = graph(arm_server, admin_of(arm_server))
+    robot = create_for_rbac(arm_server, g, "not-an-admin")
+    theirs = graph(arm_server, robot)
+    before = g.call("GET", "/v1.0/applications", api_version=None).json()["value"]
+    r = theirs.call("POST", "/v1.0/applications", {"displayName": "escalate"}, api_version=None)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "Authorization_RequestDenied"
+    assert g.call("GET", "/v1.0/applications", api_version=None).json()["value"] == before
+
+
+def test_graph_refuses_arm_tokens_and_bad_bodies(arm_server: AcrLocal, admin: Arm) -> None:
+    r = admin.call("GET", "/v1.0/applications", api_version=None)  # an ARM token
+    assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationToken"
+    g = graph(arm_server, admin_of(arm_server))
+    r = g.call("POST", "/v1.0/applications", data=b"{nope", headers={"Content-Type": "application/json"},
+               api_version=None)
+    assert r.status_code == 400
+    r = g.call("POST", "/v1.0/servicePrincipals", {"appId": str(uuid.uuid4())}, api_version=None)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "Request_BadRequest"
