@@ -178,8 +178,9 @@ class Distribution(_Process):
 class AcrLocal(_Process):
     """``acrlocal up`` on ``workdir/data`` with every port chosen by the system."""
 
-    def __init__(self, workdir: Path, python: str = sys.executable) -> None:
+    def __init__(self, workdir: Path, python: str = sys.executable, extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.extra_args = extra_args
         self.data_dir = workdir / "data"
         self.log = workdir / "acrlocal.log"
         self.python = python
@@ -193,6 +194,7 @@ class AcrLocal(_Process):
                 [
                     self.python, "-m", "acrlocal", "up", "--data-dir", str(self.data_dir),
                     "--port", "0", "--registry-port-base", "0", "--imds-port-base", "0", "--log-level", "warning",
+                    *self.extra_args,
                 ],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
             )

@@ -11,6 +11,8 @@ logged or echoed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 from typing import Any
 
@@ -195,7 +197,9 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
                                                 replay=request.app[REPLAY])
     except OAuthError as err:
         return oauth_error(err, request)
-    token = ctx.tokens.issue(principal, audience, SP_TOKEN_LIFETIME_S, auth_method=method)
+    # RS256 signing releases the GIL: in the executor it runs on another core while the loop serves.
+    token = await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(ctx.tokens.issue, principal, audience, SP_TOKEN_LIFETIME_S, auth_method=method))
     if v1:
         return web.json_response({
             "token_type": "Bearer", "expires_in": str(SP_TOKEN_LIFETIME_S), "ext_expires_in": str(SP_TOKEN_LIFETIME_S),

@@ -1,0 +1,211 @@
+"""Identity benchmarks: IMDS managed-identity tokens per second, and the Entra token endpoint's rate.
+
+Not a test: prints and records figures, asserts nothing about time. For each configuration a fresh ``acrlocal up``
+is started (throttling off, so the server's own speed is measured), a VM with a system-assigned identity is made
+through ARM, and ``hey`` sends requests with 8 concurrent clients:
+
+- ``imds-cached``: ``GET /metadata/identity/oauth2/token`` on the VM's IMDS port (plain http), one resource, the
+  token cache on;
+- ``imds-uncached``: the same with ``--no-imds-token-cache``: every answer signs a new RS256 token;
+- ``appservice-cached``: the App Service door (``/msi/token`` with ``X-IDENTITY-HEADER``), cache on;
+- ``entra-secret``: ``POST /{tenant}/oauth2/v2.0/token`` over https, client credentials with a secret (every answer
+  signs a new token).
+
+Usage (from the repository root, the dev virtualenv's Python)::
+
+    python -m benchmarks.identity               # 3 repetitions
+    python -m benchmarks.identity --quick       # 1 repetition, fewer requests
+
+Writes ``benchmarks/results/identity-<UTC time>.json`` and prints a markdown table. Needs ``hey``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from benchmarks import ROOT
+from benchmarks.procstat import cpu_seconds
+from benchmarks.report import machine
+from benchmarks.servers import AcrLocal
+
+CONCURRENCY = 8
+ARM_RESOURCE = "https://management.azure.com"
+
+
+@dataclass(frozen=True)
+class Sample:
+    workload: str
+    rep: int
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_s: float
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def hey(url: str, n: int, headers: dict[str, str], method: str = "GET", body: str | None = None
+        ) -> tuple[float, float, float]:
+    """``(requests/s, p50 ms, p99 ms)`` of a ``hey`` run; RuntimeError unless every answer was a 200."""
+    cmd = ["hey", "-n", str(n), "-c", str(CONCURRENCY), "-m", method]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    if body is not None:
+        cmd += ["-T", "application/x-www-form-urlencoded", "-d", body]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=900, check=True).stdout
+    statuses = {int(code): int(k) for code, k in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    if set(statuses) != {200}:
+        raise RuntimeError(f"hey: answers by status {statuses}\n{out[-1500:]}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = {p: float(s) * 1000 for p, s in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
+    return rps, pct["50"], pct["99"]
+
+
+class World:
+    """A running server with one VM (system-assigned identity), reached as the local administrator."""
+
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...]) -> None:
+        self.server = AcrLocal(workdir, extra_args=("--imds-rate-limit", "0", *extra_args))
+        self.pid = 0
+        self.status: dict[str, Any] = {}
+
+    def __enter__(self) -> World:
+        registry = self.server.start()
+        self.pid = registry.pid
+        self.status = registry.info["status"]
+        self.ca = str(registry.ca)
+        self.admin = json.loads((self.server.data_dir / "admin.json").read_text())
+        self.base = self.status["endpoints"]["shared"]
+        self.vm = self._make_vm()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    def token_form(self) -> dict[str, str]:
+        return {"grant_type": "client_credentials", "client_id": self.admin["clientId"],
+                "client_secret": self.admin["clientSecret"], "scope": ARM_RESOURCE + "/.default"}
+
+    def _make_vm(self) -> dict[str, Any]:
+        s = requests.Session()
+        token = s.post(f"{self.base}/{self.admin['tenantId']}/oauth2/v2.0/token", data=self.token_form(),
+                       verify=self.ca, timeout=30).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        group = f"/subscriptions/{self.admin['subscriptionId']}/resourceGroups/bench"
+        s.put(f"{self.base}{group}", params={"api-version": "2022-09-01"}, json={"location": "westeurope"},
+              headers=headers, verify=self.ca, timeout=30).raise_for_status()
+        r = s.put(f"{self.base}{group}/providers/Microsoft.Compute/virtualMachines/bench-vm",
+                  params={"api-version": "2024-07-01"}, headers=headers, verify=self.ca, timeout=30,
+                  json={"location": "westeurope", "identity": {"type": "SystemAssigned"}})
+        r.raise_for_status()
+        vm: dict[str, Any] = r.json()
+        return vm
+
+    def sandbox_env(self, name: str) -> dict[str, str]:
+        env = {}
+        for line in (self.server.data_dir / "vms" / self.vm["properties"]["vmId"] / name).read_text().splitlines():
+            key, _, value = line.partition("=")
+            env[key] = value.strip("'")
+        return env
+
+
+def measure(world: World, workload: str, rep: int, n: int) -> Sample:
+    imds = world.sandbox_env("env")["AZURE_POD_IDENTITY_AUTHORITY_HOST"]
+    appservice = world.sandbox_env("appservice.env")
+    query = f"api-version=2018-02-01&resource={urllib.parse.quote(ARM_RESOURCE, safe='')}"
+    method, body = "GET", None
+    if workload.startswith("imds"):
+        url, headers = f"{imds}/metadata/identity/oauth2/token?{query}", {"Metadata": "true"}
+    elif workload.startswith("appservice"):
+        url = f"{appservice['IDENTITY_ENDPOINT']}?api-version=2019-08-01&resource={ARM_RESOURCE}"
+        headers = {"X-IDENTITY-HEADER": appservice["IDENTITY_HEADER"]}
+    else:
+        url, headers = f"{world.base}/{world.admin['tenantId']}/oauth2/v2.0/token", {}
+        method, body = "POST", urllib.parse.urlencode(world.token_form())
+    hey(url, min(n, 400), headers, method, body)  # warm-up: connections, caches, the first token
+    cpu0 = cpu_seconds(world.pid)
+    rps, p50, p99 = hey(url, n, headers, method, body)
+    cpu = cpu_seconds(world.pid) - cpu0
+    log(f"  {workload} rep {rep}: {rps:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, server CPU {cpu:.1f} s")
+    return Sample(workload, rep, n, rps, p50, p99, cpu)
+
+
+CONFIGS = {  # workload -> (server flags, requests in a full run)
+    "imds-cached": ((), 40_000),
+    "appservice-cached": ((), 40_000),
+    "imds-uncached": (("--no-imds-token-cache",), 8_000),
+    "entra-secret": ((), 8_000),
+}
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 repetition, a tenth of the requests")
+    args = parser.parse_args(argv)
+    if shutil.which("hey") is None:
+        raise SystemExit("hey is not installed (./scripts/test installs it)")
+    reps = 1 if args.quick else args.reps
+    samples: list[Sample] = []
+    info = machine()
+    for rep in range(reps):
+        for flags in dict.fromkeys(f for f, _ in CONFIGS.values()):
+            with tempfile.TemporaryDirectory(prefix="acrlocal-bench-identity-") as tmp, \
+                    World(Path(tmp), flags) as world:
+                for workload, (wflags, n) in CONFIGS.items():
+                    if wflags == flags:
+                        samples.append(measure(world, workload, rep, n // 10 if args.quick else n))
+    summary = []
+    for workload in CONFIGS:
+        rows = [s for s in samples if s.workload == workload]
+        summary.append({"workload": workload, "requests_per_s": statistics.median(s.requests_per_s for s in rows),
+                        "p50_ms": statistics.median(s.p50_ms for s in rows),
+                        "p99_ms": statistics.median(s.p99_ms for s in rows),
+                        "p99_ms_max": max(s.p99_ms for s in rows),
+                        "cpu_ms_per_request": statistics.median(1000 * s.server_cpu_s / s.requests for s in rows),
+                        "reps": len(rows)})
+    result = {"machine": info, "concurrency": CONCURRENCY, "samples": [asdict(s) for s in samples],
+              "summary": summary}
+    out = ROOT / "benchmarks" / "results" / f"identity-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(summary))
+    log(f"results: {out}")
+    return result
+
+
+def table(summary: list[dict[str, Any]]) -> str:
+    lines = ["| workload | req/s (median) | p50 ms | p99 ms (median / worst) | server CPU ms per request |",
+             "|---|---:|---:|---:|---:|"]
+    for row in summary:
+        lines.append(f"| {row['workload']} | {row['requests_per_s']:,.0f} | {row['p50_ms']:.2f} | "
+                     f"{row['p99_ms']:.2f} / {row['p99_ms_max']:.2f} | {row['cpu_ms_per_request']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    started = time.monotonic()
+    run()
+    log(f"done in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
