@@ -13,8 +13,9 @@ from sqlalchemy.engine import Engine
 from acrlocal.config import Settings
 from acrlocal.listeners import Listeners
 from acrlocal.registry.authz import Authorizer, OpenAuthorizer
+from acrlocal.storage.artifacts import ArtifactCatalog, SqlArtifacts
 from acrlocal.storage.blobs import BlobStore
-from acrlocal.storage.metadata import RegistryMetadata
+from acrlocal.storage.metadata import RegistryMetadata, SqlRegistryMetadata
 from acrlocal.tls import LocalCA
 
 if TYPE_CHECKING:
@@ -41,6 +42,19 @@ class Context:
     # The registry data plane: its metadata, and the one authorization call every /v2/ request makes.
     registry_meta: RegistryMetadata
     registry_auth: Authorizer = field(default_factory=OpenAuthorizer)
+    # ACR's view of the same content (/acr/v1, changeable attributes); made from registry_meta when not given.
+    registry_artifacts: ArtifactCatalog | None = None
     # Services of the rooms, set by server.py as each room is assembled.
     extras: dict[str, Any] = field(default_factory=dict)
     compute: ComputeRuntime | None = None
+
+    def __post_init__(self) -> None:
+        if self.registry_artifacts is None and isinstance(self.registry_meta, SqlRegistryMetadata):
+            self.registry_artifacts = SqlArtifacts(self.registry_meta)
+
+    @property
+    def artifacts(self) -> ArtifactCatalog:
+        """The artifact catalog; raises ``RuntimeError`` if the server was assembled without one."""
+        if self.registry_artifacts is None:
+            raise RuntimeError("the context has no artifact catalog (registry_meta is not SQL)")
+        return self.registry_artifacts

@@ -10,7 +10,9 @@ Actions are plain strings, as in the Docker token scope grammar (``repository:<n
 - ``pull``, ``push``, ``delete`` on a repository;
 - ``overwrite``, added to ``push`` when a manifest PUT moves a tag that already exists (derived from server
   state, never from the request's shape, so a create-only policy cannot be bypassed by re-pushing a tag);
-- ``registry:catalog:*`` with ``repository=None`` for ``GET /v2/_catalog``;
+- ``metadata_read`` and ``metadata_write`` on a repository for ACR's ``/acr/v1`` API (reading repository, tag and
+  manifest properties; changing their attributes), as ACR's token scopes name them;
+- ``registry:catalog:*`` with ``repository=None`` for ``GET /v2/_catalog`` and ``GET /acr/v1/_catalog``;
 - no actions at all with ``repository=None`` for ``GET /v2/`` (only "who is calling").
 
 :meth:`Authorizer.permits` answers the same question without raising, for checks on a second repository within
@@ -35,6 +37,8 @@ PULL = "pull"
 PUSH = "push"
 DELETE = "delete"
 OVERWRITE = "overwrite"
+METADATA_READ = "metadata_read"
+METADATA_WRITE = "metadata_write"
 CATALOG = "registry:catalog:*"
 
 

@@ -24,7 +24,7 @@ from aiohttp import hdrs, web
 
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
-from acrlocal.registry import locks
+from acrlocal.registry import guards, locks
 from acrlocal.registry.authz import DELETE, PULL, PUSH, Caller
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
@@ -77,6 +77,7 @@ async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord,
     size = ctx.registry_meta.blob_size(registry.id, name, str(digest))
     if size is None:
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": str(digest)})
+    guards.check_blob_read(ctx.artifacts, registry.id, name)
     headers = {CONTENT_DIGEST: str(digest), API_VERSION: API_VERSION_VALUE, hdrs.ACCEPT_RANGES: "bytes"}
     if request.method == "HEAD":
         headers[hdrs.CONTENT_LENGTH] = str(size)
@@ -102,6 +103,7 @@ async def delete_blob(request: web.Request, ctx: Context, registry: RegistryReco
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
     await ctx.registry_auth.authorize(request, registry, name, (DELETE,))
+    guards.check_blob_delete(ctx.artifacts, registry.id, name)
     key = str(digest)
     async with locks.digests(key):
         if not ctx.registry_meta.unlink_blob(registry.id, name, key):
@@ -170,6 +172,7 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
     source_name = check_repository(source) if mount is not None and source else None
     digest = parse_digest(digest_param) if digest_param is not None else None
     caller = await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH))
+    guards.check_write(ctx.artifacts, registry.id, name)
 
     if mount_digest is not None and source_name is not None and await _mount(
         request, ctx, registry, caller, name, source_name, mount_digest
@@ -266,6 +269,7 @@ async def put_upload(request: web.Request, ctx: Context, registry: RegistryRecor
     if digest_param is None:
         raise RegistryError("DIGEST_INVALID", "closing an upload needs ?digest=<digest> of the whole blob")
     digest = parse_digest(digest_param)
+    guards.check_write(ctx.artifacts, registry.id, name)
     async with locks.uploads(upload_id):
         size = await _size(ctx, upload_id)
         if request.can_read_body:

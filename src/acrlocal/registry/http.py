@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from acrlocal.context import Context
-from acrlocal.registry import blob_api, locks, manifest_api
+from acrlocal.registry import acr_api, blob_api, locks, manifest_api
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.paths import Endpoint, Route, parse_path
@@ -61,12 +61,24 @@ ROUTES: dict[tuple[Endpoint, str], Handler] = {
     (Endpoint.UPLOAD, "DELETE"): blob_api.cancel_upload,
     (Endpoint.TAGS, "GET"): manifest_api.list_tags,
     (Endpoint.REFERRERS, "GET"): manifest_api.referrers,
+    (Endpoint.ACR_CATALOG, "GET"): acr_api.catalog,
+    (Endpoint.ACR_REPOSITORY, "GET"): acr_api.get_repository,
+    (Endpoint.ACR_REPOSITORY, "PATCH"): acr_api.patch_repository,
+    (Endpoint.ACR_REPOSITORY, "DELETE"): acr_api.delete_repository,
+    (Endpoint.ACR_TAGS, "GET"): acr_api.list_tags,
+    (Endpoint.ACR_TAG, "GET"): acr_api.get_tag,
+    (Endpoint.ACR_TAG, "PATCH"): acr_api.patch_tag,
+    (Endpoint.ACR_TAG, "DELETE"): acr_api.delete_tag,
+    (Endpoint.ACR_MANIFESTS, "GET"): acr_api.list_manifests,
+    (Endpoint.ACR_MANIFEST, "GET"): acr_api.get_manifest,
+    (Endpoint.ACR_MANIFEST, "PATCH"): acr_api.patch_manifest,
+    (Endpoint.ACR_MANIFEST, "DELETE"): acr_api.delete_manifest,
 }
 
 
 def _not_found(route: Route | None) -> RegistryError:
     if route is None:
-        return RegistryError("NAME_UNKNOWN", "no such endpoint under /v2/", status=404)
+        return RegistryError("NAME_UNKNOWN", "no such endpoint under /v2/ or /acr/v1/", status=404)
     return RegistryError("UNSUPPORTED", f"{route.endpoint.value} does not support this method", status=405)
 
 

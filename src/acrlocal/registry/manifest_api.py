@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from acrlocal.context import Context
+from acrlocal.registry import guards
 from acrlocal.registry.authz import CATALOG, DELETE, OVERWRITE, PULL, PUSH
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
@@ -41,6 +42,8 @@ async def get_manifest(request: web.Request, ctx: Context, registry: RegistryRec
         raise RegistryError(
             "MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name!r}", {"reference": str(reference)}
         )
+    guards.check_pull(ctx.artifacts, registry.id, name, reference if isinstance(reference, str) else None,
+                      record.digest)
     headers = {
         hdrs.CONTENT_TYPE: record.media_type,
         CONTENT_DIGEST: record.digest,
@@ -81,6 +84,7 @@ async def put_manifest(request: web.Request, ctx: Context, registry: RegistryRec
     if tag is not None and ctx.registry_meta.tag_exists(registry.id, name, tag):
         actions += (OVERWRITE,)
     await ctx.registry_auth.authorize(request, registry, name, actions)
+    guards.check_write(ctx.artifacts, registry.id, name, tag)
 
     body = await _read_capped(request, ctx.settings.limits.manifest_max_bytes)
     parsed = parse_manifest(body, request.headers.get(hdrs.CONTENT_TYPE))
@@ -125,8 +129,10 @@ async def delete_manifest(request: web.Request, ctx: Context, registry: Registry
     reference = parse_reference(route.ref)
     await ctx.registry_auth.authorize(request, registry, name, (DELETE,))
     if isinstance(reference, Digest):
+        guards.check_manifest_delete(ctx.artifacts, registry.id, name, str(reference))
         found = ctx.registry_meta.delete_manifest(registry.id, name, str(reference))
     else:
+        guards.check_tag_delete(ctx.artifacts, registry.id, name, reference)
         found = ctx.registry_meta.delete_tag(registry.id, name, reference)
     if not found:
         raise RegistryError(

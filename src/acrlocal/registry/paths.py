@@ -23,6 +23,13 @@ class Endpoint(Enum):
     UPLOAD = "upload"  # /v2/<name>/blobs/uploads/<id>
     TAGS = "tags"  # /v2/<name>/tags/list
     REFERRERS = "referrers"  # /v2/<name>/referrers/<digest>
+    # ACR's own API under /acr/v1/ (what azure-containerregistry and az acr repository call)
+    ACR_CATALOG = "acr catalog"  # /acr/v1/_catalog
+    ACR_REPOSITORY = "acr repository"  # /acr/v1/<name>
+    ACR_TAGS = "acr tags"  # /acr/v1/<name>/_tags
+    ACR_TAG = "acr tag"  # /acr/v1/<name>/_tags/<tag>
+    ACR_MANIFESTS = "acr manifests"  # /acr/v1/<name>/_manifests
+    ACR_MANIFEST = "acr manifest"  # /acr/v1/<name>/_manifests/<digest>
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,8 @@ class Route:
 
 _BASE = Route(Endpoint.BASE)
 _CATALOG = Route(Endpoint.CATALOG)
+_ACR_CATALOG = Route(Endpoint.ACR_CATALOG)
+ACR_PREFIX = "/acr/v1/"
 
 
 def _decode(segment: str) -> str:
@@ -48,6 +57,8 @@ def _route(endpoint: Endpoint, name_segments: list[str], ref: str = "") -> Route
 def parse_path(raw_path: str) -> Route | None:
     """The endpoint a raw request target (path and query) addresses, or ``None`` if it is none of them."""
     path = raw_path.split("?", 1)[0]
+    if path.startswith(ACR_PREFIX):
+        return _parse_acr(path[len(ACR_PREFIX):])
     if path in ("/v2/", "/v2"):
         return _BASE
     if not path.startswith("/v2/"):
@@ -71,3 +82,23 @@ def parse_path(raw_path: str) -> Route | None:
     if kind == "referrers":
         return _route(Endpoint.REFERRERS, segments[:-2], last)
     return None
+
+
+def _parse_acr(rest: str) -> Route | None:
+    """``/acr/v1/`` paths: the name may be one percent-encoded segment (``library%2Fhello``, as the SDK sends
+    it) or several raw ones (``library/hello``); ``_tags`` and ``_manifests`` cannot be repository components
+    (a component starts with a letter or digit), so they mark the structure unambiguously."""
+    segments = rest.split("/")
+    if segments == ["_catalog"]:
+        return _ACR_CATALOG
+    if not segments or segments == [""]:
+        return None
+    for index, segment in enumerate(segments):
+        if segment in ("_tags", "_manifests"):
+            name, tail = segments[:index], segments[index + 1:]
+            if not name or len(tail) > 1:
+                return None
+            if segment == "_tags":
+                return _route(Endpoint.ACR_TAG, name, tail[0]) if tail else _route(Endpoint.ACR_TAGS, name)
+            return _route(Endpoint.ACR_MANIFEST, name, tail[0]) if tail else _route(Endpoint.ACR_MANIFESTS, name)
+    return _route(Endpoint.ACR_REPOSITORY, segments)

@@ -244,7 +244,8 @@ class RegistryMetadata(Protocol):
 
     # repositories
     def list_repositories(self, registry_id: int, last: str | None, limit: int) -> list[str]:
-        """Names of repositories with at least one manifest, in order, after ``last``, at most ``limit``."""
+        """Names of repositories with at least one manifest and listing enabled, in order, after ``last``, at
+        most ``limit``."""
         ...
 
     # blobs
@@ -289,7 +290,8 @@ class RegistryMetadata(Protocol):
     def delete_tag(self, registry_id: int, repository: str, tag: str) -> bool: ...
 
     def list_tags(self, registry_id: int, repository: str, last: str | None, limit: int) -> list[str] | None:
-        """Tag names in order after ``last``, at most ``limit``; ``None`` if the repository does not exist."""
+        """Names of the tags with listing enabled, in order after ``last``, at most ``limit``; ``None`` if the
+        repository does not exist."""
         ...
 
     def referrers(
@@ -338,6 +340,9 @@ class _ManifestCache:
         self._repos: dict[tuple[int, str], dict[str, ManifestRecord | None]] = {}
         self._entries = 0
         self._bytes = 0
+        # Per-repository state derived from the same rows (the changeable attributes the data plane enforces,
+        # see acrlocal.storage.artifacts); dropped together with the manifests of the repository.
+        self.derived: dict[tuple[int, str], Any] = {}
 
     def get(self, registry_id: int, repository: str, reference: str) -> tuple[bool, ManifestRecord | None]:
         repo = self._repos.get((registry_id, repository))
@@ -354,6 +359,7 @@ class _ManifestCache:
         self._bytes += size
 
     def drop(self, registry_id: int, repository: str) -> None:
+        self.derived.pop((registry_id, repository), None)
         repo = self._repos.pop((registry_id, repository), None)
         if repo:
             self._entries -= len(repo)
@@ -362,9 +368,12 @@ class _ManifestCache:
     def drop_registry(self, registry_id: int) -> None:
         for key in [k for k in self._repos if k[0] == registry_id]:
             self.drop(*key)
+        for key in [k for k in self.derived if k[0] == registry_id]:
+            self.derived.pop(key, None)
 
     def clear(self) -> None:
         self._repos.clear()
+        self.derived.clear()
         self._entries = 0
         self._bytes = 0
 
@@ -402,7 +411,9 @@ class SqlRegistryMetadata:
 
     def list_repositories(self, registry_id: int, last: str | None, limit: int) -> list[str]:
         has_manifest = sa.exists().where(manifests.c.repository_id == repositories.c.id)
-        query = sa.select(repositories.c.name).where(repositories.c.registry_id == registry_id, has_manifest)
+        query = sa.select(repositories.c.name).where(
+            repositories.c.registry_id == registry_id, repositories.c.list_enabled == sa.true(), has_manifest
+        )
         if last is not None:
             query = query.where(repositories.c.name > last)
         query = query.order_by(repositories.c.name).limit(limit)
@@ -643,7 +654,7 @@ class SqlRegistryMetadata:
             repo_id = self._repository_id(conn, registry_id, repository)
             if repo_id is None:
                 return None
-            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id)
+            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id, tags.c.list_enabled == sa.true())
             if last is not None:
                 query = query.where(tags.c.name > last)
             return [r.name for r in conn.execute(query.order_by(tags.c.name).limit(limit))]

@@ -1,0 +1,441 @@
+"""ACR's view of a registry's content: repository, tag and manifest properties, their changeable attributes
+(``deleteEnabled``, ``writeEnabled``, ``readEnabled``, ``listEnabled``), and repository deletion.
+
+It reads and writes the tables of :mod:`acrlocal.storage.metadata` (the attributes are columns there) and shares
+that store's per-repository cache: every write drops the repository's cached manifests and locks together, so a
+lock set here is enforced by the very next request. :meth:`SqlArtifacts.locks` is what the data plane asks on
+every pull and push; it is a dictionary lookup once the repository's locks are loaded (one query a table).
+
+Lists use keyset pagination: ``last`` is the name (tags) or digest (manifests) of the last item of the previous
+page; with a time order the position is the (update time, key) pair of that item, so pages never overlap or skip.
+Methods return ``None`` for a repository (or item) that does not exist and let the caller choose the error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from acrlocal.storage.metadata import (
+    SqlRegistryMetadata,
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+)
+
+ATTRIBUTE_COLUMNS = {
+    "deleteEnabled": "delete_enabled",
+    "writeEnabled": "write_enabled",
+    "readEnabled": "read_enabled",
+    "listEnabled": "list_enabled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """Changeable attributes of a repository, tag or manifest (all enabled by default)."""
+
+    delete_enabled: bool = True
+    write_enabled: bool = True
+    read_enabled: bool = True
+    list_enabled: bool = True
+
+    def render(self) -> dict[str, bool]:
+        return {
+            "deleteEnabled": self.delete_enabled,
+            "writeEnabled": self.write_enabled,
+            "readEnabled": self.read_enabled,
+            "listEnabled": self.list_enabled,
+        }
+
+    @property
+    def default(self) -> bool:
+        return self.delete_enabled and self.write_enabled and self.read_enabled and self.list_enabled
+
+    @property
+    def deletable(self) -> bool:
+        """ACR refuses deleting what is write-locked as well as what is delete-locked."""
+        return self.delete_enabled and self.write_enabled
+
+
+ENABLED = Attributes()
+
+
+def _attrs(row: Any) -> Attributes:
+    return Attributes(bool(row.delete_enabled), bool(row.write_enabled), bool(row.read_enabled),
+                      bool(row.list_enabled))
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryLocks:
+    """The attributes of one repository and of those of its tags and manifests that are not all enabled."""
+
+    repository: Attributes = ENABLED
+    tags: dict[str, Attributes] = field(default_factory=dict)
+    manifests: dict[str, Attributes] = field(default_factory=dict)
+
+    def tag(self, name: str) -> Attributes:
+        return self.tags.get(name, ENABLED)
+
+    def manifest(self, digest: str) -> Attributes:
+        return self.manifests.get(digest, ENABLED)
+
+
+UNLOCKED = RepositoryLocks()
+
+
+class Order(Enum):
+    """``orderby`` of the tag and manifest lists: by key (the default), or by last update time."""
+
+    KEY = ""
+    TIME_DESC = "timedesc"
+    TIME_ASC = "timeasc"
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryInfo:
+    name: str
+    created: float
+    updated: float
+    manifest_count: int
+    tag_count: int
+    attributes: Attributes
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    name: str
+    digest: str
+    created: float
+    updated: float
+    attributes: Attributes
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestInfo:
+    digest: str
+    size: int
+    media_type: str
+    body: bytes
+    created: float
+    updated: float
+    tags: tuple[str, ...]
+    attributes: Attributes
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedRepository:
+    manifests: list[str]
+    tags: list[str]
+
+
+class Blocked(Exception):
+    """A deletion refused because something in it is locked; ``what`` names it (``tag v1``...)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is locked")
+        self.what = what
+
+
+class ArtifactCatalog(Protocol):
+    """What ``/acr/v1`` and the lock checks of the data plane ask of storage."""
+
+    def locks(self, registry_id: int, repository: str) -> RepositoryLocks: ...
+
+    def repository(self, registry_id: int, repository: str) -> RepositoryInfo | None: ...
+
+    def tag(self, registry_id: int, repository: str, tag: str) -> TagInfo | None: ...
+
+    def tags(
+        self, registry_id: int, repository: str, last: str | None, limit: int, order: Order, digest: str | None = None
+    ) -> list[TagInfo] | None: ...
+
+    def manifest(self, registry_id: int, repository: str, digest: str) -> ManifestInfo | None: ...
+
+    def manifests(
+        self, registry_id: int, repository: str, last: str | None, limit: int, order: Order
+    ) -> list[ManifestInfo] | None: ...
+
+    def set_attributes(
+        self, registry_id: int, repository: str, changes: dict[str, bool], *, tag: str | None = None,
+        digest: str | None = None,
+    ) -> bool: ...
+
+    def manifest_deletion_blocker(self, registry_id: int, repository: str, digest: str) -> str | None: ...
+
+    def delete_repository(self, registry_id: int, repository: str) -> DeletedRepository | None: ...
+
+
+class SqlArtifacts:
+    """:class:`ArtifactCatalog` on the registry metadata tables, sharing :class:`SqlRegistryMetadata`'s cache."""
+
+    MAX_CACHED_REPOSITORIES = 20_000
+
+    def __init__(self, meta: SqlRegistryMetadata) -> None:
+        self.meta = meta
+        self.engine = meta.engine
+
+    def _repo_row(self, conn: sa.Connection, registry_id: int, name: str) -> Any:
+        return conn.execute(
+            sa.select(repositories).where(repositories.c.registry_id == registry_id, repositories.c.name == name)
+        ).first()
+
+    # -- locks -------------------------------------------------------------------------------------
+
+    def locks(self, registry_id: int, repository: str) -> RepositoryLocks:
+        key = (registry_id, repository)
+        derived = self.meta.cache.derived
+        found = derived.get(key)
+        if isinstance(found, RepositoryLocks):
+            return found
+        locked = sa.or_(*(sa.not_(c) for c in _attribute_columns(tags)))
+        with self.engine.connect() as conn:
+            repo = self._repo_row(conn, registry_id, repository)
+            if repo is None:
+                result = UNLOCKED
+            else:
+                tag_rows = conn.execute(
+                    sa.select(tags.c.name, *_attribute_columns(tags)).where(tags.c.repository_id == repo.id, locked)
+                )
+                manifest_locked = sa.or_(*(sa.not_(c) for c in _attribute_columns(manifests)))
+                manifest_rows = conn.execute(
+                    sa.select(manifests.c.digest, *_attribute_columns(manifests)).where(
+                        manifests.c.repository_id == repo.id, manifest_locked
+                    )
+                )
+                result = RepositoryLocks(
+                    _attrs(repo), {r.name: _attrs(r) for r in tag_rows}, {r.digest: _attrs(r) for r in manifest_rows}
+                )
+        if len(derived) >= self.MAX_CACHED_REPOSITORIES:
+            derived.clear()
+        derived[key] = result
+        return result
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def repository(self, registry_id: int, repository: str) -> RepositoryInfo | None:
+        with self.engine.connect() as conn:
+            repo = self._repo_row(conn, registry_id, repository)
+            if repo is None:
+                return None
+            manifest_count = conn.execute(
+                sa.select(sa.func.count()).select_from(manifests).where(manifests.c.repository_id == repo.id)
+            ).scalar_one()
+            tag_count = conn.execute(
+                sa.select(sa.func.count()).select_from(tags).where(tags.c.repository_id == repo.id)
+            ).scalar_one()
+        if not manifest_count:
+            return None  # a repository with only blobs is not one ACR shows
+        return RepositoryInfo(repo.name, repo.created, repo.updated, int(manifest_count), int(tag_count), _attrs(repo))
+
+    _TAG_COLUMNS = (tags.c.name, manifests.c.digest, tags.c.created, tags.c.updated, *(
+        tags.c[c] for c in ATTRIBUTE_COLUMNS.values()))
+
+    @staticmethod
+    def _tag(row: Any) -> TagInfo:
+        return TagInfo(row.name, row.digest, row.created, row.updated, _attrs(row))
+
+    def tag(self, registry_id: int, repository: str, tag: str) -> TagInfo | None:
+        with self.engine.connect() as conn:
+            repo = self._repo_row(conn, registry_id, repository)
+            if repo is None:
+                return None
+            row = conn.execute(
+                sa.select(*self._TAG_COLUMNS)
+                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+                .where(tags.c.repository_id == repo.id, tags.c.name == tag)
+            ).first()
+        return None if row is None else self._tag(row)
+
+    def tags(
+        self, registry_id: int, repository: str, last: str | None, limit: int, order: Order, digest: str | None = None
+    ) -> list[TagInfo] | None:
+        with self.engine.connect() as conn:
+            repo = self._repo_row(conn, registry_id, repository)
+            if repo is None:
+                return None
+            query = (
+                sa.select(*self._TAG_COLUMNS)
+                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+                .where(tags.c.repository_id == repo.id, tags.c.list_enabled == sa.true())
+            )
+            if digest is not None:
+                query = query.where(manifests.c.digest == digest)
+            position = None
+            if last is not None and order is not Order.KEY:
+                position = conn.execute(
+                    sa.select(tags.c.updated).where(tags.c.repository_id == repo.id, tags.c.name == last)
+                ).first()
+            query = _page(query, tags.c.updated, tags.c.name, last, position, order).limit(limit)
+            return [self._tag(r) for r in conn.execute(query)]
+
+    _MANIFEST_COLUMNS = (manifests.c.id, manifests.c.digest, manifests.c.size, manifests.c.media_type, manifests.c.body,
+                         manifests.c.created, manifests.c.updated, *(
+                             manifests.c[c] for c in ATTRIBUTE_COLUMNS.values()))
+
+    def _manifest_infos(self, conn: sa.Connection, rows: list[Any]) -> list[ManifestInfo]:
+        ids = [r.id for r in rows]
+        names: dict[int, list[str]] = {i: [] for i in ids}
+        if ids:
+            for t in conn.execute(
+                sa.select(tags.c.manifest_id, tags.c.name).where(tags.c.manifest_id.in_(ids)).order_by(tags.c.name)
+            ):
+                names[t.manifest_id].append(t.name)
+        return [
+            ManifestInfo(r.digest, int(r.size), r.media_type, bytes(r.body), r.created, r.updated,
+                         tuple(names[r.id]), _attrs(r))
+            for r in rows
+        ]
+
+    def manifest(self, registry_id: int, repository: str, digest: str) -> ManifestInfo | None:
+        with self.engine.connect() as conn:
+            repo = self._repo_row(conn, registry_id, repository)
+            if repo is None:
+                return None
+            row = conn.execute(
+                sa.select(*self._MANIFEST_COLUMNS).where(
+                    manifests.c.repository_id == repo.id, manifests.c.digest == digest
+                )
+            ).first()
+            return None if row is None else self._manifest_infos(conn, [row])[0]
+
+    def manifests(
+        self, registry_id: int, repository: str, last: str | None, limit: int, order: Order
+    ) -> list[ManifestInfo] | None:
+        with self.engine.connect() as conn:
+            repo = self._repo_row(conn, registry_id, repository)
+            if repo is None:
+                return None
+            query = sa.select(*self._MANIFEST_COLUMNS).where(
+                manifests.c.repository_id == repo.id, manifests.c.list_enabled == sa.true()
+            )
+            position = None
+            if last is not None and order is not Order.KEY:
+                position = conn.execute(
+                    sa.select(manifests.c.updated).where(
+                        manifests.c.repository_id == repo.id, manifests.c.digest == last
+                    )
+                ).first()
+            query = _page(query, manifests.c.updated, manifests.c.digest, last, position, order).limit(limit)
+            return self._manifest_infos(conn, list(conn.execute(query)))
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def set_attributes(
+        self, registry_id: int, repository: str, changes: dict[str, bool], *, tag: str | None = None,
+        digest: str | None = None,
+    ) -> bool:
+        """Apply ``changes`` (API names, ``writeEnabled``...) to the repository, or to one of its tags or
+        manifests; ``False`` if it does not exist. Unknown names are the caller's to refuse."""
+        values = {ATTRIBUTE_COLUMNS[k]: bool(v) for k, v in changes.items()}
+        try:
+            with self.engine.begin() as conn:
+                repo = self._repo_row(conn, registry_id, repository)
+                if repo is None:
+                    return False
+                if tag is not None:
+                    where: Any = (tags.c.repository_id == repo.id, tags.c.name == tag)
+                    table = tags
+                elif digest is not None:
+                    where = (manifests.c.repository_id == repo.id, manifests.c.digest == digest)
+                    table = manifests
+                else:
+                    where = (repositories.c.id == repo.id,)
+                    table = repositories
+                if values:
+                    result = conn.execute(sa.update(table).where(*where).values(**values))
+                    return bool(result.rowcount)
+                return conn.execute(sa.select(table.c.id).where(*where)).first() is not None
+        finally:
+            self.meta.cache.drop(registry_id, repository)
+
+    def manifest_deletion_blocker(self, registry_id: int, repository: str, digest: str) -> str | None:
+        """What forbids deleting a manifest (the repository, the manifest or a tag on it locked), or ``None``."""
+        locks = self.locks(registry_id, repository)
+        if not locks.repository.deletable:
+            return f"repository {repository!r}"
+        if not locks.manifest(digest).deletable:
+            return f"manifest {digest}"
+        locked_tags = [name for name, a in locks.tags.items() if not a.deletable]
+        if locked_tags:
+            with self.engine.connect() as conn:
+                on_manifest = conn.execute(
+                    sa.select(tags.c.name)
+                    .select_from(
+                        tags.join(manifests, manifests.c.id == tags.c.manifest_id).join(
+                            repositories, repositories.c.id == tags.c.repository_id
+                        )
+                    )
+                    .where(
+                        repositories.c.registry_id == registry_id,
+                        repositories.c.name == repository,
+                        manifests.c.digest == digest,
+                        tags.c.name.in_(locked_tags),
+                    )
+                ).first()
+            if on_manifest is not None:
+                return f"tag {on_manifest.name!r}"
+        return None
+
+    def delete_repository(self, registry_id: int, repository: str) -> DeletedRepository | None:
+        """Delete the repository with every manifest, tag and blob link in one transaction; ``None`` if it does
+        not exist. Raises :class:`Blocked` (nothing deleted) if it or anything in it is delete- or write-locked;
+        the blobs' bytes go later, when the sweeper finds them unlinked."""
+        locks = self.locks(registry_id, repository)
+        if not locks.repository.deletable:
+            raise Blocked(f"repository {repository!r}")
+        for name, attributes in locks.tags.items():
+            if not attributes.deletable:
+                raise Blocked(f"tag {name!r}")
+        for digest, attributes in locks.manifests.items():
+            if not attributes.deletable:
+                raise Blocked(f"manifest {digest}")
+        try:
+            with self.engine.begin() as conn:
+                repo = self._repo_row(conn, registry_id, repository)
+                if repo is None:
+                    return None
+                digests = [r.digest for r in conn.execute(
+                    sa.select(manifests.c.digest).where(manifests.c.repository_id == repo.id)
+                    .order_by(manifests.c.digest))]
+                names = [r.name for r in conn.execute(
+                    sa.select(tags.c.name).where(tags.c.repository_id == repo.id).order_by(tags.c.name))]
+                if not digests:
+                    return None
+                manifest_ids = sa.select(manifests.c.id).where(manifests.c.repository_id == repo.id)
+                conn.execute(sa.delete(tags).where(tags.c.repository_id == repo.id))
+                conn.execute(sa.delete(manifest_references).where(manifest_references.c.manifest_id.in_(manifest_ids)))
+                conn.execute(sa.delete(manifests).where(manifests.c.repository_id == repo.id))
+                conn.execute(sa.delete(repository_blobs).where(repository_blobs.c.repository_id == repo.id))
+                conn.execute(sa.delete(repositories).where(repositories.c.id == repo.id))
+            return DeletedRepository(digests, names)
+        finally:
+            self.meta.cache.drop(registry_id, repository)
+
+
+def _attribute_columns(table: sa.Table) -> list[sa.ColumnElement[Any]]:
+    return [table.c[c] for c in ATTRIBUTE_COLUMNS.values()]
+
+
+def _page(
+    query: sa.Select[Any], time_col: sa.ColumnElement[Any], key_col: sa.ColumnElement[Any], last: str | None,
+    position: Any, order: Order,
+) -> sa.Select[Any]:
+    if order is Order.KEY:
+        if last is not None:
+            query = query.where(key_col > last)
+        return query.order_by(key_col)
+    descending = order is Order.TIME_DESC
+    if position is not None:
+        at = position[0]
+        if descending:
+            query = query.where(sa.or_(time_col < at, sa.and_(time_col == at, key_col > last)))
+        else:
+            query = query.where(sa.or_(time_col > at, sa.and_(time_col == at, key_col > last)))
+    return query.order_by(time_col.desc() if descending else time_col.asc(), key_col)
+

@@ -1,0 +1,162 @@
+"""Locks (changeable attributes) set the way ``az acr repository update`` sets them (PATCH on ``/acr/v1``) and
+enforced on the data plane with ACR's ``405 REGISTRY_DISALLOWED_OPERATION``; listings hide what is not listable."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import AcrLocal
+from tests.interop.tools import Containers, ToolError
+from tests.ocitools import Manifest, config_blob, image, tar_layer, write_layout
+from tests.registry.conftest import RegistryClient, error_code
+
+DISALLOWED = "REGISTRY_DISALLOWED_OPERATION"
+
+
+def patch(registry: RegistryClient, path: str, **attributes: bool) -> dict[str, Any]:
+    r = registry.patch(path, json=attributes)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def config_of(manifest: Manifest) -> str:
+    return str(json.loads(manifest.body)["config"]["digest"])
+
+
+def refused(response: Any) -> bool:
+    if response.status_code != 405 or error_code(response) != DISALLOWED:
+        return False
+    return "The operation is disallowed on this registry, repository or image." in response.json()["errors"][0][
+        "message"]
+
+
+def test_write_locked_tag_refuses_overwrite_and_delete(registry: RegistryClient, repo: str) -> None:
+    first = registry.push_image(repo, "v1")
+    body = patch(registry, f"/acr/v1/{repo}/_tags/v1", writeEnabled=False)
+    assert body["tag"]["changeableAttributes"] == {"deleteEnabled": True, "writeEnabled": False,
+                                                   "readEnabled": True, "listEnabled": True}
+    other = registry.push_image(repo, "v2")
+    assert refused(registry.put(f"/v2/{repo}/manifests/v1", data=other.body,
+                                headers={"Content-Type": other.media_type}))
+    assert registry.get(f"/v2/{repo}/manifests/v1").content == first.body  # unchanged
+    assert refused(registry.delete(f"/v2/{repo}/manifests/v1"))
+    assert refused(registry.delete(f"/acr/v1/{repo}/_tags/v1"))
+    assert refused(registry.delete(f"/v2/{repo}/manifests/{first.digest}"))  # a locked tag points at it
+    assert refused(registry.delete(f"/acr/v1/{repo}"))
+    # other tags are not affected
+    assert registry.put(f"/v2/{repo}/manifests/v3", data=other.body,
+                        headers={"Content-Type": other.media_type}).status_code == 201
+    patch(registry, f"/acr/v1/{repo}/_tags/v1", writeEnabled=True)
+    assert registry.put(f"/v2/{repo}/manifests/v1", data=other.body,
+                        headers={"Content-Type": other.media_type}).status_code == 201
+
+
+def test_write_locked_repository_refuses_every_push(registry: RegistryClient, repo: str) -> None:
+    registry.push_image(repo, "v1")
+    body = patch(registry, f"/acr/v1/{repo}", writeEnabled=False)
+    assert body["changeableAttributes"]["writeEnabled"] is False and body["imageName"] == repo
+    assert refused(registry.post(f"/v2/{repo}/blobs/uploads/"))
+    assert refused(registry.put(f"/v2/{repo}/manifests/v2", data=b"{}",
+                                headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
+    assert registry.get(f"/v2/{repo}/manifests/v1").status_code == 200  # reads still work
+    patch(registry, f"/acr/v1/{repo}", writeEnabled=True)
+    registry.push_image(repo, "v2")
+
+
+def test_delete_locked_manifest_and_repository(registry: RegistryClient, repo: str) -> None:
+    image_ = registry.push_image(repo, None)
+    patch(registry, f"/acr/v1/{repo}/_manifests/{image_.digest}", deleteEnabled=False)
+    assert refused(registry.delete(f"/v2/{repo}/manifests/{image_.digest}"))
+    assert refused(registry.delete(f"/acr/v1/{repo}/_manifests/{image_.digest}"))
+    assert refused(registry.delete(f"/acr/v1/{repo}"))
+    patch(registry, f"/acr/v1/{repo}/_manifests/{image_.digest}", deleteEnabled=True)
+    patch(registry, f"/acr/v1/{repo}", deleteEnabled=False)
+    assert refused(registry.delete(f"/v2/{repo}/manifests/{image_.digest}"))
+    assert refused(registry.delete(f"/v2/{repo}/blobs/{config_of(image_)}"))
+    patch(registry, f"/acr/v1/{repo}", deleteEnabled=True)
+    r = registry.delete(f"/acr/v1/{repo}")
+    assert r.status_code == 202 and r.json()["manifestsDeleted"] == [image_.digest]
+
+
+def test_read_locks_refuse_pulls(registry: RegistryClient, repo: str) -> None:
+    image_ = registry.push_image(repo, "v1")
+    registry.put(f"/v2/{repo}/manifests/v2", data=image_.body, headers={"Content-Type": image_.media_type})
+    patch(registry, f"/acr/v1/{repo}/_tags/v1", readEnabled=False)
+    assert refused(registry.get(f"/v2/{repo}/manifests/v1"))
+    assert registry.head(f"/v2/{repo}/manifests/v1").status_code == 405
+    assert registry.get(f"/v2/{repo}/manifests/v2").status_code == 200  # another tag of the same image
+    patch(registry, f"/acr/v1/{repo}/_manifests/{image_.digest}", readEnabled=False)
+    assert refused(registry.get(f"/v2/{repo}/manifests/v2"))
+    assert refused(registry.get(f"/v2/{repo}/manifests/{image_.digest}"))
+    patch(registry, f"/acr/v1/{repo}", readEnabled=False)
+    assert refused(registry.get(f"/v2/{repo}/blobs/{config_of(image_)}"))
+    # metadata stays readable, so the lock can be seen and lifted
+    assert registry.get(f"/acr/v1/{repo}/_tags/v1").json()["tag"]["changeableAttributes"]["readEnabled"] is False
+    patch(registry, f"/acr/v1/{repo}", readEnabled=True)
+    patch(registry, f"/acr/v1/{repo}/_manifests/{image_.digest}", readEnabled=True)
+    patch(registry, f"/acr/v1/{repo}/_tags/v1", readEnabled=True)
+    assert registry.get(f"/v2/{repo}/manifests/v1").content == image_.body
+
+
+def test_list_locks_hide_from_listings(registry: RegistryClient, repo: str) -> None:
+    shown = registry.push_image(repo, "shown")
+    registry.push_image(repo, "hidden")
+    patch(registry, f"/acr/v1/{repo}/_tags/hidden", listEnabled=False)
+    assert registry.get(f"/v2/{repo}/tags/list").json()["tags"] == ["shown"]
+    assert [t["name"] for t in registry.get(f"/acr/v1/{repo}/_tags").json()["tags"]] == ["shown"]
+    assert registry.get(f"/acr/v1/{repo}/_tags/hidden").status_code == 200  # still readable by name
+    patch(registry, f"/acr/v1/{repo}/_manifests/{shown.digest}", listEnabled=False)
+    listed = [m["digest"] for m in registry.get(f"/acr/v1/{repo}/_manifests").json()["manifests"]]
+    assert shown.digest not in listed and len(listed) == 1
+    patch(registry, f"/acr/v1/{repo}", listEnabled=False)
+    for path in ("/v2/_catalog", "/acr/v1/_catalog"):
+        assert repo not in registry.get(path).json()["repositories"]
+    assert registry.get(f"/acr/v1/{repo}").status_code == 200
+    patch(registry, f"/acr/v1/{repo}", listEnabled=True)
+    assert repo in registry.get("/acr/v1/_catalog").json()["repositories"]
+
+
+def test_patch_validation(registry: RegistryClient, repo: str) -> None:
+    registry.push_image(repo, "v1")
+    for body in ([], {"writeEnabled": "no"}, {"immutable": True}):
+        r = registry.patch(f"/acr/v1/{repo}/_tags/v1", json=body)
+        assert r.status_code == 400 and error_code(r) == "UNSUPPORTED", r.text
+    r = registry.patch(f"/acr/v1/{repo}/_tags/v1", data=b"{not json")
+    assert r.status_code == 400
+    assert registry.get(f"/acr/v1/{repo}/_tags/v1").json()["tag"]["changeableAttributes"]["writeEnabled"] is True
+    r = registry.patch(f"/acr/v1/{repo}/_tags/missing", json={"writeEnabled": False})
+    assert r.status_code == 404 and error_code(r) == "TAG_UNKNOWN"
+    r = registry.patch(f"/acr/v1/{repo}-missing", json={"writeEnabled": False})
+    assert r.status_code == 404 and error_code(r) == "NAME_UNKNOWN"
+
+
+@pytest.fixture
+def tools(acrlocal: AcrLocal, tmp_path: Path) -> Iterator[Containers]:
+    with Containers(tmp_path, acrlocal) as tools:
+        yield tools
+
+
+def test_skopeo_push_to_a_locked_tag_fails_with_acr_message(tools: Containers, registry: RegistryClient,
+                                                            repo: str, tmp_path: Path) -> None:
+    layer = tar_layer({"hello": b"locked"})
+    config = config_blob(diff_ids=[layer.digest])
+    manifest = image(config, [layer])
+    layout = tmp_path / "layout"
+    write_layout(layout, {"v1": manifest}, [layer, config])
+    dest = f"docker://{tools.ref(repo)}:v1"
+    tools.skopeo("copy", "--dest-cert-dir", str(tools.cert_dir), f"oci:{layout}:v1", dest)
+    pushed = registry.get(f"/v2/{repo}/manifests/v1").content
+    patch(registry, f"/acr/v1/{repo}/_tags/v1", writeEnabled=False)
+    layer2 = tar_layer({"hello": b"changed"})
+    config2 = config_blob(diff_ids=[layer2.digest])
+    layout2 = tmp_path / "layout2"
+    write_layout(layout2, {"v1": image(config2, [layer2])}, [layer2, config2])
+    with pytest.raises(ToolError) as caught:
+        tools.skopeo("copy", "--dest-cert-dir", str(tools.cert_dir), f"oci:{layout2}:v1", dest)
+    assert "disallowed" in str(caught.value)
+    assert registry.get(f"/v2/{repo}/manifests/v1").content == pushed
