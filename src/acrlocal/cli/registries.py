@@ -20,7 +20,7 @@ BAD_REGISTRY_NAME = ("Registry names may contain only alpha numeric characters a
 
 
 def check_registry_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.match(name) and not LOGIN_SERVER.match(name):
         raise CLIError(BAD_REGISTRY_NAME)
     return name
 
@@ -55,3 +55,15 @@ def registry_path(session: Session, name: str, group: str | None) -> str:
 def get_registry(session: Session, name: str, group: str | None) -> dict[str, Any]:
     registry: dict[str, Any] = session.arm.get(registry_path(session, name, group), API["registries"])
     return registry
+
+
+def login_server_of(session: Session, name: str, group: str | None) -> str:
+    """The login server of registry ``name``; a login server given as ``host:port`` (what ``acrlocal status``
+    lists) is used as it is, for identities that may pull but not read the registry's ARM resource."""
+    if ":" in name and LOGIN_SERVER.match(name):
+        return name
+    registry = get_registry(session, name, group)
+    return str((registry.get("properties") or {}).get("loginServer") or registry.get("loginServer"))
+
+
+LOGIN_SERVER = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")

@@ -161,6 +161,10 @@ class Session:
             "user": dict(user),
         } for s in subs]
         if not accounts:
+            if not allow_no_subscriptions and login.get("kind") == "managedIdentity":
+                raise CLIError("No access was configured for the managed identity, hence no subscriptions were "
+                               "found. If this is expected, use '--allow-no-subscriptions' to have tenant level "
+                               "access.")
             if not allow_no_subscriptions:
                 raise CLIError(f"No subscriptions found for {user['name']}.")
             accounts = [{"environmentName": self.endpoints.environment_name, "homeTenantId": tenant, "id": tenant,

@@ -16,7 +16,7 @@ import click
 from acrlocal.cli import acr_auth, docker
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.framework import AzChoice, AzGroup, confirm, flag, option, warn
-from acrlocal.cli.registries import check_registry_name, get_registry, registry_path
+from acrlocal.cli.registries import check_registry_name, get_registry, login_server_of, registry_path
 from acrlocal.cli.resources import API, flatten, group_path, parse_tags, resource_id
 from acrlocal.cli.session import Session
 
@@ -197,8 +197,7 @@ def login(name: str, resource_group: str | None, username: str | None, password:
                  "which does not require Docker to be installed.")
             raise
     session = Session()
-    registry = get_registry(session, name, resource_group)
-    login_server = str((registry.get("properties") or {}).get("loginServer") or registry.get("loginServer"))
+    login_server = login_server_of(session, name, resource_group)
     if username and password:
         user, secret = username, password
     else:

@@ -16,7 +16,7 @@ import click
 from acrlocal.cli import acr_auth
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.framework import AzGroup, confirm, flag, option
-from acrlocal.cli.registries import get_registry
+from acrlocal.cli.registries import login_server_of
 from acrlocal.cli.session import Session
 
 name_option = option("--name", "-n", "name", required=True, help="The name of the container registry.")
@@ -31,8 +31,7 @@ class RegistryAPI:
     def __init__(self, session: Session, registry_name: str, scope: str, username: str | None = None,
                  password: str | None = None) -> None:
         self.session = session
-        registry = get_registry(session, registry_name, None)
-        self.login_server = str(registry["properties"]["loginServer"])
+        self.login_server = login_server_of(session, registry_name, None)
         if username and password:
             import base64
 

@@ -25,6 +25,17 @@ PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "ForeignGroup", "Device"
 AUTH = "providers/Microsoft.Authorization"
 
 
+def flatten_definitions(definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Role definitions as az prints them: ``properties.type`` (BuiltInRole, CustomRole) becomes ``roleType``."""
+    out = []
+    for d in definitions:
+        props = dict(d.get("properties") or {})
+        if "type" in props:
+            props["roleType"] = props.pop("type")
+        out.append(flatten({**d, "properties": props}))
+    return out
+
+
 def role_definition_id(session: Session, role: str, scope: str) -> str:
     """The full id of role ``role`` (name, GUID or id) as seen from ``scope``."""
     if role.startswith("/"):
@@ -153,7 +164,7 @@ def _assignments(session: Session, assignee: str | None, role_: str | None, scop
     elif not all_ and not assignee:
         items = [a for a in items if str(a.get("scope", "")).lower() == sub.lower()]
     definitions = {str(d["id"]).lower().rsplit("/", 1)[-1]: d for d in
-                   flatten(session.arm.list(f"{sub}/{AUTH}/roleDefinitions", API["authorization"]))}
+                   flatten_definitions(session.arm.list(f"{sub}/{AUTH}/roleDefinitions", API["authorization"]))}
     for a in items:
         definition = definitions.get(str(a.get("roleDefinitionId", "")).lower().rsplit("/", 1)[-1], {})
         a["roleDefinitionName"] = definition.get("roleName", "")
@@ -164,7 +175,13 @@ def _assignments(session: Session, assignee: str | None, role_: str | None, scop
     return list(items)
 
 
-@assignment.command("list")
+def assignment_table(result: Any) -> Any:
+    rows = result if isinstance(result, list) else [result]
+    return [{"Principal": r.get("principalName") or r.get("principalId"), "Role": r.get("roleDefinitionName"),
+             "Scope": r.get("scope")} for r in rows]
+
+
+@assignment.command("list", table=assignment_table)
 @option("--assignee", help="Represent a user, group, or service principal.")
 @option("--role", "role_", help="Role name or id.")
 @option("--scope", help="Scope at which the role assignment applies.")
@@ -222,7 +239,8 @@ def definition_list(name: str | None, scope: str | None, custom_role_only: bool)
     session = Session()
     base = scope or f"/subscriptions/{session.subscription_id}"
     params = {"$filter": f"roleName eq '{name}'"} if name and not GUID.match(name) else None
-    items = flatten(session.arm.list(f"{base.rstrip('/')}/{AUTH}/roleDefinitions", API["authorization"], params))
+    items = flatten_definitions(session.arm.list(f"{base.rstrip('/')}/{AUTH}/roleDefinitions", API["authorization"],
+                                                 params))
     if name:
         wanted = name.lower()
         items = [d for d in items if wanted in (str(d.get("roleName", "")).lower(), str(d.get("name", "")).lower())]

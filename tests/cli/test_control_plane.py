@@ -1,0 +1,243 @@
+"""The az-shaped commands against a real server: output shapes, ``--query``/``-o``, az's errors and exit codes, and
+failed commands that change nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+import yaml
+
+from tests.cli.conftest import needs_arm, needs_compute, needs_identities
+from tests.harness import AcrLocal
+
+pytestmark = needs_arm
+
+
+def az(server: AcrLocal, *args: str, env: dict[str, str] | None = None) -> Any:
+    proc = server.cli(*args, check=False, env=env)
+    assert proc.returncode == 0, f"acrlocal {' '.join(args)}: {proc.stderr}"
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def fails(server: AcrLocal, *args: str, code: int = 1, env: dict[str, str] | None = None) -> str:
+    proc = server.cli(*args, check=False, env=env)
+    assert proc.returncode == code, f"acrlocal {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("ERROR: ") or proc.stderr.startswith("WARNING: ")
+    return proc.stderr
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def test_account_show_signs_in_as_the_local_administrator(acrlocal: AcrLocal) -> None:
+    account = az(acrlocal, "account", "show")
+    admin = json.loads((acrlocal.data_dir / "admin.json").read_text())
+    assert sorted(account) == ["environmentName", "homeTenantId", "id", "isDefault", "managedByTenants", "name",
+                               "state", "tenantId", "user"]
+    assert account["id"] == admin["subscriptionId"] and account["tenantId"] == admin["tenantId"]
+    assert account["isDefault"] is True and account["state"] == "Enabled"
+    assert account["user"] == {"name": admin["clientId"], "type": "servicePrincipal"}
+    assert az(acrlocal, "account", "list", "--query", "[].id") == [admin["subscriptionId"]]
+    profile = acrlocal.profile_dir
+    assert stat.S_IMODE(profile.stat().st_mode) == 0o700
+    for path in profile.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert admin["clientSecret"] not in path.read_text(), path  # the profile names admin.json, never copies it
+
+
+def test_get_access_token_for_arm_and_for_acr(acrlocal: AcrLocal) -> None:
+    account = az(acrlocal, "account", "show")
+    arm = az(acrlocal, "account", "get-access-token")
+    assert sorted(arm) == ["accessToken", "expiresOn", "expires_on", "subscription", "tenant", "tokenType"]
+    claims = jwt.decode(arm["accessToken"], options={"verify_signature": False})
+    assert claims["aud"] == "https://management.core.windows.net/" and claims["tid"] == account["tenantId"]
+    acr = az(acrlocal, "account", "get-access-token", "--resource", "https://containerregistry.azure.net")
+    assert jwt.decode(acr["accessToken"], options={"verify_signature": False})["aud"] == \
+        "https://containerregistry.azure.net"
+    tsv = acrlocal.cli("account", "get-access-token", "--scope", "https://containerregistry.azure.net/.default",
+                       "--query", "tokenType", "-o", "tsv").stdout
+    assert tsv == "Bearer\n"
+
+
+def test_group_lifecycle_formats_and_exit_codes(acrlocal: AcrLocal) -> None:
+    name = unique("cli-rg-")
+    created = az(acrlocal, "group", "create", "-n", name, "-l", "westus", "--tags", "team=cli", "env")
+    assert sorted(created) == ["id", "location", "name", "properties", "tags", "type"] or \
+        sorted(created) == ["id", "location", "managedBy", "name", "properties", "tags", "type"]
+    assert created["properties"] == {"provisioningState": "Succeeded"}
+    assert created["tags"] == {"team": "cli", "env": ""}
+    assert az(acrlocal, "group", "show", "--resource-group", name, "--query", "name") == name
+    assert acrlocal.cli("group", "show", "-g", name, "--query", "{n:name,l:location}", "-o", "tsv").stdout == \
+        f"{name}\twestus\n"
+    assert acrlocal.cli("group", "show", "-g", name, "--query", "[name,location]", "-o", "tsv").stdout == \
+        f"{name}\nwestus\n"
+    assert yaml.safe_load(acrlocal.cli("group", "show", "-n", name, "-o", "yaml").stdout)["name"] == name
+    table = acrlocal.cli("group", "list", "-o", "table").stdout.splitlines()
+    assert table[0].split() == ["Name", "Location", "Status"]
+    assert any(line.split() == [name, "westus", "Succeeded"] for line in table[2:])
+    assert acrlocal.cli("group", "list", "-o", "none").stdout == ""
+    assert acrlocal.cli("group", "exists", "-n", name).stdout == "true\n"
+    assert az(acrlocal, "group", "delete", "-n", name, "--yes") is None
+    assert acrlocal.cli("group", "exists", "-n", name).stdout == "false\n"
+    err = fails(acrlocal, "group", "show", "-n", name, code=3)
+    assert err == (f"ERROR: (ResourceGroupNotFound) Resource group '{name}' could not be found.\n"
+                   f"Code: ResourceGroupNotFound\nMessage: Resource group '{name}' could not be found.\n")
+
+
+def test_failed_commands_change_nothing(acrlocal: AcrLocal) -> None:
+    groups = az(acrlocal, "group", "list", "--query", "[].name")
+    registries = az(acrlocal, "acr", "list", "--query", "[].name")
+    err = fails(acrlocal, "group", "create", "-n", "bad name!", "-l", "westus")
+    assert err.startswith("ERROR: (InvalidResourceGroup) ") and "'bad name!'" in err
+    missing = unique("cli-missing-")
+    err = fails(acrlocal, "acr", "create", "-n", "clireg" + uuid.uuid4().hex[:6], "-g", missing, "--sku", "Basic")
+    assert "ResourceGroupNotFound" in err
+    fails(acrlocal, "acr", "create", "-n", "Bad-Name", "-g", "acrlocal", "--sku", "Basic")
+    fails(acrlocal, "acr", "create", "-n", "abcde", "-g", "acrlocal", "--sku", "Gold", code=2)
+    fails(acrlocal, "group", "delete", "-n", "acrlocal")  # no --yes and no terminal: cancelled
+    assert az(acrlocal, "group", "list", "--query", "[].name") == groups
+    assert az(acrlocal, "acr", "list", "--query", "[].name") == registries
+
+
+def test_acr_lifecycle(acrlocal: AcrLocal) -> None:
+    group = unique("cli-acr-")
+    az(acrlocal, "group", "create", "-n", group, "-l", "eastus")
+    name = "clireg" + uuid.uuid4().hex[:8]
+    reg = az(acrlocal, "acr", "create", "-n", name, "-g", group, "--sku", "Standard")
+    assert reg["name"] == name and reg["resourceGroup"] == group and reg["location"] == "eastus"
+    assert reg["adminUserEnabled"] is False and reg["sku"]["name"] == "Standard"
+    assert reg["loginServer"].startswith("localhost:") and "properties" not in reg
+    assert az(acrlocal, "acr", "show", "-n", name, "--query", "loginServer") == reg["loginServer"]
+    table = acrlocal.cli("acr", "list", "-g", group, "-o", "table").stdout.splitlines()
+    assert table[0].split()[:4] == ["NAME", "RESOURCE", "GROUP", "LOCATION"]
+    check = az(acrlocal, "acr", "check-name", "-n", name)
+    assert check["nameAvailable"] is False and check["reason"] == "AlreadyExists"
+    assert az(acrlocal, "acr", "check-name", "-n", "clifree" + uuid.uuid4().hex[:8])["nameAvailable"] is True
+
+    err = fails(acrlocal, "acr", "credential", "show", "-n", name)
+    assert err == f"ERROR: Run 'acrlocal acr update -n {name} --admin-enabled true' to enable admin first.\n"
+    assert az(acrlocal, "acr", "update", "-n", name, "--admin-enabled", "--query", "adminUserEnabled") is True
+    creds = az(acrlocal, "acr", "credential", "show", "-n", name)
+    assert creds["username"] == name and [p["name"] for p in creds["passwords"]] == ["password", "password2"]
+    renewed = az(acrlocal, "acr", "credential", "renew", "-n", name, "--password-name", "password2")
+    assert renewed["passwords"][0] == creds["passwords"][0]
+    assert renewed["passwords"][1]["value"] != creds["passwords"][1]["value"]
+    assert az(acrlocal, "acr", "update", "-n", name, "--admin-enabled", "false", "--query", "adminUserEnabled") \
+        is False
+
+    err = fails(acrlocal, "acr", "show", "-n", "nosuchreg99")
+    account = az(acrlocal, "account", "show")
+    assert err == ("ERROR: The resource with name 'nosuchreg99' and type 'Microsoft.ContainerRegistry/registries' "
+                   f"could not be found in subscription '{account['name']} ({account['id']})'.\n")
+    err = fails(acrlocal, "acr", "show", "-n", "nosuchreg99", "-g", group, code=3)
+    assert err.startswith("ERROR: (ResourceNotFound) ")
+    assert az(acrlocal, "acr", "delete", "-n", name, "--yes") is None
+    assert az(acrlocal, "acr", "list", "-g", group) == []
+    az(acrlocal, "group", "delete", "-n", group, "--yes")
+
+
+def test_role_definitions_by_name_ignoring_case(acrlocal: AcrLocal) -> None:
+    found = az(acrlocal, "role", "definition", "list", "--name", "acrpull")
+    assert [d["roleName"] for d in found] == ["AcrPull"]
+    assert found[0]["name"] == "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+    assert {"assignableScopes", "description", "id", "name", "permissions", "roleName", "roleType",
+            "type"} <= set(found[0])
+
+
+@needs_identities
+@needs_compute
+def test_tutorial_resources_identity_vm_and_role_assignment(acrlocal: AcrLocal) -> None:
+    group = unique("cli-tut-")
+    az(acrlocal, "group", "create", "-n", group, "-l", "westus")
+    registry = "clitut" + uuid.uuid4().hex[:8]
+    az(acrlocal, "acr", "create", "-n", registry, "-g", group, "--sku", "Basic")
+    ident = az(acrlocal, "identity", "create", "-n", "myACRId", "-g", group)
+    assert {"clientId", "id", "location", "name", "principalId", "resourceGroup", "tags", "tenantId", "type"} <= \
+        set(ident)
+    assert az(acrlocal, "identity", "list", "-g", group, "--query", "[].name") == ["myACRId"]
+    fic = az(acrlocal, "identity", "federated-credential", "create", "-n", "fic1", "--identity-name", "myACRId",
+             "-g", group, "--issuer", "https://issuer.example", "--subject", "system:serviceaccount:ns:sa")
+    assert fic["audiences"] == ["api://AzureADTokenExchange"] and fic["subject"] == "system:serviceaccount:ns:sa"
+    assert az(acrlocal, "identity", "federated-credential", "list", "--identity-name", "myACRId", "-g", group,
+              "--query", "[].name") == ["fic1"]
+    az(acrlocal, "identity", "federated-credential", "delete", "-n", "fic1", "--identity-name", "myACRId",
+       "-g", group, "--yes")
+
+    vm = az(acrlocal, "vm", "create", "-g", group, "-n", "myDockerVM", "--image", "UbuntuLTS",
+            "--admin-username", "azureuser", "--generate-ssh-keys")
+    assert sorted(vm) == ["fqdns", "id", "location", "macAddress", "powerState", "privateIpAddress",
+                          "publicIpAddress", "resourceGroup", "zones"]
+    assigned = az(acrlocal, "vm", "identity", "assign", "-g", group, "-n", "myDockerVM", "--identities", "myACRId")
+    assert assigned["systemAssignedIdentity"] == ""
+    ((rid, info),) = assigned["userAssignedIdentities"].items()
+    assert rid.lower() == ident["id"].lower()
+    assert info == {"clientId": ident["clientId"], "principalId": ident["principalId"]}
+    both = az(acrlocal, "vm", "identity", "assign", "-g", group, "-n", "myDockerVM")
+    assert both["systemAssignedIdentity"] and len(both["userAssignedIdentities"]) == 1
+    assert az(acrlocal, "vm", "identity", "show", "-g", group, "-n", "myDockerVM", "--query", "type") == \
+        "SystemAssigned, UserAssigned"
+
+    scope = az(acrlocal, "acr", "show", "-n", registry, "--query", "id")
+    assignment = az(acrlocal, "role", "assignment", "create", "--assignee", ident["principalId"], "--scope", scope,
+                    "--role", "acrpull")
+    assert assignment["principalId"] == ident["principalId"] and assignment["scope"] == scope
+    assert assignment["roleDefinitionId"].endswith("/7f951dda-4ed3-4680-a7ca-43fe172d538d")
+    by_client_id = az(acrlocal, "role", "assignment", "create", "--assignee", ident["clientId"], "--scope", scope,
+                      "--role", "AcrPush")
+    assert by_client_id["principalId"] == ident["principalId"]
+    listed = az(acrlocal, "role", "assignment", "list", "--scope", scope)
+    assert sorted(a["roleDefinitionName"] for a in listed) == ["AcrPull", "AcrPush"]
+    err = fails(acrlocal, "role", "assignment", "create", "--assignee", ident["principalId"], "--scope", scope,
+                "--role", "NoSuchRole")
+    assert err == "ERROR: Role 'NoSuchRole' doesn't exist.\n"
+    az(acrlocal, "role", "assignment", "delete", "--assignee", ident["principalId"], "--role", "acrpush",
+       "--scope", scope)
+    assert [a["roleDefinitionName"] for a in az(acrlocal, "role", "assignment", "list", "--scope", scope)] == \
+        ["AcrPull"]
+
+    removed = az(acrlocal, "vm", "identity", "remove", "-g", group, "-n", "myDockerVM", "--identities", "[system]")
+    assert removed["type"] == "UserAssigned"
+    _login_inside_vm(acrlocal, group, ident)
+    az(acrlocal, "vm", "delete", "-g", group, "-n", "myDockerVM", "--yes")
+    az(acrlocal, "group", "delete", "-n", group, "--yes")
+
+
+def _vm_env(acrlocal: AcrLocal, group: str, tmp_home: Path) -> dict[str, str]:
+    vm_id = az(acrlocal, "vm", "show", "-g", group, "-n", "myDockerVM", "--query", "vmId")
+    env: dict[str, str] = {}
+    for line in (acrlocal.data_dir / "vms" / vm_id / "env").read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = value.strip("'")
+    env.update({"ACRLOCAL_ENDPOINT": acrlocal.shared, "ACRLOCAL_DATA_DIR": str(tmp_home / "no-server"),
+                "ACRLOCAL_CONFIG_DIR": str(tmp_home / "profile"), "IDENTITY_ENDPOINT": "", "IDENTITY_HEADER": ""})
+    return env
+
+
+def _login_inside_vm(acrlocal: AcrLocal, group: str, ident: dict[str, Any]) -> None:
+    home = acrlocal.data_dir.parent / unique("vm-home-")
+    env = _vm_env(acrlocal, group, home)
+    assert env["AZURE_POD_IDENTITY_AUTHORITY_HOST"].startswith("http://127.0.0.1:")
+    accounts = az(acrlocal, "login", "--identity", "--username", ident["clientId"], env=env)
+    assert accounts[0]["user"] == {"assignedIdentityInfo": f"MSIClient-{ident['clientId']}",
+                                   "name": "userAssignedIdentity", "type": "servicePrincipal"}
+    by_id = az(acrlocal, "login", "--identity", "--username", ident["id"], env=env)
+    assert by_id[0]["user"]["assignedIdentityInfo"] == f"MSIResource-{ident['id']}"
+    by_object = az(acrlocal, "login", "--identity", "--object-id", ident["principalId"], env=env)
+    assert by_object[0]["user"]["assignedIdentityInfo"] == f"MSIObject-{ident['principalId']}"
+    token = az(acrlocal, "account", "get-access-token", "--resource", "https://containerregistry.azure.net",
+               env=env)
+    assert jwt.decode(token["accessToken"], options={"verify_signature": False})["oid"] == ident["principalId"]
+    # the identity may pull from the registry but not read ARM: the registry is invisible to it, as in Azure
+    assert az(acrlocal, "group", "list", env=env) == []
+    assert not (home / "no-server").exists()
+    assert os.environ.get("HOME") != env["HOME"]
+    az(acrlocal, "logout", env=env)
+    assert fails(acrlocal, "account", "show", env=env).startswith("ERROR: Please run 'acrlocal login'")
