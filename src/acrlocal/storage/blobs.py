@@ -185,9 +185,12 @@ class FileBlobStore:
             state.hasher.update(buf)
             state.offset += len(buf)
 
+        # Double-buffered: while one 1 MiB piece is hashed and written in the executor, the event loop goes on
+        # receiving (and decrypting) the next one, so the two run on both cores. Pieces are written in order.
         with open(path, "ab") as f:
             pending: list[bytes] = []
             pending_size = 0
+            in_flight: asyncio.Future[None] | None = None
             try:
                 async for chunk in chunks:
                     taken += len(chunk)
@@ -198,8 +201,12 @@ class FileBlobStore:
                     if pending_size >= CHUNK:
                         buf = b"".join(pending)
                         pending, pending_size = [], 0
-                        await loop.run_in_executor(None, write, f, buf)
+                        if in_flight is not None:
+                            await in_flight
+                        in_flight = loop.run_in_executor(None, write, f, buf)
             finally:
+                if in_flight is not None:
+                    await in_flight
                 if pending:
                     await loop.run_in_executor(None, write, f, b"".join(pending))
         return state.offset
