@@ -241,3 +241,23 @@ def _login_inside_vm(acrlocal: AcrLocal, group: str, ident: dict[str, Any]) -> N
     assert os.environ.get("HOME") != env["HOME"]
     az(acrlocal, "logout", env=env)
     assert fails(acrlocal, "account", "show", env=env).startswith("ERROR: Please run 'acrlocal login'")
+
+
+def test_service_principal_for_rbac_signs_in_and_is_held_to_its_role(acrlocal: AcrLocal, tmp_path: Path) -> None:
+    sub = az(acrlocal, "account", "show", "--query", "id")
+    name = unique("cli-sp-")
+    sp = az(acrlocal, "ad", "sp", "create-for-rbac", "--name", name, "--role", "reader", "--scopes",
+            f"/subscriptions/{sub}", "--only-show-errors")
+    assert sorted(sp) == ["appId", "displayName", "password", "tenant"] and sp["displayName"] == name
+    env = {"ACRLOCAL_CONFIG_DIR": str(tmp_path / "sp-profile")}
+    accounts = az(acrlocal, "login", "--service-principal", "-u", sp["appId"], "-p", sp["password"], "--tenant",
+                  sp["tenant"], env=env)
+    assert accounts[0]["user"] == {"name": sp["appId"], "type": "servicePrincipal"}
+    assert "acrlocal" in az(acrlocal, "group", "list", "--query", "[].name", env=env)
+    before = az(acrlocal, "group", "list", "--query", "[].name")
+    err = fails(acrlocal, "group", "create", "-n", unique("cli-denied-"), "-l", "westus", env=env)
+    assert err.startswith("ERROR: (AuthorizationFailed) ")
+    assert az(acrlocal, "group", "list", "--query", "[].name") == before
+    bad = fails(acrlocal, "login", "--service-principal", "-u", sp["appId"], "-p", "wrong", "--tenant",
+                sp["tenant"], env={"ACRLOCAL_CONFIG_DIR": str(tmp_path / "bad-profile")})
+    assert "AADSTS7000215" in bad and not (tmp_path / "bad-profile").exists()
