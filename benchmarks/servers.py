@@ -194,6 +194,7 @@ class AcrLocal(_Process):
                 [
                     self.python, "-m", "acrlocal", "up", "--data-dir", str(self.data_dir),
                     "--port", "0", "--registry-port-base", "0", "--imds-port-base", "0", "--log-level", "warning",
+                    "--registry-rate-limit", "off",  # throughput is measured, not ACR's per-SKU limits
                     *self.extra_args,
                 ],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,

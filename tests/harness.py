@@ -14,6 +14,9 @@ from typing import Any
 import requests
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+#: Registry throttling stays on in tests, with limits far above what any test sends (tests push hundreds of blobs;
+#: ACR's Standard SKU allows 500 writes a minute). A later ``--registry-rate-limit`` in ``extra_args`` wins.
+TEST_RATE_LIMIT = "1000000/1000000"
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -59,7 +62,8 @@ class AcrLocal:
         self.proc = subprocess.Popen(
             acrlocal_cmd(
                 "up", "--data-dir", str(self.data_dir), "--port", "0", "--registry-port-base", "0",
-                "--imds-port-base", "0", "--log-level", "info", *self.extra_args,
+                "--imds-port-base", "0", "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
+                *self.extra_args,
             ),
             stdout=log, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True,
         )

@@ -7,6 +7,7 @@ directory, TLS by a local CA, loopback only). Environment variables override def
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class Settings:
     hostname_suffix: str = "localhost"
     default_registry: str = "acrlocal"
     database_url: str | None = None
+    # Registry data-plane throttling: "sku" (ACR's documented read/write operations per minute by SKU), "off",
+    # or "READS/WRITES" per minute for every registry (see acrlocal.registry.throttle).
+    registry_rate_limit: str = "sku"
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -66,6 +70,9 @@ class Settings:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} {value} is not a TCP port (0-65535)")
+        if not re.fullmatch(r"sku|off|\d{1,12}/\d{1,12}", self.registry_rate_limit.strip().lower()):
+            raise ConfigError(f"registry_rate_limit {self.registry_rate_limit[:40]!r} is not 'sku', 'off' or "
+                              "READS/WRITES per minute (e.g. 3000/500)")
         if self.imds_rate_limit < 0:
             raise ConfigError(f"imds_rate_limit {self.imds_rate_limit} must be 0 (off) or a positive rate")
 

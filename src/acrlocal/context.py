@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from acrlocal.config import Settings
 from acrlocal.listeners import Listeners
 from acrlocal.registry.authz import Authorizer, OpenAuthorizer
+from acrlocal.registry.throttle import Throttle, parse_policy
 from acrlocal.storage.artifacts import ArtifactCatalog, SqlArtifacts
 from acrlocal.storage.blobs import BlobStore
 from acrlocal.storage.metadata import RegistryMetadata, SqlRegistryMetadata
@@ -44,6 +45,8 @@ class Context:
     registry_auth: Authorizer = field(default_factory=OpenAuthorizer)
     # ACR's view of the same content (/acr/v1, changeable attributes); made from registry_meta when not given.
     registry_artifacts: ArtifactCatalog | None = None
+    # Per-registry read/write rate limits of the data plane; made from settings.registry_rate_limit when not given.
+    registry_throttle: Throttle | None = None
     # Services of the rooms, set by server.py as each room is assembled.
     extras: dict[str, Any] = field(default_factory=dict)
     compute: ComputeRuntime | None = None
@@ -51,6 +54,8 @@ class Context:
     def __post_init__(self) -> None:
         if self.registry_artifacts is None and isinstance(self.registry_meta, SqlRegistryMetadata):
             self.registry_artifacts = SqlArtifacts(self.registry_meta)
+        if self.registry_throttle is None:
+            self.registry_throttle = Throttle(parse_policy(self.settings.registry_rate_limit))
 
     @property
     def artifacts(self) -> ArtifactCatalog:

@@ -88,7 +88,10 @@ async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamRe
         handler = ROUTES.get((route.endpoint, request.method)) if route is not None else None
         if handler is None or route is None:
             raise _not_found(route)
-        return await handler(request, request.app["ctx"], registry, route)
+        ctx: Context = request.app["ctx"]
+        if ctx.registry_throttle is not None:
+            ctx.registry_throttle.check(registry, request.method)
+        return await handler(request, ctx, registry, route)
     except RegistryError as err:
         return error_response(err)
     except (ConnectionError, asyncio.CancelledError):
