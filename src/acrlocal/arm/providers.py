@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 #: Modules that register providers; imported by :func:`load_providers` (a module not built yet is skipped).
 PROVIDER_MODULES = (
     "acrlocal.arm.registries",
+    "acrlocal.arm.tokens",
     "acrlocal.arm.authorization",
     "acrlocal.arm.identities",
     "acrlocal.arm.compute",

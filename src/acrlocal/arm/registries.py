@@ -90,7 +90,8 @@ class Registries(ResourceType):
                     "2022-12-01", "2021-09-01", "2019-05-01")
     name_pattern = REGISTRY_NAME
     name_rule = "5 to 50 letters and digits"
-    actions = {"listCredentials": "list_credentials", "regenerateCredential": "regenerate_credential"}
+    actions = {"listCredentials": "list_credentials", "regenerateCredential": "regenerate_credential",
+               "generateCredentials": "generate_credentials", "listAuditEvents": "list_audit_events"}
 
     def validate_name(self, call: Call, name: str) -> None:
         if not REGISTRY_NAME.match(name):
@@ -144,6 +145,9 @@ class Registries(ResourceType):
             except ConfigError as exc:
                 raise ArmError(400, "InvalidResourceName", str(exc)) from None
             created = _iso(rec.created)
+            from acrlocal.arm.tokens import ensure_system_scope_maps
+
+            ensure_system_scope_maps(call.store, resource)
             return resource.evolve(properties={**resource.properties, "creationDate": created})
         hosting.table.update_properties(resource.name, plane)
         hosting.refresh(resource.name)
@@ -189,6 +193,18 @@ class Registries(ResourceType):
                                   system_data=call.system_data(resource.system_data))
         call.store.put_resource(updated)
         return await self.list_credentials(call, updated)
+
+    async def generate_credentials(self, call: Call, resource: Resource) -> JsonObject:
+        """Passwords of a repository-scoped token (see :mod:`acrlocal.arm.tokens`)."""
+        from acrlocal.arm.tokens import generate_credentials
+
+        return await generate_credentials(call, resource)
+
+    async def list_audit_events(self, call: Call, resource: Resource) -> JsonObject:
+        """The registry's audit log (see :mod:`acrlocal.registry.audit_api`)."""
+        from acrlocal.registry.audit_api import list_audit_events
+
+        return await list_audit_events(call, resource)
 
     async def on_start(self, ctx: Context, store: ArmStore) -> None:
         await reconcile(ctx, store, self)

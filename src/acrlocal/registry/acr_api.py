@@ -29,7 +29,7 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from acrlocal.context import Context
-from acrlocal.registry import guards
+from acrlocal.registry import audit, guards
 from acrlocal.registry.authz import CATALOG, DELETE, METADATA_READ, METADATA_WRITE
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
@@ -97,7 +97,7 @@ async def catalog(request: web.Request, ctx: Context, registry: RegistryRecord, 
     """Repository names in order (those with listing enabled), ``n`` at most, after ``last``."""
     n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
     last = request.query.get("last") or None
-    await ctx.registry_auth.authorize(request, registry, None, (CATALOG,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, None, (CATALOG,)))
     found = ctx.registry_meta.list_repositories(registry.id, last, n + 1) if n else []
     headers: dict[str, str] = {}
     if n and len(found) > n:
@@ -126,7 +126,7 @@ def _repository_body(request: web.Request, ctx: Context, registry: RegistryRecor
 
 async def get_repository(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
     name = check_repository(route.name)
-    await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
     return _answer(_repository_body(request, ctx, registry, name))
 
 
@@ -158,7 +158,7 @@ async def _attribute_changes(request: web.Request) -> dict[str, bool]:
 async def patch_repository(request: web.Request, ctx: Context, registry: RegistryRecord,
                            route: Route) -> web.Response:
     name = check_repository(route.name)
-    await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
     if ctx.artifacts.repository(registry.id, name) is None:
         raise _unknown_repository(name)
@@ -170,13 +170,15 @@ async def delete_repository(request: web.Request, ctx: Context, registry: Regist
                             route: Route) -> web.Response:
     """202 with the manifests and tags deleted; REGISTRY_DISALLOWED_OPERATION if anything in it is locked."""
     name = check_repository(route.name)
-    await ctx.registry_auth.authorize(request, registry, name, (DELETE,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     try:
         deleted = ctx.artifacts.delete_repository(registry.id, name)
     except Blocked as exc:
         raise guards.disallowed(exc.what, "deleteEnabled") from None
     if deleted is None:
         raise _unknown_repository(name)
+    audit.repository_event(request, ctx, registry.name, "Delete", name, description=(
+        f"repository deleted with {len(deleted.manifests)} manifests and {len(deleted.tags)} tags"))
     return _answer({"manifestsDeleted": deleted.manifests, "tagsDeleted": deleted.tags}, status=202)
 
 
@@ -201,7 +203,7 @@ async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord
     order = _order(request)
     digest_param = request.query.get("digest")
     digest = str(parse_digest(digest_param)) if digest_param else None
-    await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
     found = ctx.artifacts.tags(registry.id, name, last, n + 1, order, digest) if n else []
     if found is None or (not found and ctx.artifacts.repository(registry.id, name) is None):
         raise _unknown_repository(name)
@@ -225,14 +227,14 @@ def _tag_body(request: web.Request, ctx: Context, registry: RegistryRecord, name
 async def get_tag(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
     name = check_repository(route.name)
     tag = check_tag(route.ref)
-    await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
     return _answer(_tag_body(request, ctx, registry, name, tag))
 
 
 async def patch_tag(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
     name = check_repository(route.name)
     tag = check_tag(route.ref)
-    await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
     _tag_body(request, ctx, registry, name, tag)  # 404 before any change
     ctx.artifacts.set_attributes(registry.id, name, changes, tag=tag)
@@ -243,12 +245,13 @@ async def delete_tag(request: web.Request, ctx: Context, registry: RegistryRecor
     """Untag (the manifest stays); 202, TAG_UNKNOWN, or REGISTRY_DISALLOWED_OPERATION if locked."""
     name = check_repository(route.name)
     tag = check_tag(route.ref)
-    await ctx.registry_auth.authorize(request, registry, name, (DELETE,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     guards.check_tag_delete(ctx.artifacts, registry.id, name, tag)
     if not ctx.registry_meta.delete_tag(registry.id, name, tag):
         if ctx.artifacts.repository(registry.id, name) is None:
             raise _unknown_repository(name)
         raise _unknown_tag(name, tag)
+    audit.repository_event(request, ctx, registry.name, "Untag", name, tag=tag)
     return _answer({}, status=202)
 
 
@@ -333,7 +336,7 @@ async def list_manifests(request: web.Request, ctx: Context, registry: RegistryR
     n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
     last = request.query.get("last") or None
     order = _order(request)
-    await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
     found = ctx.artifacts.manifests(registry.id, name, last, n + 1, order) if n else []
     if found is None or (not found and ctx.artifacts.repository(registry.id, name) is None):
         raise _unknown_repository(name)
@@ -359,7 +362,7 @@ async def _manifest_body(request: web.Request, ctx: Context, registry: RegistryR
 async def get_manifest(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
     name = check_repository(route.name)
     digest = str(parse_digest(route.ref))
-    await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
     return _answer(await _manifest_body(request, ctx, registry, name, digest))
 
 
@@ -367,7 +370,7 @@ async def patch_manifest(request: web.Request, ctx: Context, registry: RegistryR
                          route: Route) -> web.Response:
     name = check_repository(route.name)
     digest = str(parse_digest(route.ref))
-    await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
     await _manifest_body(request, ctx, registry, name, digest)  # 404 before any change
     ctx.artifacts.set_attributes(registry.id, name, changes, digest=digest)
@@ -379,11 +382,12 @@ async def delete_manifest(request: web.Request, ctx: Context, registry: Registry
     """The manifest and every tag on it; 202, MANIFEST_UNKNOWN, or REGISTRY_DISALLOWED_OPERATION if locked."""
     name = check_repository(route.name)
     digest = str(parse_digest(route.ref))
-    await ctx.registry_auth.authorize(request, registry, name, (DELETE,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     guards.check_manifest_delete(ctx.artifacts, registry.id, name, digest)
     if not ctx.registry_meta.delete_manifest(registry.id, name, digest):
         if ctx.artifacts.repository(registry.id, name) is None:
             raise _unknown_repository(name)
         raise _unknown_manifest(name, digest)
+    audit.repository_event(request, ctx, registry.name, "Delete", name, digest=digest)
     return _answer({}, status=202)
 

@@ -24,7 +24,7 @@ from aiohttp import hdrs, web
 
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
-from acrlocal.registry import guards, locks
+from acrlocal.registry import audit, guards, locks
 from acrlocal.registry.authz import DELETE, PULL, PUSH, Caller
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
@@ -73,7 +73,7 @@ async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord,
     """
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
-    await ctx.registry_auth.authorize(request, registry, name, (PULL,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
     size = ctx.registry_meta.blob_size(registry.id, name, str(digest))
     if size is None:
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": str(digest)})
@@ -102,7 +102,7 @@ async def delete_blob(request: web.Request, ctx: Context, registry: RegistryReco
     """Unlink a blob from the repository (202); its bytes go when no repository links it any more."""
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
-    await ctx.registry_auth.authorize(request, registry, name, (DELETE,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     guards.check_blob_delete(ctx.artifacts, registry.id, name)
     key = str(digest)
     async with locks.digests(key):
@@ -171,7 +171,7 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
     mount_digest = parse_digest(mount) if mount is not None else None
     source_name = check_repository(source) if mount is not None and source else None
     digest = parse_digest(digest_param) if digest_param is not None else None
-    caller = await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH))
+    caller = audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH)))
     guards.check_write(ctx.artifacts, registry.id, name)
 
     if mount_digest is not None and source_name is not None and await _mount(
@@ -224,7 +224,7 @@ async def _session(
     unknown = RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id[:80]!r} is not open in repository {name!r}")
     if not UPLOAD_ID.fullmatch(upload_id):
         raise unknown
-    caller = await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH))
+    caller = audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH)))
     session = ctx.registry_meta.get_upload(upload_id)
     if (
         session is None

@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from acrlocal.context import Context
-from acrlocal.registry import acr_api, blob_api, locks, manifest_api
+from acrlocal.registry import acr_api, audit, blob_api, guards, locks, manifest_api
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.paths import Endpoint, Route, parse_path
@@ -76,6 +76,9 @@ ROUTES: dict[tuple[Endpoint, str], Handler] = {
 }
 
 
+_OPERATIONS = {"GET": "Pull", "HEAD": "Pull", "PUT": "Push", "POST": "Push", "PATCH": "Push", "DELETE": "Delete"}
+
+
 def _not_found(route: Route | None) -> RegistryError:
     if route is None:
         return RegistryError("NAME_UNKNOWN", "no such endpoint under /v2/ or /acr/v1/", status=404)
@@ -93,6 +96,9 @@ async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamRe
             ctx.registry_throttle.check(registry, request.method)
         return await handler(request, ctx, registry, route)
     except RegistryError as err:
+        if err.code == guards.DISALLOWED and route is not None:
+            audit.repository_event(request, request.app["ctx"], registry.name, _OPERATIONS.get(request.method, "Pull"),
+                                   route.name or None, result="Denied", description=str(err.detail))
         return error_response(err)
     except (ConnectionError, asyncio.CancelledError):
         raise
@@ -164,11 +170,13 @@ async def on_startup(ctx: Context) -> None:
     if removed:
         log.info("removed %d upload files no session owned", removed)
     await sweep(ctx)
+    audit.start(ctx)
     ctx.extras[_SWEEPER] = asyncio.get_running_loop().create_task(_sweep_forever(ctx), name=_SWEEPER)
 
 
 async def on_shutdown(ctx: Context) -> None:
-    """Called after listeners closed: stop the sweeper."""
+    """Called after listeners closed: stop the sweeper, write the audit events still queued."""
+    await audit.stop(ctx)
     task = ctx.extras.pop(_SWEEPER, None)
     if task is not None:
         task.cancel()

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from acrlocal.context import Context
-from acrlocal.registry import guards
+from acrlocal.registry import audit, guards
 from acrlocal.registry.authz import CATALOG, DELETE, OVERWRITE, PULL, PUSH
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
@@ -36,14 +36,17 @@ async def get_manifest(request: web.Request, ctx: Context, registry: RegistryRec
     """GET/HEAD by tag or digest: the stored bytes with their media type and digest; MANIFEST_UNKNOWN (404)."""
     name = check_repository(route.name)
     reference = parse_reference(route.ref)
-    await ctx.registry_auth.authorize(request, registry, name, (PULL,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
     record = ctx.registry_meta.get_manifest(registry.id, name, str(reference))
     if record is None:
         raise RegistryError(
             "MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name!r}", {"reference": str(reference)}
         )
-    guards.check_pull(ctx.artifacts, registry.id, name, reference if isinstance(reference, str) else None,
-                      record.digest)
+    tag = reference if isinstance(reference, str) else None
+    guards.check_pull(ctx.artifacts, registry.id, name, tag, record.digest)
+    if request.method == "GET":
+        audit.repository_event(request, ctx, registry.name, "Pull", name, tag=tag, digest=record.digest,
+                               media_type=record.media_type, size=record.size)
     headers = {
         hdrs.CONTENT_TYPE: record.media_type,
         CONTENT_DIGEST: record.digest,
@@ -83,7 +86,7 @@ async def put_manifest(request: web.Request, ctx: Context, registry: RegistryRec
     actions: tuple[str, ...] = (PULL, PUSH)
     if tag is not None and ctx.registry_meta.tag_exists(registry.id, name, tag):
         actions += (OVERWRITE,)
-    await ctx.registry_auth.authorize(request, registry, name, actions)
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, actions))
     guards.check_write(ctx.artifacts, registry.id, name, tag)
 
     body = await _read_capped(request, ctx.settings.limits.manifest_max_bytes)
@@ -116,6 +119,8 @@ async def put_manifest(request: web.Request, ctx: Context, registry: RegistryRec
             f"manifest references what repository {name!r} does not have: {', '.join(exc.digests)}",
             [{"digest": d} for d in exc.digests],
         ) from exc
+    audit.repository_event(request, ctx, registry.name, "Push", name, tag=tag, digest=str(digest),
+                           media_type=parsed.media_type, size=len(body))
     headers = {"Location": manifest_location(name, str(digest)), CONTENT_DIGEST: str(digest)}
     if parsed.subject is not None:
         headers[OCI_SUBJECT] = str(parsed.subject)
@@ -127,7 +132,7 @@ async def delete_manifest(request: web.Request, ctx: Context, registry: Registry
     MANIFEST_UNKNOWN (404)."""
     name = check_repository(route.name)
     reference = parse_reference(route.ref)
-    await ctx.registry_auth.authorize(request, registry, name, (DELETE,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     if isinstance(reference, Digest):
         guards.check_manifest_delete(ctx.artifacts, registry.id, name, str(reference))
         found = ctx.registry_meta.delete_manifest(registry.id, name, str(reference))
@@ -138,6 +143,10 @@ async def delete_manifest(request: web.Request, ctx: Context, registry: Registry
         raise RegistryError(
             "MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name!r}", {"reference": str(reference)}
         )
+    if isinstance(reference, Digest):
+        audit.repository_event(request, ctx, registry.name, "Delete", name, digest=str(reference))
+    else:
+        audit.repository_event(request, ctx, registry.name, "Untag", name, tag=reference)
     return empty(202, {})
 
 
@@ -154,7 +163,7 @@ async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord
     name = check_repository(route.name)
     n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
     last = request.query.get("last") or None
-    await ctx.registry_auth.authorize(request, registry, name, (PULL,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
     found = ctx.registry_meta.list_tags(registry.id, name, last, n + 1 if n else 0)
     if found is None:
         raise RegistryError("NAME_UNKNOWN", f"repository {name!r} is not known to registry", {"name": name})
@@ -169,7 +178,7 @@ async def catalog(request: web.Request, ctx: Context, registry: RegistryRecord, 
     """Repositories with at least one manifest, paginated like the tag list."""
     n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
     last = request.query.get("last") or None
-    await ctx.registry_auth.authorize(request, registry, None, (CATALOG,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, None, (CATALOG,)))
     found = ctx.registry_meta.list_repositories(registry.id, last, n + 1) if n else []
     headers: dict[str, str] = {}
     if n and len(found) > n:
@@ -186,7 +195,7 @@ async def referrers(request: web.Request, ctx: Context, registry: RegistryRecord
     artifact_type = request.query.get("artifactType") or None
     last = request.query.get("last") or None
     limit = ctx.settings.limits.page_size_max
-    await ctx.registry_auth.authorize(request, registry, name, (PULL,))
+    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
     found = ctx.registry_meta.referrers(registry.id, name, str(subject), artifact_type, last, limit + 1)
     headers: dict[str, str] = {}
     if artifact_type is not None:
