@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import ssl
 
 from tests.ocitools import DOCKER_MANIFEST, OCI_MANIFEST, Blob, config_blob, image, sha256, sha512, tar_layer
 from tests.registry.conftest import RegistryClient, error_code
@@ -169,3 +171,22 @@ def test_blob_pulled_through_a_layer_tar(registry: RegistryClient, repo: str) ->
     layer = tar_layer({"etc/hello": b"hi\n"})
     registry.push_blob(repo, layer)
     assert registry.get(f"/v2/{repo}/blobs/{layer.digest}").content == layer.data
+
+
+def test_same_registry_by_host_name_on_the_shared_port(registry: RegistryClient, repo: str) -> None:
+    """``<name>.localhost:<shared port>`` reaches the same registry as its own port."""
+    manifest = registry.push_image(repo, "shared")
+    port = int(registry.server.shared.rsplit(":", 1)[1])
+    ctx = ssl.create_default_context(cafile=registry.server.ca)
+    with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(
+        raw, server_hostname="acrlocal.localhost"
+    ) as tls:
+        tls.sendall(f"GET /v2/{repo.replace('/', '%2F')}/manifests/shared HTTP/1.1\r\n"
+                    f"Host: acrlocal.localhost:{port}\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert f"Docker-Content-Digest: {manifest.digest}".encode() in head
+    assert body == manifest.body

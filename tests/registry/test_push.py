@@ -21,6 +21,7 @@ from tests.ocitools import (
     image,
     index,
     sha256,
+    sha512,
     tar_layer,
 )
 from tests.registry.conftest import RegistryClient, StorageProbe, error_code
@@ -322,6 +323,20 @@ def test_end7_put_manifest_by_digest(registry: RegistryClient, repo: str) -> Non
     r = registry.get(f"/v2/{repo}/manifests/{manifest.digest}")
     assert r.status_code == 200 and r.content == manifest.body
     assert registry.get(f"/v2/{repo}/tags/list").json()["tags"] == []
+
+
+def test_end7_put_manifest_by_sha512_digest(registry: RegistryClient, repo: str) -> None:
+    layer, config = tar_layer({"sha512": b"x"}), config_blob()
+    for blob in (layer, config):
+        registry.push_blob(repo, blob)
+    manifest = image(config, [layer])
+    digest = sha512(manifest.body)
+    r = registry.push_manifest(repo, digest, manifest)
+    assert r.status_code == 201, r.text
+    assert r.headers["Docker-Content-Digest"] == digest
+    assert r.headers["Location"] == f"/v2/{repo}/manifests/{digest}"
+    got = registry.get(f"/v2/{repo}/manifests/{digest}")
+    assert got.content == manifest.body and got.headers["Docker-Content-Digest"] == digest
 
 
 def test_end7_digest_in_url_must_match_body(registry: RegistryClient, repo: str, storage: StorageProbe) -> None:
