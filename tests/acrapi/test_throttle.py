@@ -14,7 +14,7 @@ from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.throttle import SKU_LIMITS, RateLimits, Throttle, parse_policy
 from acrlocal.storage.metadata import RegistryRecord
 from tests.harness import AcrLocal
-from tests.registry.conftest import RegistryClient, error_code
+from tests.registry.conftest import error_code
 
 
 def record(sku: str, registry_id: int = 1) -> RegistryRecord:
@@ -68,24 +68,25 @@ def test_bad_policies_are_refused(text: str) -> None:
 
 
 def test_server_answers_429_and_recovers(tmp_path: Path) -> None:
+    """Plain requests without credentials: each is counted exactly once (throttling comes before
+    authentication, so an unauthenticated request is answered 401 while under the limit and 429 above it)."""
     server = AcrLocal(tmp_path / "data", "--registry-rate-limit", "30/5")
     server.start()
     try:
-        client = RegistryClient(server)
-        statuses = []
-        for _ in range(5):
-            statuses.append(client.post("/v2/throttled/blobs/uploads/").status_code)
-        refused = client.post("/v2/throttled/blobs/uploads/")
-        assert 429 not in statuses  # (202, or 401 where the token service asks for credentials first)
+        http = server.session()
+        base = f"https://{server.login_server()}"
+        statuses = [http.post(f"{base}/v2/throttled/blobs/uploads/").status_code for _ in range(5)]
+        refused = http.post(f"{base}/v2/throttled/blobs/uploads/")
+        assert 429 not in statuses
         assert refused.status_code == 429 and error_code(refused) == "TOOMANYREQUESTS"
         assert 1 <= int(refused.headers["Retry-After"]) <= 12
 
-        answers = [client.get("/v2/") for _ in range(40)]
-        limited = [r for r in answers if r.status_code == 429]
-        assert limited and all(r.status_code != 429 for r in answers[:30])  # a minute's allowance passes
-        wait = int(limited[-1].headers["Retry-After"])
-        time.sleep(wait)
-        assert client.get("/v2/").status_code != 429  # recovered after the wait it was told
+        answers = [http.get(f"{base}/v2/") for _ in range(40)]
+        assert all(r.status_code != 429 for r in answers[:30])  # a minute's allowance passes
+        limited = [r for r in answers[30:] if r.status_code == 429]
+        assert limited and error_code(limited[-1]) == "TOOMANYREQUESTS"
+        time.sleep(int(limited[-1].headers["Retry-After"]))
+        assert http.get(f"{base}/v2/").status_code != 429  # recovered after the wait it was told
     finally:
         server.stop()
 

@@ -180,3 +180,30 @@ def test_expired_password_is_refused(acr: ContainerRegistryManagementClient, eng
     assert hook.check_password(reg, name, valid["password2"])
     shown = {p.name: p for p in acr.tokens.get(GROUP, REGISTRY, name).credentials.passwords}
     assert shown["password2"].expiry is not None and shown["password2"].expiry.year == future.year
+
+
+def test_new_registry_gets_system_scope_maps_quota_and_cleanup(acr: ContainerRegistryManagementClient,
+                                                              acrlocal: AcrLocal) -> None:
+    from azure.mgmt.containerregistry.models import Registry, Sku
+
+    from tests.arm.conftest import Arm
+
+    name = unique("quota").replace("x", "")[:40]
+    acr.registries.begin_create(GROUP, name, Registry(location="westus", sku=Sku(name="Basic"))).result()
+    try:
+        maps = {m.name for m in acr.scope_maps.list(GROUP, name)}
+        assert {"_repositories_pull", "_repositories_push", "_repositories_admin"} <= maps
+        arm = Arm(acrlocal, admin_of(acrlocal).token(acrlocal))
+        base = (f"/subscriptions/{subscription_of(acrlocal)}/resourceGroups/{GROUP}/providers/"
+                f"Microsoft.ContainerRegistry/registries/{name}/scopeMaps")
+        for i in range(100):  # Basic allows 100 user-defined scope maps
+            r = arm.call("PUT", f"{base}/map{i:03d}", {"properties": {"actions": ["repositories/a/content/read"]}})
+            assert r.status_code == 201, r.text
+        r = arm.call("PUT", f"{base}/map100", {"properties": {"actions": ["repositories/a/content/read"]}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "QuotaExceeded"
+        r = arm.call("PUT", f"{base}/map000", {"properties": {"actions": ["repositories/b/content/read"]}})
+        assert r.status_code == 200  # updating an existing one is not a new one
+    finally:
+        acr.registries.begin_delete(GROUP, name).result()
+    with pytest.raises(ResourceNotFoundError):
+        acr.scope_maps.get(GROUP, name, "_repositories_pull")
