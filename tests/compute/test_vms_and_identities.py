@@ -37,6 +37,12 @@ def assign_role(mgmt: Mgmt, scope: str, principal_id: str, role: str = READER) -
     assert r.status_code in (200, 201), r.text
 
 
+def assigned_principals(mgmt: Mgmt, scope: str) -> set[str]:
+    r = mgmt.arm("GET", f"{scope}/providers/Microsoft.Authorization/roleAssignments", api_version="2022-04-01")
+    assert r.status_code == 200, r.text
+    return {a["properties"]["principalId"] for a in r.json()["value"]}
+
+
 def group_id(mgmt: Mgmt, group: str) -> str:
     return f"/subscriptions/{mgmt.subscription}/resourceGroups/{group}"
 
@@ -86,6 +92,7 @@ def test_assign_and_remove_identities(acrlocal: AcrLocal, mgmt: Mgmt, group: str
     vms = mgmt.compute.virtual_machines
     vm = vms.begin_update(group, "changing", {"identity": {"type": "SystemAssigned"}}).result()
     system = vm.identity.principal_id
+    assign_role(mgmt, group_id(mgmt, group), system)
     assert jwt.decode(imds_token(acrlocal, vm).json()["access_token"],
                       options={"verify_signature": False})["oid"] == system
     vm = vms.begin_update(group, "changing", {"identity": {
@@ -105,6 +112,7 @@ def test_assign_and_remove_identities(acrlocal: AcrLocal, mgmt: Mgmt, group: str
     vm = vms.begin_update(group, "changing", {"identity": {
         "type": "UserAssigned", "userAssignedIdentities": {u2.id: {}}}}).result()
     assert vm.identity.principal_id is None
+    assert system not in assigned_principals(mgmt, group_id(mgmt, group))
     claims = jwt.decode(imds_token(acrlocal, vm).json()["access_token"], options={"verify_signature": False})
     assert claims["oid"] == u2.principal_id
     vm = vms.begin_update(group, "changing", {"identity": {"type": "None"}}).result()
@@ -157,6 +165,7 @@ def test_deleted_vm_identity_grants_nothing(acrlocal: AcrLocal, mgmt: Mgmt, grou
     mgmt.compute.virtual_machines.begin_delete(group, "doomed").result()
     r = mgmt.arm("GET", group_id(mgmt, group), api_version="2022-09-01", token=token)
     assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert vm.identity.principal_id not in assigned_principals(mgmt, group_id(mgmt, group))
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}",
                      headers={"Metadata": "true"}, timeout=30)
@@ -178,6 +187,7 @@ def test_deleted_user_assigned_identity_stops_everywhere(acrlocal: AcrLocal, mgm
     mgmt.msi.user_assigned_identities.delete(group, "short-lived")
     assert imds_token(acrlocal, vm).json()["error_description"] == "Identity not found"
     assert mgmt.arm("GET", group_id(mgmt, group), api_version="2022-09-01", token=token).status_code == 401
+    assert uami.principal_id not in assigned_principals(mgmt, group_id(mgmt, group))
 
 
 def test_federated_credential_on_a_user_assigned_identity(acrlocal: AcrLocal, mgmt: Mgmt, group: str,

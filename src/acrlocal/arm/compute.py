@@ -2,11 +2,12 @@
 
 PUT creates the VM in :class:`~acrlocal.compute.runtime.ComputeRuntime` (its IMDS listener opens at once) or
 updates it; PATCH updates tags, properties and identities; DELETE closes the listener and deletes the VM's
-system-assigned principal (its role assignments then match nothing). ``identity`` takes ``type`` ``SystemAssigned``,
-``UserAssigned``, ``SystemAssigned, UserAssigned`` or ``None`` and ``userAssignedIdentities`` ``{id: {}}`` (``null``
-removes one; a PATCH keeps the ones it does not mention, a PUT names the whole set). Adding a user-assigned
-identity needs ``Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`` on it, as in Azure.
-An omitted ``identity`` leaves the VM's identities as they are.
+system-assigned principal and the role assignments naming it, wherever they are (so no later check can find them;
+Azure keeps such assignments as "unknown" ones, which grant nothing either). ``identity`` takes ``type``
+``SystemAssigned``, ``UserAssigned``, ``SystemAssigned, UserAssigned`` or ``None`` and ``userAssignedIdentities``
+``{id: {}}`` (``null`` removes one; a PATCH keeps the ones it does not mention, a PUT names the whole set).
+Adding a user-assigned identity needs ``Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`` on it,
+as in Azure. An omitted ``identity`` leaves the VM's identities as they are.
 
 Properties are kept as ``az vm show`` expects them (``vmId``, ``hardwareProfile``, ``storageProfile.osDisk`` and
 ``imageReference``, ``osProfile.adminUsername``, ``networkProfile``); ``adminPassword`` and ``customData`` are
@@ -15,7 +16,6 @@ never stored. Every refusal is an ARM 400/403/404 raised before the runtime or t
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
 from datetime import UTC, datetime
@@ -223,8 +223,11 @@ class VirtualMachines(ResourceType):
             vm = await runtime.create(resource.id, tenant_id=tenant, location=resource.location or "",
                                       system_assigned=system, user_assigned=users, profile=imds_profile(resource))
         else:
+            before = vm.system_principal_id
             vm = await runtime.set_identities(resource.id, system_assigned=system, user_assigned=users)
             vm = runtime.update_profile(resource.id, imds_profile(resource))
+            if before and before != vm.system_principal_id:
+                call.store.delete_assignments_of(before)
         identity = self._identity_block(call, resource, vm.system_principal_id, tenant, users)
         return resource.evolve(identity=identity, properties={**resource.properties, "vmId": vm.vm_id})
 
@@ -233,8 +236,14 @@ class VirtualMachines(ResourceType):
         if ctx is None:
             return
         runtime = _runtime(ctx)
-        with contextlib.suppress(NotFound):
-            await runtime.delete(resource.id)
+        try:
+            vm = runtime.get(resource.id)
+        except NotFound:
+            return
+        await runtime.delete(resource.id)
+        if vm.system_principal_id:
+            store: ArmStore = call.store if call else ctx.extras["arm_store"]
+            store.delete_assignments_of(vm.system_principal_id)
 
     async def power(self, call: Call, resource: Resource) -> JsonObject | None:
         """Power actions are accepted and change nothing: a sandbox VM is always running."""

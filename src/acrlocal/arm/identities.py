@@ -1,9 +1,9 @@
 """ARM provider ``Microsoft.ManagedIdentity``: user-assigned identities and their federated identity credentials.
 
 - ``userAssignedIdentities/{name}``: PUT creates the identity's service principal in the subscription's tenant
-  (``properties.principalId``, ``clientId``, ``tenantId``; a later PUT keeps it); DELETE deletes the principal,
-  so tokens it was given no longer authenticate and its role assignments match nothing. VMs that name the
-  identity stop getting tokens for it at once.
+  (``properties.principalId``, ``clientId``, ``tenantId``; a later PUT keeps it); DELETE deletes the principal
+  and every role assignment naming it, so tokens it was given no longer authenticate or grant anything. VMs that
+  name the identity stop getting tokens for it at once.
 - ``userAssignedIdentities/{name}/federatedIdentityCredentials/{name}``: ``properties.issuer`` (https URL),
   ``subject``, ``audiences`` (one entry, usually ``api://AzureADTokenExchange``); stored in the directory, where
   the Entra token endpoint matches federated assertions against them.
@@ -78,6 +78,8 @@ class UserAssignedIdentities(ResourceType):
         principal_id = resource.internal.get("principalId")
         if ctx is not None and principal_id:
             ctx.directory.delete_principal(principal_id)
+            store: ArmStore = call.store if call else ctx.extras["arm_store"]
+            store.delete_assignments_of(principal_id)
 
     def render(self, call: Call | None, resource: Resource) -> JsonObject:
         body = super().render(call, resource)
