@@ -1,0 +1,72 @@
+"""What the registry room asks the control plane without HTTP (arm/access.py), on a real SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from acrlocal.arm.access import assignments_for, check_admin_password, registry_resource_id
+from acrlocal.arm.store import ArmStore, Resource, StoredAssignment
+from acrlocal.rbac import RegistryPermission, RoleAssignmentMode, registry_permissions
+from acrlocal.storage.sql import open_engine
+
+SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
+P = "11111111-1111-1111-1111-111111111111"
+OTHER = "22222222-2222-2222-2222-222222222222"
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+ACR_PUSH = "8311e382-0749-4cb8-b61a-304f252e45ec"
+REGISTRY = f"/subscriptions/{SUB}/resourceGroups/RG/providers/Microsoft.ContainerRegistry/registries/MyReg"
+
+
+def assignment(name: str, scope: str, role: str, principal: str = P) -> StoredAssignment:
+    return StoredAssignment(name, scope, role, principal, "ServicePrincipal", created_on="t", updated_on="t")
+
+
+def test_assignments_at_and_above_a_registry(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = ArmStore(engine)
+    store.add_assignment(assignment("00000000-0000-0000-0000-000000000001", f"/subscriptions/{SUB}", ACR_PULL))
+    store.add_assignment(assignment("00000000-0000-0000-0000-000000000002", f"/subscriptions/{SUB}/resourceGroups/rg",
+                                    ACR_PUSH))
+    store.add_assignment(assignment("00000000-0000-0000-0000-000000000003", f"{REGISTRY}2", ACR_PUSH))  # a sibling
+    store.add_assignment(assignment("00000000-0000-0000-0000-000000000004", REGISTRY, ACR_PUSH, OTHER))
+    store.add_assignment(assignment("00000000-0000-0000-0000-000000000005", f"/subscriptions/{SUB}/resourceGroups/"
+                                    "rg_x", ACR_PUSH))
+    found = assignments_for(engine, [P], REGISTRY.lower())
+    assert sorted(a.id.rsplit("/", 1)[1] for a in found) == ["00000000-0000-0000-0000-000000000001",
+                                                             "00000000-0000-0000-0000-000000000002"]
+    granted = registry_permissions(found, [P], REGISTRY, repository="hello", mode=RoleAssignmentMode.RBAC)
+    assert {RegistryPermission.PULL, RegistryPermission.PUSH} <= granted
+    assert registry_permissions(assignments_for(engine, [OTHER], f"{REGISTRY}2"), [OTHER], f"{REGISTRY}2",
+                                repository="hello", mode=RoleAssignmentMode.RBAC) == frozenset()
+    engine.dispose()
+
+
+def test_admin_password_check(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = ArmStore(engine)
+    resource = Resource(REGISTRY, "Microsoft.ContainerRegistry/registries", "MyReg", SUB, "RG",
+                        properties={"adminUserEnabled": True},
+                        internal={"adminPasswords": {"password": "first-secret", "password2": "second-secret"}})
+    store.put_resource(resource)
+    assert registry_resource_id(engine, "myreg") == REGISTRY
+    assert check_admin_password(engine, "myreg", "MyReg", "second-secret")
+    assert not check_admin_password(engine, "myreg", "MyReg", "wrong")
+    assert not check_admin_password(engine, "myreg", "someone", "first-secret")
+    store.put_resource(resource.evolve(properties={"adminUserEnabled": False}))
+    assert not check_admin_password(engine, "myreg", "MyReg", "first-secret")
+    assert not check_admin_password(engine, "nosuch", "nosuch", "first-secret")
+    engine.dispose()
+
+
+def test_deleting_a_group_keeps_assignments_of_look_alike_groups(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = ArmStore(engine)
+    for i, group in enumerate(["a_b", "aXb", "a_b2", "a_b/"]):
+        scope = f"/subscriptions/{SUB}/resourceGroups/{group.rstrip('/')}"
+        store.add_assignment(assignment(f"00000000-0000-0000-0000-00000000001{i}", scope, ACR_PULL))
+    store.add_assignment(assignment("00000000-0000-0000-0000-000000000020",
+                                    f"/subscriptions/{SUB}/resourceGroups/a_b/providers/X.Y/t/n", ACR_PULL))
+    store.delete_group(SUB, "A_B")
+    left = sorted(a.scope.split("/")[4] for a in store.assignments(principal_ids=[P]))
+    assert left == sorted(["a_b2", "aXb"])
+    engine.dispose()
