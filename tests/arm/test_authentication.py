@@ -81,13 +81,14 @@ def test_correlation_id_is_echoed(admin: Arm) -> None:
 
 def test_metadata_endpoints_for_az_cloud_register(arm_server: AcrLocal) -> None:
     s = arm_server.session()
-    clouds = s.get(f"{arm_server.shared}/metadata/endpoints", params={"api-version": "2022-09-01"}).json()
-    (cloud,) = clouds
+    cloud = s.get(f"{arm_server.shared}//metadata/endpoints", params={"api-version": "2022-09-01"}).json()
     assert cloud["resourceManager"] == arm_server.shared + "/"
     assert cloud["authentication"]["loginEndpoint"].rstrip("/") == arm_server.shared
     assert cloud["authentication"]["audiences"][0] == "https://management.core.windows.net/"
     port = arm_server.shared.rsplit(":", 1)[1]
     assert cloud["suffixes"]["acrLoginServer"] == f"localhost:{port}"
+    clouds = s.get(f"{arm_server.shared}/metadata/endpoints", params={"api-version": "2019-05-01"}).json()
+    assert clouds == [cloud]
     legacy = s.get(f"{arm_server.shared}/metadata/endpoints").json()
     assert legacy["authentication"]["audiences"]
 

@@ -38,6 +38,11 @@ def test_create_for_rbac_then_use_the_principal(arm_server: AcrLocal, admin: Arm
     by_spn = g.call("GET", f"/v1.0/servicePrincipals?$filter=servicePrincipalNames/any(c:c%20eq%20'"
                     f"{principal.client_id}')", api_version=None).json()["value"]
     assert [s["id"] for s in by_spn] == [principal.object_id]
+    starts = g.call("GET", "/v1.0/applications?$filter=startswith(displayName,'ci-rob')%20and%20"
+                    f"appId%20eq%20'{principal.client_id}'", api_version=None).json()["value"]
+    assert [a["appId"] for a in starts] == [principal.client_id]
+    bad = g.call("GET", "/v1.0/servicePrincipals?$filter=displayName%20ne%20'x'", api_version=None)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "Request_UnsupportedQuery"
     by_ids = g.call("POST", "/v1.0/directoryObjects/getByIds", {"ids": [principal.object_id]}, api_version=None)
     assert by_ids.json()["value"][0]["appId"] == principal.client_id
 

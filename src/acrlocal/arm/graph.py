@@ -21,6 +21,7 @@ from __future__ import annotations
 import json as jsonlib
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,19 +30,72 @@ from aiohttp import web
 
 from acrlocal.arm.store import ArmStore, graph_applications
 from acrlocal.context import Context
+from acrlocal.errors import ProtocolError
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.tokens import InvalidToken
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_EQ = re.compile(r"^\s*(displayName|appId)\s+eq\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
-_SPN = re.compile(r"^\s*servicePrincipalNames/any\(\s*(\w+)\s*:\s*\1\s+eq\s+'((?:[^']|'')*)'\s*\)\s*$", re.IGNORECASE)
+_TERM = re.compile(
+    r"""\s*(?:
+        (?P<field>displayName|appId|id)\s+eq\s+'(?P<value>(?:[^']|'')*)'
+      | startswith\(\s*(?P<sfield>displayName)\s*,\s*'(?P<prefix>(?:[^']|'')*)'\s*\)
+      | (?P<collection>servicePrincipalNames|identifierUris)/any\(\s*(?P<var>\w+)\s*:\s*(?P=var)\s+eq\s+
+        '(?P<item>(?:[^']|'')*)'\s*\)
+    )\s*""", re.IGNORECASE | re.VERBOSE)
+_AND = re.compile(r"\s*and\s+", re.IGNORECASE)
+
+Matcher = Callable[[dict[str, Any]], bool]
 
 
-class GraphError(Exception):
+def _equals(key: str, value: str) -> Matcher:
+    return lambda o: str(o.get(key, "")).lower() == value
+
+
+def _starts_with(key: str, prefix: str) -> Matcher:
+    return lambda o: str(o.get(key, "")).lower().startswith(prefix)
+
+
+def _contains(key: str, item: str) -> Matcher:
+    return lambda o: item in [str(x).lower() for x in o.get(key) or []]
+
+
+def parse_graph_filter(text: str) -> Matcher:
+    """A predicate on rendered Graph objects for the ``$filter`` subset az sends: ``field eq '...'``,
+    ``startswith(displayName,'...')`` and ``collection/any(c:c eq '...')``, joined by ``and``; anything else is
+    400 ``Request_UnsupportedQuery``."""
+    checks: list[Matcher] = []
+    pos = 0
+    while True:
+        m = _TERM.match(text, pos)
+        if not m:
+            raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported query: {text[:200]}")
+        if m.group("field"):
+            key = {"displayname": "displayName", "appid": "appId", "id": "id"}[m.group("field").lower()]
+            value = m.group("value").replace("''", "'").lower()
+            checks.append(_equals(key, value))
+        elif m.group("sfield"):
+            prefix = m.group("prefix").replace("''", "'").lower()
+            checks.append(_starts_with("displayName", prefix))
+        else:
+            key = "servicePrincipalNames" if m.group("collection").lower() == "serviceprincipalnames" else \
+                "identifierUris"
+            item = m.group("item").replace("''", "'").lower()
+            checks.append(_contains(key, item))
+        pos = m.end()
+        if pos == len(text):
+            return lambda o: all(check(o) for check in checks)
+        sep = _AND.match(text, pos)
+        if not sep:
+            raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported query: {text[:200]}")
+        pos = sep.end()
+
+
+class GraphError(ProtocolError):
+    """An error Microsoft Graph answers with ``{"error": {"code", "message", "innerError"}}``."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        super().__init__(message, status=status, code=code)
 
     def response(self, request: web.Request) -> web.Response:
         inner = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": str(uuid.uuid4()),
@@ -146,16 +200,11 @@ class Graph:
         caller = self.caller(request)
         q = sa.select(graph_applications).where(graph_applications.c.tenant_id == caller.tenant_id)
         flt = request.query.get("$filter")
-        if flt:
-            m = _EQ.match(flt)
-            if not m:
-                raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported query: {flt[:200]}")
-            column = graph_applications.c.display_name if m.group(1).lower() == "displayname" else \
-                graph_applications.c.app_id
-            q = q.where(column == m.group(2).replace("''", "'"))
+        matches = parse_graph_filter(flt) if flt else (lambda o: True)
         with self.ctx.engine.connect() as conn:
             rows = conn.execute(q.order_by(graph_applications.c.created)).all()
-        return web.json_response({"value": [self.render_app(r) for r in rows]})
+        apps = [self.render_app(r) for r in rows]
+        return web.json_response({"value": [a for a in apps if matches(a)]})
 
     async def application(self, request: web.Request) -> web.Response:
         if request.method == "DELETE":
@@ -226,19 +275,10 @@ class Graph:
 
     async def list_service_principals(self, request: web.Request) -> web.Response:
         caller = self.caller(request)
-        sps = self.visible_sps(caller.tenant_id)
         flt = request.query.get("$filter")
-        if flt:
-            if m := _EQ.match(flt):
-                value = m.group(2).replace("''", "'")
-                key = "display_name" if m.group(1).lower() == "displayname" else "app_id"
-                sps = [p for p in sps if str(getattr(p, key)).lower() == value.lower()]
-            elif m := _SPN.match(flt):
-                value = m.group(2).replace("''", "'").lower()
-                sps = [p for p in sps if value in (p.app_id.lower(), (p.resource_id or "").lower())]
-            else:
-                raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported query: {flt[:200]}")
-        return web.json_response({"value": [self.render_sp(p) for p in sps]})
+        matches = parse_graph_filter(flt) if flt else (lambda o: True)
+        sps = [self.render_sp(p) for p in self.visible_sps(caller.tenant_id)]
+        return web.json_response({"value": [sp for sp in sps if matches(sp)]})
 
     async def service_principal(self, request: web.Request) -> web.Response:
         caller = self.caller(request)

@@ -178,6 +178,8 @@ def setup(app: web.Application, ctx: Context) -> None:
     app[STORE_KEY] = store
     app[LOCK_KEY] = asyncio.Lock()
     app.router.add_get("/metadata/endpoints", metadata_endpoints)
+    # az cloud register joins "--endpoint-resource-manager https://host:port/" and "/metadata/endpoints".
+    app.router.add_get("//metadata/endpoints", metadata_endpoints)
     graph.setup(app, ctx, store)
     app.router.add_route("*", "/{root:(?i:subscriptions|tenants)}", dispatch)
     app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:.*}", dispatch)

@@ -128,8 +128,9 @@ async def provider(call: Call, path: ArmPath) -> web.StreamResponse:
 
 
 def metadata_endpoints(ctx: Context, api_version: str | None) -> Any:
-    """What ``GET /metadata/endpoints`` returns: a list of clouds for api-version 2022-09-01 and later, one
-    object (the old format) before that."""
+    """What ``GET /metadata/endpoints`` returns, by api-version as ARM answers: 2022-09-01 and later this cloud's
+    object (what ``az cloud register`` maps); 2019-05-01 up to then a list of clouds (``ARM_CLOUD_METADATA_URL``);
+    older or none, the original small object."""
     base = ctx.tokens.authority
     suffix = ctx.settings.hostname_suffix
     cloud = {
@@ -168,6 +169,8 @@ def metadata_endpoints(ctx: Context, api_version: str | None) -> Any:
         },
     }
     if api_version and api_version >= "2022-09-01":
+        return cloud
+    if api_version and api_version >= "2019-05-01":
         return [cloud]
     return {
         "galleryEndpoint": cloud["gallery"],
