@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,10 @@ def test_acr_login_with_docker_daemon_down_fails_like_az_and_writes_nothing(acrl
     assert not (docker_config / "config.json").exists()
 
 
-def _podman(tmp_path: Path, certs: Path) -> Path:
+def _podman(tmp_path: Path, certs: Path, runroot: Path) -> Path:
     """A ``DOCKER_COMMAND`` running podman on storage of its own, trusting the server's CA for ``login``."""
     script = tmp_path / "podman-here"
-    root, runroot = tmp_path / "podman-root", tmp_path / "podman-runroot"
+    root = tmp_path / "podman-root"
     script.write_text(f"""#!/bin/sh
 if [ "$1" = login ]; then shift; exec podman --root {root} --runroot {runroot} --storage-driver vfs login \\
   --cert-dir {certs} "$@"; fi
@@ -92,9 +93,13 @@ def test_acr_login_logs_podman_in_with_the_refresh_token(acrlocal: AcrLocal, tok
     certs.mkdir()
     shutil.copyfile(acrlocal.ca, certs / "ca.crt")
     auth = tmp_path / "auth.json"
-    proc = acrlocal.cli("acr", "login", "-n", "acrlocal", check=False,
-                        env={"DOCKER_COMMAND": str(_podman(tmp_path, certs)), "REGISTRY_AUTH_FILE": str(auth),
-                             "XDG_RUNTIME_DIR": str(tmp_path / "xdg")})
+    runroot = Path(tempfile.mkdtemp(prefix="acrl-rr-"))  # podman wants a runroot under 50 characters
+    try:
+        proc = acrlocal.cli("acr", "login", "-n", "acrlocal", check=False,
+                            env={"DOCKER_COMMAND": str(_podman(tmp_path, certs, runroot)),
+                                 "REGISTRY_AUTH_FILE": str(auth), "XDG_RUNTIME_DIR": str(runroot)})
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
     entry = json.loads(auth.read_text())["auths"][acrlocal.login_server()]
     user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
