@@ -261,3 +261,35 @@ def test_service_principal_for_rbac_signs_in_and_is_held_to_its_role(acrlocal: A
     bad = fails(acrlocal, "login", "--service-principal", "-u", sp["appId"], "-p", "wrong", "--tenant",
                 sp["tenant"], env={"ACRLOCAL_CONFIG_DIR": str(tmp_path / "bad-profile")})
     assert "AADSTS7000215" in bad and not (tmp_path / "bad-profile").exists()
+
+
+def test_acr_tokens_and_scope_maps(acrlocal: AcrLocal) -> None:
+    group = unique("cli-tok-")
+    az(acrlocal, "group", "create", "-n", group, "-l", "westus")
+    registry = "clitok" + uuid.uuid4().hex[:8]
+    az(acrlocal, "acr", "create", "-n", registry, "-g", group, "--sku", "Premium")
+    scope_map = az(acrlocal, "acr", "scope-map", "create", "-n", "scopemap1", "-r", registry, "--repository",
+                   "hello", "content/read", "content/write", "--repository", "other", "metadata/read")
+    assert scope_map["actions"] == ["repositories/hello/content/read", "repositories/hello/content/write",
+                                    "repositories/other/metadata/read"]
+    token = az(acrlocal, "acr", "token", "create", "-n", "token1", "-r", registry, "--scope-map", "scopemap1",
+               "--only-show-errors")
+    assert token["scopeMapId"] == scope_map["id"] and token["status"] == "enabled"
+    passwords = token["credentials"]["passwords"]
+    assert [p["name"] for p in passwords] == ["password1", "password2"] and all(p["value"] for p in passwords)
+    made = az(acrlocal, "acr", "token", "create", "-n", "token2", "-r", registry, "--repository", "hello",
+              "content/read", "--no-passwords")
+    assert made["scopeMapId"].endswith("/scopeMaps/token2-scope-map")
+    maps = az(acrlocal, "acr", "scope-map", "list", "-r", registry, "--query", "[].name")
+    # a token whose name the server refuses leaves no scope map behind
+    err = fails(acrlocal, "acr", "token", "create", "-n", "t!", "-r", registry, "--repository", "hello",
+                "content/read")
+    assert err.startswith("ERROR: (")
+    assert az(acrlocal, "acr", "scope-map", "list", "-r", registry, "--query", "[].name") == maps
+    assert fails(acrlocal, "acr", "scope-map", "create", "-n", "scopemap2", "-r", registry, "--repository",
+                 "hello", "content/frob", code=2).startswith("ERROR: 'content/frob' is not a valid repository action")
+    assert sorted(az(acrlocal, "acr", "token", "list", "-r", registry, "--query", "[].name")) == ["token1", "token2"]
+    az(acrlocal, "acr", "token", "delete", "-n", "token2", "-r", registry, "--yes")
+    az(acrlocal, "acr", "scope-map", "delete", "-n", "token2-scope-map", "-r", registry, "--yes")
+    assert az(acrlocal, "acr", "token", "list", "-r", registry, "--query", "[].name") == ["token1"]
+    az(acrlocal, "group", "delete", "-n", group, "--yes")

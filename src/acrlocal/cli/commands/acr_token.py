@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from acrlocal.cli.errors import CLIUsageError
+from acrlocal.cli.errors import CLIError, CLIUsageError
 from acrlocal.cli.framework import GROUP_SEP, AzChoice, AzGroup, confirm, option, warn
 from acrlocal.cli.registries import registry_path
 from acrlocal.cli.resources import API, flatten
@@ -100,6 +100,10 @@ def scope_map_delete(name: str, registry: str, resource_group: str | None, yes: 
     return None
 
 
+def scope_map_id_given(scope_map: str | None) -> bool:
+    return bool(scope_map)
+
+
 @click.group("token", cls=AzGroup)
 def token() -> None:
     """Manage tokens for an Azure Container Registry."""
@@ -122,17 +126,24 @@ def token_create(name: str, registry: str, resource_group: str | None, scope_map
     actions = parse_repository_args(repositories) if repositories else []
     session = Session()
     reg = registry_path(session, registry, resource_group)
+    scope_map_id = ""
     if scope_map and scope_map.startswith("/"):
         scope_map_id = scope_map
     elif scope_map:
         scope_map_id = str(session.arm.get(f"{reg}/scopeMaps/{scope_map}", API["tokens"])["id"])
-    else:
+    created_scope_map = None
+    if not scope_map_id_given(scope_map):
         created = session.arm.put(f"{reg}/scopeMaps/{name}-scope-map", API["tokens"],
                                   {"properties": {"actions": actions,
                                                   "description": f"Token {name}'s scope map"}})
-        scope_map_id = str(created["id"])
-    result: dict[str, Any] = session.arm.put(f"{reg}/tokens/{name}", API["tokens"],
-                                             {"properties": {"scopeMapId": scope_map_id, "status": status}})
+        scope_map_id = created_scope_map = str(created["id"])
+    try:
+        result: dict[str, Any] = session.arm.put(f"{reg}/tokens/{name}", API["tokens"],
+                                                 {"properties": {"scopeMapId": scope_map_id, "status": status}})
+    except CLIError:
+        if created_scope_map:  # a failed command leaves nothing behind
+            session.arm.delete(created_scope_map, API["tokens"])
+        raise
     if not no_passwords:
         passwords = []
         for password_name in ("password1", "password2"):
