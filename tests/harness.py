@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +42,62 @@ class CASession(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("verify", self.ca)
         return super().request(method, url, *args, **kwargs)
+
+
+ACR_SCOPE = "https://containerregistry.azure.net/.default"
+#: The user name docker-style clients give with an ACR refresh token as the password.
+REFRESH_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
+
+
+def parse_challenge(header: str) -> dict[str, str]:
+    """The parameters of a ``Bearer realm=..,service=..[,scope=..]`` challenge."""
+    return dict(re.findall(r'(\w+)="([^"]*)"', header))
+
+
+class ChallengeAuth(requests.auth.AuthBase):
+    """What a docker-style client does: on a 401 with a Bearer challenge, ask the realm for a token with Basic
+    credentials (``username``/``password``, or none for an anonymous token) and the challenged scope, then send
+    the request again with it. Tokens are remembered per scope."""
+
+    def __init__(self, username: str | None, password: str | None, ca: str) -> None:
+        self.username, self.password, self.ca = username, password, ca
+        self.tokens: dict[str, str] = {}
+
+    def token(self, challenge: dict[str, str]) -> str:
+        scope = challenge.get("scope", "")
+        if scope not in self.tokens:
+            params = {"service": challenge["service"]}
+            if scope:
+                params["scope"] = scope
+            auth = (self.username, self.password) if self.username is not None else None
+            r = requests.get(challenge["realm"], params=params, auth=auth, verify=self.ca, timeout=30)
+            r.raise_for_status()
+            self.tokens[scope] = r.json()["access_token"]
+        return self.tokens[scope]
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.register_hook("response", self._on_response)
+        return request
+
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        header = response.headers.get("WWW-Authenticate", "")
+        if response.status_code not in (401, 403) or not header.startswith("Bearer ") or \
+                response.request.headers.get("X-Retried-With-Token"):
+            return response
+        challenge = parse_challenge(header)
+        if response.status_code == 403:
+            self.tokens.pop(challenge.get("scope", ""), None)
+        token = self.token(challenge)
+        retry = response.request.copy()
+        retry.headers["Authorization"] = f"Bearer {token}"
+        retry.headers["X-Retried-With-Token"] = "1"
+        if hasattr(retry.body, "seek"):
+            retry.body.seek(0)  # type: ignore[union-attr]
+        response.content  # noqa: B018 - release the connection before reusing it
+        response.raw.release_conn()
+        new = response.connection.send(retry, **kwargs)
+        new.history.append(response)
+        return new
 
 
 class AcrLocal:
@@ -141,6 +199,43 @@ class AcrLocal:
     def session(self) -> requests.Session:
         """A requests session that trusts this server's CA (whatever ``REQUESTS_CA_BUNDLE`` says)."""
         return CASession(self.ca)
+
+    # -- credentials -------------------------------------------------------------------------------
+
+    def admin_credential(self) -> dict[str, str]:
+        """The local administrator (Owner of the default subscription): tenantId, clientId, clientSecret..."""
+        cred: dict[str, str] = json.loads((self.data_dir / "admin.json").read_text())
+        return cred
+
+    def entra_token(self, tenant: str, client_id: str, secret: str, scope: str = ACR_SCOPE) -> str:
+        """An Entra access token by client credentials at this server's v2 token endpoint."""
+        r = self.session().post(f"{self.shared}/{tenant}/oauth2/v2.0/token", data={
+            "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret, "scope": scope})
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+    def admin_token(self, scope: str = ACR_SCOPE) -> str:
+        cred = self.admin_credential()
+        return self.entra_token(cred["tenantId"], cred["clientId"], cred["clientSecret"], scope)
+
+    def exchange(self, aad_token: str, registry: str = "acrlocal", login_server: str | None = None) -> str:
+        """An ACR refresh token for ``aad_token`` from the registry's ``/oauth2/exchange``."""
+        server = login_server or self.login_server(registry)
+        r = self.session().post(f"https://{server}/oauth2/exchange", data={
+            "grant_type": "access_token", "service": server, "access_token": aad_token})
+        assert r.status_code == 200, r.text
+        return str(r.json()["refresh_token"])
+
+    def registry_credentials(self, registry: str = "acrlocal") -> tuple[str, str]:
+        """``(user, password)`` a docker-style client logs in with as the local administrator: the all-zero user
+        and an ACR refresh token (what ``az acr login --expose-token`` prints)."""
+        return REFRESH_TOKEN_USER, self.exchange(self.admin_token(), registry)
+
+    def docker_auth(self, registry: str = "acrlocal") -> dict[str, Any]:
+        """A docker/containers ``auth.json`` document holding :meth:`registry_credentials`."""
+        user, password = self.registry_credentials(registry)
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"auths": {self.login_server(registry): {"auth": auth}}}
 
     def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
             input: str | None = None) -> subprocess.CompletedProcess[str]:

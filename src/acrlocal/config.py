@@ -61,6 +61,9 @@ class Settings:
     # Registry data-plane throttling: "sku" (ACR's documented read/write operations per minute by SKU), "off",
     # or "READS/WRITES" per minute for every registry (see acrlocal.registry.throttle).
     registry_rate_limit: str = "sku"
+    # The registry data plane without authentication (every request allowed, anonymous): only for measuring the
+    # cost of authentication; never the default.
+    insecure_open_registry: bool = False
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:

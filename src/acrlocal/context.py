@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from acrlocal.config import Settings
 from acrlocal.listeners import Listeners
+from acrlocal.registry.auth_events import AuditSink, NullAudit, ScopedTokenPolicy
 from acrlocal.registry.authz import Authorizer, OpenAuthorizer
 from acrlocal.registry.throttle import Throttle, parse_policy
 from acrlocal.storage.artifacts import ArtifactCatalog, SqlArtifacts
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from acrlocal.identity.keys import KeyRing
     from acrlocal.identity.tokens import TokenIssuer
     from acrlocal.registry.hosting import RegistryHosting
+    from acrlocal.registry.token_service import TokenService
 
 
 @dataclass
@@ -47,6 +49,11 @@ class Context:
     registry_artifacts: ArtifactCatalog | None = None
     # Per-registry read/write rate limits of the data plane; made from settings.registry_rate_limit when not given.
     registry_throttle: Throttle | None = None
+    # The token service's hooks: every login and authorization decision is recorded here, and repository-scoped
+    # tokens (name + password) are checked and resolved to actions here (see registry.auth_events).
+    registry_audit: AuditSink = field(default_factory=NullAudit)
+    scoped_tokens: ScopedTokenPolicy | None = None
+    token_service: TokenService | None = None
     # Services of the rooms, set by server.py as each room is assembled.
     extras: dict[str, Any] = field(default_factory=dict)
     compute: ComputeRuntime | None = None

@@ -39,6 +39,10 @@ from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.listeners import Listeners, bind
 from acrlocal.registry import http as registry_http
 from acrlocal.registry.hosting import RegistryHosting
+from acrlocal.registry.token_auth import TokenAuthorizer
+from acrlocal.registry.token_codec import RegistryTokens
+from acrlocal.registry.token_keys import TokenKeys
+from acrlocal.registry.token_service import TokenService
 from acrlocal.storage.blobs import FileBlobStore
 from acrlocal.storage.metadata import RegistryTable, SqlRegistryMetadata
 from acrlocal.storage.sql import open_engine
@@ -130,6 +134,13 @@ class Server:
             settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin, registry_meta=registry_meta
         )
         self.ctx = ctx
+        signer = RegistryTokens(TokenKeys(engine))
+        signer.keys.active()  # load (or make) the signing key before the first request
+        ctx.token_service = TokenService(signer)
+        if settings.insecure_open_registry:
+            log.warning("the registry data plane is OPEN: every request is allowed without authentication")
+        else:
+            ctx.registry_auth = TokenAuthorizer(signer)
 
         compute = ComputeRuntime(settings, VMTable(engine), directory, listeners)
         ctx.compute = compute
@@ -176,6 +187,7 @@ class Server:
                 "activeDirectory": base,
             },
             "registries": [ctx.registries.describe(r) for r in ctx.registries.all()],
+            "registryAuthentication": "open" if self.settings.insecure_open_registry else "token",
             "tenantId": ctx.admin.tenantId,
             "subscriptionId": ctx.admin.subscriptionId,
             "adminCredentialPath": str(admin_file(self.settings.data_dir)),

@@ -1,5 +1,6 @@
-"""azure-containerregistry's /v2/ calls (anonymous client): it percent-encodes names (``library%2Fhello``) and
-digests (``sha256%3A...``), uploads in 4 MiB PATCH chunks, downloads in 4 MiB ranges, and checks every digest."""
+"""azure-containerregistry's /v2/ calls (as the local administrator, through ACR's token exchange): it
+percent-encodes names (``library%2Fhello``) and digests (``sha256%3A...``), uploads in 4 MiB PATCH chunks,
+downloads in 4 MiB ranges, and checks every digest."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import pytest
 from azure.containerregistry import ContainerRegistryClient, DigestValidationError
 from azure.core.exceptions import ResourceNotFoundError
+from azure.identity import ClientSecretCredential
 
 from tests.harness import AcrLocal
 from tests.ocitools import OCI_MANIFEST, sha256
@@ -18,7 +20,11 @@ from tests.registry.conftest import RegistryClient
 
 @pytest.fixture
 def client(acrlocal: AcrLocal) -> ContainerRegistryClient:
-    return ContainerRegistryClient(f"https://{acrlocal.login_server()}", None, connection_verify=acrlocal.ca)
+    cred = acrlocal.admin_credential()
+    credential = ClientSecretCredential(cred["tenantId"], cred["clientId"], cred["clientSecret"],
+                                        authority=acrlocal.shared, connection_verify=acrlocal.ca,
+                                        disable_instance_discovery=True)
+    return ContainerRegistryClient(f"https://{acrlocal.login_server()}", credential, connection_verify=acrlocal.ca)
 
 
 def test_upload_set_manifest_get_and_download(client: ContainerRegistryClient, registry: RegistryClient,

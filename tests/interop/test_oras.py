@@ -17,10 +17,11 @@ CONFIG_TYPE = "application/vnd.example.sbom.config.v1+json"
 
 @pytest.fixture
 def oras_client(acrlocal: AcrLocal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> oras.client.OrasClient:
-    # oras reads credentials only from the docker config: keep it in the test's temp dir.
-    docker_config = tmp_path / "docker"
+    # oras reads credentials only from ~/.docker/config.json: HOME is the test's temp dir, logged in as the local
+    # administrator (the all-zero user and an ACR refresh token, as `az acr login` leaves it).
+    docker_config = tmp_path / ".docker"
     docker_config.mkdir()
-    (docker_config / "config.json").write_text(json.dumps({"auths": {}}))
+    (docker_config / "config.json").write_text(json.dumps(acrlocal.docker_auth()))
     monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
     monkeypatch.setenv("HOME", str(tmp_path))
     return oras.client.OrasClient(hostname=acrlocal.login_server(), tls_verify=acrlocal.ca)

@@ -26,7 +26,7 @@ class ToolError(AssertionError):
 
 
 class Containers:
-    def __init__(self, root: Path, server: AcrLocal) -> None:
+    def __init__(self, root: Path, server: AcrLocal, anonymous: bool = False) -> None:
         self.root = root
         self.home = root / "home"
         for sub in ("run", "tmp", ".config", ".local/share"):
@@ -34,7 +34,9 @@ class Containers:
         self.policy = self.home / "policy.json"
         self.policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
         (self.home / "registries.conf").write_text("")
-        (self.home / "auth.json").write_text(json.dumps({"auths": {}}))
+        # Logged in as the local administrator (the all-zero user and an ACR refresh token, as `az acr login`
+        # leaves it); `anonymous=True` leaves the auth file empty.
+        (self.home / "auth.json").write_text(json.dumps({"auths": {}} if anonymous else server.docker_auth()))
         (self.home / "containers.conf").write_text(
             "[engine]\n"
             'events_logger = "file"\n'

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,25 +14,53 @@ from typing import Any
 import pytest
 import requests
 
-from tests.harness import AcrLocal
+from acrlocal.registry.paths import Endpoint, parse_path
+from tests.harness import AcrLocal, ChallengeAuth
 from tests.ocitools import Blob, Manifest, config_blob, image, tar_layer
 
 _counter = itertools.count()
 
 
-class RegistryClient:
-    """``requests`` against one registry's login server. Paths are sent exactly as given (nothing re-encoded)."""
+ADMIN = "admin"
 
-    def __init__(self, server: AcrLocal, registry: str = "acrlocal") -> None:
+
+class RegistryClient:
+    """``requests`` against one registry's login server. Paths are sent exactly as given (nothing re-encoded).
+
+    ``credentials`` are what a docker-style client logs in with: by default the local administrator's (the
+    all-zero user and an ACR refresh token; the administrator is Owner of the default subscription), a
+    ``(user, password)`` pair, or ``None`` for no authentication at all. A 401 challenge is answered the way
+    docker does (a token for the challenged scope from the realm, then the request again)."""
+
+    def __init__(self, server: AcrLocal, registry: str = "acrlocal",
+                 credentials: tuple[str, str] | str | None = ADMIN) -> None:
         self.server = server
         self.login_server = server.login_server(registry)
         self.base = f"https://{self.login_server}"
         self.http = server.session()
+        if credentials == ADMIN:
+            credentials = server.registry_credentials(registry)
+        if isinstance(credentials, tuple):
+            self.http.auth = ChallengeAuth(credentials[0], credentials[1], server.ca)
 
     def url(self, path: str) -> str:
         return path if path.startswith("https://") else self.base + path
 
+    def authorization(self, scope: str) -> str:
+        """An ``Authorization`` header value for ``scope`` (for requests written by hand on a socket)."""
+        auth = self.http.auth
+        assert isinstance(auth, ChallengeAuth), "an authenticated client"
+        token = auth.token({"realm": f"{self.base}/oauth2/token", "service": self.login_server, "scope": scope})
+        return f"Bearer {token}"
+
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        if isinstance(self.http.auth, ChallengeAuth):
+            # As containers/image does: the scope is computed from the request and the token sent up front (a
+            # streamed body cannot be sent twice after a challenge).
+            headers = dict(kwargs.pop("headers", None) or {})
+            if "Authorization" not in headers:
+                headers["Authorization"] = self.authorization(" ".join(request_scopes(method, path)))
+            kwargs["headers"] = headers
         return self.http.request(method, self.url(path), allow_redirects=False, **kwargs)
 
     def get(self, path: str, **kw: Any) -> requests.Response:
@@ -79,6 +108,26 @@ class RegistryClient:
         r = self.push_manifest(repo, tag or manifest.digest, manifest)
         assert r.status_code == 201, r.text
         return manifest
+
+
+REPOSITORY_NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
+
+
+def request_scopes(method: str, path: str) -> list[str]:
+    """The token scopes a docker-style client asks for a request: ``registry:catalog:*`` for the catalog, pull for
+    reads, pull+push for writes, delete for deletes, and pull on the ``from`` repository of a mount."""
+    parsed = urllib.parse.urlsplit(path)
+    route = parse_path(parsed.path)
+    if route is None or route.endpoint is Endpoint.BASE:
+        return []
+    if route.endpoint is Endpoint.CATALOG:
+        return ["registry:catalog:*"]
+    actions = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
+    scopes = [f"repository:{route.name}:{actions}"]
+    source = urllib.parse.parse_qs(parsed.query).get("from")
+    if route.endpoint is Endpoint.UPLOADS and source and REPOSITORY_NAME.fullmatch(source[0]):
+        scopes.append(f"repository:{source[0]}:pull")
+    return scopes
 
 
 class StorageProbe:

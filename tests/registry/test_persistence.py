@@ -95,8 +95,10 @@ def test_kill9_during_blob_upload_leaves_no_blob_and_client_can_push_again(fresh
     location = registry.post("/v2/crash/blob/blobs/uploads/").headers["Location"]
     upload_id = location.rsplit("/", 1)[1]
     # A PATCH that announces 8 MiB and sends half of it, then the server dies.
+    auth = registry.authorization("repository:crash/blob:pull,push")
     sock = open_request(fresh_acrlocal, f"PATCH {location} HTTP/1.1\r\nHost: {registry.login_server}\r\n"
-                                        f"Content-Length: {len(data)}\r\nContent-Range: 0-{len(data) - 1}\r\n\r\n")
+                                        f"Authorization: {auth}\r\nContent-Length: {len(data)}\r\n"
+                                        f"Content-Range: 0-{len(data) - 1}\r\n\r\n")
     sock.sendall(data[: len(data) // 2])
     wait_until(lambda: (storage.data_dir / "blobs" / "_uploads" / upload_id).stat().st_size > 0,
                "part of the chunk to reach the upload file")
@@ -124,8 +126,10 @@ def test_kill9_during_manifest_push_leaves_nothing_visible(fresh_acrlocal: AcrLo
     doc = json.loads(image(config, [layer]).body)
     doc["annotations"] = {"padding": "p" * (3 * MiB)}
     body = json.dumps(doc).encode()
+    auth = registry.authorization("repository:crash/manifest:pull,push")
     sock = open_request(fresh_acrlocal, f"PUT /v2/crash/manifest/manifests/v1 HTTP/1.1\r\n"
-                                        f"Host: {registry.login_server}\r\nContent-Type: {OCI_MANIFEST}\r\n"
+                                        f"Host: {registry.login_server}\r\nAuthorization: {auth}\r\n"
+                                        f"Content-Type: {OCI_MANIFEST}\r\n"
                                         f"Content-Length: {len(body)}\r\n\r\n")
     sock.sendall(body[: len(body) - 1000])
     time.sleep(0.2)  # let the server read what was sent (correctness does not depend on it)

@@ -212,8 +212,13 @@ class Registries(ResourceType):
 
 def data_plane_properties(resource: Resource) -> JsonObject:
     sku = (resource.sku or {}).get("name", "Standard")
+    policies = resource.properties.get("policies") or {}
+    arm_policy = policies.get("azureADAuthenticationAsArmPolicy") if isinstance(policies, dict) else None
+    arm_status = arm_policy.get("status", "enabled") if isinstance(arm_policy, dict) else "enabled"
     return {"sku": sku, "resourceId": resource.id,
-            **{k: resource.properties.get(k) for k in DATA_PLANE_PROPERTIES}}
+            **{k: resource.properties.get(k) for k in DATA_PLANE_PROPERTIES},
+            # Whether the token service accepts Entra tokens for the ARM audience (the registry's policy).
+            "azureADAuthenticationAsArmPolicy": arm_status}
 
 
 def name_hosted(ctx: Context, name: str) -> bool:

@@ -19,8 +19,10 @@ Actions are plain strings, as in the Docker token scope grammar (``repository:<n
 one request (the *source* of a cross-repository mount); a ``False`` there makes the mount fall back to an
 ordinary upload instead of failing.
 
-Only :class:`OpenAuthorizer` exists now (everything allowed, anonymous caller); the token service replaces it in
-:class:`~acrlocal.context.Context` with the real policy.
+:class:`OpenAuthorizer` allows everything to an anonymous caller; it is used only when the server is started with
+the explicit ``--insecure-open-registry`` switch (benchmarks of the data plane without authentication). The
+policy of a normal server is :class:`acrlocal.registry.token_auth.TokenAuthorizer`: ACR's bearer tokens, issued
+by the token service (:mod:`acrlocal.registry.token_service`).
 """
 
 from __future__ import annotations
@@ -44,10 +46,14 @@ CATALOG = "registry:catalog:*"
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who made a request: a principal id (``None`` when anonymous) and the peer address."""
+    """Who made a request: a principal id (``None`` when anonymous) and the peer address.
+
+    ``principal`` is an Entra object id, ``admin/<registry>`` for the admin user or ``token/<name>`` for a
+    repository-scoped token; ``kind`` is ``principal``, ``admin``, ``token`` or ``anonymous``."""
 
     principal: str | None
     address: str | None
+    kind: str = "anonymous"
 
     @property
     def anonymous(self) -> bool:

@@ -36,6 +36,8 @@ CODES: dict[str, tuple[int, str]] = {
     # ACR's own: a lock (changeable attribute) forbids the operation; a tag that does not exist (/acr/v1).
     "REGISTRY_DISALLOWED_OPERATION": (405, "The operation is disallowed on this registry, repository or image."),
     "TAG_UNKNOWN": (404, "the specified tag does not exist"),
+    # The token service's malformed requests (a bad grant type, scope or form):
+    "INVALID_REQUEST": (400, "invalid request"),
 }
 
 

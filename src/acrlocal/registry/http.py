@@ -86,6 +86,10 @@ def _not_found(route: Route | None) -> RegistryError:
 
 
 async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamResponse:
+    if request.path.startswith("/oauth2/"):
+        service = request.app["ctx"].token_service
+        if service is not None:
+            return await service.handle(request, registry)
     route = parse_path(request.raw_path)
     try:
         handler = ROUTES.get((route.endpoint, request.method)) if route is not None else None

@@ -23,6 +23,7 @@ TABLE_MODULES = (
     "acrlocal.compute.store",
     "acrlocal.arm.store",
     "acrlocal.registry.audit",
+    "acrlocal.registry.token_keys",
 )
 
 

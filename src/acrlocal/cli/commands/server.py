@@ -141,17 +141,20 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--registry-rate-limit", envvar="ACRLOCAL_REGISTRY_RATE_LIMIT",
               help="Registry read/write operations per minute before 429: 'sku' (ACR's limits by SKU, the "
                    "default), 'off', or READS/WRITES for every registry (e.g. 100000/100000).")
+@click.option("--insecure-open-registry", is_flag=True, default=None,
+              help="INSECURE: serve the registry data plane without authentication (only for measuring its cost).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
-       database_url: str | None, upload_session_ttl: int | None, registry_rate_limit: str | None, log_level: str,
-       detach: bool) -> None:
+       database_url: str | None, upload_session_ttl: int | None, registry_rate_limit: str | None,
+       insecure_open_registry: bool | None, log_level: str, detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
     settings = settings_from(
         data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
         imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
         database_url=database_url, registry_rate_limit=registry_rate_limit,
+        insecure_open_registry=insecure_open_registry,
     )
     if upload_session_ttl is not None:
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
@@ -166,6 +169,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
                 argv += [flag, str(value)]
         if imds_token_cache is not None:
             argv.append("--imds-token-cache" if imds_token_cache else "--no-imds-token-cache")
+        if insecure_open_registry:
+            argv.append("--insecure-open-registry")
         click.echo(banner(_detach(settings, argv), detached=True))
         return
 

@@ -1,0 +1,66 @@
+"""The hooks the token service offers to other parts of the registry: audit events and scoped tokens.
+
+- :class:`AuditSink`: ``record(event)`` is called once for every login at the token endpoints (a refresh token
+  issued, an access token issued, a credential refused) and once for every authorization decision on the data
+  plane (allowed or refused). The default, :class:`NullAudit`, drops them; the audit log replaces it in
+  ``ctx.registry_audit``. ``record`` runs on the request path, so it must be cheap and must not raise.
+- :class:`ScopedTokenPolicy`: repository-scoped tokens (ACR's ``tokens`` and ``scope maps``). The token endpoint
+  asks it to check a Basic ``name:password`` that is neither the admin user nor an ACR refresh token, and asks it,
+  at every token request and from current state, which actions the token's scope map grants on a resource.
+  ``ctx.scoped_tokens`` holds it; ``None`` means the registry has no scoped tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from acrlocal.storage.metadata import RegistryRecord
+
+EventKind = Literal["login", "authorization"]
+SubjectKind = Literal["principal", "admin", "token", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    """One login or authorization decision. ``subject`` is an object id, the admin user name or a scoped
+    token's name (``None`` when anonymous or unknown); ``outcome`` is ``granted``, ``partial`` (a token with less
+    than was asked), ``denied`` or ``failed`` (bad credentials); ``detail`` says why, never a secret."""
+
+    kind: EventKind
+    registry: str
+    subject_kind: SubjectKind | None
+    subject: str | None
+    outcome: str
+    repository: str | None = None
+    actions: tuple[str, ...] = ()
+    granted: tuple[str, ...] = ()
+    detail: str | None = None
+    address: str | None = None
+    time: float = field(default_factory=time.time)
+
+
+class AuditSink(Protocol):
+    def record(self, event: AuthEvent) -> None: ...
+
+
+class NullAudit:
+    """Drops every event (the default until an audit log is installed)."""
+
+    def record(self, event: AuthEvent) -> None:
+        return None
+
+
+class ScopedTokenPolicy(Protocol):
+    def check_password(self, registry: RegistryRecord, name: str, password: str) -> bool:
+        """True if ``name`` is an enabled scoped token of ``registry`` and ``password`` one of its current
+        passwords (constant-time comparison)."""
+        ...
+
+    def actions(self, registry: RegistryRecord, name: str, resource_type: str, resource: str) -> Collection[str]:
+        """The Docker actions (``pull``, ``push``, ``delete``, ``metadata_read``, ``metadata_write``; ``*`` for
+        ``registry:catalog``) the token's scope map grants now on ``resource_type:resource``; empty if the token
+        is disabled, expired or gone."""
+        ...

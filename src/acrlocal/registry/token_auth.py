@@ -1,0 +1,207 @@
+"""The data plane's policy: ACR bearer tokens, verified once and cached, checked against what each request needs.
+
+:meth:`TokenAuthorizer.authorize` reads ``Authorization: Bearer <access token>``:
+
+- no bearer token (none, or Basic): **401** ``UNAUTHORIZED`` with the challenge naming the scope the request needs
+  (none for ``/v2/``, ``registry:catalog:*`` for the catalog, ``repository:<name>:<actions>`` otherwise);
+- a token that is not valid here (bad signature, expired, another registry, a refresh token, ``alg`` other than
+  RS256, header keys): **401** with the challenge and ``error="invalid_token"``;
+- a valid token that grants the actions: the caller;
+- a valid token that does not grant them (insufficient scope): **401** ``UNAUTHORIZED`` with the challenge and
+  ``error="insufficient_scope"``, as ACR answers, when the subject may not do it now either; but **403**
+  ``DENIED`` with the same challenge when the subject *may* do it now and merely holds a token that did not ask for
+  it. Clients that ask a token per operation never see the 403 (they ask for all they need); clients that keep a
+  narrower token and upgrade it only on 403 (oras-py) get a token for the challenged scope and succeed, where a 401
+  would make them resend the same token. See docs/decisions.md.
+
+``overwrite`` (a manifest PUT over an existing tag) is covered by ``push``; locks are enforced elsewhere.
+
+A verified token is cached, keyed by its text, until it expires: RS256 verification costs about 50 µs and the
+manifest HEAD path is measured. The cache holds at most :data:`CACHE_ENTRIES` tokens; when full it first drops
+expired ones, then the oldest.
+
+Every decision is reported to ``ctx.registry_audit``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from acrlocal.context import Context
+from acrlocal.registry.auth_events import AuthEvent
+from acrlocal.registry.authz import CATALOG, OVERWRITE, Caller
+from acrlocal.registry.errors import RegistryError
+from acrlocal.registry.permissions import CurrentPermissions, Subject, SubjectRefused, check_principal
+from acrlocal.registry.scopes import ALL, REGISTRY, REPOSITORY
+from acrlocal.registry.scopes import CATALOG as CATALOG_NAME
+from acrlocal.registry.token_codec import CLOCK_SKEW_S, AccessGrant, InvalidRegistryToken, RegistryTokens
+from acrlocal.registry.token_service import ACR_HELP, challenge, login_server_of, login_servers
+from acrlocal.storage.metadata import RegistryRecord
+
+CACHE_ENTRIES = 50_000
+AUTHENTICATION_REQUIRED = f"authentication required, {ACR_HELP}"
+
+
+def _needed(repository: str | None, actions: Sequence[str]) -> tuple[str, str, tuple[str, ...]] | None:
+    """``(type, name, token actions)`` a request needs, or ``None`` for ``/v2/`` (only "who is calling")."""
+    if CATALOG in actions:
+        return (REGISTRY, CATALOG_NAME, (ALL,))
+    if repository is None:
+        return None
+    needed: list[str] = []
+    for action in actions:
+        token_action = "push" if action == OVERWRITE else action
+        if token_action not in needed:
+            needed.append(token_action)
+    return (REPOSITORY, repository, tuple(needed))
+
+
+def _scope(needed: tuple[str, str, tuple[str, ...]] | None) -> str | None:
+    if needed is None:
+        return None
+    rtype, name, actions = needed
+    return f"{rtype}:{name}:{','.join(actions)}"
+
+
+class TokenAuthorizer:
+    def __init__(self, signer: RegistryTokens) -> None:
+        self.signer = signer
+        self._verified: dict[str, AccessGrant] = {}
+        self._servers: dict[tuple[str, int | None], frozenset[str]] = {}
+
+    # -- token verification ------------------------------------------------------------------------
+
+    def _login_servers(self, ctx: Context, registry: RegistryRecord) -> frozenset[str]:
+        key = (registry.name, registry.port)
+        servers = self._servers.get(key)
+        if servers is None:
+            servers = self._servers[key] = login_servers(ctx, registry)
+        return servers
+
+    def _grant(self, ctx: Context, registry: RegistryRecord, token: str, now: float) -> AccessGrant:
+        """The verified grant of ``token`` for ``registry``; :class:`InvalidRegistryToken` otherwise."""
+        grant = self._verified.get(token)
+        if grant is None:
+            grant = self.signer.verify_access(token, self._login_servers(ctx, registry))
+            self._remember(token, grant, now)
+        elif grant.expires + CLOCK_SKEW_S <= now:
+            self._verified.pop(token, None)
+            raise InvalidRegistryToken("token has expired")
+        if grant.registry != registry.name or grant.service not in self._login_servers(ctx, registry):
+            raise InvalidRegistryToken(f"token was issued for {grant.service}, not for registry {registry.name}")
+        return grant
+
+    def _remember(self, token: str, grant: AccessGrant, now: float) -> None:
+        cache = self._verified
+        if len(cache) >= CACHE_ENTRIES:
+            for key in [k for k, g in cache.items() if g.expires + CLOCK_SKEW_S <= now]:
+                del cache[key]
+            while len(cache) >= CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+        cache[token] = grant
+
+    def _bearer(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+
+    # -- decisions ---------------------------------------------------------------------------------
+
+    def _audit(self, ctx: Context, request: web.Request, registry: RegistryRecord, grant: AccessGrant | None,
+               outcome: str, repository: str | None, actions: Sequence[str], detail: str | None = None) -> None:
+        ctx.registry_audit.record(AuthEvent(
+            "authorization", registry.name, grant.kind if grant else None,  # type: ignore[arg-type]
+            grant.subject if grant else None, outcome, repository, tuple(actions), detail=detail,
+            address=request.remote))
+
+    def _challenge_error(self, request: web.Request, ctx: Context, registry: RegistryRecord,
+                         needed: tuple[str, str, tuple[str, ...]] | None, error: str | None,
+                         message: str = AUTHENTICATION_REQUIRED, status_code: str = "UNAUTHORIZED") -> RegistryError:
+        header = challenge(login_server_of(request, ctx, registry), _scope(needed), error)
+        detail = None
+        if needed is not None:
+            detail = [{"Type": needed[0], "Name": needed[1], "Action": a} for a in needed[2]]
+        return RegistryError(status_code, message, detail, headers={"WWW-Authenticate": header})
+
+    async def authorize(
+        self, request: web.Request, registry: RegistryRecord, repository: str | None, actions: Sequence[str]
+    ) -> Caller:
+        ctx: Context = request.app["ctx"]
+        needed = _needed(repository, actions)
+        token = self._bearer(request)
+        if token is None:
+            self._audit(ctx, request, registry, None, "denied", repository, actions, "no bearer token")
+            raise self._challenge_error(request, ctx, registry, needed, None)
+        now = time.time()
+        try:
+            grant = self._grant(ctx, registry, token, now)
+        except InvalidRegistryToken as exc:
+            self._audit(ctx, request, registry, None, "denied", repository, actions, f"invalid token: {exc}")
+            raise self._challenge_error(request, ctx, registry, needed, "invalid_token",
+                                        f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {exc}") from None
+        if needed is None or grant.allows(*needed):
+            self._audit(ctx, request, registry, grant, "granted", repository, actions)
+            return _caller(grant, request)
+        upgrade = self._may_now(ctx, registry, grant, needed)
+        self._audit(ctx, request, registry, grant, "denied", repository, actions,
+                    "insufficient scope" + ("; the subject may ask for it" if upgrade else ""))
+        if upgrade:
+            raise self._challenge_error(
+                request, ctx, registry, needed, "insufficient_scope",
+                f"requested access to the resource is denied: the access token does not grant "
+                f"{_scope(needed)}; request a token for that scope", "DENIED")
+        raise self._challenge_error(request, ctx, registry, needed, "insufficient_scope")
+
+    def _may_now(self, ctx: Context, registry: RegistryRecord, grant: AccessGrant,
+                 needed: tuple[str, str, tuple[str, ...]]) -> bool:
+        """Whether the token's subject may perform ``needed`` now (so that asking for it would succeed)."""
+        tenant = grant.claims.get("tenant")
+        subject = Subject(grant.kind, grant.subject, tenant if isinstance(tenant, str) else None)  # type: ignore[arg-type]
+        if subject.kind == "principal":
+            if subject.id is None or subject.tenant is None:
+                return False
+            try:
+                check_principal(ctx, registry, subject.id, subject.tenant)
+            except SubjectRefused:
+                return False
+        allowed = CurrentPermissions(ctx, registry, subject).actions(needed[0], needed[1])
+        return all(a in allowed for a in needed[2])
+
+    async def permits(
+        self,
+        request: web.Request,
+        caller: Caller,
+        registry: RegistryRecord,
+        repository: str,
+        actions: Sequence[str],
+    ) -> bool:
+        ctx: Context = request.app["ctx"]
+        token = self._bearer(request)
+        if token is None:
+            return False
+        try:
+            grant = self._grant(ctx, registry, token, time.time())
+        except InvalidRegistryToken:
+            return False
+        needed = _needed(repository, actions)
+        allowed = needed is not None and grant.allows(*needed)
+        self._audit(ctx, request, registry, grant, "granted" if allowed else "denied", repository, actions,
+                    None if allowed else "insufficient scope on a second repository")
+        return allowed
+
+
+def _caller(grant: AccessGrant, request: web.Request) -> Caller:
+    if grant.kind == "principal":
+        principal = grant.subject
+    elif grant.kind == "admin":
+        principal = f"admin/{grant.registry}"
+    elif grant.kind == "token":
+        principal = f"token/{grant.subject}"
+    else:
+        principal = None
+    return Caller(principal, request.remote, grant.kind)

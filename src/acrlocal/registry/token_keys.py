@@ -1,0 +1,108 @@
+"""The token service's RS256 signing keys: one table, loaded once and cached.
+
+The registry signs its refresh and access tokens with a key of its own (never a tenant's Entra key), kept in the
+database so that a restart, or a second process on the same database, signs and verifies with the same key. The
+newest key signs; older keys stay accepted for :data:`RETIRED_KEY_GRACE_S` after a rotation so that tokens in
+flight keep working until they expire.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy.engine import Engine
+
+from acrlocal.storage.sql import metadata
+
+#: A retired key verifies for this long after the rotation (longer than any token it signed lives).
+RETIRED_KEY_GRACE_S = 4 * 3600
+
+token_keys = sa.Table(
+    "registry_token_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("private_pem", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("retired", sa.Float, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+    public_key: rsa.RSAPublicKey
+    created: float
+    retired: float | None
+
+
+def _kid(key: rsa.RSAPrivateKey) -> str:
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b32encode(hashlib.sha256(der).digest()[:20]).decode().rstrip("=")
+
+
+class TokenKeys:
+    """The signing keys. Thread-safe; the database is read once, then on :meth:`rotate`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._keys: list[TokenKey] | None = None
+
+    def _load(self) -> list[TokenKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(token_keys).order_by(token_keys.c.created.desc())).all()
+        keys = []
+        for r in rows:
+            key = serialization.load_pem_private_key(r.private_pem.encode(), password=None)
+            assert isinstance(key, rsa.RSAPrivateKey)
+            keys.append(TokenKey(r.kid, key, key.public_key(), r.created, r.retired))
+        return keys
+
+    def _create(self) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(token_keys).values(kid=_kid(key), private_pem=pem, created=time.time(),
+                                                      retired=None))
+
+    def keys(self) -> list[TokenKey]:
+        """Keys that verify, newest (the signing key) first."""
+        keys = self._keys
+        if keys is None:
+            with self._lock:
+                keys = self._keys
+                if keys is None:
+                    keys = self._load()
+                    if not keys:
+                        self._create()
+                        keys = self._load()
+                    self._keys = keys
+        return keys
+
+    def active(self) -> TokenKey:
+        return self.keys()[0]
+
+    def find(self, kid: str, now: float | None = None) -> TokenKey | None:
+        now = time.time() if now is None else now
+        for key in self.keys():
+            if key.kid == kid and (key.retired is None or key.retired + RETIRED_KEY_GRACE_S > now):
+                return key
+        return None
+
+    def rotate(self) -> TokenKey:
+        """A new signing key; the previous one keeps verifying for :data:`RETIRED_KEY_GRACE_S`."""
+        with self._lock:
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(token_keys).where(token_keys.c.retired.is_(None)).values(retired=time.time()))
+            self._create()
+            self._keys = self._load()
+        return self._keys[0]

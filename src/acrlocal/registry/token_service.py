@@ -1,0 +1,309 @@
+"""HTTP: ACR's token service on every login server of a registry, and the challenge that points clients to it.
+
+- ``POST /oauth2/exchange`` (form ``grant_type=access_token``, ``service``, optional ``tenant``,
+  ``access_token``; ``api-version`` ignored): an Entra access token in, ``{"refresh_token": ...}`` out. The Entra
+  token is verified by ``ctx.tokens.verify`` for the audience ``https://containerregistry.azure.net`` (with or
+  without the trailing slash) or, unless the registry's ``azureADAuthenticationAsArmPolicy`` is disabled, the ARM
+  audiences; its principal must still exist, and the registry's subscription must belong to its tenant.
+- ``/oauth2/token``: ``POST`` form ``grant_type=refresh_token`` (``refresh_token``), ``grant_type=password``
+  (``username``/``password``, or nothing for an anonymous token), and ``GET`` with or without ``Authorization:
+  Basic`` (user ``00000000-0000-0000-0000-000000000000`` with a refresh token, the admin user, or a
+  repository-scoped token). It answers ``{"access_token", "token", "expires_in", "issued_at"}`` with a token that
+  grants the *intersection* of the requested scopes (several ``scope`` parameters, each possibly holding several
+  space-separated scopes) and what the subject may do now (:mod:`acrlocal.registry.permissions`); a partial or
+  empty grant is not an error. No ``refresh_token`` is returned, even for docker's ``offline_token=true``: docker
+  would then store an identity token instead of the password, which other readers of its config (oras-py) cannot
+  use, and ACR's own answer to these requests carries only the access token.
+
+Errors are OCI error bodies: 400 ``INVALID_REQUEST`` for a malformed request (a bad grant type, scope or
+service), 401 ``UNAUTHORIZED`` for credentials or tokens that are not accepted. Secrets are never logged or
+echoed. Every login is reported to ``ctx.registry_audit``.
+
+The challenge (:func:`challenge`) is ``Bearer realm="https://<login server>/oauth2/token",service="<login
+server>"[,scope="..."][,error="..."]`` with no space after the commas (azure-containerregistry splits on ``,``
+and ``=``), the login server being the one the client used if it is one of the registry's, so that clients send
+credentials only to a realm of this registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from acrlocal.arm.access import check_admin_password
+from acrlocal.arm.auth import ARM_AUDIENCES
+from acrlocal.context import Context
+from acrlocal.identity.tokens import InvalidToken
+from acrlocal.registry.auth_events import AuthEvent
+from acrlocal.registry.errors import RegistryError
+from acrlocal.registry.permissions import ANONYMOUS, CurrentPermissions, Subject, SubjectRefused, check_principal
+from acrlocal.registry.scopes import ALL, InvalidScope, ResourceScope, parse_scopes
+from acrlocal.registry.token_codec import ACCESS_LIFETIME_S, InvalidRegistryToken, IssuedToken, RegistryTokens
+from acrlocal.registry.wire import error_response
+from acrlocal.storage.metadata import RegistryRecord
+
+ACR_AUDIENCES = ("https://containerregistry.azure.net", "https://containerregistry.azure.net/")
+#: The user name that says "the password is an ACR refresh token" (what ``az acr login`` hands to docker).
+REFRESH_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
+#: Largest form body the token endpoints read (an Entra token is a few KiB).
+MAX_FORM_BYTES = 64 * 1024
+ACR_HELP = "visit https://aka.ms/acr/authorization for more information."
+
+
+# -- login servers and the challenge -------------------------------------------------------------------
+
+
+def login_servers(ctx: Context, registry: RegistryRecord) -> frozenset[str]:
+    """Every ``host:port`` the registry answers as, lower-cased; tokens are valid on all of them."""
+    return frozenset(s.lower() for s in ctx.registries.login_servers(registry))
+
+
+def login_server_of(request: web.Request, ctx: Context, registry: RegistryRecord) -> str:
+    """The login server the client used, if it is one of the registry's; the registry's own otherwise."""
+    host = (request.host or "").lower()
+    if host in login_servers(ctx, registry):
+        return host
+    return ctx.registries.login_server(registry).lower()
+
+
+def challenge(login_server: str, scope: str | None = None, error: str | None = None) -> str:
+    value = f'Bearer realm="https://{login_server}/oauth2/token",service="{login_server}"'
+    if scope:
+        value += f',scope="{scope}"'
+    if error:
+        value += f',error="{error}"'
+    return value
+
+
+def _unauthorized(message: str) -> RegistryError:
+    return RegistryError("UNAUTHORIZED", message)
+
+
+def _bad_request(message: str) -> RegistryError:
+    return RegistryError("INVALID_REQUEST", message)
+
+
+# -- the service ---------------------------------------------------------------------------------------
+
+
+def _arm_audiences_allowed(registry: RegistryRecord) -> bool:
+    status = str(registry.properties.get("azureADAuthenticationAsArmPolicy") or "enabled")
+    return status.lower() != "disabled"
+
+
+def _basic(header: str | None) -> tuple[str, str] | None:
+    """``(user, password)`` of an ``Authorization: Basic`` header; ``None`` without one. 401 if malformed."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise _unauthorized(f"the token endpoint takes Basic credentials, not {scheme[:20]!r}; {ACR_HELP}")
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _unauthorized("the Basic credentials are not base64 of user:password") from None
+    if not sep:
+        raise _unauthorized("the Basic credentials are not base64 of user:password")
+    return user, password
+
+
+class TokenService:
+    """The token endpoints of every registry this server hosts. Holds the signer and a small cache of signed
+    access tokens: an RS256 signature costs about 0.4 ms, so a token whose claims (subject, service, grant) equal
+    those of one signed recently, with at least half its lifetime left, is handed out again. Permissions are
+    still computed from current state for every request; only identical results share a signature."""
+
+    REUSE_ENTRIES = 4096
+
+    def __init__(self, signer: RegistryTokens) -> None:
+        self.signer = signer
+        self._reuse: OrderedDict[tuple[Any, ...], IssuedToken] = OrderedDict()
+
+    # -- HTTP --------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, registry: RegistryRecord) -> web.StreamResponse:
+        ctx: Context = request.app["ctx"]
+        path = request.path.rstrip("/")
+        try:
+            if path == "/oauth2/exchange" and request.method == "POST":
+                return await self.exchange(request, ctx, registry)
+            if path == "/oauth2/token" and request.method in ("GET", "POST"):
+                return await self.token(request, ctx, registry)
+            if path in ("/oauth2/exchange", "/oauth2/token"):
+                raise RegistryError("UNSUPPORTED", f"{request.method} is not supported on {path}")
+            raise RegistryError("NAME_UNKNOWN", f"no such endpoint {path[:100]!r}", status=404)
+        except RegistryError as err:
+            return error_response(err)
+
+    async def _form(self, request: web.Request) -> MultiDictProxy[Any]:
+        if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+            raise _bad_request(f"the form is larger than {MAX_FORM_BYTES} bytes")
+        ctype = request.content_type
+        if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            raise _bad_request(f"expected an application/x-www-form-urlencoded body, not {ctype[:80]!r}")
+        return await request.post()
+
+    def _service(self, ctx: Context, request: web.Request, registry: RegistryRecord, given: str | None) -> str:
+        if not given:
+            return login_server_of(request, ctx, registry)
+        if given.lower() not in login_servers(ctx, registry):
+            raise _bad_request(f"service {given[:100]!r} is not a login server of registry {registry.name} "
+                               f"(expected one of {', '.join(sorted(login_servers(ctx, registry)))})")
+        return given.lower()
+
+    def _audit(self, ctx: Context, request: web.Request, registry: RegistryRecord, subject: Subject | None,
+               outcome: str, **kw: Any) -> None:
+        ctx.registry_audit.record(AuthEvent("login", registry.name, subject.kind if subject else None,
+                                            subject.id if subject else None, outcome, address=request.remote, **kw))
+
+    async def exchange(self, request: web.Request, ctx: Context, registry: RegistryRecord) -> web.Response:
+        form = await self._form(request)
+        grant = form.get("grant_type")
+        if grant != "access_token":
+            raise _bad_request(f"grant_type {str(grant)[:40]!r} is not supported; expected 'access_token'")
+        service = self._service(ctx, request, registry, _text(form, "service"))
+        aad_token = _text(form, "access_token")
+        if not aad_token:
+            raise _bad_request("the form must contain 'access_token' (an Entra ID access token)")
+        audiences = list(ACR_AUDIENCES) + (list(ARM_AUDIENCES) if _arm_audiences_allowed(registry) else [])
+        try:
+            claims = ctx.tokens.verify(aad_token, audiences)
+        except InvalidToken as exc:
+            self._audit(ctx, request, registry, None, "failed", detail=f"exchange: {exc}")
+            raise _unauthorized(f"the Entra ID access token was not accepted: {exc}; {ACR_HELP}") from None
+        tenant, oid = str(claims["tid"]).lower(), str(claims["oid"]).lower()
+        subject = Subject("principal", oid, tenant)
+        asked_tenant = _text(form, "tenant")
+        if asked_tenant and asked_tenant.lower() != tenant:
+            self._audit(ctx, request, registry, subject, "failed", detail="exchange: tenant mismatch")
+            raise _unauthorized(f"the access token was issued by tenant {tenant}, not {asked_tenant[:40]}")
+        try:
+            check_principal(ctx, registry, oid, tenant)
+        except SubjectRefused as exc:
+            self._audit(ctx, request, registry, subject, "failed", detail=f"exchange: {exc}")
+            raise _unauthorized(f"{exc}; {ACR_HELP}") from None
+        issued = self.signer.issue_refresh(principal=oid, tenant=tenant, registry=registry.name, service=service)
+        self._audit(ctx, request, registry, subject, "granted", detail="refresh token issued")
+        return web.json_response({"refresh_token": issued.token})
+
+    async def token(self, request: web.Request, ctx: Context, registry: RegistryRecord) -> web.Response:
+        if request.method == "GET":
+            params: Mapping[str, Any] = request.query
+            scopes_text = request.query.getall("scope", [])
+            subject = self._from_basic(ctx, request, registry, _basic(request.headers.get("Authorization")))
+        else:
+            form = await self._form(request)
+            params = form
+            scopes_text = [str(s) for s in form.getall("scope", [])]
+            subject = self._from_form(ctx, request, registry, form)
+        service = self._service(ctx, request, registry, _text(params, "service"))
+        try:
+            asked = parse_scopes(scopes_text)
+        except InvalidScope as exc:
+            raise _bad_request(str(exc)) from None
+        perms = CurrentPermissions(ctx, registry, subject)
+        granted = [g for g in (grant(perms, s) for s in asked) if g.actions]
+        issued = self._access_token(subject, registry, service, granted)
+        outcome = "granted" if _covers(granted, asked) else "partial"
+        self._audit(ctx, request, registry, subject, outcome, actions=tuple(s.render() for s in asked),
+                    granted=tuple(s.render() for s in granted))
+        issued_at = dt.datetime.fromtimestamp(issued.issued, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body: dict[str, Any] = {"access_token": issued.token, "expires_in": max(60, issued.expires_in),
+                                "issued_at": issued_at}
+        if request.method == "GET":
+            body["token"] = issued.token
+        return web.json_response(body)
+
+    # -- who is asking -----------------------------------------------------------------------------
+
+    def _from_form(self, ctx: Context, request: web.Request, registry: RegistryRecord,
+                   form: MultiDictProxy[Any]) -> Subject:
+        grant_type = form.get("grant_type")
+        if grant_type == "refresh_token":
+            token = _text(form, "refresh_token")
+            if not token:
+                raise _bad_request("grant_type refresh_token needs 'refresh_token'")
+            return self._from_refresh(ctx, request, registry, token)
+        if grant_type == "password":
+            username, password = _text(form, "username"), _text(form, "password")
+            if username or password:
+                return self._from_basic(ctx, request, registry, (username or "", password or ""))
+            return self._from_basic(ctx, request, registry, _basic(request.headers.get("Authorization")))
+        raise _bad_request(f"grant_type {str(grant_type)[:40]!r} is not supported; expected 'refresh_token' or "
+                           "'password'")
+
+    def _from_basic(self, ctx: Context, request: web.Request, registry: RegistryRecord,
+                    credentials: tuple[str, str] | None) -> Subject:
+        if credentials is None:
+            return ANONYMOUS
+        user, password = credentials
+        if hmac.compare_digest(user.encode(), REFRESH_TOKEN_USER.encode()):
+            return self._from_refresh(ctx, request, registry, password)
+        if user.lower() == registry.name.lower():
+            if check_admin_password(ctx.engine, registry.name, user, password):
+                return Subject("admin", registry.name)
+            self._audit(ctx, request, registry, Subject("admin", registry.name), "failed",
+                        detail="admin user disabled or wrong password")
+            raise _unauthorized(f"the admin user of registry {registry.name} is disabled or the password is wrong; "
+                                f"{ACR_HELP}")
+        policy = ctx.scoped_tokens
+        if policy is not None and policy.check_password(registry, user, password):
+            return Subject("token", user)
+        self._audit(ctx, request, registry, None, "failed", detail=f"unknown user {user[:60]!r}")
+        raise _unauthorized(f"user name or password is not valid for registry {registry.name}; {ACR_HELP}")
+
+    def _from_refresh(self, ctx: Context, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
+        try:
+            refresh = self.signer.verify_refresh(token, login_servers(ctx, registry))
+            if refresh.registry != registry.name:
+                raise InvalidRegistryToken(f"the refresh token is for registry {refresh.registry}")
+            check_principal(ctx, registry, refresh.principal, refresh.tenant)
+        except (InvalidRegistryToken, SubjectRefused) as exc:
+            self._audit(ctx, request, registry, None, "failed", detail=f"refresh token: {exc}")
+            raise _unauthorized(f"the refresh token was not accepted: {exc}; {ACR_HELP}") from None
+        return Subject("principal", refresh.principal, refresh.tenant)
+
+    # -- signing -----------------------------------------------------------------------------------
+
+    def _access_token(self, subject: Subject, registry: RegistryRecord, service: str,
+                      granted: Sequence[ResourceScope]) -> IssuedToken:
+        key = (subject.kind, subject.id, subject.tenant, registry.name, service,
+               tuple(sorted((g.type, g.name, g.actions) for g in granted)))
+        reuse = self._reuse.get(key)
+        if reuse is not None and reuse.expires_in > ACCESS_LIFETIME_S // 2:
+            self._reuse.move_to_end(key)
+            return reuse
+        issued = self.signer.issue_access(kind=subject.kind, subject=subject.id, registry=registry.name,
+                                          service=service, access=granted, tenant=subject.tenant)
+        self._reuse[key] = issued
+        if len(self._reuse) > self.REUSE_ENTRIES:
+            self._reuse.popitem(last=False)
+        return issued
+
+
+def grant(perms: CurrentPermissions, asked: ResourceScope) -> ResourceScope:
+    """The part of ``asked`` the subject may have now (``*`` on a repository: every action it may perform)."""
+    allowed = perms.actions(asked.type, asked.name)
+    if asked.type == "repository" and ALL in asked.actions:
+        actions = tuple(sorted(allowed))
+    else:
+        actions = tuple(a for a in asked.actions if a in allowed)
+    return ResourceScope(asked.type, asked.name, actions)
+
+
+def _covers(granted: Sequence[ResourceScope], asked: Sequence[ResourceScope]) -> bool:
+    have = {g.key: set(g.actions) for g in granted}
+    return all(a.key in have and (set(a.actions) - {ALL}) <= have[a.key] for a in asked)
+
+
+def _text(params: Mapping[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    return value if isinstance(value, str) and value else None
