@@ -58,8 +58,9 @@ class RegistryClient:
             # As containers/image does: the scope is computed from the request and the token sent up front (a
             # streamed body cannot be sent twice after a challenge).
             headers = dict(kwargs.pop("headers", None) or {})
-            if "Authorization" not in headers:
-                headers["Authorization"] = self.authorization(" ".join(request_scopes(method, path)))
+            scopes = request_scopes(method, path)
+            if "Authorization" not in headers and scopes:
+                headers["Authorization"] = self.authorization(" ".join(scopes))
             kwargs["headers"] = headers
         return self.http.request(method, self.url(path), allow_redirects=False, **kwargs)
 
@@ -114,15 +115,22 @@ REPOSITORY_NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]
 
 
 def request_scopes(method: str, path: str) -> list[str]:
-    """The token scopes a docker-style client asks for a request: ``registry:catalog:*`` for the catalog, pull for
-    reads, pull+push for writes, delete for deletes, and pull on the ``from`` repository of a mount."""
+    """The token scopes a docker-style client asks for a request: ``registry:catalog:*`` for the catalogs, pull
+    for reads, pull+push for writes, delete for deletes, pull on the ``from`` repository of a mount, and ACR's
+    ``metadata_read``/``metadata_write`` for ``/acr/v1/`` reads and attribute updates. None for a name that is not
+    a repository name (the registry refuses it before asking for a token)."""
     parsed = urllib.parse.urlsplit(path)
     route = parse_path(parsed.path)
     if route is None or route.endpoint is Endpoint.BASE:
         return []
-    if route.endpoint is Endpoint.CATALOG:
+    if route.endpoint in (Endpoint.CATALOG, Endpoint.ACR_CATALOG):
         return ["registry:catalog:*"]
-    actions = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
+    if not REPOSITORY_NAME.fullmatch(route.name):
+        return []
+    if route.endpoint.name.startswith("ACR_"):
+        actions = {"GET": "metadata_read", "HEAD": "metadata_read", "DELETE": "delete"}.get(method, "metadata_write")
+    else:
+        actions = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
     scopes = [f"repository:{route.name}:{actions}"]
     source = urllib.parse.parse_qs(parsed.query).get("from")
     if route.endpoint is Endpoint.UPLOADS and source and REPOSITORY_NAME.fullmatch(source[0]):
