@@ -27,9 +27,11 @@ credentials only to a realm of this registry.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
+import functools
 import hmac
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -190,7 +192,9 @@ class TokenService:
         except SubjectRefused as exc:
             self._audit(ctx, request, registry, subject, "failed", detail=f"exchange: {exc}")
             raise _unauthorized(f"{exc}; {ACR_HELP}") from None
-        issued = self.signer.issue_refresh(principal=oid, tenant=tenant, registry=registry.name, service=service)
+        # RS256 signing releases the GIL: in the executor, both cores sign.
+        issued = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            self.signer.issue_refresh, principal=oid, tenant=tenant, registry=registry.name, service=service))
         self._audit(ctx, request, registry, subject, "granted", detail="refresh token issued")
         return web.json_response({"refresh_token": issued.token})
 
@@ -211,7 +215,7 @@ class TokenService:
             raise _bad_request(str(exc)) from None
         perms = CurrentPermissions(ctx, registry, subject)
         granted = [g for g in (grant(perms, s) for s in asked) if g.actions]
-        issued = self._access_token(subject, registry, service, granted)
+        issued = await self._access_token(subject, registry, service, granted)
         outcome = "granted" if _covers(granted, asked) else "partial"
         self._audit(ctx, request, registry, subject, outcome, actions=tuple(s.render() for s in asked),
                     granted=tuple(s.render() for s in granted))
@@ -273,16 +277,17 @@ class TokenService:
 
     # -- signing -----------------------------------------------------------------------------------
 
-    def _access_token(self, subject: Subject, registry: RegistryRecord, service: str,
-                      granted: Sequence[ResourceScope]) -> IssuedToken:
+    async def _access_token(self, subject: Subject, registry: RegistryRecord, service: str,
+                            granted: Sequence[ResourceScope]) -> IssuedToken:
         key = (subject.kind, subject.id, subject.tenant, registry.name, service,
                tuple(sorted((g.type, g.name, g.actions) for g in granted)))
         reuse = self._reuse.get(key)
         if reuse is not None and reuse.expires_in > ACCESS_LIFETIME_S // 2:
             self._reuse.move_to_end(key)
             return reuse
-        issued = self.signer.issue_access(kind=subject.kind, subject=subject.id, registry=registry.name,
-                                          service=service, access=granted, tenant=subject.tenant)
+        issued = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            self.signer.issue_access, kind=subject.kind, subject=subject.id, registry=registry.name,
+            service=service, access=tuple(granted), tenant=subject.tenant))
         self._reuse[key] = issued
         if len(self._reuse) > self.REUSE_ENTRIES:
             self._reuse.popitem(last=False)

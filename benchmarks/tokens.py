@@ -1,0 +1,383 @@
+"""Authentication benchmarks: the registry with ACR's tokens against Distribution 2.8.2 with its token auth, the
+cost of authentication on acrlocal itself, and the token endpoint's rate.
+
+Not a test: prints and records figures, asserts nothing about time. Each repetition starts, one after another:
+
+- **acrlocal** (``acrlocal up``, authentication on, as always by default): the local administrator's Entra token
+  is exchanged for a refresh token, which then logs in as docker clients do (``Basic 00000000-…:<refresh>``);
+- **acrlocal-open** (``acrlocal up --insecure-open-registry``): the same server without authentication;
+- **distribution** (Debian's ``docker-registry`` 2.8.2) configured with ``auth: token`` against a small token
+  server of this harness (:class:`TokenServer`): RS256 JWTs with an ``x5c`` chain to the root bundle Distribution is
+  given, ``iss``/``aud``/``exp`` as its validation requires, an ``access`` list like ACR's.
+
+On each registry one small image is pushed (monolithic blob uploads and a manifest PUT, with a token), then:
+
+- ``manifest-head``: ``hey -m HEAD -c 32`` on the manifest by tag, with a bearer token (none on acrlocal-open);
+- ``token``: ``wrk`` keeping 8 connections busy on ``GET /oauth2/token?service=..&scope=repository:bench/app:pull``
+  with ``Authorization: Basic <all-zero user>:<refresh token>`` (acrlocal only): every request verifies the refresh
+  token, checks the principal, reads its role assignments and evaluates them, and answers a token.
+
+Usage (repository root, the dev virtualenv's Python)::
+
+    python -m benchmarks.tokens [--quick] [--reps N]
+
+Writes ``benchmarks/results/tokens-<UTC time>.json`` and prints a markdown table with the ratios. Needs ``hey``,
+``wrk`` and ``/usr/bin/docker-registry``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import http.server
+import json
+import re
+import secrets
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from benchmarks import ROOT
+from benchmarks.clients import hey
+from benchmarks.procstat import cpu_seconds
+from benchmarks.report import machine
+from benchmarks.servers import AcrLocal, Distribution, Registry
+
+REPO = "bench/app"
+TAG = "v1"
+REFRESH_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- a token server for Distribution ---------------------------------------------------------------------
+
+
+class TokenServer:
+    """Distribution's side of the token protocol: an RS256 key whose certificate (self-signed, in the root bundle
+    Distribution trusts) is sent as ``x5c``; ``/token`` answers any ``scope`` with a token granting it (the
+    benchmark measures verification, not policy). Runs on a loopback http port in a thread."""
+
+    ISSUER = "acrlocal-bench-token-server"
+
+    def __init__(self, workdir: Path, service: str = "distribution-bench") -> None:
+        self.service = service
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench token signer")])
+        now = dt.datetime.now(dt.UTC)
+        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
+                     .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+                     .not_valid_after(now + dt.timedelta(days=1))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+        self.bundle = workdir / "token-root.pem"
+        self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    def token(self, scopes: list[str], lifetime_s: int = 3600) -> str:
+        access = []
+        for scope in scopes:
+            rtype, rest = scope.split(":", 1)
+            name, actions = rest.rsplit(":", 1)
+            access.append({"type": rtype, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.ISSUER, "sub": "bench", "aud": self.service, "exp": now + lifetime_s, "nbf": now - 5,
+                  "iat": now, "jti": secrets.token_hex(8), "access": access}
+        x5c = [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()]
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"x5c": x5c})
+
+    def start(self) -> str:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                body = json.dumps({"token": owner.token(query.get("scope", [])), "expires_in": 3600}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class TokenDistribution(Distribution):
+    """Distribution 2.8.2 with ``auth: token`` against :class:`TokenServer`."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.tokens = TokenServer(workdir)
+        self.realm = ""
+
+    def config(self, storage: Path, cert: Path, key: Path) -> dict[str, Any]:
+        config = super().config(storage, cert, key)
+        config["auth"] = {"token": {"realm": self.realm, "service": self.tokens.service,
+                                    "issuer": TokenServer.ISSUER, "rootcertbundle": str(self.tokens.bundle)}}
+        return config
+
+    def start(self, timeout: float = 30.0) -> Registry:
+        self.realm = self.tokens.start()
+        return super().start(timeout)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        super().stop(timeout)
+        self.tokens.stop()
+
+
+# -- clients ---------------------------------------------------------------------------------------------
+
+
+def _request(reg: Registry, method: str, path: str, token: str | None, data: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    ctx = ssl.create_default_context(cafile=str(reg.ca))
+    req = urllib.request.Request(reg.url(path), data=data, method=method, headers=dict(headers or {}))
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def push_image(reg: Registry, token: str | None) -> None:
+    layer = secrets.token_bytes(4096)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    blobs = []
+    for data in (layer, config):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status, _, body = _request(reg, "POST", f"/v2/{REPO}/blobs/uploads/?digest={digest}", token, data,
+                                   {"Content-Type": "application/octet-stream"})
+        if status != 201:
+            status, headers, body = _request(reg, "POST", f"/v2/{REPO}/blobs/uploads/", token, b"")
+            location = headers.get("Location", "")
+            sep = "&" if "?" in location else "?"
+            target = location if location.startswith("http") else reg.url(location)
+            path = target.split(reg.host, 1)[1]
+            status, _, body = _request(reg, "PUT", f"{path}{sep}digest={digest}", token, data,
+                                       {"Content-Type": "application/octet-stream"})
+        if status != 201:
+            raise RuntimeError(f"{reg.kind}: blob upload answered {status}: {body[:300]!r}")
+        blobs.append((digest, len(data)))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[1][0],
+                   "size": blobs[1][1]},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blobs[0][0],
+                    "size": blobs[0][1]}]}).encode()
+    status, _, body = _request(reg, "PUT", f"/v2/{REPO}/manifests/{TAG}", token, manifest,
+                               {"Content-Type": OCI_MANIFEST})
+    if status != 201:
+        raise RuntimeError(f"{reg.kind}: manifest PUT answered {status}: {body[:300]!r}")
+
+
+def acrlocal_refresh_token(server: AcrLocal, reg: Registry) -> str:
+    """The local administrator's Entra token exchanged at the registry, as ``az acr login`` does."""
+    admin = json.loads((server.data_dir / "admin.json").read_text())
+    status = reg.info["status"]
+    ctx = ssl.create_default_context(cafile=str(reg.ca))
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": admin["clientId"],
+                                   "client_secret": admin["clientSecret"],
+                                   "scope": "https://containerregistry.azure.net/.default"}).encode()
+    url = f"{status['endpoints']['shared']}/{admin['tenantId']}/oauth2/v2.0/token"
+    with urllib.request.urlopen(url, data=form, context=ctx, timeout=30) as resp:
+        aad = json.load(resp)["access_token"]
+    form = urllib.parse.urlencode({"grant_type": "access_token", "service": reg.host, "access_token": aad}).encode()
+    with urllib.request.urlopen(reg.url("/oauth2/exchange"), data=form, context=ctx, timeout=30) as resp:
+        return str(json.load(resp)["refresh_token"])
+
+
+def acrlocal_access_token(reg: Registry, refresh: str, scope: str) -> str:
+    ctx = ssl.create_default_context(cafile=str(reg.ca))
+    query = urllib.parse.urlencode({"service": reg.host, "scope": scope})
+    req = urllib.request.Request(reg.url(f"/oauth2/token?{query}"))
+    basic = base64.b64encode(f"{REFRESH_TOKEN_USER}:{refresh}".encode()).decode()
+    req.add_header("Authorization", f"Basic {basic}")
+    with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+        return str(json.load(resp)["access_token"])
+
+
+@dataclass(frozen=True)
+class Sample:
+    target: str
+    workload: str
+    rep: int
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms_per_request: float
+
+
+def wrk(url: str, headers: dict[str, str], seconds: int, connections: int, ca: Path) -> dict[str, Any]:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"wrk: {non2xx.group(1)} of {total} answers were not 2xx:\n{out}")
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    return {"requests": total, "rps": rps, "p50": ms("50"), "p99": ms("99")}
+
+
+def run_target(kind: str, workdir: Path, rep: int, quick: bool) -> list[Sample]:
+    samples: list[Sample] = []
+    head_n = 2048 if quick else 20000
+    seconds = 3 if quick else 10
+    if kind == "distribution":
+        dist = TokenDistribution(workdir)
+        reg = dist.start()
+        try:
+            token = dist.tokens.token([f"repository:{REPO}:pull,push"])
+            push_image(reg, token)
+            before = cpu_seconds(reg.pid)
+            result = hey(reg.url(f"/v2/{REPO}/manifests/{TAG}"), head_n, 32, "HEAD",
+                         {"Authorization": f"Bearer {token}", "Accept": OCI_MANIFEST})
+            cpu = cpu_seconds(reg.pid) - before
+            samples.append(Sample(kind, "manifest-head", rep, head_n, result.requests_per_s, result.p50_ms,
+                                  result.p99_ms, cpu * 1000 / head_n))
+        finally:
+            dist.stop()
+        return samples
+    extra = ("--insecure-open-registry",) if kind == "acrlocal-open" else ()
+    server = AcrLocal(workdir, extra_args=extra)
+    reg = server.start()
+    try:
+        refresh = None if extra else acrlocal_refresh_token(server, reg)
+        token = acrlocal_access_token(reg, refresh, f"repository:{REPO}:pull,push") if refresh else None
+        push_image(reg, token)
+        headers = {"Accept": OCI_MANIFEST}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        before = cpu_seconds(reg.pid)
+        result = hey(reg.url(f"/v2/{REPO}/manifests/{TAG}"), head_n, 32, "HEAD", headers)
+        cpu = cpu_seconds(reg.pid) - before
+        samples.append(Sample(kind, "manifest-head", rep, head_n, result.requests_per_s, result.p50_ms,
+                              result.p99_ms, cpu * 1000 / head_n))
+        if refresh:
+            basic = base64.b64encode(f"{REFRESH_TOKEN_USER}:{refresh}".encode()).decode()
+            query = urllib.parse.urlencode({"service": reg.host, "scope": f"repository:{REPO}:pull"})
+            before = cpu_seconds(reg.pid)
+            out = wrk(reg.url(f"/oauth2/token?{query}"), {"Authorization": f"Basic {basic}"}, seconds, 8, reg.ca)
+            cpu = cpu_seconds(reg.pid) - before
+            samples.append(Sample(kind, "token", rep, out["requests"], out["rps"], out["p50"], out["p99"],
+                                  cpu * 1000 / max(1, out["requests"])))
+    finally:
+        server.stop()
+    return samples
+
+
+def summarise(samples: list[Sample]) -> dict[str, Any]:
+    def median(target: str, workload: str, field: str = "requests_per_s") -> float:
+        values = [getattr(s, field) for s in samples if s.target == target and s.workload == workload]
+        return statistics.median(values) if values else float("nan")
+
+    reps = sorted({s.rep for s in samples})
+
+    def ratio(a: str, b: str) -> list[float]:
+        out = []
+        for rep in reps:
+            x = [s.requests_per_s for s in samples if s.target == a and s.workload == "manifest-head" and s.rep == rep]
+            y = [s.requests_per_s for s in samples if s.target == b and s.workload == "manifest-head" and s.rep == rep]
+            if x and y:
+                out.append(x[0] / y[0])
+        return out
+
+    vs_distribution = ratio("acrlocal", "distribution")
+    vs_open = ratio("acrlocal", "acrlocal-open")
+    return {
+        "rows": [{"target": t, "workload": w, "rps": median(t, w), "p50_ms": median(t, w, "p50_ms"),
+                  "p99_ms": median(t, w, "p99_ms"), "server_cpu_ms": median(t, w, "server_cpu_ms_per_request")}
+                 for t, w in sorted({(s.target, s.workload) for s in samples})],
+        "head_ratio_vs_distribution": vs_distribution,
+        "head_ratio_auth_vs_open": vs_open,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.tokens", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    missing = [c for c in ("hey", "wrk", "/usr/bin/docker-registry") if shutil.which(c) is None]
+    if missing:
+        raise SystemExit(f"missing: {', '.join(missing)} (./scripts/test installs them)")
+    reps = args.reps or (1 if args.quick else 3)
+    info = machine()
+    samples: list[Sample] = []
+    scratch = Path(tempfile.mkdtemp(prefix="acrlocal-tokens-bench-"))
+    try:
+        targets = ["acrlocal", "acrlocal-open", "distribution"]
+        for rep in range(1, reps + 1):
+            order = targets if rep % 2 else list(reversed(targets))
+            for kind in order:
+                log(f"rep {rep}/{reps}: {kind}")
+                workdir = scratch / f"rep{rep}" / kind
+                workdir.mkdir(parents=True)
+                samples += run_target(kind, workdir, rep, args.quick)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary = summarise(samples)
+    result = {"machine": info, "reps": reps, "quick": args.quick, "summary": summary,
+              "samples": [asdict(s) for s in samples]}
+    out = args.out or ROOT / "benchmarks" / "results" / f"tokens-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("| target | workload | req/s (median) | p50 ms | p99 ms | server CPU ms/request |")
+    print("|---|---|---:|---:|---:|---:|")
+    for row in summary["rows"]:
+        print(f"| {row['target']} | {row['workload']} | {row['rps']:,.0f} | {row['p50_ms']:.2f} | "
+              f"{row['p99_ms']:.2f} | {row['server_cpu_ms']:.3f} |")
+    print()
+    fmt = ", ".join
+    print(f"authenticated manifest HEAD, acrlocal / Distribution: "
+          f"{fmt(f'{r:.2f}' for r in summary['head_ratio_vs_distribution'])}")
+    print(f"acrlocal authenticated / open: {fmt(f'{r:.2f}' for r in summary['head_ratio_auth_vs_open'])}")
+    print(f"load {info['loadavg_start']}; results: {out}")
+
+
+if __name__ == "__main__":
+    main()
