@@ -111,7 +111,7 @@ class TokenServer:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 body = json.dumps({"token": owner.token(query.get("scope", [])), "expires_in": 3600}).encode()
                 self.send_response(200)
@@ -270,11 +270,11 @@ def run_target(kind: str, workdir: Path, rep: int, quick: bool) -> list[Sample]:
         dist = TokenDistribution(workdir)
         reg = dist.start()
         try:
-            token = dist.tokens.token([f"repository:{REPO}:pull,push"])
-            push_image(reg, token)
+            dist_token = dist.tokens.token([f"repository:{REPO}:pull,push"])
+            push_image(reg, dist_token)
             before = cpu_seconds(reg.pid)
             result = hey(reg.url(f"/v2/{REPO}/manifests/{TAG}"), head_n, 32, "HEAD",
-                         {"Authorization": f"Bearer {token}", "Accept": OCI_MANIFEST})
+                         {"Authorization": f"Bearer {dist_token}", "Accept": OCI_MANIFEST})
             cpu = cpu_seconds(reg.pid) - before
             samples.append(Sample(kind, "manifest-head", rep, head_n, result.requests_per_s, result.p50_ms,
                                   result.p99_ms, cpu * 1000 / head_n))
@@ -285,7 +285,7 @@ def run_target(kind: str, workdir: Path, rep: int, quick: bool) -> list[Sample]:
     server = AcrLocal(workdir, extra_args=extra)
     reg = server.start()
     try:
-        refresh = None if extra else acrlocal_refresh_token(server, reg)
+        refresh: str | None = None if extra else acrlocal_refresh_token(server, reg)
         token = acrlocal_access_token(reg, refresh, f"repository:{REPO}:pull,push") if refresh else None
         push_image(reg, token)
         headers = {"Accept": OCI_MANIFEST}

@@ -45,7 +45,7 @@ from acrlocal.registry.token_keys import TokenKeys
 from acrlocal.registry.token_service import TokenService
 from acrlocal.storage.blobs import FileBlobStore
 from acrlocal.storage.metadata import RegistryTable, SqlRegistryMetadata
-from acrlocal.storage.sql import open_engine
+from acrlocal.storage.sql import DataVersion, open_engine
 from acrlocal.tls import LocalCA
 
 log = logging.getLogger("acrlocal.server")
@@ -136,7 +136,7 @@ class Server:
         self.ctx = ctx
         signer = RegistryTokens(TokenKeys(engine))
         signer.keys.active()  # load (or make) the signing key before the first request
-        ctx.token_service = TokenService(signer)
+        ctx.token_service = TokenService(signer, DataVersion(engine))
         if settings.insecure_open_registry:
             log.warning("the registry data plane is OPEN: every request is allowed without authentication")
         else:

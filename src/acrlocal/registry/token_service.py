@@ -33,9 +33,10 @@ import binascii
 import datetime as dt
 import functools
 import hmac
+import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -48,9 +49,19 @@ from acrlocal.registry.auth_events import AuthEvent
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.permissions import ANONYMOUS, CurrentPermissions, Subject, SubjectRefused, check_principal
 from acrlocal.registry.scopes import ALL, InvalidScope, ResourceScope, parse_scopes
-from acrlocal.registry.token_codec import ACCESS_LIFETIME_S, InvalidRegistryToken, IssuedToken, RegistryTokens
+from acrlocal.registry.token_codec import (
+    ACCESS_LIFETIME_S,
+    CLOCK_SKEW_S,
+    InvalidRegistryToken,
+    IssuedToken,
+    RefreshGrant,
+    RegistryTokens,
+)
 from acrlocal.registry.wire import error_response
 from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.sql import DataVersion
+
+T = TypeVar("T")
 
 ACR_AUDIENCES = ("https://containerregistry.azure.net", "https://containerregistry.azure.net/")
 #: The user name that says "the password is an ACR refresh token" (what ``az acr login`` hands to docker).
@@ -118,16 +129,55 @@ def _basic(header: str | None) -> tuple[str, str] | None:
 
 
 class TokenService:
-    """The token endpoints of every registry this server hosts. Holds the signer and a small cache of signed
-    access tokens: an RS256 signature costs about 0.4 ms, so a token whose claims (subject, service, grant) equal
-    those of one signed recently, with at least half its lifetime left, is handed out again. Permissions are
-    still computed from current state for every request; only identical results share a signature."""
+    """The token endpoints of every registry this server hosts.
+
+    Every answer reflects the database as it is when the request arrives. Three things make that cheap:
+
+    - a verified refresh token is remembered until it expires (its signature cannot change);
+    - a principal check and a grant computed from the database are kept together with the database's
+      :class:`~acrlocal.storage.sql.DataVersion` and used again only while no connection has committed anything
+      since (any write, by this process or another, discards them); without such a version nothing is kept;
+    - an RS256 signature costs about 0.4 ms, so a token whose claims (subject, service, grant) equal those of one
+      signed recently, with at least half its lifetime left, is handed out again.
+    """
 
     REUSE_ENTRIES = 4096
+    MEMO_ENTRIES = 10_000
 
-    def __init__(self, signer: RegistryTokens) -> None:
+    def __init__(self, signer: RegistryTokens, version: DataVersion | None = None) -> None:
         self.signer = signer
+        self.version = version
         self._reuse: OrderedDict[tuple[Any, ...], IssuedToken] = OrderedDict()
+        self._refresh: dict[str, RefreshGrant] = {}
+        self._memo: dict[tuple[Any, ...], tuple[int, Any]] = {}
+
+    def _current(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, or its result from an earlier call if the database has not changed since."""
+        version = self.version.current() if self.version is not None else None
+        if version is not None:
+            hit = self._memo.get(key)
+            if hit is not None and hit[0] == version:
+                return hit[1]
+        value = compute()
+        if version is not None:
+            if len(self._memo) >= self.MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[key] = (version, value)
+        return value
+
+    def _verify_refresh(self, token: str, servers: frozenset[str]) -> RefreshGrant:
+        grant = self._refresh.get(token)
+        if grant is None:
+            grant = self.signer.verify_refresh(token, servers)
+            if len(self._refresh) >= self.MEMO_ENTRIES:
+                self._refresh.clear()
+            self._refresh[token] = grant
+        elif grant.expires + CLOCK_SKEW_S <= time.time():
+            del self._refresh[token]
+            raise InvalidRegistryToken("refresh token has expired")
+        if grant.service not in servers:
+            raise InvalidRegistryToken(f"refresh token was issued for {grant.service}")
+        return grant
 
     # -- HTTP --------------------------------------------------------------------------------------
 
@@ -213,8 +263,12 @@ class TokenService:
             asked = parse_scopes(scopes_text)
         except InvalidScope as exc:
             raise _bad_request(str(exc)) from None
-        perms = CurrentPermissions(ctx, registry, subject)
-        granted = [g for g in (grant(perms, s) for s in asked) if g.actions]
+
+        def compute() -> list[ResourceScope]:
+            perms = CurrentPermissions(ctx, registry, subject)
+            return [g for g in (grant(perms, s) for s in asked) if g.actions]
+
+        granted = self._current(("grant", subject, registry.name, tuple(asked)), compute)
         issued = await self._access_token(subject, registry, service, granted)
         outcome = "granted" if _covers(granted, asked) else "partial"
         self._audit(ctx, request, registry, subject, outcome, actions=tuple(s.render() for s in asked),
@@ -266,10 +320,11 @@ class TokenService:
 
     def _from_refresh(self, ctx: Context, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
         try:
-            refresh = self.signer.verify_refresh(token, login_servers(ctx, registry))
+            refresh = self._verify_refresh(token, login_servers(ctx, registry))
             if refresh.registry != registry.name:
                 raise InvalidRegistryToken(f"the refresh token is for registry {refresh.registry}")
-            check_principal(ctx, registry, refresh.principal, refresh.tenant)
+            self._current(("principal", refresh.principal, refresh.tenant, registry.name),
+                          lambda: check_principal(ctx, registry, refresh.principal, refresh.tenant))
         except (InvalidRegistryToken, SubjectRefused) as exc:
             self._audit(ctx, request, registry, None, "failed", detail=f"refresh token: {exc}")
             raise _unauthorized(f"the refresh token was not accepted: {exc}; {ACR_HELP}") from None

@@ -51,3 +51,33 @@ def open_engine(url: str) -> Engine:
                 raise
     metadata.create_all(engine)
     return engine
+
+
+class DataVersion:
+    """A number that changes whenever any connection commits to the database, read in microseconds.
+
+    For SQLite it is ``PRAGMA data_version`` on a connection of its own that never writes ("different if changes
+    were committed to the database by any other connection in the interim" — every other connection, in this
+    process or another). Callers use it to keep a result computed from database state for exactly as long as
+    that state has not changed. For other databases :meth:`current` returns ``None``: nothing may be kept.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._conn: Any = None
+        if engine.dialect.name == "sqlite":
+            self._conn = engine.raw_connection()
+
+    def current(self) -> int | None:
+        if self._conn is None:
+            return None
+        cur = self._conn.cursor()
+        try:
+            cur.execute("PRAGMA data_version")
+            return int(cur.fetchone()[0])
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
