@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 from benchmarks import SRC
 
 DISTRIBUTION_BIN = "/usr/bin/docker-registry"
+REFRESH_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 
 
 class ServerError(RuntimeError):
@@ -218,4 +220,25 @@ class AcrLocal(_Process):
         shutil.copy(ca, cert_dir / "ca.crt")
         host = str(registry["loginServer"])
         _wait_https(f"https://{host}/v2/", ca, self.proc, self.log, timeout)
-        return Registry("acrlocal", self.proc.pid, host, ca, cert_dir, info={"status": status})
+        reg = Registry("acrlocal", self.proc.pid, host, ca, cert_dir, info={"status": status})
+        if "--insecure-open-registry" not in self.extra_args:
+            # Authentication is always on: log in as `az acr login` leaves docker clients, with the all-zero user
+            # and a refresh token for the local administrator (Owner of the default subscription).
+            reg.username, reg.password = REFRESH_TOKEN_USER, self.refresh_token(reg)
+        return reg
+
+    def refresh_token(self, reg: Registry) -> str:
+        """The local administrator's Entra token (client credentials) exchanged at the registry for an ACR
+        refresh token, as ``az acr login --expose-token`` does."""
+        admin = json.loads((self.data_dir / "admin.json").read_text())
+        ctx = ssl.create_default_context(cafile=str(reg.ca))
+        form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": admin["clientId"],
+                                       "client_secret": admin["clientSecret"],
+                                       "scope": "https://containerregistry.azure.net/.default"}).encode()
+        url = f"{reg.info['status']['endpoints']['shared']}/{admin['tenantId']}/oauth2/v2.0/token"
+        with urllib.request.urlopen(url, data=form, context=ctx, timeout=30) as resp:
+            aad = json.load(resp)["access_token"]
+        form = urllib.parse.urlencode({"grant_type": "access_token", "service": reg.host,
+                                       "access_token": aad}).encode()
+        with urllib.request.urlopen(reg.url("/oauth2/exchange"), data=form, context=ctx, timeout=30) as resp:
+            return str(json.load(resp)["refresh_token"])

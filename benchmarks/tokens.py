@@ -59,11 +59,10 @@ from benchmarks import ROOT
 from benchmarks.clients import hey
 from benchmarks.procstat import cpu_seconds
 from benchmarks.report import machine
-from benchmarks.servers import AcrLocal, Distribution, Registry
+from benchmarks.servers import REFRESH_TOKEN_USER, AcrLocal, Distribution, Registry
 
 REPO = "bench/app"
 TAG = "v1"
-REFRESH_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -203,22 +202,6 @@ def push_image(reg: Registry, token: str | None) -> None:
         raise RuntimeError(f"{reg.kind}: manifest PUT answered {status}: {body[:300]!r}")
 
 
-def acrlocal_refresh_token(server: AcrLocal, reg: Registry) -> str:
-    """The local administrator's Entra token exchanged at the registry, as ``az acr login`` does."""
-    admin = json.loads((server.data_dir / "admin.json").read_text())
-    status = reg.info["status"]
-    ctx = ssl.create_default_context(cafile=str(reg.ca))
-    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": admin["clientId"],
-                                   "client_secret": admin["clientSecret"],
-                                   "scope": "https://containerregistry.azure.net/.default"}).encode()
-    url = f"{status['endpoints']['shared']}/{admin['tenantId']}/oauth2/v2.0/token"
-    with urllib.request.urlopen(url, data=form, context=ctx, timeout=30) as resp:
-        aad = json.load(resp)["access_token"]
-    form = urllib.parse.urlencode({"grant_type": "access_token", "service": reg.host, "access_token": aad}).encode()
-    with urllib.request.urlopen(reg.url("/oauth2/exchange"), data=form, context=ctx, timeout=30) as resp:
-        return str(json.load(resp)["refresh_token"])
-
-
 def acrlocal_access_token(reg: Registry, refresh: str, scope: str) -> str:
     ctx = ssl.create_default_context(cafile=str(reg.ca))
     query = urllib.parse.urlencode({"service": reg.host, "scope": scope})
@@ -285,7 +268,7 @@ def run_target(kind: str, workdir: Path, rep: int, quick: bool) -> list[Sample]:
     server = AcrLocal(workdir, extra_args=extra)
     reg = server.start()
     try:
-        refresh: str | None = None if extra else acrlocal_refresh_token(server, reg)
+        refresh = reg.password
         token = acrlocal_access_token(reg, refresh, f"repository:{REPO}:pull,push") if refresh else None
         push_image(reg, token)
         headers = {"Accept": OCI_MANIFEST}
