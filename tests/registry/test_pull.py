@@ -176,13 +176,16 @@ def test_blob_pulled_through_a_layer_tar(registry: RegistryClient, repo: str) ->
 def test_same_registry_by_host_name_on_the_shared_port(registry: RegistryClient, repo: str) -> None:
     """``<name>.localhost:<shared port>`` reaches the same registry as its own port."""
     manifest = registry.push_image(repo, "shared")
+    # A token from the registry's own port is valid on every login server of the registry.
+    auth = registry.authorization(f"repository:{repo}:pull")
     port = int(registry.server.shared.rsplit(":", 1)[1])
     ctx = ssl.create_default_context(cafile=registry.server.ca)
     with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(
         raw, server_hostname="acrlocal.localhost"
     ) as tls:
         tls.sendall(f"GET /v2/{repo.replace('/', '%2F')}/manifests/shared HTTP/1.1\r\n"
-                    f"Host: acrlocal.localhost:{port}\r\nConnection: close\r\n\r\n".encode())
+                    f"Host: acrlocal.localhost:{port}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+                    .encode())
         reply = b""
         while chunk := tls.recv(65536):
             reply += chunk
