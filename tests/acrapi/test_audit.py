@@ -73,9 +73,9 @@ def test_audit_api_validates_and_never_holds_secrets(arm: Arm, acrlocal: AcrLoca
 
 def test_buffer_is_bounded_and_token_service_events_are_mapped(tmp_path: Any) -> None:
     import asyncio
-    from types import SimpleNamespace
 
     from acrlocal.registry.audit import LOGIN_TABLE, REPOSITORY_TABLE, AuditLog, RepositoryEvent, query
+    from acrlocal.registry.auth_events import AuthEvent
     from acrlocal.storage.sql import open_engine
 
     engine = open_engine(f"sqlite:///{tmp_path / 'audit.db'}")
@@ -85,16 +85,14 @@ def test_buffer_is_bounded_and_token_service_events_are_mapped(tmp_path: Any) ->
                                 repository=f"r{i}", result="Success"))
     assert log.dropped == 2
     asyncio.run(log.flush())
-    log.record(SimpleNamespace(kind="login", registry="reg", subject="oid-1", subject_kind="principal",
-                               outcome="granted", detail="refresh token issued", address="127.0.0.1", time=10.0))
-    log.record(SimpleNamespace(kind="login", registry="reg", subject="tok", subject_kind="token", outcome="failed",
-                               detail="wrong password", address="127.0.0.1", time=11.0))
-    log.record(SimpleNamespace(kind="authorization", registry="reg", subject="tok", subject_kind="token",
-                               outcome="denied", repository="other", actions=("pull", "push"), detail="no scope",
-                               address="127.0.0.1", time=12.0))
-    log.record(SimpleNamespace(kind="authorization", registry="reg", subject="tok", subject_kind="token",
-                               outcome="granted", repository="mine", actions=("pull",), time=13.0))
-    log.record(object())  # never raises
+    log.record(AuthEvent("login", "reg", "principal", "oid-1", "granted", detail="refresh token issued",
+                         address="127.0.0.1", time=10.0))
+    log.record(AuthEvent("login", "reg", "token", "tok", "failed", detail="wrong password", address="127.0.0.1",
+                         time=11.0))
+    log.record(AuthEvent("authorization", "reg", "token", "tok", "denied", "other", ("pull", "push"),
+                         detail="no scope", address="127.0.0.1", time=12.0))
+    log.record(AuthEvent("authorization", "reg", "token", "tok", "granted", "mine", ("pull",), time=13.0))
+    log.record(object())  # type: ignore[arg-type]  # never raises, whatever it is given
     asyncio.run(log.flush())
     repos = query(engine, "reg", REPOSITORY_TABLE, top=100)
     assert [e["Repository"] for e in repos] == ["other", "r4", "r3", "r2"]  # the two oldest dropped; newest first

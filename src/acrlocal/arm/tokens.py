@@ -124,8 +124,7 @@ class ScopeMaps(ResourceType):
         for sub in ctx.directory.subscriptions():
             for registry in store.resources(sub.id, type=REGISTRY_TYPE):
                 ensure_system_scope_maps(store, registry)
-        if hasattr(ctx, "scoped_tokens"):
-            ctx.scoped_tokens = RepositoryTokens(ctx.engine)
+        ctx.scoped_tokens = RepositoryTokens(ctx.engine)
 
 
 def ensure_system_scope_maps(store: ArmStore, registry: Resource) -> None:

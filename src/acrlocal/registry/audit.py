@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
+from acrlocal.registry.auth_events import AuthEvent
 from acrlocal.registry.authz import Caller
 from acrlocal.storage.sql import metadata
 
@@ -149,7 +150,7 @@ class AuditLog:
             self.dropped += 1
         self._pending.append(event)
 
-    def record(self, event: Any) -> None:
+    def record(self, event: AuthEvent) -> None:
         """The token service's hook: an ``AuthEvent`` (login, or a data-plane authorization decision). Logins
         go to the login table; refused authorizations to the repository table as ``Denied``; granted ones are
         not recorded (the data plane records what was then done)."""
@@ -247,8 +248,7 @@ def start(ctx: Context) -> AuditLog:
     """Make and start the audit log, and give it to the token service as its audit hook."""
     audit_log = AuditLog(ctx.engine)
     ctx.extras[AUDIT_KEY] = audit_log
-    if hasattr(ctx, "registry_audit"):
-        ctx.registry_audit = audit_log
+    ctx.registry_audit = audit_log
     audit_log.start()
     return audit_log
 
