@@ -47,7 +47,8 @@ def test_repository_events_are_recorded(arm: Arm, acrlocal: AcrLocal, registry: 
     push, pull = found[0], found[1]
     assert push["Digest"] == image.digest and push["MediaType"] == image.media_type and push["Size"] == len(image.body)
     assert pull["UserAgent"] == "audit-test/1.0" and pull["CallerIpAddress"] == "127.0.0.1"
-    assert all(e["Repository"] == repo and e["LoginServer"] == "acrlocal" for e in found)
+    assert all(e["Repository"] == repo and e["Registry"] == "acrlocal" for e in found)
+    assert all(e["LoginServer"] == acrlocal.login_server() for e in found)
     assert "deleteEnabled" in found[4]["ResultDescription"]
     assert found[0]["TimeGenerated"] <= found[-1]["TimeGenerated"]
 

@@ -160,3 +160,16 @@ def test_skopeo_push_to_a_locked_tag_fails_with_acr_message(tools: Containers, r
         tools.skopeo("copy", "--dest-cert-dir", str(tools.cert_dir), f"oci:{layout2}:v1", dest)
     assert "disallowed" in str(caught.value)
     assert registry.get(f"/v2/{repo}/manifests/v1").content == pushed
+
+
+def test_read_locked_repository_lends_no_blob_to_a_mount(registry: RegistryClient, repo: str) -> None:
+    image_ = registry.push_image(repo, "v1")
+    digest = config_of(image_)
+    target = repo + "-target"
+    patch(registry, f"/acr/v1/{repo}", readEnabled=False)
+    r = registry.post(f"/v2/{target}/blobs/uploads/?mount={digest}&from={repo}")
+    assert r.status_code == 202  # an ordinary upload session instead of a mount
+    assert registry.head(f"/v2/{target}/blobs/{digest}").status_code == 404
+    patch(registry, f"/acr/v1/{repo}", readEnabled=True)
+    r = registry.post(f"/v2/{target}/blobs/uploads/?mount={digest}&from={repo}")
+    assert r.status_code == 201

@@ -285,7 +285,7 @@ def repository_event(request: web.Request, ctx: Context, registry: str, operatio
 
 # -- reading ---------------------------------------------------------------------------------------------
 
-_LOGIN_COLUMNS = {"TimeGenerated": "time", "LoginServer": "registry", "Identity": "identity",
+_LOGIN_COLUMNS = {"TimeGenerated": "time", "Registry": "registry", "Identity": "identity",
                   "IdentityType": "identity_kind", "OperationName": "operation", "ResultType": "result",
                   "ResultDescription": "description", "CallerIpAddress": "caller_address",
                   "UserAgent": "user_agent"}

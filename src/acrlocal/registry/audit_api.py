@@ -3,7 +3,8 @@
 Body (all optional): ``table`` (``ContainerRegistryRepositoryEvents``, the default, or
 ``ContainerRegistryLoginEvents``), ``top`` (1-10,000, default 100), ``since`` (ISO 8601), ``operation``,
 ``repository``. Answer: ``{"value": [events, newest first]}`` with ACR's column names (``TimeGenerated``,
-``OperationName``, ``Identity``, ``Repository``, ``Tag``, ``Digest``, ``CallerIpAddress``, ``ResultType``, ...).
+``LoginServer``, ``OperationName``, ``Identity``, ``Repository``, ``Tag``, ``Digest``, ``CallerIpAddress``,
+``ResultType``, ...).
 Authorized by the framework as ``Microsoft.ContainerRegistry/registries/listAuditEvents/action`` on the registry
 (Owner and Contributor have it). Events still queued are written first, so a read sees every event that happened
 before it. Bad bodies are ARM 400s.
@@ -17,6 +18,7 @@ from typing import Any
 from acrlocal.arm.errors import invalid_content
 from acrlocal.arm.providers import Call, JsonObject
 from acrlocal.arm.store import Resource
+from acrlocal.errors import NotFound
 from acrlocal.registry import audit
 
 
@@ -47,4 +49,10 @@ async def list_audit_events(call: Call, registry: Resource) -> JsonObject:
         await log.flush()
     events = audit.query(call.ctx.engine, registry.name, table, since=since, top=top,
                          operation=_text(body, "operation"), repository=_text(body, "repository"))
+    try:
+        login_server = call.ctx.registries.login_server(call.ctx.registries.get(registry.name))
+    except NotFound:
+        login_server = registry.name
+    for event in events:
+        event["LoginServer"] = login_server
     return {"value": events}

@@ -210,6 +210,8 @@ async def _mount(
         return ctx.registry_meta.blob_size(registry.id, name, str(digest)) is not None
     if not await ctx.registry_auth.permits(request, caller, registry, source, (PULL,)):
         return False
+    if not ctx.artifacts.locks(registry.id, source).repository.read_enabled:
+        return False  # a read-locked repository lends nothing: the client uploads instead
     async with locks.digests(str(digest)):
         return ctx.registry_meta.mount_blob(registry.id, source, name, str(digest)) is not None
 
