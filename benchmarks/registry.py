@@ -2,11 +2,11 @@
 
     python -m benchmarks.registry [--quick] [--reps N] [--targets distribution,acrlocal] [--keep]
 
-Each repetition starts both servers on fresh storage (one after the other, alternating which goes first),
-runs the workloads of :mod:`benchmarks.workloads` against each, and stops it. Prints a markdown table and writes
-the samples, the summary and the machine to ``benchmarks/results/registry-<UTC time>.json``. Exits non-zero only
-if the harness itself cannot run (a server that will not start, a client that is missing); a workload that fails
-is reported as such and the run goes on. Never asserts timings.
+Each repetition starts both servers on fresh storage, runs each workload of :mod:`benchmarks.workloads` on one
+server and then on the other (alternating which goes first between repetitions), and stops them. Prints markdown
+tables and writes the samples, the summary and the machine to ``benchmarks/results/registry-<UTC time>.json``.
+Exits non-zero only if the harness itself cannot run (a server that will not start, a client that is missing); a
+workload that fails is reported as such and the run goes on. Never asserts timings.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT
-from benchmarks.images import build_image
+from benchmarks.images import Image, build_image
 from benchmarks.report import machine, markdown, summarise
 from benchmarks.servers import AcrLocal, Distribution
-from benchmarks.workloads import FULL, QUICK, Sample, WorkloadRunner
+from benchmarks.workloads import FULL, QUICK, Sample, Sizes, WorkloadRunner
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = ("distribution", "acrlocal")
@@ -46,6 +46,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scratch", type=Path, help="parent of the scratch directory (default: the system temp dir)")
     p.add_argument("--out", type=Path, help="JSON results file (default: benchmarks/results/registry-<time>.json)")
     return p.parse_args(argv)
+
+
+def run_rep(rep: int, reps: int, targets: list[str], sizes: Sizes, big: Image, small: Image, scratch: Path,
+            keep: bool) -> tuple[list[Sample], list[str]]:
+    """Start every target on fresh storage, then run each workload step on all of them back to back (the order
+    alternates between repetitions), so a pair of figures is measured under the same load from other work."""
+    order = targets if rep % 2 else list(reversed(targets))
+    servers: list[Distribution | AcrLocal] = []
+    runners: list[WorkloadRunner] = []
+    try:
+        for kind in order:
+            workdir = scratch / f"rep{rep}" / kind
+            workdir.mkdir(parents=True)
+            server = Distribution(workdir) if kind == "distribution" else AcrLocal(workdir)
+            servers.append(server)
+            log(f"rep {rep}/{reps}: starting {kind}")
+            reg = server.start()
+            runners.append(WorkloadRunner(reg, sizes, big, small, workdir / "scratch", rep, log))
+        for step in WorkloadRunner.STEPS:
+            for runner in runners:
+                runner.run_step(step)
+    finally:
+        for server in servers:
+            server.stop()
+        if not keep:
+            shutil.rmtree(scratch / f"rep{rep}", ignore_errors=True)
+    return [s for r in runners for s in r.samples], [e for r in runners for e in r.errors]
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
@@ -69,21 +96,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         big = build_image(scratch / "images" / "big", [sizes.big_layer] * sizes.big_layers)
         small = build_image(scratch / "images" / "small", [sizes.small_layer] * sizes.small_layers)
         for rep in range(1, reps + 1):
-            order = targets if rep % 2 else list(reversed(targets))
-            for kind in order:
-                workdir = scratch / f"rep{rep}" / kind
-                workdir.mkdir(parents=True)
-                server = Distribution(workdir) if kind == "distribution" else AcrLocal(workdir)
-                log(f"rep {rep}/{reps}: starting {kind}")
-                try:
-                    reg = server.start()
-                    runner = WorkloadRunner(reg, sizes, big, small, workdir / "scratch", rep, log)
-                    samples += runner.run_all()
-                    errors += runner.errors
-                finally:
-                    server.stop()
-                if not args.keep:
-                    shutil.rmtree(workdir, ignore_errors=True)
+            samples_rep, errors_rep = run_rep(rep, reps, targets, sizes, big, small, scratch, args.keep)
+            samples += samples_rep
+            errors += errors_rep
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The five registry workloads, each run against one freshly started registry and measured with a :class:`Meter`.
+"""The five registry workloads, run step by step against a freshly started registry, each under a :class:`Meter`.
 
 Every workload records wall time, the server's CPU seconds (its whole process tree) and its peak RSS; the figure
 compared between servers is :attr:`Sample.value` (see :data:`WORKLOADS` for its unit and direction). Pulled
@@ -82,6 +82,7 @@ class WorkloadRunner:
                  log: Callable[[str], None] | None = None) -> None:
         self.log = log
         self.errors: list[str] = []
+        self.idle_rss_mib: float | None = None
         self.reg = reg
         self.sizes = sizes
         self.big = big
@@ -98,28 +99,28 @@ class WorkloadRunner:
         self.samples.append(s)
         return s
 
-    def run_all(self) -> list[Sample]:
-        """Every workload in order; one that fails is logged in :attr:`errors` and the rest still run."""
-        idle = rss_bytes([self.reg.pid]) / MiB
-        steps: list[tuple[str, Callable[[], None]]] = [
-            ("push_big+pull_big", lambda: self.push_pull(self.big, "bench/big", "push_big", "pull_big")),
-            ("blob_get", self.blob_get),
-            ("push_small+pull_small", lambda: self.push_pull(self.small, "bench/small", "push_small", "pull_small")),
-            ("head", self.head),
-            ("rss_pulls", self.rss_pulls),
-        ]
-        for name, step in steps:
+    STEPS = ("push_pull_big", "blob_get", "push_pull_small", "head", "rss_pulls")
+
+    def run_step(self, name: str) -> None:
+        """One step of :data:`STEPS`; a failure is kept in :attr:`errors` (a result, not the end of the run)."""
+        if self.log:
+            self.log(f"  rep {self.rep} {self.reg.kind}: {name}")
+        if self.idle_rss_mib is None:
+            self.idle_rss_mib = round(rss_bytes([self.reg.pid]) / MiB, 1)
+        try:
+            getattr(self, name)()
+        except Exception as exc:
+            self.errors.append(f"{self.reg.kind} rep {self.rep} {name}: {exc}")
             if self.log:
-                self.log(f"  {self.reg.kind} rep {self.rep}: {name}")
-            try:
-                step()
-            except Exception as exc:  # a failing workload is a result, not the end of the run
-                self.errors.append(f"{self.reg.kind} rep {self.rep} {name}: {exc}")
-                if self.log:
-                    self.log(f"  FAILED: {str(exc)[:800]}")
+                self.log(f"  FAILED: {str(exc)[:800]}")
         for s in self.samples:
-            s.extra.setdefault("idle_rss_mib", round(idle, 1))
-        return self.samples
+            s.extra.setdefault("idle_rss_mib", self.idle_rss_mib)
+
+    def push_pull_big(self) -> None:
+        self.push_pull(self.big, "bench/big", "push_big", "pull_big")
+
+    def push_pull_small(self) -> None:
+        self.push_pull(self.small, "bench/small", "push_small", "pull_small")
 
     def push_pull(self, image: Image, repo: str, push_key: str, pull_key: str) -> None:
         per_layer = push_key == "push_small"
@@ -150,8 +151,8 @@ class WorkloadRunner:
                      parallel=len(urls))
 
     def head(self) -> None:
-        headers = {"Accept": MANIFEST_ACCEPT, **auth_headers(self.reg, "repository:bench/small:pull")}
-        url = self.reg.url(f"/v2/bench/small/manifests/{self.small.tag}")
+        headers = {"Accept": MANIFEST_ACCEPT, **auth_headers(self.reg, "repository:bench/big:pull")}
+        url = self.reg.url(f"/v2/bench/big/manifests/{self.big.tag}")
         with Meter(self.reg.pid) as m:
             r = hey(url, self.sizes.head_requests, self.sizes.head_concurrency, "HEAD", headers)
         self._record("head", m, r.requests_per_s, p50_ms=r.p50_ms, p99_ms=r.p99_ms, requests=self.sizes.head_requests,
