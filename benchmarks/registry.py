@@ -44,12 +44,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of: " + ", ".join(TARGETS))
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs, storage)")
     p.add_argument("--scratch", type=Path, help="parent of the scratch directory (default: the system temp dir)")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="record a py-spy profile of acrlocal for each workload step into DIR (slows it down)")
+    p.add_argument("--profile-native", action="store_true", help="with --profile: include native frames (C, Cython)")
+    p.add_argument("--steps", help="comma-separated subset of: " + ", ".join(WorkloadRunner.STEPS))
     p.add_argument("--out", type=Path, help="JSON results file (default: benchmarks/results/registry-<time>.json)")
     return p.parse_args(argv)
 
 
 def run_rep(rep: int, reps: int, targets: list[str], sizes: Sizes, big: Image, small: Image, scratch: Path,
-            keep: bool) -> tuple[list[Sample], list[str]]:
+            args: argparse.Namespace) -> tuple[list[Sample], list[str]]:
     """Start every target on fresh storage, then run each workload step on all of them back to back (the order
     alternates between repetitions), so a pair of figures is measured under the same load from other work."""
     order = targets if rep % 2 else list(reversed(targets))
@@ -63,14 +67,21 @@ def run_rep(rep: int, reps: int, targets: list[str], sizes: Sizes, big: Image, s
             servers.append(server)
             log(f"rep {rep}/{reps}: starting {kind}")
             reg = server.start()
-            runners.append(WorkloadRunner(reg, sizes, big, small, workdir / "scratch", rep, log))
-        for step in WorkloadRunner.STEPS:
+            runner = WorkloadRunner(reg, sizes, big, small, workdir / "scratch", rep, log)
+            runner.profile_dir = args.profile
+            runner.profile_native = args.profile_native
+            runners.append(runner)
+        steps: tuple[str, ...] = WorkloadRunner.STEPS
+        if args.steps:
+            # Later steps read what the first one pushed, so it always runs.
+            steps = tuple(s for s in WorkloadRunner.STEPS if s == steps[0] or s in args.steps.split(","))
+        for step in steps:
             for runner in runners:
                 runner.run_step(step)
     finally:
         for server in servers:
             server.stop()
-        if not keep:
+        if not args.keep:
             shutil.rmtree(scratch / f"rep{rep}", ignore_errors=True)
     return [s for r in runners for s in r.samples], [e for r in runners for e in r.errors]
 
@@ -96,7 +107,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         big = build_image(scratch / "images" / "big", [sizes.big_layer] * sizes.big_layers)
         small = build_image(scratch / "images" / "small", [sizes.small_layer] * sizes.small_layers)
         for rep in range(1, reps + 1):
-            samples_rep, errors_rep = run_rep(rep, reps, targets, sizes, big, small, scratch, args.keep)
+            samples_rep, errors_rep = run_rep(rep, reps, targets, sizes, big, small, scratch, args)
             samples += samples_rep
             errors += errors_rep
     finally:
@@ -127,6 +138,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
           f"{reps} repetition(s), {result['mode']} sizes. Results: {out}")
     for e in errors:
         print(f"ERROR {e[:1500]}")
+    if args.profile:
+        print(f"profiles (collapsed stacks) in {args.profile}; summarise with: python -m benchmarks.profiling FILE...")
     return result
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from benchmarks.clients import MANIFEST_ACCEPT, Skopeo, auth_headers, curl_parallel, hey
 from benchmarks.images import Image
 from benchmarks.procstat import Meter, rss_bytes
+from benchmarks.profiling import PySpy
 from benchmarks.servers import Registry
 
 MB = 1000 * 1000
@@ -83,6 +84,9 @@ class WorkloadRunner:
         self.log = log
         self.errors: list[str] = []
         self.idle_rss_mib: float | None = None
+        self.profile_dir: Path | None = None
+        self.profile_kinds: tuple[str, ...] = ("acrlocal",)
+        self.profile_native = False
         self.reg = reg
         self.sizes = sizes
         self.big = big
@@ -108,7 +112,14 @@ class WorkloadRunner:
         if self.idle_rss_mib is None:
             self.idle_rss_mib = round(rss_bytes([self.reg.pid]) / MiB, 1)
         try:
-            getattr(self, name)()
+            if self.profile_dir is not None and self.reg.kind in self.profile_kinds:
+                out = self.profile_dir / f"rep{self.rep}-{self.reg.kind}-{name}.txt"
+                with PySpy(self.reg.pid, out, native=self.profile_native) as spy:
+                    getattr(self, name)()
+                if spy.error:
+                    self.errors.append(f"{self.reg.kind} rep {self.rep} {name}: profile: {spy.error}")
+            else:
+                getattr(self, name)()
         except Exception as exc:
             self.errors.append(f"{self.reg.kind} rep {self.rep} {name}: {exc}")
             if self.log:
