@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -249,8 +250,30 @@ def _control_rooms() -> list[Any]:
     return rooms
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(arenas: int = 1) -> bool:
+    """Cap glibc's malloc arenas for this process (call before any thread starts); ``True`` if applied.
+
+    glibc gives every thread that allocates an arena of its own and keeps freed memory in it, so each executor
+    thread that reads blob chunks for TLS responses or hashes uploads holds several MiB it no longer uses. Python
+    allocates under the GIL, so one arena costs no contention. Measured with 4 parallel skopeo pulls of a
+    4 x 128 MiB image over TLS: server peak RSS 117-122 MiB with glibc's default, 103-111 MiB with 2 arenas,
+    97-106 MiB with 1, server CPU the same. ``MALLOC_ARENA_MAX`` in the environment wins; not glibc: no-op.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
 def run(settings: Settings, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Run a server in the foreground until a signal stops it (uvloop when available)."""
+    limit_malloc_arenas()
     try:
         import uvloop
 
