@@ -146,3 +146,17 @@ def test_registries_survive_a_restart(fresh_acrlocal: AcrLocal) -> None:
     assert v2(fresh_acrlocal, again["properties"]["loginServer"]).status_code in (200, 401)
     ids = [x["id"] for x in admin.call("GET", f"/subscriptions/{sub}/resources").json()["value"]]
     assert ids.count(url) == 1 and len(ids) == 2  # the default registry was not duplicated
+
+
+def test_concurrent_creates_of_one_name_start_one_registry(arm_server: AcrLocal, admin: Arm, group: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"{group}/providers/{ACR}/racer01"
+    body = {"location": "westus", "sku": {"name": "Basic"}}
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = sorted(pool.map(lambda _: Arm(arm_server, admin.token).call("PUT", url, body).status_code,
+                                   range(6)))
+    assert statuses == [200] * 5 + [201]
+    status = arm_server.cli("status", "--output", "json").stdout
+    assert status.count('"name": "racer01"') == 1
+    assert admin.call("DELETE", url).status_code == 200
