@@ -132,6 +132,10 @@ def _row(event: Event) -> dict[str, Any]:
 class AuditLog:
     """Buffered, bounded writer of audit events (and the token service's audit hook, :meth:`record`)."""
 
+    #: Granted data-plane authorizations are not recorded (see :meth:`record`), so the token service need not
+    #: build an event for each of them on the hot path.
+    records_granted = False
+
     def __init__(self, engine: Engine, *, buffer: int = 50_000, max_rows: int = 200_000,
                  interval_s: float = 1.0) -> None:
         self.engine = engine

@@ -3,7 +3,9 @@
 - :class:`AuditSink`: ``record(event)`` is called once for every login at the token endpoints (a refresh token
   issued, an access token issued, a credential refused) and once for every authorization decision on the data
   plane (allowed or refused). The default, :class:`NullAudit`, drops them; the audit log replaces it in
-  ``ctx.registry_audit``. ``record`` runs on the request path, so it must be cheap and must not raise.
+  ``ctx.registry_audit``. ``record`` runs on the request path, so it must be cheap and must not raise. A sink
+  whose ``records_granted`` is ``False`` is not sent granted data-plane authorizations (every manifest HEAD of
+  an authorized client is one); it still gets every login and every refusal.
 - :class:`ScopedTokenPolicy`: repository-scoped tokens (ACR's ``tokens`` and ``scope maps``). The token endpoint
   asks it to check a Basic ``name:password`` that is neither the admin user nor an ACR refresh token, and asks it,
   at every token request and from current state, which actions the token's scope map grants on a resource.
@@ -46,8 +48,15 @@ class AuditSink(Protocol):
     def record(self, event: AuthEvent) -> None: ...
 
 
+def records_granted(sink: AuditSink) -> bool:
+    """Whether ``sink`` wants granted data-plane authorizations (``records_granted``, default ``True``)."""
+    return bool(getattr(sink, "records_granted", True))
+
+
 class NullAudit:
     """Drops every event (the default until an audit log is installed)."""
+
+    records_granted = False
 
     def record(self, event: AuthEvent) -> None:
         return None

@@ -18,7 +18,10 @@
 
 A verified token is cached, keyed by its text, until it expires: RS256 verification costs about 50 µs and the
 manifest HEAD path is measured. The cache holds at most :data:`CACHE_ENTRIES` tokens; when full it first drops
-expired ones, then the oldest.
+expired ones, then the oldest. A granted decision is remembered too, keyed by the ``Authorization`` header, the
+registry (name, port and creation time, so a registry deleted and made again under the same name shares nothing)
+and the request's repository and actions, until the token expires: a repeated request costs one dictionary
+lookup.
 
 Every decision is reported to ``ctx.registry_audit``.
 """
@@ -31,7 +34,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from acrlocal.context import Context
-from acrlocal.registry.auth_events import AuthEvent
+from acrlocal.registry.auth_events import AuthEvent, records_granted
 from acrlocal.registry.authz import CATALOG, OVERWRITE, Caller
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.permissions import CurrentPermissions, Subject, SubjectRefused, check_principal
@@ -71,6 +74,8 @@ class TokenAuthorizer:
         self.signer = signer
         self._verified: dict[str, AccessGrant] = {}
         self._servers: dict[tuple[str, int | None], frozenset[str]] = {}
+        # (Authorization header, registry name, port, created, repository, actions) -> (expiry, principal, kind)
+        self._granted: dict[tuple[object, ...], tuple[float, str | None, str]] = {}
 
     # -- token verification ------------------------------------------------------------------------
 
@@ -132,6 +137,16 @@ class TokenAuthorizer:
         self, request: web.Request, registry: RegistryRecord, repository: str | None, actions: Sequence[str]
     ) -> Caller:
         ctx: Context = request.app["ctx"]
+        key = (request.headers.get("Authorization"), registry.name, registry.port, registry.created, repository,
+               tuple(actions))
+        remembered = self._granted.get(key)
+        if remembered is not None:
+            if remembered[0] > time.time():
+                if records_granted(ctx.registry_audit):
+                    self._audit(ctx, request, registry, self._verified.get(_token_of(key[0])), "granted", repository,
+                                actions)
+                return Caller(remembered[1], request.remote, remembered[2])
+            del self._granted[key]
         needed = _needed(repository, actions)
         token = self._bearer(request)
         if token is None:
@@ -145,8 +160,13 @@ class TokenAuthorizer:
             raise self._challenge_error(request, ctx, registry, needed, "invalid_token",
                                         f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {exc}") from None
         if needed is None or grant.allows(*needed):
-            self._audit(ctx, request, registry, grant, "granted", repository, actions)
-            return _caller(grant, request)
+            if records_granted(ctx.registry_audit):
+                self._audit(ctx, request, registry, grant, "granted", repository, actions)
+            caller = _caller(grant, request)
+            if len(self._granted) >= CACHE_ENTRIES:
+                self._granted.clear()
+            self._granted[key] = (grant.expires + CLOCK_SKEW_S, caller.principal, caller.kind)
+            return caller
         upgrade = self._may_now(ctx, registry, grant, needed)
         self._audit(ctx, request, registry, grant, "denied", repository, actions,
                     "insufficient scope" + ("; the subject may ask for it" if upgrade else ""))
@@ -193,6 +213,12 @@ class TokenAuthorizer:
         self._audit(ctx, request, registry, grant, "granted" if allowed else "denied", repository, actions,
                     None if allowed else "insufficient scope on a second repository")
         return allowed
+
+
+def _token_of(header: object) -> str:
+    if not isinstance(header, str):
+        return ""
+    return header.partition(" ")[2].strip()
 
 
 def _caller(grant: AccessGrant, request: web.Request) -> Caller:
