@@ -1,7 +1,8 @@
 """Authentication benchmarks: the registry with ACR's tokens against Distribution 2.8.2 with its token auth, the
 cost of authentication on acrlocal itself, and the token endpoint's rate.
 
-Not a test: prints and records figures, asserts nothing about time. Each repetition starts, one after another:
+Not a test: prints and records figures, asserts nothing about time. Three servers are started once and run side by
+side:
 
 - **acrlocal** (``acrlocal up``, authentication on, as always by default): the local administrator's Entra token
   is exchanged for a refresh token, which then logs in as docker clients do (``Basic 00000000-…:<refresh>``);
@@ -10,16 +11,23 @@ Not a test: prints and records figures, asserts nothing about time. Each repetit
   server of this harness (:class:`TokenServer`): RS256 JWTs with an ``x5c`` chain to the root bundle Distribution is
   given, ``iss``/``aud``/``exp`` as its validation requires, an ``access`` list like ACR's.
 
-On each registry one small image is pushed (monolithic blob uploads and a manifest PUT, with a token), then:
+On each registry one small image is pushed (monolithic blob uploads and a manifest PUT, with a token). Then, in
+each of several rounds (the order of the servers alternating between rounds, so that the machine's other load
+falls on all of them alike; ratios are taken within a round):
 
-- ``manifest-head``: ``hey -m HEAD -c 32`` on the manifest by tag, with a bearer token (none on acrlocal-open);
-- ``token``: ``wrk`` keeping 8 connections busy on ``GET /oauth2/token?service=..&scope=repository:bench/app:pull``
-  with ``Authorization: Basic <all-zero user>:<refresh token>`` (acrlocal only): every request verifies the refresh
-  token, checks the principal, reads its role assignments and evaluates them, and answers a token.
+- ``manifest-head``: ``hey -m HEAD -c 32 -n 8000`` on the manifest by tag, with a bearer token (none on
+  acrlocal-open), on each server back to back;
+- ``token`` (every third round, acrlocal only): ``wrk`` keeping 8 connections busy for 5 s on
+  ``GET /oauth2/token?service=..&scope=repository:bench/app:pull`` with ``Authorization: Basic <all-zero
+  user>:<refresh token>``: every request checks the refresh token and the principal and evaluates its role
+  assignments against the database as it is (see docs/decisions.md for what is remembered while it is unchanged).
+
+Server CPU per request (the server's CPU time over the requests it answered) is recorded next to every rate; it
+depends far less on the machine's other load than the rates do.
 
 Usage (repository root, the dev virtualenv's Python)::
 
-    python -m benchmarks.tokens [--quick] [--reps N]
+    python -m benchmarks.tokens [--quick] [--reps ROUNDS]
 
 Writes ``benchmarks/results/tokens-<UTC time>.json`` and prints a markdown table with the ratios. Needs ``hey``,
 ``wrk`` and ``/usr/bin/docker-registry``.
@@ -245,106 +253,128 @@ def wrk(url: str, headers: dict[str, str], seconds: int, connections: int, ca: P
     return {"requests": total, "rps": rps, "p50": ms("50"), "p99": ms("99")}
 
 
-def run_target(kind: str, workdir: Path, rep: int, quick: bool) -> list[Sample]:
-    samples: list[Sample] = []
-    head_n = 2048 if quick else 20000
-    seconds = 3 if quick else 10
-    if kind == "distribution":
-        dist = TokenDistribution(workdir)
-        reg = dist.start()
-        try:
-            dist_token = dist.tokens.token([f"repository:{REPO}:pull,push"])
-            push_image(reg, dist_token)
-            before = cpu_seconds(reg.pid)
-            result = hey(reg.url(f"/v2/{REPO}/manifests/{TAG}"), head_n, 32, "HEAD",
-                         {"Authorization": f"Bearer {dist_token}", "Accept": OCI_MANIFEST})
-            cpu = cpu_seconds(reg.pid) - before
-            samples.append(Sample(kind, "manifest-head", rep, head_n, result.requests_per_s, result.p50_ms,
-                                  result.p99_ms, cpu * 1000 / head_n))
-        finally:
-            dist.stop()
-        return samples
-    extra = ("--insecure-open-registry",) if kind == "acrlocal-open" else ()
-    server = AcrLocal(workdir, extra_args=extra)
-    reg = server.start()
+@dataclass
+class Target:
+    kind: str
+    reg: Registry
+    headers: dict[str, str]
+    stop: Any
+    refresh: str | None = None
+
+
+def start_targets(scratch: Path) -> list[Target]:
+    """All three servers, started once and each given one image (see the module docstring)."""
+    targets: list[Target] = []
     try:
-        refresh = reg.password
-        token = acrlocal_access_token(reg, refresh, f"repository:{REPO}:pull,push") if refresh else None
-        push_image(reg, token)
-        headers = {"Accept": OCI_MANIFEST}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        before = cpu_seconds(reg.pid)
-        result = hey(reg.url(f"/v2/{REPO}/manifests/{TAG}"), head_n, 32, "HEAD", headers)
-        cpu = cpu_seconds(reg.pid) - before
-        samples.append(Sample(kind, "manifest-head", rep, head_n, result.requests_per_s, result.p50_ms,
-                              result.p99_ms, cpu * 1000 / head_n))
-        if refresh:
-            basic = base64.b64encode(f"{REFRESH_TOKEN_USER}:{refresh}".encode()).decode()
-            query = urllib.parse.urlencode({"service": reg.host, "scope": f"repository:{REPO}:pull"})
-            before = cpu_seconds(reg.pid)
-            out = wrk(reg.url(f"/oauth2/token?{query}"), {"Authorization": f"Basic {basic}"}, seconds, 8, reg.ca)
-            cpu = cpu_seconds(reg.pid) - before
-            samples.append(Sample(kind, "token", rep, out["requests"], out["rps"], out["p50"], out["p99"],
-                                  cpu * 1000 / max(1, out["requests"])))
-    finally:
-        server.stop()
-    return samples
+        for kind in ("acrlocal", "acrlocal-open", "distribution"):
+            workdir = scratch / kind
+            workdir.mkdir(parents=True)
+            headers = {"Accept": OCI_MANIFEST}
+            if kind == "distribution":
+                dist = TokenDistribution(workdir)
+                reg = dist.start()
+                token: str | None = dist.tokens.token([f"repository:{REPO}:pull,push"])
+                targets.append(Target(kind, reg, headers, dist.stop))
+            else:
+                server = AcrLocal(workdir, extra_args=("--insecure-open-registry",) if kind.endswith("open") else ())
+                reg = server.start()
+                refresh = reg.password
+                token = acrlocal_access_token(reg, refresh, f"repository:{REPO}:pull,push") if refresh else None
+                targets.append(Target(kind, reg, headers, server.stop, refresh))
+            push_image(reg, token)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+    except BaseException:
+        for target in targets:
+            target.stop()
+        raise
+    return targets
+
+
+def measure_head(target: Target, rnd: int, n: int) -> Sample:
+    before = cpu_seconds(target.reg.pid)
+    result = hey(target.reg.url(f"/v2/{REPO}/manifests/{TAG}"), n, 32, "HEAD", target.headers)
+    cpu = cpu_seconds(target.reg.pid) - before
+    return Sample(target.kind, "manifest-head", rnd, n, result.requests_per_s, result.p50_ms, result.p99_ms,
+                  cpu * 1000 / n)
+
+
+def measure_tokens(target: Target, rnd: int, seconds: int) -> Sample:
+    reg = target.reg
+    assert target.refresh is not None
+    basic = base64.b64encode(f"{REFRESH_TOKEN_USER}:{target.refresh}".encode()).decode()
+    query = urllib.parse.urlencode({"service": reg.host, "scope": f"repository:{REPO}:pull"})
+    before = cpu_seconds(reg.pid)
+    out = wrk(reg.url(f"/oauth2/token?{query}"), {"Authorization": f"Basic {basic}"}, seconds, 8, reg.ca)
+    cpu = cpu_seconds(reg.pid) - before
+    return Sample(target.kind, "token", rnd, out["requests"], out["rps"], out["p50"], out["p99"],
+                  cpu * 1000 / max(1, out["requests"]))
 
 
 def summarise(samples: list[Sample]) -> dict[str, Any]:
+    """Medians per target and workload, and the per-round ratios of manifest HEAD rates (the servers are measured
+    back to back in each round, so a round's ratio is the least disturbed by the machine's other load)."""
     def median(target: str, workload: str, field: str = "requests_per_s") -> float:
         values = [getattr(s, field) for s in samples if s.target == target and s.workload == workload]
         return statistics.median(values) if values else float("nan")
 
-    reps = sorted({s.rep for s in samples})
-
-    def ratio(a: str, b: str) -> list[float]:
+    def ratios(a: str, b: str) -> list[float]:
         out = []
-        for rep in reps:
-            x = [s.requests_per_s for s in samples if s.target == a and s.workload == "manifest-head" and s.rep == rep]
-            y = [s.requests_per_s for s in samples if s.target == b and s.workload == "manifest-head" and s.rep == rep]
+        for rnd in sorted({s.rep for s in samples}):
+            x = [s.requests_per_s for s in samples if s.target == a and s.workload == "manifest-head" and s.rep == rnd]
+            y = [s.requests_per_s for s in samples if s.target == b and s.workload == "manifest-head" and s.rep == rnd]
             if x and y:
-                out.append(x[0] / y[0])
+                out.append(round(x[0] / y[0], 2))
         return out
 
-    vs_distribution = ratio("acrlocal", "distribution")
-    vs_open = ratio("acrlocal", "acrlocal-open")
+    vs_distribution, vs_open = ratios("acrlocal", "distribution"), ratios("acrlocal", "acrlocal-open")
     return {
         "rows": [{"target": t, "workload": w, "rps": median(t, w), "p50_ms": median(t, w, "p50_ms"),
                   "p99_ms": median(t, w, "p99_ms"), "server_cpu_ms": median(t, w, "server_cpu_ms_per_request")}
                  for t, w in sorted({(s.target, s.workload) for s in samples})],
         "head_ratio_vs_distribution": vs_distribution,
+        "head_ratio_vs_distribution_median": statistics.median(vs_distribution) if vs_distribution else None,
         "head_ratio_auth_vs_open": vs_open,
+        "head_ratio_auth_vs_open_median": statistics.median(vs_open) if vs_open else None,
+        "cpu_ratio_open_vs_auth": round(median("acrlocal-open", "manifest-head", "server_cpu_ms_per_request")
+                                        / median("acrlocal", "manifest-head", "server_cpu_ms_per_request"), 2),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tokens", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--reps", type=int)
+    p.add_argument("--reps", type=int, help="rounds (default 9, or 2 with --quick)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     missing = [c for c in ("hey", "wrk", "/usr/bin/docker-registry") if shutil.which(c) is None]
     if missing:
         raise SystemExit(f"missing: {', '.join(missing)} (./scripts/test installs them)")
-    reps = args.reps or (1 if args.quick else 3)
+    rounds = args.reps or (2 if args.quick else 9)
+    head_n = 2048 if args.quick else 8000
+    seconds = 3 if args.quick else 5
     info = machine()
     samples: list[Sample] = []
     scratch = Path(tempfile.mkdtemp(prefix="acrlocal-tokens-bench-"))
     try:
-        targets = ["acrlocal", "acrlocal-open", "distribution"]
-        for rep in range(1, reps + 1):
-            order = targets if rep % 2 else list(reversed(targets))
-            for kind in order:
-                log(f"rep {rep}/{reps}: {kind}")
-                workdir = scratch / f"rep{rep}" / kind
-                workdir.mkdir(parents=True)
-                samples += run_target(kind, workdir, rep, args.quick)
+        log(f"starting acrlocal, acrlocal --insecure-open-registry and Distribution in {scratch} ...")
+        targets = start_targets(scratch)
+        try:
+            for rnd in range(1, rounds + 1):
+                order = targets if rnd % 2 else list(reversed(targets))
+                for target in order:
+                    samples.append(measure_head(target, rnd, head_n))
+                if rnd % 3 == 1:
+                    samples.append(measure_tokens(targets[0], rnd, seconds))
+                log(f"round {rnd}/{rounds}: " + ", ".join(
+                    f"{s.target} {s.workload} {s.requests_per_s:,.0f}/s" for s in samples if s.rep == rnd))
+        finally:
+            for target in targets:
+                target.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     summary = summarise(samples)
-    result = {"machine": info, "reps": reps, "quick": args.quick, "summary": summary,
+    result = {"machine": info, "rounds": rounds, "quick": args.quick, "summary": summary,
               "samples": [asdict(s) for s in samples]}
     out = args.out or ROOT / "benchmarks" / "results" / f"tokens-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -356,9 +386,12 @@ def main(argv: list[str] | None = None) -> None:
               f"{row['p99_ms']:.2f} | {row['server_cpu_ms']:.3f} |")
     print()
     fmt = ", ".join
-    print(f"authenticated manifest HEAD, acrlocal / Distribution: "
-          f"{fmt(f'{r:.2f}' for r in summary['head_ratio_vs_distribution'])}")
-    print(f"acrlocal authenticated / open: {fmt(f'{r:.2f}' for r in summary['head_ratio_auth_vs_open'])}")
+    print(f"authenticated manifest HEAD, acrlocal / Distribution, per round: "
+          f"{fmt(f'{r:.2f}' for r in summary['head_ratio_vs_distribution'])} "
+          f"(median {summary['head_ratio_vs_distribution_median']})")
+    print(f"acrlocal authenticated / open, per round: {fmt(f'{r:.2f}' for r in summary['head_ratio_auth_vs_open'])} "
+          f"(median {summary['head_ratio_auth_vs_open_median']}); server CPU per HEAD, open / authenticated: "
+          f"{summary['cpu_ratio_open_vs_auth']}")
     print(f"load {info['loadavg_start']}; results: {out}")
 
 
