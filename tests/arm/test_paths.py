@@ -33,6 +33,19 @@ def test_provider_paths_and_extension_resources() -> None:
     assert parse_path(f"/subscriptions/{SUB}/providers").kind == "providers"
 
 
+def test_empty_parent_resource_path() -> None:
+    """``az resource create --resource-type Microsoft.Compute/virtualMachines`` (azure-mgmt-resource's generic
+    resource calls) sends an empty parent resource path: ``.../providers/Microsoft.Compute//virtualMachines/vm``."""
+    top = parse_path(f"/subscriptions/{SUB}/resourcegroups/rg/providers/Microsoft.Compute//virtualMachines/vm1")
+    assert top.namespace == "Microsoft.Compute" and top.segments == ("virtualMachines", "vm1")
+    for bad in (f"/subscriptions/{SUB}/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines//vm1",
+                f"/subscriptions/{SUB}/resourcegroups/rg/providers/Microsoft.Compute///virtualMachines/vm1",
+                f"/subscriptions/{SUB}/resourcegroups/rg/providers//Microsoft.Compute/virtualMachines/vm1"):
+        with pytest.raises(ArmError) as err:
+            parse_path(bad)
+        assert err.value.code == "InvalidRequestUri", bad
+
+
 @pytest.mark.parametrize(("text", "code"), [
     ("/subscriptions/nope/resourcegroups", "InvalidSubscriptionId"),
     (f"/subscriptions/{SUB}//resourcegroups", "InvalidRequestUri"),

@@ -69,3 +69,18 @@ def test_bad_requests_get_entra_errors(acrlocal: AcrLocal, change: dict[str, str
 def test_unknown_tenant(acrlocal: AcrLocal) -> None:
     r = acrlocal.session().get(f"{acrlocal.shared}/11111111-2222-3333-4444-555555555555/discovery/v2.0/keys")
     assert r.status_code == 400 and r.json()["error_codes"] == [90002]
+
+
+@pytest.mark.parametrize("alias", ["organizations", "common"])
+def test_multi_tenant_discovery(acrlocal: AcrLocal, alias: str) -> None:
+    """msal discovers ``organizations`` when az builds its public client (``az account clear``); tokens are only
+    issued on a tenant's own endpoint."""
+    s = acrlocal.session()
+    config = s.get(f"{acrlocal.shared}/{alias}/v2.0/.well-known/openid-configuration").json()
+    assert config["issuer"] == f"{acrlocal.shared}/{{tenantid}}/v2.0"
+    assert config["token_endpoint"] == f"{acrlocal.shared}/{alias}/oauth2/v2.0/token"
+    cred = json.loads((acrlocal.data_dir / "admin.json").read_text())
+    r = s.post(config["token_endpoint"], data={"grant_type": "client_credentials", "client_id": cred["clientId"],
+                                               "client_secret": cred["clientSecret"],
+                                               "scope": "https://management.azure.com/.default"})
+    assert r.status_code == 400 and r.json()["error_codes"] == [90002]

@@ -111,12 +111,21 @@ def _subscription(value: str) -> str:
     return value.lower()
 
 
+def _drop_empty_parent_paths(parts: list[str]) -> list[str]:
+    """The generic resource calls of azure-mgmt-resource (``az resource create|show|delete``) put the parent
+    resource path between the namespace and the type, empty for a top-level resource:
+    ``/providers/Microsoft.Compute//virtualMachines/vm1``. ARM reads that as no parent; so do we. Any other empty
+    segment stays and is refused."""
+    return [p for i, p in enumerate(parts)
+            if p or i < 2 or parts[i - 2].lower() != "providers" or not NAMESPACE.match(parts[i - 1])]
+
+
 def parse_path(path: str) -> ArmPath:
     """Parse an ARM path (the part after the host, without the query). One trailing ``/`` is tolerated."""
     if len(path) > MAX_PATH:
         raise invalid_uri(path, f"it is longer than {MAX_PATH} characters")
     body = path.strip("/")
-    parts = body.split("/") if body else []
+    parts = _drop_empty_parent_paths(body.split("/") if body else [])
     if any(p == "" for p in parts):
         raise invalid_uri(path, "it has an empty segment ('//')")
     lowered = [p.lower() for p in parts]

@@ -38,7 +38,8 @@ def _optional_groups() -> None:
 
     for module_name, attr in (("acrlocal.cli.commands.group", "group"), ("acrlocal.cli.commands.acr", "acr"),
                               ("acrlocal.cli.commands.identity", "identity"), ("acrlocal.cli.commands.vm", "vm"),
-                              ("acrlocal.cli.commands.role", "role"), ("acrlocal.cli.commands.ad", "ad")):
+                              ("acrlocal.cli.commands.role", "role"), ("acrlocal.cli.commands.ad", "ad"),
+                              ("acrlocal.cli.commands.az_setup", "az_setup")):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -33,6 +33,7 @@ from acrlocal.identity.errors import OAuthError
 SP_TOKEN_LIFETIME_S = 3599
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 IGNORED_SCOPES = {"openid", "profile", "offline_access", "email"}
+MULTI_TENANT_ALIASES = ("organizations", "common")
 REPLAY = web.AppKey("identity.replay", ReplayCache)
 
 
@@ -139,9 +140,13 @@ def authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: st
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
+    """A tenant's discovery document; also for Entra's multi-tenant aliases ``organizations`` and ``common``, which
+    msal discovers when az builds its public client (``az account clear``, ``az logout``): their issuer is the
+    ``{tenantid}`` template, as Entra's. Tokens are only issued on a tenant's own endpoints."""
     ctx = _ctx(request)
+    alias = request.match_info["tenant"].lower()
     try:
-        tenant = _tenant(ctx, request.match_info["tenant"])
+        tenant = alias if alias in MULTI_TENANT_ALIASES else _tenant(ctx, request.match_info["tenant"])
     except OAuthError as err:
         return oauth_error(err, request)
     base = ctx.tokens.authority
@@ -154,7 +159,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
         "id_token_signing_alg_values_supported": ["RS256"],
         "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "issuer": ctx.tokens.issuer(tenant),
+        "issuer": ctx.tokens.issuer("{tenantid}" if tenant in MULTI_TENANT_ALIASES else tenant),
         "request_uri_parameter_supported": False,
         "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
         "device_authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/devicecode",

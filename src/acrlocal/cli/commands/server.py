@@ -55,7 +55,8 @@ def banner(status: dict[str, Any], *, detached: bool = False) -> str:
     for reg in status["registries"]:
         lines.append(f"  podman, skopeo, buildah:  /etc/containers/certs.d/{reg['loginServer']}/ca.crt")
         lines.append(f"  docker:                   /etc/docker/certs.d/{reg['loginServer']}/ca.crt")
-    lines += ["  `acrlocal trust` (as root) installs it in those places.", ""]
+    lines += ["  `acrlocal trust` (as root) installs it in those places.", "",
+              "Microsoft's az CLI: `acrlocal az-setup` prints how to point it here (`--apply` does it).", ""]
     lines.append(f"Logs: {Path(status['dataDir']) / 'server.log'}. Stop with `acrlocal down`." if detached
                  else "Stop with Ctrl-C.")
     return "\n".join(lines)
