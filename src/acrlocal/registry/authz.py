@@ -2,8 +2,9 @@
 
 Every request to ``/v2/`` goes through :meth:`Authorizer.authorize` with the registry, the repository (``None``
 for ``/v2/`` itself and for the catalog) and the actions the request needs. It returns the :class:`Caller` or
-raises :class:`~acrlocal.registry.errors.RegistryError`: UNAUTHORIZED (401, with a ``WWW-Authenticate``
-challenge in ``headers``) when the caller must authenticate, DENIED (403) when it is known and not allowed.
+raises :class:`~acrlocal.registry.errors.RegistryError` with a ``WWW-Authenticate`` challenge in ``headers``:
+UNAUTHORIZED (401) when the caller must authenticate or, as in ACR, holds a token that does not allow the request;
+DENIED (403) only when asking for a token with the challenged scope would succeed (see the token authorizer).
 
 Actions are plain strings, as in the Docker token scope grammar (``repository:<name>:<actions>``):
 
