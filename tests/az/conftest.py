@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -131,9 +132,17 @@ class Az:
     def acrlocal(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """``acrlocal ARGS`` with this az's environment (in the same namespace), the server found through its data
         dir on the host or ``ACRLOCAL_ENDPOINT`` in a VM."""
+        return self._run_child(acrlocal_cmd(*args), env)
+
+    def shell(self, script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """``bash -euc SCRIPT`` in the same environment, where ``acrlocal`` and ``az`` are on ``PATH``."""
+        return self._run_child(["bash", "-euc", f'acrlocal() {{ {shlex.join(acrlocal_cmd())} "$@"; }}\n{script}'],
+                               env)
+
+    def _run_child(self, argv: list[str], env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
         child = {**self.env, "PYTHONPATH": f"{SRC}{os.pathsep}{GUARD}", "ACRLOCAL_AZ": str(self.exe)}
         child.update(env or {})
-        return subprocess.run(self.contained.argv(acrlocal_cmd(*args)), env=child, capture_output=True, text=True,
+        return subprocess.run(self.contained.argv(argv), env=child, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=AZ_TIMEOUT_S)
 
     def setup(self) -> None:

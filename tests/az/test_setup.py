@@ -50,13 +50,16 @@ def test_apply_registers_then_updates(az_exe: Path, az_server: AcrLocal, contain
                                       tmp_path: Path) -> None:
     az = Az(az_exe, az_server, tmp_path / "home", contained, {"ACRLOCAL_DATA_DIR": str(az_server.data_dir)})
     config_dir = tmp_path / "elsewhere"
-    # ACC_CLOUD in the caller's environment must not reach az (it turns `login --identity` into Cloud Shell's flow).
-    proc = az.acrlocal("az-setup", "--apply", "--config-dir", str(config_dir), env={"ACC_CLOUD": "1"})
+    del az.env["REQUESTS_CA_BUNDLE"]
+    # What the README says: eval the output. ACC_CLOUD, set in the caller's shell, must not reach az (it turns
+    # `login --identity` into Cloud Shell's flow) and is unset by the output.
+    proc = az.shell(f'eval "$(acrlocal az-setup --apply --config-dir {config_dir})"\n'
+                    'echo "$REQUESTS_CA_BUNDLE $AZURE_CONFIG_DIR ${ACC_CLOUD-unset}"\n'
+                    'az cloud show --query endpoints.resourceManager --output tsv', env={"ACC_CLOUD": "1"})
     assert proc.returncode == 0, proc.stderr
-    assert f"export AZURE_CONFIG_DIR={config_dir}" in proc.stdout and "\naz cloud" not in proc.stdout
+    assert proc.stdout.splitlines() == [f"{az_server.ca} {config_dir} unset", az_server.shared + "/"]
     assert (config_dir / "clouds.config").is_file() and not az.config_dir.exists()
-    az.env["AZURE_CONFIG_DIR"] = str(config_dir)
-    assert az("cloud", "show")["endpoints"]["resourceManager"] == az_server.shared + "/"
+    az.env.update(AZURE_CONFIG_DIR=str(config_dir), REQUESTS_CA_BUNDLE=az_server.ca)
 
     # The cloud exists now: a second run updates it in place (az cloud register would refuse).
     proc = az.acrlocal("az-setup", "--apply", "-o", "json", env={"AZURE_CONFIG_DIR": str(config_dir)})
