@@ -70,6 +70,16 @@ def test_apply_registers_then_updates(az_exe: Path, az_server: AcrLocal, contain
     assert doc["commands"][0][:3] == ["az", "cloud", "register"]
     assert [c["name"] for c in az("cloud", "list") if c["isActive"]] == ["AcrLocal"]
 
+    # A cloud that named another port (acrlocal started on another one): updated, and the user told to sign in
+    # again, since az keeps tokens by host name.
+    az("cloud", "update", "--name", "AcrLocal", "--endpoint-resource-manager", "https://localhost:1/",
+       "--skip-endpoint-discovery")
+    proc = az.acrlocal("az-setup", "--apply", env={"AZURE_CONFIG_DIR": str(config_dir)})
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING: cloud 'AcrLocal' pointed at https://localhost:1/" in proc.stderr
+    assert "`az account clear`" in proc.stderr
+    assert az("cloud", "show")["endpoints"]["resourceManager"] == az_server.shared + "/"
+
 
 def test_apply_without_az_is_an_error(az_exe: Path, az_server: AcrLocal, contained: Contained,
                                       tmp_path: Path) -> None:

@@ -10,7 +10,11 @@ The VM, its identities and their role assignments are made with az on the host a
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ import pytest
 
 from tests.az.conftest import Az, Contained, unique, vm_environment
 from tests.harness import REFRESH_TOKEN_USER, AcrLocal, ChallengeAuth
+from tests.interop.tools import Containers
 from tests.ocitools import config_blob, image, tar_layer
 
 VM_PROPERTIES = {
@@ -202,3 +207,60 @@ def test_reader_on_the_registry_finds_its_own_login_server(host_az: Az, az_exe: 
     assert json.loads(proc.stdout)["loginServer"] == other["loginServer"]
     assert "could not be found" not in proc.stderr
     assert az("acr", "repository", "list", "--name", world.other_registry) == []
+
+
+def test_acr_login_logs_the_container_client_in(az_exe: Path, az_server: AcrLocal, contained: Contained,
+                                                world: World, tmp_path: Path) -> None:
+    """``az acr login`` without ``--expose-token`` runs ``$DOCKER_COMMAND ps`` then ``login --password-stdin`` with
+    the refresh token (here podman on storage of its own, trusting the CA through a cert dir); the auth file it
+    writes pulls the image the host pushed."""
+    az = in_vm(az_exe, az_server, contained, world, tmp_path, config_dir=tmp_path / "azure")
+    az("login", "--identity")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copyfile(az_server.ca, certs / "ca.crt")
+    runroot = Path(tempfile.mkdtemp(prefix="acrl-rr-"))  # podman wants a runroot under 50 characters
+    podman = tmp_path / "podman-here"
+    podman.write_text(f"""#!/bin/sh
+if [ "$1" = login ]; then shift; set -- login --cert-dir {certs} "$@"; fi
+exec podman --root {tmp_path / 'podman-root'} --runroot {runroot} --storage-driver vfs "$@"
+""")
+    podman.chmod(0o755)
+    auth = Path(world.env["REGISTRY_AUTH_FILE"])
+    az.env.update(DOCKER_COMMAND=str(podman), XDG_RUNTIME_DIR=str(runroot))
+    try:
+        proc = az.run("acr", "login", "--name", world.name, output=False)
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Login Succeeded" in proc.stdout
+    login_server = f"{world.name}.localhost:{az_server.shared.rsplit(':', 1)[1]}"
+    entry = json.loads(auth.read_text())["auths"][login_server]
+    user, _, refresh = base64.b64decode(entry["auth"]).decode().partition(":")
+    assert user == REFRESH_TOKEN_USER and jwt.decode(refresh, options={"verify_signature": False})["sub"] == \
+        world.vm["identity"]["principalId"]
+
+    with Containers(tmp_path / "tools", az_server, anonymous=True) as tools:
+        env = {**tools.env(), "REGISTRY_AUTH_FILE": str(auth)}
+        inspect = subprocess.run(contained.argv(["skopeo", "inspect", "--cert-dir", str(certs),
+                                                 f"docker://{login_server}/{world.repository}:v1"]),
+                                 env=env, capture_output=True, text=True, timeout=120)
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["Name"] == f"{login_server}/{world.repository}"
+
+
+def test_a_vm_without_identity(host_az: Az, az_exe: Path, az_server: AcrLocal, contained: Contained, world: World,
+                               tmp_path: Path) -> None:
+    vm_name = unique("bare-")
+    host_az("resource", "create", "-g", world.group, "-n", vm_name, "--resource-type",
+            "Microsoft.Compute/virtualMachines", "-l", "westeurope", "--properties", json.dumps(VM_PROPERTIES))
+    vm = host_az("vm", "show", "-g", world.group, "-n", vm_name)
+    assert vm.get("identity") is None
+    bare = World(world.group, world.registry, world.other_registry, world.identity, vm,
+                 vm_environment(az_server, vm["vmId"]), world.repository)
+    az = in_vm(az_exe, az_server, contained, bare, tmp_path, config_dir=tmp_path / "azure")
+    refused = az.fail("login", "--identity")
+    assert refused.stderr.startswith("ERROR: Identity not found\n")
+    assert "Please run 'az login' to setup account." in az.fail("account", "show").stderr
+    host_az("vm", "delete", "-g", world.group, "-n", vm_name, "--yes")
+    assert not (az_server.data_dir / "vms" / vm["vmId"]).exists()
