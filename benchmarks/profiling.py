@@ -82,10 +82,15 @@ def load(path: Path) -> Counter[tuple[str, ...]]:
     return stacks
 
 
+def _idle(stack: tuple[str, ...]) -> bool:
+    # Without native frames an executor worker waiting on its queue shows as ``_worker`` itself.
+    return any(IDLE.search(f) for f in stack) or stack[-1].startswith("_worker (")
+
+
 def summarise(path: Path, top: int = 25) -> str:
     """Busy samples (idle waits left out) by self and by inclusive time, as percentages of busy samples."""
     stacks = load(path)
-    busy = {s: n for s, n in stacks.items() if not any(IDLE.search(f) for f in s)}
+    busy = {s: n for s, n in stacks.items() if not _idle(s)}
     total = sum(busy.values())
     if not total:
         return f"{path.name}: no busy samples"
