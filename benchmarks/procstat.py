@@ -7,6 +7,7 @@ Processes that exit between two reads are skipped (their CPU time is then counte
 from __future__ import annotations
 
 import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -102,14 +103,22 @@ class RssSampler:
         self.peak = max(self.peak, rss_bytes(descendants(self.pid)))
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's children that have been waited for (the clients)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 class Meter:
-    """Wall time, server CPU seconds and server peak RSS over a ``with`` block."""
+    """Wall time, server CPU seconds, server peak RSS, and the CPU seconds of the clients (this process's
+    children, once waited for) over a ``with`` block."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.pid = pid
         self.sampler = RssSampler(pid, interval)
         self.wall = 0.0
         self.cpu = 0.0
+        self.client_cpu = 0.0
 
     @property
     def peak_rss(self) -> int:
@@ -117,6 +126,7 @@ class Meter:
 
     def __enter__(self) -> Meter:
         self._cpu0 = cpu_seconds(self.pid)
+        self._client0 = children_cpu_seconds()
         self.sampler.__enter__()
         self._t0 = time.perf_counter()
         return self
@@ -125,3 +135,4 @@ class Meter:
         self.wall = time.perf_counter() - self._t0
         self.sampler.__exit__()
         self.cpu = cpu_seconds(self.pid) - self._cpu0
+        self.client_cpu = children_cpu_seconds() - self._client0

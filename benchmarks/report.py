@@ -72,6 +72,8 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
             REFERENCE: agg(ref), SUBJECT: agg(sub),
             "ratio": _median(ratios), "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None),
             "cpu_s": {t: _median([s.cpu_s for s in side.values()]) for t, side in by_target.items()},
+            "client_cpu_s": {t: _median([float(s.extra.get("client_cpu_s", 0.0)) for s in side.values()])
+                             for t, side in by_target.items()},
             "peak_rss_mib": {t: max(s.peak_rss_mib for s in side.values()) for t, side in by_target.items()},
             "reps": len(ratios),
         }
@@ -107,12 +109,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                      f"| {ratio} | {bar} | {meets} |")
     lines += [
         "",
-        "| workload | server CPU-s, Distribution | server CPU-s, acrlocal | peak RSS MiB, Distribution | "
-        "peak RSS MiB, acrlocal |",
-        "|---|---:|---:|---:|---:|",
+        "| workload | server CPU-s, Distribution | server CPU-s, acrlocal | client CPU-s, Distribution | "
+        "client CPU-s, acrlocal | peak RSS MiB, Distribution | peak RSS MiB, acrlocal |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        cpu, rss = r["cpu_s"], r["peak_rss_mib"]
+        cpu, client, rss = r["cpu_s"], r["client_cpu_s"], r["peak_rss_mib"]
         lines.append(f"| {r['title']} | {_fmt(cpu.get(REFERENCE), 2)} | {_fmt(cpu.get(SUBJECT), 2)} "
+                     f"| {_fmt(client.get(REFERENCE), 2)} | {_fmt(client.get(SUBJECT), 2)} "
                      f"| {_fmt(rss.get(REFERENCE), 0)} | {_fmt(rss.get(SUBJECT), 0)} |")
     return "\n".join(lines)

@@ -99,6 +99,7 @@ class WorkloadRunner:
         return Skopeo(self.scratch / f"skopeo-{name}")  # a fresh HOME: no blob-info cache
 
     def _record(self, key: str, meter: Meter, value: float, **extra: Any) -> Sample:
+        extra.setdefault("client_cpu_s", round(meter.client_cpu, 3))
         s = Sample(key, self.reg.kind, self.rep, value, meter.wall, meter.cpu, meter.peak_rss / MiB, extra)
         self.samples.append(s)
         return s
