@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import ssl
 
@@ -33,6 +34,16 @@ def test_end2_get_blob_returns_bytes_digest_and_length(registry: RegistryClient,
     assert r.headers["Docker-Content-Digest"] == digest
     assert r.headers["Content-Length"] == str(len(data))
     assert r.headers["Content-Type"] == "application/octet-stream"
+
+
+def test_end2_get_blob_of_many_read_pieces_is_exact(registry: RegistryClient, repo: str) -> None:
+    # Over TLS a blob is streamed in 256 KiB pieces; an odd size checks the last, short piece.
+    data = os.urandom(3 * 256 * 1024 + 12345)
+    digest = registry.push_blob(repo, data)
+    r = registry.get(f"/v2/{repo}/blobs/{digest}")
+    assert r.status_code == 200
+    assert r.headers["Content-Length"] == str(len(data))
+    assert hashlib.sha256(r.content).hexdigest() == digest.removeprefix("sha256:")
 
 
 def test_end2_head_blob_has_length_and_digest_but_no_body(registry: RegistryClient, repo: str) -> None:

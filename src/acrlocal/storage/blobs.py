@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -26,6 +27,8 @@ from acrlocal.errors import AcrLocalError, NotFound
 from acrlocal.registry.digest import Digest
 
 CHUNK = 1024 * 1024
+# Reads for responses: 256 KiB pieces keep a TLS stream's buffers near 1 MiB (see registry/blob_api.py).
+READ_CHUNK = 256 * 1024
 
 
 class DigestMismatch(AcrLocalError, ValueError):
@@ -50,8 +53,9 @@ class BlobStore(Protocol):
     def local_path(self, digest: Digest) -> Path | None:
         """A file the server may ``sendfile`` from, or ``None`` if this store is not on the local disk."""
 
-    def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """The blob's bytes from ``offset``; raises :class:`NotFound` if it is not stored."""
+    def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes | bytearray]:
+        """The blob's bytes from ``offset``, in pieces the caller may keep; raises :class:`NotFound` if it is not
+        stored."""
 
     async def start_upload(self, upload_id: str) -> None: ...
 
@@ -104,6 +108,7 @@ class FileBlobStore:
         self.uploads = root / "_uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self._hashing: dict[str, _Hashing] = {}
+        self._nowait = hasattr(os, "RWF_NOWAIT")
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -119,25 +124,47 @@ class FileBlobStore:
         except FileNotFoundError:
             return None
 
-    async def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    async def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes | bytearray]:
+        """The blob's bytes in pieces of :data:`READ_CHUNK` (each a fresh ``bytearray``, never reused).
+
+        Pieces already in the page cache are read on the event loop with ``RWF_NOWAIT``, which never blocks;
+        only a piece that must come from the disk goes to the executor. A thread hop per piece cost more than
+        the copy: serving blobs over TLS (4 parallel 128 MiB GETs with curl) took 38% less server CPU and ran
+        43-53% faster this way (benchmarks/registry.py, same-run A/B).
+        """
         try:
-            f = open(self.path(digest), "rb")  # noqa: SIM115 - closed below
+            fd = os.open(self.path(digest), os.O_RDONLY)
         except FileNotFoundError as exc:
             raise NotFound(f"blob {digest} is not stored") from exc
         loop = asyncio.get_running_loop()
         try:
-            f.seek(offset)
+            position = offset
             remaining = length
             while remaining is None or remaining > 0:
-                n = CHUNK if remaining is None else min(CHUNK, remaining)
-                data = await loop.run_in_executor(None, f.read, n)
-                if not data:
+                n = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                buf = bytearray(n)
+                got = -1
+                if self._nowait:
+                    try:
+                        got = os.preadv(fd, [buf], position, os.RWF_NOWAIT)
+                    except BlockingIOError:
+                        pass  # not (all) in the page cache: read it in the executor
+                    except OSError as exc:
+                        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                            raise
+                        self._nowait = False  # a file system without RWF_NOWAIT
+                if got < 0:
+                    got = await loop.run_in_executor(None, os.preadv, fd, [buf], position)
+                if got == 0:
                     break
+                position += got
                 if remaining is not None:
-                    remaining -= len(data)
-                yield data
+                    remaining -= got
+                yield buf if got == n else buf[:got]
         finally:
-            f.close()
+            os.close(fd)
 
     # -- uploads -----------------------------------------------------------------------------------
 
