@@ -48,7 +48,10 @@ def _login_for(endpoints: Endpoints) -> list[str]:
             "--password", "<secret>"]
 
 
-def plan(cloud_name: str) -> tuple[AzCloudSetup, Endpoints]:
+def plan(cloud_name: str) -> AzCloudSetup:
+    """The set-up for the server the CLI finds (see :func:`~acrlocal.cli.endpoints.locate`), from its
+    ``/metadata/endpoints``. Raises :class:`CLIError` when the server is not running, its CA is unknown here, or
+    it answers something that is not a cloud description."""
     endpoints = locate()
     if not isinstance(endpoints.verify, str):
         raise CLIError("acrlocal's CA certificate is not known here: set ACRLOCAL_CA_BUNDLE (or REQUESTS_CA_BUNDLE) "
@@ -63,7 +66,7 @@ def plan(cloud_name: str) -> tuple[AzCloudSetup, Endpoints]:
                                            cloud_name=cloud_name)
     except (MetadataError, ValueError) as exc:
         raise CLIError(str(exc)) from None
-    return setup, endpoints
+    return setup
 
 
 def find_az(az: str | None) -> str:
@@ -128,7 +131,7 @@ def apply(setup: AzCloudSetup, runner: AzRunner) -> None:
 @option("--cloud-name", default=CLOUD_NAME, help=f"Name of the cloud to register (default {CLOUD_NAME}).")
 def az_setup(do_apply: bool, config_dir: str | None, az_path: str | None, cloud_name: str) -> Any:
     """Print (or with --apply, run) what points Microsoft's az CLI at this acrlocal."""
-    setup, _ = plan(cloud_name)
+    setup = plan(cloud_name)
     if do_apply:
         config_dir = config_dir or os.environ.get("AZURE_CONFIG_DIR") or None
         apply(setup, AzRunner(find_az(az_path), setup, config_dir))
