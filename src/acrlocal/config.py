@@ -64,6 +64,9 @@ class Settings:
     # The registry data plane without authentication (every request allowed, anonymous): only for measuring the
     # cost of authentication; never the default.
     insecure_open_registry: bool = False
+    # How long a VM's run-command script may run before it is stopped (Azure allows 90 minutes; here the
+    # request is held open for the whole run).
+    run_command_timeout_s: float = 600.0
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -76,6 +79,9 @@ class Settings:
         if not re.fullmatch(r"sku|off|\d{1,12}/\d{1,12}", self.registry_rate_limit.strip().lower()):
             raise ConfigError(f"registry_rate_limit {self.registry_rate_limit[:40]!r} is not 'sku', 'off' or "
                               "READS/WRITES per minute (e.g. 3000/500)")
+        if not 0 < self.run_command_timeout_s <= 24 * 3600:
+            raise ConfigError(f"run_command_timeout_s {self.run_command_timeout_s} must be between 0 and 86400 "
+                              "seconds")
         if self.imds_rate_limit < 0:
             raise ConfigError(f"imds_rate_limit {self.imds_rate_limit} must be 0 (off) or a positive rate")
 

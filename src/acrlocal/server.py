@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal import __version__
+from acrlocal.compute.network import VMNetwork
 from acrlocal.compute.runtime import ComputeRuntime
 from acrlocal.compute.store import VMTable
 from acrlocal.config import Settings
@@ -116,7 +117,7 @@ class Server:
         listeners = Listeners(settings.host)
         registry_meta = SqlRegistryMetadata(engine)
         hosting = RegistryHosting(
-            settings, RegistryTable(engine), listeners, ca, on_change=self.write_state, content=registry_meta
+            settings, RegistryTable(engine), listeners, ca, on_change=self._registries_changed, content=registry_meta
         )
         try:
             shared_sock = bind(settings.host, settings.port)
@@ -154,6 +155,7 @@ class Server:
         await registry_http.on_startup(ctx)
         await listeners.open("shared", control_runner, shared_sock, ca.server_context())
         await hosting.start(registry_runner)
+        compute.network = self.vm_network()
         await compute.start(imds_runner)
         if settings.default_registry:
             with contextlib.suppress(AlreadyExists):
@@ -195,6 +197,21 @@ class Server:
         }
 
     _started_at = time.time()
+
+    def vm_network(self) -> VMNetwork:
+        """What VMs see: the shared endpoint, every registry's host name and login servers (and the shared
+        endpoint's own ``localhost:<port>``, where registries also answer by host name)."""
+        assert self.ctx is not None
+        hosting = self.ctx.registries
+        records = hosting.all()
+        servers = [s for r in records for s in hosting.login_servers(r)]
+        return VMNetwork.of(self.authority, [hosting.hostname(r) for r in records],
+                            [*servers, f"localhost:{self.shared_port}", f"127.0.0.1:{self.shared_port}"])
+
+    async def _registries_changed(self) -> None:
+        if self.ctx is not None and self.ctx.compute is not None and self.ctx.compute.runner is not None:
+            self.ctx.compute.set_network(self.vm_network())
+        await self.write_state()
 
     async def write_state(self) -> None:
         path = self.settings.state_file

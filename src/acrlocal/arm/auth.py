@@ -81,6 +81,13 @@ class Caller:
         except InvalidScope as exc:
             raise ArmError(400, "InvalidScope", str(exc)) from None
 
+    def may_data(self, data_action: str, scope: str) -> bool:
+        """Whether the caller's roles grant the data action ``data_action`` at ``scope``."""
+        try:
+            return may((a.rbac for a in self.assignments), self.principal_ids, data_action, scope, data_action=True)
+        except InvalidScope as exc:
+            raise ArmError(400, "InvalidScope", str(exc)) from None
+
     def require(self, action: str, scope: str) -> None:
         """Raise ARM's 403 unless the caller may perform ``action`` at ``scope``."""
         if not self.may(action, scope):

@@ -9,6 +9,15 @@ Azure keeps such assignments as "unknown" ones, which grant nothing either). ``i
 Adding a user-assigned identity needs ``Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`` on it,
 as in Azure. An omitted ``identity`` leaves the VM's identities as they are.
 
+Actions: ``runCommand`` (``RunCommandInput`` → ``{"value": [...]}``, answered when the script has ended; RBAC
+``Microsoft.Compute/virtualMachines/runCommand/action``; 400 for a bad input, 409 while another script runs; see
+:mod:`acrlocal.compute.run_command`) and ``retrieveSandboxAccess``, acrlocal's own: what ``acrlocal vm ssh`` needs
+to open a shell in the VM (environment, home, bind mounts). It is allowed to principals that may log in to the
+VM as its administrator (the data action ``Microsoft.Compute/virtualMachines/loginAsAdmin/action``: Virtual
+Machine Administrator Login) or that may run commands on it anyway (``runCommand/action``: Owner, Contributor,
+Virtual Machine Contributor); its answer holds the VM's App Service identity secret. Both run outside the
+control plane's write lock: a script may itself call ARM. Power actions are accepted and change nothing.
+
 Properties are kept as ``az vm show`` expects them (``vmId``, ``hardwareProfile``, ``storageProfile.osDisk`` and
 ``imageReference``, ``osProfile.adminUsername``, ``networkProfile``); ``adminPassword`` and ``customData`` are
 never stored. Every refusal is an ARM 400/403/404 raised before the runtime or the store changes.
@@ -21,10 +30,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from acrlocal.arm.errors import ArmError, bad_request
+from acrlocal.arm.errors import ArmError, authorization_failed, bad_request
 from acrlocal.arm.identities import UAMI_TYPE
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
 from acrlocal.arm.store import ArmStore, Resource
+from acrlocal.compute.run_command import Busy, RunCommandError, RunRequest
 from acrlocal.compute.runtime import ComputeRuntime
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
@@ -36,6 +46,8 @@ API_VERSIONS = ("2021-03-01", "2021-07-01", "2021-11-01", "2022-03-01", "2022-08
 ASSIGN_ACTION = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
 IDENTITY_KINDS = {"systemassigned": "SystemAssigned", "userassigned": "UserAssigned"}
+RUN_COMMAND_ACTION = f"{VM_TYPE}/runCommand/action"
+LOGIN_AS_ADMIN = f"{VM_TYPE}/loginAsAdmin/action"
 
 
 def _runtime(ctx: Context) -> ComputeRuntime:
@@ -168,7 +180,10 @@ class VirtualMachines(ResourceType):
     name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9_.]{0,62}[a-zA-Z0-9_]$|^\w$")
     name_rule = "1-64 letters, digits, '-', '_' and '.', not ending in '-' or '.'"
     actions: ClassVar[dict[str, str]] = {"start": "power", "restart": "power", "powerOff": "power",
-                                         "deallocate": "power"}
+                                         "deallocate": "power", "runCommand": "run_command",
+                                         "retrieveSandboxAccess": "sandbox_access"}
+    self_authorized_actions: ClassVar[frozenset[str]] = frozenset({"retrievesandboxaccess"})
+    unlocked_actions: ClassVar[frozenset[str]] = frozenset({"runcommand", "retrievesandboxaccess"})
 
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         patch = call.request.method == "PATCH"
@@ -244,6 +259,34 @@ class VirtualMachines(ResourceType):
         if vm.system_principal_id:
             store: ArmStore = call.store if call else ctx.extras["arm_store"]
             store.delete_assignments_of(vm.system_principal_id)
+
+    async def run_command(self, call: Call, resource: Resource) -> JsonObject | None:
+        """Run the script in the VM and answer with its outcome (see :mod:`acrlocal.compute.run_command`)."""
+        try:
+            request = RunRequest.parse(call.body)
+        except RunCommandError as exc:
+            raise bad_request("InvalidParameter", str(exc)) from None
+        try:
+            result = await _runtime(call.ctx).run_command(resource.id, request)
+        except Busy as exc:
+            raise ArmError(409, "Conflict", str(exc)) from None
+        except NotFound:
+            raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource.name}' under resource "
+                           f"group '{resource.group}' was not found.") from None
+        return result.to_arm()
+
+    async def sandbox_access(self, call: Call, resource: Resource) -> JsonObject | None:
+        """The VM's environment, home and namespace mounts, for principals that may log in as its admin."""
+        if not (call.caller.may_data(LOGIN_AS_ADMIN, resource.id) or call.caller.may(RUN_COMMAND_ACTION,
+                                                                                        resource.id)):
+            raise authorization_failed(call.caller.client, call.caller.object_id, LOGIN_AS_ADMIN, resource.id)
+        runtime = _runtime(call.ctx)
+        try:
+            vm = runtime.get(resource.id)
+        except NotFound:
+            raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource.name}' under resource "
+                           f"group '{resource.group}' was not found.") from None
+        return runtime.access(vm).to_json()
 
     async def power(self, call: Call, resource: Resource) -> JsonObject | None:
         """Power actions are accepted and change nothing: a sandbox VM is always running."""

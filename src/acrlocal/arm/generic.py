@@ -248,7 +248,8 @@ async def item_action(call: Call, path: ArmPath) -> web.StreamResponse:
     names = list(segs[1:-1:2])
     if path.group is None:
         raise ArmError(400, "InvalidRequestUri", "This resource type lives in a resource group.")
-    call.caller.require(rt.operation(f"{canonical_action}/action"), build_id(path.group_scope, rt, names))
+    if canonical_action.lower() not in rt.self_authorized_actions:
+        call.caller.require(rt.operation(f"{canonical_action}/action"), build_id(path.group_scope, rt, names))
     group_scope = _group_checked(call, path)
     existing = call.store.resource(build_id(group_scope, rt, names))
     if existing is None:

@@ -109,6 +109,12 @@ class ResourceType:
     #: POST ``{id}/{action}`` → name of a method ``(call, resource) -> JSON | None``; RBAC operation
     #: ``{namespace}/{type}/{action}/action``.
     actions: ClassVar[dict[str, str]] = {}
+    #: Actions (lower-case names) that authorize themselves instead of requiring ``{type}/{action}/action``
+    #: (e.g. one that a data action such as ``virtualMachines/loginAsAdmin/action`` also permits).
+    self_authorized_actions: ClassVar[frozenset[str]] = frozenset()
+    #: Actions (lower-case names) that run outside the control plane's write lock: they change no ARM state
+    #: and may take long (a VM's run-command, whose script may itself call ARM).
+    unlocked_actions: ClassVar[frozenset[str]] = frozenset()
 
     # -- derived names -------------------------------------------------------------------------------
 
@@ -226,6 +232,11 @@ class ProviderRegistry:
     def type_of(self, full_type: str) -> ResourceType | None:
         namespace, _, rest = full_type.partition("/")
         return self.type(namespace, rest)
+
+    def is_unlocked_action(self, action: str) -> bool:
+        """Whether a POST ending in ``action`` is one that runs outside the write lock."""
+        action = action.lower()
+        return any(action in rt.unlocked_actions for rt in self.types.values())
 
     def namespace_types(self, namespace: str) -> list[ResourceType]:
         return [rt for (ns, _), rt in self.types.items() if ns == namespace.lower()]

@@ -79,7 +79,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         version = api_version(request)
         body = await read_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
         call = Call(ctx, store, caller, request, version, body)
-        if request.method in WRITES:
+        if request.method in WRITES and not _unlocked(request):
             async with request.app[LOCK_KEY]:
                 response = await route(call)
         else:
@@ -92,6 +92,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                                            f"request id {ids['x-ms-request-id']}."))
     response.headers.update(ids)
     return response
+
+
+def _unlocked(request: web.Request) -> bool:
+    """A POST to an action that changes no ARM state and may run long (see ``ResourceType.unlocked_actions``)."""
+    if request.method != "POST":
+        return False
+    last = request.path.rstrip("/").rsplit("/", 1)[-1]
+    return REGISTRY.is_unlocked_action(last)
 
 
 async def route(call: Call) -> web.StreamResponse:

@@ -97,7 +97,8 @@ class ArmClient:
         return urljoin(self.base, path.lstrip("/"))
 
     def send(self, method: str, path_or_url: str, *, api_version: str | None = None,
-             body: Any = None, params: dict[str, str] | None = None) -> requests.Response:
+             body: Any = None, params: dict[str, str] | None = None,
+             timeout: float | None = None) -> requests.Response:
         url = path_or_url if path_or_url.startswith("https://") else self.url(path_or_url)
         query = dict(params or {})
         if api_version and "api-version=" not in url:
@@ -105,15 +106,17 @@ class ArmClient:
         for attempt in (0, 1):
             token = self.tokens.get_token(self.resource, fresh=attempt == 1)
             headers = {"Authorization": f"Bearer {token.token}", "Accept": "application/json"}
-            response = self.http.request(method, url, params=query or None, json=body, headers=headers)
+            response = self.http.request(method, url, params=query or None, json=body, headers=headers,
+                                         timeout=timeout or 60)
             if response.status_code != 401 or attempt == 1:
                 return response
         raise AssertionError("unreachable")
 
     def call(self, method: str, path: str, *, api_version: str | None = None, body: Any = None,
-             params: dict[str, str] | None = None, wait: bool = True) -> Any:
-        """The JSON answer (``None`` for an empty one); errors raised in az's words; operations awaited."""
-        response = self.send(method, path, api_version=api_version, body=body, params=params)
+             params: dict[str, str] | None = None, wait: bool = True, timeout: float | None = None) -> Any:
+        """The JSON answer (``None`` for an empty one); errors raised in az's words; operations awaited.
+        ``timeout`` is the seconds to wait for the answer (default 60)."""
+        response = self.send(method, path, api_version=api_version, body=body, params=params, timeout=timeout)
         if response.status_code >= 400:
             raise arm_error(response)
         if wait and response.status_code in (201, 202):

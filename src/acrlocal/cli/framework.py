@@ -178,6 +178,33 @@ def spread_greedy(args: list[str], greedy: set[str], grouped: frozenset[str] = f
     return out
 
 
+def expand_abbreviations(args: list[str], options: Sequence[str], with_value: set[str] | None = None) -> list[str]:
+    """argparse's (and so az's) unambiguous prefixes of long options: ``--out tsv`` is ``--output tsv``. An
+    ambiguous prefix is az's usage error. The argument after an option in ``with_value`` is its value, never an
+    option (pure; stops at ``--``)."""
+    longs = [o for o in options if o.startswith("--")]
+    takes_value = with_value or set()
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            out.append(arg)
+            skip = False
+            continue
+        if arg == "--":
+            return out + args[i:]
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and len(name) > 2 and name not in longs:
+            matches = sorted({o for o in longs if o.startswith(name)})
+            if len(matches) == 1:
+                arg = matches[0] + eq + value
+            elif len(matches) > 1:
+                raise CLIUsageError(f"ambiguous option: {name} could match {', '.join(matches)}")
+        out.append(arg)
+        skip = not eq and arg in takes_value
+    return out
+
+
 def _check_query(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if value:
         try:
@@ -214,6 +241,9 @@ class AzCommand(click.Command):
         self.show = show
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        options = [p for p in self.params if isinstance(p, click.Option)]
+        args = expand_abbreviations(args, [o for p in options for o in p.opts],
+                                    {o for p in options if not p.is_flag and not p.count for o in p.opts})
         greedy = {o for p in self.params if isinstance(p, AzOption) and p.greedy for o in p.opts}
         grouped = frozenset(o for p in self.params if isinstance(p, AzOption) and p.grouped for o in p.opts)
         if greedy:

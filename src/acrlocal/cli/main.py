@@ -47,6 +47,8 @@ def _optional_groups() -> None:
                 raise
             continue
         cli.add_command(getattr(module, attr))
+        if module_name == "acrlocal.cli.commands.vm":
+            cli.add_command(module.ssh_group)
 
 
 _optional_groups()

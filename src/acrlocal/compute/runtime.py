@@ -24,7 +24,11 @@ from typing import Any
 
 from aiohttp import web
 
+from acrlocal.compute.enter import SandboxAccess
+from acrlocal.compute.network import VMNetwork
+from acrlocal.compute.run_command import RunCommands, RunRequest, RunResult
 from acrlocal.compute.store import VMTable
+from acrlocal.compute.tools import VMTools
 from acrlocal.compute.vms import Sandbox, VirtualMachine
 from acrlocal.config import Settings
 from acrlocal.errors import ConfigError, NotFound
@@ -66,6 +70,10 @@ class ComputeRuntime:
         self._by_port: dict[int, VirtualMachine] = {}
         self._by_key: dict[str, VirtualMachine] = {}
         self._identities: dict[str, tuple[int, VMIdentities]] = {}
+        # What VMs see of the server (endpoint, registry names); set by the server before start().
+        self.network: VMNetwork | None = None
+        self.tools = VMTools.detect()
+        self.run_commands = RunCommands()
 
     @property
     def vms_dir(self) -> Path:
@@ -73,6 +81,27 @@ class ComputeRuntime:
 
     def sandbox(self, vm: VirtualMachine) -> Sandbox:
         return Sandbox.of(self.vms_dir, vm, self.settings.ca_path)
+
+    def access(self, vm: VirtualMachine) -> SandboxAccess:
+        """How to run programs in ``vm``: its environment, home and the bind mounts of its namespace."""
+        sandbox = self.sandbox(vm)
+        return SandboxAccess(vm_name=vm.name, resource_id=vm.resource_id, vm_id=vm.vm_id, home=str(sandbox.home),
+                             environment=sandbox.shell_environment(vm, self.network, self.tools),
+                             mounts=tuple(sandbox.mounts()), bashrc=str(sandbox.bashrc))
+
+    async def run_command(self, resource_id: str, request: RunRequest) -> RunResult:
+        """Run a script in the VM (one at a time per VM; see :mod:`acrlocal.compute.run_command`)."""
+        vm = self.get(resource_id)
+        return await self.run_commands.run(vm.vm_id, self.access(vm), request, self.sandbox(vm).run_command_dir,
+                                           timeout_s=self.settings.run_command_timeout_s)
+
+    def set_network(self, network: VMNetwork) -> None:
+        """Rewrite every VM's endpoint, hosts file and certificate directories if ``network`` changed."""
+        if network == self.network:
+            return
+        self.network = network
+        for vm in self._by_key.values():
+            self.sandbox(vm).write(vm, network, self.tools)
 
     # -- lookups -----------------------------------------------------------------------------------
 
@@ -144,7 +173,7 @@ class ComputeRuntime:
             vm = self.table.update(vm.resource_id, imds_port=sock.getsockname()[1])
         await self.listeners.open(f"imds:{vm.vm_id}", self.runner, sock, None)
         self._index(vm)
-        self.sandbox(vm).write(vm)
+        self.sandbox(vm).write(vm, self.network, self.tools)
         return vm
 
     async def create(self, resource_id: str, *, tenant_id: str, location: str, system_assigned: bool = False,

@@ -302,6 +302,38 @@ VIRTUAL_MACHINE_CONTRIBUTOR = _builtin(
     ),
 )
 
+_VM_LOGIN_ACTIONS = (
+    "Microsoft.Network/publicIPAddresses/read",
+    "Microsoft.Network/virtualNetworks/read",
+    "Microsoft.Network/loadBalancers/read",
+    "Microsoft.Network/networkInterfaces/read",
+    "Microsoft.Compute/virtualMachines/*/read",
+    "Microsoft.HybridCompute/machines/*/read",
+    "Microsoft.HybridConnectivity/endpoints/listCredentials/action",
+)
+VIRTUAL_MACHINE_ADMINISTRATOR_LOGIN = _builtin(
+    "1c0163c0-47e6-4577-8991-ea5c82e286e4",
+    "Virtual Machine Administrator Login",
+    "View Virtual Machines in the portal and login as administrator",
+    actions=_VM_LOGIN_ACTIONS,
+    data_actions=(
+        "Microsoft.Compute/virtualMachines/login/action",
+        "Microsoft.Compute/virtualMachines/loginAsAdmin/action",
+        "Microsoft.HybridCompute/machines/login/action",
+        "Microsoft.HybridCompute/machines/loginAsAdmin/action",
+    ),
+)
+VIRTUAL_MACHINE_USER_LOGIN = _builtin(
+    "fb879df8-f326-4884-b1cf-06f3ad86be52",
+    "Virtual Machine User Login",
+    "View Virtual Machines in the portal and login as a regular user.",
+    actions=_VM_LOGIN_ACTIONS,
+    data_actions=(
+        "Microsoft.Compute/virtualMachines/login/action",
+        "Microsoft.HybridCompute/machines/login/action",
+    ),
+)
+
 #: Every built-in role acrlocal knows, keyed by lower-case GUID.
 BUILT_IN_ROLES: Mapping[str, RoleDefinition] = MappingProxyType(
     {
@@ -325,6 +357,8 @@ BUILT_IN_ROLES: Mapping[str, RoleDefinition] = MappingProxyType(
             MANAGED_IDENTITY_OPERATOR,
             MANAGED_IDENTITY_CONTRIBUTOR,
             VIRTUAL_MACHINE_CONTRIBUTOR,
+            VIRTUAL_MACHINE_ADMINISTRATOR_LOGIN,
+            VIRTUAL_MACHINE_USER_LOGIN,
         )
     }
 )

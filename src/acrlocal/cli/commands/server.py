@@ -144,18 +144,21 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
                    "default), 'off', or READS/WRITES for every registry (e.g. 100000/100000).")
 @click.option("--insecure-open-registry", is_flag=True, default=None,
               help="INSECURE: serve the registry data plane without authentication (only for measuring its cost).")
+@click.option("--run-command-timeout", type=click.FloatRange(min=0.1, max=86400),
+              help="Seconds a VM's run-command script may run before it is stopped (default 600).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
        database_url: str | None, upload_session_ttl: int | None, registry_rate_limit: str | None,
-       insecure_open_registry: bool | None, log_level: str, detach: bool) -> None:
+       insecure_open_registry: bool | None, run_command_timeout: float | None, log_level: str,
+       detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
     settings = settings_from(
         data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
         imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
         database_url=database_url, registry_rate_limit=registry_rate_limit,
-        insecure_open_registry=insecure_open_registry,
+        insecure_open_registry=insecure_open_registry, run_command_timeout_s=run_command_timeout,
     )
     if upload_session_ttl is not None:
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
@@ -165,7 +168,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
                             ("--imds-port-base", imds_port_base), ("--imds-rate-limit", imds_rate_limit),
                             ("--default-registry", default_registry), ("--database-url", database_url),
                             ("--upload-session-ttl", upload_session_ttl),
-                            ("--registry-rate-limit", registry_rate_limit)):
+                            ("--registry-rate-limit", registry_rate_limit),
+                            ("--run-command-timeout", run_command_timeout)):
             if value is not None:
                 argv += [flag, str(value)]
         if imds_token_cache is not None:

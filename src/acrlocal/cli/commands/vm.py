@@ -1,5 +1,5 @@
-"""``vm create|show|list|delete``, ``vm identity assign|remove|show`` and ``vm run-command invoke``
-(``Microsoft.Compute/virtualMachines``), as az's.
+"""``vm create|show|list|delete``, ``vm identity assign|remove|show``, ``vm run-command invoke``
+(``Microsoft.Compute/virtualMachines``), as az's, and ``vm ssh`` / ``ssh vm``: a shell in the VM.
 
 ``--image UbuntuLTS --admin-username --generate-ssh-keys`` are accepted for the tutorial's sake: an acrlocal VM is
 a sandbox on this host, so the image is recorded, no key is generated and nothing is written under ``~/.ssh``.
@@ -8,16 +8,22 @@ a sandbox on this host, so the image is recorded, no key is generated and nothin
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
 
 from acrlocal.cli.errors import CLIError, CLIUsageError
-from acrlocal.cli.framework import AzGroup, confirm, option
+from acrlocal.cli.framework import AzGroup, confirm, option, warn
 from acrlocal.cli.resources import API, IDENTITY_TYPE, VM_TYPE, flatten, group_path, resource_id
 from acrlocal.cli.session import Session
+from acrlocal.compute import enter
+from acrlocal.errors import ConfigError
 
 SYSTEM = "[system]"
+#: How long the CLI waits for a run-command's answer: longer than any script may run on the server.
+RUN_COMMAND_WAIT_S = 24 * 3600 + 60
 IMAGE_ALIASES = {
     "ubuntults": {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "18.04-LTS", "version": "latest"},
     "ubuntu2204": {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2",
@@ -244,23 +250,78 @@ def run_command() -> None:
 @group_option
 @option("--command-id", required=True, help="The command id, e.g. RunShellScript.")
 @option("--scripts", nargs_star=True, help="Script lines to run.")
-@option("--parameters", nargs_star=True, help="Parameters in name=value form.")
+@option("--parameters", nargs_star=True, help="Parameters in [name=]value form; unnamed ones are positional.")
 def run_command_invoke(name: str, resource_group: str, command_id: str, scripts: tuple[str, ...],
                        parameters: tuple[str, ...]) -> Any:
-    """Execute a command on a VM (in its sandbox, with its identity endpoint)."""
+    """Execute a command on a VM: bash in the VM's sandbox, with its identity endpoints, as its admin user."""
     session = Session()
     params: list[dict[str, str]] = []
+    positional = 0
     for p in parameters:
-        key, _, value = p.partition("=")
-        params.append({"name": key, "value": value} if value else {"name": f"arg{len(params) + 1}", "value": key})
+        key, sep, value = p.partition("=")
+        if sep:
+            params.append({"name": key, "value": value})
+        else:
+            positional += 1
+            params.append({"name": f"arg{positional}", "value": p})
     body = {"commandId": command_id, "script": list(scripts), "parameters": params}
-    return session.arm.post(f"{_path(session, resource_group, name)}/runCommand", API["vms"], body)
+    result = session.arm.call("POST", f"{_path(session, resource_group, name)}/runCommand",
+                              api_version=API["vms"], body=body, timeout=RUN_COMMAND_WAIT_S)
+    for status in (result or {}).get("value") or []:
+        status.setdefault("time", None)  # az prints the SDK model's every field
+    return result
 
 
-@vm.command("ssh")
-@name_option
+def enter_vm(name: str, resource_group: str, command: tuple[str, ...]) -> Any:
+    """Replace this process with a shell in the VM (or ``bash -c '<command>'``, as ssh runs a remote command).
+
+    The server describes the VM (``POST .../retrieveSandboxAccess``, allowed to principals that may log in to it
+    as its administrator): this CLI never reads the server's data directory for it.
+    """
+    session = Session()
+    body = session.arm.post(f"{_path(session, resource_group, name)}/retrieveSandboxAccess", API["vms"])
+    try:
+        access = enter.SandboxAccess.from_json(body)
+    except ConfigError as exc:
+        raise CLIError(f"The server's description of VM '{name}' cannot be used: {exc}") from None
+    argv, env, mode = enter.command(access, enter.shell_argv(access, " ".join(command) if command else None))
+    if mode == enter.NO_NAMESPACE and access.mounts:
+        warn(enter.no_namespace_warning(access, enter.namespace_mode()[1]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.chdir(access.home)
+        os.execve(argv[0], argv, env)
+    except OSError as exc:
+        raise CLIError(f"Cannot enter VM '{name}': {argv[0]}: {exc.strerror}") from None
+
+
+ssh_name = option("--name", "-n", "--vm-name", "name", required=True, help="The name of the VM.")
+remote_command = click.argument("command", nargs=-1, type=click.UNPROCESSED)
+local_user = option("--local-user", help="Accepted for compatibility; the VM's shell runs as its admin user.")
+
+
+@vm.command("ssh", context_settings={"ignore_unknown_options": True})
+@ssh_name
 @group_option
-def ssh(name: str, resource_group: str) -> Any:
-    """Open a shell inside a VM's sandbox (not available yet)."""
-    raise CLIError("acrlocal vm ssh: stepping into a VM's sandbox is not supported by this acrlocal build yet; use "
-                   "'acrlocal vm run-command invoke --command-id RunShellScript --scripts ...'.")
+@local_user
+@remote_command
+def ssh(name: str, resource_group: str, local_user: str | None, command: tuple[str, ...]) -> Any:
+    """Open a shell in a VM, or run `-- COMMAND...` there (needs Virtual Machine Administrator Login, or a role
+    that may run commands on it: Owner, Contributor, Virtual Machine Contributor)."""
+    return enter_vm(name, resource_group, command)
+
+
+@click.group("ssh", cls=AzGroup)
+def ssh_group() -> None:
+    """SSH into resources (acrlocal: a shell in a VM's sandbox)."""
+
+
+@ssh_group.command("vm", context_settings={"ignore_unknown_options": True})
+@ssh_name
+@group_option
+@local_user
+@remote_command
+def ssh_vm(name: str, resource_group: str, local_user: str | None, command: tuple[str, ...]) -> Any:
+    """Open a shell in a VM, or run `-- COMMAND...` there (as `vm ssh`)."""
+    return enter_vm(name, resource_group, command)
