@@ -82,7 +82,8 @@ def credentials(server_url: str) -> dict[str, str]:
     try:
         aad = ManagedIdentityCredential(http, selector).get_token(ACR_RESOURCE)
     except CLIError as exc:
-        if "identity not found" in str(exc).lower():
+        text = str(exc).lower()
+        if "identity not found" in text or "no managed identity found" in text:  # IMDS, App Service
             raise NotFoundError(NOT_FOUND) from None
         raise
     refresh, _ = acr_auth.refresh_token(http, _FixedToken(aad), tenant_of(aad.token), login_server)
