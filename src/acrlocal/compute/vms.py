@@ -10,18 +10,19 @@ A VM's sandbox is ``<data dir>/vms/<vmId>/``::
                    run-command gets both files, code that wants only the IMDS door sources ``env`` alone
                    (azure-identity and msal prefer the App Service door when both are set)
     vm.json        name, ARM id, vmId and ports, for people and tools
-    bin/           ``az`` (acrlocal's az-shaped CLI, unless the Azure CLI is installed), ``acrlocal``,
+    bin/           ``az`` (acrlocal's az-shaped CLI, or Microsoft's set up for this server), ``acrlocal``,
                    ``docker-credential-acrlocal`` and ``docker`` (podman, when docker has no daemon here), first
                    on the VM's PATH
     bashrc         the interactive shell's start file (prompt ``<admin>@<vm>``, then ``~/.bashrc``)
     containers/    ``storage.conf`` (vfs, images under ``home/.local/share/containers``) and ``containers.conf``
     hosts          the VM's ``/etc/hosts``: the host's lines and every registry host name on 127.0.0.1
+    resolv.conf    the VM's ``/etc/resolv.conf``: 127.0.0.1 only, so no DNS query leaves this machine
     etc/containers the VM's ``/etc/containers``: the host's configuration files and ``certs.d/<login server>/ca.crt``
     etc/docker     the VM's ``/etc/docker`` likewise (only when the host has ``/etc/docker``)
 
-``hosts`` and the two ``etc`` directories are bind-mounted over the host's paths in the VM's private mount
-namespace (:mod:`acrlocal.compute.enter`). They are changed in place (the same inode, the same directories), so
-namespaces already open see registries added later. Both env files are mode 0600 in a 0700 directory:
+``hosts``, ``resolv.conf`` and the two ``etc`` directories are bind-mounted over the host's paths in the VM's
+private mount namespace (:mod:`acrlocal.compute.enter`). They are changed in place (the same inode, the same
+directories), so namespaces already open see registries added later. Both env files are mode 0600 in a 0700 directory:
 ``appservice.env`` holds the VM's identity secret. Containers' run-time state (podman's runroot) lives in
 ``/tmp/acrlocal-vm-<first 12 hex digits of vmId>`` (0700): podman needs that path short.
 """
@@ -44,6 +45,10 @@ from acrlocal.errors import ConfigError
 
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_HOSTS = Path("/etc/hosts")
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+#: A VM asks no DNS server off this machine: names it does not know fail at once.
+VM_RESOLV_CONF = "# acrlocal VM: no DNS server; registry names are in /etc/hosts\nnameserver 127.0.0.1\n" \
+                 "options attempts:1 timeout:1\n"
 HOST_ETC = Path("/etc")
 CERT_DIR_PARENTS = ("containers", "docker")
 
@@ -124,6 +129,20 @@ def python_shim(tools: VMTools, entry: str, comment: str) -> str:
             f"exec {shlex.quote(tools.python)} -I -c {shlex.quote(code)} {shlex.quote(tools.package_root)} \"$@\"\n")
 
 
+def azure_cli_shim(acrlocal: Path, az: str) -> str:
+    """``az`` in a VM when Microsoft's Azure CLI is installed: on first use (and whenever ``ACRLOCAL_ENDPOINT``
+    changed) ``acrlocal az-setup --apply`` registers this server as az's cloud in the VM's config directory."""
+    return f"""#!/bin/sh
+# az in an acrlocal VM: Microsoft's Azure CLI, its cloud set to this acrlocal on first use
+marker="${{AZURE_CONFIG_DIR:-$HOME/.azure}}/.acrlocal-endpoint"
+if [ "$(cat "$marker" 2>/dev/null)" != "$ACRLOCAL_ENDPOINT" ]; then
+  {shlex.quote(str(acrlocal))} az-setup --apply --az {shlex.quote(az)} --output none || exit $?
+  printf '%s' "$ACRLOCAL_ENDPOINT" > "$marker"
+fi
+exec {shlex.quote(az)} "$@"
+"""
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """The directory of one VM. ``ca_path`` is the acrlocal CA the VM's clients trust."""
@@ -172,9 +191,15 @@ class Sandbox:
     def runroot(self) -> Path:
         return Path(f"/tmp/acrlocal-vm-{self.vm_id.replace('-', '')[:12]}")
 
+    @property
+    def resolv_conf(self) -> Path:
+        return self.root / "resolv.conf"
+
     def mounts(self) -> list[tuple[str, str]]:
         """``(source, target)`` bind mounts of the VM's private mount namespace, for targets that exist here."""
         pairs = [(str(self.hosts), str(HOST_HOSTS))]
+        if HOST_RESOLV_CONF.exists():
+            pairs.append((str(self.resolv_conf), str(HOST_RESOLV_CONF)))
         for name in CERT_DIR_PARENTS:
             if (HOST_ETC / name).is_dir() and self.etc(name).is_dir():
                 pairs.append((str(self.etc(name)), str(HOST_ETC / name)))
@@ -184,12 +209,9 @@ class Sandbox:
                     tools: VMTools | None = None) -> dict[str, str]:
         """The VM's environment (what ``env`` holds)."""
         home = str(self.home)
-        path = [str(self.bin_dir)]
-        if tools and tools.real_az and os.path.dirname(tools.real_az) not in STANDARD_PATH.split(":"):
-            path.append(os.path.dirname(tools.real_az))
         env = {
             "HOME": home,
-            "PATH": ":".join([*path, STANDARD_PATH]),
+            "PATH": f"{self.bin_dir}:{STANDARD_PATH}",
             "SHELL": "/bin/bash",
             "LANG": "C.UTF-8",
             "AZURE_POD_IDENTITY_AUTHORITY_HOST": vm.imds_url,
@@ -267,10 +289,10 @@ class Sandbox:
                                                 "Docker credential helper: registry tokens from this VM's identity")}
         if not tools.real_az:
             shims["az"] = ("acrlocal.cli.main:main", "az in an acrlocal VM: acrlocal's az-shaped CLI")
-        elif (self.bin_dir / "az").exists():
-            (self.bin_dir / "az").unlink()
         for name, (entry, comment) in shims.items():
             _write_executable(self.bin_dir / name, python_shim(tools, entry, comment))
+        if tools.real_az:
+            _write_executable(self.bin_dir / "az", azure_cli_shim(self.bin_dir / "acrlocal", tools.real_az))
         docker = self.bin_dir / "docker"
         if tools.podman_as_docker:
             _write_executable(docker, "#!/bin/sh\n# docker in an acrlocal VM: this host's docker has no daemon, so "
@@ -300,6 +322,7 @@ class Sandbox:
         except OSError:
             base = f"{LOOPBACK} localhost\n"
         _write_in_place(self.hosts, hosts_file(base, network))
+        _write_in_place(self.resolv_conf, VM_RESOLV_CONF)
         ca = self.ca_path.read_bytes() if self.ca_path.exists() else b""
         for name in CERT_DIR_PARENTS:
             host_dir = HOST_ETC / name
