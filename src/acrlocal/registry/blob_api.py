@@ -43,9 +43,9 @@ from acrlocal.storage.metadata import RegistryRecord
 
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 OCTET_STREAM = "application/octet-stream"
-# Over TLS a blob is sent in 256 KiB pieces that uvloop encrypts at once; by default it lets 512 KiB of encrypted
-# data wait per connection before pausing the sender. 64 KiB pauses it after one chunk: with 16 blob streams (4
-# parallel skopeo pulls) peak RSS fell by about 4 MiB, throughput unchanged (benchmarks/registry.py).
+# Over TLS a blob is sent in pieces (``FileBlobStore.READ_CHUNK``) that uvloop encrypts at once; by default it lets
+# 512 KiB of encrypted data wait per connection before pausing the sender. 64 KiB pauses it after one piece: with
+# 16 blob streams (4 parallel skopeo pulls) peak RSS fell by about 4 MiB, throughput unchanged.
 BLOB_WRITE_HIGH_WATER = 64 * 1024
 # Requests that need FileResponse's handling (partial content, conditional requests).
 FILE_RESPONSE_HEADERS = (hdrs.RANGE, hdrs.IF_RANGE, hdrs.IF_MATCH, hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE,

@@ -27,8 +27,11 @@ from acrlocal.errors import AcrLocalError, NotFound
 from acrlocal.registry.digest import Digest
 
 CHUNK = 1024 * 1024
-# Reads for responses: 256 KiB pieces keep a TLS stream's buffers near 1 MiB (see registry/blob_api.py).
-READ_CHUNK = 256 * 1024
+# Reads for responses. Over TLS each piece in flight is held about three times (the piece, its encrypted copy
+# waiting in the TLS layer, and what the socket did not take yet). Measured with 4 parallel skopeo pulls (16 blob
+# streams): server peak RSS 101-102 MiB with 256 KiB pieces, 93-94 MiB with 128 KiB, server CPU the same (no
+# thread hop per piece any more); 4 parallel curl GETs equally fast within the noise.
+READ_CHUNK = 128 * 1024
 
 
 class DigestMismatch(AcrLocalError, ValueError):
