@@ -74,3 +74,4 @@ def test_the_vm_az_is_microsofts_set_up_for_this_server(vm_az_server: AcrLocal, 
     home = server.data_dir / "vms" / cli(server, "vm", "show", "-g", "myResourceGroup", "-n", "myDockerVM",
                                           "--query", "vmId") / "home"
     assert (home / ".azure" / ".acrlocal-endpoint").read_text() == server.shared
+    cli(server, "group", "delete", "-n", "myResourceGroup", "--yes")

@@ -209,7 +209,7 @@ def test_who_may_step_in(acrlocal: AcrLocal, vm: dict[str, str], tmp_path: Path)
     assert streams(az(acrlocal, *run, env=env)["value"][0]["message"])[0] == "in\n"
 
 
-def test_run_command_stops_a_script_at_its_time_limit(tmp_path: Path) -> None:
+def test_run_command_stops_a_script_at_its_time_limit_or_when_the_vm_goes(tmp_path: Path) -> None:
     server = AcrLocal(tmp_path / "data", "--run-command-timeout", "1")
     server.start()
     try:
@@ -229,5 +229,37 @@ def test_run_command_stops_a_script_at_its_time_limit(tmp_path: Path) -> None:
             for _ in range(50):
                 os.kill(sleeper, 0)
                 time.sleep(0.1)
+        vm_id = az(server, "vm", "show", "-g", "rg", "-n", "slow", "--query", "vmId")
+        runroot = Path(f"/tmp/acrlocal-vm-{vm_id.replace('-', '')[:12]}")
+        assert runroot.is_dir()
     finally:
+        az(server, "group", "delete", "-n", "rg", "--yes")
         server.stop()
+    assert not runroot.exists()  # the VM's run-time directory goes with it
+
+
+def test_deleting_a_vm_ends_its_run_command(acrlocal: AcrLocal) -> None:
+    group = f"{RG_PREFIX}{uuid.uuid4().hex[:8]}"
+    az(acrlocal, "group", "create", "-n", group, "-l", "westus")
+    try:
+        az(acrlocal, "vm", "create", "-g", group, "-n", "doomed")
+        vm_id = az(acrlocal, "vm", "show", "-g", group, "-n", "doomed", "--query", "vmId")
+        home = acrlocal.data_dir / "vms" / vm_id / "home"
+        running = subprocess.Popen(
+            acrlocal_cmd("vm", "run-command", "invoke", "-g", group, "-n", "doomed", "--command-id",
+                         "RunShellScript", "--scripts", "touch started", "sleep 600", "echo never"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=child_env(ACRLOCAL_DATA_DIR=str(acrlocal.data_dir), ACRLOCAL_CONFIG_DIR=str(acrlocal.profile_dir)))
+        for _ in range(600):
+            if (home / "started").exists() or running.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert running.poll() is None, running.communicate()
+        az(acrlocal, "vm", "delete", "-g", group, "-n", "doomed", "--yes")
+        out, err = running.communicate(timeout=120)
+        assert running.returncode == 0, err
+        status = json.loads(out)["value"][0]
+        assert status["code"] == "ProvisioningState/failed/137" and "never" not in status["message"]
+        assert not home.exists()
+    finally:
+        az(acrlocal, "group", "delete", "-n", group, "--yes")

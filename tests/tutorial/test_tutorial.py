@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ IMAGE = "aci-helloworld:v1"
 
 
 @pytest.fixture(scope="module")
-def world(shell: Shell, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The article's prerequisites."""
+def world(shell: Shell, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The article's prerequisites (deleted afterwards with the group)."""
     sh = shell.run
     sh("az group create --name myResourceGroup --location westus")
     sh("az acr create --resource-group myResourceGroup --name mycontainerregistry --sku Basic")
@@ -68,7 +69,8 @@ def world(shell: Shell, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
             tools.skopeo("delete", "--cert-dir", str(tools.cert_dir), "--creds",
                          f"00000000-0000-0000-0000-000000000000:{token}", f"docker://{host_login_server}/{IMAGE}")
     port = shell.server.shared.rsplit(":", 1)[1]
-    return {"digest": manifest.digest, "server": f"mycontainerregistry.localhost:{port}"}
+    yield {"digest": manifest.digest, "server": f"mycontainerregistry.localhost:{port}"}
+    shell.run("az group delete --name myResourceGroup --yes")
 
 
 def in_vm_ssh(shell: Shell, script: str, *, check: bool = True) -> Any:

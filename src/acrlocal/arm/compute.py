@@ -37,7 +37,7 @@ from acrlocal.arm.store import ArmStore, Resource
 from acrlocal.compute.run_command import Busy, RunCommandError, RunRequest
 from acrlocal.compute.runtime import ComputeRuntime
 from acrlocal.context import Context
-from acrlocal.errors import NotFound
+from acrlocal.errors import ConfigError, NotFound
 
 NAMESPACE = "Microsoft.Compute"
 VM_TYPE = f"{NAMESPACE}/virtualMachines"
@@ -268,7 +268,7 @@ class VirtualMachines(ResourceType):
             raise bad_request("InvalidParameter", str(exc)) from None
         try:
             result = await _runtime(call.ctx).run_command(resource.id, request)
-        except Busy as exc:
+        except (Busy, ConfigError) as exc:
             raise ArmError(409, "Conflict", str(exc)) from None
         except NotFound:
             raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource.name}' under resource "
@@ -286,7 +286,10 @@ class VirtualMachines(ResourceType):
         except NotFound:
             raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource.name}' under resource "
                            f"group '{resource.group}' was not found.") from None
-        return runtime.access(vm).to_json()
+        try:
+            return runtime.access(vm).to_json()
+        except ConfigError as exc:
+            raise ArmError(409, "Conflict", str(exc)) from None
 
     async def power(self, call: Call, resource: Resource) -> JsonObject | None:
         """Power actions are accepted and change nothing: a sandbox VM is always running."""

@@ -49,9 +49,11 @@ def _auth_host(realm: str, path: str) -> str:
     return urlunparse((url.scheme, url.netloc, path, "", "", ""))
 
 
-def refresh_token(http: Http, tokens: TokenSource, tenant: str, login_server: str) -> tuple[str, dict[str, str]]:
-    """An ACR refresh token for the signed-in identity, and the challenge it was obtained for."""
-    params = challenge(http, login_server)
+def refresh_token(http: Http, tokens: TokenSource, tenant: str, login_server: str,
+                  params: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """An ACR refresh token for the signed-in identity, and the challenge it was obtained for (``params``: one
+    already read from the registry)."""
+    params = params or challenge(http, login_server)
     aad = tokens.get_token(ACR_RESOURCE)
     response = http.request("POST", _auth_host(params["realm"], "/oauth2/exchange"),
                             data={"grant_type": "access_token", "service": params["service"], "tenant": tenant,

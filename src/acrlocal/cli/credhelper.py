@@ -76,7 +76,7 @@ def credentials(server_url: str) -> dict[str, str]:
     client_id = os.environ.get("AZURE_CLIENT_ID")
     selector: Selector | None = ("client_id", client_id) if client_id else None
     try:
-        acr_auth.challenge(http, login_server)
+        params = acr_auth.challenge(http, login_server)
     except CLIError:
         raise NotFoundError(NOT_FOUND) from None  # no Bearer challenge: not an acrlocal registry
     try:
@@ -86,7 +86,7 @@ def credentials(server_url: str) -> dict[str, str]:
         if "identity not found" in text or "no managed identity found" in text:  # IMDS, App Service
             raise NotFoundError(NOT_FOUND) from None
         raise
-    refresh, _ = acr_auth.refresh_token(http, _FixedToken(aad), tenant_of(aad.token), login_server)
+    refresh, _ = acr_auth.refresh_token(http, _FixedToken(aad), tenant_of(aad.token), login_server, params)
     return {"ServerURL": server_url.strip(), "Username": acr_auth.EMPTY_GUID, "Secret": refresh}
 
 

@@ -4,9 +4,10 @@ The script (``script`` lines joined by newlines, at most :data:`MAX_SCRIPT_BYTES
 ``run-command/script.sh`` and run by bash in the VM (:mod:`acrlocal.compute.enter`), in the VM's home, with no
 standard input. ``parameters`` named ``argN`` are positional arguments in the order given (az names unnamed
 ``--parameters`` so); every parameter is also exported as an environment variable. One script runs per VM at a
-time (:class:`Busy` otherwise, ARM's 409). The script runs in a session of its own; when it ends, or when it has
-run for ``timeout_s`` seconds, that session's processes are killed, so nothing it started outlives it. Each of
-stdout and stderr keeps its last :data:`OUTPUT_LIMIT` bytes, as Azure's agent keeps its last 4,096.
+time (:class:`Busy` otherwise, ARM's 409). The script runs in a session of its own; when it ends, when it has
+run for ``timeout_s`` seconds, or when its VM is deleted, that session's processes are killed, so nothing it
+started outlives it. Each of stdout and stderr keeps its last :data:`OUTPUT_LIMIT` bytes, as Azure's agent keeps
+its last 4,096.
 
 The answer is ARM's ``{"value": [{"code", "level", "displayStatus", "message"}]}`` with ``message`` =
 ``"Enable succeeded: \\n[stdout]\\n<out>\\n[stderr]\\n<err>"``; a script that exits non-zero, or is stopped, gives
@@ -22,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,8 +131,9 @@ def _kill_session(pid: int) -> None:
 
 
 async def run(access: SandboxAccess, request: RunRequest, workdir: Path, *, timeout_s: float,
-              output_limit: int = OUTPUT_LIMIT) -> RunResult:
-    """Run ``request`` in the VM described by ``access``; ``workdir`` holds the script file."""
+              output_limit: int = OUTPUT_LIMIT, started: Callable[[int], None] | None = None) -> RunResult:
+    """Run ``request`` in the VM described by ``access``; ``workdir`` holds the script file. ``started`` is told
+    the script's session id (its process group) once it runs."""
     workdir.mkdir(mode=0o700, exist_ok=True)
     script = workdir / "script.sh"
     fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
@@ -147,6 +150,8 @@ async def run(access: SandboxAccess, request: RunRequest, workdir: Path, *, time
     proc = await asyncio.create_subprocess_exec(
         *full, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=full_env, cwd=access.home, start_new_session=True)
+    if started is not None:
+        started(proc.pid)
     out, err = _Tail(output_limit), _Tail(output_limit)
     assert proc.stdout is not None and proc.stderr is not None
     pumps = [asyncio.ensure_future(out.pump(proc.stdout)), asyncio.ensure_future(err.pump(proc.stderr))]
@@ -170,10 +175,16 @@ async def run(access: SandboxAccess, request: RunRequest, workdir: Path, *, time
 
 
 class RunCommands:
-    """One run-command at a time per VM."""
+    """One run-command at a time per VM; :meth:`stop` ends a VM's running script (when the VM is deleted)."""
 
     def __init__(self) -> None:
         self._running: set[str] = set()
+        self._sessions: dict[str, int] = {}
+
+    def stop(self, vm_id: str) -> None:
+        session = self._sessions.pop(vm_id, None)
+        if session is not None:
+            _kill_session(session)
 
     async def run(self, vm_id: str, access: SandboxAccess, request: RunRequest, workdir: Path, *,
                   timeout_s: float) -> RunResult:
@@ -182,6 +193,8 @@ class RunCommands:
                        "a run command.")
         self._running.add(vm_id)
         try:
-            return await run(access, request, workdir, timeout_s=timeout_s)
+            return await run(access, request, workdir, timeout_s=timeout_s,
+                             started=lambda pid: self._sessions.__setitem__(vm_id, pid))
         finally:
             self._running.discard(vm_id)
+            self._sessions.pop(vm_id, None)

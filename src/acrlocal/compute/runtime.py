@@ -85,6 +85,7 @@ class ComputeRuntime:
     def access(self, vm: VirtualMachine) -> SandboxAccess:
         """How to run programs in ``vm``: its environment, home and the bind mounts of its namespace."""
         sandbox = self.sandbox(vm)
+        sandbox.ensure_runroot()
         return SandboxAccess(vm_name=vm.name, resource_id=vm.resource_id, vm_id=vm.vm_id, home=str(sandbox.home),
                              environment=sandbox.shell_environment(vm, self.network, self.tools),
                              mounts=tuple(sandbox.mounts()), bashrc=str(sandbox.bashrc))
@@ -235,6 +236,7 @@ class ComputeRuntime:
     async def delete(self, resource_id: str) -> None:
         """Close the VM's IMDS listener, delete its system identity and its sandbox, forget it."""
         vm = self.get(resource_id)
+        self.run_commands.stop(vm.vm_id)
         await self.listeners.close(f"imds:{vm.vm_id}")
         self._unindex(vm)
         if vm.system_principal_id:

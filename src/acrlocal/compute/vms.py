@@ -24,7 +24,8 @@ A VM's sandbox is ``<data dir>/vms/<vmId>/``::
 private mount namespace (:mod:`acrlocal.compute.enter`). They are changed in place (the same inode, the same
 directories), so namespaces already open see registries added later. Both env files are mode 0600 in a 0700 directory:
 ``appservice.env`` holds the VM's identity secret. Containers' run-time state (podman's runroot) lives in
-``/tmp/acrlocal-vm-<first 12 hex digits of vmId>`` (0700): podman needs that path short.
+``/tmp/acrlocal-vm-<first 12 hex digits of vmId>`` (0700; made when something first runs in the VM, removed with
+the VM): podman needs that path short.
 """
 
 from __future__ import annotations
@@ -252,7 +253,6 @@ class Sandbox:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.home.mkdir(exist_ok=True)
-        self._ensure_runroot()
         auth = self.home / ".config" / "containers" / "auth.json"
         if not auth.exists():  # podman and skopeo refuse a REGISTRY_AUTH_FILE that does not exist
             auth.parent.mkdir(parents=True, exist_ok=True)
@@ -272,7 +272,9 @@ class Sandbox:
         if network is not None:
             self.write_network(network)
 
-    def _ensure_runroot(self) -> None:
+    def ensure_runroot(self) -> None:
+        """Create the VM's short run-time directory (before anything runs in the VM); :class:`ConfigError` if the
+        path is taken by something that is not this user's directory."""
         runroot = self.runroot
         try:
             runroot.mkdir(mode=0o700)
