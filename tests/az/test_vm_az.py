@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.az.conftest import Az
 from tests.harness import AcrLocal
 from tests.interop.tools import Containers
 from tests.ocitools import config_blob, image, tar_layer, write_layout
@@ -75,3 +76,20 @@ def test_the_vm_az_is_microsofts_set_up_for_this_server(vm_az_server: AcrLocal, 
                                           "--query", "vmId") / "home"
     assert (home / ".azure" / ".acrlocal-endpoint").read_text() == server.shared
     cli(server, "group", "delete", "-n", "myResourceGroup", "--yes")
+
+
+def test_az_vm_run_command_invoke_from_the_host(host_az: Az, az_server: AcrLocal) -> None:
+    """Microsoft's ``az vm run-command invoke`` against ``runCommand``: its poller takes the 200 as the finished
+    operation and prints Azure's shape."""
+    group = f"rc{uuid.uuid4().hex[:8]}"
+    host_az("group", "create", "-n", group, "-l", "westus")
+    cli(az_server, "vm", "create", "-g", group, "-n", "runner")
+    result = host_az("vm", "run-command", "invoke", "-g", group, "-n", "runner", "--command-id", "RunShellScript",
+                     "--scripts", 'echo "hello $1 $color"', "echo oops >&2", "--parameters", "world", "color=blue")
+    assert result == {"value": [{"code": "ProvisioningState/succeeded", "displayStatus": "Provisioning succeeded",
+                                 "level": "Info", "message": "Enable succeeded: \n[stdout]\nhello world blue\n\n"
+                                                             "[stderr]\noops\n"}]}
+    failed = host_az.fail("vm", "run-command", "invoke", "-g", group, "-n", "runner", "--command-id",
+                          "RunPowerShellScript", "--scripts", "dir")
+    assert "InvalidParameter" in failed.stderr
+    host_az("group", "delete", "-n", group, "--yes")

@@ -52,7 +52,8 @@ def invoke(server: AcrLocal, vm: dict[str, str], *scripts: str, params: tuple[st
     if params:
         args += ["--parameters", *params]
     result = az(server, *args, env=env)
-    assert len(result["value"]) == 1 and result["value"][0]["time"] is None
+    assert len(result["value"]) == 1
+    assert sorted(result["value"][0]) == ["code", "displayStatus", "level", "message"]  # as az 2.91 prints it
     return dict(result["value"][0])
 
 

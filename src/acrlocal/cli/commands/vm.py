@@ -265,11 +265,8 @@ def run_command_invoke(name: str, resource_group: str, command_id: str, scripts:
             positional += 1
             params.append({"name": f"arg{positional}", "value": p})
     body = {"commandId": command_id, "script": list(scripts), "parameters": params}
-    result = session.arm.call("POST", f"{_path(session, resource_group, name)}/runCommand",
-                              api_version=API["vms"], body=body, timeout=RUN_COMMAND_WAIT_S)
-    for status in (result or {}).get("value") or []:
-        status.setdefault("time", None)  # az prints the SDK model's every field
-    return result
+    return session.arm.call("POST", f"{_path(session, resource_group, name)}/runCommand", api_version=API["vms"],
+                            body=body, timeout=RUN_COMMAND_WAIT_S)
 
 
 def enter_vm(name: str, resource_group: str, command: tuple[str, ...]) -> Any:
