@@ -3,6 +3,11 @@ description, the enter command line, the credential helper's server names, az's 
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from acrlocal.cli.credhelper import server_of
@@ -119,3 +124,24 @@ def test_option_abbreviations_as_argparse() -> None:
     assert expand_abbreviations(["--nosuch"], opts) == ["--nosuch"]  # left for click's own error
     with pytest.raises(CLIUsageError, match="ambiguous option: --resource could match"):
         expand_abbreviations(["--resource", "x"], opts)
+
+
+@pytest.mark.parametrize("mode", [enter.NAMESPACE, enter.USER_NAMESPACE])
+def test_the_namespace_shows_the_vm_files_and_leaves_the_host_alone(mode: str, tmp_path: Path) -> None:
+    """Both ways into a VM's mount namespace (root's, and a user namespace as a non-root user gets) bind the VM's
+    hosts file read-only; outside, /etc/hosts is unchanged."""
+    if mode == enter.NAMESPACE and os.geteuid() != 0:
+        pytest.skip("a mount namespace without a user namespace needs root")
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    hosts = tmp_path / "hosts"
+    hosts.write_text(hosts_file("127.0.0.1 localhost\n", NET))
+    before = Path("/etc/hosts").read_text()
+    access = enter.SandboxAccess("vm", "id", "vmid", str(tmp_path), {"PATH": "/usr/bin:/bin"},
+                                 ((str(hosts), "/etc/hosts"),))
+    argv, env, _ = enter.command(access, ["sh", "-c", "getent hosts myreg.localhost; echo x >> /etc/hosts"],
+                                 mode=mode, caller_env={})
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["127.0.0.1", "myreg.localhost"], proc.stderr
+    assert proc.returncode != 0 and "Read-only file system" in proc.stderr
+    assert Path("/etc/hosts").read_text() == before and "myreg.localhost" not in before
