@@ -77,17 +77,15 @@ printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
 printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' \
     "$manifest" "$(size "$work/manifest.json")" > "$layout/index.json"
 
-read -r appId password tenant <<<"$(az ad sp create-for-rbac --name "acrPusher$RANDOM" --role acrpush \
-    --scopes "$registryID" --query "[appId, password, tenant]" --output tsv | tr '\n' ' ')"
-pushToken=$(
-  export ACRLOCAL_CONFIG_DIR="$work/pusher-profile"   # the pusher signs in with a profile of its own
-  az login --service-principal --username "$appId" --password "$password" --tenant "$tenant" --output none
-  az acr login --name "$hostLoginServer" --expose-token --query accessToken --output tsv 2>/dev/null
-)
+read -r appId password <<<"$(az ad sp create-for-rbac --name "acrPusher$RANDOM" --role acrpush \
+    --scopes "$registryID" --query "[appId, password]" --output tsv | tr '\n' ' ')"
 mkdir -p "$work/certs" && cp "$ca" "$work/certs/ca.crt"
 echo '{"default":[{"type":"insecureAcceptAnything"}]}' > "$work/policy.json"
-skopeo --policy "$work/policy.json" copy --quiet --dest-cert-dir "$work/certs" \
-    --dest-creds "00000000-0000-0000-0000-000000000000:$pushToken" \
+# As from CI: the service principal logs in to the registry with its app id and client secret.
+skopeo login --authfile "$work/auth.json" --cert-dir "$work/certs" --username "$appId" --password-stdin \
+    "$hostLoginServer" <<<"$password" >/dev/null
+echo "logged in to $hostLoginServer as the service principal $appId"
+skopeo --policy "$work/policy.json" copy --quiet --authfile "$work/auth.json" --dest-cert-dir "$work/certs" \
     "oci:$layout:v1" "docker://$hostLoginServer/aci-helloworld:v1"
 echo "pushed $hostLoginServer/aci-helloworld:v1"
 

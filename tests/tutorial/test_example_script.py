@@ -25,7 +25,8 @@ def test_the_example_script_runs_the_tutorial(shell: Shell, tmp_path: Path) -> N
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
     out = proc.stdout
-    for marker in ("pushed localhost:", "pull denied, as expected (no role assignment yet)", "Login Succeeded!",
+    for marker in ("as the service principal", "pushed localhost:", "pull denied, as expected (no role assignment yet)",
+                   "Login Succeeded!",
                    "push denied, as expected (AcrPull only)", "MSI                   systemAssignedIdentity",
                    "pull denied, as expected (the identity is gone)", "az login --identity refused, as expected",
                    "Done: both examples of the tutorial ran on this machine"):

@@ -2,10 +2,11 @@
 article's command lines and names; only ``az`` is acrlocal's CLI (a shim on PATH).
 
 What the article leaves to the reader is done first: the resource group, the registry, an ``aci-helloworld:v1``
-image pushed by a principal that holds AcrPush, and the Docker-enabled VM. Example 1 steps into the VM with
-``az ssh vm``, Example 2 with ``az vm run-command invoke``; in the VM ``az`` is the VM's az and ``docker`` is
-podman (this machine has no docker daemon). Around the article's steps the test shows what stays denied: the pull
-before the role assignment, a push with AcrPull, and the pull after the identity left the VM.
+image pushed by a principal that holds AcrPush (``podman login -u <appId> -p <secret>``, as from CI, then
+skopeo), and the Docker-enabled VM. Example 1 steps into the VM with ``az ssh vm``, Example 2 with ``az vm
+run-command invoke``; in the VM ``az`` is the VM's az and ``docker`` is podman (this machine has no docker daemon).
+Around the article's steps the test shows what stays denied: the pull before the role assignment, a push with
+AcrPull, and the pull after the identity left the VM.
 """
 
 from __future__ import annotations
@@ -55,19 +56,15 @@ def world(shell: Shell, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     pusher = json.loads(shell.out(f"az ad sp create-for-rbac --name acrPusher --role acrpush "
                                   f"--scopes {registry_id}"))
     host_login_server = shell.out("az acr show --name myContainerRegistry --query loginServer --output tsv")
-    push_profile = str(root / "pusher-profile")
-    shell.run(f"az login --service-principal -u {pusher['appId']} -p {pusher['password']} --tenant "
-              f"{pusher['tenant']}", ACRLOCAL_CONFIG_DIR=push_profile)
-    token = shell.out(f"az acr login --name {host_login_server} --expose-token --query accessToken --output tsv",
-                      ACRLOCAL_CONFIG_DIR=push_profile)
     with Containers(root / "tools", shell.server, anonymous=True) as tools:
-        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir), "--dest-creds",
-                     f"00000000-0000-0000-0000-000000000000:{token}", f"oci:{root / 'layout'}:v1",
-                     f"docker://{host_login_server}/{IMAGE}")
+        # as from CI: the service principal logs in with its app id and client secret
+        assert "Login Succeeded" in tools.podman("login", "--cert-dir", str(tools.cert_dir), "-u", pusher["appId"],
+                                                 "-p", pusher["password"], host_login_server)
+        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir),
+                     f"oci:{root / 'layout'}:v1", f"docker://{host_login_server}/{IMAGE}")
         # AcrPush pushes and pulls, but does not delete
         with pytest.raises(AssertionError, match=r"(?i)denied|unauthorized"):
-            tools.skopeo("delete", "--cert-dir", str(tools.cert_dir), "--creds",
-                         f"00000000-0000-0000-0000-000000000000:{token}", f"docker://{host_login_server}/{IMAGE}")
+            tools.skopeo("delete", "--cert-dir", str(tools.cert_dir), f"docker://{host_login_server}/{IMAGE}")
     port = shell.server.shared.rsplit(":", 1)[1]
     yield {"digest": manifest.digest, "server": f"mycontainerregistry.localhost:{port}"}
     shell.run("az group delete --name myResourceGroup --yes")

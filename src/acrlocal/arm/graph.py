@@ -2,7 +2,8 @@
 ``az role assignment create --assignee`` need.
 
 - ``POST /v1.0/applications`` (``displayName``), ``GET /v1.0/applications[?$filter=displayName eq|appId eq]``,
-  ``GET|DELETE /v1.0/applications/{id}``, ``POST /v1.0/applications/{id}/addPassword``;
+  ``GET|DELETE /v1.0/applications/{id}``, ``POST /v1.0/applications/{id}/addPassword``,
+  ``POST /v1.0/applications/{id}/removePassword`` (``keyId``; 204, and the secret stops working at once);
 - ``POST /v1.0/servicePrincipals`` (``appId``), ``GET /v1.0/servicePrincipals[?$filter=appId eq|displayName eq|
   servicePrincipalNames/any(c:c eq '...')]``, ``GET /v1.0/servicePrincipals/{id}``;
 - ``POST /v1.0/directoryObjects/getByIds``.
@@ -18,6 +19,7 @@ advertises). Reads need any valid token of the tenant; writes are for the local 
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import re
 import uuid
@@ -30,7 +32,7 @@ from aiohttp import web
 
 from acrlocal.arm.store import ArmStore, graph_applications
 from acrlocal.context import Context
-from acrlocal.errors import ProtocolError
+from acrlocal.errors import NotFound, ProtocolError
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.tokens import InvalidToken
 
@@ -250,6 +252,27 @@ class Graph:
                 password_credentials=jsonlib.dumps(listed)))
         return web.json_response({**credential, "secretText": secret})
 
+    async def remove_password(self, request: web.Request) -> web.Response:
+        self.writer(request)
+        row = self.app_row(request.match_info["id"])
+        body = await self.body(request)
+        key_id = body.get("keyId")
+        if not isinstance(key_id, str) or not GUID.match(key_id):
+            raise GraphError(400, "Request_BadRequest", "Property 'keyId' is required and must be a GUID.")
+        listed = jsonlib.loads(row.password_credentials)
+        kept = [c for c in listed if str(c.get("keyId", "")).lower() != key_id.lower()]
+        principal = self.ctx.directory.find_principal(app_id=row.app_id)
+        if len(kept) == len(listed) or principal is None:
+            raise GraphError(400, "Request_BadRequest", f"No password credential with keyId '{key_id}' exists on "
+                             f"application '{row.id}'.")
+        # listed on the application but already gone from the directory: removed either way
+        with contextlib.suppress(NotFound):
+            self.ctx.directory.remove_secret(principal.object_id, key_id)
+        with self.ctx.engine.begin() as conn:
+            conn.execute(sa.update(graph_applications).where(graph_applications.c.id == row.id).values(
+                password_credentials=jsonlib.dumps(kept)))
+        return web.Response(status=204)
+
     # -- service principals --------------------------------------------------------------------------
 
     async def create_service_principal(self, request: web.Request) -> web.Response:
@@ -317,6 +340,7 @@ def setup(app: web.Application, ctx: Context, store: ArmStore) -> None:
     app.router.add_route("GET", "/v1.0/applications/{id}", wrap(graph.application))
     app.router.add_route("DELETE", "/v1.0/applications/{id}", wrap(graph.application))
     app.router.add_post("/v1.0/applications/{id}/addPassword", wrap(graph.add_password))
+    app.router.add_post("/v1.0/applications/{id}/removePassword", wrap(graph.remove_password))
     app.router.add_post("/v1.0/servicePrincipals", wrap(graph.create_service_principal))
     app.router.add_get("/v1.0/servicePrincipals", wrap(graph.list_service_principals))
     app.router.add_get("/v1.0/servicePrincipals/{id}", wrap(graph.service_principal))

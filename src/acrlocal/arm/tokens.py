@@ -5,7 +5,8 @@ name and a password, as ACR's ARM API shapes it, and the check the registry's to
   ``description``; rendered with ``type`` ``UserDefined``, ``creationDate``. Every registry also has ACR's system
   scope maps (``_repositories_pull``, ``_repositories_push``, ``_repositories_admin``, ...), ``SystemDefined``,
   which cannot be changed or deleted.
-- ``tokens/{name}``: ``properties.scopeMapId`` (a scope map of the same registry), ``status`` (``enabled`` or
+- ``tokens/{name}`` (a name that is not a GUID, which would log in as a service principal's app id):
+  ``properties.scopeMapId`` (a scope map of the same registry), ``status`` (``enabled`` or
   ``disabled``), ``credentials`` (``passwords`` ``password1``/``password2`` with ``creationTime`` and ``expiry``;
   never their values). Passwords are made by ``POST .../registries/{r}/generateCredentials`` (``tokenId``,
   optional ``name`` and ``expiry``), which answers the values once; only salted SHA-256 hashes are kept (the
@@ -53,6 +54,11 @@ MAX_ACTIONS = 500
 SKU_QUOTAS = {"basic": 100, "standard": 500, "premium": 50_000}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$")
 NAME_RULE = "5 to 50 letters, digits, hyphens and underscores, starting with a letter or digit"
+#: A token's name is the user name it logs in with; a GUID user name logs in as a service principal's app id
+#: (:func:`acrlocal.registry.token_service.credential_kind`), so a token may not be named like one.
+TOKEN_NAME = re.compile(r"^(?![0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$)[A-Za-z0-9][A-Za-z0-9_-]{4,49}$")
+TOKEN_NAME_RULE = (f"{NAME_RULE}, and not of the form of a GUID (a GUID user name logs in to the registry as a "
+                   "service principal's app id)")
 STATUSES = ("enabled", "disabled")
 
 
@@ -184,8 +190,8 @@ class Tokens(ResourceType):
     type = "registries/tokens"
     api_versions = API_VERSIONS
     location_required = False
-    name_pattern: ClassVar[re.Pattern[str]] = NAME
-    name_rule = NAME_RULE
+    name_pattern: ClassVar[re.Pattern[str]] = TOKEN_NAME
+    name_rule = TOKEN_NAME_RULE
 
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         props = draft.properties

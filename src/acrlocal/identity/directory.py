@@ -252,6 +252,14 @@ class Directory:
                 ok = True
         return ok
 
+    def remove_secret(self, object_id: str, key_id: str) -> None:
+        """Remove one client secret of the principal; :class:`NotFound` if it has none with ``key_id``."""
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.delete(t.principal_secrets).where(
+                t.principal_secrets.c.object_id == object_id.lower(), t.principal_secrets.c.key_id == key_id.lower()))
+        if result.rowcount == 0:
+            raise NotFound(f"principal {object_id!r} has no client secret with key id {key_id!r}")
+
     def remove_secrets(self, object_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(t.principal_secrets).where(t.principal_secrets.c.object_id == object_id.lower()))

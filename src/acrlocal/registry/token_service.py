@@ -7,17 +7,24 @@
   audiences; its principal must still exist, and the registry's subscription must belong to its tenant.
 - ``/oauth2/token``: ``POST`` form ``grant_type=refresh_token`` (``refresh_token``), ``grant_type=password``
   (``username``/``password``, or nothing for an anonymous token), and ``GET`` with or without ``Authorization:
-  Basic`` (user ``00000000-0000-0000-0000-000000000000`` with a refresh token, the admin user, or a
-  repository-scoped token). It answers ``{"access_token", "token", "expires_in", "issued_at"}`` with a token that
-  grants the *intersection* of the requested scopes (several ``scope`` parameters, each possibly holding several
-  space-separated scopes) and what the subject may do now (:mod:`acrlocal.registry.permissions`); a partial or
-  empty grant is not an error. No ``refresh_token`` is returned, even for docker's ``offline_token=true``: docker
-  would then store an identity token instead of the password, which other readers of its config (oras-py) cannot
-  use, and ACR's own answer to these requests carries only the access token.
+  Basic``. The user name says what the password is (:func:`credential_kind`): the all-zero GUID
+  ``00000000-0000-0000-0000-000000000000`` → an ACR refresh token; any other GUID → a service principal's app id
+  with one of its current client secrets (as ``docker login -u <appId> -p <secret>`` against ACR); the registry's
+  name → the admin user; anything else → a repository-scoped token. A service principal so logged in is the same
+  subject as behind a refresh token, granted by the same role assignments. It answers ``{"access_token", "token",
+  "expires_in", "issued_at"}`` with a token that grants the *intersection* of the requested scopes (several
+  ``scope`` parameters, each possibly holding several space-separated scopes) and what the subject may do now
+  (:mod:`acrlocal.registry.permissions`); a partial or empty grant is not an error. No ``refresh_token`` is
+  returned, even for docker's ``offline_token=true``: docker would then store an identity token instead of the
+  password, which other readers of its config (oras-py) cannot use, and ACR's own answer to these requests
+  carries only the access token.
 
 Errors are OCI error bodies: 400 ``INVALID_REQUEST`` for a malformed request (a bad grant type, scope or
-service), 401 ``UNAUTHORIZED`` for credentials or tokens that are not accepted. Secrets are never logged or
-echoed. Every login is reported to ``ctx.registry_audit``.
+service), 401 ``UNAUTHORIZED`` for credentials or tokens that are not accepted (for a service principal with ACR's
+own messages: ``Application not registered with AAD.`` when the app id is no service principal of the tenant
+that owns the registry, a managed identity or a deleted principal; ``Invalid clientid or client secret.`` when the
+secret is wrong, expired or removed). Secrets are never logged or echoed. Every login is reported to
+``ctx.registry_audit``.
 
 The challenge (:func:`challenge`) is ``Bearer realm="https://<login server>/oauth2/token",service="<login
 server>"[,scope="..."][,error="..."]`` with no space after the commas (azure-containerregistry splits on ``,``
@@ -32,11 +39,11 @@ import base64
 import binascii
 import datetime as dt
 import functools
-import hmac
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -69,6 +76,24 @@ REFRESH_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 #: Largest form body the token endpoints read (an Entra token is a few KiB).
 MAX_FORM_BYTES = 64 * 1024
 ACR_HELP = "visit https://aka.ms/acr/authorization for more information."
+#: ACR's answers to a service principal's Basic login it does not accept.
+APP_NOT_REGISTERED = "Application not registered with AAD."
+INVALID_CLIENT_SECRET = "Invalid clientid or client secret."
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+CredentialKind = Literal["refresh_token", "client_secret", "admin", "scoped_token"]
+
+
+def credential_kind(user: str, registry_name: str) -> CredentialKind:
+    """What the password of a Basic login as ``user`` is, decided by the user name alone.
+
+    A registry name is 5 to 50 letters and digits, so it is never a GUID; a scoped token whose name has the form
+    of a GUID cannot be created (:mod:`acrlocal.arm.tokens`), so a GUID never reaches the scoped-token policy."""
+    if _GUID.fullmatch(user):
+        return "refresh_token" if user == REFRESH_TOKEN_USER else "client_secret"
+    if user.lower() == registry_name.lower():
+        return "admin"
+    return "scoped_token"
 
 
 # -- login servers and the challenge -------------------------------------------------------------------
@@ -303,9 +328,12 @@ class TokenService:
         if credentials is None:
             return ANONYMOUS
         user, password = credentials
-        if hmac.compare_digest(user.encode(), REFRESH_TOKEN_USER.encode()):
+        kind = credential_kind(user, registry.name)
+        if kind == "refresh_token":
             return self._from_refresh(ctx, request, registry, password)
-        if user.lower() == registry.name.lower():
+        if kind == "client_secret":
+            return self._from_client_secret(ctx, request, registry, user, password)
+        if kind == "admin":
             if check_admin_password(ctx.engine, registry.name, user, password):
                 return Subject("admin", registry.name)
             self._audit(ctx, request, registry, Subject("admin", registry.name), "failed",
@@ -317,6 +345,34 @@ class TokenService:
             return Subject("token", user)
         self._audit(ctx, request, registry, None, "failed", detail=f"unknown user {user[:60]!r}")
         raise _unauthorized(f"user name or password is not valid for registry {registry.name}; {ACR_HELP}")
+
+    def _from_client_secret(self, ctx: Context, request: web.Request, registry: RegistryRecord, app_id: str,
+                            secret: str) -> Subject:
+        """The service principal whose app id is ``app_id``, if ``secret`` is one of its current client secrets and
+        it belongs to the tenant that owns the registry; the subject is then the principal, exactly as behind a
+        refresh token. Read from the directory at every call, never remembered: a secret expires with time, which
+        no database version tells. A refusal is audited with the app id and the reason, never the secret."""
+        principal = ctx.directory.find_principal(app_id=app_id)
+        if principal is None or principal.kind != "ServicePrincipal":
+            what = "no principal" if principal is None else f"a {principal.kind}, which has no client secrets"
+            self._audit(ctx, request, registry, None, "failed",
+                        detail=f"client secret login: app id {app_id.lower()} is {what}")
+            raise _unauthorized(f"{APP_NOT_REGISTERED} No service principal has the app id {app_id.lower()}; "
+                                f"{ACR_HELP}")
+        subject = Subject("principal", principal.object_id, principal.tenant_id)
+        try:
+            check_principal(ctx, registry, principal.object_id, principal.tenant_id)
+        except SubjectRefused as exc:
+            self._audit(ctx, request, registry, subject, "failed",
+                        detail=f"client secret login: app id {principal.app_id}: {exc}")
+            raise _unauthorized(f"{APP_NOT_REGISTERED} The app id {principal.app_id} is not a service principal of "
+                                f"the tenant that owns registry {registry.name}; {ACR_HELP}") from None
+        if not ctx.directory.check_secret(principal.object_id, secret):
+            self._audit(ctx, request, registry, subject, "failed",
+                        detail=f"client secret login: app id {principal.app_id}: not a current client secret")
+            raise _unauthorized(f"{INVALID_CLIENT_SECRET} The password is not a current client secret of the "
+                                f"service principal with app id {principal.app_id}; {ACR_HELP}")
+        return subject
 
     def _from_refresh(self, ctx: Context, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
         try:
