@@ -352,21 +352,23 @@ class TokenService:
         it belongs to the tenant that owns the registry; the subject is then the principal, exactly as behind a
         refresh token. Read from the directory at every call, never remembered: a secret expires with time, which
         no database version tells. A refusal is audited with the app id and the reason, never the secret."""
+        # One answer for every "not registered" case, so that it tells a caller nothing about other tenants.
+        not_registered = _unauthorized(f"{APP_NOT_REGISTERED} No service principal with client secrets has the app "
+                                       f"id {app_id.lower()} in the tenant that owns registry {registry.name}; "
+                                       f"{ACR_HELP}")
         principal = ctx.directory.find_principal(app_id=app_id)
         if principal is None or principal.kind != "ServicePrincipal":
             what = "no principal" if principal is None else f"a {principal.kind}, which has no client secrets"
             self._audit(ctx, request, registry, None, "failed",
                         detail=f"client secret login: app id {app_id.lower()} is {what}")
-            raise _unauthorized(f"{APP_NOT_REGISTERED} No service principal has the app id {app_id.lower()}; "
-                                f"{ACR_HELP}")
+            raise not_registered
         subject = Subject("principal", principal.object_id, principal.tenant_id)
         try:
             check_principal(ctx, registry, principal.object_id, principal.tenant_id)
         except SubjectRefused as exc:
             self._audit(ctx, request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: {exc}")
-            raise _unauthorized(f"{APP_NOT_REGISTERED} The app id {principal.app_id} is not a service principal of "
-                                f"the tenant that owns registry {registry.name}; {ACR_HELP}") from None
+            raise not_registered from None
         if not ctx.directory.check_secret(principal.object_id, secret):
             self._audit(ctx, request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: not a current client secret")
