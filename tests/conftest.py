@@ -11,18 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import AcrLocal
+from tests.harness import AcrLocal, running
 
 
 @pytest.fixture(scope="session")
 def acrlocal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
     """One server shared by the whole session (tests use their own repository names)."""
-    server = AcrLocal(tmp_path_factory.mktemp("acrlocal-session") / "data")
-    server.start()
-    try:
+    with running(tmp_path_factory.mktemp("acrlocal-session") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,17 @@ class ChallengeAuth(requests.auth.AuthBase):
         new = response.connection.send(retry, **kwargs)
         new.history.append(response)
         return new
+
+
+@contextmanager
+def running(data_dir: Path, *extra_args: str) -> Iterator[AcrLocal]:
+    """A started server on ``data_dir``, stopped when the block ends, however it ends."""
+    server = AcrLocal(data_dir, *extra_args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class AcrLocal:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from azure.containerregistry import ContainerRegistryClient
 
-from tests.arm.conftest import admin_of
+from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal
 from tests.registry.conftest import registry, repo, storage  # noqa: F401
 
@@ -16,3 +16,15 @@ from tests.registry.conftest import registry, repo, storage  # noqa: F401
 def sdk(acrlocal: AcrLocal) -> ContainerRegistryClient:
     credential = admin_of(acrlocal).credential(acrlocal)
     return ContainerRegistryClient(f"https://{acrlocal.login_server()}", credential, connection_verify=acrlocal.ca)
+
+
+@pytest.fixture(scope="module")
+def arm(acrlocal: AcrLocal) -> Arm:
+    """ARM as the local administrator."""
+    return Arm(acrlocal, admin_of(acrlocal).token(acrlocal))
+
+
+def registry_path(server: AcrLocal) -> str:
+    """The default registry's ARM id."""
+    return (f"/subscriptions/{subscription_of(server)}/resourceGroups/acrlocal/providers/"
+            "Microsoft.ContainerRegistry/registries/acrlocal")

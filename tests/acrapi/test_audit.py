@@ -6,21 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
-from tests.arm.conftest import Arm, admin_of, subscription_of
+from tests.acrapi.conftest import registry_path
+from tests.arm.conftest import Arm, admin_of
 from tests.harness import AcrLocal
 from tests.registry.conftest import RegistryClient
-
-
-@pytest.fixture(scope="module")
-def arm(acrlocal: AcrLocal) -> Arm:
-    return Arm(acrlocal, admin_of(acrlocal).token(acrlocal))
-
-
-def registry_path(server: AcrLocal) -> str:
-    return (f"/subscriptions/{subscription_of(server)}/resourceGroups/acrlocal/providers/"
-            "Microsoft.ContainerRegistry/registries/acrlocal")
 
 
 def events(arm: Arm, server: AcrLocal, **body: Any) -> list[dict[str, Any]]:

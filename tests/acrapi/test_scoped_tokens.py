@@ -11,23 +11,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.arm.conftest import Arm, admin_of, subscription_of
+from tests.acrapi.conftest import registry_path
+from tests.arm.conftest import Arm
 from tests.harness import AcrLocal
 from tests.interop.tools import Containers, ToolError
 from tests.ocitools import config_blob, image, tar_layer, write_layout
 from tests.registry.conftest import RegistryClient
 
 API = {"api_version": "2023-07-01"}
-
-
-@pytest.fixture(scope="module")
-def arm(acrlocal: AcrLocal) -> Arm:
-    return Arm(acrlocal, admin_of(acrlocal).token(acrlocal))
-
-
-def registry_path(server: AcrLocal) -> str:
-    return (f"/subscriptions/{subscription_of(server)}/resourceGroups/acrlocal/providers/"
-            "Microsoft.ContainerRegistry/registries/acrlocal")
 
 
 def make_token(arm: Arm, server: AcrLocal, name: str, actions: list[str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from acrlocal.errors import ConfigError
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.throttle import SKU_LIMITS, RateLimits, Throttle, parse_policy
 from acrlocal.storage.metadata import RegistryRecord
-from tests.harness import AcrLocal
+from tests.harness import AcrLocal, running
 from tests.registry.conftest import error_code
 
 
@@ -70,9 +70,7 @@ def test_bad_policies_are_refused(text: str) -> None:
 def test_server_answers_429_and_recovers(tmp_path: Path) -> None:
     """Plain requests without credentials: each is counted exactly once (throttling comes before
     authentication, so an unauthenticated request is answered 401 while under the limit and 429 above it)."""
-    server = AcrLocal(tmp_path / "data", "--registry-rate-limit", "30/5")
-    server.start()
-    try:
+    with running(tmp_path / "data", "--registry-rate-limit", "30/5") as server:
         http = server.session()
         base = f"https://{server.login_server()}"
         statuses = [http.post(f"{base}/v2/throttled/blobs/uploads/").status_code for _ in range(5)]
@@ -87,8 +85,6 @@ def test_server_answers_429_and_recovers(tmp_path: Path) -> None:
         assert limited and error_code(limited[-1]) == "TOOMANYREQUESTS"
         time.sleep(int(limited[-1].headers["Retry-After"]))
         assert http.get(f"{base}/v2/").status_code != 429  # recovered after the wait it was told
-    finally:
-        server.stop()
 
 
 def test_settings_refuse_a_bad_flag(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from azure.identity import ClientSecretCredential
 from sqlalchemy import create_engine
 
 from acrlocal.identity.directory import Directory
-from tests.harness import AcrLocal
+from tests.harness import AcrLocal, running
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -76,12 +76,8 @@ def new_principal(server: AcrLocal, name: str) -> Principal:
 @pytest.fixture(scope="module")
 def arm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
     """A server of this module's own: these tests create and delete groups, registries and assignments."""
-    server = AcrLocal(tmp_path_factory.mktemp("arm") / "data")
-    server.start()
-    try:
+    with running(tmp_path_factory.mktemp("arm") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

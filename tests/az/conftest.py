@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from tests.clients import GUARD
-from tests.harness import SRC, AcrLocal, acrlocal_cmd
+from tests.harness import SRC, AcrLocal, acrlocal_cmd, running
 
 REPO = Path(__file__).resolve().parents[2]
 AZ_TIMEOUT_S = 300
@@ -160,12 +160,8 @@ class Az:
 @pytest.fixture(scope="module")
 def az_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
     """A server of the module's own: these tests create groups, registries, identities and VMs."""
-    server = AcrLocal(tmp_path_factory.mktemp("az") / "data")
-    server.start()
-    try:
+    with running(tmp_path_factory.mktemp("az") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine
 
 from acrlocal.identity.directory import Directory
 from tests.arm.conftest import Arm, Principal, admin_of, new_principal, subscription_of
-from tests.harness import ACR_SCOPE, REFRESH_TOKEN_USER, AcrLocal
+from tests.harness import ACR_SCOPE, REFRESH_TOKEN_USER, AcrLocal, running
 
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 ACR_PUSH = "8311e382-0749-4cb8-b61a-304f252e45ec"
@@ -27,12 +27,8 @@ REGISTRY_API = "2023-07-01"
 
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
-    server = AcrLocal(tmp_path_factory.mktemp("tokens") / "data")
-    server.start()
-    try:
+    with running(tmp_path_factory.mktemp("tokens") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="package")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import SRC, AcrLocal
+from tests.harness import SRC, AcrLocal, running
 
 REPO_ROOT = SRC.parent
 
@@ -46,12 +46,8 @@ class Shell:
 
 @pytest.fixture(scope="module")
 def tutorial_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
-    server = AcrLocal(tmp_path_factory.mktemp("tutorial") / "data")
-    server.start()
-    try:
+    with running(tmp_path_factory.mktemp("tutorial") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
