@@ -31,6 +31,12 @@ def group_path(subscription: str, group: str) -> str:
     return f"/subscriptions/{subscription}/resourcegroups/{group}"
 
 
+def list_path(subscription: str, group: str | None, type_: str) -> str:
+    """Where resources of ``type_`` are listed: in ``group``, or in the whole subscription without one."""
+    base = group_path(subscription, group) if group else f"/subscriptions/{subscription}"
+    return f"{base}/providers/{type_}"
+
+
 def resource_id(subscription: str, group: str, type_: str, name: str) -> str:
     return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{type_}/{name}"
 

@@ -17,7 +17,7 @@ from acrlocal.cli import acr_auth, docker
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.framework import AzChoice, AzGroup, confirm, flag, option, warn
 from acrlocal.cli.registries import check_registry_name, get_registry, login_server_of, registry_path
-from acrlocal.cli.resources import API, flatten, group_path, parse_tags, resource_id
+from acrlocal.cli.resources import API, REGISTRY_TYPE, flatten, group_path, list_path, parse_tags, resource_id
 from acrlocal.cli.session import Session
 
 SKUS = ("Basic", "Standard", "Premium")
@@ -84,9 +84,7 @@ def show(name: str, resource_group: str | None) -> Any:
 def list_(resource_group: str | None) -> Any:
     """List container registries."""
     session = Session()
-    sub = session.subscription_id
-    base = group_path(sub, resource_group) if resource_group else f"/subscriptions/{sub}"
-    items = session.arm.list(f"{base}/providers/Microsoft.ContainerRegistry/registries", API["registries"])
+    items = session.arm.list(list_path(session.subscription_id, resource_group, REGISTRY_TYPE), API["registries"])
     return [flatten(r) for r in items]
 
 

@@ -8,6 +8,7 @@ image's) ``changeableAttributes``. Registry errors are az's: ``Error: <the regis
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +22,8 @@ from acrlocal.cli.session import Session
 
 name_option = option("--name", "-n", "name", required=True, help="The name of the container registry.")
 group_option = option("--resource-group", "-g", "resource_group", help="Name of resource group (ignored).")
+username_option = option("--username", "-u", help="The username used to log into a container registry.")
+password_option = option("--password", "-p", help="The password used to log into a container registry.")
 PAGE = 100
 NEXT_LINK = re.compile(r"<([^>]+)>\s*;\s*rel=\"?next\"?")
 
@@ -111,6 +114,19 @@ def enc(name: str) -> str:
 ORDERBY = {"time_asc": "timeasc", "time_desc": "timedesc"}
 
 
+def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--repository``, ``--top``, ``--orderby`` and ``--detail``, which ``show-tags`` and ``show-manifests``
+    share."""
+    for decorate in reversed((
+        option("--repository", "repository_", required=True, help="The name of the repository."),
+        option("--top", type=int, help="Limit the number of items in the results."),
+        option("--orderby", type=click.Choice(sorted(ORDERBY)), help="Order the items in the results."),
+        option("--detail", is_flag=True, help="Show detailed information."),
+    )):
+        command = decorate(command)
+    return command
+
+
 @click.group("repository", cls=AzGroup)
 def repository() -> None:
     """Manage repositories (image names) for Azure Container Registries."""
@@ -120,8 +136,8 @@ def repository() -> None:
 @name_option
 @group_option
 @option("--top", type=int, help="Limit the number of items in the results.")
-@option("--username", "-u", help="The username used to log into a container registry.")
-@option("--password", "-p", help="The password used to log into a container registry.")
+@username_option
+@password_option
 def list_(name: str, resource_group: str | None, top: int | None, username: str | None,
           password: str | None) -> Any:
     """List repositories in a container registry."""
@@ -152,8 +168,8 @@ def _attributes(name: str, repo_arg: str | None, image: str | None, method: str,
 @group_option
 @option("--repository", "repository_", help="The name of the repository.")
 @option("--image", "-t", help="The name of the image: 'repo:tag' or 'repo@digest'.")
-@option("--username", "-u", help="The username used to log into a container registry.")
-@option("--password", "-p", help="The password used to log into a container registry.")
+@username_option
+@password_option
 def show(name: str, resource_group: str | None, repository_: str | None, image: str | None,
          username: str | None, password: str | None) -> Any:
     """Get the attributes of a repository or image in a container registry."""
@@ -169,8 +185,8 @@ def show(name: str, resource_group: str | None, repository_: str | None, image: 
 @flag("--list-enabled", help="Indicates whether this item shows in list operation results.")
 @flag("--read-enabled", help="Indicates whether read operation is allowed.")
 @flag("--write-enabled", help="Indicates whether write or delete operation is allowed.")
-@option("--username", "-u", help="The username used to log into a container registry.")
-@option("--password", "-p", help="The password used to log into a container registry.")
+@username_option
+@password_option
 def update(name: str, resource_group: str | None, repository_: str | None, image: str | None,
            delete_enabled: bool | None, list_enabled: bool | None, read_enabled: bool | None,
            write_enabled: bool | None, username: str | None, password: str | None) -> Any:
@@ -186,12 +202,9 @@ def update(name: str, resource_group: str | None, repository_: str | None, image
 @repository.command("show-tags")
 @name_option
 @group_option
-@option("--repository", "repository_", required=True, help="The name of the repository.")
-@option("--top", type=int, help="Limit the number of items in the results.")
-@option("--orderby", type=click.Choice(sorted(ORDERBY)), help="Order the items in the results.")
-@option("--detail", is_flag=True, help="Show detailed information.")
-@option("--username", "-u", help="The username used to log into a container registry.")
-@option("--password", "-p", help="The password used to log into a container registry.")
+@listing_options
+@username_option
+@password_option
 def show_tags(name: str, resource_group: str | None, repository_: str, top: int | None, orderby: str | None,
               detail: bool, username: str | None, password: str | None) -> Any:
     """Show tags for a repository in a container registry."""
@@ -203,12 +216,9 @@ def show_tags(name: str, resource_group: str | None, repository_: str, top: int 
 @repository.command("show-manifests")
 @name_option
 @group_option
-@option("--repository", "repository_", required=True, help="The name of the repository.")
-@option("--top", type=int, help="Limit the number of items in the results.")
-@option("--orderby", type=click.Choice(sorted(ORDERBY)), help="Order the items in the results.")
-@option("--detail", is_flag=True, help="Show detailed information.")
-@option("--username", "-u", help="The username used to log into a container registry.")
-@option("--password", "-p", help="The password used to log into a container registry.")
+@listing_options
+@username_option
+@password_option
 def show_manifests(name: str, resource_group: str | None, repository_: str, top: int | None, orderby: str | None,
                    detail: bool, username: str | None, password: str | None) -> Any:
     """Show manifests of a repository in a container registry."""
@@ -226,8 +236,8 @@ def show_manifests(name: str, resource_group: str | None, repository_: str, top:
 @option("--repository", "repository_", help="The name of the repository to delete.")
 @option("--image", "-t", help="The image to delete: 'repo:tag' (its manifest) or 'repo@digest'.")
 @option("--yes", "-y", is_flag=True, help="Do not prompt for confirmation.")
-@option("--username", "-u", help="The username used to log into a container registry.")
-@option("--password", "-p", help="The password used to log into a container registry.")
+@username_option
+@password_option
 def delete(name: str, resource_group: str | None, repository_: str | None, image: str | None, yes: bool,
            username: str | None, password: str | None) -> Any:
     """Delete a repository or image in a container registry."""

@@ -24,6 +24,27 @@ group_option = option("--resource-group", "-g", "resource_group", help="Name of 
 name_option = option("--name", "-n", "name", required=True, help="The name of the token or scope map.")
 
 
+def _children(registry: str, resource_group: str | None, collection: str) -> tuple[Session, str]:
+    """A signed-in session and the ARM path of the registry's ``tokens`` or ``scopeMaps``."""
+    session = Session()
+    return session, f"{registry_path(session, registry, resource_group)}/{collection}"
+
+
+def _list(registry: str, resource_group: str | None, collection: str) -> Any:
+    session, path = _children(registry, resource_group, collection)
+    return [flatten(i) for i in session.arm.list(path, API["tokens"])]
+
+
+def _show(name: str, registry: str, resource_group: str | None, collection: str) -> Any:
+    session, path = _children(registry, resource_group, collection)
+    return flatten(session.arm.get(f"{path}/{name}", API["tokens"]))
+
+
+def _delete(name: str, registry: str, resource_group: str | None, collection: str) -> None:
+    session, path = _children(registry, resource_group, collection)
+    session.arm.delete(f"{path}/{name}", API["tokens"])
+
+
 def parse_repository_args(values: tuple[str, ...]) -> list[str]:
     """The values of the greedy ``--repository`` option, each occurrence ``REPO ACTION...``."""
     actions: list[str] = []
@@ -58,12 +79,11 @@ def scope_map_create(name: str, registry: str, resource_group: str | None, repos
     actions = parse_repository_args(repositories)
     if not actions:
         raise CLIUsageError("At least one of the following arguments are required: --repository")
-    session = Session()
-    path = f"{registry_path(session, registry, resource_group)}/scopeMaps/{name}"
+    session, scope_maps = _children(registry, resource_group, "scopeMaps")
     body: dict[str, Any] = {"properties": {"actions": actions}}
     if description:
         body["properties"]["description"] = description
-    return flatten(session.arm.put(path, API["tokens"], body))
+    return flatten(session.arm.put(f"{scope_maps}/{name}", API["tokens"], body))
 
 
 @scope_map.command("list")
@@ -71,9 +91,7 @@ def scope_map_create(name: str, registry: str, resource_group: str | None, repos
 @group_option
 def scope_map_list(registry: str, resource_group: str | None) -> Any:
     """List the scope maps of a container registry."""
-    session = Session()
-    items = session.arm.list(f"{registry_path(session, registry, resource_group)}/scopeMaps", API["tokens"])
-    return [flatten(i) for i in items]
+    return _list(registry, resource_group, "scopeMaps")
 
 
 @scope_map.command("show", show=True)
@@ -82,9 +100,7 @@ def scope_map_list(registry: str, resource_group: str | None) -> Any:
 @group_option
 def scope_map_show(name: str, registry: str, resource_group: str | None) -> Any:
     """Show a scope map."""
-    session = Session()
-    return flatten(session.arm.get(f"{registry_path(session, registry, resource_group)}/scopeMaps/"
-                                               f"{name}", API["tokens"]))
+    return _show(name, registry, resource_group, "scopeMaps")
 
 
 @scope_map.command("delete")
@@ -95,13 +111,8 @@ def scope_map_show(name: str, registry: str, resource_group: str | None) -> Any:
 def scope_map_delete(name: str, registry: str, resource_group: str | None, yes: bool) -> Any:
     """Delete a scope map."""
     confirm(f"Deleting the scope map '{name}' will remove its permissions with associated tokens. Proceed?", yes)
-    session = Session()
-    session.arm.delete(f"{registry_path(session, registry, resource_group)}/scopeMaps/{name}", API["tokens"])
+    _delete(name, registry, resource_group, "scopeMaps")
     return None
-
-
-def scope_map_id_given(scope_map: str | None) -> bool:
-    return bool(scope_map)
 
 
 @click.group("token", cls=AzGroup)
@@ -132,7 +143,7 @@ def token_create(name: str, registry: str, resource_group: str | None, scope_map
     elif scope_map:
         scope_map_id = str(session.arm.get(f"{reg}/scopeMaps/{scope_map}", API["tokens"])["id"])
     created_scope_map = None
-    if not scope_map_id_given(scope_map):
+    if not scope_map:
         created = session.arm.put(f"{reg}/scopeMaps/{name}-scope-map", API["tokens"],
                                   {"properties": {"actions": actions,
                                                   "description": f"Token {name}'s scope map"}})
@@ -162,9 +173,7 @@ def token_create(name: str, registry: str, resource_group: str | None, scope_map
 @group_option
 def token_list(registry: str, resource_group: str | None) -> Any:
     """List the tokens of a container registry."""
-    session = Session()
-    items = session.arm.list(f"{registry_path(session, registry, resource_group)}/tokens", API["tokens"])
-    return [flatten(i) for i in items]
+    return _list(registry, resource_group, "tokens")
 
 
 @token.command("show", show=True)
@@ -173,9 +182,7 @@ def token_list(registry: str, resource_group: str | None) -> Any:
 @group_option
 def token_show(name: str, registry: str, resource_group: str | None) -> Any:
     """Show a token."""
-    session = Session()
-    return flatten(session.arm.get(f"{registry_path(session, registry, resource_group)}/tokens/{name}",
-                                               API["tokens"]))
+    return _show(name, registry, resource_group, "tokens")
 
 
 @token.command("delete")
@@ -186,7 +193,6 @@ def token_show(name: str, registry: str, resource_group: str | None) -> Any:
 def token_delete(name: str, registry: str, resource_group: str | None, yes: bool) -> Any:
     """Delete a token."""
     confirm(f"Deleting the token '{name}' will invalidate access to anyone using its credentials. Proceed?", yes)
-    session = Session()
-    session.arm.delete(f"{registry_path(session, registry, resource_group)}/tokens/{name}", API["tokens"])
+    _delete(name, registry, resource_group, "tokens")
     return None
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from acrlocal.cli.framework import AzGroup, confirm, option
-from acrlocal.cli.resources import API, IDENTITY_TYPE, flatten, group_path, parse_tags, resource_id
+from acrlocal.cli.resources import API, IDENTITY_TYPE, flatten, group_path, list_path, parse_tags, resource_id
 from acrlocal.cli.session import Session
 
 name_option = option("--name", "-n", "--resource-name", "name", required=True, help="The name of the identity.")
@@ -62,9 +62,8 @@ def show(name: str, resource_group: str) -> Any:
 def list_(resource_group: str | None) -> Any:
     """List identities in a resource group or the subscription."""
     session = Session()
-    sub = session.subscription_id
-    base = group_path(sub, resource_group) if resource_group else f"/subscriptions/{sub}"
-    return flatten(session.arm.list(f"{base}/providers/{IDENTITY_TYPE}", API["identities"]))
+    return flatten(session.arm.list(list_path(session.subscription_id, resource_group, IDENTITY_TYPE),
+                                    API["identities"]))
 
 
 @identity.command("delete")

@@ -16,7 +16,7 @@ import click
 
 from acrlocal.cli.errors import CLIError, CLIUsageError
 from acrlocal.cli.framework import AzGroup, confirm, option, warn
-from acrlocal.cli.resources import API, IDENTITY_TYPE, VM_TYPE, flatten, group_path, resource_id
+from acrlocal.cli.resources import API, IDENTITY_TYPE, VM_TYPE, flatten, group_path, list_path, resource_id
 from acrlocal.cli.session import Session
 from acrlocal.compute import enter
 from acrlocal.errors import ConfigError
@@ -154,9 +154,7 @@ def show(name: str, resource_group: str) -> Any:
 def list_(resource_group: str | None) -> Any:
     """List details of Virtual Machines."""
     session = Session()
-    sub = session.subscription_id
-    base = group_path(sub, resource_group) if resource_group else f"/subscriptions/{sub}"
-    return flatten(session.arm.list(f"{base}/providers/{VM_TYPE}", API["vms"]))
+    return flatten(session.arm.list(list_path(session.subscription_id, resource_group, VM_TYPE), API["vms"]))
 
 
 @vm.command("delete")
