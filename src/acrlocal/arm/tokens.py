@@ -83,13 +83,19 @@ def _check_quota(call: Call, draft: Resource, existing: Resource | None, what: s
         raise ArmError(400, "QuotaExceeded", f"The registry already has {count} {what}; its SKU allows {limit}.")
 
 
-class ScopeMaps(ResourceType):
+class _RegistryChild(ResourceType):
+    """What scope maps and tokens share: the namespace, API versions, no location, and the name rule (which tokens
+    narrow)."""
+
     namespace = NS
-    type = "registries/scopeMaps"
     api_versions = API_VERSIONS
     location_required = False
     name_pattern: ClassVar[re.Pattern[str]] = NAME
     name_rule = NAME_RULE
+
+
+class ScopeMaps(_RegistryChild):
+    type = "registries/scopeMaps"
 
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         if draft.name in SYSTEM_SCOPE_MAPS or (existing and existing.properties.get("type") == "SystemDefined"):
@@ -185,11 +191,8 @@ def _credentials(resource: Resource) -> JsonObject:
     return {"certificates": [], "passwords": passwords}
 
 
-class Tokens(ResourceType):
-    namespace = NS
+class Tokens(_RegistryChild):
     type = "registries/tokens"
-    api_versions = API_VERSIONS
-    location_required = False
     name_pattern: ClassVar[re.Pattern[str]] = TOKEN_NAME
     name_rule = TOKEN_NAME_RULE
 
