@@ -30,6 +30,22 @@ class InvalidToken(AcrLocalError, ValueError):
     """A token that is not one of ours, or not valid now, or not for this audience."""
 
 
+def pinned_header(token: str, error: type[AcrLocalError]) -> dict[str, Any]:
+    """The unverified header of ``token`` if it asks for RS256 and brings no key or ``crit`` of its own; raises
+    ``error`` saying which header was refused otherwise. Both token services (Entra's and the registry's) start
+    verification here."""
+    try:
+        header: dict[str, Any] = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise error(f"token is not a JWT: {exc}") from exc
+    if header.get("alg") not in ALGORITHMS:
+        raise error(f"token algorithm {header.get('alg')!r} is not allowed (expected RS256)")
+    for name in FORBIDDEN_HEADERS:
+        if name in header:
+            raise error(f"token header {name!r} is not accepted")
+    return header
+
+
 @dataclass(frozen=True)
 class AccessToken:
     token: str
@@ -93,16 +109,11 @@ class TokenIssuer:
 
         ``tenant_id`` restricts which tenant may have issued it. Raises :class:`InvalidToken`.
         """
+        header = pinned_header(token, InvalidToken)
         try:
-            header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"token is not a JWT: {exc}") from exc
-        if header.get("alg") not in ALGORITHMS:
-            raise InvalidToken(f"token algorithm {header.get('alg')!r} is not allowed (expected RS256)")
-        for name in FORBIDDEN_HEADERS:
-            if name in header:
-                raise InvalidToken(f"token header {name!r} is not accepted")
         tid = unverified.get("tid")
         kid = header.get("kid")
         if not isinstance(tid, str) or not isinstance(kid, str):

@@ -32,12 +32,11 @@ from typing import Any
 import jwt
 
 from acrlocal.errors import AcrLocalError
+from acrlocal.identity.tokens import ALGORITHMS, pinned_header
 from acrlocal.registry.scopes import ResourceScope
 from acrlocal.registry.token_keys import TokenKeys
 
 ISSUER = "Azure Container Registry"
-ALGORITHMS = ["RS256"]
-FORBIDDEN_HEADERS = ("jwk", "jku", "x5u", "x5c", "crit")
 CLOCK_SKEW_S = 30
 REFRESH = "refresh_token"
 ACCESS = "access_token"
@@ -144,15 +143,7 @@ class RegistryTokens:
     # -- verifying ---------------------------------------------------------------------------------
 
     def _verify(self, token: str, grant_type: str, services: Collection[str]) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise InvalidRegistryToken(f"token is not a JWT: {exc}") from exc
-        if header.get("alg") not in ALGORITHMS:
-            raise InvalidRegistryToken(f"token algorithm {header.get('alg')!r} is not allowed (expected RS256)")
-        for name in FORBIDDEN_HEADERS:
-            if name in header:
-                raise InvalidRegistryToken(f"token header {name!r} is not accepted")
+        header = pinned_header(token, InvalidRegistryToken)
         kid = header.get("kid")
         key = self.keys.find(kid) if isinstance(kid, str) else None
         if key is None:
