@@ -30,9 +30,10 @@ from aiohttp import hdrs, web
 
 from acrlocal.context import Context
 from acrlocal.registry import audit, guards
-from acrlocal.registry.authz import CATALOG, DELETE, METADATA_READ, METADATA_WRITE
+from acrlocal.registry.authz import DELETE, METADATA_READ, METADATA_WRITE
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
+from acrlocal.registry.manifest_api import catalog_page
 from acrlocal.registry.names import check_repository, check_tag, parse_digest
 from acrlocal.registry.paths import Route
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, JSON, page_size
@@ -95,14 +96,8 @@ def _unknown_manifest(name: str, digest: str) -> RegistryError:
 
 async def catalog(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
     """Repository names in order (those with listing enabled), ``n`` at most, after ``last``."""
-    n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
-    last = request.query.get("last") or None
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, None, (CATALOG,)))
-    found = ctx.registry_meta.list_repositories(registry.id, last, n + 1) if n else []
-    headers: dict[str, str] = {}
-    if n and len(found) > n:
-        found = found[:n]
-        headers["Link"] = f'</acr/v1/_catalog?last={quote(found[-1], safe="")}&n={n}>; rel="next"'
+    found, more = await catalog_page(request, ctx, registry)
+    headers = {"Link": f'</acr/v1/_catalog?last={quote(found[-1], safe="")}&n={more}>; rel="next"'} if more else {}
     return _answer({"repositories": found}, headers=headers)
 
 

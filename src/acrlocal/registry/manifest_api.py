@@ -174,16 +174,23 @@ async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord
     return _json({"name": name, "tags": found}, headers)
 
 
-async def catalog(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
-    """Repositories with at least one manifest, paginated like the tag list."""
+async def catalog_page(request: web.Request, ctx: Context, registry: RegistryRecord) -> tuple[list[str], int | None]:
+    """The page of repository names (those listing is enabled for) that ``n`` and ``last`` ask for, once the caller
+    is authorized for the catalog; and ``n`` if there is a next page. ``/v2/_catalog`` and ``/acr/v1/_catalog``
+    differ only in how they answer it."""
     n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
     last = request.query.get("last") or None
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, None, (CATALOG,)))
     found = ctx.registry_meta.list_repositories(registry.id, last, n + 1) if n else []
-    headers: dict[str, str] = {}
     if n and len(found) > n:
-        found = found[:n]
-        headers["Link"] = next_link("/v2/_catalog", n, found[-1])
+        return found[:n], n
+    return found, None
+
+
+async def catalog(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+    """Repositories with at least one manifest, paginated like the tag list."""
+    found, more = await catalog_page(request, ctx, registry)
+    headers = {"Link": next_link("/v2/_catalog", more, found[-1])} if more else {}
     return _json({"repositories": found}, headers)
 
 
