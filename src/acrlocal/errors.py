@@ -1,19 +1,52 @@
 """One exception hierarchy for the whole package.
 
-::
+Every exception acrlocal defines derives from :class:`AcrLocalError` and, where there is one, from the builtin
+it means (``ValueError`` for bad input, ``LookupError`` for a missing thing, ...), so callers that only know
+Python still catch them sensibly. Messages name the offending value and what was expected. Module paths are
+relative to ``acrlocal``::
 
-    AcrLocalError                      base of everything raised on purpose
-    ├── ConfigError(ValueError)        a setting or a data directory that cannot be used
-    ├── NotFound(LookupError)          a named thing does not exist (registry, repository, principal, ...)
-    ├── AlreadyExists(ValueError)      a name is taken
-    └── ProtocolError                  a request that a wire protocol answers with an error body;
-        │                              each room renders it in its own format
-        ├── registry.errors.RegistryError      OCI ``{"errors": [...]}``
-        ├── identity.errors.OAuthError         Entra ``{"error", "error_description", ...}``
-        └── arm.errors.ArmError                ARM ``{"error": {"code", "message"}}``
+    AcrLocalError                                   base of everything raised on purpose
+    ├── ConfigError(ValueError)                     a setting, flag, data directory or sandbox description
+    ├── AlreadyExists(ValueError)                   a name is taken
+    ├── NotFound(LookupError)                       a named thing does not exist
+    │   ├── rbac.errors.UnknownRole                 no role definition has that id or name
+    │   └── registry.permissions.SubjectRefused     a subject that cannot hold tokens for this registry now
+    ├── storage.metadata.UnknownReferences(LookupError)  a manifest names content its repository lacks
+    ├── storage.artifacts.Blocked(PermissionError)  a deletion refused by a lock
+    ├── storage.blobs.DigestMismatch(ValueError)    uploaded bytes do not hash to the digest given
+    ├── storage.blobs.UploadTooLarge(ValueError)    an upload past its allowed size
+    ├── identity.tokens.InvalidToken(ValueError)    an Entra token that is not ours, or not valid here and now
+    ├── registry.token_codec.InvalidRegistryToken(ValueError)  the same for the registry's own tokens
+    ├── registry.digest.DigestError(ValueError)     a digest that does not parse or is not supported
+    ├── registry.scopes.InvalidScope(ValueError)    a Docker token scope (``repository:name:pull``) that does not
+    │                                               parse; not to be confused with rbac's, for ARM scopes
+    ├── registry.scope_maps.InvalidScopeMapAction(ValueError)  a scope map action outside ACR's grammar
+    ├── rbac.errors.InvalidScope(ValueError)        an ARM scope that does not parse
+    ├── rbac.errors.InvalidCondition(ValueError)    a role assignment condition outside the supported grammar
+    ├── rbac.errors.InvalidOperation(ValueError)    an operation to check that is empty or has a wildcard
+    ├── compute.run_command.RunCommandError(ValueError)  a run-command request that cannot run
+    ├── compute.run_command.Busy(RuntimeError)      another run-command is running on the VM
+    ├── cli.output.QueryError(ValueError)           a ``--query`` that is not JMESPath
+    ├── cli.azcloud.MetadataError(ValueError)       ``/metadata/endpoints`` answered no cloud description
+    ├── cli.errors.CLIError                         az's ``ERROR: ...`` and exit code (no builtin: any failure)
+    │   ├── cli.errors.CLIUsageError(ValueError)    a command line az would reject (exit code 2)
+    │   ├── cli.errors.ServerNotRunning(ConnectionError)
+    │   ├── cli.errors.AuthenticationFailed(PermissionError)
+    │   ├── cli.errors.HttpResponseError            a server's error answer, in az's words
+    │   │   └── cli.errors.ResourceNotFound(NotFound)    a 404 (``show`` exits with 3)
+    │   └── cli.credhelper.NotFoundError(LookupError)    the credential-helper protocol's "no credentials"
+    └── ProtocolError                               a request that a wire protocol answers with an error body;
+        │                                           no builtin: its status says what it means
+        ├── registry.errors.RegistryError           OCI ``{"errors": [...]}``
+        ├── identity.errors.OAuthError              Entra ``{"error", "error_description", ...}``
+        ├── identity.imds.IdentityError             IMDS ``{"error", "error_description"}`` or App Service
+        │                                           ``{"statusCode", "message", "correlationId"}``
+        ├── arm.errors.ArmError                     ARM ``{"error": {"code", "message"}}``
+        └── arm.graph.GraphError                    Microsoft Graph ``{"error": {"code", "message", ...}}``
 
-Exceptions subclass the builtin they mean, so callers that only know Python still catch them sensibly.
-Messages name the offending value and what was expected.
+Each room's HTTP layer renders its own :class:`ProtocolError` subclass; handlers catch the domain errors they
+expect and answer them in their protocol's format. ``tests/test_errors.py`` checks that this tree names every
+exception class the package defines, with the builtin it derives from.
 """
 
 from __future__ import annotations

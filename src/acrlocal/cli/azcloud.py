@@ -22,6 +22,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from acrlocal.errors import AcrLocalError
+
 CLOUD_NAME = "AcrLocal"
 AD_RESOURCE_ID = "https://management.core.windows.net/"
 TELEMETRY_VAR = "AZURE_CORE_COLLECT_TELEMETRY"
@@ -29,7 +31,7 @@ CLOUD_SHELL_VAR = "ACC_CLOUD"
 CONFIG_VALUES = ("core.instance_discovery=false",)
 
 
-class MetadataError(ValueError):
+class MetadataError(AcrLocalError, ValueError):
     """``/metadata/endpoints`` answered something that is not a cloud description."""
 
 

@@ -14,10 +14,12 @@ import jmespath
 import jmespath.exceptions
 import yaml
 
+from acrlocal.errors import AcrLocalError
+
 FORMATS = ("json", "jsonc", "tsv", "table", "yaml", "yamlc", "none")
 
 
-class QueryError(ValueError):
+class QueryError(AcrLocalError, ValueError):
     """A ``--query`` that is not a JMESPath expression."""
 
 

@@ -66,7 +66,7 @@ class SandboxAccess:
     def from_json(cls, body: Any) -> SandboxAccess:
         """Parse the server's answer; :class:`ConfigError` naming the field that is missing or malformed."""
         if not isinstance(body, dict):
-            raise ConfigError("the sandbox description is not a JSON object")
+            raise ConfigError(f"the sandbox description is a JSON {type(body).__name__}; expected an object")
         try:
             env = body["environment"]
             mounts = body.get("mounts") or []

@@ -36,6 +36,7 @@ from aiohttp import web
 from acrlocal.compute.runtime import ComputeRuntime, VMIdentities
 from acrlocal.compute.vms import VirtualMachine
 from acrlocal.context import Context
+from acrlocal.errors import ProtocolError
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.tokens import AccessToken, TokenIssuer
 
@@ -57,14 +58,12 @@ NEWEST_VERSIONS = ["2023-07-01", "2021-12-13", "2021-11-15"]
 API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class IdentityError(Exception):
-    """A token request the door refuses; ``status`` and ``message`` are rendered in the door's own format."""
+class IdentityError(ProtocolError):
+    """A token request the door refuses; ``status``, ``code`` (the OAuth ``error``) and ``message`` are rendered in
+    the door's own format (IMDS or App Service). The messages are Azure's own texts, which clients show."""
 
-    def __init__(self, message: str, status: int = 400, error: str = "invalid_request") -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.error = error
+    status = 400
+    code = "invalid_request"
 
 
 # -- token cache and throttle (pure) ---------------------------------------------------------------
@@ -257,7 +256,7 @@ async def imds_token(request: web.Request) -> web.Response:
         principal, token, now = await _issue(request, vm, selector, resource, not_found=IMDS_NOT_FOUND,
                                        ambiguous=IMDS_AMBIGUOUS)
     except IdentityError as err:
-        return _imds_error(err.message, err.status, err.error)
+        return _imds_error(err.message, err.status, err.code)
     left = str(max(0, math.floor(token.expires_on - now)))
     return web.json_response({
         "access_token": token.token,

@@ -6,6 +6,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from acrlocal.errors import AcrLocalError
+
 _GRAMMAR = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 # Registered algorithms and the exact shape of their encoded part.
 ALGORITHMS: dict[str, re.Pattern[str]] = {
@@ -14,7 +16,7 @@ ALGORITHMS: dict[str, re.Pattern[str]] = {
 }
 
 
-class DigestError(ValueError):
+class DigestError(AcrLocalError, ValueError):
     """A string that is not a digest this registry supports; the message says which part is wrong."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from acrlocal.errors import AcrLocalError
 from acrlocal.storage.metadata import (
     SqlRegistryMetadata,
     manifest_references,
@@ -134,11 +135,11 @@ class DeletedRepository:
     tags: list[str]
 
 
-class Blocked(Exception):
-    """A deletion refused because something in it is locked; ``what`` names it (``tag v1``...)."""
+class Blocked(AcrLocalError, PermissionError):
+    """A deletion refused because something in it is locked; ``what`` names it (``tag 'v1'``...)."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"{what} is locked")
+        super().__init__(f"{what} is locked: deleting it needs deleteEnabled and writeEnabled to be true")
         self.what = what
 
 
