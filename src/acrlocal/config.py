@@ -17,7 +17,7 @@ ENV_DATA_DIR = "ACRLOCAL_DATA_DIR"
 LOOPBACK = "127.0.0.1"
 
 
-def default_data_dir() -> Path:
+def _default_data_dir() -> Path:
     """``$ACRLOCAL_DATA_DIR``, else ``$XDG_DATA_HOME/acrlocal``, else ``~/.local/share/acrlocal``."""
     if env := os.environ.get(ENV_DATA_DIR):
         return Path(env).expanduser()
@@ -46,7 +46,7 @@ class Settings:
     are allocated the same way from ``imds_port_base``.
     """
 
-    data_dir: Path = field(default_factory=default_data_dir)
+    data_dir: Path = field(default_factory=_default_data_dir)
     host: str = LOOPBACK
     port: int = 8443
     registry_port_base: int = 8444

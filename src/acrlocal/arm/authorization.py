@@ -36,7 +36,7 @@ API_VERSIONS = ("2022-04-01", "2022-01-01-preview", "2020-10-01-preview", "2020-
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "ForeignGroup", "Device")
 
 
-def render_assignment(a: StoredAssignment) -> dict[str, Any]:
+def _render_assignment(a: StoredAssignment) -> dict[str, Any]:
     return {
         "properties": {
             "roleDefinitionId": role_definition_id(a.role_definition, a.scope),
@@ -124,7 +124,7 @@ class Authorization(NamespaceHandler):
             found.update({a.name: a for a in call.store.assignments(at_or_below=path.scope,
                                                                       principal_ids=principals)})
         items = sorted(found.values(), key=lambda a: (a.created_on, a.name))
-        return json({"value": [render_assignment(a) for a in items]})
+        return json({"value": [_render_assignment(a) for a in items]})
 
     async def assignment(self, call: Call, path: ArmPath, name: str) -> web.StreamResponse:
         method = call.request.method
@@ -142,13 +142,13 @@ class Authorization(NamespaceHandler):
         if method == "GET":
             if here is None:
                 raise ArmError(404, "RoleAssignmentNotFound", f"The role assignment '{name}' is not found.")
-            return json(render_assignment(here))
+            return json(_render_assignment(here))
         if method == "DELETE":
             if here is None:
                 return web.Response(status=204)
             call.store.delete_assignment(name)
             call.caller.forget_assignments()
-            return json(render_assignment(here))
+            return json(_render_assignment(here))
         wanted = self.validate(call, path, name.lower())
         if existing is not None:
             same = (existing.scope.lower() == wanted.scope.lower()
@@ -157,7 +157,7 @@ class Authorization(NamespaceHandler):
             if not same:
                 raise ArmError(409, "RoleAssignmentUpdateNotPermitted", "Tenant ID, application ID, principal ID, "
                                "and scope are not allowed to be updated.")
-            return json(render_assignment(existing), status=200)
+            return json(_render_assignment(existing), status=200)
         clash = [a for a in call.store.assignments(scope=wanted.scope, principal_ids=[wanted.principal_id],
                                                    role_definition=wanted.role_definition)]
         if clash:
@@ -165,7 +165,7 @@ class Authorization(NamespaceHandler):
                            details=[{"code": "RoleAssignmentExists", "message": clash[0].id}])
         call.store.add_assignment(wanted)
         call.caller.forget_assignments()
-        return json(render_assignment(wanted), status=201)
+        return json(_render_assignment(wanted), status=201)
 
     def validate(self, call: Call, path: ArmPath, name: str) -> StoredAssignment:
         props = require_object(call.body.get("properties"), "properties")

@@ -110,7 +110,7 @@ def _disk_id(resource: Resource, disk: str) -> str:
            f"{NAMESPACE}/disks/{disk}"
 
 
-def vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
+def _vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
     """The stored properties: the body's, with defaults filled in and the secrets left out."""
     props = dict(resource.properties)
     hardware = require_object(props.get("hardwareProfile"), "properties.hardwareProfile")
@@ -159,7 +159,7 @@ def vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
     }
 
 
-def imds_profile(resource: Resource) -> JsonObject:
+def _imds_profile(resource: Resource) -> JsonObject:
     """What IMDS reports about the VM (``/metadata/instance/compute``)."""
     props = resource.properties
     disk = props["storageProfile"]["osDisk"]
@@ -206,7 +206,7 @@ class VirtualMachines(ResourceType):
                 resolved.append(uami.id)
             identity = {"type": identity_type(system, bool(resolved)),
                         "userAssignedIdentities": {rid: {} for rid in resolved}}
-        properties = vm_properties(draft, existing)
+        properties = _vm_properties(draft, existing)
         return draft.evolve(identity=identity, properties=properties)
 
     def _identity_block(self, call: Call, resource: Resource, system_principal: str | None, tenant: str,
@@ -236,11 +236,11 @@ class VirtualMachines(ResourceType):
             vm = runtime.get(resource.id)
         except NotFound:
             vm = await runtime.create(resource.id, tenant_id=tenant, location=resource.location or "",
-                                      system_assigned=system, user_assigned=users, profile=imds_profile(resource))
+                                      system_assigned=system, user_assigned=users, profile=_imds_profile(resource))
         else:
             before = vm.system_principal_id
             vm = await runtime.set_identities(resource.id, system_assigned=system, user_assigned=users)
-            vm = runtime.update_profile(resource.id, imds_profile(resource))
+            vm = runtime.update_profile(resource.id, _imds_profile(resource))
             if before and before != vm.system_principal_id:
                 call.store.delete_assignments_of(before)
         identity = self._identity_block(call, resource, vm.system_principal_id, tenant, users)
@@ -314,7 +314,7 @@ class VirtualMachines(ResourceType):
                     vm = await runtime.create(res.id, tenant_id=sub.tenant_id, location=res.location or "",
                                               system_assigned=system,
                                               user_assigned=list(identity.get("userAssignedIdentities") or {}),
-                                              profile=imds_profile(res))
+                                              profile=_imds_profile(res))
                     if vm.system_principal_id:
                         identity = {**identity, "principalId": vm.system_principal_id, "tenantId": sub.tenant_id}
                     store.put_resource(res.evolve(identity=identity,

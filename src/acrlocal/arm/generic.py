@@ -50,12 +50,12 @@ def parse_tags(value: Any) -> dict[str, str]:
     return dict(tags)
 
 
-def type_path_of(segments: tuple[str, ...]) -> str:
+def _type_path_of(segments: tuple[str, ...]) -> str:
     """``registries/r/webhooks/w`` → ``registries/webhooks`` (the types of an item path)."""
     return "/".join(segments[0::2])
 
 
-def build_id(group_scope: str, rt: ResourceType, names: list[str]) -> str:
+def _build_id(group_scope: str, rt: ResourceType, names: list[str]) -> str:
     types = rt.type.split("/")
     parts = [group_scope, "providers", rt.namespace, types[0], names[0]]
     for kind, name in zip(types[1:], names[1:], strict=True):
@@ -106,16 +106,16 @@ async def namespace_action(call: Call, path: ArmPath) -> web.StreamResponse:
 
 
 async def item(call: Call, path: ArmPath) -> web.StreamResponse:
-    rt = _type(call, path, type_path_of(path.segments))
+    rt = _type(call, path, _type_path_of(path.segments))
     method = call.request.method
     verb = {"GET": "read", "HEAD": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}.get(method)
     if verb is None:
         raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported for '{rt.full_type}'.")
     names = list(path.segments[1::2])
-    requested_id = build_id(path.group_scope, rt, names) if path.group else path.scope
+    requested_id = _build_id(path.group_scope, rt, names) if path.group else path.scope
     call.caller.require(rt.operation(verb), requested_id)
     group_scope = _group_checked(call, path)
-    rid = build_id(group_scope, rt, names)
+    rid = _build_id(group_scope, rt, names)
     existing = call.store.resource(rid)
     if method in ("GET", "HEAD"):
         if existing is None:
@@ -141,7 +141,7 @@ async def item(call: Call, path: ArmPath) -> web.StreamResponse:
         draft = patched(call.body, existing)
     else:
         rt.validate_name(call, names[-1])
-        draft = drafted(call, rt, rid, names[-1], group_scope, parent_id, existing)
+        draft = _drafted(call, rt, rid, names[-1], group_scope, parent_id, existing)
     resource = await rt.prepare(call, draft, existing)
     resource = await rt.apply(call, resource, existing)
     created = call.store.put_resource(resource)
@@ -149,7 +149,7 @@ async def item(call: Call, path: ArmPath) -> web.StreamResponse:
     return json(rt.render(call, stored), status=201 if created else 200)
 
 
-def drafted(call: Call, rt: ResourceType, rid: str, name: str, group_scope: str, parent_id: str | None,
+def _drafted(call: Call, rt: ResourceType, rid: str, name: str, group_scope: str, parent_id: str | None,
             existing: Resource | None) -> Resource:
     """The resource a PUT body describes (generic fields validated; the type's own checks come after)."""
     body = call.body
@@ -208,7 +208,7 @@ async def list_collection(call: Call, path: ArmPath) -> web.StreamResponse:
     """GET of a type's collection: at a subscription, a resource group, or under a parent resource. Items the
     caller may not read are left out; a caller with no role anywhere in the subscription gets 403."""
     segs = path.segments
-    rt = _type(call, path, type_path_of(segs))
+    rt = _type(call, path, _type_path_of(segs))
     if call.request.method != "GET":
         raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported for a "
                        f"collection of '{rt.full_type}'.")
@@ -218,12 +218,12 @@ async def list_collection(call: Call, path: ArmPath) -> web.StreamResponse:
     if rt.is_child:
         if path.group is None:
             raise ArmError(400, "InvalidRequestUri", "Child resources are listed under their parent resource.")
-        parent_rt = _type(call, path, type_path_of(segs[:-1]))
-        parent_requested = build_id(path.group_scope, parent_rt, list(segs[1::2]))
+        parent_rt = _type(call, path, _type_path_of(segs[:-1]))
+        parent_requested = _build_id(path.group_scope, parent_rt, list(segs[1::2]))
         if not call.caller.may(read, parent_requested):
             call.caller.require(read, parent_requested)
         group_scope = _group_checked(call, path)
-        parent = call.store.resource(build_id(group_scope, parent_rt, list(segs[1::2])))
+        parent = call.store.resource(_build_id(group_scope, parent_rt, list(segs[1::2])))
         if parent is None:
             raise resource_not_found(parent_rt.full_type, segs[-2], path.group)
         items = call.store.resources(path.subscription, parent_id=parent.id, type=rt.full_type)
@@ -239,7 +239,7 @@ async def list_collection(call: Call, path: ArmPath) -> web.StreamResponse:
 
 async def item_action(call: Call, path: ArmPath) -> web.StreamResponse:
     segs = path.segments
-    rt = _type(call, path, type_path_of(segs[:-1]))
+    rt = _type(call, path, _type_path_of(segs[:-1]))
     action_name = segs[-1]
     method_name = next((m for a, m in rt.actions.items() if a.lower() == action_name.lower()), None)
     if method_name is None:
@@ -249,9 +249,9 @@ async def item_action(call: Call, path: ArmPath) -> web.StreamResponse:
     if path.group is None:
         raise ArmError(400, "InvalidRequestUri", "This resource type lives in a resource group.")
     if canonical_action.lower() not in rt.self_authorized_actions:
-        call.caller.require(rt.operation(f"{canonical_action}/action"), build_id(path.group_scope, rt, names))
+        call.caller.require(rt.operation(f"{canonical_action}/action"), _build_id(path.group_scope, rt, names))
     group_scope = _group_checked(call, path)
-    existing = call.store.resource(build_id(group_scope, rt, names))
+    existing = call.store.resource(_build_id(group_scope, rt, names))
     if existing is None:
         raise resource_not_found(rt.full_type, names[-1], path.group)
     result = await getattr(rt, method_name)(call, existing)

@@ -62,7 +62,7 @@ def _contains(key: str, item: str) -> Matcher:
     return lambda o: item in [str(x).lower() for x in o.get(key) or []]
 
 
-def parse_graph_filter(text: str) -> Matcher:
+def _parse_graph_filter(text: str) -> Matcher:
     """A predicate on rendered Graph objects for the ``$filter`` subset az sends: ``field eq '...'``,
     ``startswith(displayName,'...')`` and ``collection/any(c:c eq '...')``, joined by ``and``; anything else is
     400 ``Request_UnsupportedQuery``."""
@@ -202,7 +202,7 @@ class Graph:
         caller = self.caller(request)
         q = sa.select(graph_applications).where(graph_applications.c.tenant_id == caller.tenant_id)
         flt = request.query.get("$filter")
-        matches = parse_graph_filter(flt) if flt else (lambda o: True)
+        matches = _parse_graph_filter(flt) if flt else (lambda o: True)
         with self.ctx.engine.connect() as conn:
             rows = conn.execute(q.order_by(graph_applications.c.created)).all()
         apps = [self.render_app(r) for r in rows]
@@ -299,7 +299,7 @@ class Graph:
     async def list_service_principals(self, request: web.Request) -> web.Response:
         caller = self.caller(request)
         flt = request.query.get("$filter")
-        matches = parse_graph_filter(flt) if flt else (lambda o: True)
+        matches = _parse_graph_filter(flt) if flt else (lambda o: True)
         sps = [self.render_sp(p) for p in self.visible_sps(caller.tenant_id)]
         return web.json_response({"value": [sp for sp in sps if matches(sp)]})
 

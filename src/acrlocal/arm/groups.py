@@ -89,7 +89,7 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
     return json(render(new), status=201 if created else 200)
 
 
-def generic_view(resource: Any) -> dict[str, Any]:
+def _generic_view(resource: Any) -> dict[str, Any]:
     """A resource as ``GET .../resources`` lists it: no ``properties`` (ARM leaves them out without $expand)."""
     body: dict[str, Any] = {"id": resource.id, "name": resource.name, "type": resource.type}
     for key in ("location", "kind", "sku", "identity"):
@@ -121,4 +121,4 @@ async def list_resources(call: Call, path: ArmPath) -> web.StreamResponse:
                if (name is None or r.name.lower() == name.lower())
                and (location is None or (r.location or "") == location.lower())
                and call.caller.may(f"{r.type}/read", r.id)]
-    return json({"value": [generic_view(r) for r in visible]})
+    return json({"value": [_generic_view(r) for r in visible]})

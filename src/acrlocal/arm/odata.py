@@ -34,7 +34,7 @@ class Filter:
         return self.fields.get(name.lower())
 
 
-def invalid_filter(text: str, allowed: str) -> ArmError:
+def _invalid_filter(text: str, allowed: str) -> ArmError:
     return ArmError(400, "InvalidFilterInQueryString",
                     f"Invalid $filter '{text[:300]}' specified in the query string. Supported: {allowed}.")
 
@@ -52,16 +52,16 @@ def parse_filter(text: str | None, *, fields: tuple[str, ...] = (), functions: t
     while True:
         m = _TERM.match(text, pos)
         if not m:
-            raise invalid_filter(text, allowed)
+            raise _invalid_filter(text, allowed)
         if m.group("field"):
             name = m.group("field").lower()
             if name not in allowed_fields:
-                raise invalid_filter(text, allowed)
+                raise _invalid_filter(text, allowed)
             result.fields[name] = m.group("value").replace("''", "'")
         else:
             name = m.group("func").lower()
             if name not in allowed_functions:
-                raise invalid_filter(text, allowed)
+                raise _invalid_filter(text, allowed)
             arg = m.group("arg")
             result.functions[name] = arg.replace("''", "'") if arg is not None else None
         pos = m.end()
@@ -69,5 +69,5 @@ def parse_filter(text: str | None, *, fields: tuple[str, ...] = (), functions: t
             return result
         sep = _AND.match(text, pos)
         if not sep:
-            raise invalid_filter(text, allowed)
+            raise _invalid_filter(text, allowed)
         pos = sep.end()

@@ -54,42 +54,42 @@ class ArmPath:
         return f"/subscriptions/{self.subscription}/resourceGroups/{self.group}"
 
 
-def invalid_uri(path: str, problem: str) -> ArmError:
+def _invalid_uri(path: str, problem: str) -> ArmError:
     return ArmError(400, "InvalidRequestUri", f"The request uri '{path[:300]}' is invalid: {problem}.")
 
 
-def check_segment(path: str, segment: str) -> str:
+def _check_segment(path: str, segment: str) -> str:
     if not segment or len(segment) > 260 or FORBIDDEN.search(segment) or segment != segment.strip():
-        raise invalid_uri(path, f"the segment '{segment[:100]}' is not valid")
+        raise _invalid_uri(path, f"the segment '{segment[:100]}' is not valid")
     return segment
 
 
-def canonical_scope(parts: list[str], path: str) -> str:
+def _canonical_scope(parts: list[str], path: str) -> str:
     """The canonical spelling of a scope given as path segments (keywords as ARM spells them)."""
     if not parts:
         return "/"
     out: list[str] = []
     if parts[0].lower() != "subscriptions" or len(parts) < 2:
-        raise invalid_uri(path, "a scope must be '/' or start with '/subscriptions/{subscriptionId}'")
+        raise _invalid_uri(path, "a scope must be '/' or start with '/subscriptions/{subscriptionId}'")
     out += ["subscriptions", _subscription(parts[1])]
     i = 2
     if i < len(parts) and parts[i].lower() == "resourcegroups":
         if i + 1 >= len(parts):
-            raise invalid_uri(path, "expected a resource group name after 'resourceGroups'")
+            raise _invalid_uri(path, "expected a resource group name after 'resourceGroups'")
         out += ["resourceGroups", check_group_name(parts[i + 1])]
         i += 2
     in_resource = False
     while i < len(parts):
         if parts[i].lower() == "providers":
             if i + 3 >= len(parts) or not NAMESPACE.match(parts[i + 1]):
-                raise invalid_uri(path, "expected 'providers/{namespace}/{type}/{name}'")
+                raise _invalid_uri(path, "expected 'providers/{namespace}/{type}/{name}'")
             out += ["providers", parts[i + 1]]
             i += 2
         elif not in_resource:
-            raise invalid_uri(path, f"expected 'providers', found '{parts[i][:100]}'")
+            raise _invalid_uri(path, f"expected 'providers', found '{parts[i][:100]}'")
         if i + 1 >= len(parts):
-            raise invalid_uri(path, f"the resource type '{parts[i][:100]}' has no name after it")
-        out += [check_segment(path, parts[i]), check_segment(path, parts[i + 1])]
+            raise _invalid_uri(path, f"the resource type '{parts[i][:100]}' has no name after it")
+        out += [_check_segment(path, parts[i]), _check_segment(path, parts[i + 1])]
         in_resource = True
         i += 2
     return "/" + "/".join(out)
@@ -123,24 +123,24 @@ def _drop_empty_parent_paths(parts: list[str]) -> list[str]:
 def parse_path(path: str) -> ArmPath:
     """Parse an ARM path (the part after the host, without the query). One trailing ``/`` is tolerated."""
     if len(path) > MAX_PATH:
-        raise invalid_uri(path, f"it is longer than {MAX_PATH} characters")
+        raise _invalid_uri(path, f"it is longer than {MAX_PATH} characters")
     body = path.strip("/")
     parts = _drop_empty_parent_paths(body.split("/") if body else [])
     if any(p == "" for p in parts):
-        raise invalid_uri(path, "it has an empty segment ('//')")
+        raise _invalid_uri(path, "it has an empty segment ('//')")
     lowered = [p.lower() for p in parts]
     # Extension resources and tenant-level providers: the last '/providers/{Namespace}' decides.
     last = max((i for i, p in enumerate(lowered) if p == "providers" and i + 1 < len(parts)
                 and NAMESPACE.match(parts[i + 1])), default=None)
     if last is not None:
         scope_parts = parts[:last]
-        scope = canonical_scope(scope_parts, path)
+        scope = _canonical_scope(scope_parts, path)
         sub = scope.split("/")[2] if scope != "/" else None
         group = scope_parts[3] if len(scope_parts) >= 4 and lowered[2] == "resourcegroups" else None
-        segments = tuple(check_segment(path, s) for s in parts[last + 2:])
+        segments = tuple(_check_segment(path, s) for s in parts[last + 2:])
         return ArmPath("provider", sub, group, parts[last + 1], segments, scope)
     if not parts or lowered[0] != "subscriptions" or len(parts) < 2:
-        raise invalid_uri(path, "expected '/subscriptions/{subscriptionId}/...'")
+        raise _invalid_uri(path, "expected '/subscriptions/{subscriptionId}/...'")
     sub = _subscription(parts[1])
     rest, low = parts[2:], lowered[2:]
     if not rest:
@@ -159,5 +159,5 @@ def parse_path(path: str) -> ArmPath:
         if low[2:] == ["resources"]:
             return ArmPath("resources", sub, group, scope=scope)
     if low[0] == "providers" and len(rest) >= 2:
-        raise invalid_uri(path, f"'{rest[1][:100]}' is not a resource provider namespace")
-    raise invalid_uri(path, f"'{'/'.join(rest)[:200]}' is not a resource path")
+        raise _invalid_uri(path, f"'{rest[1][:100]}' is not a resource provider namespace")
+    raise _invalid_uri(path, f"'{'/'.join(rest)[:200]}' is not a resource path")

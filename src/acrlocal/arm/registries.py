@@ -57,7 +57,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def default_properties() -> JsonObject:
+def _default_properties() -> JsonObject:
     return {
         "adminUserEnabled": False,
         "anonymousPullEnabled": False,
@@ -111,12 +111,12 @@ class Registries(ResourceType):
                            "Premium.")
         if existing is None:
             taken = [r for r in call.store.resources_named(TYPE, draft.name) if r.id.lower() != draft.id.lower()]
-            hosted = name_hosted(call.ctx, draft.name)
+            hosted = _name_hosted(call.ctx, draft.name)
             if taken or hosted:
                 raise ArmError(409, "AlreadyInUse", f"The registry DNS name {draft.name.lower()}."
                                f"{call.ctx.settings.hostname_suffix} is already in use. You can check if the name "
                                "is already claimed using the checkNameAvailability API.")
-        base = existing.properties if existing else default_properties()
+        base = existing.properties if existing else _default_properties()
         given = {k: v for k, v in draft.properties.items() if k not in READ_ONLY}
         properties = {**base, **given}
         for key in BOOL_PROPERTIES:
@@ -135,7 +135,7 @@ class Registries(ResourceType):
         return draft.evolve(sku={"name": canonical, "tier": canonical}, properties=properties, internal=internal)
 
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
-        plane = data_plane_properties(resource)
+        plane = _data_plane_properties(resource)
         hosting = call.ctx.registries
         if existing is None:
             try:
@@ -210,7 +210,7 @@ class Registries(ResourceType):
         await reconcile(ctx, store, self)
 
 
-def data_plane_properties(resource: Resource) -> JsonObject:
+def _data_plane_properties(resource: Resource) -> JsonObject:
     sku = (resource.sku or {}).get("name", "Standard")
     policies = resource.properties.get("policies") or {}
     arm_policy = policies.get("azureADAuthenticationAsArmPolicy") if isinstance(policies, dict) else None
@@ -221,7 +221,7 @@ def data_plane_properties(resource: Resource) -> JsonObject:
             "azureADAuthenticationAsArmPolicy": arm_status}
 
 
-def name_hosted(ctx: Context, name: str) -> bool:
+def _name_hosted(ctx: Context, name: str) -> bool:
     try:
         ctx.registries.get(name)
     except NotFound:
@@ -242,7 +242,7 @@ async def reconcile(ctx: Context, store: ArmStore, rt: Registries) -> None:
         assert group is not None
         sku = str(rec.properties.get("sku") or "Standard")
         sku = next((s for s in SKUS if s.lower() == sku.lower()), "Standard")
-        properties = default_properties()
+        properties = _default_properties()
         properties.update({k: rec.properties[k] for k in DATA_PLANE_PROPERTIES if k in rec.properties})
         properties["creationDate"] = _iso(rec.created)
         now = utc_now()
@@ -253,7 +253,7 @@ async def reconcile(ctx: Context, store: ArmStore, rt: Registries) -> None:
             system_data={"createdBy": "acrlocal", "createdByType": "Application", "createdAt": now,
                          "lastModifiedBy": "acrlocal", "lastModifiedByType": "Application", "lastModifiedAt": now})
         store.put_resource(resource)
-        ctx.registries.table.update_properties(rec.name, data_plane_properties(resource))
+        ctx.registries.table.update_properties(rec.name, _data_plane_properties(resource))
         ctx.registries.refresh(rec.name)
         log.info("registry %s is now ARM resource %s", rec.name, resource.id)
     hosted = {r.name.lower() for r in ctx.registries.all()}
@@ -277,7 +277,7 @@ async def check_name_availability(call: Call, path: ArmPath) -> JsonObject:
     if not REGISTRY_NAME.match(name):
         return {"nameAvailable": False, "reason": "Invalid", "message": "The specified resource name is invalid: "
                 "it must contain only alphanumeric characters and be between 5 and 50 characters in length."}
-    if call.store.resources_named(TYPE, name) or name_hosted(call.ctx, name):
+    if call.store.resources_named(TYPE, name) or _name_hosted(call.ctx, name):
         return {"nameAvailable": False, "reason": "AlreadyExists", "message": f"The registry DNS name "
                 f"{name.lower()}.{call.ctx.settings.hostname_suffix} is already in use."}
     return {"nameAvailable": True}

@@ -188,7 +188,7 @@ def _at_or_below(column: sa.Column[str], key: str) -> sa.ColumnElement[bool]:
     return sa.or_(column == key, column.startswith(key.rstrip("/") + "/", autoescape=True))
 
 
-def ancestor_scope_keys(scope: str | Scope) -> list[str]:
+def _ancestor_scope_keys(scope: str | Scope) -> list[str]:
     """Lower-cased keys of ``scope`` and every scope above it, up to ``/``."""
     keys: list[str] = []
     current: Scope | None = parse_scope(scope)
@@ -317,7 +317,7 @@ class ArmStore:
         if at_or_below is not None:
             q = q.where(_at_or_below(c.scope_key, at_or_below.lower()) if at_or_below != "/" else sa.true())
         if at_or_above is not None:
-            q = q.where(c.scope_key.in_(ancestor_scope_keys(at_or_above)))
+            q = q.where(c.scope_key.in_(_ancestor_scope_keys(at_or_above)))
         if principal_ids is not None:
             q = q.where(c.principal_id.in_([p.lower() for p in principal_ids]))
         if role_definition is not None:
@@ -355,7 +355,7 @@ class ArmStore:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(c.name).where(
                 c.principal_id.in_(ids),
-                sa.or_(_at_or_below(c.scope_key, key), c.scope_key.in_(ancestor_scope_keys(under)))).limit(1)).first()
+                sa.or_(_at_or_below(c.scope_key, key), c.scope_key.in_(_ancestor_scope_keys(under)))).limit(1)).first()
         return row is not None
 
 

@@ -33,7 +33,7 @@ RESOURCES_TYPES = {
 }
 
 
-def render_subscription(sub: Subscription) -> dict[str, Any]:
+def _render_subscription(sub: Subscription) -> dict[str, Any]:
     return {
         "id": f"/subscriptions/{sub.id}",
         "authorizationSource": "RoleBased",
@@ -47,21 +47,21 @@ def render_subscription(sub: Subscription) -> dict[str, Any]:
     }
 
 
-def visible_subscription(call: Call, sub: Subscription) -> bool:
+def _visible_subscription(call: Call, sub: Subscription) -> bool:
     return sub.tenant_id == call.caller.tenant_id and call.caller.has_any_role_under(f"/subscriptions/{sub.id}")
 
 
 async def list_subscriptions(call: Call) -> web.StreamResponse:
-    subs = [s for s in call.ctx.directory.subscriptions(call.caller.tenant_id) if visible_subscription(call, s)]
-    return json({"value": [render_subscription(s) for s in subs], "count": {"type": "Total", "value": len(subs)}})
+    subs = [s for s in call.ctx.directory.subscriptions(call.caller.tenant_id) if _visible_subscription(call, s)]
+    return json({"value": [_render_subscription(s) for s in subs], "count": {"type": "Total", "value": len(subs)}})
 
 
 async def get_subscription(call: Call, path: ArmPath, sub: Subscription) -> web.StreamResponse:
     if call.request.method != "GET":
         raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
-    if not visible_subscription(call, sub):
+    if not _visible_subscription(call, sub):
         raise subscription_not_found(sub.id)
-    return json(render_subscription(sub))
+    return json(_render_subscription(sub))
 
 
 async def list_tenants(call: Call) -> web.StreamResponse:
@@ -73,7 +73,7 @@ async def list_tenants(call: Call) -> web.StreamResponse:
     }]})
 
 
-def render_provider(subscription_id: str, namespace: str) -> dict[str, Any]:
+def _render_provider(subscription_id: str, namespace: str) -> dict[str, Any]:
     if namespace.lower() == "microsoft.resources":
         types = [{"resourceType": t, "locations": [], "apiVersions": list(v), "capabilities": "None"}
                  for t, v in RESOURCES_TYPES.items()]
@@ -107,7 +107,7 @@ async def list_providers(call: Call, path: ArmPath) -> web.StreamResponse:
         raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
     _require_member(call, path.subscription)
     names = ["Microsoft.Resources", *sorted(REGISTRY.namespaces.values(), key=str.lower)]
-    return json({"value": [render_provider(path.subscription, n) for n in names]})
+    return json({"value": [_render_provider(path.subscription, n) for n in names]})
 
 
 async def provider(call: Call, path: ArmPath) -> web.StreamResponse:
@@ -124,7 +124,7 @@ async def provider(call: Call, path: ArmPath) -> web.StreamResponse:
                            f"The resource provider '{path.namespace}' cannot be unregistered in acrlocal.")
     else:
         _require_member(call, path.subscription)
-    return json(render_provider(path.subscription, path.namespace))
+    return json(_render_provider(path.subscription, path.namespace))
 
 
 def metadata_endpoints(ctx: Context, api_version: str | None) -> Any:

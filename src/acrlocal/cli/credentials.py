@@ -27,7 +27,7 @@ APP_SERVICE_SELECTOR_PARAM = {"client_id": "client_id", "object_id": "object_id"
 FORBIDDEN_IMDS = "169.254.169.254"
 
 
-def resource_to_scope(resource: str) -> str:
+def _resource_to_scope(resource: str) -> str:
     return resource + "/.default"
 
 
@@ -58,7 +58,7 @@ class ClientSecretCredential:
         response = self.http.request(
             "POST", f"{self.authority}/{self.tenant}/oauth2/v2.0/token",
             data={"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self.secret,
-                  "scope": resource_to_scope(resource)},
+                  "scope": _resource_to_scope(resource)},
             headers={"Accept": "application/json"},
         )
         body = _json(response)

@@ -144,7 +144,7 @@ def option(*decls: str, required: bool = False, nargs_star: bool = False, groupe
 GROUP_SEP = "\x1f"
 
 
-def spread_greedy(args: list[str], greedy: set[str], grouped: frozenset[str] = frozenset()) -> list[str]:
+def _spread_greedy(args: list[str], greedy: set[str], grouped: frozenset[str] = frozenset()) -> list[str]:
     """``--tags a b`` → ``--tags a --tags b`` for the options in ``greedy``; for those in ``grouped``,
     ``--repository r a1 a2`` → ``--repository 'r<GROUP_SEP>a1<GROUP_SEP>a2'`` (pure)."""
     out: list[str] = []
@@ -247,7 +247,7 @@ class AzCommand(click.Command):
         greedy = {o for p in self.params if isinstance(p, AzOption) and p.greedy for o in p.opts}
         grouped = frozenset(o for p in self.params if isinstance(p, AzOption) and p.grouped for o in p.opts)
         if greedy:
-            args = spread_greedy(args, greedy, grouped)
+            args = _spread_greedy(args, greedy, grouped)
         rest = super().parse_args(ctx, args)
         missing = [p.az_name() for p in self.params
                    if isinstance(p, AzOption) and p.az_required and ctx.params.get(p.name or "") in (None, ())]

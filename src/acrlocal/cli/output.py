@@ -30,7 +30,7 @@ def compile_query(expression: str) -> Any:
         raise QueryError(f"argument --query: invalid jmespath_type value: {expression!r}") from exc
 
 
-def apply_query(result: Any, expression: str | None) -> Any:
+def _apply_query(result: Any, expression: str | None) -> Any:
     if not expression:
         return result
     return compile_query(expression).search(result, jmespath.Options(dict_cls=OrderedDict))
@@ -127,7 +127,7 @@ def render(result: Any, output: str = "json", query: str | None = None) -> str:
     """Text for ``result`` after ``query``, in ``output`` format (``""`` for ``none`` and for no result)."""
     if output not in FORMATS:
         raise ValueError(f"output format {output!r} is not one of {', '.join(FORMATS)}")
-    result = apply_query(result, query)
+    result = _apply_query(result, query)
     if output == "none":
         return ""
     if result is None and output in ("json", "jsonc"):

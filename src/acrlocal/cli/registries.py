@@ -35,7 +35,7 @@ def check_registry_name(name: str) -> str:
     return name
 
 
-def find_resource(session: Session, name: str, type_: str) -> dict[str, Any]:
+def _find_resource(session: Session, name: str, type_: str) -> dict[str, Any]:
     """The ARM resource of ``type_`` named ``name`` (ignoring case) in the current subscription."""
     sub = session.subscription_id
     found = session.arm.list(f"/subscriptions/{sub}/resources", API["resources"],
@@ -56,7 +56,7 @@ def registry_path(session: Session, name: str, group: str | None) -> str:
     """The ARM path of registry ``name`` (looked up when ``group`` is not given)."""
     check_registry_name(name)
     if not group:
-        found = find_resource(session, name, REGISTRY_TYPE)
+        found = _find_resource(session, name, REGISTRY_TYPE)
         group = resource_group_of(found["id"])
         name = str(found["name"])
     return resource_id(session.subscription_id, group, REGISTRY_TYPE, name)
@@ -78,7 +78,7 @@ def login_server_of(session: Session, name: str, group: str | None) -> str:
     except CLIError as exc:
         if group or "could not be found" not in str(exc):
             raise
-        fallback = suffix_login_server(session, name)
+        fallback = _suffix_login_server(session, name)
         if fallback is None:
             raise CLIError(f"{exc} An identity that may pull but not read the registry reaches it by its login "
                            "server: pass it as --name (`acrlocal status` lists them), or run this inside an "
@@ -90,7 +90,7 @@ def login_server_of(session: Session, name: str, group: str | None) -> str:
     return str((registry.get("properties") or {}).get("loginServer") or registry.get("loginServer"))
 
 
-def suffix_login_server(session: Session, name: str, hosts: Path = HOSTS) -> str | None:
+def _suffix_login_server(session: Session, name: str, hosts: Path = HOSTS) -> str | None:
     """``<name><ACR login server suffix>`` lower-cased, if ``hosts`` maps its host to loopback, else ``None``."""
     try:
         text = hosts.read_text()

@@ -120,7 +120,7 @@ def _write_executable(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def python_shim(tools: VMTools, entry: str, comment: str) -> str:
+def _python_shim(tools: VMTools, entry: str, comment: str) -> str:
     """A ``/bin/sh`` script that runs ``entry`` (``module:function``) of this acrlocal with the server's Python,
     isolated from the VM's ``PYTHON*`` variables."""
     module, function = entry.split(":")
@@ -130,7 +130,7 @@ def python_shim(tools: VMTools, entry: str, comment: str) -> str:
             f"exec {shlex.quote(tools.python)} -I -c {shlex.quote(code)} {shlex.quote(tools.package_root)} \"$@\"\n")
 
 
-def azure_cli_shim(acrlocal: Path, az: str) -> str:
+def _azure_cli_shim(acrlocal: Path, az: str) -> str:
     """``az`` in a VM when Microsoft's Azure CLI is installed: on first use (and whenever ``ACRLOCAL_ENDPOINT``
     changed) ``acrlocal az-setup --apply`` registers this server as az's cloud in the VM's config directory."""
     return f"""#!/bin/sh
@@ -292,9 +292,9 @@ class Sandbox:
         if not tools.real_az:
             shims["az"] = ("acrlocal.cli.main:main", "az in an acrlocal VM: acrlocal's az-shaped CLI")
         for name, (entry, comment) in shims.items():
-            _write_executable(self.bin_dir / name, python_shim(tools, entry, comment))
+            _write_executable(self.bin_dir / name, _python_shim(tools, entry, comment))
         if tools.real_az:
-            _write_executable(self.bin_dir / "az", azure_cli_shim(self.bin_dir / "acrlocal", tools.real_az))
+            _write_executable(self.bin_dir / "az", _azure_cli_shim(self.bin_dir / "acrlocal", tools.real_az))
         docker = self.bin_dir / "docker"
         if tools.podman_as_docker:
             _write_executable(docker, "#!/bin/sh\n# docker in an acrlocal VM: this host's docker has no daemon, so "

@@ -303,7 +303,7 @@ async def appservice_token(request: web.Request) -> web.Response:
 # -- instance metadata -----------------------------------------------------------------------------
 
 
-def compute_metadata(vm: VirtualMachine) -> dict[str, Any]:
+def _compute_metadata(vm: VirtualMachine) -> dict[str, Any]:
     """The ``compute`` section of ``/metadata/instance`` for a VM (every value as IMDS types it)."""
     p = vm.profile
     image = p.get("imageReference") or {}
@@ -360,7 +360,7 @@ def compute_metadata(vm: VirtualMachine) -> dict[str, Any]:
     }
 
 
-def network_metadata(vm: VirtualMachine) -> dict[str, Any]:
+def _network_metadata(vm: VirtualMachine) -> dict[str, Any]:
     mac = vm.vm_id.replace("-", "")[:12].upper()
     return {"interface": [{
         "ipv4": {"ipAddress": [{"privateIpAddress": "127.0.0.1", "publicIpAddress": ""}],
@@ -388,7 +388,7 @@ async def instance(request: web.Request) -> web.StreamResponse:
     if version not in INSTANCE_API_VERSIONS:
         return _instance_error(f"Bad request. api-version {version!r} is invalid. For more information refer to "
                                "aka.ms/azureimds")
-    document: Any = {"compute": compute_metadata(vm), "network": network_metadata(vm)}
+    document: Any = {"compute": _compute_metadata(vm), "network": _network_metadata(vm)}
     for part in [p for p in request.match_info.get("path", "").split("/") if p]:
         if isinstance(document, list) and part.isdigit() and int(part) < len(document):
             document = document[int(part)]

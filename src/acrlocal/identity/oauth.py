@@ -42,7 +42,7 @@ def _ctx(request: web.Request) -> Context:
     return ctx
 
 
-def oauth_error(err: OAuthError, request: web.Request) -> web.Response:
+def _oauth_error(err: OAuthError, request: web.Request) -> web.Response:
     corr = request.headers.get("client-request-id") or request.headers.get("x-ms-client-request-id")
     return web.json_response(err.body(corr), status=err.status)
 
@@ -58,7 +58,7 @@ def _tenant(ctx: Context, tenant: str) -> str:
                          "tenant ID and are signing into the correct cloud.", 90002) from None
 
 
-def audience_from_scope(scope: str) -> str:
+def _audience_from_scope(scope: str) -> str:
     """The resource a v2 ``scope`` names: ``https://x/.default`` → ``https://x`` (``https://x//.default`` →
     ``https://x/``). One resource only, as Entra requires for client credentials."""
     resources = [s for s in scope.split() if s and s not in IGNORED_SCOPES]
@@ -82,7 +82,7 @@ def _required(form: Any, name: str) -> str:
     return str(value)
 
 
-def token_endpoints(ctx: Context, tenant_id: str, request: web.Request | None = None) -> list[str]:
+def _token_endpoints(ctx: Context, tenant_id: str, request: web.Request | None = None) -> list[str]:
     """The URLs a client assertion may name as ``aud``: this tenant's v2 and v1 token endpoints, under the
     authority and under the host the request actually came to."""
     bases = [ctx.tokens.authority]
@@ -97,7 +97,7 @@ def _unknown_client(client_id: str, tenant_id: str) -> OAuthError:
                       "administrator of the tenant or consented to by any user in the tenant.", 700016)
 
 
-def authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: str, audiences: list[str],
+def _authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: str, audiences: list[str],
                         replay: ReplayCache) -> tuple[Principal, str]:
     """The principal a client-credentials request authenticates as, and Entra's ``appidacr`` for it.
 
@@ -148,7 +148,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
     try:
         tenant = alias if alias in MULTI_TENANT_ALIASES else _tenant(ctx, request.match_info["tenant"])
     except OAuthError as err:
-        return oauth_error(err, request)
+        return _oauth_error(err, request)
     base = ctx.tokens.authority
     return web.json_response({
         "token_endpoint": f"{base}/{tenant}/oauth2/v2.0/token",
@@ -175,7 +175,7 @@ async def jwks(request: web.Request) -> web.Response:
     try:
         tenant = _tenant(ctx, request.match_info["tenant"])
     except OAuthError as err:
-        return oauth_error(err, request)
+        return _oauth_error(err, request)
     return web.json_response(ctx.keys.jwks(tenant))
 
 
@@ -196,12 +196,12 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
         if grant != "client_credentials":
             raise OAuthError("unsupported_grant_type", f"The grant type '{grant}' is not supported over the "
                              "/token endpoint.", 70003)
-        audience = _required(form, "resource") if v1 else audience_from_scope(_required(form, "scope"))
-        principal, method = authenticate_client(ctx, tenant, form, resource=audience,
-                                                audiences=token_endpoints(ctx, tenant, request),
+        audience = _required(form, "resource") if v1 else _audience_from_scope(_required(form, "scope"))
+        principal, method = _authenticate_client(ctx, tenant, form, resource=audience,
+                                                audiences=_token_endpoints(ctx, tenant, request),
                                                 replay=request.app[REPLAY])
     except OAuthError as err:
-        return oauth_error(err, request)
+        return _oauth_error(err, request)
     # RS256 signing releases the GIL: in the executor it runs on another core while the loop serves.
     token = await asyncio.get_running_loop().run_in_executor(
         None, functools.partial(ctx.tokens.issue, principal, audience, SP_TOKEN_LIFETIME_S, auth_method=method))

@@ -171,8 +171,8 @@ class AuditLog:
                 self.add(LoginEvent(operation=operation, result=result, **common))
             elif kind == "authorization" and outcome in ("denied", "failed"):
                 actions = ",".join(getattr(event, "actions", ()) or ())
-                self.add(RepositoryEvent(operation=operation_of(actions), repository=getattr(event, "repository", None),
-                                         result="Denied", **common))
+                self.add(RepositoryEvent(operation=_operation_of(actions),
+                                         repository=getattr(event, "repository", None), result="Denied", **common))
         except Exception:  # the hook must never fail a request
             log.exception("could not record an audit event")
 
@@ -228,7 +228,7 @@ class AuditLog:
         await self.flush()
 
 
-def operation_of(actions: str) -> str:
+def _operation_of(actions: str) -> str:
     """ACR's operation name for a set of requested actions (``pull,push`` → ``Push``)."""
     if "delete" in actions:
         return "Delete"

@@ -131,7 +131,7 @@ def route_every_request(app: web.Application, handler: Callable[[web.Request], A
 _SWEEPER = "registry.sweeper"
 
 
-def sweep_interval(ttl_s: float) -> float:
+def _sweep_interval(ttl_s: float) -> float:
     """How often the sweeper runs: a quarter of the TTL, between 1 s and 5 min."""
     return min(max(ttl_s / 4, 1.0), 300.0)
 
@@ -154,7 +154,7 @@ async def sweep(ctx: Context, now: float | None = None) -> None:
 
 
 async def _sweep_forever(ctx: Context) -> None:
-    interval = sweep_interval(ctx.settings.limits.upload_session_ttl_s)
+    interval = _sweep_interval(ctx.settings.limits.upload_session_ttl_s)
     while True:
         await asyncio.sleep(interval)
         try:

@@ -28,7 +28,7 @@ OCI_SUBJECT = "OCI-Subject"
 FILTERS_APPLIED = "OCI-Filters-Applied"
 
 
-def manifest_location(name: str, digest: str) -> str:
+def _manifest_location(name: str, digest: str) -> str:
     return f"/v2/{name}/manifests/{digest}"
 
 
@@ -121,7 +121,7 @@ async def put_manifest(request: web.Request, ctx: Context, registry: RegistryRec
         ) from exc
     audit.repository_event(request, ctx, registry.name, "Push", name, tag=tag, digest=str(digest),
                            media_type=parsed.media_type, size=len(body))
-    headers = {"Location": manifest_location(name, str(digest)), CONTENT_DIGEST: str(digest)}
+    headers = {"Location": _manifest_location(name, str(digest)), CONTENT_DIGEST: str(digest)}
     if parsed.subject is not None:
         headers[OCI_SUBJECT] = str(parsed.subject)
     return empty(201, headers)

@@ -52,7 +52,7 @@ def _invalid(message: str, **detail: Any) -> RegistryError:
     return RegistryError("MANIFEST_INVALID", message, detail or None)
 
 
-def media_type_of(content_type: str | None) -> str:
+def _media_type_of(content_type: str | None) -> str:
     """The media type of a ``Content-Type`` header without parameters, lower-cased."""
     if not content_type:
         return ""
@@ -126,7 +126,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         raise _invalid(f"schemaVersion {doc.get('schemaVersion')!r} is not 2", field="schemaVersion")
     if "manifests" in doc and ("layers" in doc or "config" in doc):
         raise _invalid("a manifest may not have both 'manifests' and 'layers'/'config'")
-    media_type = _detect(doc, media_type_of(content_type))
+    media_type = _detect(doc, _media_type_of(content_type))
 
     artifact_type = doc.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):

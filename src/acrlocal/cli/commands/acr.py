@@ -25,7 +25,7 @@ name_option = option("--name", "-n", "name", required=True, help="The name of th
 group_option = option("--resource-group", "-g", "resource_group", help="Name of resource group.")
 
 
-def registry_table(result: Any) -> Any:
+def _registry_table(result: Any) -> Any:
     rows = result if isinstance(result, list) else [result]
     out = []
     for r in rows:
@@ -43,7 +43,7 @@ def acr() -> None:
     """Manage private registries with Azure Container Registry (acrlocal's registries)."""
 
 
-@acr.command("create", table=registry_table)
+@acr.command("create", table=_registry_table)
 @name_option
 @option("--resource-group", "-g", "resource_group", required=True, help="Name of resource group.")
 @option("--sku", required=True, type=AzChoice(SKUS), help="The SKU of the container registry.")
@@ -71,7 +71,7 @@ def create(name: str, resource_group: str, sku: str, location: str | None, admin
     return flatten(session.arm.put(path, API["registries"], body))
 
 
-@acr.command("show", show=True, table=registry_table)
+@acr.command("show", show=True, table=_registry_table)
 @name_option
 @group_option
 def show(name: str, resource_group: str | None) -> Any:
@@ -79,7 +79,7 @@ def show(name: str, resource_group: str | None) -> Any:
     return flatten(get_registry(Session(), name, resource_group))
 
 
-@acr.command("list", table=registry_table)
+@acr.command("list", table=_registry_table)
 @group_option
 def list_(resource_group: str | None) -> Any:
     """List container registries."""
@@ -100,7 +100,7 @@ def delete(name: str, resource_group: str | None, yes: bool) -> Any:
     return None
 
 
-@acr.command("update", table=registry_table)
+@acr.command("update", table=_registry_table)
 @name_option
 @group_option
 @option("--sku", type=AzChoice(SKUS), help="The SKU of the container registry.")

@@ -87,7 +87,7 @@ class RegistryAPI:
                 url = f"https://{self.login_server}{url}"
 
 
-def parse_image(image: str) -> tuple[str, str | None, str | None]:
+def _parse_image(image: str) -> tuple[str, str | None, str | None]:
     """az's ``parse_image_name``: ``repo:tag``, ``repo@digest``, or ``repo`` (``latest``)."""
     if "@" in image:
         repo, _, digest = image.partition("@")
@@ -101,7 +101,7 @@ def parse_image(image: str) -> tuple[str, str | None, str | None]:
     return image, "latest", None
 
 
-def one_of(repository: str | None, image: str | None) -> None:
+def _one_of(repository: str | None, image: str | None) -> None:
     if bool(repository) == bool(image):
         raise CLIError("Usage error: You need to provide either --image IMAGE | --repository REPOSITORY, but not "
                        "both")
@@ -114,7 +114,7 @@ def enc(name: str) -> str:
 ORDERBY = {"time_asc": "timeasc", "time_desc": "timedesc"}
 
 
-def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def _listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--repository``, ``--top``, ``--orderby`` and ``--detail``, which ``show-tags`` and ``show-manifests``
     share."""
     for decorate in reversed((
@@ -155,8 +155,8 @@ def _image_path(repo: str, tag: str | None, digest: str | None) -> tuple[str, st
 
 def _attributes(name: str, repo_arg: str | None, image: str | None, method: str, payload: Any,
                 actions: str, username: str | None, password: str | None) -> Any:
-    one_of(repo_arg, image)
-    repo, tag, digest = parse_image(image) if image else (str(repo_arg), None, None)
+    _one_of(repo_arg, image)
+    repo, tag, digest = _parse_image(image) if image else (str(repo_arg), None, None)
     api = RegistryAPI(Session(), name, f"repository:{repo}:{actions}", username, password)
     path, index = _image_path(repo, tag, digest)
     result, _ = api.request(method, path, body=payload)
@@ -202,7 +202,7 @@ def update(name: str, resource_group: str | None, repository_: str | None, image
 @repository.command("show-tags")
 @name_option
 @group_option
-@listing_options
+@_listing_options
 @username_option
 @password_option
 def show_tags(name: str, resource_group: str | None, repository_: str, top: int | None, orderby: str | None,
@@ -216,7 +216,7 @@ def show_tags(name: str, resource_group: str | None, repository_: str, top: int 
 @repository.command("show-manifests")
 @name_option
 @group_option
-@listing_options
+@_listing_options
 @username_option
 @password_option
 def show_manifests(name: str, resource_group: str | None, repository_: str, top: int | None, orderby: str | None,
@@ -241,8 +241,8 @@ def show_manifests(name: str, resource_group: str | None, repository_: str, top:
 def delete(name: str, resource_group: str | None, repository_: str | None, image: str | None, yes: bool,
            username: str | None, password: str | None) -> Any:
     """Delete a repository or image in a container registry."""
-    one_of(repository_, image)
-    repo, tag, digest = parse_image(image) if image else (str(repository_), None, None)
+    _one_of(repository_, image)
+    repo, tag, digest = _parse_image(image) if image else (str(repository_), None, None)
     if tag or digest:
         confirm(f"This operation will delete the manifest '{digest or tag}' and all the following images: "
                 f"'{repo}:{tag}'.\nAre you sure you want to continue?" if tag else

@@ -45,7 +45,7 @@ def _delete(name: str, registry: str, resource_group: str | None, collection: st
     session.arm.delete(f"{path}/{name}", API["tokens"])
 
 
-def parse_repository_args(values: tuple[str, ...]) -> list[str]:
+def _parse_repository_args(values: tuple[str, ...]) -> list[str]:
     """The values of the greedy ``--repository`` option, each occurrence ``REPO ACTION...``."""
     actions: list[str] = []
     for group in values:
@@ -76,7 +76,7 @@ def scope_map() -> None:
 def scope_map_create(name: str, registry: str, resource_group: str | None, repositories: tuple[str, ...],
                      description: str | None) -> Any:
     """Create a scope map for a container registry."""
-    actions = parse_repository_args(repositories)
+    actions = _parse_repository_args(repositories)
     if not actions:
         raise CLIUsageError("At least one of the following arguments are required: --repository")
     session, scope_maps = _children(registry, resource_group, "scopeMaps")
@@ -134,7 +134,7 @@ def token_create(name: str, registry: str, resource_group: str | None, scope_map
     """Create a token associated with a scope map."""
     if bool(scope_map) == bool(repositories):
         raise CLIUsageError("usage error: --scope-map SCOPE_MAP | --repository REPOSITORY ACTION [ACTION ...]")
-    actions = parse_repository_args(repositories) if repositories else []
+    actions = _parse_repository_args(repositories) if repositories else []
     session = Session()
     reg = registry_path(session, registry, resource_group)
     scope_map_id = ""

@@ -14,7 +14,7 @@ name_option = option("--name", "-n", "--resource-group", "-g", "name", required=
                      help="Name of the resource group.")
 
 
-def group_table(result: Any) -> Any:
+def _group_table(result: Any) -> Any:
     rows = result if isinstance(result, list) else [result]
     return [{"Name": r.get("name"), "Location": r.get("location"),
              "Status": (r.get("properties") or {}).get("provisioningState")} for r in rows]
@@ -25,7 +25,7 @@ def group() -> None:
     """Manage resource groups."""
 
 
-@group.command("create", table=group_table)
+@group.command("create", table=_group_table)
 @name_option
 @option("--location", "-l", required=True, help="Location, e.g. westus (acrlocal accepts any).")
 @option("--tags", nargs_star=True, help="Space-separated tags: key[=value].")
@@ -41,7 +41,7 @@ def create(name: str, location: str, tags: tuple[str, ...], managed_by: str | No
     return session.arm.put(group_path(session.subscription_id, name), API["groups"], body)
 
 
-@group.command("show", show=True, table=group_table)
+@group.command("show", show=True, table=_group_table)
 @name_option
 def show(name: str) -> Any:
     """Get a resource group."""
@@ -49,7 +49,7 @@ def show(name: str) -> Any:
     return session.arm.get(group_path(session.subscription_id, name), API["groups"])
 
 
-@group.command("list", table=group_table)
+@group.command("list", table=_group_table)
 @option("--tag", help="A single tag in 'key[=value]' format.")
 def list_(tag: str | None) -> Any:
     """List resource groups."""
@@ -88,7 +88,7 @@ def exists(name: str) -> Any:
     raise arm_error(response)
 
 
-@group.command("update", table=group_table)
+@group.command("update", table=_group_table)
 @name_option
 @option("--tags", nargs_star=True, help="Space-separated tags: key[=value]; replaces the group's tags.")
 def update(name: str, tags: tuple[str, ...]) -> Any:

@@ -17,7 +17,7 @@ group_required = option("--resource-group", "-g", "resource_group", required=Tru
 AUDIENCE = "api://AzureADTokenExchange"
 
 
-def identity_table(result: Any) -> Any:
+def _identity_table(result: Any) -> Any:
     rows = result if isinstance(result, list) else [result]
     return [{"Name": r.get("name"), "ResourceGroup": r.get("resourceGroup"), "Location": r.get("location"),
              "ClientId": r.get("clientId"), "PrincipalId": r.get("principalId")} for r in rows]
@@ -32,7 +32,7 @@ def _path(session: Session, group: str, name: str) -> str:
     return resource_id(session.subscription_id, group, IDENTITY_TYPE, name)
 
 
-@identity.command("create", table=identity_table)
+@identity.command("create", table=_identity_table)
 @name_option
 @group_required
 @option("--location", "-l", help="Location; the resource group's by default.")
@@ -48,7 +48,7 @@ def create(name: str, resource_group: str, location: str | None, tags: tuple[str
     return flatten(session.arm.put(_path(session, resource_group, name), API["identities"], body))
 
 
-@identity.command("show", show=True, table=identity_table)
+@identity.command("show", show=True, table=_identity_table)
 @name_option
 @group_required
 def show(name: str, resource_group: str) -> Any:
@@ -57,7 +57,7 @@ def show(name: str, resource_group: str) -> Any:
     return flatten(session.arm.get(_path(session, resource_group, name), API["identities"]))
 
 
-@identity.command("list", table=identity_table)
+@identity.command("list", table=_identity_table)
 @option("--resource-group", "-g", "resource_group", help="Name of resource group.")
 def list_(resource_group: str | None) -> Any:
     """List identities in a resource group or the subscription."""

@@ -25,7 +25,7 @@ PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "ForeignGroup", "Device"
 AUTH = "providers/Microsoft.Authorization"
 
 
-def flatten_definitions(definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _flatten_definitions(definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Role definitions as az prints them: ``properties.type`` (BuiltInRole, CustomRole) becomes ``roleType``."""
     out = []
     for d in definitions:
@@ -164,7 +164,7 @@ def _assignments(session: Session, assignee: str | None, role_: str | None, scop
     elif not all_ and not assignee:
         items = [a for a in items if str(a.get("scope", "")).lower() == sub.lower()]
     definitions = {str(d["id"]).lower().rsplit("/", 1)[-1]: d for d in
-                   flatten_definitions(session.arm.list(f"{sub}/{AUTH}/roleDefinitions", API["authorization"]))}
+                   _flatten_definitions(session.arm.list(f"{sub}/{AUTH}/roleDefinitions", API["authorization"]))}
     for a in items:
         definition = definitions.get(str(a.get("roleDefinitionId", "")).lower().rsplit("/", 1)[-1], {})
         a["roleDefinitionName"] = definition.get("roleName", "")
@@ -175,13 +175,13 @@ def _assignments(session: Session, assignee: str | None, role_: str | None, scop
     return list(items)
 
 
-def assignment_table(result: Any) -> Any:
+def _assignment_table(result: Any) -> Any:
     rows = result if isinstance(result, list) else [result]
     return [{"Principal": r.get("principalName") or r.get("principalId"), "Role": r.get("roleDefinitionName"),
              "Scope": r.get("scope")} for r in rows]
 
 
-@assignment.command("list", table=assignment_table)
+@assignment.command("list", table=_assignment_table)
 @option("--assignee", help="Represent a user, group, or service principal.")
 @option("--role", "role_", help="Role name or id.")
 @option("--scope", help="Scope at which the role assignment applies.")
@@ -239,7 +239,7 @@ def definition_list(name: str | None, scope: str | None, custom_role_only: bool)
     session = Session()
     base = scope or f"/subscriptions/{session.subscription_id}"
     params = {"$filter": f"roleName eq '{name}'"} if name and not GUID.match(name) else None
-    items = flatten_definitions(session.arm.list(f"{base.rstrip('/')}/{AUTH}/roleDefinitions", API["authorization"],
+    items = _flatten_definitions(session.arm.list(f"{base.rstrip('/')}/{AUTH}/roleDefinitions", API["authorization"],
                                                  params))
     if name:
         wanted = name.lower()

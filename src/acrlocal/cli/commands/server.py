@@ -34,7 +34,7 @@ data_dir_option = click.option(
 )
 
 
-def settings_from(data_dir: str | None, **overrides: Any) -> Settings:
+def _settings_from(data_dir: str | None, **overrides: Any) -> Settings:
     return Settings().with_overrides(data_dir=data_dir, **overrides)
 
 
@@ -154,7 +154,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
        insecure_open_registry: bool | None, run_command_timeout: float | None, log_level: str,
        detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
-    settings = settings_from(
+    settings = _settings_from(
         data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
         imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
         database_url=database_url, registry_rate_limit=registry_rate_limit,
@@ -199,7 +199,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
 @data_dir_option
 def down(data_dir: str | None) -> Any:
     """Stop the server running on this data directory and wait until it has exited."""
-    settings = settings_from(data_dir)
+    settings = _settings_from(data_dir)
     status = read_status(settings)
     pid = int(status["pid"])
     if not _is_acrlocal(pid):
@@ -218,7 +218,7 @@ def down(data_dir: str | None) -> Any:
 @data_dir_option
 def status(data_dir: str | None) -> Any:
     """Show the running server's endpoints, registries, CA and data directory."""
-    return read_status(settings_from(data_dir))
+    return read_status(_settings_from(data_dir))
 
 
 @click.command("trust", cls=AzCommand)
@@ -227,7 +227,7 @@ def status(data_dir: str | None) -> Any:
               help="Install under this root instead of / (for packaging and tests).")
 def trust(data_dir: str | None, root_dir: str) -> Any:
     """Install the local CA where podman, skopeo, buildah and docker look for it (needs root)."""
-    state = read_status(settings_from(data_dir))
+    state = read_status(_settings_from(data_dir))
     root = Path(root_dir)
     if root == Path("/") and os.geteuid() != 0:
         raise CLIError("acrlocal trust writes to /etc/containers and /etc/docker: run it as root (sudo).")

@@ -36,7 +36,7 @@ name_option = option("--name", "-n", "name", required=True, help="The name of th
 group_option = option("--resource-group", "-g", "resource_group", required=True, help="Name of resource group.")
 
 
-def image_reference(image: str) -> dict[str, str]:
+def _image_reference(image: str) -> dict[str, str]:
     if image.lower() in IMAGE_ALIASES:
         return dict(IMAGE_ALIASES[image.lower()])
     if image.startswith("/"):
@@ -48,7 +48,7 @@ def image_reference(image: str) -> dict[str, str]:
                    f"URI, or pick an image from {sorted(IMAGE_ALIASES)}.")
 
 
-def identity_ids(sub: str, group: str, identities: tuple[str, ...]) -> tuple[bool, list[str]]:
+def _identity_ids(sub: str, group: str, identities: tuple[str, ...]) -> tuple[bool, list[str]]:
     """(system wanted, user-assigned identity ids) for ``--identities``/``--assign-identity`` values."""
     system = False
     ids: list[str] = []
@@ -67,13 +67,13 @@ def identity_type(system: bool, user: bool) -> str:
             (False, True): "UserAssigned", (False, False): "None"}[(system, user)]
 
 
-def identity_info(vm: dict[str, Any]) -> dict[str, Any]:
+def _identity_info(vm: dict[str, Any]) -> dict[str, Any]:
     ident = vm.get("identity") or {}
     return {"systemAssignedIdentity": ident.get("principalId") or "",
             "userAssignedIdentities": ident.get("userAssignedIdentities") or {}}
 
 
-def vm_table(result: Any) -> Any:
+def _vm_table(result: Any) -> Any:
     rows = result if isinstance(result, list) else [result]
     return [{"Name": r.get("name"), "ResourceGroup": r.get("resourceGroup"), "Location": r.get("location")}
             for r in rows]
@@ -112,13 +112,13 @@ def create(name: str, resource_group: str, image: str, admin_username: str, gene
         location = str(session.arm.get(group_path(sub, resource_group), API["groups"])["location"])
     body: dict[str, Any] = {"location": location, "properties": {
         "hardwareProfile": {"vmSize": size},
-        "storageProfile": {"imageReference": image_reference(image)},
+        "storageProfile": {"imageReference": _image_reference(image)},
         "osProfile": {"computerName": name, "adminUsername": admin_username,
                       "linuxConfiguration": {"disablePasswordAuthentication": True}},
     }}
     wants_identity = bool(assign_identity)
     if wants_identity:
-        system, ids = identity_ids(sub, resource_group, tuple(assign_identity or ()))
+        system, ids = _identity_ids(sub, resource_group, tuple(assign_identity or ()))
         ident: dict[str, Any] = {"type": identity_type(system, bool(ids))}
         if ids:
             ident["userAssignedIdentities"] = {i: {} for i in ids}
@@ -130,7 +130,7 @@ def create(name: str, resource_group: str, image: str, admin_username: str, gene
                            "powerState": "VM running", "privateIpAddress": "", "publicIpAddress": "",
                            "resourceGroup": resource_group, "zones": ""}
     if wants_identity:
-        info = identity_info(result)
+        info = _identity_info(result)
         if scope and info["systemAssignedIdentity"]:
             from acrlocal.cli.commands.role import create_assignment
 
@@ -149,7 +149,7 @@ def show(name: str, resource_group: str) -> Any:
     return flatten(session.arm.get(_path(session, resource_group, name), API["vms"]))
 
 
-@vm.command("list", table=vm_table)
+@vm.command("list", table=_vm_table)
 @option("--resource-group", "-g", "resource_group", help="Name of resource group.")
 def list_(resource_group: str | None) -> Any:
     """List details of Virtual Machines."""
@@ -187,7 +187,7 @@ def identity_assign(name: str, resource_group: str, identities: tuple[str, ...],
     session = Session()
     path = _path(session, resource_group, name)
     current = session.arm.get(path, API["vms"]).get("identity") or {}
-    system, ids = identity_ids(session.subscription_id, resource_group, identities)
+    system, ids = _identity_ids(session.subscription_id, resource_group, identities)
     has_system = system or "systemassigned" in str(current.get("type", "")).lower().replace(" ", "")
     users: dict[str, Any] = {k: {} for k in (current.get("userAssignedIdentities") or {})}
     users.update({i: {} for i in ids})
@@ -195,7 +195,7 @@ def identity_assign(name: str, resource_group: str, identities: tuple[str, ...],
     if users:
         ident["userAssignedIdentities"] = users
     result = session.arm.patch(path, API["vms"], {"identity": ident})
-    info = identity_info(result)
+    info = _identity_info(result)
     if scope:
         if not info["systemAssignedIdentity"]:
             raise CLIUsageError("usage error: --scope applies to the system-assigned identity ([system])")
@@ -215,7 +215,7 @@ def identity_remove(name: str, resource_group: str, identities: tuple[str, ...])
     session = Session()
     path = _path(session, resource_group, name)
     current = session.arm.get(path, API["vms"]).get("identity") or {}
-    system, ids = identity_ids(session.subscription_id, resource_group, identities)
+    system, ids = _identity_ids(session.subscription_id, resource_group, identities)
     existing = {k.lower(): k for k in (current.get("userAssignedIdentities") or {})}
     missing = [i for i in ids if i.lower() not in existing]
     if missing:
@@ -267,7 +267,7 @@ def run_command_invoke(name: str, resource_group: str, command_id: str, scripts:
                             body=body, timeout=RUN_COMMAND_WAIT_S)
 
 
-def enter_vm(name: str, resource_group: str, command: tuple[str, ...]) -> Any:
+def _enter_vm(name: str, resource_group: str, command: tuple[str, ...]) -> Any:
     """Replace this process with a shell in the VM (or ``bash -c '<command>'``, as ssh runs a remote command).
 
     The server describes the VM (``POST .../retrieveSandboxAccess``, allowed to principals that may log in to it
@@ -304,7 +304,7 @@ local_user = option("--local-user", help="Accepted for compatibility; the VM's s
 def ssh(name: str, resource_group: str, local_user: str | None, command: tuple[str, ...]) -> Any:
     """Open a shell in a VM, or run `-- COMMAND...` there (needs Virtual Machine Administrator Login, or a role
     that may run commands on it: Owner, Contributor, Virtual Machine Contributor)."""
-    return enter_vm(name, resource_group, command)
+    return _enter_vm(name, resource_group, command)
 
 
 @click.group("ssh", cls=AzGroup)
@@ -319,4 +319,4 @@ def ssh_group() -> None:
 @remote_command
 def ssh_vm(name: str, resource_group: str, local_user: str | None, command: tuple[str, ...]) -> Any:
     """Open a shell in a VM, or run `-- COMMAND...` there (as `vm ssh`)."""
-    return enter_vm(name, resource_group, command)
+    return _enter_vm(name, resource_group, command)
