@@ -4,4 +4,9 @@
 backend can implement it (staged uploads, commit by digest, ranged reads). The metadata stores of each room
 use SQLAlchemy Core on the engine made by :func:`acrlocal.storage.sql.open_engine`: SQLite by default,
 PostgreSQL by URL.
+
+- :mod:`.sql`: the engine and the shared ``MetaData`` every room declares its tables on.
+- :mod:`.blobs`: ``BlobStore`` and ``FileBlobStore``.
+- :mod:`.metadata`: registries and their content behind ``RegistryMetadata`` (``SqlRegistryMetadata``).
+- :mod:`.artifacts`: ACR's view of that content for ``/acr/v1`` and the locks (``SqlArtifacts``).
 """
