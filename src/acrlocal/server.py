@@ -27,13 +27,14 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal import __version__
+from acrlocal.arm import routes as arm_routes
 from acrlocal.compute.network import VMNetwork
 from acrlocal.compute.runtime import ComputeRuntime
 from acrlocal.compute.store import VMTable
 from acrlocal.config import Settings
 from acrlocal.context import Context
 from acrlocal.errors import AlreadyExists, ConfigError
-from acrlocal.identity import imds
+from acrlocal.identity import imds, oauth
 from acrlocal.identity.bootstrap import admin_file, bootstrap
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.keys import KeyRing
@@ -53,6 +54,9 @@ from acrlocal.tls import LocalCA
 log = logging.getLogger("acrlocal.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The rooms on the control app. Each has ``setup(app, ctx)`` adding its routes, and may have
+#: ``async on_server_started(ctx)``, called once every room and the default registry are up.
+CONTROL_ROOMS: tuple[Any, ...] = (oauth, arm_routes)
 
 
 def _local_port(request: web.Request) -> int:
@@ -97,7 +101,7 @@ class Server:
         app = web.Application(middlewares=[registry_by_host], client_max_size=ctx.settings.limits.manifest_max_bytes)
         app["ctx"] = ctx
         app.router.add_get("/healthz", self._healthz)
-        for room in _control_rooms():
+        for room in CONTROL_ROOMS:
             room.setup(app, ctx)
         return app
 
@@ -160,7 +164,7 @@ class Server:
         if settings.default_registry:
             with contextlib.suppress(AlreadyExists):
                 await hosting.create(settings.default_registry, {"sku": "Standard"})
-        for room in _control_rooms():
+        for room in CONTROL_ROOMS:
             started = getattr(room, "on_server_started", None)
             if started is not None:
                 await started(ctx)
@@ -247,24 +251,6 @@ class Server:
 
     def request_stop(self) -> None:
         self._stopping.set()
-
-
-def _control_rooms() -> list[Any]:
-    """The control-plane room modules that exist in this build. Each has ``setup(app, ctx)`` adding its routes
-    to the control app, and may have ``async on_server_started(ctx)``, called once every room and the default
-    registry are up."""
-    rooms: list[Any] = []
-    import importlib
-
-    for name in ("acrlocal.identity.oauth", "acrlocal.arm.routes"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a room (or its package) not built yet
-            if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
-                raise
-            continue
-        rooms.append(module)
-    return rooms
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.harness import acrlocal_cmd, child_env
-
-
-def built(module: str) -> bool:
-    """Whether a room's module is part of this build (its CLI tests run once it lands)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-needs_arm = pytest.mark.skipif(not built("acrlocal.arm.routes"), reason="the ARM control plane is not built yet")
-needs_identities = pytest.mark.skipif(not built("acrlocal.arm.identities"),
-                                      reason="Microsoft.ManagedIdentity is not built yet")
-needs_compute = pytest.mark.skipif(not built("acrlocal.arm.compute"),
-                                   reason="Microsoft.Compute is not built yet")
 
 
 def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:

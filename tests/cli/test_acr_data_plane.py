@@ -18,19 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import needs_arm
 from tests.harness import AcrLocal
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
-pytestmark = needs_arm
-
-
-@pytest.fixture(scope="module")
-def token_service(acrlocal: AcrLocal) -> None:
-    """Skip until the registry answers ``/oauth2/exchange`` (the ACR token service lands separately)."""
-    r = acrlocal.session().post(acrlocal.url("/oauth2/exchange"), data={})
-    if r.status_code == 404:
-        pytest.skip("the ACR token service (/oauth2/exchange) is not built yet")
 
 
 def az(server: AcrLocal, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -39,8 +29,7 @@ def az(server: AcrLocal, *args: str, env: dict[str, str] | None = None) -> Any:
     return json.loads(proc.stdout) if proc.stdout.strip() else None
 
 
-def test_acr_login_expose_token_gives_a_refresh_token_the_registry_accepts(acrlocal: AcrLocal,
-                                                                          token_service: None) -> None:
+def test_acr_login_expose_token_gives_a_refresh_token_the_registry_accepts(acrlocal: AcrLocal) -> None:
     proc = acrlocal.cli("acr", "login", "-n", "acrlocal", "--expose-token")
     out = json.loads(proc.stdout)
     assert sorted(out) == ["accessToken", "loginServer", "refreshToken", "username"]
@@ -87,8 +76,7 @@ exec podman --root {root} --runroot {runroot} --storage-driver vfs "$@"
 
 
 @pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
-def test_acr_login_logs_podman_in_with_the_refresh_token(acrlocal: AcrLocal, token_service: None,
-                                                         tmp_path: Path) -> None:
+def test_acr_login_logs_podman_in_with_the_refresh_token(acrlocal: AcrLocal, tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     certs.mkdir()
     shutil.copyfile(acrlocal.ca, certs / "ca.crt")
@@ -141,7 +129,7 @@ def _oci_layout(path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
-def test_repository_commands_and_locks(acrlocal: AcrLocal, token_service: None, tmp_path: Path) -> None:
+def test_repository_commands_and_locks(acrlocal: AcrLocal, tmp_path: Path) -> None:
     refresh = json.loads(acrlocal.cli("acr", "login", "-n", "acrlocal", "--expose-token",
                                       "--only-show-errors").stdout)["refreshToken"]
     certs = tmp_path / "certs"

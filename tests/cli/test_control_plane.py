@@ -13,10 +13,7 @@ from typing import Any
 import jwt
 import yaml
 
-from tests.cli.conftest import needs_arm, needs_compute, needs_identities
 from tests.harness import AcrLocal
-
-pytestmark = needs_arm
 
 
 def az(server: AcrLocal, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -152,8 +149,6 @@ def test_role_definitions_by_name_ignoring_case(acrlocal: AcrLocal) -> None:
             "type"} <= set(found[0])
 
 
-@needs_identities
-@needs_compute
 def test_tutorial_resources_identity_vm_and_role_assignment(acrlocal: AcrLocal) -> None:
     group = unique("cli-tut-")
     az(acrlocal, "group", "create", "-n", group, "-l", "westus")

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Modules that register providers; imported by :func:`load_providers` (a module not built yet is skipped).
+#: Modules that register providers; imported by :func:`load_providers` (by name: they import this module).
 PROVIDER_MODULES = (
     "acrlocal.arm.registries",
     "acrlocal.arm.tokens",
@@ -262,13 +262,9 @@ def register_handler(handler: NamespaceHandler) -> NamespaceHandler:
 
 
 def load_providers() -> ProviderRegistry:
-    """Import every module of :data:`PROVIDER_MODULES` that exists (each registers its types)."""
+    """Import every module of :data:`PROVIDER_MODULES` (each registers its types)."""
     for name in PROVIDER_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a provider not built yet
-            if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
-                raise
+        importlib.import_module(name)
     return REGISTRY
 
 

@@ -13,7 +13,7 @@ import sys
 import click
 
 from acrlocal import __version__
-from acrlocal.cli.commands import account, server
+from acrlocal.cli.commands import account, acr, ad, az_setup, group, identity, role, server, vm
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.framework import AzGroup
 from acrlocal.errors import AcrLocalError
@@ -28,30 +28,9 @@ def cli() -> None:
 
 
 for command in (server.up, server.down, server.status, server.trust, account.login, account.logout,
-                account.account):
+                account.account, group.group, acr.acr, identity.identity, vm.vm, vm.ssh_group, role.role, ad.ad,
+                az_setup.az_setup):
     cli.add_command(command)
-
-
-def _optional_groups() -> None:
-    """Groups whose modules exist in this build (each lands with the control-plane parts it drives)."""
-    import importlib
-
-    for module_name, attr in (("acrlocal.cli.commands.group", "group"), ("acrlocal.cli.commands.acr", "acr"),
-                              ("acrlocal.cli.commands.identity", "identity"), ("acrlocal.cli.commands.vm", "vm"),
-                              ("acrlocal.cli.commands.role", "role"), ("acrlocal.cli.commands.ad", "ad"),
-                              ("acrlocal.cli.commands.az_setup", "az_setup")):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        cli.add_command(getattr(module, attr))
-        if module_name == "acrlocal.cli.commands.vm":
-            cli.add_command(module.ssh_group)
-
-
-_optional_groups()
 
 
 def _usage_message(exc: click.UsageError) -> str:

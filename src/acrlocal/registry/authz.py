@@ -81,7 +81,8 @@ class Authorizer(Protocol):
 
 
 class OpenAuthorizer:
-    """Everything is allowed to everyone; the caller is anonymous. The policy until the token service lands."""
+    """Everything is allowed to everyone; the caller is anonymous. A server keeps it only when started with
+    ``--insecure-open-registry`` (see the module docstring); otherwise it installs the token service's policy."""
 
     async def authorize(
         self, request: web.Request, registry: RegistryRecord, repository: str | None, actions: Sequence[str]
