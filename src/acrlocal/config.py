@@ -33,7 +33,6 @@ class Limits:
     manifest_max_bytes: int = 4 * 1024 * 1024
     page_size_max: int = 1000
     upload_session_ttl_s: int = 24 * 3600
-    request_body_chunk: int = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from tests.harness import acrlocal_cmd, child_env
 
@@ -13,11 +11,6 @@ from tests.harness import acrlocal_cmd, child_env
 def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(acrlocal_cmd(*args), capture_output=True, text=True, input=input,
                           env=child_env(**(env or {})), timeout=120)
-
-
-def ok_json(proc: subprocess.CompletedProcess[str]) -> Any:
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def tree(path: Path) -> dict[str, bytes]:

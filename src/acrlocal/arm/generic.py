@@ -17,8 +17,6 @@ from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import REGISTRY, Call, JsonObject, ResourceType, require_object
 from acrlocal.arm.store import ArmStore, Resource
 
-GENERIC_FIELDS = ("location", "tags", "sku", "kind", "identity", "properties")
-
 
 def json(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status)

@@ -283,7 +283,7 @@ async def check_name_availability(call: Call, path: ArmPath) -> JsonObject:
     return {"nameAvailable": True}
 
 
-REGISTRIES = register(Registries())
+register(Registries())
 register_action(NamespaceAction(NS, "checkNameAvailability", f"{NS}/checkNameAvailability/read",
                                 check_name_availability))
 

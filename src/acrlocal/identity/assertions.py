@@ -30,7 +30,6 @@ from acrlocal.identity.errors import OAuthError
 from acrlocal.identity.tokens import InvalidToken, TokenIssuer
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 CERT_ALGORITHMS = ("RS256", "PS256")
 CLOCK_SKEW_S = 300  # Entra allows five minutes of clock skew on assertions
 DOCS = "Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials ."

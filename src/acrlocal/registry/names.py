@@ -40,10 +40,6 @@ def check_repository(name: str) -> str:
     return name
 
 
-def is_tag(text: str) -> bool:
-    return bool(_TAG.fullmatch(text))
-
-
 def check_tag(tag: str) -> str:
     """``tag`` unchanged if it matches the tag grammar; MANIFEST_INVALID (400) otherwise."""
     if not _TAG.fullmatch(tag):

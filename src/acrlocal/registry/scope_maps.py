@@ -104,10 +104,6 @@ def parse_action(text: str) -> ScopeMapAction:
     return ScopeMapAction(pattern, permission)
 
 
-def parse_actions(texts: Iterable[str]) -> list[ScopeMapAction]:
-    return [parse_action(t) for t in texts]
-
-
 def token_actions(actions: Iterable[ScopeMapAction | str], repository: str) -> frozenset[str]:
     """The token actions (``pull``, ``push``, ``delete``, ``metadata_read``, ``metadata_write``) ``actions``
     grant on ``repository``. Unparseable entries grant nothing (stored maps were validated when written)."""
