@@ -9,7 +9,7 @@ name and a password, as ACR's ARM API shapes it, and the check the registry's to
   ``properties.scopeMapId`` (a scope map of the same registry), ``status`` (``enabled`` or
   ``disabled``), ``credentials`` (``passwords`` ``password1``/``password2`` with ``creationTime`` and ``expiry``;
   never their values). Passwords are made by ``POST .../registries/{r}/generateCredentials`` (``tokenId``,
-  optional ``name`` and ``expiry``), which answers the values once; only salted SHA-256 hashes are kept (the
+  optional ``name`` and ``expiry``), which answers the values once; only salted HMAC-SHA256 hashes are kept (the
   passwords are 256 random bits, so a slow hash would add nothing).
 - Per-SKU counts as ACR documents them (Basic 100, Standard 500, Premium 50,000 tokens and scope maps each; 500
   actions per scope map); going over is 400 ``QuotaExceeded``.
