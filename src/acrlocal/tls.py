@@ -33,6 +33,12 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """``key`` as unencrypted PKCS#8 PEM, readable by this user only."""
+    _write_private(path, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
 def _write_public(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
@@ -125,12 +131,7 @@ class LocalCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(
-            self.ca_key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-        )
+        _write_key(self.ca_key_path, key)
         _write_public(self.ca_path, cert.public_bytes(serialization.Encoding.PEM))
         for stale in (self.cert_path, self.key_path):
             stale.unlink(missing_ok=True)
@@ -181,10 +182,5 @@ class LocalCA:
             )
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(
-            self.key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-        )
+        _write_key(self.key_path, key)
         _write_public(self.cert_path, cert.public_bytes(serialization.Encoding.PEM))
