@@ -91,6 +91,14 @@ def _unknown_manifest(name: str, digest: str) -> RegistryError:
                          {"name": name, "digest": digest})
 
 
+def _not_found(ctx: Context, registry: RegistryRecord, name: str, otherwise: RegistryError) -> RegistryError:
+    """What a tag or manifest that was not found answers: NAME_UNKNOWN if the repository itself does not exist,
+    else ``otherwise``."""
+    if ctx.artifacts.repository(registry.id, name) is None:
+        return _unknown_repository(name)
+    return otherwise
+
+
 # -- catalog ---------------------------------------------------------------------------------------------
 
 
@@ -213,9 +221,7 @@ async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord
 def _tag_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str, tag: str) -> dict[str, Any]:
     info = ctx.artifacts.tag(registry.id, name, tag)
     if info is None:
-        if ctx.artifacts.repository(registry.id, name) is None:
-            raise _unknown_repository(name)
-        raise _unknown_tag(name, tag)
+        raise _not_found(ctx, registry, name, _unknown_tag(name, tag))
     return {"registry": _login_server(request), "imageName": name, "tag": _tag_json(info)}
 
 
@@ -243,9 +249,7 @@ async def delete_tag(request: web.Request, ctx: Context, registry: RegistryRecor
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     guards.check_tag_delete(ctx.artifacts, registry.id, name, tag)
     if not ctx.registry_meta.delete_tag(registry.id, name, tag):
-        if ctx.artifacts.repository(registry.id, name) is None:
-            raise _unknown_repository(name)
-        raise _unknown_tag(name, tag)
+        raise _not_found(ctx, registry, name, _unknown_tag(name, tag))
     audit.repository_event(request, ctx, registry.name, "Untag", name, tag=tag)
     return _answer({}, status=202)
 
@@ -347,9 +351,7 @@ async def _manifest_body(request: web.Request, ctx: Context, registry: RegistryR
                          digest: str) -> dict[str, Any]:
     info = ctx.artifacts.manifest(registry.id, name, digest)
     if info is None:
-        if ctx.artifacts.repository(registry.id, name) is None:
-            raise _unknown_repository(name)
-        raise _unknown_manifest(name, digest)
+        raise _not_found(ctx, registry, name, _unknown_manifest(name, digest))
     manifest = await _manifest_json(ctx, registry, name, info)
     return {"registry": _login_server(request), "imageName": name, "manifest": manifest}
 
@@ -380,9 +382,7 @@ async def delete_manifest(request: web.Request, ctx: Context, registry: Registry
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     guards.check_manifest_delete(ctx.artifacts, registry.id, name, digest)
     if not ctx.registry_meta.delete_manifest(registry.id, name, digest):
-        if ctx.artifacts.repository(registry.id, name) is None:
-            raise _unknown_repository(name)
-        raise _unknown_manifest(name, digest)
+        raise _not_found(ctx, registry, name, _unknown_manifest(name, digest))
     audit.repository_event(request, ctx, registry.name, "Delete", name, digest=digest)
     return _answer({}, status=202)
 
