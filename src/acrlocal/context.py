@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from acrlocal.config import Settings
 from acrlocal.listeners import Listeners
 from acrlocal.registry.auth_events import AuditSink, NullAudit, ScopedTokenPolicy
-from acrlocal.registry.authz import Authorizer, OpenAuthorizer
+from acrlocal.registry.authz import Authorizer
 from acrlocal.registry.throttle import Throttle, parse_policy
 from acrlocal.storage.artifacts import ArtifactCatalog, SqlArtifacts
 from acrlocal.storage.blobs import BlobStore
@@ -21,6 +21,7 @@ from acrlocal.storage.metadata import RegistryMetadata, SqlRegistryMetadata
 from acrlocal.tls import LocalCA
 
 if TYPE_CHECKING:
+    from acrlocal.arm.store import ArmStore
     from acrlocal.compute.runtime import ComputeRuntime
     from acrlocal.identity.bootstrap import AdminCredential
     from acrlocal.identity.directory import Directory
@@ -42,9 +43,11 @@ class Context:
     keys: KeyRing
     tokens: TokenIssuer
     admin: AdminCredential
-    # The registry data plane: its metadata, and the one authorization call every /v2/ request makes.
+    # The registry data plane: its metadata, and the one authorization call every /v2/ request makes. There is no
+    # default policy: whoever assembles a server chooses one (server.py: the token service, or the open policy only
+    # when asked for by --insecure-open-registry).
     registry_meta: RegistryMetadata
-    registry_auth: Authorizer = field(default_factory=OpenAuthorizer)
+    registry_auth: Authorizer
     # ACR's view of the same content (/acr/v1, changeable attributes); made from registry_meta when not given.
     registry_artifacts: ArtifactCatalog | None = None
     # Per-registry read/write rate limits of the data plane; made from settings.registry_rate_limit when not given.
@@ -57,6 +60,8 @@ class Context:
     # Services of the rooms, set by server.py as each room is assembled.
     extras: dict[str, Any] = field(default_factory=dict)
     compute: ComputeRuntime | None = None
+    # The control plane's resource store, set when the ARM room is set up.
+    arm_store: ArmStore | None = None
 
     def __post_init__(self) -> None:
         if self.registry_artifacts is None and isinstance(self.registry_meta, SqlRegistryMetadata):
@@ -70,3 +75,10 @@ class Context:
         if self.registry_artifacts is None:
             raise RuntimeError("the context has no artifact catalog (registry_meta is not SQL)")
         return self.registry_artifacts
+
+    @property
+    def arm(self) -> ArmStore:
+        """The control plane's resource store; raises ``RuntimeError`` before the ARM room is set up."""
+        if self.arm_store is None:
+            raise RuntimeError("the context has no ARM store (the control plane is not set up)")
+        return self.arm_store

@@ -41,6 +41,7 @@ from acrlocal.identity.keys import KeyRing
 from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.listeners import Listeners, bind
 from acrlocal.registry import http as registry_http
+from acrlocal.registry.authz import Authorizer, OpenAuthorizer
 from acrlocal.registry.hosting import RegistryHosting
 from acrlocal.registry.token_auth import TokenAuthorizer
 from acrlocal.registry.token_codec import RegistryTokens
@@ -136,17 +137,20 @@ class Server:
         admin = bootstrap(directory, settings.data_dir)
         keys = KeyRing(engine)
         tokens = TokenIssuer(keys, self.authority)
-        ctx = Context(
-            settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin, registry_meta=registry_meta
-        )
-        self.ctx = ctx
         signer = RegistryTokens(TokenKeys(engine))
         signer.keys.active()  # load (or make) the signing key before the first request
-        ctx.token_service = TokenService(signer, DataVersion(engine))
+        registry_auth: Authorizer
         if settings.insecure_open_registry:
             log.warning("the registry data plane is OPEN: every request is allowed without authentication")
+            registry_auth = OpenAuthorizer()
         else:
-            ctx.registry_auth = TokenAuthorizer(signer)
+            registry_auth = TokenAuthorizer(signer)
+        ctx = Context(
+            settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin,
+            registry_meta=registry_meta, registry_auth=registry_auth,
+        )
+        self.ctx = ctx
+        ctx.token_service = TokenService(signer, DataVersion(engine))
 
         compute = ComputeRuntime(settings, VMTable(engine), directory, listeners)
         ctx.compute = compute

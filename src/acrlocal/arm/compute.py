@@ -257,7 +257,7 @@ class VirtualMachines(ResourceType):
             return
         await runtime.delete(resource.id)
         if vm.system_principal_id:
-            store: ArmStore = call.store if call else ctx.extras["arm_store"]
+            store: ArmStore = call.store if call else ctx.arm
             store.delete_assignments_of(vm.system_principal_id)
 
     async def run_command(self, call: Call, resource: Resource) -> JsonObject | None:

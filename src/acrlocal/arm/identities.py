@@ -78,7 +78,7 @@ class UserAssignedIdentities(ResourceType):
         principal_id = resource.internal.get("principalId")
         if ctx is not None and principal_id:
             ctx.directory.delete_principal(principal_id)
-            store: ArmStore = call.store if call else ctx.extras["arm_store"]
+            store: ArmStore = call.store if call else ctx.arm
             store.delete_assignments_of(principal_id)
 
     def render(self, call: Call | None, resource: Resource) -> JsonObject:

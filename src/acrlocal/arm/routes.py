@@ -171,7 +171,7 @@ async def metadata_endpoints(request: web.Request) -> web.StreamResponse:
 
 async def on_server_started(ctx: Context) -> None:
     """Called by the server once every room is up (the default registry exists): providers reconcile."""
-    store = ctx.extras["arm_store"]
+    store = ctx.arm
     for rt in list(REGISTRY.types.values()):
         await rt.on_start(ctx, store)
     for handler in list(REGISTRY.handlers.values()):
@@ -181,7 +181,7 @@ async def on_server_started(ctx: Context) -> None:
 def setup(app: web.Application, ctx: Context) -> None:
     load_providers()
     store = ArmStore(ctx.engine)
-    ctx.extras["arm_store"] = store
+    ctx.arm_store = store
     ensure_admin_owner(ctx, store)
     app[STORE_KEY] = store
     app[LOCK_KEY] = asyncio.Lock()

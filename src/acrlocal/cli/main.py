@@ -8,12 +8,13 @@ resource that does not exist.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from acrlocal import __version__
-from acrlocal.cli.commands import account, acr, ad, az_setup, group, identity, role, server, vm
+from acrlocal.cli.commands import server
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.framework import AzGroup
 from acrlocal.errors import AcrLocalError
@@ -21,15 +22,46 @@ from acrlocal.errors import AcrLocalError
 __all__ = ["CLIError", "cli", "main"]
 
 
-@click.group(cls=AzGroup)
+# az's groups, imported when first used: the server process (`up`) then never loads the https client and its
+# dependencies (about 7 MiB of resident memory).
+LAZY_COMMANDS = {
+    "login": "account:login",
+    "logout": "account:logout",
+    "account": "account:account",
+    "group": "group:group",
+    "acr": "acr:acr",
+    "identity": "identity:identity",
+    "vm": "vm:vm",
+    "ssh": "vm:ssh_group",
+    "role": "role:role",
+    "ad": "ad:ad",
+    "az-setup": "az_setup:az_setup",
+}
+
+
+class _TopLevel(AzGroup):
+    """The root group: the server commands are loaded with it, az's groups on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(f"acrlocal.cli.commands.{module}"), attr)
+            assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
+            self.add_command(command)
+        return command
+
+
+@click.group(cls=_TopLevel)
 @click.version_option(__version__, "--version", prog_name="acrlocal")
 def cli() -> None:
     """acrlocal: Entra ID managed identities, RBAC, ARM and Azure Container Registry, on your machine."""
 
 
-for command in (server.up, server.down, server.status, server.trust, account.login, account.logout,
-                account.account, group.group, acr.acr, identity.identity, vm.vm, vm.ssh_group, role.role, ad.ad,
-                az_setup.az_setup):
+for command in (server.up, server.down, server.status, server.trust):
     cli.add_command(command)
 
 
