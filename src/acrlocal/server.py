@@ -230,6 +230,8 @@ class Server:
     async def stop(self) -> None:
         if self.ctx is not None:
             await self.ctx.listeners.close_all()
+            if self.ctx.compute is not None:
+                self.ctx.compute.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

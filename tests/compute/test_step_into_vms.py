@@ -264,3 +264,26 @@ def test_deleting_a_vm_ends_its_run_command(acrlocal: AcrLocal) -> None:
         assert not home.exists()
     finally:
         az(acrlocal, "group", "delete", "-n", group, "--yes")
+
+
+def test_stopping_the_server_clears_vm_run_time_directories_and_keeps_the_vm(tmp_path: Path) -> None:
+    server = AcrLocal(tmp_path / "data")
+    server.start()
+    try:
+        az(server, "group", "create", "-n", "rg", "-l", "westus")
+        az(server, "vm", "create", "-g", "rg", "-n", "rebooted")
+        az(server, "vm", "run-command", "invoke", "-g", "rg", "-n", "rebooted", "--command-id", "RunShellScript",
+           "--scripts", "echo hello")
+        vm_id = az(server, "vm", "show", "-g", "rg", "-n", "rebooted", "--query", "vmId")
+        runroot = Path(f"/tmp/acrlocal-vm-{vm_id.replace('-', '')[:12]}")
+        assert runroot.is_dir()
+        assert server.stop() == 0
+        assert not runroot.exists()  # like /run after a reboot
+        server.start()
+        result = az(server, "vm", "run-command", "invoke", "-g", "rg", "-n", "rebooted", "--command-id",
+                    "RunShellScript", "--scripts", "echo again")
+        assert streams(result["value"][0]["message"])[0] == "again\n"
+        assert runroot.is_dir()
+        az(server, "group", "delete", "-n", "rg", "--yes")
+    finally:
+        server.stop()

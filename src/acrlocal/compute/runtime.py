@@ -233,6 +233,13 @@ class ComputeRuntime:
         self._index(vm)
         return vm
 
+    def stop(self) -> None:
+        """On server shutdown: end the scripts still running and clear each VM's run-time directory, as a
+        reboot clears ``/run``. Sandboxes, identities and ports stay for the next start."""
+        for vm in list(self._by_key.values()):
+            self.run_commands.stop(vm.vm_id)
+            self.sandbox(vm).clear_runroot()
+
     async def delete(self, resource_id: str) -> None:
         """Close the VM's IMDS listener, delete its system identity and its sandbox, forget it."""
         vm = self.get(resource_id)

@@ -25,7 +25,7 @@ private mount namespace (:mod:`acrlocal.compute.enter`). They are changed in pla
 directories), so namespaces already open see registries added later. Both env files are mode 0600 in a 0700 directory:
 ``appservice.env`` holds the VM's identity secret. Containers' run-time state (podman's runroot) lives in
 ``/tmp/acrlocal-vm-<first 12 hex digits of vmId>`` (0700; made when something first runs in the VM, removed with
-the VM): podman needs that path short.
+the VM and when the server stops, as a reboot clears ``/run``): podman needs that path short.
 """
 
 from __future__ import annotations
@@ -350,10 +350,14 @@ class Sandbox:
             (home_certs / server).mkdir(exist_ok=True)
             (home_certs / server / "ca.crt").write_bytes(ca)
 
-    def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+    def clear_runroot(self) -> None:
+        """Remove the VM's run-time directory (made again when something next runs in the VM)."""
         if self.vm_id:
             shutil.rmtree(self.runroot, ignore_errors=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.clear_runroot()
 
 
 def _copy_config(source: Path, target: Path) -> None:
