@@ -112,6 +112,7 @@ class Server:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> Context:
+        self._started_at = time.time()
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
@@ -204,8 +205,6 @@ class Server:
             "adminCredentialPath": str(admin_file(self.settings.data_dir)),
         }
 
-    _started_at = time.time()
-
     def vm_network(self) -> VMNetwork:
         """What VMs see: the shared endpoint, every registry's host name and login servers (and the shared
         endpoint's own ``localhost:<port>``, where registries also answer by host name)."""
@@ -246,7 +245,6 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
-        self._started_at = time.time()
         await self.start()
         try:
             if on_ready:
