@@ -24,6 +24,9 @@ relative to ``acrlocal``::
     ├── rbac.errors.InvalidScope(ValueError)        an ARM scope that does not parse
     ├── rbac.errors.InvalidCondition(ValueError)    a role assignment condition outside the supported grammar
     ├── rbac.errors.InvalidOperation(ValueError)    an operation to check that is empty or has a wildcard
+    ├── arm.templates.errors.TemplateError(ValueError)  a deployment template, its parameters or the request
+    │                                               carrying them (ARM's ``InvalidTemplate``...)
+    ├── arm.templates.functions.Deferred(LookupError)  a template value known only once resources are deployed
     ├── compute.run_command.RunCommandError(ValueError)  a run-command request that cannot run
     ├── compute.run_command.Busy(RuntimeError)      another run-command is running on the VM
     ├── cli.output.QueryError(ValueError)           a ``--query`` that is not JMESPath
