@@ -27,6 +27,7 @@ relative to ``acrlocal``::
     ├── arm.templates.errors.TemplateError(ValueError)  a deployment template, its parameters or the request
     │                                               carrying them (ARM's ``InvalidTemplate``...)
     ├── arm.templates.functions.Deferred(LookupError)  a template value known only once resources are deployed
+    ├── arm.deployments.NeedsAction(LookupError)   a deployment must run a ``list*()`` action before it evaluates on
     ├── compute.run_command.RunCommandError(ValueError)  a run-command request that cannot run
     ├── compute.run_command.Busy(RuntimeError)      another run-command is running on the VM
     ├── cli.output.QueryError(ValueError)           a ``--query`` that is not JMESPath

@@ -158,6 +158,9 @@ def parse_path(path: str) -> ArmPath:
             return ArmPath("group", sub, group, scope=scope)
         if low[2:] == ["resources"]:
             return ArmPath("resources", sub, group, scope=scope)
+        if low[2] == "deployments":  # ARM's older spelling of .../providers/Microsoft.Resources/deployments/...
+            segments = tuple(_check_segment(path, s) for s in rest[2:])
+            return ArmPath("provider", sub, group, "Microsoft.Resources", segments, scope)
     if low[0] == "providers" and len(rest) >= 2:
         raise _invalid_uri(path, f"'{rest[1][:100]}' is not a resource provider namespace")
     raise _invalid_uri(path, f"'{'/'.join(rest)[:200]}' is not a resource path")

@@ -21,14 +21,15 @@ A namespace whose paths do not fit this model (role assignments live at any scop
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiohttp import web
 
@@ -49,6 +50,7 @@ PROVIDER_MODULES = (
     "acrlocal.arm.authorization",
     "acrlocal.arm.identities",
     "acrlocal.arm.compute",
+    "acrlocal.arm.deployments",
 )
 
 #: What every type offers unless it says otherwise (az and the SDKs only need the list to be non-empty).
@@ -59,6 +61,30 @@ JsonObject = dict[str, Any]
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RequestLike(Protocol):
+    """What providers read of a request: an aiohttp request, or an :class:`InternalRequest` that the control
+    plane makes itself (a template deployment creating its resources)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query(self) -> Mapping[str, str]: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True)
+class InternalRequest:
+    """A request the control plane sends itself, e.g. a deployment's PUT of one of its resources."""
+
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,9 +98,11 @@ class Call:
     ctx: Context
     store: ArmStore
     caller: Caller
-    request: web.Request
+    request: RequestLike
     api_version: str
     body: JsonObject = field(default_factory=dict)
+    #: The control plane's write lock (see :mod:`.routes`), for work that goes on after the answer (a deployment).
+    write_lock: asyncio.Lock | None = None
 
     @property
     def query(self) -> Any:

@@ -26,6 +26,7 @@ from acrlocal.arm.errors import ArmError, invalid_content, subscription_not_foun
 from acrlocal.arm.paths import ArmPath, parse_path
 from acrlocal.arm.providers import REGISTRY, Call, load_providers
 from acrlocal.arm.store import ArmStore
+from acrlocal.arm.templates import TemplateError, jsonc
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
 
@@ -49,14 +50,18 @@ def error_response(err: ArmError) -> web.Response:
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object of a write; ``{}`` for an empty body; 400 ``InvalidRequestContent`` for anything else."""
+    """The JSON object of a write, read as ARM reads it (:mod:`.templates.jsonc`); ``{}`` for an empty body; 400
+    ``InvalidRequestContent`` for anything else."""
     raw = await request.read()
     if not raw.strip():
         return {}
     try:
         body = jsonlib.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid_content(f"{str(exc)[:200]}") from None
+        try:  # ARM's reader is lenient (unquoted names, comments), and az relies on it for templates
+            body = jsonc.loads(raw)
+        except TemplateError:
+            raise invalid_content(f"{str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise invalid_content(f"expected a JSON object, got {type(body).__name__}")
     return body
@@ -78,7 +83,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         caller = authenticate(request, ctx, store)
         version = api_version(request)
         body = await read_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
-        call = Call(ctx, store, caller, request, version, body)
+        call = Call(ctx, store, caller, request, version, body, write_lock=request.app[LOCK_KEY])
         if request.method in WRITES and not _unlocked(request):
             async with request.app[LOCK_KEY]:
                 response = await route(call)

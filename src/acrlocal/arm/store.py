@@ -65,6 +65,24 @@ resources = sa.Table(
     sa.Index("ix_arm_resources_parent", "parent_key"),
 )
 
+#: Template deployments (``Microsoft.Resources/deployments``) at a resource group (``group_key``) or a
+#: subscription (``group_key`` empty): the ARM body as ``az deployment ... show`` reads it, the template for
+#: ``exportTemplate``, and the deployment operations. Secure parameter values are never stored.
+deployments = sa.Table(
+    "arm_deployments",
+    metadata,
+    sa.Column("id_key", sa.String(2048), primary_key=True),
+    sa.Column("id", sa.String(2048), nullable=False),
+    sa.Column("subscription_id", sa.String(36), nullable=False),
+    sa.Column("group_key", sa.String(90), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("template", sa.Text, nullable=False, default="{}"),
+    sa.Column("operations", sa.Text, nullable=False, default="[]"),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Index("ix_arm_deployments_scope", "subscription_id", "group_key"),
+)
+
 role_assignments = sa.Table(
     "arm_role_assignments",
     metadata,
@@ -127,6 +145,23 @@ class Resource:
 
 
 @dataclass(frozen=True)
+class StoredDeployment:
+    """A template deployment: ``body`` is its ARM JSON (``properties.provisioningState``...), ``operations`` its
+    deployment operations as ARM lists them."""
+
+    id: str
+    name: str
+    subscription_id: str
+    group: str | None
+    body: dict[str, Any]
+    template: Any = None
+    operations: list[dict[str, Any]] = field(default_factory=list)
+
+    def evolve(self, **changes: Any) -> StoredDeployment:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
 class StoredAssignment:
     """A role assignment with the bookkeeping ARM returns (``createdOn``...); :attr:`rbac` is what RBAC needs."""
 
@@ -175,6 +210,11 @@ def _resource(row: Any) -> Resource:
         extra=_load(row.extra) or {}, internal=_load(row.internal) or {}, system_data=_load(row.system_data) or {},
         parent_id="/".join(row.id.split("/")[:-2]) if row.parent_key else None,
     )
+
+
+def _deployment(row: Any) -> StoredDeployment:
+    return StoredDeployment(row.id, row.name, row.subscription_id, row.group_key or None, _load(row.body) or {},
+                            _load(row.template), _load(row.operations) or [])
 
 
 def _assignment(row: Any) -> StoredAssignment:
@@ -240,6 +280,8 @@ class ArmStore:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(resources).where(resources.c.subscription_id == sub,
                                                     resources.c.group_key == key))
+            conn.execute(sa.delete(deployments).where(deployments.c.subscription_id == sub,
+                                                      deployments.c.group_key == key))
             conn.execute(sa.delete(role_assignments).where(_at_or_below(role_assignments.c.scope_key, scope_key)))
             conn.execute(sa.delete(resource_groups).where(resource_groups.c.subscription_id == sub,
                                                           resource_groups.c.name_key == key))
@@ -297,6 +339,39 @@ class ArmStore:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(resources).where(_at_or_below(resources.c.id_key, key)))
             conn.execute(sa.delete(role_assignments).where(_at_or_below(role_assignments.c.scope_key, key)))
+
+    # -- deployments -------------------------------------------------------------------------------
+
+    def deployment(self, deployment_id: str) -> StoredDeployment | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(deployments).where(deployments.c.id_key == deployment_id.lower())).first()
+        return _deployment(row) if row else None
+
+    def deployments(self, subscription_id: str, group: str | None) -> list[StoredDeployment]:
+        """The deployments at a resource group, or at the subscription itself when ``group`` is None."""
+        c = deployments.c
+        q = sa.select(deployments).where(c.subscription_id == subscription_id.lower(),
+                                         c.group_key == (group or "").lower())
+        with self.engine.connect() as conn:
+            return [_deployment(r) for r in conn.execute(q.order_by(c.created))]
+
+    def put_deployment(self, d: StoredDeployment) -> bool:
+        """Insert or replace ``d``; True if it was created."""
+        values = dict(body=_json(d.body), template=_json(d.template), operations=_json(d.operations))
+        with self.engine.begin() as conn:
+            key = d.id.lower()
+            if conn.execute(sa.select(deployments.c.id).where(deployments.c.id_key == key)).first():
+                conn.execute(sa.update(deployments).where(deployments.c.id_key == key).values(**values))
+                return False
+            conn.execute(sa.insert(deployments).values(
+                id_key=key, id=d.id, subscription_id=d.subscription_id.lower(), group_key=(d.group or "").lower(),
+                name=d.name, created=time.time(), **values))
+            return True
+
+    def delete_deployment(self, deployment_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(sa.delete(deployments).where(
+                deployments.c.id_key == deployment_id.lower())).rowcount > 0
 
     # -- role assignments --------------------------------------------------------------------------
 

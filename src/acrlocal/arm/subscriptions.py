@@ -75,8 +75,9 @@ async def list_tenants(call: Call) -> web.StreamResponse:
 
 def _render_provider(subscription_id: str, namespace: str) -> dict[str, Any]:
     if namespace.lower() == "microsoft.resources":
+        served = {**RESOURCES_TYPES, **getattr(REGISTRY.handlers.get("microsoft.resources"), "resource_types", {})}
         types = [{"resourceType": t, "locations": [], "apiVersions": list(v), "capabilities": "None"}
-                 for t, v in RESOURCES_TYPES.items()]
+                 for t, v in served.items()]
         namespace = "Microsoft.Resources"
     else:
         namespace = REGISTRY.namespaces[namespace.lower()]
@@ -106,7 +107,8 @@ async def list_providers(call: Call, path: ArmPath) -> web.StreamResponse:
     if call.request.method != "GET":
         raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
     _require_member(call, path.subscription)
-    names = ["Microsoft.Resources", *sorted(REGISTRY.namespaces.values(), key=str.lower)]
+    names = ["Microsoft.Resources", *sorted((n for n in REGISTRY.namespaces.values()
+                                             if n.lower() != "microsoft.resources"), key=str.lower)]
     return json({"value": [_render_provider(path.subscription, n) for n in names]})
 
 

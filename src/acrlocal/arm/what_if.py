@@ -1,0 +1,110 @@
+"""What-if: what a deployment would change, as ARM's ``whatIf`` answers it (``az deployment group what-if``).
+
+Each resource the template deploys is compared with what exists now: ``Create`` when it does not exist,
+``NoChange`` when every property the template sets already has that value, ``Modify`` with the property changes
+(``delta``) otherwise. Resources of the group that the template does not name are ``Ignore`` (``Incremental``)
+or ``Delete`` (``Complete``). Values the template can only know once it deploys (``reference()`` of a resource
+not created yet) are shown as their expressions, as ARM does. Properties the template does not set (read-only
+ones such as ``provisioningState``) are not changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from acrlocal.arm.deployments import internal
+from acrlocal.arm.providers import REGISTRY, Call
+from acrlocal.arm.templates import Plan, TemplateError
+from acrlocal.arm.templates.expressions import is_expression
+
+#: Top-level fields of a resource that what-if compares (the others are identity, not state).
+COMPARED = ("location", "tags", "sku", "kind", "identity", "properties", "zones", "plan")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.lower() == b.lower() if a.startswith("/subscriptions/") else a == b
+    return bool(a == b)
+
+
+def delta(path: str, wanted: Any, current: Any) -> list[dict[str, Any]]:
+    """The property changes that take ``current`` to ``wanted``, looking only at what ``wanted`` sets."""
+    if isinstance(wanted, dict) and isinstance(current, dict):
+        out: list[dict[str, Any]] = []
+        lowered = {k.lower(): k for k in current}
+        for key, value in wanted.items():
+            child = f"{path}.{key}" if path else key
+            if key.lower() not in lowered:
+                out.append({"path": child, "propertyChangeType": "Create", "after": value})
+            else:
+                out += delta(child, value, current[lowered[key.lower()]])
+        return out
+    if isinstance(wanted, list) and isinstance(current, list):
+        children: list[dict[str, Any]] = []
+        for i, value in enumerate(wanted):
+            if i >= len(current):
+                children.append({"path": str(i), "propertyChangeType": "Create", "after": value})
+            else:
+                inner = delta("", value, current[i])
+                if inner:
+                    children.append({"path": str(i), "propertyChangeType": "Modify", "children": inner}
+                                    if isinstance(value, dict | list) else inner[0] | {"path": str(i)})
+        for i in range(len(wanted), len(current)):
+            children.append({"path": str(i), "propertyChangeType": "Delete", "before": current[i]})
+        return [{"path": path, "propertyChangeType": "Array", "children": children}] if children else []
+    if isinstance(wanted, str) and is_expression(wanted):
+        return [] if current is not None else [{"path": path, "propertyChangeType": "Create", "after": wanted}]
+    if _same(wanted, current):
+        return []
+    return [{"path": path, "propertyChangeType": "Modify", "before": current, "after": wanted}]
+
+
+def _predicted(plan: Plan, resource: Any, body: dict[str, Any]) -> dict[str, Any]:
+    return {"id": resource.id, "name": resource.short_name, "type": resource.type,
+            "apiVersion": resource.api_version, **body}
+
+
+async def changes(call: Call, plan: Plan, mode: str, result_format: str) -> list[dict[str, Any]]:
+    """ARM's ``changes`` list for deploying ``plan`` now."""
+    full = result_format.lower() != "resourceidonly"
+    out: list[dict[str, Any]] = []
+    named: set[str] = set()
+    for resource in plan.deployable:
+        named.add(resource.key)
+        if resource.type.lower() == "microsoft.resources/deployments":
+            continue
+        try:
+            body = plan.body(resource, keep_unknown=True)
+        except TemplateError:
+            body = {}
+        status, current = await internal(call, "GET", resource.id, resource.api_version or "2023-01-01")
+        if status >= 400:
+            current = None
+        after = _predicted(plan, resource, body)
+        if current is None:
+            change: dict[str, Any] = {"resourceId": resource.id, "changeType": "Create"}
+            if full:
+                change["after"] = after
+        else:
+            wanted = {k: v for k, v in body.items() if k in COMPARED}
+            if "location" in wanted and isinstance(wanted["location"], str):
+                wanted["location"] = "".join(wanted["location"].split()).lower()
+            differences = delta("", wanted, {k: v for k, v in current.items() if k in COMPARED})
+            change = {"resourceId": resource.id, "changeType": "Modify" if differences else "NoChange"}
+            if full:
+                change.update(before=current, after={**current, **after} if differences else current)
+                if differences:
+                    change["delta"] = differences
+        out.append(change)
+    target = plan.target
+    if target.resource_group is not None:
+        for existing in call.store.resources(target.subscription_id, group=target.resource_group,
+                                             top_level_only=True):
+            if existing.id.lower() in named:
+                continue
+            change = {"resourceId": existing.id, "changeType": "Delete" if mode == "Complete" else "Ignore"}
+            if full:
+                rt = REGISTRY.type_of(existing.type)
+                change["before"] = rt.render(call, existing) if rt else {"id": existing.id}
+            out.append(change)
+    return out
