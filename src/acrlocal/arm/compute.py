@@ -30,6 +30,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from acrlocal.arm import network
 from acrlocal.arm.errors import ArmError, authorization_failed, bad_request
 from acrlocal.arm.identities import UAMI_TYPE
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
@@ -207,6 +208,7 @@ class VirtualMachines(ResourceType):
             identity = {"type": identity_type(system, bool(resolved)),
                         "userAssignedIdentities": {rid: {} for rid in resolved}}
         properties = _vm_properties(draft, existing)
+        properties["networkProfile"] = checked_interfaces(call, draft.id, properties["networkProfile"])
         return draft.evolve(identity=identity, properties=properties)
 
     def _identity_block(self, call: Call, resource: Resource, system_principal: str | None, tenant: str,
@@ -244,6 +246,7 @@ class VirtualMachines(ResourceType):
             if before and before != vm.system_principal_id:
                 call.store.delete_assignments_of(before)
         identity = self._identity_block(call, resource, vm.system_principal_id, tenant, users)
+        attach_interfaces(call.store, resource, existing)
         return resource.evolve(identity=identity, properties={**resource.properties, "vmId": vm.vm_id})
 
     async def remove(self, call: Call | None, resource: Resource) -> None:
@@ -256,9 +259,10 @@ class VirtualMachines(ResourceType):
         except NotFound:
             return
         await runtime.delete(resource.id)
+        store: ArmStore = call.store if call else ctx.arm
         if vm.system_principal_id:
-            store: ArmStore = call.store if call else ctx.arm
             store.delete_assignments_of(vm.system_principal_id)
+        release_interfaces(store, resource)
 
     async def run_command(self, call: Call, resource: Resource) -> JsonObject | None:
         """Run the script in the VM and answer with its outcome (see :mod:`acrlocal.compute.run_command`)."""
@@ -295,6 +299,12 @@ class VirtualMachines(ResourceType):
         """Power actions are accepted and change nothing: a sandbox VM is always running."""
         return None
 
+    def render(self, call: Call | None, resource: Resource) -> JsonObject:
+        body = super().render(call, resource)
+        if call is not None and "instanceview" in str(call.query.get("$expand", "")).lower():
+            body["properties"]["instanceView"] = instance_view(call.ctx, resource)
+        return body
+
     ctx: Context | None = None
 
     async def on_start(self, ctx: Context, store: ArmStore) -> None:
@@ -322,6 +332,103 @@ class VirtualMachines(ResourceType):
         for vm in runtime.all():
             if vm.resource_id.lower() not in arm_ids:
                 await runtime.delete(vm.resource_id)
+
+
+# -- instance view ---------------------------------------------------------------------------------------------
+
+POWER_LABELS = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated",
+                "starting": "VM starting", "stopping": "VM stopping", "deallocating": "VM deallocating"}
+
+
+def power_state(ctx: Context, resource: Resource) -> str:
+    """The VM's power state (``running``, ``stopped``, ``deallocated``...), as the compute runtime knows it."""
+    runtime = ctx.compute
+    reader = getattr(runtime, "power_state", None)
+    if reader is None:
+        return "running"
+    try:
+        return str(reader(resource.id))
+    except NotFound:
+        return "deallocated"
+
+
+def instance_view(ctx: Context, resource: Resource) -> JsonObject:
+    """``properties.instanceView`` as ``$expand=instanceView`` shows it (``az vm show -d``, ``az vm create``)."""
+    state = power_state(ctx, resource)
+    created = resource.properties.get("timeCreated")
+    disk = (resource.properties.get("storageProfile") or {}).get("osDisk") or {}
+    image = (resource.properties.get("storageProfile") or {}).get("imageReference") or {}
+    provisioned = {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded",
+                   "time": created}
+    return {
+        "computerName": (resource.properties.get("osProfile") or {}).get("computerName", resource.name),
+        "osName": str(image.get("offer", "linux")).lower(), "osVersion": str(image.get("sku", "")),
+        "vmAgent": {"vmAgentVersion": "2.13.1.1", "statuses": [
+            {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready",
+             "message": "Guest Agent is running", "time": created}], "extensionHandlers": []},
+        "disks": [{"name": disk.get("name", ""), "statuses": [provisioned]}],
+        "hyperVGeneration": "V1",
+        "statuses": [provisioned, {"code": f"PowerState/{state}", "level": "Info",
+                                   "displayStatus": POWER_LABELS.get(state, f"VM {state}")}],
+    }
+
+
+# -- network interfaces (Microsoft.Network) -------------------------------------------------------------------
+
+
+def checked_interfaces(call: Call, vm_id: str, profile: JsonObject) -> JsonObject:
+    """``networkProfile`` with every interface checked: it exists and no other VM uses it."""
+    refs = profile.get("networkInterfaces") or []
+    if not isinstance(refs, list):
+        raise bad_request("InvalidParameter", "properties.networkProfile.networkInterfaces must be an array.")
+    out = []
+    for ref in refs:
+        ref = require_object(ref, "properties.networkProfile.networkInterfaces[]")
+        nic_id = ref.get("id")
+        nic = call.store.resource(nic_id) if isinstance(nic_id, str) else None
+        if nic is None or nic.type.lower() != network.NIC.lower():
+            raise bad_request("InvalidParameter", f"The network interface '{nic_id}' referenced by virtual machine "
+                              f"'{vm_id}' was not found.")
+        user = (nic.properties.get("virtualMachine") or {}).get("id")
+        if user and user.lower() != vm_id.lower() and call.store.resource(user) is not None:
+            raise bad_request("NicInUse", f"Network interface {nic.id} is used by virtual machine {user}; a network "
+                              "interface can be attached to one virtual machine.")
+        entry: JsonObject = {"id": nic.id}
+        props = require_object(ref.get("properties"), "networkInterfaces[].properties")
+        if props:
+            entry["properties"] = {k: v for k, v in props.items() if k in ("primary", "deleteOption")}
+        out.append(entry)
+    return {**{k: v for k, v in profile.items() if k != "networkInterfaces"}, "networkInterfaces": out}
+
+
+def interface_ids(resource: Resource | None) -> list[str]:
+    if resource is None:
+        return []
+    return [n["id"] for n in (resource.properties.get("networkProfile") or {}).get("networkInterfaces", [])]
+
+
+def attach_interfaces(store: ArmStore, resource: Resource, existing: Resource | None) -> None:
+    """Mark the VM's interfaces as used by it, and those it no longer names as free."""
+    wanted = {i.lower() for i in interface_ids(resource)}
+    for nic_id in interface_ids(existing):
+        if nic_id.lower() not in wanted:
+            network.attach(store, nic_id, None)
+    for nic_id in interface_ids(resource):
+        network.attach(store, nic_id, resource.id)
+
+
+def release_interfaces(store: ArmStore, resource: Resource) -> None:
+    """A deleted VM's interfaces are free again; those with ``deleteOption: Delete`` go with it (and a public IP
+    address whose own ``deleteOption`` is ``Delete``)."""
+    for ref in (resource.properties.get("networkProfile") or {}).get("networkInterfaces", []):
+        nic = network.attach(store, ref["id"], None)
+        if nic is None or (ref.get("properties") or {}).get("deleteOption") != "Delete":
+            continue
+        for config in nic.properties.get("ipConfigurations", []):
+            public = config.get("properties", {}).get("publicIPAddress") or {}
+            if (public.get("properties") or {}).get("deleteOption") == "Delete":
+                store.delete_resource(public["id"])
+        store.delete_resource(nic.id)
 
 
 register(VirtualMachines())

@@ -51,6 +51,8 @@ PROVIDER_MODULES = (
     "acrlocal.arm.identities",
     "acrlocal.arm.compute",
     "acrlocal.arm.deployments",
+    "acrlocal.arm.network",
+    "acrlocal.arm.compute_locations",
 )
 
 #: What every type offers unless it says otherwise (az and the SDKs only need the list to be non-empty).
@@ -204,6 +206,7 @@ class ResourceType:
 
 
 ActionHandler = Callable[[Call, "ArmPath"], Awaitable[JsonObject | None]]
+LocationHandler = Callable[[Call, "ArmPath"], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,8 @@ class ProviderRegistry:
         self.types: dict[tuple[str, str], ResourceType] = {}
         self.actions: dict[tuple[str, str], NamespaceAction] = {}
         self.handlers: dict[str, NamespaceHandler] = {}
+        #: ``/subscriptions/{sub}/providers/{namespace}/locations/{location}/...`` → its handler, by namespace.
+        self.location_handlers: dict[str, LocationHandler] = {}
         self.namespaces: dict[str, str] = {}  # lower-case → as spelled
 
     def add_type(self, rt: ResourceType) -> None:
@@ -282,6 +287,13 @@ def register(rt: ResourceType) -> ResourceType:
 def register_action(action: NamespaceAction) -> NamespaceAction:
     REGISTRY.add_action(action)
     return action
+
+
+def register_location_handler(namespace: str, handler: LocationHandler) -> LocationHandler:
+    """Serve ``/subscriptions/{sub}/providers/{namespace}/locations/...`` (images, operation statuses...) with
+    ``handler(call, path)``; the namespace's resource types are served as before."""
+    REGISTRY.location_handlers[namespace.lower()] = handler
+    return handler
 
 
 def register_handler(handler: NamespaceHandler) -> NamespaceHandler:

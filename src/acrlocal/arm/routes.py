@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from acrlocal.arm import generic, graph, groups, subscriptions
+from acrlocal.arm import generic, graph, groups, images, subscriptions
 from acrlocal.arm.auth import authenticate
 from acrlocal.arm.authorization import ensure_admin_owner
 from acrlocal.arm.errors import ArmError, invalid_content, subscription_not_found
@@ -147,6 +147,10 @@ async def route_path(call: Call, path: ArmPath) -> web.StreamResponse:
             len(path.segments) == 1 and path.segments[0].lower() in ("register", "unregister")
             and call.request.method == "POST")):
         return await subscriptions.provider(call, path)
+    if at_subscription and path.segments and path.segments[0].lower() == "locations":
+        location_handler = REGISTRY.location_handlers.get(path.namespace.lower())
+        if location_handler is not None:
+            return await location_handler(call, path)
     handler = REGISTRY.handlers.get(path.namespace.lower())
     if handler is not None:
         return await handler.handle(call, path)
@@ -193,6 +197,7 @@ def setup(app: web.Application, ctx: Context) -> None:
     app.router.add_get("/metadata/endpoints", metadata_endpoints)
     # az cloud register joins "--endpoint-resource-manager https://host:port/" and "/metadata/endpoints".
     app.router.add_get("//metadata/endpoints", metadata_endpoints)
+    app.router.add_get("/metadata/vm-image-aliases", images.aliases)
     graph.setup(app, ctx, store)
     app.router.add_route("*", "/{root:(?i:subscriptions|tenants)}", dispatch)
     app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:.*}", dispatch)
