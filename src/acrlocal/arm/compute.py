@@ -25,12 +25,15 @@ never stored. Every refusal is an ARM 400/403/404 raised before the runtime or t
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from acrlocal.arm import network
+from aiohttp import web
+
+from acrlocal.arm import network, operations
 from acrlocal.arm.errors import ArmError, authorization_failed, bad_request
 from acrlocal.arm.identities import UAMI_TYPE
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
@@ -295,9 +298,17 @@ class VirtualMachines(ResourceType):
         except ConfigError as exc:
             raise ArmError(409, "Conflict", str(exc)) from None
 
-    async def power(self, call: Call, resource: Resource) -> JsonObject | None:
-        """Power actions are accepted and change nothing: a sandbox VM is always running."""
-        return None
+    async def power(self, call: Call, resource: Resource) -> web.StreamResponse:
+        """``start``, ``powerOff``, ``deallocate``, ``restart``: a long-running operation (202, then poll) that
+        changes the VM's power state (see :func:`set_power`)."""
+        action = call.request.path.rstrip("/").rsplit("/", 1)[-1].lower()
+        lock = call.write_lock
+
+        async def work() -> None:
+            async with lock if lock is not None else contextlib.nullcontext():
+                await set_power(call, resource.id, action)
+
+        return operations.start(call, NAMESPACE, resource.location or "westus", work)
 
     def render(self, call: Call | None, resource: Resource) -> JsonObject:
         body = super().render(call, resource)
@@ -340,16 +351,32 @@ POWER_LABELS = {"running": "VM running", "stopped": "VM stopped", "deallocated":
                 "starting": "VM starting", "stopping": "VM stopping", "deallocating": "VM deallocating"}
 
 
+POWER_ACTIONS = {"start": "running", "restart": "running", "poweroff": "stopped", "deallocate": "deallocated"}
+
+
 def power_state(ctx: Context, resource: Resource) -> str:
-    """The VM's power state (``running``, ``stopped``, ``deallocated``...), as the compute runtime knows it."""
-    runtime = ctx.compute
-    reader = getattr(runtime, "power_state", None)
-    if reader is None:
-        return "running"
-    try:
-        return str(reader(resource.id))
-    except NotFound:
-        return "deallocated"
+    """The VM's power state (``running``, ``stopped``, ``deallocated``...): the compute runtime's when it keeps
+    one, else what the last power action recorded."""
+    reader = getattr(ctx.compute, "power_state", None)
+    if reader is not None:
+        try:
+            return str(reader(resource.id))
+        except NotFound:
+            return "deallocated"
+    return str(resource.internal.get("powerState", "running"))
+
+
+async def set_power(call: Call, resource_id: str, action: str) -> None:
+    """Carry out a power action: the compute runtime's ``power(resource_id, action)`` when it has one (stopping
+    and starting the VM's processes), and the state recorded on the resource."""
+    resource = call.store.resource(resource_id)
+    if resource is None:
+        raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource_id.rsplit('/', 1)[-1]}' was "
+                       "not found.")
+    runner = getattr(call.ctx.compute, "power", None)
+    if runner is not None:
+        await runner(resource_id, action)
+    call.store.put_resource(resource.evolve(internal={**resource.internal, "powerState": POWER_ACTIONS[action]}))
 
 
 def instance_view(ctx: Context, resource: Resource) -> JsonObject:

@@ -253,4 +253,6 @@ async def item_action(call: Call, path: ArmPath) -> web.StreamResponse:
     if existing is None:
         raise resource_not_found(rt.full_type, names[-1], path.group)
     result = await getattr(rt, method_name)(call, existing)
+    if isinstance(result, web.StreamResponse):  # e.g. a long-running operation's 202
+        return result
     return json(result) if result is not None else web.Response(status=200)

@@ -94,7 +94,10 @@ def status(call: Call, subscription_id: str, op_id: str) -> web.StreamResponse:
     op = _OPERATIONS.get(op_id)
     if op is None or op.subscription_id != subscription_id.lower() or op.principal != call.caller.object_id:
         raise ArmError(404, "NotFound", f"The operation '{op_id}' was not found.")
-    response = json(op.body())
     if op.status == "InProgress":
+        response = json(op.body())
         response.headers["Retry-After"] = "1"
-    return response
+        return response
+    if call.query.get("monitor") == "true" and op.status == "Succeeded":
+        return web.Response(status=200)  # the Location's final answer: the action returns nothing
+    return json(op.body())
