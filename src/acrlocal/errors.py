@@ -16,6 +16,7 @@ relative to ``acrlocal``::
     ├── storage.blobs.DigestMismatch(ValueError)    uploaded bytes do not hash to the digest given
     ├── storage.blobs.UploadTooLarge(ValueError)    an upload past its allowed size
     ├── identity.tokens.InvalidToken(ValueError)    an Entra token that is not ours, or not valid here and now
+    ├── identity.passwords.WeakPassword(ValueError)  a user's password that fails Entra's complexity rule
     ├── registry.token_codec.InvalidRegistryToken(ValueError)  the same for the registry's own tokens
     ├── registry.digest.DigestError(ValueError)     a digest that does not parse or is not supported
     ├── registry.scopes.InvalidScope(ValueError)    a Docker token scope (``repository:name:pull``) that does not
@@ -46,7 +47,7 @@ relative to ``acrlocal``::
         ├── identity.imds.IdentityError             IMDS ``{"error", "error_description"}`` or App Service
         │                                           ``{"statusCode", "message", "correlationId"}``
         ├── arm.errors.ArmError                     ARM ``{"error": {"code", "message"}}``
-        └── arm.graph.GraphError                    Microsoft Graph ``{"error": {"code", "message", ...}}``
+        └── arm.graph.errors.GraphError             Microsoft Graph ``{"error": {"code", "message", ...}}``
 
 Each room's HTTP layer renders its own :class:`ProtocolError` subclass; handlers catch the domain errors they
 expect and answer them in their protocol's format. ``tests/test_errors.py`` checks that this tree names every

@@ -135,7 +135,7 @@ class Server:
         self.shared_port = shared_sock.getsockname()[1]
         hosting.shared_port = self.shared_port
         directory = Directory(engine)
-        admin = bootstrap(directory, settings.data_dir)
+        admin = bootstrap(directory, settings.data_dir, settings.hostname_suffix)
         keys = KeyRing(engine)
         tokens = TokenIssuer(keys, self.authority)
         signer = RegistryTokens(TokenKeys(engine))

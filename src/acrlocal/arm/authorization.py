@@ -223,16 +223,21 @@ class Authorization(NamespaceHandler):
 
 
 def ensure_admin_owner(ctx: Context, store: ArmStore) -> None:
-    """Idempotent: the local administrator holds Owner on the default subscription (a fixed assignment id)."""
+    """Idempotent: the local administrator and the user ``up`` creates hold Owner on the default subscription
+    (fixed assignment ids)."""
     admin = ctx.admin
     scope = f"/subscriptions/{admin.subscriptionId}"
-    name = str(uuid.uuid5(uuid.NAMESPACE_URL, f"acrlocal:admin-owner:{admin.objectId}:{admin.subscriptionId}"))
-    have = store.assignments(scope=scope, principal_ids=[admin.objectId], role_definition=OWNER.id)
-    if have or store.assignment(name) is not None:
-        return
-    now = utc_now()
-    store.add_assignment(StoredAssignment(name, scope, OWNER.id, admin.objectId, "ServicePrincipal",
-                                          "acrlocal administrator", None, None, now, now, None, None))
+    owners = [(admin.objectId, "ServicePrincipal", "acrlocal administrator")]
+    if admin.userObjectId:
+        owners.append((admin.userObjectId, "User", "acrlocal user"))
+    for object_id, kind, description in owners:
+        name = str(uuid.uuid5(uuid.NAMESPACE_URL, f"acrlocal:admin-owner:{object_id}:{admin.subscriptionId}"))
+        have = store.assignments(scope=scope, principal_ids=[object_id], role_definition=OWNER.id)
+        if have or store.assignment(name) is not None:
+            continue
+        now = utc_now()
+        store.add_assignment(StoredAssignment(name, scope, OWNER.id, object_id, kind, description, None, None, now,
+                                              now, None, None))
 
 
 register_handler(Authorization())

@@ -433,17 +433,3 @@ class ArmStore:
                 sa.or_(_at_or_below(c.scope_key, key), c.scope_key.in_(_ancestor_scope_keys(under)))).limit(1)).first()
         return row is not None
 
-
-#: Microsoft Graph application objects (``arm/graph.py``): the application's own object id, its appId, and
-#: whether its service principal was created. The principal itself (same appId) lives in the directory.
-graph_applications = sa.Table(
-    "arm_graph_applications",
-    metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("app_id", sa.String(36), nullable=False, unique=True),
-    sa.Column("tenant_id", sa.String(36), nullable=False),
-    sa.Column("display_name", sa.String(256), nullable=False),
-    sa.Column("service_principal", sa.Boolean, nullable=False, default=False),
-    sa.Column("password_credentials", sa.Text, nullable=False, default="[]"),
-    sa.Column("created", sa.String(40), nullable=False),
-)

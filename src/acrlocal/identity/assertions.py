@@ -127,7 +127,7 @@ def verify_certificate_assertion(directory: Directory, principal: Principal, ass
                          f"registered on application. [Reason - The key was not found., Thumbprint of key used by "
                          f"client: '{thumb}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph "
                          f"to see configured keys for app Id '{principal.app_id}'.]", 700027, status=401)
-    if not cert.certificate.not_valid_before_utc.timestamp() <= now <= cert.certificate.not_valid_after_utc.timestamp():
+    if not cert.valid_at(now):
         raise OAuthError("invalid_client", f"Client assertion contains an invalid signature. [Reason - The key used is "
                          f"expired., Thumbprint of key used by client: '{thumb}']", 700027, status=401)
     if str(unverified.get("iss", "")).lower() != principal.app_id or \

@@ -1,21 +1,28 @@
-"""First start: the default tenant and subscription, and the local administrator the CLI acts as.
+"""First start: the default tenant and subscription, the local administrator the CLI acts as, and one user.
 
 The administrator is a service principal whose client secret is written to ``<data dir>/admin.json`` (mode 0600),
-the way a kubeconfig holds a cluster credential. If that file is lost, the next start issues a new secret and
-writes it again; the old secrets are revoked.
+the way a kubeconfig holds a cluster credential. The user (``admin@<tenant domain>``, for ``az login -u -p`` and
+the sign-in pages) has its password in the same file. Both are Global Administrators of the tenant (Owner of the
+default subscription is granted by the control plane). If the file is lost or a credential in it no longer
+works, the next start issues a new secret or password and writes the file again; the old secrets are revoked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from acrlocal.errors import NotFound
+from acrlocal.identity import store
 from acrlocal.identity.directory import Directory
+from acrlocal.identity.passwords import generate_password, hash_password, verify_password
 
 ADMIN_NAME = "acrlocal-admin"
+USER_NAME = "admin"
+USER_DISPLAY_NAME = "acrlocal administrator"
 
 
 @dataclass(frozen=True)
@@ -25,11 +32,15 @@ class AdminCredential:
     clientId: str
     objectId: str
     clientSecret: str
+    # The user `up` creates (absent from files written before users existed).
+    userPrincipalName: str = ""
+    userObjectId: str = ""
+    userPassword: str = ""
 
     @classmethod
     def read(cls, path: Path) -> AdminCredential:
         data = json.loads(path.read_text())
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data or not k.startswith("user")})
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -44,9 +55,15 @@ def admin_file(data_dir: Path) -> Path:
     return data_dir / "admin.json"
 
 
-def bootstrap(directory: Directory, data_dir: Path) -> AdminCredential:
-    """Make sure the default tenant, subscription and administrator exist; return the administrator's
-    credential (from ``admin.json``, rewritten with a new secret if it is missing or stale)."""
+def user_domain(tenant_name: str, suffix: str = "localhost") -> str:
+    """A tenant's domain, as ``/tenants`` lists it (``acrlocal.localhost``)."""
+    return f"{tenant_name.lower()}.{suffix}"
+
+
+def bootstrap(directory: Directory, data_dir: Path, suffix: str = "localhost") -> AdminCredential:
+    """Make sure the default tenant, subscription, administrator and user exist; return their credentials
+    (from ``admin.json``, rewritten with a new secret or password if it is missing or stale)."""
+    store.upgrade(directory.engine)
     try:
         tenant = directory.default_tenant()
     except NotFound:
@@ -56,15 +73,31 @@ def bootstrap(directory: Directory, data_dir: Path) -> AdminCredential:
     admins = [p for p in directory.principals(tenant.id)
               if p.display_name == ADMIN_NAME and p.kind == "ServicePrincipal"]
     admin = admins[0] if admins else directory.create_service_principal(tenant.id, ADMIN_NAME)
+    directory.add_directory_role(admin.object_id)
+    upn = f"{USER_NAME}@{user_domain(tenant.display_name, suffix)}"
+    user = directory.find_user(upn)
     path = admin_file(data_dir)
-    try:
-        cred = AdminCredential.read(path)
-        if cred.objectId == admin.object_id and directory.check_secret(admin.object_id, cred.clientSecret):
-            return cred
-    except (FileNotFoundError, KeyError, ValueError, TypeError):
-        pass
-    directory.remove_secrets(admin.object_id)
-    _, secret = directory.add_secret(admin.object_id, "acrlocal CLI")
-    cred = AdminCredential(tenant.id, sub.id, admin.app_id, admin.object_id, secret)
-    cred.write(path)
+    old: AdminCredential | None = None
+    with contextlib.suppress(FileNotFoundError, KeyError, ValueError, TypeError):
+        old = AdminCredential.read(path)
+    secret = old.clientSecret if old is not None and old.objectId == admin.object_id and \
+        directory.check_secret(admin.object_id, old.clientSecret) else None
+    password = old.userPassword if old is not None and user is not None and old.userObjectId == user.object_id \
+        and verify_password(old.userPassword, directory.password_hash(user.object_id)) else None
+    if secret is None:
+        directory.remove_secrets(admin.object_id)
+        _, secret = directory.add_secret(admin.object_id, "acrlocal CLI")
+    if password is None:
+        password = generate_password()
+        if user is None:
+            user = directory.create_user(tenant.id, upn, USER_DISPLAY_NAME, hash_password(password),
+                                         properties={"mailNickname": USER_NAME})
+        else:
+            directory.update_user(user.object_id, password_hash=hash_password(password), account_enabled=True)
+    assert user is not None
+    directory.add_directory_role(user.object_id)
+    cred = AdminCredential(tenant.id, sub.id, admin.app_id, admin.object_id, secret, user.user_principal_name,
+                           user.object_id, password)
+    if cred != old:
+        cred.write(path)
     return cred

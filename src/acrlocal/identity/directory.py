@@ -1,9 +1,15 @@
-"""The directory: tenants, subscriptions and principals (service principals, managed identities, the local
-administrator), their client secrets, certificates and federated credentials.
+"""The directory: tenants, subscriptions and principals (service principals, managed identities, users, groups,
+the local administrator), their client secrets, certificates and federated credentials; users' passwords and
+refresh tokens, group members, owners, directory roles, and application objects.
 
 Every method is one transaction. Lookups raise :class:`~acrlocal.errors.NotFound`; secrets are returned once, at
-creation, and only their sha256 is kept. Deleting a principal deletes its credentials; role assignments that name
-it then match nothing (the RBAC evaluation only sees principals that exist).
+creation, and only their sha256 is kept; users' passwords are kept as salted scrypt hashes
+(:mod:`.passwords`). Deleting a principal deletes its credentials, memberships and ownerships; role assignments
+that name it then match nothing (the RBAC evaluation only sees principals that exist).
+
+Users and groups are principals too (``kind`` ``User`` / ``Group``), so role assignments and the token checks
+find them like any other; they have no application, and their ``app_id`` is their object id (an internal value,
+never rendered; the token endpoints only authenticate service principals and managed identities as clients).
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from sqlalchemy.engine import Connection, Engine
 from acrlocal.errors import AlreadyExists, NotFound
 from acrlocal.identity import store as t
 
-PrincipalKind = Literal["ServicePrincipal", "ManagedIdentity", "User"]
+PrincipalKind = Literal["ServicePrincipal", "ManagedIdentity", "User", "Group"]
+#: Entra's role template id of Global Administrator: may write every directory object of its tenant.
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+#: How long a user's refresh token lives (Entra: 90 days).
+REFRESH_TOKEN_LIFETIME_S = 90 * 24 * 3600
+#: Group nesting followed when resolving a principal's groups (Entra allows nesting; cycles are cut).
+MAX_GROUP_DEPTH = 32
 ManagedIdentityKind = Literal["system", "user"]
 
 
@@ -62,7 +74,51 @@ class Principal:
     @property
     def principal_type(self) -> str:
         """The ``principalType`` ARM role assignments use."""
-        return "User" if self.kind == "User" else "ServicePrincipal"
+        return self.kind if self.kind in ("User", "Group") else "ServicePrincipal"
+
+
+@dataclass(frozen=True)
+class User:
+    """A person of the directory. ``properties`` are the other Graph properties (``givenName``, ``mail``...)."""
+
+    object_id: str
+    tenant_id: str
+    user_principal_name: str
+    display_name: str
+    account_enabled: bool
+    force_change: bool
+    properties: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Group:
+    object_id: str
+    tenant_id: str
+    display_name: str
+    properties: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Application:
+    """An application object; ``app_id`` names its principal (the service principal, once created)."""
+
+    id: str
+    app_id: str
+    tenant_id: str
+    display_name: str
+    service_principal: bool
+    properties: dict[str, Any]
+    created: str
+
+
+@dataclass(frozen=True)
+class PasswordCredential:
+    key_id: str
+    display_name: str
+    hint: str
+    created: float
+    expires: float | None
+    listed_on: str
 
 
 @dataclass(frozen=True)
@@ -77,11 +133,24 @@ class FederatedCredential:
 
 @dataclass(frozen=True)
 class Certificate:
+    """A registered certificate (Graph's keyCredential). ``starts``/``expires`` bound when it authenticates:
+    the credential's own dates, else the certificate's."""
+
     key_id: str
     object_id: str
     thumbprint_sha1: str
     thumbprint_sha256: str
     certificate: x509.Certificate
+    display_name: str = ""
+    starts: float | None = None
+    expires: float | None = None
+    listed_on: str = "application"
+    created: float = 0.0
+
+    def valid_at(self, now: float) -> bool:
+        start = self.starts if self.starts is not None else self.certificate.not_valid_before_utc.timestamp()
+        end = self.expires if self.expires is not None else self.certificate.not_valid_after_utc.timestamp()
+        return start <= now < end
 
 
 def new_guid() -> str:
@@ -95,6 +164,26 @@ def _secret_hash(secret: str) -> str:
 def _principal(row: Any) -> Principal:
     return Principal(row.object_id, row.tenant_id, row.kind, row.app_id, row.display_name, row.resource_id,
                      row.mi_kind)
+
+
+def _user(row: Any) -> User:
+    return User(row.object_id, row.tenant_id, row.user_principal_name, row.display_name, bool(row.account_enabled),
+                bool(row.force_change), json.loads(row.properties or "{}"))
+
+
+def _group(row: Any) -> Group:
+    return Group(row.object_id, row.tenant_id, row.display_name, json.loads(row.properties or "{}"))
+
+
+def _application(row: Any) -> Application:
+    return Application(row.id, row.app_id, row.tenant_id, row.display_name, bool(row.service_principal),
+                       json.loads(row.properties or "{}"), row.created)
+
+
+def _certificate(r: Any) -> Certificate:
+    return Certificate(r.key_id, r.object_id, r.thumbprint_sha1, r.thumbprint_sha256,
+                       x509.load_pem_x509_certificate(r.certificate_pem.encode()), r.display_name or "", r.starts,
+                       r.expires, r.listed_on or "application", r.created)
 
 
 class Directory:
@@ -221,13 +310,16 @@ class Directory:
 
     def delete_principal(self, object_id: str) -> None:
         with self.engine.begin() as conn:
+            conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == object_id.lower()))
             conn.execute(sa.delete(t.principals).where(t.principals.c.object_id == object_id.lower()))
         self.generation += 1
 
     # -- client secrets ----------------------------------------------------------------------------
 
-    def add_secret(self, object_id: str, display_name: str = "", lifetime_s: float | None = None) -> tuple[str, str]:
-        """A new client secret for the principal: returns ``(key_id, secret)``; the secret is not kept."""
+    def add_secret(self, object_id: str, display_name: str = "", lifetime_s: float | None = None, *,
+                   listed_on: str = "application") -> tuple[str, str]:
+        """A new client secret for the principal: returns ``(key_id, secret)``; the secret is not kept.
+        ``listed_on`` is the Graph object that lists it (``application`` or ``servicePrincipal``)."""
         self.principal(object_id)
         secret = base64.urlsafe_b64encode(secrets.token_bytes(30)).decode().replace("-", "~").replace("_", ".")
         key_id = new_guid()
@@ -236,8 +328,17 @@ class Directory:
             conn.execute(sa.insert(t.principal_secrets).values(
                 key_id=key_id, object_id=object_id.lower(), display_name=display_name,
                 secret_sha256=_secret_hash(secret), hint=secret[:3], created=now,
-                expires=now + lifetime_s if lifetime_s else None))
+                expires=now + lifetime_s if lifetime_s else None, listed_on=listed_on))
         return key_id, secret
+
+    def secrets(self, object_id: str) -> list[PasswordCredential]:
+        """The principal's client secrets (never their values), newest first."""
+        c = t.principal_secrets.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.principal_secrets).where(c.object_id == object_id.lower())
+                                .order_by(c.created.desc())).all()
+        return [PasswordCredential(r.key_id, r.display_name, r.hint, r.created, r.expires,
+                                   r.listed_on or "application") for r in rows]
 
     def check_secret(self, object_id: str, secret: str) -> bool:
         """True if ``secret`` is a current client secret of the principal (constant-time comparison)."""
@@ -266,24 +367,44 @@ class Directory:
 
     # -- certificates ------------------------------------------------------------------------------
 
-    def add_certificate(self, object_id: str, certificate_pem: str) -> Certificate:
-        """Register a certificate whose key may sign client assertions (RS256/PS256, matched by ``x5t``)."""
+    def add_certificate(self, object_id: str, certificate_pem: str, *, key_id: str | None = None,
+                        display_name: str = "", starts: float | None = None, expires: float | None = None,
+                        listed_on: str = "application") -> Certificate:
+        """Register a certificate whose key may sign client assertions (RS256/PS256, matched by ``x5t``), valid
+        from ``starts`` to ``expires`` (``None``: the certificate's own dates). Raises ``ValueError`` for text
+        that is no PEM certificate, :class:`AlreadyExists` for a key id the principal already has."""
         self.principal(object_id)
         cert = x509.load_pem_x509_certificate(certificate_pem.encode())
-        entry = Certificate(new_guid(), object_id.lower(), cert.fingerprint(hashes.SHA1()).hex(),
-                            cert.fingerprint(hashes.SHA256()).hex(), cert)
+        entry = Certificate((key_id or new_guid()).lower(), object_id.lower(), cert.fingerprint(hashes.SHA1()).hex(),
+                            cert.fingerprint(hashes.SHA256()).hex(), cert, display_name, starts, expires, listed_on,
+                            time.time())
         with self.engine.begin() as conn:
+            clash = conn.execute(sa.select(t.principal_certificates.c.key_id).where(
+                t.principal_certificates.c.key_id == entry.key_id)).first()
+            if clash:
+                raise AlreadyExists(f"a key credential with key id {entry.key_id} already exists")
             conn.execute(sa.insert(t.principal_certificates).values(
                 key_id=entry.key_id, object_id=entry.object_id, thumbprint_sha1=entry.thumbprint_sha1,
-                thumbprint_sha256=entry.thumbprint_sha256, certificate_pem=certificate_pem, created=time.time()))
+                thumbprint_sha256=entry.thumbprint_sha256, certificate_pem=certificate_pem, created=entry.created,
+                display_name=display_name, starts=starts, expires=expires, listed_on=listed_on))
         return entry
 
     def certificates(self, object_id: str) -> list[Certificate]:
+        """The principal's certificates, newest first."""
+        c = t.principal_certificates.c
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.principal_certificates).where(
-                t.principal_certificates.c.object_id == object_id.lower())).all()
-        return [Certificate(r.key_id, r.object_id, r.thumbprint_sha1, r.thumbprint_sha256,
-                            x509.load_pem_x509_certificate(r.certificate_pem.encode())) for r in rows]
+            rows = conn.execute(sa.select(t.principal_certificates).where(c.object_id == object_id.lower())
+                                .order_by(c.created.desc())).all()
+        return [_certificate(r) for r in rows]
+
+    def remove_certificate(self, object_id: str, key_id: str) -> None:
+        """Remove one certificate of the principal; :class:`NotFound` if it has none with ``key_id``."""
+        c = t.principal_certificates.c
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.delete(t.principal_certificates).where(
+                c.object_id == object_id.lower(), c.key_id == key_id.lower()))
+        if result.rowcount == 0:
+            raise NotFound(f"principal {object_id!r} has no key credential with key id {key_id!r}")
 
     # -- federated credentials ---------------------------------------------------------------------
 
@@ -316,3 +437,333 @@ class Directory:
                 t.federated_credentials.c.object_id == object_id.lower(), t.federated_credentials.c.name == name))
         if result.rowcount == 0:
             raise NotFound(f"federated credential {name!r} does not exist")
+
+    # -- users -------------------------------------------------------------------------------------
+
+    def create_user(self, tenant_id: str, user_principal_name: str, display_name: str, password_hash: str | None,
+                    *, account_enabled: bool = True, force_change: bool = False,
+                    properties: dict[str, Any] | None = None) -> User:
+        """A user; :class:`AlreadyExists` if the user principal name is taken (in any tenant). The password is
+        given hashed (:func:`~acrlocal.identity.passwords.hash_password`, which callers run off the event loop)."""
+        self.tenant(tenant_id)
+        object_id = new_guid()
+        now = time.time()
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(t.users.c.object_id).where(
+                    t.users.c.upn_key == user_principal_name.lower())).first():
+                raise AlreadyExists(f"a user with user principal name {user_principal_name!r} already exists")
+            self._insert_principal(conn, Principal(object_id, tenant_id, "User", object_id, display_name))
+            conn.execute(sa.insert(t.users).values(
+                object_id=object_id, upn_key=user_principal_name.lower(), user_principal_name=user_principal_name,
+                password_hash=password_hash, password_changed=now, force_change=force_change,
+                account_enabled=account_enabled, properties=json.dumps(properties or {})))
+        self.generation += 1
+        return self.user(object_id)
+
+    def _users_query(self) -> sa.Select[Any]:
+        p, u = t.principals.c, t.users.c
+        return sa.select(p.object_id, p.tenant_id, p.display_name, u.user_principal_name, u.account_enabled,
+                         u.force_change, u.properties).select_from(t.principals.join(t.users))
+
+    def user(self, object_id: str) -> User:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._users_query().where(t.principals.c.object_id == object_id.lower())).first()
+        if row is None:
+            raise NotFound(f"user {object_id!r} does not exist")
+        return _user(row)
+
+    def find_user(self, user_principal_name: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._users_query().where(t.users.c.upn_key == user_principal_name.lower())).first()
+        return _user(row) if row else None
+
+    def users(self, tenant_id: str) -> list[User]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._users_query().where(t.principals.c.tenant_id == tenant_id.lower())
+                                .order_by(t.principals.c.created)).all()
+        return [_user(r) for r in rows]
+
+    def password_hash(self, object_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.users.c.password_hash).where(
+                t.users.c.object_id == object_id.lower())).first()
+        return row.password_hash if row else None
+
+    def update_user(self, object_id: str, *, display_name: str | None = None, user_principal_name: str | None = None,
+                    account_enabled: bool | None = None, password_hash: str | None = None,
+                    force_change: bool | None = None, properties: dict[str, Any] | None = None) -> User:
+        """Change what is given; a new password or a disabled account also revokes the user's refresh tokens.
+        :class:`AlreadyExists` for a user principal name another user has."""
+        user = self.user(object_id)
+        values: dict[str, Any] = {}
+        if user_principal_name is not None and user_principal_name.lower() != user.user_principal_name.lower():
+            values.update(upn_key=user_principal_name.lower(), user_principal_name=user_principal_name)
+        elif user_principal_name is not None:
+            values.update(user_principal_name=user_principal_name)
+        if account_enabled is not None:
+            values["account_enabled"] = account_enabled
+        if password_hash is not None:
+            values.update(password_hash=password_hash, password_changed=time.time())
+        if force_change is not None:
+            values["force_change"] = force_change
+        if properties is not None:
+            values["properties"] = json.dumps(properties)
+        with self.engine.begin() as conn:
+            if "upn_key" in values and conn.execute(sa.select(t.users.c.object_id).where(
+                    t.users.c.upn_key == values["upn_key"])).first():
+                raise AlreadyExists(f"a user with user principal name {user_principal_name!r} already exists")
+            if values:
+                conn.execute(sa.update(t.users).where(t.users.c.object_id == user.object_id).values(**values))
+            if display_name is not None:
+                conn.execute(sa.update(t.principals).where(t.principals.c.object_id == user.object_id).values(
+                    display_name=display_name))
+            if password_hash is not None or account_enabled is False:
+                conn.execute(sa.delete(t.refresh_tokens).where(t.refresh_tokens.c.object_id == user.object_id))
+        return self.user(object_id)
+
+    # -- users' refresh tokens ---------------------------------------------------------------------
+
+    def issue_refresh_token(self, object_id: str, client_id: str) -> str:
+        token = secrets.token_urlsafe(48)
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(t.refresh_tokens).values(
+                token_sha256=_secret_hash(token), object_id=object_id.lower(), client_id=client_id.lower(),
+                created=now, expires=now + REFRESH_TOKEN_LIFETIME_S))
+        return token
+
+    def redeem_refresh_token(self, token: str, client_id: str) -> User | None:
+        """The enabled user a current refresh token of ``client_id`` belongs to, else ``None``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.refresh_tokens).where(
+                t.refresh_tokens.c.token_sha256 == _secret_hash(token))).first()
+        if row is None or row.expires <= time.time() or row.client_id != client_id.lower():
+            return None
+        try:
+            user = self.user(row.object_id)
+        except NotFound:
+            return None
+        return user if user.account_enabled else None
+
+    # -- groups ------------------------------------------------------------------------------------
+
+    def create_group(self, tenant_id: str, display_name: str, properties: dict[str, Any] | None = None) -> Group:
+        self.tenant(tenant_id)
+        object_id = new_guid()
+        with self.engine.begin() as conn:
+            self._insert_principal(conn, Principal(object_id, tenant_id, "Group", object_id, display_name))
+            conn.execute(sa.insert(t.groups).values(object_id=object_id, properties=json.dumps(properties or {})))
+        self.generation += 1
+        return self.group(object_id)
+
+    def _groups_query(self) -> sa.Select[Any]:
+        p = t.principals.c
+        return sa.select(p.object_id, p.tenant_id, p.display_name, t.groups.c.properties).select_from(
+            t.principals.join(t.groups))
+
+    def group(self, object_id: str) -> Group:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._groups_query().where(t.principals.c.object_id == object_id.lower())).first()
+        if row is None:
+            raise NotFound(f"group {object_id!r} does not exist")
+        return _group(row)
+
+    def groups(self, tenant_id: str) -> list[Group]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._groups_query().where(t.principals.c.tenant_id == tenant_id.lower())
+                                .order_by(t.principals.c.created)).all()
+        return [_group(r) for r in rows]
+
+    def update_group(self, object_id: str, *, display_name: str | None = None,
+                     properties: dict[str, Any] | None = None) -> Group:
+        group = self.group(object_id)
+        with self.engine.begin() as conn:
+            if display_name is not None:
+                conn.execute(sa.update(t.principals).where(t.principals.c.object_id == group.object_id).values(
+                    display_name=display_name))
+            if properties is not None:
+                conn.execute(sa.update(t.groups).where(t.groups.c.object_id == group.object_id).values(
+                    properties=json.dumps(properties)))
+        return self.group(object_id)
+
+    def add_member(self, group_id: str, member_id: str) -> bool:
+        """Add ``member_id`` (a user, group or service principal of the group's tenant) to the group; False if it
+        was a member already. :class:`NotFound` for a group or member that does not exist there."""
+        group = self.group(group_id)
+        member = self.principal(member_id)
+        if member.tenant_id != group.tenant_id:
+            raise NotFound(f"principal {member_id!r} does not exist in tenant {group.tenant_id}")
+        with self.engine.begin() as conn:
+            c = t.group_members.c
+            if conn.execute(sa.select(c.member_id).where(c.group_id == group.object_id,
+                                                         c.member_id == member.object_id)).first():
+                return False
+            conn.execute(sa.insert(t.group_members).values(group_id=group.object_id, member_id=member.object_id))
+        return True
+
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        c = t.group_members.c
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.delete(t.group_members).where(c.group_id == group_id.lower(),
+                                                                   c.member_id == member_id.lower()))
+        if result.rowcount == 0:
+            raise NotFound(f"{member_id!r} is not a member of group {group_id!r}")
+
+    def members(self, group_id: str) -> list[Principal]:
+        """The direct members of a group."""
+        c = t.group_members.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.principals).join(t.group_members, c.member_id == t.principals.c.object_id)
+                                .where(c.group_id == group_id.lower()).order_by(t.principals.c.created)).all()
+        return [_principal(r) for r in rows]
+
+    def member_of(self, object_id: str) -> list[str]:
+        """The object ids of every group ``object_id`` belongs to, directly or through nested groups (one query a
+        level of nesting, at most :data:`MAX_GROUP_DEPTH` levels)."""
+        found: list[str] = []
+        seen = {object_id.lower()}
+        frontier = [object_id.lower()]
+        c = t.group_members.c
+        with self.engine.connect() as conn:
+            for _ in range(MAX_GROUP_DEPTH):
+                if not frontier:
+                    break
+                rows = conn.execute(sa.select(c.group_id).where(c.member_id.in_(frontier))).all()
+                frontier = [r.group_id for r in rows if r.group_id not in seen]
+                seen.update(frontier)
+                found.extend(frontier)
+        return found
+
+    # -- owners and directory roles ----------------------------------------------------------------
+
+    def add_owner(self, object_id: str, owner_id: str) -> bool:
+        """``owner_id`` (a principal) owns the application, service principal or group ``object_id``; False if it
+        did already."""
+        self.principal(owner_id)
+        c = t.owners.c
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(c.owner_id).where(c.object_id == object_id.lower(),
+                                                        c.owner_id == owner_id.lower())).first():
+                return False
+            conn.execute(sa.insert(t.owners).values(object_id=object_id.lower(), owner_id=owner_id.lower()))
+        return True
+
+    def remove_owner(self, object_id: str, owner_id: str) -> None:
+        c = t.owners.c
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.delete(t.owners).where(c.object_id == object_id.lower(),
+                                                            c.owner_id == owner_id.lower()))
+        if result.rowcount == 0:
+            raise NotFound(f"{owner_id!r} is not an owner of {object_id!r}")
+
+    def owners(self, object_id: str) -> list[Principal]:
+        c = t.owners.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.principals).join(t.owners, c.owner_id == t.principals.c.object_id)
+                                .where(c.object_id == object_id.lower()).order_by(t.principals.c.created)).all()
+        return [_principal(r) for r in rows]
+
+    def owned_objects(self, owner_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r.object_id for r in conn.execute(sa.select(t.owners.c.object_id).where(
+                t.owners.c.owner_id == owner_id.lower()))]
+
+    def is_owner(self, object_id: str, owner_id: str) -> bool:
+        c = t.owners.c
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(c.owner_id).where(c.object_id == object_id.lower(),
+                                                            c.owner_id == owner_id.lower())).first() is not None
+
+    def add_directory_role(self, principal_id: str, role_template_id: str = GLOBAL_ADMINISTRATOR) -> None:
+        self.principal(principal_id)
+        c = t.directory_roles.c
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(c.principal_id).where(c.role_template_id == role_template_id,
+                                                            c.principal_id == principal_id.lower())).first():
+                return
+            conn.execute(sa.insert(t.directory_roles).values(role_template_id=role_template_id,
+                                                             principal_id=principal_id.lower()))
+
+    def has_directory_role(self, principal_id: str, role_template_id: str = GLOBAL_ADMINISTRATOR) -> bool:
+        c = t.directory_roles.c
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(c.principal_id).where(c.role_template_id == role_template_id,
+                                                                c.principal_id == principal_id.lower())
+                                ).first() is not None
+
+    # -- application objects -----------------------------------------------------------------------
+
+    def create_application(self, tenant_id: str, display_name: str, properties: dict[str, Any], created: str,
+                           *, app_id: str | None = None) -> Application:
+        """An application object and its principal (same app id; the service principal object comes later)."""
+        principal = self.create_service_principal(tenant_id, display_name, app_id=app_id)
+        app_object_id = new_guid()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(t.applications).values(
+                id=app_object_id, app_id=principal.app_id, tenant_id=tenant_id.lower(), display_name=display_name,
+                service_principal=False, properties=json.dumps(properties), created=created))
+        return self.application(app_object_id)
+
+    def application(self, object_id: str) -> Application:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.applications).where(t.applications.c.id == object_id.lower())).first()
+        if row is None:
+            raise NotFound(f"application {object_id!r} does not exist")
+        return _application(row)
+
+    def find_application(self, *, app_id: str) -> Application | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.applications).where(t.applications.c.app_id == app_id.lower())).first()
+        return _application(row) if row else None
+
+    def applications(self, tenant_id: str) -> list[Application]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.applications).where(t.applications.c.tenant_id == tenant_id.lower())
+                                .order_by(t.applications.c.created, t.applications.c.id)).all()
+        return [_application(r) for r in rows]
+
+    def update_application(self, object_id: str, *, display_name: str | None = None,
+                           properties: dict[str, Any] | None = None, service_principal: bool | None = None
+                           ) -> Application:
+        app = self.application(object_id)
+        values: dict[str, Any] = {}
+        if display_name is not None:
+            values["display_name"] = display_name
+        if properties is not None:
+            values["properties"] = json.dumps(properties)
+        if service_principal is not None:
+            values["service_principal"] = service_principal
+        with self.engine.begin() as conn:
+            if values:
+                conn.execute(sa.update(t.applications).where(t.applications.c.id == app.id).values(**values))
+            if display_name is not None:
+                conn.execute(sa.update(t.principals).where(t.principals.c.app_id == app.app_id).values(
+                    display_name=display_name))
+        return self.application(object_id)
+
+    def delete_application(self, object_id: str) -> None:
+        """Delete the application object, its principal (credentials, memberships) and its owner rows."""
+        app = self.application(object_id)
+        principal = self.find_principal(app_id=app.app_id)
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == app.id))
+            conn.execute(sa.delete(t.applications).where(t.applications.c.id == app.id))
+        if principal is not None:
+            self.delete_principal(principal.object_id)
+
+    def service_principal_properties(self, object_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.service_principals.c.properties).where(
+                t.service_principals.c.object_id == object_id.lower())).first()
+        return json.loads(row.properties) if row else {}
+
+    def set_service_principal_properties(self, object_id: str, properties: dict[str, Any]) -> None:
+        self.principal(object_id)
+        c = t.service_principals.c
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(c.object_id).where(c.object_id == object_id.lower())).first():
+                conn.execute(sa.update(t.service_principals).where(c.object_id == object_id.lower()).values(
+                    properties=json.dumps(properties)))
+            else:
+                conn.execute(sa.insert(t.service_principals).values(object_id=object_id.lower(),
+                                                                    properties=json.dumps(properties)))

@@ -55,6 +55,8 @@ principal_secrets = sa.Table(
     sa.Column("hint", sa.String(8), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("expires", sa.Float, nullable=True),
+    # Which Graph object lists it: "application" (also NULL, rows older than the column) or "servicePrincipal".
+    sa.Column("listed_on", sa.String(16), nullable=True),
 )
 
 principal_certificates = sa.Table(
@@ -66,6 +68,11 @@ principal_certificates = sa.Table(
     sa.Column("thumbprint_sha256", sa.String(64), nullable=False),
     sa.Column("certificate_pem", sa.Text, nullable=False),
     sa.Column("created", sa.Float, nullable=False),
+    # Graph's keyCredential: its name and validity (NULL: the certificate's own), and which object lists it.
+    sa.Column("display_name", sa.String(256), nullable=True),
+    sa.Column("starts", sa.Float, nullable=True),
+    sa.Column("expires", sa.Float, nullable=True),
+    sa.Column("listed_on", sa.String(16), nullable=True),
 )
 
 federated_credentials = sa.Table(
@@ -91,3 +98,111 @@ signing_keys = sa.Table(
     # When a newer key took over; the key stays published until its last token expires.
     sa.Column("retired", sa.Float, nullable=True),
 )
+
+# -- the directory's people and objects (Microsoft Graph's users, groups, applications) ---------------------------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("object_id", sa.String(36), sa.ForeignKey("principals.object_id", ondelete="CASCADE"),
+              primary_key=True),
+    # Lower-cased userPrincipalName: unique across the server, as Entra's are across Entra.
+    sa.Column("upn_key", sa.String(256), nullable=False, unique=True),
+    sa.Column("user_principal_name", sa.String(256), nullable=False),
+    sa.Column("password_hash", sa.String(256), nullable=True),
+    sa.Column("password_changed", sa.Float, nullable=True),
+    sa.Column("force_change", sa.Boolean, nullable=False, default=False),
+    sa.Column("account_enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("properties", sa.Text, nullable=False, default="{}"),  # other Graph properties (JSON)
+)
+
+groups = sa.Table(
+    "directory_groups",
+    metadata,
+    sa.Column("object_id", sa.String(36), sa.ForeignKey("principals.object_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("properties", sa.Text, nullable=False, default="{}"),  # mailNickname, securityEnabled... (JSON)
+)
+
+group_members = sa.Table(
+    "group_members",
+    metadata,
+    sa.Column("group_id", sa.String(36), sa.ForeignKey("principals.object_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("member_id", sa.String(36), sa.ForeignKey("principals.object_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Index("ix_group_members_member", "member_id"),
+)
+
+#: Owners of applications, service principals and groups (object_id is any of those; not a foreign key, as an
+#: application is no principal: deleting an object deletes its owner rows explicitly).
+owners = sa.Table(
+    "directory_owners",
+    metadata,
+    sa.Column("object_id", sa.String(36), primary_key=True),
+    sa.Column("owner_id", sa.String(36), sa.ForeignKey("principals.object_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Index("ix_directory_owners_owner", "owner_id"),
+)
+
+#: Members of directory roles (Entra's role templates, e.g. Global Administrator).
+directory_roles = sa.Table(
+    "directory_role_members",
+    metadata,
+    sa.Column("role_template_id", sa.String(36), primary_key=True),
+    sa.Column("principal_id", sa.String(36), sa.ForeignKey("principals.object_id", ondelete="CASCADE"),
+              primary_key=True),
+)
+
+#: A user's refresh tokens (only their sha256 is kept; random 384-bit strings): gone with the user, and with a
+#: password change.
+refresh_tokens = sa.Table(
+    "user_refresh_tokens",
+    metadata,
+    sa.Column("token_sha256", sa.String(64), primary_key=True),
+    sa.Column("object_id", sa.String(36), sa.ForeignKey("principals.object_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("client_id", sa.String(36), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+    sa.Index("ix_user_refresh_tokens_user", "object_id"),
+)
+
+#: Application objects (Graph's ``/applications``). The application's principal (same appId) is in ``principals``;
+#: ``service_principal`` says whether its service principal object was created (``POST /servicePrincipals``).
+applications = sa.Table(
+    "applications",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("app_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("display_name", sa.String(256), nullable=False),
+    sa.Column("service_principal", sa.Boolean, nullable=False, default=False),
+    sa.Column("properties", sa.Text, nullable=False, default="{}"),  # identifierUris, web... (JSON)
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Index("ix_applications_tenant", "tenant_id"),
+)
+
+#: Graph properties of service principals (tags, notes, accountEnabled...); a row only once one is set.
+service_principals = sa.Table(
+    "service_principal_properties",
+    metadata,
+    sa.Column("object_id", sa.String(36), sa.ForeignKey("principals.object_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("properties", sa.Text, nullable=False, default="{}"),
+)
+
+
+def upgrade(engine: sa.engine.Engine) -> None:
+    """Bring an older database's directory up to date: application objects used to be the control plane's
+    ``arm_graph_applications`` table; they move to :data:`applications` (their secrets were always in
+    ``principal_secrets``)."""
+    if not sa.inspect(engine).has_table("arm_graph_applications"):
+        return
+    old = sa.Table("arm_graph_applications", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as conn:
+        for row in conn.execute(sa.select(old)).all():
+            if conn.execute(sa.select(applications.c.id).where(applications.c.id == row.id)).first() is None:
+                conn.execute(sa.insert(applications).values(
+                    id=row.id, app_id=row.app_id, tenant_id=row.tenant_id, display_name=row.display_name,
+                    service_principal=bool(row.service_principal), properties="{}", created=row.created))
+        old.drop(conn)

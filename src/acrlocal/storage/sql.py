@@ -47,7 +47,31 @@ def open_engine(url: str) -> Engine:
     for name in TABLE_MODULES:
         importlib.import_module(name)
     metadata.create_all(engine)
+    add_missing_columns(engine)
     return engine
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns a table has gained since the database was made (``create_all`` only makes missing
+    tables); returns ``table.column`` of each one added. A new column that is not nullable is a schema change this
+    cannot make, and raises ``RuntimeError`` naming it."""
+    inspector = sa.inspect(engine)
+    added: list[str] = []
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"column {table.name}.{column.name} is missing and not nullable: the database "
+                                   "needs a migration")
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 class DataVersion:

@@ -1,0 +1,337 @@
+"""The machinery every Graph handler shares: the router, the caller, the body, ``$filter``/``$top`` paging and
+Graph's error body.
+
+:func:`dispatch` is the one entry point for ``/v1.0/...`` and ``/beta/...``. In this order it authenticates the
+bearer token for Graph's audiences (401 ``InvalidAuthenticationToken``), finds the route (400 ``BadRequest``
+"Resource not found for the segment", 405 for a method a path does not take) and runs the handler; anything a
+handler raises becomes Graph's ``{"error": {"code", "message", "innerError"}}``, an unexpected exception a logged
+500 in the same shape. Every read a handler makes goes through :class:`GraphCall`, whose look-ups only find
+objects of the caller's tenant: an object of another tenant is 404, exactly as one that does not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import json as jsonlib
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from acrlocal.arm.graph.errors import GraphError
+from acrlocal.arm.store import ArmStore
+from acrlocal.context import Context
+from acrlocal.identity.directory import GLOBAL_ADMINISTRATOR, Principal
+from acrlocal.identity.tokens import InvalidToken
+
+log = logging.getLogger(__name__)
+
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+DEFAULT_PAGE, MAX_PAGE = 100, 999
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def audiences(ctx: Context) -> list[str]:
+    """The ``aud`` values Graph accepts: Microsoft Graph's URL (with or without ``/``), its app id, and this
+    server's own URL (the ``microsoftGraphResourceId`` that ``/metadata/endpoints`` advertises)."""
+    base = ctx.tokens.authority
+    return ["https://graph.microsoft.com", "https://graph.microsoft.com/", GRAPH_APP_ID, base, base + "/"]
+
+
+def utc(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any, name: str) -> float:
+    """An ISO 8601 date-time from a request as a timestamp; 400 for anything else."""
+    if not isinstance(value, str):
+        raise GraphError(400, "Request_BadRequest", f"Property '{name}' must be an ISO 8601 date-time string.")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise GraphError(400, "Request_BadRequest", f"Property '{name}' has an invalid value: "
+                         f"'{value[:60]}' is not an ISO 8601 date-time.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def not_found(object_id: str) -> GraphError:
+    return GraphError(404, "Request_ResourceNotFound", f"Resource '{object_id[:100]}' does not exist or one of its "
+                      "queried reference-property objects are not present.")
+
+
+def denied() -> GraphError:
+    return GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+
+
+# -- $filter ---------------------------------------------------------------------------------------------------
+
+_VALUE = r"'(?:[^']|'')*'|true|false|null"
+_TERM = re.compile(
+    rf"""\s*(?:
+        (?P<field>[A-Za-z][A-Za-z0-9]*)\s+eq\s+(?P<value>{_VALUE})
+      | startswith\(\s*(?P<sfield>[A-Za-z][A-Za-z0-9]*)\s*,\s*'(?P<prefix>(?:[^']|'')*)'\s*\)
+      | (?P<collection>[A-Za-z][A-Za-z0-9]*)/any\(\s*(?P<var>\w+)\s*:\s*(?P=var)\s+eq\s+'(?P<item>(?:[^']|'')*)'\s*\)
+    )\s*""", re.IGNORECASE | re.VERBOSE)
+_AND = re.compile(r"\s*and\s+", re.IGNORECASE)
+
+Matcher = Callable[[dict[str, Any]], bool]
+
+
+def _get(obj: dict[str, Any], key: str) -> Any:
+    """A property of a rendered object by name, ignoring case (Graph's property names are case-insensitive)."""
+    if key in obj:
+        return obj[key]
+    lowered = key.lower()
+    for k, v in obj.items():
+        if k.lower() == lowered:
+            return v
+    return None
+
+
+def _literal(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "null":
+        return None
+    return text[1:-1].replace("''", "'")
+
+
+def _eq(key: str, value: Any) -> Matcher:
+    if isinstance(value, str):
+        wanted = value.lower()
+        return lambda o: str(_get(o, key) or "").lower() == wanted
+    return lambda o: _get(o, key) == value
+
+
+def _starts(key: str, prefix: str) -> Matcher:
+    return lambda o: str(_get(o, key) or "").lower().startswith(prefix)
+
+
+def _any(key: str, item: str) -> Matcher:
+    return lambda o: item in [str(x).lower() for x in (_get(o, key) or [])]
+
+
+def parse_filter(text: str | None) -> Matcher:
+    """A predicate on rendered Graph objects for the ``$filter`` subset az and the SDKs send: ``prop eq
+    'text'|true|false|null``, ``startswith(prop,'text')`` and ``collection/any(c:c eq 'text')``, joined by
+    ``and``; text compared ignoring case. Anything else is 400 ``Request_UnsupportedQuery``: a filter that is
+    not understood never widens a list."""
+    if text is None or not text.strip():
+        return lambda o: True
+    checks: list[Matcher] = []
+    pos = 0
+    while True:
+        m = _TERM.match(text, pos)
+        if not m:
+            raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported query: {text[:200]}")
+        if m.group("field"):
+            checks.append(_eq(m.group("field"), _literal(m.group("value"))))
+        elif m.group("sfield"):
+            checks.append(_starts(m.group("sfield"), m.group("prefix").replace("''", "'").lower()))
+        else:
+            checks.append(_any(m.group("collection"), m.group("item").replace("''", "'").lower()))
+        pos = m.end()
+        if pos == len(text):
+            return lambda o: all(check(o) for check in checks)
+        sep = _AND.match(text, pos)
+        if not sep:
+            raise GraphError(400, "Request_UnsupportedQuery", f"Unsupported query: {text[:200]}")
+        pos = sep.end()
+
+
+# -- the call ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GraphCall:
+    """One authenticated Graph request: the caller (a principal of the directory) and its tenant, the route's
+    parameters, and the server's services."""
+
+    ctx: Context
+    store: ArmStore
+    request: web.Request
+    caller: Principal
+    claims: dict[str, Any]
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tenant_id(self) -> str:
+        return self.caller.tenant_id
+
+    @property
+    def base(self) -> str:
+        """This server as the caller reached it (Graph's ``@odata.*`` links point back here)."""
+        return f"https://{self.request.host}"
+
+    def context_url(self, what: str) -> str:
+        return f"{self.base}/v1.0/$metadata#{what}"
+
+    def is_admin(self) -> bool:
+        """The caller holds Global Administrator in its tenant (the local administrator and the user ``up``
+        creates do)."""
+        return self.caller.object_id == self.ctx.admin.objectId.lower() or \
+            self.ctx.directory.has_directory_role(self.caller.object_id, GLOBAL_ADMINISTRATOR)
+
+    def require_admin(self) -> None:
+        if not self.is_admin():
+            raise denied()
+
+    def require_admin_or_owner(self, object_id: str) -> None:
+        if not self.is_admin() and not self.ctx.directory.is_owner(object_id, self.caller.object_id):
+            raise denied()
+
+    def principal(self, object_id: str) -> Principal:
+        """A principal of the caller's tenant by object id; 404 otherwise (another tenant's too)."""
+        found = self.ctx.directory.find_principal(object_id=object_id) if GUID.match(object_id) else None
+        if found is None or found.tenant_id != self.tenant_id:
+            raise not_found(object_id)
+        return found
+
+    async def body(self) -> dict[str, Any]:
+        raw = await self.request.read()
+        if len(raw) > MAX_BODY_BYTES:
+            raise GraphError(413, "Request_EntityTooLarge", f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+        try:
+            body = jsonlib.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
+            raise GraphError(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type "
+                             "header is set and payload is of valid JSON format.") from None
+        if not isinstance(body, dict):
+            raise GraphError(400, "BadRequest", "The request payload must be a JSON object.")
+        return body
+
+    def page(self, what: str, items: Sequence[dict[str, Any]]) -> web.Response:
+        """A collection, filtered by ``$filter`` and paged by ``$top`` (default 100, at most 999) with an
+        ``@odata.nextLink`` that carries the position in ``$skiptoken``."""
+        matches = parse_filter(self.request.query.get("$filter"))
+        selected = [item for item in items if matches(item)]
+        try:
+            top = int(self.request.query.get("$top", DEFAULT_PAGE))
+        except ValueError:
+            raise GraphError(400, "Request_UnsupportedQuery", "Invalid value for $top.") from None
+        if not 1 <= top <= MAX_PAGE:
+            raise GraphError(400, "Request_UnsupportedQuery", f"Invalid page size specified: '{top}'. Must be "
+                             f"between 1 and {MAX_PAGE} inclusive.")
+        start = _skip(self.request.query.get("$skiptoken"))
+        chunk = selected[start:start + top]
+        body: dict[str, Any] = {"@odata.context": self.context_url(what), "value": [_select(self, o) for o in chunk]}
+        if start + top < len(selected):
+            query = {k: v for k, v in self.request.query.items() if k != "$skiptoken"}
+            query["$skiptoken"] = base64.urlsafe_b64encode(str(start + top).encode()).decode()
+            body["@odata.nextLink"] = str(self.request.url.with_query(query).with_scheme("https"))
+        return web.json_response(body)
+
+    def one(self, what: str, obj: dict[str, Any], status: int = 200) -> web.Response:
+        return web.json_response({"@odata.context": self.context_url(what), **_select(self, obj)}, status=status)
+
+
+def _skip(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        value = int(base64.urlsafe_b64decode(token.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise GraphError(400, "Request_UnsupportedQuery", "The $skiptoken is not valid.") from None
+    if value < 0:
+        raise GraphError(400, "Request_UnsupportedQuery", "The $skiptoken is not valid.")
+    return value
+
+
+def _select(call: GraphCall, obj: dict[str, Any]) -> dict[str, Any]:
+    """``$select=a,b``: only those properties (and ``@odata.type`` and ``id``); otherwise the object's defaults
+    (keys starting with ``_`` are internal: used by ``$filter`` and ``$select`` but not rendered by default)."""
+    wanted = call.request.query.get("$select")
+    if wanted:
+        names = {n.strip().lower() for n in wanted.split(",") if n.strip()}
+        return {k.lstrip("_"): v for k, v in obj.items()
+                if k.lstrip("_").lower() in names or k in ("id", "@odata.type")}
+    return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+
+# -- the router -------------------------------------------------------------------------------------------------
+
+Handler = Callable[[GraphCall], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+class Router:
+    """Routes by method and path below ``/v1.0`` (or ``/beta``). Path templates name parameters in braces; literal
+    segments match ignoring case, as Graph's do."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(self, method: str, template: str, handler: Handler) -> None:
+        parts = []
+        for segment in template.strip("/").split("/"):
+            pieces = re.split(r"\{(\w+)\}", segment)  # literal, name, literal, name, ..., literal
+            parts.append("".join(f"(?P<{piece}>[^/]+)" if i % 2 else re.escape(piece)
+                                 for i, piece in enumerate(pieces)))
+        self.routes.append(Route(method, re.compile("^/" + "/".join(parts) + "/?$", re.IGNORECASE), handler))
+
+    def find(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        allowed = False
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if m is None:
+                continue
+            if route.method == method:
+                return route.handler, {k: unquote(v) for k, v in m.groupdict().items()}
+            allowed = True
+        if allowed:
+            raise GraphError(405, "Request_BadRequest", f"Specified HTTP method '{method}' is not allowed for the "
+                             "request uri.")
+        segment = next((s for s in path.strip("/").split("/") if s), "")
+        raise GraphError(400, "BadRequest", f"Resource not found for the segment '{unquote(segment)[:100]}'.")
+
+
+def authenticate(ctx: Context, request: web.Request) -> tuple[Principal, dict[str, Any]]:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
+    try:
+        claims = ctx.tokens.verify(token.strip(), audiences(ctx))
+    except InvalidToken:
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience "
+                         "or signature.") from None
+    principal = ctx.directory.find_principal(object_id=str(claims["oid"]))
+    if principal is None or principal.tenant_id != str(claims["tid"]).lower():
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.")
+    return principal, claims
+
+
+def make_dispatch(ctx: Context, store: ArmStore, router: Router) -> Callable[[web.Request], Awaitable[
+        web.StreamResponse]]:
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        try:
+            path = request.match_info.get("tail", "")
+            caller, claims = authenticate(ctx, request)
+            handler, params = router.find(request.method, "/" + path)
+            return await handler(GraphCall(ctx, store, request, caller, claims, params))
+        except GraphError as err:
+            return err.response(request)
+        except Exception:
+            log.exception("Graph request %s %s failed", request.method, request.path)
+            return GraphError(500, "generalException", "An internal server error occurred; request id "
+                              f"{uuid.uuid4()}.").response(request)
+    return dispatch
