@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -103,9 +103,9 @@ class ChallengeAuth(requests.auth.AuthBase):
 
 
 @contextmanager
-def running(data_dir: Path, *extra_args: str) -> Iterator[AcrLocal]:
+def running(data_dir: Path, *extra_args: str, wrapper: Sequence[str] = ()) -> Iterator[AcrLocal]:
     """A started server on ``data_dir``, stopped when the block ends, however it ends."""
-    server = AcrLocal(data_dir, *extra_args)
+    server = AcrLocal(data_dir, *extra_args, wrapper=wrapper)
     server.start()
     try:
         yield server
@@ -114,11 +114,14 @@ def running(data_dir: Path, *extra_args: str) -> Iterator[AcrLocal]:
 
 
 class AcrLocal:
-    """A server process on ``data_dir``. ``status`` is what ``acrlocal status`` prints."""
+    """A server process on ``data_dir``. ``status`` is what ``acrlocal status`` prints. ``wrapper`` is a command
+    the server runs under that ends by exec'ing it (e.g. one that enters a private network namespace), so the
+    process is still the server's."""
 
-    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str, wrapper: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args
+        self.wrapper = list(wrapper)
         self.proc: subprocess.Popen[bytes] | None = None
         self.status: dict[str, Any] = {}
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -131,7 +134,7 @@ class AcrLocal:
         state.unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            acrlocal_cmd(
+            self.wrapper + acrlocal_cmd(
                 "up", "--data-dir", str(self.data_dir), "--port", "0", "--registry-port-base", "0",
                 "--imds-port-base", "0", "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
                 *self.extra_args,

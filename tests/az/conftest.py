@@ -69,9 +69,11 @@ class Contained:
     """Runs commands in a mount namespace whose ``/etc/hosts`` holds ``localhost`` and ``names`` (all 127.0.0.1)
     and whose ``/etc/resolv.conf`` names only 127.0.0.1."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, netns_pid: int | None = None) -> None:
         self.root = root
         self.names: set[str] = set()
+        #: Run in the network namespace of this process (a server in a private namespace), if given.
+        self.netns_pid = netns_pid
         root.mkdir(parents=True, exist_ok=True)
         (root / "resolv.conf").write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
 
@@ -79,7 +81,9 @@ class Contained:
         hosts = self.root / "hosts"
         hosts.write_text("127.0.0.1 localhost " + " ".join(sorted(self.names)) + "\n::1 localhost\n")
         unshare = ["unshare", "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
-        return [*unshare, "sh", "-c", CONTAIN, "contain", str(hosts), str(self.root / "resolv.conf"), *command]
+        netns = ["nsenter", f"--net=/proc/{self.netns_pid}/ns/net"] if self.netns_pid else []
+        return [*netns, *unshare, "sh", "-c", CONTAIN, "contain", str(hosts), str(self.root / "resolv.conf"),
+                *command]
 
 
 class Az:

@@ -46,6 +46,8 @@ class Caller:
     principal: Principal
     claims: dict[str, Any]
     store: ArmStore
+    #: The groups the principal belongs to, directly or through nested groups: their role assignments apply too.
+    groups: list[str] = field(default_factory=list)
     _assignments: list[StoredAssignment] | None = field(default=None, repr=False)
 
     @property
@@ -58,12 +60,14 @@ class Caller:
 
     @property
     def client(self) -> str:
-        """How ARM names the caller in messages: the application id of an app, else the object id."""
+        """How ARM names the caller in messages: a user's user principal name, an application's app id."""
+        if self.principal.kind == "User":
+            return str(self.claims.get("upn") or self.object_id)
         return str(self.claims.get("appid") or self.principal.app_id or self.object_id)
 
     @property
     def principal_ids(self) -> list[str]:
-        return [self.object_id]
+        return [self.object_id, *self.groups]
 
     @property
     def assignments(self) -> list[StoredAssignment]:
@@ -136,4 +140,7 @@ def authenticate(request: web.Request, ctx: Context, store: ArmStore) -> Caller:
     if principal is None or principal.tenant_id != str(claims["tid"]).lower():
         raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid: its principal does not "
                        "exist in the directory.", headers=challenge(ctx, description="The access token is invalid."))
-    return Caller(principal, claims, store)
+    if principal.kind == "Group":
+        raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.",
+                       headers=challenge(ctx, description="The access token is invalid."))
+    return Caller(principal, claims, store, ctx.directory.member_of(principal.object_id))

@@ -3,7 +3,9 @@
 - ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and ``GET /{tenant}/discovery/v2.0/keys``
 - ``POST /{tenant}/oauth2/v2.0/token`` (``scope=<resource>/.default``) and the v1 ``POST /{tenant}/oauth2/token``
   (``resource=<resource>``), grant ``client_credentials`` with a client secret, a certificate-signed client
-  assertion, or a federated assertion (workload identity; see :mod:`.assertions`).
+  assertion, or a federated assertion (workload identity; see :mod:`.assertions`); and the grants of a person
+  signing in (password, device code, authorization code with PKCE, refresh token), also on ``organizations`` and
+  ``common``, with the sign-in pages (``/authorize``, ``/devicelogin``; see :mod:`.signin`).
 
 Errors are :class:`~acrlocal.identity.errors.OAuthError`, answered in Entra's shape. Client secrets are never
 logged or echoed.
@@ -29,6 +31,16 @@ from acrlocal.identity.assertions import (
 )
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.errors import OAuthError
+from acrlocal.identity.signin import (
+    PENDING,
+    USER_GRANTS,
+    PendingSignIns,
+    authorize,
+    device_code,
+    device_login,
+    user_grant,
+    user_realm,
+)
 
 SP_TOKEN_LIFETIME_S = 3599
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -45,6 +57,11 @@ def _ctx(request: web.Request) -> Context:
 def _oauth_error(err: OAuthError, request: web.Request) -> web.Response:
     corr = request.headers.get("client-request-id") or request.headers.get("x-ms-client-request-id")
     return web.json_response(err.body(corr), status=err.status)
+
+
+def _tenant_or_alias(ctx: Context, tenant: str) -> str | None:
+    """A tenant id, or ``None`` for ``organizations``/``common`` (a person's own tenant answers)."""
+    return None if tenant.lower() in MULTI_TENANT_ALIASES else _tenant(ctx, tenant)
 
 
 def _tenant(ctx: Context, tenant: str) -> str:
@@ -106,8 +123,12 @@ def _authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: s
     unknown client, a client of another tenant, a bad secret or a bad assertion."""
     client_id = _required(form, "client_id")
     principal = ctx.directory.find_principal(app_id=client_id)
-    if principal is None or principal.tenant_id != tenant_id:
+    if principal is None or principal.tenant_id != tenant_id or principal.kind not in ("ServicePrincipal",
+                                                                                        "ManagedIdentity"):
         raise _unknown_client(client_id, tenant_id)
+    if ctx.directory.service_principal_properties(principal.object_id).get("accountEnabled") is False:
+        raise OAuthError("unauthorized_client", f"Application '{client_id}'({principal.display_name}) is disabled.",
+                         7000112)
     secret = form.get("client_secret")
     assertion = form.get("client_assertion")
     if secret and assertion:
@@ -149,7 +170,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
         tenant = alias if alias in MULTI_TENANT_ALIASES else _tenant(ctx, request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
-    base = ctx.tokens.authority
+    base = f"https://{request.host}"
     return web.json_response({
         "token_endpoint": f"{base}/{tenant}/oauth2/v2.0/token",
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
@@ -190,9 +211,15 @@ async def token_v1(request: web.Request) -> web.Response:
 async def _token(request: web.Request, *, v1: bool) -> web.Response:
     ctx = _ctx(request)
     try:
-        tenant = _tenant(ctx, request.match_info["tenant"])
+        maybe_tenant = _tenant_or_alias(ctx, request.match_info["tenant"])
         form = await request.post()
         grant = _required(form, "grant_type")
+        if grant in USER_GRANTS:
+            return web.json_response(await user_grant(request, ctx, maybe_tenant, grant, form, v1=v1))
+        if maybe_tenant is None:
+            raise OAuthError("invalid_request", "Specified tenant identifier 'organizations' is neither a valid DNS "
+                             "name, nor a valid external domain: client credentials need a tenant.", 90002)
+        tenant = maybe_tenant
         if grant != "client_credentials":
             raise OAuthError("unsupported_grant_type", f"The grant type '{grant}' is not supported over the "
                              "/token endpoint.", 70003)
@@ -215,8 +242,37 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
                               "ext_expires_in": SP_TOKEN_LIFETIME_S, "access_token": token.token})
 
 
+async def devicecode(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    try:
+        return await device_code(request, ctx, _tenant_or_alias(ctx, request.match_info["tenant"]))
+    except OAuthError as err:
+        return _oauth_error(err, request)
+
+
+async def authorize_page(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    try:
+        tenant = _tenant_or_alias(ctx, request.match_info["tenant"])
+    except OAuthError as err:
+        return _oauth_error(err, request)
+    return await authorize(request, ctx, tenant)
+
+
+async def device_login_page(request: web.Request) -> web.StreamResponse:
+    return await device_login(request, _ctx(request))
+
+
 def setup(app: web.Application, ctx: Context) -> None:
     app[REPLAY] = ReplayCache()
+    app[PENDING] = PendingSignIns()
+    app.router.add_post("/{tenant}/oauth2/v2.0/devicecode", devicecode)
+    app.router.add_post("/{tenant}/oauth2/devicecode", devicecode)
+    app.router.add_route("GET", "/{tenant}/oauth2/v2.0/authorize", authorize_page)
+    app.router.add_route("POST", "/{tenant}/oauth2/v2.0/authorize", authorize_page)
+    app.router.add_route("GET", "/devicelogin", device_login_page)
+    app.router.add_route("POST", "/devicelogin", device_login_page)
+    app.router.add_get("/common/userrealm/{username}", user_realm)
     app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration)
     app.router.add_get("/{tenant}/.well-known/openid-configuration", openid_configuration)
     app.router.add_get("/{tenant}/discovery/v2.0/keys", jwks)

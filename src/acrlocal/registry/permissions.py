@@ -99,6 +99,15 @@ class CurrentPermissions:
     registry: RegistryRecord
     subject: Subject
     _assignments: list[RoleAssignment] | None = field(default=None, repr=False)
+    _principal_ids: list[str] | None = field(default=None, repr=False)
+
+    def principal_ids(self) -> list[str]:
+        """The subject and the groups it belongs to (directly or nested): a group's role assignments apply to its
+        members."""
+        if self._principal_ids is None:
+            assert self.subject.id is not None
+            self._principal_ids = [self.subject.id, *self.ctx.directory.member_of(self.subject.id)]
+        return self._principal_ids
 
     def _role_assignments(self) -> list[RoleAssignment]:
         if self._assignments is None:
@@ -107,7 +116,7 @@ class CurrentPermissions:
                 self._assignments = []
             else:
                 try:
-                    self._assignments = assignments_for(self.ctx.engine, [self.subject.id], str(resource_id))
+                    self._assignments = assignments_for(self.ctx.engine, self.principal_ids(), str(resource_id))
                 except InvalidScope:
                     self._assignments = []
         return self._assignments
@@ -122,7 +131,7 @@ class CurrentPermissions:
         except ValueError:
             mode = RoleAssignmentMode.RBAC
         try:
-            return registry_permissions(assignments, [self.subject.id], str(resource_id), repository=repository,
+            return registry_permissions(assignments, self.principal_ids(), str(resource_id), repository=repository,
                                         mode=mode)
         except InvalidScope:
             return frozenset()
