@@ -353,11 +353,18 @@ button{margin-top:1.5rem;background:#0067b8;color:#fff;border:0;padding:8px 32px
 """
 
 
-def page(title: str, body: str, status: int = 200) -> web.Response:
+def page(title: str, body: str, status: int = 200, *, script: str = "") -> web.Response:
+    """A page; ``script`` (trusted text, never built from a request) runs under a one-time CSP nonce."""
+    headers = dict(_PAGE_HEADERS)
+    tail = ""
+    if script:
+        nonce = secrets.token_urlsafe(16)
+        headers["Content-Security-Policy"] += f"; script-src 'nonce-{nonce}'"
+        tail = f"<script nonce='{nonce}'>{script}</script>"
     text = (f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport "
             f"content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title><style>{_STYLE}"
-            f"</style></head><body><main><div class=brand>acrlocal</div>{body}</main></body></html>")
-    return web.Response(text=text, content_type="text/html", status=status, headers=_PAGE_HEADERS)
+            f"</style></head><body><main><div class=brand>acrlocal</div>{body}</main>{tail}</body></html>")
+    return web.Response(text=text, content_type="text/html", status=status, headers=headers)
 
 
 def _credentials_form(action: str, *, username: str = "", error: str = "", hidden: dict[str, str] | None = None,
@@ -429,6 +436,12 @@ async def authorize(request: web.Request, ctx: Context, tenant_id: str | None) -
     params = {"code": code, "client_info": _b64url_json({"uid": user.object_id, "utid": user.tenant_id})}
     if "state" in q:
         params["state"] = q["state"]
+    if q.get("response_mode") == "form_post":  # msal's loopback listener takes the answer as a POSTed form
+        fields = "".join(f"<input type=hidden name='{html.escape(k)}' value='{html.escape(v)}'>"
+                         for k, v in params.items())
+        return page("Signing in", f"<h1>Signing you in</h1><form method=post action='{html.escape(redirect_uri)}'>"
+                    f"{fields}<p class=muted>Returning to {html.escape(name)}.</p><button type=submit id=continue>"
+                    "Continue</button></form>", script="document.forms[0].submit()")
     separator = "&" if urlsplit(redirect_uri).query else "?"
     raise web.HTTPFound(redirect_uri + separator + urlencode(params), headers=_PAGE_HEADERS)
 
