@@ -13,8 +13,9 @@ from collections.abc import Iterable
 
 from sqlalchemy.engine import Engine
 
-from acrlocal.arm.store import ArmStore
+from acrlocal.arm.store import ArmStore, RoleDefinitionStore
 from acrlocal.rbac.evaluate import RoleAssignment
+from acrlocal.rbac.roles import RoleDefinition
 
 REGISTRY_TYPE = "Microsoft.ContainerRegistry/registries"
 
@@ -25,6 +26,11 @@ def assignments_for(engine: Engine, principal_ids: Iterable[str], scope: str) ->
     ``scope`` is an ARM id, e.g. a registry's ``properties["resourceId"]``; raises
     :class:`~acrlocal.rbac.errors.InvalidScope` if it is not one."""
     return [a.rbac for a in ArmStore(engine).assignments(principal_ids=list(principal_ids), at_or_above=scope)]
+
+
+def role_definitions(engine: Engine, tenant_id: str) -> dict[str, RoleDefinition]:
+    """Built-in roles and ``tenant_id``'s custom roles by lower-case GUID (``definitions=`` of RBAC's calls)."""
+    return RoleDefinitionStore(engine).definitions(tenant_id)
 
 
 def registry_resource_id(engine: Engine, registry_name: str) -> str | None:

@@ -17,12 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal.arm.errors import ArmError, authorization_failed
-from acrlocal.arm.store import ArmStore, StoredAssignment
+from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment
 from acrlocal.context import Context
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.tokens import InvalidToken
 from acrlocal.rbac.errors import InvalidScope
 from acrlocal.rbac.evaluate import may
+from acrlocal.rbac.roles import RoleDefinition
 
 ARM_AUDIENCES = (
     "https://management.core.windows.net/",
@@ -49,6 +50,7 @@ class Caller:
     #: The groups the principal belongs to, directly or through nested groups: their role assignments apply too.
     groups: list[str] = field(default_factory=list)
     _assignments: list[StoredAssignment] | None = field(default=None, repr=False)
+    _definitions: dict[str, RoleDefinition] | None = field(default=None, repr=False)
 
     @property
     def object_id(self) -> str:
@@ -75,20 +77,30 @@ class Caller:
             self._assignments = self.store.assignments(principal_ids=self.principal_ids)
         return self._assignments
 
+    @property
+    def definitions(self) -> dict[str, RoleDefinition]:
+        """Built-in roles and the custom roles of the caller's tenant (loaded on first use)."""
+        if self._definitions is None:
+            self._definitions = RoleDefinitionStore(self.store.engine).definitions(self.tenant_id)
+        return self._definitions
+
     def forget_assignments(self) -> None:
-        """Reload assignments on next use (after the caller changed them)."""
+        """Reload assignments and role definitions on next use (after the caller changed them)."""
         self._assignments = None
+        self._definitions = None
 
     def may(self, action: str, scope: str) -> bool:
         try:
-            return may((a.rbac for a in self.assignments), self.principal_ids, action, scope)
+            return may((a.rbac for a in self.assignments), self.principal_ids, action, scope,
+                       definitions=self.definitions)
         except InvalidScope as exc:
             raise ArmError(400, "InvalidScope", str(exc)) from None
 
     def may_data(self, data_action: str, scope: str) -> bool:
         """Whether the caller's roles grant the data action ``data_action`` at ``scope``."""
         try:
-            return may((a.rbac for a in self.assignments), self.principal_ids, data_action, scope, data_action=True)
+            return may((a.rbac for a in self.assignments), self.principal_ids, data_action, scope, data_action=True,
+                       definitions=self.definitions)
         except InvalidScope as exc:
             raise ArmError(400, "InvalidScope", str(exc)) from None
 

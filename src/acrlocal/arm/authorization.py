@@ -13,6 +13,7 @@ Also :func:`ensure_admin_owner`, the bootstrap: the local administrator is Owner
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -23,11 +24,13 @@ from acrlocal.arm.generic import json
 from acrlocal.arm.odata import parse_filter
 from acrlocal.arm.paths import GUID, ArmPath
 from acrlocal.arm.providers import Call, NamespaceHandler, register_handler, require_object, utc_now
-from acrlocal.arm.store import ArmStore, StoredAssignment
+from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment, StoredRoleDefinition
 from acrlocal.context import Context
+from acrlocal.errors import NotFound
 from acrlocal.rbac.conditions import parse_condition
-from acrlocal.rbac.errors import InvalidCondition
+from acrlocal.rbac.errors import InvalidCondition, InvalidScope
 from acrlocal.rbac.roles import BUILT_IN_ROLES, OWNER, arm_role_definition, find_role, role_definition_id, role_guid
+from acrlocal.rbac.scopes import parse_scope
 
 NS = "Microsoft.Authorization"
 ASSIGNMENTS_TYPE = f"{NS}/roleAssignments"
@@ -58,6 +61,13 @@ def _render_assignment(a: StoredAssignment) -> dict[str, Any]:
     }
 
 
+def _covers(outer: str, inner: str) -> bool:
+    try:
+        return parse_scope(outer).covers(parse_scope(inner))
+    except InvalidScope:
+        return False
+
+
 def _check_scope_exists(call: Call, path: ArmPath) -> None:
     """404 if the scope names a group or resource that does not exist (the subscription is checked earlier)."""
     if path.scope == "/" or path.subscription is None or path.group is None:
@@ -67,6 +77,79 @@ def _check_scope_exists(call: Call, path: ArmPath) -> None:
     if path.scope.count("/") > 4 and call.store.resource(path.scope) is None:
         parts = path.scope.split("/")
         raise resource_not_found("/".join(parts[6:-1:2]) if len(parts) > 7 else parts[-2], parts[-1], path.group)
+
+
+def _render_custom(d: StoredRoleDefinition, scope: str) -> dict[str, Any]:
+    body = arm_role_definition(d.rbac, scope)
+    body["properties"].update(createdOn=d.created_on, updatedOn=d.updated_on, createdBy=d.created_by,
+                              updatedBy=d.updated_by)
+    return body
+
+
+def _visible_at(d: StoredRoleDefinition, scope: str) -> bool:
+    """A custom role is listed where it may be assigned (at or below an assignable scope) and above those."""
+    try:
+        target = parse_scope(scope)
+        return any(parse_scope(s).covers(target) or target.covers(parse_scope(s)) for s in d.assignable_scopes)
+    except InvalidScope:
+        return False
+
+
+_ACTION = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*/_-]*$")
+
+
+def _actions(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(a, str) and _ACTION.match(a) and len(a) <= 512
+                                              for a in value):
+        raise ArmError(400, "InvalidActionOrNotAction", f"'{name}' must be a list of operations such as "
+                       "'Microsoft.ContainerRegistry/registries/read' (wildcards '*' allowed).")
+    return list(value)
+
+
+def _validate_custom_role(call: Call, guid: str, existing: StoredRoleDefinition | None) -> StoredRoleDefinition:
+    props = require_object(call.body.get("properties"), "properties")
+    name = props.get("roleName")
+    if not isinstance(name, str) or not name.strip() or len(name) > 512:
+        raise ArmError(400, "InvalidRoleDefinitionName", "'properties.roleName' is required (1 to 512 characters).")
+    if props.get("type", "CustomRole") not in ("CustomRole", "customRole"):
+        raise ArmError(400, "InvalidRoleDefinitionType", "Only custom roles (type 'CustomRole') can be created.")
+    permissions = props.get("permissions")
+    if not isinstance(permissions, list) or not permissions or not all(isinstance(p, dict) for p in permissions):
+        raise ArmError(400, "InvalidPermissions", "'properties.permissions' must hold at least one entry.")
+    entries = [{"actions": _actions(p.get("actions"), "actions"),
+                "notActions": _actions(p.get("notActions"), "notActions"),
+                "dataActions": _actions(p.get("dataActions"), "dataActions"),
+                "notDataActions": _actions(p.get("notDataActions"), "notDataActions")} for p in permissions]
+    scopes = props.get("assignableScopes")
+    if not isinstance(scopes, list) or not scopes or not all(isinstance(x, str) for x in scopes):
+        raise ArmError(400, "InvalidAssignableScopes", "'properties.assignableScopes' must list at least one scope.")
+    clean: list[str] = []
+    for text in scopes:
+        try:
+            scope = parse_scope(text)
+        except InvalidScope as exc:
+            raise ArmError(400, "InvalidAssignableScopes", str(exc)) from None
+        if scope.subscription_id is None:
+            raise ArmError(400, "InvalidAssignableScopes", "The root scope '/' cannot be an assignable scope of a "
+                           "custom role; use subscriptions or resource groups.")
+        try:
+            sub = call.ctx.directory.subscription(scope.subscription_id)
+        except NotFound:
+            raise ArmError(400, "InvalidAssignableScopes", f"The assignable scope '{text[:200]}' names a "
+                           "subscription that does not exist.") from None
+        if sub.tenant_id != call.caller.tenant_id:
+            raise ArmError(400, "InvalidAssignableScopes", f"The assignable scope '{text[:200]}' is not in this "
+                           "directory.")
+        if scope.resource_group is not None and call.store.group(sub.id, scope.resource_group) is None:
+            raise group_not_found(scope.resource_group)
+        clean.append(text.rstrip("/"))
+    description = props.get("description")
+    now = utc_now()
+    return StoredRoleDefinition(guid, call.caller.tenant_id, name, description if isinstance(description, str) else
+                                None, entries, clean, existing.created_on if existing else now, now,
+                                existing.created_by if existing else call.caller.object_id, call.caller.object_id)
 
 
 class Authorization(NamespaceHandler):
@@ -88,24 +171,78 @@ class Authorization(NamespaceHandler):
     # -- role definitions ----------------------------------------------------------------------------
 
     async def role_definitions(self, call: Call, path: ArmPath) -> web.StreamResponse:
-        if call.request.method != "GET":
-            raise ArmError(405, "MethodNotAllowed", "Built-in role definitions cannot be changed.")
+        """Built-in roles (read-only) and the tenant's custom roles: GET one or a list (``roleName eq``, ``type
+        eq``), PUT and DELETE of custom roles."""
+        method = call.request.method
+        guid = path.segments[1].lower() if len(path.segments) == 2 else None
+        if method in ("PUT", "DELETE"):
+            if guid is None:
+                raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported.")
+            return await self.write_role_definition(call, path, guid)
+        if method != "GET":
+            raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported.")
         if path.scope != "/":  # the catalogue of built-in roles is public at the tenant root
             call.caller.require(f"{NS}/roleDefinitions/read", path.scope)
             _check_scope_exists(call, path)
-        if len(path.segments) == 2:
-            role = BUILT_IN_ROLES.get(path.segments[1].lower())
-            if role is None:
+        store = RoleDefinitionStore(call.store.engine)
+        custom = store.all(call.caller.tenant_id)
+        if guid is not None:
+            role = BUILT_IN_ROLES.get(guid)
+            if role is not None:
+                return json(arm_role_definition(role, path.scope))
+            found = next((d for d in custom if d.name == guid), None)
+            if found is None:
                 raise ArmError(404, "RoleDefinitionDoesNotExist",
                                f"The specified role definition with ID '{path.segments[1]}' does not exist.")
-            return json(arm_role_definition(role, path.scope))
+            return json(_render_custom(found, path.scope))
         flt = parse_filter(call.query.get("$filter"), fields=("roleName", "type"))
-        roles = list(BUILT_IN_ROLES.values())
+        items = [arm_role_definition(r, path.scope) for r in BUILT_IN_ROLES.values()]
+        items += [_render_custom(d, path.scope) for d in custom if _visible_at(d, path.scope)]
         if (name := flt.field("roleName")) is not None:
-            roles = [r for r in roles if r.role_name.casefold() == name.casefold()]
+            items = [i for i in items if i["properties"]["roleName"].casefold() == name.casefold()]
         if (kind := flt.field("type")) is not None:
-            roles = [r for r in roles if r.role_type.lower() == kind.lower()]
-        return json({"value": [arm_role_definition(r, path.scope) for r in roles]})
+            items = [i for i in items if i["properties"]["type"].lower() == kind.lower()]
+        return json({"value": items})
+
+    async def write_role_definition(self, call: Call, path: ArmPath, guid: str) -> web.StreamResponse:
+        if guid in BUILT_IN_ROLES:
+            raise ArmError(400, "RoleDefinitionIsBuiltIn", f"The role definition '{guid}' is a built-in role; "
+                           "built-in roles cannot be changed or deleted.")
+        if not GUID.match(guid):
+            raise ArmError(400, "InvalidRoleDefinitionId", f"The role definition ID '{guid[:100]}' is not valid: it "
+                           "must be a GUID.")
+        store = RoleDefinitionStore(call.store.engine)
+        existing = store.get(guid)
+        if existing is not None and existing.tenant_id != call.caller.tenant_id:
+            existing = None
+            if call.request.method == "PUT":
+                raise ArmError(409, "RoleDefinitionExists", f"A role definition with ID '{guid}' already exists.")
+        if call.request.method == "DELETE":
+            call.caller.require(f"{NS}/roleDefinitions/delete", path.scope)
+            if existing is None:
+                return web.Response(status=204)
+            for scope in existing.assignable_scopes:
+                call.caller.require(f"{NS}/roleDefinitions/delete", scope)
+            if call.store.assignments(role_definition=guid):
+                raise ArmError(409, "RoleDefinitionHasAssignments", f"There are existing role assignments "
+                               f"referencing role '{existing.role_name}': delete them first.")
+            store.delete(guid)
+            call.caller.forget_assignments()
+            return json(_render_custom(existing, path.scope))
+        wanted = _validate_custom_role(call, guid, existing)
+        call.caller.require(f"{NS}/roleDefinitions/write", path.scope)
+        for scope in {*wanted.assignable_scopes, *(existing.assignable_scopes if existing else [])}:
+            call.caller.require(f"{NS}/roleDefinitions/write", scope)
+        clash = [d for d in store.all(call.caller.tenant_id)
+                 if d.role_name.casefold() == wanted.role_name.casefold() and d.name != guid]
+        if clash:
+            raise ArmError(409, "RoleDefinitionWithSameNameExists", "A custom role with the same name already "
+                           "exists in this directory. Use a different name.")
+        created = store.put(wanted)
+        call.caller.forget_assignments()
+        stored = store.get(guid)
+        assert stored is not None
+        return json(_render_custom(stored, path.scope), status=201)  # ARM answers 201 to every PUT here
 
     # -- role assignments ----------------------------------------------------------------------------
 
@@ -176,7 +313,10 @@ class Authorization(NamespaceHandler):
         guid = role_guid(role_ref)
         if guid is None:
             raise ArmError(400, "InvalidRoleDefinitionId", f"The role definition ID '{role_ref[:200]}' is not valid.")
-        role = find_role(guid)
+        role = find_role(guid, call.caller.definitions)
+        if role is not None and role.role_type == "CustomRole" and not any(
+                _covers(s, path.scope) for s in role.assignable_scopes):
+            role = None  # not assignable here: ARM answers as for a role it does not know
         if role is None:
             raise ArmError(400, "RoleDefinitionDoesNotExist",
                            f"The specified role definition with ID '{guid}' does not exist.")

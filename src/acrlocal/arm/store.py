@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from acrlocal.rbac.evaluate import RoleAssignment
+from acrlocal.rbac.roles import BUILT_IN_ROLES, Permission, RoleDefinition
 from acrlocal.rbac.scopes import Scope, parse_scope
 from acrlocal.storage.sql import metadata
 
@@ -433,3 +434,97 @@ class ArmStore:
                 sa.or_(_at_or_below(c.scope_key, key), c.scope_key.in_(_ancestor_scope_keys(under)))).limit(1)).first()
         return row is not None
 
+
+
+#: Custom role definitions (``Microsoft.Authorization/roleDefinitions`` with ``type: CustomRole``); built-in roles
+#: are code (:mod:`acrlocal.rbac.roles`). A custom role belongs to the tenant it was created in; its name is unique
+#: there.
+role_definitions = sa.Table(
+    "arm_role_definitions",
+    metadata,
+    sa.Column("name", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(36), nullable=False),
+    sa.Column("role_name", sa.String(512), nullable=False),
+    sa.Column("role_name_key", sa.String(512), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("permissions", sa.Text, nullable=False),  # JSON: [{actions, notActions, dataActions, notDataActions}]
+    sa.Column("assignable_scopes", sa.Text, nullable=False),  # JSON list
+    sa.Column("created_on", sa.String(40), nullable=False),
+    sa.Column("updated_on", sa.String(40), nullable=False),
+    sa.Column("created_by", sa.String(36), nullable=True),
+    sa.Column("updated_by", sa.String(36), nullable=True),
+    sa.UniqueConstraint("tenant_id", "role_name_key"),
+)
+
+
+@dataclass(frozen=True)
+class StoredRoleDefinition:
+    """A custom role as stored; :attr:`rbac` is the :class:`~acrlocal.rbac.roles.RoleDefinition` RBAC evaluates."""
+
+    name: str
+    tenant_id: str
+    role_name: str
+    description: str | None
+    permissions: list[dict[str, list[str]]]
+    assignable_scopes: list[str]
+    created_on: str
+    updated_on: str
+    created_by: str | None
+    updated_by: str | None
+
+    @property
+    def rbac(self) -> RoleDefinition:
+        entries = tuple(Permission(tuple(p.get("actions", [])), tuple(p.get("notActions", [])),
+                                   tuple(p.get("dataActions", [])), tuple(p.get("notDataActions", [])))
+                        for p in self.permissions)
+        return RoleDefinition(self.name, self.role_name, self.description or "", entries,
+                              tuple(self.assignable_scopes), "CustomRole")
+
+
+def _role_definition(row: Any) -> StoredRoleDefinition:
+    return StoredRoleDefinition(row.name, row.tenant_id, row.role_name, row.description, json.loads(row.permissions),
+                                json.loads(row.assignable_scopes), row.created_on, row.updated_on, row.created_by,
+                                row.updated_by)
+
+
+class RoleDefinitionStore:
+    """Custom role definitions; one transaction a method."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def all(self, tenant_id: str) -> list[StoredRoleDefinition]:
+        c = role_definitions.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(role_definitions).where(c.tenant_id == tenant_id.lower())
+                                .order_by(c.created_on, c.name)).all()
+        return [_role_definition(r) for r in rows]
+
+    def get(self, name: str) -> StoredRoleDefinition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(role_definitions).where(role_definitions.c.name == name.lower())).first()
+        return _role_definition(row) if row else None
+
+    def definitions(self, tenant_id: str) -> dict[str, RoleDefinition]:
+        """Built-in roles and the tenant's custom roles, by lower-case GUID: what RBAC evaluates with."""
+        return {**BUILT_IN_ROLES, **{d.name: d.rbac for d in self.all(tenant_id)}}
+
+    def put(self, d: StoredRoleDefinition) -> bool:
+        """Insert or replace; True if created. The caller has checked that the name is free in the tenant."""
+        values = dict(tenant_id=d.tenant_id.lower(), role_name=d.role_name, role_name_key=d.role_name.casefold(),
+                      description=d.description, permissions=json.dumps(d.permissions),
+                      assignable_scopes=json.dumps(d.assignable_scopes), updated_on=d.updated_on,
+                      updated_by=d.updated_by)
+        c = role_definitions.c
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(c.name).where(c.name == d.name.lower())).first():
+                conn.execute(sa.update(role_definitions).where(c.name == d.name.lower()).values(**values))
+                return False
+            conn.execute(sa.insert(role_definitions).values(name=d.name.lower(), created_on=d.created_on,
+                                                            created_by=d.created_by, **values))
+            return True
+
+    def delete(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(sa.delete(role_definitions).where(
+                role_definitions.c.name == name.lower())).rowcount > 0

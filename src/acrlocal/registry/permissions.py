@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from acrlocal.arm.access import assignments_for
+from acrlocal.arm.access import assignments_for, role_definitions
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
 from acrlocal.identity.directory import Principal
 from acrlocal.rbac import InvalidScope, RegistryPermission, RoleAssignment, RoleAssignmentMode, registry_permissions
+from acrlocal.rbac.roles import RoleDefinition
 from acrlocal.registry.auth_events import SubjectKind
 from acrlocal.registry.scopes import ALL, CATALOG, REGISTRY, REPOSITORY
 from acrlocal.storage.metadata import RegistryRecord
@@ -100,6 +101,7 @@ class CurrentPermissions:
     subject: Subject
     _assignments: list[RoleAssignment] | None = field(default=None, repr=False)
     _principal_ids: list[str] | None = field(default=None, repr=False)
+    _definitions: dict[str, RoleDefinition] | None = field(default=None, repr=False)
 
     def principal_ids(self) -> list[str]:
         """The subject and the groups it belongs to (directly or nested): a group's role assignments apply to its
@@ -108,6 +110,12 @@ class CurrentPermissions:
             assert self.subject.id is not None
             self._principal_ids = [self.subject.id, *self.ctx.directory.member_of(self.subject.id)]
         return self._principal_ids
+
+    def definitions(self) -> dict[str, RoleDefinition]:
+        """Built-in roles and the custom roles of the subject's tenant, read once."""
+        if self._definitions is None:
+            self._definitions = role_definitions(self.ctx.engine, self.subject.tenant or "")
+        return self._definitions
 
     def _role_assignments(self) -> list[RoleAssignment]:
         if self._assignments is None:
@@ -132,7 +140,7 @@ class CurrentPermissions:
             mode = RoleAssignmentMode.RBAC
         try:
             return registry_permissions(assignments, self.principal_ids(), str(resource_id), repository=repository,
-                                        mode=mode)
+                                        mode=mode, definitions=self.definitions())
         except InvalidScope:
             return frozenset()
 
