@@ -33,6 +33,8 @@ class Limits:
     manifest_max_bytes: int = 4 * 1024 * 1024
     page_size_max: int = 1000
     upload_session_ttl_s: int = 24 * 3600
+    # Items per page of an ARM list before it answers a nextLink (Azure pages its long lists; az follows them).
+    arm_page_size: int = 1000
 
 
 @dataclass(frozen=True)

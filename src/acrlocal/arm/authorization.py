@@ -13,6 +13,8 @@ Also :func:`ensure_admin_owner`, the bootstrap: the local administrator is Owner
 
 from __future__ import annotations
 
+import base64
+import json as jsonlib
 import re
 import uuid
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal.arm.errors import ArmError, group_not_found, resource_not_found
-from acrlocal.arm.generic import json
+from acrlocal.arm.generic import json, next_link
 from acrlocal.arm.odata import parse_filter
 from acrlocal.arm.paths import GUID, ArmPath
 from acrlocal.arm.providers import Call, NamespaceHandler, register_handler, require_object, utc_now
@@ -59,6 +61,19 @@ def _render_assignment(a: StoredAssignment) -> dict[str, Any]:
         "type": ASSIGNMENTS_TYPE,
         "name": a.name,
     }
+
+
+def _position(token: str | None) -> tuple[str, str] | None:
+    """The (created_on, name) a ``$skiptoken`` of a role assignment list continues after."""
+    if not token:
+        return None
+    try:
+        created, name = jsonlib.loads(base64.urlsafe_b64decode(token.encode()))
+        if isinstance(created, str) and isinstance(name, str):
+            return created, name
+    except (ValueError, TypeError):
+        pass
+    raise ArmError(400, "InvalidSkipToken", f"The $skiptoken '{token[:60]}' is not valid.")
 
 
 def _covers(outer: str, inner: str) -> bool:
@@ -238,7 +253,7 @@ class Authorization(NamespaceHandler):
         if clash:
             raise ArmError(409, "RoleDefinitionWithSameNameExists", "A custom role with the same name already "
                            "exists in this directory. Use a different name.")
-        created = store.put(wanted)
+        store.put(wanted)
         call.caller.forget_assignments()
         stored = store.get(guid)
         assert stored is not None
@@ -248,7 +263,8 @@ class Authorization(NamespaceHandler):
 
     async def list_assignments(self, call: Call, path: ArmPath) -> web.StreamResponse:
         """Assignments at, above and below the scope; ``atScope()`` keeps those at or above it;
-        ``principalId eq`` / ``assignedTo()`` keep one principal's."""
+        ``principalId eq`` / ``assignedTo()`` keep one principal's. Paged in the database (``limits.arm_page_size``
+        a page, ``nextLink`` with the last item's position in ``$skiptoken``)."""
         if call.request.method != "GET":
             raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
         call.caller.require(f"{ASSIGNMENTS_TYPE}/read", path.scope)
@@ -256,12 +272,16 @@ class Authorization(NamespaceHandler):
         flt = parse_filter(call.query.get("$filter"), fields=("principalId",), functions=("atScope", "assignedTo"))
         principal = flt.field("principalId") or flt.functions.get("assignedto")
         principals = [principal] if principal else None
-        found = {a.name: a for a in call.store.assignments(at_or_above=path.scope, principal_ids=principals)}
-        if "atscope" not in flt.functions:
-            found.update({a.name: a for a in call.store.assignments(at_or_below=path.scope,
-                                                                      principal_ids=principals)})
-        items = sorted(found.values(), key=lambda a: (a.created_on, a.name))
-        return json({"value": [_render_assignment(a) for a in items]})
+        after = _position(call.query.get("$skiptoken"))
+        size = call.ctx.settings.limits.arm_page_size
+        items = call.store.assignments_page(at_or_above=path.scope, include_below="atscope" not in flt.functions,
+                                            principal_ids=principals, after=after, limit=size + 1)
+        body: dict[str, Any] = {"value": [_render_assignment(a) for a in items[:size]]}
+        if len(items) > size:
+            last = items[size - 1]
+            token = base64.urlsafe_b64encode(jsonlib.dumps([last.created_on, last.name]).encode()).decode()
+            body["nextLink"] = next_link(call, token)
+        return json(body)
 
     async def assignment(self, call: Call, path: ArmPath, name: str) -> web.StreamResponse:
         method = call.request.method

@@ -8,6 +8,7 @@ without access learns nothing about what exists (ARM's order: 401, 403, then 404
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,31 @@ from acrlocal.arm.store import ArmStore, Resource
 
 def json(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status)
+
+
+def page(call: Any, items: list[Any]) -> web.Response:
+    """A list answer of at most ``limits.arm_page_size`` items, with a ``nextLink`` (the position in
+    ``$skiptoken``) while more follow, as ARM pages its long lists; az and the SDKs follow it."""
+    size = call.ctx.settings.limits.arm_page_size
+    token = call.query.get("$skiptoken")
+    try:
+        start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+    except (ValueError, UnicodeDecodeError):
+        raise ArmError(400, "InvalidSkipToken", f"The $skiptoken '{token[:60]}' is not valid.") from None
+    if start < 0:
+        raise ArmError(400, "InvalidSkipToken", f"The $skiptoken '{token[:60]}' is not valid.")
+    body: dict[str, Any] = {"value": items[start:start + size]}
+    if start + size < len(items):
+        body["nextLink"] = next_link(call, base64.urlsafe_b64encode(str(start + size).encode()).decode())
+    return web.json_response(body)
+
+
+def next_link(call: Any, skiptoken: str) -> str:
+    """This request's URL (as the caller addressed it) with ``$skiptoken`` replaced."""
+    request = call.request
+    query = {k: v for k, v in request.query.items() if k != "$skiptoken"}
+    query["$skiptoken"] = skiptoken
+    return str(request.url.with_query(query))
 
 
 def normalize_location(value: Any) -> str:
@@ -225,14 +251,14 @@ async def list_collection(call: Call, path: ArmPath) -> web.StreamResponse:
         if parent is None:
             raise resource_not_found(parent_rt.full_type, segs[-2], path.group)
         items = call.store.resources(path.subscription, parent_id=parent.id, type=rt.full_type)
-        return json({"value": [rt.render(call, r) for r in items]})
+        return page(call, [rt.render(call, r) for r in items])
     if not call.caller.may(read, collection_scope) and not call.caller.has_any_role_under(collection_scope):
         call.caller.require(read, collection_scope)
     if path.group is not None:
         _group_checked(call, path)
     items = call.store.resources(path.subscription, group=path.group, type=rt.full_type)
     visible = [r for r in items if call.caller.may(read, r.id)]
-    return json({"value": [rt.render(call, r) for r in visible]})
+    return page(call, [rt.render(call, r) for r in visible])
 
 
 async def item_action(call: Call, path: ArmPath) -> web.StreamResponse:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal.arm.errors import ArmError, group_not_found
-from acrlocal.arm.generic import delete_tree, json, normalize_location, parse_tags
+from acrlocal.arm.generic import delete_tree, json, normalize_location, page, parse_tags
 from acrlocal.arm.odata import parse_filter
 from acrlocal.arm.paths import ArmPath, check_group_name
 from acrlocal.arm.providers import Call
@@ -39,7 +39,7 @@ async def list_groups(call: Call, path: ArmPath) -> web.StreamResponse:
     if not call.caller.may(read, scope) and not call.caller.has_any_role_under(scope):
         call.caller.require(read, scope)
     groups = [g for g in call.store.groups(path.subscription) if call.caller.may(read, g.id)]
-    return json({"value": [render(g) for g in groups]})
+    return page(call, [render(g) for g in groups])
 
 
 async def group(call: Call, path: ArmPath) -> web.StreamResponse:
@@ -121,4 +121,4 @@ async def list_resources(call: Call, path: ArmPath) -> web.StreamResponse:
                if (name is None or r.name.lower() == name.lower())
                and (location is None or (r.location or "") == location.lower())
                and call.caller.may(f"{r.type}/read", r.id)]
-    return json({"value": [_generic_view(r) for r in visible]})
+    return page(call, [_generic_view(r) for r in visible])

@@ -139,6 +139,8 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--database-url", envvar="ACRLOCAL_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
 @click.option("--upload-session-ttl", type=click.IntRange(min=1),
               help="Seconds an idle blob upload session is kept before it is discarded (default 86400).")
+@click.option("--arm-page-size", type=click.IntRange(min=1, max=5000),
+              help="Items per page of an ARM list before it answers a nextLink (default 1000).")
 @click.option("--registry-rate-limit", envvar="ACRLOCAL_REGISTRY_RATE_LIMIT",
               help="Registry read/write operations per minute before 429: 'sku' (ACR's limits by SKU, the "
                    "default), 'off', or READS/WRITES for every registry (e.g. 100000/100000).")
@@ -150,9 +152,9 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
-       database_url: str | None, upload_session_ttl: int | None, registry_rate_limit: str | None,
-       insecure_open_registry: bool | None, run_command_timeout: float | None, log_level: str,
-       detach: bool) -> None:
+       database_url: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
+       registry_rate_limit: str | None, insecure_open_registry: bool | None, run_command_timeout: float | None,
+       log_level: str, detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
     settings = _settings_from(
         data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
@@ -162,12 +164,14 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
     )
     if upload_session_ttl is not None:
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
+    if arm_page_size is not None:
+        settings = replace(settings, limits=replace(settings.limits, arm_page_size=arm_page_size))
     if detach:
         argv = ["--data-dir", str(settings.data_dir), "--log-level", log_level]
         for flag, value in (("--port", port), ("--registry-port-base", registry_port_base),
                             ("--imds-port-base", imds_port_base), ("--imds-rate-limit", imds_rate_limit),
                             ("--default-registry", default_registry), ("--database-url", database_url),
-                            ("--upload-session-ttl", upload_session_ttl),
+                            ("--upload-session-ttl", upload_session_ttl), ("--arm-page-size", arm_page_size),
                             ("--registry-rate-limit", registry_rate_limit),
                             ("--run-command-timeout", run_command_timeout)):
             if value is not None:
