@@ -45,6 +45,21 @@ class UserAssignedIdentities(ResourceType):
     api_versions = API_VERSIONS
     name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$")
     name_rule = "3-128 letters, digits, '-' and '_', starting with a letter or digit"
+    actions: ClassVar[dict[str, str]] = {"listAssociatedResources": "list_associated_resources"}
+
+    async def list_associated_resources(self, call: Call, resource: Resource) -> JsonObject:
+        """The resources this identity is assigned to (``az identity list-resources``), among the tenant's
+        subscriptions and those the caller may read."""
+        tenant = _tenant_of(call, resource.subscription_id)
+        wanted = resource.id.lower()
+        found = []
+        for sub in call.ctx.directory.subscriptions(tenant):
+            for r in call.store.resources(sub.id):
+                assigned = (r.identity or {}).get("userAssignedIdentities") or {}
+                if wanted in (k.lower() for k in assigned) and call.caller.may(f"{r.type}/read", r.id):
+                    found.append({"id": r.id, "name": r.name, "type": r.type, "resourceGroup": r.group,
+                                  "subscriptionId": sub.id, "subscriptionDisplayName": sub.display_name})
+        return {"value": found, "totalCount": len(found), "nextLink": None}
 
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         # Every property is the service's to set; isolationScope is the only one a client may choose.

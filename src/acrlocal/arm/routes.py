@@ -151,6 +151,8 @@ async def route_path(call: Call, path: ArmPath) -> web.StreamResponse:
         location_handler = REGISTRY.location_handlers.get(path.namespace.lower())
         if location_handler is not None:
             return await location_handler(call, path)
+    if path.subscription is None and [s.lower() for s in path.segments] == ["operations"]:
+        return await _get_only(call, subscriptions.list_operations(call, path.namespace))
     handler = REGISTRY.handlers.get(path.namespace.lower())
     if handler is not None:
         return await handler.handle(call, path)

@@ -96,6 +96,23 @@ def _render_provider(subscription_id: str, namespace: str) -> dict[str, Any]:
             "registrationState": "Registered", "registrationPolicy": "RegistrationRequired", "resourceTypes": types}
 
 
+async def list_operations(call: Call, namespace: str) -> web.StreamResponse:
+    """``GET /providers/{namespace}/operations``: the operations of the namespace's resource types (read, write,
+    delete and each POST action), as a resource provider lists them; any authenticated caller may read it."""
+    if namespace.lower() not in REGISTRY.namespaces:
+        raise ArmError(404, "InvalidResourceNamespace", f"The resource namespace '{namespace}' is invalid.")
+    spelled = REGISTRY.namespaces[namespace.lower()]
+    items = []
+    for rt in REGISTRY.namespace_types(spelled):
+        verbs = [("read", "Get"), ("write", "Create or update"), ("delete", "Delete")]
+        verbs += [(f"{action}/action", action) for action in rt.actions]
+        for verb, label in verbs:
+            items.append({"name": f"{spelled}/{rt.type}/{verb}", "isDataAction": False, "display": {
+                "provider": spelled, "resource": rt.type, "operation": f"{label} {rt.type}",
+                "description": f"{label} {rt.type}"}})
+    return json({"value": items})
+
+
 def _require_member(call: Call, subscription_id: str) -> None:
     scope = f"/subscriptions/{subscription_id}"
     if not call.caller.has_any_role_under(scope):
