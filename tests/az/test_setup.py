@@ -112,3 +112,24 @@ def test_from_metadata() -> None:
 
 def test_up_banner_names_az_setup(az_server: AcrLocal) -> None:
     assert "`acrlocal az-setup`" in banner(az_server.status)
+
+
+def test_acrlocal_az_runs_microsofts_az_with_a_profile_of_its_own(az_exe: Path, az_server: AcrLocal,
+                                                                   contained: Contained, tmp_path: Path) -> None:
+    """``acrlocal az <args>`` sets up and signs in a profile of its own on first use and never touches
+    ``~/.azure``; az's output and exit code are the command's."""
+    home = tmp_path / "home"
+    az = Az(az_exe, az_server, home, contained, {"ACRLOCAL_DATA_DIR": str(az_server.data_dir),
+                                                 "ACRLOCAL_CONFIG_DIR": str(tmp_path / "acrlocal")})
+    del az.env["AZURE_CONFIG_DIR"]
+    first = az.acrlocal("az", "account", "show", "--output", "json")
+    assert first.returncode == 0, first.stderr
+    admin = az_server.admin_credential()
+    assert json.loads(first.stdout)["user"] == {"name": admin["clientId"], "type": "servicePrincipal"}
+    assert (tmp_path / "acrlocal" / "az" / "azureProfile.json").exists()
+    assert not (home / ".azure").exists()
+    listed = az.acrlocal("az", "group", "list", "--query", "[].name", "-o", "json")
+    assert listed.returncode == 0 and "acrlocal" in json.loads(listed.stdout)
+    missing = az.acrlocal("az", "group", "show", "-n", "no-such-group")
+    assert missing.returncode == 3 and "ResourceGroupNotFound" in missing.stderr
+    assert not (home / ".azure").exists()

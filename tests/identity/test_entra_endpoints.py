@@ -48,7 +48,9 @@ def test_v1_endpoint_takes_resource(acrlocal: AcrLocal) -> None:
 @pytest.mark.parametrize(("change", "status", "error", "code"), [
     ({"client_secret": "wrong"}, 401, "invalid_client", 7000215),
     ({"client_id": "00000000-0000-0000-0000-0000000000aa"}, 400, "unauthorized_client", 700016),
-    ({"grant_type": "password"}, 400, "unsupported_grant_type", 70003),
+    ({"grant_type": "implicit"}, 400, "unsupported_grant_type", 70003),
+    # A person's password grant is only for public clients: a service principal's app id is none.
+    ({"grant_type": "password", "username": "x@y.z", "password": "p"}, 400, "unauthorized_client", 700016),
     ({"scope": "https://management.azure.com"}, 400, "invalid_scope", 1002012),
     ({"client_id": ""}, 400, "invalid_request", 900144),
 ])

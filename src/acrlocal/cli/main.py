@@ -36,6 +36,7 @@ LAZY_COMMANDS = {
     "role": "role:role",
     "ad": "ad:ad",
     "az-setup": "az_setup:az_setup",
+    "az": "az:az",
 }
 
 
