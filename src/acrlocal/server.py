@@ -53,6 +53,8 @@ from acrlocal.storage.sql import DataVersion, open_engine
 from acrlocal.tls import LocalCA
 
 log = logging.getLogger("acrlocal.server")
+#: Where msal looks for user realm discovery, whatever the authority's port (see _open_login_port).
+LOGIN_PORT = 443
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The rooms on the control app. Each has ``setup(app, ctx)`` adding its routes, and may have
@@ -163,6 +165,7 @@ class Server:
             self._runners.append(runner)
         await registry_http.on_startup(ctx)
         await listeners.open("shared", control_runner, shared_sock, ca.server_context())
+        await self._open_login_port(control_runner, ca)
         await hosting.start(registry_runner)
         compute.network = self.vm_network()
         await compute.start(imds_runner)
@@ -175,6 +178,21 @@ class Server:
                 await started(ctx)
         await self.write_state()
         return ctx
+
+    async def _open_login_port(self, runner: web.AppRunner, ca: LocalCA) -> None:
+        """Also serve the shared endpoint on port 443 when the process may bind it (root, or a low
+        ``net.ipv4.ip_unprivileged_port_start``) and the shared port was chosen by the user: msal asks
+        ``https://<authority host>/common/userrealm/...`` without the port before ``az login -u -p``. Best effort:
+        a refusal is logged once; a server whose port the system chose (tests) never tries."""
+        if self.settings.port in (0, LOGIN_PORT) or self.ctx is None:
+            return
+        try:
+            sock = bind(self.settings.host, LOGIN_PORT)
+        except OSError as exc:
+            log.info("port %d is not available (%s): `az login -u -p` needs it (msal drops the authority's port); "
+                     "device code and browser sign-ins work without it", LOGIN_PORT, exc.strerror)
+            return
+        await self.ctx.listeners.open("login", runner, sock, ca.server_context())
 
     @property
     def authority(self) -> str:

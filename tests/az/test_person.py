@@ -18,9 +18,9 @@ from tests.az.conftest import Az, Contained, unique
 from tests.harness import AcrLocal, running
 
 PASSWORD = "Str0ng-Passw0rd!"
-#: The server runs in a network namespace of its own, on port 443: msal asks user realm discovery of
-#: ``https://<authority host>/common/userrealm/<user>`` without the authority's port, so ``az login -u -p``
-#: needs the Entra endpoints on 443 (see docs/decisions.md). The namespace holds only ``lo``.
+#: The server runs in a network namespace of its own (only ``lo``) on the default port 8443, where it also answers
+#: on 443 as ``acrlocal up`` does when it may: msal asks user realm discovery of
+#: ``https://<authority host>/common/userrealm/<user>`` without the authority's port (see docs/decisions.md).
 NETNS = ["unshare", "--net", "sh", "-c", 'ip link set lo up && [ "$(ip -o link show | wc -l)" -eq 1 ] && exec "$@"',
          "netns"]
 
@@ -34,7 +34,7 @@ def claims(token: str) -> dict[str, Any]:
 def az_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
     if os.geteuid() != 0:
         pytest.fail("these tests run the server in a private network namespace, which needs root", pytrace=False)
-    with running(tmp_path_factory.mktemp("person") / "data", "--port", "443", wrapper=NETNS) as server:
+    with running(tmp_path_factory.mktemp("person") / "data", "--port", "8443", wrapper=NETNS) as server:
         yield server
 
 
