@@ -64,7 +64,8 @@ def person_at_browser(server: AcrLocal, mode: str, url: str, password: str, shot
     user = server.admin_credential()["userPrincipalName"]
     proc = subprocess.run(["nsenter", f"--net=/proc/{server.proc.pid}/ns/net", sys.executable, str(BROWSER_SCRIPT),
                            mode, url, user, password, str(shots), spki_hash(server), code],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": str(shots.parent / f"{shots.name}-home")})
+                          capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "HOME": str(shots.parent / f"{shots.name}-home")})
     keep = os.environ.get("ACRLOCAL_SCREENSHOTS")
     if keep:
         shutil.copytree(shots, Path(keep) / shots.name, dirs_exist_ok=True)
