@@ -115,6 +115,8 @@ def test_new_password_and_disabled_account_revoke(acrlocal: AcrLocal, person: di
     assert password_grant(acrlocal, person["upn"], PASSWORD + "2").status_code == 200
     assert graph(acrlocal, "PATCH", f"/users/{person['id']}", {"accountEnabled": False}).status_code == 204
     assert password_grant(acrlocal, person["upn"], PASSWORD + "2").json()["error_codes"] == [50057]
+    disabled = graph(acrlocal, "GET", "/users?$filter=accountEnabled%20eq%20false&$select=id,accountEnabled").json()
+    assert [(u["id"], u["accountEnabled"]) for u in disabled["value"]] == [(person["id"], False)]
     assert graph(acrlocal, "PATCH", f"/users/{person['id']}", {"accountEnabled": True,
                                                                 "passwordProfile": {"password": PASSWORD}}
                  ).status_code == 204

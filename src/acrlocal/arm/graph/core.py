@@ -91,12 +91,13 @@ Matcher = Callable[[dict[str, Any]], bool]
 
 
 def _get(obj: dict[str, Any], key: str) -> Any:
-    """A property of a rendered object by name, ignoring case (Graph's property names are case-insensitive)."""
+    """A property of a rendered object by name, ignoring case (Graph's property names are case-insensitive), also
+    one rendered only on ``$select`` (kept as ``_name``)."""
     if key in obj:
         return obj[key]
     lowered = key.lower()
     for k, v in obj.items():
-        if k.lower() == lowered:
+        if k.lstrip("_").lower() == lowered:
             return v
     return None
 

@@ -71,7 +71,16 @@ def _admin_credential() -> dict[str, str] | None:
                                        "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def az(args: tuple[str, ...]) -> None:
-    """Run Microsoft's az CLI against this acrlocal with a profile of its own (never ~/.azure)."""
+    """Run Microsoft's az CLI against this acrlocal with a profile of its own (never ~/.azure).
+
+    Every argument goes to az as given, including az's global arguments --query, --output, --only-show-errors,
+    --debug, --verbose and --subscription; `acrlocal az -h` alone shows this text (az's own help: `acrlocal az
+    <group> -h`). The profile is ~/.acrlocal/az ($ACRLOCAL_CONFIG_DIR/az); the az run is $ACRLOCAL_AZ, else az on
+    PATH.
+    """
+    if args in (("-h",), ("--help",)):
+        click.echo(click.get_current_context().get_help())
+        return
     exe = find_az(os.environ.get("ACRLOCAL_AZ"))
     directory = profile_dir()
     env = _prepare(exe, directory)
