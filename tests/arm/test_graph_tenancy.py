@@ -116,3 +116,23 @@ def test_another_tenant_reads_nothing_of_this_one(arm_server: AcrLocal, tenant_o
     mine = graph(arm_server, admin_of(arm_server))
     app = mine.call("GET", f"/v1.0/applications/{o['app']}", api_version=None).json()
     assert app["displayName"] == "tenant-one-app" and [c["keyId"] for c in app["passwordCredentials"]] == [o["keyId"]]
+
+
+def test_graph_lists_page_with_next_links(arm_server: AcrLocal) -> None:
+    g = graph(arm_server, admin_of(arm_server))
+    prefix = f"paged-{uuid.uuid4().hex[:6]}"
+    made = [g.call("POST", "/v1.0/groups", {"displayName": f"{prefix}-{i}", "mailNickname": f"{prefix}{i}"},
+                   api_version=None).json()["id"] for i in range(5)]
+    seen: list[str] = []
+    url = f"{arm_server.shared}/v1.0/groups?$filter=startswith(displayName,'{prefix}')&$top=2"
+    pages = 0
+    while url:
+        body = g.session.get(url, headers={"Authorization": f"Bearer {g.token}"}).json()
+        seen += [x["id"] for x in body["value"]]
+        assert len(body["value"]) <= 2
+        url = body.get("@odata.nextLink", "")
+        pages += 1
+    assert seen == made and pages == 3
+    assert_graph_error(g.call("GET", "/v1.0/groups?$top=1000", api_version=None), 400, "Request_UnsupportedQuery")
+    assert_graph_error(g.call("GET", "/v1.0/groups?$skiptoken=%%%", api_version=None), 400,
+                       "Request_UnsupportedQuery")
