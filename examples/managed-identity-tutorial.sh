@@ -3,17 +3,18 @@
 #
 # Run it after `acrlocal up` (or `acrlocal up --detach`). It does what the article does, with the article's names
 # and command lines; only `az` is acrlocal's az-shaped CLI (set ACRLOCAL to the command that runs it, default
-# `acrlocal`). What runs "on the VM" runs in the VM's sandbox through `az ssh vm`, where `az` is the VM's az, and
-# `docker` is podman when this machine has no docker daemon.
+# `acrlocal`). What runs "on the VM" runs in the VM through `az ssh vm`, where `az` is the VM's az (Microsoft's,
+# when this machine has it), the registry is mycontainerregistry.azurecr.io, and `docker` is the VM's own Docker
+# Engine (podman when this machine has no docker.io).
 #
 #   0. the article's prerequisites: the group, the registry, an aci-helloworld:v1 image pushed by a principal with
 #      AcrPush, and the Docker-enabled VM myDockerVM;
-#   1. Example 1, a user-assigned identity (myACRId) with AcrPull on the registry: az login --identity --username,
+#   1. Example 1, a user-assigned identity (myACRId) with AcrPull on the registry: az login --identity --resource-id,
 #      az acr login, docker pull; and what stays denied (pull before the role assignment, push with AcrPull);
 #   2. Example 2, the VM's system-assigned identity: az login --identity, az acr login, docker pull; and the pull
 #      denied once that identity is removed from the VM.
 #
-# It needs skopeo (the image is pushed with it) and podman (the VM's docker). It refuses to run when
+# It needs skopeo (the image is pushed with it). It refuses to run when
 # myResourceGroup exists, and deletes the group at the end unless KEEP=1.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -24,7 +25,7 @@ az() { $ACRLOCAL "$@"; }
 say() { printf '\n### %s\n' "$*"; }
 fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
 
-for tool in skopeo podman; do
+for tool in skopeo; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (apt-get install $tool)"
 done
 if [ "$(az group exists --name myResourceGroup)" = true ]; then
@@ -51,8 +52,8 @@ az vm create \
     --generate-ssh-keys
 
 registryID=$(az acr show --resource-group myResourceGroup --name myContainerRegistry --query id --output tsv)
-# Inside a VM the registry answers as <name>.localhost:<port> (Azure: mycontainerregistry.azurecr.io).
-loginServer=$(az status --query "registries[?name=='mycontainerregistry'].hostLoginServer | [0]" --output tsv)
+# Inside a VM the registry answers as in Azure: mycontainerregistry.azurecr.io.
+loginServer=mycontainerregistry.azurecr.io
 hostLoginServer=$(az acr show --resource-group myResourceGroup --name myContainerRegistry --query loginServer \
     --output tsv)
 ca=$(az status --query caPath --output tsv)
@@ -107,7 +108,8 @@ az role assignment create --assignee "$spID" --scope "$resourceID" --role acrpul
 say "On the VM: az login with the identity, az acr login, docker pull"
 az ssh vm --resource-group myResourceGroup --name myDockerVM -- "
   set -e
-  az login --identity --username $userID --query '[].user' --output table
+  # the article's --username: az 2.91 and later take the identity as --resource-id (or --client-id)
+  az login --identity --resource-id $userID --query '[].user' --output table
   az acr login --name myContainerRegistry
   docker pull $loginServer/aci-helloworld:v1
   docker images $loginServer/aci-helloworld

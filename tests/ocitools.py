@@ -64,9 +64,9 @@ class Manifest:
 
 
 def config_blob(architecture: str = "amd64", diff_ids: list[str] | None = None,
-                media_type: str = OCI_CONFIG) -> Blob:
+                media_type: str = OCI_CONFIG, cmd: list[str] | None = None) -> Blob:
     doc = {"architecture": architecture, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids or []},
-           "config": {}}
+           "config": {"Cmd": cmd} if cmd else {}}
     return Blob(json.dumps(doc, sort_keys=True).encode(), media_type)
 
 
@@ -101,14 +101,14 @@ def index(children: list[tuple[Manifest, dict[str, str]]], *, media_type: str = 
     return Manifest(json.dumps(doc).encode(), media_type)
 
 
-def tar_layer(files: dict[str, bytes]) -> Blob:
+def tar_layer(files: dict[str, bytes], modes: dict[str, int] | None = None) -> Blob:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in sorted(files.items()):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = 1_700_000_000
-            info.mode = 0o644
+            info.mode = (modes or {}).get(name, 0o644)
             tar.addfile(info, io.BytesIO(data))
     return Blob(buf.getvalue(), OCI_LAYER)
 

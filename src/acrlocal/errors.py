@@ -31,6 +31,8 @@ relative to ``acrlocal``::
     ├── arm.deployments.NeedsAction(LookupError)   a deployment must run a ``list*()`` action before it evaluates on
     ├── compute.run_command.RunCommandError(ValueError)  a run-command request that cannot run
     ├── compute.run_command.Busy(RuntimeError)      another run-command is running on the VM
+    ├── compute.machine.MachineError(RuntimeError)  a VM that cannot start, or a process that cannot start in it
+    ├── compute.runtime.VMNotRunning(RuntimeError)  a stopped or deallocated VM asked to run something
     ├── cli.output.QueryError(ValueError)           a ``--query`` that is not JMESPath
     ├── cli.azcloud.MetadataError(ValueError)       ``/metadata/endpoints`` answered no cloud description
     ├── cli.errors.CLIError                         az's ``ERROR: ...`` and exit code (no builtin: any failure)
@@ -44,8 +46,7 @@ relative to ``acrlocal``::
         │                                           no builtin: its status says what it means
         ├── registry.errors.RegistryError           OCI ``{"errors": [...]}``
         ├── identity.errors.OAuthError              Entra ``{"error", "error_description", ...}``
-        ├── identity.imds.IdentityError             IMDS ``{"error", "error_description"}`` or App Service
-        │                                           ``{"statusCode", "message", "correlationId"}``
+        ├── identity.imds.IdentityError             IMDS ``{"error", "error_description"}``
         ├── arm.errors.ArmError                     ARM ``{"error": {"code", "message"}}``
         └── arm.graph.errors.GraphError             Microsoft Graph ``{"error": {"code", "message", ...}}``
 

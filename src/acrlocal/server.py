@@ -5,7 +5,8 @@ Three aiohttp applications share one event loop:
 - the *control* app on the shared https port: ARM, the Entra endpoints, and registries addressed by host name
   (a middleware hands a request whose ``Host`` is a registry's host name to the registry app);
 - the *registry* app on each registry's own https port (the registry is found from the local port);
-- the *imds* app on each VM's own plain-http port (IMDS and the App Service identity endpoint).
+- the *imds* app, served inside each running VM on ``169.254.169.254:80`` (see :mod:`acrlocal.compute.runtime`),
+  where the control app also answers on Azure's public names (the VMs' front door, TLS for Azure's names).
 
 Shutdown (SIGINT, SIGTERM, or :meth:`Server.stop`) closes the listeners, lets requests in flight finish, and
 removes ``server.json``; everything else is already on disk, so a restart picks up all state.
@@ -26,10 +27,10 @@ from typing import Any
 
 from aiohttp import web
 
-from acrlocal import __version__
+from acrlocal import __version__, publiccloud
 from acrlocal.arm import routes as arm_routes
-from acrlocal.compute.network import VMNetwork
-from acrlocal.compute.runtime import ComputeRuntime
+from acrlocal.compute import console
+from acrlocal.compute.runtime import ComputeRuntime, Doors
 from acrlocal.compute.store import VMTable
 from acrlocal.config import Settings
 from acrlocal.context import Context
@@ -106,6 +107,8 @@ class Server:
         app.router.add_get("/healthz", self._healthz)
         for room in CONTROL_ROOMS:
             room.setup(app, ctx)
+        if ctx.compute is not None:
+            console.setup(app, ctx.compute, ctx.compute.consoles)
         return app
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -155,7 +158,8 @@ class Server:
         self.ctx = ctx
         ctx.token_service = TokenService(signer, DataVersion(engine))
 
-        compute = ComputeRuntime(settings, VMTable(engine), directory, listeners)
+        ca_hash = await asyncio.to_thread(ca.subject_hash)
+        compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
         ctx.compute = compute
         registry_runner = web.AppRunner(self._build_registry_app(ctx), access_log=None, handle_signals=False)
         control_runner = web.AppRunner(self._build_control_app(ctx), access_log=None, handle_signals=False)
@@ -167,8 +171,9 @@ class Server:
         await listeners.open("shared", control_runner, shared_sock, ca.server_context())
         await self._open_login_port(control_runner, ca)
         await hosting.start(registry_runner)
-        compute.network = self.vm_network()
-        await compute.start(imds_runner)
+        front_tls = await asyncio.to_thread(ca.azure_context, publiccloud.CERTIFICATE_NAMES)
+        await compute.start(Doors(imds=imds_runner, front=control_runner, front_tls=front_tls,
+                                  registry_exists=hosting.exists))
         if settings.default_registry:
             with contextlib.suppress(AlreadyExists):
                 await hosting.create(settings.default_registry, {"sku": "Standard"})
@@ -223,19 +228,7 @@ class Server:
             "adminCredentialPath": str(admin_file(self.settings.data_dir)),
         }
 
-    def vm_network(self) -> VMNetwork:
-        """What VMs see: the shared endpoint, every registry's host name and login servers (and the shared
-        endpoint's own ``localhost:<port>``, where registries also answer by host name)."""
-        assert self.ctx is not None
-        hosting = self.ctx.registries
-        records = hosting.all()
-        servers = [s for r in records for s in hosting.login_servers(r)]
-        return VMNetwork.of(self.authority, [hosting.hostname(r) for r in records],
-                            [*servers, f"localhost:{self.shared_port}", f"127.0.0.1:{self.shared_port}"])
-
     async def _registries_changed(self) -> None:
-        if self.ctx is not None and self.ctx.compute is not None and self.ctx.compute.runner is not None:
-            self.ctx.compute.set_network(self.vm_network())
         await self.write_state()
 
     async def write_state(self) -> None:
@@ -246,9 +239,9 @@ class Server:
 
     async def stop(self) -> None:
         if self.ctx is not None:
-            await self.ctx.listeners.close_all()
             if self.ctx.compute is not None:
-                self.ctx.compute.stop()
+                await self.ctx.compute.stop()
+            await self.ctx.listeners.close_all()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -4,6 +4,10 @@ The CA (``ca.pem`` and ``ca-key.pem``, mode 0600) is made once per data director
 trust it. The leaf certificate is reissued whenever the set of host names grows (a registry added with a new
 host name), and :meth:`LocalCA.server_context` keeps one :class:`ssl.SSLContext` that is reloaded in place, so
 listeners that already hold it serve the new certificate on their next handshake.
+
+A second leaf (``azure.pem``) covers Azure's public names (``management.azure.com``, ``login.microsoftonline.com``,
+``graph.microsoft.com``, ``*.azurecr.io``): only VMs' front doors serve it (:meth:`LocalCA.azure_context`), inside
+VMs whose trust store holds this CA; the host's own endpoints never present it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import shutil
 import ssl
+import subprocess
 import threading
 from pathlib import Path
 
@@ -43,6 +49,13 @@ def _write_public(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _names_of(cert: x509.Certificate) -> tuple[str, ...]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = [str(v) for v in san.get_values_for_type(x509.DNSName)]
+    ips = [str(v) for v in san.get_values_for_type(x509.IPAddress)]
+    return tuple(dns + ips)
 
 
 def _san(name: str) -> x509.GeneralName:
@@ -89,6 +102,39 @@ class LocalCA:
         """Reissue the leaf if any of ``names`` is not covered yet; running listeners pick it up."""
         if not set(n.lower() for n in names) <= set(self._names):
             self.ensure([*self._names, *names])
+
+    def azure_context(self, names: tuple[str, ...]) -> ssl.SSLContext:
+        """A server context with the leaf for Azure's ``names`` (issued once, and again when it nears expiry)."""
+        cert, key = self.directory / "azure.pem", self.directory / "azure-key.pem"
+        with self._lock:
+            current = None
+            if cert.exists() and key.exists():
+                current = x509.load_pem_x509_certificate(cert.read_bytes())
+            expiring = current is None or current.not_valid_after_utc - dt.datetime.now(dt.UTC) < dt.timedelta(
+                days=30)
+            if expiring or current is None or set(_names_of(current)) != set(names):
+                self._issue_leaf(names, cert, key)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert, key)
+        return ctx
+
+    def ca_pem(self) -> bytes:
+        return self.ca_path.read_bytes()
+
+    def subject_hash(self) -> str | None:
+        """OpenSSL's subject hash of the CA (the name of its link in a ``c_rehash`` directory), if ``openssl``
+        is installed."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            return None
+        try:
+            proc = subprocess.run([openssl, "x509", "-noout", "-subject_hash", "-in", str(self.ca_path)],
+                                  capture_output=True, text=True, timeout=30, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        value = proc.stdout.strip()
+        return value if len(value) == 8 and all(c in "0123456789abcdef" for c in value) else None
 
     def server_context(self) -> ssl.SSLContext:
         if self._context is None:
@@ -151,10 +197,7 @@ class LocalCA:
         leaf = self._leaf()
         if leaf is None:
             return None
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = [str(v) for v in san.get_values_for_type(x509.DNSName)]
-        ips = [str(v) for v in san.get_values_for_type(x509.IPAddress)]
-        return tuple(dns + ips)
+        return _names_of(leaf)
 
     def _leaf_expiring(self) -> bool:
         leaf = self._leaf()
@@ -162,7 +205,7 @@ class LocalCA:
             return True
         return leaf.not_valid_after_utc - dt.datetime.now(dt.UTC) < dt.timedelta(days=30)
 
-    def _issue_leaf(self, names: tuple[str, ...]) -> None:
+    def _issue_leaf(self, names: tuple[str, ...], cert_path: Path | None = None, key_path: Path | None = None) -> None:
         ca_cert, ca_key = self._load_ca()
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -182,5 +225,5 @@ class LocalCA:
             )
             .sign(ca_key, hashes.SHA256())
         )
-        _write_key(self.key_path, key)
-        _write_public(self.cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key_path or self.key_path, key)
+        _write_public(cert_path or self.cert_path, cert.public_bytes(serialization.Encoding.PEM))

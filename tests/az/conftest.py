@@ -6,17 +6,19 @@ creates next to ``.venv``. The tests look for it in this order: ``$ACRLOCAL_TEST
 FAILS these tests; a developer who cannot install it may opt out with ``ACRLOCAL_SKIP_AZ=1`` (ignored when ``CI``
 is set).
 
-Every az (and every ``acrlocal az-setup`` that runs az) is a child process with:
+Every az on the host (and every ``acrlocal az-setup`` that runs az) is a child process with:
 
 - a minimal environment: a private ``HOME`` and ``AZURE_CONFIG_DIR``, ``REQUESTS_CA_BUNDLE`` = the server's CA,
   ``AZURE_CORE_COLLECT_TELEMETRY=false``, the loopback-only guard first on ``PYTHONPATH`` (a Python connection to
-  anything but loopback fails), and for managed-identity flows the VM's own environment (its IMDS door in
-  ``AZURE_POD_IDENTITY_AUTHORITY_HOST``, or ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``);
+  anything but loopback fails);
 - a mount namespace of its own (``unshare``) in which ``/etc/hosts`` names ``localhost`` and the test's
   registries (``<name>.localhost``, the login server az builds from the cloud's ACR suffix when the caller cannot
   read the registry through ARM, as an OS with nss-myhostname resolves it) and ``/etc/resolv.conf`` names only
   ``127.0.0.1``: no DNS query leaves loopback either (az's first run in a new config directory checks for a newer
   version, and an unknown registry name is looked up). Nothing on the host's ``/etc`` changes.
+
+az in a VM (:class:`VmAz`) runs in the VM itself, with nothing set: the VM's namespace holds only loopback, and
+its DNS stub answers Azure's names and nothing else.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import Any
 import pytest
 
 from tests.clients import GUARD
-from tests.harness import SRC, AcrLocal, acrlocal_cmd, running
+from tests.harness import SRC, AcrLocal, acrlocal_cmd
+from tests.vmexec import Result, vm_exec
 
 REPO = Path(__file__).resolve().parents[2]
 AZ_TIMEOUT_S = 300
@@ -162,10 +165,17 @@ class Az:
 
 
 @pytest.fixture(scope="module")
-def az_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
-    """A server of the module's own: these tests create groups, registries, identities and VMs."""
-    with running(tmp_path_factory.mktemp("az") / "data") as server:
+def az_server(az_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
+    """A server of the module's own: these tests create groups, registries, identities and VMs. Its VMs' ``az``
+    is this az (``ACRLOCAL_VM_AZ``), as a host with Microsoft's az installed gives them."""
+    server = AcrLocal(tmp_path_factory.mktemp("az") / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACRLOCAL_VM_AZ", str(az_exe))
+        server.start()
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -189,15 +199,37 @@ def unique(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:8]
 
 
-def vm_environment(server: AcrLocal, vm_id: str) -> dict[str, str]:
-    """A VM's environment: ``env`` (IMDS door) and ``appservice.env`` (App Service door) of its sandbox, as a shell
-    that sources them would have it."""
-    env: dict[str, str] = {}
-    for name in ("env", "appservice.env"):
-        proc = subprocess.run(["sh", "-c", 'set -a; . "$1"; env -0', "sh", str(server.data_dir / "vms" / vm_id / name)],
-                              capture_output=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, check=True)
-        for item in proc.stdout.decode().split("\0"):
-            key, sep, value = item.partition("=")
-            if sep and key not in ("PATH", "PWD", "SHLVL", "_"):
-                env[key] = value
-    return env
+class VmAz:
+    """Microsoft's az inside a VM, as its admin user types it there (each call a command in the VM's shell, through
+    the console): Azure's names, IMDS at 169.254.169.254, no setting at all. ``config_dir`` gives the calls an
+    ``AZURE_CONFIG_DIR`` of their own (a fresh profile); ``env`` more variables, as a user exports them."""
+
+    def __init__(self, server: AcrLocal, vm_id: str, config_dir: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.server = server
+        self.vm_id = vm_id
+        self.env = dict(env or {})
+        if config_dir:
+            self.env["AZURE_CONFIG_DIR"] = config_dir
+
+    def run(self, *args: str, output: bool = True) -> Result:
+        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in self.env.items())
+        argv = ["az", *args, *(["--output", "json"] if output else [])]
+        return vm_exec(self.server, self.vm_id, exports + shlex.join(argv), timeout=AZ_TIMEOUT_S)
+
+    def __call__(self, *args: str) -> Any:
+        result = self.run(*args)
+        if result.code != 0:
+            raise AssertionError(f"az {' '.join(args)} exited {result.code}:\n{result.stderr[-4000:]}")
+        return json.loads(result.stdout) if result.stdout.strip() else None
+
+    def fail(self, *args: str) -> Result:
+        result = self.run(*args)
+        assert result.code != 0, f"az {' '.join(args)} succeeded:\n{result.stdout[-2000:]}"
+        assert "Traceback" not in result.stderr, result.stderr[-4000:]
+        return result
+
+    def vm_shell(self, script: str) -> Result:
+        """Another command in the same VM, with the same variables."""
+        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in self.env.items())
+        return vm_exec(self.server, self.vm_id, exports + script, timeout=AZ_TIMEOUT_S)

@@ -1,8 +1,9 @@
 """The tutorial's flow with the real az CLI inside a VM whose user-assigned identity holds only AcrPull on the
 registry: ``az login --identity`` through the VM's IMDS, ``az acr login --expose-token`` (the token service's
-challenge and ``/oauth2/exchange``; the login server is ``<name>.localhost:<shared port>``, built from the cloud's
-ACR suffix because AcrPull cannot read the registry resource through ARM), ``az acr repository list`` (the refresh
-token redeemed at ``/oauth2/token``), then podman login and a pull with that refresh token; a push is refused."""
+challenge and ``/oauth2/exchange``; the login server is ``<name>.azurecr.io``, built from AzureCloud's ACR suffix
+because AcrPull cannot read the registry resource through ARM), ``az acr repository list`` (the refresh token
+redeemed at ``/oauth2/token``), then, on the host, podman login and a pull with that refresh token at the
+registry's other login server; a push is refused."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.arm.conftest import Arm, admin_of
-from tests.az.conftest import Az, Contained, vm_environment
+from tests.az.conftest import VmAz
 from tests.compute.conftest import mgmt_for
 from tests.harness import REFRESH_TOKEN_USER, AcrLocal
 from tests.interop.tools import Containers, ToolError
@@ -21,8 +22,7 @@ from tests.registry.conftest import RegistryClient
 from tests.tokens.conftest import ACR_PULL, assign, claims, registry_id
 
 
-def test_acrpull_identity_logs_in_with_az_and_pulls(az_exe: Path, az_server: AcrLocal, contained: Contained,
-                                                   tmp_path: Path) -> None:
+def test_acrpull_identity_logs_in_with_az_and_pulls(az_server: AcrLocal, tmp_path: Path) -> None:
     server = az_server
     mgmt = mgmt_for(server)
     group = mgmt.group("tutorial")
@@ -31,17 +31,13 @@ def test_acrpull_identity_logs_in_with_az_and_pulls(az_exe: Path, az_server: Acr
     assign(Arm(server, admin_of(server).token(server)), identity.principal_id, ACR_PULL, registry_id(server))
     RegistryClient(server).push_image("tutorial/hello", "v1")
 
-    contained.names.add("acrlocal.localhost")
-    env = {**vm_environment(server, vm.vm_id), "ACRLOCAL_ENDPOINT": server.shared}
-    az = Az(az_exe, server, tmp_path / "vm-home", contained, env)
-    az.env.update(AZURE_CONFIG_DIR=str(tmp_path / "vm-home" / ".azure"), HOME=str(tmp_path / "vm-home"))
-    az.setup()
+    az = VmAz(server, vm.id)
     accounts = az("login", "--identity", "--client-id", identity.client_id)
     assert accounts[0]["user"]["type"] == "servicePrincipal"
 
     login = az("acr", "login", "--name", "acrlocal", "--expose-token")
     assert login["username"] == REFRESH_TOKEN_USER
-    assert login["loginServer"] == server.registry()["hostLoginServer"]
+    assert login["loginServer"] == "acrlocal.azurecr.io"
     refresh = login["accessToken"]
     assert claims(refresh)["sub"] == identity.principal_id and claims(refresh)["grant_type"] == "refresh_token"
     assert "tutorial/hello" in az("acr", "repository", "list", "--name", "acrlocal")

@@ -4,7 +4,7 @@ failed commands that change nothing."""
 from __future__ import annotations
 
 import json
-import os
+import shlex
 import stat
 import uuid
 from pathlib import Path
@@ -14,6 +14,7 @@ import jwt
 import yaml
 
 from tests.harness import AcrLocal
+from tests.vmexec import vm_exec
 
 
 def az(server: AcrLocal, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -205,37 +206,29 @@ def test_tutorial_resources_identity_vm_and_role_assignment(acrlocal: AcrLocal) 
     az(acrlocal, "group", "delete", "-n", group, "--yes")
 
 
-def _vm_env(acrlocal: AcrLocal, group: str, tmp_home: Path) -> dict[str, str]:
-    vm_id = az(acrlocal, "vm", "show", "-g", group, "-n", "myDockerVM", "--query", "vmId")
-    env: dict[str, str] = {}
-    for line in (acrlocal.data_dir / "vms" / vm_id / "env").read_text().splitlines():
-        key, _, value = line.partition("=")
-        env[key] = value.strip("'")
-    env.update({"ACRLOCAL_ENDPOINT": acrlocal.shared, "ACRLOCAL_DATA_DIR": str(tmp_home / "no-server"),
-                "ACRLOCAL_CONFIG_DIR": str(tmp_home / "profile"), "IDENTITY_ENDPOINT": "", "IDENTITY_HEADER": ""})
-    return env
-
-
 def _login_inside_vm(acrlocal: AcrLocal, group: str, ident: dict[str, Any]) -> None:
-    home = acrlocal.data_dir.parent / unique("vm-home-")
-    env = _vm_env(acrlocal, group, home)
-    assert env["AZURE_POD_IDENTITY_AUTHORITY_HOST"].startswith("http://127.0.0.1:")
-    accounts = az(acrlocal, "login", "--identity", "--username", ident["clientId"], env=env)
+    """acrlocal's CLI inside the VM, as its admin user: IMDS at 169.254.169.254, ARM at management.azure.com."""
+    vm_id = az(acrlocal, "vm", "show", "-g", group, "-n", "myDockerVM", "--query", "id")
+
+    def inside(*args: str) -> Any:
+        result = vm_exec(acrlocal, vm_id, shlex.join(["acrlocal", *args, "--output", "json"]))
+        assert result.code == 0, result.stderr
+        return json.loads(result.stdout) if result.stdout.strip() else None
+
+    accounts = inside("login", "--identity", "--username", ident["clientId"])
     assert accounts[0]["user"] == {"assignedIdentityInfo": f"MSIClient-{ident['clientId']}",
                                    "name": "userAssignedIdentity", "type": "servicePrincipal"}
-    by_id = az(acrlocal, "login", "--identity", "--username", ident["id"], env=env)
+    by_id = inside("login", "--identity", "--username", ident["id"])
     assert by_id[0]["user"]["assignedIdentityInfo"] == f"MSIResource-{ident['id']}"
-    by_object = az(acrlocal, "login", "--identity", "--object-id", ident["principalId"], env=env)
+    by_object = inside("login", "--identity", "--object-id", ident["principalId"])
     assert by_object[0]["user"]["assignedIdentityInfo"] == f"MSIObject-{ident['principalId']}"
-    token = az(acrlocal, "account", "get-access-token", "--resource", "https://containerregistry.azure.net",
-               env=env)
+    token = inside("account", "get-access-token", "--resource", "https://containerregistry.azure.net")
     assert jwt.decode(token["accessToken"], options={"verify_signature": False})["oid"] == ident["principalId"]
     # the identity may pull from the registry but not read ARM: the registry is invisible to it, as in Azure
-    assert az(acrlocal, "group", "list", env=env) == []
-    assert not (home / "no-server").exists()
-    assert os.environ.get("HOME") != env["HOME"]
-    az(acrlocal, "logout", env=env)
-    assert fails(acrlocal, "account", "show", env=env).startswith("ERROR: Please run 'acrlocal login'")
+    assert inside("group", "list") == []
+    inside("logout")
+    shown = vm_exec(acrlocal, vm_id, "acrlocal account show")
+    assert shown.code != 0 and shown.stderr.startswith("ERROR: Please run 'acrlocal login'")
 
 
 def test_service_principal_for_rbac_signs_in_and_is_held_to_its_role(acrlocal: AcrLocal, tmp_path: Path) -> None:

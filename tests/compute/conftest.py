@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import json
-import shlex
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,20 +90,3 @@ def group(mgmt: Mgmt) -> Iterator[str]:
     name = mgmt.group()
     yield name
     mgmt.resources.resource_groups.begin_delete(name).result()
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        env[key] = shlex.split(value)[0] if value else ""
-    return env
-
-
-def vm_env(server: AcrLocal, vm: Any) -> dict[str, str]:
-    """The VM's environment as its sandbox records it (what a shell in the VM sources)."""
-    return read_env_file(server.data_dir / "vms" / vm.vm_id / "env")
-
-
-def appservice_env(server: AcrLocal, vm: Any) -> dict[str, str]:
-    return read_env_file(server.data_dir / "vms" / vm.vm_id / "appservice.env")

@@ -1,18 +1,18 @@
-"""A VM's managed identities through IMDS and the App Service endpoint, driven by the real clients: azure-identity
-(sync and async ManagedIdentityCredential, DefaultAzureCredential) and msal's ManagedIdentityClient, each in a
-child process whose environment points it at the VM's listener and nowhere else. Every token is verified with
-PyJWT against acrlocal's JWKS."""
+"""A VM's managed identities through IMDS, driven by the real clients inside the VM with no environment variable
+set by hand (they find IMDS at 169.254.169.254, as on Azure): azure-identity (sync and async
+ManagedIdentityCredential, DefaultAzureCredential) and msal's ManagedIdentityClient. Every token is verified on the
+host with PyJWT against acrlocal's JWKS."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.clients import client_env, run_client, verify_with_jwks
-from tests.compute.conftest import Mgmt, appservice_env, vm_env
+from tests.clients import verify_with_jwks
+from tests.compute.conftest import Mgmt
 from tests.harness import AcrLocal
+from tests.vmexec import vm_client
 
 ARM = "https://management.azure.com"
 ACR = "https://containerregistry.azure.net"
@@ -30,11 +30,6 @@ def world(mgmt: Mgmt) -> dict[str, Any]:
     return {"group": group, "u1": u1, "u2": u2, "stranger": stranger, "vm": vm, "users_only": users_only}
 
 
-def imds_env(server: AcrLocal, vm: Any, home: Path, **extra: str) -> dict[str, str]:
-    return client_env(home, AZURE_POD_IDENTITY_AUTHORITY_HOST=vm_env(server, vm)["AZURE_POD_IDENTITY_AUTHORITY_HOST"],
-                      **extra)
-
-
 def check(server: AcrLocal, result: dict[str, Any], audience: str, principal_id: str, mirid: str) -> dict[str, Any]:
     assert result["ok"], result
     claims = verify_with_jwks(result["token"], server.shared, server.ca, audience)
@@ -43,82 +38,71 @@ def check(server: AcrLocal, result: dict[str, Any], audience: str, principal_id:
     return claims
 
 
-def test_system_assigned_identity_with_managed_identity_credential(acrlocal: AcrLocal, world: dict[str, Any],
-                                                                   tmp_path: Path) -> None:
+def test_system_assigned_identity_with_managed_identity_credential(acrlocal: AcrLocal,
+                                                                   world: dict[str, Any]) -> None:
     vm = world["vm"]
-    result = run_client(f"""
+    result = vm_client(acrlocal, vm.id, f"""
         from azure.identity import ManagedIdentityCredential
         attempt(lambda: ManagedIdentityCredential().get_token("{ARM}/.default"))
-    """, imds_env(acrlocal, vm, tmp_path))
+    """)
     claims = check(acrlocal, result, ARM, vm.identity.principal_id, vm.id)
     assert claims["tid"] == vm.identity.tenant_id
 
 
 @pytest.mark.parametrize("how", ["client_id", "object_id", "resource_id"])
-def test_user_assigned_identity_by_each_selector(acrlocal: AcrLocal, world: dict[str, Any], tmp_path: Path,
-                                                 how: str) -> None:
+def test_user_assigned_identity_by_each_selector(acrlocal: AcrLocal, world: dict[str, Any], how: str) -> None:
     u2 = world["u2"]
     value = {"client_id": u2.client_id, "object_id": u2.principal_id, "resource_id": u2.id}[how]
-    result = run_client(f"""
+    result = vm_client(acrlocal, world["vm"].id, f"""
         from azure.identity import ManagedIdentityCredential
         c = ManagedIdentityCredential(identity_config={{{how!r}: {value!r}}})
         attempt(lambda: c.get_token("{ACR}/.default"))
-    """, imds_env(acrlocal, world["vm"], tmp_path))
+    """)
     check(acrlocal, result, ACR, u2.principal_id, u2.id)
 
 
-def test_default_azure_credential_through_imds(acrlocal: AcrLocal, world: dict[str, Any], tmp_path: Path) -> None:
-    u1 = world["u1"]
-    result = run_client(f"""
+def test_default_azure_credential_finds_imds(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
+    """DefaultAzureCredential probes 169.254.169.254 (no variable tells it where IMDS is) and signs in there; the
+    VM's system-assigned identity, or the one AZURE_CLIENT_ID names."""
+    vm, u1 = world["vm"], world["u1"]
+    code = f"""
         from azure.identity import DefaultAzureCredential
         attempt(lambda: DefaultAzureCredential().get_token("{ARM}/.default"))
-    """, imds_env(acrlocal, world["vm"], tmp_path, AZURE_CLIENT_ID=u1.client_id))
-    check(acrlocal, result, ARM, u1.principal_id, u1.id)
+    """
+    check(acrlocal, vm_client(acrlocal, vm.id, code), ARM, vm.identity.principal_id, vm.id)
+    check(acrlocal, vm_client(acrlocal, vm.id, code, env={"AZURE_CLIENT_ID": u1.client_id}), ARM, u1.principal_id,
+          u1.id)
 
 
-def test_default_azure_credential_through_the_app_service_endpoint(acrlocal: AcrLocal, world: dict[str, Any],
-                                                                   tmp_path: Path) -> None:
-    vm = world["vm"]
-    result = run_client(f"""
-        from azure.identity import DefaultAzureCredential
-        attempt(lambda: DefaultAzureCredential().get_token("{ARM}/.default"))
-    """, client_env(tmp_path, **appservice_env(acrlocal, vm)))
-    check(acrlocal, result, ARM, vm.identity.principal_id, vm.id)
+def test_no_app_service_variables_in_a_vm(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
+    result = vm_client(acrlocal, world["vm"].id, """
+        import os
+        report(names=sorted(n for n in os.environ if n.startswith(("IDENTITY_", "MSI_", "AZURE_", "IMDS_"))))
+    """)
+    assert result["names"] == []
 
 
-def test_app_service_endpoint_selects_user_assigned_by_resource_id(acrlocal: AcrLocal, world: dict[str, Any],
-                                                                   tmp_path: Path) -> None:
-    u1 = world["u1"]
-    result = run_client(f"""
-        from azure.identity import ManagedIdentityCredential
-        attempt(lambda: ManagedIdentityCredential(identity_config={{"resource_id": {u1.id!r}}})
-                .get_token("{ACR}/.default"))
-    """, client_env(tmp_path, **appservice_env(acrlocal, world["vm"])))
-    check(acrlocal, result, ACR, u1.principal_id, u1.id)
-
-
-@pytest.mark.parametrize("door", ["imds", "appservice"])
-def test_async_credential(acrlocal: AcrLocal, world: dict[str, Any], tmp_path: Path, door: str) -> None:
-    u2 = world["u2"]
-    env = imds_env(acrlocal, world["vm"], tmp_path) if door == "imds" else \
-        client_env(tmp_path, **appservice_env(acrlocal, world["vm"]))
-    # The async credential sends identity_config's key as it is: IMDS names the resource id msi_res_id, the App
-    # Service endpoint resource_id.
-    key = "msi_res_id" if door == "imds" else "resource_id"
-    result = run_client(f"""
+@pytest.mark.parametrize("key", ["msi_res_id", "resource_id"])
+def test_async_credential(acrlocal: AcrLocal, world: dict[str, Any], key: str) -> None:
+    """The async credential sends identity_config's key as it is: IMDS knows the resource id as msi_res_id, and
+    ignores resource_id (as Azure's does), so that request is the VM's system identity."""
+    u2, vm = world["u2"], world["vm"]
+    result = vm_client(acrlocal, vm.id, f"""
         import asyncio
         from azure.identity.aio import ManagedIdentityCredential
         async def main():
             async with ManagedIdentityCredential(identity_config={{{key!r}: {u2.id!r}}}) as c:
                 return await c.get_token("{ARM}/.default")
         attempt(lambda: asyncio.run(main()))
-    """, env)
-    check(acrlocal, result, ARM, u2.principal_id, u2.id)
+    """)
+    if key == "msi_res_id":
+        check(acrlocal, result, ARM, u2.principal_id, u2.id)
+    else:
+        check(acrlocal, result, ARM, vm.identity.principal_id, vm.id)
 
 
 @pytest.mark.parametrize("which", ["system", "client_id", "resource_id", "object_id"])
-def test_msal_managed_identity_client(acrlocal: AcrLocal, world: dict[str, Any], tmp_path: Path,
-                                      which: str) -> None:
+def test_msal_managed_identity_client(acrlocal: AcrLocal, world: dict[str, Any], which: str) -> None:
     vm, u1 = world["vm"], world["u1"]
     identity = {
         "system": "msal.SystemAssignedManagedIdentity()",
@@ -126,42 +110,30 @@ def test_msal_managed_identity_client(acrlocal: AcrLocal, world: dict[str, Any],
         "resource_id": f"msal.UserAssignedManagedIdentity(resource_id={u1.id!r})",
         "object_id": f"msal.UserAssignedManagedIdentity(object_id={u1.principal_id!r})",
     }[which]
-    result = run_client(f"""
+    result = vm_client(acrlocal, vm.id, f"""
         import msal, requests
         client = msal.ManagedIdentityClient({identity}, http_client=requests.Session())
         attempt(lambda: client.acquire_token_for_client(resource="https://management.core.windows.net/"))
-    """, imds_env(acrlocal, vm, tmp_path))
+    """)
     principal, mirid = (vm.identity.principal_id, vm.id) if which == "system" else (u1.principal_id, u1.id)
     check(acrlocal, result, "https://management.core.windows.net/", principal, mirid)
 
 
-def test_identity_not_on_the_vm_is_unavailable(acrlocal: AcrLocal, world: dict[str, Any], tmp_path: Path) -> None:
+def test_identity_not_on_the_vm_is_unavailable(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
     stranger = world["stranger"]
-    result = run_client(f"""
+    result = vm_client(acrlocal, world["vm"].id, f"""
         from azure.identity import ManagedIdentityCredential
         attempt(lambda: ManagedIdentityCredential(client_id={stranger.client_id!r}).get_token("{ARM}/.default"))
-    """, imds_env(acrlocal, world["vm"], tmp_path))
+    """)
     assert not result["ok"] and result["error"] == "CredentialUnavailableError"
     assert "Identity not found" in result["message"]
 
 
-def test_two_user_assigned_identities_and_no_selector(acrlocal: AcrLocal, world: dict[str, Any],
-                                                      tmp_path: Path) -> None:
-    result = run_client(f"""
+def test_two_user_assigned_identities_and_no_selector(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
+    result = vm_client(acrlocal, world["users_only"].id, f"""
         import msal, requests
         client = msal.ManagedIdentityClient(msal.SystemAssignedManagedIdentity(), http_client=requests.Session())
         report(ok=False, raw=client.acquire_token_for_client(resource="{ARM}"))
-    """, imds_env(acrlocal, world["users_only"], tmp_path))
+    """)
     assert result["raw"]["error"] == "invalid_request"
     assert result["raw"]["error_description"].startswith("Multiple user assigned identities exist")
-
-
-def test_wrong_app_service_secret_is_refused(acrlocal: AcrLocal, world: dict[str, Any], tmp_path: Path) -> None:
-    env = appservice_env(acrlocal, world["vm"])
-    env["IDENTITY_HEADER"] = "not-the-secret"
-    result = run_client(f"""
-        from azure.identity import ManagedIdentityCredential
-        attempt(lambda: ManagedIdentityCredential().get_token("{ARM}/.default"))
-    """, client_env(tmp_path, **env))
-    assert not result["ok"] and result["error"] in ("CredentialUnavailableError", "ClientAuthenticationError")
-    assert "access_token" not in result["message"]

@@ -1,5 +1,6 @@
-"""IMDS and the App Service endpoint on the wire: exact error bodies, field types, selectors encoded or not,
-the token cache, throttling, instance metadata, and listeners that survive a restart."""
+"""IMDS on the wire, at 169.254.169.254 inside each VM (requests made by ``requests`` in the VM, with no
+environment variable pointing anywhere): exact error bodies, field types, selectors encoded or not, the token cache,
+throttling, instance metadata, a VM that boots again after a restart, and nothing answering from the host."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from urllib.parse import quote
 
 import jwt
 import pytest
-import requests
 
-from tests.compute.conftest import Mgmt, appservice_env, mgmt_for, vm_env
+from tests.compute.conftest import Mgmt, mgmt_for
 from tests.harness import AcrLocal
+from tests.vmexec import vm_requests
 
 ARM = "https://management.azure.com"
 TOKEN_PATH = "/metadata/identity/oauth2/token"
+IMDS = "http://169.254.169.254"
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +32,31 @@ def world(mgmt: Mgmt) -> dict[str, Any]:
             "one_user": one_user}
 
 
+def call(query: str = f"api-version=2018-02-01&resource={ARM}", headers: dict[str, str] | None = None,
+         path: str = TOKEN_PATH) -> dict[str, Any]:
+    return {"url": f"{IMDS}{path}?{query}", "headers": {"Metadata": "true"} if headers is None else headers}
+
+
+class Answer:
+    """One response as ``requests`` in the VM saw it."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.status_code = raw["status"]
+        self.headers = raw["headers"]
+        self.text = raw["text"]
+        self._json = raw["json"]
+
+    def json(self) -> Any:
+        return self._json
+
+
+def imds_many(server: AcrLocal, vm: Any, calls: list[dict[str, Any]]) -> list[Answer]:
+    return [Answer(a) for a in vm_requests(server, vm.id, calls)]
+
+
 def imds(server: AcrLocal, vm: Any, query: str = f"api-version=2018-02-01&resource={ARM}",
-         headers: dict[str, str] | None = None, path: str = TOKEN_PATH) -> requests.Response:
-    base = vm_env(server, vm)["AZURE_POD_IDENTITY_AUTHORITY_HOST"]
-    return requests.get(f"{base}{path}?{query}", headers={"Metadata": "true"} if headers is None else headers,
-                        timeout=30)
-
-
-def appservice(server: AcrLocal, vm: Any, query: str, secret: str | None = None) -> requests.Response:
-    env = appservice_env(server, vm)
-    header = env["IDENTITY_HEADER"] if secret is None else secret
-    return requests.get(f"{env['IDENTITY_ENDPOINT']}?{query}", headers={"X-IDENTITY-HEADER": header} if header
-                        else {}, timeout=30)
+         headers: dict[str, str] | None = None, path: str = TOKEN_PATH) -> Answer:
+    return imds_many(server, vm, [call(query, headers, path)])[0]
 
 
 def test_response_fields_are_strings_and_resource_is_echoed(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
@@ -77,7 +92,7 @@ def test_no_selector_picks_system_then_the_only_user_assigned(acrlocal: AcrLocal
     assert one["oid"] == world["u1"].principal_id
 
 
-@pytest.mark.parametrize(("case", "kwargs", "description"), [
+REFUSALS = [
     ("no metadata header", {"headers": {}}, "Required metadata header not specified"),
     ("metadata false", {"headers": {"Metadata": "false"}}, "Required metadata header not specified"),
     ("forwarded", {"headers": {"Metadata": "true", "X-Forwarded-For": "10.0.0.1"}}, None),
@@ -86,18 +101,22 @@ def test_no_selector_picks_system_then_the_only_user_assigned(acrlocal: AcrLocal
     ("no resource", {"query": "api-version=2018-02-01"}, "Required query variable 'resource' is missing"),
     ("no api-version", {"query": f"resource={ARM}"}, "Required query variable 'api-version' is missing"),
     ("old api-version", {"query": f"api-version=2017-09-01&resource={ARM}"}, None),
-])
-def test_refusals_are_400_with_the_imds_body(acrlocal: AcrLocal, world: dict[str, Any], case: str,
-                                             kwargs: dict[str, Any], description: str | None) -> None:
-    if "query" in kwargs:
-        kwargs = {**kwargs, "query": kwargs["query"].replace("STRANGER", world["stranger"].client_id)}
-    r = imds(acrlocal, world["vm"], **kwargs)
-    assert r.status_code == 400, case
-    body = r.json()
-    assert body["error"] == "invalid_request" and set(body) == {"error", "error_description"}
-    if description:
-        assert body["error_description"] == description
-    assert "Retry-After" not in r.headers
+]
+
+
+def test_refusals_are_400_with_the_imds_body(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
+    calls = []
+    for _case, kwargs, _description in REFUSALS:
+        if "query" in kwargs:
+            kwargs = {**kwargs, "query": kwargs["query"].replace("STRANGER", world["stranger"].client_id)}
+        calls.append(call(**kwargs))
+    for (case, _kwargs, description), r in zip(REFUSALS, imds_many(acrlocal, world["vm"], calls), strict=True):
+        assert r.status_code == 400, case
+        body = r.json()
+        assert body["error"] == "invalid_request" and set(body) == {"error", "error_description"}
+        if description:
+            assert body["error_description"] == description
+        assert "Retry-After" not in r.headers
 
 
 def test_vm_without_identity_and_ambiguous_user_identities(acrlocal: AcrLocal, world: dict[str, Any],
@@ -113,36 +132,18 @@ def test_vm_without_identity_and_ambiguous_user_identities(acrlocal: AcrLocal, w
 
 
 def test_tokens_are_cached_per_identity_and_resource(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
-    first = imds(acrlocal, world["vm"]).json()
-    second = imds(acrlocal, world["vm"]).json()
+    first, second, other = (a.json() for a in imds_many(acrlocal, world["vm"], [
+        call(), call(), call("api-version=2018-02-01&resource=https://vault.azure.net")]))
     assert first["access_token"] == second["access_token"]
     assert int(second["expires_in"]) <= int(first["expires_in"])
-    other = imds(acrlocal, world["vm"], "api-version=2018-02-01&resource=https://vault.azure.net").json()
     assert other["access_token"] != first["access_token"]
 
 
-def test_app_service_door(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
-    u1 = world["u1"]
-    for selector, value in [("client_id", u1.client_id), ("object_id", u1.principal_id),
-                            ("principal_id", u1.principal_id), ("mi_res_id", u1.id), ("msi_res_id", u1.id),
-                            ("resource_id", u1.id)]:
-        r = appservice(acrlocal, world["vm"], f"api-version=2019-08-01&resource={ARM}&{selector}={value}")
-        assert r.status_code == 200, (selector, r.text)
-        body = r.json()
-        assert set(body) == {"access_token", "expires_on", "resource", "token_type", "client_id"}
-        assert body["expires_on"].isdigit() and body["client_id"] == u1.client_id and body["resource"] == ARM
-    for secret in ["", "wrong"]:
-        r = appservice(acrlocal, world["vm"], f"api-version=2019-08-01&resource={ARM}", secret=secret)
-        assert r.status_code == 401
-        assert r.json()["statusCode"] == 401 and r.json()["message"] == "Unauthorized"
-    # The secret of one VM does not open another.
-    r = requests.get(f"{appservice_env(acrlocal, world['lonely'])['IDENTITY_ENDPOINT']}?api-version=2019-08-01"
-                     f"&resource={ARM}", headers={"X-IDENTITY-HEADER": appservice_env(acrlocal, world["vm"])[
-                         "IDENTITY_HEADER"]}, timeout=30)
-    assert r.status_code == 401
-    r = appservice(acrlocal, world["vm"], f"api-version=2019-08-01&resource={ARM}&client_id="
-                   f"{world['stranger'].client_id}")
-    assert r.status_code == 400 and r.json()["statusCode"] == 400
+def test_no_app_service_endpoint_in_a_vm(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
+    """An Azure VM has IMDS, not App Service's endpoint: no IDENTITY_ENDPOINT, and IMDS does not serve it."""
+    r = imds(acrlocal, world["vm"], f"api-version=2019-08-01&resource={ARM}", path="/msi/token",
+             headers={"X-IDENTITY-HEADER": "x"})
+    assert r.status_code == 404
 
 
 def test_instance_metadata(acrlocal: AcrLocal, world: dict[str, Any], mgmt: Mgmt) -> None:
@@ -156,11 +157,13 @@ def test_instance_metadata(acrlocal: AcrLocal, world: dict[str, Any], mgmt: Mgmt
     assert compute["vmSize"] == "Standard_B1s" and compute["osType"] == "Linux"
     assert compute["osProfile"]["adminUsername"] == "azureuser" and compute["tags"] == "env:test;a:b"
     assert compute["tagsList"] == [{"name": "env", "value": "test"}, {"name": "a", "value": "b"}]
-    text = imds(acrlocal, vm, "api-version=2021-02-01&format=text", path="/metadata/instance/compute/vmId")
+    text, missing, no_header = imds_many(acrlocal, vm, [
+        call("api-version=2021-02-01&format=text", path="/metadata/instance/compute/vmId"),
+        call("", path="/metadata/instance"),
+        call("api-version=2021-02-01", path="/metadata/instance", headers={})])
     assert text.text == vm.vm_id
-    missing = imds(acrlocal, vm, "", path="/metadata/instance")
     assert missing.status_code == 400 and "api-version was not specified" in missing.json()["error"]
-    assert imds(acrlocal, vm, "api-version=2021-02-01", path="/metadata/instance", headers={}).status_code == 400
+    assert no_header.status_code == 400
 
 
 def test_throttling_answers_429_with_retry_after(fresh_acrlocal: AcrLocal) -> None:
@@ -168,9 +171,8 @@ def test_throttling_answers_429_with_retry_after(fresh_acrlocal: AcrLocal) -> No
     fresh_acrlocal.start()
     m = mgmt_for(fresh_acrlocal)
     vm = m.vm(m.group(), "throttled", {"type": "SystemAssigned"})
-    first = imds(fresh_acrlocal, vm)
+    first, second = imds_many(fresh_acrlocal, vm, [call(), call()])
     assert first.status_code == 200 and "Retry-After" not in first.headers
-    second = imds(fresh_acrlocal, vm)
     assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
     assert second.json()["error"] == "too_many_requests"
 
@@ -180,25 +182,18 @@ def test_cache_off_signs_every_token(fresh_acrlocal: AcrLocal) -> None:
     fresh_acrlocal.start()
     m = mgmt_for(fresh_acrlocal)
     vm = m.vm(m.group(), "uncached", {"type": "SystemAssigned"})
-    tokens = {imds(fresh_acrlocal, vm).json()["access_token"] for _ in range(3)}
+    tokens = {a.json()["access_token"] for a in imds_many(fresh_acrlocal, vm, [call()] * 3)}
     assert len(tokens) == 3
 
 
-def test_listeners_and_secrets_survive_a_restart(fresh_acrlocal: AcrLocal) -> None:
+def test_a_vm_boots_again_after_a_restart(fresh_acrlocal: AcrLocal) -> None:
     fresh_acrlocal.start()
     m = mgmt_for(fresh_acrlocal)
     vm = m.vm(m.group(), "durable", {"type": "SystemAssigned"})
-    before_env, before_secret = vm_env(fresh_acrlocal, vm), appservice_env(fresh_acrlocal, vm)
     token_before = imds(fresh_acrlocal, vm).json()["access_token"]
     fresh_acrlocal.restart()
-    after_env = vm_env(fresh_acrlocal, vm)
-    # the shared port is chosen anew: the VM's ACRLOCAL_ENDPOINT follows it, everything else stays
-    before_env.pop("ACRLOCAL_ENDPOINT")
-    assert after_env.pop("ACRLOCAL_ENDPOINT") == fresh_acrlocal.shared
-    assert after_env == before_env and appservice_env(fresh_acrlocal, vm) == before_secret
     after = imds(fresh_acrlocal, vm)
     assert after.status_code == 200
     claims = jwt.decode(after.json()["access_token"], options={"verify_signature": False})
     assert claims["oid"] == jwt.decode(token_before, options={"verify_signature": False})["oid"]
-    assert appservice(fresh_acrlocal, vm, f"api-version=2019-08-01&resource={ARM}").status_code == 200
     assert time.time() < claims["exp"]

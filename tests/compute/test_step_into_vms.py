@@ -1,11 +1,11 @@
-"""VMs you can step into, through the CLI against a real server: ``vm run-command invoke`` (ARM ``runCommand``)
-and ``vm ssh`` / ``ssh vm`` (``retrieveSandboxAccess``), what a VM sees inside (environment, host names, the CA
-for every login server, kept current), who may do either, and the bounds of a run-command."""
+"""VMs you can step into, through the CLI against a real server: ``vm run-command invoke`` (ARM ``runCommand``,
+as the VM's root) and ``vm ssh`` / ``ssh vm`` (the ``console`` action, as its admin user), what a VM sees inside
+(Azure's names, the CA in its trust store, registries made later), who may do either, and the bounds of a
+run-command."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -18,7 +18,7 @@ import pytest
 from tests.harness import AcrLocal, acrlocal_cmd, child_env
 
 RG_PREFIX = "step-"
-IN_NAMESPACE = "mount-namespace" if os.geteuid() == 0 else "user-and-mount-namespace"
+RUN_COMMAND_DIR = "/var/lib/waagent/run-command/download/0"
 
 
 def az(server: AcrLocal, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -66,20 +66,18 @@ def streams(message: str) -> tuple[str, str]:
 
 def test_run_command_answers_as_azure_and_runs_in_the_vm(acrlocal: AcrLocal, vm: dict[str, str]) -> None:
     status = invoke(acrlocal, vm, 'echo "args: $1 $2 named: $color"', "echo to-stderr >&2", "pwd",
-                    'echo "$ACRLOCAL_ENDPOINT $ACRLOCAL_VM_NAME $ACRLOCAL_VM_ISOLATION"',
-                    'echo "$IDENTITY_ENDPOINT|$AZURE_POD_IDENTITY_AUTHORITY_HOST"', "command -v az docker",
+                    'echo "$(id -un) $(hostname) $HOME"',
+                    'echo "[$IDENTITY_ENDPOINT$AZURE_POD_IDENTITY_AUTHORITY_HOST]"', "command -v az",
                     params=("first", "second", "color=blue"))
     assert {k: status[k] for k in ("code", "level", "displayStatus")} == {
         "code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"}
     out, err = streams(status["message"])
     lines = out.splitlines()
     assert lines[0] == "args: first second named: blue"
-    home = acrlocal.data_dir / "vms" / vm["vmId"] / "home"
-    assert lines[1] == str(home)
-    assert lines[2] == f"{acrlocal.shared} myDockerVM {IN_NAMESPACE}"
-    identity_endpoint, imds = lines[3].split("|")
-    assert identity_endpoint.endswith("/msi/token") and imds.startswith("http://127.0.0.1:")
-    assert lines[4] == str(acrlocal.data_dir / "vms" / vm["vmId"] / "bin" / "az")
+    assert lines[1] == RUN_COMMAND_DIR  # where Azure's agent runs scripts
+    assert lines[2] == "root myDockerVM /root"  # the VM's root, as RunShellScript runs
+    assert lines[3] == "[]"  # no identity endpoint is configured: IMDS is where Azure has it
+    assert lines[4] == "/opt/acrlocal/bin/az"
     assert err == "to-stderr\n"
 
     failed = invoke(acrlocal, vm, "echo partial", "exit 3")
@@ -106,16 +104,16 @@ def test_run_command_refuses_bad_input_like_arm(acrlocal: AcrLocal, vm: dict[str
 
 
 def test_a_script_may_call_arm_and_only_one_runs_at_a_time(acrlocal: AcrLocal, vm: dict[str, str]) -> None:
-    """The script signs in as the VM's identity and writes through ARM while its run-command is in flight (it
-    would wait for itself if run-command held the control plane's write lock); a second run-command meanwhile
-    is ARM's 409."""
+    """The script signs in as the VM's identity (IMDS at 169.254.169.254, Azure's management.azure.com) and
+    writes through ARM while its run-command is in flight (it would wait for itself if run-command held the
+    control plane's write lock); a second run-command meanwhile is ARM's 409."""
     principal = az(acrlocal, "vm", "show", "-g", vm["group"], "-n", "myDockerVM", "--query",
                    "identity.principalId")
     group_id = az(acrlocal, "group", "show", "-n", vm["group"], "--query", "id")
     az(acrlocal, "role", "assignment", "create", "--assignee", principal, "--role", "Contributor", "--scope",
        group_id)
-    home = acrlocal.data_dir / "vms" / vm["vmId"] / "home"
-    (home / "go").unlink(missing_ok=True)
+    workdir = acrlocal.data_dir / "vms" / vm["vmId"] / "disk" / RUN_COMMAND_DIR.lstrip("/")
+    (workdir / "go").unlink(missing_ok=True)
     first = subprocess.Popen(
         acrlocal_cmd("vm", "run-command", "invoke", "-g", vm["group"], "-n", "myDockerVM", "--command-id",
                      "RunShellScript", "--scripts", "touch started", "az login --identity --output none",
@@ -125,7 +123,7 @@ def test_a_script_may_call_arm_and_only_one_runs_at_a_time(acrlocal: AcrLocal, v
         env=child_env(ACRLOCAL_DATA_DIR=str(acrlocal.data_dir), ACRLOCAL_CONFIG_DIR=str(acrlocal.profile_dir)))
     try:
         for _ in range(600):
-            if (home / "started").exists() or first.poll() is not None:
+            if (workdir / "started").exists() or first.poll() is not None:
                 break
             time.sleep(0.1)
         assert first.poll() is None, first.communicate()
@@ -133,7 +131,7 @@ def test_a_script_may_call_arm_and_only_one_runs_at_a_time(acrlocal: AcrLocal, v
                     "--command-id", "RunShellScript", "--scripts", "true")
         assert err.startswith("ERROR: (Conflict) Run command extension execution is in progress.")
     finally:
-        (home / "go").touch()
+        (workdir / "go").touch()
         out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     status = json.loads(out)["value"][0]
@@ -142,25 +140,26 @@ def test_a_script_may_call_arm_and_only_one_runs_at_a_time(acrlocal: AcrLocal, v
     assert az(acrlocal, "group", "show", "-n", vm["group"], "--query", "tags") == {"from": "inside"}
 
 
-def test_ssh_runs_commands_in_the_vm_with_names_and_trust(acrlocal: AcrLocal, vm: dict[str, str]) -> None:
-    registry = acrlocal.registry()
-    host = registry["hostLoginServer"]
-    script = (f"getent hosts {host.split(':')[0]}; cat /etc/containers/certs.d/{host}/ca.crt | sha256sum; "
-              f"cat /etc/docker/certs.d/{registry['loginServer']}/ca.crt | sha256sum; "
-              "echo $HOME $ACRLOCAL_VM_ISOLATION; exit 4")
-    ca_digest = subprocess.run(["sha256sum"], input=Path(acrlocal.ca).read_bytes(), capture_output=True,
-                               check=True).stdout.decode().split()[0]
+def test_ssh_runs_commands_in_the_vm_with_azure_names_and_trust(acrlocal: AcrLocal, vm: dict[str, str]) -> None:
+    script = ("getent hosts acrlocal.azurecr.io management.azure.com; "
+              "curl -sS -o /dev/null -w '%{http_code}\\n' https://acrlocal.azurecr.io/v2/; "
+              "grep -c 'acrlocal local CA' /etc/ssl/certs/ca-certificates.crt; "
+              "openssl verify -CApath /etc/ssl/certs /etc/ssl/certs/acrlocal-ca.pem; "
+              "getent hosts example.com || echo no-such-name; "
+              "echo $(id -un) $HOME; exit 4")
     for command in (["vm", "ssh"], ["ssh", "vm"]):
         proc = acrlocal.cli(*command, "-g", vm["group"], "-n", "myDockerVM", "--", script, check=False)
         assert proc.returncode == 4, proc.stderr
         lines = proc.stdout.splitlines()
-        assert lines[0].split() == ["127.0.0.1", host.split(":")[0]]
-        assert lines[1].split()[0] == ca_digest
-        if Path("/etc/docker").is_dir():
-            assert lines[2].split()[0] == ca_digest
-        assert lines[-1] == f"{acrlocal.data_dir / 'vms' / vm['vmId'] / 'home'} {IN_NAMESPACE}"
+        assert lines[0].split() == ["127.0.10.1", "acrlocal.azurecr.io"]
+        assert lines[1].split() == ["127.0.10.1", "management.azure.com"]
+        assert lines[2] == "401"  # the registry's challenge, over TLS the VM trusts
+        assert lines[3] == "1"
+        assert lines[4] == "/etc/ssl/certs/acrlocal-ca.pem: OK"  # the directory form, as OpenSSL reads it
+        assert lines[5] == "no-such-name"  # every other name fails, at once: nothing is asked off this machine
+        assert lines[-1] == "azureuser /home/azureuser"
     # outside the VM the host's files are untouched
-    assert host.split(":")[0] not in Path("/etc/hosts").read_text()
+    assert "azurecr.io" not in Path("/etc/hosts").read_text()
 
 
 def test_an_open_shell_sees_registries_created_later(acrlocal: AcrLocal, vm: dict[str, str]) -> None:
@@ -170,20 +169,18 @@ def test_an_open_shell_sees_registries_created_later(acrlocal: AcrLocal, vm: dic
         env=child_env(ACRLOCAL_DATA_DIR=str(acrlocal.data_dir), ACRLOCAL_CONFIG_DIR=str(acrlocal.profile_dir)))
     assert shell.stdin is not None and shell.stdout is not None
     try:
-        shell.stdin.write("echo ready\n")
-        shell.stdin.flush()
-        assert shell.stdout.readline() == "ready\n"
         name = f"later{uuid.uuid4().hex[:8]}"
+        shell.stdin.write(f"getent hosts {name}.azurecr.io || echo unknown; echo ready\n")
+        shell.stdin.flush()
+        assert shell.stdout.readline() == "unknown\n"
+        assert shell.stdout.readline() == "ready\n"
         az(acrlocal, "acr", "create", "-g", vm["group"], "-n", name, "--sku", "Basic")
-        out, err = shell.communicate(f"getent hosts {name}.localhost; ls /etc/containers/certs.d; exit\n",
-                                     timeout=120)
+        out, err = shell.communicate(f"getent hosts {name}.azurecr.io; exit\n", timeout=120)
     finally:
         if shell.poll() is None:
             shell.kill()
     assert shell.returncode == 0, err
-    assert out.splitlines()[0].split() == ["127.0.0.1", f"{name}.localhost"]
-    port = acrlocal.shared.rsplit(":", 1)[1]
-    assert f"{name}.localhost:{port}" in out.splitlines()[1:]
+    assert out.splitlines()[0].split() == ["127.0.10.1", f"{name}.azurecr.io"]
 
 
 def test_who_may_step_in(acrlocal: AcrLocal, vm: dict[str, str], tmp_path: Path) -> None:
@@ -210,33 +207,29 @@ def test_who_may_step_in(acrlocal: AcrLocal, vm: dict[str, str], tmp_path: Path)
     assert streams(az(acrlocal, *run, env=env)["value"][0]["message"])[0] == "in\n"
 
 
-def test_run_command_stops_a_script_at_its_time_limit_or_when_the_vm_goes(tmp_path: Path) -> None:
-    server = AcrLocal(tmp_path / "data", "--run-command-timeout", "1")
+def processes(server: AcrLocal, group: str, name: str) -> str:
+    result = az(server, "vm", "run-command", "invoke", "-g", group, "-n", name, "--command-id", "RunShellScript",
+                "--scripts", "ps -e -o comm=")
+    return streams(result["value"][0]["message"])[0]
+
+
+def test_run_command_stops_a_script_at_its_time_limit(tmp_path: Path) -> None:
+    server = AcrLocal(tmp_path / "data", "--run-command-timeout", "2")
     server.start()
     try:
         az(server, "group", "create", "-n", "rg", "-l", "westus")
         az(server, "vm", "create", "-g", "rg", "-n", "slow")
-        started = server.data_dir / "started"
         result = az(server, "vm", "run-command", "invoke", "-g", "rg", "-n", "slow", "--command-id",
-                    "RunShellScript", "--scripts", "echo before", f"sleep 600 & echo $! > {started}", "wait",
-                    "echo never")
+                    "RunShellScript", "--scripts", "echo before", "sleep 600 &", "wait", "echo never")
         status = result["value"][0]
         assert status["code"].startswith("ProvisioningState/failed/") and status["level"] == "Error"
-        assert status["message"].startswith("Enable failed: the script did not finish within 1 seconds and was "
+        assert status["message"].startswith("Enable failed: the script did not finish within 2 seconds and was "
                                              "stopped\n[stdout]\nbefore\n")
         assert "never" not in status["message"]
-        sleeper = int(started.read_text())
-        with pytest.raises(ProcessLookupError):  # the script's session was ended with it
-            for _ in range(50):
-                os.kill(sleeper, 0)
-                time.sleep(0.1)
-        vm_id = az(server, "vm", "show", "-g", "rg", "-n", "slow", "--query", "vmId")
-        runroot = Path(f"/tmp/acrlocal-vm-{vm_id.replace('-', '')[:12]}")
-        assert runroot.is_dir()
+        assert "sleep" not in processes(server, "rg", "slow").split()  # the script's process group ended with it
     finally:
         az(server, "group", "delete", "-n", "rg", "--yes")
         server.stop()
-    assert not runroot.exists()  # the VM's run-time directory goes with it
 
 
 def test_deleting_a_vm_ends_its_run_command(acrlocal: AcrLocal) -> None:
@@ -245,14 +238,14 @@ def test_deleting_a_vm_ends_its_run_command(acrlocal: AcrLocal) -> None:
     try:
         az(acrlocal, "vm", "create", "-g", group, "-n", "doomed")
         vm_id = az(acrlocal, "vm", "show", "-g", group, "-n", "doomed", "--query", "vmId")
-        home = acrlocal.data_dir / "vms" / vm_id / "home"
+        workdir = acrlocal.data_dir / "vms" / vm_id / "disk" / RUN_COMMAND_DIR.lstrip("/")
         running = subprocess.Popen(
             acrlocal_cmd("vm", "run-command", "invoke", "-g", group, "-n", "doomed", "--command-id",
                          "RunShellScript", "--scripts", "touch started", "sleep 600", "echo never"),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=child_env(ACRLOCAL_DATA_DIR=str(acrlocal.data_dir), ACRLOCAL_CONFIG_DIR=str(acrlocal.profile_dir)))
         for _ in range(600):
-            if (home / "started").exists() or running.poll() is not None:
+            if (workdir / "started").exists() or running.poll() is not None:
                 break
             time.sleep(0.1)
         assert running.poll() is None, running.communicate()
@@ -261,29 +254,28 @@ def test_deleting_a_vm_ends_its_run_command(acrlocal: AcrLocal) -> None:
         assert running.returncode == 0, err
         status = json.loads(out)["value"][0]
         assert status["code"] == "ProvisioningState/failed/137" and "never" not in status["message"]
-        assert not home.exists()
+        assert not (acrlocal.data_dir / "vms" / vm_id).exists()
     finally:
         az(acrlocal, "group", "delete", "-n", group, "--yes")
 
 
-def test_stopping_the_server_clears_vm_run_time_directories_and_keeps_the_vm(tmp_path: Path) -> None:
+def test_stopping_the_server_stops_the_vms_and_keeps_them(tmp_path: Path) -> None:
+    """A VM's processes end with the server (even those that left the script's session); it boots again when
+    next used, with /tmp cleared, as after a reboot, and its disk kept."""
     server = AcrLocal(tmp_path / "data")
     server.start()
     try:
         az(server, "group", "create", "-n", "rg", "-l", "westus")
         az(server, "vm", "create", "-g", "rg", "-n", "rebooted")
         az(server, "vm", "run-command", "invoke", "-g", "rg", "-n", "rebooted", "--command-id", "RunShellScript",
-           "--scripts", "echo hello")
-        vm_id = az(server, "vm", "show", "-g", "rg", "-n", "rebooted", "--query", "vmId")
-        runroot = Path(f"/tmp/acrlocal-vm-{vm_id.replace('-', '')[:12]}")
-        assert runroot.is_dir()
+           "--scripts", "setsid sleep 1000 < /dev/null > /dev/null 2>&1 &", "touch /tmp/scratch /root/kept")
+        assert "sleep" in processes(server, "rg", "rebooted").split()
         assert server.stop() == 0
-        assert not runroot.exists()  # like /run after a reboot
         server.start()
         result = az(server, "vm", "run-command", "invoke", "-g", "rg", "-n", "rebooted", "--command-id",
-                    "RunShellScript", "--scripts", "echo again")
-        assert streams(result["value"][0]["message"])[0] == "again\n"
-        assert runroot.is_dir()
+                    "RunShellScript", "--scripts", "ls /tmp /root; ps -e -o comm=")
+        out = streams(result["value"][0]["message"])[0]
+        assert "scratch" not in out and "kept" in out and "sleep" not in out.split()
         az(server, "group", "delete", "-n", "rg", "--yes")
     finally:
         server.stop()

@@ -1,52 +1,110 @@
-"""The pure pieces of VMs you can step into: the hosts file, run-command input and answer, the sandbox
-description, the enter command line, the credential helper's server names, az's option abbreviations."""
+"""The pure pieces of VMs: the DNS stub's answers, Azure's names, the VM's accounts and files, what of the host's
+/etc a VM must not read, run-command input and answer, the console's request, the credential helper's server
+names, az's option abbreviations, and name resolution that never asks off this machine."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
 import pytest
 
+from acrlocal import publiccloud
 from acrlocal.cli.credhelper import server_of
 from acrlocal.cli.errors import CLIError, CLIUsageError
 from acrlocal.cli.framework import expand_abbreviations
-from acrlocal.compute import enter
-from acrlocal.compute.network import HOSTS_MARKER, VMNetwork, hosts_file, resolves_locally
+from acrlocal.cli.registries import resolves_locally
+from acrlocal.compute import console, sandbox, vminit
+from acrlocal.compute.dns import Names, answer
 from acrlocal.compute.run_command import RunCommandError, RunRequest, RunResult
 from acrlocal.errors import ConfigError
 
-NET = VMNetwork.of("https://localhost:8443", ["MyReg.localhost", "acrlocal.localhost", "myreg.localhost"],
-                   ["localhost:8444", "myreg.localhost:8443"])
+NAMES = Names(lambda name: name in {"mycontainerregistry", "acrlocal"})
 
 
-def test_network_view_is_sorted_lower_case_and_validated() -> None:
-    assert NET.host_names == ("acrlocal.localhost", "myreg.localhost")
-    with pytest.raises(ConfigError, match="not a DNS name"):
-        VMNetwork.of("https://localhost:1", ["bad name.localhost"], [])
-    with pytest.raises(ConfigError, match="not host:port"):
-        VMNetwork.of("https://localhost:1", [], ["localhost"])
+def ask(name: str, rdtype: str = "A") -> dns.message.Message:
+    reply = answer(dns.message.make_query(name, rdtype).to_wire(), NAMES)
+    assert reply is not None
+    return dns.message.from_wire(reply)
 
 
-def test_hosts_file_keeps_the_host_lines_and_replaces_its_own_block() -> None:
-    base = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n"
-    text = hosts_file(base, NET)
-    assert text.startswith(base)
-    assert text.endswith(f"{HOSTS_MARKER}\n127.0.0.1 acrlocal.localhost\n127.0.0.1 myreg.localhost\n")
-    smaller = VMNetwork.of("https://localhost:8443", ["acrlocal.localhost"], [])
-    again = hosts_file(text, smaller)
-    assert again.count(HOSTS_MARKER) == 1 and "myreg.localhost" not in again
-    assert hosts_file(text, VMNetwork("https://localhost:8443")) == base
+def test_the_dns_stub_knows_azure_names_and_nothing_else() -> None:
+    for name in ("management.azure.com", "LOGIN.microsoftonline.com.", "graph.microsoft.com",
+                 "mycontainerregistry.azurecr.io"):
+        reply = ask(name)
+        assert reply.rcode() == dns.rcode.NOERROR
+        assert [r.address for rrset in reply.answer for r in rrset] == [publiccloud.FRONT_DOOR]
+    assert ask("mycontainerregistry.azurecr.io", "AAAA").answer == []  # no IPv6: clients use the A record
+    assert ask("mycontainerregistry.azurecr.io", "AAAA").rcode() == dns.rcode.NOERROR
+    for name in ("nosuchregistry.azurecr.io", "registry-1.docker.io", "example.com", "azurecr.io",
+                 "my.containerregistry.azurecr.io", "169.254.169.254.in-addr.arpa"):
+        assert ask(name).rcode() == dns.rcode.NXDOMAIN, name
+    assert answer(b"not dns", NAMES) is None
 
 
-def test_resolves_locally_reads_only_the_hosts_text() -> None:
-    text = hosts_file("127.0.0.1 localhost\n10.0.0.1 elsewhere.localhost\n", NET)
-    assert resolves_locally(text, "MYREG.localhost")
-    assert not resolves_locally(text, "elsewhere.localhost")  # not loopback
-    assert not resolves_locally(text, "other.localhost")
-    assert not resolves_locally("# 127.0.0.1 myreg.localhost\n", "myreg.localhost")
+def test_azure_names() -> None:
+    assert publiccloud.registry_of("MyContainerRegistry.azurecr.io:443") == "mycontainerregistry"
+    assert publiccloud.registry_of("evil.azurecr.io.example.com") is None
+    assert publiccloud.registry_of("ab.azurecr.io") is None  # registry names have 5 to 50 characters
+    assert publiccloud.is_azure_host("management.azure.com") and publiccloud.is_azure_host("x1234.azurecr.io")
+    assert not publiccloud.is_azure_host("localhost:8443") and not publiccloud.is_azure_host(None)
+
+
+def test_accounts_keep_the_system_ones_and_add_the_admin(tmp_path: Path) -> None:
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n"
+                                     "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n")
+    (tmp_path / "group").write_text("root:x:0:\nsudo:x:27:alice\ntty:x:5:\nalice:x:1000:\n")
+    accounts = sandbox.make_accounts("azureuser", tmp_path)
+    users = [line.split(":")[0] for line in accounts.passwd.splitlines()]
+    assert users == ["root", "nobody", "azureuser"]  # the host's people stay on the host
+    assert "azureuser:x:1000:1000:azureuser:/home/azureuser:/bin/bash" in accounts.passwd.splitlines()
+    groups = {line.split(":")[0]: line.split(":") for line in accounts.group.splitlines()}
+    assert groups["sudo"][3] == "alice,azureuser" and "docker" in groups and "alice" not in groups
+    assert accounts.admin.groups == tuple(sorted((27, int(groups["docker"][2]))))
+    assert all(line.split(":")[1] == "*" for line in accounts.shadow.splitlines())
+    with pytest.raises(ConfigError, match="system account"):
+        sandbox.make_accounts("root", tmp_path)
+
+
+def test_authorized_keys_from_the_os_profile() -> None:
+    assert sandbox.authorized_keys(["ssh-ed25519 AAAA a@b\n", "  ", "ssh-rsa  BBBB\tc"]) == \
+        b"ssh-ed25519 AAAA a@b\nssh-rsa BBBB c\n"
+
+
+def test_write_file_never_follows_a_link(tmp_path: Path) -> None:
+    disk, outside = tmp_path / "disk", tmp_path / "outside"
+    (disk / "home" / "azureuser").mkdir(parents=True)
+    outside.mkdir()
+    os.symlink(outside, disk / "home" / "azureuser" / ".ssh")
+    with pytest.raises(ConfigError, match="link"):
+        sandbox.write_file(disk, "home/azureuser/.ssh/authorized_keys", b"k\n", mode=0o600, uid=os.getuid(),
+                           gid=os.getgid())
+    assert list(outside.iterdir()) == []
+    os.unlink(disk / "home" / "azureuser" / ".ssh")
+    os.symlink(outside / "target", disk / "home" / "azureuser" / "file")
+    sandbox.write_file(disk, "home/azureuser/file", b"mine\n", mode=0o600, uid=os.getuid(), gid=os.getgid())
+    assert not (outside / "target").exists()  # the link itself was replaced
+    assert (disk / "home" / "azureuser" / "file").read_bytes() == b"mine\n"
+    with pytest.raises(ConfigError):
+        sandbox.write_file(disk, "../escape", b"", mode=0o600, uid=0, gid=0)
+
+
+def test_what_of_the_host_etc_a_vm_must_not_read(tmp_path: Path) -> None:
+    etc, upper = tmp_path / "etc", tmp_path / "upper"
+    (etc / "ssl" / "private").mkdir(parents=True)
+    (etc / "ssh").mkdir()
+    upper.mkdir()
+    for name, mode in (("shadow", 0o640), ("hosts", 0o644), ("ssh/ssh_host_rsa_key", 0o600),
+                       ("ssh/ssh_host_rsa_key.pub", 0o644), ("ssl/private/key.pem", 0o600), ("sudoers", 0o440)):
+        (etc / name).write_text("x")
+        os.chmod(etc / name, mode)
+    os.chmod(etc / "ssl" / "private", 0o710)
+    (upper / "shadow").write_text("the VM's own")
+    hidden = set(vminit.hidden_host_etc(str(etc), str(upper)))
+    assert hidden == {"ssh/ssh_host_rsa_key", "ssl/private", "sudoers"}
 
 
 def test_run_request_parsing() -> None:
@@ -78,32 +136,29 @@ def test_run_result_in_azure_agent_words() -> None:
     assert stopped["message"].startswith("Enable failed: the script did not finish within 2 seconds")
 
 
-def test_sandbox_description_round_trip_and_checks() -> None:
-    access = enter.SandboxAccess("vm", "/subscriptions/x/vm", "id", "/h", {"HOME": "/h"}, (("/s/hosts", "/etc/hosts"),),
-                                 "/s/bashrc")
-    assert enter.SandboxAccess.from_json(access.to_json()) == access
-    with pytest.raises(ConfigError, match="absolute"):
-        enter.SandboxAccess.from_json({**access.to_json(), "mounts": [{"source": "hosts", "target": "/etc/hosts"}]})
-    with pytest.raises(ConfigError, match="environment"):
-        enter.SandboxAccess.from_json({**access.to_json(), "environment": {"A": 1}})
-    with pytest.raises(ConfigError, match="lacks"):
-        enter.SandboxAccess.from_json({"environment": {}})
+def test_console_requests_and_tickets() -> None:
+    assert console.parse_request(None) == (None, None, None)
+    assert console.parse_request({"command": "ls", "tty": {"rows": 24, "cols": 80}, "term": "xterm"}) == \
+        ("ls", (24, 80), "xterm")
+    for bad in ({"command": 1}, {"tty": {"rows": 0, "cols": 80}}, {"tty": "yes"}, {"term": "x\n"}, []):
+        with pytest.raises(ValueError):
+            console.parse_request(bad)
+    tickets = console.Tickets()
+    value = tickets.issue("/vm", command=None, tty=None, term=None)
+    assert len(value) >= 40 and tickets.redeem(value) is not None
+    assert tickets.redeem(value) is None  # spent
+    assert tickets.redeem("guess") is None
 
 
-def test_enter_command_lines() -> None:
-    access = enter.SandboxAccess("vm", "id", "vmid", "/h", {"HOME": "/h", "PATH": "/usr/bin:/bin"},
-                                 (("/s/hosts", "/etc/hosts"),), "/s/bashrc")
-    argv, env, mode = enter.command(access, ["bash", "-c", "true"], mode=enter.NAMESPACE,
-                                    caller_env={"TERM": "xterm", "SECRET": "no"})
-    assert argv[1:5] == ["--mount", "--propagation", "private", "--"]
-    assert argv[-7:] == ["acrlocal-vm", "/s/hosts", "/etc/hosts", "--", "bash", "-c", "true"]
-    assert env == {"HOME": "/h", "PATH": "/usr/bin:/bin", "TERM": "xterm", "ACRLOCAL_VM_ISOLATION": mode}
-    argv, _, _ = enter.command(access, ["true"], mode=enter.USER_NAMESPACE, caller_env={})
-    assert argv[1:3] == ["--user", "--map-root-user"]
-    argv, env, _ = enter.command(access, ["true"], mode=enter.NO_NAMESPACE, caller_env={})
-    assert argv == ["true"] and env["ACRLOCAL_VM_ISOLATION"] == "none"
-    assert enter.shell_argv(access, "echo hi")[1:] == ["-c", "echo hi"]
-    assert enter.shell_argv(access, None)[1:] == ["--rcfile", "/s/bashrc", "-i"]
+def test_names_resolve_locally_only_without_asking_off_this_machine(tmp_path: Path) -> None:
+    hosts, resolv = tmp_path / "hosts", tmp_path / "resolv.conf"
+    hosts.write_text("127.0.0.1 localhost myreg.localhost\n10.0.0.1 elsewhere.localhost\n")
+    resolv.write_text("nameserver 10.0.0.53\n")
+    assert resolves_locally("MYREG.localhost", hosts, resolv)
+    assert not resolves_locally("elsewhere.localhost", hosts, resolv)  # not loopback
+    assert not resolves_locally("other.localhost", hosts, resolv)  # the name server is off this machine: not asked
+    resolv.write_text("nameserver 127.0.0.53\n")
+    assert resolves_locally("localhost", tmp_path / "none", resolv)  # asked of a loopback stub
 
 
 def test_credential_helper_server_names() -> None:
@@ -124,24 +179,3 @@ def test_option_abbreviations_as_argparse() -> None:
     assert expand_abbreviations(["--nosuch"], opts) == ["--nosuch"]  # left for click's own error
     with pytest.raises(CLIUsageError, match="ambiguous option: --resource could match"):
         expand_abbreviations(["--resource", "x"], opts)
-
-
-@pytest.mark.parametrize("mode", [enter.NAMESPACE, enter.USER_NAMESPACE])
-def test_the_namespace_shows_the_vm_files_and_leaves_the_host_alone(mode: str, tmp_path: Path) -> None:
-    """Both ways into a VM's mount namespace (root's, and a user namespace as a non-root user gets) bind the VM's
-    hosts file read-only; outside, /etc/hosts is unchanged."""
-    if mode == enter.NAMESPACE and os.geteuid() != 0:
-        pytest.skip("a mount namespace without a user namespace needs root")
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed")
-    hosts = tmp_path / "hosts"
-    hosts.write_text(hosts_file("127.0.0.1 localhost\n", NET))
-    before = Path("/etc/hosts").read_text()
-    access = enter.SandboxAccess("vm", "id", "vmid", str(tmp_path), {"PATH": "/usr/bin:/bin"},
-                                 ((str(hosts), "/etc/hosts"),))
-    argv, env, _ = enter.command(access, ["sh", "-c", "getent hosts myreg.localhost; echo x >> /etc/hosts"],
-                                 mode=mode, caller_env={})
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["127.0.0.1", "myreg.localhost"], proc.stderr
-    assert proc.returncode != 0 and "Read-only file system" in proc.stderr
-    assert Path("/etc/hosts").read_text() == before and "myreg.localhost" not in before

@@ -1,8 +1,9 @@
 """The token service driven by real, unmodified clients:
 
-- azure-containerregistry with ``ManagedIdentityCredential`` through a VM's IMDS, the VM's user-assigned identity
+- azure-containerregistry with ``ManagedIdentityCredential`` inside a VM, at ``https://acrlocal.azurecr.io``
+  with nothing set by hand (IMDS at 169.254.169.254, the VM's trust store), the VM's user-assigned identity
   holding AcrPush on the registry (made through ARM with Azure's management SDKs), with the default audience and
-  with ``audience=`` the ARM audience; run in a child process that can reach only loopback;
+  with ``audience=`` the ARM audience;
 - podman login (the all-zero user and a refresh token), then skopeo push and pull with that login;
 - the docker CLI's ``docker login`` (client only: there is no docker engine here) into a temp ``DOCKER_CONFIG``,
   then oras-py pull and push with the credentials docker wrote.
@@ -21,13 +22,13 @@ from typing import Any
 import oras.client
 import pytest
 
-from tests.clients import client_env, run_client
-from tests.compute.conftest import mgmt_for, vm_env
+from tests.compute.conftest import mgmt_for
 from tests.harness import REFRESH_TOKEN_USER, AcrLocal
 from tests.interop.tools import Containers
 from tests.ocitools import config_blob, image, tar_layer, write_layout
 from tests.registry.conftest import RegistryClient
 from tests.tokens.conftest import ACR_PUSH, assign, registry_id
+from tests.vmexec import vm_client
 
 ARM_AUDIENCE = "https://management.azure.com"
 
@@ -53,7 +54,7 @@ from azure.containerregistry import ContainerRegistryClient
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 cred = ManagedIdentityCredential(client_id={client_id!r})
 kw = {{"audience": {audience!r}}} if {audience!r} else {{}}
-client = ContainerRegistryClient({endpoint!r}, cred, connection_verify={ca!r}, **kw)
+client = ContainerRegistryClient({endpoint!r}, cred, **kw)
 repo = {repo!r}
 layer = b"layer of " + repo.encode()
 layer_digest, _ = client.upload_blob(repo, io.BytesIO(layer))
@@ -80,13 +81,11 @@ report(ok=True, digest=digest, names=names, manifests=props.manifest_count, same
 
 @pytest.mark.parametrize("audience", [None, ARM_AUDIENCE])
 def test_azure_containerregistry_with_a_vm_managed_identity(server: AcrLocal, vm_identity: dict[str, Any],
-                                                            tmp_path: Path, audience: str | None) -> None:
+                                                            audience: str | None) -> None:
     vm, identity = vm_identity["vm"], vm_identity["identity"]
     repo = f"sdk/mi-{'arm' if audience else 'acr'}"
-    imds = vm_env(server, vm)["AZURE_POD_IDENTITY_AUTHORITY_HOST"]
-    env = client_env(tmp_path, AZURE_POD_IDENTITY_AUTHORITY_HOST=imds)
-    result = run_client(SDK_SCRIPT.format(client_id=identity.client_id, audience=audience,
-                                          endpoint=f"https://{server.login_server()}", ca=server.ca, repo=repo), env)
+    result = vm_client(server, vm.id, SDK_SCRIPT.format(client_id=identity.client_id, audience=audience,
+                                                         endpoint="https://acrlocal.azurecr.io", repo=repo))
     assert result["ok"] and result["same"], result
     assert repo in result["names"] and result["manifests"] == 1
     # AcrPush may not delete: ACR's 401, which the SDK raises as ClientAuthenticationError.

@@ -10,13 +10,18 @@ Adding a user-assigned identity needs ``Microsoft.ManagedIdentity/userAssignedId
 as in Azure. An omitted ``identity`` leaves the VM's identities as they are.
 
 Actions: ``runCommand`` (``RunCommandInput`` → ``{"value": [...]}``, answered when the script has ended; RBAC
-``Microsoft.Compute/virtualMachines/runCommand/action``; 400 for a bad input, 409 while another script runs; see
-:mod:`acrlocal.compute.run_command`) and ``retrieveSandboxAccess``, acrlocal's own: what ``acrlocal vm ssh`` needs
-to open a shell in the VM (environment, home, bind mounts). It is allowed to principals that may log in to the
-VM as its administrator (the data action ``Microsoft.Compute/virtualMachines/loginAsAdmin/action``: Virtual
-Machine Administrator Login) or that may run commands on it anyway (``runCommand/action``: Owner, Contributor,
-Virtual Machine Contributor); its answer holds the VM's App Service identity secret. Both run outside the
-control plane's write lock: a script may itself call ARM. Power actions are accepted and change nothing.
+``Microsoft.Compute/virtualMachines/runCommand/action``; 400 for a bad input, 409 while another script runs or
+when the VM is not running; see :mod:`acrlocal.compute.run_command`); the power actions ``start``, ``powerOff``,
+``deallocate`` and ``restart``, long-running operations that start and stop the VM's processes through
+:meth:`~acrlocal.compute.runtime.ComputeRuntime.power` (``GET ...?$expand=instanceView`` reports
+``PowerState/<state>``); and ``console``, acrlocal's own: a one-time ticket for a shell in the VM as its admin user
+(see :mod:`acrlocal.compute.console`), allowed to principals that may log in to the VM as its administrator (the
+data action ``Microsoft.Compute/virtualMachines/loginAsAdmin/action``: Virtual Machine Administrator Login) or
+that may run commands on it anyway (``runCommand/action``: Owner, Contributor, Virtual Machine Contributor).
+``runCommand`` and ``console`` run outside the control plane's write lock: a script may itself call ARM.
+
+The admin user's ``~/.ssh/authorized_keys`` is ``osProfile.linuxConfiguration.ssh.publicKeys[].keyData``, written
+when the VM is made and whenever the keys change.
 
 Properties are kept as ``az vm show`` expects them (``vmId``, ``hardwareProfile``, ``storageProfile.osDisk`` and
 ``imageReference``, ``osProfile.adminUsername``, ``networkProfile``); ``adminPassword`` and ``customData`` are
@@ -38,8 +43,11 @@ from acrlocal.arm.errors import ArmError, authorization_failed, bad_request
 from acrlocal.arm.identities import UAMI_TYPE
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
 from acrlocal.arm.store import ArmStore, Resource
+from acrlocal.compute import console
+from acrlocal.compute.machine import MachineError
 from acrlocal.compute.run_command import Busy, RunCommandError, RunRequest
-from acrlocal.compute.runtime import ComputeRuntime
+from acrlocal.compute.runtime import ComputeRuntime, VMNotRunning
+from acrlocal.compute.vms import RUNNING, VirtualMachine
 from acrlocal.context import Context
 from acrlocal.errors import ConfigError, NotFound
 
@@ -163,6 +171,18 @@ def _vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
     }
 
 
+def ssh_public_keys(resource: Resource) -> list[str]:
+    """``osProfile.linuxConfiguration.ssh.publicKeys[].keyData``: the admin user's authorized keys."""
+    linux = ((resource.properties.get("osProfile") or {}).get("linuxConfiguration") or {})
+    keys = ((linux.get("ssh") or {}).get("publicKeys") or []) if isinstance(linux, dict) else []
+    return [str(k["keyData"]) for k in keys if isinstance(k, dict) and isinstance(k.get("keyData"), str)]
+
+
+def _not_running(name: str, state: str) -> ArmError:
+    return ArmError(409, "OperationNotAllowed", "The operation requires the VM to be running (or set to run). "
+                    f"Virtual machine '{name}': {state}.")
+
+
 def _imds_profile(resource: Resource) -> JsonObject:
     """What IMDS reports about the VM (``/metadata/instance/compute``)."""
     props = resource.properties
@@ -184,10 +204,9 @@ class VirtualMachines(ResourceType):
     name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9_.]{0,62}[a-zA-Z0-9_]$|^\w$")
     name_rule = "1-64 letters, digits, '-', '_' and '.', not ending in '-' or '.'"
     actions: ClassVar[dict[str, str]] = {"start": "power", "restart": "power", "powerOff": "power",
-                                         "deallocate": "power", "runCommand": "run_command",
-                                         "retrieveSandboxAccess": "sandbox_access"}
-    self_authorized_actions: ClassVar[frozenset[str]] = frozenset({"retrievesandboxaccess"})
-    unlocked_actions: ClassVar[frozenset[str]] = frozenset({"runcommand", "retrievesandboxaccess"})
+                                         "deallocate": "power", "runCommand": "run_command", "console": "console"}
+    self_authorized_actions: ClassVar[frozenset[str]] = frozenset({"console"})
+    unlocked_actions: ClassVar[frozenset[str]] = frozenset({"runcommand", "console"})
 
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         patch = call.request.method == "PATCH"
@@ -237,17 +256,21 @@ class VirtualMachines(ResourceType):
         system, _ = parse_identity_type(wanted.get("type", "None"))
         users = list((wanted.get("userAssignedIdentities") or {}).keys())
         tenant = call.ctx.directory.subscription(resource.subscription_id).tenant_id
+        keys = ssh_public_keys(resource)
         try:
             vm = runtime.get(resource.id)
         except NotFound:
             vm = await runtime.create(resource.id, tenant_id=tenant, location=resource.location or "",
-                                      system_assigned=system, user_assigned=users, profile=_imds_profile(resource))
+                                      system_assigned=system, user_assigned=users, profile=_imds_profile(resource),
+                                      ssh_keys=keys)
         else:
             before = vm.system_principal_id
             vm = await runtime.set_identities(resource.id, system_assigned=system, user_assigned=users)
             vm = runtime.update_profile(resource.id, _imds_profile(resource))
             if before and before != vm.system_principal_id:
                 call.store.delete_assignments_of(before)
+            if existing is not None and ssh_public_keys(existing) != keys:
+                await runtime.set_ssh_keys(resource.id, keys)
         identity = self._identity_block(call, resource, vm.system_principal_id, tenant, users)
         attach_interfaces(call.store, resource, existing)
         return resource.evolve(identity=identity, properties={**resource.properties, "vmId": vm.vm_id})
@@ -275,28 +298,38 @@ class VirtualMachines(ResourceType):
             raise bad_request("InvalidParameter", str(exc)) from None
         try:
             result = await _runtime(call.ctx).run_command(resource.id, request)
-        except (Busy, ConfigError) as exc:
+        except VMNotRunning as exc:
+            raise _not_running(resource.name, str(exc)) from None
+        except (Busy, ConfigError, MachineError) as exc:
             raise ArmError(409, "Conflict", str(exc)) from None
         except NotFound:
             raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource.name}' under resource "
                            f"group '{resource.group}' was not found.") from None
         return result.to_arm()
 
-    async def sandbox_access(self, call: Call, resource: Resource) -> JsonObject | None:
-        """The VM's environment, home and namespace mounts, for principals that may log in as its admin."""
+    async def console(self, call: Call, resource: Resource) -> JsonObject | None:
+        """A one-time ticket for a shell in the VM, for principals that may log in as its admin (or run
+        commands on it anyway): ``{"path": "/.acrlocal/console/<ticket>", "expiresInSeconds": 60}``."""
         if not (call.caller.may_data(LOGIN_AS_ADMIN, resource.id) or call.caller.may(RUN_COMMAND_ACTION,
                                                                                         resource.id)):
             raise authorization_failed(call.caller.client, call.caller.object_id, LOGIN_AS_ADMIN, resource.id)
         runtime = _runtime(call.ctx)
         try:
-            vm = runtime.get(resource.id)
+            command, tty, term = console.parse_request(call.body)
+        except ValueError as exc:
+            raise bad_request("InvalidParameter", str(exc)) from None
+        vm = self._vm(runtime, resource)
+        if vm.power_state != RUNNING:
+            raise _not_running(vm.name, vm.power_state)
+        ticket = runtime.consoles.issue(resource.id, command=command, tty=tty, term=term)
+        return {"path": console.PATH.format(ticket=ticket), "expiresInSeconds": int(console.TICKET_LIFETIME_S)}
+
+    def _vm(self, runtime: ComputeRuntime, resource: Resource) -> VirtualMachine:
+        try:
+            return runtime.get(resource.id)
         except NotFound:
             raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource.name}' under resource "
                            f"group '{resource.group}' was not found.") from None
-        try:
-            return runtime.access(vm).to_json()
-        except ConfigError as exc:
-            raise ArmError(409, "Conflict", str(exc)) from None
 
     async def power(self, call: Call, resource: Resource) -> web.StreamResponse:
         """``start``, ``powerOff``, ``deallocate``, ``restart``: a long-running operation (202, then poll) that

@@ -18,6 +18,7 @@ import logging
 import secrets
 from datetime import UTC, datetime
 
+from acrlocal import publiccloud
 from acrlocal.arm.errors import ArmError, bad_request
 from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import (
@@ -168,7 +169,9 @@ class Registries(ResourceType):
         if call is not None:
             try:
                 rec = call.ctx.registries.get(resource.name)
-                props["loginServer"] = call.ctx.registries.login_server(rec)
+                # names follow the endpoint reached: ARM at management.azure.com (from a VM) says Azure's
+                props["loginServer"] = publiccloud.registry_host(rec.name) if publiccloud.is_azure_host(
+                    call.request.headers.get("Host")) else call.ctx.registries.login_server(rec)
             except NotFound:
                 props["loginServer"] = None
         return body

@@ -174,7 +174,8 @@ async def _get_only(call: Call, handler: Any) -> web.StreamResponse:
 
 async def metadata_endpoints(request: web.Request) -> web.StreamResponse:
     ctx: Context = request.app["ctx"]
-    response = web.json_response(subscriptions.metadata_endpoints(ctx, request.query.get("api-version")))
+    response = web.json_response(subscriptions.metadata_endpoints(ctx, request.query.get("api-version"),
+                                                                  request.host))
     response.headers.update(_ids(request))
     return response
 

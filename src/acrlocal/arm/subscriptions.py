@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from acrlocal import publiccloud
 from acrlocal.arm.errors import ArmError, subscription_not_found
 from acrlocal.arm.generic import json
 from acrlocal.arm.paths import ArmPath
@@ -146,27 +147,35 @@ async def provider(call: Call, path: ArmPath) -> web.StreamResponse:
     return json(_render_provider(path.subscription, path.namespace))
 
 
-def metadata_endpoints(ctx: Context, api_version: str | None) -> Any:
+def metadata_endpoints(ctx: Context, api_version: str | None, host: str | None = None) -> Any:
     """What ``GET /metadata/endpoints`` returns, by api-version as ARM answers: 2022-09-01 and later this cloud's
     object (what ``az cloud register`` maps); 2019-05-01 up to then a list of clouds (``ARM_CLOUD_METADATA_URL``);
-    older or none, the original small object."""
+    older or none, the original small object. Reached at ``management.azure.com`` (from a VM) it describes Azure's
+    public cloud, whose names the VM reaches."""
     base = ctx.tokens.authority
     suffix = ctx.settings.hostname_suffix
+    acr_suffix = f"{suffix}:{ctx.registries.shared_port}"
+    login = graph = arm = f"{base}/"
+    name = "acrlocal"
+    if publiccloud.is_azure_host(host):
+        name, acr_suffix = "AzureCloud", publiccloud.ACR_SUFFIX
+        login, graph = f"https://{publiccloud.LOGIN_HOST}/", f"https://{publiccloud.GRAPH_HOST}/"
+        arm = f"https://{publiccloud.ARM_HOST}/"
     cloud = {
-        "name": "acrlocal",
+        "name": name,
         "portal": f"{base}/",
         "authentication": {
-            "loginEndpoint": f"{base}/",
+            "loginEndpoint": login,
             "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
             "tenant": "common",
             "identityProvider": "AAD",
         },
         "media": "https://rest.media.azure.net",
         "graphAudience": "https://graph.windows.net/",
-        "graph": f"{base}/",
-        "microsoftGraphResourceId": f"{base}/",
-        "microsoftGraph": f"{base}/",
-        "resourceManager": f"{base}/",
+        "graph": graph,
+        "microsoftGraphResourceId": graph,
+        "microsoftGraph": graph,
+        "resourceManager": arm,
         "gallery": f"{base}/",
         "batch": "https://batch.core.windows.net/",
         "sqlManagement": "https://management.core.windows.net:8443/",
@@ -179,7 +188,7 @@ def metadata_endpoints(ctx: Context, api_version: str | None) -> Any:
         "logAnalyticsResourceId": "https://api.loganalytics.io",
         "ossrDbmsResourceId": "https://ossrdbms-aad.database.windows.net",
         "suffixes": {
-            "acrLoginServer": f"{suffix}:{ctx.registries.shared_port}",
+            "acrLoginServer": acr_suffix,
             "keyVaultDns": f"vault.{suffix}",
             "storage": f"storage.{suffix}",
             "sqlServerHostname": f"database.{suffix}",

@@ -4,8 +4,10 @@
   ``scope=<resource>/.default`` (az's ``resource_to_scopes``: ``https://management.core.windows.net/`` becomes
   ``https://management.core.windows.net//.default``). Tokens are cached in the profile.
 - :class:`ManagedIdentityCredential`: the App Service endpoint (``IDENTITY_ENDPOINT`` + ``IDENTITY_HEADER``) when
-  both are set, else IMDS at ``AZURE_POD_IDENTITY_AUTHORITY_HOST``, msal's order. Like az, no cache: every command
-  asks the endpoint again. acrlocal never falls back to 169.254.169.254: without either variable it is an error.
+  both are set, else IMDS at ``AZURE_POD_IDENTITY_AUTHORITY_HOST``, else IMDS at ``169.254.169.254``, msal's
+  order. Like az, no cache: every command asks the endpoint again. The real address is used only where it is this
+  machine's own (an acrlocal VM's network namespace, which holds nothing but ``lo`` with ``169.254.169.254`` on
+  it); anywhere else no request is sent and the error says so.
 
 A refused request is :class:`~acrlocal.cli.errors.AuthenticationFailed` carrying the endpoint's own description;
 secrets and tokens never appear in messages or debug output.
@@ -14,6 +16,7 @@ secrets and tokens never appear in messages or debug output.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from typing import Any, Literal
 
@@ -24,7 +27,20 @@ from acrlocal.cli.profile import Profile
 Selector = tuple[Literal["client_id", "object_id", "resource_id"], str]
 IMDS_SELECTOR_PARAM = {"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"}
 APP_SERVICE_SELECTOR_PARAM = {"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"}
-FORBIDDEN_IMDS = "169.254.169.254"
+IMDS_ADDRESS = "169.254.169.254"
+
+
+def imds_is_local() -> bool:
+    """True in a network namespace that holds only ``lo`` with ``169.254.169.254`` on it (an acrlocal VM's):
+    there, and only there, IMDS's real address may be used. Sends nothing."""
+    try:
+        if [name for _, name in socket.if_nameindex()] != ["lo"]:
+            return False
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((IMDS_ADDRESS, 0))
+        return True
+    except OSError:
+        return False
 
 
 def _resource_to_scope(resource: str) -> str:
@@ -79,20 +95,22 @@ class ManagedIdentityCredential:
     @staticmethod
     def available() -> bool:
         return bool((os.environ.get("IDENTITY_ENDPOINT") and os.environ.get("IDENTITY_HEADER"))
-                    or os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST"))
+                    or os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or imds_is_local())
 
     def get_token(self, resource: str, *, fresh: bool = False) -> AccessToken:
         endpoint, header = os.environ.get("IDENTITY_ENDPOINT"), os.environ.get("IDENTITY_HEADER")
         if endpoint and header:
             return self._app_service(endpoint, header, resource)
         host = os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        if host and IMDS_ADDRESS in host and not imds_is_local():
+            raise CLIError(f"AZURE_POD_IDENTITY_AUTHORITY_HOST={host!r}: {IMDS_ADDRESS} is not this machine's own "
+                           "here, and acrlocal sends nothing off this machine; run this inside an acrlocal VM.")
         if not host:
-            raise CLIError("No managed identity endpoint: acrlocal reaches a VM's IMDS through "
-                           "AZURE_POD_IDENTITY_AUTHORITY_HOST (or IDENTITY_ENDPOINT and IDENTITY_HEADER), and neither "
-                           "is set here. Run this inside an acrlocal VM (`acrlocal vm ssh`).")
-        if FORBIDDEN_IMDS in host:
-            raise CLIError(f"AZURE_POD_IDENTITY_AUTHORITY_HOST={host!r}: acrlocal never contacts {FORBIDDEN_IMDS}; "
-                           "point it at the VM's IMDS on loopback.")
+            if not imds_is_local():
+                raise CLIError("No managed identity endpoint: IMDS (169.254.169.254) answers inside an acrlocal VM "
+                               "(`acrlocal ssh vm`); elsewhere set AZURE_POD_IDENTITY_AUTHORITY_HOST, or "
+                               "IDENTITY_ENDPOINT and IDENTITY_HEADER.")
+            host = f"http://{IMDS_ADDRESS}"
         return self._imds(host.strip("/"), resource)
 
     def _imds(self, host: str, resource: str) -> AccessToken:

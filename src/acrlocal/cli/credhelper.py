@@ -1,13 +1,13 @@
 """``docker-credential-acrlocal``: a Docker credential helper that signs in to acrlocal registries as the VM's
 managed identity, on demand, with no ``acr login`` first.
 
-Clients run it for the registries their configuration names in ``credHelpers`` (``$DOCKER_CONFIG/config.json``
-for docker, ``$REGISTRY_AUTH_FILE`` for podman, skopeo and buildah), e.g.
-``{"credHelpers": {"myregistry.localhost:8443": "acrlocal"}}``. The protocol (docker-credential-helpers):
+Clients run it for the registries their configuration names in ``credHelpers`` (``~/.docker/config.json`` for
+docker, and skopeo, podman and buildah read it too), e.g. ``{"credHelpers": {"myregistry.azurecr.io":
+"acrlocal"}}``. The protocol (docker-credential-helpers):
 
 - ``get``: the server URL on stdin; prints ``{"ServerURL", "Username", "Secret"}``. The secret is an ACR refresh
-  token for the VM's identity: an Entra token for ``https://containerregistry.azure.net`` from the VM's IMDS (or
-  App Service endpoint), exchanged at the registry's ``/oauth2/exchange`` (realm and service from the registry's
+  token for the VM's identity: an Entra token for ``https://containerregistry.azure.net`` from the VM's IMDS,
+  exchanged at the registry's ``/oauth2/exchange`` (realm and service from the registry's
   challenge on ``/v2/``); the user is ``00000000-0000-0000-0000-000000000000``, as ``az acr login`` hands it to
   docker. A VM with several identities picks one with ``AZURE_CLIENT_ID`` (a client id). A server that is not an
   acrlocal registry (no Bearer challenge), or no identity here, is "credentials not found in native keychain"

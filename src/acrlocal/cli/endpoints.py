@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acrlocal import publiccloud
 from acrlocal.cli.errors import ServerNotRunning
 from acrlocal.config import Settings
 
@@ -40,7 +41,9 @@ class Endpoints:
 
     @property
     def environment_name(self) -> str:
-        return "AcrLocal"
+        """``AzureCloud`` where the server is reached by Azure's own names (inside a VM), else ``AcrLocal``."""
+        return "AzureCloud" if publiccloud.is_azure_host(self.resource_manager.split("://", 1)[-1].split("/", 1)[0]) \
+            else "AcrLocal"
 
 
 def read_status(settings: Settings) -> dict[str, Any]:

@@ -6,23 +6,26 @@ Without ``-g``, az lists ``/subscriptions/{sub}/resources?$filter=resourceType e
 
 For the data plane (``acr login``, ``acr repository``) a registry the signed-in identity cannot see (an identity
 with only AcrPull) is reached as az reaches it: by ``<name>`` + the cloud's ACR login server suffix
-(``suffixes.acrLoginServer`` of ``/metadata/endpoints``: ``myregistry.localhost:<shared port>``), but only when
-``/etc/hosts`` maps that name to loopback, as it does inside an acrlocal VM. Elsewhere the name would be asked of
-the DNS server, off this machine, so the "could not be found" error stands, with a hint.
+(``suffixes.acrLoginServer`` of ``/metadata/endpoints``: ``myregistry.azurecr.io`` inside a VM,
+``myregistry.localhost:<shared port>`` on the host), but only when that name resolves to loopback without asking a
+DNS server off this machine: ``/etc/hosts`` maps it, or every name server in ``/etc/resolv.conf`` is on loopback
+(an acrlocal VM's DNS stub). Elsewhere the "could not be found" error stands, with a hint.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.resources import API, REGISTRY_TYPE, resource_group_of, resource_id
 from acrlocal.cli.session import Session
-from acrlocal.compute.network import resolves_locally
 
 HOSTS = Path("/etc/hosts")
+RESOLV_CONF = Path("/etc/resolv.conf")
 
 NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
 BAD_REGISTRY_NAME = ("Registry names may contain only alpha numeric characters and must be between 5 and 50 "
@@ -82,7 +85,7 @@ def login_server_of(session: Session, name: str, group: str | None) -> str:
         if fallback is None:
             raise CLIError(f"{exc} An identity that may pull but not read the registry reaches it by its login "
                            "server: pass it as --name (`acrlocal status` lists them), or run this inside an "
-                           "acrlocal VM, where <name>.localhost resolves.") from None
+                           "acrlocal VM, where <name>.azurecr.io resolves.") from None
         from acrlocal.cli.framework import debug
 
         debug(f"Registry '{name}' is not visible to this identity; using the login server {fallback}")
@@ -90,12 +93,38 @@ def login_server_of(session: Session, name: str, group: str | None) -> str:
     return str((registry.get("properties") or {}).get("loginServer") or registry.get("loginServer"))
 
 
-def _suffix_login_server(session: Session, name: str, hosts: Path = HOSTS) -> str | None:
-    """``<name><ACR login server suffix>`` lower-cased, if ``hosts`` maps its host to loopback, else ``None``."""
+def _is_loopback(address: str) -> bool:
     try:
-        text = hosts.read_text()
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def resolves_locally(host: str, hosts: Path = HOSTS, resolv_conf: Path = RESOLV_CONF) -> bool:
+    """True if ``host`` resolves to a loopback address with no question to a DNS server off this machine."""
+    host = host.lower()
+    try:
+        for line in hosts.read_text().splitlines():
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 2 and _is_loopback(fields[0]) and host in (f.lower() for f in fields[1:]):
+                return True
     except OSError:
-        return None
+        pass
+    try:
+        servers = [line.split()[1] for line in resolv_conf.read_text().splitlines()
+                   if line.startswith("nameserver") and len(line.split()) >= 2]
+    except OSError:
+        return False
+    if not servers or not all(_is_loopback(s) for s in servers):
+        return False
+    try:
+        return all(_is_loopback(str(info[4][0])) for info in socket.getaddrinfo(host, None, socket.AF_INET))
+    except OSError:
+        return False
+
+
+def _suffix_login_server(session: Session, name: str) -> str | None:
+    """``<name><ACR login server suffix>`` lower-cased, if it resolves to loopback here, else ``None``."""
     url = session.endpoints.resource_manager.rstrip("/") + "/metadata/endpoints"
     try:
         response = session.http.request("GET", url, params={"api-version": "2022-09-01"})
@@ -104,7 +133,7 @@ def _suffix_login_server(session: Session, name: str, hosts: Path = HOSTS) -> st
         return None
     server = (name + (suffix if suffix.startswith(".") else "." + suffix)).lower()
     host = server.rsplit(":", 1)[0]
-    return server if resolves_locally(text, host) else None
+    return server if resolves_locally(host) else None
 
 
 LOGIN_SERVER = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")

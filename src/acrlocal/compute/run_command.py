@@ -1,13 +1,13 @@
-"""``runCommand`` on a VM: a shell script run in the VM's sandbox, answered as Azure's Linux agent answers.
+"""``runCommand`` on a VM: a shell script run in the VM, answered as Azure's Linux agent answers.
 
-The script (``script`` lines joined by newlines, at most :data:`MAX_SCRIPT_BYTES`) is written to the VM's
-``run-command/script.sh`` and run by bash in the VM (:mod:`acrlocal.compute.enter`), in the VM's home, with no
-standard input. ``parameters`` named ``argN`` are positional arguments in the order given (az names unnamed
-``--parameters`` so); every parameter is also exported as an environment variable. One script runs per VM at a
-time (:class:`Busy` otherwise, ARM's 409). The script runs in a session of its own; when it ends, when it has
-run for ``timeout_s`` seconds, or when its VM is deleted, that session's processes are killed, so nothing it
-started outlives it. Each of stdout and stderr keeps its last :data:`OUTPUT_LIMIT` bytes, as Azure's agent keeps
-its last 4,096.
+The script (``script`` lines joined by newlines, at most :data:`MAX_SCRIPT_BYTES`) is run by bash as the VM's
+root, as Azure's agent runs it, in ``/var/lib/waagent/run-command/download/0``, with no standard input (it reaches
+bash as a memory file: the server writes nothing into the VM). ``parameters`` named ``argN`` are positional
+arguments in the order given (az names unnamed ``--parameters`` so); every parameter is also exported as an
+environment variable. One script runs per VM at a time (:class:`Busy` otherwise, ARM's 409). The script runs in
+a session of its own; when it ends, when it has run for ``timeout_s`` seconds, or when its VM is deleted or
+stopped, its process group is killed. Each of stdout and stderr keeps its last :data:`OUTPUT_LIMIT` bytes, as
+Azure's agent keeps its last 4,096.
 
 The answer is ARM's ``{"value": [{"code", "level", "displayStatus", "message"}]}`` with ``message`` =
 ``"Enable succeeded: \\n[stdout]\\n<out>\\n[stderr]\\n<err>"``; a script that exits non-zero, or is stopped, gives
@@ -18,19 +18,17 @@ exit status=<n>\\n[stdout]..."`` (the agent's words).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from acrlocal.compute import enter
-from acrlocal.compute.enter import SandboxAccess
 from acrlocal.errors import AcrLocalError
+
+if TYPE_CHECKING:
+    from acrlocal.compute.machine import VMProcess
 
 MAX_SCRIPT_BYTES = 256 * 1024
 OUTPUT_LIMIT = 4096
@@ -118,60 +116,68 @@ class _Tail:
         self.limit = limit
         self.data = bytearray()
 
-    async def pump(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(READ_CHUNK):
-            self.data += chunk
-            if len(self.data) > self.limit:
-                del self.data[: len(self.data) - self.limit]
+    async def pump(self, fd: int) -> None:
+        """Read ``fd`` (a pipe the server holds) to its end, keeping the tail; closes it."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_CHUNK)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                   os.fdopen(fd, "rb", buffering=0))
+        try:
+            while chunk := await reader.read(READ_CHUNK):
+                self.data += chunk
+                if len(self.data) > self.limit:
+                    del self.data[: len(self.data) - self.limit]
+        finally:
+            transport.close()
 
 
-def _kill_session(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+#: ``spawn(argv, env, stdio, extra_fds)`` starts a process as the VM's root and returns it.
+Spawner = Callable[[list[str], dict[str, str], tuple[int | None, int | None, int | None],
+                    list[tuple[int, int]]], Awaitable["VMProcess"]]
 
 
-async def run(access: SandboxAccess, request: RunRequest, workdir: Path, *, timeout_s: float,
-              output_limit: int = OUTPUT_LIMIT, started: Callable[[int], None] | None = None) -> RunResult:
-    """Run ``request`` in the VM described by ``access``; ``workdir`` holds the script file. ``started`` is told
-    the script's session id (its process group) once it runs."""
-    workdir.mkdir(mode=0o700, exist_ok=True)
-    script = workdir / "script.sh"
-    fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(request.script) + "\n")
-    bash = shutil.which("bash", path=access.environment.get("PATH")) or "/bin/bash"
-    argv = [bash, str(script), *request.positional()]
-    env = {**{name: value for name, value in request.parameters}, **access.environment}
-    access = SandboxAccess(access.vm_name, access.resource_id, access.vm_id, access.home, env, access.mounts)
-    full, full_env, mode = enter.command(access, argv, caller_env={})
-    prefix = b""
-    if mode == enter.NO_NAMESPACE and access.mounts:
-        prefix = (enter.no_namespace_warning(access, enter.namespace_mode()[1]) + "\n").encode()
-    proc = await asyncio.create_subprocess_exec(
-        *full, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=full_env, cwd=access.home, start_new_session=True)
+async def run(spawn: Spawner, request: RunRequest, *, timeout_s: float, output_limit: int = OUTPUT_LIMIT,
+              started: Callable[[VMProcess], None] | None = None) -> RunResult:
+    """Run ``request`` as the VM's root through ``spawn``. The script reaches bash as ``/dev/fd/3`` (a memory
+    file: nothing is written to the VM's disk by the server). ``started`` is told the process once it runs."""
+    script = os.memfd_create("script.sh", os.MFD_CLOEXEC)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        os.write(script, ("\n".join(request.script) + "\n").encode())
+        os.lseek(script, 0, os.SEEK_SET)
+        env = {name: value for name, value in request.parameters}
+        process = await spawn(["/bin/bash", "/dev/fd/3", *request.positional()], env, (None, out_w, err_w),
+                              [(3, script)])
+    except BaseException:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (script, out_w, err_w):
+            os.close(fd)
     if started is not None:
-        started(proc.pid)
+        started(process)
     out, err = _Tail(output_limit), _Tail(output_limit)
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps = [asyncio.ensure_future(out.pump(proc.stdout)), asyncio.ensure_future(err.pump(proc.stderr))]
+    pumps = [asyncio.ensure_future(out.pump(out_r)), asyncio.ensure_future(err.pump(err_r))]
     timed_out = False
     try:
-        await asyncio.wait_for(proc.wait(), timeout_s)
+        code = await asyncio.wait_for(process.wait(), timeout_s)
     except TimeoutError:
         timed_out = True
+        code = -signal.SIGKILL
     finally:
-        _kill_session(proc.pid)
-        if proc.returncode is None:
-            await proc.wait()
-        await asyncio.wait(pumps, timeout=DRAIN_AFTER_EXIT_S)
+        process.kill(signal.SIGKILL, group=True)
+        if not timed_out:
+            await asyncio.wait(pumps, timeout=DRAIN_AFTER_EXIT_S)
+        else:
+            await process.wait()
+            await asyncio.wait(pumps, timeout=DRAIN_AFTER_EXIT_S)
         for pump in pumps:
             pump.cancel()
-    code = proc.returncode if proc.returncode is not None else -9
     if code < 0:
         code = 128 - code
-    return RunResult(code, bytes(out.data), (prefix + bytes(err.data))[-output_limit:] if prefix else
-                     bytes(err.data), timed_out, timeout_s)
+    return RunResult(code, bytes(out.data), bytes(err.data), timed_out, timeout_s)
 
 
 class RunCommands:
@@ -179,22 +185,21 @@ class RunCommands:
 
     def __init__(self) -> None:
         self._running: set[str] = set()
-        self._sessions: dict[str, int] = {}
+        self._processes: dict[str, VMProcess] = {}
 
     def stop(self, vm_id: str) -> None:
-        session = self._sessions.pop(vm_id, None)
-        if session is not None:
-            _kill_session(session)
+        process = self._processes.pop(vm_id, None)
+        if process is not None:
+            process.kill(signal.SIGKILL, group=True)
 
-    async def run(self, vm_id: str, access: SandboxAccess, request: RunRequest, workdir: Path, *,
-                  timeout_s: float) -> RunResult:
+    async def run(self, vm_id: str, spawn: Spawner, request: RunRequest, *, timeout_s: float) -> RunResult:
         if vm_id in self._running:
             raise Busy("Run command extension execution is in progress. Please wait for completion before invoking "
                        "a run command.")
         self._running.add(vm_id)
         try:
-            return await run(access, request, workdir, timeout_s=timeout_s,
-                             started=lambda pid: self._sessions.__setitem__(vm_id, pid))
+            return await run(spawn, request, timeout_s=timeout_s,
+                             started=lambda process: self._processes.__setitem__(vm_id, process))
         finally:
             self._running.discard(vm_id)
-            self._sessions.pop(vm_id, None)
+            self._processes.pop(vm_id, None)

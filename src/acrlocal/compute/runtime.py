@@ -1,43 +1,63 @@
-"""The VMs this server runs: their records, sandboxes, identities and IMDS listeners.
+"""The VMs this server runs: their records, directories, identities, power and running machines.
 
-Creating a VM opens its IMDS listener at once (plain http on 127.0.0.1, one port per VM, allocated from
-``settings.imds_port_base``); a restart reopens every VM's listener on the port it had. Deleting a VM closes its
-listener, deletes its system-assigned principal (role assignments naming it then grant nothing) and removes its
-sandbox. A VM's managed identities are resolved through the directory and cached in memory until the directory
-or the VM changes, so the IMDS hot path does no SQL.
+A VM is made (its principal, its row, its directory) without starting anything; it boots the first time
+something runs in it (a run-command, a shell, an SSH connection) or when it is started or restarted, and stays up
+until it is stopped, deallocated, deleted, or the server stops. Booting makes its namespaces
+(:mod:`acrlocal.compute.vminit`), checks them, and serves its doors: IMDS (``169.254.169.254:80``) and the front
+door (Azure's names on port 443, TLS with the local CA) through the server's own aiohttp applications, the DNS
+stub (:mod:`acrlocal.compute.dns`), and, with Docker Engine on the host, ``/run/docker.sock``, whose first
+connection starts the VM's own ``dockerd``. Requests on those doors are told apart by the network namespace of
+the connection (:meth:`ComputeRuntime.by_netns`).
 
-Failures raise :class:`~acrlocal.errors.NotFound`, :class:`~acrlocal.errors.AlreadyExists` or
-:class:`~acrlocal.errors.ConfigError`; a create that fails half-way is undone (principal, row, sandbox).
+Nothing here costs work per VM when a registry is added or removed: the DNS stub asks the registries when a name
+is looked up, and the front door's certificate covers ``*.azurecr.io``. Starting the server reads the VM rows and
+boots nothing.
+
+A VM's managed identities are resolved through the directory and cached in memory until the directory or the VM
+changes, so the IMDS hot path does no SQL. Failures raise :class:`~acrlocal.errors.NotFound`,
+:class:`~acrlocal.errors.ConfigError`, :class:`VMNotRunning` or :class:`~acrlocal.compute.machine.MachineError`;
+a create that fails half-way is undone (principal, row, directory).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import re
-import secrets
+import socket
+import ssl
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from acrlocal.compute.enter import SandboxAccess
-from acrlocal.compute.network import VMNetwork
+from acrlocal.compute import dns, sandbox
+from acrlocal.compute.console import Tickets
+from acrlocal.compute.machine import Machine, MachineError, VMProcess, netns_cookie
 from acrlocal.compute.run_command import RunCommands, RunRequest, RunResult
+from acrlocal.compute.sandbox import ROOT, Account, VMDirectory
 from acrlocal.compute.store import VMTable
-from acrlocal.compute.tools import VMTools
-from acrlocal.compute.vms import Sandbox, VirtualMachine
+from acrlocal.compute.tools import DOCKERD_STARTER, TOOLS, VMTools, write_shared
+from acrlocal.compute.vms import DEALLOCATED, RUNNING, STOPPED, VirtualMachine
 from acrlocal.config import Settings
-from acrlocal.errors import ConfigError, NotFound
+from acrlocal.errors import AcrLocalError, ConfigError, NotFound
 from acrlocal.identity.directory import Directory, Principal
-from acrlocal.listeners import Listeners, bind
+
+log = logging.getLogger(__name__)
 
 VM_ID = re.compile(
     r"^/subscriptions/(?P<sub>[0-9a-fA-F-]{36})/resourceGroups/(?P<rg>[-\w._()]{1,90})/providers/"
     r"Microsoft\.Compute/virtualMachines/(?P<name>[a-zA-Z0-9][-a-zA-Z0-9_.]{0,63})$", re.IGNORECASE)
+DOCKERD_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class VMNotRunning(AcrLocalError, RuntimeError):
+    """The VM is stopped or deallocated: nothing runs in it until it is started."""
 
 
 @dataclass(frozen=True)
@@ -60,54 +80,58 @@ def parse_vm_id(resource_id: str) -> tuple[str, str, str]:
     return m["sub"].lower(), m["rg"], m["name"]
 
 
+@dataclass(frozen=True)
+class Doors:
+    """What the server serves on a VM's doors: the IMDS application, the control application behind the front
+    door and its TLS context (Azure's names), and whether a registry exists (for the DNS stub)."""
+
+    imds: web.AppRunner
+    front: web.AppRunner
+    front_tls: ssl.SSLContext
+    registry_exists: Callable[[str], bool]
+
+
+@dataclass
+class _Running:
+    machine: Machine
+    admin: Account
+    tty_gid: int
+    servers: list[asyncio.AbstractServer]
+    dns: asyncio.BaseTransport | None = None
+    dockerd: VMProcess | None = None
+    dockerd_failures: int = 0
+
+
 class ComputeRuntime:
-    def __init__(self, settings: Settings, table: VMTable, directory: Directory, listeners: Listeners) -> None:
+    def __init__(self, settings: Settings, table: VMTable, directory: Directory, ca_pem: Callable[[], bytes],
+                 ca_hash: str | None = None) -> None:
         self.settings = settings
         self.table = table
         self.directory = directory
-        self.listeners = listeners
-        self.runner: web.AppRunner | None = None
-        self._by_port: dict[int, VirtualMachine] = {}
-        self._by_key: dict[str, VirtualMachine] = {}
-        self._identities: dict[str, tuple[int, VMIdentities]] = {}
-        # What VMs see of the server (endpoint, registry names); set by the server before start().
-        self.network: VMNetwork | None = None
+        self.ca_pem = ca_pem
+        self.ca_hash = ca_hash
+        self.doors: Doors | None = None
         self.tools = VMTools.detect()
         self.run_commands = RunCommands()
+        self.consoles = Tickets()
+        self._by_key: dict[str, VirtualMachine] = {}
+        self._identities: dict[str, tuple[int, VMIdentities]] = {}
+        self._running: dict[str, _Running] = {}
+        self._by_netns: dict[int, VirtualMachine] = {}
+        self._boots: dict[str, asyncio.Task[_Running]] = {}
 
     @property
     def vms_dir(self) -> Path:
         return self.settings.data_dir / "vms"
 
-    def sandbox(self, vm: VirtualMachine) -> Sandbox:
-        return Sandbox.of(self.vms_dir, vm, self.settings.ca_path)
+    @property
+    def shared_dir(self) -> Path:
+        return self.settings.data_dir / "vm-shared"
 
-    def access(self, vm: VirtualMachine) -> SandboxAccess:
-        """How to run programs in ``vm``: its environment, home and the bind mounts of its namespace."""
-        sandbox = self.sandbox(vm)
-        sandbox.ensure_runroot()
-        return SandboxAccess(vm_name=vm.name, resource_id=vm.resource_id, vm_id=vm.vm_id, home=str(sandbox.home),
-                             environment=sandbox.shell_environment(vm, self.network, self.tools),
-                             mounts=tuple(sandbox.mounts()), bashrc=str(sandbox.bashrc))
-
-    async def run_command(self, resource_id: str, request: RunRequest) -> RunResult:
-        """Run a script in the VM (one at a time per VM; see :mod:`acrlocal.compute.run_command`)."""
-        vm = self.get(resource_id)
-        return await self.run_commands.run(vm.vm_id, self.access(vm), request, self.sandbox(vm).run_command_dir,
-                                           timeout_s=self.settings.run_command_timeout_s)
-
-    def set_network(self, network: VMNetwork) -> None:
-        """Rewrite every VM's endpoint, hosts file and certificate directories if ``network`` changed."""
-        if network == self.network:
-            return
-        self.network = network
-        for vm in self._by_key.values():
-            self.sandbox(vm).write(vm, network, self.tools)
+    def directory_of(self, vm: VirtualMachine) -> VMDirectory:
+        return VMDirectory(self.vms_dir / vm.vm_id)
 
     # -- lookups -----------------------------------------------------------------------------------
-
-    def by_port(self, port: int) -> VirtualMachine | None:
-        return self._by_port.get(port)
 
     def get(self, resource_id: str) -> VirtualMachine:
         vm = self._by_key.get(resource_id.lower())
@@ -117,6 +141,22 @@ class ComputeRuntime:
 
     def all(self) -> list[VirtualMachine]:
         return list(self._by_key.values())
+
+    def by_netns(self, cookie: int) -> VirtualMachine | None:
+        """The running VM whose network namespace has this cookie (see :func:`~acrlocal.compute.machine.
+        netns_cookie`); what IMDS uses to know which VM asks."""
+        return self._by_netns.get(cookie)
+
+    def vm_of_request(self, request: web.Request) -> VirtualMachine | None:
+        """The VM a request came from, through one of its doors; ``None`` for the host's own connections."""
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return None
+        try:
+            return self._by_netns.get(netns_cookie(sock))
+        except OSError:
+            return None
 
     def identities(self, vm: VirtualMachine) -> VMIdentities:
         """The VM's managed identities, resolved through the directory (cached per directory generation)."""
@@ -137,72 +177,72 @@ class ComputeRuntime:
         self._identities[vm.vm_id] = (generation, resolved)
         return resolved
 
+    def power_state(self, resource_id: str) -> str:
+        """``running``, ``stopped`` or ``deallocated`` (Azure's ``PowerState/<state>``)."""
+        return self.get(resource_id).power_state
+
+    def is_booted(self, resource_id: str) -> bool:
+        """True while the VM's processes run (it has booted and not stopped since)."""
+        running = self._running.get(self.get(resource_id).vm_id)
+        return running is not None and running.machine.running
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def _index(self, vm: VirtualMachine) -> None:
-        old = self._by_key.get(vm.resource_id.lower())
-        if old is not None and old.imds_port is not None:
-            self._by_port.pop(old.imds_port, None)
         self._by_key[vm.resource_id.lower()] = vm
-        if vm.imds_port is not None:
-            self._by_port[vm.imds_port] = vm
         self._identities.pop(vm.vm_id, None)
+        running = self._running.get(vm.vm_id)
+        if running is not None and running.machine.netns:
+            self._by_netns[running.machine.netns] = vm
 
     def _unindex(self, vm: VirtualMachine) -> None:
         self._by_key.pop(vm.resource_id.lower(), None)
-        if vm.imds_port is not None:
-            self._by_port.pop(vm.imds_port, None)
         self._identities.pop(vm.vm_id, None)
 
-    async def start(self, runner: web.AppRunner) -> None:
-        """Reopen the IMDS listener of every VM, on the port it had before."""
-        self.runner = runner
-        for vm in self.table.all():
-            await self._open(vm)
-
-    async def _open(self, vm: VirtualMachine) -> VirtualMachine:
-        assert self.runner is not None, "ComputeRuntime.start() first"
-        if vm.imds_port is not None:
-            try:
-                sock = bind(self.listeners.host, vm.imds_port)
-            except OSError as exc:
-                raise ConfigError(f"virtual machine {vm.name!r} needs IMDS port {vm.imds_port}, which is in use "
-                                  f"({exc.strerror})") from exc
-        else:
-            taken = {v.imds_port for v in self.table.all() if v.imds_port is not None}
-            sock = self.listeners.allocate(self.settings.imds_port_base, taken | {self.settings.port})
-            vm = self.table.update(vm.resource_id, imds_port=sock.getsockname()[1])
-        await self.listeners.open(f"imds:{vm.vm_id}", self.runner, sock, None)
-        self._index(vm)
-        self.sandbox(vm).write(vm, self.network, self.tools)
-        return vm
+    async def start(self, doors: Doors) -> None:
+        """Read the VMs (booting none) and bring the VMs' shared tools directory up to date."""
+        self.doors = doors
+        for vm in await asyncio.to_thread(self.table.all):
+            self._index(vm)
+        await asyncio.to_thread(write_shared, self.shared_dir, self.tools, self.ca_pem())
 
     async def create(self, resource_id: str, *, tenant_id: str, location: str, system_assigned: bool = False,
-                     user_assigned: Sequence[str] = (), profile: dict[str, Any] | None = None) -> VirtualMachine:
-        """Add a VM and open its IMDS listener. The caller has checked that the user-assigned identities exist."""
+                     user_assigned: Sequence[str] = (), profile: dict[str, Any] | None = None,
+                     ssh_keys: Sequence[str] = ()) -> VirtualMachine:
+        """Add a VM: its system principal, row and directory (its disk and ``/etc``). Nothing runs yet. The caller
+        has checked that the user-assigned identities exist."""
         sub, group, name = parse_vm_id(resource_id)
         vm = VirtualMachine(
             vm_id=str(uuid.uuid4()), resource_id=resource_id, name=name, resource_group=group, subscription_id=sub,
             tenant_id=tenant_id, location=location, user_assigned=tuple(user_assigned), profile=dict(profile or {}),
-            identity_secret=secrets.token_urlsafe(32), created=time.time())
+            created=time.time())
+        accounts = sandbox.make_accounts(vm.admin_username)
         principal = None
         added = False
+        folder = self.directory_of(vm)
         try:
             if system_assigned:
                 principal = self.directory.create_managed_identity(tenant_id, resource_id, name, "system")
                 vm = replace(vm, system_principal_id=principal.object_id)
+            await asyncio.to_thread(self._provision, folder, vm, accounts, list(ssh_keys))
             vm = self.table.add(vm)
             added = True
-            return await self._open(vm)
+            self._index(vm)
+            return vm
         except BaseException:
             if added:
-                await self.listeners.close(f"imds:{vm.vm_id}")
                 self._unindex(vm)
                 self.table.remove(resource_id)
-                self.sandbox(vm).remove()
+            await asyncio.to_thread(folder.remove)
             if principal is not None:
                 self.directory.delete_principal(principal.object_id)
             raise
+
+    def _provision(self, folder: VMDirectory, vm: VirtualMachine, accounts: sandbox.Accounts,
+                   ssh_keys: list[str]) -> None:
+        sandbox.provision(folder, hostname=vm.hostname, accounts=accounts, ssh_keys=ssh_keys, ca_pem=self.ca_pem(),
+                          ca_hash=self.ca_hash, vm_id=vm.vm_id)
+        sandbox.write_info(folder, name=vm.name, resource_id=vm.resource_id, vm_id=vm.vm_id, accounts=accounts)
 
     async def set_identities(self, resource_id: str, *, system_assigned: bool,
                              user_assigned: Sequence[str]) -> VirtualMachine:
@@ -233,20 +273,245 @@ class ComputeRuntime:
         self._index(vm)
         return vm
 
-    def stop(self) -> None:
-        """On server shutdown: end the scripts still running and clear each VM's run-time directory, as a
-        reboot clears ``/run``. Sandboxes, identities and ports stay for the next start."""
-        for vm in list(self._by_key.values()):
-            self.run_commands.stop(vm.vm_id)
-            self.sandbox(vm).clear_runroot()
+    async def set_ssh_keys(self, resource_id: str, keys: Sequence[str]) -> None:
+        """Make ``keys`` (``osProfile.linuxConfiguration.ssh.publicKeys[].keyData``) the admin user's
+        ``~/.ssh/authorized_keys``, written without following any link the VM may have made."""
+        vm = self.get(resource_id)
+        folder = self.directory_of(vm)
+        admin, _, _ = await asyncio.to_thread(sandbox.read_accounts, folder)
+        await asyncio.to_thread(sandbox.write_file, folder.disk, f"{admin.home.lstrip('/')}/.ssh/authorized_keys",
+                                sandbox.authorized_keys(keys), mode=0o600, uid=admin.uid, gid=admin.gid)
 
     async def delete(self, resource_id: str) -> None:
-        """Close the VM's IMDS listener, delete its system identity and its sandbox, forget it."""
+        """Stop the VM, delete its system identity and its directory, forget it."""
         vm = self.get(resource_id)
         self.run_commands.stop(vm.vm_id)
-        await self.listeners.close(f"imds:{vm.vm_id}")
+        await self._shutdown(vm)
         self._unindex(vm)
         if vm.system_principal_id:
             self.directory.delete_principal(vm.system_principal_id)
         self.table.remove(vm.resource_id)
-        self.sandbox(vm).remove()
+        await asyncio.to_thread(self.directory_of(vm).remove)
+
+    async def stop(self) -> None:
+        """On server shutdown: power off every running VM (at once); they boot again when next used."""
+        await asyncio.gather(*(self._shutdown(vm) for vm in self.all()), return_exceptions=True)
+
+    # -- power ---------------------------------------------------------------------------------------
+
+    async def power_on(self, resource_id: str) -> VirtualMachine:
+        """Azure's ``start``: the VM may run again, and boots now."""
+        vm = self._set_power(resource_id, RUNNING)
+        await self._booted(vm)
+        return vm
+
+    async def power_off(self, resource_id: str, *, deallocate: bool = False) -> VirtualMachine:
+        """Azure's ``powerOff`` (``stopped``) or ``deallocate``: every process of the VM ends; its disk stays."""
+        vm = self._set_power(resource_id, DEALLOCATED if deallocate else STOPPED)
+        self.run_commands.stop(vm.vm_id)
+        await self._shutdown(vm)
+        return vm
+
+    async def restart(self, resource_id: str) -> VirtualMachine:
+        """Azure's ``restart``: the VM's processes end and it boots again (``/run`` and ``/tmp`` cleared)."""
+        vm = self.get(resource_id)
+        if vm.power_state != RUNNING:
+            raise VMNotRunning(f"virtual machine {vm.name!r} is {vm.power_state}; start it first")
+        self.run_commands.stop(vm.vm_id)
+        await self._shutdown(vm)
+        await self._booted(vm)
+        return vm
+
+    async def power(self, resource_id: str, action: str) -> VirtualMachine:
+        """ARM's power action by name (``start``, ``restart``, ``powerOff``, ``deallocate``, any case)."""
+        operation = action.lower()
+        if operation == "start":
+            return await self.power_on(resource_id)
+        if operation == "restart":
+            return await self.restart(resource_id)
+        if operation in ("poweroff", "deallocate"):
+            return await self.power_off(resource_id, deallocate=operation == "deallocate")
+        raise ConfigError(f"power action {action!r} is not start, restart, powerOff or deallocate")
+
+    def _set_power(self, resource_id: str, state: str) -> VirtualMachine:
+        self.get(resource_id)
+        vm = self.table.update(resource_id, power_state=state)
+        self._index(vm)
+        return vm
+
+    # -- running -------------------------------------------------------------------------------------
+
+    async def _booted(self, vm: VirtualMachine) -> _Running:
+        """The VM's running machine, booting it if it is not running (one boot at a time per VM)."""
+        if vm.power_state != RUNNING:
+            raise VMNotRunning(f"The operation requires the VM to be running (or set to run). VM {vm.name!r} is "
+                               f"{vm.power_state}.")
+        running = self._running.get(vm.vm_id)
+        if running is not None and running.machine.running:
+            return running
+        task = self._boots.get(vm.vm_id)
+        if task is None:
+            task = asyncio.ensure_future(self._boot(vm))
+            self._boots[vm.vm_id] = task
+            task.add_done_callback(lambda _: self._boots.pop(vm.vm_id, None))
+        return await asyncio.shield(task)
+
+    async def _boot(self, vm: VirtualMachine) -> _Running:
+        if self.doors is None:
+            raise MachineError("the compute runtime has not started")
+        folder = self.directory_of(vm)
+        admin, tty_gid, docker_gid = await asyncio.to_thread(sandbox.read_accounts, folder)
+        await asyncio.to_thread(sandbox.check_data_dir_hidden, self.settings.data_dir, self.tools,
+                                self.shared_dir)
+        plan = sandbox.boot_plan(folder, hostname=vm.hostname, tools=self.tools, shared=self.shared_dir,
+                                 cgroup=f"acrlocal-vm-{vm.vm_id.replace('-', '')[:12]}", tty_gid=tty_gid,
+                                 docker_gid=docker_gid)
+        machine = Machine(vm.vm_id, plan, folder.boot_log)
+        await machine.boot()
+        running = _Running(machine, admin, tty_gid, [])
+        try:
+            await self._serve(vm, running)
+        except BaseException:
+            await self._close(running)
+            await machine.stop()
+            raise
+        self._running[vm.vm_id] = running
+        self._by_netns[machine.netns] = self.get(vm.resource_id)
+        asyncio.get_running_loop().create_task(self._forget_when_ended(vm.vm_id, running))
+        return running
+
+    async def _serve(self, vm: VirtualMachine, running: _Running) -> None:
+        assert self.doors is not None
+        loop = asyncio.get_running_loop()
+        doors = running.machine.doors
+        imds, front = self.doors.imds.server, self.doors.front.server
+        if imds is None or front is None:
+            raise MachineError("the server's applications are not set up")
+        running.servers.append(await loop.create_server(imds, sock=doors["imds"]))
+        running.servers.append(await loop.create_server(front, sock=doors["front"], ssl=self.doors.front_tls))
+        names = dns.Names(self.doors.registry_exists)
+        running.dns, _ = await loop.create_datagram_endpoint(lambda: dns.Stub(names), sock=doors["dns"])
+        if "docker" in doors:
+            self._await_docker(vm, running)
+
+    async def _forget_when_ended(self, vm_id: str, running: _Running) -> None:
+        await running.machine.ended.wait()
+        await self._close(running)
+        if self._running.get(vm_id) is running:
+            del self._running[vm_id]
+        self._by_netns.pop(running.machine.netns, None)
+
+    async def _close(self, running: _Running) -> None:
+        for server in running.servers:
+            server.close()
+        running.servers.clear()
+        if running.dns is not None:
+            running.dns.close()
+            running.dns = None
+        docker = running.machine.doors.get("docker")
+        if docker is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(docker.fileno())
+
+    async def _shutdown(self, vm: VirtualMachine) -> None:
+        task = self._boots.get(vm.vm_id)
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+        running = self._running.pop(vm.vm_id, None)
+        if running is not None:
+            await self._close(running)
+            await running.machine.stop()
+            self._by_netns.pop(running.machine.netns, None)
+
+    # -- Docker Engine: started on the first connection to /run/docker.sock -----------------------------------
+
+    def _await_docker(self, vm: VirtualMachine, running: _Running) -> None:
+        sock = running.machine.doors["docker"]
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._docker_wanted, vm, running)
+
+    def _docker_wanted(self, vm: VirtualMachine, running: _Running) -> None:
+        sock = running.machine.doors.get("docker")
+        if sock is None:
+            return
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        asyncio.get_running_loop().create_task(self._run_dockerd(vm, running, sock))
+
+    async def _run_dockerd(self, vm: VirtualMachine, running: _Running, sock: socket.socket) -> None:
+        started = time.monotonic()
+        try:
+            running.dockerd = await running.machine.spawn(
+                ["unshare", "--mount", "--propagation", "slave", "/bin/sh", f"{TOOLS}/{DOCKERD_STARTER}"],
+                account=ROOT, env=ROOT.environment(), cwd="/", extra_fds=[(3, sock.fileno())], listen_fds=1)
+            log.info("VM %s: Docker Engine started", vm.name)
+            code = await running.dockerd.wait()
+        except MachineError as exc:
+            log.warning("VM %s: Docker Engine did not start: %s", vm.name, exc)
+            code = -1
+        running.dockerd = None
+        if not running.machine.running:
+            return
+        log.warning("VM %s: Docker Engine exited with %s (see /var/log/docker.log in the VM)", vm.name, code)
+        if time.monotonic() - started < 30:
+            running.dockerd_failures += 1
+            _refuse_waiting(sock)
+        else:
+            running.dockerd_failures = 0
+        delay = DOCKERD_RETRY_S[min(running.dockerd_failures, len(DOCKERD_RETRY_S) - 1)]
+        await asyncio.sleep(delay)
+        if running.machine.running:
+            self._await_docker(vm, running)
+
+    # -- processes -----------------------------------------------------------------------------------
+
+    async def spawn(self, resource_id: str, argv: Sequence[str], *, user: str = "admin",
+                    env: dict[str, str] | None = None, cwd: str | None = None,
+                    stdio: Sequence[int | None] = (None, None, None), extra_fds: Sequence[tuple[int, int]] = (),
+                    pty: tuple[int, int] | None = None, term: str | None = None,
+                    executable: str | None = None) -> VMProcess:
+        """Run ``argv`` in the VM (booting it if needed) as its admin user (``user="admin"``) or root
+        (``"root"``), with that user's environment plus ``env``, and the server's descriptors ``stdio`` as its 0, 1
+        and 2 (``None``: ``/dev/null``), or a new terminal of the VM (``pty=(rows, columns)``; its master side
+        is ``VMProcess.master``). The descriptors are copied; the caller closes its own. :class:`VMNotRunning`
+        for a stopped VM, :class:`MachineError` if it cannot boot or the program cannot start."""
+        vm = self.get(resource_id)
+        running = await self._booted(vm)
+        account = ROOT if user == "root" else running.admin if user == "admin" else None
+        if account is None:
+            raise ConfigError(f"user {user!r} is not 'admin' or 'root'")
+        environment = {**account.environment(term), **(env or {})}
+        return await running.machine.spawn(argv, account=account, env=environment, cwd=cwd, stdio=stdio,
+                                           extra_fds=extra_fds, pty=pty, executable=executable,
+                                           tty_gid=running.tty_gid)
+
+    async def serve_ssh(self, resource_id: str, connection: socket.socket) -> VMProcess:
+        """Serve one SSH connection (a connected socket; the caller closes its copy) with the VM's own sshd
+        (``sshd -i``, as inetd runs it): the admin user logs in with a key of its ``authorized_keys``. Needs
+        Debian's openssh-server on the host (:class:`MachineError` otherwise)."""
+        if not Path("/usr/sbin/sshd").exists():
+            raise MachineError("this host has no sshd (apt-get install openssh-server); VMs use the host's")
+        fd = connection.fileno()
+        return await self.spawn(resource_id, ["/usr/sbin/sshd", "-i", "-e"], user="root", stdio=(fd, fd, None),
+                                cwd="/")
+
+    async def run_command(self, resource_id: str, request: RunRequest) -> RunResult:
+        """Run a script in the VM as its root (one at a time per VM; see :mod:`acrlocal.compute.run_command`)."""
+        vm = self.get(resource_id)
+
+        async def spawn(argv: list[str], env: dict[str, str], stdio: tuple[int | None, int | None, int | None],
+                        extra: list[tuple[int, int]]) -> VMProcess:
+            return await self.spawn(resource_id, argv, user="root", env=env, stdio=stdio, extra_fds=extra,
+                                    cwd=sandbox.RUN_COMMAND_DIR)
+
+        return await self.run_commands.run(vm.vm_id, spawn, request, timeout_s=self.settings.run_command_timeout_s)
+
+
+def _refuse_waiting(sock: socket.socket) -> None:
+    """Close the connections waiting on a listening socket whose server failed, so clients hear it at once."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, OSError):
+            return
+        conn.close()
+

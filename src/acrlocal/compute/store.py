@@ -1,10 +1,11 @@
 """SQL table of the compute room and the store over it: one row per VM.
 
 A row holds what the runtime needs across restarts: the VM's ARM id and placement, its ``vmId``, its identities
-(the system-assigned principal's object id, the ARM ids of its user-assigned identities), the IMDS port it was
-given and the secret of its App Service identity endpoint. The ARM representation lives with the control plane;
-``profile`` keeps the few properties IMDS reports (size, OS, image, admin user name, tags).
-Every method is one transaction; lookups raise :class:`~acrlocal.errors.NotFound`.
+(the system-assigned principal's object id, the ARM ids of its user-assigned identities) and its power state. The
+ARM representation lives with the control plane; ``profile`` keeps the few properties IMDS reports (size, OS,
+image, admin user name, tags). ``imds_port`` and ``identity_secret`` are left from when each VM had an IMDS port
+and an App Service endpoint on the host; new rows leave them empty. Every method is one transaction; lookups raise
+:class:`~acrlocal.errors.NotFound`.
 """
 
 from __future__ import annotations
@@ -36,9 +37,18 @@ vms = sa.Table(
     sa.Column("user_assigned", sa.Text, nullable=False, default="[]"),  # JSON list of ARM ids
     sa.Column("profile", sa.Text, nullable=False, default="{}"),  # JSON
     sa.Column("imds_port", sa.Integer, nullable=True, unique=True),
-    sa.Column("identity_secret", sa.String(64), nullable=False),
+    sa.Column("identity_secret", sa.String(64), nullable=False, default=""),
     sa.Column("created", sa.Float, nullable=False),
+    sa.Column("power_state", sa.String(16), nullable=False, default="running", server_default="running"),
 )
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Bring a table made by an earlier acrlocal up to date (``power_state`` was added later)."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("vms")}
+    if "power_state" not in columns:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE vms ADD COLUMN power_state VARCHAR(16) NOT NULL DEFAULT 'running'"))
 
 
 def _vm(row: Any) -> VirtualMachine:
@@ -46,8 +56,7 @@ def _vm(row: Any) -> VirtualMachine:
         vm_id=row.vm_id, resource_id=row.resource_id, name=row.name, resource_group=row.resource_group,
         subscription_id=row.subscription_id, tenant_id=row.tenant_id, location=row.location,
         system_principal_id=row.system_principal_id, user_assigned=tuple(json.loads(row.user_assigned or "[]")),
-        profile=json.loads(row.profile or "{}"), imds_port=row.imds_port, identity_secret=row.identity_secret,
-        created=row.created)
+        profile=json.loads(row.profile or "{}"), power_state=row.power_state or "running", created=row.created)
 
 
 class VMTable:
@@ -55,6 +64,7 @@ class VMTable:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        add_missing_columns(engine)
 
     def all(self) -> list[VirtualMachine]:
         with self.engine.connect() as conn:
@@ -76,7 +86,7 @@ class VMTable:
                 resource_group=vm.resource_group, subscription_id=vm.subscription_id, tenant_id=vm.tenant_id,
                 location=vm.location, system_principal_id=vm.system_principal_id,
                 user_assigned=json.dumps(list(vm.user_assigned)), profile=json.dumps(vm.profile),
-                imds_port=vm.imds_port, identity_secret=vm.identity_secret, created=vm.created or time.time()))
+                identity_secret="", power_state=vm.power_state, created=vm.created or time.time()))
         return self.get(vm.resource_id)
 
     def update(self, resource_id: str, **changes: Any) -> VirtualMachine:

@@ -1,14 +1,17 @@
-"""HTTP: each VM's Instance Metadata Service and App Service identity endpoint, on the VM's own loopback port.
+"""HTTP: each VM's Instance Metadata Service, at ``169.254.169.254:80`` inside the VM.
 
-The VM is found from the local port the request came to. Two doors lead to the same managed identities:
+The server listens there on a socket made inside the VM's network namespace; the VM is found from the network
+namespace of the connection (:meth:`~acrlocal.compute.runtime.ComputeRuntime.vm_of_request`). A connection from
+anywhere else gets 404.
 
-- IMDS, ``GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=R[&client_id|object_id|msi_res_id|
+- ``GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=R[&client_id|object_id|msi_res_id|
   mi_res_id=X]`` with ``Metadata: true``; errors are ``{"error", "error_description"}`` with status 400 (a missing
   ``Metadata`` header, an ``X-Forwarded-For`` header, an unknown identity, several user-assigned identities and no
-  selector). ``GET /metadata/instance[/compute|/network[/...]]`` answers what the VM is.
-- App Service, ``GET /msi/token?api-version=2019-08-01&resource=R[&client_id|object_id|principal_id|mi_res_id|
-  msi_res_id|resource_id=X]`` with ``X-IDENTITY-HEADER: <the VM's secret>``; errors are ``{"statusCode",
-  "message", "correlationId"}`` (401 for a missing or wrong secret).
+  selector).
+- ``GET /metadata/instance[/compute|/network[/...]]`` answers what the VM is; ``GET /metadata/versions``.
+
+As on Azure, a VM has no App Service identity endpoint (``IDENTITY_ENDPOINT``): with both, clients would choose
+App Service.
 
 Tokens are 24-hour Entra tokens with ``aud`` = the resource exactly as asked and ``xms_mirid``; they are cached
 per (identity, resource) the way IMDS does, and answered with a decreasing ``expires_in`` until a fresh one is due.
@@ -21,12 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import math
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +46,6 @@ MI_TOKEN_LIFETIME_S = 24 * 3600
 REFRESH_MARGIN_S = 15 * 60
 TOKEN_CACHE_MAX = 10_000
 IMDS_SELECTORS = ("client_id", "object_id", "msi_res_id", "mi_res_id")
-APPSERVICE_SELECTORS = ("client_id", "object_id", "principal_id", "mi_res_id", "msi_res_id", "resource_id")
-APPSERVICE_API_VERSIONS = ("2019-08-01",)
 FIRST_IDENTITY_API_VERSION = "2018-02-01"
 INSTANCE_API_VERSIONS = (
     "2017-03-01", "2017-04-02", "2017-08-01", "2017-10-01", "2017-12-01", "2018-02-01", "2018-04-02", "2018-10-01",
@@ -59,8 +58,8 @@ API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class IdentityError(ProtocolError):
-    """A token request the door refuses; ``status``, ``code`` (the OAuth ``error``) and ``message`` are rendered in
-    the door's own format (IMDS or App Service). The messages are Azure's own texts, which clients show."""
+    """A token request IMDS refuses; ``status``, ``code`` (the OAuth ``error``) and ``message`` are rendered in
+    IMDS's format. The messages are Azure's own texts, which clients show."""
 
     status = 400
     code = "invalid_request"
@@ -189,16 +188,11 @@ THROTTLE = web.AppKey("imds.throttle", Throttle)
 IMDS_NOT_FOUND = "Identity not found"
 IMDS_AMBIGUOUS = ("Multiple user assigned identities exist, please specify the clientId / resourceId of the identity "
                   "in the token request")
-APPSERVICE_NOT_FOUND = "No managed identity found for the specified client_id, object_id or resource id."
-APPSERVICE_AMBIGUOUS = ("Multiple user assigned identities exist; specify client_id, object_id or mi_res_id of the "
-                        "identity in the token request.")
 
 
 def _vm(request: web.Request) -> VirtualMachine:
-    transport = request.transport
-    sockname = transport.get_extra_info("sockname") if transport is not None else None
-    vm = request.app[RUNTIME].by_port(int(sockname[1])) if sockname else None
-    if vm is None:  # the VM was deleted while this connection was open
+    vm = request.app[RUNTIME].vm_of_request(request)
+    if vm is None:  # not from a VM, or the VM stopped while this connection was open
         raise web.HTTPNotFound()
     return vm
 
@@ -206,11 +200,6 @@ def _vm(request: web.Request) -> VirtualMachine:
 def _imds_error(message: str, status: int = 400, error: str = "invalid_request",
                 headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": error, "error_description": message}, status=status, headers=headers)
-
-
-def _appservice_error(message: str, status: int = 400, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())},
-                             status=status, headers=headers)
 
 
 def _throttled(request: web.Request, vm: VirtualMachine) -> int:
@@ -267,36 +256,6 @@ async def imds_token(request: web.Request) -> web.Response:
         "not_before": str(token.not_before),
         "resource": resource,
         "token_type": "Bearer",
-    })
-
-
-async def appservice_token(request: web.Request) -> web.Response:
-    vm = _vm(request)
-    presented = request.headers.get("X-IDENTITY-HEADER", "")
-    if not presented or not hmac.compare_digest(presented.encode(), vm.identity_secret.encode()):
-        return _appservice_error("Unauthorized", 401)
-    if wait := _throttled(request, vm):
-        return _appservice_error("Too many requests", 429, headers={"Retry-After": str(wait)})
-    query = request.query
-    version = query.get("api-version")
-    if version not in APPSERVICE_API_VERSIONS:
-        return _appservice_error(f"api-version '{version or ''}' is not supported; use "
-                                 f"{' or '.join(APPSERVICE_API_VERSIONS)}")
-    resource = query.get("resource")
-    if not resource:
-        return _appservice_error("Required query parameter 'resource' is missing")
-    try:
-        selector = read_selector(query, APPSERVICE_SELECTORS)
-        principal, token, _ = await _issue(request, vm, selector, resource, not_found=APPSERVICE_NOT_FOUND,
-                                     ambiguous=APPSERVICE_AMBIGUOUS)
-    except IdentityError as err:
-        return _appservice_error(err.message, err.status)
-    return web.json_response({
-        "access_token": token.token,
-        "expires_on": str(token.expires_on),
-        "resource": resource,
-        "token_type": "Bearer",
-        "client_id": principal.app_id,
     })
 
 
@@ -411,14 +370,13 @@ async def versions(request: web.Request) -> web.Response:
 
 
 def build_app(ctx: Context, runtime: ComputeRuntime) -> web.Application:
-    """The application every VM's port serves (the VM is found from the port)."""
+    """The application every VM's IMDS door serves (the VM is found from the connection's namespace)."""
     app = web.Application()
     app["ctx"] = ctx
     app[RUNTIME] = runtime
     app[TOKENS] = TokenCache(ctx.tokens, enabled=ctx.settings.imds_token_cache)
     app[THROTTLE] = Throttle(ctx.settings.imds_rate_limit)
     app.router.add_get("/metadata/identity/oauth2/token", imds_token)
-    app.router.add_get("/msi/token", appservice_token)
     app.router.add_get("/metadata/versions", versions)
     app.router.add_get("/metadata/instance", instance)
     app.router.add_get("/metadata/instance/{path:.*}", instance)

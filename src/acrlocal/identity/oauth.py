@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from acrlocal import publiccloud
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
 from acrlocal.identity.assertions import (
@@ -191,6 +192,20 @@ async def openid_configuration(request: web.Request) -> web.Response:
     })
 
 
+async def instance_discovery(request: web.Request) -> web.Response:
+    """msal's instance discovery (``/common/discovery/instance``), as Entra answers it: where the tenant's
+    metadata is, and the names that are aliases of this authority."""
+    host = request.host
+    base = f"https://{host}"
+    aliases = [host] + ([] if host != publiccloud.LOGIN_HOST else ["login.windows.net", "login.microsoft.com",
+                                                                   "sts.windows.net"])
+    return web.json_response({
+        "tenant_discovery_endpoint": f"{base}/{{tenant}}/v2.0/.well-known/openid-configuration",
+        "api-version": "1.1",
+        "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": aliases}],
+    })
+
+
 async def jwks(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     try:
@@ -277,5 +292,6 @@ def setup(app: web.Application, ctx: Context) -> None:
     app.router.add_get("/{tenant}/.well-known/openid-configuration", openid_configuration)
     app.router.add_get("/{tenant}/discovery/v2.0/keys", jwks)
     app.router.add_get("/{tenant}/discovery/keys", jwks)
+    app.router.add_get("/common/discovery/instance", instance_discovery)
     app.router.add_post("/{tenant}/oauth2/v2.0/token", token_v2)
     app.router.add_post("/{tenant}/oauth2/token", token_v1)

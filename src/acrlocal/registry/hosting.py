@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from acrlocal import publiccloud
 from acrlocal.config import Settings
 from acrlocal.errors import ConfigError, NotFound
 from acrlocal.listeners import Listeners, bind
@@ -59,8 +60,15 @@ class RegistryHosting:
         return self._by_port.get(port)
 
     def by_host(self, host: str) -> RegistryRecord | None:
-        """The registry whose host name is ``host`` (``name.suffix``, with or without the port)."""
-        return self._by_host.get(host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower())
+        """The registry whose host name is ``host`` (``name.suffix``, or Azure's ``name.azurecr.io`` as VMs reach
+        it, with or without the port)."""
+        found = self._by_host.get(host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower())
+        if found is None and (name := publiccloud.registry_of(host)) is not None:
+            found = self._by_name.get(name)
+        return found
+
+    def exists(self, name: str) -> bool:
+        return name.lower() in self._by_name
 
     def get(self, name: str) -> RegistryRecord:
         rec = self._by_name.get(name.lower())
@@ -83,7 +91,8 @@ class RegistryHosting:
         return f"{self.hostname(rec)}:{self.shared_port}"
 
     def login_servers(self, rec: RegistryRecord) -> list[str]:
-        return [self.login_server(rec), f"127.0.0.1:{rec.port}", self.host_login_server(rec)]
+        return [self.login_server(rec), f"127.0.0.1:{rec.port}", self.host_login_server(rec),
+                publiccloud.registry_host(rec.name)]
 
     def describe(self, rec: RegistryRecord) -> dict[str, Any]:
         return {

@@ -130,7 +130,8 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @data_dir_option
 @click.option("--port", type=int, help="The shared https port (default 8443; 0 picks a free port).")
 @click.option("--registry-port-base", type=int, help="First port for registries' own listeners (0: any).")
-@click.option("--imds-port-base", type=int, help="First port for VMs' IMDS listeners (0: any).")
+@click.option("--imds-port-base", type=int,
+              help="Ignored (VMs reach IMDS at 169.254.169.254 in their own network namespace).")
 @click.option("--imds-rate-limit", type=float,
               help="Requests per second per VM that IMDS answers before answering 429 (default 20; 0: no limit).")
 @click.option("--imds-token-cache/--no-imds-token-cache", default=None,

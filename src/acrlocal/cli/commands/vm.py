@@ -14,12 +14,11 @@ from typing import Any
 
 import click
 
+from acrlocal.cli import console
 from acrlocal.cli.errors import CLIError, CLIUsageError
-from acrlocal.cli.framework import AzGroup, confirm, option, warn
+from acrlocal.cli.framework import AzGroup, confirm, option
 from acrlocal.cli.resources import API, IDENTITY_TYPE, VM_TYPE, flatten, group_path, list_path, resource_id
 from acrlocal.cli.session import Session
-from acrlocal.compute import enter
-from acrlocal.errors import ConfigError
 
 SYSTEM = "[system]"
 #: How long the CLI waits for a run-command's answer: longer than any script may run on the server.
@@ -143,10 +142,65 @@ def create(name: str, resource_group: str, image: str, admin_username: str, gene
 @vm.command("show", show=True)
 @name_option
 @group_option
-def show(name: str, resource_group: str) -> Any:
+@option("--show-details", "-d", is_flag=True, help="Show public ip address, FQDN, and power states.")
+def show(name: str, resource_group: str, show_details: bool) -> Any:
     """Get the details of a VM."""
     session = Session()
-    return flatten(session.arm.get(_path(session, resource_group, name), API["vms"]))
+    if not show_details:
+        return flatten(session.arm.get(_path(session, resource_group, name), API["vms"]))
+    result = flatten(session.arm.call("GET", _path(session, resource_group, name), api_version=API["vms"],
+                                      params={"$expand": "instanceView"}))
+    statuses = ((result.get("instanceView") or {}).get("statuses") or []) if isinstance(result, dict) else []
+    power = next((s.get("displayStatus") for s in statuses if str(s.get("code", "")).startswith("PowerState/")),
+                 None)
+    return {**result, "powerState": power, "publicIps": "", "fqdns": "", "privateIps": "", "macAddresses": ""}
+
+
+def _power(name: str, resource_group: str, action: str, no_wait: bool) -> Any:
+    session = Session()
+    session.arm.call("POST", f"{_path(session, resource_group, name)}/{action}", api_version=API["vms"],
+                     wait=not no_wait)
+    return None
+
+
+no_wait_option = option("--no-wait", is_flag=True, help="Do not wait for the long-running operation to finish.")
+
+
+@vm.command("start")
+@name_option
+@group_option
+@no_wait_option
+def start(name: str, resource_group: str, no_wait: bool) -> Any:
+    """Start a stopped VM (its processes run again)."""
+    return _power(name, resource_group, "start", no_wait)
+
+
+@vm.command("stop")
+@name_option
+@group_option
+@no_wait_option
+@option("--skip-shutdown", is_flag=True, help="Accepted for compatibility: the VM's processes are ended either way.")
+def stop(name: str, resource_group: str, no_wait: bool, skip_shutdown: bool) -> Any:
+    """Power off (stop) a running VM: every process in it ends; its disk stays."""
+    return _power(name, resource_group, "powerOff", no_wait)
+
+
+@vm.command("deallocate")
+@name_option
+@group_option
+@no_wait_option
+def deallocate(name: str, resource_group: str, no_wait: bool) -> Any:
+    """Deallocate a VM: it stops, as with `vm stop`, and is reported deallocated."""
+    return _power(name, resource_group, "deallocate", no_wait)
+
+
+@vm.command("restart")
+@name_option
+@group_option
+@no_wait_option
+def restart(name: str, resource_group: str, no_wait: bool) -> Any:
+    """Restart a VM: its processes end and it boots again (/tmp and /run cleared)."""
+    return _power(name, resource_group, "restart", no_wait)
 
 
 @vm.command("list", table=_vm_table)
@@ -268,27 +322,26 @@ def run_command_invoke(name: str, resource_group: str, command_id: str, scripts:
 
 
 def _enter_vm(name: str, resource_group: str, command: tuple[str, ...]) -> Any:
-    """Replace this process with a shell in the VM (or ``bash -c '<command>'``, as ssh runs a remote command).
+    """A shell in the VM as its admin user (or ``bash -c '<command>'``, as ssh runs a remote command), joined to
+    this terminal or these streams; exits with the remote exit code.
 
-    The server describes the VM (``POST .../retrieveSandboxAccess``, allowed to principals that may log in to it
-    as its administrator): this CLI never reads the server's data directory for it.
+    The server hands out a one-time console ticket (``POST .../console``, allowed to principals that may log in to
+    the VM as its administrator, or run commands on it); this CLI never reads the server's data directory.
     """
     session = Session()
-    body = session.arm.post(f"{_path(session, resource_group, name)}/retrieveSandboxAccess", API["vms"])
-    try:
-        access = enter.SandboxAccess.from_json(body)
-    except ConfigError as exc:
-        raise CLIError(f"The server's description of VM '{name}' cannot be used: {exc}") from None
-    argv, env, mode = enter.command(access, enter.shell_argv(access, " ".join(command) if command else None))
-    if mode == enter.NO_NAMESPACE and access.mounts:
-        warn(enter.no_namespace_warning(access, enter.namespace_mode()[1]))
+    interactive = not command and os.isatty(0) and os.isatty(1)
+    body: dict[str, Any] = {"term": os.environ.get("TERM") or "xterm"}
+    if command:
+        body["command"] = " ".join(command)
+    if interactive:
+        rows, cols = console.terminal_size()
+        body["tty"] = {"rows": rows, "cols": cols}
+    answer = session.arm.post(f"{_path(session, resource_group, name)}/console", API["vms"], body)
+    base = session.endpoints.resource_manager.rstrip("/")
+    url = "wss" + base[len("https"):] + str(answer["path"]) if base.startswith("https") else base + answer["path"]
     sys.stdout.flush()
     sys.stderr.flush()
-    try:
-        os.chdir(access.home)
-        os.execve(argv[0], argv, env)
-    except OSError as exc:
-        raise CLIError(f"Cannot enter VM '{name}': {argv[0]}: {exc.strerror}") from None
+    sys.exit(console.run(url, session.endpoints.verify, interactive=interactive))
 
 
 ssh_name = option("--name", "-n", "--vm-name", "name", required=True, help="The name of the VM.")

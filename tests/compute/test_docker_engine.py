@@ -1,0 +1,147 @@
+"""Docker Engine in a VM (Debian's docker.io on the host): the VM's own ``dockerd``, started on first use of
+``/run/docker.sock``, running as the VM's root inside its namespaces; pulls from ``<registry>.azurecr.io`` with the
+VM's identity and runs containers on the VM's network; Docker Hub is out of reach with Docker's own error, and
+``registry-mirrors`` pointed at an acrlocal registry serves ``hello-world``; the daemon ends with the VM. Without
+docker.io, ``docker`` is podman and says so once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import AcrLocal
+from tests.interop.tools import Containers
+from tests.ocitools import config_blob, image, tar_layer, write_layout
+
+BUSYBOX = Path("/bin/busybox")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("dockerd") is None, reason="Debian's docker.io is not installed"),
+    pytest.mark.skipif(not BUSYBOX.exists() or shutil.which("skopeo") is None,
+                       reason="busybox-static and skopeo make and push the test image"),
+]
+
+
+def az(server: AcrLocal, *args: str) -> Any:
+    proc = server.cli(*args, check=False)
+    assert proc.returncode == 0, f"acrlocal {' '.join(args)}: {proc.stderr}"
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def ssh(server: AcrLocal, group: str, vm: str, script: str) -> tuple[int, str, str]:
+    proc = server.cli("ssh", "vm", "-g", group, "-n", vm, "--", script, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def push_busybox_image(server: AcrLocal, root: Path, repository: str, message: str) -> str:
+    """An image whose entry point prints ``message`` (a static busybox), pushed as the local administrator."""
+    layer = tar_layer({"bin/busybox": BUSYBOX.read_bytes()}, modes={"bin/busybox": 0o755})
+    config = config_blob(diff_ids=[layer.digest], cmd=["/bin/busybox", "echo", message])
+    manifest = image(config, [layer])
+    write_layout(root / "layout", {"v1": manifest}, [config, layer])
+    with Containers(root / "tools", server) as tools:
+        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir),
+                     f"oci:{root / 'layout'}:v1", f"docker://{tools.ref(repository)}:latest")
+    return manifest.digest
+
+
+@pytest.fixture(scope="module")
+def world(acrlocal: AcrLocal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    group = f"docker-{uuid.uuid4().hex[:8]}"
+    az(acrlocal, "group", "create", "-n", group, "-l", "westus")
+    principal = az(acrlocal, "vm", "create", "-g", group, "-n", "dockervm", "--assign-identity", "--query",
+                   "identity.systemAssignedIdentity")
+    registry = az(acrlocal, "acr", "show", "-n", "acrlocal", "--query", "id")
+    az(acrlocal, "role", "assignment", "create", "--assignee", principal, "--scope", registry, "--role", "acrpull")
+    root = tmp_path_factory.mktemp("docker-image")
+    push_busybox_image(acrlocal, root, "engine/hello", "Hello from a container in an acrlocal VM")
+    yield {"group": group}
+    az(acrlocal, "group", "delete", "-n", group, "--yes")
+
+
+def test_the_vms_own_engine_pulls_with_the_identity_and_runs(acrlocal: AcrLocal, world: dict[str, str]) -> None:
+    code, out, err = ssh(acrlocal, world["group"], "dockervm", """set -e
+        ls -l /run/docker.sock | cut -d' ' -f1,3,4
+        docker version --format '{{.Server.Version}}' > /dev/null
+        ps -e -o user=,comm= | grep -w dockerd
+        docker info --format '{{.DockerRootDir}} {{.Driver}}'
+        echo '{"credHelpers": {"acrlocal.azurecr.io": "acrlocal"}}' > ~/.docker/config.json 2>/dev/null || {
+            mkdir -p ~/.docker; echo '{"credHelpers": {"acrlocal.azurecr.io": "acrlocal"}}' > ~/.docker/config.json; }
+        docker pull -q acrlocal.azurecr.io/engine/hello:latest > /dev/null
+        docker run --rm --network host acrlocal.azurecr.io/engine/hello:latest
+        docker run --rm acrlocal.azurecr.io/engine/hello:latest
+    """)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "srw-rw---- root docker"
+    assert lines[1].split() == ["root", "dockerd"]  # the VM's root: root only inside the VM's user namespace
+    assert lines[2] == "/var/lib/docker overlay2"
+    assert lines[3:] == ["Hello from a container in an acrlocal VM"] * 2
+
+
+def test_docker_hub_is_out_of_reach_with_dockers_own_error(acrlocal: AcrLocal, world: dict[str, str]) -> None:
+    code, out, err = ssh(acrlocal, world["group"], "dockervm", "sudo docker run hello-world")
+    assert code != 0
+    assert "Unable to find image 'hello-world:latest' locally" in err + out
+    assert "lookup registry-1.docker.io" in err and "no such host" in err
+
+
+def test_registry_mirrors_pointed_at_an_acrlocal_registry_serve_hello_world(
+        acrlocal: AcrLocal, world: dict[str, str], tmp_path: Path) -> None:
+    mirror = f"mirror{uuid.uuid4().hex[:8]}"
+    az(acrlocal, "acr", "create", "-g", world["group"], "-n", mirror, "--sku", "Standard")
+    az(acrlocal, "acr", "update", "-n", mirror, "--anonymous-pull-enabled", "true")
+    layer = tar_layer({"bin/busybox": BUSYBOX.read_bytes()}, modes={"bin/busybox": 0o755})
+    config = config_blob(diff_ids=[layer.digest], cmd=["/bin/busybox", "echo", "Hello from Docker!"])
+    write_layout(tmp_path / "layout", {"latest": image(config, [layer])}, [config, layer])
+    token = az(acrlocal, "acr", "login", "-n", mirror, "--expose-token", "--query", "accessToken")
+    login_server = az(acrlocal, "acr", "show", "-n", mirror, "--query", "loginServer")
+    with Containers(tmp_path / "tools", acrlocal, anonymous=True) as tools:
+        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir), "--dest-creds",
+                     f"00000000-0000-0000-0000-000000000000:{token}", f"oci:{tmp_path / 'layout'}:latest",
+                     f"docker://{login_server}/library/hello-world:latest")
+    code, out, err = ssh(acrlocal, world["group"], "dockervm", f"""set -e
+        echo '{{"registry-mirrors": ["https://{mirror}.azurecr.io"]}}' | sudo tee /etc/docker/daemon.json >/dev/null
+        sudo kill -HUP $(cat /run/docker.pid)
+        sleep 1
+        sudo docker run --rm hello-world
+        sudo rm /etc/docker/daemon.json
+        sudo kill -HUP $(cat /run/docker.pid)
+    """)
+    assert code == 0, err
+    assert out.splitlines()[-1] == "Hello from Docker!"
+
+
+def test_the_engine_ends_with_the_vm_and_starts_again(acrlocal: AcrLocal, world: dict[str, str]) -> None:
+    code, out, _ = ssh(acrlocal, world["group"], "dockervm", "docker info --format '{{.ID}}' >/dev/null; "
+                       "pgrep -c dockerd")
+    assert code == 0 and out.strip() == "1"
+    az(acrlocal, "vm", "restart", "-g", world["group"], "-n", "dockervm")
+    code, out, err = ssh(acrlocal, world["group"], "dockervm", "pgrep -c dockerd || true; "
+                         "docker image ls --format '{{.Repository}}' | grep -c engine/hello")
+    assert code == 0, err
+    assert out.splitlines() == ["0", "1"]  # no daemon until docker is used; its images kept on the VM's disk
+
+
+def test_without_docker_io_docker_is_podman_and_says_so_once(tmp_path: Path) -> None:
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed")
+    server = AcrLocal(tmp_path / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACRLOCAL_VM_DOCKER", "podman")
+        server.start()
+    try:
+        az(server, "group", "create", "-n", "rg", "-l", "westus")
+        az(server, "vm", "create", "-g", "rg", "-n", "plain")
+        first = ssh(server, "rg", "plain", "docker --version; test -S /run/docker.sock || echo no-engine-socket")
+        second = ssh(server, "rg", "plain", "docker --version")
+        assert first[0] == 0 and second[0] == 0, first[2] + second[2]
+        assert first[1].startswith("podman version") and "no-engine-socket" in first[1]
+        assert "Emulate Docker CLI using podman" in first[2] and "Emulate Docker CLI" not in second[2]
+    finally:
+        server.stop()
