@@ -203,7 +203,7 @@ def build_root(plan: dict[str, Any]) -> None:
             bind(source, root + target, readonly=True)
     run = safe_dir(root, "/run")
     mount("tmpfs", run, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=256m")
-    for sub, mode in (("lock", 0o1777), ("user", 0o755), ("sudo", 0o711)):
+    for sub, mode in (("lock", 0o1777), ("user", 0o755), ("sudo", 0o711), ("sshd", 0o755)):
         _mkdirs(os.path.join(run, sub), mode)
         os.chmod(os.path.join(run, sub), mode)
     dev = safe_dir(root, "/dev")
