@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
 import ssl
@@ -359,6 +360,9 @@ class ComputeRuntime:
     async def _boot(self, vm: VirtualMachine) -> _Running:
         if self.doors is None:
             raise MachineError("the compute runtime has not started")
+        if os.geteuid() != 0:
+            raise MachineError(f"VMs need root: each VM's mount, user, network and PID namespaces are made by the "
+                               f"server as root, and this server runs as uid {os.geteuid()} (start it with sudo)")
         folder = self.directory_of(vm)
         admin, tty_gid, docker_gid = await asyncio.to_thread(sandbox.read_accounts, folder)
         await asyncio.to_thread(sandbox.check_data_dir_hidden, self.settings.data_dir, self.tools,
