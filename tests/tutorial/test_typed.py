@@ -24,6 +24,7 @@ from tests.harness import SRC, AcrLocal
 from tests.interop.tools import Containers
 from tests.ocitools import config_blob, image, tar_layer, write_layout
 from tests.tutorial.conftest import Shell
+from tests.vmexec import vm_client
 
 BUSYBOX = Path("/bin/busybox")
 PROMPT = "azureuser@myDockerVM:~$"
@@ -217,3 +218,39 @@ def test_the_article_typed_into_the_vm(host: Shell, vm_terminal: Terminal) -> No
     assert "Identity not found" in out
     out = vm("docker pull mycontainerregistry.azurecr.io/aci-helloworld:v1")
     assert "unauthorized" in out or "denied" in out
+
+
+def test_the_azure_sdks_in_the_vm_with_no_settings(host: Shell, vm_terminal: Terminal) -> None:
+    """The article's "Use the Azure SDKs" option: production code unchanged in the VM, nothing exported by hand.
+    azure-identity's ManagedIdentityCredential and DefaultAzureCredential find IMDS at 169.254.169.254, and
+    azure-containerregistry talks to https://mycontainerregistry.azurecr.io, as on Azure; and the SDK is refused
+    before the identity holds a role there."""
+    vm_id = host.out("az vm show --resource-group myResourceGroup --name myDockerVM --query id --output tsv")
+    resource_id = host.out("az acr show --resource-group myResourceGroup --name myContainerRegistry --query id "
+                           "--output tsv")
+    host.run("az vm identity assign --resource-group myResourceGroup --name myDockerVM")
+    sp_id = host.out("az vm show --resource-group myResourceGroup --name myDockerVM --query identity.principalId "
+                     "--out tsv")
+    code = """
+        from azure.containerregistry import ContainerRegistryClient
+        from azure.identity import {credential}
+        client = ContainerRegistryClient("https://mycontainerregistry.azurecr.io", {credential}())
+        try:
+            names = list(client.list_repository_names())
+            digest = client.get_manifest_properties("aci-helloworld", "v1").digest
+        except Exception as exc:
+            report(ok=False, error=type(exc).__name__, message=str(exc))
+        else:
+            report(ok=True, names=names, digest=digest)
+    """
+    environment = vm_client(host.server, vm_id, "import os\nreport(ok=True, names=sorted(os.environ))")
+    assert not [n for n in environment["names"] if n.startswith(("AZURE_", "IDENTITY_", "MSI_", "IMDS_"))]
+
+    denied = vm_client(host.server, vm_id, code.format(credential="ManagedIdentityCredential"))
+    assert denied["ok"] is False and denied["error"] == "ClientAuthenticationError", denied
+
+    host.run(f"az role assignment create --assignee {sp_id} --scope {resource_id} --role acrpull")
+    for credential in ("ManagedIdentityCredential", "DefaultAzureCredential"):
+        result = vm_client(host.server, vm_id, code.format(credential=credential))
+        assert result["ok"], result
+        assert result["names"] == ["aci-helloworld"] and result["digest"].startswith("sha256:")
