@@ -143,6 +143,7 @@ class Server:
         admin = bootstrap(directory, settings.data_dir, settings.hostname_suffix)
         keys = KeyRing(engine)
         tokens = TokenIssuer(keys, self.authority)
+        keys.active(admin.tenantId)  # the default tenant's JWKS has its key before anyone signs in
         signer = RegistryTokens(TokenKeys(engine))
         signer.keys.active()  # load (or make) the signing key before the first request
         registry_auth: Authorizer

@@ -10,15 +10,19 @@ import base64
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import jwt
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import create_engine
 
-from tests.arm.conftest import Arm
+from acrlocal.identity import store as identity_store
+from tests.arm.conftest import Arm, subscription_of
 from tests.harness import AcrLocal
 from tests.tokens.conftest import (
     TokenClient,
@@ -172,3 +176,42 @@ def test_arm_audience_tokens_follow_the_registry_policy(server: AcrLocal, arm: A
     finally:
         registry_properties(arm, "acrlocal", policies={"azureADAuthenticationAsArmPolicy": {"status": "enabled"}})
     assert tokens.exchange(arm_token).status_code == 200
+
+
+def _stored_signing_keys(server: AcrLocal) -> int:
+    engine = create_engine(f"sqlite:///{server.data_dir / 'acrlocal.db'}")
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(identity_store.signing_keys)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_an_unsigned_token_of_an_unknown_tenant_costs_no_key_and_gets_401(server: AcrLocal, tokens: TokenClient,
+                                                                           arm: Arm) -> None:
+    """Issue 8, item 1: looking up a signing key never creates one. A token naming a tenant that does not exist
+    (or a kid no tenant has) is refused with 401 in each protocol's own shape, and no key row is written."""
+    good = server.admin_token()
+    body = claims(good)
+    kid = jwt.get_unverified_header(good)["kid"]
+    keyless = other_tenant_principal(server, "keyless").tenant_id  # a tenant that has signed nothing yet
+    forged = {
+        "unknown tenant": {**body, "tid": str(uuid.uuid4())},
+        "not a tenant id": {**body, "tid": "x" * 300},
+        "a tenant with no keys yet": {**body, "tid": keyless, "iss": body["iss"].replace(body["tid"], keyless)},
+    }
+    tokens_to_try = [f"{_b64({'alg': 'RS256', 'typ': 'JWT', 'kid': kid})}.{_b64(c)}.AAAA" for c in forged.values()]
+    tokens_to_try.append(f"{_b64({'alg': 'RS256', 'typ': 'JWT', 'kid': 'no-such-kid'})}.{_b64(body)}.AAAA")
+    before = _stored_signing_keys(server)
+    for forgery in tokens_to_try:
+        r = tokens.exchange(forgery)
+        assert r.status_code == 401 and r.json()["errors"][0]["code"] == "UNAUTHORIZED", r.text
+        r = Arm(server, forgery).call("GET", f"/subscriptions/{subscription_of(server)}/resourcegroups")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationToken", r.text
+        assert r.headers["WWW-Authenticate"].startswith("Bearer ")
+        r = Arm(server, forgery).call("GET", "/v1.0/applications", api_version=None)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationToken", r.text
+    assert _stored_signing_keys(server) == before
+    # The server kept serving, and real tokens still work everywhere.
+    assert tokens.exchange(good).status_code == 200
+    assert arm.call("GET", f"/subscriptions/{subscription_of(server)}/resourcegroups").status_code == 200

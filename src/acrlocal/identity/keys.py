@@ -73,29 +73,50 @@ class KeyRing:
         return keys
 
     def keys(self, tenant_id: str) -> list[SigningKey]:
-        """The tenant's published keys, newest first; the first one signs."""
+        """The tenant's published keys, newest first (the first one signs); empty for a tenant that has none or
+        does not exist. Never makes a key: an unauthenticated caller reaches this with any tenant id it likes, so
+        it costs one indexed query, and only tenants that have keys are remembered."""
         tenant_id = tenant_id.lower()
         keys = self._keys.get(tenant_id)
         if keys is None:
+            loaded = self._load(tenant_id)
+            if not loaded:
+                return []
             with self._lock:
-                keys = self._keys.get(tenant_id)
-                if keys is None:
-                    keys = self._load(tenant_id)
-                    if not keys:
-                        self._create(tenant_id)
-                        keys = self._load(tenant_id)
-                    self._keys[tenant_id] = keys
+                keys = self._keys.setdefault(tenant_id, loaded)
         now = time.time()
         return [k for k in keys if k.retired is None or k.retired + MAX_TOKEN_LIFETIME_S > now]
 
     def active(self, tenant_id: str) -> SigningKey:
+        """The key that signs the tenant's tokens. A tenant that has none gets one here, and only here: the
+        caller is issuing a token, so it has authenticated someone of this (existing) tenant."""
+        keys = self.keys(tenant_id)
+        if keys:
+            return keys[0]
+        tenant_id = tenant_id.lower()
+        with self._lock:
+            if not self._load(tenant_id):
+                self._create(tenant_id)
+            self._keys[tenant_id] = self._load(tenant_id)
         return self.keys(tenant_id)[0]
 
     def find(self, tenant_id: str, kid: str) -> SigningKey | None:
+        """The tenant's published key ``kid``, or ``None``. A kid this process has not seen is looked up once in
+        the database (another process may have rotated); a kid the database does not know either costs that one
+        primary-key query."""
         for key in self.keys(tenant_id):
             if key.kid == kid:
                 return key
-        return None
+        tenant_id = tenant_id.lower()
+        if tenant_id not in self._keys:
+            return None  # keys() just read the database and found nothing for this tenant
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.signing_keys.c.tenant_id).where(t.signing_keys.c.kid == kid)).first()
+        if row is None or row.tenant_id != tenant_id:
+            return None
+        with self._lock:
+            self._keys[tenant_id] = self._load(tenant_id)
+        return next((k for k in self.keys(tenant_id) if k.kid == kid), None)
 
     def jwks(self, tenant_id: str) -> dict[str, Any]:
         return {"keys": [k.jwk() for k in self.keys(tenant_id)]}
