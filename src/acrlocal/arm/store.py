@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from acrlocal.rbac.evaluate import RoleAssignment
 from acrlocal.rbac.roles import BUILT_IN_ROLES, Permission, RoleDefinition
 from acrlocal.rbac.scopes import Scope, parse_scope
-from acrlocal.storage.sql import metadata
+from acrlocal.storage.sql import byte_ordered, metadata
 
 resource_groups = sa.Table(
     "arm_resource_groups",
@@ -43,7 +43,7 @@ resource_groups = sa.Table(
 resources = sa.Table(
     "arm_resources",
     metadata,
-    sa.Column("id_key", sa.String(2048), primary_key=True),
+    sa.Column("id_key", byte_ordered(2048), primary_key=True),
     sa.Column("id", sa.String(2048), nullable=False),
     sa.Column("subscription_id", sa.String(36), nullable=False),
     sa.Column("group_key", sa.String(90), nullable=False),
@@ -89,7 +89,7 @@ role_assignments = sa.Table(
     metadata,
     sa.Column("name", sa.String(36), primary_key=True),
     sa.Column("scope", sa.String(2048), nullable=False),
-    sa.Column("scope_key", sa.String(2048), nullable=False),
+    sa.Column("scope_key", byte_ordered(2048), nullable=False),
     sa.Column("role_definition", sa.String(36), nullable=False),
     sa.Column("principal_id", sa.String(36), nullable=False),
     sa.Column("principal_type", sa.String(32), nullable=False),

@@ -43,14 +43,6 @@ vms = sa.Table(
 )
 
 
-def add_missing_columns(engine: Engine) -> None:
-    """Bring a table made by an earlier acrlocal up to date (``power_state`` was added later)."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns("vms")}
-    if "power_state" not in columns:
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE vms ADD COLUMN power_state VARCHAR(16) NOT NULL DEFAULT 'running'"))
-
-
 def _vm(row: Any) -> VirtualMachine:
     return VirtualMachine(
         vm_id=row.vm_id, resource_id=row.resource_id, name=row.name, resource_group=row.resource_group,
@@ -64,7 +56,6 @@ class VMTable:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        add_missing_columns(engine)
 
     def all(self) -> list[VirtualMachine]:
         with self.engine.connect() as conn:

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from acrlocal.errors import NotFound
-from acrlocal.identity import store
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.passwords import generate_password, hash_password, verify_password
 
@@ -63,7 +62,6 @@ def user_domain(tenant_name: str, suffix: str = "localhost") -> str:
 def bootstrap(directory: Directory, data_dir: Path, suffix: str = "localhost") -> AdminCredential:
     """Make sure the default tenant, subscription, administrator and user exist; return their credentials
     (from ``admin.json``, rewritten with a new secret or password if it is missing or stale)."""
-    store.upgrade(directory.engine)
     try:
         tenant = directory.default_tenant()
     except NotFound:

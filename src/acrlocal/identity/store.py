@@ -191,18 +191,3 @@ service_principals = sa.Table(
     sa.Column("properties", sa.Text, nullable=False, default="{}"),
 )
 
-
-def upgrade(engine: sa.engine.Engine) -> None:
-    """Bring an older database's directory up to date: application objects used to be the control plane's
-    ``arm_graph_applications`` table; they move to :data:`applications` (their secrets were always in
-    ``principal_secrets``)."""
-    if not sa.inspect(engine).has_table("arm_graph_applications"):
-        return
-    old = sa.Table("arm_graph_applications", sa.MetaData(), autoload_with=engine)
-    with engine.begin() as conn:
-        for row in conn.execute(sa.select(old)).all():
-            if conn.execute(sa.select(applications.c.id).where(applications.c.id == row.id)).first() is None:
-                conn.execute(sa.insert(applications).values(
-                    id=row.id, app_id=row.app_id, tenant_id=row.tenant_id, display_name=row.display_name,
-                    service_principal=bool(row.service_principal), properties="{}", created=row.created))
-        old.drop(conn)

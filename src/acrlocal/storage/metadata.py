@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from acrlocal.errors import AcrLocalError, AlreadyExists, NotFound
-from acrlocal.storage.sql import metadata
+from acrlocal.storage.sql import byte_ordered, metadata
 
 registries = sa.Table(
     "registries",
@@ -118,7 +118,7 @@ repositories = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("registry_id", sa.Integer, sa.ForeignKey("registries.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("name", byte_ordered(256), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),
     *_attributes(),
@@ -166,7 +166,7 @@ tags = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("name", byte_ordered(128), nullable=False),
     sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),

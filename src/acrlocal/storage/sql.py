@@ -3,7 +3,8 @@
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (a commit survives a process crash; an OS crash may lose the
 last commits but never corrupts), foreign keys on, and a busy timeout so that a second process (the CLI reading
 state) waits instead of failing. The same tables work on PostgreSQL; only :func:`open_engine` knows the
-difference.
+difference. The schema is made and changed by migrations (:mod:`acrlocal.storage.schema`), never by
+``create_all``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from sqlalchemy.engine import Engine
 
 metadata = sa.MetaData()
 
-# Modules that declare tables on ``metadata``; imported before ``create_all`` so every table exists (by name, here:
-# they import ``metadata`` from this module).
+# Modules that declare tables on ``metadata`` (by name, here: they import ``metadata`` from this module); migrations
+# compare against all of them.
 TABLE_MODULES = (
     "acrlocal.storage.metadata",
     "acrlocal.identity.store",
@@ -37,41 +38,33 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def open_engine(url: str) -> Engine:
-    """An engine for ``url`` with the schema created. SQLite files get their pragmas on every connection."""
+def open_engine(url: str, *, upgrade: bool = True) -> Engine:
+    """An engine for ``url``, its schema upgraded to the newest migration unless ``upgrade`` is false (see
+    :mod:`acrlocal.storage.schema`). SQLite files get their pragmas on every connection."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    for name in TABLE_MODULES:
-        importlib.import_module(name)
-    metadata.create_all(engine)
-    add_missing_columns(engine)
+    if upgrade:
+        from acrlocal.storage import schema
+
+        schema.upgrade(engine)
     return engine
 
 
-def add_missing_columns(engine: Engine) -> list[str]:
-    """Add the nullable columns a table has gained since the database was made (``create_all`` only makes missing
-    tables); returns ``table.column`` of each one added. A new column that is not nullable is a schema change this
-    cannot make, and raises ``RuntimeError`` naming it."""
-    inspector = sa.inspect(engine)
-    added: list[str] = []
-    for table in metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            if not column.nullable:
-                raise RuntimeError(f"column {table.name}.{column.name} is missing and not nullable: the database "
-                                   "needs a migration")
-            kind = column.type.compile(dialect=engine.dialect)
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
-            added.append(f"{table.name}.{column.name}")
-    return added
+def load_tables() -> sa.MetaData:
+    """:data:`metadata` with every room's tables declared on it."""
+    for name in TABLE_MODULES:
+        importlib.import_module(name)
+    return metadata
+
+
+def byte_ordered(length: int) -> sa.types.TypeEngine[str]:
+    """A string column compared and sorted byte by byte on every backend, for prefix ranges (``key/`` up to
+    ``key0``) and OCI's lexical order of names: SQLite's default (``BINARY``) and PostgreSQL's ``C`` collation (a
+    database's own collation, e.g. ``en_US``, sorts ignoring punctuation first)."""
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
 class DataVersion:

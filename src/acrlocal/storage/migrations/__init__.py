@@ -1,0 +1,1 @@
+"""Alembic migrations of acrlocal's database (see :mod:`acrlocal.storage.schema`)."""
