@@ -12,7 +12,7 @@ import pytest
 
 from tests.harness import AcrLocal
 from tests.interop.tools import Containers, ToolError
-from tests.ocitools import Manifest, config_blob, image, tar_layer, write_layout
+from tests.ocitools import Manifest, config_blob, image, index, tar_layer, write_layout
 from tests.registry.conftest import RegistryClient, error_code
 
 DISALLOWED = "REGISTRY_DISALLOWED_OPERATION"
@@ -173,3 +173,94 @@ def test_read_locked_repository_lends_no_blob_to_a_mount(registry: RegistryClien
     patch(registry, f"/acr/v1/{repo}", readEnabled=True)
     r = registry.post(f"/v2/{target}/blobs/uploads/?mount={digest}&from={repo}")
     assert r.status_code == 201
+
+
+# -- what a locked manifest contains is locked with it (issue 8, item 3) ------------------------------------
+
+
+def layers_of(manifest: Manifest) -> list[str]:
+    return [layer["digest"] for layer in json.loads(manifest.body)["layers"]]
+
+
+def pullable(registry: RegistryClient, repo: str, reference: str, manifest: Manifest) -> bool:
+    """The manifest and every blob it names still answer with their bytes."""
+    if registry.get(f"/v2/{repo}/manifests/{reference}").content != manifest.body:
+        return False
+    return all(registry.get(f"/v2/{repo}/blobs/{d}").status_code == 200
+               for d in [config_of(manifest), *layers_of(manifest)])
+
+
+@pytest.mark.parametrize("attribute", ["deleteEnabled", "writeEnabled"])
+def test_blobs_of_a_locked_tag_cannot_be_deleted(registry: RegistryClient, repo: str, attribute: str) -> None:
+    image_ = registry.push_image(repo, "v1")
+    loose = registry.push_blob(repo, b"referenced by nothing")
+    patch(registry, f"/acr/v1/{repo}/_tags/v1", **{attribute: False})
+    for digest in [config_of(image_), *layers_of(image_)]:
+        r = registry.delete(f"/v2/{repo}/blobs/{digest}")
+        assert refused(r), r.text
+        assert image_.digest in r.json()["errors"][0]["detail"]["locked"]
+    assert pullable(registry, repo, "v1", image_)
+    assert registry.delete(f"/v2/{repo}/blobs/{loose}").status_code == 202  # what no locked image needs goes
+    patch(registry, f"/acr/v1/{repo}/_tags/v1", **{attribute: True})
+    assert registry.delete(f"/v2/{repo}/blobs/{layers_of(image_)[0]}").status_code == 202
+
+
+def test_blobs_of_a_locked_manifest_cannot_be_deleted(registry: RegistryClient, repo: str) -> None:
+    locked = registry.push_image(repo, "locked", layers=1)
+    free = registry.push_image(repo, "free", layers=1)
+    patch(registry, f"/acr/v1/{repo}/_manifests/{locked.digest}", deleteEnabled=False)
+    assert refused(registry.delete(f"/v2/{repo}/blobs/{layers_of(locked)[0]}"))
+    assert pullable(registry, repo, "locked", locked)
+    assert registry.delete(f"/v2/{repo}/blobs/{layers_of(free)[0]}").status_code == 202
+    # the lock belongs to this repository's manifest: the same blob in another repository is not held by it
+    other = repo + "-other"
+    r = registry.post(f"/v2/{other}/blobs/uploads/?mount={layers_of(locked)[0]}&from={repo}")
+    assert r.status_code == 201, r.text
+    assert registry.delete(f"/v2/{other}/blobs/{layers_of(locked)[0]}").status_code == 202
+    assert pullable(registry, repo, "locked", locked)
+
+
+def test_children_of_a_locked_index_and_their_blobs_cannot_be_deleted(
+    tools: Containers, registry: RegistryClient, repo: str
+) -> None:
+    amd, arm = registry.push_image(repo, None, layers=1), registry.push_image(repo, None, layers=1)
+    multi = index([(amd, {"architecture": "amd64", "os": "linux"}), (arm, {"architecture": "arm64", "os": "linux"})])
+    assert registry.push_manifest(repo, "multi", multi).status_code == 201
+    patch(registry, f"/acr/v1/{repo}/_tags/multi", deleteEnabled=False)
+    assert refused(registry.delete(f"/v2/{repo}/manifests/{amd.digest}"))
+    assert refused(registry.delete(f"/acr/v1/{repo}/_manifests/{arm.digest}"))
+    with pytest.raises(ToolError) as caught:
+        tools.skopeo("delete", "--cert-dir", str(tools.cert_dir), f"docker://{tools.ref(repo)}@{amd.digest}")
+    assert "disallowed" in str(caught.value)
+    assert refused(registry.delete(f"/v2/{repo}/blobs/{layers_of(arm)[0]}"))  # two levels down
+    assert pullable(registry, repo, amd.digest, amd) and pullable(registry, repo, arm.digest, arm)
+    # the same through a lock on the index itself rather than its tag
+    patch(registry, f"/acr/v1/{repo}/_tags/multi", deleteEnabled=True)
+    patch(registry, f"/acr/v1/{repo}/_manifests/{multi.digest}", writeEnabled=False)
+    assert refused(registry.delete(f"/v2/{repo}/manifests/{amd.digest}"))
+    patch(registry, f"/acr/v1/{repo}/_manifests/{multi.digest}", writeEnabled=True)
+    tools.skopeo("delete", "--cert-dir", str(tools.cert_dir), f"docker://{tools.ref(repo)}@{amd.digest}")
+    assert registry.get(f"/v2/{repo}/manifests/{amd.digest}").status_code == 404
+
+
+def test_read_locked_manifest_locks_the_bytes_only_it_references(registry: RegistryClient, repo: str) -> None:
+    shared = tar_layer({"base": repo.encode()})
+    config_a, config_b = config_blob(architecture="a"), config_blob(architecture="b")
+    for blob in (shared, config_a, config_b):
+        registry.push_blob(repo, blob)
+    quarantined = image(config_a, [shared])
+    readable = image(config_b, [shared])
+    assert registry.push_manifest(repo, "bad", quarantined).status_code == 201
+    assert registry.push_manifest(repo, "good", readable).status_code == 201
+    patch(registry, f"/acr/v1/{repo}/_manifests/{quarantined.digest}", readEnabled=False)
+    r = registry.get(f"/v2/{repo}/blobs/{config_a.digest}")
+    assert refused(r) and r.json()["errors"][0]["detail"]["attribute"] == "readEnabled"
+    assert registry.head(f"/v2/{repo}/blobs/{config_a.digest}").status_code == 200  # a pusher may still skip it
+    assert registry.get(f"/v2/{repo}/blobs/{shared.digest}").content == shared.data  # a readable image needs it
+    assert pullable(registry, repo, "good", readable)
+    # no mount lends what is locked (an upload session instead), and what is readable still mounts
+    other = repo + "-other"
+    assert registry.post(f"/v2/{other}/blobs/uploads/?mount={config_a.digest}&from={repo}").status_code == 202
+    assert registry.post(f"/v2/{other}/blobs/uploads/?mount={shared.digest}&from={repo}").status_code == 201
+    patch(registry, f"/acr/v1/{repo}/_manifests/{quarantined.digest}", readEnabled=True)
+    assert registry.get(f"/v2/{repo}/blobs/{config_a.digest}").content == config_a.data

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from acrlocal.storage.artifacts import SqlArtifacts
 from acrlocal.storage.metadata import (
     NewManifest,
     RegistryTable,
@@ -97,3 +100,46 @@ def test_registry_row_removal_cascades(store: tuple[SqlRegistryMetadata, int, in
     meta.put_manifest(reg, "app", NewManifest(D2, "m", b"{}", blobs=(D1,)), "v1")
     RegistryTable(meta.engine).remove("registryone")
     assert count(meta, repositories) == 0 and count(meta, manifests) == 0 and count(meta, tags) == 0
+
+
+def test_lock_reach_is_indexed_queries(store: tuple[SqlRegistryMetadata, int, int]) -> None:
+    """Whether a locked manifest needs a blob or child manifest is answered by lookups on what references it: no
+    statement the check runs scans a table or walks the repository's manifests (SQLite's query plans)."""
+    meta, reg, _ = store
+    artifacts = SqlArtifacts(meta)
+    layer, child, top = D1, D2, D3
+    meta.link_blob(reg, "app", layer, 10)
+    meta.put_manifest(reg, "app", NewManifest(child, "m", b"child", blobs=(layer,)), None)
+    meta.put_manifest(reg, "app", NewManifest(top, "i", b"index", manifests=(child,)), "v1")
+    for n in range(50):  # other content the check must not read through
+        digest = f"sha256:{n:064x}"
+        meta.link_blob(reg, "app", digest, 1)
+        meta.put_manifest(reg, "app", NewManifest(f"sha256:{n + 1000:064x}", "m", b"x%d" % n, blobs=(digest,)),
+                          f"t{n}")
+    assert artifacts.content_deletion_blocker(reg, "app", layer, "blob") is None  # no locks: no query at all
+    assert artifacts.set_attributes(reg, "app", {"deleteEnabled": False}, tag="v1")
+    artifacts.locks(reg, "app")
+
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    sa.event.listen(meta.engine, "before_cursor_execute", record)
+    try:
+        assert artifacts.content_deletion_blocker(reg, "app", layer, "blob") == (
+            f"tag 'v1' of manifest {top}, which references {layer}")
+        assert artifacts.content_deletion_blocker(reg, "app", child, "manifest") is not None
+        assert artifacts.content_deletion_blocker(reg, "app", "sha256:" + "0" * 63 + "7", "blob") is None
+    finally:
+        sa.event.remove(meta.engine, "before_cursor_execute", record)
+    assert statements
+    with meta.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+            details = [row[-1] for row in plan]
+            # neither a table scan nor a walk through the whole repository (a search on repository_id alone)
+            broad = [d for d in details if d.startswith("SCAN") or re.search(r"\(repository_id=\?\)$", d)]
+            assert not broad, (statement, details)
+

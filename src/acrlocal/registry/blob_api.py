@@ -92,6 +92,7 @@ async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord,
         headers[hdrs.CONTENT_LENGTH] = str(size)
         headers[hdrs.CONTENT_TYPE] = OCTET_STREAM
         return web.Response(status=200, headers=headers)
+    guards.check_blob_content_read(ctx.artifacts, registry.id, name, str(digest))
     if request.transport is not None:
         request.transport.set_write_buffer_limits(high=BLOB_WRITE_HIGH_WATER)
     path = ctx.blobs.local_path(digest)
@@ -114,9 +115,10 @@ async def delete_blob(request: web.Request, ctx: Context, registry: RegistryReco
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
-    guards.check_blob_delete(ctx.artifacts, registry.id, name)
     key = str(digest)
     async with locks.digests(key):
+        # Checked and unlinked with no await in between, so no lock set meanwhile is missed.
+        guards.check_blob_delete(ctx.artifacts, registry.id, name, key)
         if not ctx.registry_meta.unlink_blob(registry.id, name, key):
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": key})
         if ctx.registry_meta.forget_blob_if_unlinked(key):
@@ -223,6 +225,8 @@ async def _mount(
         return False
     if not ctx.artifacts.locks(registry.id, source).repository.read_enabled:
         return False  # a read-locked repository lends nothing: the client uploads instead
+    if ctx.artifacts.blob_read_blocker(registry.id, source, str(digest)) is not None:
+        return False  # nor does a read-locked manifest lend its layers
     async with locks.digests(str(digest)):
         return ctx.registry_meta.mount_blob(registry.id, source, name, str(digest)) is not None
 

@@ -7,7 +7,11 @@ What each attribute forbids, as ACR documents it for ``az acr repository update`
 - ``deleteEnabled=false``: deleting the repository, the tag, or the manifest (a manifest also cannot be deleted
   while a tag on it is locked, nor a repository while anything in it is).
 - ``readEnabled=false``: pulling the manifest (by a locked tag, of a locked manifest, or anything of a locked
-  repository, blobs included).
+  repository, blobs included). A read-locked manifest also locks the bytes of the blobs that only read-locked
+  manifests of the repository reference (GET refused, no mount lends them); ``HEAD`` still answers, so a
+  client pushing an image that shares those layers is not stopped.
+- What a locked manifest contains is locked with it: a blob or child manifest that a delete- or write-locked
+  manifest (or one under such a tag) references, directly or through indexes, cannot be deleted.
 - ``listEnabled=false``: the item is left out of listings (the catalog, tag lists, manifest lists); it can still
   be read by name. Listings filter in their queries (:mod:`acrlocal.storage.artifacts`), not here.
 
@@ -65,12 +69,26 @@ def check_tag_delete(catalog: ArtifactCatalog, registry_id: int, repository: str
         raise disallowed(f"tag {repository}:{tag}", "deleteEnabled")
 
 
+def check_blob_content_read(catalog: ArtifactCatalog, registry_id: int, repository: str, digest: str) -> None:
+    """Reading a blob's bytes: refused when only read-locked manifests of the repository reference it."""
+    blocker = catalog.blob_read_blocker(registry_id, repository, digest)
+    if blocker is not None:
+        raise disallowed(blocker, "readEnabled")
+
+
 def check_manifest_delete(catalog: ArtifactCatalog, registry_id: int, repository: str, digest: str) -> None:
+    """Deleting a manifest: not if it, its repository or a tag on it is locked, nor if a locked index needs it."""
     blocker = catalog.manifest_deletion_blocker(registry_id, repository, digest)
+    if blocker is None:
+        blocker = catalog.content_deletion_blocker(registry_id, repository, digest, "manifest")
     if blocker is not None:
         raise disallowed(blocker, "deleteEnabled")
 
 
-def check_blob_delete(catalog: ArtifactCatalog, registry_id: int, repository: str) -> None:
+def check_blob_delete(catalog: ArtifactCatalog, registry_id: int, repository: str, digest: str) -> None:
+    """Deleting a blob: not from a locked repository, nor from under a locked manifest that references it."""
     if not catalog.locks(registry_id, repository).repository.deletable:
         raise disallowed(f"repository {repository!r}", "deleteEnabled")
+    blocker = catalog.content_deletion_blocker(registry_id, repository, digest, "blob")
+    if blocker is not None:
+        raise disallowed(blocker, "deleteEnabled")

@@ -169,6 +169,10 @@ class ArtifactCatalog(Protocol):
 
     def manifest_deletion_blocker(self, registry_id: int, repository: str, digest: str) -> str | None: ...
 
+    def content_deletion_blocker(self, registry_id: int, repository: str, digest: str, kind: str) -> str | None: ...
+
+    def blob_read_blocker(self, registry_id: int, repository: str, digest: str) -> str | None: ...
+
     def delete_repository(self, registry_id: int, repository: str) -> DeletedRepository | None: ...
 
 
@@ -381,6 +385,70 @@ class SqlArtifacts:
                 ).first()
             if on_manifest is not None:
                 return f"tag {on_manifest.name!r}"
+        return None
+
+    def _referencing(self, conn: sa.Connection, repo_id: int, digests: set[str], kind: str) -> list[Any]:
+        """The manifests of the repository that reference one of ``digests`` (a ``kind`` of reference: ``blob``
+        or ``manifest``), with their attributes: one query on ``ix_manifest_references_digest``."""
+        return list(conn.execute(
+            sa.select(manifests.c.id, manifests.c.digest, *_attribute_columns(manifests))
+            .select_from(manifest_references.join(manifests, manifests.c.id == manifest_references.c.manifest_id))
+            .where(manifest_references.c.digest.in_(sorted(digests)), manifest_references.c.kind == kind,
+                   manifests.c.repository_id == repo_id)
+        ))
+
+    def content_deletion_blocker(self, registry_id: int, repository: str, digest: str, kind: str) -> str | None:
+        """What forbids deleting a blob (``kind="blob"``) or a child manifest (``kind="manifest"``) of the
+        repository because a locked manifest needs it: a delete- or write-locked manifest of the repository that
+        references it, directly or through the indexes above it, or such a manifest under a locked tag. ``None``
+        when nothing locked needs it.
+
+        A repository without such locks (the cached :meth:`locks`) costs no query; otherwise each level of
+        indexes above the digest is one indexed query for the manifests referencing it and one for locked tags
+        on them, so the cost follows what references the digest, not the size of the repository."""
+        locks = self.locks(registry_id, repository)
+        if all(a.deletable for a in locks.manifests.values()) and all(a.deletable for a in locks.tags.values()):
+            return None
+        locked = sa.or_(sa.not_(tags.c.delete_enabled), sa.not_(tags.c.write_enabled))
+        with self.engine.connect() as conn:
+            repo = self._repo_row(conn, registry_id, repository)
+            if repo is None:
+                return None
+            seen: set[str] = set()
+            frontier = {digest}
+            while frontier:
+                rows = [r for r in self._referencing(conn, repo.id, frontier, kind) if r.digest not in seen]
+                for row in rows:
+                    if not _attrs(row).deletable:
+                        return f"manifest {row.digest}, which references {digest}"
+                if rows:
+                    tag = conn.execute(
+                        sa.select(tags.c.name, tags.c.manifest_id)
+                        .where(tags.c.manifest_id.in_([r.id for r in rows]), locked).limit(1)
+                    ).first()
+                    if tag is not None:
+                        held = next(r.digest for r in rows if r.id == tag.manifest_id)
+                        return f"tag {tag.name!r} of manifest {held}, which references {digest}"
+                frontier = {r.digest for r in rows}
+                seen |= frontier
+                kind = "manifest"
+        return None
+
+    def blob_read_blocker(self, registry_id: int, repository: str, digest: str) -> str | None:
+        """What forbids reading a blob's bytes: it is referenced in the repository, and only by read-locked
+        manifests (``readEnabled=false`` on the manifest; a tag's read lock covers only reads by that tag). A
+        blob that no manifest references yet, or that a readable manifest also references, is readable. No query
+        unless the repository has a read-locked manifest."""
+        locks = self.locks(registry_id, repository)
+        if all(a.read_enabled for a in locks.manifests.values()):
+            return None
+        with self.engine.connect() as conn:
+            repo = self._repo_row(conn, registry_id, repository)
+            if repo is None:
+                return None
+            rows = self._referencing(conn, repo.id, {digest}, "blob")
+        if rows and not any(r.read_enabled for r in rows):
+            return f"manifest {rows[0].digest}, which references {digest}"
         return None
 
     def delete_repository(self, registry_id: int, repository: str) -> DeletedRepository | None:

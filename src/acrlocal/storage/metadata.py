@@ -181,6 +181,8 @@ manifest_references = sa.Table(
     sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("kind", sa.String(8), primary_key=True),  # "blob" or "manifest"
     sa.Column("digest", DIGEST, primary_key=True),
+    # What references a digest (a lock's reach: the locked manifests a blob or child manifest belongs to).
+    sa.Index("ix_manifest_references_digest", "digest", "kind"),
 )
 
 upload_sessions = sa.Table(
