@@ -110,8 +110,9 @@ def test_kill9_during_blob_upload_leaves_no_blob_and_client_can_push_again(fresh
     assert not storage.blob_file(digest).exists()
     assert storage.count("SELECT count(*) FROM blobs WHERE digest = ?", digest) == 0
     assert registry.head(f"/v2/crash/blob/blobs/{digest}").status_code == 404
-    # The half-received upload is still a session whose size is whatever reached the disk; the client may resume
-    # from there or start over. Starting over works:
+    # The half-received chunk is dropped (the session is as it was before it: empty); starting over works:
+    assert registry.get(location).headers["Range"] == "0-0"
+    assert (storage.data_dir / "blobs" / "_uploads" / upload_id).stat().st_size == 0
     assert registry.push_blob("crash/blob", data) == digest
     assert registry.get(f"/v2/crash/blob/blobs/{digest}").content == data
 

@@ -8,7 +8,10 @@ Each handler checks the name and digest grammar, then asks the authorizer, then 
   store rebuilds the running hash from the file. Abandoned sessions are swept after the configured TTL.
 - Chunks are appended under a per-upload lock, so two requests on one session never interleave. A chunk with
   ``Content-Range`` must start where the upload ends (416 otherwise, nothing written); one that is shorter or
-  longer than announced is cut back off (SIZE_INVALID).
+  longer than announced is cut back off (SIZE_INVALID). A chunk is all or nothing: one whose request ends early
+  (the client disconnects) is cut back off too, and the session row records the size after each acknowledged
+  chunk, so after a crash mid-chunk the upload file is cut back to it. A status ``GET`` waits for a chunk in
+  progress, so it never reports half of one.
 - Completion publishes the blob only if it hashes to the client's digest (DIGEST_INVALID otherwise: the upload is
   discarded, nothing is linked), then links it to the repository. Publication and deletion of one digest are
   serialised, so a blob is never deleted from under a link made at the same moment.
@@ -144,7 +147,18 @@ async def publish(ctx: Context, registry: RegistryRecord, name: str, upload_id: 
 
 
 async def _append(ctx: Context, request: web.Request, name: str, upload_id: str, size: int) -> int:
-    """Append the request body to the upload; returns the new size. Checks ``Content-Range`` if given."""
+    """Append the request body to the upload; returns the new size. Checks ``Content-Range`` if given. If the
+    body does not arrive whole (a disconnect, a wrong length), what it wrote is cut off again and the error
+    raised: the upload is as it was."""
+    try:
+        return await _append_chunk(ctx, request, name, upload_id, size)
+    except BaseException:
+        with contextlib.suppress(NotFound):
+            await ctx.blobs.truncate(upload_id, size)
+        raise
+
+
+async def _append_chunk(ctx: Context, request: web.Request, name: str, upload_id: str, size: int) -> int:
     content_range = request.headers.get(hdrs.CONTENT_RANGE)
     if content_range is None:
         return await ctx.blobs.append(upload_id, request.content.iter_any())
@@ -171,7 +185,6 @@ async def _append(ctx: Context, request: web.Request, name: str, upload_id: str,
     except UploadTooLarge:
         new_size = -1
     if new_size != end + 1:
-        await ctx.blobs.truncate(upload_id, size)
         raise RegistryError("SIZE_INVALID", f"chunk {start}-{end} did not carry {length} bytes; it was discarded")
     return new_size
 
@@ -254,17 +267,27 @@ async def _session(
 
 
 async def _size(ctx: Context, upload_id: str) -> int:
-    size = await ctx.blobs.upload_size(upload_id)
-    if size is None:
+    """The bytes the session's acknowledged chunks carried (call under the upload's lock). What the upload holds
+    beyond that (a chunk cut off by a crash) is cut off; an upload that lost acknowledged bytes, or its row, is
+    BLOB_UPLOAD_UNKNOWN."""
+    stored = await ctx.blobs.upload_size(upload_id)
+    session = ctx.registry_meta.get_upload(upload_id)
+    acknowledged = stored if session is None or session.size is None else session.size
+    if session is None or stored is None or acknowledged is None or stored < acknowledged:
         ctx.registry_meta.delete_upload(upload_id)
+        await ctx.blobs.abort(upload_id)
         raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more")
-    return size
+    if stored > acknowledged:
+        await ctx.blobs.truncate(upload_id, acknowledged)
+    return acknowledged
 
 
 async def upload_status(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
     """GET: 204 with ``Range`` (bytes received so far) and ``Location``."""
     name, upload_id, _ = await _session(request, ctx, registry, route)
-    return empty(204, _upload_headers(name, upload_id, await _size(ctx, upload_id)))
+    async with locks.uploads(upload_id):
+        size = await _size(ctx, upload_id)
+    return empty(204, _upload_headers(name, upload_id, size))
 
 
 async def patch_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
@@ -272,7 +295,7 @@ async def patch_upload(request: web.Request, ctx: Context, registry: RegistryRec
     name, upload_id, _ = await _session(request, ctx, registry, route)
     async with locks.uploads(upload_id):
         size = await _append(ctx, request, name, upload_id, await _size(ctx, upload_id))
-        ctx.registry_meta.touch_upload(upload_id)
+        ctx.registry_meta.touch_upload(upload_id, size)
     return empty(202, _upload_headers(name, upload_id, size))
 
 

@@ -194,6 +194,9 @@ upload_sessions = sa.Table(
     sa.Column("principal", sa.String(200), nullable=True),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),
+    # Bytes the session's acknowledged chunks carried; the upload file may hold more after a crash mid-chunk, and is
+    # cut back to this. NULL on sessions opened before it was kept: then the file's size is the session's.
+    sa.Column("size", sa.BigInteger, nullable=True),
     sa.Index("ix_upload_sessions_updated", "updated"),
 )
 
@@ -238,6 +241,7 @@ class UploadSession:
     principal: str | None
     created: float
     updated: float
+    size: int | None = None
 
 
 class RegistryMetadata(Protocol):
@@ -308,7 +312,9 @@ class RegistryMetadata(Protocol):
 
     def get_upload(self, upload_id: str) -> UploadSession | None: ...
 
-    def touch_upload(self, upload_id: str) -> None: ...
+    def touch_upload(self, upload_id: str, size: int) -> None:
+        """Record an acknowledged chunk: the session now holds ``size`` bytes."""
+        ...
 
     def delete_upload(self, upload_id: str) -> None: ...
 
@@ -701,7 +707,7 @@ class SqlRegistryMetadata:
             conn.execute(
                 sa.insert(upload_sessions).values(
                     id=upload_id, registry_id=registry_id, repository=repository, principal=principal,
-                    created=now, updated=now,
+                    created=now, updated=now, size=0,
                 )
             )
 
@@ -710,12 +716,14 @@ class SqlRegistryMetadata:
             row = conn.execute(sa.select(upload_sessions).where(upload_sessions.c.id == upload_id)).first()
         if row is None:
             return None
-        return UploadSession(row.id, row.registry_id, row.repository, row.principal, row.created, row.updated)
+        return UploadSession(row.id, row.registry_id, row.repository, row.principal, row.created, row.updated,
+                             None if row.size is None else int(row.size))
 
-    def touch_upload(self, upload_id: str) -> None:
+    def touch_upload(self, upload_id: str, size: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                sa.update(upload_sessions).where(upload_sessions.c.id == upload_id).values(updated=time.time())
+                sa.update(upload_sessions).where(upload_sessions.c.id == upload_id)
+                .values(updated=time.time(), size=size)
             )
 
     def delete_upload(self, upload_id: str) -> None:
