@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from acrlocal.storage import schema
 from acrlocal.storage.artifacts import SqlArtifacts
 from acrlocal.storage.metadata import (
     NewManifest,
@@ -143,3 +144,17 @@ def test_lock_reach_is_indexed_queries(store: tuple[SqlRegistryMetadata, int, in
             broad = [d for d in details if d.startswith("SCAN") or re.search(r"\(repository_id=\?\)$", d)]
             assert not broad, (statement, details)
 
+
+def test_registries_have_an_identity_of_their_own_also_in_an_older_database(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'old.sqlite'}", upgrade=False)
+    schema.upgrade(engine, "0002")  # before registries had a uid
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO registries (id, name, port, created, properties) "
+                             "VALUES (1, 'oldregistry', NULL, 0, '{}'), (2, 'another', NULL, 0, '{}')"))
+    schema.upgrade(engine)
+    table = RegistryTable(engine)
+    old = table.get("oldregistry")
+    assert len(old.uid) == 36 and old.uid != table.get("another").uid
+    table.remove("oldregistry")
+    again = table.add("oldregistry", None, {})
+    assert again.uid and again.uid != old.uid

@@ -44,7 +44,8 @@ def test_token_payloads_never_contain_base64url_only_characters(tmp_path: Path) 
     signer = RegistryTokens(TokenKeys(open_engine(f"sqlite:///{tmp_path / 'db'}")))
     awkward = "svc>?~\x7f:443"
     for i in range(200):
-        refresh = signer.issue_refresh(principal=f"p{i}?~>", tenant="t>>>", registry="r~", service=awkward).token
+        refresh = signer.issue_refresh(principal=f"p{i}?~>", tenant="t>>>", registry="r~", registry_uid="u",
+                                       service=awkward).token
         payload = refresh.split(".")[1]
         assert "-" not in payload and "_" not in payload
         # What azure-containerregistry does: the standard alphabet.
@@ -55,9 +56,11 @@ def test_token_payloads_never_contain_base64url_only_characters(tmp_path: Path) 
 def test_grant_types_audiences_and_rotation(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite:///{tmp_path / 'db'}")
     signer = RegistryTokens(TokenKeys(engine))
-    refresh = signer.issue_refresh(principal="p", tenant="t", registry="r", service="localhost:1").token
-    access = signer.issue_access(kind="principal", subject="p", registry="r", service="localhost:1",
-                                 access=[ResourceScope("repository", "a", ("pull",))], tenant="t").token
+    refresh = signer.issue_refresh(principal="p", tenant="t", registry="r", registry_uid="u",
+                                   service="localhost:1").token
+    access = signer.issue_access(kind="principal", subject="p", registry="r", registry_uid="u",
+                                 service="localhost:1", access=[ResourceScope("repository", "a", ("pull",))],
+                                 tenant="t").token
     assert signer.verify_refresh(refresh, {"localhost:1"}).principal == "p"
     grant = signer.verify_access(access, {"localhost:1", "127.0.0.1:1"})
     assert grant.allows("repository", "a", ["pull"]) and not grant.allows("repository", "a", ["push"])
@@ -68,8 +71,8 @@ def test_grant_types_audiences_and_rotation(tmp_path: Path) -> None:
         signer.verify_refresh(access, {"localhost:1"})
     with pytest.raises(InvalidRegistryToken):
         signer.verify_access(access, {"localhost:2"})
-    old = signer.issue_access(kind="anonymous", subject=None, registry="r", service="localhost:1", access=[],
-                              now=time.time() - 3 * 3600).token
+    old = signer.issue_access(kind="anonymous", subject=None, registry="r", registry_uid="u", service="localhost:1",
+                              access=[], now=time.time() - 3 * 3600).token
     with pytest.raises(InvalidRegistryToken, match="expired"):
         signer.verify_access(old, {"localhost:1"})
     # After a rotation tokens signed with the previous key still verify; new ones use the new key.

@@ -19,7 +19,7 @@
 A verified token is cached, keyed by its text, until it expires: RS256 verification costs about 50 µs and the
 manifest HEAD path is measured. The cache holds at most :data:`CACHE_ENTRIES` tokens; when full it first drops
 expired ones, then the oldest. A granted decision is remembered too, keyed by the ``Authorization`` header, the
-registry (name, port and creation time, so a registry deleted and made again under the same name shares nothing)
+registry (its uid and port, so a registry deleted and made again under the same name shares nothing)
 and the request's repository and actions, until the token expires: a repeated request costs one dictionary
 lookup.
 
@@ -74,7 +74,7 @@ class TokenAuthorizer:
         self.signer = signer
         self._verified: dict[str, AccessGrant] = {}
         self._servers: dict[tuple[str, int | None], frozenset[str]] = {}
-        # (Authorization header, registry name, port, created, repository, actions) -> (expiry, principal, kind)
+        # (Authorization header, registry uid, port, repository, actions) -> (expiry, principal, kind)
         self._granted: dict[tuple[object, ...], tuple[float, str | None, str]] = {}
 
     # -- token verification ------------------------------------------------------------------------
@@ -95,7 +95,10 @@ class TokenAuthorizer:
         elif grant.expires + CLOCK_SKEW_S <= now:
             self._verified.pop(token, None)
             raise InvalidRegistryToken("token has expired")
-        if grant.registry != registry.name or grant.service not in self._login_servers(ctx, registry):
+        if grant.registry_uid != registry.uid:
+            raise InvalidRegistryToken(f"token was issued for another registry {grant.registry}"
+                                       f"{' (since deleted)' if grant.registry == registry.name else ''}")
+        if grant.service not in self._login_servers(ctx, registry):
             raise InvalidRegistryToken(f"token was issued for {grant.service}, not for registry {registry.name}")
         return grant
 
@@ -137,8 +140,7 @@ class TokenAuthorizer:
         self, request: web.Request, registry: RegistryRecord, repository: str | None, actions: Sequence[str]
     ) -> Caller:
         ctx: Context = request.app["ctx"]
-        key = (request.headers.get("Authorization"), registry.name, registry.port, registry.created, repository,
-               tuple(actions))
+        key = (request.headers.get("Authorization"), registry.uid, registry.port, repository, tuple(actions))
         remembered = self._granted.get(key)
         if remembered is not None:
             if remembered[0] > time.time():

@@ -4,6 +4,8 @@ Both kinds are JWTs signed with the token service's own key (:mod:`acrlocal.regi
 claims (``jti``, ``sub``, ``nbf``, ``exp``, ``iat``, ``iss``, ``aud``, ``version``, ``grant_type``) plus what
 acrlocal needs to tie a token to one registry and one kind of subject:
 
+- both name the registry by name (``registry``) and by identity (``registry_uid``), so that a registry deleted
+  and made again under the same name refuses the old one's tokens;
 - a **refresh token** (``grant_type: refresh_token``) names an Entra principal (``sub`` = object id, ``tenant``)
   and the registry; it carries no permissions, which are computed anew whenever it is redeemed;
 - an **access token** (``grant_type: access_token``) names its subject (``kind``: ``principal``, ``admin``,
@@ -40,7 +42,7 @@ ISSUER = "Azure Container Registry"
 CLOCK_SKEW_S = 30
 REFRESH = "refresh_token"
 ACCESS = "access_token"
-REQUIRED = ["jti", "sub", "exp", "iat", "nbf", "iss", "aud", "grant_type", "registry"]
+REQUIRED = ["jti", "sub", "exp", "iat", "nbf", "iss", "aud", "grant_type", "registry", "registry_uid"]
 #: ACR's lifetimes: refresh tokens about 3 hours, access tokens 75 minutes.
 REFRESH_LIFETIME_S = 3 * 3600
 ACCESS_LIFETIME_S = 75 * 60
@@ -73,6 +75,7 @@ class RefreshGrant:
     principal: str
     tenant: str
     registry: str
+    registry_uid: str
     service: str
     expires: int
 
@@ -84,6 +87,7 @@ class AccessGrant:
     kind: str
     subject: str | None
     registry: str
+    registry_uid: str
     service: str
     expires: int
     access: dict[tuple[str, str], frozenset[str]]
@@ -118,23 +122,23 @@ class RegistryTokens:
         return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid},
                           json_encoder=_Base64SafeJSON)
 
-    def _base(self, grant_type: str, subject: str, service: str, registry: str, lifetime_s: int,
-              now: float | None) -> dict[str, Any]:
+    def _base(self, grant_type: str, subject: str, service: str, registry: str, registry_uid: str,
+              lifetime_s: int, now: float | None) -> dict[str, Any]:
         issued = int(time.time() if now is None else now)
         return {"jti": secrets.token_hex(16), "sub": subject, "nbf": issued, "exp": issued + lifetime_s,
                 "iat": issued, "iss": ISSUER, "aud": service, "version": "1.0", "grant_type": grant_type,
-                "registry": registry}
+                "registry": registry, "registry_uid": registry_uid}
 
-    def issue_refresh(self, *, principal: str, tenant: str, registry: str, service: str,
+    def issue_refresh(self, *, principal: str, tenant: str, registry: str, registry_uid: str, service: str,
                       lifetime_s: int = REFRESH_LIFETIME_S, now: float | None = None) -> IssuedToken:
-        claims = self._base(REFRESH, principal, service, registry, lifetime_s, now)
+        claims = self._base(REFRESH, principal, service, registry, registry_uid, lifetime_s, now)
         claims.update(tenant=tenant, permissions={"actions": ["*"], "notActions": []}, roles=[])
         return IssuedToken(self._sign(claims), claims["exp"], claims["iat"])
 
-    def issue_access(self, *, kind: str, subject: str | None, registry: str, service: str,
+    def issue_access(self, *, kind: str, subject: str | None, registry: str, registry_uid: str, service: str,
                      access: Sequence[ResourceScope], tenant: str | None = None,
                      lifetime_s: int = ACCESS_LIFETIME_S, now: float | None = None) -> IssuedToken:
-        claims = self._base(ACCESS, subject or "", service, registry, lifetime_s, now)
+        claims = self._base(ACCESS, subject or "", service, registry, registry_uid, lifetime_s, now)
         claims.update(kind=kind, access=[scope.claim() for scope in access], roles=[])
         if tenant:
             claims["tenant"] = tenant
@@ -165,7 +169,8 @@ class RegistryTokens:
         tenant = claims.get("tenant")
         if not isinstance(tenant, str) or not isinstance(claims["sub"], str) or not claims["sub"]:
             raise InvalidRegistryToken("refresh token names no principal or tenant")
-        return RefreshGrant(claims["sub"], tenant, str(claims["registry"]), str(claims["aud"]), int(claims["exp"]))
+        return RefreshGrant(claims["sub"], tenant, str(claims["registry"]), str(claims["registry_uid"]),
+                            str(claims["aud"]), int(claims["exp"]))
 
     def verify_access(self, token: str, services: Collection[str]) -> AccessGrant:
         """The grant of a valid access token issued for one of ``services``; :class:`InvalidRegistryToken`."""
@@ -183,5 +188,6 @@ class RegistryTokens:
         kind = claims.get("kind")
         if kind not in ("principal", "admin", "token", "anonymous"):
             raise InvalidRegistryToken(f"access token has unknown subject kind {str(kind)[:40]!r}")
-        return AccessGrant(str(kind), claims["sub"] or None, str(claims["registry"]), str(claims["aud"]),
+        return AccessGrant(str(kind), claims["sub"] or None, str(claims["registry"]), str(claims["registry_uid"]),
+                           str(claims["aud"]),
                            int(claims["exp"]), access, claims)

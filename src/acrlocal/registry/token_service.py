@@ -269,7 +269,8 @@ class TokenService:
             raise _unauthorized(f"{exc}; {ACR_HELP}") from None
         # RS256 signing releases the GIL: in the executor, both cores sign.
         issued = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
-            self.signer.issue_refresh, principal=oid, tenant=tenant, registry=registry.name, service=service))
+            self.signer.issue_refresh, principal=oid, tenant=tenant, registry=registry.name,
+            registry_uid=registry.uid, service=service))
         self._audit(ctx, request, registry, subject, "granted", detail="refresh token issued")
         return web.json_response({"refresh_token": issued.token})
 
@@ -293,7 +294,7 @@ class TokenService:
             perms = CurrentPermissions(ctx, registry, subject)
             return [g for g in (grant(perms, s) for s in asked) if g.actions]
 
-        granted = self._current(("grant", subject, registry.name, tuple(asked)), compute)
+        granted = self._current(("grant", subject, registry.uid, tuple(asked)), compute)
         issued = await self._access_token(subject, registry, service, granted)
         outcome = "granted" if _covers(granted, asked) else "partial"
         self._audit(ctx, request, registry, subject, outcome, actions=tuple(s.render() for s in asked),
@@ -379,9 +380,10 @@ class TokenService:
     def _from_refresh(self, ctx: Context, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
         try:
             refresh = self._verify_refresh(token, login_servers(ctx, registry))
-            if refresh.registry != registry.name:
-                raise InvalidRegistryToken(f"the refresh token is for registry {refresh.registry}")
-            self._current(("principal", refresh.principal, refresh.tenant, registry.name),
+            if refresh.registry != registry.name or refresh.registry_uid != registry.uid:
+                raise InvalidRegistryToken(f"the refresh token is for another registry {refresh.registry}"
+                                           f"{' (since deleted)' if refresh.registry == registry.name else ''}")
+            self._current(("principal", refresh.principal, refresh.tenant, registry.uid),
                           lambda: check_principal(ctx, registry, refresh.principal, refresh.tenant))
         except (InvalidRegistryToken, SubjectRefused) as exc:
             self._audit(ctx, request, registry, None, "failed", detail=f"refresh token: {exc}")
@@ -392,7 +394,7 @@ class TokenService:
 
     async def _access_token(self, subject: Subject, registry: RegistryRecord, service: str,
                             granted: Sequence[ResourceScope]) -> IssuedToken:
-        key = (subject.kind, subject.id, subject.tenant, registry.name, service,
+        key = (subject.kind, subject.id, subject.tenant, registry.uid, service,
                tuple(sorted((g.type, g.name, g.actions) for g in granted)))
         reuse = self._reuse.get(key)
         if reuse is not None and reuse.expires_in > ACCESS_LIFETIME_S // 2:
@@ -400,6 +402,7 @@ class TokenService:
             return reuse
         issued = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
             self.signer.issue_access, kind=subject.kind, subject=subject.id, registry=registry.name,
+            registry_uid=registry.uid,
             service=service, access=tuple(granted), tenant=subject.tenant))
         self._reuse[key] = issued
         if len(self._reuse) > self.REUSE_ENTRIES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,23 +27,28 @@ registries = sa.Table(
     sa.Column("port", sa.Integer, nullable=True, unique=True),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("properties", sa.Text, nullable=False, default="{}"),
+    # Which registry this is, unlike its name, which a registry deleted and made again shares: tokens name it.
+    sa.Column("uid", sa.String(36), nullable=False),
+    sa.Index("ix_registries_uid", "uid", unique=True),
 )
 
 
 @dataclass(frozen=True)
 class RegistryRecord:
     """A registry as the data plane knows it. ``properties`` holds the settings the control plane manages
-    (sku, adminUserEnabled, anonymousPullEnabled, ...)."""
+    (sku, adminUserEnabled, anonymousPullEnabled, ...). ``uid`` is its identity, which tokens name: a registry
+    made again under a deleted one's name has another."""
 
     id: int
     name: str
     port: int | None
     created: float
     properties: dict[str, Any] = field(default_factory=dict)
+    uid: str = ""
 
 
 def _record(row: Any) -> RegistryRecord:
-    return RegistryRecord(row.id, row.name, row.port, row.created, json.loads(row.properties or "{}"))
+    return RegistryRecord(row.id, row.name, row.port, row.created, json.loads(row.properties or "{}"), row.uid)
 
 
 class RegistryTable:
@@ -69,7 +75,8 @@ class RegistryTable:
                 raise AlreadyExists(f"registry {name!r} already exists")
             conn.execute(
                 sa.insert(registries).values(
-                    name=name.lower(), port=port, created=time.time(), properties=json.dumps(properties)
+                    name=name.lower(), port=port, created=time.time(), properties=json.dumps(properties),
+                    uid=str(uuid.uuid4()),
                 )
             )
         return self.get(name)
