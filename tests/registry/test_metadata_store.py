@@ -147,7 +147,7 @@ def test_lock_reach_is_indexed_queries(store: tuple[SqlRegistryMetadata, int, in
 
 def test_registries_have_an_identity_of_their_own_also_in_an_older_database(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite:///{tmp_path / 'old.sqlite'}", upgrade=False)
-    schema.upgrade(engine, "0002")  # before registries had a uid
+    schema.upgrade(engine, "0003")  # before registries had a uid
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO registries (id, name, port, created, properties) "
                              "VALUES (1, 'oldregistry', NULL, 0, '{}'), (2, 'another', NULL, 0, '{}')"))

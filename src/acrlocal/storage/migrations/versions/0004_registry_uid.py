@@ -1,7 +1,7 @@
 """Registries get an identity of their own (``uid``), which registry tokens name: a registry deleted and made again
 under the same name has another. Registries that exist get one each.
 
-Revision 0003, after 0002.
+Revision 0004, after 0003.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import uuid
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
