@@ -245,16 +245,16 @@ async def _mount(
 
 
 async def _session(
-    request: web.Request, ctx: Context, registry: RegistryRecord, route: Route
+    request: web.Request, ctx: Context, registry: RegistryRecord, route: Route, actions: tuple[str, ...] = (PULL, PUSH)
 ) -> tuple[str, str, Caller]:
     """Name, upload id and caller of a request on an upload session; BLOB_UPLOAD_UNKNOWN unless the session
-    exists under this registry and repository and belongs to this caller."""
+    exists under this registry and repository and belongs to this caller (who must hold ``actions``)."""
     name = check_repository(route.name)
     upload_id = route.ref
     unknown = RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id[:80]!r} is not open in repository {name!r}")
     if not UPLOAD_ID.fullmatch(upload_id):
         raise unknown
-    caller = audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH)))
+    caller = audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, actions))
     session = ctx.registry_meta.get_upload(upload_id)
     if (
         session is None
@@ -283,8 +283,10 @@ async def _size(ctx: Context, upload_id: str) -> int:
 
 
 async def upload_status(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
-    """GET: 204 with ``Range`` (bytes received so far) and ``Location``."""
-    name, upload_id, _ = await _session(request, ctx, registry, route)
+    """GET: 204 with ``Range`` (bytes received so far) and ``Location``. A read, so it needs ``pull`` only (as in
+    Distribution): a client that holds a pull token for its GETs, as the OCI conformance suite does, gets the
+    status of the session it opened."""
+    name, upload_id, _ = await _session(request, ctx, registry, route, (PULL,))
     async with locks.uploads(upload_id):
         size = await _size(ctx, upload_id)
     return empty(204, _upload_headers(name, upload_id, size))

@@ -33,9 +33,17 @@ def _manifest_location(name: str, digest: str) -> str:
 
 
 async def get_manifest(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
-    """GET/HEAD by tag or digest: the stored bytes with their media type and digest; MANIFEST_UNKNOWN (404)."""
+    """GET/HEAD by tag or digest: the stored bytes with their media type and digest; MANIFEST_UNKNOWN (404), also
+    for a reference that is neither a tag nor a digest (nothing can be stored under it; Distribution and the OCI
+    conformance suite answer 404 there too)."""
     name = check_repository(route.name)
-    reference = parse_reference(route.ref)
+    try:
+        reference = parse_reference(route.ref)
+    except RegistryError as err:
+        raise RegistryError(
+            "MANIFEST_UNKNOWN", f"manifest {route.ref[:200]!r} is not in repository {name!r}: {err.message}",
+            {"reference": route.ref[:200]},
+        ) from err
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
     record = ctx.registry_meta.get_manifest(registry.id, name, str(reference))
     if record is None:
