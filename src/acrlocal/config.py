@@ -68,12 +68,15 @@ class Settings:
     # How long a VM's run-command script may run before it is stopped (Azure allows 90 minutes; here the
     # request is held open for the whole run).
     run_command_timeout_s: float = 600.0
+    # The port on which each running VM's public IP address (a loopback address 127.77.x.y) answers ssh, as
+    # Azure's port 22 (0: no ssh at the public addresses; `acrlocal ssh vm` works either way).
+    vm_ssh_port: int = 22
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.host not in (LOOPBACK, "localhost", "::1"):
             raise ConfigError(f"host {self.host!r} is not a loopback address; acrlocal listens on loopback only")
-        for name in ("port", "registry_port_base", "imds_port_base"):
+        for name in ("port", "registry_port_base", "imds_port_base", "vm_ssh_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} {value} is not a TCP port (0-65535)")

@@ -8,6 +8,8 @@ Three aiohttp applications share one event loop:
 - the *imds* app, served inside each running VM on ``169.254.169.254:80`` (see :mod:`acrlocal.compute.runtime`),
   where the control app also answers on Azure's public names (the VMs' front door, TLS for Azure's names).
 
+Running VMs also answer ssh at their public IP addresses (:mod:`acrlocal.arm.vm_ssh`).
+
 Shutdown (SIGINT, SIGTERM, or :meth:`Server.stop`) closes the listeners, lets requests in flight finish, and
 removes ``server.json``; everything else is already on disk, so a restart picks up all state.
 """
@@ -29,6 +31,7 @@ from aiohttp import web
 
 from acrlocal import __version__, publiccloud
 from acrlocal.arm import routes as arm_routes
+from acrlocal.arm.vm_ssh import VmSshDoors
 from acrlocal.compute import console
 from acrlocal.compute.runtime import ComputeRuntime, Doors
 from acrlocal.compute.store import VMTable
@@ -78,6 +81,7 @@ class Server:
         self._runners: list[web.AppRunner] = []
         self._stopping = asyncio.Event()
         self.shared_port = settings.port
+        self._vm_ssh: VmSshDoors | None = None
 
     # -- assembly ----------------------------------------------------------------------------------
 
@@ -182,6 +186,9 @@ class Server:
             started = getattr(room, "on_server_started", None)
             if started is not None:
                 await started(ctx)
+        self._vm_ssh = VmSshDoors(ctx.arm, compute, lambda: [s.id for s in directory.subscriptions()],
+                                  settings.vm_ssh_port)
+        await self._vm_ssh.start()
         await self.write_state()
         return ctx
 
@@ -239,6 +246,9 @@ class Server:
         os.replace(tmp, path)
 
     async def stop(self) -> None:
+        if self._vm_ssh is not None:
+            await self._vm_ssh.close()
+            self._vm_ssh = None
         if self.ctx is not None:
             if self.ctx.compute is not None:
                 await self.ctx.compute.stop()

@@ -343,7 +343,7 @@ def _rule_properties(props: JsonObject, name: str) -> JsonObject:
     return out
 
 
-def _default_rules(nsg_id: str) -> list[JsonObject]:
+def default_rules(nsg_id: str) -> list[JsonObject]:
     return [{"name": name, "id": f"{nsg_id}/defaultSecurityRules/{name}", "etag": 'W/"00000000-0000-0000-0000-'
              '000000000000"', "type": f"{NSG}/defaultSecurityRules",
              "properties": {"provisioningState": "Succeeded", "description": description, "protocol": "*",
@@ -422,7 +422,7 @@ class NetworkSecurityGroups(NetworkType):
     def render(self, call: Call | None, resource: Resource) -> JsonObject:
         body = super().render(call, resource)
         props = body["properties"]
-        props["defaultSecurityRules"] = _default_rules(resource.id)
+        props["defaultSecurityRules"] = default_rules(resource.id)
         if call is not None:
             rules = call.store.resources(resource.subscription_id, parent_id=resource.id, type=RULE)
             props["securityRules"] = [RULES.render(call, r) for r in rules]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -244,9 +244,29 @@ def _ancestor_scope_keys(scope: str | Scope) -> list[str]:
     return keys
 
 
+def type_of_id(resource_id: str) -> str | None:
+    """``namespace/type[/child type...]`` of a resource id, lower case; ``None`` if it names no provider's."""
+    _, sep, tail = resource_id.lower().rpartition("/providers/")
+    parts = tail.split("/")
+    if not sep or len(parts) < 3:
+        return None
+    return "/".join([parts[0], *parts[1::2]])
+
+
 class ArmStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._watchers: list[Callable[[str | None], None]] = []
+
+    def watch(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(type)`` after each committed write or deletion of a resource of that type (lower case,
+        ``namespace/type[/child type]``), and ``callback(None)`` after a resource group's deletion. Callbacks run
+        in the writer's thread and must only schedule work."""
+        self._watchers.append(callback)
+
+    def _changed(self, type_key: str | None) -> None:
+        for callback in self._watchers:
+            callback(type_key)
 
     # -- resource groups ---------------------------------------------------------------------------
 
@@ -291,6 +311,7 @@ class ArmStore:
             conn.execute(sa.delete(role_assignments).where(_at_or_below(role_assignments.c.scope_key, scope_key)))
             conn.execute(sa.delete(resource_groups).where(resource_groups.c.subscription_id == sub,
                                                           resource_groups.c.name_key == key))
+        self._changed(None)
 
     # -- resources ---------------------------------------------------------------------------------
 
@@ -335,9 +356,10 @@ class ArmStore:
             if exists:
                 values.pop("id")  # the id keeps the spelling of its creation
                 conn.execute(sa.update(resources).where(resources.c.id_key == res.id.lower()).values(**values))
-                return False
-            conn.execute(sa.insert(resources).values(id_key=res.id.lower(), created=time.time(), **values))
-            return True
+            else:
+                conn.execute(sa.insert(resources).values(id_key=res.id.lower(), created=time.time(), **values))
+        self._changed(res.type.lower())
+        return not exists
 
     def delete_resource(self, resource_id: str) -> None:
         """Delete the resource, its child resources and every role assignment at or below it."""
@@ -345,6 +367,7 @@ class ArmStore:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(resources).where(_at_or_below(resources.c.id_key, key)))
             conn.execute(sa.delete(role_assignments).where(_at_or_below(role_assignments.c.scope_key, key)))
+        self._changed(type_of_id(key))
 
     # -- deployments -------------------------------------------------------------------------------
 

@@ -149,19 +149,23 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
               help="INSECURE: serve the registry data plane without authentication (only for measuring its cost).")
 @click.option("--run-command-timeout", type=click.FloatRange(min=0.1, max=86400),
               help="Seconds a VM's run-command script may run before it is stopped (default 600).")
+@click.option("--vm-ssh-port", type=click.IntRange(min=0, max=65535),
+              help="Port of ssh at each running VM's public IP address (default 22, as Azure; binding it needs "
+                   "root; 0: off).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
        database_url: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
        registry_rate_limit: str | None, insecure_open_registry: bool | None, run_command_timeout: float | None,
-       log_level: str, detach: bool) -> None:
+       vm_ssh_port: int | None, log_level: str, detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
     settings = _settings_from(
         data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
         imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
         database_url=database_url, registry_rate_limit=registry_rate_limit,
         insecure_open_registry=insecure_open_registry, run_command_timeout_s=run_command_timeout,
+        vm_ssh_port=vm_ssh_port,
     )
     if upload_session_ttl is not None:
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
@@ -174,7 +178,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
                             ("--default-registry", default_registry), ("--database-url", database_url),
                             ("--upload-session-ttl", upload_session_ttl), ("--arm-page-size", arm_page_size),
                             ("--registry-rate-limit", registry_rate_limit),
-                            ("--run-command-timeout", run_command_timeout)):
+                            ("--run-command-timeout", run_command_timeout), ("--vm-ssh-port", vm_ssh_port)):
             if value is not None:
                 argv += [flag, str(value)]
         if imds_token_cache is not None:
