@@ -17,6 +17,8 @@ from acrlocal.errors import AcrLocalError
 def defined_exceptions() -> list[type[BaseException]]:
     found: dict[str, type[BaseException]] = {}
     for info in pkgutil.walk_packages(acrlocal.__path__, "acrlocal."):
+        if info.name.startswith("acrlocal.storage.migrations."):
+            continue  # Alembic's scripts: they run inside a migration, not on import
         module = importlib.import_module(info.name)
         for obj in vars(module).values():
             if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == module.__name__:

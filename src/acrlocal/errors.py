@@ -7,6 +7,7 @@ relative to ``acrlocal``::
 
     AcrLocalError                                   base of everything raised on purpose
     ├── ConfigError(ValueError)                     a setting, flag, data directory or sandbox description
+    │   └── storage.schema.SchemaError              a database that cannot be migrated to this code's schema
     ├── AlreadyExists(ValueError)                   a name is taken
     ├── NotFound(LookupError)                       a named thing does not exist
     │   ├── rbac.errors.UnknownRole                 no role definition has that id or name
