@@ -17,6 +17,9 @@ falls on all of them alike; ratios are taken within a round):
 
 - ``manifest-head``: ``hey -m HEAD -c 32 -n 8000`` on the manifest by tag, with a bearer token (none on
   acrlocal-open), on each server back to back;
+- ``manifest-head-admin`` (acrlocal only, right after its ``manifest-head``): the same with the registry's admin
+  user's access token, which every request checks for revocation (the admin user still enabled, issue 8 item 13)
+  where the principal's token needs no look-up: the difference in server CPU per request is the check's cost;
 - ``token`` (every third round, acrlocal only): ``wrk`` keeping 8 connections busy for 5 s on
   ``GET /oauth2/token?service=..&scope=repository:bench/app:pull`` with ``Authorization: Basic <all-zero
   user>:<refresh token>``: every request checks the refresh token and the principal and evaluates its role
@@ -41,6 +44,7 @@ import datetime as dt
 import hashlib
 import http.server
 import json
+import os
 import re
 import secrets
 import shutil
@@ -260,6 +264,7 @@ class Target:
     headers: dict[str, str]
     stop: Any
     refresh: str | None = None
+    admin_headers: dict[str, str] | None = None
 
 
 def start_targets(scratch: Path) -> list[Target]:
@@ -284,6 +289,9 @@ def start_targets(scratch: Path) -> list[Target]:
             push_image(reg, token)
             if token:
                 headers["Authorization"] = f"Bearer {token}"
+            if kind == "acrlocal":
+                admin = admin_access_token(reg, workdir, f"repository:{REPO}:pull")
+                targets[-1].admin_headers = {**headers, "Authorization": f"Bearer {admin}"}
     except BaseException:
         for target in targets:
             target.stop()
@@ -291,12 +299,32 @@ def start_targets(scratch: Path) -> list[Target]:
     return targets
 
 
-def measure_head(target: Target, rnd: int, n: int) -> Sample:
+def admin_access_token(reg: Registry, workdir: Path, scope: str) -> str:
+    """An access token of the registry's admin user (enabled with ``acrlocal acr update --admin-enabled``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "ACRLOCAL_DATA_DIR": str(workdir / "data"),
+           "ACRLOCAL_CONFIG_DIR": str(workdir / "cli")}
+
+    def cli(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "acrlocal", *args], env=env, check=True, capture_output=True,
+                              text=True, timeout=120).stdout
+
+    cli("acr", "update", "-n", "acrlocal", "--admin-enabled", "true")
+    password = json.loads(cli("acr", "credential", "show", "-n", "acrlocal"))["passwords"][0]["value"]
+    ctx = ssl.create_default_context(cafile=str(reg.ca))
+    query = urllib.parse.urlencode({"service": reg.host, "scope": scope})
+    req = urllib.request.Request(reg.url(f"/oauth2/token?{query}"))
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"acrlocal:{password}".encode()).decode())
+    with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+        return str(json.load(resp)["access_token"])
+
+
+def measure_head(target: Target, rnd: int, n: int, *, admin: bool = False) -> Sample:
+    headers = target.admin_headers if admin and target.admin_headers else target.headers
     before = cpu_seconds(target.reg.pid)
-    result = hey(target.reg.url(f"/v2/{REPO}/manifests/{TAG}"), n, 32, "HEAD", target.headers)
+    result = hey(target.reg.url(f"/v2/{REPO}/manifests/{TAG}"), n, 32, "HEAD", headers)
     cpu = cpu_seconds(target.reg.pid) - before
-    return Sample(target.kind, "manifest-head", rnd, n, result.requests_per_s, result.p50_ms, result.p99_ms,
-                  cpu * 1000 / n)
+    return Sample(target.kind, "manifest-head-admin" if admin else "manifest-head", rnd, n, result.requests_per_s,
+                  result.p50_ms, result.p99_ms, cpu * 1000 / n)
 
 
 def measure_tokens(target: Target, rnd: int, seconds: int) -> Sample:
@@ -336,6 +364,8 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
         "head_ratio_vs_distribution_median": statistics.median(vs_distribution) if vs_distribution else None,
         "head_ratio_auth_vs_open": vs_open,
         "head_ratio_auth_vs_open_median": statistics.median(vs_open) if vs_open else None,
+        "revocation_check_cpu_ms": round(median("acrlocal", "manifest-head-admin", "server_cpu_ms_per_request")
+                                         - median("acrlocal", "manifest-head", "server_cpu_ms_per_request"), 4),
         "cpu_ratio_open_vs_auth": round(median("acrlocal-open", "manifest-head", "server_cpu_ms_per_request")
                                         / median("acrlocal", "manifest-head", "server_cpu_ms_per_request"), 2),
     }
@@ -364,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
                 order = targets if rnd % 2 else list(reversed(targets))
                 for target in order:
                     samples.append(measure_head(target, rnd, head_n))
+                    if target.admin_headers:
+                        samples.append(measure_head(target, rnd, head_n, admin=True))
                 if rnd % 3 == 1:
                     samples.append(measure_tokens(targets[0], rnd, seconds))
                 log(f"round {rnd}/{rounds}: " + ", ".join(
@@ -392,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"acrlocal authenticated / open, per round: {fmt(f'{r:.2f}' for r in summary['head_ratio_auth_vs_open'])} "
           f"(median {summary['head_ratio_auth_vs_open_median']}); server CPU per HEAD, open / authenticated: "
           f"{summary['cpu_ratio_open_vs_auth']}")
+    print(f"revocation check (admin user's token against the principal's), server CPU per HEAD: "
+          f"{summary['revocation_check_cpu_ms'] * 1000:+.1f} µs")
     print(f"load {info['loadavg_start']}; results: {out}")
 
 

@@ -47,6 +47,7 @@ from acrlocal.listeners import Listeners, bind
 from acrlocal.registry import http as registry_http
 from acrlocal.registry.authz import Authorizer, OpenAuthorizer
 from acrlocal.registry.hosting import RegistryHosting
+from acrlocal.registry.revocation import Revocations
 from acrlocal.registry.token_auth import TokenAuthorizer
 from acrlocal.registry.token_codec import RegistryTokens
 from acrlocal.registry.token_keys import TokenKeys
@@ -64,6 +65,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The rooms on the control app. Each has ``setup(app, ctx)`` adding its routes, and may have
 #: ``async on_server_started(ctx)``, called once every room and the default registry are up.
 CONTROL_ROOMS: tuple[Any, ...] = (oauth, arm_routes)
+#: Paths of the registry protocols; on a registry's host name that no registry has, they answer OCI's 404.
+REGISTRY_PATHS = ("/v2/", "/oauth2/", "/acr/")
 
 
 def _local_port(request: web.Request) -> int:
@@ -104,6 +107,9 @@ class Server:
             rec = ctx.registries.by_host(request.host)
             if rec is not None:
                 return await registry_http.handle(request, rec)
+            if (request.path == "/v2" or request.path.startswith(REGISTRY_PATHS)) and (
+                    name := ctx.registries.named_in(request.host)):
+                return registry_http.unknown_registry(name)  # a registry deleted (or never made): OCI's 404
             return await handler(request)
 
         app = web.Application(middlewares=[registry_by_host], client_max_size=ctx.settings.limits.manifest_max_bytes)
@@ -150,18 +156,19 @@ class Server:
         keys.active(admin.tenantId)  # the default tenant's JWKS has its key before anyone signs in
         signer = RegistryTokens(TokenKeys(engine))
         signer.keys.active()  # load (or make) the signing key before the first request
+        version = DataVersion(engine)  # read on the event loop only
         registry_auth: Authorizer
         if settings.insecure_open_registry:
             log.warning("the registry data plane is OPEN: every request is allowed without authentication")
             registry_auth = OpenAuthorizer()
         else:
-            registry_auth = TokenAuthorizer(signer)
+            registry_auth = TokenAuthorizer(signer, Revocations(version))
         ctx = Context(
             settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin,
             registry_meta=registry_meta, registry_auth=registry_auth,
         )
         self.ctx = ctx
-        ctx.token_service = TokenService(signer, DataVersion(engine))
+        ctx.token_service = TokenService(signer, version)
 
         ca_hash = await asyncio.to_thread(ca.subject_hash)
         compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)

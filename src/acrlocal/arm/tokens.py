@@ -289,6 +289,9 @@ class RepositoryTokens:
                 ok = True
         return ok
 
+    def enabled(self, registry: RegistryRecord, name: str) -> bool:
+        return self._token(registry, name) is not None
+
     def actions(self, registry: RegistryRecord, name: str, resource_type: str, resource: str) -> Collection[str]:
         token = self._token(registry, name)
         if token is None or resource_type != "repository" or not self._live_passwords(token):

@@ -68,6 +68,10 @@ class ScopedTokenPolicy(Protocol):
         passwords (constant-time comparison)."""
         ...
 
+    def enabled(self, registry: RegistryRecord, name: str) -> bool:
+        """True if ``name`` is a scoped token of ``registry`` and enabled now (whatever its passwords)."""
+        ...
+
     def actions(self, registry: RegistryRecord, name: str, resource_type: str, resource: str) -> Collection[str]:
         """The Docker actions (``pull``, ``push``, ``delete``, ``metadata_read``, ``metadata_write``; ``*`` for
         ``registry:catalog``) the token's scope map grants now on ``resource_type:resource``; empty if the token

@@ -67,6 +67,15 @@ class RegistryHosting:
             found = self._by_name.get(name)
         return found
 
+    def named_in(self, host: str) -> str | None:
+        """The registry name a host name stands for (``<name>.<suffix>`` or ``<name>.azurecr.io``, with or without
+        the port), whether or not such a registry exists; ``None`` for any other host."""
+        hostname = publiccloud.host_of(host)
+        name, _, suffix = hostname.partition(".")
+        if suffix == self.settings.hostname_suffix.lower() and REGISTRY_NAME.fullmatch(name):
+            return name
+        return publiccloud.registry_of(host)
+
     def exists(self, name: str) -> bool:
         return name.lower() in self._by_name
 

@@ -111,6 +111,11 @@ async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamRe
         return error_response(RegistryError("UNKNOWN", "internal error; the server log has the details"))
 
 
+def unknown_registry(name: str) -> web.Response:
+    """What a registry's host name answers when no registry has that name (deleted, or never made)."""
+    return error_response(RegistryError("NAME_UNKNOWN", f"registry {name!r} does not exist", status=404))
+
+
 def route_every_request(app: web.Application, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
     """Send every request of ``app`` to ``handler`` without aiohttp's pattern matching.
 

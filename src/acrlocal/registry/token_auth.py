@@ -23,6 +23,10 @@ registry (its uid and port, so a registry deleted and made again under the same 
 and the request's repository and actions, until the token expires: a repeated request costs one dictionary
 lookup.
 
+An admin user's or a scoped token's access token is also checked against :class:`~acrlocal.registry.revocation.
+Revocations` on every request, cached decision or not: disabled or deleted, it is refused with ``invalid_token``
+on the next request.
+
 Every decision is reported to ``ctx.registry_audit``.
 """
 
@@ -38,6 +42,7 @@ from acrlocal.registry.auth_events import AuthEvent, records_granted
 from acrlocal.registry.authz import CATALOG, OVERWRITE, Caller
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.permissions import CurrentPermissions, Subject, SubjectRefused, check_principal
+from acrlocal.registry.revocation import Revocations
 from acrlocal.registry.scopes import ALL, REGISTRY, REPOSITORY
 from acrlocal.registry.scopes import CATALOG as CATALOG_NAME
 from acrlocal.registry.token_codec import CLOCK_SKEW_S, AccessGrant, InvalidRegistryToken, RegistryTokens
@@ -70,12 +75,13 @@ def _scope(needed: tuple[str, str, tuple[str, ...]] | None) -> str | None:
 
 
 class TokenAuthorizer:
-    def __init__(self, signer: RegistryTokens) -> None:
+    def __init__(self, signer: RegistryTokens, revocations: Revocations | None = None) -> None:
         self.signer = signer
+        self.revocations = revocations or Revocations()
         self._verified: dict[str, AccessGrant] = {}
         self._servers: dict[tuple[str, int | None], frozenset[str]] = {}
-        # (Authorization header, registry uid, port, repository, actions) -> (expiry, principal, kind)
-        self._granted: dict[tuple[object, ...], tuple[float, str | None, str]] = {}
+        # (Authorization header, registry uid, port, repository, actions) -> (expiry, principal, kind, subject)
+        self._granted: dict[tuple[object, ...], tuple[float, str | None, str, str | None]] = {}
 
     # -- token verification ------------------------------------------------------------------------
 
@@ -144,6 +150,11 @@ class TokenAuthorizer:
         remembered = self._granted.get(key)
         if remembered is not None:
             if remembered[0] > time.time():
+                revoked = self.revocations.refused(ctx, registry, remembered[2], remembered[3])
+                if revoked is not None:
+                    del self._granted[key]
+                    raise self._revoked(request, ctx, registry, self._verified.get(_token_of(key[0])), repository,
+                                        actions, revoked)
                 if records_granted(ctx.registry_audit):
                     self._audit(ctx, request, registry, self._verified.get(_token_of(key[0])), "granted", repository,
                                 actions)
@@ -161,13 +172,16 @@ class TokenAuthorizer:
             self._audit(ctx, request, registry, None, "denied", repository, actions, f"invalid token: {exc}")
             raise self._challenge_error(request, ctx, registry, needed, "invalid_token",
                                         f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {exc}") from None
+        revoked = self.revocations.refused(ctx, registry, grant.kind, grant.subject)
+        if revoked is not None:
+            raise self._revoked(request, ctx, registry, grant, repository, actions, revoked)
         if needed is None or grant.allows(*needed):
             if records_granted(ctx.registry_audit):
                 self._audit(ctx, request, registry, grant, "granted", repository, actions)
             caller = _caller(grant, request)
             if len(self._granted) >= CACHE_ENTRIES:
                 self._granted.clear()
-            self._granted[key] = (grant.expires + CLOCK_SKEW_S, caller.principal, caller.kind)
+            self._granted[key] = (grant.expires + CLOCK_SKEW_S, caller.principal, caller.kind, grant.subject)
             return caller
         upgrade = self._may_now(ctx, registry, grant, needed)
         self._audit(ctx, request, registry, grant, "denied", repository, actions,
@@ -178,6 +192,12 @@ class TokenAuthorizer:
                 f"requested access to the resource is denied: the access token does not grant "
                 f"{_scope(needed)}; request a token for that scope", "DENIED")
         raise self._challenge_error(request, ctx, registry, needed, "insufficient_scope")
+
+    def _revoked(self, request: web.Request, ctx: Context, registry: RegistryRecord, grant: AccessGrant | None,
+                 repository: str | None, actions: Sequence[str], reason: str) -> RegistryError:
+        self._audit(ctx, request, registry, grant, "denied", repository, actions, f"revoked: {reason}")
+        return self._challenge_error(request, ctx, registry, _needed(repository, actions), "invalid_token",
+                                     f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {reason}")
 
     def _may_now(self, ctx: Context, registry: RegistryRecord, grant: AccessGrant,
                  needed: tuple[str, str, tuple[str, ...]]) -> bool:
@@ -209,6 +229,8 @@ class TokenAuthorizer:
         try:
             grant = self._grant(ctx, registry, token, time.time())
         except InvalidRegistryToken:
+            return False
+        if self.revocations.refused(ctx, registry, grant.kind, grant.subject) is not None:
             return False
         needed = _needed(repository, actions)
         allowed = needed is not None and grant.allows(*needed)

@@ -1,0 +1,66 @@
+"""Whether an access token issued earlier still stands: its admin user still enabled, its scoped token still there
+and enabled.
+
+ACR's access tokens live 75 minutes and are checked by signature alone, so disabling the admin user or a scoped
+token stops new tokens but not the ones already out. A local tool is expected to act at once, so the data plane
+asks :meth:`Revocations.refused` on every request that presents an admin user's or a scoped token's access token
+(tokens of Entra principals and anonymous ones need no look-up: their grants are ACR's). A registry deleted is
+not served any more, and one made again under its name has another ``uid``, which tokens name
+(:mod:`acrlocal.registry.token_codec`).
+
+The answer is read from the database (the ``registries`` row for the admin user, the token's resource through
+``ctx.scoped_tokens``) and kept while the database is unchanged (:class:`~acrlocal.storage.sql.DataVersion`,
+which sees commits of every connection and process), so a repeated request costs one ``PRAGMA data_version``
+read on SQLite; where no version can be read (PostgreSQL), every such request costs the look-up. Database errors
+propagate: they are not refusals.
+"""
+
+from __future__ import annotations
+
+from acrlocal.context import Context
+from acrlocal.errors import NotFound
+from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.sql import DataVersion
+
+#: Subjects whose answers are kept at once; when full, the kept answers are dropped.
+ENTRIES = 10_000
+
+
+class Revocations:
+    def __init__(self, version: DataVersion | None = None) -> None:
+        self.version = version
+        self._kept: dict[tuple[str, str, str | None], tuple[int, str | None]] = {}
+
+    def refused(self, ctx: Context, registry: RegistryRecord, kind: str, subject: str | None) -> str | None:
+        """Why an access token of ``kind``/``subject`` for ``registry`` no longer stands, or ``None`` if it does."""
+        if kind not in ("admin", "token"):
+            return None
+        key = (registry.uid, kind, subject)
+        version = self.version.current() if self.version is not None else None
+        if version is not None:
+            kept = self._kept.get(key)
+            if kept is not None and kept[0] == version:
+                return kept[1]
+        reason = self._look_up(ctx, registry, kind, subject)
+        if version is not None:
+            if len(self._kept) >= ENTRIES:
+                self._kept.clear()
+            self._kept[key] = (version, reason)
+        return reason
+
+    @staticmethod
+    def _look_up(ctx: Context, registry: RegistryRecord, kind: str, subject: str | None) -> str | None:
+        try:
+            current = ctx.registries.table.get(registry.name)
+        except NotFound:
+            current = None
+        if current is None or current.uid != registry.uid:
+            return f"registry {registry.name} has been deleted"
+        if kind == "admin":
+            if not current.properties.get("adminUserEnabled"):
+                return f"the admin user of registry {registry.name} is disabled"
+            return None
+        policy = ctx.scoped_tokens
+        if subject is None or policy is None or not policy.enabled(current, subject):
+            return f"the token {str(subject)[:60]!r} of registry {registry.name} is disabled or has been deleted"
+        return None
