@@ -1,7 +1,9 @@
 """Fixtures that start real acrlocal servers on loopback and stop them afterwards.
 
 Each server runs as a child process (``python -m acrlocal up``) on its own data directory with every port
-chosen by the system, so tests never collide with each other or with a server the user runs.
+chosen by the system, so tests never collide with each other or with a server the user runs. ``--backend
+postgresql`` puts every such server's metadata (and the ``database_url`` fixture's) on a private PostgreSQL server
+started for the session (``tests/postgres.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,42 @@ from pathlib import Path
 
 import pytest
 
+from tests import harness, postgres
 from tests.harness import AcrLocal, running
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", choices=BACKENDS, default=harness.BACKEND,
+                     help="metadata backend of the servers and stores tests start: sqlite (default, or "
+                          "$ACRLOCAL_TEST_BACKEND) or postgresql (a private server of the session's)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    harness.BACKEND = config.getoption("--backend")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    postgres.stop_shared()
+
+
+def new_database(backend: str, tmp_path: Path) -> str:
+    if backend == "postgresql":
+        return postgres.shared().create_database()
+    return f"sqlite:///{tmp_path / 'acrlocal.db'}"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """An empty database of the session's backend (``--backend``)."""
+    return new_database(harness.BACKEND, tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def each_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend in turn, whatever ``--backend`` says (for the schema's own tests)."""
+    return new_database(request.param, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import sqlalchemy as sa
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: Registry throttling stays on in tests, with limits far above what any test sends (tests push hundreds of blobs;
 #: ACR's Standard SKU allows 500 writes a minute). A later ``--registry-rate-limit`` in ``extra_args`` wins.
 TEST_RATE_LIMIT = "1000000/1000000"
+#: The metadata backend servers started here use: "sqlite" (each data directory's own file) or "postgresql" (a
+#: database of its own per data directory on the session's private PostgreSQL server); pytest's ``--backend``.
+BACKEND = os.environ.get("ACRLOCAL_TEST_BACKEND", "sqlite")
+_databases: dict[Path, str] = {}
+
+
+def database_for(data_dir: Path, backend: str | None = None) -> str | None:
+    """The ``--database-url`` of a server on ``data_dir`` (the same every time), or ``None`` for its SQLite file."""
+    if (backend or BACKEND) != "postgresql":
+        return None
+    key = data_dir.resolve()
+    if key not in _databases:
+        from tests import postgres
+
+        _databases[key] = postgres.shared().create_database("server")
+    return _databases[key]
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -116,15 +133,17 @@ def running(data_dir: Path, *extra_args: str, wrapper: Sequence[str] = ()) -> It
 class AcrLocal:
     """A server process on ``data_dir``. ``status`` is what ``acrlocal status`` prints. ``wrapper`` is a command
     the server runs under that ends by exec'ing it (e.g. one that enters a private network namespace), so the
-    process is still the server's."""
+    process is still the server's. ``backend`` overrides the session's ``BACKEND``."""
 
-    def __init__(self, data_dir: Path, *extra_args: str, wrapper: Sequence[str] = ()) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str, wrapper: Sequence[str] = (),
+                 backend: str | None = None) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args
         self.wrapper = list(wrapper)
         self.proc: subprocess.Popen[bytes] | None = None
         self.status: dict[str, Any] = {}
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self._database_url = database_for(data_dir, backend)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -137,7 +156,7 @@ class AcrLocal:
             self.wrapper + acrlocal_cmd(
                 "up", "--data-dir", str(self.data_dir), "--port", "0", "--registry-port-base", "0",
                 "--imds-port-base", "0", "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
-                *self.extra_args,
+                *(["--database-url", self._database_url] if self._database_url else []), *self.extra_args,
             ),
             stdout=log, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True,
         )
@@ -183,6 +202,15 @@ class AcrLocal:
     def profile_dir(self) -> Path:
         """The CLI profile (``ACRLOCAL_CONFIG_DIR``) ``cli`` uses for this server."""
         return self.data_dir.parent / f"{self.data_dir.name}-cli-profile"
+
+    @property
+    def database_url(self) -> str:
+        """The server's database (SQLAlchemy URL)."""
+        return self._database_url or f"sqlite:///{self.data_dir / 'acrlocal.db'}"
+
+    def database(self) -> sa.Engine:
+        """An engine on the server's database, for tests that look at or change rows directly (dispose it)."""
+        return sa.create_engine(self.database_url, poolclass=sa.NullPool)
 
     def log(self) -> str:
         try:
@@ -259,6 +287,7 @@ class AcrLocal:
         proc = subprocess.run(
             acrlocal_cmd(*args), capture_output=True, text=True, input=input,
             env=child_env(**{"ACRLOCAL_DATA_DIR": str(self.data_dir), "ACRLOCAL_CONFIG_DIR": str(self.profile_dir),
+                             **({"ACRLOCAL_DATABASE_URL": self._database_url} if self._database_url else {}),
                              **(env or {})}),
         )
         if check and proc.returncode != 0:

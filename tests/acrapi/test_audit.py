@@ -61,14 +61,14 @@ def test_audit_api_validates_and_never_holds_secrets(arm: Arm, acrlocal: AcrLoca
     assert unauthenticated.status_code == 401
 
 
-def test_buffer_is_bounded_and_token_service_events_are_mapped(tmp_path: Any) -> None:
+def test_buffer_is_bounded_and_token_service_events_are_mapped(tmp_path: Any, database_url: str) -> None:
     import asyncio
 
     from acrlocal.registry.audit import LOGIN_TABLE, REPOSITORY_TABLE, AuditLog, RepositoryEvent, query
     from acrlocal.registry.auth_events import AuthEvent
     from acrlocal.storage.sql import open_engine
 
-    engine = open_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    engine = open_engine(database_url)
     log = AuditLog(engine, buffer=3)
     for i in range(5):
         log.add(RepositoryEvent(time=float(i), registry="reg", identity=None, identity_kind=None, operation="Pull",

@@ -19,7 +19,6 @@ from azure.mgmt.containerregistry.models import (
     Token,
     TokenUpdateParameters,
 )
-from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from acrlocal.arm.tokens import RepositoryTokens
@@ -45,7 +44,7 @@ def acr(acrlocal: AcrLocal) -> ContainerRegistryManagementClient:
 
 @pytest.fixture(scope="module")
 def engine(acrlocal: AcrLocal) -> Iterator[Engine]:
-    engine = create_engine(f"sqlite:///file:{acrlocal.data_dir / 'acrlocal.db'}?mode=ro&uri=true")
+    engine = acrlocal.database()
     yield engine
     engine.dispose()
 

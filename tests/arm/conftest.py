@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import requests
 from azure.identity import ClientSecretCredential
-from sqlalchemy import create_engine
 
 from acrlocal.identity.directory import Directory
 from tests.harness import AcrLocal, running
@@ -62,7 +61,7 @@ def subscription_of(server: AcrLocal) -> str:
 def new_principal(server: AcrLocal, name: str) -> Principal:
     """A service principal with a client secret, made in the server's directory (the same database the running
     server reads; there is no Graph API for it yet)."""
-    engine = create_engine(f"sqlite:///{server.data_dir / 'acrlocal.db'}")
+    engine = server.database()
     try:
         directory = Directory(engine)
         tenant = directory.default_tenant()

@@ -21,8 +21,8 @@ def assignment(name: str, scope: str, role: str, principal: str = P) -> StoredAs
     return StoredAssignment(name, scope, role, principal, "ServicePrincipal", created_on="t", updated_on="t")
 
 
-def test_assignments_at_and_above_a_registry(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_assignments_at_and_above_a_registry(tmp_path: Path, database_url: str) -> None:
+    engine = open_engine(database_url)
     store = ArmStore(engine)
     store.add_assignment(assignment("00000000-0000-0000-0000-000000000001", f"/subscriptions/{SUB}", ACR_PULL))
     store.add_assignment(assignment("00000000-0000-0000-0000-000000000002", f"/subscriptions/{SUB}/resourceGroups/rg",
@@ -41,8 +41,8 @@ def test_assignments_at_and_above_a_registry(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_admin_password_check(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_admin_password_check(tmp_path: Path, database_url: str) -> None:
+    engine = open_engine(database_url)
     store = ArmStore(engine)
     resource = Resource(REGISTRY, "Microsoft.ContainerRegistry/registries", "MyReg", SUB, "RG",
                         properties={"adminUserEnabled": True},
@@ -58,8 +58,8 @@ def test_admin_password_check(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_deleting_a_group_keeps_assignments_of_look_alike_groups(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_deleting_a_group_keeps_assignments_of_look_alike_groups(tmp_path: Path, database_url: str) -> None:
+    engine = open_engine(database_url)
     store = ArmStore(engine)
     for i, group in enumerate(["a_b", "aXb", "a_b2", "a_b/"]):
         scope = f"/subscriptions/{SUB}/resourceGroups/{group.rstrip('/')}"

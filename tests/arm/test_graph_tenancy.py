@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import create_engine
 
 from acrlocal.identity.directory import Directory
 from tests.arm.conftest import Arm, Principal, admin_of
@@ -22,7 +21,7 @@ def graph(server: AcrLocal, principal: Principal) -> Arm:
 
 def other_tenant(server: AcrLocal) -> Principal:
     """A service principal of a second tenant, made in the server's database (no API creates tenants)."""
-    engine = create_engine(f"sqlite:///{server.data_dir / 'acrlocal.db'}")
+    engine = server.database()
     try:
         directory = Directory(engine)
         tenant = directory.create_tenant(f"other-{uuid.uuid4().hex[:6]}")

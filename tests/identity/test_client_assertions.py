@@ -21,7 +21,6 @@ from cryptography.x509.oid import NameOID
 from acrlocal.identity.directory import Directory, Principal
 from acrlocal.identity.keys import KeyRing
 from acrlocal.identity.tokens import TokenIssuer
-from acrlocal.storage.sql import open_engine
 from tests.clients import client_env, run_client, verify_with_jwks
 from tests.harness import AcrLocal
 
@@ -37,7 +36,7 @@ def admin(server: AcrLocal) -> dict[str, str]:
 def directory(acrlocal: AcrLocal) -> Iterator[Directory]:
     """The running server's directory, opened on its database (how tests register certificates and federated
     credentials, for which acrlocal has no Graph API)."""
-    engine = open_engine(f"sqlite:///{acrlocal.data_dir / 'acrlocal.db'}")
+    engine = acrlocal.database()
     try:
         yield Directory(engine)
     finally:

@@ -23,8 +23,8 @@ World = tuple[Directory, KeyRing, TokenIssuer, Principal]
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def world(tmp_path: Path, database_url: str) -> World:
+    engine = open_engine(database_url)
     directory = Directory(engine)
     bootstrap(directory, tmp_path)
     keys = KeyRing(engine)
@@ -103,8 +103,8 @@ def test_rotation_keeps_previous_key_published_and_valid(world: World) -> None:
     assert jwt.get_unverified_header(after.token)["kid"] == new.kid
 
 
-def test_admin_credential_file_is_private_and_its_secret_checks(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_admin_credential_file_is_private_and_its_secret_checks(tmp_path: Path, database_url: str) -> None:
+    engine = open_engine(database_url)
     directory = Directory(engine)
     cred = bootstrap(directory, tmp_path)
     assert (tmp_path / "admin.json").stat().st_mode & 0o077 == 0

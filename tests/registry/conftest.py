@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sqlite3
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from acrlocal.registry.paths import Endpoint, parse_path
 from tests.harness import AcrLocal, ChallengeAuth
@@ -142,6 +142,7 @@ class StorageProbe:
     """What the server has on disk and in its database (read-only, while it runs)."""
 
     def __init__(self, server: AcrLocal) -> None:
+        self.server = server
         self.data_dir = server.data_dir
 
     def blob_file(self, digest: str) -> Path:
@@ -152,11 +153,16 @@ class StorageProbe:
         return {p.name for p in (self.data_dir / "blobs" / "_uploads").iterdir()}
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(f"file:{self.data_dir / 'acrlocal.db'}?mode=ro", uri=True)
+        """Rows of ``sql``, its ``?`` placeholders bound to ``params`` in order."""
+        pieces = sql.split("?")
+        named = "".join(f"{piece}:p{i}" for i, piece in enumerate(pieces[:-1])) + pieces[-1]
+        engine = self.server.database()
         try:
-            return list(conn.execute(sql, params))
+            with engine.connect() as conn:
+                bound = {f"p{i}": value for i, value in enumerate(params)}
+                return [tuple(row) for row in conn.execute(sa.text(named), bound)]
         finally:
-            conn.close()
+            engine.dispose()
 
     def count(self, sql: str, *params: Any) -> int:
         return int(self.rows(sql, *params)[0][0])

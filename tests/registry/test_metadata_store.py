@@ -28,8 +28,8 @@ D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> tuple[SqlRegistryMetadata, int, int]:
-    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def store(tmp_path: Path, database_url: str) -> tuple[SqlRegistryMetadata, int, int]:
+    engine = open_engine(database_url)
     table = RegistryTable(engine)
     one, two = table.add("registryone", None, {}), table.add("registrytwo", None, {})
     return SqlRegistryMetadata(engine), one.id, two.id

@@ -52,11 +52,15 @@ def row_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def test_migrations_make_the_tables_as_declared(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'new.db'}")
+def test_migrations_make_the_tables_as_declared(each_database_url: str) -> None:
+    engine = open_engine(each_database_url)
     assert schema.current(engine) == schema.head()
     assert differences(engine) == [], "a table changed without a migration: python -m acrlocal.storage.schema " \
                                       "revision -m '...'"
+    engine.dispose()
+    again = open_engine(each_database_url)  # at the head: nothing to do
+    assert schema.current(again) == schema.head()
+    again.dispose()
 
 
 def test_migrations_form_one_line() -> None:
@@ -92,7 +96,7 @@ def test_a_database_made_before_migrations_is_adopted(tmp_path: Path, dump: str)
 @pytest.mark.parametrize("dump", DUMPS)
 def test_a_server_serves_a_data_directory_made_before_migrations(tmp_path: Path, dump: str) -> None:
     legacy_database(tmp_path / "data" / "acrlocal.db", dump)
-    server = AcrLocal(tmp_path / "data")
+    server = AcrLocal(tmp_path / "data", backend="sqlite")
     server.start()
     try:
         from tests.registry.conftest import RegistryClient
@@ -126,7 +130,7 @@ def test_a_server_serves_a_data_directory_made_before_migrations(tmp_path: Path,
 def test_db_commands_tell_and_upgrade_the_schema_revision(tmp_path: Path) -> None:
     data = tmp_path / "data"
     legacy_database(data / "acrlocal.db", DUMPS[0])
-    server = AcrLocal(data)
+    server = AcrLocal(data, backend="sqlite")
     before = json.loads(server.cli("db", "current", "--data-dir", str(data)).stdout)
     assert (before["current"], before["upToDate"]) == (None, False)
     upgraded = json.loads(server.cli("db", "upgrade", "--data-dir", str(data)).stdout)
@@ -137,11 +141,27 @@ def test_a_database_of_a_newer_acrlocal_is_refused_and_left_alone(tmp_path: Path
     data = tmp_path / "data"
     server = AcrLocal(data)
     assert server.cli("db", "upgrade", "--data-dir", str(data)).returncode == 0
-    with sqlite3.connect(data / "acrlocal.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    conn.close()
+    engine = server.database()
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
     refused = server.cli("db", "upgrade", "--data-dir", str(data), check=False)
     assert refused.returncode == 1
     assert "schema revision '9999'" in refused.stderr and "newer acrlocal" in refused.stderr
     with pytest.raises(RuntimeError, match="newer acrlocal"):
         server.start()
+
+
+def test_replicas_starting_together_migrate_once(tmp_path: Path) -> None:
+    """On PostgreSQL the migration holds an advisory lock: the second waits, then finds the head."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests import postgres
+
+    url = postgres.shared().create_database()
+    with ThreadPoolExecutor(4) as pool:
+        engines = list(pool.map(lambda _: open_engine(url), range(4)))
+    assert {schema.current(e) for e in engines} == {schema.head()}
+    assert differences(engines[0]) == []
+    for engine in engines:
+        engine.dispose()

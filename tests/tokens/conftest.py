@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import create_engine
 
 from acrlocal.identity.directory import Directory
 from tests.arm.conftest import Arm, Principal, admin_of, new_principal, subscription_of
@@ -145,7 +144,7 @@ def make_principal(server: AcrLocal, name: str) -> Principal:
 def other_tenant_principal(server: AcrLocal, name: str) -> Principal:
     """A service principal in a second tenant of the directory (made in the server's database, as the
     directory has no tenant-creation API)."""
-    engine = create_engine(f"sqlite:///{server.data_dir / 'acrlocal.db'}")
+    engine = server.database()
     try:
         directory = Directory(engine)
         tenant = directory.create_tenant(f"tenant-{uuid.uuid4().hex[:6]}")

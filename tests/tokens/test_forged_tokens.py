@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import create_engine
 
 from acrlocal.identity import store as identity_store
 from tests.arm.conftest import Arm, subscription_of
@@ -38,12 +36,13 @@ def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def _key(server: AcrLocal, sql: str, *params: str) -> rsa.RSAPrivateKey:
-    conn = sqlite3.connect(f"file:{server.data_dir / 'acrlocal.db'}?mode=ro", uri=True)
+def _key(server: AcrLocal, sql: str, **params: str) -> rsa.RSAPrivateKey:
+    engine = server.database()
     try:
-        pem = conn.execute(sql, params).fetchone()[0]
+        with engine.connect() as conn:
+            pem = conn.execute(sa.text(sql), params).scalar_one()
     finally:
-        conn.close()
+        engine.dispose()
     key = serialization.load_pem_private_key(pem.encode(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
@@ -81,8 +80,8 @@ def test_forged_entra_tokens_are_refused_at_the_exchange(server: AcrLocal, token
     good = server.admin_token()
     assert tokens.exchange(good).status_code == 200
     kid = jwt.get_unverified_header(good)["kid"]
-    key = _key(server, "SELECT private_pem FROM signing_keys WHERE kid = ? AND tenant_id = ?", kid,
-               cred["tenantId"])
+    key = _key(server, "SELECT private_pem FROM signing_keys WHERE kid = :kid AND tenant_id = :tenant", kid=kid,
+               tenant=cred["tenantId"])
     for name, forged in forgeries(good, key).items():
         r = tokens.exchange(forged)
         assert r.status_code == 401, name
@@ -97,7 +96,7 @@ def test_forged_access_tokens_are_refused_on_v2_and_nothing_is_stored(server: Ac
     good = tokens.access_token(refresh, "repository:forged/app:pull,push")
     assert tokens.v2("POST", "/v2/forged/app/blobs/uploads/", good).status_code == 202
     kid = jwt.get_unverified_header(good)["kid"]
-    key = _key(server, "SELECT private_pem FROM registry_token_keys WHERE kid = ?", kid)
+    key = _key(server, "SELECT private_pem FROM registry_token_keys WHERE kid = :kid", kid=kid)
     for name, forged in forgeries(good, key).items():
         r = tokens.v2("PUT", "/v2/forged/app/manifests/v1", forged, data=b"{}",
                       headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
@@ -153,11 +152,10 @@ def test_deleted_principal_refresh_token_stops_working(server: AcrLocal, tokens:
     sp = make_principal(server, "doomed")
     refresh = tokens.refresh_token(principal_token(server, sp))
     assert tokens.token(refresh, "repository:a:pull").status_code == 200
-    import sqlalchemy as sa
 
     from acrlocal.identity.directory import Directory
 
-    engine = sa.create_engine(f"sqlite:///{server.data_dir / 'acrlocal.db'}")
+    engine = server.database()
     try:
         Directory(engine).delete_principal(sp.object_id)
     finally:
@@ -179,7 +177,7 @@ def test_arm_audience_tokens_follow_the_registry_policy(server: AcrLocal, arm: A
 
 
 def _stored_signing_keys(server: AcrLocal) -> int:
-    engine = create_engine(f"sqlite:///{server.data_dir / 'acrlocal.db'}")
+    engine = server.database()
     try:
         with engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(identity_store.signing_keys)).scalar_one())

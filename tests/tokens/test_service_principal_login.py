@@ -28,7 +28,6 @@ from typing import Any
 import oras.client
 import pytest
 import requests
-from sqlalchemy import create_engine
 
 from acrlocal.identity.directory import Directory
 from tests.arm.conftest import Arm, admin_of, subscription_of
@@ -260,7 +259,7 @@ def test_refusals_are_acr_s_and_audited_without_the_secret(
     refused(tokens.basic_token(stranger.client_id, stranger.secret, scope), APP_NOT_REGISTERED)
 
     # An expired secret (made in the directory with a lifetime already over).
-    engine = create_engine(f"sqlite:///{server.data_dir / 'acrlocal.db'}")
+    engine = server.database()
     try:
         directory = Directory(engine)
         principal = directory.find_principal(app_id=puller.app_id)

@@ -40,12 +40,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def open_engine(url: str, *, upgrade: bool = True) -> Engine:
     """An engine for ``url``, its schema upgraded to the newest migration unless ``upgrade`` is false (see
-    :mod:`acrlocal.storage.schema`). SQLite files get their pragmas on every connection."""
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+    :mod:`acrlocal.storage.schema`). SQLite files get their pragmas on every connection; ``postgresql://`` URLs
+    use psycopg 3. A malformed URL raises ``sqlalchemy.exc.ArgumentError``."""
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 (SQLAlchemy's default is psycopg2)
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
     if upgrade:
         from acrlocal.storage import schema
 

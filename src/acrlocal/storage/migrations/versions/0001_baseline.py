@@ -26,17 +26,16 @@ def _byte_ordered(length: int) -> Any:
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
-def _inspector() -> Any:
-    return sa.inspect(op.get_bind())
+#: Tables the database had before this migration (a database made before migrations), read once.
+_existing: set[str] = set()
 
 
 def _table(name: str, *elements: Any) -> None:
     """Create table ``name``, or add the columns an existing one lacks."""
-    inspector = _inspector()
-    if not inspector.has_table(name):
+    if name not in _existing:
         op.create_table(name, *elements)
         return
-    present = {c["name"] for c in inspector.get_columns(name)}
+    present = {c["name"] for c in sa.inspect(op.get_bind()).get_columns(name)}
     missing = [e for e in elements if isinstance(e, sa.Column) and e.name not in present]
     for column in missing:
         if not column.nullable and column.server_default is None:
@@ -49,13 +48,13 @@ def _table(name: str, *elements: Any) -> None:
 
 
 def _index(name: str, table: str, columns: list[str], unique: bool = False) -> None:
-    if name not in {i["name"] for i in _inspector().get_indexes(table)}:
+    if table not in _existing or name not in {i["name"] for i in sa.inspect(op.get_bind()).get_indexes(table)}:
         op.create_index(name, table, columns, unique=unique)
 
 
 def _move_graph_applications() -> None:
     """Application objects used to be the control plane's ``arm_graph_applications`` table."""
-    if not _inspector().has_table("arm_graph_applications"):
+    if "arm_graph_applications" not in _existing:
         return
     bind = op.get_bind()
     old = sa.Table("arm_graph_applications", sa.MetaData(), autoload_with=bind)
@@ -71,6 +70,8 @@ def _move_graph_applications() -> None:
 
 
 def upgrade() -> None:
+    _existing.clear()
+    _existing.update(sa.inspect(op.get_bind()).get_table_names())
     _table('arm_deployments',
     sa.Column('id_key', sa.String(length=2048), nullable=False),
     sa.Column('id', sa.String(length=2048), nullable=False),
