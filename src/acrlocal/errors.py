@@ -12,6 +12,9 @@ relative to ``acrlocal``::
     ├── NotFound(LookupError)                       a named thing does not exist
     │   ├── rbac.errors.UnknownRole                 no role definition has that id or name
     │   └── registry.permissions.SubjectRefused     a subject that cannot hold tokens for this registry now
+    ├── inbound.MalformedRequest(ValueError)        a header, form or JSON body that cannot be read (not ASCII, not
+    │   │                                           UTF-8, not JSON, nested too deeply); each room answers it
+    │   └── inbound.RequestTooLarge                 a body past the endpoint's limit (413)
     ├── storage.metadata.UnknownReferences(LookupError)  a manifest names content its repository lacks
     ├── storage.artifacts.Blocked(PermissionError)  a deletion refused by a lock
     ├── storage.blobs.DigestMismatch(ValueError)    uploaded bytes do not hash to the digest given

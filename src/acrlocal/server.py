@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from acrlocal import __version__, publiccloud
 from acrlocal.arm import routes as arm_routes
@@ -67,6 +68,27 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTROL_ROOMS: tuple[Any, ...] = (oauth, arm_routes)
 #: Paths of the registry protocols; on a registry's host name that no registry has, they answer OCI's 404.
 REGISTRY_PATHS = ("/v2/", "/oauth2/", "/acr/")
+
+
+class _ClientErrorsAsInfo(logging.Filter):
+    """aiohttp logs a request it cannot parse (a malformed or duplicate header, a bad request line) at ERROR with
+    a traceback, after answering it 400 itself. That is the client's mistake, not the server's: it is logged
+    here at INFO in one line, so that ERROR and tracebacks in the log stay the server's own faults."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            record.msg = f"{record.msg}: {exc.code} {exc.message}"
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install :class:`_ClientErrorsAsInfo` on aiohttp's server logger (once)."""
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ClientErrorsAsInfo) for f in server_logger.filters):
+        server_logger.addFilter(_ClientErrorsAsInfo())
 
 
 def _local_port(request: web.Request) -> int:
@@ -128,6 +150,7 @@ class Server:
 
     async def start(self) -> Context:
         self._started_at = time.time()
+        quiet_client_errors()
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)

@@ -16,11 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
+from acrlocal import inbound
 from acrlocal.arm.errors import ArmError, authorization_failed
 from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment
 from acrlocal.context import Context
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.tokens import InvalidToken
+from acrlocal.inbound import MalformedRequest
 from acrlocal.rbac.errors import InvalidScope
 from acrlocal.rbac.evaluate import may
 from acrlocal.rbac.roles import RoleDefinition
@@ -121,14 +123,16 @@ class Caller:
 
 def authenticate(request: web.Request, ctx: Context, store: ArmStore) -> Caller:
     """The caller of ``request``; :class:`ArmError` 401 if the bearer token is missing or not valid for ARM."""
-    header = request.headers.get("Authorization")
-    if not header:
+    try:
+        found = inbound.authorization(request)
+    except MalformedRequest:
+        found = ("", "")  # not ASCII: answered as a header in an invalid format
+    if found is None:
         raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.",
                        headers=challenge(ctx, description="The authentication failed because of missing "
                                          "'Authorization' header."))
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    scheme, token = found
+    if scheme != "bearer" or not token:
         raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is provided "
                        "in an invalid format.", headers=challenge(ctx, description="The authentication failed "
                                                                      "because of invalid 'Authorization' header."))

@@ -12,13 +12,13 @@ the write that follows it cannot interleave with another write. Every answer car
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import logging
 import uuid
 from typing import Any
 
 from aiohttp import web
 
+from acrlocal import inbound
 from acrlocal.arm import generic, graph, groups, images, subscriptions
 from acrlocal.arm.auth import authenticate
 from acrlocal.arm.authorization import ensure_admin_owner
@@ -29,6 +29,7 @@ from acrlocal.arm.store import ArmStore
 from acrlocal.arm.templates import TemplateError, jsonc
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
+from acrlocal.inbound import MalformedRequest, RequestTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,19 @@ WRITES = ("PUT", "PATCH", "DELETE", "POST")
 
 def _ids(request: web.Request) -> dict[str, str]:
     request_id = str(uuid.uuid4())
-    correlation = request.headers.get("x-ms-correlation-request-id") or request.headers.get(
-        "x-ms-client-request-id") or request_id
+    correlation = _client_id(request, "x-ms-correlation-request-id") or _client_id(
+        request, "x-ms-client-request-id") or request_id
     return {"x-ms-request-id": request_id, "x-ms-correlation-request-id": correlation,
             "x-ms-routing-request-id": f"LOCAL:{request_id}"}
+
+
+def _client_id(request: web.Request, name: str) -> str | None:
+    """A request id the client chose, to echo: ASCII only (``None`` otherwise), at most 200 characters."""
+    try:
+        value = inbound.header(request, name)
+    except MalformedRequest:
+        return None
+    return value[:200] if value else None
 
 
 def error_response(err: ArmError) -> web.Response:
@@ -52,12 +62,15 @@ def error_response(err: ArmError) -> web.Response:
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The JSON object of a write, read as ARM reads it (:mod:`.templates.jsonc`); ``{}`` for an empty body; 400
     ``InvalidRequestContent`` for anything else."""
-    raw = await request.read()
+    try:
+        raw = await inbound.read_body(request)
+    except RequestTooLarge as exc:
+        raise ArmError(413, "RequestEntityTooLarge", f"The request content is too large: {exc}.") from None
     if not raw.strip():
         return {}
     try:
-        body = jsonlib.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = inbound.parse_json(raw)
+    except MalformedRequest as exc:
         try:  # ARM's reader is lenient (unquoted names, comments), and az relies on it for templates
             body = jsonc.loads(raw)
         except TemplateError:
@@ -91,6 +104,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             response = await route(call)
     except ArmError as err:
         response = error_response(err)
+    except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
+        response = error_response(ArmError(exc.status, "InvalidRequestContent" if exc.status == 400 else
+                                           "RequestEntityTooLarge", str(exc)))
     except Exception:
         log.exception("ARM request %s %s failed", request.method, request.path)
         response = error_response(ArmError(500, "InternalServerError", "The server encountered an internal error; "

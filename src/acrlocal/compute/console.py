@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from acrlocal.compute.machine import MachineError, VMProcess
+from acrlocal.inbound import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ async def _from_client(ws: web.WebSocketResponse, stdin: int, tty: bool) -> None
                     open_input = None
             elif channel == RESIZE and tty and open_input is not None:
                 with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
-                    size = json.loads(payload)
+                    size = parse_json(payload, what="the terminal size")
                     set_size(open_input, max(1, int(size["rows"])), max(1, int(size["cols"])))
     finally:
         if open_input is not None:

@@ -39,6 +39,8 @@ from acrlocal.identity.signin import (
     authorize,
     device_code,
     device_login,
+    read_form,
+    trouble_page,
     user_grant,
     user_realm,
 )
@@ -227,7 +229,7 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
     ctx = _ctx(request)
     try:
         maybe_tenant = _tenant_or_alias(ctx, request.match_info["tenant"])
-        form = await request.post()
+        form = await read_form(request)
         grant = _required(form, "grant_type")
         if grant in USER_GRANTS:
             return web.json_response(await user_grant(request, ctx, maybe_tenant, grant, form, v1=v1))
@@ -271,11 +273,17 @@ async def authorize_page(request: web.Request) -> web.StreamResponse:
         tenant = _tenant_or_alias(ctx, request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
-    return await authorize(request, ctx, tenant)
+    try:
+        return await authorize(request, ctx, tenant)
+    except OAuthError as err:  # a form that cannot be read
+        return trouble_page(err)
 
 
 async def device_login_page(request: web.Request) -> web.StreamResponse:
-    return await device_login(request, _ctx(request))
+    try:
+        return await device_login(request, _ctx(request))
+    except OAuthError as err:  # a form that cannot be read
+        return trouble_page(err)
 
 
 def setup(app: web.Application, ctx: Context) -> None:

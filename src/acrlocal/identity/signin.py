@@ -38,11 +38,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
+from acrlocal import inbound
 from acrlocal.context import Context
 from acrlocal.identity.directory import Application, Principal, User
 from acrlocal.identity.errors import OAuthError
 from acrlocal.identity.passwords import verify_password
+from acrlocal.inbound import MalformedRequest
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 USER_GRANTS = ("password", "refresh_token", "authorization_code", DEVICE_CODE_GRANT)
@@ -265,6 +268,21 @@ class PendingSignIns:
 PENDING = web.AppKey("identity.pending_sign_ins", PendingSignIns)
 
 
+async def read_form(request: web.Request) -> MultiDictProxy[str]:
+    """The request's form; ``invalid_request`` (AADSTS9002313) if it cannot be read (not UTF-8, too large)."""
+    try:
+        return await inbound.read_form(request)
+    except MalformedRequest as exc:
+        raise OAuthError("invalid_request", f"Invalid request. Request is malformed or invalid: {exc}.", 9002313,
+                         status=exc.status) from None
+
+
+def trouble_page(exc: OAuthError) -> web.Response:
+    """The page a browser gets for a sign-in request that cannot go on."""
+    return page("Sign in", "<h1>Sorry, but we're having trouble signing you in.</h1><p class=error id=error>"
+                f"AADSTS{exc.aadsts}: {html.escape(exc.message)}</p>", status=exc.status)
+
+
 def _form_text(form: Any, name: str) -> str:
     value = form.get(name)
     if not value or not isinstance(value, str):
@@ -307,7 +325,7 @@ async def user_grant(request: web.Request, ctx: Context, tenant_id: str | None, 
 
 async def device_code(request: web.Request, ctx: Context, tenant_id: str | None) -> web.Response:
     """``POST /{tenant}/oauth2/v2.0/devicecode``: start a device flow for a public client."""
-    form = await request.post()
+    form = await read_form(request)
     client_id = _form_text(form, "client_id").lower()
     name = client_name(ctx, client_id, tenant_id)
     scope = str(form.get("scope") or form.get("resource") or "")
@@ -399,8 +417,7 @@ async def authorize(request: web.Request, ctx: Context, tenant_id: str | None) -
     try:
         name = client_name(ctx, client_id, tenant_id) if client_id else None
     except OAuthError as exc:
-        return page("Sign in", f"<h1>Sorry, but we're having trouble signing you in.</h1><p class=error id=error>"
-                    f"AADSTS{exc.aadsts}: {html.escape(exc.message)}</p>", status=400)
+        return trouble_page(exc)
     problem = None
     if name is None:
         problem = "AADSTS900144: The request must contain the parameter 'client_id'."
@@ -424,7 +441,7 @@ async def authorize(request: web.Request, ctx: Context, tenant_id: str | None) -
     if request.method == "GET":
         return page("Sign in to your account", intro + _credentials_form(str(request.rel_url),
                                                                           username=q.get("login_hint", "")))
-    form = await request.post()
+    form = await read_form(request)
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
     try:
         user = await authenticate_user(ctx, username, password, tenant_id)
@@ -460,7 +477,7 @@ async def device_login(request: web.Request, ctx: Context) -> web.StreamResponse
                  "<button type=submit id=next>Next</button></form>")
     if request.method == "GET":
         return page("Enter code", heading + code_form.format(error="", value=""))
-    form = await request.post()
+    form = await read_form(request)
     entered = str(form.get("code") or "")[:40]
     flow = request.app[PENDING].by_user_code(entered)
     if flow is None:

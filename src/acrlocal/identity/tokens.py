@@ -34,6 +34,8 @@ def pinned_header(token: str, error: type[AcrLocalError]) -> dict[str, Any]:
     """The unverified header of ``token`` if it asks for RS256 and brings no key or ``crit`` of its own; raises
     ``error`` saying which header was refused otherwise. Both token services (Entra's and the registry's) start
     verification here."""
+    if not token.isascii():  # a JWT is base64url; PyJWT would fail to encode a header's undecodable bytes
+        raise error("token is not a JWT: it holds characters that are not ASCII")
     try:
         header: dict[str, Any] = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from acrlocal.context import Context
+from acrlocal.inbound import MalformedRequest, parse_json
 from acrlocal.registry import audit, guards
 from acrlocal.registry.authz import DELETE, METADATA_READ, METADATA_WRITE
 from acrlocal.registry.digest import Digest
@@ -138,9 +139,9 @@ async def _attribute_changes(request: web.Request) -> dict[str, bool]:
     ``teleportEnabled`` (an ACR preview feature) is accepted and ignored."""
     raw = await request.content.read(64 * 1024)
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise RegistryError("UNSUPPORTED", f"the request body is not JSON: {exc}", status=400) from None
+        body = parse_json(raw or b"{}")
+    except MalformedRequest as exc:
+        raise RegistryError("UNSUPPORTED", str(exc), status=400) from None
     if not isinstance(body, dict):
         raise RegistryError("UNSUPPORTED", "the request body must be a JSON object of changeable attributes",
                             status=400)

@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from acrlocal.context import Context
+from acrlocal.inbound import MalformedRequest, RequestTooLarge
 from acrlocal.registry import acr_api, audit, blob_api, guards, locks, manifest_api
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
@@ -104,6 +105,9 @@ async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamRe
             audit.repository_event(request, request.app["ctx"], registry.name, _OPERATIONS.get(request.method, "Pull"),
                                    route.name or None, result="Denied", description=str(err.detail))
         return error_response(err)
+    except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
+        code = "SIZE_INVALID" if isinstance(exc, RequestTooLarge) else "UNSUPPORTED"
+        return error_response(RegistryError(code, str(exc), status=exc.status))
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:

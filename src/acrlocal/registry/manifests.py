@@ -11,10 +11,10 @@ The bytes are never re-serialised: the digest is over what the client sent, and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from acrlocal.inbound import MalformedRequest, parse_json
 from acrlocal.registry.digest import Digest, DigestError
 from acrlocal.registry.errors import RegistryError
 
@@ -117,9 +117,9 @@ def _detect(doc: dict[str, Any], content_type: str) -> str:
 def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     """Validate a pushed manifest; MANIFEST_INVALID (400) for anything the registry must not store."""
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _invalid(f"manifest is not valid JSON: {exc}") from exc
+        doc = parse_json(body, what="the manifest")
+    except MalformedRequest as exc:
+        raise _invalid(str(exc)) from None
     if not isinstance(doc, dict):
         raise _invalid("manifest is not a JSON object")
     if doc.get("schemaVersion") != 2:

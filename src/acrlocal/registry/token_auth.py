@@ -37,7 +37,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from acrlocal import inbound
 from acrlocal.context import Context
+from acrlocal.inbound import MalformedRequest
 from acrlocal.registry.auth_events import AuthEvent, records_granted
 from acrlocal.registry.authz import CATALOG, OVERWRITE, Caller
 from acrlocal.registry.errors import RegistryError
@@ -118,11 +120,12 @@ class TokenAuthorizer:
         cache[token] = grant
 
     def _bearer(self, request: web.Request) -> str | None:
-        header = request.headers.get("Authorization")
-        if not header:
+        """The bearer token of ``request``; ``None`` without one (another scheme, or no header).
+        :class:`~acrlocal.inbound.MalformedRequest` for a header that is not ASCII."""
+        found = inbound.authorization(request)
+        if found is None or found[0] != "bearer":
             return None
-        scheme, _, token = header.partition(" ")
-        return token.strip() or None if scheme.lower() == "bearer" else None
+        return found[1] or None
 
     # -- decisions ---------------------------------------------------------------------------------
 
@@ -161,7 +164,12 @@ class TokenAuthorizer:
                 return Caller(remembered[1], request.remote, remembered[2])
             del self._granted[key]
         needed = _needed(repository, actions)
-        token = self._bearer(request)
+        try:
+            token = self._bearer(request)
+        except MalformedRequest as exc:
+            self._audit(ctx, request, registry, None, "denied", repository, actions, str(exc))
+            raise self._challenge_error(request, ctx, registry, needed, "invalid_token",
+                                        f"{AUTHENTICATION_REQUIRED} {exc}") from None
         if token is None:
             self._audit(ctx, request, registry, None, "denied", repository, actions, "no bearer token")
             raise self._challenge_error(request, ctx, registry, needed, None)
@@ -223,7 +231,10 @@ class TokenAuthorizer:
         actions: Sequence[str],
     ) -> bool:
         ctx: Context = request.app["ctx"]
-        token = self._bearer(request)
+        try:
+            token = self._bearer(request)
+        except MalformedRequest:
+            return False
         if token is None:
             return False
         try:

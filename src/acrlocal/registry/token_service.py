@@ -48,10 +48,12 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from acrlocal import inbound
 from acrlocal.arm.access import check_admin_password
 from acrlocal.arm.auth import ARM_AUDIENCES
 from acrlocal.context import Context
 from acrlocal.identity.tokens import InvalidToken
+from acrlocal.inbound import MalformedRequest, RequestTooLarge
 from acrlocal.registry.auth_events import AuthEvent
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.permissions import ANONYMOUS, CurrentPermissions, Subject, SubjectRefused, check_principal
@@ -137,15 +139,19 @@ def _arm_audiences_allowed(registry: RegistryRecord) -> bool:
     return status.lower() != "disabled"
 
 
-def _basic(header: str | None) -> tuple[str, str] | None:
+def _basic(request: web.Request) -> tuple[str, str] | None:
     """``(user, password)`` of an ``Authorization: Basic`` header; ``None`` without one. 401 if malformed."""
-    if not header:
+    try:
+        found = inbound.authorization(request)
+    except MalformedRequest as exc:
+        raise _unauthorized(str(exc)) from None
+    if found is None:
         return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
+    scheme, value = found
+    if scheme != "basic":
         raise _unauthorized(f"the token endpoint takes Basic credentials, not {scheme[:20]!r}; {ACR_HELP}")
     try:
-        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        user, sep, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise _unauthorized("the Basic credentials are not base64 of user:password") from None
     if not sep:
@@ -219,6 +225,9 @@ class TokenService:
             raise RegistryError("NAME_UNKNOWN", f"no such endpoint {path[:100]!r}", status=404)
         except RegistryError as err:
             return error_response(err)
+        except MalformedRequest as exc:
+            code = "SIZE_INVALID" if isinstance(exc, RequestTooLarge) else "INVALID_REQUEST"
+            return error_response(RegistryError(code, str(exc), status=exc.status))
 
     async def _form(self, request: web.Request) -> MultiDictProxy[Any]:
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
@@ -226,7 +235,7 @@ class TokenService:
         ctype = request.content_type
         if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
             raise _bad_request(f"expected an application/x-www-form-urlencoded body, not {ctype[:80]!r}")
-        return await request.post()
+        return await inbound.read_form(request)
 
     def _service(self, ctx: Context, request: web.Request, registry: RegistryRecord, given: str | None) -> str:
         if not given:
@@ -278,7 +287,7 @@ class TokenService:
         if request.method == "GET":
             params: Mapping[str, Any] = request.query
             scopes_text = request.query.getall("scope", [])
-            subject = self._from_basic(ctx, request, registry, _basic(request.headers.get("Authorization")))
+            subject = self._from_basic(ctx, request, registry, _basic(request))
         else:
             form = await self._form(request)
             params = form
@@ -320,7 +329,7 @@ class TokenService:
             username, password = _text(form, "username"), _text(form, "password")
             if username or password:
                 return self._from_basic(ctx, request, registry, (username or "", password or ""))
-            return self._from_basic(ctx, request, registry, _basic(request.headers.get("Authorization")))
+            return self._from_basic(ctx, request, registry, _basic(request))
         raise _bad_request(f"grant_type {str(grant_type)[:40]!r} is not supported; expected 'refresh_token' or "
                            "'password'")
 

@@ -12,7 +12,6 @@ objects of the caller's tenant: an object of another tenant is 404, exactly as o
 from __future__ import annotations
 
 import base64
-import json as jsonlib
 import logging
 import re
 import uuid
@@ -24,11 +23,13 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from acrlocal import inbound
 from acrlocal.arm.graph.errors import GraphError
 from acrlocal.arm.store import ArmStore
 from acrlocal.context import Context
 from acrlocal.identity.directory import GLOBAL_ADMINISTRATOR, Principal
 from acrlocal.identity.tokens import InvalidToken
+from acrlocal.inbound import MalformedRequest, RequestTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +204,17 @@ class GraphCall:
         return found
 
     async def body(self) -> dict[str, Any]:
-        raw = await self.request.read()
-        if len(raw) > MAX_BODY_BYTES:
-            raise GraphError(413, "Request_EntityTooLarge", f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+        too_large = GraphError(413, "Request_EntityTooLarge",
+                               f"The request body is larger than {MAX_BODY_BYTES} bytes.")
         try:
-            body = jsonlib.loads(raw) if raw.strip() else {}
-        except (ValueError, RecursionError):
+            raw = await inbound.read_body(self.request)
+        except RequestTooLarge:
+            raise too_large from None
+        if len(raw) > MAX_BODY_BYTES:
+            raise too_large
+        try:
+            body = inbound.parse_json(raw) if raw.strip() else {}
+        except MalformedRequest:
             raise GraphError(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type "
                              "header is set and payload is of valid JSON format.") from None
         if not isinstance(body, dict):
@@ -307,11 +313,15 @@ class Router:
 
 
 def authenticate(ctx: Context, request: web.Request) -> tuple[Principal, dict[str, Any]]:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    try:
+        scheme, token = inbound.authorization(request) or ("", "")
+    except MalformedRequest:
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure: the Authorization "
+                         "header is not ASCII.") from None
+    if scheme != "bearer" or not token:
         raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
     try:
-        claims = ctx.tokens.verify(token.strip(), audiences(ctx))
+        claims = ctx.tokens.verify(token, audiences(ctx))
     except InvalidToken:
         raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience "
                          "or signature.") from None
@@ -331,6 +341,9 @@ def make_dispatch(ctx: Context, store: ArmStore, router: Router) -> Callable[[we
             return await handler(GraphCall(ctx, store, request, caller, claims, params))
         except GraphError as err:
             return err.response(request)
+        except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
+            return GraphError(exc.status, "BadRequest" if exc.status == 400 else "Request_EntityTooLarge",
+                              str(exc)).response(request)
         except Exception:
             log.exception("Graph request %s %s failed", request.method, request.path)
             return GraphError(500, "generalException", "An internal server error occurred; request id "

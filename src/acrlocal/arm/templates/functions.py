@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from acrlocal.arm.templates.errors import TemplateError
 from acrlocal.arm.templates.expressions import Call, Index, Literal, Member, Node, index, member, type_name
 from acrlocal.errors import AcrLocalError
+from acrlocal.inbound import MalformedRequest, parse_json
 
 MAX_ITEMS = 10_000
 MAX_STRING = 131_072
@@ -867,8 +868,8 @@ def _try_get(scope: Scope, value: Any, *keys: Any) -> Any:
 def _json(scope: Scope, text: Any) -> Any:
     _expect("json", text, str)
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return parse_json(text, what="the value")
+    except MalformedRequest as exc:
         raise TemplateError(f"The template language function 'json' was given '{text[:100]}', which is not valid "
                             f"JSON: {exc}.") from None
 

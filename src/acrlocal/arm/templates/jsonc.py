@@ -15,8 +15,7 @@ import re
 from typing import Any
 
 from acrlocal.arm.templates.errors import TemplateError
-
-MAX_DEPTH = 256
+from acrlocal.inbound import MAX_JSON_DEPTH, MalformedRequest, check_json
 
 
 class JsonObject(dict[str, Any]):
@@ -37,6 +36,8 @@ _SPACE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+_LOW_SURROGATE = re.compile(r"\\u([dD][c-fC-F][0-9a-fA-F]{2})")
 _LITERALS = {"true": True, "false": False, "null": None}
 
 
@@ -72,8 +73,7 @@ class _Reader:
             raise self.fail("Unterminated comment.")
 
     def value(self, depth: int) -> Any:
-        if depth > MAX_DEPTH:
-            raise self.fail(f"The JSON nests deeper than {MAX_DEPTH} levels.")
+        """The value at ``pos``; ``depth`` objects and arrays enclose it."""
         self.skip()
         if self.pos >= len(self.text):
             raise self.fail("Unexpected end of content.")
@@ -115,9 +115,14 @@ class _Reader:
             if esc in _ESCAPES:
                 parts.append(_ESCAPES[esc])
                 self.pos = end + 2
-            elif esc == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[end + 2:end + 6]):
-                parts.append(chr(int(text[end + 2:end + 6], 16)))
+            elif esc == "u" and _HEX4.fullmatch(text, end + 2, end + 6):
+                code = int(text[end + 2:end + 6], 16)
                 self.pos = end + 6
+                low = _LOW_SURROGATE.match(text, self.pos)
+                if 0xD800 <= code < 0xDC00 and low:  # a UTF-16 pair: one character, as JSON means it
+                    code = 0x10000 + ((code - 0xD800) << 10) + (int(low.group(1), 16) - 0xDC00)
+                    self.pos = low.end()
+                parts.append(chr(code))
             else:
                 raise self.fail(f"Bad JSON escape sequence: \\{esc}.", end)
 
@@ -131,7 +136,12 @@ class _Reader:
         self.pos = m.end()
         return m.group()
 
+    def nest(self, depth: int) -> None:
+        if depth >= MAX_JSON_DEPTH:
+            raise self.fail(f"The JSON nests deeper than {MAX_JSON_DEPTH} levels.")
+
     def obj(self, depth: int) -> JsonObject:
+        self.nest(depth)
         result = JsonObject()
         result.line, result.column = self.where(self.pos)
         self.pos += 1
@@ -155,6 +165,7 @@ class _Reader:
                                 f"{self.text[self.pos:self.pos + 1] or 'end of content'}.")
 
     def array(self, depth: int) -> JsonArray:
+        self.nest(depth)
         result = JsonArray()
         result.line, result.column = self.where(self.pos)
         self.pos += 1
@@ -188,4 +199,9 @@ def loads(text: str | bytes) -> Any:
     if reader.pos != len(text):
         raise reader.fail("Additional text encountered after finished reading JSON content: "
                           f"{text[reader.pos]}.")
+    try:
+        check_json(value, text, what="the JSON")
+    except MalformedRequest as exc:  # a lone surrogate (\ud800) that could be neither stored nor sent back
+        raise TemplateError(f"The request content was invalid and could not be deserialized: '{exc}.'",
+                            code="InvalidRequestContent") from None
     return value
