@@ -107,6 +107,16 @@ def test_errors_as_arm_gives_them(host_az: Az) -> None:
 def test_subscription_deployment_with_a_nested_deployment(host_az: Az) -> None:
     az = host_az
     group = unique("rg-sub-")
+    subscription = az("account", "show")["id"]
+    group_id = f"/subscriptions/{subscription}/resourceGroups/{group}"
+    identity_id = f"{group_id}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{group}-id"
+    what_if = ["deployment", "sub", "what-if", "-l", "westus", "--template-file", str(TEMPLATES / "subscription.json"),
+               "--parameters", f"groupName={group}", "--no-pretty-print"]
+    # what-if expands the nested deployment (at the group the template creates) as ARM does
+    before = {c["resourceId"].lower(): c for c in az(*what_if)["changes"]}
+    assert before[group_id.lower()]["changeType"] == "Create"
+    assert before[identity_id.lower()]["changeType"] == "Create"
+    assert before[identity_id.lower()]["after"]["location"] == "westus"
     result = az("deployment", "sub", "create", "-l", "westus", "-n", unique("sub-"), "--template-file",
                 str(TEMPLATES / "subscription.json"), "--parameters", f"groupName={group}")
     assert result["properties"]["provisioningState"] == "Succeeded"
@@ -115,4 +125,8 @@ def test_subscription_deployment_with_a_nested_deployment(host_az: Az) -> None:
     nested = az("deployment", "group", "show", "-g", group, "-n", "identityModule")
     assert nested["properties"]["outputs"]["clientId"]["value"] == identity["clientId"]
     assert az("group", "show", "-n", group)["location"] == "westus"
+    after = {c["resourceId"].lower(): c["changeType"] for c in az(*what_if)["changes"]}
+    assert after[group_id.lower()] == "NoChange" and after[identity_id.lower()] == "NoChange"
+    printed = az.run(*what_if[:-1], output=False)
+    assert printed.returncode == 0 and f"{group}-id" in printed.stdout
     az("group", "delete", "-n", group, "--yes")

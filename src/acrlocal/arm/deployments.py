@@ -123,6 +123,8 @@ class DeploymentEnvironment:
         self.location = location
         self.what_if = what_if
         self.plan: Plan | None = None
+        #: Resource groups an outer template creates, by lower-case id: what a what-if reads for them.
+        self.planned_groups: dict[str, dict[str, Any]] = {}
         self.actions: dict[tuple[str, str], Any] = {}
 
     def subscription(self) -> dict[str, Any]:
@@ -134,6 +136,9 @@ class DeploymentEnvironment:
         if self.target.resource_group is None:
             return None
         group = self.call.store.group(self.target.subscription_id, self.target.resource_group)
+        planned = self.planned_groups.get(self.target.scope_id.lower())
+        if group is None and self.what_if and planned is not None:
+            return planned
         if group is None:
             raise TemplateError(f"The resource group '{self.target.resource_group}' could not be found.")
         return groups_module.render(group)

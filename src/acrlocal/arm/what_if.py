@@ -6,15 +6,22 @@ Each resource the template deploys is compared with what exists now: ``Create`` 
 or ``Delete`` (``Complete``). Values the template can only know once it deploys (``reference()`` of a resource
 not created yet) are shown as their expressions, as ARM does. Properties the template does not set (read-only
 ones such as ``provisioningState``) are not changes.
+
+Inline nested deployments (Bicep modules) are expanded as ARM expands them: their resources' changes are listed
+with the others, evaluated at the nested deployment's own target (a resource group the outer template creates
+counts as existing, with its planned location). A nested deployment that cannot be evaluated before it runs (a
+``templateLink``, a value only deployment makes known) is listed as ``Unsupported`` with the reason.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from acrlocal.arm.deployments import internal
+from acrlocal.arm.deployments import MAX_NESTING, DeploymentEnvironment, internal, parse_request
+from acrlocal.arm.errors import ArmError
 from acrlocal.arm.providers import REGISTRY, Call
-from acrlocal.arm.templates import Plan, TemplateError
+from acrlocal.arm.templates import Plan, PlannedResource, TemplateError, prepare
 from acrlocal.arm.templates.expressions import is_expression
 
 #: Top-level fields of a resource that what-if compares (the others are identity, not state).
@@ -64,14 +71,60 @@ def _predicted(plan: Plan, resource: Any, body: dict[str, Any]) -> dict[str, Any
             "apiVersion": resource.api_version, **body}
 
 
-async def changes(call: Call, plan: Plan, mode: str, result_format: str) -> list[dict[str, Any]]:
-    """ARM's ``changes`` list for deploying ``plan`` now."""
+def _planned_groups(plan: Plan, inherited: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The resource groups ``plan`` creates, as a nested deployment's ``resourceGroup()`` will read them."""
+    groups = dict(inherited)
+    for resource in plan.deployable:
+        if resource.type.lower() != "microsoft.resources/resourcegroups":
+            continue
+        try:
+            body = plan.body(resource, keep_unknown=True)
+        except TemplateError:
+            continue
+        groups[resource.key] = {"id": resource.id, "name": resource.short_name,
+                                "type": "Microsoft.Resources/resourceGroups", "location": body.get("location"),
+                                "tags": body.get("tags") or {}, "properties": {"provisioningState": "Succeeded"}}
+    return groups
+
+
+async def _nested(call: Call, plan: Plan, resource: PlannedResource, result_format: str, depth: int,
+                  groups: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The changes of an inline nested deployment, at its own target; ``Unsupported`` when it cannot be known."""
+    def unsupported(reason: str) -> list[dict[str, Any]]:
+        return [{"resourceId": resource.id, "changeType": "Unsupported", "unsupportedReason": reason}]
+
+    if depth >= MAX_NESTING:
+        return unsupported(f"Nested deployments go deeper than {MAX_NESTING} levels.")
+    target = resource.nested_target or plan.target
+    try:
+        body = plan.body(resource, keep_unknown=True)
+        request = parse_request(body, target.resource_group is None)
+        env = DeploymentEnvironment(call, target, resource.short_name, request.mode, datetime.now(UTC),
+                                    request.template, request.location, what_if=True)
+        env.planned_groups = groups
+        nested = prepare(request.template, request.parameters, target, env)
+        env.plan = nested
+    except TemplateError as err:
+        return unsupported(err.message)
+    except ArmError as err:
+        return unsupported(err.message)
+    return await changes(call, nested, request.mode, result_format, depth=depth + 1, groups=groups)
+
+
+async def changes(call: Call, plan: Plan, mode: str, result_format: str, *, depth: int = 0,
+                  groups: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """ARM's ``changes`` list for deploying ``plan`` now (``depth`` > 0: a nested deployment's own resources,
+    without the resources of its scope it leaves alone)."""
     full = result_format.lower() != "resourceidonly"
     out: list[dict[str, Any]] = []
     named: set[str] = set()
+    groups = _planned_groups(plan, groups or {})
     for resource in plan.deployable:
         named.add(resource.key)
         if resource.type.lower() == "microsoft.resources/deployments":
+            inner = await _nested(call, plan, resource, result_format, depth, groups)
+            named.update(c["resourceId"].lower() for c in inner)
+            out += inner
             continue
         try:
             body = plan.body(resource, keep_unknown=True)
@@ -97,7 +150,7 @@ async def changes(call: Call, plan: Plan, mode: str, result_format: str) -> list
                     change["delta"] = differences
         out.append(change)
     target = plan.target
-    if target.resource_group is not None:
+    if target.resource_group is not None and depth == 0:
         for existing in call.store.resources(target.subscription_id, group=target.resource_group,
                                              top_level_only=True):
             if existing.id.lower() in named:
