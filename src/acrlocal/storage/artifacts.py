@@ -4,16 +4,21 @@
 It reads and writes the tables of :mod:`acrlocal.storage.metadata` (the attributes are columns there) and shares
 that store's per-repository cache: every write drops the repository's cached manifests and locks together, so a
 lock set here is enforced by the very next request. :meth:`SqlArtifacts.locks` is what the data plane asks on
-every pull and push; it is a dictionary lookup once the repository's locks are loaded (one query a table).
+every pull and push: the repository's attributes (one indexed query), then those of exactly the tag and the
+manifest the request names (one indexed query each, remembered until the next write to the repository), so the
+cost of a check does not grow with the number of tags or manifests.
 
 Lists use keyset pagination: ``last`` is the name (tags) or digest (manifests) of the last item of the previous
 page; with a time order the position is the (update time, key) pair of that item, so pages never overlap or skip.
+``timeasc`` is (update time, key) ascending and ``timedesc`` its exact reverse, both read in order from the
+``(repository_id, updated, key)`` indexes: a page costs its size, not the repository's.
 Methods return ``None`` for a repository (or item) that does not exist and let the caller choose the error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
@@ -22,6 +27,7 @@ import sqlalchemy as sa
 from acrlocal.errors import AcrLocalError
 from acrlocal.storage.metadata import (
     SqlRegistryMetadata,
+    locked,
     manifest_references,
     manifests,
     repositories,
@@ -72,19 +78,50 @@ def _attrs(row: Any) -> Attributes:
                       bool(row.list_enabled))
 
 
-@dataclass(frozen=True, slots=True)
 class RepositoryLocks:
-    """The attributes of one repository and of those of its tags and manifests that are not all enabled."""
+    """The attributes of one repository, and of its tags and manifests as they are asked for: each is read once
+    (``load(kind, key)``, one indexed query) and remembered while this object lives, which is until the next write
+    to the repository. At most :attr:`MEMO` items are remembered; past that the memo starts again.
 
-    repository: Attributes = ENABLED
-    tags: dict[str, Attributes] = field(default_factory=dict)
-    manifests: dict[str, Attributes] = field(default_factory=dict)
+    ``any(question)`` answers whether anything in the repository is locked that way (``undeletable``: a tag or
+    manifest delete- or write-locked; ``unreadable``: a read-locked manifest), once, from the partial indexes of
+    locked rows (``ix_tags_locked``, ``ix_manifests_locked``): what lets checks skip their queries for the
+    repositories that have no locks, at a cost that follows the locked rows, not the repository."""
+
+    MEMO = 4096
+
+    def __init__(self, repository: Attributes = ENABLED, load: Callable[[str, str], Attributes] | None = None,
+                 ask: Callable[[str], bool] | None = None) -> None:
+        self.repository = repository
+        self._load = load
+        self._ask = ask
+        self._memo: dict[tuple[str, str], Attributes] = {}
+        self._answers: dict[str, bool] = {}
+
+    def _get(self, kind: str, key: str) -> Attributes:
+        if self._load is None:
+            return ENABLED
+        found = self._memo.get((kind, key))
+        if found is None:
+            if len(self._memo) >= self.MEMO:
+                self._memo.clear()
+            found = self._memo[(kind, key)] = self._load(kind, key)
+        return found
 
     def tag(self, name: str) -> Attributes:
-        return self.tags.get(name, ENABLED)
+        return self._get("tag", name)
 
     def manifest(self, digest: str) -> Attributes:
-        return self.manifests.get(digest, ENABLED)
+        return self._get("manifest", digest)
+
+    def any(self, question: str) -> bool:
+        """``"undeletable"`` or ``"unreadable"`` (see the class)."""
+        if self._ask is None:
+            return False
+        answer = self._answers.get(question)
+        if answer is None:
+            answer = self._answers[question] = self._ask(question)
+        return answer
 
 
 UNLOCKED = RepositoryLocks()
@@ -198,24 +235,32 @@ class SqlArtifacts:
         found = derived.get(key)
         if isinstance(found, RepositoryLocks):
             return found
-        locked = sa.or_(*(sa.not_(c) for c in _attribute_columns(tags)))
         with self.engine.connect() as conn:
             repo = self._repo_row(conn, registry_id, repository)
-            if repo is None:
-                result = UNLOCKED
-            else:
-                tag_rows = conn.execute(
-                    sa.select(tags.c.name, *_attribute_columns(tags)).where(tags.c.repository_id == repo.id, locked)
-                )
-                manifest_locked = sa.or_(*(sa.not_(c) for c in _attribute_columns(manifests)))
-                manifest_rows = conn.execute(
-                    sa.select(manifests.c.digest, *_attribute_columns(manifests)).where(
-                        manifests.c.repository_id == repo.id, manifest_locked
-                    )
-                )
-                result = RepositoryLocks(
-                    _attrs(repo), {r.name: _attrs(r) for r in tag_rows}, {r.digest: _attrs(r) for r in manifest_rows}
-                )
+        if repo is None:
+            result = UNLOCKED
+        else:
+            repo_id = int(repo.id)
+
+            def load(kind: str, name: str) -> Attributes:
+                table, column = (tags, tags.c.name) if kind == "tag" else (manifests, manifests.c.digest)
+                with self.engine.connect() as conn:
+                    row = conn.execute(sa.select(*_attribute_columns(table)).where(
+                        table.c.repository_id == repo_id, column == name)).first()
+                return ENABLED if row is None else _attrs(row)
+
+            def ask(question: str) -> bool:
+                if question == "undeletable":
+                    queries = [sa.select(t.c.id).where(t.c.repository_id == repo_id, locked(t), _undeletable(t))
+                               for t in (tags, manifests)]
+                else:
+                    unreadable = manifests.c.read_enabled == sa.false()
+                    queries = [sa.select(manifests.c.id).where(
+                        manifests.c.repository_id == repo_id, locked(manifests), unreadable)]
+                with self.engine.connect() as conn:
+                    return any(conn.execute(q.limit(1)).first() is not None for q in queries)
+
+            result = RepositoryLocks(_attrs(repo), load, ask)
         if len(derived) >= self.MAX_CACHED_REPOSITORIES:
             derived.clear()
         derived[key] = result
@@ -366,25 +411,24 @@ class SqlArtifacts:
             return f"repository {repository!r}"
         if not locks.manifest(digest).deletable:
             return f"manifest {digest}"
-        locked_tags = [name for name, a in locks.tags.items() if not a.deletable]
-        if locked_tags:
-            with self.engine.connect() as conn:
-                on_manifest = conn.execute(
-                    sa.select(tags.c.name)
-                    .select_from(
-                        tags.join(manifests, manifests.c.id == tags.c.manifest_id).join(
-                            repositories, repositories.c.id == tags.c.repository_id
-                        )
+        with self.engine.connect() as conn:
+            on_manifest = conn.execute(
+                sa.select(tags.c.name)
+                .select_from(
+                    tags.join(manifests, manifests.c.id == tags.c.manifest_id).join(
+                        repositories, repositories.c.id == tags.c.repository_id
                     )
-                    .where(
-                        repositories.c.registry_id == registry_id,
-                        repositories.c.name == repository,
-                        manifests.c.digest == digest,
-                        tags.c.name.in_(locked_tags),
-                    )
-                ).first()
-            if on_manifest is not None:
-                return f"tag {on_manifest.name!r}"
+                )
+                .where(
+                    repositories.c.registry_id == registry_id,
+                    repositories.c.name == repository,
+                    manifests.c.digest == digest,
+                    _undeletable(tags),
+                )
+                .order_by(tags.c.name)
+            ).first()
+        if on_manifest is not None:
+            return f"tag {on_manifest.name!r}"
         return None
 
     def _referencing(self, conn: sa.Connection, repo_id: int, digests: set[str], kind: str) -> list[Any]:
@@ -406,8 +450,7 @@ class SqlArtifacts:
         A repository without such locks (the cached :meth:`locks`) costs no query; otherwise each level of
         indexes above the digest is one indexed query for the manifests referencing it and one for locked tags
         on them, so the cost follows what references the digest, not the size of the repository."""
-        locks = self.locks(registry_id, repository)
-        if all(a.deletable for a in locks.manifests.values()) and all(a.deletable for a in locks.tags.values()):
+        if not self.locks(registry_id, repository).any("undeletable"):
             return None
         locked = sa.or_(sa.not_(tags.c.delete_enabled), sa.not_(tags.c.write_enabled))
         with self.engine.connect() as conn:
@@ -439,8 +482,7 @@ class SqlArtifacts:
         manifests (``readEnabled=false`` on the manifest; a tag's read lock covers only reads by that tag). A
         blob that no manifest references yet, or that a readable manifest also references, is readable. No query
         unless the repository has a read-locked manifest."""
-        locks = self.locks(registry_id, repository)
-        if all(a.read_enabled for a in locks.manifests.values()):
+        if not self.locks(registry_id, repository).any("unreadable"):
             return None
         with self.engine.connect() as conn:
             repo = self._repo_row(conn, registry_id, repository)
@@ -455,20 +497,21 @@ class SqlArtifacts:
         """Delete the repository with every manifest, tag and blob link in one transaction; ``None`` if it does
         not exist. Raises :class:`Blocked` (nothing deleted) if it or anything in it is delete- or write-locked;
         the blobs' bytes go later, when the sweeper finds them unlinked."""
-        locks = self.locks(registry_id, repository)
-        if not locks.repository.deletable:
-            raise Blocked(f"repository {repository!r}")
-        for name, attributes in locks.tags.items():
-            if not attributes.deletable:
-                raise Blocked(f"tag {name!r}")
-        for digest, attributes in locks.manifests.items():
-            if not attributes.deletable:
-                raise Blocked(f"manifest {digest}")
         try:
             with self.engine.begin() as conn:
                 repo = self._repo_row(conn, registry_id, repository)
                 if repo is None:
                     return None
+                if not _attrs(repo).deletable:
+                    raise Blocked(f"repository {repository!r}")
+                tag = conn.execute(sa.select(tags.c.name).where(
+                    tags.c.repository_id == repo.id, _undeletable(tags)).order_by(tags.c.name)).first()
+                if tag is not None:
+                    raise Blocked(f"tag {tag.name!r}")
+                manifest = conn.execute(sa.select(manifests.c.digest).where(
+                    manifests.c.repository_id == repo.id, _undeletable(manifests)).order_by(manifests.c.digest)).first()
+                if manifest is not None:
+                    raise Blocked(f"manifest {manifest.digest}")
                 digests = [r.digest for r in conn.execute(
                     sa.select(manifests.c.digest).where(manifests.c.repository_id == repo.id)
                     .order_by(manifests.c.digest))]
@@ -491,6 +534,11 @@ def _attribute_columns(table: sa.Table) -> list[sa.ColumnElement[Any]]:
     return [table.c[c] for c in ATTRIBUTE_COLUMNS.values()]
 
 
+def _undeletable(table: sa.Table) -> sa.ColumnElement[bool]:
+    """Rows ACR refuses to delete: delete- or write-locked."""
+    return sa.or_(table.c.delete_enabled == sa.false(), table.c.write_enabled == sa.false())
+
+
 def _page(
     query: sa.Select[Any], time_col: sa.ColumnElement[Any], key_col: sa.ColumnElement[Any], last: str | None,
     position: Any, order: Order,
@@ -501,10 +549,8 @@ def _page(
         return query.order_by(key_col)
     descending = order is Order.TIME_DESC
     if position is not None:
-        at = position[0]
-        if descending:
-            query = query.where(sa.or_(time_col < at, sa.and_(time_col == at, key_col > last)))
-        else:
-            query = query.where(sa.or_(time_col > at, sa.and_(time_col == at, key_col > last)))
-    return query.order_by(time_col.desc() if descending else time_col.asc(), key_col)
-
+        at = sa.tuple_(time_col, key_col)
+        query = query.where(at < (position[0], last) if descending else at > (position[0], last))
+    if descending:
+        return query.order_by(time_col.desc(), key_col.desc())
+    return query.order_by(time_col.asc(), key_col.asc())

@@ -118,6 +118,21 @@ def _attributes() -> list[sa.Column[Any]]:
     ]
 
 
+_LOCKED = "NOT ({0}delete_enabled AND {0}write_enabled AND {0}read_enabled AND {0}list_enabled)"
+
+
+def locked(table: sa.Table) -> sa.TextClause:
+    """Rows with an attribute that is not enabled: the predicate of the partial index ``ix_<table>_locked``, which
+    holds the locked rows only. A query with this condition reads that index (the planners match the predicate as
+    written, so it is text: SQLAlchemy would write SQLite's booleans as ``= 1``)."""
+    return sa.text(_LOCKED.format(f"{table.name}."))
+
+
+def _locked_index(table: str) -> sa.Index:
+    predicate = sa.text(_LOCKED.format(""))
+    return sa.Index(f"ix_{table}_locked", "repository_id", sqlite_where=predicate, postgresql_where=predicate)
+
+
 DIGEST = sa.String(200)
 
 repositories = sa.Table(
@@ -166,6 +181,8 @@ manifests = sa.Table(
     *_attributes(),
     sa.UniqueConstraint("repository_id", "digest", name="uq_manifests_digest"),
     sa.Index("ix_manifests_subject", "repository_id", "subject"),
+    sa.Index("ix_manifests_updated", "repository_id", "updated", "digest"),
+    _locked_index("manifests"),
 )
 
 tags = sa.Table(
@@ -180,6 +197,8 @@ tags = sa.Table(
     *_attributes(),
     sa.UniqueConstraint("repository_id", "name", name="uq_tags_name"),
     sa.Index("ix_tags_manifest", "manifest_id"),
+    sa.Index("ix_tags_updated", "repository_id", "updated", "name"),
+    _locked_index("tags"),
 )
 
 manifest_references = sa.Table(
