@@ -35,6 +35,24 @@ class Limits:
     upload_session_ttl_s: int = 24 * 3600
     # Items per page of an ARM list before it answers a nextLink (Azure pages its long lists; az follows them).
     arm_page_size: int = 1000
+    # Open blob upload sessions one principal may hold in one registry (429 TOOMANYREQUESTS past it).
+    upload_sessions_max: int = 1000
+    # The largest blob an upload may reach: ACR's documented maximum layer size, 200 GiB (DENIED past it).
+    blob_max_bytes: int = 200 * 1024**3
+    # Free space the data directory's file system keeps: uploads that would go below it are refused (DENIED).
+    min_free_bytes: int = 1024**3
+
+
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
+              "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``512``, ``100MiB``, ``2G`` (binary), ``5GB`` (decimal); :class:`ConfigError` otherwise."""
+    match = re.fullmatch(r"\s*(\d{1,15})\s*([a-zA-Z]{0,3})\s*", text)
+    if match is None or match.group(2).lower() not in SIZE_UNITS:
+        raise ConfigError(f"size {text[:40]!r} is not a number of bytes with an optional unit (e.g. 200GiB, 512MB)")
+    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ class Server:
         ca = LocalCA(settings.tls_dir)
         ca.ensure()
         engine = open_engine(settings.db_url)
-        blobs = FileBlobStore(settings.blob_dir)
+        blobs = FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
         listeners = Listeners(settings.host)
         registry_meta = SqlRegistryMetadata(engine)
         hosting = RegistryHosting(

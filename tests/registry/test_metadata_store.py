@@ -136,6 +136,8 @@ def test_lock_reach_is_indexed_queries(store: tuple[SqlRegistryMetadata, int, in
     finally:
         sa.event.remove(meta.engine, "before_cursor_execute", record)
     assert statements
+    if meta.engine.dialect.name != "sqlite":
+        return  # the plans read below are SQLite's
     with meta.engine.connect() as conn:
         for statement, parameters in statements:
             plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()

@@ -12,6 +12,10 @@ Each handler checks the name and digest grammar, then asks the authorizer, then 
   (the client disconnects) is cut back off too, and the session row records the size after each acknowledged
   chunk, so after a crash mid-chunk the upload file is cut back to it. A status ``GET`` waits for a chunk in
   progress, so it never reports half of one.
+- Quotas (``limits``): a principal holds at most ``upload_sessions_max`` open sessions in a registry (429
+  TOOMANYREQUESTS), a blob grows to at most ``blob_max_bytes`` (DENIED), and the store refuses writes that would
+  leave its disk with less than ``min_free_bytes`` free, or that the disk has no room for (ENOSPC): DENIED, the
+  chunk cut off, the session as it was.
 - Completion publishes the blob only if it hashes to the client's digest (DIGEST_INVALID otherwise: the upload is
   discarded, nothing is linked), then links it to the repository. Publication and deletion of one digest are
   serialised, so a blob is never deleted from under a link made at the same moment.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+from collections.abc import Iterator
 
 from aiohttp import hdrs, web
 
@@ -41,7 +46,7 @@ from acrlocal.registry.wire import (
     empty,
     parse_content_range,
 )
-from acrlocal.storage.blobs import DigestMismatch, UploadTooLarge
+from acrlocal.storage.blobs import DigestMismatch, StorageFull, UploadTooLarge
 from acrlocal.storage.metadata import RegistryRecord
 
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -129,11 +134,27 @@ async def delete_blob(request: web.Request, ctx: Context, registry: RegistryReco
     return empty(202, {CONTENT_DIGEST: key})
 
 
+@contextlib.contextmanager
+def _room() -> Iterator[None]:
+    """The store's :class:`StorageFull` as DENIED, with its message (what is free, what is kept)."""
+    try:
+        yield
+    except StorageFull as exc:
+        raise RegistryError("DENIED", f"upload refused: {exc}") from exc
+
+
+def _too_large(ctx: Context, size: int) -> RegistryError:
+    limit = ctx.settings.limits.blob_max_bytes
+    return RegistryError("DENIED", f"upload refused: the blob would be {size} bytes or more, larger than the {limit} "
+                                   "a blob may be (acrlocal up --blob-max-size)")
+
+
 async def publish(ctx: Context, registry: RegistryRecord, name: str, upload_id: str, digest: Digest) -> None:
     """Commit an upload under ``digest`` and link it to the repository; DIGEST_INVALID if it does not match."""
     async with locks.digests(str(digest)):
         try:
-            size = await ctx.blobs.commit(upload_id, digest)
+            with _room():
+                size = await ctx.blobs.commit(upload_id, digest)
         except DigestMismatch as exc:
             raise RegistryError(
                 "DIGEST_INVALID", str(exc), {"expected": str(exc.expected), "actual": str(exc.actual)}
@@ -151,7 +172,8 @@ async def _append(ctx: Context, request: web.Request, name: str, upload_id: str,
     body does not arrive whole (a disconnect, a wrong length), what it wrote is cut off again and the error
     raised: the upload is as it was."""
     try:
-        return await _append_chunk(ctx, request, name, upload_id, size)
+        with _room():
+            return await _append_chunk(ctx, request, name, upload_id, size)
     except BaseException:
         with contextlib.suppress(NotFound):
             await ctx.blobs.truncate(upload_id, size)
@@ -159,9 +181,17 @@ async def _append(ctx: Context, request: web.Request, name: str, upload_id: str,
 
 
 async def _append_chunk(ctx: Context, request: web.Request, name: str, upload_id: str, size: int) -> int:
+    blob_max = ctx.settings.limits.blob_max_bytes
+    announced = request.content_length or 0
+    if size + announced > blob_max:
+        raise _too_large(ctx, size + announced)
+    ctx.blobs.check_room(announced)
     content_range = request.headers.get(hdrs.CONTENT_RANGE)
     if content_range is None:
-        return await ctx.blobs.append(upload_id, request.content.iter_any())
+        try:
+            return await ctx.blobs.append(upload_id, request.content.iter_any(), limit=blob_max - size)
+        except UploadTooLarge as exc:
+            raise _too_large(ctx, blob_max + 1) from exc
     try:
         start, end = parse_content_range(content_range)
     except RegistryError as err:
@@ -175,6 +205,8 @@ async def _append_chunk(ctx: Context, request: web.Request, name: str, upload_id
             headers=_upload_headers(name, upload_id, size),
         )
     length = end - start + 1
+    if end + 1 > blob_max:
+        raise _too_large(ctx, end + 1)
     if request.content_length is not None and request.content_length != length:
         raise RegistryError(
             "SIZE_INVALID",
@@ -205,12 +237,22 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
     ):
         return empty(201, {"Location": blob_location(name, mount_digest), CONTENT_DIGEST: str(mount_digest)})
 
+    blob_max = ctx.settings.limits.blob_max_bytes
+    if digest is None:
+        _check_session_quota(ctx, registry, caller)
+    elif (request.content_length or 0) > blob_max:
+        raise _too_large(ctx, request.content_length or 0)
     upload_id = secrets.token_urlsafe(32)
-    await ctx.blobs.start_upload(upload_id)
+    with _room():
+        ctx.blobs.check_room(request.content_length or 0)
+        await ctx.blobs.start_upload(upload_id)
     if digest is not None:
         try:
-            await ctx.blobs.append(upload_id, request.content.iter_any())
+            with _room():
+                await ctx.blobs.append(upload_id, request.content.iter_any(), limit=blob_max)
             await publish(ctx, registry, name, upload_id, digest)
+        except UploadTooLarge as exc:
+            raise _too_large(ctx, blob_max + 1) from exc
         finally:
             await ctx.blobs.abort(upload_id)
         return empty(201, {"Location": blob_location(name, digest), CONTENT_DIGEST: str(digest)})
@@ -220,6 +262,18 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
         await ctx.blobs.abort(upload_id)
         raise
     return empty(202, _upload_headers(name, upload_id, 0))
+
+
+def _check_session_quota(ctx: Context, registry: RegistryRecord, caller: Caller) -> None:
+    """429 TOOMANYREQUESTS when the caller already holds ``upload_sessions_max`` open sessions in the registry."""
+    limit = ctx.settings.limits.upload_sessions_max
+    if ctx.registry_meta.count_uploads(registry.id, caller.principal, limit) >= limit:
+        raise RegistryError(
+            "TOOMANYREQUESTS",
+            f"too many open upload sessions: {caller.principal or 'this caller'} already has {limit} in registry "
+            f"{registry.name!r}; complete or cancel some (idle ones expire after "
+            f"{ctx.settings.limits.upload_session_ttl_s} s; acrlocal up --upload-sessions-max)",
+        )
 
 
 async def _mount(

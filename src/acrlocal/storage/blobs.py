@@ -19,7 +19,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +47,26 @@ class UploadTooLarge(AcrLocalError, ValueError):
     """An upload went past the size the caller allowed."""
 
 
+class StorageFull(AcrLocalError, OSError):
+    """The store has no room for what is being written: its disk is below the free space it must keep, or the
+    disk is full (ENOSPC, EDQUOT). What the failed write added is the caller's to cut off (``truncate``)."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _full_disk_is_storage_full(what: str) -> Iterator[None]:
+    try:
+        yield
+    except StorageFull:
+        raise
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise StorageFull(f"no room on the registry's disk for {what}: {os.strerror(exc.errno)}") from exc
+        raise
+
+
 class BlobStore(Protocol):
     """Where blob bytes live. Every method is safe to call concurrently for different uploads and digests."""
 
@@ -60,6 +80,9 @@ class BlobStore(Protocol):
         """The blob's bytes from ``offset``, in pieces the caller may keep; raises :class:`NotFound` if it is not
         stored."""
 
+    def check_room(self, nbytes: int) -> None:
+        """Raise :class:`StorageFull` if writing ``nbytes`` more would leave less free space than the store keeps."""
+
     async def start_upload(self, upload_id: str) -> None: ...
 
     async def upload_size(self, upload_id: str) -> int | None:
@@ -67,10 +90,22 @@ class BlobStore(Protocol):
 
     async def append(self, upload_id: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
         """Append ``chunks`` to the upload and return its new size. ``limit`` caps the bytes taken from
-        ``chunks`` (:class:`UploadTooLarge` past it). On error the upload keeps what was written before."""
+        ``chunks`` (:class:`UploadTooLarge` past it); :class:`StorageFull` when the disk has no room. On error the
+        upload keeps what was written before, and possibly part of ``chunks``."""
 
     async def truncate(self, upload_id: str, size: int) -> None:
         """Cut an upload back to ``size`` bytes (to undo a chunk that did not arrive as announced)."""
+
+    @staticmethod
+    def _make_parent(directory: Path) -> None:
+        """Make a blob's directory (``<algorithm>/<2 hex>``) if needed, each new directory fsynced in its parent, so
+        that the path of a blob published into it survives a crash."""
+        for level in (directory.parent, directory):
+            if level.is_dir():
+                continue
+            with contextlib.suppress(FileExistsError):
+                level.mkdir()
+            _fsync_directory(level.parent)
 
     async def commit(self, upload_id: str, digest: Digest) -> int:
         """Check the upload hashes to ``digest``, publish it under that digest and forget the upload.
@@ -86,6 +121,14 @@ class BlobStore(Protocol):
 
     def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
         """Discard uploads whose id is not in ``keep`` and that were idle ``older_than_s``; how many."""
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _Hashing:
@@ -106,12 +149,31 @@ class FileBlobStore:
     large buffers, so uploads hash on both cores.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
         self.root = root
         self.uploads = root / "_uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
+        self.min_free_bytes = min_free_bytes
         self._hashing: dict[str, _Hashing] = {}
         self._nowait = hasattr(os, "RWF_NOWAIT")
+
+    # -- room --------------------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        """Free space on the store's file system, as an unprivileged writer sees it."""
+        stat = os.statvfs(self.root)
+        return stat.f_bavail * stat.f_frsize
+
+    def check_room(self, nbytes: int) -> None:
+        """:class:`StorageFull` if ``nbytes`` more would leave less than ``min_free_bytes`` free (one statvfs)."""
+        if not self.min_free_bytes:
+            return
+        free = self.free_bytes()
+        if free - nbytes < self.min_free_bytes:
+            raise StorageFull(
+                f"the registry's disk has {free} bytes free; writing {nbytes} more would leave less than the "
+                f"{self.min_free_bytes} it keeps free (acrlocal up --min-free-space)"
+            )
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -178,7 +240,9 @@ class FileBlobStore:
 
     async def start_upload(self, upload_id: str) -> None:
         path = self._upload_path(upload_id)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.check_room(0)
+        with _full_disk_is_storage_full("a new upload"):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
         self._hashing[upload_id] = _Hashing()
 
@@ -211,13 +275,17 @@ class FileBlobStore:
         taken = 0
 
         def write(f: object, buf: bytes) -> None:
-            f.write(buf)  # type: ignore[attr-defined]
+            self.check_room(len(buf))  # one statvfs a piece (1 MiB): microseconds, in the executor
+            view = memoryview(buf)
+            while view:  # an unbuffered write may take part of the piece
+                view = view[f.write(view):]  # type: ignore[attr-defined]
             state.hasher.update(buf)
             state.offset += len(buf)
 
         # Double-buffered: while one 1 MiB piece is hashed and written in the executor, the event loop goes on
         # receiving (and decrypting) the next one, so the two run on both cores. Pieces are written in order.
-        with open(path, "ab") as f:
+        # Unbuffered, so that a full disk fails the write it belongs to, not a later flush.
+        with _full_disk_is_storage_full(f"upload {upload_id}"), open(path, "ab", buffering=0) as f:
             pending: list[bytes] = []
             pending_size = 0
             in_flight: asyncio.Future[None] | None = None
@@ -268,20 +336,28 @@ class FileBlobStore:
         if final.exists():
             self._discard(upload_id)
             return size
-        final.parent.mkdir(parents=True, exist_ok=True)
+        with _full_disk_is_storage_full(f"blob {digest}"):
+            self._make_parent(final.parent)
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fdatasync(fd)
         finally:
             os.close(fd)
         os.replace(path, final)
-        dfd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_directory(final.parent)
         self._hashing.pop(upload_id, None)
         return size
+
+    @staticmethod
+    def _make_parent(directory: Path) -> None:
+        """Make a blob's directory (``<algorithm>/<2 hex>``) if needed, each new directory fsynced in its parent, so
+        that the path of a blob published into it survives a crash."""
+        for level in (directory.parent, directory):
+            if level.is_dir():
+                continue
+            with contextlib.suppress(FileExistsError):
+                level.mkdir()
+            _fsync_directory(level.parent)
 
     async def commit(self, upload_id: str, digest: Digest) -> int:
         try:

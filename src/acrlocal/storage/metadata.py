@@ -224,6 +224,7 @@ upload_sessions = sa.Table(
     # cut back to this. NULL on sessions opened before it was kept: then the file's size is the session's.
     sa.Column("size", sa.BigInteger, nullable=True),
     sa.Index("ix_upload_sessions_updated", "updated"),
+    sa.Index("ix_upload_sessions_principal", "registry_id", "principal"),
 )
 
 
@@ -337,6 +338,10 @@ class RegistryMetadata(Protocol):
     def create_upload(self, upload_id: str, registry_id: int, repository: str, principal: str | None) -> None: ...
 
     def get_upload(self, upload_id: str) -> UploadSession | None: ...
+
+    def count_uploads(self, registry_id: int, principal: str | None, limit: int) -> int:
+        """How many sessions ``principal`` has open in the registry, counting no further than ``limit``."""
+        ...
 
     def touch_upload(self, upload_id: str, size: int) -> None:
         """Record an acknowledged chunk: the session now holds ``size`` bytes."""
@@ -744,6 +749,13 @@ class SqlRegistryMetadata:
             return None
         return UploadSession(row.id, row.registry_id, row.repository, row.principal, row.created, row.updated,
                              None if row.size is None else int(row.size))
+
+    def count_uploads(self, registry_id: int, principal: str | None, limit: int) -> int:
+        owner = upload_sessions.c.principal.is_(None) if principal is None else upload_sessions.c.principal == principal
+        sessions = sa.select(upload_sessions.c.id).where(upload_sessions.c.registry_id == registry_id, owner)
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(sessions.limit(limit).subquery()))
+                       .scalar_one())
 
     def touch_upload(self, upload_id: str, size: int) -> None:
         with self.engine.begin() as conn:

@@ -23,7 +23,8 @@ import click
 from acrlocal.cli.endpoints import read_status
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.framework import AzCommand
-from acrlocal.config import Settings
+from acrlocal.config import Settings, parse_size
+from acrlocal.errors import ConfigError
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -36,6 +37,13 @@ data_dir_option = click.option(
 
 def _settings_from(data_dir: str | None, **overrides: Any) -> Settings:
     return Settings().with_overrides(data_dir=data_dir, **overrides)
+
+
+def _size(text: str, flag: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from exc
 
 
 def banner(status: dict[str, Any], *, detached: bool = False) -> str:
@@ -142,6 +150,11 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
               help="Seconds an idle blob upload session is kept before it is discarded (default 86400).")
 @click.option("--arm-page-size", type=click.IntRange(min=1, max=5000),
               help="Items per page of an ARM list before it answers a nextLink (default 1000).")
+@click.option("--upload-sessions-max", type=click.IntRange(min=1),
+              help="Open blob upload sessions one principal may hold in one registry (default 1000).")
+@click.option("--blob-max-size", help="Largest blob an upload may reach, e.g. 10GiB (default 200GiB, as ACR).")
+@click.option("--min-free-space",
+              help="Free space to keep on the data directory's disk; uploads past it are refused (default 1GiB).")
 @click.option("--registry-rate-limit", envvar="ACRLOCAL_REGISTRY_RATE_LIMIT",
               help="Registry read/write operations per minute before 429: 'sku' (ACR's limits by SKU, the "
                    "default), 'off', or READS/WRITES for every registry (e.g. 100000/100000).")
@@ -157,6 +170,7 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
        database_url: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
+       upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
        registry_rate_limit: str | None, insecure_open_registry: bool | None, run_command_timeout: float | None,
        vm_ssh_port: int | None, log_level: str, detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
@@ -171,12 +185,18 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
     if arm_page_size is not None:
         settings = replace(settings, limits=replace(settings.limits, arm_page_size=arm_page_size))
+    quotas = {"upload_sessions_max": upload_sessions_max,
+              "blob_max_bytes": None if blob_max_size is None else _size(blob_max_size, "--blob-max-size"),
+              "min_free_bytes": None if min_free_space is None else _size(min_free_space, "--min-free-space")}
+    settings = replace(settings, limits=replace(settings.limits, **{k: v for k, v in quotas.items() if v is not None}))
     if detach:
         argv = ["--data-dir", str(settings.data_dir), "--log-level", log_level]
         for flag, value in (("--port", port), ("--registry-port-base", registry_port_base),
                             ("--imds-port-base", imds_port_base), ("--imds-rate-limit", imds_rate_limit),
                             ("--default-registry", default_registry), ("--database-url", database_url),
                             ("--upload-session-ttl", upload_session_ttl), ("--arm-page-size", arm_page_size),
+                            ("--upload-sessions-max", upload_sessions_max), ("--blob-max-size", blob_max_size),
+                            ("--min-free-space", min_free_space),
                             ("--registry-rate-limit", registry_rate_limit),
                             ("--run-command-timeout", run_command_timeout), ("--vm-ssh-port", vm_ssh_port)):
             if value is not None:
