@@ -39,6 +39,10 @@ def database_for(data_dir: Path, backend: str | None = None) -> str | None:
         _databases[key] = postgres.shared().create_database("server")
     return _databases[key]
 
+#: Lockout after failed logins stays on too, with limits no test reaches by accident (the whole session's requests
+#: come from 127.0.0.1, and forged-credential tests fail on purpose); tests of the lockout pass their own.
+TEST_LOGIN_LOCKOUT = "1000000/1000000/60"
+
 
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
@@ -156,6 +160,7 @@ class AcrLocal:
             self.wrapper + acrlocal_cmd(
                 "up", "--data-dir", str(self.data_dir), "--port", "0", "--registry-port-base", "0",
                 "--imds-port-base", "0", "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
+                "--login-lockout", TEST_LOGIN_LOCKOUT,
                 *(["--database-url", self._database_url] if self._database_url else []), *self.extra_args,
             ),
             stdout=log, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from acrlocal.errors import ConfigError
+from acrlocal.lockout import parse_lockout
 
 ENV_DATA_DIR = "ACRLOCAL_DATA_DIR"
 LOOPBACK = "127.0.0.1"
@@ -80,6 +81,10 @@ class Settings:
     # Registry data-plane throttling: "sku" (ACR's documented read/write operations per minute by SKU), "off",
     # or "READS/WRITES" per minute for every registry (see acrlocal.registry.throttle).
     registry_rate_limit: str = "sku"
+    # Failed passwords and secrets before a lockout (Entra's token endpoint and sign-in pages, the registries'
+    # /oauth2/*): "NAME/CALLER/SECONDS" (failures per user or client name, per caller address, first lockout) or
+    # "off" (see acrlocal.lockout).
+    login_lockout: str = "10/100/60"
     # The registry data plane without authentication (every request allowed, anonymous): only for measuring the
     # cost of authentication; never the default.
     insecure_open_registry: bool = False
@@ -101,6 +106,7 @@ class Settings:
         if not re.fullmatch(r"sku|off|\d{1,12}/\d{1,12}", self.registry_rate_limit.strip().lower()):
             raise ConfigError(f"registry_rate_limit {self.registry_rate_limit[:40]!r} is not 'sku', 'off' or "
                               "READS/WRITES per minute (e.g. 3000/500)")
+        parse_lockout(self.login_lockout)
         if not 0 < self.run_command_timeout_s <= 24 * 3600:
             raise ConfigError(f"run_command_timeout_s {self.run_command_timeout_s} must be between 0 and 86400 "
                               "seconds")

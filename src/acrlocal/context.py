@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from acrlocal.config import Settings
 from acrlocal.listeners import Listeners
+from acrlocal.lockout import Lockout, parse_lockout
 from acrlocal.registry.auth_events import AuditSink, NullAudit, ScopedTokenPolicy
 from acrlocal.registry.authz import Authorizer
 from acrlocal.registry.throttle import Throttle, parse_policy
@@ -52,6 +53,9 @@ class Context:
     registry_artifacts: ArtifactCatalog | None = None
     # Per-registry read/write rate limits of the data plane; made from settings.registry_rate_limit when not given.
     registry_throttle: Throttle | None = None
+    # Failed passwords and secrets, per name and per caller, of Entra and the registries' token services; made from
+    # settings.login_lockout.
+    lockout: Lockout = field(init=False)
     # The token service's hooks: every login and authorization decision is recorded here, and repository-scoped
     # tokens (name + password) are checked and resolved to actions here (see registry.auth_events).
     registry_audit: AuditSink = field(default_factory=NullAudit)
@@ -68,6 +72,7 @@ class Context:
             self.registry_artifacts = SqlArtifacts(self.registry_meta)
         if self.registry_throttle is None:
             self.registry_throttle = Throttle(parse_policy(self.settings.registry_rate_limit))
+        self.lockout = Lockout(parse_lockout(self.settings.login_lockout))
 
     @property
     def artifacts(self) -> ArtifactCatalog:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 from typing import Any
 
@@ -39,11 +40,14 @@ from acrlocal.identity.signin import (
     authorize,
     device_code,
     device_login,
+    locked_out,
     read_form,
     trouble_page,
     user_grant,
     user_realm,
 )
+
+log = logging.getLogger(__name__)
 
 SP_TOKEN_LIFETIME_S = 3599
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -118,12 +122,13 @@ def _unknown_client(client_id: str, tenant_id: str) -> OAuthError:
 
 
 def _authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: str, audiences: list[str],
-                        replay: ReplayCache) -> tuple[Principal, str]:
+                        replay: ReplayCache, caller: str | None) -> tuple[Principal, str]:
     """The principal a client-credentials request authenticates as, and Entra's ``appidacr`` for it.
 
     A client secret or a certificate assertion authenticates a service principal; a federated assertion
     authenticates a service principal or a user-assigned managed identity. Raises :class:`OAuthError` for an
-    unknown client, a client of another tenant, a bad secret or a bad assertion."""
+    unknown client, a client of another tenant, a bad secret or a bad assertion. Failed client secrets count
+    towards ``ctx.lockout`` for the client id and ``caller``; locked, a secret is refused unchecked (AADSTS50053)."""
     client_id = _required(form, "client_id")
     principal = ctx.directory.find_principal(app_id=client_id)
     if principal is None or principal.tenant_id != tenant_id or principal.kind not in ("ServicePrincipal",
@@ -154,10 +159,20 @@ def _authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: s
     if principal.kind == "ManagedIdentity":
         raise _unknown_client(client_id, tenant_id)
     if secret:
+        name = ("client", principal.app_id.lower())
+        locked = ctx.lockout.locked(caller, name)
+        if locked is not None:
+            log.warning("client secret refused unchecked for app %s from %s: %s locked for %d s", principal.app_id,
+                        caller, locked.what, locked.retry_after)
+            raise locked_out(locked)
         if not ctx.directory.check_secret(principal.object_id, str(secret)):
+            started = ctx.lockout.failed(caller, name)
+            log.warning("client secret login failed for app %s from %s: not a current secret%s", principal.app_id,
+                        caller, f"; {started.what} locked for {started.retry_after} s" if started else "")
             raise OAuthError("invalid_client", "Invalid client secret provided. Ensure the secret being sent in the "
                              f"request is the client secret value, not the client secret ID, for a secret added to "
                              f"app '{client_id}'.", 7000215, status=401)
+        ctx.lockout.succeeded(name)
         return principal, "1"
     raise OAuthError("invalid_client", "The request body must contain the following parameter: 'client_assertion' "
                      "or 'client_secret'.", 7000218, status=401)
@@ -243,7 +258,7 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
         audience = _required(form, "resource") if v1 else _audience_from_scope(_required(form, "scope"))
         principal, method = _authenticate_client(ctx, tenant, form, resource=audience,
                                                 audiences=_token_endpoints(ctx, tenant, request),
-                                                replay=request.app[REPLAY])
+                                                replay=request.app[REPLAY], caller=request.remote)
     except OAuthError as err:
         return _oauth_error(err, request)
     # RS256 signing releases the GIL: in the executor it runs on another core while the loop serves.

@@ -29,6 +29,7 @@ import base64
 import hashlib
 import html
 import json
+import logging
 import re
 import secrets
 import time
@@ -46,6 +47,9 @@ from acrlocal.identity.directory import Application, Principal, User
 from acrlocal.identity.errors import OAuthError
 from acrlocal.identity.passwords import verify_password
 from acrlocal.inbound import MalformedRequest
+from acrlocal.lockout import Locked
+
+log = logging.getLogger(__name__)
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 USER_GRANTS = ("password", "refresh_token", "authorization_code", DEVICE_CODE_GRANT)
@@ -79,15 +83,37 @@ def _invalid_credentials() -> OAuthError:
     return OAuthError("invalid_grant", "Error validating credentials due to invalid username or password.", 50126)
 
 
-async def authenticate_user(ctx: Context, username: str, password: str, tenant_id: str | None) -> User:
+def locked_out(locked: Locked) -> OAuthError:
+    """Entra's AADSTS50053: too many failed sign-ins for this name (IdsLocked) or from this address."""
+    if locked.what == "caller":
+        return OAuthError("invalid_grant", "Sign-in was blocked: too many failed sign-ins came from this address. "
+                          f"Try again in {locked.retry_after} seconds.", 50053)
+    return OAuthError("invalid_grant", "The account is locked, you've tried to sign in too many times with an "
+                      f"incorrect user ID or password. Try again in {locked.retry_after} seconds.", 50053)
+
+
+async def authenticate_user(ctx: Context, username: str, password: str, tenant_id: str | None,
+                            caller: str | None) -> User:
     """The user whose credentials these are (in ``tenant_id``, if given); :class:`OAuthError` otherwise. The one
-    place a password is checked."""
+    place a password is checked. Failures count towards ``ctx.lockout`` for the user name and for ``caller`` (the
+    client's address); a locked name or caller gets AADSTS50053 with the password unchecked. Failures and lockouts
+    are logged (never the password)."""
+    name = ("user", username.strip().lower()[:256])
+    locked = ctx.lockout.locked(caller, name)
+    if locked is not None:
+        log.warning("sign-in refused unchecked for %r from %s: %s locked for %d s", name[1], caller, locked.what,
+                    locked.retry_after)
+        raise locked_out(locked)
     user = ctx.directory.find_user(username) if username else None
     stored = ctx.directory.password_hash(user.object_id) if user is not None else None
     async with CHECKING:
         ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
     if not ok or user is None or (tenant_id is not None and user.tenant_id != tenant_id):
+        started = ctx.lockout.failed(caller, name)
+        log.warning("sign-in failed for %r from %s: invalid user name or password%s", name[1], caller,
+                    f"; {started.what} locked for {started.retry_after} s" if started else "")
         raise _invalid_credentials()
+    ctx.lockout.succeeded(name)
     if not user.account_enabled:
         raise OAuthError("invalid_grant", "The user account is disabled.", 50057)
     if user.force_change:
@@ -303,7 +329,8 @@ async def user_grant(request: web.Request, ctx: Context, tenant_id: str | None, 
                          900144)
     if grant == "password":
         client_name(ctx, client_id, tenant_id)
-        user = await authenticate_user(ctx, _form_text(form, "username"), _form_text(form, "password"), tenant_id)
+        user = await authenticate_user(ctx, _form_text(form, "username"), _form_text(form, "password"), tenant_id,
+                                       request.remote)
         return await user_tokens(ctx, user, client_id, scope, v1_resource=resource)
     if grant == "refresh_token":
         token = _form_text(form, "refresh_token")
@@ -444,7 +471,7 @@ async def authorize(request: web.Request, ctx: Context, tenant_id: str | None) -
     form = await read_form(request)
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
     try:
-        user = await authenticate_user(ctx, username, password, tenant_id)
+        user = await authenticate_user(ctx, username, password, tenant_id, request.remote)
     except OAuthError as exc:
         return page("Sign in to your account", intro + _credentials_form(
             str(request.rel_url), username=username, error=_page_error(exc)), status=200)
@@ -466,6 +493,8 @@ async def authorize(request: web.Request, ctx: Context, tenant_id: str | None) -
 def _page_error(exc: OAuthError) -> str:
     if exc.aadsts == 50126:
         return "Your account or password is incorrect."
+    if exc.aadsts == 50053:
+        return f"Your account is temporarily locked to prevent unauthorized use. AADSTS50053: {exc.message}"
     return f"AADSTS{exc.aadsts}: {exc.message}"
 
 
@@ -490,7 +519,7 @@ async def device_login(request: web.Request, ctx: Context) -> web.StreamResponse
             "/devicelogin", hidden={"code": flow.user_code}, button="Continue"))
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
     try:
-        user = await authenticate_user(ctx, username, password, flow.tenant_id)
+        user = await authenticate_user(ctx, username, password, flow.tenant_id, request.remote)
     except OAuthError as exc:
         return page("Sign in to your account", intro + _credentials_form(
             "/devicelogin", username=username, error=_page_error(exc), hidden={"code": flow.user_code},

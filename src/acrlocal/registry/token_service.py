@@ -42,7 +42,7 @@ import functools
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -245,6 +245,26 @@ class TokenService:
                                f"(expected one of {', '.join(sorted(login_servers(ctx, registry)))})")
         return given.lower()
 
+    def _guard(self, ctx: Context, request: web.Request, registry: RegistryRecord, name: Hashable | None,
+               what: str) -> None:
+        """Refuse a credential unchecked while its name (``None``: a token, which has none) or the caller is locked
+        out after failures (:mod:`acrlocal.lockout`): ``429 TOOMANYREQUESTS`` with ``Retry-After``, audited."""
+        locked = ctx.lockout.locked(request.remote, name)
+        if locked is None:
+            return
+        self._audit(ctx, request, registry, None, "failed",
+                    detail=f"{what}: refused unchecked, {locked.what} locked for {locked.retry_after} s")
+        whom = "this user name" if locked.what == "name" else "this address"
+        raise RegistryError("TOOMANYREQUESTS", f"too many failed logins for {whom}; try again in "
+                            f"{locked.retry_after} seconds; {ACR_HELP}",
+                            headers={"Retry-After": str(locked.retry_after)})
+
+    @staticmethod
+    def _failed(ctx: Context, request: web.Request, name: Hashable | None) -> str:
+        """Count a failed credential; what to add to its audit detail."""
+        started = ctx.lockout.failed(request.remote, name)
+        return f"; {started.what} locked for {started.retry_after} s" if started else ""
+
     def _audit(self, ctx: Context, request: web.Request, registry: RegistryRecord, subject: Subject | None,
                outcome: str, **kw: Any) -> None:
         ctx.registry_audit.record(AuthEvent("login", registry.name, subject.kind if subject else None,
@@ -260,10 +280,12 @@ class TokenService:
         if not aad_token:
             raise _bad_request("the form must contain 'access_token' (an Entra ID access token)")
         audiences = list(ACR_AUDIENCES) + (list(ARM_AUDIENCES) if _arm_audiences_allowed(registry) else [])
+        self._guard(ctx, request, registry, None, "exchange")
         try:
             claims = ctx.tokens.verify(aad_token, audiences)
         except InvalidToken as exc:
-            self._audit(ctx, request, registry, None, "failed", detail=f"exchange: {exc}")
+            self._audit(ctx, request, registry, None, "failed",
+                        detail=f"exchange: {exc}{self._failed(ctx, request, None)}")
             raise _unauthorized(f"the Entra ID access token was not accepted: {exc}; {ACR_HELP}") from None
         tenant, oid = str(claims["tid"]).lower(), str(claims["oid"]).lower()
         subject = Subject("principal", oid, tenant)
@@ -343,17 +365,22 @@ class TokenService:
             return self._from_refresh(ctx, request, registry, password)
         if kind == "client_secret":
             return self._from_client_secret(ctx, request, registry, user, password)
+        name = ("registry", registry.uid, user.lower()[:256])
+        self._guard(ctx, request, registry, name, f"{kind} login as {user[:60]!r}")
         if kind == "admin":
             if check_admin_password(ctx.engine, registry.name, user, password):
+                ctx.lockout.succeeded(name)
                 return Subject("admin", registry.name)
             self._audit(ctx, request, registry, Subject("admin", registry.name), "failed",
-                        detail="admin user disabled or wrong password")
+                        detail=f"admin user disabled or wrong password{self._failed(ctx, request, name)}")
             raise _unauthorized(f"the admin user of registry {registry.name} is disabled or the password is wrong; "
                                 f"{ACR_HELP}")
         policy = ctx.scoped_tokens
         if policy is not None and policy.check_password(registry, user, password):
+            ctx.lockout.succeeded(name)
             return Subject("token", user)
-        self._audit(ctx, request, registry, None, "failed", detail=f"unknown user {user[:60]!r}")
+        self._audit(ctx, request, registry, None, "failed",
+                    detail=f"unknown user {user[:60]!r} or wrong password{self._failed(ctx, request, name)}")
         raise _unauthorized(f"user name or password is not valid for registry {registry.name}; {ACR_HELP}")
 
     def _from_client_secret(self, ctx: Context, request: web.Request, registry: RegistryRecord, app_id: str,
@@ -379,14 +406,19 @@ class TokenService:
             self._audit(ctx, request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: {exc}")
             raise not_registered from None
+        name = ("client", principal.app_id.lower())  # the same count as Entra's token endpoint keeps
+        self._guard(ctx, request, registry, name, f"client secret login: app id {principal.app_id}")
         if not ctx.directory.check_secret(principal.object_id, secret):
             self._audit(ctx, request, registry, subject, "failed",
-                        detail=f"client secret login: app id {principal.app_id}: not a current client secret")
+                        detail=f"client secret login: app id {principal.app_id}: not a current client secret"
+                               f"{self._failed(ctx, request, name)}")
             raise _unauthorized(f"{INVALID_CLIENT_SECRET} The password is not a current client secret of the "
                                 f"service principal with app id {principal.app_id}; {ACR_HELP}")
+        ctx.lockout.succeeded(name)
         return subject
 
     def _from_refresh(self, ctx: Context, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
+        self._guard(ctx, request, registry, None, "refresh token")
         try:
             refresh = self._verify_refresh(token, login_servers(ctx, registry))
             if refresh.registry != registry.name or refresh.registry_uid != registry.uid:
@@ -395,7 +427,8 @@ class TokenService:
             self._current(("principal", refresh.principal, refresh.tenant, registry.uid),
                           lambda: check_principal(ctx, registry, refresh.principal, refresh.tenant))
         except (InvalidRegistryToken, SubjectRefused) as exc:
-            self._audit(ctx, request, registry, None, "failed", detail=f"refresh token: {exc}")
+            self._audit(ctx, request, registry, None, "failed",
+                        detail=f"refresh token: {exc}{self._failed(ctx, request, None)}")
             raise _unauthorized(f"the refresh token was not accepted: {exc}; {ACR_HELP}") from None
         return Subject("principal", refresh.principal, refresh.tenant)
 

@@ -158,6 +158,9 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--registry-rate-limit", envvar="ACRLOCAL_REGISTRY_RATE_LIMIT",
               help="Registry read/write operations per minute before 429: 'sku' (ACR's limits by SKU, the "
                    "default), 'off', or READS/WRITES for every registry (e.g. 100000/100000).")
+@click.option("--login-lockout", envvar="ACRLOCAL_LOGIN_LOCKOUT",
+              help="Failed passwords and secrets before a lockout: NAME/CALLER/SECONDS (failures per user or client "
+                   "name, failures per caller address, first lockout in seconds; default 10/100/60) or 'off'.")
 @click.option("--insecure-open-registry", is_flag=True, default=None,
               help="INSECURE: serve the registry data plane without authentication (only for measuring its cost).")
 @click.option("--run-command-timeout", type=click.FloatRange(min=0.1, max=86400),
@@ -171,13 +174,13 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
        database_url: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
        upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
-       registry_rate_limit: str | None, insecure_open_registry: bool | None, run_command_timeout: float | None,
-       vm_ssh_port: int | None, log_level: str, detach: bool) -> None:
+       registry_rate_limit: str | None, login_lockout: str | None, insecure_open_registry: bool | None,
+       run_command_timeout: float | None, vm_ssh_port: int | None, log_level: str, detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
     settings = _settings_from(
         data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
         imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
-        database_url=database_url, registry_rate_limit=registry_rate_limit,
+        database_url=database_url, registry_rate_limit=registry_rate_limit, login_lockout=login_lockout,
         insecure_open_registry=insecure_open_registry, run_command_timeout_s=run_command_timeout,
         vm_ssh_port=vm_ssh_port,
     )
@@ -197,7 +200,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
                             ("--upload-session-ttl", upload_session_ttl), ("--arm-page-size", arm_page_size),
                             ("--upload-sessions-max", upload_sessions_max), ("--blob-max-size", blob_max_size),
                             ("--min-free-space", min_free_space),
-                            ("--registry-rate-limit", registry_rate_limit),
+                            ("--registry-rate-limit", registry_rate_limit), ("--login-lockout", login_lockout),
                             ("--run-command-timeout", run_command_timeout), ("--vm-ssh-port", vm_ssh_port)):
             if value is not None:
                 argv += [flag, str(value)]
