@@ -55,6 +55,16 @@ def test_vm_create_as_the_tutorial_types_it(host_az: Az) -> None:
                 "--ssh-key-values", f"{home}/.ssh/id_rsa.pub")
     assert second["publicIpAddress"] != public and second["privateIpAddress"] == "10.0.0.5"
 
+    # an image the marketplace does not have: Azure's errors, and nothing made
+    missing = az.fail("vm", "image", "list-skus", "-l", "westus", "-p", "Canonical", "-f", "NoSuchOffer")
+    assert "Artifact: VMImage was not found." in missing.stderr
+    missing = az.fail("vm", "image", "list-offers", "-l", "westus", "-p", "NoSuchPublisher")
+    assert "Publisher: NoSuchPublisher was not found." in missing.stderr
+    missing = az.fail("vm", "create", "-g", group, "-n", "vm3", "--image", "Canonical:NoSuchOffer:1:latest",
+                      "--admin-username", "azureuser", "--ssh-key-values", f"{home}/.ssh/id_rsa.pub")
+    assert "Artifact: VMImage was not found." in missing.stderr
+    assert az.fail("vm", "show", "-g", group, "-n", "vm3").returncode == 3
+
     az("vm", "delete", "-g", group, "-n", "vm2", "--yes")
     az("group", "delete", "-n", group, "--yes")
     assert az("group", "exists", "-n", group) is False

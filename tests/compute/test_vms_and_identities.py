@@ -147,6 +147,26 @@ def test_bad_identity_blocks_create_nothing(acrlocal: AcrLocal, mgmt: Mgmt, grou
     assert not list(mgmt.compute.virtual_machines.list(group))
 
 
+def test_marketplace_images_and_unknown_ones_as_azure_answers(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
+    images = mgmt.compute.virtual_machine_images
+    assert "18.04-LTS" in [s.name for s in images.list_skus("westeurope", "canonical", "ubuntuserver")]
+    assert images.list("westeurope", "Canonical", "UbuntuServer", "18.04-LTS")[0].name
+    with pytest.raises(ResourceNotFoundError, match="Publisher: NoSuchPublisher was not found"):
+        images.list_offers("westeurope", "NoSuchPublisher")
+    for call in (lambda: images.list_skus("westeurope", "Canonical", "NoSuchOffer"),
+                 lambda: images.list("westeurope", "Canonical", "UbuntuServer", "99.04-LTS")):
+        with pytest.raises(ResourceNotFoundError, match="Artifact: VMImage was not found"):
+            call()
+    path = f"{group_id(mgmt, group)}/providers/Microsoft.Compute/virtualMachines/unknown-image"
+    body = {"location": "westeurope", "properties": {"storageProfile": {"imageReference": {
+        "publisher": "Canonical", "offer": "UbuntuServer", "sku": "99.04-LTS", "version": "latest"}}}}
+    r = mgmt.arm("PUT", path, body)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "PlatformImageNotFound", r.text
+    assert r.json()["error"]["target"] == "imageReference"
+    assert "'Canonical:UbuntuServer:99.04-LTS:latest' is not available" in r.json()["error"]["message"]
+    assert mgmt.arm("GET", path).status_code == 404
+
+
 def test_assigning_an_identity_needs_the_assign_permission(acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
     uami = mgmt.identity(group)
     operator_vm = mgmt.vm(group, "operator", {"type": "SystemAssigned"})

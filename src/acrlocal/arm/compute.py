@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from acrlocal.arm import network, operations
+from acrlocal.arm import images, network, operations
 from acrlocal.arm.errors import ArmError, authorization_failed, bad_request
 from acrlocal.arm.identities import UAMI_TYPE
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
@@ -132,6 +132,9 @@ def _vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
     storage = require_object(props.get("storageProfile"), "properties.storageProfile")
     image = require_object(storage.get("imageReference"), "properties.storageProfile.imageReference") or \
         dict(DEFAULT_IMAGE)
+    old_image = ((existing.properties.get("storageProfile") or {}).get("imageReference")) if existing else None
+    if image != old_image:
+        images.check_reference(image)
     os_disk = require_object(storage.get("osDisk"), "properties.storageProfile.osDisk")
     old_disk = ((existing.properties.get("storageProfile") or {}).get("osDisk") or {}) if existing else {}
     disk_name = os_disk.get("name") or old_disk.get("name") or f"{resource.name}_OsDisk_1_{uuid.uuid4().hex}"

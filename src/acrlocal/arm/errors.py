@@ -15,13 +15,16 @@ class ArmError(ProtocolError):
     """An error ARM answers with ``status`` and ``{"error": {"code": code, "message": message}}``."""
 
     def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                 details: list[dict[str, Any]] | None = None) -> None:
+                 details: list[dict[str, Any]] | None = None, target: str | None = None) -> None:
         super().__init__(message, status=status, code=code)
         self.headers = headers or {}
         self.details = details
+        self.target = target
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.target:
+            error["target"] = self.target
         if self.details:
             error["details"] = self.details
         return {"error": error}
