@@ -53,6 +53,7 @@ PROVIDER_MODULES = (
     "acrlocal.arm.deployments",
     "acrlocal.arm.network",
     "acrlocal.arm.compute_locations",
+    "acrlocal.arm.signing_keys",
 )
 
 #: What every type offers unless it says otherwise (az and the SDKs only need the list to be non-empty).

@@ -1,6 +1,6 @@
 """The ``acrlocal`` command, shaped like ``az``: the server commands (``up``, ``down``, ``status``, ``trust``),
-``db`` (schema migrations) and az's groups (``login``, ``account``, ``group``, ``acr``, ``identity``, ``vm``,
-``role``, ``ad``).
+``db`` (schema migrations), ``admin`` (the server's own keys) and az's groups (``login``, ``account``,
+``group``, ``acr``, ``identity``, ``vm``, ``role``, ``ad``).
 
 Errors are printed as az prints them, ``ERROR: <message>`` on stderr, with az's exit codes: 1 for failures, 2 for
 usage errors (unknown command, missing or bad argument, a ``--query`` that does not parse), 3 for ``show`` of a
@@ -39,6 +39,7 @@ LAZY_COMMANDS = {
     "az-setup": "az_setup:az_setup",
     "az": "az:az",
     "db": "db:db",
+    "admin": "admin:admin",
 }
 
 

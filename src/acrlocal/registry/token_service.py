@@ -436,8 +436,9 @@ class TokenService:
 
     async def _access_token(self, subject: Subject, registry: RegistryRecord, service: str,
                             granted: Sequence[ResourceScope]) -> IssuedToken:
+        # The signing key is part of the key: after a rotation, tokens are signed anew with the new one.
         key = (subject.kind, subject.id, subject.tenant, registry.uid, service,
-               tuple(sorted((g.type, g.name, g.actions) for g in granted)))
+               tuple(sorted((g.type, g.name, g.actions) for g in granted)), self.signer.keys.active().kid)
         reuse = self._reuse.get(key)
         if reuse is not None and reuse.expires_in > ACCESS_LIFETIME_S // 2:
             self._reuse.move_to_end(key)
