@@ -42,6 +42,8 @@ class Limits:
     blob_max_bytes: int = 200 * 1024**3
     # Free space the data directory's file system keeps: uploads that would go below it are refused (DENIED).
     min_free_bytes: int = 1024**3
+    # A blob file no row names, or a blob link no manifest references, is collected only once it is this old.
+    blob_gc_grace_s: int = 3600
 
 
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,

@@ -8,7 +8,8 @@ Errors: a :class:`~acrlocal.registry.errors.RegistryError` becomes the OCI ``{"e
 status and headers; anything unexpected is logged and answered ``500 UNKNOWN`` in the same format, and the server
 keeps serving. A method an endpoint does not have is ``405 UNSUPPORTED``.
 
-:func:`on_startup` removes upload files that no session owns (a crash's leftovers) and starts the sweeper, which
+:func:`on_startup` removes upload files that no session owns (a crash's leftovers), reconciles blob files with blob
+rows (:mod:`acrlocal.registry.housekeeping`) and starts the sweeper, which
 expires sessions idle for longer than ``limits.upload_session_ttl_s`` and deletes blobs no repository links any
 more (after a blob, manifest or registry deletion).
 """
@@ -26,7 +27,7 @@ from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from acrlocal.context import Context
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
-from acrlocal.registry import acr_api, audit, blob_api, guards, locks, manifest_api
+from acrlocal.registry import acr_api, audit, blob_api, guards, housekeeping, locks, manifest_api
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.paths import Endpoint, Route, parse_path
@@ -183,6 +184,7 @@ async def on_startup(ctx: Context) -> None:
     if removed:
         log.info("removed %d upload files no session owned", removed)
     await sweep(ctx)
+    await housekeeping.reconcile(ctx)
     audit.start(ctx)
     ctx.extras[_SWEEPER] = asyncio.get_running_loop().create_task(_sweep_forever(ctx), name=_SWEEPER)
 

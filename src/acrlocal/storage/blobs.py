@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from acrlocal.errors import AcrLocalError, NotFound
-from acrlocal.registry.digest import Digest
+from acrlocal.registry.digest import ALGORITHMS, Digest
 
 CHUNK = 1024 * 1024
 # Reads for responses. Over TLS each piece in flight is held about three times (the piece, its encrypted copy
@@ -121,6 +121,12 @@ class BlobStore(Protocol):
 
     def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
         """Discard uploads whose id is not in ``keep`` and that were idle ``older_than_s``; how many."""
+
+    def stored(self) -> Iterator[tuple[Digest, float]]:
+        """Every published blob with the time it was written (blocking: call from a thread)."""
+
+    def exists(self, digest: Digest) -> bool:
+        """Whether the blob is stored (blocking: call from a thread)."""
 
 
 def _fsync_directory(path: Path) -> None:
@@ -377,6 +383,31 @@ class FileBlobStore:
         self.path(digest).unlink(missing_ok=True)
 
     # -- housekeeping ------------------------------------------------------------------------------
+
+    def stored(self) -> Iterator[tuple[Digest, float]]:
+        """Files named like blobs (``<algorithm>/<2 hex>/<hex>`` with the hex starting with those 2), and their
+        modification time; anything else under the root is not a blob and is left alone."""
+        for algorithm in sorted(ALGORITHMS):
+            base = self.root / algorithm
+            if not base.is_dir():
+                continue
+            for prefix in sorted(os.listdir(base)):
+                directory = base / prefix
+                try:
+                    names = sorted(os.listdir(directory))
+                except (NotADirectoryError, FileNotFoundError):
+                    continue
+                for name in names:
+                    if not name.startswith(prefix):
+                        continue
+                    try:
+                        digest = Digest.parse(f"{algorithm}:{name}")
+                        yield digest, os.stat(directory / name).st_mtime
+                    except (ValueError, FileNotFoundError):
+                        continue
+
+    def exists(self, digest: Digest) -> bool:
+        return self.path(digest).is_file()
 
     def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
         """Remove upload files whose id is not in ``keep`` (orphans of a crash). Returns how many."""

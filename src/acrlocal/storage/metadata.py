@@ -304,6 +304,18 @@ class RegistryMetadata(Protocol):
 
     def unlinked_blobs(self, limit: int) -> list[str]: ...
 
+    def blob_page(self, after: str | None, limit: int) -> list[str]:
+        """Digests of blob rows in order, after ``after``, at most ``limit`` (to walk them all in pages)."""
+        ...
+
+    def known_blobs(self, digests: list[str]) -> set[str]:
+        """Those of ``digests`` that have a blob row."""
+        ...
+
+    def forget_lost_blob(self, digest: str) -> int:
+        """Delete a blob's row and its links (its bytes are lost); how many repositories linked it."""
+        ...
+
     # manifests and tags
     def get_manifest(self, registry_id: int, repository: str, reference: str) -> ManifestRecord | None:
         """The manifest a tag or digest names in the repository, or ``None``."""
@@ -540,6 +552,25 @@ class SqlRegistryMetadata:
         linked = sa.exists().where(repository_blobs.c.digest == blobs.c.digest)
         with self.engine.connect() as conn:
             return [r.digest for r in conn.execute(sa.select(blobs.c.digest).where(~linked).limit(limit))]
+
+    def blob_page(self, after: str | None, limit: int) -> list[str]:
+        query = sa.select(blobs.c.digest)
+        if after is not None:
+            query = query.where(blobs.c.digest > after)
+        with self.engine.connect() as conn:
+            return [r.digest for r in conn.execute(query.order_by(blobs.c.digest).limit(limit))]
+
+    def known_blobs(self, digests: list[str]) -> set[str]:
+        if not digests:
+            return set()
+        with self.engine.connect() as conn:
+            return {r.digest for r in conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest.in_(digests)))}
+
+    def forget_lost_blob(self, digest: str) -> int:
+        with self.engine.begin() as conn:
+            links = conn.execute(sa.delete(repository_blobs).where(repository_blobs.c.digest == digest)).rowcount
+            conn.execute(sa.delete(blobs).where(blobs.c.digest == digest))
+            return int(links or 0)
 
     # -- manifests and tags ------------------------------------------------------------------------
 

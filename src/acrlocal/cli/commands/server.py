@@ -155,6 +155,9 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--blob-max-size", help="Largest blob an upload may reach, e.g. 10GiB (default 200GiB, as ACR).")
 @click.option("--min-free-space",
               help="Free space to keep on the data directory's disk; uploads past it are refused (default 1GiB).")
+@click.option("--blob-gc-grace", type=click.IntRange(min=0),
+              help="Seconds before a blob file no row names, or a blob no manifest references, may be collected "
+                   "(default 3600).")
 @click.option("--registry-rate-limit", envvar="ACRLOCAL_REGISTRY_RATE_LIMIT",
               help="Registry read/write operations per minute before 429: 'sku' (ACR's limits by SKU, the "
                    "default), 'off', or READS/WRITES for every registry (e.g. 100000/100000).")
@@ -174,6 +177,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
        database_url: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
        upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
+       blob_gc_grace: int | None,
        registry_rate_limit: str | None, login_lockout: str | None, insecure_open_registry: bool | None,
        run_command_timeout: float | None, vm_ssh_port: int | None, log_level: str, detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
@@ -188,7 +192,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
     if arm_page_size is not None:
         settings = replace(settings, limits=replace(settings.limits, arm_page_size=arm_page_size))
-    quotas = {"upload_sessions_max": upload_sessions_max,
+    quotas = {"upload_sessions_max": upload_sessions_max, "blob_gc_grace_s": blob_gc_grace,
               "blob_max_bytes": None if blob_max_size is None else _size(blob_max_size, "--blob-max-size"),
               "min_free_bytes": None if min_free_space is None else _size(min_free_space, "--min-free-space")}
     settings = replace(settings, limits=replace(settings.limits, **{k: v for k, v in quotas.items() if v is not None}))
@@ -199,7 +203,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
                             ("--default-registry", default_registry), ("--database-url", database_url),
                             ("--upload-session-ttl", upload_session_ttl), ("--arm-page-size", arm_page_size),
                             ("--upload-sessions-max", upload_sessions_max), ("--blob-max-size", blob_max_size),
-                            ("--min-free-space", min_free_space),
+                            ("--min-free-space", min_free_space), ("--blob-gc-grace", blob_gc_grace),
                             ("--registry-rate-limit", registry_rate_limit), ("--login-lockout", login_lockout),
                             ("--run-command-timeout", run_command_timeout), ("--vm-ssh-port", vm_ssh_port)):
             if value is not None:

@@ -1,0 +1,85 @@
+"""Keeping the blob store and the blob rows in step: reconciliation after a crash, and garbage collection.
+
+:func:`reconcile` runs at every start. A crash between publishing a blob's file and committing its row (or between
+forgetting a row and unlinking its file) leaves a file that no row names: such files are removed once they are
+older than ``limits.blob_gc_grace_s``. A row whose file is gone (the disk lost it, someone deleted it) is reported
+in the log and forgotten with its links, so clients see BLOB_UNKNOWN and push the blob again instead of getting a
+blob that cannot be read.
+
+Every change to one digest happens under its lock (:data:`acrlocal.registry.locks.digests`), the lock publication
+and deletion take, and is checked again under it, so this may run while the registry serves. Walking the files
+and checking them runs in a thread; the database is asked in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from acrlocal.context import Context
+from acrlocal.registry import locks
+from acrlocal.registry.digest import Digest
+from acrlocal.storage.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+@dataclass
+class Reconciled:
+    """What :func:`reconcile` did: files no row named that it removed, those it kept as too recent, and rows whose
+    file was gone that it forgot."""
+
+    removed_files: list[str] = field(default_factory=list)
+    recent_files: int = 0
+    lost_blobs: list[str] = field(default_factory=list)
+
+    def render(self) -> dict[str, object]:
+        return {"orphanFilesRemoved": self.removed_files, "orphanFilesKept": self.recent_files,
+                "lostBlobsForgotten": self.lost_blobs}
+
+
+def _missing(store: BlobStore, digests: list[Digest]) -> list[Digest]:
+    return [d for d in digests if not store.exists(d)]
+
+
+async def reconcile(ctx: Context, now: float | None = None) -> Reconciled:
+    """Remove blob files no row names (older than the grace period) and forget rows whose file is gone."""
+    loop = asyncio.get_running_loop()
+    meta, store = ctx.registry_meta, ctx.blobs
+    now = time.time() if now is None else now
+    cutoff = now - ctx.settings.limits.blob_gc_grace_s
+    result = Reconciled()
+
+    files = await loop.run_in_executor(None, lambda: list(store.stored()))
+    for start in range(0, len(files), BATCH):
+        batch = files[start:start + BATCH]
+        known = meta.known_blobs([str(d) for d, _ in batch])
+        for digest, written in batch:
+            if str(digest) in known:
+                continue
+            if written > cutoff:
+                result.recent_files += 1
+                continue
+            async with locks.digests(str(digest)):
+                if not meta.known_blobs([str(digest)]):
+                    await store.delete(digest)
+                    result.removed_files.append(str(digest))
+
+    after: str | None = None
+    while page := meta.blob_page(after, BATCH):
+        after = page[-1]
+        missing = await loop.run_in_executor(None, _missing, store, [Digest.parse(text) for text in page])
+        for digest in missing:
+            async with locks.digests(str(digest)):
+                if meta.known_blobs([str(digest)]) and not await loop.run_in_executor(None, store.exists, digest):
+                    links = meta.forget_lost_blob(str(digest))
+                    result.lost_blobs.append(str(digest))
+                    log.warning("blob %s had a row but no file (lost from the disk); forgot it and its %d "
+                                "repository links: clients will push it again", digest, links)
+    if result.removed_files:
+        log.info("removed %d blob files that no row named (a crash's leftovers)", len(result.removed_files))
+    return result
