@@ -9,6 +9,8 @@ relative to ``acrlocal``::
     ├── ConfigError(ValueError)                     a setting, flag, data directory or sandbox description
     │   └── storage.schema.SchemaError              a database that cannot be migrated to this code's schema
     ├── AlreadyExists(ValueError)                   a name is taken
+    ├── ValueTooLong(ValueError)                    a value longer than the column that keeps it (checked before
+    │                                               the database sees it)
     ├── NotFound(LookupError)                       a named thing does not exist
     │   ├── rbac.errors.UnknownRole                 no role definition has that id or name
     │   └── registry.permissions.SubjectRefused     a subject that cannot hold tokens for this registry now
@@ -68,6 +70,15 @@ class AcrLocalError(Exception):
 
 class ConfigError(AcrLocalError, ValueError):
     """A setting, flag or data directory that cannot be used."""
+
+
+class ValueTooLong(AcrLocalError, ValueError):
+    """A value longer than the column that would keep it allows, refused before the database sees it (SQLite would
+    keep it whole, PostgreSQL would refuse the statement). The HTTP layers answer it with their protocol's 400."""
+
+    def __init__(self, table: str, column: str, limit: int, length: int) -> None:
+        super().__init__(f"{column} has {length} characters; at most {limit} are kept")
+        self.table, self.column, self.limit, self.length = table, column, limit, length
 
 
 class NotFound(AcrLocalError, LookupError):

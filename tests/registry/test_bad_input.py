@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from tests.ocitools import sha256
+from tests.ocitools import OCI_MANIFEST, config_blob, image, sha256
 from tests.registry.conftest import RegistryClient, StorageProbe, error_code
 
 
@@ -132,3 +132,40 @@ def test_server_keeps_serving_after_bad_input(registry: RegistryClient, repo: st
         assert status in (400, 404, 414)
     manifest = registry.push_image(repo, "alive")
     assert registry.get(f"/v2/{repo}/manifests/alive").content == manifest.body
+
+
+@pytest.mark.parametrize("artifact_type", ["application/" + "x" * 300, "not a media type", "application/",
+                                           "a" * 128 + "/json", "application/json; charset=utf-8", ""])
+def test_an_artifact_type_that_is_no_media_type_is_400_manifest_invalid(
+        registry: RegistryClient, repo: str, storage: StorageProbe, artifact_type: str) -> None:
+    """The OCI image spec: artifactType MUST comply with RFC 6838 (each part at most 127 characters)."""
+    manifest = image(config_blob(), [], artifact_type=artifact_type or None)
+    doc = json.loads(manifest.body)
+    doc["artifactType"] = artifact_type
+    r = registry.put(f"/v2/{repo}/manifests/v1", data=json.dumps(doc).encode(),
+                     headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400, r.text
+    assert error_code(r) == "MANIFEST_INVALID" and "artifactType" in r.json()["errors"][0]["message"]
+    assert storage.count("SELECT count(*) FROM manifests m JOIN repositories r ON r.id = m.repository_id "
+                         "WHERE r.name = ?", repo) == 0
+
+
+def test_an_artifact_type_of_127_and_127_characters_is_kept(registry: RegistryClient, repo: str) -> None:
+    longest = "a" * 127 + "/" + "b" * 127
+    config = config_blob()
+    registry.push_blob(repo, config)
+    manifest = image(config, [], artifact_type=longest)
+    assert registry.push_manifest(repo, "v1", manifest).status_code == 201
+    subject = registry.push_image(repo, "base")
+    referrer = image(config, [], artifact_type=longest, subject=subject)
+    assert registry.push_manifest(repo, referrer.digest, referrer).status_code == 201
+    found = registry.get(f"/v2/{repo}/referrers/{subject.digest}").json()["manifests"]
+    assert [m["artifactType"] for m in found] == [longest]
+
+
+def test_a_config_media_type_longer_than_a_media_type_is_400(registry: RegistryClient, repo: str) -> None:
+    """An image's config media type is what the referrers API reports as its artifactType: it is kept, so bounded."""
+    config = config_blob(media_type="application/" + "c" * 300)
+    registry.push_blob(repo, config)
+    r = registry.push_manifest(repo, "v1", image(config, []))
+    assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", r.text

@@ -28,7 +28,7 @@ from acrlocal.arm.providers import REGISTRY, Call, load_providers
 from acrlocal.arm.store import ArmStore
 from acrlocal.arm.templates import TemplateError, jsonc
 from acrlocal.context import Context
-from acrlocal.errors import NotFound
+from acrlocal.errors import NotFound, ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
         response = error_response(ArmError(exc.status, "InvalidRequestContent" if exc.status == 400 else
                                            "RequestEntityTooLarge", str(exc)))
+    except ValueTooLong as exc:
+        response = error_response(ArmError(400, "InvalidRequestContent", f"The request content was invalid: {exc}."))
     except Exception:
         log.exception("ARM request %s %s failed", request.method, request.path)
         response = error_response(ArmError(500, "InternalServerError", "The server encountered an internal error; "

@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from acrlocal.context import Context
+from acrlocal.errors import ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
 from acrlocal.registry import acr_api, audit, blob_api, guards, housekeeping, locks, manifest_api
 from acrlocal.registry.digest import Digest
@@ -109,11 +110,19 @@ async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamRe
     except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
         code = "SIZE_INVALID" if isinstance(exc, RequestTooLarge) else "UNSUPPORTED"
         return error_response(RegistryError(code, str(exc), status=exc.status))
+    except ValueTooLong as exc:
+        code = _TOO_LONG.get(route.endpoint, "UNSUPPORTED") if route is not None else "UNSUPPORTED"
+        return error_response(RegistryError(code, str(exc), status=400))
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(RegistryError("UNKNOWN", "internal error; the server log has the details"))
+
+
+# The OCI code of a value that validation let through but that is longer than where it is kept.
+_TOO_LONG = {Endpoint.MANIFEST: "MANIFEST_INVALID", Endpoint.UPLOADS: "BLOB_UPLOAD_INVALID",
+             Endpoint.UPLOAD: "BLOB_UPLOAD_INVALID"}
 
 
 def unknown_registry(name: str) -> web.Response:

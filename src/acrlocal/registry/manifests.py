@@ -11,6 +11,7 @@ The bytes are never re-serialised: the digest is over what the client sent, and 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,12 @@ class ParsedManifest:
     subject: Digest | None
     artifact_type: str | None
     annotations: dict[str, str] | None
+
+
+#: A media type as RFC 6838 (section 4.2) writes it, which the OCI image spec requires of ``artifactType``: a type
+#: and a subtype of 1 to 127 characters each, so at most 255 in all (what the manifests table keeps).
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+MEDIA_TYPE_MAX = 255
 
 
 def _invalid(message: str, **detail: Any) -> RegistryError:
@@ -129,8 +136,9 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     media_type = _detect(doc, _media_type_of(content_type))
 
     artifact_type = doc.get("artifactType")
-    if artifact_type is not None and not isinstance(artifact_type, str):
-        raise _invalid("artifactType is not a string", field="artifactType")
+    if artifact_type is not None and (not isinstance(artifact_type, str) or not MEDIA_TYPE.fullmatch(artifact_type)):
+        raise _invalid(f"artifactType {str(artifact_type)[:80]!r} is not a media type (RFC 6838: type/subtype, each "
+                       "1 to 127 letters, digits or !#$&^_.+-)", field="artifactType")
     subject = _descriptor(doc["subject"], "subject")[1] if doc.get("subject") is not None else None
     annotations = _annotations(doc.get("annotations"))
 
@@ -148,6 +156,9 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
             layer_type, layer_digest, _ = _descriptor(layer, f"layers[{i}]")
             if not _is_foreign(layer, layer_type):
                 blobs.append(layer_digest)
+        if not artifact_type and len(config_type) > MEDIA_TYPE_MAX:
+            raise _invalid(f"config.mediaType has {len(config_type)} characters; a media type has at most "
+                           f"{MEDIA_TYPE_MAX}", field="config")
         artifact_type = artifact_type or config_type
     else:
         if "config" in doc or "layers" in doc:

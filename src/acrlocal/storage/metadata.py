@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from acrlocal.errors import AcrLocalError, AlreadyExists, NotFound
-from acrlocal.storage.sql import byte_ordered, metadata
+from acrlocal.storage.sql import byte_ordered, metadata, racing_insert
 
 registries = sa.Table(
     "registries",
@@ -452,10 +452,13 @@ class SqlRegistryMetadata:
     def _ensure_repository(self, conn: sa.Connection, registry_id: int, name: str, now: float) -> int:
         repo_id = self._repository_id(conn, registry_id, name)
         if repo_id is None:
-            result = conn.execute(
-                sa.insert(repositories).values(registry_id=registry_id, name=name, created=now, updated=now)
+            conn.execute(
+                racing_insert(conn, repositories)
+                .values(registry_id=registry_id, name=name, created=now, updated=now)
+                .on_conflict_do_nothing(index_elements=["registry_id", "name"])
             )
-            repo_id = _new_id(result)
+            repo_id = self._repository_id(conn, registry_id, name)
+            assert repo_id is not None
         return repo_id
 
     # -- repositories ------------------------------------------------------------------------------
@@ -499,13 +502,15 @@ class SqlRegistryMetadata:
             )
         ).first()
         if exists is None:
-            conn.execute(sa.insert(repository_blobs).values(repository_id=repo_id, digest=digest, created=now))
+            conn.execute(racing_insert(conn, repository_blobs).values(repository_id=repo_id, digest=digest, created=now)
+                         .on_conflict_do_nothing(index_elements=["repository_id", "digest"]))
 
     def link_blob(self, registry_id: int, repository: str, digest: str, size: int) -> None:
         now = time.time()
         with self.engine.begin() as conn:
             if conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest == digest)).first() is None:
-                conn.execute(sa.insert(blobs).values(digest=digest, size=size, created=now))
+                conn.execute(racing_insert(conn, blobs).values(digest=digest, size=size, created=now)
+                             .on_conflict_do_nothing(index_elements=["digest"]))
             repo_id = self._ensure_repository(conn, registry_id, repository, now)
             self._link(conn, repo_id, digest, now)
 
@@ -647,42 +652,48 @@ class SqlRegistryMetadata:
                         manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest
                     )
                 ).first()
-                if row is None:
-                    manifest_id = _new_id(
-                        conn.execute(
-                            sa.insert(manifests).values(
-                                repository_id=repo_id,
-                                digest=manifest.digest,
-                                media_type=manifest.media_type,
-                                artifact_type=manifest.artifact_type,
-                                subject=manifest.subject,
-                                annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                                size=len(manifest.body),
-                                body=manifest.body,
-                                created=now,
-                                updated=now,
-                            )
+                if row is None:  # insert it, unless another writer has just done so
+                    row = conn.execute(
+                        racing_insert(conn, manifests)
+                        .values(
+                            repository_id=repo_id,
+                            digest=manifest.digest,
+                            media_type=manifest.media_type,
+                            artifact_type=manifest.artifact_type,
+                            subject=manifest.subject,
+                            annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                            size=len(manifest.body),
+                            body=manifest.body,
+                            created=now,
+                            updated=now,
                         )
-                    )
+                        .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+                        .returning(manifests.c.id)
+                    ).first()
+                    inserted = row is not None
+                    if row is None:
+                        row = conn.execute(
+                            sa.select(manifests.c.id).where(
+                                manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest
+                            )
+                        ).one()
+                else:
+                    inserted = False
+                manifest_id = int(row.id)
+                if inserted:
                     refs = [{"manifest_id": manifest_id, "kind": "blob", "digest": d} for d in manifest.blobs]
                     refs += [{"manifest_id": manifest_id, "kind": "manifest", "digest": d} for d in manifest.manifests]
                     if refs:
                         conn.execute(sa.insert(manifest_references), refs)
                 else:
-                    manifest_id = int(row.id)
                     conn.execute(sa.update(manifests).where(manifests.c.id == manifest_id).values(updated=now))
                 if tag is not None:
-                    moved = conn.execute(
-                        sa.update(tags)
-                        .where(tags.c.repository_id == repo_id, tags.c.name == tag)
-                        .values(manifest_id=manifest_id, updated=now)
+                    conn.execute(
+                        racing_insert(conn, tags)
+                        .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, created=now, updated=now)
+                        .on_conflict_do_update(index_elements=["repository_id", "name"],
+                                               set_={"manifest_id": manifest_id, "updated": now})
                     )
-                    if not moved.rowcount:
-                        conn.execute(
-                            sa.insert(tags).values(
-                                repository_id=repo_id, name=tag, manifest_id=manifest_id, created=now, updated=now
-                            )
-                        )
                 conn.execute(sa.update(repositories).where(repositories.c.id == repo_id).values(updated=now))
         finally:
             self.cache.drop(registry_id, repository)

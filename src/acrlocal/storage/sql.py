@@ -15,6 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from acrlocal.errors import ValueTooLong
+
 metadata = sa.MetaData()
 
 # Modules that declare tables on ``metadata`` (by name, here: they import ``metadata`` from this module); migrations
@@ -50,6 +52,7 @@ def open_engine(url: str, *, upgrade: bool = True) -> Engine:
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 (SQLAlchemy's default is psycopg2)
         engine = sa.create_engine(parsed, pool_pre_ping=True)
+    sa.event.listen(engine, "before_execute", _check_lengths)
     if upgrade:
         from acrlocal.storage import schema
 
@@ -57,11 +60,64 @@ def open_engine(url: str, *, upgrade: bool = True) -> Engine:
     return engine
 
 
+_limits: dict[sa.TableClause, dict[str, int]] = {}
+
+
+def _lengths(table: sa.TableClause) -> dict[str, int]:
+    found = _limits.get(table)
+    if found is None:
+        found = {c.key: c.type.length for c in table.columns
+                 if isinstance(c.type, sa.String) and c.type.length is not None}
+        _limits[table] = found
+    return found
+
+
+def _check(table: sa.TableClause, limits: dict[str, int], values: Any) -> None:
+    items = values.items() if isinstance(values, dict) else ()
+    for key, value in items:
+        name = key if isinstance(key, str) else getattr(key, "key", None)
+        if isinstance(value, sa.BindParameter):
+            value = value.value
+        if isinstance(value, str) and name in limits and len(value) > limits[name]:
+            raise ValueTooLong(table.name, name, limits[name], len(value))
+
+
+def _check_lengths(conn: Any, statement: Any, multiparams: Any, params: Any, options: Any) -> None:
+    """Refuse an INSERT or UPDATE whose string value is longer than its column (``String(n)``), on every backend,
+    before the database sees it: raises :class:`~acrlocal.errors.ValueTooLong`."""
+    if not isinstance(statement, sa.Insert | sa.Update) or not isinstance(statement.table, sa.TableClause):
+        return
+    table = statement.table
+    limits = _lengths(table)
+    if not limits:
+        return
+    _check(table, limits, statement._values or {})
+    for rows in statement._multi_values:
+        for row in rows:
+            _check(table, limits, row)
+    for given in (*(multiparams or ()), params):
+        for row in given if isinstance(given, list | tuple) else (given,):
+            _check(table, limits, row)
+
+
 def load_tables() -> sa.MetaData:
     """:data:`metadata` with every room's tables declared on it."""
     for name in TABLE_MODULES:
         importlib.import_module(name)
     return metadata
+
+
+def racing_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT into ``table`` with ``on_conflict_do_nothing`` and ``on_conflict_do_update`` (``ON CONFLICT``,
+    which PostgreSQL and SQLite both have), for rows that writers in other processes or threads may insert at the
+    same time: a check-then-insert would fail with a unique violation for the later one."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def byte_ordered(length: int) -> sa.types.TypeEngine[str]:

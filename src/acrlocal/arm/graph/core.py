@@ -27,6 +27,7 @@ from acrlocal import inbound
 from acrlocal.arm.graph.errors import GraphError
 from acrlocal.arm.store import ArmStore
 from acrlocal.context import Context
+from acrlocal.errors import ValueTooLong
 from acrlocal.identity.directory import GLOBAL_ADMINISTRATOR, Principal
 from acrlocal.identity.tokens import InvalidToken
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
@@ -344,6 +345,9 @@ def make_dispatch(ctx: Context, store: ArmStore, router: Router) -> Callable[[we
         except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
             return GraphError(exc.status, "BadRequest" if exc.status == 400 else "Request_EntityTooLarge",
                               str(exc)).response(request)
+        except ValueTooLong as exc:
+            return GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{exc.column}': "
+                              f"{exc}.").response(request)
         except Exception:
             log.exception("Graph request %s %s failed", request.method, request.path)
             return GraphError(500, "generalException", "An internal server error occurred; request id "
