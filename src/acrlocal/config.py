@@ -44,6 +44,15 @@ class Limits:
     min_free_bytes: int = 1024**3
     # A blob file no row names, or a blob link no manifest references, is collected only once it is this old.
     blob_gc_grace_s: int = 3600
+    # Seconds a connection may be idle (or take to send a request's headers), and a request body or a response
+    # may make no progress, before it is closed (see acrlocal.timeouts).
+    idle_timeout_s: float = 60.0
+    read_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout_s", "read_timeout_s"):
+            if not 0 < getattr(self, name) <= 24 * 3600:
+                raise ConfigError(f"{name} {getattr(self, name)} must be between 0 and 86400 seconds")
 
 
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,

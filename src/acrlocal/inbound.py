@@ -3,9 +3,10 @@
 aiohttp decodes header bytes as UTF-8 with ``surrogateescape`` and form bodies as UTF-8, and Python's ``json``
 recurses once per nesting level. Read directly, a byte ``0xff`` in ``Authorization``, a form that is not UTF-8,
 or ``[[[[...]]]]`` raises deep inside a handler (``UnicodeEncodeError``, ``UnicodeDecodeError``,
-``RecursionError``) and becomes a 500. Rooms read such input through this module instead. Each function raises
-:class:`MalformedRequest` (a ``ValueError``; :class:`RequestTooLarge` for a body past its limit), which the
-entry point of every room answers with a 4xx in its own protocol's format; nothing here logs.
+``RecursionError``) and becomes a 500; and a client that stops sending its body would hold the request
+forever. Rooms read such input through this module instead. Each function raises :class:`MalformedRequest` (a
+``ValueError``; :class:`RequestTooLarge` for a body past its limit, :class:`ClientTooSlow` for one that stalls),
+which the entry point of every room answers with a 4xx in its own protocol's format; nothing here logs.
 
 JSON is nested at most :data:`MAX_JSON_DEPTH` levels (what Json.NET, the reader of ARM and Graph, allows by
 default), so code that walks a document recursively cannot run out of stack, and strings hold no lone
@@ -14,8 +15,10 @@ surrogate (``"\\ud800"``), which could not be stored or encoded again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +28,10 @@ from acrlocal.errors import AcrLocalError
 
 #: How deeply JSON objects and arrays may nest (``[]`` is 1, ``{"a": []}`` is 2).
 MAX_JSON_DEPTH = 64
+#: Seconds a request body may go without a byte before the request is given up (an application's setting).
+READ_TIMEOUT = web.AppKey("inbound.read_timeout", float)
+DEFAULT_READ_TIMEOUT_S = 60.0
+_BODY = "inbound.body"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -39,6 +46,12 @@ class RequestTooLarge(MalformedRequest):
     """A request body longer than the endpoint accepts."""
 
     status = 413
+
+
+class ClientTooSlow(MalformedRequest):
+    """A request body that stopped arriving (see :func:`body_chunks`)."""
+
+    status = 408
 
 
 def header(request: web.BaseRequest, name: str) -> str | None:
@@ -102,25 +115,56 @@ def _depth_exceeds(value: Any, max_depth: int) -> bool:
     return False
 
 
-async def read_body(request: web.BaseRequest) -> bytes:
-    """The whole body, at most the application's ``client_max_size``; :class:`RequestTooLarge` beyond it."""
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestTooLarge(f"the request body is larger than {request.client_max_size} bytes") from None
+def read_timeout(request: web.Request) -> float:
+    """Seconds a body may go without a byte: the application's :data:`READ_TIMEOUT`."""
+    return request.app.get(READ_TIMEOUT, DEFAULT_READ_TIMEOUT_S)
 
 
-async def read_json(request: web.BaseRequest, *, what: str = "the request body") -> Any:
-    """:func:`read_body`, then :func:`parse_json`; ``None`` for an empty body."""
-    raw = await read_body(request)
-    return parse_json(raw, what=what) if raw.strip() else None
+async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The body as it arrives; :class:`ClientTooSlow` if no byte comes for :func:`read_timeout` seconds (the
+    connection is closed after the answer). A body the server has paused reading does not count: the clock
+    runs only while this waits for the client."""
+    timeout = read_timeout(request)
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise ClientTooSlow(f"the request body stalled: no byte arrived for {timeout:g} s") from None
+        if not chunk:
+            return
+        yield chunk
 
 
-async def read_form(request: web.BaseRequest) -> MultiDictProxy[str]:
+async def read_body(request: web.Request) -> bytes:
+    """The whole body (read once; later calls return it again), at most the application's ``client_max_size``:
+    :class:`RequestTooLarge` beyond it, :class:`ClientTooSlow` if it stalls (see :func:`body_chunks`)."""
+    if (cached := request.get(_BODY)) is not None:
+        return cached
+    limit = request.client_max_size
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestTooLarge(f"the request body of {request.content_length} bytes is larger than {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in body_chunks(request):
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"the request body is larger than {limit} bytes")
+        parts.append(chunk)
+    body = request[_BODY] = b"".join(parts)
+    return body
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str]:
     """The fields of an ``application/x-www-form-urlencoded`` (or multipart) body as text; files are refused.
-    :class:`MalformedRequest` if it is not UTF-8 or not a form, :class:`RequestTooLarge` past the limit."""
+    :class:`MalformedRequest` if it is not UTF-8 or not a form, :class:`RequestTooLarge` past the limit,
+    :class:`ClientTooSlow` if the whole form takes longer than :func:`read_timeout` (forms are small)."""
+    timeout = read_timeout(request)
     try:
-        form = await request.post()
+        async with asyncio.timeout(timeout):
+            form = await request.post()
+    except TimeoutError:
+        raise ClientTooSlow(f"the form did not arrive within {timeout:g} s") from None
     except web.HTTPRequestEntityTooLarge:
         raise RequestTooLarge(f"the form is larger than {request.client_max_size} bytes") from None
     except (ValueError, AssertionError) as exc:  # UnicodeDecodeError; a multipart body that does not parse

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from acrlocal import __version__, publiccloud
+from acrlocal import __version__, inbound, publiccloud, timeouts
 from acrlocal.arm import routes as arm_routes
 from acrlocal.arm.vm_ssh import VmSshDoors
 from acrlocal.compute import console
@@ -72,13 +72,17 @@ REGISTRY_PATHS = ("/v2/", "/oauth2/", "/acr/")
 
 class _ClientErrorsAsInfo(logging.Filter):
     """aiohttp logs a request it cannot parse (a malformed or duplicate header, a bad request line) at ERROR with
-    a traceback, after answering it 400 itself. That is the client's mistake, not the server's: it is logged
-    here at INFO in one line, so that ERROR and tracebacks in the log stay the server's own faults."""
+    a traceback, after answering it 400 itself, and so it does for a handler that finds its connection gone (a
+    client that disconnected, or was closed for being too slow, while its response was being written). Those are
+    the client's doing, not the server's: they are logged here at INFO in one line, so that ERROR and tracebacks
+    in the log stay the server's own faults."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
-            record.msg = f"{record.msg}: {exc.code} {exc.message}"
+        if (isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500) or \
+                isinstance(exc, ConnectionResetError):
+            detail = f"{exc.code} {exc.message}" if isinstance(exc, HttpProcessingError) else str(exc)
+            record.msg = f"{record.msg}: {detail}"
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info = record.exc_text = None
         return True
@@ -105,6 +109,7 @@ class Server:
         self.ctx: Context | None = None
         self._runners: list[web.AppRunner] = []
         self._stopping = asyncio.Event()
+        self._stalled: timeouts.StalledWriters | None = None
         self.shared_port = settings.port
         self._vm_ssh: VmSshDoors | None = None
 
@@ -196,12 +201,18 @@ class Server:
         ca_hash = await asyncio.to_thread(ca.subject_hash)
         compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
         ctx.compute = compute
-        registry_runner = web.AppRunner(self._build_registry_app(ctx), access_log=None, handle_signals=False)
-        control_runner = web.AppRunner(self._build_control_app(ctx), access_log=None, handle_signals=False)
-        imds_runner = web.AppRunner(imds.build_app(ctx, compute), access_log=None, handle_signals=False)
+        limits = settings.limits
+        options = timeouts.runner_options(limits.idle_timeout_s, limits.read_timeout_s)
+        apps = (self._build_registry_app(ctx), self._build_control_app(ctx), imds.build_app(ctx, compute))
+        for app in apps:
+            app[inbound.READ_TIMEOUT] = limits.read_timeout_s
+        registry_runner, control_runner, imds_runner = (
+            web.AppRunner(app, access_log=None, handle_signals=False, **options) for app in apps)
         for runner in (registry_runner, control_runner, imds_runner):
             await runner.setup()
             self._runners.append(runner)
+        self._stalled = timeouts.StalledWriters(self._runners, limits.read_timeout_s)
+        self._stalled.start()
         await registry_http.on_startup(ctx)
         await listeners.open("shared", control_runner, shared_sock, ca.server_context())
         await self._open_login_port(control_runner, ca)
@@ -283,6 +294,8 @@ class Server:
             if self.ctx.compute is not None:
                 await self.ctx.compute.stop()
             await self.ctx.listeners.close_all()
+        if self._stalled is not None:
+            await self._stalled.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

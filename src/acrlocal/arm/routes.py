@@ -105,8 +105,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except ArmError as err:
         response = error_response(err)
     except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
-        response = error_response(ArmError(exc.status, "InvalidRequestContent" if exc.status == 400 else
-                                           "RequestEntityTooLarge", str(exc)))
+        codes = {413: "RequestEntityTooLarge", 408: "RequestTimeout"}
+        response = error_response(ArmError(exc.status, codes.get(exc.status, "InvalidRequestContent"), str(exc)))
     except ValueTooLong as exc:
         response = error_response(ArmError(400, "InvalidRequestContent", f"The request content was invalid: {exc}."))
     except Exception:

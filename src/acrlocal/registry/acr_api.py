@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
+from acrlocal import inbound
 from acrlocal.context import Context
 from acrlocal.inbound import MalformedRequest, parse_json
 from acrlocal.registry import audit, guards
@@ -137,7 +138,7 @@ async def get_repository(request: web.Request, ctx: Context, registry: RegistryR
 async def _attribute_changes(request: web.Request) -> dict[str, bool]:
     """The PATCH body: a JSON object of changeable attributes with boolean values; UNSUPPORTED (400) otherwise.
     ``teleportEnabled`` (an ACR preview feature) is accepted and ignored."""
-    raw = await request.content.read(64 * 1024)
+    raw = await inbound.read_body(request)
     try:
         body = parse_json(raw or b"{}")
     except MalformedRequest as exc:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 
 from aiohttp import hdrs, web
 
+from acrlocal import inbound
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
 from acrlocal.registry import audit, guards, locks
@@ -189,7 +190,7 @@ async def _append_chunk(ctx: Context, request: web.Request, name: str, upload_id
     content_range = request.headers.get(hdrs.CONTENT_RANGE)
     if content_range is None:
         try:
-            return await ctx.blobs.append(upload_id, request.content.iter_any(), limit=blob_max - size)
+            return await ctx.blobs.append(upload_id, inbound.body_chunks(request), limit=blob_max - size)
         except UploadTooLarge as exc:
             raise _too_large(ctx, blob_max + 1) from exc
     try:
@@ -213,7 +214,7 @@ async def _append_chunk(ctx: Context, request: web.Request, name: str, upload_id
             f"Content-Length {request.content_length} does not match Content-Range {start}-{end} ({length} bytes)",
         )
     try:
-        new_size = await ctx.blobs.append(upload_id, request.content.iter_any(), limit=length)
+        new_size = await ctx.blobs.append(upload_id, inbound.body_chunks(request), limit=length)
     except UploadTooLarge:
         new_size = -1
     if new_size != end + 1:
@@ -249,7 +250,7 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
     if digest is not None:
         try:
             with _room():
-                await ctx.blobs.append(upload_id, request.content.iter_any(), limit=blob_max)
+                await ctx.blobs.append(upload_id, inbound.body_chunks(request), limit=blob_max)
             await publish(ctx, registry, name, upload_id, digest)
         except UploadTooLarge as exc:
             raise _too_large(ctx, blob_max + 1) from exc

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from acrlocal import inbound
 from acrlocal.context import Context
 from acrlocal.registry import audit, guards
 from acrlocal.registry.authz import CATALOG, DELETE, OVERWRITE, PULL, PUSH
@@ -75,7 +76,7 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
         )
     parts: list[bytes] = []
     received = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in inbound.body_chunks(request):
         received += len(chunk)
         if received > limit:
             raise RegistryError("MANIFEST_TOO_LARGE", f"manifest is larger than the {limit} bytes allowed")

@@ -343,8 +343,8 @@ def make_dispatch(ctx: Context, store: ArmStore, router: Router) -> Callable[[we
         except GraphError as err:
             return err.response(request)
         except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
-            return GraphError(exc.status, "BadRequest" if exc.status == 400 else "Request_EntityTooLarge",
-                              str(exc)).response(request)
+            codes = {413: "Request_EntityTooLarge", 408: "Request_Timeout"}
+            return GraphError(exc.status, codes.get(exc.status, "BadRequest"), str(exc)).response(request)
         except ValueTooLong as exc:
             return GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{exc.column}': "
                               f"{exc}.").response(request)

@@ -158,6 +158,11 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--blob-gc-grace", type=click.IntRange(min=0),
               help="Seconds before a blob file no row names, or a blob no manifest references, may be collected "
                    "(default 3600).")
+@click.option("--idle-timeout", type=click.FloatRange(min=0.1, max=86400),
+              help="Seconds a connection may sit idle, or take to send a request's headers (default 60).")
+@click.option("--read-timeout", type=click.FloatRange(min=0.1, max=86400),
+              help="Seconds a request body or a response may make no progress before the connection is closed "
+                   "(default 60).")
 @click.option("--registry-rate-limit", envvar="ACRLOCAL_REGISTRY_RATE_LIMIT",
               help="Registry read/write operations per minute before 429: 'sku' (ACR's limits by SKU, the "
                    "default), 'off', or READS/WRITES for every registry (e.g. 100000/100000).")
@@ -177,7 +182,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
        database_url: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
        upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
-       blob_gc_grace: int | None,
+       blob_gc_grace: int | None, idle_timeout: float | None, read_timeout: float | None,
        registry_rate_limit: str | None, login_lockout: str | None, insecure_open_registry: bool | None,
        run_command_timeout: float | None, vm_ssh_port: int | None, log_level: str, detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
@@ -196,6 +201,10 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
               "blob_max_bytes": None if blob_max_size is None else _size(blob_max_size, "--blob-max-size"),
               "min_free_bytes": None if min_free_space is None else _size(min_free_space, "--min-free-space")}
     settings = replace(settings, limits=replace(settings.limits, **{k: v for k, v in quotas.items() if v is not None}))
+    if idle_timeout is not None:
+        settings = replace(settings, limits=replace(settings.limits, idle_timeout_s=idle_timeout))
+    if read_timeout is not None:
+        settings = replace(settings, limits=replace(settings.limits, read_timeout_s=read_timeout))
     if detach:
         argv = ["--data-dir", str(settings.data_dir), "--log-level", log_level]
         for flag, value in (("--port", port), ("--registry-port-base", registry_port_base),
@@ -205,6 +214,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
                             ("--upload-sessions-max", upload_sessions_max), ("--blob-max-size", blob_max_size),
                             ("--min-free-space", min_free_space), ("--blob-gc-grace", blob_gc_grace),
                             ("--registry-rate-limit", registry_rate_limit), ("--login-lockout", login_lockout),
+                            ("--idle-timeout", idle_timeout), ("--read-timeout", read_timeout),
                             ("--run-command-timeout", run_command_timeout), ("--vm-ssh-port", vm_ssh_port)):
             if value is not None:
                 argv += [flag, str(value)]
