@@ -3,11 +3,16 @@ reconciled at start, files only once they are older than the grace period."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import Any
 
+import sqlalchemy as sa
+
+from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal
-from tests.ocitools import sha256
+from tests.ocitools import config_blob, image, sha256, tar_layer
 from tests.registry.conftest import RegistryClient, StorageProbe, error_code
 
 
@@ -57,3 +62,72 @@ def test_start_reconciles_blob_files_and_rows(fresh_acrlocal: AcrLocal) -> None:
     fresh_acrlocal.start()
     assert not storage.blob_file(new_orphan).exists()
     assert RegistryClient(fresh_acrlocal).get(f"/v2/crash/reconcile/blobs/{kept}").status_code == 200
+
+
+def age_links(server: AcrLocal, repository: str, seconds: float) -> None:
+    """Make a repository's blob links look ``seconds`` older (the grace period passing, without waiting for it)."""
+    engine = server.database()
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "UPDATE repository_blobs SET created = created - :s, used = used - :s WHERE repository_id IN "
+                "(SELECT id FROM repositories WHERE name = :name)"), {"s": seconds, "name": repository})
+    finally:
+        engine.dispose()
+
+
+def gc(server: AcrLocal) -> dict[str, Any]:
+    [result] = json.loads(server.cli("admin", "gc", "--registry", "acrlocal").stdout)
+    return dict(result)
+
+
+def test_gc_deletes_unreferenced_blobs_and_spares_a_push_in_progress(fresh_acrlocal: AcrLocal) -> None:
+    fresh_acrlocal.start()
+    registry, storage = RegistryClient(fresh_acrlocal), StorageProbe(fresh_acrlocal)
+    kept = registry.push_image("gc/app", "v1")
+    kept_blobs = [json.loads(kept.body)["config"]["digest"], *(x["digest"] for x in json.loads(kept.body)["layers"])]
+    gone = registry.push_image("gc/app", "v2")
+    gone_blobs = {json.loads(gone.body)["config"]["digest"], *(x["digest"] for x in json.loads(gone.body)["layers"])}
+    assert registry.delete(f"/v2/gc/app/manifests/{gone.digest}").status_code == 202
+    stray = registry.push_blob("gc/app", b"uploaded, never in a manifest")
+    # A push in progress: its layer is uploaded, the manifest not yet pushed.
+    layer, config = tar_layer({"f": b"a push in progress"}), config_blob(architecture="inprogress")
+    registry.push_blob("gc/app", layer)
+    registry.push_blob("gc/app", config)
+
+    # Within the grace period nothing goes, referenced or not.
+    result = gc(fresh_acrlocal)
+    assert result["linksRemoved"] == [] and result["blobsDeleted"] == [] and result["graceSeconds"] == 3600
+
+    # An hour later: the unreferenced blobs go (links, rows and bytes), the referenced ones stay.
+    age_links(fresh_acrlocal, "gc/app", 3 * 3600)
+    # The client of the push in progress checks its layer (docker HEADs each layer before pushing it) just as the
+    # collection starts: that use marks the link, and the collection spares it.
+    assert registry.head(f"/v2/gc/app/blobs/{layer.digest}").status_code == 200
+    assert registry.head(f"/v2/gc/app/blobs/{config.digest}").status_code == 200
+    result = gc(fresh_acrlocal)
+    removed = {entry["digest"] for entry in result["linksRemoved"]}
+    assert removed == {stray, *gone_blobs}
+    assert set(result["blobsDeleted"]) == removed and result["bytesFreed"] > 0
+    for digest in removed:
+        assert registry.head(f"/v2/gc/app/blobs/{digest}").status_code == 404
+        assert not storage.blob_file(digest).exists()
+    for digest in kept_blobs:
+        assert registry.get(f"/v2/gc/app/blobs/{digest}").status_code == 200
+    assert registry.push_manifest("gc/app", "v3", image(config, [layer])).status_code == 201  # the push completes
+    # Without that use, the same push would have lost its layer to the collection:
+    late_layer = tar_layer({"f": b"a push that waited too long"})
+    registry.push_blob("gc/app", late_layer)
+    age_links(fresh_acrlocal, "gc/app", 3 * 3600)
+    assert {e["digest"] for e in gc(fresh_acrlocal)["linksRemoved"]} == {late_layer.digest}
+    r = registry.push_manifest("gc/app", "v4", image(config, [late_layer]))
+    assert r.status_code == 404 and error_code(r) == "MANIFEST_BLOB_UNKNOWN"
+
+
+def test_gc_needs_permission_on_the_registry(acrlocal: AcrLocal) -> None:
+    admin = Arm(acrlocal, admin_of(acrlocal).token(acrlocal))
+    url = (f"/subscriptions/{subscription_of(acrlocal)}/resourceGroups/acrlocal/providers/"
+           "Microsoft.ContainerRegistry/registries/acrlocal/garbageCollect")
+    assert admin.call("POST", url).status_code == 200
+    anonymous = acrlocal.session().post(acrlocal.shared + url + "?api-version=2025-04-01")
+    assert anonymous.status_code == 401

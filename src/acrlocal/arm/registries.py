@@ -92,7 +92,10 @@ class Registries(ResourceType):
     name_pattern = REGISTRY_NAME
     name_rule = "5 to 50 letters and digits"
     actions = {"listCredentials": "list_credentials", "regenerateCredential": "regenerate_credential",
-               "generateCredentials": "generate_credentials", "listAuditEvents": "list_audit_events"}
+               "generateCredentials": "generate_credentials", "listAuditEvents": "list_audit_events",
+               "garbageCollect": "garbage_collect"}
+    # Garbage collection writes no ARM state and may take a while: it runs outside the control plane's write lock.
+    unlocked_actions = frozenset({"garbagecollect"})
 
     def validate_name(self, call: Call, name: str) -> None:
         if not REGISTRY_NAME.match(name):
@@ -208,6 +211,22 @@ class Registries(ResourceType):
         from acrlocal.registry.audit_api import list_audit_events
 
         return await list_audit_events(call, resource)
+
+    async def garbage_collect(self, call: Call, resource: Resource) -> JsonObject:
+        """acrlocal's own action (``acrlocal admin gc``; ACR collects by itself): the registry's blobs that no
+        manifest references and that were not used within the grace period are unlinked, the bytes of blobs no
+        repository links are deleted, and blob files are reconciled with their rows (see
+        :mod:`acrlocal.registry.housekeeping`). Needs ``registries/garbageCollect/action`` (Owner, Contributor)."""
+        from acrlocal.registry import housekeeping
+
+        try:
+            record = call.ctx.registries.get(resource.name)
+        except NotFound:
+            raise ArmError(409, "RegistryNotServing", f"registry {resource.name!r} is not being served") from None
+        collected = await housekeeping.collect(call.ctx, record.id)
+        reconciled = await housekeeping.reconcile(call.ctx)
+        return {"registry": resource.name, "graceSeconds": call.ctx.settings.limits.blob_gc_grace_s,
+                **collected.render(), **reconciled.render()}
 
     async def on_start(self, ctx: Context, store: ArmStore) -> None:
         await reconcile(ctx, store, self)

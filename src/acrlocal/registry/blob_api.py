@@ -33,7 +33,7 @@ from aiohttp import hdrs, web
 from acrlocal import inbound
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
-from acrlocal.registry import audit, guards, locks
+from acrlocal.registry import audit, guards, housekeeping, locks
 from acrlocal.registry.authz import DELETE, PULL, PUSH, Caller
 from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
@@ -92,7 +92,7 @@ async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord,
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
-    size = ctx.registry_meta.blob_size(registry.id, name, str(digest))
+    size = ctx.registry_meta.blob_size(registry.id, name, str(digest), refresh_before=housekeeping.refresh_before(ctx))
     if size is None:
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": str(digest)})
     guards.check_blob_read(ctx.artifacts, registry.id, name)
@@ -288,7 +288,8 @@ async def _mount(
 ) -> bool:
     """Link ``digest`` from ``source`` if the caller may pull ``source`` and ``source`` has it."""
     if source == name:
-        return ctx.registry_meta.blob_size(registry.id, name, str(digest)) is not None
+        return ctx.registry_meta.blob_size(registry.id, name, str(digest),
+                                           refresh_before=housekeeping.refresh_before(ctx)) is not None
     if not await ctx.registry_auth.permits(request, caller, registry, source, (PULL,)):
         return False
     if not ctx.artifacts.locks(registry.id, source).repository.read_enabled:

@@ -1,5 +1,15 @@
 """Keeping the blob store and the blob rows in step: reconciliation after a crash, and garbage collection.
 
+:func:`collect` is the registry's garbage collection (the ARM action ``registries/{name}/garbageCollect``,
+``acrlocal admin gc``), online: it removes the links of blobs that no manifest of their repository references and
+that were not used for ``limits.blob_gc_grace_s``, then deletes the bytes of blobs no repository links any more.
+The race of mark-and-sweep against a push (a client uploads or finds a layer, then pushes the manifest naming it)
+is closed by that grace period: uploading, mounting or reading a blob (a client's ``HEAD`` before it skips an
+upload) marks its link used (:func:`refresh_before`: at most once per half grace period, so ``HEAD`` stays a
+read), so a link a push relies on is spared for at least half the grace period after the push last touched it.
+Each batch of unlinking is one transaction run on the event loop, as every manifest write is, so the two never
+interleave; bytes are deleted under the digest's lock and only if the blob is still unlinked.
+
 :func:`reconcile` runs at every start. A crash between publishing a blob's file and committing its row (or between
 forgetting a row and unlinking its file) leaves a file that no row names: such files are removed once they are
 older than ``limits.blob_gc_grace_s``. A row whose file is gone (the disk lost it, someone deleted it) is reported
@@ -83,3 +93,41 @@ async def reconcile(ctx: Context, now: float | None = None) -> Reconciled:
     if result.removed_files:
         log.info("removed %d blob files that no row named (a crash's leftovers)", len(result.removed_files))
     return result
+
+
+def refresh_before(ctx: Context) -> float:
+    """Links last used before this time are marked used when a request uses them (half the grace period ago)."""
+    return time.time() - ctx.settings.limits.blob_gc_grace_s / 2
+
+
+@dataclass
+class Collected:
+    unlinked: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+
+    def render(self) -> dict[str, object]:
+        return {"linksRemoved": [{"repository": r, "digest": d} for r, d in self.unlinked],
+                "blobsDeleted": self.deleted, "bytesFreed": self.bytes_freed}
+
+
+async def collect(ctx: Context, registry_id: int, now: float | None = None) -> Collected:
+    """Unlink the registry's unreferenced blobs not used within the grace period, then delete the bytes of every
+    blob that no repository links."""
+    meta, store = ctx.registry_meta, ctx.blobs
+    now = time.time() if now is None else now
+    result = Collected()
+    while batch := meta.unlink_unreferenced(registry_id, now - ctx.settings.limits.blob_gc_grace_s, BATCH):
+        result.unlinked += batch
+        await asyncio.sleep(0)  # let requests in between batches
+    while candidates := [d for d in meta.unlinked_blobs(BATCH) if d not in result.deleted]:
+        for text in candidates:
+            digest = Digest.parse(text)
+            async with locks.digests(text):
+                size = await store.size(digest)
+                if meta.forget_blob_if_unlinked(text):
+                    await store.delete(digest)
+                    result.deleted.append(text)
+                    result.bytes_freed += size or 0
+    return result
+

@@ -161,6 +161,9 @@ repository_blobs = sa.Table(
     sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("digest", DIGEST, sa.ForeignKey("blobs.digest"), primary_key=True),
     sa.Column("created", sa.Float, nullable=False),
+    # When the link was last used (linked again, mounted, read); NULL: not since it was created. Garbage collection
+    # spares links used within its grace period (acrlocal.registry.housekeeping).
+    sa.Column("used", sa.Float, nullable=True),
     sa.Index("ix_repository_blobs_digest", "digest"),
 )
 
@@ -282,8 +285,10 @@ class RegistryMetadata(Protocol):
         ...
 
     # blobs
-    def blob_size(self, registry_id: int, repository: str, digest: str) -> int | None:
-        """The size of a blob linked to the repository, ``None`` if it is not linked there."""
+    def blob_size(self, registry_id: int, repository: str, digest: str, *,
+                  refresh_before: float | None = None) -> int | None:
+        """The size of a blob linked to the repository, ``None`` if it is not linked there. With
+        ``refresh_before``, a link last used before that time is marked used now."""
         ...
 
     def link_blob(self, registry_id: int, repository: str, digest: str, size: int) -> None:
@@ -303,6 +308,12 @@ class RegistryMetadata(Protocol):
         ...
 
     def unlinked_blobs(self, limit: int) -> list[str]: ...
+
+    def unlink_unreferenced(self, registry_id: int, used_before: float, limit: int) -> list[tuple[str, str]]:
+        """Remove at most ``limit`` links of the registry's repositories that no manifest of their repository
+        references and that were last used before ``used_before`` (repositories that are delete- or write-locked
+        keep theirs); ``(repository, digest)`` of each."""
+        ...
 
     def blob_page(self, after: str | None, limit: int) -> list[str]:
         """Digests of blob rows in order, after ``after``, at most ``limit`` (to walk them all in pages)."""
@@ -476,9 +487,11 @@ class SqlRegistryMetadata:
 
     # -- blobs -------------------------------------------------------------------------------------
 
-    def blob_size(self, registry_id: int, repository: str, digest: str) -> int | None:
+    def blob_size(self, registry_id: int, repository: str, digest: str, *,
+                  refresh_before: float | None = None) -> int | None:
+        last_used = sa.func.coalesce(repository_blobs.c.used, repository_blobs.c.created)
         query = (
-            sa.select(blobs.c.size)
+            sa.select(blobs.c.size, repository_blobs.c.repository_id, last_used.label("used"))
             .select_from(
                 repositories.join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id).join(
                     blobs, blobs.c.digest == repository_blobs.c.digest
@@ -492,16 +505,19 @@ class SqlRegistryMetadata:
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return None if row is None else int(row.size)
+        if row is None:
+            return None
+        if refresh_before is not None and row.used < refresh_before:
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(repository_blobs).where(
+                    repository_blobs.c.repository_id == row.repository_id, repository_blobs.c.digest == digest,
+                ).values(used=time.time()))
+        return int(row.size)
 
     @staticmethod
     def _link(conn: sa.Connection, repo_id: int, digest: str, now: float) -> None:
-        exists = conn.execute(
-            sa.select(repository_blobs.c.digest).where(
-                repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
-            )
-        ).first()
-        if exists is None:
+        where = (repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest)
+        if not conn.execute(sa.update(repository_blobs).where(*where).values(used=now)).rowcount:
             conn.execute(racing_insert(conn, repository_blobs).values(repository_id=repo_id, digest=digest, created=now)
                          .on_conflict_do_nothing(index_elements=["repository_id", "digest"]))
 
@@ -557,6 +573,27 @@ class SqlRegistryMetadata:
         linked = sa.exists().where(repository_blobs.c.digest == blobs.c.digest)
         with self.engine.connect() as conn:
             return [r.digest for r in conn.execute(sa.select(blobs.c.digest).where(~linked).limit(limit))]
+
+    def unlink_unreferenced(self, registry_id: int, used_before: float, limit: int) -> list[tuple[str, str]]:
+        referenced = sa.exists().where(
+            manifest_references.c.digest == repository_blobs.c.digest, manifest_references.c.kind == "blob",
+            manifests.c.id == manifest_references.c.manifest_id,
+            manifests.c.repository_id == repository_blobs.c.repository_id,
+        )
+        last_used = sa.func.coalesce(repository_blobs.c.used, repository_blobs.c.created)
+        query = (
+            sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest, repositories.c.name)
+            .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id))
+            .where(repositories.c.registry_id == registry_id, repositories.c.delete_enabled == sa.true(),
+                   repositories.c.write_enabled == sa.true(), last_used < used_before, ~referenced)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            rows = list(conn.execute(query))
+            for row in rows:
+                conn.execute(sa.delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == row.repository_id, repository_blobs.c.digest == row.digest))
+        return [(row.name, row.digest) for row in rows]
 
     def blob_page(self, after: str | None, limit: int) -> list[str]:
         query = sa.select(blobs.c.digest)

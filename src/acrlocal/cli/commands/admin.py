@@ -1,4 +1,8 @@
-"""``admin rotate-signing-keys``: a new signing key for the server's tokens, through the running server (ARM's
+"""``admin gc``: the registries' garbage collection through the running server (ARM's ``POST
+{registry id}/garbageCollect``), online: blobs no manifest references and not used within the grace period, then
+blob files no row names.
+
+``admin rotate-signing-keys``: a new signing key for the server's tokens, through the running server (ARM's
 ``POST /subscriptions/{sub}/providers/Microsoft.AcrLocal/rotateSigningKeys``), so that it signs with the new key
 at once; the old one stays published until its tokens expire. acrlocal's own: az has no such command."""
 
@@ -26,3 +30,23 @@ def rotate_signing_keys() -> Any:
     session = Session()
     return session.arm.post(f"/subscriptions/{session.subscription_id}/providers/Microsoft.AcrLocal/"
                             "rotateSigningKeys", API_VERSION)
+
+
+@admin.command("gc")
+@click.option("--registry", "-n", "names", multiple=True,
+              help="Registry to collect (repeatable; default: every registry of the subscription).")
+def gc(names: tuple[str, ...]) -> Any:
+    """Delete the blobs that no manifest references and that were not used within the grace period (up
+    --blob-gc-grace, 1 hour), while the registries serve; print what went and the bytes freed."""
+    from acrlocal.cli.registries import registry_path
+    from acrlocal.cli.resources import API, REGISTRY_TYPE
+
+    session = Session()
+    if names:
+        paths = [registry_path(session, name, None) for name in names]
+    else:
+        found = session.arm.list(f"/subscriptions/{session.subscription_id}/resources", API["resources"],
+                                 {"$filter": f"resourceType eq '{REGISTRY_TYPE}'"})
+        paths = [str(r["id"]) for r in found]
+    return [session.arm.post(f"{path}/garbageCollect", API["registries"]) for path in paths]
+
