@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from acrlocal.errors import NotFound
+from acrlocal.files import write_private
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.passwords import generate_password, hash_password, verify_password
 
@@ -42,12 +42,8 @@ class AdminCredential:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data or not k.startswith("user")})
 
     def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        """Mode 0600 whatever the umask, fsynced and renamed into place (see :func:`acrlocal.files.write_private`)."""
+        write_private(path, (json.dumps(asdict(self), indent=2) + "\n").encode())
 
 
 def admin_file(data_dir: Path) -> Path:

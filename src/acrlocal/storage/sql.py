@@ -9,13 +9,17 @@ difference. The schema is made and changed by migrations (:mod:`acrlocal.storage
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from acrlocal.errors import ValueTooLong
+from acrlocal.files import PRIVATE, make_private
 
 metadata = sa.MetaData()
 
@@ -40,12 +44,26 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _private_database_files(database: str | None) -> None:
+    """The SQLite file holds secrets (password hashes, token records): make it 0600 before SQLite opens it, whatever
+    the umask, and narrow its -wal and -shm files if they exist (SQLite creates those with the database file's
+    mode)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    make_private(path)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path.with_name(path.name + suffix), PRIVATE)
+
+
 def open_engine(url: str, *, upgrade: bool = True) -> Engine:
     """An engine for ``url``, its schema upgraded to the newest migration unless ``upgrade`` is false (see
     :mod:`acrlocal.storage.schema`). SQLite files get their pragmas on every connection; ``postgresql://`` URLs
     use psycopg 3. A malformed URL raises ``sqlalchemy.exc.ArgumentError``."""
     parsed = sa.engine.make_url(url)
     if parsed.drivername == "sqlite":
+        _private_database_files(parsed.database)
         engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
