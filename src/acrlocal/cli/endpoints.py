@@ -40,6 +40,21 @@ class Endpoints:
         return self.authority
 
     @property
+    def identity(self) -> dict[str, str]:
+        """Which server this is, as a profile records it: the endpoint, and on the host the server's default
+        tenant (made anew with each data directory, so a reset or another data directory on the same port is
+        another server)."""
+        found = {"endpoint": self.authority.lower()}
+        if tenant := self.status.get("tenantId"):
+            found["tenantId"] = str(tenant).lower()
+        return found
+
+    def is_same_server(self, recorded: Any) -> bool:
+        """Whether ``recorded`` (an :attr:`identity` saved earlier) names this server."""
+        return isinstance(recorded, dict) and all(str(recorded.get(k, "")).lower() == v
+                                                  for k, v in self.identity.items())
+
+    @property
     def environment_name(self) -> str:
         """``AzureCloud`` where the server is reached by Azure's own names (inside a VM), else ``AcrLocal``."""
         return "AzureCloud" if publiccloud.is_azure_host(self.resource_manager.split("://", 1)[-1].split("/", 1)[0]) \

@@ -55,7 +55,7 @@ class Session:
     def account(self, subscription: str | None = None) -> dict[str, Any]:
         """The account of ``subscription`` (id or name; ``--subscription``), else the default one."""
         subscription = subscription or invocation().subscription
-        accounts = self.profile.accounts()
+        accounts = self.accounts()
         if not accounts:
             accounts = self.auto_login()
         if subscription:
@@ -72,6 +72,39 @@ class Session:
         if not default:
             raise CLIError("No subscription found. Run 'acrlocal account set' to select a subscription.")
         return default[0]
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """The profile's accounts that belong to the server this command talks to.
+
+        Accounts signed in on another server (another data directory, or this one deleted and made again, on the
+        same endpoint or not) are forgotten: their tenant, subscriptions and credentials do not exist here. When
+        that drops the default account (the local administrator of the server that was) and this host runs the
+        server, the local administrator signs in again, so the profile follows the server. Logins from before
+        servers were recorded count as this server's, except the local administrator's, which is checked anew.
+        With no server to ask, the profile is taken as it is."""
+        accounts = self.profile.accounts()
+        if not accounts:
+            return accounts
+        try:
+            endpoints = self.endpoints
+        except CLIError:
+            return accounts
+        stale = set()
+        for account in accounts:
+            user = str(account.get("user", {}).get("name", ""))
+            login = self.profile.login(user) or {}
+            recorded = login.get("server")
+            if (recorded is not None or login.get("kind") == "admin") and not endpoints.is_same_server(recorded):
+                stale.add(user.lower())
+        if not stale:
+            return accounts
+        default_dropped = any(a.get("isDefault") and str(a.get("user", {}).get("name", "")).lower() in stale
+                              for a in accounts)
+        for user in stale:
+            self.profile.forget(user)
+        if (default_dropped or not self.profile.accounts()) and self.admin_file() is not None:
+            self.login_admin()
+        return self.profile.accounts()
 
     @property
     def subscription_id(self) -> str:
@@ -176,7 +209,7 @@ class Session:
             a["isDefault"] = False
         enabled = [a for a in accounts if a["state"] == "Enabled"] or accounts
         enabled[0]["isDefault"] = True
-        self.profile.save_login(user["name"], {**login, "tenant": tenant})
+        self.profile.save_login(user["name"], {**login, "tenant": tenant, "server": self.endpoints.identity})
         self.profile.save_accounts(kept + accounts)
         return accounts
 

@@ -109,7 +109,7 @@ def account_show(name: str | None) -> Any:
 def account_list(all_: bool, refresh: bool) -> Any:
     """Get a list of subscriptions for the signed-in accounts."""
     session = Session()
-    accounts = session.profile.accounts()
+    accounts = session.accounts()
     if not accounts:
         try:
             accounts = session.auto_login()
@@ -128,7 +128,7 @@ def account_set(name: str | None) -> Any:
     if not wanted:
         raise CLIUsageError("the following arguments are required: --subscription/-s/--name/-n")
     session = Session()
-    accounts = session.profile.accounts() or session.auto_login()
+    accounts = session.accounts() or session.auto_login()
     found = [a for a in accounts if wanted.lower() in (str(a["id"]).lower(), str(a["name"]).lower())]
     if len(found) != 1:
         state = "doesn't exist" if not found else "has more than one match"

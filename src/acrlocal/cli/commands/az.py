@@ -1,8 +1,9 @@
 """``acrlocal az <args>``: Microsoft's az CLI, run against this server with a profile of its own.
 
 The profile is ``<acrlocal config dir>/az`` (``$ACRLOCAL_CONFIG_DIR/az``, else ``~/.acrlocal/az``), used as az's
-``AZURE_CONFIG_DIR``: the user's own ``~/.azure`` is never read or written. On first use, and whenever the server's
-endpoint changed (another port, another data directory), the profile is set up as ``az-setup --apply`` does it
+``AZURE_CONFIG_DIR``: the user's own ``~/.azure`` is never read or written. On first use, and whenever the
+server changed (another port, another data directory, or the data directory deleted and made again: the
+endpoint and the server's default tenant are recorded), the profile is set up as ``az-setup --apply`` does it
 (cloud registered or updated, selected, ``core.instance_discovery=false``) and, on the host that runs the server,
 signed in as the local administrator (``<data dir>/admin.json``); az's cached tokens of an older endpoint are
 cleared first. Then az runs with ``REQUESTS_CA_BUNDLE`` = the server's CA and no telemetry, with every argument
@@ -19,6 +20,7 @@ import click
 
 from acrlocal.cli.azcloud import CLOUD_NAME, CLOUD_SHELL_VAR
 from acrlocal.cli.commands.az_setup import AzRunner, apply, find_az, plan
+from acrlocal.cli.endpoints import locate
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.profile import config_dir
 
@@ -38,10 +40,10 @@ def _prepare(az: str, directory: Path) -> dict[str, str]:
         known = json.loads(marker.read_text())
     except (OSError, ValueError):
         known = {}
-    status = setup.resource_manager
-    if known.get("resourceManager") != status:
+    server = {"resourceManager": setup.resource_manager, "tenantId": str(locate().status.get("tenantId") or "")}
+    if known != server:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if known:  # another server (or port): its tokens name another issuer
+        if known:  # another server (port, data directory, or this one made anew): its tokens name another issuer
             runner.run(["account", "clear"])
         apply(setup, runner)
         admin = _admin_credential()
@@ -49,14 +51,12 @@ def _prepare(az: str, directory: Path) -> dict[str, str]:
             runner.check(["login", "--service-principal", "--tenant", admin["tenantId"], "--username",
                           admin["clientId"], "--password", admin["clientSecret"], "--allow-no-subscriptions",
                           "--output", "none"])
-        marker.write_text(json.dumps({"resourceManager": status}) + "\n")
+        marker.write_text(json.dumps(server) + "\n")
     return runner.env
 
 
 def _admin_credential() -> dict[str, str] | None:
     """The local administrator's credential when this host runs the server (``admin.json`` of its data dir)."""
-    from acrlocal.cli.endpoints import locate
-
     path = locate().status.get("adminCredentialPath")
     if not path:
         return None
