@@ -1,0 +1,157 @@
+"""The rooms depend on each other one way: a room imports only rooms below it (docs/architecture.md, Dependencies).
+
+Every import of every module under ``src/acrlocal`` counts: at the top, inside a function, under ``TYPE_CHECKING``,
+and a module named by a string (``importlib.import_module`` of a constant). ``KNOWN`` lists the upward imports that
+are still there; it may only shrink: a new upward import fails, and so does an entry that no longer holds (delete
+it). What a room needs from a room above it is handed in when the server is assembled (``server.py``), or moves
+down into the lower room.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import acrlocal
+
+# Lowest first. Rooms in one tuple are independent: neither imports the other.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("base",),  # the top-level modules: errors, files, config, inbound, listeners, lockout, timeouts, tls, ...
+    ("storage",),
+    ("rbac",),
+    ("identity",),
+    ("compute", "registry"),
+    ("arm",),
+    ("context",),  # the service locator every room still reads its neighbours from
+    ("server",),  # assembles the rooms
+    ("cli",),  # acrlocal, which runs the server (acrlocal up)
+)
+
+# Upward imports still to remove, as "importer -> imported".
+KNOWN: frozenset[str] = frozenset({
+    "acrlocal.identity.imds -> acrlocal.compute.runtime",
+    "acrlocal.identity.imds -> acrlocal.compute.vms",
+    "acrlocal.registry.audit_api -> acrlocal.arm.errors",
+    "acrlocal.registry.audit_api -> acrlocal.arm.providers",
+    "acrlocal.registry.audit_api -> acrlocal.arm.store",
+    "acrlocal.registry.permissions -> acrlocal.arm.access",
+    "acrlocal.registry.token_service -> acrlocal.arm.access",
+    "acrlocal.registry.token_service -> acrlocal.arm.auth",
+    "acrlocal.storage.blobs -> acrlocal.registry.digest",
+    "acrlocal.storage.sql -> acrlocal.arm.store",
+    "acrlocal.storage.sql -> acrlocal.compute.store",
+    "acrlocal.storage.sql -> acrlocal.identity.store",
+    "acrlocal.storage.sql -> acrlocal.registry.audit",
+    "acrlocal.storage.sql -> acrlocal.registry.token_keys",
+})
+
+# Modules that still read what they use from the Context service locator instead of receiving it.
+LOCATOR: frozenset[str] = frozenset({
+    "acrlocal.arm.auth -> acrlocal.context",
+    "acrlocal.arm.authorization -> acrlocal.context",
+    "acrlocal.arm.compute -> acrlocal.context",
+    "acrlocal.arm.deployments -> acrlocal.context",
+    "acrlocal.arm.graph -> acrlocal.context",
+    "acrlocal.arm.graph.core -> acrlocal.context",
+    "acrlocal.arm.identities -> acrlocal.context",
+    "acrlocal.arm.providers -> acrlocal.context",
+    "acrlocal.arm.registries -> acrlocal.context",
+    "acrlocal.arm.routes -> acrlocal.context",
+    "acrlocal.arm.subscriptions -> acrlocal.context",
+    "acrlocal.arm.tokens -> acrlocal.context",
+    "acrlocal.identity.imds -> acrlocal.context",
+    "acrlocal.identity.oauth -> acrlocal.context",
+    "acrlocal.identity.signin -> acrlocal.context",
+    "acrlocal.registry.acr_api -> acrlocal.context",
+    "acrlocal.registry.audit -> acrlocal.context",
+    "acrlocal.registry.blob_api -> acrlocal.context",
+    "acrlocal.registry.housekeeping -> acrlocal.context",
+    "acrlocal.registry.http -> acrlocal.context",
+    "acrlocal.registry.manifest_api -> acrlocal.context",
+    "acrlocal.registry.permissions -> acrlocal.context",
+    "acrlocal.registry.revocation -> acrlocal.context",
+    "acrlocal.registry.token_auth -> acrlocal.context",
+    "acrlocal.registry.token_service -> acrlocal.context",
+})
+
+PACKAGE = Path(acrlocal.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = ("acrlocal", *path.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "base"
+    if (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return {"context": "context", "server": "server", "__main__": "cli"}.get(parts[1], "base")
+
+
+def imports(module: str) -> Iterator[str]:
+    """Every acrlocal module ``module`` imports, in any place, or names in a string constant."""
+    path = MODULES[module]
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join([*package[: len(package) - node.level + 1], *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                yield f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MODULES:
+            yield node.value
+
+
+def level(name: str) -> int:
+    return next(i for i, rooms in enumerate(LAYERS) if name in rooms)
+
+
+def upward_imports() -> set[str]:
+    found = set()
+    for module in MODULES:
+        for imported in imports(module):
+            if imported not in MODULES:
+                continue
+            here, there = room(module), room(imported)
+            if here != there and level(there) >= level(here):
+                found.add(f"{module} -> {imported}")
+    return found
+
+
+def test_every_room_has_a_layer() -> None:
+    rooms = {room(module) for module in MODULES}
+    layered = {name for rooms_ in LAYERS for name in rooms_}
+    assert rooms <= layered, f"rooms with no place in LAYERS: {sorted(rooms - layered)}"
+
+
+def test_imports_go_down() -> None:
+    found = upward_imports()
+    new = sorted(found - KNOWN - LOCATOR)
+    gone = sorted((KNOWN | LOCATOR) - found)
+    assert not new, (
+        "imports of a room from a room below it or beside it (hand what is needed in when the server is assembled, "
+        "or move it down):\n  " + "\n  ".join(new))
+    assert not gone, "upward imports that are gone: delete them from KNOWN:\n  " + "\n  ".join(gone)
+
+
+def test_the_walk_sees_imports() -> None:
+    """The walk finds a function-level import, a TYPE_CHECKING import and a module named by a string."""
+    assert "acrlocal.storage.schema" in set(imports("acrlocal.storage.sql"))  # inside open_engine
+    assert "acrlocal.arm.store" in set(imports("acrlocal.context"))  # under TYPE_CHECKING
+    assert "acrlocal.arm.compute" in set(imports("acrlocal.arm.providers"))  # PROVIDER_MODULES
