@@ -38,7 +38,6 @@ KNOWN: frozenset[str] = frozenset({
     "acrlocal.registry.permissions -> acrlocal.arm.access",
     "acrlocal.registry.token_service -> acrlocal.arm.access",
     "acrlocal.registry.token_service -> acrlocal.arm.auth",
-    "acrlocal.storage.blobs -> acrlocal.registry.digest",
     "acrlocal.storage.sql -> acrlocal.arm.store",
     "acrlocal.storage.sql -> acrlocal.compute.store",
     "acrlocal.storage.sql -> acrlocal.identity.store",

@@ -21,10 +21,10 @@ relative to ``acrlocal``::
     ├── storage.artifacts.Blocked(PermissionError)  a deletion refused by a lock
     ├── storage.blobs.DigestMismatch(ValueError)    uploaded bytes do not hash to the digest given
     ├── storage.blobs.UploadTooLarge(ValueError)    an upload past its allowed size
+    ├── storage.digest.DigestError(ValueError)      a digest that does not parse or is not supported
     ├── identity.tokens.InvalidToken(ValueError)    an Entra token that is not ours, or not valid here and now
     ├── identity.passwords.WeakPassword(ValueError)  a user's password that fails Entra's complexity rule
     ├── registry.token_codec.InvalidRegistryToken(ValueError)  the same for the registry's own tokens
-    ├── registry.digest.DigestError(ValueError)     a digest that does not parse or is not supported
     ├── registry.scopes.InvalidScope(ValueError)    a Docker token scope (``repository:name:pull``) that does not
     │                                               parse; not to be confused with rbac's, for ARM scopes
     ├── registry.scope_maps.InvalidScopeMapAction(ValueError)  a scope map action outside ACR's grammar

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from acrlocal.registry.digest import Digest
 from acrlocal.storage.blobs import FileBlobStore
+from acrlocal.storage.digest import Digest
 
 
 @pytest.fixture

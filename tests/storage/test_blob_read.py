@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from acrlocal.errors import NotFound
-from acrlocal.registry.digest import Digest
 from acrlocal.storage.blobs import READ_CHUNK, FileBlobStore
+from acrlocal.storage.digest import Digest
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:

@@ -33,13 +33,13 @@ from acrlocal.context import Context
 from acrlocal.inbound import MalformedRequest, parse_json
 from acrlocal.registry import audit, guards
 from acrlocal.registry.authz import DELETE, METADATA_READ, METADATA_WRITE
-from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.manifest_api import catalog_page
 from acrlocal.registry.names import check_repository, check_tag, parse_digest
 from acrlocal.registry.paths import Route
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, JSON, page_size
 from acrlocal.storage.artifacts import ATTRIBUTE_COLUMNS, Blocked, ManifestInfo, Order, TagInfo
+from acrlocal.storage.digest import Digest
 from acrlocal.storage.metadata import RegistryRecord
 
 IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")

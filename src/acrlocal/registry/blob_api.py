@@ -35,7 +35,6 @@ from acrlocal.context import Context
 from acrlocal.errors import NotFound
 from acrlocal.registry import audit, guards, housekeeping, locks
 from acrlocal.registry.authz import DELETE, PULL, PUSH, Caller
-from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.names import check_repository, parse_digest
 from acrlocal.registry.paths import Route
@@ -48,6 +47,7 @@ from acrlocal.registry.wire import (
     parse_content_range,
 )
 from acrlocal.storage.blobs import DigestMismatch, StorageFull, UploadTooLarge
+from acrlocal.storage.digest import Digest
 from acrlocal.storage.metadata import RegistryRecord
 
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")

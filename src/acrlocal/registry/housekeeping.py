@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 from acrlocal.context import Context
 from acrlocal.registry import locks
-from acrlocal.registry.digest import Digest
 from acrlocal.storage.blobs import BlobStore
+from acrlocal.storage.digest import Digest
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from acrlocal.context import Context
 from acrlocal.errors import ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
 from acrlocal.registry import acr_api, audit, blob_api, guards, housekeeping, locks, manifest_api
-from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.paths import Endpoint, Route, parse_path
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, error_response
+from acrlocal.storage.digest import Digest
 from acrlocal.storage.metadata import RegistryRecord
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ from acrlocal import inbound
 from acrlocal.context import Context
 from acrlocal.registry import audit, guards
 from acrlocal.registry.authz import CATALOG, DELETE, OVERWRITE, PULL, PUSH
-from acrlocal.registry.digest import Digest
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.manifests import OCI_INDEX, parse_manifest
 from acrlocal.registry.names import check_repository, parse_digest, parse_reference
 from acrlocal.registry.paths import Route
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, CONTENT_DIGEST, JSON, empty, next_link, page_size
+from acrlocal.storage.digest import Digest
 from acrlocal.storage.metadata import NewManifest, RegistryRecord, UnknownReferences
 
 OCI_SUBJECT = "OCI-Subject"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from acrlocal.inbound import MalformedRequest, parse_json
-from acrlocal.registry.digest import Digest, DigestError
 from acrlocal.registry.errors import RegistryError
+from acrlocal.storage.digest import Digest, DigestError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from acrlocal.registry.digest import Digest, DigestError, is_digest
 from acrlocal.registry.errors import RegistryError
+from acrlocal.storage.digest import Digest, DigestError, is_digest
 
 # The spec's grammar as it writes it (for messages), and the same grammar without capturing groups.
 REPOSITORY_GRAMMAR = r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*"

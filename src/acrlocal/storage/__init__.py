@@ -6,6 +6,7 @@ use SQLAlchemy Core on the engine made by :func:`acrlocal.storage.sql.open_engin
 PostgreSQL by URL.
 
 - :mod:`.sql`: the engine and the shared ``MetaData`` every room declares its tables on.
+- :mod:`.digest`: ``Digest``, the content address (pure; the registry parses them with it).
 - :mod:`.blobs`: ``BlobStore`` and ``FileBlobStore``.
 - :mod:`.metadata`: registries and their content behind ``RegistryMetadata`` (``SqlRegistryMetadata``).
 - :mod:`.artifacts`: ACR's view of that content for ``/acr/v1`` and the locks (``SqlArtifacts``).

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from acrlocal.errors import AcrLocalError, NotFound
-from acrlocal.registry.digest import ALGORITHMS, Digest
+from acrlocal.storage.digest import ALGORITHMS, Digest
 
 CHUNK = 1024 * 1024
 # Reads for responses. Over TLS each piece in flight is held about three times (the piece, its encrypted copy
