@@ -38,11 +38,6 @@ KNOWN: frozenset[str] = frozenset({
     "acrlocal.registry.permissions -> acrlocal.arm.access",
     "acrlocal.registry.token_service -> acrlocal.arm.access",
     "acrlocal.registry.token_service -> acrlocal.arm.auth",
-    "acrlocal.storage.sql -> acrlocal.arm.store",
-    "acrlocal.storage.sql -> acrlocal.compute.store",
-    "acrlocal.storage.sql -> acrlocal.identity.store",
-    "acrlocal.storage.sql -> acrlocal.registry.audit",
-    "acrlocal.storage.sql -> acrlocal.registry.token_keys",
 })
 
 # Modules that still read what they use from the Context service locator instead of receiving it.

@@ -20,8 +20,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+import acrlocal.server  # noqa: F401  (declares every room's tables)
 from acrlocal.storage import schema
-from acrlocal.storage.sql import load_tables, open_engine
+from acrlocal.storage.sql import metadata, open_engine
 from tests.harness import AcrLocal
 
 LEGACY = Path(__file__).with_name("legacy")
@@ -33,7 +34,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 def differences(engine: sa.Engine) -> list[object]:
     """What Alembic's autogenerate would change to make the database match the tables as declared."""
     with engine.connect() as conn:
-        return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), load_tables()))
+        return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata))
 
 
 def legacy_database(path: Path, dump: str) -> Path:
@@ -55,8 +56,7 @@ def row_counts(path: Path) -> dict[str, int]:
 def test_migrations_make_the_tables_as_declared(each_database_url: str) -> None:
     engine = open_engine(each_database_url)
     assert schema.current(engine) == schema.head()
-    assert differences(engine) == [], "a table changed without a migration: python -m acrlocal.storage.schema " \
-                                      "revision -m '...'"
+    assert differences(engine) == [], "a table changed without a migration: acrlocal db revision -m '...'"
     engine.dispose()
     again = open_engine(each_database_url)  # at the head: nothing to do
     assert schema.current(again) == schema.head()

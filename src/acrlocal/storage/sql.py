@@ -1,5 +1,8 @@
 """The SQL engine and the one :class:`~sqlalchemy.MetaData` every room's tables are declared on.
 
+Each room declares its tables on :data:`metadata` in its own module, and storage names none of them: the tables
+are those of the rooms the server is assembled from (``import acrlocal.server`` declares them all).
+
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (a commit survives a process crash; an OS crash may lose the
 last commits but never corrupts), foreign keys on, and a busy timeout so that a second process (the CLI reading
 state) waits instead of failing. The same tables work on PostgreSQL; only :func:`open_engine` knows the
@@ -10,7 +13,6 @@ difference. The schema is made and changed by migrations (:mod:`acrlocal.storage
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -22,18 +24,6 @@ from acrlocal.errors import ValueTooLong
 from acrlocal.files import PRIVATE, make_private
 
 metadata = sa.MetaData()
-
-# Modules that declare tables on ``metadata`` (by name, here: they import ``metadata`` from this module); migrations
-# compare against all of them.
-TABLE_MODULES = (
-    "acrlocal.storage.metadata",
-    "acrlocal.identity.store",
-    "acrlocal.compute.store",
-    "acrlocal.arm.store",
-    "acrlocal.registry.audit",
-    "acrlocal.registry.token_keys",
-)
-
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
@@ -116,13 +106,6 @@ def _check_lengths(conn: Any, statement: Any, multiparams: Any, params: Any, opt
     for given in (*(multiparams or ()), params):
         for row in given if isinstance(given, list | tuple) else (given,):
             _check(table, limits, row)
-
-
-def load_tables() -> sa.MetaData:
-    """:data:`metadata` with every room's tables declared on it."""
-    for name in TABLE_MODULES:
-        importlib.import_module(name)
-    return metadata
 
 
 def racing_insert(conn: sa.Connection, table: sa.Table) -> Any:

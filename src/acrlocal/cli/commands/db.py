@@ -1,6 +1,6 @@
 """``db current`` and ``db upgrade``: the schema revision of the server's database, and migrating it without
 starting a server (``up`` migrates at start too). Both take the data directory's SQLite database unless
-``--database-url`` names another."""
+``--database-url`` names another. ``db revision`` writes a new migration (for acrlocal's own developers)."""
 
 from __future__ import annotations
 
@@ -63,3 +63,14 @@ def upgrade(data_dir: str | None, database_url: str | None) -> Any:
         return _state(engine)
     finally:
         engine.dispose()
+
+
+@db.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration changes, e.g. \"index tags by time\".")
+def revision(message: str) -> Any:
+    """Write a new migration (storage/migrations/versions/NNNN_*.py) taking a database at the newest revision to
+    the tables every room declares now: for acrlocal's developers, after changing a table. Read it before use."""
+    import acrlocal.server  # noqa: F401  (the assembled server: importing it declares every room's tables)
+    from acrlocal.storage import schema, sql
+
+    return {"migration": str(schema.revision(message, sql.metadata))}
