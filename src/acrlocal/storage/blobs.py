@@ -96,17 +96,6 @@ class BlobStore(Protocol):
     async def truncate(self, upload_id: str, size: int) -> None:
         """Cut an upload back to ``size`` bytes (to undo a chunk that did not arrive as announced)."""
 
-    @staticmethod
-    def _make_parent(directory: Path) -> None:
-        """Make a blob's directory (``<algorithm>/<2 hex>``) if needed, each new directory fsynced in its parent, so
-        that the path of a blob published into it survives a crash."""
-        for level in (directory.parent, directory):
-            if level.is_dir():
-                continue
-            with contextlib.suppress(FileExistsError):
-                level.mkdir()
-            _fsync_directory(level.parent)
-
     async def commit(self, upload_id: str, digest: Digest) -> int:
         """Check the upload hashes to ``digest``, publish it under that digest and forget the upload.
 
