@@ -32,12 +32,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 KNOWN: frozenset[str] = frozenset({
     "acrlocal.identity.imds -> acrlocal.compute.runtime",
     "acrlocal.identity.imds -> acrlocal.compute.vms",
-    "acrlocal.registry.audit_api -> acrlocal.arm.errors",
-    "acrlocal.registry.audit_api -> acrlocal.arm.providers",
-    "acrlocal.registry.audit_api -> acrlocal.arm.store",
     "acrlocal.registry.permissions -> acrlocal.arm.access",
     "acrlocal.registry.token_service -> acrlocal.arm.access",
-    "acrlocal.registry.token_service -> acrlocal.arm.auth",
 })
 
 # Modules that still read what they use from the Context service locator instead of receiving it.

@@ -15,6 +15,14 @@ ARM_HOST = "management.azure.com"
 LOGIN_HOST = "login.microsoftonline.com"
 GRAPH_HOST = "graph.microsoft.com"
 ACR_SUFFIX = "azurecr.io"
+#: The audiences of ARM's tokens: what ARM accepts, and what a registry accepts too unless its
+#: ``azureADAuthenticationAsArmPolicy`` is disabled.
+ARM_AUDIENCES = (
+    "https://management.core.windows.net/",
+    "https://management.core.windows.net",
+    "https://management.azure.com/",
+    "https://management.azure.com",
+)
 #: The names a VM resolves besides its registries'.
 SERVICE_HOSTS = (ARM_HOST, LOGIN_HOST, GRAPH_HOST)
 #: The TLS certificate of the VMs' front door covers these.

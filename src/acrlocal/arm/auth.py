@@ -23,16 +23,10 @@ from acrlocal.context import Context
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.tokens import InvalidToken
 from acrlocal.inbound import MalformedRequest
+from acrlocal.publiccloud import ARM_AUDIENCES
 from acrlocal.rbac.errors import InvalidScope
 from acrlocal.rbac.evaluate import may
 from acrlocal.rbac.roles import RoleDefinition
-
-ARM_AUDIENCES = (
-    "https://management.core.windows.net/",
-    "https://management.core.windows.net",
-    "https://management.azure.com/",
-    "https://management.azure.com",
-)
 
 
 def challenge(ctx: Context, description: str | None = None) -> dict[str, str]:

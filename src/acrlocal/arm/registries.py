@@ -207,8 +207,8 @@ class Registries(ResourceType):
         return await generate_credentials(call, resource)
 
     async def list_audit_events(self, call: Call, resource: Resource) -> JsonObject:
-        """The registry's audit log (see :mod:`acrlocal.registry.audit_api`)."""
-        from acrlocal.registry.audit_api import list_audit_events
+        """The registry's audit log (see :mod:`acrlocal.arm.audit_events`)."""
+        from acrlocal.arm.audit_events import list_audit_events
 
         return await list_audit_events(call, resource)
 

@@ -50,10 +50,10 @@ from multidict import MultiDictProxy
 
 from acrlocal import inbound
 from acrlocal.arm.access import check_admin_password
-from acrlocal.arm.auth import ARM_AUDIENCES
 from acrlocal.context import Context
 from acrlocal.identity.tokens import InvalidToken
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
+from acrlocal.publiccloud import ARM_AUDIENCES
 from acrlocal.registry.auth_events import AuthEvent
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.permissions import ANONYMOUS, CurrentPermissions, Subject, SubjectRefused, check_principal
