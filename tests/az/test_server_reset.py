@@ -8,12 +8,11 @@ import shutil
 from pathlib import Path
 
 from tests.az.conftest import Az, Contained
-from tests.cli.test_server_reset import free_port
-from tests.harness import AcrLocal
+from tests.cli.test_server_reset import free_port, server_on
 
 
 def test_acrlocal_az_after_a_reset_on_the_same_port(az_exe: Path, contained: Contained, tmp_path: Path) -> None:
-    server = AcrLocal(tmp_path / "data", "--port", str(free_port()))
+    server = server_on(tmp_path / "data", free_port())
     try:
         server.start()
         az = Az(az_exe, server, tmp_path / "home", contained, {"ACRLOCAL_DATA_DIR": str(server.data_dir),

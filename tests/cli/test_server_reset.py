@@ -5,6 +5,7 @@ administrator of the server that runs now (issue: `SubscriptionNotFound` for a s
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import socket
 from pathlib import Path
@@ -13,9 +14,22 @@ from tests.harness import AcrLocal
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the ephemeral range, so that no client connection takes it while the server that
+    keeps it (its own, or a registry's that comes back with its data directory) is stopped."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
+
+
+def server_on(data_dir: Path, port: int) -> AcrLocal:
+    """A server whose shared port and registries' ports stay the same across restarts."""
+    return AcrLocal(data_dir, "--port", str(port), "--registry-port-base", str(free_port()))
 
 
 def current_account(server: AcrLocal, env: dict[str, str]) -> dict[str, str]:
@@ -32,7 +46,7 @@ def current_account(server: AcrLocal, env: dict[str, str]) -> dict[str, str]:
 
 def test_cli_works_after_the_data_directory_is_made_again(tmp_path: Path) -> None:
     env = {"ACRLOCAL_CONFIG_DIR": str(tmp_path / "profile")}
-    server = AcrLocal(tmp_path / "data", "--port", str(free_port()))
+    server = server_on(tmp_path / "data", free_port())
     try:
         server.start()
         before = current_account(server, env)
@@ -50,9 +64,8 @@ def test_cli_works_after_the_data_directory_is_made_again(tmp_path: Path) -> Non
 
 def test_two_data_directories_in_turn_on_one_port(tmp_path: Path) -> None:
     env = {"ACRLOCAL_CONFIG_DIR": str(tmp_path / "profile")}
-    port = str(free_port())
-    first = AcrLocal(tmp_path / "one", "--port", port)
-    second = AcrLocal(tmp_path / "two", "--port", port)
+    port = free_port()
+    first, second = server_on(tmp_path / "one", port), server_on(tmp_path / "two", port)
     seen = []
     try:
         for server in (first, second, first, second):
@@ -71,7 +84,7 @@ def test_a_service_principal_of_a_server_gone_is_not_used(tmp_path: Path) -> Non
     """An account signed in with `login --service-principal` on a server that is gone is dropped, and the local
     administrator of the new server signs in."""
     env = {"ACRLOCAL_CONFIG_DIR": str(tmp_path / "profile")}
-    server = AcrLocal(tmp_path / "data", "--port", str(free_port()))
+    server = server_on(tmp_path / "data", free_port())
     try:
         server.start()
         sp = json.loads(server.cli("ad", "sp", "create-for-rbac", "-n", "ci", "--role", "Reader", "--scopes",
