@@ -11,6 +11,7 @@ that still kept Graph applications in the control plane's ``arm_graph_applicatio
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -43,6 +44,18 @@ def legacy_database(path: Path, dump: str) -> Path:
         conn.executescript((LEGACY / dump).read_text())
     conn.close()
     return path
+
+
+def free_registry_ports(path: Path) -> None:
+    """Give the dump's registries ports free on this machine now (the dump names the ports they had when it was
+    made, which another process may hold)."""
+    with sqlite3.connect(path) as conn:
+        for (registry_id,) in conn.execute("SELECT id FROM registries WHERE port IS NOT NULL").fetchall():
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            conn.execute("UPDATE registries SET port = ? WHERE id = ?", (port, registry_id))
+    conn.close()
 
 
 def row_counts(path: Path) -> dict[str, int]:
@@ -99,7 +112,8 @@ def test_a_database_made_before_migrations_is_adopted(tmp_path: Path, dump: str)
 
 @pytest.mark.parametrize("dump", DUMPS)
 def test_a_server_serves_a_data_directory_made_before_migrations(tmp_path: Path, dump: str) -> None:
-    legacy_database(tmp_path / "data" / "acrlocal.db", dump)
+    database = legacy_database(tmp_path / "data" / "acrlocal.db", dump)
+    free_registry_ports(database)
     server = AcrLocal(tmp_path / "data", backend="sqlite")
     server.start()
     try:
