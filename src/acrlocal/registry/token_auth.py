@@ -16,12 +16,14 @@
 
 ``overwrite`` (a manifest PUT over an existing tag) is covered by ``push``; locks are enforced elsewhere.
 
-A verified token is cached, keyed by its text, until it expires: RS256 verification costs about 50 µs and the
-manifest HEAD path is measured. The cache holds at most :data:`CACHE_ENTRIES` tokens; when full it first drops
-expired ones, then the oldest. A granted decision is remembered too, keyed by the ``Authorization`` header, the
-registry (its uid and port, so a registry deleted and made again under the same name shares nothing)
-and the request's repository and actions, until the token expires: a repeated request costs one dictionary
-lookup.
+A verified token is cached until it expires: RS256 verification costs about 50 µs and the manifest HEAD path is
+measured. A granted decision is remembered too, keyed by the ``Authorization`` header, the registry (its uid and
+port, so a registry deleted and made again under the same name shares nothing) and the request's repository and
+actions, until the token expires: a repeated request costs one dictionary lookup. Both caches key by the SHA-256
+of the token or header (32 bytes, not the token's kilobyte or two) and keep only what later decisions read (the
+grant without the token's other claims), and each holds at most :data:`CACHE_ENTRIES`; when full, the verified
+tokens first drop the expired ones, then the oldest, and the decisions start again. Measured by
+``benchmarks/scale.py`` (``grants``).
 
 An admin user's or a scoped token's access token is also checked against :class:`~acrlocal.registry.revocation.
 Revocations` on every request, cached decision or not: disabled or deleted, it is refused with ``invalid_token``
@@ -32,8 +34,10 @@ Every decision is reported to ``ctx.registry_audit``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -51,7 +55,9 @@ from acrlocal.registry.token_codec import CLOCK_SKEW_S, AccessGrant, InvalidRegi
 from acrlocal.registry.token_service import ACR_HELP, challenge, login_server_of, login_servers
 from acrlocal.storage.metadata import RegistryRecord
 
-CACHE_ENTRIES = 50_000
+CACHE_ENTRIES = 20_000
+#: The claims a cached grant keeps (beyond its fields): what :meth:`TokenAuthorizer._may_now` reads.
+KEPT_CLAIMS = ("tenant",)
 AUTHENTICATION_REQUIRED = f"authentication required, {ACR_HELP}"
 
 
@@ -80,10 +86,12 @@ class TokenAuthorizer:
     def __init__(self, signer: RegistryTokens, revocations: Revocations | None = None) -> None:
         self.signer = signer
         self.revocations = revocations or Revocations()
-        self._verified: dict[str, AccessGrant] = {}
+        # sha256(token) -> its grant (with only the claims decisions read)
+        self._verified: dict[bytes, AccessGrant] = {}
         self._servers: dict[tuple[str, int | None], frozenset[str]] = {}
-        # (Authorization header, registry uid, port, repository, actions) -> (expiry, principal, kind, subject)
-        self._granted: dict[tuple[object, ...], tuple[float, str | None, str, str | None]] = {}
+        # (sha256(Authorization header), registry uid, port, repository, actions)
+        #   -> (expiry, principal, kind, subject, sha256(token))
+        self._granted: dict[tuple[object, ...], tuple[float, str | None, str, str | None, bytes]] = {}
 
     # -- token verification ------------------------------------------------------------------------
 
@@ -96,12 +104,14 @@ class TokenAuthorizer:
 
     def _grant(self, ctx: Context, registry: RegistryRecord, token: str, now: float) -> AccessGrant:
         """The verified grant of ``token`` for ``registry``; :class:`InvalidRegistryToken` otherwise."""
-        grant = self._verified.get(token)
+        key = _digest(token)
+        grant = self._verified.get(key)
         if grant is None:
             grant = self.signer.verify_access(token, self._login_servers(ctx, registry))
-            self._remember(token, grant, now)
+            grant = replace(grant, claims={k: grant.claims[k] for k in KEPT_CLAIMS if k in grant.claims})
+            self._remember(key, grant, now)
         elif grant.expires + CLOCK_SKEW_S <= now:
-            self._verified.pop(token, None)
+            self._verified.pop(key, None)
             raise InvalidRegistryToken("token has expired")
         if grant.registry_uid != registry.uid:
             raise InvalidRegistryToken(f"token was issued for another registry {grant.registry}"
@@ -110,14 +120,14 @@ class TokenAuthorizer:
             raise InvalidRegistryToken(f"token was issued for {grant.service}, not for registry {registry.name}")
         return grant
 
-    def _remember(self, token: str, grant: AccessGrant, now: float) -> None:
+    def _remember(self, key: bytes, grant: AccessGrant, now: float) -> None:
         cache = self._verified
         if len(cache) >= CACHE_ENTRIES:
             for key in [k for k, g in cache.items() if g.expires + CLOCK_SKEW_S <= now]:
                 del cache[key]
             while len(cache) >= CACHE_ENTRIES:
                 del cache[next(iter(cache))]
-        cache[token] = grant
+        cache[key] = grant
 
     def _bearer(self, request: web.Request) -> str | None:
         """The bearer token of ``request``; ``None`` without one (another scheme, or no header).
@@ -149,17 +159,18 @@ class TokenAuthorizer:
         self, request: web.Request, registry: RegistryRecord, repository: str | None, actions: Sequence[str]
     ) -> Caller:
         ctx: Context = request.app["ctx"]
-        key = (request.headers.get("Authorization"), registry.uid, registry.port, repository, tuple(actions))
+        header = request.headers.get("Authorization")
+        key = (_digest(header) if header else None, registry.uid, registry.port, repository, tuple(actions))
         remembered = self._granted.get(key)
         if remembered is not None:
             if remembered[0] > time.time():
                 revoked = self.revocations.refused(ctx, registry, remembered[2], remembered[3])
                 if revoked is not None:
                     del self._granted[key]
-                    raise self._revoked(request, ctx, registry, self._verified.get(_token_of(key[0])), repository,
+                    raise self._revoked(request, ctx, registry, self._verified.get(remembered[4]), repository,
                                         actions, revoked)
                 if records_granted(ctx.registry_audit):
-                    self._audit(ctx, request, registry, self._verified.get(_token_of(key[0])), "granted", repository,
+                    self._audit(ctx, request, registry, self._verified.get(remembered[4]), "granted", repository,
                                 actions)
                 return Caller(remembered[1], request.remote, remembered[2])
             del self._granted[key]
@@ -189,7 +200,8 @@ class TokenAuthorizer:
             caller = _caller(grant, request)
             if len(self._granted) >= CACHE_ENTRIES:
                 self._granted.clear()
-            self._granted[key] = (grant.expires + CLOCK_SKEW_S, caller.principal, caller.kind, grant.subject)
+            self._granted[key] = (grant.expires + CLOCK_SKEW_S, caller.principal, caller.kind, grant.subject,
+                                  _digest(token))
             return caller
         upgrade = self._may_now(ctx, registry, grant, needed)
         self._audit(ctx, request, registry, grant, "denied", repository, actions,
@@ -250,10 +262,9 @@ class TokenAuthorizer:
         return allowed
 
 
-def _token_of(header: object) -> str:
-    if not isinstance(header, str):
-        return ""
-    return header.partition(" ")[2].strip()
+def _digest(text: str) -> bytes:
+    """The cache key of a token or header: its SHA-256 (``surrogatepass`` keeps any header text encodable)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def _caller(grant: AccessGrant, request: web.Request) -> Caller:
