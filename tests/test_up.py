@@ -44,11 +44,19 @@ def test_registry_port_serves_v2_over_tls_trusted_by_the_local_ca(acrlocal: AcrL
 
 
 def test_certificate_covers_loopback_names_and_registry_host(acrlocal: AcrLocal) -> None:
-    pem = ssl.get_server_certificate(("127.0.0.1", acrlocal.registry()["port"]))
-    cert = x509.load_pem_x509_certificate(pem.encode())
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    names = set(san.get_values_for_type(x509.DNSName)) | {str(i) for i in san.get_values_for_type(x509.IPAddress)}
-    assert {"localhost", "127.0.0.1", "::1", "acrlocal.localhost"} <= names
+    def names(server_name: str | None) -> set[str]:
+        ctx = ssl.create_default_context(cafile=acrlocal.ca)
+        ctx.check_hostname = server_name is not None
+        with socket.create_connection(("127.0.0.1", acrlocal.registry()["port"])) as raw, ctx.wrap_socket(
+                raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        cert = x509.load_der_x509_certificate(der)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return set(san.get_values_for_type(x509.DNSName)) | {str(i) for i in san.get_values_for_type(x509.IPAddress)}
+
+    assert {"localhost", "127.0.0.1", "::1"} <= names(None)
+    assert names("acrlocal.localhost") == {"acrlocal.localhost"}  # the registry's host name: its own certificate
 
 
 def test_shared_port_routes_registry_by_host_name(acrlocal: AcrLocal) -> None:

@@ -11,17 +11,21 @@ relative to ``acrlocal``::
     ├── AlreadyExists(ValueError)                   a name is taken
     ├── ValueTooLong(ValueError)                    a value longer than the column that keeps it (checked before
     │                                               the database sees it)
+    ├── LimitReached(OSError)                       a limit of this machine or of the server (free ports, open
+    │                                               files) stops a new thing from being made
     ├── NotFound(LookupError)                       a named thing does not exist
     │   ├── rbac.errors.UnknownRole                 no role definition has that id or name
     │   └── registry.permissions.SubjectRefused     a subject that cannot hold tokens for this registry now
     ├── inbound.MalformedRequest(ValueError)        a header, form or JSON body that cannot be read (not ASCII, not
     │   │                                           UTF-8, not JSON, nested too deeply); each room answers it
-    │   └── inbound.RequestTooLarge                 a body past the endpoint's limit (413)
+    │   ├── inbound.RequestTooLarge                 a body past the endpoint's limit (413)
+    │   └── inbound.ClientTooSlow                   a request body that stopped arriving (408)
     ├── storage.metadata.UnknownReferences(LookupError)  a manifest names content its repository lacks
     ├── storage.artifacts.Blocked(PermissionError)  a deletion refused by a lock
     ├── storage.blobs.DigestMismatch(ValueError)    uploaded bytes do not hash to the digest given
     ├── storage.blobs.UploadTooLarge(ValueError)    an upload past its allowed size
     ├── storage.digest.DigestError(ValueError)      a digest that does not parse or is not supported
+    ├── storage.blobs.StorageFull(OSError)          no room on the blob store's disk (below its free-space floor)
     ├── identity.tokens.InvalidToken(ValueError)    an Entra token that is not ours, or not valid here and now
     ├── identity.passwords.WeakPassword(ValueError)  a user's password that fails Entra's complexity rule
     ├── registry.token_codec.InvalidRegistryToken(ValueError)  the same for the registry's own tokens
@@ -79,6 +83,11 @@ class ValueTooLong(AcrLocalError, ValueError):
     def __init__(self, table: str, column: str, limit: int, length: int) -> None:
         super().__init__(f"{column} has {length} characters; at most {limit} are kept")
         self.table, self.column, self.limit, self.length = table, column, limit, length
+
+
+class LimitReached(AcrLocalError, OSError):
+    """A limit of this machine or of the server (free ports, open files) stops a new thing from being made; the
+    message names the limit and how to raise it."""
 
 
 class NotFound(AcrLocalError, LookupError):

@@ -22,6 +22,7 @@ import ctypes
 import json
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -110,6 +111,7 @@ class Server:
         self._runners: list[web.AppRunner] = []
         self._stopping = asyncio.Event()
         self._stalled: timeouts.StalledWriters | None = None
+        self._state_lock = asyncio.Lock()
         self.shared_port = settings.port
         self._vm_ssh: VmSshDoors | None = None
 
@@ -281,9 +283,18 @@ class Server:
         await self.write_state()
 
     async def write_state(self) -> None:
+        """Write ``server.json`` (its encoding and the write in a thread: it lists every registry)."""
+        status = self.status()
+        async with self._state_lock:
+            try:
+                await asyncio.to_thread(self._write_state, status)
+            except OSError as exc:  # what is running stays running; scripts read a stale file until the next write
+                log.warning("could not write %s: %s", self.settings.state_file, exc)
+
+    def _write_state(self, status: dict[str, Any]) -> None:
         path = self.settings.state_file
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2) + "\n")
+        tmp.write_text(json.dumps(status, indent=2) + "\n")
         os.replace(tmp, path)
 
     async def stop(self) -> None:
@@ -343,9 +354,30 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
         return False
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files to its hard limit; ``(before, after)``.
+
+    Every registry holds a listening socket and every connection and running VM some descriptors: with the usual
+    soft limit of 1,024 the server would refuse new ones well before the machine runs out. The hard limit (what an
+    unprivileged process may raise itself to) is left to the administrator (``ulimit -Hn``, ``LimitNOFILE=``);
+    past it, making a registry fails with a :class:`~acrlocal.errors.LimitReached` that says so."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft >= hard:
+        return soft, soft
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, target
+
+
 def run(settings: Settings, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Run a server in the foreground until a signal stops it (uvloop when available)."""
     limit_malloc_arenas()
+    before, after = raise_open_file_limit()
+    if after != before:
+        log.info("open-file limit raised from %d to %d", before, after)
     try:
         import uvloop
 

@@ -1,9 +1,14 @@
 """The local certificate authority and the server's leaf certificate.
 
 The CA (``ca.pem`` and ``ca-key.pem``, mode 0600) is made once per data directory and kept; clients are told to
-trust it. The leaf certificate is reissued whenever the set of host names grows (a registry added with a new
-host name), and :meth:`LocalCA.server_context` keeps one :class:`ssl.SSLContext` that is reloaded in place, so
-listeners that already hold it serve the new certificate on their next handshake.
+trust it. The leaf certificate covers ``localhost`` and the loopback addresses (and the names :meth:`LocalCA.ensure`
+was given), and :meth:`LocalCA.server_context` keeps one :class:`ssl.SSLContext` that is reloaded in place, so
+listeners that already hold it serve a reissued certificate on their next handshake.
+
+A registry's host name (``<name>.<suffix>``) gets a leaf of its own (``hosts/<name>.pem``), chosen by the name the
+client sends (SNI) among the names :meth:`LocalCA.serve_names` accepts, issued when the registry is made or at its
+first handshake, and kept: adding a registry never reissues or grows the shared leaf, so neither a registry's
+creation nor any handshake costs more with the number of registries.
 
 A second leaf (``azure.pem``) covers Azure's public names (``management.azure.com``, ``login.microsoftonline.com``,
 ``graph.microsoft.com``, ``*.azurecr.io``): only VMs' front doors serve it (:meth:`LocalCA.azure_context`), inside
@@ -14,11 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import os
 import shutil
 import ssl
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -29,6 +36,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from acrlocal.files import write_private
 
 BASE_NAMES = ("localhost", "127.0.0.1", "::1")
+#: How many host names' TLS contexts are kept in memory (each is reloaded from its files when needed again).
+HOST_CONTEXTS = 4096
+log = logging.getLogger(__name__)
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -69,6 +79,9 @@ class LocalCA:
         self._lock = threading.Lock()
         self._context: ssl.SSLContext | None = None
         self._names: tuple[str, ...] = ()
+        self._covered: frozenset[str] = frozenset()
+        self._serves: Callable[[str], bool] | None = None
+        self._hosts: dict[str, ssl.SSLContext] = {}
         self.created = False
 
     def ensure(self, names: list[str] | tuple[str, ...] = ()) -> None:
@@ -83,6 +96,7 @@ class LocalCA:
             if current is None or not set(wanted) <= set(current) or self._leaf_expiring():
                 self._issue_leaf(tuple(dict.fromkeys([*(current or ()), *wanted])))
             self._names = self._leaf_names() or wanted
+            self._covered = frozenset(self._names)
             if self._context is not None:
                 self._context.load_cert_chain(self.cert_path, self.key_path)
 
@@ -129,12 +143,56 @@ class LocalCA:
         return value if len(value) == 8 and all(c in "0123456789abcdef" for c in value) else None
 
     def server_context(self) -> ssl.SSLContext:
+        """The context of every https listener: the shared leaf, or a host name's own (see :meth:`serve_names`)."""
         if self._context is None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(self.cert_path, self.key_path)
+            ctx.sni_callback = self._choose
             self._context = ctx
         return self._context
+
+    def serve_names(self, serves: Callable[[str], bool]) -> None:
+        """Answer a handshake for a host name the shared leaf does not cover, and for which ``serves(name)`` (lower
+        case) is true, with that name's own leaf (:meth:`host_context`). Other names get the shared leaf: no work
+        and nothing on disk for a name a client merely sends."""
+        self._serves = serves
+
+    def _choose(self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                _context: ssl.SSLContext) -> None:
+        if not server_name or self._serves is None:
+            return
+        name = server_name.lower()
+        if name in self._covered or not self._serves(name):
+            return
+        try:
+            sslobj.context = self.host_context(name)
+        except (OSError, ValueError, ssl.SSLError):
+            log.exception("no certificate for %s; the shared one is served", name)
+
+    def host_context(self, name: str) -> ssl.SSLContext:
+        """A server context with ``name``'s own leaf (``hosts/<name>.pem``), issued now if missing or expiring.
+        Safe from any thread."""
+        found = self._hosts.get(name)
+        if found is not None:
+            return found
+        folder = self.directory / "hosts"
+        cert, key = folder / f"{name}.pem", folder / f"{name}-key.pem"
+        with self._lock:
+            current = None
+            if cert.exists() and key.exists():
+                current = x509.load_pem_x509_certificate(cert.read_bytes())
+            if current is None or _names_of(current) != (name,) or (
+                    current.not_valid_after_utc - dt.datetime.now(dt.UTC) < dt.timedelta(days=30)):
+                folder.mkdir(mode=0o700, exist_ok=True)
+                self._issue_leaf((name,), cert, key)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert, key)
+        if len(self._hosts) >= HOST_CONTEXTS:
+            self._hosts.clear()
+        self._hosts[name] = ctx
+        return ctx
 
     def client_context(self) -> ssl.SSLContext:
         """A client context that trusts this CA (for our own CLI and tests)."""

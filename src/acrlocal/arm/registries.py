@@ -32,7 +32,7 @@ from acrlocal.arm.providers import (
 )
 from acrlocal.arm.store import ArmStore, Resource, ResourceGroup
 from acrlocal.context import Context
-from acrlocal.errors import AlreadyExists, ConfigError, NotFound
+from acrlocal.errors import AlreadyExists, ConfigError, LimitReached, NotFound
 from acrlocal.registry.hosting import REGISTRY_NAME
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,9 @@ class Registries(ResourceType):
                 rec = await hosting.create(resource.name, plane)
             except AlreadyExists:
                 raise ArmError(409, "AlreadyInUse", f"The registry name '{resource.name}' is already in use.") from None
+            except LimitReached as exc:
+                raise ArmError(409, "QuotaExceeded", f"The registry '{resource.name}' cannot be created: {exc}.") \
+                    from None
             except ConfigError as exc:
                 raise ArmError(400, "InvalidResourceName", str(exc)) from None
             created = _iso(rec.created)

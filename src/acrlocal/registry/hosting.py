@@ -8,6 +8,7 @@ added and removed while the server runs; the control plane calls :meth:`Registry
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -17,8 +18,8 @@ from aiohttp import web
 
 from acrlocal import publiccloud
 from acrlocal.config import Settings
-from acrlocal.errors import ConfigError, NotFound
-from acrlocal.listeners import Listeners, bind
+from acrlocal.errors import ConfigError, LimitReached, NotFound
+from acrlocal.listeners import Listeners, bind, reserve_descriptors
 from acrlocal.storage.metadata import RegistryMetadata, RegistryRecord, RegistryTable
 from acrlocal.tls import LocalCA
 
@@ -30,6 +31,16 @@ def check_registry_name(name: str) -> str:
     if not REGISTRY_NAME.fullmatch(name):
         raise ConfigError(f"registry name {name!r} must be 5 to 50 letters and digits")
     return name.lower()
+
+
+class _Taken:
+    """The ports registries hold, and the shared port: what a new registry's port must not be."""
+
+    def __init__(self, by_port: dict[int, RegistryRecord], shared: int) -> None:
+        self.by_port, self.shared = by_port, shared
+
+    def __contains__(self, port: object) -> bool:
+        return port == self.shared or port in self.by_port
 
 
 class RegistryHosting:
@@ -132,23 +143,23 @@ class RegistryHosting:
     async def start(self, runner: web.AppRunner) -> None:
         """Open the port of every registry in the table (the ports they had before a restart)."""
         self.runner = runner
-        records = self.table.all()
-        self.ca.add_names([self.hostname(r) for r in records])
-        for rec in records:
+        self.ca.serve_names(self._by_host.__contains__)
+        for rec in self.table.all():
             await self._open(rec)
 
     async def _open(self, rec: RegistryRecord) -> RegistryRecord:
         assert self.runner is not None, "RegistryHosting.start() first"
-        taken = {r.port for r in self.table.all() if r.port is not None and r.name != rec.name}
         if rec.port is not None:
             try:
                 sock = bind(self.listeners.host, rec.port)
+            except LimitReached:
+                raise
             except OSError as exc:
                 raise ConfigError(
                     f"registry {rec.name!r} needs port {rec.port}, which is in use ({exc.strerror})"
                 ) from exc
         else:
-            sock = self.listeners.allocate(self.settings.registry_port_base, taken | {self.shared_port})
+            sock = self.listeners.allocate(self.settings.registry_port_base, _Taken(self._by_port, self.shared_port))
             port = sock.getsockname()[1]
             self.table.set_port(rec.name, port)
             rec = self.table.get(rec.name)
@@ -159,9 +170,10 @@ class RegistryHosting:
     async def create(self, name: str, properties: dict[str, Any] | None = None) -> RegistryRecord:
         """Add a registry and start serving it at once. Raises ``AlreadyExists`` or ``ConfigError``."""
         name = check_registry_name(name)
+        reserve_descriptors(f"registry {name!r}'s port")
         rec = self.table.add(name, None, properties or {})
         try:
-            self.ca.add_names([self.hostname(rec)])
+            await asyncio.to_thread(self.ca.host_context, self.hostname(rec))
             rec = await self._open(rec)
         except BaseException:
             self.table.remove(name)
@@ -182,8 +194,8 @@ class RegistryHosting:
         rec = self.get(name)
         await self.listeners.close(f"registry:{rec.name}")
         self._unindex(rec)
-        if self.content is not None:
-            self.content.delete_registry(rec.id)
+        if self.content is not None:  # as long as the registry's content is large: not on the event loop
+            await asyncio.to_thread(self.content.delete_registry, rec.id)
         self.table.remove(rec.name)
         if self.on_change:
             await self.on_change()

@@ -428,9 +428,10 @@ class _ManifestCache:
             self._bytes -= sum(r.size for r in repo.values() if r)
 
     def drop_registry(self, registry_id: int) -> None:
-        for key in [k for k in self._repos if k[0] == registry_id]:
+        """Drop a registry's entries; safe from a thread (it iterates copies, and each drop is a ``pop``)."""
+        for key in [k for k in list(self._repos) if k[0] == registry_id]:
             self.drop(*key)
-        for key in [k for k in self.derived if k[0] == registry_id]:
+        for key in [k for k in list(self.derived) if k[0] == registry_id]:
             self.derived.pop(key, None)
 
     def clear(self) -> None:
