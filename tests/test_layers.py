@@ -32,8 +32,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 KNOWN: frozenset[str] = frozenset({
     "acrlocal.identity.imds -> acrlocal.compute.runtime",
     "acrlocal.identity.imds -> acrlocal.compute.vms",
-    "acrlocal.registry.permissions -> acrlocal.arm.access",
-    "acrlocal.registry.token_service -> acrlocal.arm.access",
 })
 
 # Modules that still read what they use from the Context service locator instead of receiving it.

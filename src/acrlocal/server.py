@@ -33,6 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from acrlocal import __version__, inbound, publiccloud, timeouts
 from acrlocal.arm import routes as arm_routes
+from acrlocal.arm.access import ArmAccess
 from acrlocal.arm.vm_ssh import VmSshDoors
 from acrlocal.compute import console
 from acrlocal.compute.runtime import ComputeRuntime, Doors
@@ -187,18 +188,19 @@ class Server:
         signer = RegistryTokens(TokenKeys(engine))
         signer.keys.active()  # load (or make) the signing key before the first request
         version = DataVersion(engine)  # read on the event loop only
+        access = ArmAccess(engine)  # what the token service asks the control plane
         registry_auth: Authorizer
         if settings.insecure_open_registry:
             log.warning("the registry data plane is OPEN: every request is allowed without authentication")
             registry_auth = OpenAuthorizer()
         else:
-            registry_auth = TokenAuthorizer(signer, Revocations(version))
+            registry_auth = TokenAuthorizer(signer, access, Revocations(version))
         ctx = Context(
             settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin,
             registry_meta=registry_meta, registry_auth=registry_auth,
         )
         self.ctx = ctx
-        ctx.token_service = TokenService(signer, version)
+        ctx.token_service = TokenService(signer, access, version)
 
         ca_hash = await asyncio.to_thread(ca.subject_hash)
         compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acrlocal.arm.access import assignments_for, check_admin_password, registry_resource_id
+from acrlocal.arm.access import ArmAccess
 from acrlocal.arm.store import ArmStore, Resource, StoredAssignment
 from acrlocal.rbac import RegistryPermission, RoleAssignmentMode, registry_permissions
 from acrlocal.storage.sql import open_engine
@@ -31,12 +31,12 @@ def test_assignments_at_and_above_a_registry(tmp_path: Path, database_url: str) 
     store.add_assignment(assignment("00000000-0000-0000-0000-000000000004", REGISTRY, ACR_PUSH, OTHER))
     store.add_assignment(assignment("00000000-0000-0000-0000-000000000005", f"/subscriptions/{SUB}/resourceGroups/"
                                     "rg_x", ACR_PUSH))
-    found = assignments_for(engine, [P], REGISTRY.lower())
+    found = ArmAccess(engine).assignments_for([P], REGISTRY.lower())
     assert sorted(a.id.rsplit("/", 1)[1] for a in found) == ["00000000-0000-0000-0000-000000000001",
                                                              "00000000-0000-0000-0000-000000000002"]
     granted = registry_permissions(found, [P], REGISTRY, repository="hello", mode=RoleAssignmentMode.RBAC)
     assert {RegistryPermission.PULL, RegistryPermission.PUSH} <= granted
-    assert registry_permissions(assignments_for(engine, [OTHER], f"{REGISTRY}2"), [OTHER], f"{REGISTRY}2",
+    assert registry_permissions(ArmAccess(engine).assignments_for([OTHER], f"{REGISTRY}2"), [OTHER], f"{REGISTRY}2",
                                 repository="hello", mode=RoleAssignmentMode.RBAC) == frozenset()
     engine.dispose()
 
@@ -48,13 +48,14 @@ def test_admin_password_check(tmp_path: Path, database_url: str) -> None:
                         properties={"adminUserEnabled": True},
                         internal={"adminPasswords": {"password": "first-secret", "password2": "second-secret"}})
     store.put_resource(resource)
-    assert registry_resource_id(engine, "myreg") == REGISTRY
-    assert check_admin_password(engine, "myreg", "MyReg", "second-secret")
-    assert not check_admin_password(engine, "myreg", "MyReg", "wrong")
-    assert not check_admin_password(engine, "myreg", "someone", "first-secret")
+    access = ArmAccess(engine)
+    assert ArmAccess(engine).registry_resource_id("myreg") == REGISTRY
+    assert access.check_admin_password("myreg", "MyReg", "second-secret")
+    assert not access.check_admin_password("myreg", "MyReg", "wrong")
+    assert not access.check_admin_password("myreg", "someone", "first-secret")
     store.put_resource(resource.evolve(properties={"adminUserEnabled": False}))
-    assert not check_admin_password(engine, "myreg", "MyReg", "first-secret")
-    assert not check_admin_password(engine, "nosuch", "nosuch", "first-secret")
+    assert not access.check_admin_password("myreg", "MyReg", "first-secret")
+    assert not access.check_admin_password("nosuch", "nosuch", "first-secret")
     engine.dispose()
 
 

@@ -6,7 +6,7 @@ server (``checkNameAvailability``). The data-plane settings (``sku``, ``adminUse
 ``anonymousPullEnabled``, ``roleAssignmentMode``, and the ARM ``resourceId`` the token service authorizes
 against) are copied into the registry's record. The admin user's two passwords are generated at creation, kept
 in the resource's private state, shown only by ``listCredentials``, and checked by
-:func:`acrlocal.arm.access.check_admin_password`.
+:meth:`acrlocal.arm.access.ArmAccess.check_admin_password`.
 
 At server start, registries the server hosts without an ARM resource (the default registry ``up`` creates)
 are given one in resource group ``acrlocal`` of the default subscription, so that ARM and the data plane agree.

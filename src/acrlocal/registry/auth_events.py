@@ -10,15 +10,21 @@
   asks it to check a Basic ``name:password`` that is neither the admin user nor an ACR refresh token, and asks it,
   at every token request and from current state, which actions the token's scope map grants on a resource.
   ``ctx.scoped_tokens`` holds it; ``None`` means the registry has no scoped tokens.
+- :class:`ControlPlaneAccess`: what the token service asks the control plane at every token request: an Entra
+  principal's role assignments at a registry's scope and above, the roles they name, and the admin user's
+  password. The control plane implements it (:class:`acrlocal.arm.access.ArmAccess`) and ``server.py`` hands it
+  to the token service and the authorizer when it assembles the server.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from acrlocal.rbac import RoleAssignment
+from acrlocal.rbac.roles import RoleDefinition
 from acrlocal.storage.metadata import RegistryRecord
 
 EventKind = Literal["login", "authorization"]
@@ -76,4 +82,19 @@ class ScopedTokenPolicy(Protocol):
         """The Docker actions (``pull``, ``push``, ``delete``, ``metadata_read``, ``metadata_write``; ``*`` for
         ``registry:catalog``) the token's scope map grants now on ``resource_type:resource``; empty if the token
         is disabled, expired or gone."""
+        ...
+
+
+class ControlPlaneAccess(Protocol):
+    def assignments_for(self, principal_ids: Iterable[str], scope: str) -> list[RoleAssignment]:
+        """The role assignments of ``principal_ids`` that apply at ``scope`` (an ARM id: at it or any scope above
+        it); raises :class:`~acrlocal.rbac.errors.InvalidScope` if ``scope`` is not one."""
+        ...
+
+    def role_definitions(self, tenant_id: str) -> dict[str, RoleDefinition]:
+        """Built-in roles and ``tenant_id``'s custom roles by lower-case GUID."""
+        ...
+
+    def check_admin_password(self, registry_name: str, username: str, password: str) -> bool:
+        """True if the registry's admin user is enabled and ``username``/``password`` are its credentials."""
         ...

@@ -3,9 +3,10 @@
 Computed from current state at every call, never cached, so a removed role assignment, a deleted identity, a
 disabled admin user or a regenerated password stops every *new* token at once:
 
-- an Entra **principal**: its role assignments at the registry's ARM scope and above
-  (:func:`acrlocal.arm.access.assignments_for`), evaluated by :func:`acrlocal.rbac.registry_permissions` in the
-  registry's ``roleAssignmentMode``; the principal must still exist, in the tenant of the registry's subscription;
+- an Entra **principal**: its role assignments at the registry's ARM scope and above (asked of the control plane
+  through :class:`~acrlocal.registry.auth_events.ControlPlaneAccess`), evaluated by
+  :func:`acrlocal.rbac.registry_permissions` in the registry's ``roleAssignmentMode``; the principal must still
+  exist, in the tenant of the registry's subscription;
 - the **admin** user (user name = registry name, while ``adminUserEnabled``): pull, push, delete, metadata and the
   catalog;
 - a repository-scoped **token**: what its scope map grants (the :class:`ScopedTokenPolicy` hook);
@@ -19,13 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from acrlocal.arm.access import assignments_for, role_definitions
 from acrlocal.context import Context
 from acrlocal.errors import NotFound
 from acrlocal.identity.directory import Principal
 from acrlocal.rbac import InvalidScope, RegistryPermission, RoleAssignment, RoleAssignmentMode, registry_permissions
 from acrlocal.rbac.roles import RoleDefinition
-from acrlocal.registry.auth_events import SubjectKind
+from acrlocal.registry.auth_events import ControlPlaneAccess, SubjectKind
 from acrlocal.registry.scopes import ALL, CATALOG, REGISTRY, REPOSITORY
 from acrlocal.storage.metadata import RegistryRecord
 
@@ -97,6 +97,7 @@ class CurrentPermissions:
     principal's role assignments) and then asked per resource."""
 
     ctx: Context
+    access: ControlPlaneAccess
     registry: RegistryRecord
     subject: Subject
     _assignments: list[RoleAssignment] | None = field(default=None, repr=False)
@@ -114,7 +115,7 @@ class CurrentPermissions:
     def definitions(self) -> dict[str, RoleDefinition]:
         """Built-in roles and the custom roles of the subject's tenant, read once."""
         if self._definitions is None:
-            self._definitions = role_definitions(self.ctx.engine, self.subject.tenant or "")
+            self._definitions = self.access.role_definitions(self.subject.tenant or "")
         return self._definitions
 
     def _role_assignments(self) -> list[RoleAssignment]:
@@ -124,7 +125,7 @@ class CurrentPermissions:
                 self._assignments = []
             else:
                 try:
-                    self._assignments = assignments_for(self.ctx.engine, self.principal_ids(), str(resource_id))
+                    self._assignments = self.access.assignments_for(self.principal_ids(), str(resource_id))
                 except InvalidScope:
                     self._assignments = []
         return self._assignments

@@ -44,7 +44,7 @@ from aiohttp import web
 from acrlocal import inbound
 from acrlocal.context import Context
 from acrlocal.inbound import MalformedRequest
-from acrlocal.registry.auth_events import AuthEvent, records_granted
+from acrlocal.registry.auth_events import AuthEvent, ControlPlaneAccess, records_granted
 from acrlocal.registry.authz import CATALOG, OVERWRITE, Caller
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.permissions import CurrentPermissions, Subject, SubjectRefused, check_principal
@@ -83,8 +83,10 @@ def _scope(needed: tuple[str, str, tuple[str, ...]] | None) -> str | None:
 
 
 class TokenAuthorizer:
-    def __init__(self, signer: RegistryTokens, revocations: Revocations | None = None) -> None:
+    def __init__(self, signer: RegistryTokens, access: ControlPlaneAccess,
+                 revocations: Revocations | None = None) -> None:
         self.signer = signer
+        self.access = access
         self.revocations = revocations or Revocations()
         # sha256(token) -> its grant (with only the claims decisions read)
         self._verified: dict[bytes, AccessGrant] = {}
@@ -231,7 +233,7 @@ class TokenAuthorizer:
                 check_principal(ctx, registry, subject.id, subject.tenant)
             except SubjectRefused:
                 return False
-        allowed = CurrentPermissions(ctx, registry, subject).actions(needed[0], needed[1])
+        allowed = CurrentPermissions(ctx, self.access, registry, subject).actions(needed[0], needed[1])
         return all(a in allowed for a in needed[2])
 
     async def permits(

@@ -49,12 +49,11 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from acrlocal import inbound
-from acrlocal.arm.access import check_admin_password
 from acrlocal.context import Context
 from acrlocal.identity.tokens import InvalidToken
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
 from acrlocal.publiccloud import ARM_AUDIENCES
-from acrlocal.registry.auth_events import AuthEvent
+from acrlocal.registry.auth_events import AuthEvent, ControlPlaneAccess
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.permissions import ANONYMOUS, CurrentPermissions, Subject, SubjectRefused, check_principal
 from acrlocal.registry.scopes import ALL, InvalidScope, ResourceScope, parse_scopes
@@ -175,8 +174,9 @@ class TokenService:
     REUSE_ENTRIES = 4096
     MEMO_ENTRIES = 10_000
 
-    def __init__(self, signer: RegistryTokens, version: DataVersion | None = None) -> None:
+    def __init__(self, signer: RegistryTokens, access: ControlPlaneAccess, version: DataVersion | None = None) -> None:
         self.signer = signer
+        self.access = access
         self.version = version
         self._reuse: OrderedDict[tuple[Any, ...], IssuedToken] = OrderedDict()
         self._refresh: dict[str, RefreshGrant] = {}
@@ -322,7 +322,7 @@ class TokenService:
             raise _bad_request(str(exc)) from None
 
         def compute() -> list[ResourceScope]:
-            perms = CurrentPermissions(ctx, registry, subject)
+            perms = CurrentPermissions(ctx, self.access, registry, subject)
             return [g for g in (grant(perms, s) for s in asked) if g.actions]
 
         granted = self._current(("grant", subject, registry.uid, tuple(asked)), compute)
@@ -368,7 +368,7 @@ class TokenService:
         name = ("registry", registry.uid, user.lower()[:256])
         self._guard(ctx, request, registry, name, f"{kind} login as {user[:60]!r}")
         if kind == "admin":
-            if check_admin_password(ctx.engine, registry.name, user, password):
+            if self.access.check_admin_password(registry.name, user, password):
                 ctx.lockout.succeeded(name)
                 return Subject("admin", registry.name)
             self._audit(ctx, request, registry, Subject("admin", registry.name), "failed",
