@@ -50,6 +50,8 @@ resources = sa.Table(
     sa.Column("type_key", sa.String(256), nullable=False),
     sa.Column("type", sa.String(256), nullable=False),
     sa.Column("name", sa.String(260), nullable=False),
+    # The name lower-cased, for names unique in any case (a registry's): an index answers who holds one.
+    sa.Column("name_key", sa.String(260), nullable=False, server_default=""),
     sa.Column("parent_key", sa.String(2048), nullable=True),
     sa.Column("location", sa.String(64), nullable=True),
     sa.Column("kind", sa.String(64), nullable=True),
@@ -63,6 +65,7 @@ resources = sa.Table(
     sa.Column("created", sa.Float, nullable=False),
     sa.Index("ix_arm_resources_group", "subscription_id", "group_key"),
     sa.Index("ix_arm_resources_type", "type_key", "name"),
+    sa.Index("ix_arm_resources_name", "type_key", "name_key"),
     sa.Index("ix_arm_resources_parent", "parent_key"),
 )
 
@@ -324,14 +327,17 @@ class ArmStore:
                   parent_id: str | None = None, top_level_only: bool = False) -> list[Resource]:
         """Resources of a subscription, optionally of one group, of one type, or children of one parent."""
         c = resources.c
-        q = sa.select(resources).where(c.subscription_id == subscription_id.lower())
+        if parent_id is not None:  # a parent's id names its subscription: read the parent's index, not the
+            q = sa.select(resources).where(c.parent_key == parent_id.lower())  # subscription's resources
+            if not parent_id.lower().startswith(f"/subscriptions/{subscription_id.lower()}/"):
+                return []
+        else:
+            q = sa.select(resources).where(c.subscription_id == subscription_id.lower())
         if group is not None:
             q = q.where(c.group_key == group.lower())
         if type is not None:
             q = q.where(c.type_key == type.lower())
-        if parent_id is not None:
-            q = q.where(c.parent_key == parent_id.lower())
-        elif top_level_only:
+        if parent_id is None and top_level_only:
             q = q.where(c.parent_key.is_(None))
         with self.engine.connect() as conn:
             return [_resource(r) for r in conn.execute(q.order_by(c.created))]
@@ -340,14 +346,14 @@ class ArmStore:
         """Resources of ``type`` called ``name`` in any subscription (for globally unique names)."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(resources).where(resources.c.type_key == type.lower(),
-                                                           sa.func.lower(resources.c.name) == name.lower()))
+                                                           resources.c.name_key == name.lower()))
             return [_resource(r) for r in rows]
 
     def put_resource(self, res: Resource) -> bool:
         """Insert or replace ``res``; True if it was created."""
         values = dict(
             id=res.id, subscription_id=res.subscription_id.lower(), group_key=res.group.lower(),
-            type_key=res.type.lower(), type=res.type, name=res.name,
+            type_key=res.type.lower(), type=res.type, name=res.name, name_key=res.name.lower(),
             parent_key=res.parent_id.lower() if res.parent_id else None, location=res.location, kind=res.kind,
             tags=_json(res.tags), sku=_json(res.sku), identity=_json(res.identity), properties=_json(res.properties),
             extra=_json(res.extra), internal=_json(res.internal), system_data=_json(res.system_data))
