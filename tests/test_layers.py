@@ -30,8 +30,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 # Upward imports still to remove, as "importer -> imported".
 KNOWN: frozenset[str] = frozenset({
-    "acrlocal.identity.imds -> acrlocal.compute.runtime",
-    "acrlocal.identity.imds -> acrlocal.compute.vms",
 })
 
 # Modules that still read what they use from the Context service locator instead of receiving it.
@@ -48,7 +46,6 @@ LOCATOR: frozenset[str] = frozenset({
     "acrlocal.arm.routes -> acrlocal.context",
     "acrlocal.arm.subscriptions -> acrlocal.context",
     "acrlocal.arm.tokens -> acrlocal.context",
-    "acrlocal.identity.imds -> acrlocal.context",
     "acrlocal.identity.oauth -> acrlocal.context",
     "acrlocal.identity.signin -> acrlocal.context",
     "acrlocal.registry.acr_api -> acrlocal.context",

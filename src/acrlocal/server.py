@@ -207,7 +207,8 @@ class Server:
         ctx.compute = compute
         limits = settings.limits
         options = timeouts.runner_options(limits.idle_timeout_s, limits.read_timeout_s)
-        apps = (self._build_registry_app(ctx), self._build_control_app(ctx), imds.build_app(ctx, compute))
+        apps = (self._build_registry_app(ctx), self._build_control_app(ctx), imds.build_app(
+            compute, tokens, cache_tokens=settings.imds_token_cache, rate_limit=settings.imds_rate_limit))
         for app in apps:
             app[inbound.READ_TIMEOUT] = limits.read_timeout_s
         registry_runner, control_runner, imds_runner = (

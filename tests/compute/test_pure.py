@@ -6,10 +6,10 @@ import pytest
 
 from acrlocal.arm.compute import parse_identity_type, wanted_identities
 from acrlocal.arm.errors import ArmError
-from acrlocal.compute.runtime import VMIdentities, parse_vm_id
+from acrlocal.compute.runtime import parse_vm_id
 from acrlocal.errors import ConfigError
 from acrlocal.identity.directory import Principal
-from acrlocal.identity.imds import IdentityError, Selector, Throttle, read_selector, select_identity
+from acrlocal.identity.imds import IdentityError, Selector, Throttle, VMIdentities, read_selector, select_identity
 
 
 def mi(n: int, kind: str = "user") -> Principal:

@@ -48,6 +48,7 @@ from acrlocal.compute.vms import DEALLOCATED, RUNNING, STOPPED, VirtualMachine
 from acrlocal.config import Settings
 from acrlocal.errors import AcrLocalError, ConfigError, NotFound
 from acrlocal.identity.directory import Directory, Principal
+from acrlocal.identity.imds import VMIdentities
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,6 @@ DOCKERD_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 class VMNotRunning(AcrLocalError, RuntimeError):
     """The VM is stopped or deallocated: nothing runs in it until it is started."""
-
-
-@dataclass(frozen=True)
-class VMIdentities:
-    """The managed identities a VM holds now. User-assigned identities whose principal is gone are left out."""
-
-    system: Principal | None
-    user: tuple[Principal, ...]
-
-    def all(self) -> tuple[Principal, ...]:
-        return ((self.system,) if self.system else ()) + self.user
 
 
 def parse_vm_id(resource_id: str) -> tuple[str, str, str]:

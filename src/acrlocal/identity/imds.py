@@ -1,8 +1,9 @@
 """HTTP: each VM's Instance Metadata Service, at ``169.254.169.254:80`` inside the VM.
 
 The server listens there on a socket made inside the VM's network namespace; the VM is found from the network
-namespace of the connection (:meth:`~acrlocal.compute.runtime.ComputeRuntime.vm_of_request`). A connection from
-anywhere else gets 404.
+namespace of the connection, and its identities resolved, by the :class:`VirtualMachines` handed to
+:func:`build_app` (the compute runtime, when ``server.py`` assembles the server). A connection from anywhere else
+gets 404.
 
 - ``GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=R[&client_id|object_id|msi_res_id|
   mi_res_id=X]`` with ``Metadata: true``; errors are ``{"error", "error_description"}`` with status 400 (a missing
@@ -28,15 +29,12 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from acrlocal.compute.runtime import ComputeRuntime, VMIdentities
-from acrlocal.compute.vms import VirtualMachine
-from acrlocal.context import Context
 from acrlocal.errors import ProtocolError
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.tokens import AccessToken, TokenIssuer
@@ -55,6 +53,48 @@ INSTANCE_API_VERSIONS = (
 )
 NEWEST_VERSIONS = ["2023-07-01", "2021-12-13", "2021-11-15"]
 API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class VMIdentities:
+    """The managed identities a VM holds now. User-assigned identities whose principal is gone are left out."""
+
+    system: Principal | None
+    user: tuple[Principal, ...]
+
+    def all(self) -> tuple[Principal, ...]:
+        return ((self.system,) if self.system else ()) + self.user
+
+
+class Instance(Protocol):
+    """What IMDS tells about a VM (:class:`acrlocal.compute.vms.VirtualMachine` is one)."""
+
+    @property
+    def vm_id(self) -> str: ...
+    @property
+    def resource_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def resource_group(self) -> str: ...
+    @property
+    def subscription_id(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def profile(self) -> Mapping[str, Any]: ...
+
+
+VM = TypeVar("VM", bound=Instance)
+
+
+class VirtualMachines(Protocol[VM]):
+    """The VMs IMDS serves: which one a request came from (through its network namespace), and what identities it
+    holds now. :class:`acrlocal.compute.runtime.ComputeRuntime` is one."""
+
+    def vm_of_request(self, request: web.Request) -> VM | None: ...
+
+    def identities(self, vm: VM) -> VMIdentities: ...
 
 
 class IdentityError(ProtocolError):
@@ -181,7 +221,7 @@ def select_identity(identities: VMIdentities, selector: Selector | None, *, not_
 
 # -- HTTP ------------------------------------------------------------------------------------------
 
-RUNTIME = web.AppKey("imds.runtime", ComputeRuntime)
+RUNTIME = web.AppKey("imds.vms", VirtualMachines[Any])
 TOKENS = web.AppKey("imds.tokens", TokenCache)
 THROTTLE = web.AppKey("imds.throttle", Throttle)
 
@@ -190,7 +230,7 @@ IMDS_AMBIGUOUS = ("Multiple user assigned identities exist, please specify the c
                   "in the token request")
 
 
-def _vm(request: web.Request) -> VirtualMachine:
+def _vm(request: web.Request) -> Instance:
     vm = request.app[RUNTIME].vm_of_request(request)
     if vm is None:  # not from a VM, or the VM stopped while this connection was open
         raise web.HTTPNotFound()
@@ -202,7 +242,7 @@ def _imds_error(message: str, status: int = 400, error: str = "invalid_request",
     return web.json_response({"error": error, "error_description": message}, status=status, headers=headers)
 
 
-def _throttled(request: web.Request, vm: VirtualMachine) -> int:
+def _throttled(request: web.Request, vm: Instance) -> int:
     wait = request.app[THROTTLE].admit(vm.vm_id)
     return max(1, math.ceil(wait)) if wait > 0 else 0
 
@@ -215,7 +255,7 @@ def _metadata_header_error(request: web.Request) -> web.Response | None:
     return None
 
 
-async def _issue(request: web.Request, vm: VirtualMachine, selector: Selector | None, resource: str, *,
+async def _issue(request: web.Request, vm: Instance, selector: Selector | None, resource: str, *,
                  not_found: str, ambiguous: str) -> tuple[Principal, AccessToken, float]:
     identities = request.app[RUNTIME].identities(vm)
     principal = select_identity(identities, selector, not_found=not_found, ambiguous=ambiguous)
@@ -262,7 +302,7 @@ async def imds_token(request: web.Request) -> web.Response:
 # -- instance metadata -----------------------------------------------------------------------------
 
 
-def _compute_metadata(vm: VirtualMachine) -> dict[str, Any]:
+def _compute_metadata(vm: Instance) -> dict[str, Any]:
     """The ``compute`` section of ``/metadata/instance`` for a VM (every value as IMDS types it)."""
     p = vm.profile
     image = p.get("imageReference") or {}
@@ -319,7 +359,7 @@ def _compute_metadata(vm: VirtualMachine) -> dict[str, Any]:
     }
 
 
-def _network_metadata(vm: VirtualMachine) -> dict[str, Any]:
+def _network_metadata(vm: Instance) -> dict[str, Any]:
     mac = vm.vm_id.replace("-", "")[:12].upper()
     return {"interface": [{
         "ipv4": {"ipAddress": [{"privateIpAddress": "127.0.0.1", "publicIpAddress": ""}],
@@ -369,13 +409,15 @@ async def versions(request: web.Request) -> web.Response:
     return web.json_response({"apiVersions": list(INSTANCE_API_VERSIONS)})
 
 
-def build_app(ctx: Context, runtime: ComputeRuntime) -> web.Application:
-    """The application every VM's IMDS door serves (the VM is found from the connection's namespace)."""
+def build_app(vms: VirtualMachines[Any], tokens: TokenIssuer, *, cache_tokens: bool = True,
+              rate_limit: float) -> web.Application:
+    """The application every VM's IMDS door serves: ``vms`` says which VM a request came from and its identities,
+    ``tokens`` signs their tokens (cached unless ``cache_tokens`` is false), at most ``rate_limit`` requests per
+    second per VM."""
     app = web.Application()
-    app["ctx"] = ctx
-    app[RUNTIME] = runtime
-    app[TOKENS] = TokenCache(ctx.tokens, enabled=ctx.settings.imds_token_cache)
-    app[THROTTLE] = Throttle(ctx.settings.imds_rate_limit)
+    app[RUNTIME] = vms
+    app[TOKENS] = TokenCache(tokens, enabled=cache_tokens)
+    app[THROTTLE] = Throttle(rate_limit)
     app.router.add_get("/metadata/identity/oauth2/token", imds_token)
     app.router.add_get("/metadata/versions", versions)
     app.router.add_get("/metadata/instance", instance)
