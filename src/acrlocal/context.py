@@ -19,6 +19,7 @@ from acrlocal.registry.throttle import Throttle, parse_policy
 from acrlocal.storage.artifacts import ArtifactCatalog, SqlArtifacts
 from acrlocal.storage.blobs import BlobStore
 from acrlocal.storage.metadata import RegistryMetadata, SqlRegistryMetadata
+from acrlocal.storage.sql import SqlThread
 from acrlocal.tls import LocalCA
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class Context:
     # Failed passwords and secrets, per name and per caller, of Entra and the registries' token services; made from
     # settings.login_lockout.
     lockout: Lockout = field(init=False)
+    # Where the data plane's store calls run: inline on SQLite, off the event loop on PostgreSQL.
+    sql: SqlThread = field(init=False)
     # The token service's hooks: every login and authorization decision is recorded here, and repository-scoped
     # tokens (name + password) are checked and resolved to actions here (see registry.auth_events).
     registry_audit: AuditSink = field(default_factory=NullAudit)
@@ -68,6 +71,7 @@ class Context:
     arm_store: ArmStore | None = None
 
     def __post_init__(self) -> None:
+        self.sql = SqlThread(self.engine)
         if self.registry_artifacts is None and isinstance(self.registry_meta, SqlRegistryMetadata):
             self.registry_artifacts = SqlArtifacts(self.registry_meta)
         if self.registry_throttle is None:

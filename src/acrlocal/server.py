@@ -315,6 +315,7 @@ class Server:
         self._runners.clear()
         if self.ctx is not None:
             await registry_http.on_shutdown(self.ctx)
+            self.ctx.sql.close()
             self.ctx.engine.dispose()
         with contextlib.suppress(FileNotFoundError):
             self.settings.state_file.unlink()

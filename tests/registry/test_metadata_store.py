@@ -196,3 +196,21 @@ def test_concurrent_writers_of_the_same_names_end_in_one_serial_order(
         assert meta.get_manifest(reg, repo, "moving").digest in {f"sha256:{i:064x}" for i in range(writers)}  # type: ignore[union-attr]
         assert meta.list_tags(reg, repo, None, 10) == ["latest", "moving"]
     assert count(meta, blobs) == 1
+
+
+def test_names_list_in_byte_order_on_every_backend(store: tuple[SqlRegistryMetadata, int, int]) -> None:
+    """OCI's lexical order, and pages after ``last`` in it, whatever the database's collation sorts text by (the
+    test PostgreSQL server sorts as en-US, which puts "a" before "B" and punctuation first)."""
+    meta, reg, _ = store
+    tag_names = ["B", "a", "_x", "Z", "a-b", "ab", "a.b", "A1", "a_b"]
+    for i, tag in enumerate(tag_names):
+        meta.put_manifest(reg, "order/app", NewManifest(f"sha256:{i:064x}", "m", b"%d" % i), tag)
+    assert meta.list_tags(reg, "order/app", None, 100) == sorted(tag_names)
+    assert meta.list_tags(reg, "order/app", "Z", 100) == [t for t in sorted(tag_names) if t > "Z"]
+    repository_names = ["order/a-b", "order/a.b", "order/a_b", "order/ab", "order/a/b", "order/a0"]
+    for name in repository_names:
+        meta.put_manifest(reg, name, NewManifest(D1, "m", b"x"), "v1")
+    listed = [n for n in meta.list_repositories(reg, None, 100) if n.startswith("order/")]
+    assert listed == sorted([*repository_names, "order/app"])
+    assert [n for n in meta.list_repositories(reg, "order/a.b", 100) if n.startswith("order/")] == \
+        [n for n in listed if n > "order/a.b"]

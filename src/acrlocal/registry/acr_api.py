@@ -93,10 +93,10 @@ def _unknown_manifest(name: str, digest: str) -> RegistryError:
                          {"name": name, "digest": digest})
 
 
-def _not_found(ctx: Context, registry: RegistryRecord, name: str, otherwise: RegistryError) -> RegistryError:
+async def _not_found(ctx: Context, registry: RegistryRecord, name: str, otherwise: RegistryError) -> RegistryError:
     """What a tag or manifest that was not found answers: NAME_UNKNOWN if the repository itself does not exist,
     else ``otherwise``."""
-    if ctx.artifacts.repository(registry.id, name) is None:
+    if (await ctx.sql.run(ctx.artifacts.repository, registry.id, name)) is None:
         return _unknown_repository(name)
     return otherwise
 
@@ -114,8 +114,8 @@ async def catalog(request: web.Request, ctx: Context, registry: RegistryRecord, 
 # -- repositories ----------------------------------------------------------------------------------------
 
 
-def _repository_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str) -> dict[str, Any]:
-    info = ctx.artifacts.repository(registry.id, name)
+async def _repository_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str) -> dict[str, Any]:
+    info = await ctx.sql.run(ctx.artifacts.repository, registry.id, name)
     if info is None:
         raise _unknown_repository(name)
     return {
@@ -132,7 +132,7 @@ def _repository_body(request: web.Request, ctx: Context, registry: RegistryRecor
 async def get_repository(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
     name = check_repository(route.name)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    return _answer(_repository_body(request, ctx, registry, name))
+    return _answer(await _repository_body(request, ctx, registry, name))
 
 
 async def _attribute_changes(request: web.Request) -> dict[str, bool]:
@@ -165,10 +165,10 @@ async def patch_repository(request: web.Request, ctx: Context, registry: Registr
     name = check_repository(route.name)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
-    if ctx.artifacts.repository(registry.id, name) is None:
+    if (await ctx.sql.run(ctx.artifacts.repository, registry.id, name)) is None:
         raise _unknown_repository(name)
-    ctx.artifacts.set_attributes(registry.id, name, changes)
-    return _answer(_repository_body(request, ctx, registry, name))
+    await ctx.sql.run(ctx.artifacts.set_attributes, registry.id, name, changes)
+    return _answer(await _repository_body(request, ctx, registry, name))
 
 
 async def delete_repository(request: web.Request, ctx: Context, registry: RegistryRecord,
@@ -177,7 +177,7 @@ async def delete_repository(request: web.Request, ctx: Context, registry: Regist
     name = check_repository(route.name)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     try:
-        deleted = ctx.artifacts.delete_repository(registry.id, name)
+        deleted = await ctx.sql.run(ctx.artifacts.delete_repository, registry.id, name)
     except Blocked as exc:
         raise guards.disallowed(exc.what, "deleteEnabled") from None
     if deleted is None:
@@ -209,8 +209,8 @@ async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord
     digest_param = request.query.get("digest")
     digest = str(parse_digest(digest_param)) if digest_param else None
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    found = ctx.artifacts.tags(registry.id, name, last, n + 1, order, digest) if n else []
-    if found is None or (not found and ctx.artifacts.repository(registry.id, name) is None):
+    found = (await ctx.sql.run(ctx.artifacts.tags, registry.id, name, last, n + 1, order, digest)) if n else []
+    if found is None or (not found and (await ctx.sql.run(ctx.artifacts.repository, registry.id, name)) is None):
         raise _unknown_repository(name)
     headers: dict[str, str] = {}
     if n and len(found) > n:
@@ -220,10 +220,11 @@ async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord
     return _answer(body, headers=headers)
 
 
-def _tag_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str, tag: str) -> dict[str, Any]:
-    info = ctx.artifacts.tag(registry.id, name, tag)
+async def _tag_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str,
+                   tag: str) -> dict[str, Any]:
+    info = await ctx.sql.run(ctx.artifacts.tag, registry.id, name, tag)
     if info is None:
-        raise _not_found(ctx, registry, name, _unknown_tag(name, tag))
+        raise await _not_found(ctx, registry, name, _unknown_tag(name, tag))
     return {"registry": _login_server(request), "imageName": name, "tag": _tag_json(info)}
 
 
@@ -231,7 +232,7 @@ async def get_tag(request: web.Request, ctx: Context, registry: RegistryRecord, 
     name = check_repository(route.name)
     tag = check_tag(route.ref)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    return _answer(_tag_body(request, ctx, registry, name, tag))
+    return _answer(await _tag_body(request, ctx, registry, name, tag))
 
 
 async def patch_tag(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
@@ -239,9 +240,9 @@ async def patch_tag(request: web.Request, ctx: Context, registry: RegistryRecord
     tag = check_tag(route.ref)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
-    _tag_body(request, ctx, registry, name, tag)  # 404 before any change
-    ctx.artifacts.set_attributes(registry.id, name, changes, tag=tag)
-    return _answer(_tag_body(request, ctx, registry, name, tag))
+    await _tag_body(request, ctx, registry, name, tag)  # 404 before any change
+    await ctx.sql.run(ctx.artifacts.set_attributes, registry.id, name, changes, tag=tag)
+    return _answer(await _tag_body(request, ctx, registry, name, tag))
 
 
 async def delete_tag(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
@@ -249,9 +250,13 @@ async def delete_tag(request: web.Request, ctx: Context, registry: RegistryRecor
     name = check_repository(route.name)
     tag = check_tag(route.ref)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
-    guards.check_tag_delete(ctx.artifacts, registry.id, name, tag)
-    if not ctx.registry_meta.delete_tag(registry.id, name, tag):
-        raise _not_found(ctx, registry, name, _unknown_tag(name, tag))
+
+    def delete() -> bool:  # checked and deleted in one call, so no lock set meanwhile is missed
+        guards.check_tag_delete(ctx.artifacts, registry.id, name, tag)
+        return ctx.registry_meta.delete_tag(registry.id, name, tag)
+
+    if not await ctx.sql.run(delete):
+        raise await _not_found(ctx, registry, name, _unknown_tag(name, tag))
     audit.repository_event(request, ctx, registry.name, "Untag", name, tag=tag)
     return _answer({}, status=202)
 
@@ -272,7 +277,7 @@ async def _platform(ctx: Context, registry: RegistryRecord, name: str, config: d
     if digest_text in _CONFIG_CACHE:
         _CONFIG_CACHE.move_to_end(digest_text)
         return _CONFIG_CACHE[digest_text]
-    size = ctx.registry_meta.blob_size(registry.id, name, digest_text)
+    size = await ctx.sql.run(ctx.registry_meta.blob_size, registry.id, name, digest_text)
     if size is None or size > CONFIG_MAX_BYTES:
         return None, None
     try:
@@ -338,8 +343,8 @@ async def list_manifests(request: web.Request, ctx: Context, registry: RegistryR
     last = request.query.get("last") or None
     order = _order(request)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    found = ctx.artifacts.manifests(registry.id, name, last, n + 1, order) if n else []
-    if found is None or (not found and ctx.artifacts.repository(registry.id, name) is None):
+    found = (await ctx.sql.run(ctx.artifacts.manifests, registry.id, name, last, n + 1, order)) if n else []
+    if found is None or (not found and (await ctx.sql.run(ctx.artifacts.repository, registry.id, name)) is None):
         raise _unknown_repository(name)
     headers: dict[str, str] = {}
     if n and len(found) > n:
@@ -351,9 +356,9 @@ async def list_manifests(request: web.Request, ctx: Context, registry: RegistryR
 
 async def _manifest_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str,
                          digest: str) -> dict[str, Any]:
-    info = ctx.artifacts.manifest(registry.id, name, digest)
+    info = await ctx.sql.run(ctx.artifacts.manifest, registry.id, name, digest)
     if info is None:
-        raise _not_found(ctx, registry, name, _unknown_manifest(name, digest))
+        raise await _not_found(ctx, registry, name, _unknown_manifest(name, digest))
     manifest = await _manifest_json(ctx, registry, name, info)
     return {"registry": _login_server(request), "imageName": name, "manifest": manifest}
 
@@ -372,7 +377,7 @@ async def patch_manifest(request: web.Request, ctx: Context, registry: RegistryR
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
     await _manifest_body(request, ctx, registry, name, digest)  # 404 before any change
-    ctx.artifacts.set_attributes(registry.id, name, changes, digest=digest)
+    await ctx.sql.run(ctx.artifacts.set_attributes, registry.id, name, changes, digest=digest)
     return _answer(await _manifest_body(request, ctx, registry, name, digest))
 
 
@@ -382,9 +387,13 @@ async def delete_manifest(request: web.Request, ctx: Context, registry: Registry
     name = check_repository(route.name)
     digest = str(parse_digest(route.ref))
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
-    guards.check_manifest_delete(ctx.artifacts, registry.id, name, digest)
-    if not ctx.registry_meta.delete_manifest(registry.id, name, digest):
-        raise _not_found(ctx, registry, name, _unknown_manifest(name, digest))
+
+    def delete() -> bool:  # checked and deleted in one call, so no lock set meanwhile is missed
+        guards.check_manifest_delete(ctx.artifacts, registry.id, name, digest)
+        return ctx.registry_meta.delete_manifest(registry.id, name, digest)
+
+    if not await ctx.sql.run(delete):
+        raise await _not_found(ctx, registry, name, _unknown_manifest(name, digest))
     audit.repository_event(request, ctx, registry.name, "Delete", name, digest=digest)
     return _answer({}, status=202)
 

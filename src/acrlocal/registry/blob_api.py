@@ -92,16 +92,17 @@ async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord,
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
-    size = ctx.registry_meta.blob_size(registry.id, name, str(digest), refresh_before=housekeeping.refresh_before(ctx))
+    size = await ctx.sql.run(ctx.registry_meta.blob_size, registry.id, name, str(digest),
+                             refresh_before=housekeeping.refresh_before(ctx))
     if size is None:
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": str(digest)})
-    guards.check_blob_read(ctx.artifacts, registry.id, name)
+    await ctx.sql.run(guards.check_blob_read, ctx.artifacts, registry.id, name)
     headers = {CONTENT_DIGEST: str(digest), API_VERSION: API_VERSION_VALUE, hdrs.ACCEPT_RANGES: "bytes"}
     if request.method == "HEAD":
         headers[hdrs.CONTENT_LENGTH] = str(size)
         headers[hdrs.CONTENT_TYPE] = OCTET_STREAM
         return web.Response(status=200, headers=headers)
-    guards.check_blob_content_read(ctx.artifacts, registry.id, name, str(digest))
+    await ctx.sql.run(guards.check_blob_content_read, ctx.artifacts, registry.id, name, str(digest))
     if request.transport is not None:
         request.transport.set_write_buffer_limits(high=BLOB_WRITE_HIGH_WATER)
     path = ctx.blobs.local_path(digest)
@@ -125,12 +126,15 @@ async def delete_blob(request: web.Request, ctx: Context, registry: RegistryReco
     digest = parse_digest(route.ref)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
     key = str(digest)
-    async with locks.digests(key):
-        # Checked and unlinked with no await in between, so no lock set meanwhile is missed.
+    def unlink() -> bool:
+        # Checked and unlinked in one call, so no lock set meanwhile is missed.
         guards.check_blob_delete(ctx.artifacts, registry.id, name, key)
         if not ctx.registry_meta.unlink_blob(registry.id, name, key):
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": key})
-        if ctx.registry_meta.forget_blob_if_unlinked(key):
+        return ctx.registry_meta.forget_blob_if_unlinked(key)
+
+    async with locks.digests(key):
+        if await ctx.sql.run(unlink):
             await ctx.blobs.delete(digest)
     return empty(202, {CONTENT_DIGEST: key})
 
@@ -162,7 +166,7 @@ async def publish(ctx: Context, registry: RegistryRecord, name: str, upload_id: 
             ) from exc
         except NotFound as exc:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more") from exc
-        ctx.registry_meta.link_blob(registry.id, name, str(digest), size)
+        await ctx.sql.run(ctx.registry_meta.link_blob, registry.id, name, str(digest), size)
 
 
 # -- uploads ---------------------------------------------------------------------------------------------
@@ -231,7 +235,7 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
     source_name = check_repository(source) if mount is not None and source else None
     digest = parse_digest(digest_param) if digest_param is not None else None
     caller = audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH)))
-    guards.check_write(ctx.artifacts, registry.id, name)
+    await ctx.sql.run(guards.check_write, ctx.artifacts, registry.id, name)
 
     if mount_digest is not None and source_name is not None and await _mount(
         request, ctx, registry, caller, name, source_name, mount_digest
@@ -240,7 +244,7 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
 
     blob_max = ctx.settings.limits.blob_max_bytes
     if digest is None:
-        _check_session_quota(ctx, registry, caller)
+        await _check_session_quota(ctx, registry, caller)
     elif (request.content_length or 0) > blob_max:
         raise _too_large(ctx, request.content_length or 0)
     upload_id = secrets.token_urlsafe(32)
@@ -258,17 +262,17 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
             await ctx.blobs.abort(upload_id)
         return empty(201, {"Location": blob_location(name, digest), CONTENT_DIGEST: str(digest)})
     try:
-        ctx.registry_meta.create_upload(upload_id, registry.id, name, caller.principal)
+        await ctx.sql.run(ctx.registry_meta.create_upload, upload_id, registry.id, name, caller.principal)
     except BaseException:
         await ctx.blobs.abort(upload_id)
         raise
     return empty(202, _upload_headers(name, upload_id, 0))
 
 
-def _check_session_quota(ctx: Context, registry: RegistryRecord, caller: Caller) -> None:
+async def _check_session_quota(ctx: Context, registry: RegistryRecord, caller: Caller) -> None:
     """429 TOOMANYREQUESTS when the caller already holds ``upload_sessions_max`` open sessions in the registry."""
     limit = ctx.settings.limits.upload_sessions_max
-    if ctx.registry_meta.count_uploads(registry.id, caller.principal, limit) >= limit:
+    if (await ctx.sql.run(ctx.registry_meta.count_uploads, registry.id, caller.principal, limit)) >= limit:
         raise RegistryError(
             "TOOMANYREQUESTS",
             f"too many open upload sessions: {caller.principal or 'this caller'} already has {limit} in registry "
@@ -288,16 +292,16 @@ async def _mount(
 ) -> bool:
     """Link ``digest`` from ``source`` if the caller may pull ``source`` and ``source`` has it."""
     if source == name:
-        return ctx.registry_meta.blob_size(registry.id, name, str(digest),
-                                           refresh_before=housekeeping.refresh_before(ctx)) is not None
+        return (await ctx.sql.run(ctx.registry_meta.blob_size, registry.id, name, str(digest),
+                                  refresh_before=housekeeping.refresh_before(ctx))) is not None
     if not await ctx.registry_auth.permits(request, caller, registry, source, (PULL,)):
         return False
-    if not ctx.artifacts.locks(registry.id, source).repository.read_enabled:
+    if not (await ctx.sql.run(ctx.artifacts.locks, registry.id, source)).repository.read_enabled:
         return False  # a read-locked repository lends nothing: the client uploads instead
-    if ctx.artifacts.blob_read_blocker(registry.id, source, str(digest)) is not None:
+    if (await ctx.sql.run(ctx.artifacts.blob_read_blocker, registry.id, source, str(digest))) is not None:
         return False  # nor does a read-locked manifest lend its layers
     async with locks.digests(str(digest)):
-        return ctx.registry_meta.mount_blob(registry.id, source, name, str(digest)) is not None
+        return (await ctx.sql.run(ctx.registry_meta.mount_blob, registry.id, source, name, str(digest))) is not None
 
 
 async def _session(
@@ -311,7 +315,7 @@ async def _session(
     if not UPLOAD_ID.fullmatch(upload_id):
         raise unknown
     caller = audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, actions))
-    session = ctx.registry_meta.get_upload(upload_id)
+    session = await ctx.sql.run(ctx.registry_meta.get_upload, upload_id)
     if (
         session is None
         or session.registry_id != registry.id
@@ -327,10 +331,10 @@ async def _size(ctx: Context, upload_id: str) -> int:
     beyond that (a chunk cut off by a crash) is cut off; an upload that lost acknowledged bytes, or its row, is
     BLOB_UPLOAD_UNKNOWN."""
     stored = await ctx.blobs.upload_size(upload_id)
-    session = ctx.registry_meta.get_upload(upload_id)
+    session = await ctx.sql.run(ctx.registry_meta.get_upload, upload_id)
     acknowledged = stored if session is None or session.size is None else session.size
     if session is None or stored is None or acknowledged is None or stored < acknowledged:
-        ctx.registry_meta.delete_upload(upload_id)
+        await ctx.sql.run(ctx.registry_meta.delete_upload, upload_id)
         await ctx.blobs.abort(upload_id)
         raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more")
     if stored > acknowledged:
@@ -353,7 +357,7 @@ async def patch_upload(request: web.Request, ctx: Context, registry: RegistryRec
     name, upload_id, _ = await _session(request, ctx, registry, route)
     async with locks.uploads(upload_id):
         size = await _append(ctx, request, name, upload_id, await _size(ctx, upload_id))
-        ctx.registry_meta.touch_upload(upload_id, size)
+        await ctx.sql.run(ctx.registry_meta.touch_upload, upload_id, size)
     return empty(202, _upload_headers(name, upload_id, size))
 
 
@@ -367,7 +371,7 @@ async def put_upload(request: web.Request, ctx: Context, registry: RegistryRecor
     if digest_param is None:
         raise RegistryError("DIGEST_INVALID", "closing an upload needs ?digest=<digest> of the whole blob")
     digest = parse_digest(digest_param)
-    guards.check_write(ctx.artifacts, registry.id, name)
+    await ctx.sql.run(guards.check_write, ctx.artifacts, registry.id, name)
     async with locks.uploads(upload_id):
         size = await _size(ctx, upload_id)
         if request.can_read_body:
@@ -376,7 +380,7 @@ async def put_upload(request: web.Request, ctx: Context, registry: RegistryRecor
             await publish(ctx, registry, name, upload_id, digest)
         finally:
             with contextlib.suppress(NotFound):
-                ctx.registry_meta.delete_upload(upload_id)
+                await ctx.sql.run(ctx.registry_meta.delete_upload, upload_id)
     return empty(201, {"Location": blob_location(name, digest), CONTENT_DIGEST: str(digest)})
 
 
@@ -384,6 +388,6 @@ async def cancel_upload(request: web.Request, ctx: Context, registry: RegistryRe
     """DELETE: discard the session and what it received (204)."""
     _, upload_id, _ = await _session(request, ctx, registry, route)
     async with locks.uploads(upload_id):
-        ctx.registry_meta.delete_upload(upload_id)
+        await ctx.sql.run(ctx.registry_meta.delete_upload, upload_id)
         await ctx.blobs.abort(upload_id)
     return empty(204, {})

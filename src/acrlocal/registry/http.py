@@ -157,18 +157,18 @@ def _sweep_interval(ttl_s: float) -> float:
 
 async def sweep(ctx: Context, now: float | None = None) -> None:
     """Expire idle upload sessions, then delete the bytes of blobs that no repository links."""
-    meta = ctx.registry_meta
+    meta, sql = ctx.registry_meta, ctx.sql
     now = time.time() if now is None else now
-    for upload_id in meta.expired_uploads(now - ctx.settings.limits.upload_session_ttl_s):
+    for upload_id in await sql.run(meta.expired_uploads, now - ctx.settings.limits.upload_session_ttl_s):
         async with locks.uploads(upload_id):
-            meta.delete_upload(upload_id)
+            await sql.run(meta.delete_upload, upload_id)
             await ctx.blobs.abort(upload_id)
     # Upload files no session owns: a registry deleted with its sessions, a single-request upload cut off.
-    ctx.blobs.sweep(meta.upload_ids(), older_than_s=max(ctx.settings.limits.upload_session_ttl_s, 3600))
-    for text in meta.unlinked_blobs(limit=1000):
+    ctx.blobs.sweep(await sql.run(meta.upload_ids), older_than_s=max(ctx.settings.limits.upload_session_ttl_s, 3600))
+    for text in await sql.run(meta.unlinked_blobs, limit=1000):
         digest = Digest.parse(text)
         async with locks.digests(text):
-            if meta.forget_blob_if_unlinked(text):
+            if await sql.run(meta.forget_blob_if_unlinked, text):
                 await ctx.blobs.delete(digest)
 
 

@@ -46,13 +46,13 @@ async def get_manifest(request: web.Request, ctx: Context, registry: RegistryRec
             {"reference": route.ref[:200]},
         ) from err
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
-    record = ctx.registry_meta.get_manifest(registry.id, name, str(reference))
+    record = await ctx.sql.run(ctx.registry_meta.get_manifest, registry.id, name, str(reference))
     if record is None:
         raise RegistryError(
             "MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name!r}", {"reference": str(reference)}
         )
     tag = reference if isinstance(reference, str) else None
-    guards.check_pull(ctx.artifacts, registry.id, name, tag, record.digest)
+    await ctx.sql.run(guards.check_pull, ctx.artifacts, registry.id, name, tag, record.digest)
     if request.method == "GET":
         audit.repository_event(request, ctx, registry.name, "Pull", name, tag=tag, digest=record.digest,
                                media_type=record.media_type, size=record.size)
@@ -93,10 +93,10 @@ async def put_manifest(request: web.Request, ctx: Context, registry: RegistryRec
     reference = parse_reference(route.ref)
     tag = reference if isinstance(reference, str) else None
     actions: tuple[str, ...] = (PULL, PUSH)
-    if tag is not None and ctx.registry_meta.tag_exists(registry.id, name, tag):
+    if tag is not None and (await ctx.sql.run(ctx.registry_meta.tag_exists, registry.id, name, tag)):
         actions += (OVERWRITE,)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, actions))
-    guards.check_write(ctx.artifacts, registry.id, name, tag)
+    await ctx.sql.run(guards.check_write, ctx.artifacts, registry.id, name, tag)
 
     body = await _read_capped(request, ctx.settings.limits.manifest_max_bytes)
     parsed = parse_manifest(body, request.headers.get(hdrs.CONTENT_TYPE))
@@ -121,7 +121,7 @@ async def put_manifest(request: web.Request, ctx: Context, registry: RegistryRec
         annotations=parsed.annotations,
     )
     try:
-        ctx.registry_meta.put_manifest(registry.id, name, manifest, tag)
+        await ctx.sql.run(ctx.registry_meta.put_manifest, registry.id, name, manifest, tag)
     except UnknownReferences as exc:
         raise RegistryError(
             "MANIFEST_BLOB_UNKNOWN",
@@ -142,12 +142,15 @@ async def delete_manifest(request: web.Request, ctx: Context, registry: Registry
     name = check_repository(route.name)
     reference = parse_reference(route.ref)
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
-    if isinstance(reference, Digest):
-        guards.check_manifest_delete(ctx.artifacts, registry.id, name, str(reference))
-        found = ctx.registry_meta.delete_manifest(registry.id, name, str(reference))
-    else:
+
+    def delete() -> bool:  # checked and deleted in one call, so no lock set meanwhile is missed
+        if isinstance(reference, Digest):
+            guards.check_manifest_delete(ctx.artifacts, registry.id, name, str(reference))
+            return ctx.registry_meta.delete_manifest(registry.id, name, str(reference))
         guards.check_tag_delete(ctx.artifacts, registry.id, name, reference)
-        found = ctx.registry_meta.delete_tag(registry.id, name, reference)
+        return ctx.registry_meta.delete_tag(registry.id, name, reference)
+
+    found = await ctx.sql.run(delete)
     if not found:
         raise RegistryError(
             "MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name!r}", {"reference": str(reference)}
@@ -173,7 +176,7 @@ async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord
     n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
     last = request.query.get("last") or None
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
-    found = ctx.registry_meta.list_tags(registry.id, name, last, n + 1 if n else 0)
+    found = await ctx.sql.run(ctx.registry_meta.list_tags, registry.id, name, last, n + 1 if n else 0)
     if found is None:
         raise RegistryError("NAME_UNKNOWN", f"repository {name!r} is not known to registry", {"name": name})
     headers: dict[str, str] = {}
@@ -190,7 +193,7 @@ async def catalog_page(request: web.Request, ctx: Context, registry: RegistryRec
     n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
     last = request.query.get("last") or None
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, None, (CATALOG,)))
-    found = ctx.registry_meta.list_repositories(registry.id, last, n + 1) if n else []
+    found = (await ctx.sql.run(ctx.registry_meta.list_repositories, registry.id, last, n + 1)) if n else []
     if n and len(found) > n:
         return found[:n], n
     return found, None
@@ -212,7 +215,8 @@ async def referrers(request: web.Request, ctx: Context, registry: RegistryRecord
     last = request.query.get("last") or None
     limit = ctx.settings.limits.page_size_max
     audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
-    found = ctx.registry_meta.referrers(registry.id, name, str(subject), artifact_type, last, limit + 1)
+    found = await ctx.sql.run(ctx.registry_meta.referrers, registry.id, name, str(subject), artifact_type, last,
+                              limit + 1)
     headers: dict[str, str] = {}
     if artifact_type is not None:
         headers[FILTERS_APPLIED] = "artifactType"

@@ -12,10 +12,14 @@ difference. The schema is made and changed by migrations (:mod:`acrlocal.storage
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -126,6 +130,37 @@ def byte_ordered(length: int) -> sa.types.TypeEngine[str]:
     ``key0``) and OCI's lexical order of names: SQLite's default (``BINARY``) and PostgreSQL's ``C`` collation (a
     database's own collation, e.g. ``en_US``, sorts ignoring punctuation first)."""
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class SqlThread:
+    """Where the stores' calls run for the event loop: inline on SQLite, in one thread of its own elsewhere.
+
+    A SQLite statement is a few microseconds on a local file, less than a hop to a thread, so it runs where it is
+    called. A PostgreSQL statement waits for a network round trip, which must not stop the event loop: calls go to
+    one thread, in the order they were made, each whole before the next starts, as they run inline. So a store's
+    method and a check followed by a write in one function (:meth:`run` takes any callable) stay atomic with
+    respect to the others, as the stores and their in-process caches expect. Exceptions come back to the caller.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._pool = None if engine.dialect.name == "sqlite" else ThreadPoolExecutor(1, thread_name_prefix="sql")
+
+    @property
+    def inline(self) -> bool:
+        return self._pool is None
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._pool is None:
+            return fn(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 class DataVersion:
