@@ -85,10 +85,6 @@ class Listeners:
     def ports(self) -> set[int]:
         return set(self._ports)
 
-    def port_of(self, key: str) -> int | None:
-        entry = self._sites.get(key)
-        return entry[1] if entry else None
-
     def allocate(self, base: int, taken: Container[int] = ()) -> socket.socket:
         """Bind a free port from ``base`` to 65535 (any port if ``base`` is 0), avoiding ``taken`` and this
         process's own listeners. :class:`LimitReached` when none is free, or out of file descriptors."""

@@ -333,9 +333,6 @@ class Server:
         finally:
             await self.stop()
 
-    def request_stop(self) -> None:
-        self._stopping.set()
-
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 

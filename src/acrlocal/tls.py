@@ -194,10 +194,6 @@ class LocalCA:
         self._hosts[name] = ctx
         return ctx
 
-    def client_context(self) -> ssl.SSLContext:
-        """A client context that trusts this CA (for our own CLI and tests)."""
-        return ssl.create_default_context(cafile=str(self.ca_path))
-
     # -- internals ---------------------------------------------------------------------------------
 
     def _create_ca(self) -> None:

@@ -474,18 +474,6 @@ class ArmStore:
             return int(conn.execute(sa.delete(role_assignments).where(
                 role_assignments.c.principal_id == principal_id.lower())).rowcount)
 
-    def has_any_assignment(self, principal_ids: Iterable[str], under: str) -> bool:
-        """True if one of the principals holds an assignment at ``under``, above it or anywhere below it."""
-        ids = [p.lower() for p in principal_ids]
-        key = under.lower()
-        c = role_assignments.c
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(c.name).where(
-                c.principal_id.in_(ids),
-                sa.or_(_at_or_below(c.scope_key, key), c.scope_key.in_(_ancestor_scope_keys(under)))).limit(1)).first()
-        return row is not None
-
-
 
 #: Custom role definitions (``Microsoft.Authorization/roleDefinitions`` with ``type: CustomRole``); built-in roles
 #: are code (:mod:`acrlocal.rbac.roles`). A custom role belongs to the tenant it was created in; its name is unique

@@ -114,9 +114,3 @@ class Profile:
         tokens = {k: v for k, v in tokens.items() if isinstance(v, dict) and v.get("expiresOn", 0) > now}
         tokens[key] = {"accessToken": token, "expiresOn": expires_on}
         self._write("tokens.json", tokens)
-
-    def drop_token(self, key: str) -> None:
-        tokens = self._read("tokens.json", {})
-        if isinstance(tokens, dict) and key in tokens:
-            del tokens[key]
-            self._write("tokens.json", tokens)

@@ -42,9 +42,6 @@ class Digest:
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
-    def hasher(self) -> hashlib._Hash:
-        return hashlib.new(self.algorithm)
-
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.encoded}"
 
