@@ -24,7 +24,6 @@ relative to ``acrlocal``::
     ├── storage.artifacts.Blocked(PermissionError)  a deletion refused by a lock
     ├── storage.blobs.DigestMismatch(ValueError)    uploaded bytes do not hash to the digest given
     ├── storage.blobs.UploadTooLarge(ValueError)    an upload past its allowed size
-    ├── storage.blobs.StorageFull(OSError)          no room on the store's disk (below its free space, ENOSPC)
     ├── storage.digest.DigestError(ValueError)      a digest that does not parse or is not supported
     ├── storage.blobs.StorageFull(OSError)          no room on the blob store's disk (below its free-space floor)
     ├── identity.tokens.InvalidToken(ValueError)    an Entra token that is not ours, or not valid here and now
