@@ -22,6 +22,7 @@ def test_status_reports_endpoints_registries_and_ca(acrlocal: AcrLocal) -> None:
     reg = acrlocal.registry("acrlocal")
     assert reg["loginServer"] == f"localhost:{reg['port']}"
     assert status["endpoints"]["resourceManager"].startswith("https://localhost:")
+    assert status["registryCount"] == len(status["registries"]) >= 1  # all of them, while fewer than 100
 
 
 def test_status_query_and_tsv_like_az(acrlocal: AcrLocal) -> None:

@@ -9,6 +9,7 @@ added and removed while the server runs; the control plane calls :meth:`Registry
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -98,6 +99,13 @@ class RegistryHosting:
 
     def all(self) -> list[RegistryRecord]:
         return list(self._by_name.values())
+
+    def first(self, n: int) -> list[RegistryRecord]:
+        """The first ``n`` registries served (in the order they were made; the default registry first)."""
+        return list(itertools.islice(self._by_name.values(), n))
+
+    def count(self) -> int:
+        return len(self._by_name)
 
     def hostname(self, rec: RegistryRecord) -> str:
         return f"{rec.name}.{self.settings.hostname_suffix}"
