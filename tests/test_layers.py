@@ -45,8 +45,6 @@ LOCATOR: frozenset[str] = frozenset({
     "acrlocal.arm.routes -> acrlocal.context",
     "acrlocal.arm.subscriptions -> acrlocal.context",
     "acrlocal.arm.tokens -> acrlocal.context",
-    "acrlocal.identity.oauth -> acrlocal.context",
-    "acrlocal.identity.signin -> acrlocal.context",
     "acrlocal.registry.acr_api -> acrlocal.context",
     "acrlocal.registry.audit -> acrlocal.context",
     "acrlocal.registry.blob_api -> acrlocal.context",

@@ -45,6 +45,7 @@ from acrlocal.identity import imds, oauth
 from acrlocal.identity.bootstrap import admin_file, bootstrap
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.keys import KeyRing
+from acrlocal.identity.services import EntraServices
 from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.listeners import Listeners, bind
 from acrlocal.registry import http as registry_http
@@ -67,9 +68,10 @@ STATUS_REGISTRIES = 100
 LOGIN_PORT = 443
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: The rooms on the control app. Each has ``setup(app, ctx)`` adding its routes, and may have
-#: ``async on_server_started(ctx)``, called once every room and the default registry are up.
-CONTROL_ROOMS: tuple[Any, ...] = (oauth, arm_routes)
+#: The rooms on the control app that still read the Context (the Entra endpoints are handed what they use). Each has
+#: ``setup(app, ctx)`` adding its routes, and may have ``async on_server_started(ctx)``, called once every room and
+#: the default registry are up.
+CONTROL_ROOMS: tuple[Any, ...] = (arm_routes,)
 #: Paths of the registry protocols; on a registry's host name that no registry has, they answer OCI's 404.
 REGISTRY_PATHS = ("/v2/", "/oauth2/", "/acr/")
 
@@ -147,6 +149,7 @@ class Server:
         app = web.Application(middlewares=[registry_by_host], client_max_size=ctx.settings.limits.manifest_max_bytes)
         app["ctx"] = ctx
         app.router.add_get("/healthz", self._healthz)
+        oauth.setup(app, EntraServices(ctx.directory, ctx.keys, ctx.tokens, ctx.lockout))
         for room in CONTROL_ROOMS:
             room.setup(app, ctx)
         if ctx.compute is not None:

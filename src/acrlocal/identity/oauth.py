@@ -22,7 +22,6 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal import publiccloud
-from acrlocal.context import Context
 from acrlocal.errors import NotFound
 from acrlocal.identity.assertions import (
     JWT_BEARER,
@@ -33,6 +32,7 @@ from acrlocal.identity.assertions import (
 )
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.errors import OAuthError
+from acrlocal.identity.services import ENTRA, EntraServices
 from acrlocal.identity.signin import (
     PENDING,
     USER_GRANTS,
@@ -56,9 +56,8 @@ MULTI_TENANT_ALIASES = ("organizations", "common")
 REPLAY = web.AppKey("identity.replay", ReplayCache)
 
 
-def _ctx(request: web.Request) -> Context:
-    ctx: Context = request.app["ctx"]
-    return ctx
+def _entra(request: web.Request) -> EntraServices:
+    return request.app[ENTRA]
 
 
 def _oauth_error(err: OAuthError, request: web.Request) -> web.Response:
@@ -66,17 +65,17 @@ def _oauth_error(err: OAuthError, request: web.Request) -> web.Response:
     return web.json_response(err.body(corr), status=err.status)
 
 
-def _tenant_or_alias(ctx: Context, tenant: str) -> str | None:
+def _tenant_or_alias(entra: EntraServices, tenant: str) -> str | None:
     """A tenant id, or ``None`` for ``organizations``/``common`` (a person's own tenant answers)."""
-    return None if tenant.lower() in MULTI_TENANT_ALIASES else _tenant(ctx, tenant)
+    return None if tenant.lower() in MULTI_TENANT_ALIASES else _tenant(entra, tenant)
 
 
-def _tenant(ctx: Context, tenant: str) -> str:
+def _tenant(entra: EntraServices, tenant: str) -> str:
     if not GUID.match(tenant):
         raise OAuthError("invalid_request", f"Tenant '{tenant}' not found. Check to make sure you have the correct "
                          "tenant ID and are signing into the correct cloud.", 90002)
     try:
-        return ctx.directory.tenant(tenant).id
+        return entra.directory.tenant(tenant).id
     except NotFound:
         raise OAuthError("invalid_request", f"Tenant '{tenant}' not found. Check to make sure you have the correct "
                          "tenant ID and are signing into the correct cloud.", 90002) from None
@@ -106,10 +105,10 @@ def _required(form: Any, name: str) -> str:
     return str(value)
 
 
-def _token_endpoints(ctx: Context, tenant_id: str, request: web.Request | None = None) -> list[str]:
+def _token_endpoints(entra: EntraServices, tenant_id: str, request: web.Request | None = None) -> list[str]:
     """The URLs a client assertion may name as ``aud``: this tenant's v2 and v1 token endpoints, under the
     authority and under the host the request actually came to."""
-    bases = [ctx.tokens.authority]
+    bases = [entra.tokens.authority]
     if request is not None:
         bases.append(f"https://{request.host}")
     return [f"{base}/{tenant_id}/{path}" for base in bases for path in ("oauth2/v2.0/token", "oauth2/token")]
@@ -121,20 +120,20 @@ def _unknown_client(client_id: str, tenant_id: str) -> OAuthError:
                       "administrator of the tenant or consented to by any user in the tenant.", 700016)
 
 
-def _authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: str, audiences: list[str],
+def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, *, resource: str, audiences: list[str],
                         replay: ReplayCache, caller: str | None) -> tuple[Principal, str]:
     """The principal a client-credentials request authenticates as, and Entra's ``appidacr`` for it.
 
     A client secret or a certificate assertion authenticates a service principal; a federated assertion
     authenticates a service principal or a user-assigned managed identity. Raises :class:`OAuthError` for an
     unknown client, a client of another tenant, a bad secret or a bad assertion. Failed client secrets count
-    towards ``ctx.lockout`` for the client id and ``caller``; locked, a secret is refused unchecked (AADSTS50053)."""
+    towards ``entra.lockout`` for the client id and ``caller``; locked, a secret is refused unchecked (AADSTS50053)."""
     client_id = _required(form, "client_id")
-    principal = ctx.directory.find_principal(app_id=client_id)
+    principal = entra.directory.find_principal(app_id=client_id)
     if principal is None or principal.tenant_id != tenant_id or principal.kind not in ("ServicePrincipal",
                                                                                         "ManagedIdentity"):
         raise _unknown_client(client_id, tenant_id)
-    if ctx.directory.service_principal_properties(principal.object_id).get("accountEnabled") is False:
+    if entra.directory.service_principal_properties(principal.object_id).get("accountEnabled") is False:
         raise OAuthError("unauthorized_client", f"Application '{client_id}'({principal.display_name}) is disabled.",
                          7000112)
     secret = form.get("client_secret")
@@ -150,29 +149,29 @@ def _authenticate_client(ctx: Context, tenant_id: str, form: Any, *, resource: s
         if is_certificate_assertion(str(assertion), principal.app_id):
             if principal.kind == "ManagedIdentity":
                 raise _unknown_client(client_id, tenant_id)
-            verify_certificate_assertion(ctx.directory, principal, str(assertion), audiences, resource, replay)
+            verify_certificate_assertion(entra.directory, principal, str(assertion), audiences, resource, replay)
             return principal, "2"
         if principal.kind == "ManagedIdentity" and principal.mi_kind != "user":
             raise _unknown_client(client_id, tenant_id)
-        verify_federated_assertion(ctx.directory, ctx.tokens, principal, str(assertion))
+        verify_federated_assertion(entra.directory, entra.tokens, principal, str(assertion))
         return principal, "2"
     if principal.kind == "ManagedIdentity":
         raise _unknown_client(client_id, tenant_id)
     if secret:
         name = ("client", principal.app_id.lower())
-        locked = ctx.lockout.locked(caller, name)
+        locked = entra.lockout.locked(caller, name)
         if locked is not None:
             log.warning("client secret refused unchecked for app %s from %s: %s locked for %d s", principal.app_id,
                         caller, locked.what, locked.retry_after)
             raise locked_out(locked)
-        if not ctx.directory.check_secret(principal.object_id, str(secret)):
-            started = ctx.lockout.failed(caller, name)
+        if not entra.directory.check_secret(principal.object_id, str(secret)):
+            started = entra.lockout.failed(caller, name)
             log.warning("client secret login failed for app %s from %s: not a current secret%s", principal.app_id,
                         caller, f"; {started.what} locked for {started.retry_after} s" if started else "")
             raise OAuthError("invalid_client", "Invalid client secret provided. Ensure the secret being sent in the "
                              f"request is the client secret value, not the client secret ID, for a secret added to "
                              f"app '{client_id}'.", 7000215, status=401)
-        ctx.lockout.succeeded(name)
+        entra.lockout.succeeded(name)
         return principal, "1"
     raise OAuthError("invalid_client", "The request body must contain the following parameter: 'client_assertion' "
                      "or 'client_secret'.", 7000218, status=401)
@@ -182,10 +181,10 @@ async def openid_configuration(request: web.Request) -> web.Response:
     """A tenant's discovery document; also for Entra's multi-tenant aliases ``organizations`` and ``common``, which
     msal discovers when az builds its public client (``az account clear``, ``az logout``): their issuer is the
     ``{tenantid}`` template, as Entra's. Tokens are only issued on a tenant's own endpoints."""
-    ctx = _ctx(request)
+    entra = _entra(request)
     alias = request.match_info["tenant"].lower()
     try:
-        tenant = alias if alias in MULTI_TENANT_ALIASES else _tenant(ctx, request.match_info["tenant"])
+        tenant = alias if alias in MULTI_TENANT_ALIASES else _tenant(entra, request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
     base = f"https://{request.host}"
@@ -198,7 +197,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
         "id_token_signing_alg_values_supported": ["RS256"],
         "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "issuer": ctx.tokens.issuer("{tenantid}" if tenant in MULTI_TENANT_ALIASES else tenant),
+        "issuer": entra.tokens.issuer("{tenantid}" if tenant in MULTI_TENANT_ALIASES else tenant),
         "request_uri_parameter_supported": False,
         "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
         "device_authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/devicecode",
@@ -224,12 +223,12 @@ async def instance_discovery(request: web.Request) -> web.Response:
 
 
 async def jwks(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    entra = _entra(request)
     try:
-        tenant = _tenant(ctx, request.match_info["tenant"])
+        tenant = _tenant(entra, request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
-    return web.json_response(ctx.keys.jwks(tenant))
+    return web.json_response(entra.keys.jwks(tenant))
 
 
 async def token_v2(request: web.Request) -> web.Response:
@@ -241,13 +240,13 @@ async def token_v1(request: web.Request) -> web.Response:
 
 
 async def _token(request: web.Request, *, v1: bool) -> web.Response:
-    ctx = _ctx(request)
+    entra = _entra(request)
     try:
-        maybe_tenant = _tenant_or_alias(ctx, request.match_info["tenant"])
+        maybe_tenant = _tenant_or_alias(entra, request.match_info["tenant"])
         form = await read_form(request)
         grant = _required(form, "grant_type")
         if grant in USER_GRANTS:
-            return web.json_response(await user_grant(request, ctx, maybe_tenant, grant, form, v1=v1))
+            return web.json_response(await user_grant(request, entra, maybe_tenant, grant, form, v1=v1))
         if maybe_tenant is None:
             raise OAuthError("invalid_request", "Specified tenant identifier 'organizations' is neither a valid DNS "
                              "name, nor a valid external domain: client credentials need a tenant.", 90002)
@@ -256,14 +255,14 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
             raise OAuthError("unsupported_grant_type", f"The grant type '{grant}' is not supported over the "
                              "/token endpoint.", 70003)
         audience = _required(form, "resource") if v1 else _audience_from_scope(_required(form, "scope"))
-        principal, method = _authenticate_client(ctx, tenant, form, resource=audience,
-                                                audiences=_token_endpoints(ctx, tenant, request),
+        principal, method = _authenticate_client(entra, tenant, form, resource=audience,
+                                                audiences=_token_endpoints(entra, tenant, request),
                                                 replay=request.app[REPLAY], caller=request.remote)
     except OAuthError as err:
         return _oauth_error(err, request)
     # RS256 signing releases the GIL: in the executor it runs on another core while the loop serves.
     token = await asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(ctx.tokens.issue, principal, audience, SP_TOKEN_LIFETIME_S, auth_method=method))
+        None, functools.partial(entra.tokens.issue, principal, audience, SP_TOKEN_LIFETIME_S, auth_method=method))
     if v1:
         return web.json_response({
             "token_type": "Bearer", "expires_in": str(SP_TOKEN_LIFETIME_S), "ext_expires_in": str(SP_TOKEN_LIFETIME_S),
@@ -275,33 +274,35 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
 
 
 async def devicecode(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    entra = _entra(request)
     try:
-        return await device_code(request, ctx, _tenant_or_alias(ctx, request.match_info["tenant"]))
+        return await device_code(request, entra, _tenant_or_alias(entra, request.match_info["tenant"]))
     except OAuthError as err:
         return _oauth_error(err, request)
 
 
 async def authorize_page(request: web.Request) -> web.StreamResponse:
-    ctx = _ctx(request)
+    entra = _entra(request)
     try:
-        tenant = _tenant_or_alias(ctx, request.match_info["tenant"])
+        tenant = _tenant_or_alias(entra, request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
     try:
-        return await authorize(request, ctx, tenant)
+        return await authorize(request, entra, tenant)
     except OAuthError as err:  # a form that cannot be read
         return trouble_page(err)
 
 
 async def device_login_page(request: web.Request) -> web.StreamResponse:
     try:
-        return await device_login(request, _ctx(request))
+        return await device_login(request, _entra(request))
     except OAuthError as err:  # a form that cannot be read
         return trouble_page(err)
 
 
-def setup(app: web.Application, ctx: Context) -> None:
+def setup(app: web.Application, entra: EntraServices) -> None:
+    """Add the Entra endpoints to ``app``, serving with ``entra``."""
+    app[ENTRA] = entra
     app[REPLAY] = ReplayCache()
     app[PENDING] = PendingSignIns()
     app.router.add_post("/{tenant}/oauth2/v2.0/devicecode", devicecode)

@@ -42,10 +42,10 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from acrlocal import inbound
-from acrlocal.context import Context
 from acrlocal.identity.directory import Application, Principal, User
 from acrlocal.identity.errors import OAuthError
 from acrlocal.identity.passwords import verify_password
+from acrlocal.identity.services import EntraServices
 from acrlocal.inbound import MalformedRequest
 from acrlocal.lockout import Locked
 
@@ -92,28 +92,28 @@ def locked_out(locked: Locked) -> OAuthError:
                       f"incorrect user ID or password. Try again in {locked.retry_after} seconds.", 50053)
 
 
-async def authenticate_user(ctx: Context, username: str, password: str, tenant_id: str | None,
+async def authenticate_user(entra: EntraServices, username: str, password: str, tenant_id: str | None,
                             caller: str | None) -> User:
     """The user whose credentials these are (in ``tenant_id``, if given); :class:`OAuthError` otherwise. The one
-    place a password is checked. Failures count towards ``ctx.lockout`` for the user name and for ``caller`` (the
+    place a password is checked. Failures count towards ``entra.lockout`` for the user name and for ``caller`` (the
     client's address); a locked name or caller gets AADSTS50053 with the password unchecked. Failures and lockouts
     are logged (never the password)."""
     name = ("user", username.strip().lower()[:256])
-    locked = ctx.lockout.locked(caller, name)
+    locked = entra.lockout.locked(caller, name)
     if locked is not None:
         log.warning("sign-in refused unchecked for %r from %s: %s locked for %d s", name[1], caller, locked.what,
                     locked.retry_after)
         raise locked_out(locked)
-    user = ctx.directory.find_user(username) if username else None
-    stored = ctx.directory.password_hash(user.object_id) if user is not None else None
+    user = entra.directory.find_user(username) if username else None
+    stored = entra.directory.password_hash(user.object_id) if user is not None else None
     async with CHECKING:
         ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
     if not ok or user is None or (tenant_id is not None and user.tenant_id != tenant_id):
-        started = ctx.lockout.failed(caller, name)
+        started = entra.lockout.failed(caller, name)
         log.warning("sign-in failed for %r from %s: invalid user name or password%s", name[1], caller,
                     f"; {started.what} locked for {started.retry_after} s" if started else "")
         raise _invalid_credentials()
-    ctx.lockout.succeeded(name)
+    entra.lockout.succeeded(name)
     if not user.account_enabled:
         raise OAuthError("invalid_grant", "The user account is disabled.", 50057)
     if user.force_change:
@@ -123,12 +123,12 @@ async def authenticate_user(ctx: Context, username: str, password: str, tenant_i
     return user
 
 
-def client_name(ctx: Context, client_id: str, tenant_id: str | None) -> str:
+def client_name(entra: EntraServices, client_id: str, tenant_id: str | None) -> str:
     """The name of a client a person may sign in to; :class:`OAuthError` for any other."""
     name = FIRST_PARTY_CLIENTS.get(client_id.lower())
     if name is not None:
         return name
-    app: Application | None = ctx.directory.find_application(app_id=client_id)
+    app: Application | None = entra.directory.find_application(app_id=client_id)
     public = app is not None and (app.properties.get("isFallbackPublicClient") or
                                   (app.properties.get("publicClient") or {}).get("redirectUris"))
     if app is None or not public or (tenant_id is not None and app.tenant_id != tenant_id):
@@ -157,7 +157,7 @@ def user_resource(scope: str) -> tuple[str, str]:
     return audiences.pop(), " ".join(resources)
 
 
-async def user_tokens(ctx: Context, user: User, client_id: str, scope: str, *, nonce: str | None = None,
+async def user_tokens(entra: EntraServices, user: User, client_id: str, scope: str, *, nonce: str | None = None,
                       refresh_token: str | None = None, v1_resource: str | None = None) -> dict[str, Any]:
     """The token response for a signed-in user: access token, ID token, refresh token, client_info."""
     if v1_resource is not None:
@@ -166,7 +166,7 @@ async def user_tokens(ctx: Context, user: User, client_id: str, scope: str, *, n
         audience, granted = user_resource(scope)
     principal = Principal(user.object_id, user.tenant_id, "User", user.object_id, user.display_name)
     names = user.properties
-    scp = GRAPH_SCOPES if audience.rstrip("/") in (GRAPH_RESOURCE, ctx.tokens.authority) else "user_impersonation"
+    scp = GRAPH_SCOPES if audience.rstrip("/") in (GRAPH_RESOURCE, entra.tokens.authority) else "user_impersonation"
     claims: dict[str, Any] = {
         "appid": client_id.lower(), "azp": client_id.lower(), "appidacr": "0", "azpacr": "0", "amr": ["pwd"],
         "upn": user.user_principal_name, "unique_name": user.user_principal_name, "name": user.display_name,
@@ -176,15 +176,15 @@ async def user_tokens(ctx: Context, user: User, client_id: str, scope: str, *, n
         if names.get(prop):
             claims[claim] = names[prop]
     loop = asyncio.get_running_loop()
-    token = await loop.run_in_executor(None, lambda: ctx.tokens.issue(principal, audience, USER_TOKEN_LIFETIME_S,
+    token = await loop.run_in_executor(None, lambda: entra.tokens.issue(principal, audience, USER_TOKEN_LIFETIME_S,
                                                                       extra=claims))
     id_claims: dict[str, Any] = {"preferred_username": user.user_principal_name, "name": user.display_name,
                                  "idtyp": "user", "appid": client_id.lower(), "azp": client_id.lower()}
     if nonce:
         id_claims["nonce"] = nonce
-    id_token = await loop.run_in_executor(None, lambda: ctx.tokens.issue(principal, client_id.lower(),
+    id_token = await loop.run_in_executor(None, lambda: entra.tokens.issue(principal, client_id.lower(),
                                                                          USER_TOKEN_LIFETIME_S, extra=id_claims))
-    refresh = refresh_token or ctx.directory.issue_refresh_token(user.object_id, client_id)
+    refresh = refresh_token or entra.directory.issue_refresh_token(user.object_id, client_id)
     body: dict[str, Any] = {"token_type": "Bearer", "scope": granted, "expires_in": USER_TOKEN_LIFETIME_S,
                             "ext_expires_in": USER_TOKEN_LIFETIME_S, "access_token": token.token,
                             "refresh_token": refresh, "id_token": id_token.token,
@@ -317,7 +317,7 @@ def _form_text(form: Any, name: str) -> str:
     return value
 
 
-async def user_grant(request: web.Request, ctx: Context, tenant_id: str | None, grant: str, form: Any,
+async def user_grant(request: web.Request, entra: EntraServices, tenant_id: str | None, grant: str, form: Any,
                      *, v1: bool) -> dict[str, Any]:
     """A user grant on a token endpoint; ``tenant_id`` is ``None`` on ``organizations``/``common``."""
     pending = request.app[PENDING]
@@ -328,33 +328,33 @@ async def user_grant(request: web.Request, ctx: Context, tenant_id: str | None, 
         raise OAuthError("invalid_request", "The request body must contain the following parameter: 'resource'.",
                          900144)
     if grant == "password":
-        client_name(ctx, client_id, tenant_id)
-        user = await authenticate_user(ctx, _form_text(form, "username"), _form_text(form, "password"), tenant_id,
+        client_name(entra, client_id, tenant_id)
+        user = await authenticate_user(entra, _form_text(form, "username"), _form_text(form, "password"), tenant_id,
                                        request.remote)
-        return await user_tokens(ctx, user, client_id, scope, v1_resource=resource)
+        return await user_tokens(entra, user, client_id, scope, v1_resource=resource)
     if grant == "refresh_token":
         token = _form_text(form, "refresh_token")
-        found = ctx.directory.redeem_refresh_token(token, client_id)
+        found = entra.directory.redeem_refresh_token(token, client_id)
         if found is None or (tenant_id is not None and found.tenant_id != tenant_id):
             raise OAuthError("invalid_grant", "The refresh token is not valid: it has expired, was revoked (new "
                              "password, disabled account), or belongs to another client or tenant.", 700082)
-        return await user_tokens(ctx, found, client_id, scope, refresh_token=token, v1_resource=resource)
+        return await user_tokens(entra, found, client_id, scope, refresh_token=token, v1_resource=resource)
     if grant == DEVICE_CODE_GRANT:
         user = pending.redeem_device_code(_form_text(form, "device_code"), client_id)
-        return await user_tokens(ctx, user, client_id, scope, v1_resource=resource)
+        return await user_tokens(entra, user, client_id, scope, v1_resource=resource)
     assert grant == "authorization_code"
     code = pending.redeem_code(_form_text(form, "code"), client_id, _form_text(form, "redirect_uri"),
                                _form_text(form, "code_verifier"))
     if tenant_id is not None and code.user.tenant_id != tenant_id:
         raise OAuthError("invalid_grant", "The authorization code was issued in another tenant.", 70008)
-    return await user_tokens(ctx, code.user, client_id, scope or code.scope, nonce=code.nonce, v1_resource=resource)
+    return await user_tokens(entra, code.user, client_id, scope or code.scope, nonce=code.nonce, v1_resource=resource)
 
 
-async def device_code(request: web.Request, ctx: Context, tenant_id: str | None) -> web.Response:
+async def device_code(request: web.Request, entra: EntraServices, tenant_id: str | None) -> web.Response:
     """``POST /{tenant}/oauth2/v2.0/devicecode``: start a device flow for a public client."""
     form = await read_form(request)
     client_id = _form_text(form, "client_id").lower()
-    name = client_name(ctx, client_id, tenant_id)
+    name = client_name(entra, client_id, tenant_id)
     scope = str(form.get("scope") or form.get("resource") or "")
     user_resource(scope)
     flow = request.app[PENDING].start_device_flow(client_id, name, scope, tenant_id)
@@ -434,7 +434,7 @@ def _loopback_redirect(uri: str) -> bool:
     return parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1") and not parts.fragment
 
 
-async def authorize(request: web.Request, ctx: Context, tenant_id: str | None) -> web.StreamResponse:
+async def authorize(request: web.Request, entra: EntraServices, tenant_id: str | None) -> web.StreamResponse:
     """``/{tenant}/oauth2/v2.0/authorize``: GET shows the sign-in page, POST checks the credentials and redirects
     to the client's loopback ``redirect_uri`` with a code. Requests that cannot be answered by a redirect (unknown
     client, a redirect URI that is not loopback, no PKCE) get an error page."""
@@ -442,7 +442,7 @@ async def authorize(request: web.Request, ctx: Context, tenant_id: str | None) -
     client_id = q.get("client_id", "").lower()
     redirect_uri = q.get("redirect_uri", "")
     try:
-        name = client_name(ctx, client_id, tenant_id) if client_id else None
+        name = client_name(entra, client_id, tenant_id) if client_id else None
     except OAuthError as exc:
         return trouble_page(exc)
     problem = None
@@ -471,7 +471,7 @@ async def authorize(request: web.Request, ctx: Context, tenant_id: str | None) -
     form = await read_form(request)
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
     try:
-        user = await authenticate_user(ctx, username, password, tenant_id, request.remote)
+        user = await authenticate_user(entra, username, password, tenant_id, request.remote)
     except OAuthError as exc:
         return page("Sign in to your account", intro + _credentials_form(
             str(request.rel_url), username=username, error=_page_error(exc)), status=200)
@@ -498,7 +498,7 @@ def _page_error(exc: OAuthError) -> str:
     return f"AADSTS{exc.aadsts}: {exc.message}"
 
 
-async def device_login(request: web.Request, ctx: Context) -> web.StreamResponse:
+async def device_login(request: web.Request, entra: EntraServices) -> web.StreamResponse:
     """``/devicelogin``: a person enters the code a device showed, signs in, and the device's flow is approved."""
     heading = "<h1>Enter code</h1><p>Enter the code displayed on your app or device.</p>"
     code_form = ("<form method=post action=/devicelogin autocomplete=off>{error}<label for=code>Code</label>"
@@ -519,7 +519,7 @@ async def device_login(request: web.Request, ctx: Context) -> web.StreamResponse
             "/devicelogin", hidden={"code": flow.user_code}, button="Continue"))
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
     try:
-        user = await authenticate_user(ctx, username, password, flow.tenant_id, request.remote)
+        user = await authenticate_user(entra, username, password, flow.tenant_id, request.remote)
     except OAuthError as exc:
         return page("Sign in to your account", intro + _credentials_form(
             "/devicelogin", username=username, error=_page_error(exc), hidden={"code": flow.user_code},

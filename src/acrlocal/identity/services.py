@@ -1,0 +1,28 @@
+"""What the Entra endpoints (:mod:`.oauth`, :mod:`.signin`) use, handed in by ``server.py`` when it assembles the
+server; they read nothing else of the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from acrlocal.identity.directory import Directory
+from acrlocal.identity.keys import KeyRing
+from acrlocal.identity.tokens import TokenIssuer
+from acrlocal.lockout import Lockout
+
+
+@dataclass(frozen=True)
+class EntraServices:
+    """Who exists (``directory``), the tenants' signing keys and JWKS (``keys``), the token issuer (``tokens``), and
+    the failed sign-in counter (``lockout``, shared with the registries' token services)."""
+
+    directory: Directory
+    keys: KeyRing
+    tokens: TokenIssuer
+    lockout: Lockout
+
+
+#: Where :func:`acrlocal.identity.oauth.setup` keeps them on the application.
+ENTRA = web.AppKey("identity.entra", EntraServices)
