@@ -51,7 +51,6 @@ LOCATOR: frozenset[str] = frozenset({
     "acrlocal.registry.housekeeping -> acrlocal.context",
     "acrlocal.registry.http -> acrlocal.context",
     "acrlocal.registry.manifest_api -> acrlocal.context",
-    "acrlocal.registry.permissions -> acrlocal.context",
     "acrlocal.registry.revocation -> acrlocal.context",
     "acrlocal.registry.token_auth -> acrlocal.context",
     "acrlocal.registry.token_service -> acrlocal.context",

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from acrlocal.context import Context
 from acrlocal.errors import NotFound
-from acrlocal.identity.directory import Principal
+from acrlocal.identity.directory import Directory, Principal
 from acrlocal.rbac import InvalidScope, RegistryPermission, RoleAssignment, RoleAssignmentMode, registry_permissions
 from acrlocal.rbac.roles import RoleDefinition
-from acrlocal.registry.auth_events import ControlPlaneAccess, SubjectKind
+from acrlocal.registry.auth_events import ControlPlaneAccess, ScopedTokenPolicy, SubjectKind
 from acrlocal.registry.scopes import ALL, CATALOG, REGISTRY, REPOSITORY
 from acrlocal.storage.metadata import RegistryRecord
 
@@ -68,17 +67,17 @@ def registry_subscription(registry: RegistryRecord) -> str | None:
     return None
 
 
-def check_principal(ctx: Context, registry: RegistryRecord, object_id: str, tenant: str) -> Principal:
+def check_principal(directory: Directory, registry: RegistryRecord, object_id: str, tenant: str) -> Principal:
     """The principal, if it still exists in ``tenant`` and ``tenant`` owns the registry's subscription;
     :class:`SubjectRefused` otherwise."""
-    principal = ctx.directory.find_principal(object_id=object_id)
+    principal = directory.find_principal(object_id=object_id)
     if principal is None or principal.tenant_id.lower() != tenant.lower():
         raise SubjectRefused(f"principal {object_id} does not exist in tenant {tenant}")
     subscription = registry_subscription(registry)
     if subscription is None:
         raise SubjectRefused(f"registry {registry.name} has no Azure resource to authorize against")
     try:
-        owner = ctx.directory.subscription(subscription).tenant_id
+        owner = directory.subscription(subscription).tenant_id
     except NotFound:
         raise SubjectRefused(f"the subscription of registry {registry.name} does not exist") from None
     if owner.lower() != tenant.lower():
@@ -96,8 +95,9 @@ class CurrentPermissions:
     """The permissions of one subject in one registry, read from current state once (one query for a
     principal's role assignments) and then asked per resource."""
 
-    ctx: Context
+    directory: Directory
     access: ControlPlaneAccess
+    scoped_tokens: ScopedTokenPolicy | None
     registry: RegistryRecord
     subject: Subject
     _assignments: list[RoleAssignment] | None = field(default=None, repr=False)
@@ -109,7 +109,7 @@ class CurrentPermissions:
         members."""
         if self._principal_ids is None:
             assert self.subject.id is not None
-            self._principal_ids = [self.subject.id, *self.ctx.directory.member_of(self.subject.id)]
+            self._principal_ids = [self.subject.id, *self.directory.member_of(self.subject.id)]
         return self._principal_ids
 
     def definitions(self) -> dict[str, RoleDefinition]:
@@ -170,7 +170,7 @@ class CurrentPermissions:
         return frozenset({PULL}) if anonymous_pull_enabled(self.registry) else frozenset()
 
     def _scoped(self, resource_type: str, name: str) -> frozenset[str]:
-        policy = self.ctx.scoped_tokens
+        policy = self.scoped_tokens
         if policy is None or self.subject.id is None:
             return frozenset()
         return frozenset(policy.actions(self.registry, self.subject.id, resource_type, name))

@@ -230,10 +230,11 @@ class TokenAuthorizer:
             if subject.id is None or subject.tenant is None:
                 return False
             try:
-                check_principal(ctx, registry, subject.id, subject.tenant)
+                check_principal(ctx.directory, registry, subject.id, subject.tenant)
             except SubjectRefused:
                 return False
-        allowed = CurrentPermissions(ctx, self.access, registry, subject).actions(needed[0], needed[1])
+        permissions = CurrentPermissions(ctx.directory, self.access, ctx.scoped_tokens, registry, subject)
+        allowed = permissions.actions(needed[0], needed[1])
         return all(a in allowed for a in needed[2])
 
     async def permits(

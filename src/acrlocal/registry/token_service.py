@@ -294,7 +294,7 @@ class TokenService:
             self._audit(ctx, request, registry, subject, "failed", detail="exchange: tenant mismatch")
             raise _unauthorized(f"the access token was issued by tenant {tenant}, not {asked_tenant[:40]}")
         try:
-            check_principal(ctx, registry, oid, tenant)
+            check_principal(ctx.directory, registry, oid, tenant)
         except SubjectRefused as exc:
             self._audit(ctx, request, registry, subject, "failed", detail=f"exchange: {exc}")
             raise _unauthorized(f"{exc}; {ACR_HELP}") from None
@@ -322,7 +322,7 @@ class TokenService:
             raise _bad_request(str(exc)) from None
 
         def compute() -> list[ResourceScope]:
-            perms = CurrentPermissions(ctx, self.access, registry, subject)
+            perms = CurrentPermissions(ctx.directory, self.access, ctx.scoped_tokens, registry, subject)
             return [g for g in (grant(perms, s) for s in asked) if g.actions]
 
         granted = self._current(("grant", subject, registry.uid, tuple(asked)), compute)
@@ -401,7 +401,7 @@ class TokenService:
             raise not_registered
         subject = Subject("principal", principal.object_id, principal.tenant_id)
         try:
-            check_principal(ctx, registry, principal.object_id, principal.tenant_id)
+            check_principal(ctx.directory, registry, principal.object_id, principal.tenant_id)
         except SubjectRefused as exc:
             self._audit(ctx, request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: {exc}")
@@ -425,7 +425,7 @@ class TokenService:
                 raise InvalidRegistryToken(f"the refresh token is for another registry {refresh.registry}"
                                            f"{' (since deleted)' if refresh.registry == registry.name else ''}")
             self._current(("principal", refresh.principal, refresh.tenant, registry.uid),
-                          lambda: check_principal(ctx, registry, refresh.principal, refresh.tenant))
+                          lambda: check_principal(ctx.directory, registry, refresh.principal, refresh.tenant))
         except (InvalidRegistryToken, SubjectRefused) as exc:
             self._audit(ctx, request, registry, None, "failed",
                         detail=f"refresh token: {exc}{self._failed(ctx, request, None)}")
