@@ -39,6 +39,7 @@ LAZY_COMMANDS = {
     "az-setup": "az_setup:az_setup",
     "az": "az:az",
     "db": "db:db",
+    "migrate": "db:migrate",
     "admin": "admin:admin",
 }
 
