@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import harness, postgres
+from tests.dockerd import PrivateDockerd, private_dockerd, require
 from tests.harness import AcrLocal, running
 
 BACKENDS = ("sqlite", "postgresql")
@@ -66,3 +67,12 @@ def fresh_acrlocal(tmp_path: Path) -> Iterator[AcrLocal]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
+    """A private Docker Engine (see :mod:`tests.dockerd`) for the session, stopped at its end. Missing docker.io
+    fails the test unless ``$ACRLOCAL_TEST_NO_DOCKER`` is set."""
+    require("docker", "dockerd", "unshare")
+    with private_dockerd(tmp_path_factory.mktemp("dockerd")) as engine:
+        yield engine

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.dockerd import require
 from tests.harness import AcrLocal
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
@@ -46,16 +47,13 @@ def test_acr_login_expose_token_gives_a_refresh_token_the_registry_accepts(acrlo
     assert by_server["loginServer"] == acrlocal.login_server()
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
 def test_acr_login_with_docker_daemon_down_fails_like_az_and_writes_nothing(acrlocal: AcrLocal,
                                                                             tmp_path: Path) -> None:
-    probe = subprocess.run(["docker", "ps"], capture_output=True, env={**os.environ,
-                                                                      "DOCKER_CONFIG": str(tmp_path / "probe")})
-    if not probe.stderr:
-        pytest.skip("a docker daemon is running here")
+    require("docker")
     docker_config = tmp_path / "docker"
     proc = acrlocal.cli("acr", "login", "-n", "acrlocal", check=False,
-                        env={"DOCKER_COMMAND": "docker", "DOCKER_CONFIG": str(docker_config)})
+                        env={"DOCKER_COMMAND": "docker", "DOCKER_CONFIG": str(docker_config),
+                             "DOCKER_HOST": f"unix://{tmp_path / 'no-docker.sock'}"})
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("WARNING: You may want to use 'acrlocal acr login -n acrlocal --expose-token'")
     assert "An error occurred: DOCKER_COMMAND_ERROR\nCannot connect to the Docker daemon" in proc.stderr

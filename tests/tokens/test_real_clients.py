@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import oras.client
 import pytest
 
 from tests.compute.conftest import mgmt_for
+from tests.dockerd import require
 from tests.harness import REFRESH_TOKEN_USER, AcrLocal
 from tests.interop.tools import Containers
 from tests.ocitools import config_blob, image, tar_layer, write_layout
@@ -128,9 +128,9 @@ def test_podman_login_then_skopeo_push_and_pull(server: AcrLocal, tmp_path: Path
         assert bad.returncode != 0
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
 def test_docker_login_without_an_engine_then_oras_pull_and_push(server: AcrLocal, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    require("docker")
     _, refresh = server.registry_credentials()
     home = tmp_path / "home"
     config = home / ".docker"

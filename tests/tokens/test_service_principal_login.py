@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import requests
 
 from acrlocal.identity.directory import Directory
 from tests.arm.conftest import Arm, admin_of, subscription_of
+from tests.dockerd import require
 from tests.harness import REFRESH_TOKEN_USER, AcrLocal
 from tests.interop.tools import Containers, ToolError
 from tests.ocitools import config_blob, image, tar_layer, write_layout
@@ -149,10 +149,10 @@ def docker_login(tmp_path: Path, server: AcrLocal, user: str, password: str) -> 
     return home, out.stderr if out.returncode else ""
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
 def test_docker_login_with_app_id_and_secret_then_oras_push_and_pull(
         server: AcrLocal, pusher: ServicePrincipal, puller: ServicePrincipal, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    require("docker")
     target = f"{server.login_server()}/splogin/oras:v1"
     artifact = tmp_path / "artifact.txt"
     artifact.write_text(f"pushed by oras-py after docker login as a service principal {uuid.uuid4()}\n")
