@@ -7,7 +7,8 @@ relative to ``acrlocal``::
 
     AcrLocalError                                   base of everything raised on purpose
     ├── ConfigError(ValueError)                     a setting, flag, data directory or sandbox description
-    │   └── storage.schema.SchemaError              a database that cannot be migrated to this code's schema
+    │   ├── storage.schema.SchemaError              a database that cannot be migrated to this code's schema
+    │   └── storage.copy.TargetNotEmpty             a database to copy into that already has rows
     ├── AlreadyExists(ValueError)                   a name is taken
     ├── ValueTooLong(ValueError)                    a value longer than the column that keeps it (checked before
     │                                               the database sees it)
