@@ -81,15 +81,23 @@ class PostgresServer:
         pwfile.unlink()
         for attempt in range(5):
             self.port = _free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
             try:
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
-                          "-o", options, "-w", "-t", "60", "start")
+                self.start_server()
                 return
             except RuntimeError:
                 if attempt == 4 or "could not bind" not in self.log():
                     raise
+
+    def start_server(self) -> None:
+        """Start the cluster's server on :attr:`port` (again, after :meth:`stop_server`)."""
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
+                  "-o", options, "-w", "-t", "60", "start")
+
+    def stop_server(self) -> None:
+        """Stop the server, keeping the cluster (``pg_ctl stop -m fast``: open connections are cut)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{USER}:{self.password}@127.0.0.1:{self.port}/{database}"

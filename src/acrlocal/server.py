@@ -146,7 +146,8 @@ class Server:
                 return registry_http.unknown_registry(name)  # a registry deleted (or never made): OCI's 404
             return await handler(request)
 
-        app = web.Application(middlewares=[registry_by_host], client_max_size=ctx.settings.limits.manifest_max_bytes)
+        app = web.Application(middlewares=[registry_by_host, oauth.unavailable_middleware],
+                              client_max_size=ctx.settings.limits.manifest_max_bytes)
         app["ctx"] = ctx
         app.router.add_get("/healthz", self._healthz)
         oauth.setup(app, EntraServices(ctx.directory, ctx.keys, ctx.tokens, ctx.lockout))

@@ -30,6 +30,7 @@ from acrlocal.arm.templates import TemplateError, jsonc
 from acrlocal.context import Context
 from acrlocal.errors import NotFound, ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
+from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         response = error_response(ArmError(exc.status, codes.get(exc.status, "InvalidRequestContent"), str(exc)))
     except ValueTooLong as exc:
         response = error_response(ArmError(400, "InvalidRequestContent", f"The request content was invalid: {exc}."))
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            log.warning("ARM request %s %s: the database is not reachable (%s)", request.method, request.path,
+                        type(exc).__name__)
+            response = error_response(ArmError(503, "ServiceUnavailable", "The service is unavailable now; retry "
+                                               "the request later.", headers={"Retry-After": str(RETRY_AFTER_S)}))
+            response.headers.update(ids)
+            return response
         log.exception("ARM request %s %s failed", request.method, request.path)
         response = error_response(ArmError(500, "InternalServerError", "The server encountered an internal error; "
                                            f"request id {ids['x-ms-request-id']}."))

@@ -46,6 +46,7 @@ from acrlocal.identity.signin import (
     user_grant,
     user_realm,
 )
+from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,24 @@ async def device_login_page(request: web.Request) -> web.StreamResponse:
         return await device_login(request, _entra(request))
     except OAuthError as err:  # a form that cannot be read
         return trouble_page(err)
+
+
+@web.middleware
+async def unavailable_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """While the database cannot be reached, the Entra endpoints answer as Entra does when it cannot serve:
+    503 ``temporarily_unavailable`` (AADSTS90033, "a transient error") with ``Retry-After``. Other errors pass."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        log.warning("%s %s: the database is not reachable (%s)", request.method, request.path, type(exc).__name__)
+        err = OAuthError("temporarily_unavailable", "A transient error has occurred. Please try again.", 90033,
+                         status=503)
+        answer = _oauth_error(err, request)
+        answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return answer
 
 
 def setup(app: web.Application, entra: EntraServices) -> None:

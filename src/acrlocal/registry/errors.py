@@ -33,6 +33,7 @@ CODES: dict[str, tuple[int, str]] = {
     "MANIFEST_TOO_LARGE": (413, "manifest too large"),
     "PAGINATION_NUMBER_INVALID": (400, "invalid number of results requested"),
     "UNKNOWN": (500, "unknown error"),
+    "UNAVAILABLE": (503, "service unavailable"),  # Distribution's code for a 503
     # ACR's own: a lock (changeable attribute) forbids the operation; a tag that does not exist (/acr/v1).
     "REGISTRY_DISALLOWED_OPERATION": (405, "The operation is disallowed on this registry, repository or image."),
     "TAG_UNKNOWN": (404, "the specified tag does not exist"),

@@ -34,6 +34,7 @@ from acrlocal.registry.paths import Endpoint, Route, parse_path
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, error_response
 from acrlocal.storage.digest import Digest
 from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,12 @@ async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamRe
     if request.path.startswith("/oauth2/"):
         service = request.app["ctx"].token_service
         if service is not None:
-            return await service.handle(request, registry)
+            try:
+                return await service.handle(request, registry)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                return unavailable(request, exc)
     route = parse_path(request.raw_path)
     try:
         handler = ROUTES.get((route.endpoint, request.method)) if route is not None else None
@@ -115,9 +121,18 @@ async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamRe
         return error_response(RegistryError(code, str(exc), status=400))
     except (ConnectionError, asyncio.CancelledError):
         raise
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            return unavailable(request, exc)
         log.exception("%s %s failed", request.method, request.path)
         return error_response(RegistryError("UNKNOWN", "internal error; the server log has the details"))
+
+
+def unavailable(request: web.Request, exc: BaseException) -> web.Response:
+    """503 UNAVAILABLE with ``Retry-After`` while the database cannot be reached."""
+    log.warning("%s %s: the database is not reachable (%s)", request.method, request.path, type(exc).__name__)
+    return error_response(RegistryError("UNAVAILABLE", "the registry's database is not reachable now; retry later",
+                                        status=503, headers={"Retry-After": str(RETRY_AFTER_S)}))
 
 
 # The OCI code of a value that validation let through but that is longer than where it is kept.

@@ -112,6 +112,21 @@ def _check_lengths(conn: Any, statement: Any, multiparams: Any, params: Any, opt
             _check(table, limits, row)
 
 
+#: Seconds a client is told to wait (``Retry-After``) while the database cannot be reached.
+RETRY_AFTER_S = 5
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the database cannot be reached now (stopped, restarting, its connections cut, the
+    pool exhausted, SQLite busy past its timeout) rather than that a statement is wrong: the HTTP layers answer it
+    with their protocol's 503 and ``Retry-After``, and the engine's pool reconnects once the database is back."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa.exc.OperationalError) and type(exc.orig).__module__ == "sqlite3":
+        return any(word in str(exc.orig) for word in ("locked", "busy"))  # not "no such table": a defect
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
+
+
 def racing_insert(conn: sa.Connection, table: sa.Table) -> Any:
     """An INSERT into ``table`` with ``on_conflict_do_nothing`` and ``on_conflict_do_update`` (``ON CONFLICT``,
     which PostgreSQL and SQLite both have), for rows that writers in other processes or threads may insert at the

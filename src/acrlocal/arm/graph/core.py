@@ -31,6 +31,7 @@ from acrlocal.errors import ValueTooLong
 from acrlocal.identity.directory import GLOBAL_ADMINISTRATOR, Principal
 from acrlocal.identity.tokens import InvalidToken
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
+from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,14 @@ def make_dispatch(ctx: Context, store: ArmStore, router: Router) -> Callable[[we
         except ValueTooLong as exc:
             return GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{exc.column}': "
                               f"{exc}.").response(request)
-        except Exception:
+        except Exception as exc:
+            if database_unavailable(exc):
+                log.warning("Graph request %s %s: the database is not reachable (%s)", request.method, request.path,
+                            type(exc).__name__)
+                response = GraphError(503, "serviceNotAvailable", "The service is temporarily unavailable; retry "
+                                      "later.").response(request)
+                response.headers["Retry-After"] = str(RETRY_AFTER_S)
+                return response
             log.exception("Graph request %s %s failed", request.method, request.path)
             return GraphError(500, "generalException", "An internal server error occurred; request id "
                               f"{uuid.uuid4()}.").response(request)
