@@ -71,3 +71,35 @@ def test_deleting_a_group_keeps_assignments_of_look_alike_groups(tmp_path: Path,
     left = sorted(a.scope.split("/")[4] for a in store.assignments(principal_ids=[P]))
     assert left == sorted(["a_b2", "aXb"])
     engine.dispose()
+
+
+def test_replicas_putting_the_same_group_and_resource_end_in_one_serial_order(database_url: str) -> None:
+    """Concurrent PUTs of one new resource group and one new resource (other replicas; here threads with
+    connections of their own): none fails, exactly one reports that it created it, as in some serial order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from acrlocal.arm.store import ResourceGroup
+
+    engine = open_engine(database_url)
+    store = ArmStore(engine)
+    writers = 6
+    for round_ in range(5):
+        barrier = threading.Barrier(writers)
+        name = f"race-{round_}"
+        resource_id = f"/subscriptions/{SUB}/resourceGroups/{name}/providers/Microsoft.ManagedIdentity/" \
+                      "userAssignedIdentities/id"
+
+        def put(i: int, name: str = name, resource_id: str = resource_id,
+                barrier: threading.Barrier = barrier) -> tuple[bool, bool]:
+            barrier.wait()
+            group = store.put_group(ResourceGroup(SUB, name, "westus", tags={"writer": str(i)}))
+            resource = store.put_resource(Resource(resource_id, "Microsoft.ManagedIdentity/userAssignedIdentities",
+                                                   "id", SUB, name, location="westus", tags={"writer": str(i)}))
+            return group, resource
+
+        with ThreadPoolExecutor(writers) as pool:
+            created = list(pool.map(put, range(writers)))
+        assert sum(g for g, _ in created) == 1 and sum(r for _, r in created) == 1, created
+        assert [g.name for g in store.groups(SUB) if g.name == name] == [name]
+    engine.dispose()

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from acrlocal.rbac.evaluate import RoleAssignment
 from acrlocal.rbac.roles import BUILT_IN_ROLES, Permission, RoleDefinition
 from acrlocal.rbac.scopes import Scope, parse_scope
-from acrlocal.storage.sql import byte_ordered, metadata
+from acrlocal.storage.sql import byte_ordered, metadata, racing_insert
 
 resource_groups = sa.Table(
     "arm_resource_groups",
@@ -291,16 +291,17 @@ class ArmStore:
         values = dict(location=group.location, tags=_json(group.tags), managed_by=group.managed_by,
                       system_data=_json(group.system_data))
         with self.engine.begin() as conn:
-            where = (resource_groups.c.subscription_id == group.subscription_id.lower(),
-                     resource_groups.c.name_key == group.name.lower())
-            exists = conn.execute(sa.select(resource_groups.c.name).where(*where)).first()
-            if exists:
-                conn.execute(sa.update(resource_groups).where(*where).values(**values))
-                return False
-            conn.execute(sa.insert(resource_groups).values(
+            # Inserted unless it exists (also when another replica has just made it), else updated.
+            created = conn.execute(racing_insert(conn, resource_groups).values(
                 subscription_id=group.subscription_id.lower(), name_key=group.name.lower(), name=group.name,
-                created=time.time(), **values))
-            return True
+                created=time.time(), **values).on_conflict_do_nothing(index_elements=["subscription_id", "name_key"])
+                .returning(resource_groups.c.name_key)).first()
+            if created is not None:
+                return True
+            conn.execute(sa.update(resource_groups).where(
+                resource_groups.c.subscription_id == group.subscription_id.lower(),
+                resource_groups.c.name_key == group.name.lower()).values(**values))
+            return False
 
     def delete_group(self, subscription_id: str, name: str) -> None:
         """Delete the group, every resource in it and every role assignment at or below it."""
@@ -358,14 +359,15 @@ class ArmStore:
             tags=_json(res.tags), sku=_json(res.sku), identity=_json(res.identity), properties=_json(res.properties),
             extra=_json(res.extra), internal=_json(res.internal), system_data=_json(res.system_data))
         with self.engine.begin() as conn:
-            exists = conn.execute(sa.select(resources.c.id).where(resources.c.id_key == res.id.lower())).first()
-            if exists:
+            # Inserted unless it exists (also when another replica has just made it), else replaced.
+            created = conn.execute(racing_insert(conn, resources).values(
+                id_key=res.id.lower(), created=time.time(), **values).on_conflict_do_nothing(
+                index_elements=["id_key"]).returning(resources.c.id_key)).first() is not None
+            if not created:
                 values.pop("id")  # the id keeps the spelling of its creation
                 conn.execute(sa.update(resources).where(resources.c.id_key == res.id.lower()).values(**values))
-            else:
-                conn.execute(sa.insert(resources).values(id_key=res.id.lower(), created=time.time(), **values))
         self._changed(res.type.lower())
-        return not exists
+        return created
 
     def delete_resource(self, resource_id: str) -> None:
         """Delete the resource, its child resources and every role assignment at or below it."""
