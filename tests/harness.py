@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -147,6 +148,10 @@ class AcrLocal:
         self.proc: subprocess.Popen[bytes] | None = None
         self.status: dict[str, Any] = {}
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        # Registries' ports come from below the kernel's ephemeral range (32768-60999): a port from that range may be
+        # taken by any outgoing connection while the server is stopped, and a restart then finds its registry's
+        # port in use. A random base keeps servers of parallel runs apart.
+        self.registry_port_base = random.randrange(10000, 30000)
         self._database_url = database_for(data_dir, backend)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -158,7 +163,8 @@ class AcrLocal:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             self.wrapper + acrlocal_cmd(
-                "up", "--data-dir", str(self.data_dir), "--port", "0", "--registry-port-base", "0",
+                "up", "--data-dir", str(self.data_dir), "--port", "0",
+                "--registry-port-base", str(self.registry_port_base),
                 "--imds-port-base", "0", "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
                 "--login-lockout", TEST_LOGIN_LOCKOUT,
                 *(["--database-url", self._database_url] if self._database_url else []), *self.extra_args,

@@ -63,6 +63,14 @@ def ssh(az: Az, address: str, command: str, *, key: Path | None = None) -> subpr
                           stdin=subprocess.DEVNULL, timeout=600)
 
 
+def forget_host_key(az: Az, address: str) -> None:
+    """``ssh-keygen -R address``, as a user does when a public IP address comes back on another VM (an earlier test's
+    VM had this address, with another host key)."""
+    known_hosts = Path(az.env["HOME"]) / ".ssh" / "known_hosts"
+    if known_hosts.exists():
+        subprocess.run(["ssh-keygen", "-f", str(known_hosts), "-R", address], capture_output=True, check=True)
+
+
 def test_ssh_at_the_public_ip_address(host_az: Az, az_server: AcrLocal, tmp_path: Path) -> None:
     az = host_az
     group = unique("rg-ssh-")
@@ -71,6 +79,7 @@ def test_ssh_at_the_public_ip_address(host_az: Az, az_server: AcrLocal, tmp_path
             "--admin-username", "azureuser", "--generate-ssh-keys")
     address = vm["publicIpAddress"]
     assert address.startswith("127.77.")
+    forget_host_key(az, address)
 
     data = az_server.data_dir
     done = ssh(az, address, f"id -un; hostname; sudo -n true && echo sudo-ok; cat {data}/admin.json 2>/dev/null "
@@ -123,6 +132,7 @@ def test_the_tutorial_from_the_host_with_ssh(host_az: Az, az_server: AcrLocal, c
     vm = az("vm", "create", "--resource-group", "myResourceGroup", "--name", "myDockerVM", "--image", "UbuntuLTS",
             "--admin-username", "azureuser", "--generate-ssh-keys")
     public_ip = vm["publicIpAddress"]
+    forget_host_key(az, public_ip)
 
     # Example 1: a user-assigned identity
     az("identity", "create", "--resource-group", "myResourceGroup", "--name", "myACRId")

@@ -50,6 +50,7 @@ from acrlocal.arm.templates import Deferred, Plan, PlannedResource, Target, Temp
 from acrlocal.arm.templates.jsonc import loads
 from acrlocal.context import Context
 from acrlocal.errors import AcrLocalError, NotFound
+from acrlocal.inbound import read_body
 
 log = logging.getLogger(__name__)
 
@@ -307,10 +308,8 @@ async def _raw_body(call: Call) -> bytes:
     """The body's bytes: the control plane has already parsed strict JSON into ``call.body``, but az sends
     templates in a form only ARM's lenient reader takes (``template:{...}``), which it answered with an
     ``InvalidRequestContent`` before this code ran; so a deployment path reads the raw body itself."""
-    reader = getattr(call.request, "read", None)
-    if reader is not None:
-        data: bytes = await reader()
-        return data
+    if isinstance(call.request, web.Request):
+        return await read_body(call.request)  # the bytes the control plane read (read once, then cached)
     return jsonlib.dumps(call.body).encode()
 
 
