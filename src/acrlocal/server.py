@@ -41,6 +41,7 @@ from acrlocal.compute.store import VMTable
 from acrlocal.config import Settings
 from acrlocal.context import Context
 from acrlocal.errors import AlreadyExists, ConfigError
+from acrlocal.generations import Generations
 from acrlocal.identity import imds, oauth
 from acrlocal.identity.bootstrap import admin_file, bootstrap
 from acrlocal.identity.directory import Directory
@@ -173,9 +174,11 @@ class Server:
         engine = open_engine(settings.db_url)
         blobs = FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
         listeners = Listeners(settings.host)
-        registry_meta = SqlRegistryMetadata(engine)
+        generations = Generations(settings.data_dir / "generations")  # shared by the server's processes
+        registry_meta = SqlRegistryMetadata(engine, generations)
         hosting = RegistryHosting(
-            settings, RegistryTable(engine), listeners, ca, on_change=self._registries_changed, content=registry_meta
+            settings, RegistryTable(engine), listeners, ca, on_change=self._registries_changed, content=registry_meta,
+            generations=generations,
         )
         try:
             shared_sock = bind(settings.host, settings.port)
@@ -186,12 +189,12 @@ class Server:
             ) from exc
         self.shared_port = shared_sock.getsockname()[1]
         hosting.shared_port = self.shared_port
-        directory = Directory(engine)
+        directory = Directory(engine, generations)
         admin = bootstrap(directory, settings.data_dir, settings.hostname_suffix)
-        keys = KeyRing(engine)
+        keys = KeyRing(engine, generations)
         tokens = TokenIssuer(keys, self.authority)
         keys.active(admin.tenantId)  # the default tenant's JWKS has its key before anyone signs in
-        signer = RegistryTokens(TokenKeys(engine))
+        signer = RegistryTokens(TokenKeys(engine, generations))
         signer.keys.active()  # load (or make) the signing key before the first request
         version = DataVersion(engine)  # read on the event loop only
         access = ArmAccess(engine)  # what the token service asks the control plane

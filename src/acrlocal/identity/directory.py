@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from sqlalchemy.engine import Connection, Engine
 
 from acrlocal.errors import AlreadyExists, NotFound
+from acrlocal.generations import Generations
 from acrlocal.identity import store as t
 
 PrincipalKind = Literal["ServicePrincipal", "ManagedIdentity", "User", "Group"]
@@ -187,12 +188,17 @@ def _certificate(r: Any) -> Certificate:
 
 
 class Directory:
-    """``generation`` counts the principal creations and deletions this process made, so that in-memory
-    caches of principals (IMDS) know when to look again."""
+    """``generation`` changes with every principal creation and deletion, by this process or another of the same
+    server (a slot of the server's :class:`~acrlocal.generations.Generations`), so that in-memory caches of
+    principals (IMDS) know when to look again."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
-        self.generation = 0
+        self.generations = generations or Generations()
+
+    @property
+    def generation(self) -> int:
+        return self.generations.current("directory")
 
     # -- tenants and subscriptions -----------------------------------------------------------------
 
@@ -260,7 +266,7 @@ class Directory:
         p = Principal(object_id or new_guid(), tenant_id, kind, app_id or new_guid(), display_name)
         with self.engine.begin() as conn:
             self._insert_principal(conn, p)
-        self.generation += 1
+        self.generations.bump("directory")
         return p
 
     def create_managed_identity(self, tenant_id: str, resource_id: str, display_name: str,
@@ -275,7 +281,7 @@ class Directory:
             if clash:
                 raise AlreadyExists(f"resource {resource_id!r} already has a managed identity")
             self._insert_principal(conn, p)
-        self.generation += 1
+        self.generations.bump("directory")
         return p
 
     def principal(self, object_id: str) -> Principal:
@@ -312,7 +318,7 @@ class Directory:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == object_id.lower()))
             conn.execute(sa.delete(t.principals).where(t.principals.c.object_id == object_id.lower()))
-        self.generation += 1
+        self.generations.bump("directory")
 
     # -- client secrets ----------------------------------------------------------------------------
 
@@ -457,7 +463,7 @@ class Directory:
                 object_id=object_id, upn_key=user_principal_name.lower(), user_principal_name=user_principal_name,
                 password_hash=password_hash, password_changed=now, force_change=force_change,
                 account_enabled=account_enabled, properties=json.dumps(properties or {})))
-        self.generation += 1
+        self.generations.bump("directory")
         return self.user(object_id)
 
     def _users_query(self) -> sa.Select[Any]:
@@ -553,7 +559,7 @@ class Directory:
         with self.engine.begin() as conn:
             self._insert_principal(conn, Principal(object_id, tenant_id, "Group", object_id, display_name))
             conn.execute(sa.insert(t.groups).values(object_id=object_id, properties=json.dumps(properties or {})))
-        self.generation += 1
+        self.generations.bump("directory")
         return self.group(object_id)
 
     def _groups_query(self) -> sa.Select[Any]:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import Engine
 
+from acrlocal.generations import Generations
 from acrlocal.identity import store as t
 
 # Longest lifetime of a token we sign (IMDS hands out 24 h tokens); a retired key outlives it.
@@ -53,13 +54,26 @@ def _kid_for(key: rsa.RSAPrivateKey) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()[:20]).rstrip(b"=").decode()
 
 
+GENERATION = "signing-keys"
+
+
 class KeyRing:
     """Signing keys of every tenant. Thread-safe; reads are served from memory after the first load."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
         self._lock = threading.Lock()
         self._keys: dict[str, list[SigningKey]] = {}  # tenant -> newest first
+        # A rotation by another process of the same server changes this slot: the keys are read again.
+        self._generations = generations or Generations()
+        self._stamp = self._generations.current(GENERATION)
+
+    def _fresh(self) -> None:
+        stamp = self._generations.current(GENERATION)
+        if stamp != self._stamp:
+            with self._lock:
+                self._keys.clear()
+                self._stamp = stamp
 
     def _load(self, tenant_id: str) -> list[SigningKey]:
         with self.engine.connect() as conn:
@@ -77,6 +91,7 @@ class KeyRing:
         does not exist. Never makes a key: an unauthenticated caller reaches this with any tenant id it likes, so
         it costs one indexed query, and only tenants that have keys are remembered."""
         tenant_id = tenant_id.lower()
+        self._fresh()
         keys = self._keys.get(tenant_id)
         if keys is None:
             loaded = self._load(tenant_id)
@@ -131,6 +146,8 @@ class KeyRing:
                                                              t.signing_keys.c.retired.is_(None)).values(retired=now))
             self._create(tenant_id)
             self._keys[tenant_id] = self._load(tenant_id)
+        self._generations.bump(GENERATION)
+        self._stamp = self._generations.current(GENERATION)
         return self.active(tenant_id)
 
     def _create(self, tenant_id: str) -> None:

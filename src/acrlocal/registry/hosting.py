@@ -20,6 +20,7 @@ from aiohttp import web
 from acrlocal import publiccloud
 from acrlocal.config import Settings
 from acrlocal.errors import ConfigError, LimitReached, NotFound
+from acrlocal.generations import Generations
 from acrlocal.listeners import Listeners, bind, reserve_descriptors
 from acrlocal.storage.metadata import RegistryMetadata, RegistryRecord, RegistryTable
 from acrlocal.tls import LocalCA
@@ -32,6 +33,10 @@ def check_registry_name(name: str) -> str:
     if not REGISTRY_NAME.fullmatch(name):
         raise ConfigError(f"registry name {name!r} must be 5 to 50 letters and digits")
     return name.lower()
+
+
+#: The generation slot of the list of registries and their properties.
+GENERATION = "registries"
 
 
 class _Taken:
@@ -53,6 +58,7 @@ class RegistryHosting:
         ca: LocalCA,
         on_change: Callable[[], Awaitable[None]] | None = None,
         content: RegistryMetadata | None = None,
+        generations: Generations | None = None,
     ) -> None:
         self.settings = settings
         self.table = table
@@ -64,16 +70,42 @@ class RegistryHosting:
         self._by_port: dict[int, RegistryRecord] = {}
         self._by_host: dict[str, RegistryRecord] = {}
         self._by_name: dict[str, RegistryRecord] = {}
+        # Another process of the server changing the registries (made, deleted, properties) changes this slot:
+        # the records are read again before the next look-up, and ``resync`` is told to bring the ports along.
+        self.generations = generations or Generations()
+        self._stamp = self.generations.current(GENERATION)
+        self.resync: Callable[[], None] | None = None
         self.shared_port = settings.port
 
     # -- lookups on the hot path -------------------------------------------------------------------
 
+    def _fresh(self) -> None:
+        stamp = self.generations.current(GENERATION)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        records = self.table.all()
+        self._by_port.clear()
+        self._by_host.clear()
+        self._by_name.clear()
+        for rec in records:
+            self._index(rec)
+        if self.resync is not None:
+            self.resync()
+
+    def _changed(self) -> None:
+        """After this process changed the registries: tell the others."""
+        self.generations.bump(GENERATION)
+        self._stamp = self.generations.current(GENERATION)
+
     def by_port(self, port: int) -> RegistryRecord | None:
+        self._fresh()
         return self._by_port.get(port)
 
     def by_host(self, host: str) -> RegistryRecord | None:
         """The registry whose host name is ``host`` (``name.suffix``, or Azure's ``name.azurecr.io`` as VMs reach
         it, with or without the port)."""
+        self._fresh()
         found = self._by_host.get(host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower())
         if found is None and (name := publiccloud.registry_of(host)) is not None:
             found = self._by_name.get(name)
@@ -89,15 +121,18 @@ class RegistryHosting:
         return publiccloud.registry_of(host)
 
     def exists(self, name: str) -> bool:
+        self._fresh()
         return name.lower() in self._by_name
 
     def get(self, name: str) -> RegistryRecord:
+        self._fresh()
         rec = self._by_name.get(name.lower())
         if rec is None:
             raise NotFound(f"registry {name!r} does not exist")
         return rec
 
     def all(self) -> list[RegistryRecord]:
+        self._fresh()
         return list(self._by_name.values())
 
     def first(self, n: int) -> list[RegistryRecord]:
@@ -186,6 +221,7 @@ class RegistryHosting:
         except BaseException:
             self.table.remove(name)
             raise
+        self._changed()
         if self.on_change:
             await self.on_change()
         return rec
@@ -194,6 +230,7 @@ class RegistryHosting:
         """Reload a registry's record after its properties changed in the table."""
         rec = self.table.get(name)
         self._index(rec)
+        self._changed()
         return rec
 
     async def delete(self, name: str) -> None:
@@ -205,5 +242,6 @@ class RegistryHosting:
         if self.content is not None:  # as long as the registry's content is large: not on the event loop
             await asyncio.to_thread(self.content.delete_registry, rec.id)
         self.table.remove(rec.name)
+        self._changed()
         if self.on_change:
             await self.on_change()

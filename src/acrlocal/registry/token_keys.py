@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import Engine
 
+from acrlocal.generations import Generations
 from acrlocal.storage.sql import metadata
 
 #: A retired key verifies for this long after the rotation (longer than any token it signed lives).
@@ -48,13 +49,19 @@ def _kid(key: rsa.RSAPrivateKey) -> str:
     return base64.b32encode(hashlib.sha256(der).digest()[:20]).decode().rstrip("=")
 
 
+GENERATION = "registry-token-keys"
+
+
 class TokenKeys:
     """The signing keys. Thread-safe; the database is read once, then on :meth:`rotate`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
         self._lock = threading.Lock()
         self._keys: list[TokenKey] | None = None
+        # A rotation by another process of the same server changes this slot: the keys are read again.
+        self._generations = generations or Generations()
+        self._stamp = self._generations.current(GENERATION)
 
     def _load(self) -> list[TokenKey]:
         with self.engine.connect() as conn:
@@ -76,6 +83,10 @@ class TokenKeys:
 
     def keys(self) -> list[TokenKey]:
         """Keys that verify, newest (the signing key) first."""
+        stamp = self._generations.current(GENERATION)
+        if stamp != self._stamp:
+            with self._lock:
+                self._keys, self._stamp = None, stamp
         keys = self._keys
         if keys is None:
             with self._lock:
@@ -105,4 +116,6 @@ class TokenKeys:
                 conn.execute(sa.update(token_keys).where(token_keys.c.retired.is_(None)).values(retired=time.time()))
             self._create()
             self._keys = self._load()
+            self._generations.bump(GENERATION)
+            self._stamp = self._generations.current(GENERATION)
         return self._keys[0]

@@ -230,11 +230,11 @@ class SqlArtifacts:
     # -- locks -------------------------------------------------------------------------------------
 
     def locks(self, registry_id: int, repository: str) -> RepositoryLocks:
-        key = (registry_id, repository)
-        derived = self.meta.cache.derived
-        found = derived.get(key)
+        cache = self.meta.cache
+        found = cache.derived(registry_id, repository)
         if isinstance(found, RepositoryLocks):
             return found
+        stamp = cache.stamp(registry_id, repository)
         with self.engine.connect() as conn:
             repo = self._repo_row(conn, registry_id, repository)
         if repo is None:
@@ -261,9 +261,7 @@ class SqlArtifacts:
                     return any(conn.execute(q.limit(1)).first() is not None for q in queries)
 
             result = RepositoryLocks(_attrs(repo), load, ask)
-        if len(derived) >= self.MAX_CACHED_REPOSITORIES:
-            derived.clear()
-        derived[key] = result
+        cache.keep_derived(registry_id, repository, result, stamp, self.MAX_CACHED_REPOSITORIES)
         return result
 
     # -- reads -------------------------------------------------------------------------------------

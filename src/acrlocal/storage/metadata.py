@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from acrlocal.errors import AcrLocalError, AlreadyExists, NotFound
+from acrlocal.generations import Generations
 from acrlocal.storage.sql import byte_ordered, metadata, racing_insert
 
 registries = sa.Table(
@@ -388,55 +389,95 @@ def _new_id(result: sa.CursorResult[Any]) -> int:
     return int(key[0])
 
 
-class _ManifestCache:
-    """Recently served manifests (and misses) per repository, dropped on every write to that repository.
+#: A repository's and its registry's generations, as read before a query (see :class:`_ManifestCache`).
+Stamp = tuple[int, int]
 
-    Correct because this process is the only writer of its database; bounded by entries and bytes, and simply
-    emptied when full (refilling costs one query a key).
+
+class _ManifestCache:
+    """Recently served manifests (and misses) per repository, and state derived from the same rows.
+
+    Every entry carries the :class:`~acrlocal.generations.Generations` stamp of its repository and registry, read
+    before the query that filled it, and is good while the stamp stands. A write to a repository (in this process
+    or another of the same server) bumps the repository's generation after it commits, and drops the entries here
+    at once; deleting a registry bumps the registry's. Bounded by entries and bytes, and simply emptied when full
+    (refilling costs one query a key).
     """
 
     MAX_ENTRIES = 20_000
     MAX_BYTES = 64 * 1024 * 1024
 
-    def __init__(self) -> None:
-        self._repos: dict[tuple[int, str], dict[str, ManifestRecord | None]] = {}
+    def __init__(self, generations: Generations | None = None) -> None:
+        self.generations = generations or Generations()
+        self._repos: dict[tuple[int, str], tuple[Stamp, dict[str, ManifestRecord | None]]] = {}
         self._entries = 0
         self._bytes = 0
         # Per-repository state derived from the same rows (the changeable attributes the data plane enforces,
-        # see acrlocal.storage.artifacts); dropped together with the manifests of the repository.
-        self.derived: dict[tuple[int, str], Any] = {}
+        # see acrlocal.storage.artifacts), under the same stamps and dropped with the repository's manifests.
+        self._derived: dict[tuple[int, str], tuple[Stamp, Any]] = {}
+
+    def stamp(self, registry_id: int, repository: str) -> Stamp:
+        """The repository's generation now: read it before the query whose result is put here."""
+        gen = self.generations
+        return gen.current(("repository", registry_id, repository)), gen.current(("registry", registry_id))
 
     def get(self, registry_id: int, repository: str, reference: str) -> tuple[bool, ManifestRecord | None]:
-        repo = self._repos.get((registry_id, repository))
-        if repo is None or reference not in repo:
+        entry = self._repos.get((registry_id, repository))
+        if entry is None or reference not in entry[1]:
             return False, None
-        return True, repo[reference]
+        if entry[0] != self.stamp(registry_id, repository):
+            self._forget(registry_id, repository)
+            return False, None
+        return True, entry[1][reference]
 
-    def put(self, registry_id: int, repository: str, reference: str, record: ManifestRecord | None) -> None:
+    def put(self, registry_id: int, repository: str, reference: str, record: ManifestRecord | None,
+            stamp: Stamp) -> None:
         size = record.size if record else 0
         if self._entries >= self.MAX_ENTRIES or self._bytes + size > self.MAX_BYTES:
             self.clear()
-        self._repos.setdefault((registry_id, repository), {})[reference] = record
+        entry = self._repos.get((registry_id, repository))
+        if entry is None or entry[0] != stamp:
+            self._forget(registry_id, repository)
+            entry = self._repos[(registry_id, repository)] = (stamp, {})
+        entry[1][reference] = record
         self._entries += 1
         self._bytes += size
 
+    def derived(self, registry_id: int, repository: str) -> Any:
+        """The derived state kept for the repository, or ``None``."""
+        entry = self._derived.get((registry_id, repository))
+        if entry is None or entry[0] != self.stamp(registry_id, repository):
+            return None
+        return entry[1]
+
+    def keep_derived(self, registry_id: int, repository: str, value: Any, stamp: Stamp,
+                     limit: int = MAX_ENTRIES) -> None:
+        if len(self._derived) >= limit:
+            self._derived.clear()
+        self._derived[(registry_id, repository)] = (stamp, value)
+
+    def _forget(self, registry_id: int, repository: str) -> None:
+        self._derived.pop((registry_id, repository), None)
+        entry = self._repos.pop((registry_id, repository), None)
+        if entry:
+            self._entries -= len(entry[1])
+            self._bytes -= sum(r.size for r in entry[1].values() if r)
+
     def drop(self, registry_id: int, repository: str) -> None:
-        self.derived.pop((registry_id, repository), None)
-        repo = self._repos.pop((registry_id, repository), None)
-        if repo:
-            self._entries -= len(repo)
-            self._bytes -= sum(r.size for r in repo.values() if r)
+        """After a write to the repository has committed (or failed): every process's entries for it go."""
+        self.generations.bump(("repository", registry_id, repository))
+        self._forget(registry_id, repository)
 
     def drop_registry(self, registry_id: int) -> None:
-        """Drop a registry's entries; safe from a thread (it iterates copies, and each drop is a ``pop``)."""
+        """After a registry's content was deleted; safe from a thread (it iterates copies, each drop a ``pop``)."""
+        self.generations.bump(("registry", registry_id))
         for key in [k for k in list(self._repos) if k[0] == registry_id]:
-            self.drop(*key)
-        for key in [k for k in list(self.derived) if k[0] == registry_id]:
-            self.derived.pop(key, None)
+            self._forget(*key)
+        for key in [k for k in list(self._derived) if k[0] == registry_id]:
+            self._derived.pop(key, None)
 
     def clear(self) -> None:
         self._repos.clear()
-        self.derived.clear()
+        self._derived.clear()
         self._entries = 0
         self._bytes = 0
 
@@ -448,9 +489,9 @@ class SqlRegistryMetadata:
     ``engine.begin()`` transaction, so a failure or a crash leaves either all of it or none of it.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
-        self.cache = _ManifestCache()
+        self.cache = _ManifestCache(generations)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -623,6 +664,7 @@ class SqlRegistryMetadata:
         hit, record = self.cache.get(registry_id, repository, reference)
         if hit:
             return record
+        stamp = self.cache.stamp(registry_id, repository)
         repo_match = (repositories.c.registry_id == registry_id, repositories.c.name == repository)
         if ":" in reference:
             query = (
@@ -643,7 +685,7 @@ class SqlRegistryMetadata:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         record = None if row is None else ManifestRecord(row.digest, row.media_type, int(row.size), bytes(row.body))
-        self.cache.put(registry_id, repository, reference, record)
+        self.cache.put(registry_id, repository, reference, record, stamp)
         return record
 
     def tag_exists(self, registry_id: int, repository: str, tag: str) -> bool:
