@@ -89,7 +89,7 @@ class _ClientErrorsAsInfo(logging.Filter):
         if (isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500) or \
                 isinstance(exc, ConnectionResetError):
             detail = f"{exc.code} {exc.message}" if isinstance(exc, HttpProcessingError) else str(exc)
-            record.msg = f"{record.msg}: {detail}"
+            record.msg, record.args = f"{record.getMessage()}: {detail}", ()  # detail may hold a %
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info = record.exc_text = None
         return True

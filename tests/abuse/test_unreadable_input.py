@@ -121,6 +121,12 @@ def case_duplicate_host(t: Target) -> None:
     assert r.status == 400
 
 
+def case_header_aiohttp_cannot_parse(t: Target) -> None:
+    """A control character in a header value (with a ``%`` that the log line must not take as a format)."""
+    r = send(t.shared, t.server.ca, "GET", "/v2/", headers=[(b"X-Odd", b"%s%d\x01")])
+    assert r.status == 400
+
+
 def case_arm_bearer_not_ascii(t: Target) -> None:
     r = send(t.shared, t.server.ca, "GET", f"/subscriptions/{t.subscription}?api-version=2022-12-01",
              headers=[bearer(NOT_ASCII), (b"X-IDENTITY-HEADER", NOT_ASCII), (b"x-ms-correlation-request-id",

@@ -43,7 +43,7 @@ async def handle(call: Call, path: ArmPath) -> web.StreamResponse:
                        "'Microsoft.Compute'.")
     if isinstance(answer, list):
         top = call.query.get("$top")
-        if top is not None and top.isdigit():
+        if top is not None and top.isascii() and top.isdigit():
             answer = answer[:int(top)]
     return json(answer)
 

@@ -480,7 +480,7 @@ class Deployments(NamespaceHandler):
         if wanted is not None:
             items = [d for d in items if d["properties"].get("provisioningState", "").lower() == wanted.lower()]
         top = call.query.get("$top")
-        if top is not None and top.isdigit():
+        if top is not None and top.isascii() and top.isdigit():
             items = items[-int(top):] if int(top) else []
         return json({"value": items})
 

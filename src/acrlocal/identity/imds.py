@@ -389,7 +389,7 @@ async def instance(request: web.Request) -> web.StreamResponse:
                                "aka.ms/azureimds")
     document: Any = {"compute": _compute_metadata(vm), "network": _network_metadata(vm)}
     for part in [p for p in request.match_info.get("path", "").split("/") if p]:
-        if isinstance(document, list) and part.isdigit() and int(part) < len(document):
+        if isinstance(document, list) and part.isascii() and part.isdigit() and int(part) < len(document):
             document = document[int(part)]
         elif isinstance(document, dict) and part in document:
             document = document[part]

@@ -32,7 +32,7 @@ def page_size(query_value: str | None, maximum: int) -> int:
     it is not a non-negative integer. Nothing is ever allocated from the client's number."""
     if query_value is None or query_value == "":
         return maximum
-    if not query_value.isdigit() or len(query_value) > 12:
+    if not (query_value.isascii() and query_value.isdigit()) or len(query_value) > 12:
         shown = query_value[:40]
         raise RegistryError("PAGINATION_NUMBER_INVALID", f"n={shown!r} is not a non-negative integer", {"n": shown})
     return min(int(query_value), maximum)

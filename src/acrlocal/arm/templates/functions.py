@@ -490,7 +490,7 @@ _FORMAT = re.compile(r"\{\{|\}\}|\{(\d+)(?:,(-?\d+))?(?::([^}]*))?\}|[{}]")
 def _format_value(value: Any, spec: str | None) -> str:
     if spec and isinstance(value, int) and not isinstance(value, bool):
         kind, digits = spec[0].upper(), spec[1:]
-        width = int(digits) if digits.isdigit() else 0
+        width = int(digits) if digits.isascii() and digits.isdigit() else 0
         if kind == "D":
             return f"{value:0{width}d}"
         if kind == "X":
