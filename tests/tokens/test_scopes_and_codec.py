@@ -99,3 +99,36 @@ def test_data_version_changes_with_any_other_connections_commit(tmp_path: Path) 
     assert version.current() != after
     version.close()
     assert DataVersion(open_engine(f"sqlite:///{tmp_path / 'db2'}")).current() is not None
+
+
+def test_data_version_on_postgresql_moves_with_every_commit_and_survives_an_outage() -> None:
+    """PostgreSQL's version is the WAL insert position: another connection's commit moves it; while the server is
+    down it is None (nothing may be kept) and it comes back with the server."""
+    import sqlalchemy as sa
+
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+        engine = open_engine(server.create_database("version"))
+        version = DataVersion(engine)
+        before = version.current()
+        assert before is not None
+        TokenKeys(engine).active()  # a write through the engine's pool
+        after = version.current()
+        assert after is not None and after > before
+        other = sa.create_engine(engine.url, poolclass=sa.NullPool)  # another replica's connection
+        with other.begin() as conn:
+            conn.execute(sa.text("UPDATE registry_token_keys SET created = created + 1"))
+        other.dispose()
+        moved = version.current()
+        assert moved is not None and moved > after
+        server.stop_server()
+        assert version.current() is None
+        server.start_server()
+        assert version.current() is not None
+        version.close()
+        engine.dispose()
+    finally:
+        server.stop()

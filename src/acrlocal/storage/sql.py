@@ -183,26 +183,42 @@ class DataVersion:
 
     For SQLite it is ``PRAGMA data_version`` on a connection of its own that never writes ("different if changes
     were committed to the database by any other connection in the interim" — every other connection, in this
-    process or another). Callers use it to keep a result computed from database state for exactly as long as
-    that state has not changed. For other databases :meth:`current` returns ``None``: nothing may be kept.
+    process or another). For PostgreSQL it is the write-ahead log's insert position
+    (``pg_current_wal_insert_lsn()``) on a connection of its own: every commit, by any replica or client, writes
+    its commit record there first, so the number has moved before the change is visible (it also moves for writes
+    this caller does not care about, which only costs a recomputation). Callers use it to keep a result computed
+    from database state for exactly as long as that state has not changed. ``None`` means nothing may be kept: any
+    other database, or PostgreSQL while it cannot be reached (the connection is made again on the next call).
     """
 
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._conn: Any = None
-        if engine.dialect.name == "sqlite":
-            self._conn = engine.raw_connection()
+        self._query = {"sqlite": "PRAGMA data_version",
+                       "postgresql": "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"}.get(engine.dialect.name)
 
     def current(self) -> int | None:
-        if self._conn is None:
+        if self._query is None:
             return None
-        cur = self._conn.cursor()
         try:
-            cur.execute("PRAGMA data_version")
-            return int(cur.fetchone()[0])
-        finally:
-            cur.close()
+            if self._conn is None:
+                self._conn = self._engine.raw_connection()
+                if self._engine.dialect.name == "postgresql":
+                    self._conn.driver_connection.autocommit = True
+            cur = self._conn.cursor()
+            try:
+                cur.execute(self._query)
+                return int(cur.fetchone()[0])
+            finally:
+                cur.close()
+        except Exception:
+            if self._engine.dialect.name == "sqlite":
+                raise
+            self.close()
+            return None
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            with contextlib.suppress(Exception):
+                self._conn.close()
             self._conn = None
