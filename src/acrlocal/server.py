@@ -50,6 +50,7 @@ from acrlocal.identity.services import EntraServices
 from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.listeners import Listeners, bind
 from acrlocal.registry import http as registry_http
+from acrlocal.registry import locks as registry_locks
 from acrlocal.registry.authz import Authorizer, OpenAuthorizer
 from acrlocal.registry.hosting import RegistryHosting
 from acrlocal.registry.revocation import Revocations
@@ -175,6 +176,8 @@ class Server:
         blobs = FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
         listeners = Listeners(settings.host)
         generations = Generations(settings.data_dir / "generations")  # shared by the server's processes
+        registry_locks.uploads.share(settings.data_dir / "uploads.lock")
+        registry_locks.digests.share(settings.data_dir / "digests.lock")
         registry_meta = SqlRegistryMetadata(engine, generations)
         hosting = RegistryHosting(
             settings, RegistryTable(engine), listeners, ca, on_change=self._registries_changed, content=registry_meta,
