@@ -210,8 +210,8 @@ def test_chunked_uploads(world: World, content_range: str, chunk: bytes, digest:
 
 
 basic_values = st.one_of(
-    st.builds(lambda u, p: base64.b64encode(f"{u}:{p}".encode()).decode(), st.one_of(st.just(REFRESH_TOKEN_USER),
-                                                                                    s.junk), s.junk),
+    st.builds(lambda u, p: base64.b64encode(f"{u}:{p}".encode("utf-8", "replace")).decode(),
+              st.one_of(st.just(REFRESH_TOKEN_USER), s.junk), s.junk),
     s.junk)
 
 
