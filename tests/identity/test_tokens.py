@@ -115,3 +115,28 @@ def test_admin_credential_file_is_private_and_its_secret_checks(tmp_path: Path, 
     again = bootstrap(directory, tmp_path)
     assert again.clientSecret != cred.clientSecret
     assert not directory.check_secret(cred.objectId, cred.clientSecret)
+
+
+def test_replicas_creating_the_same_user_at_once_get_already_exists(world: World) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from acrlocal.errors import AlreadyExists
+
+    directory = world[0]
+    tenant = directory.default_tenant()
+    writers = 6
+    for round_ in range(4):
+        barrier = threading.Barrier(writers)
+
+        def create(_: int, upn: str = f"race{round_}@acrlocal.localhost", barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            try:
+                directory.create_user(tenant.id, upn, "Racer", None)
+                return "made"
+            except AlreadyExists:
+                return "exists"
+
+        with ThreadPoolExecutor(writers) as pool:
+            outcomes = sorted(pool.map(create, range(writers)))
+        assert outcomes == ["exists"] * (writers - 1) + ["made"]

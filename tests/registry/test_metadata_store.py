@@ -214,3 +214,30 @@ def test_names_list_in_byte_order_on_every_backend(store: tuple[SqlRegistryMetad
     assert listed == sorted([*repository_names, "order/app"])
     assert [n for n in meta.list_repositories(reg, "order/a.b", 100) if n.startswith("order/")] == \
         [n for n in listed if n > "order/a.b"]
+
+
+def test_replicas_creating_the_same_registry_at_once_get_already_exists(database_url: str) -> None:
+    """acr create of one name on two replicas at once: one registry, the others told it exists (a 409 in ARM)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from acrlocal.errors import AlreadyExists
+
+    engine = open_engine(database_url)
+    table = RegistryTable(engine)
+    writers = 6
+    for round_ in range(5):
+        barrier = threading.Barrier(writers)
+
+        def add(_: int, name: str = f"racereg{round_}", barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            try:
+                table.add(name, None, {})
+                return "made"
+            except AlreadyExists:
+                return "exists"
+
+        with ThreadPoolExecutor(writers) as pool:
+            outcomes = sorted(pool.map(add, range(writers)))
+        assert outcomes == ["exists"] * (writers - 1) + ["made"]
+    engine.dispose()

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from acrlocal.errors import AlreadyExists, NotFound
 from acrlocal.generations import Generations
 from acrlocal.identity import store as t
+from acrlocal.storage.sql import unique_violation
 
 PrincipalKind = Literal["ServicePrincipal", "ManagedIdentity", "User", "Group"]
 #: Entra's role template id of Global Administrator: may write every directory object of its tenant.
@@ -454,15 +455,21 @@ class Directory:
         self.tenant(tenant_id)
         object_id = new_guid()
         now = time.time()
-        with self.engine.begin() as conn:
-            if conn.execute(sa.select(t.users.c.object_id).where(
-                    t.users.c.upn_key == user_principal_name.lower())).first():
-                raise AlreadyExists(f"a user with user principal name {user_principal_name!r} already exists")
-            self._insert_principal(conn, Principal(object_id, tenant_id, "User", object_id, display_name))
-            conn.execute(sa.insert(t.users).values(
-                object_id=object_id, upn_key=user_principal_name.lower(), user_principal_name=user_principal_name,
-                password_hash=password_hash, password_changed=now, force_change=force_change,
-                account_enabled=account_enabled, properties=json.dumps(properties or {})))
+        taken = AlreadyExists(f"a user with user principal name {user_principal_name!r} already exists")
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(sa.select(t.users.c.object_id).where(
+                        t.users.c.upn_key == user_principal_name.lower())).first():
+                    raise taken
+                self._insert_principal(conn, Principal(object_id, tenant_id, "User", object_id, display_name))
+                conn.execute(sa.insert(t.users).values(
+                    object_id=object_id, upn_key=user_principal_name.lower(), user_principal_name=user_principal_name,
+                    password_hash=password_hash, password_changed=now, force_change=force_change,
+                    account_enabled=account_enabled, properties=json.dumps(properties or {})))
+        except sa.exc.IntegrityError as exc:  # another replica made the same user meanwhile
+            if not unique_violation(exc):
+                raise
+            raise taken from None
         self.generations.bump("directory")
         return self.user(object_id)
 

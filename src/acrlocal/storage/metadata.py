@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from acrlocal.errors import AcrLocalError, AlreadyExists, NotFound
 from acrlocal.generations import Generations
-from acrlocal.storage.sql import byte_ordered, metadata, racing_insert
+from acrlocal.storage.sql import byte_ordered, metadata, racing_insert, unique_violation
 
 registries = sa.Table(
     "registries",
@@ -70,16 +70,22 @@ class RegistryTable:
         return _record(row)
 
     def add(self, name: str, port: int | None, properties: dict[str, Any]) -> RegistryRecord:
-        with self.engine.begin() as conn:
-            exists = conn.execute(sa.select(registries.c.id).where(registries.c.name == name.lower())).first()
-            if exists:
-                raise AlreadyExists(f"registry {name!r} already exists")
-            conn.execute(
-                sa.insert(registries).values(
-                    name=name.lower(), port=port, created=time.time(), properties=json.dumps(properties),
-                    uid=str(uuid.uuid4()),
+        """A new registry; :class:`AlreadyExists` if the name is taken (also by a replica that has just made it)."""
+        try:
+            with self.engine.begin() as conn:
+                exists = conn.execute(sa.select(registries.c.id).where(registries.c.name == name.lower())).first()
+                if exists:
+                    raise AlreadyExists(f"registry {name!r} already exists")
+                conn.execute(
+                    sa.insert(registries).values(
+                        name=name.lower(), port=port, created=time.time(), properties=json.dumps(properties),
+                        uid=str(uuid.uuid4()),
+                    )
                 )
-            )
+        except sa.exc.IntegrityError as exc:
+            if not unique_violation(exc):
+                raise
+            raise AlreadyExists(f"registry {name!r} already exists") from None
         return self.get(name)
 
     def set_port(self, name: str, port: int) -> None:

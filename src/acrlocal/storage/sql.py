@@ -127,6 +127,14 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
 
 
+def unique_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a unique key refusing a row that another writer has just inserted (PostgreSQL's SQLSTATE
+    23505, SQLite's "UNIQUE constraint failed"): after a check found no such row, the loser of a race."""
+    if not isinstance(exc, sa.exc.IntegrityError):
+        return False
+    return getattr(exc.orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(exc.orig)
+
+
 def racing_insert(conn: sa.Connection, table: sa.Table) -> Any:
     """An INSERT into ``table`` with ``on_conflict_do_nothing`` and ``on_conflict_do_update`` (``ON CONFLICT``,
     which PostgreSQL and SQLite both have), for rows that writers in other processes or threads may insert at the
