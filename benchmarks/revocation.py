@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from benchmarks import ROOT
@@ -46,17 +45,16 @@ def main(argv: list[str] | None = None) -> None:
         engine = open_engine(f"sqlite:///{Path(scratch) / 'acrlocal.db'}")
         table = RegistryTable(engine)
         registry = table.add("benchregistry", None, {"adminUserEnabled": True})
-        ctx: Any = SimpleNamespace(registries=SimpleNamespace(table=table), scoped_tokens=None)
         version = DataVersion(engine)
-        kept, looked_up = Revocations(version), Revocations(None)
-        assert kept.refused(ctx, registry, "admin", registry.name) is None
+        kept, looked_up = Revocations(table, None, version), Revocations(table, None)
+        assert kept.refused(registry, "admin", registry.name) is None
         rows = {
             "principal's token (no look-up)": per_call_us(
-                lambda: kept.refused(ctx, registry, "principal", "oid"), args.n),
+                lambda: kept.refused(registry, "principal", "oid"), args.n),
             "admin token, database unchanged (PRAGMA data_version)": per_call_us(
-                lambda: kept.refused(ctx, registry, "admin", registry.name), args.n),
+                lambda: kept.refused(registry, "admin", registry.name), args.n),
             "admin token, look-up (database changed, or no version)": per_call_us(
-                lambda: looked_up.refused(ctx, registry, "admin", registry.name), args.n // 4),
+                lambda: looked_up.refused(registry, "admin", registry.name), args.n // 4),
         }
         version.close()
         engine.dispose()

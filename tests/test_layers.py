@@ -45,15 +45,6 @@ LOCATOR: frozenset[str] = frozenset({
     "acrlocal.arm.routes -> acrlocal.context",
     "acrlocal.arm.subscriptions -> acrlocal.context",
     "acrlocal.arm.tokens -> acrlocal.context",
-    "acrlocal.registry.acr_api -> acrlocal.context",
-    "acrlocal.registry.audit -> acrlocal.context",
-    "acrlocal.registry.blob_api -> acrlocal.context",
-    "acrlocal.registry.housekeeping -> acrlocal.context",
-    "acrlocal.registry.http -> acrlocal.context",
-    "acrlocal.registry.manifest_api -> acrlocal.context",
-    "acrlocal.registry.revocation -> acrlocal.context",
-    "acrlocal.registry.token_auth -> acrlocal.context",
-    "acrlocal.registry.token_service -> acrlocal.context",
 })
 
 PACKAGE = Path(acrlocal.__file__).parent

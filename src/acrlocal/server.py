@@ -34,6 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from acrlocal import __version__, inbound, publiccloud, timeouts
 from acrlocal.arm import routes as arm_routes
 from acrlocal.arm.access import ArmAccess
+from acrlocal.arm.tokens import RepositoryTokens
 from acrlocal.arm.vm_ssh import VmSshDoors
 from acrlocal.compute import console
 from acrlocal.compute.runtime import ComputeRuntime, Doors
@@ -49,18 +50,24 @@ from acrlocal.identity.keys import KeyRing
 from acrlocal.identity.services import EntraServices
 from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.listeners import Listeners, bind
+from acrlocal.lockout import Lockout, parse_lockout
 from acrlocal.registry import http as registry_http
 from acrlocal.registry import locks as registry_locks
+from acrlocal.registry.audit import AuditLog
+from acrlocal.registry.auth_events import AuthServices
 from acrlocal.registry.authz import Authorizer, OpenAuthorizer
 from acrlocal.registry.hosting import RegistryHosting
 from acrlocal.registry.revocation import Revocations
+from acrlocal.registry.services import RegistryServices
+from acrlocal.registry.throttle import Throttle, parse_policy
 from acrlocal.registry.token_auth import TokenAuthorizer
 from acrlocal.registry.token_codec import RegistryTokens
 from acrlocal.registry.token_keys import TokenKeys
 from acrlocal.registry.token_service import TokenService
+from acrlocal.storage.artifacts import SqlArtifacts
 from acrlocal.storage.blobs import FileBlobStore
 from acrlocal.storage.metadata import RegistryTable, SqlRegistryMetadata
-from acrlocal.storage.sql import DataVersion, open_engine
+from acrlocal.storage.sql import DataVersion, SqlThread, open_engine
 from acrlocal.tls import LocalCA
 
 log = logging.getLogger("acrlocal.server")
@@ -126,13 +133,13 @@ class Server:
 
     def _build_registry_app(self, ctx: Context) -> web.Application:
         app = web.Application(client_max_size=ctx.settings.limits.manifest_max_bytes)
-        app["ctx"] = ctx
+        plane = ctx.data_plane
 
         async def by_port(request: web.Request) -> web.StreamResponse:
             rec = ctx.registries.by_port(_local_port(request))
             if rec is None:
                 raise web.HTTPNotFound()
-            return await registry_http.handle(request, rec)
+            return await registry_http.handle(request, plane, rec)
 
         registry_http.route_every_request(app, by_port)
         return app
@@ -142,7 +149,7 @@ class Server:
         async def registry_by_host(request: web.Request, handler: Handler) -> web.StreamResponse:
             rec = ctx.registries.by_host(request.host)
             if rec is not None:
-                return await registry_http.handle(request, rec)
+                return await registry_http.handle(request, ctx.data_plane, rec)
             if (request.path == "/v2" or request.path.startswith(REGISTRY_PATHS)) and (
                     name := ctx.registries.named_in(request.host)):
                 return registry_http.unknown_registry(name)  # a registry deleted (or never made): OCI's 404
@@ -200,19 +207,23 @@ class Server:
         signer = RegistryTokens(TokenKeys(engine, generations))
         signer.keys.active()  # load (or make) the signing key before the first request
         version = DataVersion(engine)  # read on the event loop only
-        access = ArmAccess(engine)  # what the token service asks the control plane
+        lockout = Lockout(parse_lockout(settings.login_lockout))
+        audit = AuditLog(engine)
+        scoped_tokens = RepositoryTokens(engine)  # the control plane's scoped tokens and scope maps
+        # What the token service and the authorizer ask: the control plane through ArmAccess, the directory.
+        auth = AuthServices(hosting, directory, ArmAccess(engine), scoped_tokens, audit)
         registry_auth: Authorizer
         if settings.insecure_open_registry:
             log.warning("the registry data plane is OPEN: every request is allowed without authentication")
             registry_auth = OpenAuthorizer()
         else:
-            registry_auth = TokenAuthorizer(signer, access, Revocations(version))
-        ctx = Context(
-            settings, ca, engine, blobs, listeners, hosting, directory, keys, tokens, admin,
-            registry_meta=registry_meta, registry_auth=registry_auth,
-        )
+            registry_auth = TokenAuthorizer(signer, auth, Revocations(hosting.table, scoped_tokens, version))
+        data_plane = RegistryServices(
+            settings.limits, registry_meta, SqlArtifacts(registry_meta), blobs, SqlThread(engine), registry_auth,
+            Throttle(parse_policy(settings.registry_rate_limit)), audit,
+            TokenService(signer, auth, tokens, lockout, version))
+        ctx = Context(settings, ca, engine, listeners, hosting, directory, keys, tokens, admin, lockout, data_plane)
         self.ctx = ctx
-        ctx.token_service = TokenService(signer, access, version)
 
         ca_hash = await asyncio.to_thread(ca.subject_hash)
         compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
@@ -230,7 +241,7 @@ class Server:
             self._runners.append(runner)
         self._stalled = timeouts.StalledWriters(self._runners, limits.read_timeout_s)
         self._stalled.start()
-        await registry_http.on_startup(ctx)
+        await registry_http.on_startup(data_plane)
         await listeners.open("shared", control_runner, shared_sock, ca.server_context())
         await self._open_login_port(control_runner, ca)
         await hosting.start(registry_runner)
@@ -329,8 +340,8 @@ class Server:
             await runner.cleanup()
         self._runners.clear()
         if self.ctx is not None:
-            await registry_http.on_shutdown(self.ctx)
-            self.ctx.sql.close()
+            await registry_http.on_shutdown(self.ctx.data_plane)
+            self.ctx.data_plane.sql.close()
             self.ctx.engine.dispose()
         with contextlib.suppress(FileNotFoundError):
             self.settings.state_file.unlink()

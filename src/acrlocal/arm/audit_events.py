@@ -44,9 +44,7 @@ async def list_audit_events(call: Call, registry: Resource) -> JsonObject:
             since = datetime.fromisoformat(since_text.replace("Z", "+00:00")).timestamp()
         except ValueError:
             raise invalid_content(f"'since' value {since_text[:40]!r} is not an ISO 8601 date and time.") from None
-    log = audit.log_of(call.ctx)
-    if log is not None:
-        await log.flush()
+    await call.ctx.data_plane.audit.flush()
     events = audit.query(call.ctx.engine, registry.name, table, since=since, top=top,
                          operation=_text(body, "operation"), repository=_text(body, "repository"))
     try:

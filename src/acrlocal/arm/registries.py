@@ -226,9 +226,10 @@ class Registries(ResourceType):
             record = call.ctx.registries.get(resource.name)
         except NotFound:
             raise ArmError(409, "RegistryNotServing", f"registry {resource.name!r} is not being served") from None
-        collected = await housekeeping.collect(call.ctx, record.id)
-        reconciled = await housekeeping.reconcile(call.ctx)
-        return {"registry": resource.name, "graceSeconds": call.ctx.settings.limits.blob_gc_grace_s,
+        plane, grace_s = call.ctx.data_plane, call.ctx.settings.limits.blob_gc_grace_s
+        collected = await housekeeping.collect(plane.meta, plane.blobs, record.id, grace_s)
+        reconciled = await housekeeping.reconcile(plane.meta, plane.blobs, grace_s)
+        return {"registry": resource.name, "graceSeconds": grace_s,
                 **collected.render(), **reconciled.render()}
 
     async def on_start(self, ctx: Context, store: ArmStore) -> None:
@@ -278,6 +279,9 @@ async def reconcile(ctx: Context, store: ArmStore, rt: Registries) -> None:
             system_data={"createdBy": "acrlocal", "createdByType": "Application", "createdAt": now,
                          "lastModifiedBy": "acrlocal", "lastModifiedByType": "Application", "lastModifiedAt": now})
         store.put_resource(resource)
+        from acrlocal.arm.tokens import ensure_system_scope_maps
+
+        ensure_system_scope_maps(store, resource)  # whatever order the types start in
         ctx.registries.table.update_properties(rec.name, _data_plane_properties(resource))
         ctx.registries.refresh(rec.name)
         log.info("registry %s is now ARM resource %s", rec.name, resource.id)

@@ -27,8 +27,8 @@ async def rotate_signing_keys(call: Call, path: ArmPath) -> JsonObject:
     active = await loop.run_in_executor(None, ctx.keys.rotate, tenant)
     result: JsonObject = {"tenantId": tenant, "activeKeyId": active.kid,
                           "publishedKeyIds": [k.kid for k in ctx.keys.keys(tenant)]}
-    signer = ctx.token_service.signer if ctx.token_service is not None else None
-    if signer is not None and tenant == ctx.admin.tenantId.lower():
+    if tenant == ctx.admin.tenantId.lower():
+        signer = ctx.data_plane.token_service.signer
         registry_key = await loop.run_in_executor(None, signer.keys.rotate)
         published = [k.kid for k in signer.keys.keys() if signer.keys.find(k.kid) is not None]  # noqa: SIM118
         result["registryTokens"] = {"activeKeyId": registry_key.kid, "publishedKeyIds": published}

@@ -136,7 +136,6 @@ class ScopeMaps(_RegistryChild):
         for sub in ctx.directory.subscriptions():
             for registry in store.resources(sub.id, type=REGISTRY_TYPE):
                 ensure_system_scope_maps(store, registry)
-        ctx.scoped_tokens = RepositoryTokens(ctx.engine)
 
 
 def ensure_system_scope_maps(store: ArmStore, registry: Resource) -> None:

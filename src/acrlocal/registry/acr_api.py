@@ -29,7 +29,6 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from acrlocal import inbound
-from acrlocal.context import Context
 from acrlocal.inbound import MalformedRequest, parse_json
 from acrlocal.registry import audit, guards
 from acrlocal.registry.authz import DELETE, METADATA_READ, METADATA_WRITE
@@ -37,6 +36,7 @@ from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.manifest_api import catalog_page
 from acrlocal.registry.names import check_repository, check_tag, parse_digest
 from acrlocal.registry.paths import Route
+from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, JSON, page_size
 from acrlocal.storage.artifacts import ATTRIBUTE_COLUMNS, Blocked, ManifestInfo, Order, TagInfo
 from acrlocal.storage.digest import Digest
@@ -93,20 +93,26 @@ def _unknown_manifest(name: str, digest: str) -> RegistryError:
                          {"name": name, "digest": digest})
 
 
-async def _not_found(ctx: Context, registry: RegistryRecord, name: str, otherwise: RegistryError) -> RegistryError:
+async def _not_found(services: RegistryServices, registry: RegistryRecord, name: str,
+                     otherwise: RegistryError) -> RegistryError:
     """What a tag or manifest that was not found answers: NAME_UNKNOWN if the repository itself does not exist,
     else ``otherwise``."""
-    if (await ctx.sql.run(ctx.artifacts.repository, registry.id, name)) is None:
+    if not await _exists(services, registry, name):
         return _unknown_repository(name)
     return otherwise
+
+
+async def _exists(services: RegistryServices, registry: RegistryRecord, name: str) -> bool:
+    return (await services.sql.run(services.artifacts.repository, registry.id, name)) is not None
 
 
 # -- catalog ---------------------------------------------------------------------------------------------
 
 
-async def catalog(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def catalog(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                  route: Route) -> web.Response:
     """Repository names in order (those with listing enabled), ``n`` at most, after ``last``."""
-    found, more = await catalog_page(request, ctx, registry)
+    found, more = await catalog_page(request, services, registry)
     headers = {"Link": f'</acr/v1/_catalog?last={quote(found[-1], safe="")}&n={more}>; rel="next"'} if more else {}
     return _answer({"repositories": found}, headers=headers)
 
@@ -114,8 +120,9 @@ async def catalog(request: web.Request, ctx: Context, registry: RegistryRecord, 
 # -- repositories ----------------------------------------------------------------------------------------
 
 
-async def _repository_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str) -> dict[str, Any]:
-    info = await ctx.sql.run(ctx.artifacts.repository, registry.id, name)
+async def _repository_body(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                           name: str) -> dict[str, Any]:
+    info = await services.sql.run(services.artifacts.repository, registry.id, name)
     if info is None:
         raise _unknown_repository(name)
     return {
@@ -129,10 +136,11 @@ async def _repository_body(request: web.Request, ctx: Context, registry: Registr
     }
 
 
-async def get_repository(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def get_repository(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                         route: Route) -> web.Response:
     name = check_repository(route.name)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    return _answer(await _repository_body(request, ctx, registry, name))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (METADATA_READ,)))
+    return _answer(await _repository_body(request, services, registry, name))
 
 
 async def _attribute_changes(request: web.Request) -> dict[str, bool]:
@@ -160,29 +168,29 @@ async def _attribute_changes(request: web.Request) -> dict[str, bool]:
     return changes
 
 
-async def patch_repository(request: web.Request, ctx: Context, registry: RegistryRecord,
+async def patch_repository(request: web.Request, services: RegistryServices, registry: RegistryRecord,
                            route: Route) -> web.Response:
     name = check_repository(route.name)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
-    if (await ctx.sql.run(ctx.artifacts.repository, registry.id, name)) is None:
+    if (await services.sql.run(services.artifacts.repository, registry.id, name)) is None:
         raise _unknown_repository(name)
-    await ctx.sql.run(ctx.artifacts.set_attributes, registry.id, name, changes)
-    return _answer(await _repository_body(request, ctx, registry, name))
+    await services.sql.run(services.artifacts.set_attributes, registry.id, name, changes)
+    return _answer(await _repository_body(request, services, registry, name))
 
 
-async def delete_repository(request: web.Request, ctx: Context, registry: RegistryRecord,
+async def delete_repository(request: web.Request, services: RegistryServices, registry: RegistryRecord,
                             route: Route) -> web.Response:
     """202 with the manifests and tags deleted; REGISTRY_DISALLOWED_OPERATION if anything in it is locked."""
     name = check_repository(route.name)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (DELETE,)))
     try:
-        deleted = await ctx.sql.run(ctx.artifacts.delete_repository, registry.id, name)
+        deleted = await services.sql.run(services.artifacts.delete_repository, registry.id, name)
     except Blocked as exc:
         raise guards.disallowed(exc.what, "deleteEnabled") from None
     if deleted is None:
         raise _unknown_repository(name)
-    audit.repository_event(request, ctx, registry.name, "Delete", name, description=(
+    services.audit.repository_event(request, registry.name, "Delete", name, description=(
         f"repository deleted with {len(deleted.manifests)} manifests and {len(deleted.tags)} tags"))
     return _answer({"manifestsDeleted": deleted.manifests, "tagsDeleted": deleted.tags}, status=202)
 
@@ -201,16 +209,18 @@ def _tag_json(tag: TagInfo) -> dict[str, Any]:
     }
 
 
-async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def list_tags(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                    route: Route) -> web.Response:
     name = check_repository(route.name)
-    n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
+    n = page_size(request.query.get("n"), services.limits.page_size_max)
     last = request.query.get("last") or None
     order = _order(request)
     digest_param = request.query.get("digest")
     digest = str(parse_digest(digest_param)) if digest_param else None
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    found = (await ctx.sql.run(ctx.artifacts.tags, registry.id, name, last, n + 1, order, digest)) if n else []
-    if found is None or (not found and (await ctx.sql.run(ctx.artifacts.repository, registry.id, name)) is None):
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (METADATA_READ,)))
+    found = (await services.sql.run(services.artifacts.tags, registry.id, name, last, n + 1, order, digest)
+             if n else [])
+    if found is None or (not found and not await _exists(services, registry, name)):
         raise _unknown_repository(name)
     headers: dict[str, str] = {}
     if n and len(found) > n:
@@ -220,44 +230,47 @@ async def list_tags(request: web.Request, ctx: Context, registry: RegistryRecord
     return _answer(body, headers=headers)
 
 
-async def _tag_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str,
+async def _tag_body(request: web.Request, services: RegistryServices, registry: RegistryRecord, name: str,
                    tag: str) -> dict[str, Any]:
-    info = await ctx.sql.run(ctx.artifacts.tag, registry.id, name, tag)
+    info = await services.sql.run(services.artifacts.tag, registry.id, name, tag)
     if info is None:
-        raise await _not_found(ctx, registry, name, _unknown_tag(name, tag))
+        raise await _not_found(services, registry, name, _unknown_tag(name, tag))
     return {"registry": _login_server(request), "imageName": name, "tag": _tag_json(info)}
 
 
-async def get_tag(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def get_tag(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                  route: Route) -> web.Response:
     name = check_repository(route.name)
     tag = check_tag(route.ref)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    return _answer(await _tag_body(request, ctx, registry, name, tag))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (METADATA_READ,)))
+    return _answer(await _tag_body(request, services, registry, name, tag))
 
 
-async def patch_tag(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def patch_tag(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                    route: Route) -> web.Response:
     name = check_repository(route.name)
     tag = check_tag(route.ref)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
-    await _tag_body(request, ctx, registry, name, tag)  # 404 before any change
-    await ctx.sql.run(ctx.artifacts.set_attributes, registry.id, name, changes, tag=tag)
-    return _answer(await _tag_body(request, ctx, registry, name, tag))
+    await _tag_body(request, services, registry, name, tag)  # 404 before any change
+    await services.sql.run(services.artifacts.set_attributes, registry.id, name, changes, tag=tag)
+    return _answer(await _tag_body(request, services, registry, name, tag))
 
 
-async def delete_tag(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def delete_tag(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                     route: Route) -> web.Response:
     """Untag (the manifest stays); 202, TAG_UNKNOWN, or REGISTRY_DISALLOWED_OPERATION if locked."""
     name = check_repository(route.name)
     tag = check_tag(route.ref)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (DELETE,)))
 
     def delete() -> bool:  # checked and deleted in one call, so no lock set meanwhile is missed
-        guards.check_tag_delete(ctx.artifacts, registry.id, name, tag)
-        return ctx.registry_meta.delete_tag(registry.id, name, tag)
+        guards.check_tag_delete(services.artifacts, registry.id, name, tag)
+        return services.meta.delete_tag(registry.id, name, tag)
 
-    if not await ctx.sql.run(delete):
-        raise await _not_found(ctx, registry, name, _unknown_tag(name, tag))
-    audit.repository_event(request, ctx, registry.name, "Untag", name, tag=tag)
+    if not await services.sql.run(delete):
+        raise await _not_found(services, registry, name, _unknown_tag(name, tag))
+    services.audit.repository_event(request, registry.name, "Untag", name, tag=tag)
     return _answer({}, status=202)
 
 
@@ -267,7 +280,7 @@ _CONFIG_CACHE: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
 _CONFIG_CACHE_MAX = 4096
 
 
-async def _platform(ctx: Context, registry: RegistryRecord, name: str, config: dict[str, Any]) -> tuple[
+async def _platform(services: RegistryServices, registry: RegistryRecord, name: str, config: dict[str, Any]) -> tuple[
         str | None, str | None]:
     """``(architecture, os)`` from an image's config blob; ``(None, None)`` when it is not an image config, is
     missing or unreadable (listing must not fail because of one odd manifest)."""
@@ -277,12 +290,12 @@ async def _platform(ctx: Context, registry: RegistryRecord, name: str, config: d
     if digest_text in _CONFIG_CACHE:
         _CONFIG_CACHE.move_to_end(digest_text)
         return _CONFIG_CACHE[digest_text]
-    size = await ctx.sql.run(ctx.registry_meta.blob_size, registry.id, name, digest_text)
+    size = await services.sql.run(services.meta.blob_size, registry.id, name, digest_text)
     if size is None or size > CONFIG_MAX_BYTES:
         return None, None
     try:
         digest = Digest.parse(digest_text)
-        parts = [chunk async for chunk in ctx.blobs.read(digest)]
+        parts = [chunk async for chunk in services.blobs.read(digest)]
         document = json.loads(b"".join(parts))
     except Exception:  # a broken config only loses the platform fields
         return None, None
@@ -294,7 +307,8 @@ async def _platform(ctx: Context, registry: RegistryRecord, name: str, config: d
     return result
 
 
-async def _manifest_json(ctx: Context, registry: RegistryRecord, name: str, info: ManifestInfo) -> dict[str, Any]:
+async def _manifest_json(services: RegistryServices, registry: RegistryRecord, name: str,
+                         info: ManifestInfo) -> dict[str, Any]:
     out: dict[str, Any] = {
         "digest": info.digest,
         "imageSize": info.size,
@@ -317,7 +331,7 @@ async def _manifest_json(ctx: Context, registry: RegistryRecord, name: str, info
         layers: list[Any] = layers_value if isinstance(layers_value, list) else []
         sizes = [d.get("size") for d in [config, *layers] if isinstance(d, dict)]
         out["imageSize"] = info.size + sum(s for s in sizes if isinstance(s, int))
-        architecture, os_name = await _platform(ctx, registry, name, config)
+        architecture, os_name = await _platform(services, registry, name, config)
         if architecture:
             out["architecture"] = architecture
         if os_name:
@@ -336,64 +350,66 @@ async def _manifest_json(ctx: Context, registry: RegistryRecord, name: str, info
     return out
 
 
-async def list_manifests(request: web.Request, ctx: Context, registry: RegistryRecord,
+async def list_manifests(request: web.Request, services: RegistryServices, registry: RegistryRecord,
                          route: Route) -> web.Response:
     name = check_repository(route.name)
-    n = page_size(request.query.get("n"), ctx.settings.limits.page_size_max)
+    n = page_size(request.query.get("n"), services.limits.page_size_max)
     last = request.query.get("last") or None
     order = _order(request)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    found = (await ctx.sql.run(ctx.artifacts.manifests, registry.id, name, last, n + 1, order)) if n else []
-    if found is None or (not found and (await ctx.sql.run(ctx.artifacts.repository, registry.id, name)) is None):
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (METADATA_READ,)))
+    found = (await services.sql.run(services.artifacts.manifests, registry.id, name, last, n + 1, order)
+             if n else [])
+    if found is None or (not found and not await _exists(services, registry, name)):
         raise _unknown_repository(name)
     headers: dict[str, str] = {}
     if n and len(found) > n:
         found = found[:n]
         headers["Link"] = _link(f"{_repo_path(name)}/_manifests", n, found[-1].digest, order)
-    items = [await _manifest_json(ctx, registry, name, m) for m in found]
+    items = [await _manifest_json(services, registry, name, m) for m in found]
     return _answer({"registry": _login_server(request), "imageName": name, "manifests": items}, headers=headers)
 
 
-async def _manifest_body(request: web.Request, ctx: Context, registry: RegistryRecord, name: str,
+async def _manifest_body(request: web.Request, services: RegistryServices, registry: RegistryRecord, name: str,
                          digest: str) -> dict[str, Any]:
-    info = await ctx.sql.run(ctx.artifacts.manifest, registry.id, name, digest)
+    info = await services.sql.run(services.artifacts.manifest, registry.id, name, digest)
     if info is None:
-        raise await _not_found(ctx, registry, name, _unknown_manifest(name, digest))
-    manifest = await _manifest_json(ctx, registry, name, info)
+        raise await _not_found(services, registry, name, _unknown_manifest(name, digest))
+    manifest = await _manifest_json(services, registry, name, info)
     return {"registry": _login_server(request), "imageName": name, "manifest": manifest}
 
 
-async def get_manifest(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def get_manifest(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                       route: Route) -> web.Response:
     name = check_repository(route.name)
     digest = str(parse_digest(route.ref))
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_READ,)))
-    return _answer(await _manifest_body(request, ctx, registry, name, digest))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (METADATA_READ,)))
+    return _answer(await _manifest_body(request, services, registry, name, digest))
 
 
-async def patch_manifest(request: web.Request, ctx: Context, registry: RegistryRecord,
+async def patch_manifest(request: web.Request, services: RegistryServices, registry: RegistryRecord,
                          route: Route) -> web.Response:
     name = check_repository(route.name)
     digest = str(parse_digest(route.ref))
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (METADATA_WRITE,)))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (METADATA_WRITE,)))
     changes = await _attribute_changes(request)
-    await _manifest_body(request, ctx, registry, name, digest)  # 404 before any change
-    await ctx.sql.run(ctx.artifacts.set_attributes, registry.id, name, changes, digest=digest)
-    return _answer(await _manifest_body(request, ctx, registry, name, digest))
+    await _manifest_body(request, services, registry, name, digest)  # 404 before any change
+    await services.sql.run(services.artifacts.set_attributes, registry.id, name, changes, digest=digest)
+    return _answer(await _manifest_body(request, services, registry, name, digest))
 
 
-async def delete_manifest(request: web.Request, ctx: Context, registry: RegistryRecord,
+async def delete_manifest(request: web.Request, services: RegistryServices, registry: RegistryRecord,
                           route: Route) -> web.Response:
     """The manifest and every tag on it; 202, MANIFEST_UNKNOWN, or REGISTRY_DISALLOWED_OPERATION if locked."""
     name = check_repository(route.name)
     digest = str(parse_digest(route.ref))
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (DELETE,)))
 
     def delete() -> bool:  # checked and deleted in one call, so no lock set meanwhile is missed
-        guards.check_manifest_delete(ctx.artifacts, registry.id, name, digest)
-        return ctx.registry_meta.delete_manifest(registry.id, name, digest)
+        guards.check_manifest_delete(services.artifacts, registry.id, name, digest)
+        return services.meta.delete_manifest(registry.id, name, digest)
 
-    if not await ctx.sql.run(delete):
-        raise await _not_found(ctx, registry, name, _unknown_manifest(name, digest))
-    audit.repository_event(request, ctx, registry.name, "Delete", name, digest=digest)
+    if not await services.sql.run(delete):
+        raise await _not_found(services, registry, name, _unknown_manifest(name, digest))
+    services.audit.repository_event(request, registry.name, "Delete", name, digest=digest)
     return _answer({}, status=202)
 

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -35,9 +35,6 @@ from sqlalchemy.engine import Engine
 from acrlocal.registry.auth_events import AuthEvent
 from acrlocal.registry.authz import Caller
 from acrlocal.storage.sql import metadata
-
-if TYPE_CHECKING:
-    from acrlocal.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +151,19 @@ class AuditLog:
             self.dropped += 1
         self._pending.append(event)
 
+    def repository_event(self, request: web.Request, registry: str, operation: str, repository: str | None, *,
+                         result: str = "Success", tag: str | None = None, digest: str | None = None,
+                         media_type: str | None = None, size: int | None = None,
+                         description: str | None = None) -> None:
+        """Queue a repository event for this request (identity from the authorized caller, if any)."""
+        caller: Caller | None = request.get(CALLER_KEY)
+        principal = caller.principal if caller is not None else None
+        self.add(RepositoryEvent(
+            time=time.time(), registry=registry, identity=principal, identity_kind=getattr(caller, "kind", None),
+            operation=operation, repository=repository, result=result, tag=tag, digest=digest,
+            media_type=media_type, size=size, description=description, caller_address=request.remote,
+            user_agent=request.headers.get("User-Agent")))
+
     def record(self, event: AuthEvent) -> None:
         """The token service's hook: an ``AuthEvent`` (login, or a data-plane authorization decision). Logins
         go to the login table; refused authorizations to the repository table as ``Denied``; granted ones are
@@ -215,6 +225,7 @@ class AuditLog:
             await self.flush()
 
     def start(self) -> None:
+        """Start the writer (on the running event loop); events queued before are written at its first turn."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="registry.audit")
 
@@ -239,52 +250,11 @@ def _operation_of(actions: str) -> str:
 
 # -- what the data plane calls ---------------------------------------------------------------------------
 
-AUDIT_KEY = "registry.audit"
-
-
-def log_of(ctx: Context) -> AuditLog | None:
-    """The server's audit log (``None`` before :func:`start` ran, e.g. in unit tests)."""
-    found = ctx.extras.get(AUDIT_KEY)
-    return found if isinstance(found, AuditLog) else None
-
-
-def start(ctx: Context) -> AuditLog:
-    """Make and start the audit log, and give it to the token service as its audit hook."""
-    audit_log = AuditLog(ctx.engine)
-    ctx.extras[AUDIT_KEY] = audit_log
-    ctx.registry_audit = audit_log
-    audit_log.start()
-    return audit_log
-
-
-async def stop(ctx: Context) -> None:
-    audit_log = ctx.extras.pop(AUDIT_KEY, None)
-    if isinstance(audit_log, AuditLog):
-        await audit_log.stop()
-
-
 
 def remember(request: web.Request, caller: Caller) -> Caller:
     """Keep the authorized caller on the request, for the events it causes."""
     request[CALLER_KEY] = caller
     return caller
-
-
-def repository_event(request: web.Request, ctx: Context, registry: str, operation: str,
-                     repository: str | None, *, result: str = "Success", tag: str | None = None,
-                     digest: str | None = None, media_type: str | None = None, size: int | None = None,
-                     description: str | None = None) -> None:
-    """Queue a repository event for this request (identity from the authorized caller, if any)."""
-    audit = log_of(ctx)
-    if audit is None:
-        return
-    caller: Caller | None = request.get(CALLER_KEY)
-    principal = caller.principal if caller is not None else None
-    audit.add(RepositoryEvent(
-        time=time.time(), registry=registry, identity=principal, identity_kind=getattr(caller, "kind", None),
-        operation=operation, repository=repository, result=result, tag=tag, digest=digest, media_type=media_type,
-        size=size, description=description, caller_address=request.remote,
-        user_agent=request.headers.get("User-Agent")))
 
 
 # -- reading ---------------------------------------------------------------------------------------------

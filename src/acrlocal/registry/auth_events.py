@@ -1,15 +1,18 @@
-"""The hooks the token service offers to other parts of the registry: audit events and scoped tokens.
+"""What the token service and the authorizer use besides their signer, handed in by ``server.py`` as one
+:class:`AuthServices`: audit events, scoped tokens, the control plane's answers, who exists and the login servers.
 
 - :class:`AuditSink`: ``record(event)`` is called once for every login at the token endpoints (a refresh token
   issued, an access token issued, a credential refused) and once for every authorization decision on the data
-  plane (allowed or refused). The default, :class:`NullAudit`, drops them; the audit log replaces it in
-  ``ctx.registry_audit``. ``record`` runs on the request path, so it must be cheap and must not raise. A sink
+  plane (allowed or refused). :class:`NullAudit` drops them; the server hands in its audit log
+  (:class:`acrlocal.registry.audit.AuditLog`). ``record`` runs on the request path, so it must be cheap and must not
+  raise. A sink
   whose ``records_granted`` is ``False`` is not sent granted data-plane authorizations (every manifest HEAD of
   an authorized client is one); it still gets every login and every refusal.
 - :class:`ScopedTokenPolicy`: repository-scoped tokens (ACR's ``tokens`` and ``scope maps``). The token endpoint
   asks it to check a Basic ``name:password`` that is neither the admin user nor an ACR refresh token, and asks it,
   at every token request and from current state, which actions the token's scope map grants on a resource.
-  ``ctx.scoped_tokens`` holds it; ``None`` means the registry has no scoped tokens.
+  The control plane implements it (:class:`acrlocal.arm.tokens.RepositoryTokens`); ``None`` means the registry has
+  no scoped tokens.
 - :class:`ControlPlaneAccess`: what the token service asks the control plane at every token request: an Entra
   principal's role assignments at a registry's scope and above, the roles they name, and the admin user's
   password. The control plane implements it (:class:`acrlocal.arm.access.ArmAccess`) and ``server.py`` hands it
@@ -21,11 +24,15 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from acrlocal.rbac import RoleAssignment
 from acrlocal.rbac.roles import RoleDefinition
 from acrlocal.storage.metadata import RegistryRecord
+
+if TYPE_CHECKING:
+    from acrlocal.identity.directory import Directory
+    from acrlocal.registry.hosting import RegistryHosting
 
 EventKind = Literal["login", "authorization"]
 SubjectKind = Literal["principal", "admin", "token", "anonymous"]
@@ -60,7 +67,7 @@ def records_granted(sink: AuditSink) -> bool:
 
 
 class NullAudit:
-    """Drops every event (the default until an audit log is installed)."""
+    """Drops every event."""
 
     records_granted = False
 
@@ -98,3 +105,16 @@ class ControlPlaneAccess(Protocol):
     def check_admin_password(self, registry_name: str, username: str, password: str) -> bool:
         """True if the registry's admin user is enabled and ``username``/``password`` are its credentials."""
         ...
+
+
+@dataclass(frozen=True)
+class AuthServices:
+    """What the token service and the authorizer read: the registries' login servers (``hosting``), who exists
+    (``directory``), the control plane's answers (``access``), the scoped-token policy (``scoped_tokens``) and where
+    every login and decision is reported (``audit``)."""
+
+    hosting: RegistryHosting
+    directory: Directory
+    access: ControlPlaneAccess
+    scoped_tokens: ScopedTokenPolicy | None
+    audit: AuditSink

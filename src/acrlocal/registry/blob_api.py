@@ -31,13 +31,13 @@ from collections.abc import Iterator
 from aiohttp import hdrs, web
 
 from acrlocal import inbound
-from acrlocal.context import Context
 from acrlocal.errors import NotFound
 from acrlocal.registry import audit, guards, housekeeping, locks
 from acrlocal.registry.authz import DELETE, PULL, PUSH, Caller
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.names import check_repository, parse_digest
 from acrlocal.registry.paths import Route
+from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import (
     API_VERSION,
     API_VERSION_VALUE,
@@ -81,7 +81,8 @@ def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
 # -- pull and delete -------------------------------------------------------------------------------------
 
 
-async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.StreamResponse:
+async def get_blob(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                   route: Route) -> web.StreamResponse:
     """GET/HEAD a blob the repository links (BLOB_UNKNOWN otherwise, even if another repository has it).
 
     A plain GET over TLS (always, for acrlocal's own listeners) streams the store's pieces: sendfile is impossible
@@ -91,21 +92,21 @@ async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord,
     """
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL,)))
-    size = await ctx.sql.run(ctx.registry_meta.blob_size, registry.id, name, str(digest),
-                             refresh_before=housekeeping.refresh_before(ctx))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (PULL,)))
+    size = await services.sql.run(services.meta.blob_size, registry.id, name, str(digest),
+                                  refresh_before=housekeeping.refresh_before(services.limits))
     if size is None:
         raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": str(digest)})
-    await ctx.sql.run(guards.check_blob_read, ctx.artifacts, registry.id, name)
+    await services.sql.run(guards.check_blob_read, services.artifacts, registry.id, name)
     headers = {CONTENT_DIGEST: str(digest), API_VERSION: API_VERSION_VALUE, hdrs.ACCEPT_RANGES: "bytes"}
     if request.method == "HEAD":
         headers[hdrs.CONTENT_LENGTH] = str(size)
         headers[hdrs.CONTENT_TYPE] = OCTET_STREAM
         return web.Response(status=200, headers=headers)
-    await ctx.sql.run(guards.check_blob_content_read, ctx.artifacts, registry.id, name, str(digest))
+    await services.sql.run(guards.check_blob_content_read, services.artifacts, registry.id, name, str(digest))
     if request.transport is not None:
         request.transport.set_write_buffer_limits(high=BLOB_WRITE_HIGH_WATER)
-    path = ctx.blobs.local_path(digest)
+    path = services.blobs.local_path(digest)
     if path is not None and (not request.secure or any(h in request.headers for h in FILE_RESPONSE_HEADERS)):
         response = web.FileResponse(path, headers=headers)
         response.content_type = OCTET_STREAM
@@ -114,28 +115,29 @@ async def get_blob(request: web.Request, ctx: Context, registry: RegistryRecord,
     stream.content_type = OCTET_STREAM
     stream.content_length = size
     await stream.prepare(request)
-    async for chunk in ctx.blobs.read(digest):
+    async for chunk in services.blobs.read(digest):
         await stream.write(chunk)
     await stream.write_eof()
     return stream
 
 
-async def delete_blob(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def delete_blob(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                      route: Route) -> web.Response:
     """Unlink a blob from the repository (202); its bytes go when no repository links it any more."""
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
-    audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (DELETE,)))
+    audit.remember(request, await services.authorizer.authorize(request, registry, name, (DELETE,)))
     key = str(digest)
     def unlink() -> bool:
         # Checked and unlinked in one call, so no lock set meanwhile is missed.
-        guards.check_blob_delete(ctx.artifacts, registry.id, name, key)
-        if not ctx.registry_meta.unlink_blob(registry.id, name, key):
+        guards.check_blob_delete(services.artifacts, registry.id, name, key)
+        if not services.meta.unlink_blob(registry.id, name, key):
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": key})
-        return ctx.registry_meta.forget_blob_if_unlinked(key)
+        return services.meta.forget_blob_if_unlinked(key)
 
     async with locks.digests(key):
-        if await ctx.sql.run(unlink):
-            await ctx.blobs.delete(digest)
+        if await services.sql.run(unlink):
+            await services.blobs.delete(digest)
     return empty(202, {CONTENT_DIGEST: key})
 
 
@@ -148,55 +150,56 @@ def _room() -> Iterator[None]:
         raise RegistryError("DENIED", f"upload refused: {exc}") from exc
 
 
-def _too_large(ctx: Context, size: int) -> RegistryError:
-    limit = ctx.settings.limits.blob_max_bytes
+def _too_large(services: RegistryServices, size: int) -> RegistryError:
+    limit = services.limits.blob_max_bytes
     return RegistryError("DENIED", f"upload refused: the blob would be {size} bytes or more, larger than the {limit} "
                                    "a blob may be (acrlocal up --blob-max-size)")
 
 
-async def publish(ctx: Context, registry: RegistryRecord, name: str, upload_id: str, digest: Digest) -> None:
+async def publish(services: RegistryServices, registry: RegistryRecord, name: str, upload_id: str,
+                  digest: Digest) -> None:
     """Commit an upload under ``digest`` and link it to the repository; DIGEST_INVALID if it does not match."""
     async with locks.digests(str(digest)):
         try:
             with _room():
-                size = await ctx.blobs.commit(upload_id, digest)
+                size = await services.blobs.commit(upload_id, digest)
         except DigestMismatch as exc:
             raise RegistryError(
                 "DIGEST_INVALID", str(exc), {"expected": str(exc.expected), "actual": str(exc.actual)}
             ) from exc
         except NotFound as exc:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more") from exc
-        await ctx.sql.run(ctx.registry_meta.link_blob, registry.id, name, str(digest), size)
+        await services.sql.run(services.meta.link_blob, registry.id, name, str(digest), size)
 
 
 # -- uploads ---------------------------------------------------------------------------------------------
 
 
-async def _append(ctx: Context, request: web.Request, name: str, upload_id: str, size: int) -> int:
+async def _append(services: RegistryServices, request: web.Request, name: str, upload_id: str, size: int) -> int:
     """Append the request body to the upload; returns the new size. Checks ``Content-Range`` if given. If the
     body does not arrive whole (a disconnect, a wrong length), what it wrote is cut off again and the error
     raised: the upload is as it was."""
     try:
         with _room():
-            return await _append_chunk(ctx, request, name, upload_id, size)
+            return await _append_chunk(services, request, name, upload_id, size)
     except BaseException:
         with contextlib.suppress(NotFound):
-            await ctx.blobs.truncate(upload_id, size)
+            await services.blobs.truncate(upload_id, size)
         raise
 
 
-async def _append_chunk(ctx: Context, request: web.Request, name: str, upload_id: str, size: int) -> int:
-    blob_max = ctx.settings.limits.blob_max_bytes
+async def _append_chunk(services: RegistryServices, request: web.Request, name: str, upload_id: str, size: int) -> int:
+    blob_max = services.limits.blob_max_bytes
     announced = request.content_length or 0
     if size + announced > blob_max:
-        raise _too_large(ctx, size + announced)
-    ctx.blobs.check_room(announced)
+        raise _too_large(services, size + announced)
+    services.blobs.check_room(announced)
     content_range = request.headers.get(hdrs.CONTENT_RANGE)
     if content_range is None:
         try:
-            return await ctx.blobs.append(upload_id, inbound.body_chunks(request), limit=blob_max - size)
+            return await services.blobs.append(upload_id, inbound.body_chunks(request), limit=blob_max - size)
         except UploadTooLarge as exc:
-            raise _too_large(ctx, blob_max + 1) from exc
+            raise _too_large(services, blob_max + 1) from exc
     try:
         start, end = parse_content_range(content_range)
     except RegistryError as err:
@@ -211,14 +214,14 @@ async def _append_chunk(ctx: Context, request: web.Request, name: str, upload_id
         )
     length = end - start + 1
     if end + 1 > blob_max:
-        raise _too_large(ctx, end + 1)
+        raise _too_large(services, end + 1)
     if request.content_length is not None and request.content_length != length:
         raise RegistryError(
             "SIZE_INVALID",
             f"Content-Length {request.content_length} does not match Content-Range {start}-{end} ({length} bytes)",
         )
     try:
-        new_size = await ctx.blobs.append(upload_id, inbound.body_chunks(request), limit=length)
+        new_size = await services.blobs.append(upload_id, inbound.body_chunks(request), limit=length)
     except UploadTooLarge:
         new_size = -1
     if new_size != end + 1:
@@ -226,7 +229,8 @@ async def _append_chunk(ctx: Context, request: web.Request, name: str, upload_id
     return new_size
 
 
-async def start_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def start_upload(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                       route: Route) -> web.Response:
     """POST: mount from another repository (201), a whole blob in one request (201), or open a session (202)."""
     name = check_repository(route.name)
     query = request.query
@@ -234,56 +238,56 @@ async def start_upload(request: web.Request, ctx: Context, registry: RegistryRec
     mount_digest = parse_digest(mount) if mount is not None else None
     source_name = check_repository(source) if mount is not None and source else None
     digest = parse_digest(digest_param) if digest_param is not None else None
-    caller = audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, (PULL, PUSH)))
-    await ctx.sql.run(guards.check_write, ctx.artifacts, registry.id, name)
+    caller = audit.remember(request, await services.authorizer.authorize(request, registry, name, (PULL, PUSH)))
+    await services.sql.run(guards.check_write, services.artifacts, registry.id, name)
 
     if mount_digest is not None and source_name is not None and await _mount(
-        request, ctx, registry, caller, name, source_name, mount_digest
+        request, services, registry, caller, name, source_name, mount_digest
     ):
         return empty(201, {"Location": blob_location(name, mount_digest), CONTENT_DIGEST: str(mount_digest)})
 
-    blob_max = ctx.settings.limits.blob_max_bytes
+    blob_max = services.limits.blob_max_bytes
     if digest is None:
-        await _check_session_quota(ctx, registry, caller)
+        await _check_session_quota(services, registry, caller)
     elif (request.content_length or 0) > blob_max:
-        raise _too_large(ctx, request.content_length or 0)
+        raise _too_large(services, request.content_length or 0)
     upload_id = secrets.token_urlsafe(32)
     with _room():
-        ctx.blobs.check_room(request.content_length or 0)
-        await ctx.blobs.start_upload(upload_id)
+        services.blobs.check_room(request.content_length or 0)
+        await services.blobs.start_upload(upload_id)
     if digest is not None:
         try:
             with _room():
-                await ctx.blobs.append(upload_id, inbound.body_chunks(request), limit=blob_max)
-            await publish(ctx, registry, name, upload_id, digest)
+                await services.blobs.append(upload_id, inbound.body_chunks(request), limit=blob_max)
+            await publish(services, registry, name, upload_id, digest)
         except UploadTooLarge as exc:
-            raise _too_large(ctx, blob_max + 1) from exc
+            raise _too_large(services, blob_max + 1) from exc
         finally:
-            await ctx.blobs.abort(upload_id)
+            await services.blobs.abort(upload_id)
         return empty(201, {"Location": blob_location(name, digest), CONTENT_DIGEST: str(digest)})
     try:
-        await ctx.sql.run(ctx.registry_meta.create_upload, upload_id, registry.id, name, caller.principal)
+        await services.sql.run(services.meta.create_upload, upload_id, registry.id, name, caller.principal)
     except BaseException:
-        await ctx.blobs.abort(upload_id)
+        await services.blobs.abort(upload_id)
         raise
     return empty(202, _upload_headers(name, upload_id, 0))
 
 
-async def _check_session_quota(ctx: Context, registry: RegistryRecord, caller: Caller) -> None:
+async def _check_session_quota(services: RegistryServices, registry: RegistryRecord, caller: Caller) -> None:
     """429 TOOMANYREQUESTS when the caller already holds ``upload_sessions_max`` open sessions in the registry."""
-    limit = ctx.settings.limits.upload_sessions_max
-    if (await ctx.sql.run(ctx.registry_meta.count_uploads, registry.id, caller.principal, limit)) >= limit:
+    limit = services.limits.upload_sessions_max
+    if (await services.sql.run(services.meta.count_uploads, registry.id, caller.principal, limit)) >= limit:
         raise RegistryError(
             "TOOMANYREQUESTS",
             f"too many open upload sessions: {caller.principal or 'this caller'} already has {limit} in registry "
             f"{registry.name!r}; complete or cancel some (idle ones expire after "
-            f"{ctx.settings.limits.upload_session_ttl_s} s; acrlocal up --upload-sessions-max)",
+            f"{services.limits.upload_session_ttl_s} s; acrlocal up --upload-sessions-max)",
         )
 
 
 async def _mount(
     request: web.Request,
-    ctx: Context,
+    services: RegistryServices,
     registry: RegistryRecord,
     caller: Caller,
     name: str,
@@ -292,20 +296,21 @@ async def _mount(
 ) -> bool:
     """Link ``digest`` from ``source`` if the caller may pull ``source`` and ``source`` has it."""
     if source == name:
-        return (await ctx.sql.run(ctx.registry_meta.blob_size, registry.id, name, str(digest),
-                                  refresh_before=housekeeping.refresh_before(ctx))) is not None
-    if not await ctx.registry_auth.permits(request, caller, registry, source, (PULL,)):
+        return (await services.sql.run(services.meta.blob_size, registry.id, name, str(digest),
+                                       refresh_before=housekeeping.refresh_before(services.limits))) is not None
+    if not await services.authorizer.permits(request, caller, registry, source, (PULL,)):
         return False
-    if not (await ctx.sql.run(ctx.artifacts.locks, registry.id, source)).repository.read_enabled:
+    if not (await services.sql.run(services.artifacts.locks, registry.id, source)).repository.read_enabled:
         return False  # a read-locked repository lends nothing: the client uploads instead
-    if (await ctx.sql.run(ctx.artifacts.blob_read_blocker, registry.id, source, str(digest))) is not None:
+    if (await services.sql.run(services.artifacts.blob_read_blocker, registry.id, source, str(digest))) is not None:
         return False  # nor does a read-locked manifest lend its layers
     async with locks.digests(str(digest)):
-        return (await ctx.sql.run(ctx.registry_meta.mount_blob, registry.id, source, name, str(digest))) is not None
+        return (await services.sql.run(services.meta.mount_blob, registry.id, source, name, str(digest))) is not None
 
 
 async def _session(
-    request: web.Request, ctx: Context, registry: RegistryRecord, route: Route, actions: tuple[str, ...] = (PULL, PUSH)
+    request: web.Request, services: RegistryServices, registry: RegistryRecord, route: Route,
+    actions: tuple[str, ...] = (PULL, PUSH),
 ) -> tuple[str, str, Caller]:
     """Name, upload id and caller of a request on an upload session; BLOB_UPLOAD_UNKNOWN unless the session
     exists under this registry and repository and belongs to this caller (who must hold ``actions``)."""
@@ -314,8 +319,8 @@ async def _session(
     unknown = RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id[:80]!r} is not open in repository {name!r}")
     if not UPLOAD_ID.fullmatch(upload_id):
         raise unknown
-    caller = audit.remember(request, await ctx.registry_auth.authorize(request, registry, name, actions))
-    session = await ctx.sql.run(ctx.registry_meta.get_upload, upload_id)
+    caller = audit.remember(request, await services.authorizer.authorize(request, registry, name, actions))
+    session = await services.sql.run(services.meta.get_upload, upload_id)
     if (
         session is None
         or session.registry_id != registry.id
@@ -326,68 +331,72 @@ async def _session(
     return name, upload_id, caller
 
 
-async def _size(ctx: Context, upload_id: str) -> int:
+async def _size(services: RegistryServices, upload_id: str) -> int:
     """The bytes the session's acknowledged chunks carried (call under the upload's lock). What the upload holds
     beyond that (a chunk cut off by a crash) is cut off; an upload that lost acknowledged bytes, or its row, is
     BLOB_UPLOAD_UNKNOWN."""
-    stored = await ctx.blobs.upload_size(upload_id)
-    session = await ctx.sql.run(ctx.registry_meta.get_upload, upload_id)
+    stored = await services.blobs.upload_size(upload_id)
+    session = await services.sql.run(services.meta.get_upload, upload_id)
     acknowledged = stored if session is None or session.size is None else session.size
     if session is None or stored is None or acknowledged is None or stored < acknowledged:
-        await ctx.sql.run(ctx.registry_meta.delete_upload, upload_id)
-        await ctx.blobs.abort(upload_id)
+        await services.sql.run(services.meta.delete_upload, upload_id)
+        await services.blobs.abort(upload_id)
         raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more")
     if stored > acknowledged:
-        await ctx.blobs.truncate(upload_id, acknowledged)
+        await services.blobs.truncate(upload_id, acknowledged)
     return acknowledged
 
 
-async def upload_status(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def upload_status(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                        route: Route) -> web.Response:
     """GET: 204 with ``Range`` (bytes received so far) and ``Location``. A read, so it needs ``pull`` only (as in
     Distribution): a client that holds a pull token for its GETs, as the OCI conformance suite does, gets the
     status of the session it opened."""
-    name, upload_id, _ = await _session(request, ctx, registry, route, (PULL,))
+    name, upload_id, _ = await _session(request, services, registry, route, (PULL,))
     async with locks.uploads(upload_id):
-        size = await _size(ctx, upload_id)
+        size = await _size(services, upload_id)
     return empty(204, _upload_headers(name, upload_id, size))
 
 
-async def patch_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def patch_upload(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                       route: Route) -> web.Response:
     """PATCH: append a chunk (with ``Content-Range``) or a stream (without); 202 with the new ``Range``."""
-    name, upload_id, _ = await _session(request, ctx, registry, route)
+    name, upload_id, _ = await _session(request, services, registry, route)
     async with locks.uploads(upload_id):
-        size = await _append(ctx, request, name, upload_id, await _size(ctx, upload_id))
-        await ctx.sql.run(ctx.registry_meta.touch_upload, upload_id, size)
+        size = await _append(services, request, name, upload_id, await _size(services, upload_id))
+        await services.sql.run(services.meta.touch_upload, upload_id, size)
     return empty(202, _upload_headers(name, upload_id, size))
 
 
-async def put_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def put_upload(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                     route: Route) -> web.Response:
     """PUT ?digest=: append a final chunk if the request has one, then publish; 201 with the blob's location.
 
     A digest mismatch discards the upload (DIGEST_INVALID); a malformed final chunk leaves the session open.
     """
-    name, upload_id, _ = await _session(request, ctx, registry, route)
+    name, upload_id, _ = await _session(request, services, registry, route)
     digest_param = request.query.get("digest")
     if digest_param is None:
         raise RegistryError("DIGEST_INVALID", "closing an upload needs ?digest=<digest> of the whole blob")
     digest = parse_digest(digest_param)
-    await ctx.sql.run(guards.check_write, ctx.artifacts, registry.id, name)
+    await services.sql.run(guards.check_write, services.artifacts, registry.id, name)
     async with locks.uploads(upload_id):
-        size = await _size(ctx, upload_id)
+        size = await _size(services, upload_id)
         if request.can_read_body:
-            await _append(ctx, request, name, upload_id, size)
+            await _append(services, request, name, upload_id, size)
         try:
-            await publish(ctx, registry, name, upload_id, digest)
+            await publish(services, registry, name, upload_id, digest)
         finally:
             with contextlib.suppress(NotFound):
-                await ctx.sql.run(ctx.registry_meta.delete_upload, upload_id)
+                await services.sql.run(services.meta.delete_upload, upload_id)
     return empty(201, {"Location": blob_location(name, digest), CONTENT_DIGEST: str(digest)})
 
 
-async def cancel_upload(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def cancel_upload(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                        route: Route) -> web.Response:
     """DELETE: discard the session and what it received (204)."""
-    _, upload_id, _ = await _session(request, ctx, registry, route)
+    _, upload_id, _ = await _session(request, services, registry, route)
     async with locks.uploads(upload_id):
-        await ctx.sql.run(ctx.registry_meta.delete_upload, upload_id)
-        await ctx.blobs.abort(upload_id)
+        await services.sql.run(services.meta.delete_upload, upload_id)
+        await services.blobs.abort(upload_id)
     return empty(204, {})

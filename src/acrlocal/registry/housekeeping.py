@@ -28,10 +28,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from acrlocal.context import Context
+from acrlocal.config import Limits
 from acrlocal.registry import locks
 from acrlocal.storage.blobs import BlobStore
 from acrlocal.storage.digest import Digest
+from acrlocal.storage.metadata import RegistryMetadata
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,11 @@ def _missing(store: BlobStore, digests: list[Digest]) -> list[Digest]:
     return [d for d in digests if not store.exists(d)]
 
 
-async def reconcile(ctx: Context, now: float | None = None) -> Reconciled:
-    """Remove blob files no row names (older than the grace period) and forget rows whose file is gone."""
+async def reconcile(meta: RegistryMetadata, store: BlobStore, grace_s: float, now: float | None = None) -> Reconciled:
+    """Remove blob files no row names (older than ``grace_s``) and forget rows whose file is gone."""
     loop = asyncio.get_running_loop()
-    meta, store = ctx.registry_meta, ctx.blobs
     now = time.time() if now is None else now
-    cutoff = now - ctx.settings.limits.blob_gc_grace_s
+    cutoff = now - grace_s
     result = Reconciled()
 
     files = await loop.run_in_executor(None, lambda: list(store.stored()))
@@ -95,9 +95,9 @@ async def reconcile(ctx: Context, now: float | None = None) -> Reconciled:
     return result
 
 
-def refresh_before(ctx: Context) -> float:
+def refresh_before(limits: Limits) -> float:
     """Links last used before this time are marked used when a request uses them (half the grace period ago)."""
-    return time.time() - ctx.settings.limits.blob_gc_grace_s / 2
+    return time.time() - limits.blob_gc_grace_s / 2
 
 
 @dataclass
@@ -111,13 +111,13 @@ class Collected:
                 "blobsDeleted": self.deleted, "bytesFreed": self.bytes_freed}
 
 
-async def collect(ctx: Context, registry_id: int, now: float | None = None) -> Collected:
-    """Unlink the registry's unreferenced blobs not used within the grace period, then delete the bytes of every
-    blob that no repository links."""
-    meta, store = ctx.registry_meta, ctx.blobs
+async def collect(meta: RegistryMetadata, store: BlobStore, registry_id: int, grace_s: float,
+                  now: float | None = None) -> Collected:
+    """Unlink the registry's unreferenced blobs not used within ``grace_s``, then delete the bytes of every blob
+    that no repository links."""
     now = time.time() if now is None else now
     result = Collected()
-    while batch := meta.unlink_unreferenced(registry_id, now - ctx.settings.limits.blob_gc_grace_s, BATCH):
+    while batch := meta.unlink_unreferenced(registry_id, now - grace_s, BATCH):
         result.unlinked += batch
         await asyncio.sleep(0)  # let requests in between batches
     while candidates := [d for d in meta.unlinked_blobs(BATCH) if d not in result.deleted]:

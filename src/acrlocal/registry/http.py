@@ -1,6 +1,7 @@
-"""HTTP entry point of the data plane: one function per request, ``handle(request, registry)``.
+"""HTTP entry point of the data plane: one function per request, ``handle(request, services, registry)``.
 
-The server finds the registry (by local port or by host name) and calls :func:`handle`. The path is parsed by
+The server finds the registry (by local port or by host name) and calls :func:`handle` with the
+:class:`~acrlocal.registry.services.RegistryServices` it made. The path is parsed by
 hand (:mod:`acrlocal.registry.paths`, no regex router) and dispatched on (endpoint, method) through one dict.
 Each handler checks names first, then calls the authorizer once, then touches storage.
 
@@ -25,12 +26,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
-from acrlocal.context import Context
 from acrlocal.errors import ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
-from acrlocal.registry import acr_api, audit, blob_api, guards, housekeeping, locks, manifest_api
+from acrlocal.registry import acr_api, blob_api, guards, housekeeping, locks, manifest_api
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.paths import Endpoint, Route, parse_path
+from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, error_response
 from acrlocal.storage.digest import Digest
 from acrlocal.storage.metadata import RegistryRecord
@@ -38,12 +39,13 @@ from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request, Context, RegistryRecord, Route], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, RegistryServices, RegistryRecord, Route], Awaitable[web.StreamResponse]]
 
 
-async def _base(request: web.Request, ctx: Context, registry: RegistryRecord, route: Route) -> web.Response:
+async def _base(request: web.Request, services: RegistryServices, registry: RegistryRecord,
+                route: Route) -> web.Response:
     """``GET /v2/``: 200 ``{}`` to a caller the authorizer accepts (the 401 challenge comes from it)."""
-    await ctx.registry_auth.authorize(request, registry, None, ())
+    await services.authorizer.authorize(request, registry, None, ())
     return web.json_response({}, headers={API_VERSION: API_VERSION_VALUE})
 
 
@@ -89,29 +91,25 @@ def _not_found(route: Route | None) -> RegistryError:
     return RegistryError("UNSUPPORTED", f"{route.endpoint.value} does not support this method", status=405)
 
 
-async def handle(request: web.Request, registry: RegistryRecord) -> web.StreamResponse:
+async def handle(request: web.Request, services: RegistryServices, registry: RegistryRecord) -> web.StreamResponse:
     if request.path.startswith("/oauth2/"):
-        service = request.app["ctx"].token_service
-        if service is not None:
-            try:
-                return await service.handle(request, registry)
-            except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
-                return unavailable(request, exc)
+        try:
+            return await services.token_service.handle(request, registry)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            return unavailable(request, exc)
     route = parse_path(request.raw_path)
     try:
         handler = ROUTES.get((route.endpoint, request.method)) if route is not None else None
         if handler is None or route is None:
             raise _not_found(route)
-        ctx: Context = request.app["ctx"]
-        if ctx.registry_throttle is not None:
-            ctx.registry_throttle.check(registry, request.method)
-        return await handler(request, ctx, registry, route)
+        services.throttle.check(registry, request.method)
+        return await handler(request, services, registry, route)
     except RegistryError as err:
         if err.code == guards.DISALLOWED and route is not None:
-            audit.repository_event(request, request.app["ctx"], registry.name, _OPERATIONS.get(request.method, "Pull"),
-                                   route.name or None, result="Denied", description=str(err.detail))
+            services.audit.repository_event(request, registry.name, _OPERATIONS.get(request.method, "Pull"),
+                                            route.name or None, result="Denied", description=str(err.detail))
         return error_response(err)
     except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
         code = "SIZE_INVALID" if isinstance(exc, RequestTooLarge) else "UNSUPPORTED"
@@ -162,61 +160,59 @@ def route_every_request(app: web.Application, handler: Callable[[web.Request], A
 
 # -- housekeeping ----------------------------------------------------------------------------------------
 
-_SWEEPER = "registry.sweeper"
-
-
 def _sweep_interval(ttl_s: float) -> float:
     """How often the sweeper runs: a quarter of the TTL, between 1 s and 5 min."""
     return min(max(ttl_s / 4, 1.0), 300.0)
 
 
-async def sweep(ctx: Context, now: float | None = None) -> None:
+async def sweep(services: RegistryServices, now: float | None = None) -> None:
     """Expire idle upload sessions, then delete the bytes of blobs that no repository links."""
-    meta, sql = ctx.registry_meta, ctx.sql
+    meta, sql, ttl_s = services.meta, services.sql, services.limits.upload_session_ttl_s
     now = time.time() if now is None else now
-    for upload_id in await sql.run(meta.expired_uploads, now - ctx.settings.limits.upload_session_ttl_s):
+    for upload_id in await sql.run(meta.expired_uploads, now - ttl_s):
         async with locks.uploads(upload_id):
             await sql.run(meta.delete_upload, upload_id)
-            await ctx.blobs.abort(upload_id)
+            await services.blobs.abort(upload_id)
     # Upload files no session owns: a registry deleted with its sessions, a single-request upload cut off.
-    ctx.blobs.sweep(await sql.run(meta.upload_ids), older_than_s=max(ctx.settings.limits.upload_session_ttl_s, 3600))
+    services.blobs.sweep(await sql.run(meta.upload_ids), older_than_s=max(ttl_s, 3600))
     for text in await sql.run(meta.unlinked_blobs, limit=1000):
         digest = Digest.parse(text)
         async with locks.digests(text):
             if await sql.run(meta.forget_blob_if_unlinked, text):
-                await ctx.blobs.delete(digest)
+                await services.blobs.delete(digest)
 
 
-async def _sweep_forever(ctx: Context) -> None:
-    interval = _sweep_interval(ctx.settings.limits.upload_session_ttl_s)
+async def _sweep_forever(services: RegistryServices) -> None:
+    interval = _sweep_interval(services.limits.upload_session_ttl_s)
     while True:
         await asyncio.sleep(interval)
         try:
-            await sweep(ctx)
+            await sweep(services)
         except Exception:
             log.exception("registry sweep failed; retrying in %.0f s", interval)
 
 
-async def on_startup(ctx: Context) -> None:
-    """Called once the stores exist, before listeners open: drop a crash's leftovers, start the sweeper."""
-    meta = ctx.registry_meta
+async def on_startup(services: RegistryServices) -> None:
+    """Called once the stores exist, before listeners open: drop a crash's leftovers, start the audit log's writer
+    and the sweeper."""
+    meta = services.meta
     sessions = meta.upload_ids()
     for upload_id in sessions:
-        if await ctx.blobs.upload_size(upload_id) is None:
+        if await services.blobs.upload_size(upload_id) is None:
             meta.delete_upload(upload_id)
-    removed = ctx.blobs.sweep(sessions)
+    removed = services.blobs.sweep(sessions)
     if removed:
         log.info("removed %d upload files no session owned", removed)
-    await sweep(ctx)
-    await housekeeping.reconcile(ctx)
-    audit.start(ctx)
-    ctx.extras[_SWEEPER] = asyncio.get_running_loop().create_task(_sweep_forever(ctx), name=_SWEEPER)
+    await sweep(services)
+    await housekeeping.reconcile(meta, services.blobs, services.limits.blob_gc_grace_s)
+    services.audit.start()
+    services.sweeper = asyncio.get_running_loop().create_task(_sweep_forever(services), name="registry.sweeper")
 
 
-async def on_shutdown(ctx: Context) -> None:
+async def on_shutdown(services: RegistryServices) -> None:
     """Called after listeners closed: stop the sweeper, write the audit events still queued."""
-    await audit.stop(ctx)
-    task = ctx.extras.pop(_SWEEPER, None)
+    await services.audit.stop()
+    task, services.sweeper = services.sweeper, None
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

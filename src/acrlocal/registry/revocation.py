@@ -9,7 +9,7 @@ not served any more, and one made again under its name has another ``uid``, whic
 (:mod:`acrlocal.registry.token_codec`).
 
 The answer is read from the database (the ``registries`` row for the admin user, the token's resource through
-``ctx.scoped_tokens``) and kept while the database is unchanged (:class:`~acrlocal.storage.sql.DataVersion`,
+the scoped-token policy) and kept while the database is unchanged (:class:`~acrlocal.storage.sql.DataVersion`,
 which sees commits of every connection and process), so a repeated request costs one ``PRAGMA data_version``
 read on SQLite; where no version can be read (PostgreSQL), every such request costs the look-up. Database errors
 propagate: they are not refusals.
@@ -17,9 +17,9 @@ propagate: they are not refusals.
 
 from __future__ import annotations
 
-from acrlocal.context import Context
 from acrlocal.errors import NotFound
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.registry.auth_events import ScopedTokenPolicy
+from acrlocal.storage.metadata import RegistryRecord, RegistryTable
 from acrlocal.storage.sql import DataVersion
 
 #: Subjects whose answers are kept at once; when full, the kept answers are dropped.
@@ -27,11 +27,17 @@ ENTRIES = 10_000
 
 
 class Revocations:
-    def __init__(self, version: DataVersion | None = None) -> None:
+    """Answers for the registries of ``table``, their scoped tokens through ``scoped_tokens`` (``None``: there are
+    none), kept while ``version`` (``None``: never kept) is unchanged."""
+
+    def __init__(self, table: RegistryTable, scoped_tokens: ScopedTokenPolicy | None,
+                 version: DataVersion | None = None) -> None:
+        self.table = table
+        self.scoped_tokens = scoped_tokens
         self.version = version
         self._kept: dict[tuple[str, str, str | None], tuple[int, str | None]] = {}
 
-    def refused(self, ctx: Context, registry: RegistryRecord, kind: str, subject: str | None) -> str | None:
+    def refused(self, registry: RegistryRecord, kind: str, subject: str | None) -> str | None:
         """Why an access token of ``kind``/``subject`` for ``registry`` no longer stands, or ``None`` if it does."""
         if kind not in ("admin", "token"):
             return None
@@ -41,17 +47,16 @@ class Revocations:
             kept = self._kept.get(key)
             if kept is not None and kept[0] == version:
                 return kept[1]
-        reason = self._look_up(ctx, registry, kind, subject)
+        reason = self._look_up(registry, kind, subject)
         if version is not None:
             if len(self._kept) >= ENTRIES:
                 self._kept.clear()
             self._kept[key] = (version, reason)
         return reason
 
-    @staticmethod
-    def _look_up(ctx: Context, registry: RegistryRecord, kind: str, subject: str | None) -> str | None:
+    def _look_up(self, registry: RegistryRecord, kind: str, subject: str | None) -> str | None:
         try:
-            current = ctx.registries.table.get(registry.name)
+            current = self.table.get(registry.name)
         except NotFound:
             current = None
         if current is None or current.uid != registry.uid:
@@ -60,7 +65,7 @@ class Revocations:
             if not current.properties.get("adminUserEnabled"):
                 return f"the admin user of registry {registry.name} is disabled"
             return None
-        policy = ctx.scoped_tokens
+        policy = self.scoped_tokens
         if subject is None or policy is None or not policy.enabled(current, subject):
             return f"the token {str(subject)[:60]!r} of registry {registry.name} is disabled or has been deleted"
         return None

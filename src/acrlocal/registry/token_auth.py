@@ -29,7 +29,7 @@ An admin user's or a scoped token's access token is also checked against :class:
 Revocations` on every request, cached decision or not: disabled or deleted, it is refused with ``invalid_token``
 on the next request.
 
-Every decision is reported to ``ctx.registry_audit``.
+Every decision is reported to the audit sink of :class:`~acrlocal.registry.auth_events.AuthServices`.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ from dataclasses import replace
 from aiohttp import web
 
 from acrlocal import inbound
-from acrlocal.context import Context
 from acrlocal.inbound import MalformedRequest
-from acrlocal.registry.auth_events import AuthEvent, ControlPlaneAccess, records_granted
+from acrlocal.registry.auth_events import AuthEvent, AuthServices, records_granted
 from acrlocal.registry.authz import CATALOG, OVERWRITE, Caller
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.permissions import CurrentPermissions, Subject, SubjectRefused, check_principal
@@ -83,11 +82,10 @@ def _scope(needed: tuple[str, str, tuple[str, ...]] | None) -> str | None:
 
 
 class TokenAuthorizer:
-    def __init__(self, signer: RegistryTokens, access: ControlPlaneAccess,
-                 revocations: Revocations | None = None) -> None:
+    def __init__(self, signer: RegistryTokens, auth: AuthServices, revocations: Revocations) -> None:
         self.signer = signer
-        self.access = access
-        self.revocations = revocations or Revocations()
+        self.auth = auth
+        self.revocations = revocations
         # sha256(token) -> its grant (with only the claims decisions read)
         self._verified: dict[bytes, AccessGrant] = {}
         self._servers: dict[tuple[str, int | None], frozenset[str]] = {}
@@ -97,19 +95,19 @@ class TokenAuthorizer:
 
     # -- token verification ------------------------------------------------------------------------
 
-    def _login_servers(self, ctx: Context, registry: RegistryRecord) -> frozenset[str]:
+    def _login_servers(self, registry: RegistryRecord) -> frozenset[str]:
         key = (registry.name, registry.port)
         servers = self._servers.get(key)
         if servers is None:
-            servers = self._servers[key] = login_servers(ctx, registry)
+            servers = self._servers[key] = login_servers(self.auth.hosting, registry)
         return servers
 
-    def _grant(self, ctx: Context, registry: RegistryRecord, token: str, now: float) -> AccessGrant:
+    def _grant(self, registry: RegistryRecord, token: str, now: float) -> AccessGrant:
         """The verified grant of ``token`` for ``registry``; :class:`InvalidRegistryToken` otherwise."""
         key = _digest(token)
         grant = self._verified.get(key)
         if grant is None:
-            grant = self.signer.verify_access(token, self._login_servers(ctx, registry))
+            grant = self.signer.verify_access(token, self._login_servers(registry))
             grant = replace(grant, claims={k: grant.claims[k] for k in KEPT_CLAIMS if k in grant.claims})
             self._remember(key, grant, now)
         elif grant.expires + CLOCK_SKEW_S <= now:
@@ -118,7 +116,7 @@ class TokenAuthorizer:
         if grant.registry_uid != registry.uid:
             raise InvalidRegistryToken(f"token was issued for another registry {grant.registry}"
                                        f"{' (since deleted)' if grant.registry == registry.name else ''}")
-        if grant.service not in self._login_servers(ctx, registry):
+        if grant.service not in self._login_servers(registry):
             raise InvalidRegistryToken(f"token was issued for {grant.service}, not for registry {registry.name}")
         return grant
 
@@ -141,17 +139,17 @@ class TokenAuthorizer:
 
     # -- decisions ---------------------------------------------------------------------------------
 
-    def _audit(self, ctx: Context, request: web.Request, registry: RegistryRecord, grant: AccessGrant | None,
+    def _audit(self, request: web.Request, registry: RegistryRecord, grant: AccessGrant | None,
                outcome: str, repository: str | None, actions: Sequence[str], detail: str | None = None) -> None:
-        ctx.registry_audit.record(AuthEvent(
+        self.auth.audit.record(AuthEvent(
             "authorization", registry.name, grant.kind if grant else None,  # type: ignore[arg-type]
             grant.subject if grant else None, outcome, repository, tuple(actions), detail=detail,
             address=request.remote))
 
-    def _challenge_error(self, request: web.Request, ctx: Context, registry: RegistryRecord,
+    def _challenge_error(self, request: web.Request, registry: RegistryRecord,
                          needed: tuple[str, str, tuple[str, ...]] | None, error: str | None,
                          message: str = AUTHENTICATION_REQUIRED, status_code: str = "UNAUTHORIZED") -> RegistryError:
-        header = challenge(login_server_of(request, ctx, registry), _scope(needed), error)
+        header = challenge(login_server_of(request, self.auth.hosting, registry), _scope(needed), error)
         detail = None
         if needed is not None:
             detail = [{"Type": needed[0], "Name": needed[1], "Action": a} for a in needed[2]]
@@ -160,19 +158,18 @@ class TokenAuthorizer:
     async def authorize(
         self, request: web.Request, registry: RegistryRecord, repository: str | None, actions: Sequence[str]
     ) -> Caller:
-        ctx: Context = request.app["ctx"]
         header = request.headers.get("Authorization")
         key = (_digest(header) if header else None, registry.uid, registry.port, repository, tuple(actions))
         remembered = self._granted.get(key)
         if remembered is not None:
             if remembered[0] > time.time():
-                revoked = self.revocations.refused(ctx, registry, remembered[2], remembered[3])
+                revoked = self.revocations.refused(registry, remembered[2], remembered[3])
                 if revoked is not None:
                     del self._granted[key]
-                    raise self._revoked(request, ctx, registry, self._verified.get(remembered[4]), repository,
+                    raise self._revoked(request, registry, self._verified.get(remembered[4]), repository,
                                         actions, revoked)
-                if records_granted(ctx.registry_audit):
-                    self._audit(ctx, request, registry, self._verified.get(remembered[4]), "granted", repository,
+                if records_granted(self.auth.audit):
+                    self._audit(request, registry, self._verified.get(remembered[4]), "granted", repository,
                                 actions)
                 return Caller(remembered[1], request.remote, remembered[2])
             del self._granted[key]
@@ -180,48 +177,48 @@ class TokenAuthorizer:
         try:
             token = self._bearer(request)
         except MalformedRequest as exc:
-            self._audit(ctx, request, registry, None, "denied", repository, actions, str(exc))
-            raise self._challenge_error(request, ctx, registry, needed, "invalid_token",
+            self._audit(request, registry, None, "denied", repository, actions, str(exc))
+            raise self._challenge_error(request, registry, needed, "invalid_token",
                                         f"{AUTHENTICATION_REQUIRED} {exc}") from None
         if token is None:
-            self._audit(ctx, request, registry, None, "denied", repository, actions, "no bearer token")
-            raise self._challenge_error(request, ctx, registry, needed, None)
+            self._audit(request, registry, None, "denied", repository, actions, "no bearer token")
+            raise self._challenge_error(request, registry, needed, None)
         now = time.time()
         try:
-            grant = self._grant(ctx, registry, token, now)
+            grant = self._grant(registry, token, now)
         except InvalidRegistryToken as exc:
-            self._audit(ctx, request, registry, None, "denied", repository, actions, f"invalid token: {exc}")
-            raise self._challenge_error(request, ctx, registry, needed, "invalid_token",
+            self._audit(request, registry, None, "denied", repository, actions, f"invalid token: {exc}")
+            raise self._challenge_error(request, registry, needed, "invalid_token",
                                         f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {exc}") from None
-        revoked = self.revocations.refused(ctx, registry, grant.kind, grant.subject)
+        revoked = self.revocations.refused(registry, grant.kind, grant.subject)
         if revoked is not None:
-            raise self._revoked(request, ctx, registry, grant, repository, actions, revoked)
+            raise self._revoked(request, registry, grant, repository, actions, revoked)
         if needed is None or grant.allows(*needed):
-            if records_granted(ctx.registry_audit):
-                self._audit(ctx, request, registry, grant, "granted", repository, actions)
+            if records_granted(self.auth.audit):
+                self._audit(request, registry, grant, "granted", repository, actions)
             caller = _caller(grant, request)
             if len(self._granted) >= CACHE_ENTRIES:
                 self._granted.clear()
             self._granted[key] = (grant.expires + CLOCK_SKEW_S, caller.principal, caller.kind, grant.subject,
                                   _digest(token))
             return caller
-        upgrade = self._may_now(ctx, registry, grant, needed)
-        self._audit(ctx, request, registry, grant, "denied", repository, actions,
+        upgrade = self._may_now(registry, grant, needed)
+        self._audit(request, registry, grant, "denied", repository, actions,
                     "insufficient scope" + ("; the subject may ask for it" if upgrade else ""))
         if upgrade:
             raise self._challenge_error(
-                request, ctx, registry, needed, "insufficient_scope",
+                request, registry, needed, "insufficient_scope",
                 f"requested access to the resource is denied: the access token does not grant "
                 f"{_scope(needed)}; request a token for that scope", "DENIED")
-        raise self._challenge_error(request, ctx, registry, needed, "insufficient_scope")
+        raise self._challenge_error(request, registry, needed, "insufficient_scope")
 
-    def _revoked(self, request: web.Request, ctx: Context, registry: RegistryRecord, grant: AccessGrant | None,
+    def _revoked(self, request: web.Request, registry: RegistryRecord, grant: AccessGrant | None,
                  repository: str | None, actions: Sequence[str], reason: str) -> RegistryError:
-        self._audit(ctx, request, registry, grant, "denied", repository, actions, f"revoked: {reason}")
-        return self._challenge_error(request, ctx, registry, _needed(repository, actions), "invalid_token",
+        self._audit(request, registry, grant, "denied", repository, actions, f"revoked: {reason}")
+        return self._challenge_error(request, registry, _needed(repository, actions), "invalid_token",
                                      f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {reason}")
 
-    def _may_now(self, ctx: Context, registry: RegistryRecord, grant: AccessGrant,
+    def _may_now(self, registry: RegistryRecord, grant: AccessGrant,
                  needed: tuple[str, str, tuple[str, ...]]) -> bool:
         """Whether the token's subject may perform ``needed`` now (so that asking for it would succeed)."""
         tenant = grant.claims.get("tenant")
@@ -230,10 +227,11 @@ class TokenAuthorizer:
             if subject.id is None or subject.tenant is None:
                 return False
             try:
-                check_principal(ctx.directory, registry, subject.id, subject.tenant)
+                check_principal(self.auth.directory, registry, subject.id, subject.tenant)
             except SubjectRefused:
                 return False
-        permissions = CurrentPermissions(ctx.directory, self.access, ctx.scoped_tokens, registry, subject)
+        auth = self.auth
+        permissions = CurrentPermissions(auth.directory, auth.access, auth.scoped_tokens, registry, subject)
         allowed = permissions.actions(needed[0], needed[1])
         return all(a in allowed for a in needed[2])
 
@@ -245,7 +243,6 @@ class TokenAuthorizer:
         repository: str,
         actions: Sequence[str],
     ) -> bool:
-        ctx: Context = request.app["ctx"]
         try:
             token = self._bearer(request)
         except MalformedRequest:
@@ -253,14 +250,14 @@ class TokenAuthorizer:
         if token is None:
             return False
         try:
-            grant = self._grant(ctx, registry, token, time.time())
+            grant = self._grant(registry, token, time.time())
         except InvalidRegistryToken:
             return False
-        if self.revocations.refused(ctx, registry, grant.kind, grant.subject) is not None:
+        if self.revocations.refused(registry, grant.kind, grant.subject) is not None:
             return False
         needed = _needed(repository, actions)
         allowed = needed is not None and grant.allows(*needed)
-        self._audit(ctx, request, registry, grant, "granted" if allowed else "denied", repository, actions,
+        self._audit(request, registry, grant, "granted" if allowed else "denied", repository, actions,
                     None if allowed else "insufficient scope on a second repository")
         return allowed
 

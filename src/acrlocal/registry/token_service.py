@@ -2,9 +2,10 @@
 
 - ``POST /oauth2/exchange`` (form ``grant_type=access_token``, ``service``, optional ``tenant``,
   ``access_token``; ``api-version`` ignored): an Entra access token in, ``{"refresh_token": ...}`` out. The Entra
-  token is verified by ``ctx.tokens.verify`` for the audience ``https://containerregistry.azure.net`` (with or
-  without the trailing slash) or, unless the registry's ``azureADAuthenticationAsArmPolicy`` is disabled, the ARM
-  audiences; its principal must still exist, and the registry's subscription must belong to its tenant.
+  token is verified by the Entra token issuer (``TokenIssuer.verify``) for the audience
+  ``https://containerregistry.azure.net`` (with or without the trailing slash) or, unless the registry's
+  ``azureADAuthenticationAsArmPolicy`` is disabled, the ARM audiences; its principal must still exist, and the
+  registry's subscription must belong to its tenant.
 - ``/oauth2/token``: ``POST`` form ``grant_type=refresh_token`` (``refresh_token``), ``grant_type=password``
   (``username``/``password``, or nothing for an anonymous token), and ``GET`` with or without ``Authorization:
   Basic``. The user name says what the password is (:func:`credential_kind`): the all-zero GUID
@@ -23,8 +24,8 @@ Errors are OCI error bodies: 400 ``INVALID_REQUEST`` for a malformed request (a 
 service), 401 ``UNAUTHORIZED`` for credentials or tokens that are not accepted (for a service principal with ACR's
 own messages: ``Application not registered with AAD.`` when the app id is no service principal of the tenant
 that owns the registry, a managed identity or a deleted principal; ``Invalid clientid or client secret.`` when the
-secret is wrong, expired or removed). Secrets are never logged or echoed. Every login is reported to
-``ctx.registry_audit``.
+secret is wrong, expired or removed). Secrets are never logged or echoed. Every login is reported to the audit
+sink of :class:`~acrlocal.registry.auth_events.AuthServices`.
 
 The challenge (:func:`challenge`) is ``Bearer realm="https://<login server>/oauth2/token",service="<login
 server>"[,scope="..."][,error="..."]`` with no space after the commas (azure-containerregistry splits on ``,``
@@ -49,12 +50,13 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from acrlocal import inbound
-from acrlocal.context import Context
-from acrlocal.identity.tokens import InvalidToken
+from acrlocal.identity.tokens import InvalidToken, TokenIssuer
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
+from acrlocal.lockout import Lockout
 from acrlocal.publiccloud import ARM_AUDIENCES
-from acrlocal.registry.auth_events import AuthEvent, ControlPlaneAccess
+from acrlocal.registry.auth_events import AuthEvent, AuthServices
 from acrlocal.registry.errors import RegistryError
+from acrlocal.registry.hosting import RegistryHosting
 from acrlocal.registry.permissions import ANONYMOUS, CurrentPermissions, Subject, SubjectRefused, check_principal
 from acrlocal.registry.scopes import ALL, InvalidScope, ResourceScope, parse_scopes
 from acrlocal.registry.token_codec import (
@@ -100,17 +102,17 @@ def credential_kind(user: str, registry_name: str) -> CredentialKind:
 # -- login servers and the challenge -------------------------------------------------------------------
 
 
-def login_servers(ctx: Context, registry: RegistryRecord) -> frozenset[str]:
+def login_servers(hosting: RegistryHosting, registry: RegistryRecord) -> frozenset[str]:
     """Every ``host:port`` the registry answers as, lower-cased; tokens are valid on all of them."""
-    return frozenset(s.lower() for s in ctx.registries.login_servers(registry))
+    return frozenset(s.lower() for s in hosting.login_servers(registry))
 
 
-def login_server_of(request: web.Request, ctx: Context, registry: RegistryRecord) -> str:
+def login_server_of(request: web.Request, hosting: RegistryHosting, registry: RegistryRecord) -> str:
     """The login server the client used, if it is one of the registry's; the registry's own otherwise."""
     host = (request.host or "").lower()
-    if host in login_servers(ctx, registry):
+    if host in login_servers(hosting, registry):
         return host
-    return ctx.registries.login_server(registry).lower()
+    return hosting.login_server(registry).lower()
 
 
 def challenge(login_server: str, scope: str | None = None, error: str | None = None) -> str:
@@ -174,9 +176,12 @@ class TokenService:
     REUSE_ENTRIES = 4096
     MEMO_ENTRIES = 10_000
 
-    def __init__(self, signer: RegistryTokens, access: ControlPlaneAccess, version: DataVersion | None = None) -> None:
+    def __init__(self, signer: RegistryTokens, auth: AuthServices, entra: TokenIssuer, lockout: Lockout,
+                 version: DataVersion | None = None) -> None:
         self.signer = signer
-        self.access = access
+        self.auth = auth
+        self.entra = entra  # verifies the Entra tokens /oauth2/exchange takes
+        self.lockout = lockout
         self.version = version
         self._reuse: OrderedDict[tuple[Any, ...], IssuedToken] = OrderedDict()
         self._refresh: dict[str, RefreshGrant] = {}
@@ -213,13 +218,12 @@ class TokenService:
     # -- HTTP --------------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request, registry: RegistryRecord) -> web.StreamResponse:
-        ctx: Context = request.app["ctx"]
         path = request.path.rstrip("/")
         try:
             if path == "/oauth2/exchange" and request.method == "POST":
-                return await self.exchange(request, ctx, registry)
+                return await self.exchange(request, registry)
             if path == "/oauth2/token" and request.method in ("GET", "POST"):
-                return await self.token(request, ctx, registry)
+                return await self.token(request, registry)
             if path in ("/oauth2/exchange", "/oauth2/token"):
                 raise RegistryError("UNSUPPORTED", f"{request.method} is not supported on {path}")
             raise RegistryError("NAME_UNKNOWN", f"no such endpoint {path[:100]!r}", status=404)
@@ -237,98 +241,98 @@ class TokenService:
             raise _bad_request(f"expected an application/x-www-form-urlencoded body, not {ctype[:80]!r}")
         return await inbound.read_form(request)
 
-    def _service(self, ctx: Context, request: web.Request, registry: RegistryRecord, given: str | None) -> str:
+    def _service(self, request: web.Request, registry: RegistryRecord, given: str | None) -> str:
         if not given:
-            return login_server_of(request, ctx, registry)
-        if given.lower() not in login_servers(ctx, registry):
+            return login_server_of(request, self.auth.hosting, registry)
+        servers = login_servers(self.auth.hosting, registry)
+        if given.lower() not in servers:
             raise _bad_request(f"service {given[:100]!r} is not a login server of registry {registry.name} "
-                               f"(expected one of {', '.join(sorted(login_servers(ctx, registry)))})")
+                               f"(expected one of {', '.join(sorted(servers))})")
         return given.lower()
 
-    def _guard(self, ctx: Context, request: web.Request, registry: RegistryRecord, name: Hashable | None,
-               what: str) -> None:
+    def _guard(self, request: web.Request, registry: RegistryRecord, name: Hashable | None, what: str) -> None:
         """Refuse a credential unchecked while its name (``None``: a token, which has none) or the caller is locked
         out after failures (:mod:`acrlocal.lockout`): ``429 TOOMANYREQUESTS`` with ``Retry-After``, audited."""
-        locked = ctx.lockout.locked(request.remote, name)
+        locked = self.lockout.locked(request.remote, name)
         if locked is None:
             return
-        self._audit(ctx, request, registry, None, "failed",
+        self._audit(request, registry, None, "failed",
                     detail=f"{what}: refused unchecked, {locked.what} locked for {locked.retry_after} s")
         whom = "this user name" if locked.what == "name" else "this address"
         raise RegistryError("TOOMANYREQUESTS", f"too many failed logins for {whom}; try again in "
                             f"{locked.retry_after} seconds; {ACR_HELP}",
                             headers={"Retry-After": str(locked.retry_after)})
 
-    @staticmethod
-    def _failed(ctx: Context, request: web.Request, name: Hashable | None) -> str:
+    def _failed(self, request: web.Request, name: Hashable | None) -> str:
         """Count a failed credential; what to add to its audit detail."""
-        started = ctx.lockout.failed(request.remote, name)
+        started = self.lockout.failed(request.remote, name)
         return f"; {started.what} locked for {started.retry_after} s" if started else ""
 
-    def _audit(self, ctx: Context, request: web.Request, registry: RegistryRecord, subject: Subject | None,
+    def _audit(self, request: web.Request, registry: RegistryRecord, subject: Subject | None,
                outcome: str, **kw: Any) -> None:
-        ctx.registry_audit.record(AuthEvent("login", registry.name, subject.kind if subject else None,
-                                            subject.id if subject else None, outcome, address=request.remote, **kw))
+        self.auth.audit.record(AuthEvent("login", registry.name, subject.kind if subject else None,
+                                         subject.id if subject else None, outcome, address=request.remote, **kw))
 
-    async def exchange(self, request: web.Request, ctx: Context, registry: RegistryRecord) -> web.Response:
+    async def exchange(self, request: web.Request, registry: RegistryRecord) -> web.Response:
         form = await self._form(request)
         grant = form.get("grant_type")
         if grant != "access_token":
             raise _bad_request(f"grant_type {str(grant)[:40]!r} is not supported; expected 'access_token'")
-        service = self._service(ctx, request, registry, _text(form, "service"))
+        service = self._service(request, registry, _text(form, "service"))
         aad_token = _text(form, "access_token")
         if not aad_token:
             raise _bad_request("the form must contain 'access_token' (an Entra ID access token)")
         audiences = list(ACR_AUDIENCES) + (list(ARM_AUDIENCES) if _arm_audiences_allowed(registry) else [])
-        self._guard(ctx, request, registry, None, "exchange")
+        self._guard(request, registry, None, "exchange")
         try:
-            claims = ctx.tokens.verify(aad_token, audiences)
+            claims = self.entra.verify(aad_token, audiences)
         except InvalidToken as exc:
-            self._audit(ctx, request, registry, None, "failed",
-                        detail=f"exchange: {exc}{self._failed(ctx, request, None)}")
+            self._audit(request, registry, None, "failed",
+                        detail=f"exchange: {exc}{self._failed(request, None)}")
             raise _unauthorized(f"the Entra ID access token was not accepted: {exc}; {ACR_HELP}") from None
         tenant, oid = str(claims["tid"]).lower(), str(claims["oid"]).lower()
         subject = Subject("principal", oid, tenant)
         asked_tenant = _text(form, "tenant")
         if asked_tenant and asked_tenant.lower() != tenant:
-            self._audit(ctx, request, registry, subject, "failed", detail="exchange: tenant mismatch")
+            self._audit(request, registry, subject, "failed", detail="exchange: tenant mismatch")
             raise _unauthorized(f"the access token was issued by tenant {tenant}, not {asked_tenant[:40]}")
         try:
-            check_principal(ctx.directory, registry, oid, tenant)
+            check_principal(self.auth.directory, registry, oid, tenant)
         except SubjectRefused as exc:
-            self._audit(ctx, request, registry, subject, "failed", detail=f"exchange: {exc}")
+            self._audit(request, registry, subject, "failed", detail=f"exchange: {exc}")
             raise _unauthorized(f"{exc}; {ACR_HELP}") from None
         # RS256 signing releases the GIL: in the executor, both cores sign.
         issued = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
             self.signer.issue_refresh, principal=oid, tenant=tenant, registry=registry.name,
             registry_uid=registry.uid, service=service))
-        self._audit(ctx, request, registry, subject, "granted", detail="refresh token issued")
+        self._audit(request, registry, subject, "granted", detail="refresh token issued")
         return web.json_response({"refresh_token": issued.token})
 
-    async def token(self, request: web.Request, ctx: Context, registry: RegistryRecord) -> web.Response:
+    async def token(self, request: web.Request, registry: RegistryRecord) -> web.Response:
         if request.method == "GET":
             params: Mapping[str, Any] = request.query
             scopes_text = request.query.getall("scope", [])
-            subject = self._from_basic(ctx, request, registry, _basic(request))
+            subject = self._from_basic(request, registry, _basic(request))
         else:
             form = await self._form(request)
             params = form
             scopes_text = [str(s) for s in form.getall("scope", [])]
-            subject = self._from_form(ctx, request, registry, form)
-        service = self._service(ctx, request, registry, _text(params, "service"))
+            subject = self._from_form(request, registry, form)
+        service = self._service(request, registry, _text(params, "service"))
         try:
             asked = parse_scopes(scopes_text)
         except InvalidScope as exc:
             raise _bad_request(str(exc)) from None
 
         def compute() -> list[ResourceScope]:
-            perms = CurrentPermissions(ctx.directory, self.access, ctx.scoped_tokens, registry, subject)
+            auth = self.auth
+            perms = CurrentPermissions(auth.directory, auth.access, auth.scoped_tokens, registry, subject)
             return [g for g in (grant(perms, s) for s in asked) if g.actions]
 
         granted = self._current(("grant", subject, registry.uid, tuple(asked)), compute)
         issued = await self._access_token(subject, registry, service, granted)
         outcome = "granted" if _covers(granted, asked) else "partial"
-        self._audit(ctx, request, registry, subject, outcome, actions=tuple(s.render() for s in asked),
+        self._audit(request, registry, subject, outcome, actions=tuple(s.render() for s in asked),
                     granted=tuple(s.render() for s in granted))
         issued_at = dt.datetime.fromtimestamp(issued.issued, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body: dict[str, Any] = {"access_token": issued.token, "expires_in": max(60, issued.expires_in),
@@ -339,51 +343,51 @@ class TokenService:
 
     # -- who is asking -----------------------------------------------------------------------------
 
-    def _from_form(self, ctx: Context, request: web.Request, registry: RegistryRecord,
+    def _from_form(self, request: web.Request, registry: RegistryRecord,
                    form: MultiDictProxy[Any]) -> Subject:
         grant_type = form.get("grant_type")
         if grant_type == "refresh_token":
             token = _text(form, "refresh_token")
             if not token:
                 raise _bad_request("grant_type refresh_token needs 'refresh_token'")
-            return self._from_refresh(ctx, request, registry, token)
+            return self._from_refresh(request, registry, token)
         if grant_type == "password":
             username, password = _text(form, "username"), _text(form, "password")
             if username or password:
-                return self._from_basic(ctx, request, registry, (username or "", password or ""))
-            return self._from_basic(ctx, request, registry, _basic(request))
+                return self._from_basic(request, registry, (username or "", password or ""))
+            return self._from_basic(request, registry, _basic(request))
         raise _bad_request(f"grant_type {str(grant_type)[:40]!r} is not supported; expected 'refresh_token' or "
                            "'password'")
 
-    def _from_basic(self, ctx: Context, request: web.Request, registry: RegistryRecord,
+    def _from_basic(self, request: web.Request, registry: RegistryRecord,
                     credentials: tuple[str, str] | None) -> Subject:
         if credentials is None:
             return ANONYMOUS
         user, password = credentials
         kind = credential_kind(user, registry.name)
         if kind == "refresh_token":
-            return self._from_refresh(ctx, request, registry, password)
+            return self._from_refresh(request, registry, password)
         if kind == "client_secret":
-            return self._from_client_secret(ctx, request, registry, user, password)
+            return self._from_client_secret(request, registry, user, password)
         name = ("registry", registry.uid, user.lower()[:256])
-        self._guard(ctx, request, registry, name, f"{kind} login as {user[:60]!r}")
+        self._guard(request, registry, name, f"{kind} login as {user[:60]!r}")
         if kind == "admin":
-            if self.access.check_admin_password(registry.name, user, password):
-                ctx.lockout.succeeded(name)
+            if self.auth.access.check_admin_password(registry.name, user, password):
+                self.lockout.succeeded(name)
                 return Subject("admin", registry.name)
-            self._audit(ctx, request, registry, Subject("admin", registry.name), "failed",
-                        detail=f"admin user disabled or wrong password{self._failed(ctx, request, name)}")
+            self._audit(request, registry, Subject("admin", registry.name), "failed",
+                        detail=f"admin user disabled or wrong password{self._failed(request, name)}")
             raise _unauthorized(f"the admin user of registry {registry.name} is disabled or the password is wrong; "
                                 f"{ACR_HELP}")
-        policy = ctx.scoped_tokens
+        policy = self.auth.scoped_tokens
         if policy is not None and policy.check_password(registry, user, password):
-            ctx.lockout.succeeded(name)
+            self.lockout.succeeded(name)
             return Subject("token", user)
-        self._audit(ctx, request, registry, None, "failed",
-                    detail=f"unknown user {user[:60]!r} or wrong password{self._failed(ctx, request, name)}")
+        self._audit(request, registry, None, "failed",
+                    detail=f"unknown user {user[:60]!r} or wrong password{self._failed(request, name)}")
         raise _unauthorized(f"user name or password is not valid for registry {registry.name}; {ACR_HELP}")
 
-    def _from_client_secret(self, ctx: Context, request: web.Request, registry: RegistryRecord, app_id: str,
+    def _from_client_secret(self, request: web.Request, registry: RegistryRecord, app_id: str,
                             secret: str) -> Subject:
         """The service principal whose app id is ``app_id``, if ``secret`` is one of its current client secrets and
         it belongs to the tenant that owns the registry; the subject is then the principal, exactly as behind a
@@ -393,42 +397,42 @@ class TokenService:
         not_registered = _unauthorized(f"{APP_NOT_REGISTERED} No service principal with client secrets has the app "
                                        f"id {app_id.lower()} in the tenant that owns registry {registry.name}; "
                                        f"{ACR_HELP}")
-        principal = ctx.directory.find_principal(app_id=app_id)
+        principal = self.auth.directory.find_principal(app_id=app_id)
         if principal is None or principal.kind != "ServicePrincipal":
             what = "no principal" if principal is None else f"a {principal.kind}, which has no client secrets"
-            self._audit(ctx, request, registry, None, "failed",
+            self._audit(request, registry, None, "failed",
                         detail=f"client secret login: app id {app_id.lower()} is {what}")
             raise not_registered
         subject = Subject("principal", principal.object_id, principal.tenant_id)
         try:
-            check_principal(ctx.directory, registry, principal.object_id, principal.tenant_id)
+            check_principal(self.auth.directory, registry, principal.object_id, principal.tenant_id)
         except SubjectRefused as exc:
-            self._audit(ctx, request, registry, subject, "failed",
+            self._audit(request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: {exc}")
             raise not_registered from None
         name = ("client", principal.app_id.lower())  # the same count as Entra's token endpoint keeps
-        self._guard(ctx, request, registry, name, f"client secret login: app id {principal.app_id}")
-        if not ctx.directory.check_secret(principal.object_id, secret):
-            self._audit(ctx, request, registry, subject, "failed",
+        self._guard(request, registry, name, f"client secret login: app id {principal.app_id}")
+        if not self.auth.directory.check_secret(principal.object_id, secret):
+            self._audit(request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: not a current client secret"
-                               f"{self._failed(ctx, request, name)}")
+                               f"{self._failed(request, name)}")
             raise _unauthorized(f"{INVALID_CLIENT_SECRET} The password is not a current client secret of the "
                                 f"service principal with app id {principal.app_id}; {ACR_HELP}")
-        ctx.lockout.succeeded(name)
+        self.lockout.succeeded(name)
         return subject
 
-    def _from_refresh(self, ctx: Context, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
-        self._guard(ctx, request, registry, None, "refresh token")
+    def _from_refresh(self, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
+        self._guard(request, registry, None, "refresh token")
         try:
-            refresh = self._verify_refresh(token, login_servers(ctx, registry))
+            refresh = self._verify_refresh(token, login_servers(self.auth.hosting, registry))
             if refresh.registry != registry.name or refresh.registry_uid != registry.uid:
                 raise InvalidRegistryToken(f"the refresh token is for another registry {refresh.registry}"
                                            f"{' (since deleted)' if refresh.registry == registry.name else ''}")
             self._current(("principal", refresh.principal, refresh.tenant, registry.uid),
-                          lambda: check_principal(ctx.directory, registry, refresh.principal, refresh.tenant))
+                          lambda: check_principal(self.auth.directory, registry, refresh.principal, refresh.tenant))
         except (InvalidRegistryToken, SubjectRefused) as exc:
-            self._audit(ctx, request, registry, None, "failed",
-                        detail=f"refresh token: {exc}{self._failed(ctx, request, None)}")
+            self._audit(request, registry, None, "failed",
+                        detail=f"refresh token: {exc}{self._failed(request, None)}")
             raise _unauthorized(f"the refresh token was not accepted: {exc}; {ACR_HELP}") from None
         return Subject("principal", refresh.principal, refresh.tenant)
 
