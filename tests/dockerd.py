@@ -59,7 +59,9 @@ class PrivateDockerd:
     def start(self, timeout: float = 60.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "daemon.json"
-        config.write_text(json.dumps({}))
+        # dockerd 20.10 keeps its identity key in /etc/docker/key.json unless told otherwise: this engine keeps it
+        # in its own root, so that the host's /etc is left as it was
+        config.write_text(json.dumps({"deprecated-key-path": str(self.root / "key.json")}))
         argv = ["unshare", "--mount", "--propagation", "private", "dockerd",
                 "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
                 "--pidfile", str(self.root / "dockerd.pid"), "--host", self.host, "--config-file", str(config),
