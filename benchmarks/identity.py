@@ -44,7 +44,7 @@ from typing import Any
 
 import requests
 
-from benchmarks import ROOT, SRC
+from benchmarks import ROOT, SRC, servers
 from benchmarks.procstat import CLK_TCK
 from benchmarks.report import machine
 from benchmarks.servers import AcrLocal
@@ -197,7 +197,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 repetition of 2 s per workload")
+    parser.add_argument("--workers", type=int, default=1, help="acrlocal up --workers (default 1)")
     args = parser.parse_args(argv)
+    servers.WORKERS = args.workers
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (./scripts/test installs it)")
     reps = 1 if args.quick else args.reps

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ROOT
+from benchmarks import ROOT, servers
 from benchmarks.images import Image, build_image
 from benchmarks.report import machine, markdown, summarise
 from benchmarks.servers import AcrLocal, Distribution
@@ -40,6 +40,7 @@ def log(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.registry", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run")
+    p.add_argument("--workers", type=int, default=1, help="acrlocal up --workers (default 1)")
     p.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick)")
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of: " + ", ".join(TARGETS))
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs, storage)")
@@ -88,6 +89,7 @@ def run_rep(rep: int, reps: int, targets: list[str], sizes: Sizes, big: Image, s
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    servers.WORKERS = args.workers
     missing = [c for c in REQUIRED if shutil.which(c) is None]
     if missing:
         raise SystemExit(f"missing clients: {', '.join(missing)} (./scripts/test installs them)")

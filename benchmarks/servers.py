@@ -29,6 +29,8 @@ from typing import Any
 from benchmarks import SRC
 
 DISTRIBUTION_BIN = "/usr/bin/docker-registry"
+#: ``acrlocal up --workers`` of the servers benchmarks start (each benchmark's ``--workers`` sets it).
+WORKERS = 1
 REFRESH_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 
 
@@ -197,6 +199,7 @@ class AcrLocal(_Process):
                     self.python, "-m", "acrlocal", "up", "--data-dir", str(self.data_dir),
                     "--port", "0", "--registry-port-base", "0", "--imds-port-base", "0", "--log-level", "warning",
                     "--registry-rate-limit", "off",  # throughput is measured, not ACR's per-SKU limits
+                    "--workers", str(WORKERS),
                     *self.extra_args,
                 ],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,

@@ -67,7 +67,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from benchmarks import ROOT
+from benchmarks import ROOT, servers
 from benchmarks.clients import hey
 from benchmarks.procstat import cpu_seconds
 from benchmarks.report import machine
@@ -374,9 +374,11 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tokens", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--workers", type=int, default=1, help="acrlocal up --workers (default 1)")
     p.add_argument("--reps", type=int, help="rounds (default 9, or 2 with --quick)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    servers.WORKERS = args.workers
     missing = [c for c in ("hey", "wrk", "/usr/bin/docker-registry") if shutil.which(c) is None]
     if missing:
         raise SystemExit(f"missing: {', '.join(missing)} (./scripts/test installs them)")

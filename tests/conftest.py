@@ -24,10 +24,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--backend", choices=BACKENDS, default=harness.BACKEND,
                      help="metadata backend of the servers and stores tests start: sqlite (default, or "
                           "$ACRLOCAL_TEST_BACKEND) or postgresql (a private server of the session's)")
+    parser.addoption("--workers", type=int, default=harness.WORKERS,
+                     help="server processes of every test server (acrlocal up --workers; default 1, or "
+                          "$ACRLOCAL_TEST_WORKERS)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     harness.BACKEND = config.getoption("--backend")
+    harness.WORKERS = config.getoption("--workers")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

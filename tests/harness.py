@@ -26,6 +26,8 @@ TEST_RATE_LIMIT = "1000000/1000000"
 #: The metadata backend servers started here use: "sqlite" (each data directory's own file) or "postgresql" (a
 #: database of its own per data directory on the session's private PostgreSQL server); pytest's ``--backend``.
 BACKEND = os.environ.get("ACRLOCAL_TEST_BACKEND", "sqlite")
+# Server processes of each test server (acrlocal up --workers); a test's own --workers argument comes later and wins.
+WORKERS = int(os.environ.get("ACRLOCAL_TEST_WORKERS", "1"))
 _databases: dict[Path, str] = {}
 
 
@@ -166,6 +168,7 @@ class AcrLocal:
                 "up", "--data-dir", str(self.data_dir), "--port", "0",
                 "--registry-port-base", str(self.registry_port_base),
                 "--imds-port-base", "0", "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
+                "--workers", str(WORKERS),
                 "--login-lockout", TEST_LOGIN_LOCKOUT,
                 *(["--database-url", self._database_url] if self._database_url else []), *self.extra_args,
             ),

@@ -96,6 +96,9 @@ class Settings:
     # /oauth2/*): "NAME/CALLER/SECONDS" (failures per user or client name, per caller address, first lockout) or
     # "off" (see acrlocal.lockout).
     login_lockout: str = "10/100/60"
+    # Server processes serving the same ports (``up --workers``): the first owns the VMs and the control plane's
+    # writes, the others serve the registries and Entra's client credentials and forward the rest to it.
+    workers: int = 1
     # The registry data plane without authentication (every request allowed, anonymous): only for measuring the
     # cost of authentication; never the default.
     insecure_open_registry: bool = False
@@ -118,6 +121,8 @@ class Settings:
             raise ConfigError(f"registry_rate_limit {self.registry_rate_limit[:40]!r} is not 'sku', 'off' or "
                               "READS/WRITES per minute (e.g. 3000/500)")
         parse_lockout(self.login_lockout)
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"workers {self.workers} must be between 1 and 256 server processes")
         if not 0 < self.run_command_timeout_s <= 24 * 3600:
             raise ConfigError(f"run_command_timeout_s {self.run_command_timeout_s} must be between 0 and 86400 "
                               "seconds")

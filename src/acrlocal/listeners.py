@@ -52,10 +52,15 @@ def reserve_descriptors(what: str) -> None:
                            "acrlocal raises its soft limit to the hard limit at start)")
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``port`` 0: the system chooses). Raises :class:`LimitReached`
-    when out of file descriptors, ``OSError`` otherwise (the port is in use...)."""
+def bind(host: str, port: int, *, reuse_port: bool = False, claim: bool = True) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port`` 0: the system chooses); with ``reuse_port``, one that the
+    other processes of the server bind too (``SO_REUSEPORT``: the kernel spreads connections across them). With
+    ``claim`` (the first process of a server) the port must be free: one that another program holds with
+    ``SO_REUSEPORT`` is not shared by mistake. Raises :class:`LimitReached` when out of file descriptors,
+    ``OSError`` otherwise (the port is in use...)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if reuse_port and claim and port:
+        bind(host, port).close()  # free now (a plain bind fails on a port anyone holds, SO_REUSEPORT or not)
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
@@ -64,6 +69,8 @@ def bind(host: str, port: int) -> socket.socket:
         raise
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
         sock.setblocking(False)
@@ -76,8 +83,10 @@ def bind(host: str, port: int) -> socket.socket:
 class Listeners:
     """Named sites on aiohttp runners. Keys are free-form (``"registry:myreg"``, ``"imds:vm1"``)."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, *, reuse_port: bool = False, claim: bool = True) -> None:
         self.host = host
+        self.reuse_port = reuse_port
+        self.claim = claim
         self._sites: dict[str, tuple[web.SockSite, int]] = {}
         self._ports: set[int] = set()
         self._next: dict[int, int] = {}  # base -> where the next search starts
@@ -85,11 +94,18 @@ class Listeners:
     def ports(self) -> set[int]:
         return set(self._ports)
 
+    def names(self) -> list[str]:
+        return list(self._sites)
+
+    def port_of(self, key: str) -> int | None:
+        entry = self._sites.get(key)
+        return entry[1] if entry else None
+
     def allocate(self, base: int, taken: Container[int] = ()) -> socket.socket:
         """Bind a free port from ``base`` to 65535 (any port if ``base`` is 0), avoiding ``taken`` and this
         process's own listeners. :class:`LimitReached` when none is free, or out of file descriptors."""
         if base == 0:
-            return bind(self.host, 0)
+            return bind(self.host, 0, reuse_port=self.reuse_port, claim=self.claim)
         span = 65536 - base
         start = self._next.get(base, base)
         for i in range(span):
@@ -97,7 +113,7 @@ class Listeners:
             if port in taken or port in self._ports:
                 continue
             try:
-                sock = bind(self.host, port)
+                sock = bind(self.host, port, reuse_port=self.reuse_port, claim=self.claim)
             except LimitReached:
                 raise
             except OSError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from acrlocal.errors import ConfigError
 
@@ -70,8 +70,16 @@ class Locked:
 
 
 class Lockout:
-    def __init__(self, policy: LockoutPolicy | None = None) -> None:
-        self.policy = policy or LockoutPolicy()
+    """Counts in this process's memory. A server of ``share`` processes (``up --workers``) locks in each process
+    after a ``share``-th of the failures (rounded up): however the kernel spreads an attacker's connections, all
+    processes together check at most about the policy's number of credentials before each of them refuses."""
+
+    def __init__(self, policy: LockoutPolicy | None = None, share: int = 1) -> None:
+        policy = policy or LockoutPolicy()
+        if share > 1:
+            policy = replace(policy, name_failures=-(-policy.name_failures // share),
+                             caller_failures=-(-policy.caller_failures // share))
+        self.policy = policy
         self._counts: dict[Hashable, _Count] = {}
 
     def locked(self, caller: str | None, name: Hashable | None, now: float | None = None) -> Locked | None:

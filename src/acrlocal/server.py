@@ -23,15 +23,19 @@ import json
 import logging
 import os
 import resource
+import shutil
 import signal
+import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from acrlocal import __version__, inbound, publiccloud, timeouts
+from acrlocal import __version__, inbound, publiccloud, timeouts, workers
 from acrlocal.arm import routes as arm_routes
 from acrlocal.arm.access import ArmAccess
 from acrlocal.arm.tokens import RepositoryTokens
@@ -119,8 +123,20 @@ def _local_port(request: web.Request) -> int:
 class Server:
     """One acrlocal server. ``await start()``, then ``await stop()``; or ``await run()`` in the foreground."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: int = 0, primary_socket: str | None = None,
+                 login_port: bool = False) -> None:
+        """``worker`` 0 is the server (the primary, which starts ``settings.workers - 1`` others); a secondary
+        (``worker`` > 0) serves the same ports beside it and forwards to ``primary_socket`` what it does not serve
+        (see :mod:`acrlocal.workers`)."""
         self.settings = settings
+        self.worker = worker
+        self.primary = worker == 0
+        self.primary_socket = primary_socket
+        self.login_port = login_port
+        self._forwarder: workers.Forwarder | None = None
+        self._secondaries: workers.Secondaries | None = None
+        self._socket_dir: str | None = None
+        self._background: list[asyncio.Task[None]] = []
         self.ctx: Context | None = None
         self._runners: list[web.AppRunner] = []
         self._stopping = asyncio.Event()
@@ -155,7 +171,14 @@ class Server:
                 return registry_http.unknown_registry(name)  # a registry deleted (or never made): OCI's 404
             return await handler(request)
 
-        app = web.Application(middlewares=[registry_by_host, oauth.unavailable_middleware],
+        middlewares: list[Any] = [registry_by_host]
+        if self.primary:
+            middlewares.insert(0, workers.trust_forwarded)
+        else:
+            assert self.primary_socket is not None
+            self._forwarder = workers.Forwarder(self.primary_socket)
+            middlewares.append(self._forwarder.middleware())
+        app = web.Application(middlewares=[*middlewares, oauth.unavailable_middleware],
                               client_max_size=ctx.settings.limits.manifest_max_bytes)
         app["ctx"] = ctx
         app.router.add_get("/healthz", self._healthz)
@@ -167,7 +190,10 @@ class Server:
         return app
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "version": __version__})
+        return web.json_response({"status": "ok", "version": __version__, "worker": self.worker})
+
+    async def _name_worker(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[workers.WORKER_HEADER] = str(self.worker)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -181,7 +207,8 @@ class Server:
         ca.ensure()
         engine = open_engine(settings.db_url)
         blobs = FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
-        listeners = Listeners(settings.host)
+        several = settings.workers > 1
+        listeners = Listeners(settings.host, reuse_port=several, claim=self.primary)
         generations = Generations(settings.data_dir / "generations")  # shared by the server's processes
         registry_locks.uploads.share(settings.data_dir / "uploads.lock")
         registry_locks.digests.share(settings.data_dir / "digests.lock")
@@ -191,7 +218,7 @@ class Server:
             generations=generations,
         )
         try:
-            shared_sock = bind(settings.host, settings.port)
+            shared_sock = bind(settings.host, settings.port, reuse_port=several, claim=self.primary)
         except OSError as exc:
             raise ConfigError(
                 f"port {settings.port} on {settings.host} is in use ({exc.strerror}); is acrlocal already "
@@ -207,7 +234,7 @@ class Server:
         signer = RegistryTokens(TokenKeys(engine, generations))
         signer.keys.active()  # load (or make) the signing key before the first request
         version = DataVersion(engine)  # read on the event loop only
-        lockout = Lockout(parse_lockout(settings.login_lockout))
+        lockout = Lockout(parse_lockout(settings.login_lockout), settings.workers)  # each process its share
         audit = AuditLog(engine)
         scoped_tokens = RepositoryTokens(engine)  # the control plane's scoped tokens and scope maps
         # What the token service and the authorizer ask: the control plane through ArmAccess, the directory.
@@ -220,11 +247,13 @@ class Server:
             registry_auth = TokenAuthorizer(signer, auth, Revocations(hosting.table, scoped_tokens, version))
         data_plane = RegistryServices(
             settings.limits, registry_meta, SqlArtifacts(registry_meta), blobs, SqlThread(engine), registry_auth,
-            Throttle(parse_policy(settings.registry_rate_limit)), audit,
+            Throttle(parse_policy(settings.registry_rate_limit), settings.workers), audit,
             TokenService(signer, auth, tokens, lockout, version))
         ctx = Context(settings, ca, engine, listeners, hosting, directory, keys, tokens, admin, lockout, data_plane)
         self.ctx = ctx
 
+        if not self.primary:
+            return await self._start_secondary(ctx, shared_sock)
         ca_hash = await asyncio.to_thread(ca.subject_hash)
         compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
         ctx.compute = compute
@@ -234,6 +263,8 @@ class Server:
             compute, tokens, cache_tokens=settings.imds_token_cache, rate_limit=settings.imds_rate_limit))
         for app in apps:
             app[inbound.READ_TIMEOUT] = limits.read_timeout_s
+            if several:
+                app.on_response_prepare.append(self._name_worker)
         registry_runner, control_runner, imds_runner = (
             web.AppRunner(app, access_log=None, handle_signals=False, **options) for app in apps)
         for runner in (registry_runner, control_runner, imds_runner):
@@ -243,7 +274,7 @@ class Server:
         self._stalled.start()
         await registry_http.on_startup(data_plane)
         await listeners.open("shared", control_runner, shared_sock, ca.server_context())
-        await self._open_login_port(control_runner, ca)
+        login = await self._open_login_port(control_runner, ca)
         await hosting.start(registry_runner)
         front_tls = await asyncio.to_thread(ca.azure_context, publiccloud.CERTIFICATE_NAMES)
         await compute.start(Doors(imds=imds_runner, front=control_runner, front_tls=front_tls,
@@ -258,23 +289,78 @@ class Server:
         self._vm_ssh = VmSshDoors(ctx.arm, compute, lambda: [s.id for s in directory.subscriptions()],
                                   settings.vm_ssh_port)
         await self._vm_ssh.start()
+        if several:
+            await self._start_secondaries(control_runner, login)
         await self.write_state()
         return ctx
 
-    async def _open_login_port(self, runner: web.AppRunner, ca: LocalCA) -> None:
+    async def _start_secondaries(self, control_runner: web.AppRunner, login_port: bool) -> None:
+        """Serve the control app on a Unix socket of this user's for the secondaries' forwarded requests, then
+        start them on this process's ports (the shared port as bound, whatever ``--port`` said)."""
+        self._socket_dir = tempfile.mkdtemp(prefix="acrlocal-")  # short: a socket path has at most 107 bytes
+        path = os.path.join(self._socket_dir, "primary.sock")
+        site = web.UnixSite(control_runner, path)
+        await site.start()
+        os.chmod(path, 0o600)
+        settings = replace(self.settings, port=self.shared_port)
+        self._secondaries = workers.Secondaries(settings, path, login_port)
+        await self._secondaries.start()
+
+    async def _start_secondary(self, ctx: Context, shared_sock: socket.socket) -> Context:
+        """A secondary: the registries, Entra's client credentials and keys, and forwarding (no VMs, no
+        housekeeping, no server.json: the primary's)."""
+        settings = self.settings
+        limits = settings.limits
+        options = timeouts.runner_options(limits.idle_timeout_s, limits.read_timeout_s)
+        apps = (self._build_registry_app(ctx), self._build_control_app(ctx))
+        for app in apps:
+            app[inbound.READ_TIMEOUT] = limits.read_timeout_s
+            app.on_response_prepare.append(self._name_worker)
+        registry_runner, control_runner = (
+            web.AppRunner(app, access_log=None, handle_signals=False, **options) for app in apps)
+        for runner in (registry_runner, control_runner):
+            await runner.setup()
+            self._runners.append(runner)
+        self._stalled = timeouts.StalledWriters(self._runners, limits.read_timeout_s)
+        self._stalled.start()
+        registry_http.start_audit(ctx.data_plane)
+        await ctx.listeners.open("shared", control_runner, shared_sock, ctx.ca.server_context())
+        if self.login_port:
+            with contextlib.suppress(OSError):
+                sock = bind(settings.host, LOGIN_PORT, reuse_port=True, claim=False)
+                await ctx.listeners.open("login", control_runner, sock, ctx.ca.server_context())
+        hosting = ctx.registries
+        await hosting.start(registry_runner)
+        loop = asyncio.get_running_loop()
+        hosting.resync = lambda: self._background.append(loop.create_task(hosting.sync_listeners()))
+        self._background.append(loop.create_task(self._follow_registries()))
+        (settings.data_dir / f"worker-{self.worker}.ready").write_text(f"{os.getpid()}\n")
+        return ctx
+
+    async def _follow_registries(self) -> None:
+        """Open the ports of registries the primary makes (and close those it deletes) within a fraction of a
+        second, even while no request comes here to notice."""
+        assert self.ctx is not None
+        while True:
+            await asyncio.sleep(0.2)
+            self._background = [t for t in self._background if not t.done()]
+            self.ctx.registries.all()  # reads the registries again if the primary changed them
+
+    async def _open_login_port(self, runner: web.AppRunner, ca: LocalCA) -> bool:
         """Also serve the shared endpoint on port 443 when the process may bind it (root, or a low
         ``net.ipv4.ip_unprivileged_port_start``) and the shared port was chosen by the user: msal asks
         ``https://<authority host>/common/userrealm/...`` without the port before ``az login -u -p``. Best effort:
         a refusal is logged once; a server whose port the system chose (tests) never tries."""
         if self.settings.port in (0, LOGIN_PORT) or self.ctx is None:
-            return
+            return False
         try:
-            sock = bind(self.settings.host, LOGIN_PORT)
+            sock = bind(self.settings.host, LOGIN_PORT, reuse_port=self.settings.workers > 1)
         except OSError as exc:
             log.info("port %d is not available (%s): `az login -u -p` needs it (msal drops the authority's port); "
                      "device code and browser sign-ins work without it", LOGIN_PORT, exc.strerror)
-            return
+            return False
         await self.ctx.listeners.open("login", runner, sock, ca.server_context())
+        return True
 
     @property
     def authority(self) -> str:
@@ -302,6 +388,7 @@ class Server:
             # with ten or ten thousand of them; `az acr list` lists them all.
             "registries": [ctx.registries.describe(r) for r in ctx.registries.first(STATUS_REGISTRIES)],
             "registryCount": ctx.registries.count(),
+            "workers": [os.getpid(), *(self._secondaries.pids() if self._secondaries else [])],
             "registryAuthentication": "open" if self.settings.insecure_open_registry else "token",
             "tenantId": ctx.admin.tenantId,
             "subscriptionId": ctx.admin.subscriptionId,
@@ -327,6 +414,14 @@ class Server:
         os.replace(tmp, path)
 
     async def stop(self) -> None:
+        if self._secondaries is not None:
+            await self._secondaries.stop()
+            self._secondaries = None
+        for task in self._background:
+            task.cancel()
+        self._background.clear()
+        if self._forwarder is not None:
+            await self._forwarder.close()
         if self._vm_ssh is not None:
             await self._vm_ssh.close()
             self._vm_ssh = None
@@ -343,8 +438,13 @@ class Server:
             await registry_http.on_shutdown(self.ctx.data_plane)
             self.ctx.data_plane.sql.close()
             self.ctx.engine.dispose()
-        with contextlib.suppress(FileNotFoundError):
-            self.settings.state_file.unlink()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        if self.primary:
+            with contextlib.suppress(FileNotFoundError):
+                self.settings.state_file.unlink()
+        else:
+            (self.settings.data_dir / f"worker-{self.worker}.ready").unlink(missing_ok=True)
 
     async def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Start, call ``on_ready`` with :meth:`status`, serve until SIGINT/SIGTERM, then stop cleanly."""
@@ -401,6 +501,16 @@ def raise_open_file_limit() -> tuple[int, int]:
 
 def run(settings: Settings, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Run a server in the foreground until a signal stops it (uvloop when available)."""
+    _run(Server(settings).run(on_ready))
+
+
+def run_worker(env: str) -> None:
+    """Run a secondary (``acrlocal up --workers``) from what its primary put in ``$ACRLOCAL_WORKER``."""
+    settings, worker, primary_socket, login_port = workers.decode(env)
+    _run(Server(settings, worker, primary_socket, login_port).run())
+
+
+def _run(main: Awaitable[None]) -> None:
     limit_malloc_arenas()
     before, after = raise_open_file_limit()
     if after != before:
@@ -411,4 +521,4 @@ def run(settings: Settings, on_ready: Callable[[dict[str, Any]], None] | None = 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
-    runner(Server(settings).run(on_ready))
+    runner(main)

@@ -70,7 +70,8 @@ def test_bad_policies_are_refused(text: str) -> None:
 def test_server_answers_429_and_recovers(tmp_path: Path) -> None:
     """Plain requests without credentials: each is counted exactly once (throttling comes before
     authentication, so an unauthenticated request is answered 401 while under the limit and 429 above it)."""
-    with running(tmp_path / "data", "--registry-rate-limit", "30/5") as server:
+    # one process: with several, each enforces its share of the limit (tests/test_workers.py)
+    with running(tmp_path / "data", "--registry-rate-limit", "30/5", "--workers", "1") as server:
         http = server.session()
         base = f"https://{server.login_server()}"
         statuses = [http.post(f"{base}/v2/throttled/blobs/uploads/").status_code for _ in range(5)]

@@ -66,7 +66,7 @@ def cli() -> None:
     """acrlocal: Entra ID managed identities, RBAC, ARM and Azure Container Registry, on your machine."""
 
 
-for command in (server.up, server.down, server.status, server.trust):
+for command in (server.up, server.down, server.status, server.trust, server.worker):
     cli.add_command(command)
 
 

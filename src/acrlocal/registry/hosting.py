@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from acrlocal.listeners import Listeners, bind, reserve_descriptors
 from acrlocal.storage.metadata import RegistryMetadata, RegistryRecord, RegistryTable
 from acrlocal.tls import LocalCA
 
+log = logging.getLogger(__name__)
 REGISTRY_NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
 
 
@@ -75,6 +77,7 @@ class RegistryHosting:
         self.generations = generations or Generations()
         self._stamp = self.generations.current(GENERATION)
         self.resync: Callable[[], None] | None = None
+        self._syncing = asyncio.Lock()
         self.shared_port = settings.port
 
     # -- lookups on the hot path -------------------------------------------------------------------
@@ -194,7 +197,8 @@ class RegistryHosting:
         assert self.runner is not None, "RegistryHosting.start() first"
         if rec.port is not None:
             try:
-                sock = bind(self.listeners.host, rec.port)
+                sock = bind(self.listeners.host, rec.port, reuse_port=self.listeners.reuse_port,
+                            claim=self.listeners.claim)
             except LimitReached:
                 raise
             except OSError as exc:
@@ -209,6 +213,28 @@ class RegistryHosting:
         await self.listeners.open(f"registry:{rec.name}", self.runner, sock, self._ssl())
         self._index(rec)
         return rec
+
+    async def sync_listeners(self) -> None:
+        """Serve exactly the registries of the table, each on its port: what another process of the server (the
+        one that makes and deletes registries) changed. Ports are bound with ``SO_REUSEPORT``, beside it."""
+        async with self._syncing:
+            self._fresh()
+            for key in self.listeners.names():
+                if key.startswith("registry:"):
+                    rec = self._by_name.get(key.split(":", 1)[1])
+                    if rec is None or rec.port != self.listeners.port_of(key):
+                        await self.listeners.close(key)
+            for rec in list(self._by_name.values()):
+                key = f"registry:{rec.name}"
+                if rec.port is None or self.listeners.port_of(key) is not None or self.runner is None:
+                    continue
+                try:
+                    sock = bind(self.listeners.host, rec.port, reuse_port=self.listeners.reuse_port,
+                                claim=self.listeners.claim)
+                except OSError as exc:
+                    log.warning("registry %s: cannot serve port %d here (%s)", rec.name, rec.port, exc)
+                    continue
+                await self.listeners.open(key, self.runner, sock, self._ssl())
 
     async def create(self, name: str, properties: dict[str, Any] | None = None) -> RegistryRecord:
         """Add a registry and start serving it at once. Raises ``AlreadyExists`` or ``ConfigError``."""

@@ -209,6 +209,12 @@ async def on_startup(services: RegistryServices) -> None:
     services.sweeper = asyncio.get_running_loop().create_task(_sweep_forever(services), name="registry.sweeper")
 
 
+def start_audit(services: RegistryServices) -> None:
+    """What a secondary process of the server (``up --workers``) starts: the audit log's writer, and none of the
+    housekeeping (the primary's)."""
+    services.audit.start()
+
+
 async def on_shutdown(services: RegistryServices) -> None:
     """Called after listeners closed: stop the sweeper, write the audit events still queued."""
     await services.audit.stop()

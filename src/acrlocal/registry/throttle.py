@@ -83,10 +83,13 @@ class _Bucket:
 
 
 class Throttle:
-    """Token buckets per (registry, read|write). One process serves a registry, so state is in memory."""
+    """Token buckets per (registry, read|write), in this process's memory. A server of ``share`` processes (``up
+    --workers``) gives each process a ``share``-th of every limit (at least one a minute): the kernel spreads
+    connections across them, and together they never allow more than the limit."""
 
-    def __init__(self, policy: ThrottlePolicy) -> None:
+    def __init__(self, policy: ThrottlePolicy, share: int = 1) -> None:
         self.policy = policy
+        self.share = max(1, share)
         self._buckets: dict[tuple[int, bool], _Bucket] = {}
 
     def wait_needed(self, registry: RegistryRecord, write: bool, now: float | None = None) -> int:
@@ -94,7 +97,7 @@ class Throttle:
         if not self.policy.enabled:
             return 0
         limits = self.policy.limits_for(registry)
-        per_minute = limits.writes_per_minute if write else limits.reads_per_minute
+        per_minute = max(1, (limits.writes_per_minute if write else limits.reads_per_minute) // self.share)
         rate = per_minute / 60.0
         now = time.monotonic() if now is None else now
         key = (registry.id, write)

@@ -176,6 +176,9 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--vm-ssh-port", type=click.IntRange(min=0, max=65535),
               help="Port of ssh at each running VM's public IP address (default 22, as Azure; binding it needs "
                    "root; 0: off).")
+@click.option("--workers", type=click.IntRange(min=1, max=256), envvar="ACRLOCAL_WORKERS",
+              help="Server processes on the same ports (default: the number of cores; the first owns the VMs and "
+                   "the control plane's writes).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
@@ -184,14 +187,17 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
        upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
        blob_gc_grace: int | None, idle_timeout: float | None, read_timeout: float | None,
        registry_rate_limit: str | None, login_lockout: str | None, insecure_open_registry: bool | None,
-       run_command_timeout: float | None, vm_ssh_port: int | None, log_level: str, detach: bool) -> None:
+       run_command_timeout: float | None, vm_ssh_port: int | None, workers: int | None, log_level: str,
+       detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
+    from acrlocal.workers import default_workers
+
     settings = _settings_from(
         data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
         imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
         database_url=database_url, registry_rate_limit=registry_rate_limit, login_lockout=login_lockout,
         insecure_open_registry=insecure_open_registry, run_command_timeout_s=run_command_timeout,
-        vm_ssh_port=vm_ssh_port,
+        vm_ssh_port=vm_ssh_port, workers=workers or default_workers(),
     )
     if upload_session_ttl is not None:
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
@@ -215,7 +221,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
                             ("--min-free-space", min_free_space), ("--blob-gc-grace", blob_gc_grace),
                             ("--registry-rate-limit", registry_rate_limit), ("--login-lockout", login_lockout),
                             ("--idle-timeout", idle_timeout), ("--read-timeout", read_timeout),
-                            ("--run-command-timeout", run_command_timeout), ("--vm-ssh-port", vm_ssh_port)):
+                            ("--run-command-timeout", run_command_timeout), ("--vm-ssh-port", vm_ssh_port),
+                            ("--workers", workers)):
             if value is not None:
                 argv += [flag, str(value)]
         if imds_token_cache is not None:
@@ -239,6 +246,21 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
         sys.stdout.flush()
 
     run(settings, ready)
+
+
+@click.command("_worker", hidden=True)
+def worker() -> None:
+    """A secondary server process, started by `acrlocal up --workers` with its settings in $ACRLOCAL_WORKER."""
+    import logging
+
+    from acrlocal.server import run_worker
+    from acrlocal.workers import ENV
+
+    env = os.environ.get(ENV)
+    if not env:
+        raise CLIError(f"acrlocal _worker is started by acrlocal up --workers (${ENV} is not set)")
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(env)
 
 
 @click.command("down", cls=AzCommand)

@@ -1,0 +1,185 @@
+"""``acrlocal up --workers 2``: two processes on the same ports. Each test talks to both over connections whose
+worker it knows (every response names it, ``X-Acrlocal-Worker``): what one does, the other sees at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from requests.adapters import HTTPAdapter
+
+from tests.arm.conftest import Arm, admin_of, subscription_of
+from tests.harness import AcrLocal, CASession, running
+from tests.interop.tools import Containers
+from tests.ocitools import config_blob, image, layout_index, tar_layer, write_layout
+from tests.registry.conftest import RegistryClient
+
+WORKER = "X-Acrlocal-Worker"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
+    with running(tmp_path_factory.mktemp("workers") / "data", "--workers", "2") as server:
+        yield server
+
+
+def one_connection(server: AcrLocal) -> CASession:
+    session = CASession(server.ca)
+    session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=1))
+    return session
+
+
+def pinned(server: AcrLocal, base: str, probe: str = "/v2/", within: float = 30.0) -> dict[int, CASession]:
+    """A session per worker, each on one kept-alive connection that worker accepted (``base`` + ``probe``)."""
+    found: dict[int, CASession] = {}
+    deadline = time.monotonic() + within
+    while len(found) < 2 and time.monotonic() < deadline:
+        session = one_connection(server)
+        try:
+            worker = int(session.get(base + probe, timeout=30).headers[WORKER])
+        except requests.ConnectionError:
+            time.sleep(0.1)  # (a port a worker has not opened yet)
+            continue
+        if worker in found:
+            session.close()
+        else:
+            found[worker] = session
+    assert sorted(found) == [0, 1], f"workers seen at {base}: {sorted(found)}"
+    return found
+
+
+def on(session: CASession, method: str, url: str, worker: int, **kw: Any) -> requests.Response:
+    r = session.request(method, url, timeout=60, **kw)
+    assert r.headers.get(WORKER) == str(worker), "the connection moved to another worker"
+    return r
+
+
+def registry_token(server: AcrLocal, base: str, scope: str, credentials: tuple[str, str]) -> str:
+    host = base.split("://", 1)[1]
+    r = requests.get(f"{base}/oauth2/token", params={"service": host, "scope": scope}, auth=credentials,
+                     verify=server.ca, timeout=60)
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+def test_both_workers_serve_and_a_tag_moved_by_one_is_read_moved_by_the_other(server: AcrLocal) -> None:
+    base = f"https://{server.login_server()}"
+    sessions = pinned(server, base)
+    client = RegistryClient(server)
+    first, second = client.push_image("workers/app", "v1"), client.push_image("workers/app", None)
+    token = registry_token(server, base, "repository:workers/app:pull,push", server.registry_credentials())
+    auth = {"Authorization": f"Bearer {token}"}
+    url = f"{base}/v2/workers/app/manifests/v1"
+    for writer, reader in ((0, 1), (1, 0)):
+        before, after = (first, second) if writer == 0 else (second, first)
+        assert on(sessions[reader], "GET", url, reader, headers=auth).content == before.body  # cached by reader
+        r = on(sessions[writer], "PUT", url, writer, data=after.body, headers={**auth, "Content-Type": MANIFEST})
+        assert r.status_code == 201, r.text
+        assert on(sessions[reader], "GET", url, reader, headers=auth).content == after.body
+
+
+def test_a_lock_set_through_one_worker_holds_in_the_other(server: AcrLocal) -> None:
+    base = f"https://{server.login_server()}"
+    sessions = pinned(server, base)
+    RegistryClient(server).push_image("workers/locked", "v1")
+    token = registry_token(server, base, "repository:workers/locked:pull,metadata_read,metadata_write",
+                           server.registry_credentials())
+    auth = {"Authorization": f"Bearer {token}"}
+    url = f"{base}/v2/workers/locked/manifests/v1"
+    assert on(sessions[1], "GET", url, 1, headers=auth).status_code == 200
+    r = on(sessions[0], "PATCH", f"{base}/acr/v1/workers/locked/_tags/v1", 0, json={"readEnabled": False},
+           headers=auth)
+    assert r.status_code == 200, r.text
+    assert on(sessions[1], "GET", url, 1, headers=auth).status_code == 405
+    r = on(sessions[1], "PATCH", f"{base}/acr/v1/workers/locked/_tags/v1", 1, json={"readEnabled": True},
+           headers=auth)
+    assert r.status_code == 200, r.text
+    assert on(sessions[0], "GET", url, 0, headers=auth).status_code == 200
+
+
+def test_a_registry_made_through_either_worker_is_served_by_both_and_its_revocations_hold_in_both(
+        server: AcrLocal) -> None:
+    shared = pinned(server, server.shared, "/healthz")
+    token = admin_of(server).token(server)
+    sub = subscription_of(server)
+    path = (f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/Microsoft.ContainerRegistry/registries/"
+            "workersreg")
+    # made through the secondary: ARM's writes go to the first process, which owns them
+    r = on(shared[1], "PUT", server.shared + path, 1, params={"api-version": "2023-07-01"},
+           json={"location": "westus", "sku": {"name": "Standard"}, "properties": {"adminUserEnabled": True}},
+           headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201, r.text
+    base = f"https://{r.json()['properties']['loginServer']}"
+    sessions = pinned(server, base)  # both workers serve its port
+    arm = Arm(server, token)
+    creds = arm.call("POST", f"{path}/listCredentials").json()
+    access = registry_token(server, base, "repository:app/web:pull",
+                            (creds["username"], creds["passwords"][0]["value"]))
+    auth = {"Authorization": f"Bearer {access}"}
+    for worker, session in sessions.items():
+        assert on(session, "GET", f"{base}/v2/app/web/tags/list", worker, headers=auth).status_code == 404
+    assert arm.call("PATCH", path, {"properties": {"adminUserEnabled": False}}).status_code == 200
+    for worker, session in sessions.items():
+        r = on(session, "GET", f"{base}/v2/app/web/tags/list", worker, headers=auth)
+        assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"], r.text
+    assert arm.call("DELETE", path).status_code == 200
+
+
+def test_entra_tokens_from_both_workers_and_forwarded_control_plane_calls(server: AcrLocal) -> None:
+    shared = pinned(server, server.shared, "/healthz")
+    admin = admin_of(server)
+    tokens = {}
+    for worker, session in shared.items():
+        r = on(session, "POST", f"{server.shared}/{admin.tenant_id}/oauth2/v2.0/token", worker, data={
+            "grant_type": "client_credentials", "client_id": admin.client_id, "client_secret": admin.secret,
+            "scope": "https://management.azure.com/.default"})
+        assert r.status_code == 200, r.text
+        tokens[worker] = r.json()["access_token"]
+    sub = subscription_of(server)
+    group = f"{server.shared}/subscriptions/{sub}/resourceGroups/workersgroup"
+    r = on(shared[1], "PUT", group, 1, params={"api-version": "2022-09-01"}, json={"location": "westus"},
+           headers={"Authorization": f"Bearer {tokens[0]}"})  # a token one worker signed, used at the other
+    assert r.status_code in (200, 201), r.text
+    r = on(shared[0], "GET", group, 0, params={"api-version": "2022-09-01"},
+           headers={"Authorization": f"Bearer {tokens[1]}"})
+    assert r.status_code == 200 and r.json()["name"] == "workersgroup"
+    r = on(shared[1], "GET", f"{server.shared}/nosuchtenant/oauth2/v2.0/authorize", 1)  # forwarded: Entra's error
+    assert r.status_code == 400
+
+
+def test_skopeo_pushes_and_pulls_with_two_workers(server: AcrLocal, tmp_path: Path) -> None:
+    layers = [tar_layer({f"etc/file{i}": b"x" * (1000 + i)}) for i in range(6)]
+    config = config_blob(diff_ids=[layer.digest for layer in layers])
+    manifest = image(config, layers)
+    layout = tmp_path / "layout"
+    write_layout(layout, {"v1": manifest}, [config, *layers])
+    with Containers(tmp_path, server) as tools:
+        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir), f"oci:{layout}:v1",
+                     f"docker://{tools.ref('workers/skopeo')}:v1")
+        out = tmp_path / "pulled"
+        tools.skopeo("copy", "--dest-oci-accept-uncompressed-layers", "--src-cert-dir", str(tools.cert_dir),
+                     f"docker://{tools.ref('workers/skopeo')}:v1", f"oci:{out}:v1")
+    assert layout_index(out)["manifests"][0]["digest"] == manifest.digest
+    status = json.loads((server.data_dir / "server.json").read_text())
+    assert len(status["workers"]) == 2
+
+
+def test_each_of_n_processes_enforces_its_share_of_the_limits() -> None:
+    from acrlocal.lockout import Lockout, LockoutPolicy
+    from acrlocal.registry.throttle import Throttle, parse_policy
+    from acrlocal.storage.metadata import RegistryRecord
+
+    lockout = Lockout(LockoutPolicy(name_failures=10, caller_failures=100), share=3)
+    assert (lockout.policy.name_failures, lockout.policy.caller_failures) == (4, 34)  # rounded up: 3 x 4 >= 10
+    started = [lockout.failed("10.0.0.1", "user", now=1.0) for _ in range(4)]
+    assert started[:3] == [None] * 3 and started[3] is not None
+    throttle = Throttle(parse_policy("60/6"), share=2)
+    registry = RegistryRecord(1, "reg", 1, 0.0, {})
+    assert [throttle.wait_needed(registry, True, now=0.0) for _ in range(4)] == [0, 0, 0, 20]  # 3 a minute
+    assert sum(throttle.wait_needed(registry, False, now=0.0) == 0 for _ in range(40)) == 30
