@@ -183,3 +183,46 @@ def test_each_of_n_processes_enforces_its_share_of_the_limits() -> None:
     registry = RegistryRecord(1, "reg", 1, 0.0, {})
     assert [throttle.wait_needed(registry, True, now=0.0) for _ in range(4)] == [0, 0, 0, 20]  # 3 a minute
     assert sum(throttle.wait_needed(registry, False, now=0.0) == 0 for _ in range(40)) == 30
+
+
+def test_a_console_websocket_through_the_secondary_reaches_the_vm(server: AcrLocal) -> None:
+    """VMs belong to the first process; a console's WebSocket that the kernel hands to the other is carried over."""
+    import asyncio
+    import os
+    import ssl
+
+    import aiohttp
+
+    if os.geteuid() != 0:
+        pytest.skip("VMs need root")
+    arm = Arm(server, admin_of(server).token(server))
+    group = f"/subscriptions/{subscription_of(server)}/resourceGroups/workersvm"
+    assert arm.call("PUT", group, {"location": "westus"}, api_version="2022-09-01").status_code in (200, 201)
+    vm = f"{group}/providers/Microsoft.Compute/virtualMachines/consolevm"
+    r = arm.call("PUT", vm, {"location": "westus"}, api_version="2024-07-01")
+    assert r.status_code in (200, 201), r.text
+
+    async def attempt() -> tuple[int, bytes, int]:
+        ticket = arm.call("POST", f"{vm}/console", {"command": "echo through-the-door"}, api_version="2024-07-01")
+        assert ticket.status_code == 200, ticket.text
+        url = "wss://" + server.shared.split("://", 1)[1] + ticket.json()["path"]
+        out, code = b"", -1
+        context = ssl.create_default_context(cafile=server.ca)
+        async with aiohttp.ClientSession() as session, session.ws_connect(url, ssl=context) as ws:
+            worker = int(ws._response.headers[WORKER])  # the handshake's answer
+            await ws.send_bytes(b"\x00")  # end of standard input
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    if message.data[:1] == b"\x01":
+                        out += message.data[1:]
+                    elif message.data[:1] == b"\x03":
+                        code = int(json.loads(message.data[1:])["exit"])
+        return worker, out, code
+
+    for _ in range(40):
+        worker, out, code = asyncio.run(attempt())
+        if worker == 1:
+            break
+    assert worker == 1, "the kernel never handed a console to the secondary"
+    assert code == 0 and b"through-the-door" in out, (code, out)
+    assert arm.call("DELETE", group, api_version="2022-09-01").status_code in (200, 202)
