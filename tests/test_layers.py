@@ -32,20 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 KNOWN: frozenset[str] = frozenset()
 
 # Modules that still read what they use from the Context service locator instead of receiving it.
-LOCATOR: frozenset[str] = frozenset({
-    "acrlocal.arm.auth -> acrlocal.context",
-    "acrlocal.arm.authorization -> acrlocal.context",
-    "acrlocal.arm.compute -> acrlocal.context",
-    "acrlocal.arm.deployments -> acrlocal.context",
-    "acrlocal.arm.graph -> acrlocal.context",
-    "acrlocal.arm.graph.core -> acrlocal.context",
-    "acrlocal.arm.identities -> acrlocal.context",
-    "acrlocal.arm.providers -> acrlocal.context",
-    "acrlocal.arm.registries -> acrlocal.context",
-    "acrlocal.arm.routes -> acrlocal.context",
-    "acrlocal.arm.subscriptions -> acrlocal.context",
-    "acrlocal.arm.tokens -> acrlocal.context",
-})
+LOCATOR: frozenset[str] = frozenset()
 
 PACKAGE = Path(acrlocal.__file__).parent
 

@@ -19,7 +19,6 @@ from acrlocal.registry.services import RegistryServices
 from acrlocal.tls import LocalCA
 
 if TYPE_CHECKING:
-    from acrlocal.arm.store import ArmStore
     from acrlocal.compute.runtime import ComputeRuntime
     from acrlocal.identity.bootstrap import AdminCredential
     from acrlocal.identity.directory import Directory
@@ -43,13 +42,4 @@ class Context:
     lockout: Lockout
     # What the registry's data plane uses (its content, authorizer, audit log and token service).
     data_plane: RegistryServices
-    compute: ComputeRuntime | None = None
-    # The control plane's resource store, set when the ARM room is set up.
-    arm_store: ArmStore | None = None
-
-    @property
-    def arm(self) -> ArmStore:
-        """The control plane's resource store; raises ``RuntimeError`` before the ARM room is set up."""
-        if self.arm_store is None:
-            raise RuntimeError("the context has no ARM store (the control plane is not set up)")
-        return self.arm_store
+    compute: ComputeRuntime | None = None  # None in a secondary process (acrlocal.workers)

@@ -38,6 +38,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from acrlocal import __version__, inbound, publiccloud, timeouts, workers
 from acrlocal.arm import routes as arm_routes
 from acrlocal.arm.access import ArmAccess
+from acrlocal.arm.services import ArmServices
+from acrlocal.arm.store import ArmStore
 from acrlocal.arm.tokens import RepositoryTokens
 from acrlocal.arm.vm_ssh import VmSshDoors
 from acrlocal.compute import console
@@ -81,10 +83,6 @@ STATUS_REGISTRIES = 100
 LOGIN_PORT = 443
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: The rooms on the control app that still read the Context (the Entra endpoints are handed what they use). Each has
-#: ``setup(app, ctx)`` adding its routes, and may have ``async on_server_started(ctx)``, called once every room and
-#: the default registry are up.
-CONTROL_ROOMS: tuple[Any, ...] = (arm_routes,)
 #: Paths of the registry protocols; on a registry's host name that no registry has, they answer OCI's 404.
 REGISTRY_PATHS = ("/v2/", "/oauth2/", "/acr/")
 
@@ -160,7 +158,7 @@ class Server:
         registry_http.route_every_request(app, by_port)
         return app
 
-    def _build_control_app(self, ctx: Context) -> web.Application:
+    def _build_control_app(self, ctx: Context, arm: ArmServices, arm_store: ArmStore) -> web.Application:
         @web.middleware
         async def registry_by_host(request: web.Request, handler: Handler) -> web.StreamResponse:
             rec = ctx.registries.by_host(request.host)
@@ -180,11 +178,9 @@ class Server:
             middlewares.append(self._forwarder.middleware())
         app = web.Application(middlewares=[*middlewares, oauth.unavailable_middleware],
                               client_max_size=ctx.settings.limits.manifest_max_bytes)
-        app["ctx"] = ctx
         app.router.add_get("/healthz", self._healthz)
         oauth.setup(app, EntraServices(ctx.directory, ctx.keys, ctx.tokens, ctx.lockout))
-        for room in CONTROL_ROOMS:
-            room.setup(app, ctx)
+        arm_routes.setup(app, arm, arm_store)
         if ctx.compute is not None:
             console.setup(app, ctx.compute, ctx.compute.consoles)
         return app
@@ -252,14 +248,17 @@ class Server:
         ctx = Context(settings, ca, engine, listeners, hosting, directory, keys, tokens, admin, lockout, data_plane)
         self.ctx = ctx
 
+        arm_store = ArmStore(engine)
         if not self.primary:
-            return await self._start_secondary(ctx, shared_sock)
+            arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, None)
+            return await self._start_secondary(ctx, shared_sock, arm, arm_store)
         ca_hash = await asyncio.to_thread(ca.subject_hash)
         compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
         ctx.compute = compute
+        arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute)
         limits = settings.limits
         options = timeouts.runner_options(limits.idle_timeout_s, limits.read_timeout_s)
-        apps = (self._build_registry_app(ctx), self._build_control_app(ctx), imds.build_app(
+        apps = (self._build_registry_app(ctx), self._build_control_app(ctx, arm, arm_store), imds.build_app(
             compute, tokens, cache_tokens=settings.imds_token_cache, rate_limit=settings.imds_rate_limit))
         for app in apps:
             app[inbound.READ_TIMEOUT] = limits.read_timeout_s
@@ -282,11 +281,8 @@ class Server:
         if settings.default_registry:
             with contextlib.suppress(AlreadyExists):
                 await hosting.create(settings.default_registry, {"sku": "Standard"})
-        for room in CONTROL_ROOMS:
-            started = getattr(room, "on_server_started", None)
-            if started is not None:
-                await started(ctx)
-        self._vm_ssh = VmSshDoors(ctx.arm, compute, lambda: [s.id for s in directory.subscriptions()],
+        await arm_routes.on_server_started(arm, arm_store)
+        self._vm_ssh = VmSshDoors(arm_store, compute, lambda: [s.id for s in directory.subscriptions()],
                                   settings.vm_ssh_port)
         await self._vm_ssh.start()
         if several:
@@ -306,13 +302,14 @@ class Server:
         self._secondaries = workers.Secondaries(settings, path, login_port)
         await self._secondaries.start()
 
-    async def _start_secondary(self, ctx: Context, shared_sock: socket.socket) -> Context:
+    async def _start_secondary(self, ctx: Context, shared_sock: socket.socket, arm: ArmServices,
+                               arm_store: ArmStore) -> Context:
         """A secondary: the registries, Entra's client credentials and keys, and forwarding (no VMs, no
         housekeeping, no server.json: the primary's)."""
         settings = self.settings
         limits = settings.limits
         options = timeouts.runner_options(limits.idle_timeout_s, limits.read_timeout_s)
-        apps = (self._build_registry_app(ctx), self._build_control_app(ctx))
+        apps = (self._build_registry_app(ctx), self._build_control_app(ctx, arm, arm_store))
         for app in apps:
             app[inbound.READ_TIMEOUT] = limits.read_timeout_s
             app.on_response_prepare.append(self._name_worker)

@@ -45,13 +45,14 @@ async def list_audit_events(call: Call, registry: Resource) -> JsonObject:
             since = datetime.fromisoformat(since_text.replace("Z", "+00:00")).timestamp()
         except ValueError:
             raise invalid_content(f"'since' value {since_text[:40]!r} is not an ISO 8601 date and time.") from None
-    await call.ctx.data_plane.audit.flush()
-    if call.ctx.settings.workers > 1:  # the other processes write their batches within one interval
-        await asyncio.sleep(call.ctx.data_plane.audit.interval_s)
-    events = audit.query(call.ctx.engine, registry.name, table, since=since, top=top,
+    audit_log = call.services.data_plane.audit
+    await audit_log.flush()
+    if call.services.settings.workers > 1:  # the other processes write their batches within one interval
+        await asyncio.sleep(audit_log.interval_s)
+    events = audit.query(audit_log.engine, registry.name, table, since=since, top=top,
                          operation=_text(body, "operation"), repository=_text(body, "repository"))
     try:
-        login_server = call.ctx.registries.login_server(call.ctx.registries.get(registry.name))
+        login_server = call.services.registries.login_server(call.services.registries.get(registry.name))
     except NotFound:
         login_server = registry.name
     for event in events:

@@ -1,7 +1,7 @@
 """Who is calling, and may they: bearer-token authentication and RBAC authorization for ARM calls.
 
-Authentication accepts only our own RS256 tokens for the ARM audiences (``ctx.tokens.verify`` pins the algorithm
-and the keys); a missing or invalid token is a 401 with ARM's error codes and a ``WWW-Authenticate: Bearer``
+Authentication accepts only our own RS256 tokens for the ARM audiences (``TokenIssuer.verify`` pins the algorithm and
+the keys); a missing or invalid token is a 401 with ARM's error codes and a ``WWW-Authenticate: Bearer``
 challenge naming our authority. A principal that no longer exists in the directory is refused like a bad token.
 
 Authorization asks :func:`acrlocal.rbac.may` with the caller's role assignments that apply at the target scope
@@ -19,9 +19,8 @@ from aiohttp import web
 from acrlocal import inbound
 from acrlocal.arm.errors import ArmError, authorization_failed
 from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment
-from acrlocal.context import Context
-from acrlocal.identity.directory import Principal
-from acrlocal.identity.tokens import InvalidToken
+from acrlocal.identity.directory import Directory, Principal
+from acrlocal.identity.tokens import InvalidToken, TokenIssuer
 from acrlocal.inbound import MalformedRequest
 from acrlocal.publiccloud import ARM_AUDIENCES
 from acrlocal.rbac.errors import InvalidScope
@@ -29,8 +28,8 @@ from acrlocal.rbac.evaluate import may
 from acrlocal.rbac.roles import RoleDefinition
 
 
-def challenge(ctx: Context, description: str | None = None) -> dict[str, str]:
-    value = f'Bearer authorization_uri="{ctx.tokens.authority}/", error="invalid_token"'
+def challenge(authority: str, description: str | None = None) -> dict[str, str]:
+    value = f'Bearer authorization_uri="{authority}/", error="invalid_token"'
     if description:
         value += f', error_description="{description}"'
     return {"WWW-Authenticate": value}
@@ -115,42 +114,43 @@ class Caller:
         return False
 
 
-def authenticate(request: web.Request, ctx: Context, store: ArmStore) -> Caller:
+def authenticate(request: web.Request, tokens: TokenIssuer, directory: Directory, store: ArmStore) -> Caller:
     """The caller of ``request``; :class:`ArmError` 401 if the bearer token is missing or not valid for ARM."""
+    authority = tokens.authority
     try:
         found = inbound.authorization(request)
     except MalformedRequest:
         found = ("", "")  # not ASCII: answered as a header in an invalid format
     if found is None:
         raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.",
-                       headers=challenge(ctx, description="The authentication failed because of missing "
-                                         "'Authorization' header."))
+                       headers=challenge(authority, "The authentication failed because of missing 'Authorization' "
+                                                    "header."))
     scheme, token = found
     if scheme != "bearer" or not token:
         raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is provided "
-                       "in an invalid format.", headers=challenge(ctx, description="The authentication failed "
-                                                                     "because of invalid 'Authorization' header."))
+                       "in an invalid format.", headers=challenge(authority, "The authentication failed because of "
+                                                                             "invalid 'Authorization' header."))
     try:
-        claims = ctx.tokens.verify(token, None)
+        claims = tokens.verify(token, None)
     except InvalidToken as exc:
         if "expired" in str(exc).lower():
             raise ArmError(401, "ExpiredAuthenticationToken",
                            "The access token expiry UTC time is earlier than current UTC time.",
-                           headers=challenge(ctx, description="The access token expired.")) from None
+                           headers=challenge(authority, "The access token expired.")) from None
         raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.",
-                       headers=challenge(ctx, description="The access token is invalid.")) from None
+                       headers=challenge(authority, "The access token is invalid.")) from None
     audience = claims.get("aud")
     if audience not in ARM_AUDIENCES:
         allowed = ",".join(f"'{a}'" for a in ARM_AUDIENCES)
         raise ArmError(401, "InvalidAuthenticationTokenAudience",
                        f"The access token has been obtained for wrong audience or resource '{audience}'. It should "
                        f"exactly match with one of the allowed audiences {allowed}.",
-                       headers=challenge(ctx, description="The access token has been obtained for wrong audience."))
-    principal = ctx.directory.find_principal(object_id=str(claims["oid"]))
+                       headers=challenge(authority, "The access token has been obtained for wrong audience."))
+    principal = directory.find_principal(object_id=str(claims["oid"]))
     if principal is None or principal.tenant_id != str(claims["tid"]).lower():
         raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid: its principal does not "
-                       "exist in the directory.", headers=challenge(ctx, description="The access token is invalid."))
+                       "exist in the directory.", headers=challenge(authority, "The access token is invalid."))
     if principal.kind == "Group":
         raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.",
-                       headers=challenge(ctx, description="The access token is invalid."))
-    return Caller(principal, claims, store, ctx.directory.member_of(principal.object_id))
+                       headers=challenge(authority, "The access token is invalid."))
+    return Caller(principal, claims, store, directory.member_of(principal.object_id))

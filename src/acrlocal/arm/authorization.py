@@ -27,8 +27,8 @@ from acrlocal.arm.odata import parse_filter
 from acrlocal.arm.paths import GUID, ArmPath
 from acrlocal.arm.providers import Call, NamespaceHandler, register_handler, require_object, utc_now
 from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment, StoredRoleDefinition
-from acrlocal.context import Context
 from acrlocal.errors import NotFound
+from acrlocal.identity.bootstrap import AdminCredential
 from acrlocal.rbac.conditions import parse_condition
 from acrlocal.rbac.errors import InvalidCondition, InvalidScope
 from acrlocal.rbac.roles import BUILT_IN_ROLES, OWNER, arm_role_definition, find_role, role_definition_id, role_guid
@@ -150,7 +150,7 @@ def _validate_custom_role(call: Call, guid: str, existing: StoredRoleDefinition 
             raise ArmError(400, "InvalidAssignableScopes", "The root scope '/' cannot be an assignable scope of a "
                            "custom role; use subscriptions or resource groups.")
         try:
-            sub = call.ctx.directory.subscription(scope.subscription_id)
+            sub = call.services.directory.subscription(scope.subscription_id)
         except NotFound:
             raise ArmError(400, "InvalidAssignableScopes", f"The assignable scope '{text[:200]}' names a "
                            "subscription that does not exist.") from None
@@ -273,7 +273,7 @@ class Authorization(NamespaceHandler):
         principal = flt.field("principalId") or flt.functions.get("assignedto")
         principals = [principal] if principal else None
         after = _position(call.query.get("$skiptoken"))
-        size = call.ctx.settings.limits.arm_page_size
+        size = call.services.settings.limits.arm_page_size
         items = call.store.assignments_page(at_or_above=path.scope, include_below="atscope" not in flt.functions,
                                             principal_ids=principals, after=after, limit=size + 1)
         body: dict[str, Any] = {"value": [_render_assignment(a) for a in items[:size]]}
@@ -346,8 +346,8 @@ class Authorization(NamespaceHandler):
                            "it must be a GUID.")
         tenant = call.caller.tenant_id
         if path.subscription is not None:
-            tenant = call.ctx.directory.subscription(path.subscription).tenant_id
-        principal = call.ctx.directory.find_principal(object_id=principal_id)
+            tenant = call.services.directory.subscription(path.subscription).tenant_id
+        principal = call.services.directory.find_principal(object_id=principal_id)
         if principal is None or principal.tenant_id != tenant:
             raise ArmError(400, "PrincipalNotFound", f"Principal {principal_id.replace('-', '')} does not exist in "
                            f"the directory {tenant}. Check that you have the correct principal ID. If you are "
@@ -382,10 +382,9 @@ class Authorization(NamespaceHandler):
             created_by=call.caller.object_id, updated_by=call.caller.object_id)
 
 
-def ensure_admin_owner(ctx: Context, store: ArmStore) -> None:
+def ensure_admin_owner(admin: AdminCredential, store: ArmStore) -> None:
     """Idempotent: the local administrator and the user ``up`` creates hold Owner on the default subscription
     (fixed assignment ids)."""
-    admin = ctx.admin
     scope = f"/subscriptions/{admin.subscriptionId}"
     owners = [(admin.objectId, "ServicePrincipal", "acrlocal administrator")]
     if admin.userObjectId:

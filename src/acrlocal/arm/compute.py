@@ -42,13 +42,13 @@ from acrlocal.arm import images, network, operations
 from acrlocal.arm.errors import ArmError, authorization_failed, bad_request
 from acrlocal.arm.identities import UAMI_TYPE
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
+from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource
 from acrlocal.compute import console
 from acrlocal.compute.machine import MachineError
 from acrlocal.compute.run_command import Busy, RunCommandError, RunRequest
 from acrlocal.compute.runtime import ComputeRuntime, VMNotRunning
 from acrlocal.compute.vms import RUNNING, VirtualMachine
-from acrlocal.context import Context
 from acrlocal.errors import ConfigError, NotFound
 
 NAMESPACE = "Microsoft.Compute"
@@ -60,12 +60,6 @@ DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "
 IDENTITY_KINDS = {"systemassigned": "SystemAssigned", "userassigned": "UserAssigned"}
 RUN_COMMAND_ACTION = f"{VM_TYPE}/runCommand/action"
 LOGIN_AS_ADMIN = f"{VM_TYPE}/loginAsAdmin/action"
-
-
-def _runtime(ctx: Context) -> ComputeRuntime:
-    if ctx.compute is None:  # pragma: no cover - the server always assembles the compute room
-        raise ArmError(500, "InternalServerError", "The compute runtime is not running.")
-    return ctx.compute
 
 
 def parse_identity_type(value: Any) -> tuple[bool, bool]:
@@ -254,11 +248,11 @@ class VirtualMachines(ResourceType):
         return block
 
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
-        runtime = _runtime(call.ctx)
+        runtime = call.services.runtime
         wanted = resource.identity or {"type": "None"}
         system, _ = parse_identity_type(wanted.get("type", "None"))
         users = list((wanted.get("userAssignedIdentities") or {}).keys())
-        tenant = call.ctx.directory.subscription(resource.subscription_id).tenant_id
+        tenant = call.services.directory.subscription(resource.subscription_id).tenant_id
         keys = ssh_public_keys(resource)
         try:
             vm = runtime.get(resource.id)
@@ -279,16 +273,16 @@ class VirtualMachines(ResourceType):
         return resource.evolve(identity=identity, properties={**resource.properties, "vmId": vm.vm_id})
 
     async def remove(self, call: Call | None, resource: Resource) -> None:
-        ctx = call.ctx if call else self.ctx
-        if ctx is None:
+        started = (call.services, call.store) if call else self.started
+        if started is None:
             return
-        runtime = _runtime(ctx)
+        services, store = started
+        runtime = services.runtime
         try:
             vm = runtime.get(resource.id)
         except NotFound:
             return
         await runtime.delete(resource.id)
-        store: ArmStore = call.store if call else ctx.arm
         if vm.system_principal_id:
             store.delete_assignments_of(vm.system_principal_id)
         release_interfaces(store, resource)
@@ -300,7 +294,7 @@ class VirtualMachines(ResourceType):
         except RunCommandError as exc:
             raise bad_request("InvalidParameter", str(exc)) from None
         try:
-            result = await _runtime(call.ctx).run_command(resource.id, request)
+            result = await call.services.runtime.run_command(resource.id, request)
         except VMNotRunning as exc:
             raise _not_running(resource.name, str(exc)) from None
         except (Busy, ConfigError, MachineError) as exc:
@@ -316,7 +310,7 @@ class VirtualMachines(ResourceType):
         if not (call.caller.may_data(LOGIN_AS_ADMIN, resource.id) or call.caller.may(RUN_COMMAND_ACTION,
                                                                                         resource.id)):
             raise authorization_failed(call.caller.client, call.caller.object_id, LOGIN_AS_ADMIN, resource.id)
-        runtime = _runtime(call.ctx)
+        runtime = call.services.runtime
         try:
             command, tty, term = console.parse_request(call.body)
         except ValueError as exc:
@@ -349,18 +343,19 @@ class VirtualMachines(ResourceType):
     def render(self, call: Call | None, resource: Resource) -> JsonObject:
         body = super().render(call, resource)
         if call is not None and "instanceview" in str(call.query.get("$expand", "")).lower():
-            body["properties"]["instanceView"] = instance_view(call.ctx, resource)
+            body["properties"]["instanceView"] = instance_view(call.services, resource)
         return body
 
-    ctx: Context | None = None
+    #: What :meth:`remove` uses when a deletion has no call (a cascade), from :meth:`on_start` on.
+    started: tuple[ArmServices, ArmStore] | None = None
 
-    async def on_start(self, ctx: Context, store: ArmStore) -> None:
+    async def on_start(self, services: ArmServices, store: ArmStore) -> None:
         """Reconcile the runtime with ARM after a crash between the two: a runtime VM without an ARM resource is
         deleted; an ARM VM without a runtime VM gets one (same vmId is not possible: the sandbox was lost)."""
-        self.ctx = ctx
-        runtime = _runtime(ctx)
+        self.started = (services, store)
+        runtime = services.runtime
         arm_ids = set()
-        for sub in ctx.directory.subscriptions():
+        for sub in services.directory.subscriptions():
             for res in store.resources(sub.id, type=VM_TYPE):
                 arm_ids.add(res.id.lower())
                 try:
@@ -390,10 +385,10 @@ POWER_LABELS = {"running": "VM running", "stopped": "VM stopped", "deallocated":
 POWER_ACTIONS = {"start": "running", "restart": "running", "poweroff": "stopped", "deallocate": "deallocated"}
 
 
-def power_state(ctx: Context, resource: Resource) -> str:
+def power_state(services: ArmServices, resource: Resource) -> str:
     """The VM's power state (``running``, ``stopped``, ``deallocated``...): the compute runtime's when it keeps
     one, else what the last power action recorded."""
-    reader = getattr(ctx.compute, "power_state", None)
+    reader = getattr(services.runtime, "power_state", None)
     if reader is not None:
         try:
             return str(reader(resource.id))
@@ -409,15 +404,15 @@ async def set_power(call: Call, resource_id: str, action: str) -> None:
     if resource is None:
         raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource_id.rsplit('/', 1)[-1]}' was "
                        "not found.")
-    runner = getattr(call.ctx.compute, "power", None)
+    runner = getattr(call.services.runtime, "power", None)
     if runner is not None:
         await runner(resource_id, action)
     call.store.put_resource(resource.evolve(internal={**resource.internal, "powerState": POWER_ACTIONS[action]}))
 
 
-def instance_view(ctx: Context, resource: Resource) -> JsonObject:
+def instance_view(services: ArmServices, resource: Resource) -> JsonObject:
     """``properties.instanceView`` as ``$expand=instanceView`` shows it (``az vm show -d``, ``az vm create``)."""
-    state = power_state(ctx, resource)
+    state = power_state(services, resource)
     created = resource.properties.get("timeCreated")
     disk = (resource.properties.get("storageProfile") or {}).get("osDisk") or {}
     image = (resource.properties.get("storageProfile") or {}).get("imageReference") or {}

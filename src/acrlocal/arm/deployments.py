@@ -45,10 +45,10 @@ from acrlocal.arm.errors import ArmError, group_not_found
 from acrlocal.arm.generic import delete_tree, json, normalize_location, parse_tags
 from acrlocal.arm.paths import ArmPath, parse_path
 from acrlocal.arm.providers import REGISTRY, Call, InternalRequest, JsonObject, NamespaceHandler, register_handler
+from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, StoredDeployment
 from acrlocal.arm.templates import Deferred, Plan, PlannedResource, Target, TemplateError, prepare, template_hash
 from acrlocal.arm.templates.jsonc import loads
-from acrlocal.context import Context
 from acrlocal.errors import AcrLocalError, NotFound
 from acrlocal.inbound import read_body
 
@@ -129,7 +129,7 @@ class DeploymentEnvironment:
         self.actions: dict[tuple[str, str], Any] = {}
 
     def subscription(self) -> dict[str, Any]:
-        sub = self.call.ctx.directory.subscription(self.target.subscription_id)
+        sub = self.call.services.directory.subscription(self.target.subscription_id)
         return {"id": f"/subscriptions/{sub.id}", "subscriptionId": sub.id, "tenantId": sub.tenant_id,
                 "displayName": sub.display_name}
 
@@ -145,7 +145,7 @@ class DeploymentEnvironment:
         return groups_module.render(group)
 
     def tenant(self) -> dict[str, Any]:
-        tenant = self.call.ctx.directory.tenant(self.call.caller.tenant_id)
+        tenant = self.call.services.directory.tenant(self.call.caller.tenant_id)
         return {"tenantId": tenant.id, "countryCode": "US", "displayName": tenant.display_name}
 
     def deployment(self) -> dict[str, Any]:
@@ -158,7 +158,7 @@ class DeploymentEnvironment:
 
     def environment(self) -> dict[str, Any]:
         from acrlocal.arm.subscriptions import metadata_endpoints
-        cloud = metadata_endpoints(self.call.ctx, "2022-09-01")
+        cloud = metadata_endpoints(self.call.services, "2022-09-01")
         auth = cloud["authentication"]
         return {"name": cloud["name"], "gallery": cloud["gallery"], "graph": cloud["graph"],
                 "portal": cloud["portal"], "graphAudience": cloud["graphAudience"],
@@ -221,8 +221,8 @@ async def internal(call: Call, method: str, path: str, api_version: str, body: d
     (an ARM error body for a refusal). Writes take ``lock`` (the control plane's write lock)."""
     from acrlocal.arm.routes import route
     headers = {"Host": call.request.headers.get("Host", ""), "x-ms-correlation-request-id": correlation}
-    inner = Call(call.ctx, call.store, call.caller, InternalRequest(method, path, {"api-version": api_version},
-                                                                    headers), api_version, body or {},
+    inner = Call(call.services, call.store, call.caller, InternalRequest(method, path, {"api-version": api_version},
+                                                                         headers), api_version, body or {},
                  write_lock=lock or call.write_lock)
     async with lock if lock is not None else contextlib.nullcontext():
         try:
@@ -373,9 +373,9 @@ class Deployments(NamespaceHandler):
         self.running: dict[str, Running] = {}
         self.what_ifs: dict[str, WhatIfResult] = {}
 
-    async def on_start(self, ctx: Context, store: ArmStore) -> None:
+    async def on_start(self, services: ArmServices, store: ArmStore) -> None:
         """Deployments that were running when the server stopped are over: they end ``Failed``."""
-        for sub in ctx.directory.subscriptions():
+        for sub in services.directory.subscriptions():
             for group in [None, *[g.name for g in store.groups(sub.id)]]:
                 for d in store.deployments(sub.id, group):
                     props = d.body.get("properties", {})
@@ -674,7 +674,7 @@ class Deployments(NamespaceHandler):
 
 
 def _base(call: Call) -> str:
-    host = call.request.headers.get("Host") or f"localhost:{call.ctx.settings.port}"
+    host = call.request.headers.get("Host") or f"localhost:{call.services.settings.port}"
     return f"https://{host}"
 
 

@@ -26,7 +26,7 @@ def json(body: Any, status: int = 200) -> web.Response:
 def page(call: Any, items: list[Any]) -> web.Response:
     """A list answer of at most ``limits.arm_page_size`` items, with a ``nextLink`` (the position in
     ``$skiptoken``) while more follow, as ARM pages its long lists; az and the SDKs follow it."""
-    size = call.ctx.settings.limits.arm_page_size
+    size = call.services.settings.limits.arm_page_size
     token = call.query.get("$skiptoken")
     try:
         start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0

@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 from acrlocal.arm.errors import ArmError, bad_request
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register
+from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource
-from acrlocal.context import Context
 from acrlocal.errors import AlreadyExists, NotFound
 
 NAMESPACE = "Microsoft.ManagedIdentity"
@@ -33,7 +33,7 @@ MAX_FEDERATED_CREDENTIALS = 20
 
 def _tenant_of(call: Call, subscription_id: str) -> str:
     try:
-        return call.ctx.directory.subscription(subscription_id).tenant_id
+        return call.services.directory.subscription(subscription_id).tenant_id
     except NotFound:
         raise ArmError(404, "SubscriptionNotFound", f"The subscription '{subscription_id}' could not be found.") \
             from None
@@ -53,7 +53,7 @@ class UserAssignedIdentities(ResourceType):
         tenant = _tenant_of(call, resource.subscription_id)
         wanted = resource.id.lower()
         found = []
-        for sub in call.ctx.directory.subscriptions(tenant):
+        for sub in call.services.directory.subscriptions(tenant):
             for r in call.store.resources(sub.id):
                 assigned = (r.identity or {}).get("userAssignedIdentities") or {}
                 if wanted in (k.lower() for k in assigned) and call.caller.may(f"{r.type}/read", r.id):
@@ -76,9 +76,9 @@ class UserAssignedIdentities(ResourceType):
             return resource
         tenant = _tenant_of(call, resource.subscription_id)
         try:
-            principal = call.ctx.directory.create_managed_identity(tenant, resource.id, resource.name, "user")
+            principal = call.services.directory.create_managed_identity(tenant, resource.id, resource.name, "user")
         except AlreadyExists:  # left over from a delete that did not finish: take it over
-            found = call.ctx.directory.find_principal(resource_id=resource.id)
+            found = call.services.directory.find_principal(resource_id=resource.id)
             assert found is not None
             principal = found
         properties = {**resource.properties, "tenantId": tenant, "principalId": principal.object_id,
@@ -86,14 +86,15 @@ class UserAssignedIdentities(ResourceType):
         return resource.evolve(properties=properties, internal={**resource.internal,
                                                                 "principalId": principal.object_id})
 
-    ctx: Context | None = None
+    #: What :meth:`remove` uses when a deletion has no call (a cascade), from :meth:`on_start` on.
+    started: tuple[ArmServices, ArmStore] | None = None
 
     async def remove(self, call: Call | None, resource: Resource) -> None:
-        ctx = call.ctx if call else self.ctx
+        started = (call.services, call.store) if call else self.started
         principal_id = resource.internal.get("principalId")
-        if ctx is not None and principal_id:
-            ctx.directory.delete_principal(principal_id)
-            store: ArmStore = call.store if call else ctx.arm
+        if started is not None and principal_id:
+            services, store = started
+            services.directory.delete_principal(principal_id)
             store.delete_assignments_of(principal_id)
 
     def render(self, call: Call | None, resource: Resource) -> JsonObject:
@@ -101,14 +102,14 @@ class UserAssignedIdentities(ResourceType):
         body["properties"].pop("provisioningState", None)
         return body
 
-    async def on_start(self, ctx: Context, store: ArmStore) -> None:
+    async def on_start(self, services: ArmServices, store: ArmStore) -> None:
         """Delete principals of identities whose ARM resource is gone (a delete interrupted half-way)."""
-        self.ctx = ctx
-        for principal in ctx.directory.principals():
+        self.started = (services, store)
+        for principal in services.directory.principals():
             rid = principal.resource_id
             if principal.mi_kind == "user" and rid and "/providers/microsoft.managedidentity/" in rid.lower() \
                     and store.resource(rid) is None:
-                ctx.directory.delete_principal(principal.object_id)
+                services.directory.delete_principal(principal.object_id)
 
 
 class FederatedIdentityCredentials(ResourceType):
@@ -150,7 +151,7 @@ class FederatedIdentityCredentials(ResourceType):
 
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
         principal_id = self._principal_id(call, resource)
-        directory = call.ctx.directory
+        directory = call.services.directory
         p: dict[str, Any] = resource.properties
         with contextlib.suppress(NotFound):
             directory.delete_federated_credential(principal_id, resource.name)
@@ -164,7 +165,7 @@ class FederatedIdentityCredentials(ResourceType):
         principal_id = parent.internal.get("principalId") if parent else None
         if principal_id:
             with contextlib.suppress(NotFound):
-                call.ctx.directory.delete_federated_credential(principal_id, resource.name)
+                call.services.directory.delete_federated_credential(principal_id, resource.name)
 
     def render(self, call: Call | None, resource: Resource) -> JsonObject:
         body = super().render(call, resource)

@@ -495,7 +495,7 @@ class PublicIPAddresses(NetworkType):
                 raise bad_request("InvalidDomainNameLabel", f"The domain name label {label} is invalid. It must "
                                   "conform to the following regular expression: ^[a-z][a-z0-9-]{1,61}[a-z0-9]$.")
             out["dnsSettings"] = {"domainNameLabel": label,
-                                  "fqdn": f"{label}.{draft.location}.cloudapp.{call.ctx.settings.hostname_suffix}"}
+                                  "fqdn": f"{label}.{draft.location}.cloudapp.{call.services.settings.hostname_suffix}"}
         if existing is not None and existing.properties.get("ipAddress"):
             out["ipAddress"] = existing.properties["ipAddress"]
         return self.stamp(draft.evolve(properties=out, sku=sku), existing)
@@ -503,7 +503,7 @@ class PublicIPAddresses(NetworkType):
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
         if resource.properties.get("ipAddress"):
             return resource
-        subs = [s.id for s in call.ctx.directory.subscriptions()]
+        subs = [s.id for s in call.services.directory.subscriptions()]
         address = allocate_public_address(call.store, subs)
         return resource.evolve(properties={**resource.properties, "ipAddress": address})
 

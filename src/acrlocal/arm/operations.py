@@ -83,7 +83,7 @@ def start(call: Call, namespace: str, location: str, work: Callable[[], Awaitabl
         op.finished = time.monotonic()
 
     op.task = asyncio.get_running_loop().create_task(run(), name=f"operation {op.id}")
-    host = call.request.headers.get("Host") or f"localhost:{call.ctx.settings.port}"
+    host = call.request.headers.get("Host") or f"localhost:{call.services.settings.port}"
     url = f"https://{host}/subscriptions/{sub}/providers/{namespace}/locations/{location}/operations/{op.id}" \
           f"?api-version={call.api_version}"
     return web.Response(status=202, headers={"Azure-AsyncOperation": url, "Location": url + "&monitor=true",

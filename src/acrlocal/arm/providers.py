@@ -39,7 +39,7 @@ from acrlocal.arm.store import ArmStore, Resource
 if TYPE_CHECKING:
     from acrlocal.arm.auth import Caller
     from acrlocal.arm.paths import ArmPath
-    from acrlocal.context import Context
+    from acrlocal.arm.services import ArmServices
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Call:
     further permission (e.g. ``.../userAssignedIdentities/assign/action`` on an identity a VM wants).
     """
 
-    ctx: Context
+    services: ArmServices
     store: ArmStore
     caller: Caller
     request: RequestLike
@@ -202,7 +202,7 @@ class ResourceType:
             body["systemData"] = resource.system_data
         return body
 
-    async def on_start(self, ctx: Context, store: ArmStore) -> None:
+    async def on_start(self, services: ArmServices, store: ArmStore) -> None:
         """Called once when the server has started (after the default registry exists)."""
 
 
@@ -231,7 +231,7 @@ class NamespaceHandler:
     async def handle(self, call: Call, path: ArmPath) -> web.StreamResponse:
         raise NotImplementedError  # pragma: no cover
 
-    async def on_start(self, ctx: Context, store: ArmStore) -> None:
+    async def on_start(self, services: ArmServices, store: ArmStore) -> None:
         """Called once when the server has started."""
 
 

@@ -1,6 +1,6 @@
 """``Microsoft.ContainerRegistry/registries``: registries as ARM resources, backed by the running server.
 
-Creating a registry starts serving it at once through ``ctx.registries.create`` (the path ``acrlocal up`` uses for
+Creating a registry starts serving it at once through ``services.registries.create`` (the path ``acrlocal up`` uses for
 the default registry) and deleting it stops serving it. Names are 5-50 letters and digits and unique across the
 server (``checkNameAvailability``). The data-plane settings (``sku``, ``adminUserEnabled``,
 ``anonymousPullEnabled``, ``roleAssignmentMode``, and the ARM ``resourceId`` the token service authorizes
@@ -30,8 +30,8 @@ from acrlocal.arm.providers import (
     register_action,
     utc_now,
 )
+from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource, ResourceGroup
-from acrlocal.context import Context
 from acrlocal.errors import AlreadyExists, ConfigError, LimitReached, NotFound
 from acrlocal.registry.hosting import REGISTRY_NAME
 
@@ -115,10 +115,10 @@ class Registries(ResourceType):
                            "Premium.")
         if existing is None:
             taken = [r for r in call.store.resources_named(TYPE, draft.name) if r.id.lower() != draft.id.lower()]
-            hosted = _name_hosted(call.ctx, draft.name)
+            hosted = _name_hosted(call.services, draft.name)
             if taken or hosted:
                 raise ArmError(409, "AlreadyInUse", f"The registry DNS name {draft.name.lower()}."
-                               f"{call.ctx.settings.hostname_suffix} is already in use. You can check if the name "
+                               f"{call.services.settings.hostname_suffix} is already in use. You can check if the name "
                                "is already claimed using the checkNameAvailability API.")
         base = existing.properties if existing else _default_properties()
         given = {k: v for k, v in draft.properties.items() if k not in READ_ONLY}
@@ -140,7 +140,7 @@ class Registries(ResourceType):
 
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
         plane = _data_plane_properties(resource)
-        hosting = call.ctx.registries
+        hosting = call.services.registries
         if existing is None:
             try:
                 rec = await hosting.create(resource.name, plane)
@@ -161,11 +161,11 @@ class Registries(ResourceType):
         return resource
 
     async def remove(self, call: Call | None, resource: Resource) -> None:
-        ctx = call.ctx if call else None
-        if ctx is None:
+        services = call.services if call else None
+        if services is None:
             return
         try:
-            await ctx.registries.delete(resource.name)
+            await services.registries.delete(resource.name)
         except NotFound:
             log.warning("registry %s was not hosted when its ARM resource was deleted", resource.name)
 
@@ -174,10 +174,10 @@ class Registries(ResourceType):
         props = body["properties"]
         if call is not None:
             try:
-                rec = call.ctx.registries.get(resource.name)
+                rec = call.services.registries.get(resource.name)
                 # names follow the endpoint reached: ARM at management.azure.com (from a VM) says Azure's
                 props["loginServer"] = publiccloud.registry_host(rec.name) if publiccloud.is_azure_host(
-                    call.request.headers.get("Host")) else call.ctx.registries.login_server(rec)
+                    call.request.headers.get("Host")) else call.services.registries.login_server(rec)
             except NotFound:
                 props["loginServer"] = None
         return body
@@ -223,17 +223,17 @@ class Registries(ResourceType):
         from acrlocal.registry import housekeeping
 
         try:
-            record = call.ctx.registries.get(resource.name)
+            record = call.services.registries.get(resource.name)
         except NotFound:
             raise ArmError(409, "RegistryNotServing", f"registry {resource.name!r} is not being served") from None
-        plane, grace_s = call.ctx.data_plane, call.ctx.settings.limits.blob_gc_grace_s
+        plane, grace_s = call.services.data_plane, call.services.settings.limits.blob_gc_grace_s
         collected = await housekeeping.collect(plane.meta, plane.blobs, record.id, grace_s)
         reconciled = await housekeeping.reconcile(plane.meta, plane.blobs, grace_s)
         return {"registry": resource.name, "graceSeconds": grace_s,
                 **collected.render(), **reconciled.render()}
 
-    async def on_start(self, ctx: Context, store: ArmStore) -> None:
-        await reconcile(ctx, store, self)
+    async def on_start(self, services: ArmServices, store: ArmStore) -> None:
+        await reconcile(services, store, self)
 
 
 def _data_plane_properties(resource: Resource) -> JsonObject:
@@ -247,19 +247,19 @@ def _data_plane_properties(resource: Resource) -> JsonObject:
             "azureADAuthenticationAsArmPolicy": arm_status}
 
 
-def _name_hosted(ctx: Context, name: str) -> bool:
+def _name_hosted(services: ArmServices, name: str) -> bool:
     try:
-        ctx.registries.get(name)
+        services.registries.get(name)
     except NotFound:
         return False
     return True
 
 
-async def reconcile(ctx: Context, store: ArmStore, rt: Registries) -> None:
+async def reconcile(services: ArmServices, store: ArmStore, rt: Registries) -> None:
     """Give every hosted registry without an ARM resource one in group ``acrlocal`` of the default subscription,
     and drop registry resources whose registry is no longer hosted."""
-    sub = ctx.admin.subscriptionId
-    for rec in ctx.registries.all():
+    sub = services.admin.subscriptionId
+    for rec in services.registries.all():
         if store.resources_named(TYPE, rec.name):
             continue
         if store.group(sub, DEFAULT_GROUP) is None:
@@ -282,11 +282,11 @@ async def reconcile(ctx: Context, store: ArmStore, rt: Registries) -> None:
         from acrlocal.arm.tokens import ensure_system_scope_maps
 
         ensure_system_scope_maps(store, resource)  # whatever order the types start in
-        ctx.registries.table.update_properties(rec.name, _data_plane_properties(resource))
-        ctx.registries.refresh(rec.name)
+        services.registries.table.update_properties(rec.name, _data_plane_properties(resource))
+        services.registries.refresh(rec.name)
         log.info("registry %s is now ARM resource %s", rec.name, resource.id)
-    hosted = {r.name.lower() for r in ctx.registries.all()}
-    for sub_ in ctx.directory.subscriptions():
+    hosted = {r.name.lower() for r in services.registries.all()}
+    for sub_ in services.directory.subscriptions():
         for res in store.resources(sub_.id, type=TYPE):
             if res.name.lower() not in hosted:
                 log.warning("dropping ARM resource %s: its registry is not hosted", res.id)
@@ -306,9 +306,9 @@ async def check_name_availability(call: Call, path: ArmPath) -> JsonObject:
     if not REGISTRY_NAME.match(name):
         return {"nameAvailable": False, "reason": "Invalid", "message": "The specified resource name is invalid: "
                 "it must contain only alphanumeric characters and be between 5 and 50 characters in length."}
-    if call.store.resources_named(TYPE, name) or _name_hosted(call.ctx, name):
+    if call.store.resources_named(TYPE, name) or _name_hosted(call.services, name):
         return {"nameAvailable": False, "reason": "AlreadyExists", "message": f"The registry DNS name "
-                f"{name.lower()}.{call.ctx.settings.hostname_suffix} is already in use."}
+                f"{name.lower()}.{call.services.settings.hostname_suffix} is already in use."}
     return {"nameAvailable": True}
 
 

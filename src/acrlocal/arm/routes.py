@@ -25,9 +25,9 @@ from acrlocal.arm.authorization import ensure_admin_owner
 from acrlocal.arm.errors import ArmError, invalid_content, subscription_not_found
 from acrlocal.arm.paths import ArmPath, parse_path
 from acrlocal.arm.providers import REGISTRY, Call, load_providers
+from acrlocal.arm.services import ARM, ArmServices
 from acrlocal.arm.store import ArmStore
 from acrlocal.arm.templates import TemplateError, jsonc
-from acrlocal.context import Context
 from acrlocal.errors import NotFound, ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
 from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
@@ -90,14 +90,14 @@ def api_version(request: web.Request) -> str:
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    ctx: Context = request.app["ctx"]
+    services = request.app[ARM]
     store = request.app[STORE_KEY]
     ids = _ids(request)
     try:
-        caller = authenticate(request, ctx, store)
+        caller = authenticate(request, services.tokens, services.directory, store)
         version = api_version(request)
         body = await read_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
-        call = Call(ctx, store, caller, request, version, body, write_lock=request.app[LOCK_KEY])
+        call = Call(services, store, caller, request, version, body, write_lock=request.app[LOCK_KEY])
         if request.method in WRITES and not _unlocked(request):
             async with request.app[LOCK_KEY]:
                 response = await route(call)
@@ -143,16 +143,16 @@ async def route(call: Call) -> web.StreamResponse:
     path = parse_path(request.path)
     if path.subscription is not None:
         try:
-            sub = call.ctx.directory.subscription(path.subscription)
+            sub = call.services.directory.subscription(path.subscription)
         except NotFound:
             raise subscription_not_found(path.subscription) from None
         if sub.tenant_id != call.caller.tenant_id:
-            issuer = call.ctx.tokens.issuer(call.caller.tenant_id)
+            issuer = call.services.tokens.issuer(call.caller.tenant_id)
             raise ArmError(401, "InvalidAuthenticationTokenTenant",
                            f"The access token is from the wrong issuer '{issuer}'. "
-                           f"It must match the tenant '{call.ctx.tokens.issuer(sub.tenant_id)}' associated with "
+                           f"It must match the tenant '{call.services.tokens.issuer(sub.tenant_id)}' associated with "
                            "this subscription. Please use the authority (URL) "
-                           f"'{call.ctx.tokens.authority}/{sub.tenant_id}' to get the token.")
+                           f"'{call.services.tokens.authority}/{sub.tenant_id}' to get the token.")
         if path.kind == "subscription":
             return await subscriptions.get_subscription(call, path, sub)
     return await route_path(call, path)
@@ -199,35 +199,33 @@ async def _get_only(call: Call, handler: Any) -> web.StreamResponse:
 
 
 async def metadata_endpoints(request: web.Request) -> web.StreamResponse:
-    ctx: Context = request.app["ctx"]
-    response = web.json_response(subscriptions.metadata_endpoints(ctx, request.query.get("api-version"),
+    response = web.json_response(subscriptions.metadata_endpoints(request.app[ARM], request.query.get("api-version"),
                                                                   request.host))
     response.headers.update(_ids(request))
     return response
 
 
 
-async def on_server_started(ctx: Context) -> None:
+async def on_server_started(services: ArmServices, store: ArmStore) -> None:
     """Called by the server once every room is up (the default registry exists): providers reconcile."""
-    store = ctx.arm
     for rt in list(REGISTRY.types.values()):
-        await rt.on_start(ctx, store)
+        await rt.on_start(services, store)
     for handler in list(REGISTRY.handlers.values()):
-        await handler.on_start(ctx, store)
+        await handler.on_start(services, store)
 
 
-def setup(app: web.Application, ctx: Context) -> None:
+def setup(app: web.Application, services: ArmServices, store: ArmStore) -> None:
+    """Serve ARM and Graph on ``app`` with ``services``, resources in ``store``."""
     load_providers()
-    store = ArmStore(ctx.engine)
-    ctx.arm_store = store
-    ensure_admin_owner(ctx, store)
+    ensure_admin_owner(services.admin, store)
+    app[ARM] = services
     app[STORE_KEY] = store
     app[LOCK_KEY] = asyncio.Lock()
     app.router.add_get("/metadata/endpoints", metadata_endpoints)
     # az cloud register joins "--endpoint-resource-manager https://host:port/" and "/metadata/endpoints".
     app.router.add_get("//metadata/endpoints", metadata_endpoints)
     app.router.add_get("/metadata/vm-image-aliases", images.aliases)
-    graph.setup(app, ctx, store)
+    graph.setup(app, services, store)
     app.router.add_route("*", "/{root:(?i:subscriptions|tenants)}", dispatch)
     app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:.*}", dispatch)
     app.router.add_route("*", "/{root:(?i:providers)}/{tail:.*}", dispatch)

@@ -21,14 +21,14 @@ API_VERSION = "2025-01-01"
 
 
 async def rotate_signing_keys(call: Call, path: ArmPath) -> JsonObject:
-    ctx = call.ctx
+    services = call.services
     tenant = call.caller.principal.tenant_id  # the subscription's: the router refuses another tenant's
     loop = asyncio.get_running_loop()
-    active = await loop.run_in_executor(None, ctx.keys.rotate, tenant)
+    active = await loop.run_in_executor(None, services.keys.rotate, tenant)
     result: JsonObject = {"tenantId": tenant, "activeKeyId": active.kid,
-                          "publishedKeyIds": [k.kid for k in ctx.keys.keys(tenant)]}
-    if tenant == ctx.admin.tenantId.lower():
-        signer = ctx.data_plane.token_service.signer
+                          "publishedKeyIds": [k.kid for k in services.keys.keys(tenant)]}
+    if tenant == services.admin.tenantId.lower():
+        signer = services.data_plane.token_service.signer
         registry_key = await loop.run_in_executor(None, signer.keys.rotate)
         published = [k.kid for k in signer.keys.keys() if signer.keys.find(k.kid) is not None]  # noqa: SIM118
         result["registryTokens"] = {"activeKeyId": registry_key.kid, "publishedKeyIds": published}

@@ -16,7 +16,7 @@ from acrlocal.arm.errors import ArmError, subscription_not_found
 from acrlocal.arm.generic import json
 from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import REGISTRY, Call
-from acrlocal.context import Context
+from acrlocal.arm.services import ArmServices
 from acrlocal.identity.directory import Subscription
 
 LOCATION_NAMES = {
@@ -53,7 +53,7 @@ def _visible_subscription(call: Call, sub: Subscription) -> bool:
 
 
 async def list_subscriptions(call: Call) -> web.StreamResponse:
-    subs = [s for s in call.ctx.directory.subscriptions(call.caller.tenant_id) if _visible_subscription(call, s)]
+    subs = [s for s in call.services.directory.subscriptions(call.caller.tenant_id) if _visible_subscription(call, s)]
     return json({"value": [_render_subscription(s) for s in subs], "count": {"type": "Total", "value": len(subs)}})
 
 
@@ -66,8 +66,8 @@ async def get_subscription(call: Call, path: ArmPath, sub: Subscription) -> web.
 
 
 async def list_tenants(call: Call) -> web.StreamResponse:
-    tenant = call.ctx.directory.tenant(call.caller.tenant_id)
-    domain = f"{tenant.display_name.lower()}.{call.ctx.settings.hostname_suffix}"
+    tenant = call.services.directory.tenant(call.caller.tenant_id)
+    domain = f"{tenant.display_name.lower()}.{call.services.settings.hostname_suffix}"
     return json({"value": [{
         "id": f"/tenants/{tenant.id}", "tenantId": tenant.id, "countryCode": "US", "displayName": tenant.display_name,
         "domains": [domain], "tenantCategory": "Home", "defaultDomain": domain, "tenantType": "AAD",
@@ -147,14 +147,14 @@ async def provider(call: Call, path: ArmPath) -> web.StreamResponse:
     return json(_render_provider(path.subscription, path.namespace))
 
 
-def metadata_endpoints(ctx: Context, api_version: str | None, host: str | None = None) -> Any:
+def metadata_endpoints(services: ArmServices, api_version: str | None, host: str | None = None) -> Any:
     """What ``GET /metadata/endpoints`` returns, by api-version as ARM answers: 2022-09-01 and later this cloud's
     object (what ``az cloud register`` maps); 2019-05-01 up to then a list of clouds (``ARM_CLOUD_METADATA_URL``);
     older or none, the original small object. Reached at ``management.azure.com`` (from a VM) it describes Azure's
     public cloud, whose names the VM reaches."""
-    base = ctx.tokens.authority
-    suffix = ctx.settings.hostname_suffix
-    acr_suffix = f"{suffix}:{ctx.registries.shared_port}"
+    base = services.tokens.authority
+    suffix = services.settings.hostname_suffix
+    acr_suffix = f"{suffix}:{services.registries.shared_port}"
     login = graph = arm = f"{base}/"
     name = "acrlocal"
     if publiccloud.is_azure_host(host):

@@ -35,8 +35,8 @@ from sqlalchemy.engine import Engine
 
 from acrlocal.arm.errors import ArmError, bad_request, invalid_content, resource_not_found
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, utc_now
+from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource
-from acrlocal.context import Context
 from acrlocal.registry.scope_maps import SYSTEM_SCOPE_MAPS, InvalidScopeMapAction, parse_action, token_actions
 from acrlocal.storage.metadata import RegistryRecord
 
@@ -132,8 +132,8 @@ class ScopeMaps(_RegistryChild):
             return  # PUT on a system scope map reaches prepare, which refuses it with ACR's message
         super().validate_name(call, name)
 
-    async def on_start(self, ctx: Context, store: ArmStore) -> None:
-        for sub in ctx.directory.subscriptions():
+    async def on_start(self, services: ArmServices, store: ArmStore) -> None:
+        for sub in services.directory.subscriptions():
             for registry in store.resources(sub.id, type=REGISTRY_TYPE):
                 ensure_system_scope_maps(store, registry)
 

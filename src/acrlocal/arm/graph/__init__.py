@@ -22,8 +22,8 @@ from acrlocal.arm.graph import applications as apps
 from acrlocal.arm.graph import objects, people
 from acrlocal.arm.graph.core import GRAPH_APP_ID, Router, audiences, make_dispatch
 from acrlocal.arm.graph.errors import GraphError
+from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore
-from acrlocal.context import Context
 
 __all__ = ["GRAPH_APP_ID", "GraphError", "audiences", "router", "setup"]
 
@@ -96,7 +96,7 @@ def router() -> Router:
     return r
 
 
-def setup(app: web.Application, ctx: Context, store: ArmStore) -> None:
-    dispatch = make_dispatch(ctx, store, router())
+def setup(app: web.Application, services: ArmServices, store: ArmStore) -> None:
+    dispatch = make_dispatch(services, store, router())
     app.router.add_route("*", "/{version:v1\\.0|beta}", dispatch)
     app.router.add_route("*", "/{version:v1\\.0|beta}/{tail:.*}", dispatch)

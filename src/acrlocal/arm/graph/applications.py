@@ -113,10 +113,10 @@ def _application(call: GraphCall, object_id: str) -> Application:
     app: Application | None = None
     if m:
         key = m.group(1)
-        app = call.ctx.directory.find_application(app_id=key) if GUID.match(key) else None
+        app = call.directory.find_application(app_id=key) if GUID.match(key) else None
     elif GUID.match(object_id):
         with contextlib.suppress(NotFound):
-            app = call.ctx.directory.application(object_id)
+            app = call.directory.application(object_id)
     if app is None or app.tenant_id != call.tenant_id:
         raise not_found(key)
     return app
@@ -131,7 +131,7 @@ def _identifier_uris(call: GraphCall, uris: list[Any], app_id: str | None) -> li
                              f"resource 'Application': {str(uri)[:100]!r} is not an absolute URI.")
         if uri.lower() not in [c.lower() for c in clean]:
             clean.append(uri)
-    taken = {u.lower() for a in call.ctx.directory.applications(call.tenant_id) if a.app_id != app_id
+    taken = {u.lower() for a in call.directory.applications(call.tenant_id) if a.app_id != app_id
              for u in a.properties.get("identifierUris", [])}
     for uri in clean:
         if uri.lower() in taken:
@@ -159,7 +159,7 @@ def _app_changes(call: GraphCall, body: dict[str, Any], app: Application | None)
 
 
 def _app_principal(call: GraphCall, app: Application) -> Principal:
-    principal = call.ctx.directory.find_principal(app_id=app.app_id)
+    principal = call.directory.find_principal(app_id=app.app_id)
     if principal is None:  # pragma: no cover - created together, deleted together
         raise not_found(app.id)
     return principal
@@ -172,15 +172,15 @@ async def create_application(call: GraphCall) -> web.StreamResponse:
     name = _display_name(body.get("displayName"), required=True)
     assert name is not None
     changes = _app_changes(call, body, None)
-    app = call.ctx.directory.create_application(call.tenant_id, name, changes, now_text())
-    call.ctx.directory.add_owner(app.id, call.caller.object_id)
+    app = call.directory.create_application(call.tenant_id, name, changes, now_text())
+    call.directory.add_owner(app.id, call.caller.object_id)
     if body.get("keyCredentials"):
         _replace_key_credentials(call, _app_principal(call, app), body["keyCredentials"], "application")
     return call.one("applications/$entity", render_application(call, app), status=201)
 
 
 async def list_applications(call: GraphCall) -> web.StreamResponse:
-    apps = call.ctx.directory.applications(call.tenant_id)
+    apps = call.directory.applications(call.tenant_id)
     return call.page("applications", [render_application(call, a) for a in apps])
 
 
@@ -196,17 +196,17 @@ async def update_application(call: GraphCall) -> web.StreamResponse:
     changes = _app_changes(call, body, app)
     if "keyCredentials" in body:
         _replace_key_credentials(call, _app_principal(call, app), body["keyCredentials"], "application")
-    call.ctx.directory.update_application(app.id, display_name=name, properties={**app.properties, **changes})
+    call.directory.update_application(app.id, display_name=name, properties={**app.properties, **changes})
     return web.Response(status=204)
 
 
 async def delete_application(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
-    principal = call.ctx.directory.find_principal(app_id=app.app_id)
+    principal = call.directory.find_principal(app_id=app.app_id)
     if principal is not None:
         call.store.delete_assignments_of(principal.object_id)
-    call.ctx.directory.delete_application(app.id)
+    call.directory.delete_application(app.id)
     return web.Response(status=204)
 
 
@@ -228,9 +228,9 @@ async def _add_password(call: GraphCall, principal: Principal, listed_on: str) -
         start + 2 * 365 * 24 * 3600
     if end <= time.time() or end <= start:
         raise GraphError(400, "Request_BadRequest", "'endDateTime' must be later than 'startDateTime' and now.")
-    key_id, secret = call.ctx.directory.add_secret(principal.object_id, display or "", end - time.time(),
-                                                   listed_on=listed_on)
-    created = next(c for c in call.ctx.directory.secrets(principal.object_id) if c.key_id == key_id)
+    key_id, secret = call.directory.add_secret(principal.object_id, display or "", end - time.time(),
+                                               listed_on=listed_on)
+    created = next(c for c in call.directory.secrets(principal.object_id) if c.key_id == key_id)
     return web.json_response({"@odata.context": call.context_url("microsoft.graph.passwordCredential"),
                               **password_credential(created), "secretText": secret})
 
@@ -241,11 +241,11 @@ async def _remove_password(call: GraphCall, principal: Principal, listed_on: set
     key_id = body.get("keyId")
     if not isinstance(key_id, str) or not GUID.match(key_id):
         raise GraphError(400, "Request_BadRequest", "Property 'keyId' is required and must be a GUID.")
-    listed = [c for c in call.ctx.directory.secrets(principal.object_id) if c.key_id == key_id.lower()]
+    listed = [c for c in call.directory.secrets(principal.object_id) if c.key_id == key_id.lower()]
     if not listed or listed[0].listed_on not in listed_on:
         raise GraphError(400, "Request_BadRequest", f"No password credential with keyId '{key_id}' exists on "
                          f"'{owner_id}'.")
-    call.ctx.directory.remove_secret(principal.object_id, key_id)
+    call.directory.remove_secret(principal.object_id, key_id)
     return web.Response(status=204)
 
 
@@ -284,9 +284,9 @@ def _add_key_credential(call: GraphCall, principal: Principal, spec: Any, listed
         raise GraphError(400, "Request_BadRequest", "Key credential end date is invalid: it is not after its start.")
     display = spec.get("displayName")
     try:
-        entry = call.ctx.directory.add_certificate(principal.object_id, pem, key_id=key_id,
-                                                   display_name=display if isinstance(display, str) else "",
-                                                   starts=starts, expires=expires, listed_on=listed_on)
+        entry = call.directory.add_certificate(principal.object_id, pem, key_id=key_id,
+                                               display_name=display if isinstance(display, str) else "",
+                                               starts=starts, expires=expires, listed_on=listed_on)
     except AlreadyExists as exc:
         raise GraphError(400, "Request_BadRequest", str(exc)) from None
     return entry.key_id
@@ -297,7 +297,7 @@ def _replace_key_credentials(call: GraphCall, principal: Principal, specs: Any, 
     ones need ``key``; existing ones left out are removed. Everything is checked before anything changes."""
     if not isinstance(specs, list) or len(specs) > 50:
         raise GraphError(400, "Request_BadRequest", "'keyCredentials' must be a list of at most 50 key credentials.")
-    current = {c.key_id: c for c in call.ctx.directory.certificates(principal.object_id) if c.listed_on == listed_on}
+    current = {c.key_id: c for c in call.directory.certificates(principal.object_id) if c.listed_on == listed_on}
     keep: set[str] = set()
     new: list[Any] = []
     for spec in specs:
@@ -308,7 +308,7 @@ def _replace_key_credentials(call: GraphCall, principal: Principal, specs: Any, 
             _certificate_pem(spec.get("key") if isinstance(spec, dict) else None)
             new.append(spec)
     for key_id in set(current) - keep:
-        call.ctx.directory.remove_certificate(principal.object_id, key_id)
+        call.directory.remove_certificate(principal.object_id, key_id)
     for spec in new:
         _add_key_credential(call, principal, spec, listed_on)
 
@@ -320,7 +320,7 @@ def _verify_proof(call: GraphCall, principal: Principal, object_id: str, proof: 
         raise GraphError(400, "Request_BadRequest", "Property 'proof' is required: a JWT signed with an existing "
                          "certificate's key.")
     now = time.time()
-    certs = [c for c in call.ctx.directory.certificates(principal.object_id) if c.valid_at(now)]
+    certs = [c for c in call.directory.certificates(principal.object_id) if c.valid_at(now)]
     if not certs:
         raise GraphError(400, "Request_BadRequest", "The object has no valid certificate to prove possession of; "
                          "use the update operation (keyCredentials) instead.")
@@ -353,7 +353,7 @@ async def _add_key(call: GraphCall, principal: Principal, listed_on: str, object
     if body.get("passwordCredential"):
         raise GraphError(400, "Request_BadRequest", "Only certificates can be added with addKey.")
     key_id = _add_key_credential(call, principal, body.get("keyCredential"), listed_on)
-    added = next(c for c in call.ctx.directory.certificates(principal.object_id) if c.key_id == key_id)
+    added = next(c for c in call.directory.certificates(principal.object_id) if c.key_id == key_id)
     return web.json_response({"@odata.context": call.context_url("microsoft.graph.keyCredential"),
                               **key_credential(added)})
 
@@ -365,10 +365,10 @@ async def _remove_key(call: GraphCall, principal: Principal, listed_on: str, obj
     if not isinstance(key_id, str) or not GUID.match(key_id):
         raise GraphError(400, "Request_BadRequest", "Property 'keyId' is required and must be a GUID.")
     _verify_proof(call, principal, object_id, body.get("proof"))
-    if not [c for c in call.ctx.directory.certificates(principal.object_id) if c.key_id == key_id.lower()]:
+    if not [c for c in call.directory.certificates(principal.object_id) if c.key_id == key_id.lower()]:
         raise GraphError(404, "Request_ResourceNotFound", f"No key credential with keyId '{key_id}' exists on "
                          f"'{object_id}'.")
-    call.ctx.directory.remove_certificate(principal.object_id, key_id)
+    call.directory.remove_certificate(principal.object_id, key_id)
     return web.Response(status=204)
 
 
@@ -398,7 +398,7 @@ async def application_remove_key(call: GraphCall) -> web.StreamResponse:
 
 
 def _render_owners(call: GraphCall, object_id: str) -> web.StreamResponse:
-    return call.page("directoryObjects", [render_principal(call, p) for p in call.ctx.directory.owners(object_id)])
+    return call.page("directoryObjects", [render_principal(call, p) for p in call.directory.owners(object_id)])
 
 
 async def _add_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
@@ -406,7 +406,7 @@ async def _add_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
     owner = call.principal(reference(await call.body()))
     if owner.kind == "Group":
         raise GraphError(400, "Request_BadRequest", "A group cannot own a directory object.")
-    if not call.ctx.directory.add_owner(object_id, owner.object_id):
+    if not call.directory.add_owner(object_id, owner.object_id):
         raise GraphError(400, "Request_BadRequest", "One or more added object references already exist for the "
                          "following modified properties: 'owners'.")
     return web.Response(status=204)
@@ -415,7 +415,7 @@ async def _add_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
 async def _remove_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
     call.require_admin_or_owner(object_id)
     try:
-        call.ctx.directory.remove_owner(object_id, call.params["owner"])
+        call.directory.remove_owner(object_id, call.params["owner"])
     except NotFound:
         raise not_found(call.params["owner"]) from None
     return web.Response(status=204)
@@ -459,7 +459,7 @@ def _fic_fields(body: dict[str, Any], current: Any | None) -> tuple[str, str, st
 
 
 def _fic(call: GraphCall, principal: Principal, id_or_name: str) -> Any:
-    for fc in call.ctx.directory.federated_credentials(principal.object_id):
+    for fc in call.directory.federated_credentials(principal.object_id):
         if fc.id == id_or_name.lower() or fc.name == id_or_name:
             return fc
     raise not_found(id_or_name)
@@ -467,7 +467,7 @@ def _fic(call: GraphCall, principal: Principal, id_or_name: str) -> Any:
 
 async def list_fics(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
-    items = [_render_fic(fc) for fc in call.ctx.directory.federated_credentials(_app_principal(call, app).object_id)]
+    items = [_render_fic(fc) for fc in call.directory.federated_credentials(_app_principal(call, app).object_id)]
     return call.page(f"applications('{app.id}')/federatedIdentityCredentials", items)
 
 
@@ -476,7 +476,7 @@ async def create_fic(call: GraphCall) -> web.StreamResponse:
     call.require_admin_or_owner(app.id)
     principal = _app_principal(call, app)
     name, issuer, subject, audiences = _fic_fields(await call.body(), None)
-    existing = call.ctx.directory.federated_credentials(principal.object_id)
+    existing = call.directory.federated_credentials(principal.object_id)
     if len(existing) >= MAX_FEDERATED_CREDENTIALS:
         raise GraphError(400, "Request_BadRequest", f"An application has at most {MAX_FEDERATED_CREDENTIALS} "
                          "federated identity credentials.")
@@ -484,7 +484,7 @@ async def create_fic(call: GraphCall) -> web.StreamResponse:
         raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "A federated identity credential with the "
                          "same issuer and subject already exists.")
     try:
-        fc = call.ctx.directory.add_federated_credential(principal.object_id, name, issuer, subject, audiences)
+        fc = call.directory.add_federated_credential(principal.object_id, name, issuer, subject, audiences)
     except AlreadyExists:
         raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", f"FederatedIdentityCredential with name "
                          f"{name} already exists.") from None
@@ -506,8 +506,8 @@ async def update_fic(call: GraphCall) -> web.StreamResponse:
     if "name" in body and body["name"] != fc.name:
         raise GraphError(400, "Request_BadRequest", "The name of a federated identity credential cannot change.")
     name, issuer, subject, audiences = _fic_fields(body, fc)
-    call.ctx.directory.delete_federated_credential(principal.object_id, fc.name)
-    call.ctx.directory.add_federated_credential(principal.object_id, name, issuer, subject, audiences)
+    call.directory.delete_federated_credential(principal.object_id, fc.name)
+    call.directory.add_federated_credential(principal.object_id, name, issuer, subject, audiences)
     return web.Response(status=204)
 
 
@@ -516,7 +516,7 @@ async def delete_fic(call: GraphCall) -> web.StreamResponse:
     call.require_admin_or_owner(app.id)
     principal = _app_principal(call, app)
     fc = _fic(call, principal, call.params["fic"])
-    call.ctx.directory.delete_federated_credential(principal.object_id, fc.name)
+    call.directory.delete_federated_credential(principal.object_id, fc.name)
     return web.Response(status=204)
 
 
@@ -535,10 +535,10 @@ def _service_principal(call: GraphCall, object_id: str) -> Principal:
 def _writable_sp(call: GraphCall, p: Principal) -> Application | None:
     """The service principal's application, after checking the caller may change the service principal (an
     administrator, or an owner of it or of its application)."""
-    app = call.ctx.directory.find_application(app_id=p.app_id)
-    if call.is_admin() or call.ctx.directory.is_owner(p.object_id, call.caller.object_id):
+    app = call.directory.find_application(app_id=p.app_id)
+    if call.is_admin() or call.directory.is_owner(p.object_id, call.caller.object_id):
         return app
-    if app is not None and call.ctx.directory.is_owner(app.id, call.caller.object_id):
+    if app is not None and call.directory.is_owner(app.id, call.caller.object_id):
         return app
     raise denied()
 
@@ -548,7 +548,7 @@ async def create_service_principal(call: GraphCall) -> web.StreamResponse:
     app_id = body.get("appId")
     if not isinstance(app_id, str) or not GUID.match(app_id):
         raise GraphError(400, "Request_BadRequest", "Property 'appId' is required and must be a GUID.")
-    app = call.ctx.directory.find_application(app_id=app_id)
+    app = call.directory.find_application(app_id=app_id)
     if app is None or app.tenant_id != call.tenant_id:
         raise GraphError(400, "Request_BadRequest", f"The appId '{app_id}' of the service principal does not "
                          "reference a valid application object.")
@@ -557,11 +557,11 @@ async def create_service_principal(call: GraphCall) -> web.StreamResponse:
         raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "The service principal for this application "
                          "already exists.")
     changes = _check(body, _SP_PROPERTIES, "servicePrincipal", skip={"appId", "displayName"})
-    app = call.ctx.directory.update_application(app.id, service_principal=True)
+    app = call.directory.update_application(app.id, service_principal=True)
     principal = _app_principal(call, app)
     if changes:
-        call.ctx.directory.set_service_principal_properties(principal.object_id, changes)
-    call.ctx.directory.add_owner(principal.object_id, call.caller.object_id)
+        call.directory.set_service_principal_properties(principal.object_id, changes)
+    call.directory.add_owner(principal.object_id, call.caller.object_id)
     return call.one("servicePrincipals/$entity", render_service_principal(call, principal, app), status=201)
 
 
@@ -587,8 +587,8 @@ async def update_service_principal(call: GraphCall) -> web.StreamResponse:
     if "keyCredentials" in body:
         _replace_key_credentials(call, p, body["keyCredentials"], "servicePrincipal")
     if changes:
-        current = call.ctx.directory.service_principal_properties(p.object_id)
-        call.ctx.directory.set_service_principal_properties(p.object_id, {**current, **changes})
+        current = call.directory.service_principal_properties(p.object_id)
+        call.directory.set_service_principal_properties(p.object_id, {**current, **changes})
     if name is not None and app is None:
         raise GraphError(400, "Request_BadRequest", "The display name of this service principal cannot change.")
     return web.Response(status=204)
@@ -601,16 +601,16 @@ async def delete_service_principal(call: GraphCall) -> web.StreamResponse:
         raise GraphError(400, "Request_BadRequest", "This service principal has no application of its own (a managed "
                          "identity, or the local administrator) and cannot be deleted through Graph.")
     call.store.delete_assignments_of(p.object_id)
-    for secret in call.ctx.directory.secrets(p.object_id):
+    for secret in call.directory.secrets(p.object_id):
         if secret.listed_on == "servicePrincipal":
-            call.ctx.directory.remove_secret(p.object_id, secret.key_id)
-    for cert in call.ctx.directory.certificates(p.object_id):
+            call.directory.remove_secret(p.object_id, secret.key_id)
+    for cert in call.directory.certificates(p.object_id):
         if cert.listed_on == "servicePrincipal":
-            call.ctx.directory.remove_certificate(p.object_id, cert.key_id)
-    for owner in call.ctx.directory.owners(p.object_id):
-        call.ctx.directory.remove_owner(p.object_id, owner.object_id)
-    call.ctx.directory.set_service_principal_properties(p.object_id, {})
-    call.ctx.directory.update_application(app.id, service_principal=False)
+            call.directory.remove_certificate(p.object_id, cert.key_id)
+    for owner in call.directory.owners(p.object_id):
+        call.directory.remove_owner(p.object_id, owner.object_id)
+    call.directory.set_service_principal_properties(p.object_id, {})
+    call.directory.update_application(app.id, service_principal=False)
     return web.Response(status=204)
 
 

@@ -25,10 +25,10 @@ from aiohttp import web
 
 from acrlocal import inbound
 from acrlocal.arm.graph.errors import GraphError
+from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore
-from acrlocal.context import Context
 from acrlocal.errors import ValueTooLong
-from acrlocal.identity.directory import GLOBAL_ADMINISTRATOR, Principal
+from acrlocal.identity.directory import GLOBAL_ADMINISTRATOR, Directory, Principal
 from acrlocal.identity.tokens import InvalidToken
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
 from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
@@ -41,10 +41,10 @@ DEFAULT_PAGE, MAX_PAGE = 100, 999
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def audiences(ctx: Context) -> list[str]:
+def audiences(services: ArmServices) -> list[str]:
     """The ``aud`` values Graph accepts: Microsoft Graph's URL (with or without ``/``), its app id, and this
     server's own URL (the ``microsoftGraphResourceId`` that ``/metadata/endpoints`` advertises)."""
-    base = ctx.tokens.authority
+    base = services.tokens.authority
     return ["https://graph.microsoft.com", "https://graph.microsoft.com/", GRAPH_APP_ID, base, base + "/"]
 
 
@@ -165,7 +165,7 @@ class GraphCall:
     """One authenticated Graph request: the caller (a principal of the directory) and its tenant, the route's
     parameters, and the server's services."""
 
-    ctx: Context
+    services: ArmServices
     store: ArmStore
     request: web.Request
     caller: Principal
@@ -175,6 +175,10 @@ class GraphCall:
     @property
     def tenant_id(self) -> str:
         return self.caller.tenant_id
+
+    @property
+    def directory(self) -> Directory:
+        return self.services.directory
 
     @property
     def base(self) -> str:
@@ -187,20 +191,20 @@ class GraphCall:
     def is_admin(self) -> bool:
         """The caller holds Global Administrator in its tenant (the local administrator and the user ``up``
         creates do)."""
-        return self.caller.object_id == self.ctx.admin.objectId.lower() or \
-            self.ctx.directory.has_directory_role(self.caller.object_id, GLOBAL_ADMINISTRATOR)
+        return self.caller.object_id == self.services.admin.objectId.lower() or \
+            self.directory.has_directory_role(self.caller.object_id, GLOBAL_ADMINISTRATOR)
 
     def require_admin(self) -> None:
         if not self.is_admin():
             raise denied()
 
     def require_admin_or_owner(self, object_id: str) -> None:
-        if not self.is_admin() and not self.ctx.directory.is_owner(object_id, self.caller.object_id):
+        if not self.is_admin() and not self.directory.is_owner(object_id, self.caller.object_id):
             raise denied()
 
     def principal(self, object_id: str) -> Principal:
         """A principal of the caller's tenant by object id; 404 otherwise (another tenant's too)."""
-        found = self.ctx.directory.find_principal(object_id=object_id) if GUID.match(object_id) else None
+        found = self.directory.find_principal(object_id=object_id) if GUID.match(object_id) else None
         if found is None or found.tenant_id != self.tenant_id:
             raise not_found(object_id)
         return found
@@ -314,7 +318,7 @@ class Router:
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{unquote(segment)[:100]}'.")
 
 
-def authenticate(ctx: Context, request: web.Request) -> tuple[Principal, dict[str, Any]]:
+def authenticate(services: ArmServices, request: web.Request) -> tuple[Principal, dict[str, Any]]:
     try:
         scheme, token = inbound.authorization(request) or ("", "")
     except MalformedRequest:
@@ -323,24 +327,24 @@ def authenticate(ctx: Context, request: web.Request) -> tuple[Principal, dict[st
     if scheme != "bearer" or not token:
         raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
     try:
-        claims = ctx.tokens.verify(token, audiences(ctx))
+        claims = services.tokens.verify(token, audiences(services))
     except InvalidToken:
         raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience "
                          "or signature.") from None
-    principal = ctx.directory.find_principal(object_id=str(claims["oid"]))
+    principal = services.directory.find_principal(object_id=str(claims["oid"]))
     if principal is None or principal.tenant_id != str(claims["tid"]).lower():
         raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.")
     return principal, claims
 
 
-def make_dispatch(ctx: Context, store: ArmStore, router: Router) -> Callable[[web.Request], Awaitable[
+def make_dispatch(services: ArmServices, store: ArmStore, router: Router) -> Callable[[web.Request], Awaitable[
         web.StreamResponse]]:
     async def dispatch(request: web.Request) -> web.StreamResponse:
         try:
             path = request.match_info.get("tail", "")
-            caller, claims = authenticate(ctx, request)
+            caller, claims = authenticate(services, request)
             handler, params = router.find(request.method, "/" + path)
-            return await handler(GraphCall(ctx, store, request, caller, claims, params))
+            return await handler(GraphCall(services, store, request, caller, claims, params))
         except GraphError as err:
             return err.response(request)
         except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)

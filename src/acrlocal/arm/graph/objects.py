@@ -75,9 +75,9 @@ def credentials_of(call: GraphCall, principal: Principal | None, listed_on: str,
     if principal is None:
         return [], []
     wanted = {listed_on} if has_application else {"application", "servicePrincipal"}
-    passwords = [password_credential(c) for c in call.ctx.directory.secrets(principal.object_id)
+    passwords = [password_credential(c) for c in call.directory.secrets(principal.object_id)
                  if c.listed_on in wanted]
-    keys = [key_credential(c) for c in call.ctx.directory.certificates(principal.object_id) if c.listed_on in wanted]
+    keys = [key_credential(c) for c in call.directory.certificates(principal.object_id) if c.listed_on in wanted]
     return passwords, keys
 
 
@@ -98,7 +98,7 @@ APPLICATION_DEFAULTS: dict[str, Any] = {
 
 
 def render_application(call: GraphCall, app: Application) -> dict[str, Any]:
-    principal = call.ctx.directory.find_principal(app_id=app.app_id)
+    principal = call.directory.find_principal(app_id=app.app_id)
     passwords, keys = credentials_of(call, principal, "application")
     return {"@odata.type": "#microsoft.graph.application", "id": app.id, "appId": app.app_id,
             "displayName": app.display_name, "createdDateTime": app.created, "deletedDateTime": None,
@@ -115,7 +115,7 @@ SERVICE_PRINCIPAL_DEFAULTS: dict[str, Any] = {
 
 def render_service_principal(call: GraphCall, p: Principal, app: Application | None = None) -> dict[str, Any]:
     managed = p.kind == "ManagedIdentity"
-    app = app if app is not None else (None if managed else call.ctx.directory.find_application(app_id=p.app_id))
+    app = app if app is not None else (None if managed else call.directory.find_application(app_id=p.app_id))
     names = [p.app_id]
     if p.resource_id:
         names.append(p.resource_id)
@@ -128,7 +128,7 @@ def render_service_principal(call: GraphCall, p: Principal, app: Application | N
             "servicePrincipalNames": names, "appOwnerOrganizationId": p.tenant_id,
             "alternativeNames": [p.resource_id] if p.resource_id else [],
             "signInAudience": app.properties.get("signInAudience", "AzureADMyOrg") if app else None,
-            **SERVICE_PRINCIPAL_DEFAULTS, **call.ctx.directory.service_principal_properties(p.object_id),
+            **SERVICE_PRINCIPAL_DEFAULTS, **call.directory.service_principal_properties(p.object_id),
             "passwordCredentials": passwords, "keyCredentials": keys}
 
 
@@ -156,23 +156,23 @@ def render_group(call: GraphCall, g: Group) -> dict[str, Any]:
 
 
 def _domain(call: GraphCall) -> str:
-    tenant = call.ctx.directory.tenant(call.tenant_id)
-    return f"{tenant.display_name.lower()}.{call.ctx.settings.hostname_suffix}"
+    tenant = call.directory.tenant(call.tenant_id)
+    return f"{tenant.display_name.lower()}.{call.services.settings.hostname_suffix}"
 
 
 def render_principal(call: GraphCall, p: Principal) -> dict[str, Any]:
     """Any principal as the directory object it is."""
     if p.kind == "User":
-        return render_user(call, call.ctx.directory.user(p.object_id))
+        return render_user(call, call.directory.user(p.object_id))
     if p.kind == "Group":
-        return render_group(call, call.ctx.directory.group(p.object_id))
+        return render_group(call, call.directory.group(p.object_id))
     return render_service_principal(call, p)
 
 
 def service_principals(call: GraphCall) -> list[Principal]:
     """The caller tenant's service principals (applications whose service principal was created, managed
     identities, the local administrator), oldest first."""
-    directory = call.ctx.directory
+    directory = call.directory
     hidden = {a.app_id for a in directory.applications(call.tenant_id) if not a.service_principal}
     return [p for p in directory.principals(call.tenant_id)
             if p.kind in ("ServicePrincipal", "ManagedIdentity") and p.app_id not in hidden]
@@ -208,7 +208,7 @@ async def get_by_ids(call: GraphCall) -> web.StreamResponse:
         if object_id == graph_sp:
             obj = render_graph_sp(call.tenant_id)
         else:
-            p = call.ctx.directory.find_principal(object_id=object_id) if GUID.match(object_id) else None
+            p = call.directory.find_principal(object_id=object_id) if GUID.match(object_id) else None
             if p is None or p.tenant_id != call.tenant_id or (p.kind not in ("User", "Group")
                                                                and p.object_id not in visible):
                 continue
@@ -219,7 +219,7 @@ async def get_by_ids(call: GraphCall) -> web.StreamResponse:
 
 
 def _transitive_groups(call: GraphCall, object_id: str) -> list[str]:
-    return call.ctx.directory.member_of(object_id)
+    return call.directory.member_of(object_id)
 
 
 async def check_member_groups(call: GraphCall) -> web.StreamResponse:
@@ -239,7 +239,7 @@ async def get_member_groups(call: GraphCall) -> web.StreamResponse:
     security_only = body.get("securityEnabledOnly")
     ids = _transitive_groups(call, member.object_id)
     if security_only:
-        ids = [i for i in ids if call.ctx.directory.group(i).properties.get("securityEnabled", True)]
+        ids = [i for i in ids if call.directory.group(i).properties.get("securityEnabled", True)]
     return web.json_response({"@odata.context": call.context_url("Collection(Edm.String)"), "value": ids})
 
 

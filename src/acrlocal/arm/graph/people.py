@@ -104,9 +104,9 @@ def find_user(call: GraphCall, id_or_upn: str) -> User:
     user: User | None = None
     if GUID.match(key):
         with contextlib.suppress(NotFound):
-            user = call.ctx.directory.user(key)
+            user = call.directory.user(key)
     elif "@" in key:
-        user = call.ctx.directory.find_user(key)
+        user = call.directory.find_user(key)
     if user is None or user.tenant_id != call.tenant_id:
         raise not_found(key)
     return user
@@ -128,12 +128,12 @@ async def create_user(call: GraphCall) -> web.StreamResponse:
     password, force = _password(body["passwordProfile"], required=True)
     assert password is not None
     props = _user_properties(body, {})
-    if call.ctx.directory.find_user(upn) is not None:
+    if call.directory.find_user(upn) is not None:
         raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
                          "userPrincipalName already exists.")
     try:
-        user = call.ctx.directory.create_user(call.tenant_id, upn, name, await hashed(password),
-                                              account_enabled=enabled, force_change=bool(force), properties=props)
+        user = call.directory.create_user(call.tenant_id, upn, name, await hashed(password),
+                                          account_enabled=enabled, force_change=bool(force), properties=props)
     except AlreadyExists:
         raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
                          "userPrincipalName already exists.") from None
@@ -141,7 +141,7 @@ async def create_user(call: GraphCall) -> web.StreamResponse:
 
 
 async def list_users(call: GraphCall) -> web.StreamResponse:
-    return call.page("users", [render_user(call, u) for u in call.ctx.directory.users(call.tenant_id)])
+    return call.page("users", [render_user(call, u) for u in call.directory.users(call.tenant_id)])
 
 
 async def get_user(call: GraphCall) -> web.StreamResponse:
@@ -163,9 +163,9 @@ async def update_user(call: GraphCall) -> web.StreamResponse:
     password, force = _password(body.get("passwordProfile"), required=False)
     props = _user_properties(body, user.properties)
     try:
-        call.ctx.directory.update_user(user.object_id, display_name=name, user_principal_name=upn,
-                                       account_enabled=enabled, force_change=force, properties=props,
-                                       password_hash=await hashed(password) if password else None)
+        call.directory.update_user(user.object_id, display_name=name, user_principal_name=upn,
+                                   account_enabled=enabled, force_change=force, properties=props,
+                                   password_hash=await hashed(password) if password else None)
     except AlreadyExists:
         raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
                          "userPrincipalName already exists.") from None
@@ -178,14 +178,14 @@ async def delete_user(call: GraphCall) -> web.StreamResponse:
     if user.object_id == call.caller.object_id:
         raise GraphError(400, "Request_BadRequest", "You cannot delete your own account.")
     call.store.delete_assignments_of(user.object_id)
-    call.ctx.directory.delete_principal(user.object_id)
+    call.directory.delete_principal(user.object_id)
     return web.Response(status=204)
 
 
 def _me(call: GraphCall) -> User:
     if call.caller.kind != "User":
         raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
-    return call.ctx.directory.user(call.caller.object_id)
+    return call.directory.user(call.caller.object_id)
 
 
 async def me(call: GraphCall) -> web.StreamResponse:
@@ -199,13 +199,13 @@ async def my_owned_objects(call: GraphCall) -> web.StreamResponse:
 
 def _owned(call: GraphCall, owner_id: str) -> web.StreamResponse:
     items = []
-    for object_id in call.ctx.directory.owned_objects(owner_id):
+    for object_id in call.directory.owned_objects(owner_id):
         with contextlib.suppress(NotFound):
-            app = call.ctx.directory.application(object_id)
+            app = call.directory.application(object_id)
             if app.tenant_id == call.tenant_id:
                 items.append(render_application(call, app))
             continue
-        p = call.ctx.directory.find_principal(object_id=object_id)
+        p = call.directory.find_principal(object_id=object_id)
         if p is not None and p.tenant_id == call.tenant_id:
             items.append(render_principal(call, p))
     return call.page("directoryObjects", items)
@@ -213,7 +213,7 @@ def _owned(call: GraphCall, owner_id: str) -> web.StreamResponse:
 
 async def user_member_of(call: GraphCall) -> web.StreamResponse:
     user = find_user(call, call.params["id"])
-    groups = [call.ctx.directory.group(g) for g in call.ctx.directory.member_of(user.object_id)]
+    groups = [call.directory.group(g) for g in call.directory.member_of(user.object_id)]
     return call.page("directoryObjects", [render_group(call, g) for g in groups])
 
 
@@ -224,7 +224,7 @@ def find_group(call: GraphCall, object_id: str) -> Group:
     group: Group | None = None
     if GUID.match(object_id):
         with contextlib.suppress(NotFound):
-            group = call.ctx.directory.group(object_id)
+            group = call.directory.group(object_id)
     if group is None or group.tenant_id != call.tenant_id:
         raise not_found(object_id)
     return group
@@ -262,13 +262,13 @@ async def create_group(call: GraphCall) -> web.StreamResponse:
         raise GraphError(400, "Request_BadRequest", "Property 'displayName' is required (1 to 256 characters).")
     props = _group_properties(body, {"securityEnabled": True, "mailEnabled": False, "groupTypes": [],
                                      "createdDateTime": now_text()})
-    group = call.ctx.directory.create_group(call.tenant_id, name, props)
-    call.ctx.directory.add_owner(group.object_id, call.caller.object_id)
+    group = call.directory.create_group(call.tenant_id, name, props)
+    call.directory.add_owner(group.object_id, call.caller.object_id)
     return call.one("groups/$entity", render_group(call, group), status=201)
 
 
 async def list_groups(call: GraphCall) -> web.StreamResponse:
-    return call.page("groups", [render_group(call, g) for g in call.ctx.directory.groups(call.tenant_id)])
+    return call.page("groups", [render_group(call, g) for g in call.directory.groups(call.tenant_id)])
 
 
 async def get_group(call: GraphCall) -> web.StreamResponse:
@@ -282,8 +282,8 @@ async def update_group(call: GraphCall) -> web.StreamResponse:
     name = body.get("displayName")
     if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 256):
         raise GraphError(400, "Request_BadRequest", "'displayName' must be 1 to 256 characters.")
-    call.ctx.directory.update_group(group.object_id, display_name=name,
-                                    properties=_group_properties(body, group.properties))
+    call.directory.update_group(group.object_id, display_name=name,
+                                properties=_group_properties(body, group.properties))
     return web.Response(status=204)
 
 
@@ -291,24 +291,24 @@ async def delete_group(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
     call.store.delete_assignments_of(group.object_id)
-    call.ctx.directory.delete_principal(group.object_id)
+    call.directory.delete_principal(group.object_id)
     return web.Response(status=204)
 
 
 async def group_members(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     return call.page("directoryObjects", [render_principal(call, p)
-                                          for p in call.ctx.directory.members(group.object_id)])
+                                          for p in call.directory.members(group.object_id)])
 
 
 async def add_group_member(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
     member = call.principal(reference(await call.body()))
-    if member.object_id == group.object_id or group.object_id in call.ctx.directory.member_of(member.object_id):
+    if member.object_id == group.object_id or group.object_id in call.directory.member_of(member.object_id):
         raise GraphError(400, "Request_BadRequest", "A group cannot be a member of itself, directly or through "
                          "another group.")
-    if not call.ctx.directory.add_member(group.object_id, member.object_id):
+    if not call.directory.add_member(group.object_id, member.object_id):
         raise GraphError(400, "Request_BadRequest", "One or more added object references already exist for the "
                          "following modified properties: 'members'.")
     return web.Response(status=204)
@@ -318,7 +318,7 @@ async def remove_group_member(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
     try:
-        call.ctx.directory.remove_member(group.object_id, call.params["member"])
+        call.directory.remove_member(group.object_id, call.params["member"])
     except NotFound:
         raise not_found(call.params["member"]) from None
     return web.Response(status=204)
@@ -327,7 +327,7 @@ async def remove_group_member(call: GraphCall) -> web.StreamResponse:
 async def group_owners(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     return call.page("directoryObjects", [render_principal(call, p)
-                                          for p in call.ctx.directory.owners(group.object_id)])
+                                          for p in call.directory.owners(group.object_id)])
 
 
 async def add_group_owner(call: GraphCall) -> web.StreamResponse:
@@ -336,7 +336,7 @@ async def add_group_owner(call: GraphCall) -> web.StreamResponse:
     owner = call.principal(reference(await call.body()))
     if owner.kind == "Group":
         raise GraphError(400, "Request_BadRequest", "A group cannot own a group.")
-    if not call.ctx.directory.add_owner(group.object_id, owner.object_id):
+    if not call.directory.add_owner(group.object_id, owner.object_id):
         raise GraphError(400, "Request_BadRequest", "One or more added object references already exist for the "
                          "following modified properties: 'owners'.")
     return web.Response(status=204)
@@ -346,7 +346,7 @@ async def remove_group_owner(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
     try:
-        call.ctx.directory.remove_owner(group.object_id, call.params["owner"])
+        call.directory.remove_owner(group.object_id, call.params["owner"])
     except NotFound:
         raise not_found(call.params["owner"]) from None
     return web.Response(status=204)
