@@ -3,8 +3,8 @@
 Every import of every module under ``src/acrlocal`` counts: at the top, inside a function, under ``TYPE_CHECKING``,
 and a module named by a string (``importlib.import_module`` of a constant). What a room needs from a room above it
 is handed in when the server is assembled (``server.py``), or moves down into the lower room. ``KNOWN`` (upward
-imports still there: none) and ``LOCATOR`` (modules that still read the ``Context``) may only shrink: a new entry
-fails, and so does an entry that no longer holds (delete it).
+imports still there: none) may only shrink: a new entry fails, and so does an entry that no longer holds (delete
+it).
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("identity",),
     ("compute", "registry"),
     ("arm",),
-    ("context",),  # the service locator every room still reads its neighbours from
     ("server",),  # assembles the rooms
     ("cli",),  # acrlocal, which runs the server (acrlocal up)
 )
 
 # Upward imports still to remove, as "importer -> imported" (none left: keep it so).
 KNOWN: frozenset[str] = frozenset()
-
-# Modules that still read what they use from the Context service locator instead of receiving it.
-LOCATOR: frozenset[str] = frozenset()
 
 PACKAGE = Path(acrlocal.__file__).parent
 
@@ -56,7 +52,7 @@ def room(module: str) -> str:
         return "base"
     if (PACKAGE / parts[1]).is_dir():
         return parts[1]
-    return {"context": "context", "server": "server", "__main__": "cli"}.get(parts[1], "base")
+    return {"server": "server", "__main__": "cli"}.get(parts[1], "base")
 
 
 def imports(module: str) -> Iterator[str]:
@@ -105,8 +101,8 @@ def test_every_room_has_a_layer() -> None:
 
 def test_imports_go_down() -> None:
     found = upward_imports()
-    new = sorted(found - KNOWN - LOCATOR)
-    gone = sorted((KNOWN | LOCATOR) - found)
+    new = sorted(found - KNOWN)
+    gone = sorted(KNOWN - found)
     assert not new, (
         "imports of a room from a room below it or beside it (hand what is needed in when the server is assembled, "
         "or move it down):\n  " + "\n  ".join(new))
@@ -132,4 +128,4 @@ TABLES = ("acrlocal.compute.store", "not a module")
     assert found >= {"acrlocal.errors", "acrlocal.registry.paths", "acrlocal.registry.errors", "acrlocal.inbound",
                      "acrlocal", "acrlocal.arm.store", "acrlocal.identity.tokens", "acrlocal.compute.store"}
     assert room("acrlocal.registry.http") == "registry" and room("acrlocal.inbound") == "base"
-    assert room("acrlocal.context") == "context" and room("acrlocal.__main__") == "cli"
+    assert room("acrlocal.server") == "server" and room("acrlocal.__main__") == "cli"

@@ -29,11 +29,12 @@ import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from sqlalchemy.engine import Engine
 
 from acrlocal import __version__, inbound, publiccloud, timeouts, workers
 from acrlocal.arm import routes as arm_routes
@@ -46,11 +47,10 @@ from acrlocal.compute import console
 from acrlocal.compute.runtime import ComputeRuntime, Doors
 from acrlocal.compute.store import VMTable
 from acrlocal.config import Settings
-from acrlocal.context import Context
 from acrlocal.errors import AlreadyExists, ConfigError
 from acrlocal.generations import Generations
 from acrlocal.identity import imds, oauth
-from acrlocal.identity.bootstrap import admin_file, bootstrap
+from acrlocal.identity.bootstrap import AdminCredential, admin_file, bootstrap
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.keys import KeyRing
 from acrlocal.identity.services import EntraServices
@@ -118,6 +118,24 @@ def _local_port(request: web.Request) -> int:
     return int(sockname[1]) if sockname else 0
 
 
+@dataclass
+class Assembly:
+    """What :meth:`Server.start` made, which the server keeps to build its apps, report its status and stop. No room
+    reads it: each was handed what it uses (``entra``, ``data_plane``, ``arm`` and its ``arm_store``, ``compute``)."""
+
+    settings: Settings
+    ca: LocalCA
+    engine: Engine
+    listeners: Listeners
+    registries: RegistryHosting
+    admin: AdminCredential
+    entra: EntraServices
+    data_plane: RegistryServices
+    arm: ArmServices
+    arm_store: ArmStore
+    compute: ComputeRuntime | None  # None in a secondary process (acrlocal.workers)
+
+
 class Server:
     """One acrlocal server. ``await start()``, then ``await stop()``; or ``await run()`` in the foreground."""
 
@@ -135,7 +153,7 @@ class Server:
         self._secondaries: workers.Secondaries | None = None
         self._socket_dir: str | None = None
         self._background: list[asyncio.Task[None]] = []
-        self.ctx: Context | None = None
+        self.ctx: Assembly | None = None
         self._runners: list[web.AppRunner] = []
         self._stopping = asyncio.Event()
         self._stalled: timeouts.StalledWriters | None = None
@@ -145,7 +163,7 @@ class Server:
 
     # -- assembly ----------------------------------------------------------------------------------
 
-    def _build_registry_app(self, ctx: Context) -> web.Application:
+    def _build_registry_app(self, ctx: Assembly) -> web.Application:
         app = web.Application(client_max_size=ctx.settings.limits.manifest_max_bytes)
         plane = ctx.data_plane
 
@@ -158,7 +176,7 @@ class Server:
         registry_http.route_every_request(app, by_port)
         return app
 
-    def _build_control_app(self, ctx: Context, arm: ArmServices, arm_store: ArmStore) -> web.Application:
+    def _build_control_app(self, ctx: Assembly) -> web.Application:
         @web.middleware
         async def registry_by_host(request: web.Request, handler: Handler) -> web.StreamResponse:
             rec = ctx.registries.by_host(request.host)
@@ -179,8 +197,8 @@ class Server:
         app = web.Application(middlewares=[*middlewares, oauth.unavailable_middleware],
                               client_max_size=ctx.settings.limits.manifest_max_bytes)
         app.router.add_get("/healthz", self._healthz)
-        oauth.setup(app, EntraServices(ctx.directory, ctx.keys, ctx.tokens, ctx.lockout))
-        arm_routes.setup(app, arm, arm_store)
+        oauth.setup(app, ctx.entra)
+        arm_routes.setup(app, ctx.arm, ctx.arm_store)
         if ctx.compute is not None:
             console.setup(app, ctx.compute, ctx.compute.consoles)
         return app
@@ -193,7 +211,7 @@ class Server:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> Context:
+    async def start(self) -> Assembly:
         self._started_at = time.time()
         quiet_client_errors()
         settings = self.settings
@@ -245,20 +263,20 @@ class Server:
             settings.limits, registry_meta, SqlArtifacts(registry_meta), blobs, SqlThread(engine), registry_auth,
             Throttle(parse_policy(settings.registry_rate_limit), settings.workers), audit,
             TokenService(signer, auth, tokens, lockout, version))
-        ctx = Context(settings, ca, engine, listeners, hosting, directory, keys, tokens, admin, lockout, data_plane)
-        self.ctx = ctx
-
-        arm_store = ArmStore(engine)
-        if not self.primary:
-            arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, None)
-            return await self._start_secondary(ctx, shared_sock, arm, arm_store)
-        ca_hash = await asyncio.to_thread(ca.subject_hash)
-        compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
-        ctx.compute = compute
+        compute: ComputeRuntime | None = None  # the VMs: the primary process runs them
+        if self.primary:
+            ca_hash = await asyncio.to_thread(ca.subject_hash)
+            compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
         arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute)
+        arm_store = ArmStore(engine)
+        ctx = Assembly(settings, ca, engine, listeners, hosting, admin, EntraServices(directory, keys, tokens, lockout),
+                       data_plane, arm, arm_store, compute)
+        self.ctx = ctx
+        if compute is None:
+            return await self._start_secondary(ctx, shared_sock)
         limits = settings.limits
         options = timeouts.runner_options(limits.idle_timeout_s, limits.read_timeout_s)
-        apps = (self._build_registry_app(ctx), self._build_control_app(ctx, arm, arm_store), imds.build_app(
+        apps = (self._build_registry_app(ctx), self._build_control_app(ctx), imds.build_app(
             compute, tokens, cache_tokens=settings.imds_token_cache, rate_limit=settings.imds_rate_limit))
         for app in apps:
             app[inbound.READ_TIMEOUT] = limits.read_timeout_s
@@ -302,14 +320,13 @@ class Server:
         self._secondaries = workers.Secondaries(settings, path, login_port)
         await self._secondaries.start()
 
-    async def _start_secondary(self, ctx: Context, shared_sock: socket.socket, arm: ArmServices,
-                               arm_store: ArmStore) -> Context:
+    async def _start_secondary(self, ctx: Assembly, shared_sock: socket.socket) -> Assembly:
         """A secondary: the registries, Entra's client credentials and keys, and forwarding (no VMs, no
         housekeeping, no server.json: the primary's)."""
         settings = self.settings
         limits = settings.limits
         options = timeouts.runner_options(limits.idle_timeout_s, limits.read_timeout_s)
-        apps = (self._build_registry_app(ctx), self._build_control_app(ctx, arm, arm_store))
+        apps = (self._build_registry_app(ctx), self._build_control_app(ctx))
         for app in apps:
             app[inbound.READ_TIMEOUT] = limits.read_timeout_s
             app.on_response_prepare.append(self._name_worker)
