@@ -22,7 +22,7 @@ from benchmarks import ROOT
 sys.path.insert(0, str(ROOT / "src"))
 
 from acrlocal.registry.revocation import Revocations
-from acrlocal.storage.metadata import RegistryTable
+from acrlocal.storage.registries import RegistryTable
 from acrlocal.storage.sql import DataVersion, open_engine
 
 

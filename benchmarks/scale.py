@@ -206,7 +206,8 @@ MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 def populate_repositories(engine: sa.Engine, registry: str, names: list[str], tags_per_repo: int = 1,
                           tag_names: Callable[[int], str] = lambda i: f"t{i:06d}") -> None:
     """``names`` repositories of ``registry``, each with the same small image under ``tags_per_repo`` tags."""
-    from acrlocal.storage.metadata import blobs, manifests, registries, repositories, repository_blobs, tags
+    from acrlocal.storage.content_tables import blobs, manifests, repositories, repository_blobs, tags
+    from acrlocal.storage.registries import registries
 
     config_digest, config, digest, body = image("bench")
     now = time.time()
@@ -276,7 +277,7 @@ def handshake_ms(host: str, port: int, ca: str, reps: int = 20) -> float:
 
 
 def curve_registries(workdir: Path, n: int) -> dict[str, Any]:
-    from acrlocal.storage.metadata import registries
+    from acrlocal.storage.registries import registries
 
     # ports from a base below the ephemeral range, so that a restart finds its registries' ports free
     bench = Bench(workdir, ("--registry-port-base", "20000"))

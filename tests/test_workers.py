@@ -173,7 +173,7 @@ def test_skopeo_pushes_and_pulls_with_two_workers(server: AcrLocal, tmp_path: Pa
 def test_each_of_n_processes_enforces_its_share_of_the_limits() -> None:
     from acrlocal.lockout import Lockout, LockoutPolicy
     from acrlocal.registry.throttle import Throttle, parse_policy
-    from acrlocal.storage.metadata import RegistryRecord
+    from acrlocal.storage.registries import RegistryRecord
 
     lockout = Lockout(LockoutPolicy(name_failures=10, caller_failures=100), share=3)
     assert (lockout.policy.name_failures, lockout.policy.caller_failures) == (4, 34)  # rounded up: 3 x 4 >= 10

@@ -72,8 +72,9 @@ from acrlocal.registry.token_keys import TokenKeys
 from acrlocal.registry.token_service import TokenService
 from acrlocal.storage.artifacts import SqlArtifacts
 from acrlocal.storage.blobs import FileBlobStore
-from acrlocal.storage.metadata import RegistryTable, SqlRegistryMetadata
+from acrlocal.storage.registries import RegistryTable
 from acrlocal.storage.sql import DataVersion, SqlThread, open_engine
+from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 from acrlocal.tls import LocalCA
 
 log = logging.getLogger("acrlocal.server")

@@ -12,7 +12,7 @@ import pytest
 from acrlocal.errors import ConfigError
 from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.throttle import SKU_LIMITS, RateLimits, Throttle, parse_policy
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 from tests.harness import AcrLocal, running
 from tests.registry.conftest import error_code
 

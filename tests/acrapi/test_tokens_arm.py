@@ -22,7 +22,7 @@ from azure.mgmt.containerregistry.models import (
 from sqlalchemy.engine import Engine
 
 from acrlocal.arm.tokens import RepositoryTokens
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 from tests.arm.conftest import admin_of, subscription_of
 from tests.harness import AcrLocal
 

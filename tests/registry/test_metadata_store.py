@@ -11,18 +11,11 @@ import sqlalchemy as sa
 
 from acrlocal.storage import schema
 from acrlocal.storage.artifacts import SqlArtifacts
-from acrlocal.storage.metadata import (
-    NewManifest,
-    RegistryTable,
-    SqlRegistryMetadata,
-    UnknownReferences,
-    blobs,
-    manifests,
-    repositories,
-    tags,
-    upload_sessions,
-)
+from acrlocal.storage.content_tables import blobs, manifests, repositories, tags, upload_sessions
+from acrlocal.storage.metadata import NewManifest, UnknownReferences
+from acrlocal.storage.registries import RegistryTable
 from acrlocal.storage.sql import open_engine
+from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 

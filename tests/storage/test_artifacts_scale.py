@@ -9,8 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from acrlocal.storage.artifacts import Blocked, Order, SqlArtifacts
-from acrlocal.storage.metadata import NewManifest, RegistryTable, SqlRegistryMetadata, tags
+from acrlocal.storage.content_tables import tags
+from acrlocal.storage.metadata import NewManifest
+from acrlocal.storage.registries import RegistryTable
 from acrlocal.storage.sql import open_engine
+from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 
 D1, D2 = ("sha256:" + c * 64 for c in "12")
 

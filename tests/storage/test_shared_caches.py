@@ -10,8 +10,10 @@ import pytest
 
 from acrlocal.generations import Generations
 from acrlocal.storage.artifacts import SqlArtifacts
-from acrlocal.storage.metadata import NewManifest, RegistryTable, SqlRegistryMetadata
+from acrlocal.storage.metadata import NewManifest
+from acrlocal.storage.registries import RegistryTable
 from acrlocal.storage.sql import open_engine
+from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 
 D1, D2 = ("sha256:" + c * 64 for c in "12")
 

@@ -38,7 +38,7 @@ from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, utc
 from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource
 from acrlocal.registry.scope_maps import SYSTEM_SCOPE_MAPS, InvalidScopeMapAction, parse_action, token_actions
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, JSON, page_size
 from acrlocal.storage.artifacts import ATTRIBUTE_COLUMNS, Blocked, ManifestInfo, Order, TagInfo
 from acrlocal.storage.digest import Digest
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 
 IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
 CONFIG_MAX_BYTES = 1024 * 1024

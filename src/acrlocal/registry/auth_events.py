@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from acrlocal.rbac import RoleAssignment
 from acrlocal.rbac.roles import RoleDefinition
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 
 if TYPE_CHECKING:
     from acrlocal.identity.directory import Directory

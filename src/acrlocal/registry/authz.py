@@ -34,7 +34,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 
 PULL = "pull"
 PUSH = "push"

@@ -48,7 +48,7 @@ from acrlocal.registry.wire import (
 )
 from acrlocal.storage.blobs import DigestMismatch, StorageFull, UploadTooLarge
 from acrlocal.storage.digest import Digest
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 OCTET_STREAM = "application/octet-stream"

@@ -23,7 +23,8 @@ from acrlocal.config import Settings
 from acrlocal.errors import ConfigError, LimitReached, NotFound
 from acrlocal.generations import Generations
 from acrlocal.listeners import Listeners, bind, reserve_descriptors
-from acrlocal.storage.metadata import RegistryMetadata, RegistryRecord, RegistryTable
+from acrlocal.storage.metadata import RegistryMetadata
+from acrlocal.storage.registries import RegistryRecord, RegistryTable
 from acrlocal.tls import LocalCA
 
 log = logging.getLogger(__name__)

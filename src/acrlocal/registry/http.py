@@ -34,7 +34,7 @@ from acrlocal.registry.paths import Endpoint, Route, parse_path
 from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, error_response
 from acrlocal.storage.digest import Digest
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Manifest, tag, referrers and catalog endpoints (end-3, 7, 8a/8b, 9, 12a/12b, and ``/v2/_catalog``).
 
 A manifest is stored with its tag, its references and its subject in one transaction (see
-:class:`~acrlocal.storage.metadata.SqlRegistryMetadata`), so it is either wholly visible or absent. The bytes the
+:class:`~acrlocal.storage.sql_metadata.SqlRegistryMetadata`), so it is either wholly visible or absent. The bytes the
 client sent are what is hashed, stored and served. Reads are cached in process and the cache is dropped on every
 write to the repository, which keeps ``HEAD`` on a manifest to a dictionary lookup.
 """
@@ -23,7 +23,8 @@ from acrlocal.registry.paths import Route
 from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, CONTENT_DIGEST, JSON, empty, next_link, page_size
 from acrlocal.storage.digest import Digest
-from acrlocal.storage.metadata import NewManifest, RegistryRecord, UnknownReferences
+from acrlocal.storage.metadata import NewManifest, UnknownReferences
+from acrlocal.storage.registries import RegistryRecord
 
 OCI_SUBJECT = "OCI-Subject"
 FILTERS_APPLIED = "OCI-Filters-Applied"

@@ -26,7 +26,7 @@ from acrlocal.rbac import InvalidScope, RegistryPermission, RoleAssignment, Role
 from acrlocal.rbac.roles import RoleDefinition
 from acrlocal.registry.auth_events import ControlPlaneAccess, ScopedTokenPolicy, SubjectKind
 from acrlocal.registry.scopes import ALL, CATALOG, REGISTRY, REPOSITORY
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 
 PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE = "pull", "push", "delete", "metadata_read", "metadata_write"
 REPOSITORY_ACTIONS = (PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from acrlocal.errors import NotFound
 from acrlocal.registry.auth_events import ScopedTokenPolicy
-from acrlocal.storage.metadata import RegistryRecord, RegistryTable
+from acrlocal.storage.registries import RegistryRecord, RegistryTable
 from acrlocal.storage.sql import DataVersion
 
 #: Subjects whose answers are kept at once; when full, the kept answers are dropped.

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from acrlocal.errors import ConfigError
 from acrlocal.registry.errors import RegistryError
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 

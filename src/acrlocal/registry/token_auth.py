@@ -52,7 +52,7 @@ from acrlocal.registry.scopes import ALL, REGISTRY, REPOSITORY
 from acrlocal.registry.scopes import CATALOG as CATALOG_NAME
 from acrlocal.registry.token_codec import CLOCK_SKEW_S, AccessGrant, InvalidRegistryToken, RegistryTokens
 from acrlocal.registry.token_service import ACR_HELP, challenge, login_server_of, login_servers
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 
 CACHE_ENTRIES = 20_000
 #: The claims a cached grant keeps (beyond its fields): what :meth:`TokenAuthorizer._may_now` reads.

@@ -68,7 +68,7 @@ from acrlocal.registry.token_codec import (
     RegistryTokens,
 )
 from acrlocal.registry.wire import error_response
-from acrlocal.storage.metadata import RegistryRecord
+from acrlocal.storage.registries import RegistryRecord
 from acrlocal.storage.sql import DataVersion
 
 T = TypeVar("T")

@@ -8,6 +8,9 @@ PostgreSQL by URL.
 - :mod:`.sql`: the engine and the shared ``MetaData`` every room declares its tables on.
 - :mod:`.digest`: ``Digest``, the content address (pure; the registry parses them with it).
 - :mod:`.blobs`: ``BlobStore`` and ``FileBlobStore``.
-- :mod:`.metadata`: registries and their content behind ``RegistryMetadata`` (``SqlRegistryMetadata``).
+- :mod:`.registries`: the list of registries (``RegistryTable``).
+- :mod:`.metadata`: what the data plane asks of registries' content (``RegistryMetadata``), and its records.
+- :mod:`.content_tables`: the content's tables; :mod:`.sql_metadata`: ``SqlRegistryMetadata`` on them, with the
+  in-process cache of :mod:`.manifest_cache`.
 - :mod:`.artifacts`: ACR's view of that content for ``/acr/v1`` and the locks (``SqlArtifacts``).
 """

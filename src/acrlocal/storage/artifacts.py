@@ -1,8 +1,8 @@
 """ACR's view of a registry's content: repository, tag and manifest properties, their changeable attributes
 (``deleteEnabled``, ``writeEnabled``, ``readEnabled``, ``listEnabled``), and repository deletion.
 
-It reads and writes the tables of :mod:`acrlocal.storage.metadata` (the attributes are columns there) and shares
-that store's per-repository cache: every write drops the repository's cached manifests and locks together, so a
+It reads and writes the tables of :mod:`acrlocal.storage.content_tables` (the attributes are columns there) and
+shares that store's per-repository cache: every write drops the repository's cached manifests and locks together, so a
 lock set here is enforced by the very next request. :meth:`SqlArtifacts.locks` is what the data plane asks on
 every pull and push: the repository's attributes (one indexed query), then those of exactly the tag and the
 manifest the request names (one indexed query each, remembered until the next write to the repository), so the
@@ -25,15 +25,8 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from acrlocal.errors import AcrLocalError
-from acrlocal.storage.metadata import (
-    SqlRegistryMetadata,
-    locked,
-    manifest_references,
-    manifests,
-    repositories,
-    repository_blobs,
-    tags,
-)
+from acrlocal.storage.content_tables import locked, manifest_references, manifests, repositories, repository_blobs, tags
+from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 
 ATTRIBUTE_COLUMNS = {
     "deleteEnabled": "delete_enabled",
