@@ -98,6 +98,8 @@ def _commands(group: click.Group, path: list[str]) -> list[list[str]]:
     ctx = click.Context(group)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
+        if command is None or command.hidden:
+            continue  # internal commands (acrlocal _worker) are not az-shaped
         if isinstance(command, click.Group):
             out += _commands(command, [*path, name])
         else:
