@@ -110,6 +110,11 @@ def test_parse_tree() -> None:
     ("[substring('abc', 2, 5)]", "out of range"),
     ("[if(1, 2, 3)]", "expects its first parameter to be of type 'Boolean'"),
     ("[toLower('a', 'b')]", "does not take 2 argument(s)"),
+    # widths that would build a gigabyte are refused before anything is built
+    ("[format('{0,999999999}', 1)]", "width or precision of 999999999"),
+    ("[format('{0,-999999999}', 1)]", "width or precision of -999999999"),
+    ("[format('{0:D999999999}', 1)]", "width or precision of 999999999"),
+    ("[format('{0,100000}{0,100000}', 1)]", "produced more than 131072 characters"),
 ])
 def test_errors_are_arms(text: str, message: str) -> None:
     with pytest.raises(TemplateError) as err:

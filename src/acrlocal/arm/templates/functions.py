@@ -487,10 +487,20 @@ def _concat(scope: Scope, *args: Any) -> Any:
 _FORMAT = re.compile(r"\{\{|\}\}|\{(\d+)(?:,(-?\d+))?(?::([^}]*))?\}|[{}]")
 
 
+def _format_width(text: str) -> int:
+    """A width or precision in a format item, refused past the longest string a template may make (so that
+    ``{0,999999999}`` or ``{0:D999999999}`` cannot build a gigabyte before the result is checked)."""
+    width = int(text)
+    if abs(width) > MAX_STRING:
+        raise TemplateError(f"The template language function 'format' has a width or precision of {width}; at most "
+                            f"{MAX_STRING} is allowed.")
+    return width
+
+
 def _format_value(value: Any, spec: str | None) -> str:
     if spec and isinstance(value, int) and not isinstance(value, bool):
         kind, digits = spec[0].upper(), spec[1:]
-        width = int(digits) if digits.isascii() and digits.isdigit() else 0
+        width = _format_width(digits) if digits.isascii() and digits.isdigit() else 0
         if kind == "D":
             return f"{value:0{width}d}"
         if kind == "X":
@@ -502,8 +512,10 @@ def _format_value(value: Any, spec: str | None) -> str:
 
 def _format(scope: Scope, fmt: Any, *args: Any) -> Any:
     _expect("format", fmt, str, what="first parameter")
+    made = 0  # characters produced so far: the result is refused as soon as it is too long, not once it is built
 
     def replace(m: re.Match[str]) -> str:
+        nonlocal made
         text = m.group()
         if text in ("{{", "}}"):
             return text[0]
@@ -515,8 +527,13 @@ def _format(scope: Scope, fmt: Any, *args: Any) -> Any:
             raise TemplateError(f"The template language function 'format' refers to argument {i} but has only "
                                 f"{len(args)}.")
         out = _format_value(args[i], m.group(3))
-        width = int(m.group(2) or 0)
-        return out.rjust(width) if width > 0 else out.ljust(-width)
+        width = _format_width(m.group(2) or "0")
+        out = out.rjust(width) if width > 0 else out.ljust(-width)
+        made += len(out)
+        if made > MAX_STRING:
+            raise TemplateError(f"The template language function 'format' produced more than {MAX_STRING} "
+                                "characters; at most that many are allowed.")
+        return out
 
     return _bounded(_FORMAT.sub(replace, fmt))
 
