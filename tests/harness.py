@@ -127,10 +127,22 @@ class ChallengeAuth(requests.auth.AuthBase):
 
 
 @contextmanager
-def running(data_dir: Path, *extra_args: str, wrapper: Sequence[str] = ()) -> Iterator[AcrLocal]:
-    """A started server on ``data_dir``, stopped when the block ends, however it ends."""
+def running(data_dir: Path, *extra_args: str, wrapper: Sequence[str] = (),
+            vm_az: Path | None = None) -> Iterator[AcrLocal]:
+    """A started server on ``data_dir``, stopped when the block ends, however it ends. ``vm_az`` is the az its VMs'
+    ``az`` runs (``ACRLOCAL_VM_AZ``), as a host with Microsoft's az installed gives them."""
     server = AcrLocal(data_dir, *extra_args, wrapper=wrapper)
-    server.start()
+    before = os.environ.get("ACRLOCAL_VM_AZ")
+    if vm_az is not None:
+        os.environ["ACRLOCAL_VM_AZ"] = str(vm_az)
+    try:
+        server.start()
+    finally:
+        if vm_az is not None:
+            if before is None:
+                os.environ.pop("ACRLOCAL_VM_AZ", None)
+            else:
+                os.environ["ACRLOCAL_VM_AZ"] = before
     try:
         yield server
     finally:

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from tests.clients import GUARD
-from tests.harness import SRC, AcrLocal, acrlocal_cmd
+from tests.harness import SRC, AcrLocal, acrlocal_cmd, running
 from tests.vmexec import Result, vm_exec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,14 +168,8 @@ class Az:
 def az_server(az_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
     """A server of the module's own: these tests create groups, registries, identities and VMs. Its VMs' ``az``
     is this az (``ACRLOCAL_VM_AZ``), as a host with Microsoft's az installed gives them."""
-    server = AcrLocal(tmp_path_factory.mktemp("az") / "data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ACRLOCAL_VM_AZ", str(az_exe))
-        server.start()
-    try:
+    with running(tmp_path_factory.mktemp("az") / "data", vm_az=az_exe) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

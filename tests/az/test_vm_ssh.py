@@ -20,7 +20,7 @@ import pytest
 
 from tests.az.conftest import Az, Contained, unique
 from tests.az.test_person import NETNS
-from tests.harness import AcrLocal
+from tests.harness import AcrLocal, running
 from tests.interop.tools import Containers
 from tests.ocitools import config_blob, image, tar_layer, write_layout
 
@@ -36,14 +36,8 @@ def az_server(az_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A server with the default ssh port (22) in a network namespace of its own; its VMs' az is Microsoft's."""
     if os.geteuid() != 0:
         pytest.fail("VMs and a private network namespace need root", pytrace=False)
-    server = AcrLocal(tmp_path_factory.mktemp("vmssh") / "data", wrapper=NETNS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ACRLOCAL_VM_AZ", str(az_exe))
-        server.start()
-    try:
+    with running(tmp_path_factory.mktemp("vmssh") / "data", wrapper=NETNS, vm_az=az_exe) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

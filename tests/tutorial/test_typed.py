@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.az.conftest import find_az
-from tests.harness import SRC, AcrLocal
+from tests.harness import SRC, AcrLocal, running
 from tests.interop.tools import Containers
 from tests.ocitools import config_blob, image, tar_layer, write_layout
 from tests.tutorial.conftest import Shell
@@ -90,14 +90,8 @@ def typed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]
     az = find_az()
     if az is None:
         pytest.fail("Microsoft's az CLI was not found (./scripts/test installs it into .venv-az)", pytrace=False)
-    server = AcrLocal(tmp_path_factory.mktemp("typed") / "data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ACRLOCAL_VM_AZ", str(az))
-        server.start()
-    try:
+    with running(tmp_path_factory.mktemp("typed") / "data", vm_az=az) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
