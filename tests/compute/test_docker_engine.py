@@ -6,7 +6,10 @@ docker.io, ``docker`` is podman and says so once."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -14,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.harness import AcrLocal
 from tests.interop.tools import Containers
@@ -145,3 +150,72 @@ def test_without_docker_io_docker_is_podman_and_says_so_once(tmp_path: Path) -> 
         assert "Emulate Docker CLI using podman" in first[2] and "Emulate Docker CLI" not in second[2]
     finally:
         server.stop()
+
+
+def libtrust_kid(jwk: dict[str, str]) -> str:
+    """libtrust's fingerprint of an EC P-256 JWK (what dockerd 20.10 reports as its ID): the SHA-256 of the
+    public key's DER, its first 30 bytes in base32, in groups of four."""
+    def number(value: str) -> int:
+        return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
+
+    public = ec.EllipticCurvePublicNumbers(number(jwk["x"]), number(jwk["y"]), ec.SECP256R1()).public_key()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+
+
+def host_dockerd_key() -> dict[str, str]:
+    """A key as the host's dockerd 20.10 writes it in /etc/docker/key.json."""
+    numbers = ec.generate_private_key(ec.SECP256R1()).private_numbers()
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).decode().rstrip("=")
+
+    jwk = {"crv": "P-256", "d": b64(numbers.private_value), "kty": "EC", "x": b64(numbers.public_numbers.x),
+           "y": b64(numbers.public_numbers.y)}
+    return {**jwk, "kid": libtrust_kid(jwk)}
+
+
+def test_a_host_whose_dockerd_has_a_key_gives_each_vm_engine_a_key_of_its_own(tmp_path: Path) -> None:
+    """dockerd 20.10 on the host writes its identity key to /etc/docker/key.json, root-only, which a VM's /etc
+    shows empty: the VM's engine must have a key of its own, and start and pull. The host's key is simulated in a
+    mount namespace of the server's own, whose /etc is an overlay holding it: the host's /etc is not written."""
+    host_etc = tmp_path / "host-etc"
+    (host_etc / "upper" / "docker").mkdir(parents=True)
+    (host_etc / "work").mkdir()
+    host_key = host_dockerd_key()
+    key_file = host_etc / "upper" / "docker" / "key.json"
+    key_file.write_text(json.dumps(host_key))
+    os.chmod(key_file, 0o600)
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount -t overlay overlay -o "lowerdir=/etc,upperdir=$0/upper,workdir=$0/work" /etc && exec "$@"',
+               str(host_etc)]
+    host_had_key = Path("/etc/docker/key.json").exists()
+    server = AcrLocal(tmp_path / "data", wrapper=wrapper)
+    server.start()
+    try:
+        assert server.proc is not None
+        assert json.loads(Path(f"/proc/{server.proc.pid}/root/etc/docker/key.json").read_text()) == host_key
+        az(server, "group", "create", "-n", "rg", "-l", "westus")
+        principal = az(server, "vm", "create", "-g", "rg", "-n", "keyed", "--assign-identity", "--query",
+                       "identity.systemAssignedIdentity")
+        registry = az(server, "acr", "show", "-n", "acrlocal", "--query", "id")
+        az(server, "role", "assignment", "create", "--assignee", principal, "--scope", registry, "--role",
+           "acrpull")
+        push_busybox_image(server, tmp_path / "image", "engine/keyed", "Hello from an engine with its own key")
+        code, out, err = ssh(server, "rg", "keyed", """set -e
+            mkdir -p ~/.docker; echo '{"credHelpers": {"acrlocal.azurecr.io": "acrlocal"}}' > ~/.docker/config.json
+            docker info --format '{{.ID}}'
+            docker pull -q acrlocal.azurecr.io/engine/keyed:latest > /dev/null
+            docker run --rm acrlocal.azurecr.io/engine/keyed:latest
+            sudo cat /etc/docker/key.json
+        """)
+        assert code == 0, err
+        engine_id, greeting, vm_key_text = out.splitlines()[:3]
+        assert greeting == "Hello from an engine with its own key"
+        vm_key = json.loads(vm_key_text)
+        assert vm_key["kid"] == libtrust_kid(vm_key) == engine_id  # the engine runs with the VM's key
+        assert vm_key["d"] != host_key["d"] and engine_id != host_key["kid"]
+    finally:
+        server.stop()
+    assert Path("/etc/docker/key.json").exists() == host_had_key

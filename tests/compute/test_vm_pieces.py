@@ -4,6 +4,7 @@ names, az's option abbreviations, and name resolution that never asks off this m
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -105,6 +106,32 @@ def test_what_of_the_host_etc_a_vm_must_not_read(tmp_path: Path) -> None:
     (upper / "shadow").write_text("the VM's own")
     hidden = set(vminit.hidden_host_etc(str(etc), str(upper)))
     assert hidden == {"ssh/ssh_host_rsa_key", "ssl/private", "sudoers"}
+
+
+def test_a_vm_gets_a_docker_key_of_its_own_once(tmp_path: Path) -> None:
+    host = tmp_path / "host-etc"
+    (host / "docker").mkdir(parents=True)
+    (host / "docker" / "key.json").write_text("the host's key")
+    os.chmod(host / "docker" / "key.json", 0o600)
+    folder = sandbox.VMDirectory(tmp_path / "vm")
+    folder.etc_upper.mkdir(parents=True)
+    assert sandbox.give_docker_key(folder)
+    key = folder.etc_upper / "docker" / "key.json"
+    first = json.loads(key.read_bytes())
+    assert sorted(first) == ["crv", "d", "kid", "kty", "x", "y"] and first["kty"] == "EC"
+    assert [len(part) for part in first["kid"].split(":")] == [4] * 12
+    assert key.stat().st_mode & 0o777 == 0o600 and (key.parent.stat().st_mode & 0o777) == 0o755
+    assert "docker/key.json" not in vminit.hidden_host_etc(str(host), str(folder.etc_upper))  # the VM's own shows
+    assert not sandbox.give_docker_key(folder) and json.loads(key.read_bytes()) == first  # kept across boots
+    other = sandbox.VMDirectory(tmp_path / "other")
+    other.etc_upper.mkdir(parents=True)
+    sandbox.give_docker_key(other)
+    assert json.loads((other.etc_upper / "docker" / "key.json").read_bytes())["kid"] != first["kid"]
+    linked = sandbox.VMDirectory(tmp_path / "linked")
+    linked.etc_upper.mkdir(parents=True)
+    os.symlink(host / "docker", linked.etc_upper / "docker")  # the VM's root made /etc/docker a link: left alone
+    assert not sandbox.give_docker_key(linked)
+    assert (host / "docker" / "key.json").read_text() == "the host's key"
 
 
 def test_run_request_parsing() -> None:

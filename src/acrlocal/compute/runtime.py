@@ -357,6 +357,8 @@ class ComputeRuntime:
         admin, tty_gid, docker_gid = await asyncio.to_thread(sandbox.read_accounts, folder)
         await asyncio.to_thread(sandbox.check_data_dir_hidden, self.settings.data_dir, self.tools,
                                 self.shared_dir)
+        if self.tools.docker == "engine":
+            await asyncio.to_thread(sandbox.give_docker_key, folder)
         plan = sandbox.boot_plan(folder, hostname=vm.hostname, tools=self.tools, shared=self.shared_dir,
                                  cgroup=f"acrlocal-vm-{vm.vm_id.replace('-', '')[:12]}", tty_gid=tty_gid,
                                  docker_gid=docker_gid)

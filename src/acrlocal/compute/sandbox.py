@@ -5,7 +5,8 @@
     disk/        the VM's own root file system: /home, /root, /var, /tmp, /srv, /opt..., and the empty directories
                  the host's programs are mounted on (see :mod:`acrlocal.compute.vminit`)
     etc/upper    the VM's own /etc files, over the host's /etc (an overlay): passwd, group, shadow, sudoers,
-                 hostname, hosts, resolv.conf, environment, the CA, the SSH host key...
+                 hostname, hosts, resolv.conf, environment, the CA, the SSH host key, Docker Engine's identity
+                 key...
     etc/work     the overlay's work directory
     empty/       what hides the host's /etc files that only root may read
     boot.log     the boot program's standard error
@@ -21,17 +22,20 @@ The VM's accounts: the host's system accounts and groups (ids below 1000, and ``
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from acrlocal.compute.tools import TOOLS, VM_CA_BUNDLE, VM_PATH, VMTools
 from acrlocal.errors import ConfigError
@@ -45,6 +49,8 @@ ID_MAP = "0 0 65536"
 TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 DOCKER_SOCKET = "/run/docker.sock"
 RUN_COMMAND_DIR = "/var/lib/waagent/run-command/download/0"
+#: Where dockerd 20.10 keeps its identity key, relative to ``/etc``
+DOCKER_KEY = "docker/key.json"
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,47 @@ def _ssh_host_key() -> tuple[bytes, bytes]:
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return private, public + b" root@acrlocal-vm\n"
+
+
+def docker_identity_key() -> tuple[bytes, str]:
+    """A new identity key for a VM's Docker Engine and its key id: the JWK of an EC P-256 key as dockerd 20.10
+    writes ``/etc/docker/key.json`` with Docker's libtrust (``crv``, ``d``, ``kid``, ``kty``, ``x``, ``y``; the
+    coordinates and ``d`` 32 bytes each, base64url without padding). dockerd checks that ``kid`` is libtrust's
+    fingerprint of the key (the SHA-256 of its DER SubjectPublicKeyInfo, cut to 30 bytes, in base32 groups of four
+    joined by ``:``), and reports it as the engine's ``ID``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    numbers = key.private_numbers()
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
+
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).rstrip(b"=").decode()
+    kid = ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+    jwk = {"crv": "P-256", "d": b64(numbers.private_value), "kid": kid, "kty": "EC",
+           "x": b64(numbers.public_numbers.x), "y": b64(numbers.public_numbers.y)}
+    return json.dumps(jwk, separators=(",", ":")).encode(), kid
+
+
+def give_docker_key(directory: VMDirectory) -> bool:
+    """Put a new identity key of the VM's own in its ``/etc/docker/key.json`` (the overlay's upper layer) unless
+    the VM has one there, or its root removed or replaced ``/etc/docker`` or the key (dockerd then makes one
+    itself). Runs while nothing of the VM runs, before every boot: a VM never reads the host's key, which the
+    host's dockerd 20.10 leaves at the same path, root-only, and which the VM sees empty. Returns whether it
+    wrote one."""
+    upper = directory.etc_upper
+    folder, name = DOCKER_KEY.split("/")
+    try:
+        info = os.lstat(upper / folder)
+        if not stat.S_ISDIR(info.st_mode):
+            return False
+    except FileNotFoundError:
+        pass
+    if os.path.lexists(upper / folder / name):
+        return False
+    key, _ = docker_identity_key()
+    write_file(upper, DOCKER_KEY, key, mode=0o600, uid=0, gid=0, dir_mode=0o755)
+    return True
 
 
 def authorized_keys(keys: Iterable[str]) -> bytes:
