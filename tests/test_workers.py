@@ -226,3 +226,48 @@ def test_a_console_websocket_through_the_secondary_reaches_the_vm(server: AcrLoc
     assert worker == 1, "the kernel never handed a console to the secondary"
     assert code == 0 and b"through-the-door" in out, (code, out)
     assert arm.call("DELETE", group, api_version="2022-09-01").status_code in (200, 202)
+
+
+def test_a_client_secret_removed_or_a_principal_disabled_is_refused_at_once_by_both_workers(
+        server: AcrLocal) -> None:
+    """Each worker keeps what the Entra endpoint looked up while the database is unchanged: a secret removed and a
+    service principal disabled through Graph (on the primary) are refused by both at their next request."""
+    shared = pinned(server, server.shared, "/healthz")
+    made = json.loads(server.cli("ad", "sp", "create-for-rbac", "--name", "workers-secrets", "--only-show-errors",
+                                 "--output", "json").stdout)
+    graph = Arm(server, admin_of(server).token(server, "https://graph.microsoft.com/.default"))
+    r = graph.call("GET", f"/v1.0/applications?$filter=appId eq '{made['appId']}'", api_version=None)
+    (app,) = r.json()["value"]
+    second = graph.call("POST", f"/v1.0/applications/{app['id']}/addPassword",
+                        {"passwordCredential": {"displayName": "second"}}, api_version=None).json()
+    url = f"{server.shared}/{made['tenant']}/oauth2/v2.0/token"
+
+    def token(worker: int, secret: str) -> requests.Response:
+        return on(shared[worker], "POST", url, worker, data={
+            "grant_type": "client_credentials", "client_id": made["appId"], "client_secret": secret,
+            "scope": "https://management.azure.com/.default"})
+
+    for worker in (0, 1):
+        for _ in range(2):  # the second answer comes from what the worker kept
+            assert token(worker, made["password"]).status_code == 200
+            assert token(worker, second["secretText"]).status_code == 200
+    (first_key,) = [c["keyId"] for c in app["passwordCredentials"]]
+    removed = graph.call("POST", f"/v1.0/applications/{app['id']}/removePassword", {"keyId": first_key},
+                         api_version=None)
+    assert removed.status_code == 204, removed.text
+    for worker in (1, 0):
+        r = token(worker, made["password"])
+        assert r.status_code == 401 and r.json()["error_codes"] == [7000215], r.text
+        assert token(worker, second["secretText"]).status_code == 200
+    sp = graph.call("GET", f"/v1.0/servicePrincipals?$filter=appId eq '{made['appId']}'", api_version=None)
+    (principal,) = sp.json()["value"]
+    disabled = graph.call("PATCH", f"/v1.0/servicePrincipals/{principal['id']}", {"accountEnabled": False},
+                          api_version=None)
+    assert disabled.status_code == 204, disabled.text
+    for worker in (1, 0):
+        r = token(worker, second["secretText"])
+        assert r.status_code == 400 and r.json()["error_codes"] == [7000112], r.text
+    assert graph.call("DELETE", f"/v1.0/applications/{app['id']}", api_version=None).status_code == 204
+    for worker in (1, 0):
+        r = token(worker, second["secretText"])
+        assert r.status_code == 400 and r.json()["error_codes"] == [700016], r.text

@@ -53,6 +53,7 @@ from acrlocal.identity import imds, oauth
 from acrlocal.identity.bootstrap import AdminCredential, admin_file, bootstrap
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.keys import KeyRing
+from acrlocal.identity.lookups import DirectoryLookups
 from acrlocal.identity.services import EntraServices
 from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.listeners import Listeners, bind
@@ -270,8 +271,8 @@ class Server:
             compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
         arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute)
         arm_store = ArmStore(engine)
-        ctx = Assembly(settings, ca, engine, listeners, hosting, admin, EntraServices(directory, keys, tokens, lockout),
-                       data_plane, arm, arm_store, compute)
+        entra = EntraServices(directory, keys, tokens, lockout, DirectoryLookups(directory, version))
+        ctx = Assembly(settings, ca, engine, listeners, hosting, admin, entra, data_plane, arm, arm_store, compute)
         self.ctx = ctx
         if compute is None:
             return await self._start_secondary(ctx, shared_sock)

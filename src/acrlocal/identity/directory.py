@@ -155,6 +155,30 @@ class Certificate:
         return start <= now < end
 
 
+@dataclass(frozen=True)
+class Client:
+    """What a client-credentials request with a client secret checks: the principal, whether its service principal
+    is enabled (Graph's ``accountEnabled``), and its client secrets as kept (sha256, expiry or ``None``)."""
+
+    principal: Principal
+    enabled: bool
+    secrets: tuple[tuple[str, float | None], ...]
+
+    def accepts(self, secret: str, now: float) -> bool:
+        """True if ``secret`` is one of the client's secrets and not expired at ``now``; every stored secret is
+        compared, each in constant time."""
+        return _accepts(self.secrets, secret, now)
+
+
+def _accepts(kept: tuple[tuple[str, float | None], ...], secret: str, now: float) -> bool:
+    digest = _secret_hash(secret)
+    ok = False
+    for stored, expires in kept:
+        if hmac.compare_digest(stored, digest) and (expires is None or expires > now):
+            ok = True
+    return ok
+
+
 def new_guid() -> str:
     return str(uuid.uuid4())
 
@@ -349,16 +373,27 @@ class Directory:
 
     def check_secret(self, object_id: str, secret: str) -> bool:
         """True if ``secret`` is a current client secret of the principal (constant-time comparison)."""
-        digest = _secret_hash(secret)
-        now = time.time()
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.principal_secrets).where(
-                t.principal_secrets.c.object_id == object_id.lower())).all()
-        ok = False
-        for r in rows:
-            if hmac.compare_digest(r.secret_sha256, digest) and (r.expires is None or r.expires > now):
-                ok = True
-        return ok
+            kept = self._secrets_of(conn, object_id.lower())
+        return _accepts(kept, secret, time.time())
+
+    def _secrets_of(self, conn: Connection, object_id: str) -> tuple[tuple[str, float | None], ...]:
+        c = t.principal_secrets.c
+        rows = conn.execute(sa.select(c.secret_sha256, c.expires).where(c.object_id == object_id)).all()
+        return tuple((r.secret_sha256, r.expires) for r in rows)
+
+    def client(self, app_id: str) -> Client | None:
+        """The principal whose client id is ``app_id`` with what a client secret is checked against, read in one
+        transaction; ``None`` if there is no such principal."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.principals).where(t.principals.c.app_id == app_id.lower())).first()
+            if row is None:
+                return None
+            principal = _principal(row)
+            props = conn.execute(sa.select(t.service_principals.c.properties).where(
+                t.service_principals.c.object_id == principal.object_id)).first()
+            enabled = (json.loads(props.properties) if props else {}).get("accountEnabled") is not False
+            return Client(principal, enabled, self._secrets_of(conn, principal.object_id))
 
     def remove_secret(self, object_id: str, key_id: str) -> None:
         """Remove one client secret of the principal; :class:`NotFound` if it has none with ``key_id``."""

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -76,7 +77,7 @@ def _tenant(entra: EntraServices, tenant: str) -> str:
         raise OAuthError("invalid_request", f"Tenant '{tenant}' not found. Check to make sure you have the correct "
                          "tenant ID and are signing into the correct cloud.", 90002)
     try:
-        return entra.directory.tenant(tenant).id
+        return entra.lookups.tenant(tenant).id
     except NotFound:
         raise OAuthError("invalid_request", f"Tenant '{tenant}' not found. Check to make sure you have the correct "
                          "tenant ID and are signing into the correct cloud.", 90002) from None
@@ -130,11 +131,12 @@ def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, *, res
     unknown client, a client of another tenant, a bad secret or a bad assertion. Failed client secrets count
     towards ``entra.lockout`` for the client id and ``caller``; locked, a secret is refused unchecked (AADSTS50053)."""
     client_id = _required(form, "client_id")
-    principal = entra.directory.find_principal(app_id=client_id)
-    if principal is None or principal.tenant_id != tenant_id or principal.kind not in ("ServicePrincipal",
-                                                                                        "ManagedIdentity"):
+    client = entra.lookups.client(client_id)
+    if client is None or client.principal.tenant_id != tenant_id or \
+            client.principal.kind not in ("ServicePrincipal", "ManagedIdentity"):
         raise _unknown_client(client_id, tenant_id)
-    if entra.directory.service_principal_properties(principal.object_id).get("accountEnabled") is False:
+    principal = client.principal
+    if not client.enabled:
         raise OAuthError("unauthorized_client", f"Application '{client_id}'({principal.display_name}) is disabled.",
                          7000112)
     secret = form.get("client_secret")
@@ -165,7 +167,7 @@ def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, *, res
             log.warning("client secret refused unchecked for app %s from %s: %s locked for %d s", principal.app_id,
                         caller, locked.what, locked.retry_after)
             raise locked_out(locked)
-        if not entra.directory.check_secret(principal.object_id, str(secret)):
+        if not client.accepts(str(secret), time.time()):
             started = entra.lockout.failed(caller, name)
             log.warning("client secret login failed for app %s from %s: not a current secret%s", principal.app_id,
                         caller, f"; {started.what} locked for {started.retry_after} s" if started else "")

@@ -9,19 +9,22 @@ from aiohttp import web
 
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.keys import KeyRing
+from acrlocal.identity.lookups import DirectoryLookups
 from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.lockout import Lockout
 
 
 @dataclass(frozen=True)
 class EntraServices:
-    """Who exists (``directory``), the tenants' signing keys and JWKS (``keys``), the token issuer (``tokens``), and
-    the failed sign-in counter (``lockout``, shared with the registries' token services)."""
+    """Who exists (``directory``, and ``lookups``: its tenants and clients kept while the database is unchanged),
+    the tenants' signing keys and JWKS (``keys``), the token issuer (``tokens``), and the failed sign-in counter
+    (``lockout``, shared with the registries' token services)."""
 
     directory: Directory
     keys: KeyRing
     tokens: TokenIssuer
     lockout: Lockout
+    lookups: DirectoryLookups
 
 
 #: Where :func:`acrlocal.identity.oauth.setup` keeps them on the application.
