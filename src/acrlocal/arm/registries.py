@@ -46,6 +46,8 @@ ROLE_ASSIGNMENT_MODES = ("LegacyRegistryPermissions", "AbacRepositoryPermissions
 PASSWORD_NAMES = ("password", "password2")
 BOOL_PROPERTIES = ("adminUserEnabled", "anonymousPullEnabled", "dataEndpointEnabled")
 #: Properties the data plane reads from the registry's record.
+#: Seconds a garbage collection waits for one another process or replica is running before answering 409.
+COLLECTION_WAIT_S = 30.0
 DATA_PLANE_PROPERTIES = ("adminUserEnabled", "anonymousPullEnabled", "roleAssignmentMode")
 
 
@@ -227,8 +229,12 @@ class Registries(ResourceType):
         except NotFound:
             raise ArmError(409, "RegistryNotServing", f"registry {resource.name!r} is not being served") from None
         plane, grace_s = call.services.data_plane, call.services.settings.limits.blob_gc_grace_s
-        collected = await housekeeping.collect(plane.meta, plane.blobs, record.id, grace_s)
-        reconciled = await housekeeping.reconcile(plane.meta, plane.blobs, grace_s)
+        try:
+            async with housekeeping.Collection(plane.meta, plane.sql, wait_s=COLLECTION_WAIT_S):
+                collected = await housekeeping.collect(plane.meta, plane.sql, plane.blobs, record.id, grace_s)
+                reconciled = await housekeeping.reconcile(plane.meta, plane.blobs, grace_s)
+        except housekeeping.CollectionRunning as exc:
+            raise ArmError(409, "GarbageCollectionInProgress", str(exc)) from None
         return {"registry": resource.name, "graceSeconds": grace_s,
                 **collected.render(), **reconciled.render()}
 

@@ -3,12 +3,20 @@
 :func:`collect` is the registry's garbage collection (the ARM action ``registries/{name}/garbageCollect``,
 ``acrlocal admin gc``), online: it removes the links of blobs that no manifest of their repository references and
 that were not used for ``limits.blob_gc_grace_s``, then deletes the bytes of blobs no repository links any more.
-The race of mark-and-sweep against a push (a client uploads or finds a layer, then pushes the manifest naming it)
-is closed by that grace period: uploading, mounting or reading a blob (a client's ``HEAD`` before it skips an
-upload) marks its link used (:func:`refresh_before`: at most once per half grace period, so ``HEAD`` stays a
-read), so a link a push relies on is spared for at least half the grace period after the push last touched it.
-Each batch of unlinking is one transaction run on the event loop, as every manifest write is, so the two never
-interleave; bytes are deleted under the digest's lock and only if the blob is still unlinked.
+
+The race of mark-and-sweep against a push (a client uploads or finds a layer, then pushes the manifest naming it) is
+closed in the database, whichever process or replica serves the push: a manifest PUT checks the links it names under
+the lock its write commits under (SQLite's write lock; on PostgreSQL a share lock on each link row), and each batch
+of unlinking locks its candidate links (skipping those a PUT holds) and deletes only those still unreferenced by
+what has committed. So the PUT either commits first and its links stay, or finds a link gone and fails with
+MANIFEST_BLOB_UNKNOWN, storing nothing; never a manifest whose blob is gone. The grace period only makes that
+failure rare: uploading, mounting or reading a blob (a client's ``HEAD`` before it skips an upload) marks its link
+used (:func:`refresh_before`: at most once per half grace period, so ``HEAD`` stays a read). Bytes are deleted under
+the digest's lock and only if the blob is still unlinked.
+
+One collection runs at a time across every process and replica on the database (:class:`Collection`, the store's
+``collection`` lock: an advisory lock on PostgreSQL, a file lock beside a SQLite database): the ARM action waits a
+while for another to end (:class:`CollectionRunning` after that); the sweeper's and the start's passes skip a turn.
 
 :func:`reconcile` runs at every start. A crash between publishing a blob's file and committing its row (or between
 forgetting a row and unlinking its file) leaves a file that no row names: such files are removed once they are
@@ -29,10 +37,12 @@ import time
 from dataclasses import dataclass, field
 
 from acrlocal.config import Limits
+from acrlocal.errors import AcrLocalError
 from acrlocal.registry import locks
 from acrlocal.storage.blobs import BlobStore
 from acrlocal.storage.digest import Digest
 from acrlocal.storage.metadata import RegistryMetadata
+from acrlocal.storage.sql import SqlThread
 
 log = logging.getLogger(__name__)
 
@@ -111,23 +121,48 @@ class Collected:
                 "blobsDeleted": self.deleted, "bytesFreed": self.bytes_freed}
 
 
-async def collect(meta: RegistryMetadata, store: BlobStore, registry_id: int, grace_s: float,
+class CollectionRunning(AcrLocalError, RuntimeError):
+    """Another process or replica is collecting garbage on the same database, and did not finish in time."""
+
+
+class Collection:
+    """``async with Collection(meta, sql, wait_s)``: hold the store's collection lock, trying again (without
+    blocking the event loop) for up to ``wait_s`` seconds while another holder has it, then raising
+    :class:`CollectionRunning`; released on the way out, whatever happened inside."""
+
+    def __init__(self, meta: RegistryMetadata, sql: SqlThread, wait_s: float = 0.0) -> None:
+        self.meta, self.sql, self.wait_s = meta, sql, wait_s
+
+    async def __aenter__(self) -> None:
+        deadline = time.monotonic() + self.wait_s
+        delay = 0.01
+        while not await self.sql.run(self.meta.collection.acquire):
+            if time.monotonic() >= deadline:
+                raise CollectionRunning("another garbage collection is running on this registry's database (another "
+                                        f"process or replica started it); it did not end within {self.wait_s:g} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.sql.run(self.meta.collection.release)
+
+
+async def collect(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, registry_id: int, grace_s: float,
                   now: float | None = None) -> Collected:
     """Unlink the registry's unreferenced blobs not used within ``grace_s``, then delete the bytes of every blob
-    that no repository links."""
+    that no repository links. The caller holds the :class:`Collection`; store calls run through ``sql``."""
     now = time.time() if now is None else now
     result = Collected()
-    while batch := meta.unlink_unreferenced(registry_id, now - grace_s, BATCH):
+    while batch := await sql.run(meta.unlink_unreferenced, registry_id, now - grace_s, BATCH):
         result.unlinked += batch
         await asyncio.sleep(0)  # let requests in between batches
-    while candidates := [d for d in meta.unlinked_blobs(BATCH) if d not in result.deleted]:
+    while candidates := [d for d in await sql.run(meta.unlinked_blobs, BATCH) if d not in result.deleted]:
         for text in candidates:
             digest = Digest.parse(text)
             async with locks.digests(text):
                 size = await store.size(digest)
-                if meta.forget_blob_if_unlinked(text):
+                if await sql.run(meta.forget_blob_if_unlinked, text):
                     await store.delete(digest)
                     result.deleted.append(text)
                     result.bytes_freed += size or 0
     return result
-

@@ -175,11 +175,15 @@ async def sweep(services: RegistryServices, now: float | None = None) -> None:
             await services.blobs.abort(upload_id)
     # Upload files no session owns: a registry deleted with its sessions, a single-request upload cut off.
     services.blobs.sweep(await sql.run(meta.upload_ids), older_than_s=max(ttl_s, 3600))
-    for text in await sql.run(meta.unlinked_blobs, limit=1000):
-        digest = Digest.parse(text)
-        async with locks.digests(text):
-            if await sql.run(meta.forget_blob_if_unlinked, text):
-                await services.blobs.delete(digest)
+    try:
+        async with housekeeping.Collection(meta, sql):  # one process or replica at a time; the others skip a turn
+            for text in await sql.run(meta.unlinked_blobs, limit=1000):
+                digest = Digest.parse(text)
+                async with locks.digests(text):
+                    if await sql.run(meta.forget_blob_if_unlinked, text):
+                        await services.blobs.delete(digest)
+    except housekeeping.CollectionRunning:
+        pass
 
 
 async def _sweep_forever(services: RegistryServices) -> None:
@@ -204,7 +208,11 @@ async def on_startup(services: RegistryServices) -> None:
     if removed:
         log.info("removed %d upload files no session owned", removed)
     await sweep(services)
-    await housekeeping.reconcile(meta, services.blobs, services.limits.blob_gc_grace_s)
+    try:
+        async with housekeeping.Collection(meta, services.sql):
+            await housekeeping.reconcile(meta, services.blobs, services.limits.blob_gc_grace_s)
+    except housekeeping.CollectionRunning:
+        log.info("another process or replica is collecting garbage: blob files and rows are not reconciled now")
     services.audit.start()
     services.sweeper = asyncio.get_running_loop().create_task(_sweep_forever(services), name="registry.sweeper")
 

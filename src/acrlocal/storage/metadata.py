@@ -55,9 +55,25 @@ class UploadSession:
     size: int | None = None
 
 
+class ExclusiveLock(Protocol):
+    """One holder at a time across every process and replica of the store (:class:`acrlocal.storage.sql.DatabaseLock`).
+    Both calls block for a round trip at most."""
+
+    def acquire(self) -> bool:
+        """Take it if nobody holds it; ``False`` if somebody does."""
+        ...
+
+    def release(self) -> None: ...
+
+
 class RegistryMetadata(Protocol):
     """What the data plane asks of its metadata. Digests are strings (``algorithm:encoded``), names are
     already validated. Every method is one transaction: it happens entirely or not at all."""
+
+    @property
+    def collection(self) -> ExclusiveLock:
+        """Held by whoever collects garbage (housekeeping): one collection at a time across replicas."""
+        ...
 
     # repositories
     def list_repositories(self, registry_id: int, last: str | None, limit: int) -> list[str]:
@@ -93,7 +109,8 @@ class RegistryMetadata(Protocol):
     def unlink_unreferenced(self, registry_id: int, used_before: float, limit: int) -> list[tuple[str, str]]:
         """Remove at most ``limit`` links of the registry's repositories that no manifest of their repository
         references and that were last used before ``used_before`` (repositories that are delete- or write-locked
-        keep theirs); ``(repository, digest)`` of each."""
+        keep theirs); ``(repository, digest)`` of each. A :meth:`put_manifest` running meanwhile either commits
+        first, and its links stay, or finds them gone (:class:`UnknownReferences`), whatever process runs it."""
         ...
 
     def blob_page(self, after: str | None, limit: int) -> list[str]:

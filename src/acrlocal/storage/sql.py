@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import os
+import threading
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -153,6 +156,83 @@ def byte_ordered(length: int) -> sa.types.TypeEngine[str]:
     ``key0``) and OCI's lexical order of names: SQLite's default (``BINARY``) and PostgreSQL's ``C`` collation (a
     database's own collation, e.g. ``en_US``, sorts ignoring punctuation first)."""
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
+def write_transaction(conn: sa.Connection) -> None:
+    """Make what ``conn``'s transaction reads from now on what it writes against, on SQLite: take the database's
+    write lock now (``BEGIN IMMEDIATE``) instead of at the first write, so that no other connection (another process
+    of the server) commits between a check and the write it guards. SQLite's driver starts a transaction only at
+    the first INSERT, UPDATE or DELETE; one already started holds the lock. On PostgreSQL this does nothing: there
+    the statements lock the rows they rely on (``FOR SHARE``, ``FOR UPDATE``)."""
+    if conn.dialect.name != "sqlite":
+        return
+    driver = conn.connection.driver_connection
+    if driver is not None and not driver.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class DatabaseLock:
+    """A lock with one holder at a time among every process and replica that uses the database: on PostgreSQL a
+    session-level advisory lock (``pg_try_advisory_lock``) on a connection of its own, held until :meth:`release`;
+    on SQLite an ``flock`` on a file beside the database (``<database>-<name>.lock``), which every process of the
+    machine that opens the database sees. A holder that dies releases it with its connection or its process.
+
+    :meth:`acquire` never waits (the caller decides whether to try again) and blocks for one round trip at most;
+    a PostgreSQL that cannot be reached raises as any statement would."""
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.name = name
+        self._engine = engine
+        self._key = zlib.crc32(f"acrlocal:{name}".encode()) | (0x6163 << 32)  # a 64-bit key of its own
+        self._conn: sa.Connection | None = None
+        self._fd: int | None = None
+        self._local = threading.Lock()  # an in-memory SQLite database: one process
+        database = engine.url.database
+        self._path = (Path(f"{database}-{name}.lock")
+                      if engine.dialect.name == "sqlite" and database and database != ":memory:"
+                      and not database.startswith("file:") else None)
+
+    def acquire(self) -> bool:
+        """Take the lock if nobody holds it; ``False`` (nothing held) if someone does, this process included."""
+        if self._engine.dialect.name == "postgresql":
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                got = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(self._key))).scalar_one())
+            except BaseException:
+                conn.close()
+                raise
+            if not got:
+                conn.close()
+                return False
+            self._conn = conn
+            return True
+        if self._path is None:
+            return self._local.acquire(blocking=False)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: a second open in this process waits too
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Give the lock back (the holder only)."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(self._key)))
+            except BaseException:
+                conn.invalidate()  # never back to the pool holding the lock: closing the session releases it
+                raise
+            finally:
+                conn.close()
+        elif self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # drops the flock
+        elif self._path is None:
+            self._local.release()
 
 
 P = ParamSpec("P")

@@ -27,7 +27,7 @@ from acrlocal.storage.content_tables import (
 )
 from acrlocal.storage.manifest_cache import ManifestCache
 from acrlocal.storage.metadata import ManifestRecord, NewManifest, UnknownReferences, UploadSession
-from acrlocal.storage.sql import racing_insert
+from acrlocal.storage.sql import DatabaseLock, racing_insert, write_transaction
 
 
 def _new_id(result: sa.CursorResult[Any]) -> int:
@@ -46,6 +46,7 @@ class SqlRegistryMetadata:
     def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
         self.cache = ManifestCache(generations)
+        self.collection = DatabaseLock(engine, "garbage-collection")
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -184,12 +185,25 @@ class SqlRegistryMetadata:
                    repositories.c.write_enabled == sa.true(), last_used < used_before, ~referenced)
             .limit(limit)
         )
-        with self.engine.begin() as conn:
-            rows = list(conn.execute(query))
-            for row in rows:
-                conn.execute(sa.delete(repository_blobs).where(
-                    repository_blobs.c.repository_id == row.repository_id, repository_blobs.c.digest == row.digest))
-        return [(row.name, row.digest) for row in rows]
+        keys = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest)
+        while True:
+            with self.engine.begin() as conn:
+                # Lock the candidates (PostgreSQL; SQLite's writers take turns), skipping links a manifest PUT
+                # holds right now, then delete those still unreferenced: this DELETE reads what committed before it
+                # started, so a manifest that named a link before the lock was taken is seen, and one that names it
+                # later waits for this transaction and then finds it gone (MANIFEST_BLOB_UNKNOWN).
+                rows = list(conn.execute(query.with_for_update(of=repository_blobs, skip_locked=True)))
+                if not rows:
+                    return []
+                names = {row.repository_id: row.name for row in rows}
+                deleted = conn.execute(
+                    sa.delete(repository_blobs)
+                    .where(keys.in_([(row.repository_id, row.digest) for row in rows]), last_used < used_before,
+                           ~referenced)
+                    .returning(repository_blobs.c.repository_id, repository_blobs.c.digest)
+                ).all()
+            if deleted:  # else every candidate was spared (named or used meanwhile): the next batch may have more
+                return sorted((names[row.repository_id], row.digest) for row in deleted)
 
     def blob_page(self, after: str | None, limit: int) -> list[str]:
         query = sa.select(blobs.c.digest)
@@ -255,6 +269,10 @@ class SqlRegistryMetadata:
         now = time.time()
         try:
             with self.engine.begin() as conn:
+                # What the manifest names is checked under the lock its write commits under, so garbage collection
+                # (unlink_unreferenced) cannot remove a link between the check and the commit: on SQLite the
+                # database's write lock from here on, on PostgreSQL a share lock on each link row it needs.
+                write_transaction(conn)
                 repo_id = self._ensure_repository(conn, registry_id, repository, now)
                 missing: list[str] = []
                 if manifest.blobs:
@@ -264,7 +282,7 @@ class SqlRegistryMetadata:
                             sa.select(repository_blobs.c.digest).where(
                                 repository_blobs.c.repository_id == repo_id,
                                 repository_blobs.c.digest.in_(manifest.blobs),
-                            )
+                            ).order_by(repository_blobs.c.digest).with_for_update(read=True)
                         )
                     }
                     missing += [d for d in manifest.blobs if d not in have]
