@@ -2,15 +2,17 @@
 Azure's run-command does): the server's data directory (``admin.json``), other VMs' disks and the host's homes are
 not there to read; ``ps`` shows the VM's processes only; its network namespace holds nothing but ``lo`` and no
 route; the host's programs are read-only and the VM's root can neither mount nor make devices; the host's own
-secrets in ``/etc`` are hidden; the host's network namespace never gains 169.254.169.254; and a VM that would see
-the data directory does not start, and says why."""
+secrets in ``/etc`` are hidden; the host's network namespace never gains 169.254.169.254; a VM that would see
+the data directory does not start, and says why; and a host that cannot make a VM's namespaces makes no VM."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.compute.conftest import mgmt_for
 from tests.harness import AcrLocal
 
 
@@ -150,3 +153,48 @@ def test_a_vm_that_would_see_the_data_directory_does_not_start(tmp_path: Path) -
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(data.parent / f"{data.name}-cli-profile", ignore_errors=True)
+
+
+NOT_ROOT = 4242
+
+
+@pytest.mark.parametrize("how", ["not root", "no network namespace"])
+def test_a_host_that_cannot_make_a_vms_namespaces_refuses_to_create_it(how: str, tmp_path: Path) -> None:
+    """Fail closed: with a server that is not root, or that cannot make a network namespace (its user namespace
+    allows none: /proc/sys/user/max_net_namespaces is 0 there, the host's limit is untouched), creating a VM is
+    ARM's error naming what is missing, and nothing of the VM is made: no resource, no identity, no directory."""
+    if how == "not root":
+        data = Path(tempfile.mkdtemp(prefix="acrlocal-notroot-")) / "data"  # pytest's own directories are 0700
+        data.mkdir()
+        os.chown(data.parent, NOT_ROOT, NOT_ROOT)
+        os.chown(data, NOT_ROOT, NOT_ROOT)
+        wrapper = ["setpriv", f"--reuid={NOT_ROOT}", f"--regid={NOT_ROOT}", "--clear-groups"]
+        missing = f"VMs need root: each VM's mount, user, network and PID namespaces are made by the server as " \
+                  f"root, and this server runs as uid {NOT_ROOT}"
+    else:
+        data = tmp_path / "data"
+        wrapper = ["unshare", "--user", "--map-root-user", "sh", "-c",
+                   'echo 0 > /proc/sys/user/max_net_namespaces && exec "$@"', "sh"]
+        missing = "cannot make user, network, UTS, IPC, cgroup and PID namespaces: the per-user limit of " \
+                  "namespaces is reached"
+    server = AcrLocal(data, wrapper=wrapper)
+    server.log_path = tmp_path / "server.log"
+    try:
+        server.start()
+        az(server, "group", "create", "-n", "rg", "-l", "westus")
+        proc = server.cli("vm", "create", "-g", "rg", "-n", "refused", "--assign-identity", check=False)
+        assert proc.returncode != 0 and proc.stdout == ""
+        assert "(AllocationFailed) Allocation failed: the virtual machine 'refused' cannot run on this host." \
+            in proc.stderr
+        assert missing in proc.stderr
+        assert az(server, "vm", "list", "-g", "rg") == []
+        m = mgmt_for(server)
+        principals = server.session().get(server.shared + "/v1.0/servicePrincipals", headers={
+            "Authorization": f"Bearer {m.credential.get_token('https://graph.microsoft.com/.default').token}"})
+        assert principals.status_code == 200
+        assert [p["displayName"] for p in principals.json()["value"] if p["displayName"] == "refused"] == []
+        assert not (data / "vms").exists() or list((data / "vms").iterdir()) == []
+    finally:
+        server.stop()
+        if how == "not root":
+            shutil.rmtree(data.parent, ignore_errors=True)

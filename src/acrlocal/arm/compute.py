@@ -257,9 +257,13 @@ class VirtualMachines(ResourceType):
         try:
             vm = runtime.get(resource.id)
         except NotFound:
-            vm = await runtime.create(resource.id, tenant_id=tenant, location=resource.location or "",
-                                      system_assigned=system, user_assigned=users, profile=_imds_profile(resource),
-                                      ssh_keys=keys)
+            try:
+                vm = await runtime.create(resource.id, tenant_id=tenant, location=resource.location or "",
+                                          system_assigned=system, user_assigned=users,
+                                          profile=_imds_profile(resource), ssh_keys=keys)
+            except MachineError as exc:
+                raise ArmError(409, "AllocationFailed", f"Allocation failed: the virtual machine '{resource.name}' "
+                               f"cannot run on this host. {exc}") from None
         else:
             before = vm.system_principal_id
             vm = await runtime.set_identities(resource.id, system_assigned=system, user_assigned=users)
@@ -366,7 +370,7 @@ class VirtualMachines(ResourceType):
                     vm = await runtime.create(res.id, tenant_id=sub.tenant_id, location=res.location or "",
                                               system_assigned=system,
                                               user_assigned=list(identity.get("userAssignedIdentities") or {}),
-                                              profile=_imds_profile(res))
+                                              profile=_imds_profile(res), check=False)
                     if vm.system_principal_id:
                         identity = {**identity, "principalId": vm.system_principal_id, "tenantId": sub.tenant_id}
                     store.put_resource(res.evolve(identity=identity,

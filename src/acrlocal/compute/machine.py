@@ -49,6 +49,21 @@ def netns_cookie(sock: socket.socket) -> int:
     return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder)
 
 
+async def check_host() -> None:
+    """:class:`MachineError` naming what is missing if this server cannot make VMs: it must run as root, and make
+    a VM's namespaces with a network namespace holding only ``lo`` (tried in a child that keeps nothing)."""
+    if os.geteuid() != 0:
+        raise MachineError(f"VMs need root: each VM's mount, user, network and PID namespaces are made by the server "
+                           f"as root, and this server runs as uid {os.geteuid()} (start it with sudo)")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", vminit.__file__, "--probe",
+                                                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        said = out.decode(errors="replace").strip() or f"the namespace check exited with {proc.returncode}"
+        raise MachineError(f"this host cannot run VMs in namespaces of their own: {said}")
+
+
 def host_netns_cookie() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         return netns_cookie(s)

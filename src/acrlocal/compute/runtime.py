@@ -39,7 +39,7 @@ from aiohttp import web
 
 from acrlocal.compute import dns, sandbox
 from acrlocal.compute.console import Tickets
-from acrlocal.compute.machine import Machine, MachineError, VMProcess, netns_cookie
+from acrlocal.compute.machine import Machine, MachineError, VMProcess, check_host, netns_cookie
 from acrlocal.compute.run_command import RunCommands, RunRequest, RunResult
 from acrlocal.compute.sandbox import ROOT, Account, VMDirectory
 from acrlocal.compute.store import VMTable
@@ -110,6 +110,7 @@ class ComputeRuntime:
         self._running: dict[str, _Running] = {}
         self._by_netns: dict[int, VirtualMachine] = {}
         self._boots: dict[str, asyncio.Task[_Running]] = {}
+        self._host_checked = False
 
     @property
     def vms_dir(self) -> Path:
@@ -199,10 +200,14 @@ class ComputeRuntime:
 
     async def create(self, resource_id: str, *, tenant_id: str, location: str, system_assigned: bool = False,
                      user_assigned: Sequence[str] = (), profile: dict[str, Any] | None = None,
-                     ssh_keys: Sequence[str] = ()) -> VirtualMachine:
+                     ssh_keys: Sequence[str] = (), check: bool = True) -> VirtualMachine:
         """Add a VM: its system principal, row and directory (its disk and ``/etc``). Nothing runs yet. The caller
-        has checked that the user-assigned identities exist."""
+        has checked that the user-assigned identities exist. :class:`MachineError`, before anything is made, if
+        this server cannot run VMs (see :meth:`check_host`; ``check=False`` skips that, for a VM ARM already
+        has)."""
         sub, group, name = parse_vm_id(resource_id)
+        if check:
+            await self.check_host()
         vm = VirtualMachine(
             vm_id=str(uuid.uuid4()), resource_id=resource_id, name=name, resource_group=group, subscription_id=sub,
             tenant_id=tenant_id, location=location, user_assigned=tuple(user_assigned), profile=dict(profile or {}),
@@ -330,6 +335,15 @@ class ComputeRuntime:
         self._index(vm)
         return vm
 
+    async def check_host(self) -> None:
+        """:class:`MachineError` saying what is missing if VMs cannot run here (the server is not root, or cannot
+        make a VM's namespaces with a network namespace holding only ``lo``); once it passed, only the cheap
+        part is checked again (every boot checks the VM's own namespaces anyway)."""
+        if self._host_checked and os.geteuid() == 0:
+            return
+        await check_host()
+        self._host_checked = True
+
     # -- running -------------------------------------------------------------------------------------
 
     async def _booted(self, vm: VirtualMachine) -> _Running:
@@ -350,9 +364,7 @@ class ComputeRuntime:
     async def _boot(self, vm: VirtualMachine) -> _Running:
         if self.doors is None:
             raise MachineError("the compute runtime has not started")
-        if os.geteuid() != 0:
-            raise MachineError(f"VMs need root: each VM's mount, user, network and PID namespaces are made by the "
-                               f"server as root, and this server runs as uid {os.geteuid()} (start it with sudo)")
+        await self.check_host()
         folder = self.directory_of(vm)
         admin, tty_gid, docker_gid = await asyncio.to_thread(sandbox.read_accounts, folder)
         await asyncio.to_thread(sandbox.check_data_dir_hidden, self.settings.data_dir, self.tools,

@@ -87,7 +87,7 @@ def _python_of(prefix: Path, mount_base: str, vm_prefix: str) -> Python | None:
             return None
         base = Path(home).resolve().parent
         version = sites[-1].parent.name  # python3.X
-        executable = next((f"bin/{n}" for n in (version, "python3") if (base / "bin" / n).exists()), None)
+        executable = next((f"bin/{n}" for n in (version, "python3") if os.path.exists(base / "bin" / n)), None)
         if executable is None:
             return None
         site = f"{vm_prefix}/{sites[-1].relative_to(prefix)}"

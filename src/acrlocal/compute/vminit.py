@@ -740,7 +740,49 @@ def pid1(plan: dict[str, Any], agent: socket.socket, go: int) -> None:
     os._exit(0)
 
 
+NAMESPACE_ERRORS = {
+    errno.EPERM: "not permitted (the server must run as root)",
+    errno.ENOSPC: "the per-user limit of namespaces is reached (/proc/sys/user/max_*_namespaces)",
+    errno.EINVAL: "this kernel does not support it",
+    errno.EUSERS: "the user namespaces nest too deep",
+}
+
+
+def probe() -> str:
+    """Make, in a child, the namespaces a VM needs (mount, then user, network, UTS, IPC, cgroup and PID) and check
+    that the network namespace holds only ``lo`` with no route; nothing is mounted or kept. Returns ``""`` if
+    VMs can run here, else what is missing, in words."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        message = ""
+        try:
+            for flags, what in ((CLONE_NEWNS, "a mount namespace"),
+                                (CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID |
+                                 CLONE_NEWCGROUP, "user, network, UTS, IPC, cgroup and PID namespaces")):
+                if _libc.unshare(flags) != 0:
+                    err = ctypes.get_errno()
+                    message = f"cannot make {what}: {NAMESPACE_ERRORS.get(err, os.strerror(err))}"
+                    break
+            else:
+                check_network()
+        except BaseException as exc:
+            message = str(exc) or type(exc).__name__
+        os.write(write_end, message.encode()[:4000])
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        answer = f.read().decode(errors="replace")
+    os.waitpid(child, 0)
+    return answer
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--probe"]:
+        missing = probe()
+        sys.stdout.write(missing)
+        sys.exit(1 if missing else 0)
     given = int(sys.argv[1]) if len(sys.argv) > 1 else AGENT_FD
     if given != AGENT_FD:
         os.dup2(given, AGENT_FD)
