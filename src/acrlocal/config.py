@@ -108,12 +108,19 @@ class Settings:
     # The port on which each running VM's public IP address (a loopback address 127.77.x.y) answers ssh, as
     # Azure's port 22 (0: no ssh at the public addresses; `acrlocal ssh vm` works either way).
     vm_ssh_port: int = 22
+    # Registries' ports are served this much higher on this process than the table says (the login server keeps
+    # the table's port): replicas on one machine behind a load balancer that listens on the table's ports.
+    registry_port_offset: int = 0
+    # The port clients reach the shared endpoint at, when it is not ``port`` (a load balancer's in front of
+    # replicas): the Entra authority, ARM's endpoint and registries' host-name login servers name it. 0: ``port``.
+    advertised_port: int = 0
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.host not in (LOOPBACK, "localhost", "::1"):
             raise ConfigError(f"host {self.host!r} is not a loopback address; acrlocal listens on loopback only")
-        for name in ("port", "registry_port_base", "imds_port_base", "vm_ssh_port"):
+        for name in ("port", "registry_port_base", "imds_port_base", "vm_ssh_port", "registry_port_offset",
+                     "advertised_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} {value} is not a TCP port (0-65535)")

@@ -11,8 +11,8 @@ old state under the old value (dropped at the writer's bump) or the new state un
 needlessly): never old state under the new value. Writes need no lock: every write changes the value (a repeat of
 the same 64 random bits is left to chance). Keys that share a slot only invalidate each other's caches.
 
-The file is shared by the processes of one machine; servers on several machines over one PostgreSQL database
-need another channel (not built).
+The file is shared by the processes of one machine; replicas on several machines over one PostgreSQL database
+also tell each other through it (:class:`acrlocal.storage.shared.DatabaseGenerations`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ SLOTS = 1 << 14
 _SIZE = SLOTS * 8
 
 
-def _slot(key: Hashable) -> int:
+def slot_of(key: Hashable) -> int:
+    """The slot ``key`` falls in, the same in every process."""
     return zlib.crc32(repr(key).encode("utf-8", "surrogatepass")) % SLOTS
 
 
@@ -53,11 +54,15 @@ class Generations:
 
     def current(self, key: Hashable) -> int:
         """The value of ``key``'s slot now: read it before the query whose result is cached under it."""
-        return int(self._slots[_slot(key)])
+        return int(self._slots[slot_of(key)])
 
     def bump(self, key: Hashable) -> None:
         """Mark what ``key`` covers as changed, after the change is committed."""
-        self._slots[_slot(key)] = random.getrandbits(64)
+        self._slots[slot_of(key)] = random.getrandbits(64)
+
+    def set_slot(self, slot: int, value: int) -> None:
+        """Write ``value`` into ``slot`` (what another replica bumped, as :meth:`bump` would have)."""
+        self._slots[slot] = value
 
     def close(self) -> None:
         if self._map is not None:

@@ -74,6 +74,7 @@ from acrlocal.registry.token_service import TokenService
 from acrlocal.storage.artifacts import SqlArtifacts
 from acrlocal.storage.blobs import FileBlobStore
 from acrlocal.storage.registries import RegistryTable
+from acrlocal.storage.shared import AdvisoryLocks, DatabaseGenerations, DatabaseLock
 from acrlocal.storage.sql import DataVersion, SqlThread, open_engine
 from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 from acrlocal.tls import LocalCA
@@ -83,6 +84,11 @@ log = logging.getLogger("acrlocal.server")
 STATUS_REGISTRIES = 100
 #: Where msal looks for user realm discovery, whatever the authority's port (see _open_login_port).
 LOGIN_PORT = 443
+#: Names the process that answered, on PostgreSQL (replicas behind a load balancer): host name and pid.
+REPLICA_HEADER = "X-Acrlocal-Replica"
+_REPLICA = f"{socket.gethostname()}/{os.getpid()}"
+#: PostgreSQL advisory lock namespaces ("ACR" and a number) of the upload locks, the digest locks and ARM's writes.
+ADVISORY_NAMESPACES = (0x41435201, 0x41435202, 0x41435203)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Paths of the registry protocols; on a registry's host name that no registry has, they answer OCI's 404.
@@ -162,11 +168,29 @@ class Server:
         self._state_lock = asyncio.Lock()
         self.shared_port = settings.port
         self._vm_ssh: VmSshDoors | None = None
+        # Replicas over PostgreSQL: the channel their caches and locks share (see acrlocal.storage.shared).
+        self._generations: DatabaseGenerations | None = None
+        self._advisory: list[AdvisoryLocks] = []
+        self._arm_lock: asyncio.Lock | None = None
 
     # -- assembly ----------------------------------------------------------------------------------
 
+    def _fresh_middlewares(self) -> list[Any]:
+        """On PostgreSQL: every request first applies what other replicas changed before it arrived."""
+        generations = self._generations
+        if generations is None:
+            return []
+
+        @web.middleware
+        async def fresh(request: web.Request, handler: Handler) -> web.StreamResponse:
+            await generations.sync()
+            return await handler(request)
+
+        return [fresh]
+
     def _build_registry_app(self, ctx: Assembly) -> web.Application:
-        app = web.Application(client_max_size=ctx.settings.limits.manifest_max_bytes)
+        app = web.Application(middlewares=self._fresh_middlewares(),
+                              client_max_size=ctx.settings.limits.manifest_max_bytes)
         plane = ctx.data_plane
 
         async def by_port(request: web.Request) -> web.StreamResponse:
@@ -189,7 +213,7 @@ class Server:
                 return registry_http.unknown_registry(name)  # a registry deleted (or never made): OCI's 404
             return await handler(request)
 
-        middlewares: list[Any] = [registry_by_host]
+        middlewares: list[Any] = [*self._fresh_middlewares(), registry_by_host]
         if self.primary:
             middlewares.insert(0, workers.trust_forwarded)
         else:
@@ -200,7 +224,7 @@ class Server:
                               client_max_size=ctx.settings.limits.manifest_max_bytes)
         app.router.add_get("/healthz", self._healthz)
         oauth.setup(app, ctx.entra)
-        arm_routes.setup(app, ctx.arm, ctx.arm_store)
+        arm_routes.setup(app, ctx.arm, ctx.arm_store, self._arm_lock)
         if ctx.compute is not None:
             console.setup(app, ctx.compute, ctx.compute.consoles)
         return app
@@ -210,6 +234,10 @@ class Server:
 
     async def _name_worker(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers[workers.WORKER_HEADER] = str(self.worker)
+
+    async def _name_replica(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[REPLICA_HEADER] = _REPLICA
+
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -225,9 +253,18 @@ class Server:
         blobs = FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
         several = settings.workers > 1
         listeners = Listeners(settings.host, reuse_port=several, claim=self.primary)
-        generations = Generations(settings.data_dir / "generations")  # shared by the server's processes
-        registry_locks.uploads.share(settings.data_dir / "uploads.lock")
-        registry_locks.digests.share(settings.data_dir / "digests.lock")
+        generations: Generations
+        if engine.dialect.name == "postgresql":  # replicas on several machines: through the database
+            generations = self._generations = DatabaseGenerations(engine, settings.data_dir / "generations")
+            generations.start()
+            uploads, digests, arm_writes = self._advisory = [AdvisoryLocks(engine, n) for n in ADVISORY_NAMESPACES]
+            registry_locks.uploads.share_database(uploads)
+            registry_locks.digests.share_database(digests)
+            self._arm_lock = DatabaseLock(arm_writes, 0)
+        else:
+            generations = Generations(settings.data_dir / "generations")  # shared by the server's processes
+            registry_locks.uploads.share(settings.data_dir / "uploads.lock")
+            registry_locks.digests.share(settings.data_dir / "digests.lock")
         registry_meta = SqlRegistryMetadata(engine, generations)
         hosting = RegistryHosting(
             settings, RegistryTable(engine), listeners, ca, on_change=self._registries_changed, content=registry_meta,
@@ -241,7 +278,7 @@ class Server:
                 "running? Choose another with --port"
             ) from exc
         self.shared_port = shared_sock.getsockname()[1]
-        hosting.shared_port = self.shared_port
+        hosting.shared_port = settings.advertised_port or self.shared_port
         directory = Directory(engine, generations)
         admin = bootstrap(directory, settings.data_dir, settings.hostname_suffix)
         keys = KeyRing(engine, generations)
@@ -284,6 +321,8 @@ class Server:
             app[inbound.READ_TIMEOUT] = limits.read_timeout_s
             if several:
                 app.on_response_prepare.append(self._name_worker)
+            if self._generations is not None:
+                app.on_response_prepare.append(self._name_replica)
         registry_runner, control_runner, imds_runner = (
             web.AppRunner(app, access_log=None, handle_signals=False, **options) for app in apps)
         for runner in (registry_runner, control_runner, imds_runner):
@@ -305,6 +344,10 @@ class Server:
         self._vm_ssh = VmSshDoors(arm_store, compute, lambda: [s.id for s in directory.subscriptions()],
                                   settings.vm_ssh_port)
         await self._vm_ssh.start()
+        if self._generations is not None:  # registries other replicas make and delete: open and close their ports
+            loop = asyncio.get_running_loop()
+            hosting.resync = lambda: self._background.append(loop.create_task(hosting.sync_listeners()))
+            self._background.append(loop.create_task(self._follow_registries()))
         if several:
             await self._start_secondaries(control_runner, login)
         await self.write_state()
@@ -359,6 +402,8 @@ class Server:
         assert self.ctx is not None
         while True:
             await asyncio.sleep(0.2)
+            if self._generations is not None:
+                await self._generations.sync()
             self._background = [t for t in self._background if not t.done()]
             self.ctx.registries.all()  # reads the registries again if the primary changed them
 
@@ -381,7 +426,7 @@ class Server:
     @property
     def authority(self) -> str:
         """The Entra authority and ARM endpoint: the shared port, by the name the certificate covers."""
-        return f"https://localhost:{self.shared_port}"
+        return f"https://localhost:{self.settings.advertised_port or self.shared_port}"
 
     def status(self) -> dict[str, Any]:
         """The facts ``acrlocal status`` prints; also written to ``server.json`` while running."""
@@ -405,6 +450,7 @@ class Server:
             "registries": [ctx.registries.describe(r) for r in ctx.registries.first(STATUS_REGISTRIES)],
             "registryCount": ctx.registries.count(),
             "workers": [os.getpid(), *(self._secondaries.pids() if self._secondaries else [])],
+            "listeningPort": self.shared_port,  # the shared port bound here (a load balancer's backend)
             "registryAuthentication": "open" if self.settings.insecure_open_registry else "token",
             "tenantId": ctx.admin.tenantId,
             "subscriptionId": ctx.admin.subscriptionId,
@@ -453,6 +499,10 @@ class Server:
         if self.ctx is not None:
             await registry_http.on_shutdown(self.ctx.data_plane)
             self.ctx.data_plane.sql.close()
+            for locks in self._advisory:
+                locks.close()
+            if self._generations is not None:
+                self._generations.close()
             self.ctx.engine.dispose()
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)

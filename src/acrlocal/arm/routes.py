@@ -214,13 +214,15 @@ async def on_server_started(services: ArmServices, store: ArmStore) -> None:
         await handler.on_start(services, store)
 
 
-def setup(app: web.Application, services: ArmServices, store: ArmStore) -> None:
-    """Serve ARM and Graph on ``app`` with ``services``, resources in ``store``."""
+def setup(app: web.Application, services: ArmServices, store: ArmStore,
+          write_lock: asyncio.Lock | None = None) -> None:
+    """Serve ARM and Graph on ``app`` with ``services``, resources in ``store``; writes one at a time under
+    ``write_lock`` (this process's own lock if ``None``; replicas over PostgreSQL share one)."""
     load_providers()
     ensure_admin_owner(services.admin, store)
     app[ARM] = services
     app[STORE_KEY] = store
-    app[LOCK_KEY] = asyncio.Lock()
+    app[LOCK_KEY] = write_lock or asyncio.Lock()
     app.router.add_get("/metadata/endpoints", metadata_endpoints)
     # az cloud register joins "--endpoint-resource-manager https://host:port/" and "/metadata/endpoints".
     app.router.add_get("//metadata/endpoints", metadata_endpoints)

@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from acrlocal import publiccloud
@@ -25,6 +26,7 @@ from acrlocal.generations import Generations
 from acrlocal.listeners import Listeners, bind, reserve_descriptors
 from acrlocal.storage.metadata import RegistryMetadata
 from acrlocal.storage.registries import RegistryRecord, RegistryTable
+from acrlocal.storage.sql import database_unavailable
 from acrlocal.tls import LocalCA
 
 log = logging.getLogger(__name__)
@@ -45,11 +47,11 @@ GENERATION = "registries"
 class _Taken:
     """The ports registries hold, and the shared port: what a new registry's port must not be."""
 
-    def __init__(self, by_port: dict[int, RegistryRecord], shared: int) -> None:
-        self.by_port, self.shared = by_port, shared
+    def __init__(self, by_port: dict[int, RegistryRecord], shared: int, offset: int = 0) -> None:
+        self.by_port, self.shared, self.offset = by_port, shared, offset
 
     def __contains__(self, port: object) -> bool:
-        return port == self.shared or port in self.by_port
+        return port == self.shared or (isinstance(port, int) and port - self.offset in self.by_port)
 
 
 class RegistryHosting:
@@ -84,11 +86,18 @@ class RegistryHosting:
     # -- lookups on the hot path -------------------------------------------------------------------
 
     def _fresh(self) -> None:
+        """Read the table again if another process changed it. While the database cannot be reached the records
+        read last are kept (the request's own queries then answer its protocol's 503)."""
         stamp = self.generations.current(GENERATION)
         if stamp == self._stamp:
             return
+        try:
+            records = self.table.all()
+        except sa.exc.SQLAlchemyError as exc:
+            if database_unavailable(exc):
+                return
+            raise
         self._stamp = stamp
-        records = self.table.all()
         self._by_port.clear()
         self._by_host.clear()
         self._by_name.clear()
@@ -103,8 +112,9 @@ class RegistryHosting:
         self._stamp = self.generations.current(GENERATION)
 
     def by_port(self, port: int) -> RegistryRecord | None:
+        """The registry served on local ``port`` (its table port plus ``registry_port_offset``)."""
         self._fresh()
-        return self._by_port.get(port)
+        return self._by_port.get(port - self.settings.registry_port_offset)
 
     def by_host(self, host: str) -> RegistryRecord | None:
         """The registry whose host name is ``host`` (``name.suffix``, or Azure's ``name.azurecr.io`` as VMs reach
@@ -196,19 +206,21 @@ class RegistryHosting:
 
     async def _open(self, rec: RegistryRecord) -> RegistryRecord:
         assert self.runner is not None, "RegistryHosting.start() first"
+        offset = self.settings.registry_port_offset
         if rec.port is not None:
             try:
-                sock = bind(self.listeners.host, rec.port, reuse_port=self.listeners.reuse_port,
+                sock = bind(self.listeners.host, rec.port + offset, reuse_port=self.listeners.reuse_port,
                             claim=self.listeners.claim)
             except LimitReached:
                 raise
             except OSError as exc:
                 raise ConfigError(
-                    f"registry {rec.name!r} needs port {rec.port}, which is in use ({exc.strerror})"
+                    f"registry {rec.name!r} needs port {rec.port + offset}, which is in use ({exc.strerror})"
                 ) from exc
         else:
-            sock = self.listeners.allocate(self.settings.registry_port_base, _Taken(self._by_port, self.shared_port))
-            port = sock.getsockname()[1]
+            sock = self.listeners.allocate(self.settings.registry_port_base + offset,
+                                           _Taken(self._by_port, self.shared_port, offset))
+            port = sock.getsockname()[1] - offset
             self.table.set_port(rec.name, port)
             rec = self.table.get(rec.name)
         await self.listeners.open(f"registry:{rec.name}", self.runner, sock, self._ssl())
@@ -218,22 +230,23 @@ class RegistryHosting:
     async def sync_listeners(self) -> None:
         """Serve exactly the registries of the table, each on its port: what another process of the server (the
         one that makes and deletes registries) changed. Ports are bound with ``SO_REUSEPORT``, beside it."""
+        offset = self.settings.registry_port_offset
         async with self._syncing:
             self._fresh()
             for key in self.listeners.names():
                 if key.startswith("registry:"):
                     rec = self._by_name.get(key.split(":", 1)[1])
-                    if rec is None or rec.port != self.listeners.port_of(key):
+                    if rec is None or rec.port is None or rec.port + offset != self.listeners.port_of(key):
                         await self.listeners.close(key)
             for rec in list(self._by_name.values()):
                 key = f"registry:{rec.name}"
                 if rec.port is None or self.listeners.port_of(key) is not None or self.runner is None:
                     continue
                 try:
-                    sock = bind(self.listeners.host, rec.port, reuse_port=self.listeners.reuse_port,
+                    sock = bind(self.listeners.host, rec.port + offset, reuse_port=self.listeners.reuse_port,
                                 claim=self.listeners.claim)
                 except OSError as exc:
-                    log.warning("registry %s: cannot serve port %d here (%s)", rec.name, rec.port, exc)
+                    log.warning("registry %s: cannot serve port %d here (%s)", rec.name, rec.port + offset, exc)
                     continue
                 await self.listeners.open(key, self.runner, sock, self._ssl())
 

@@ -6,7 +6,9 @@ its deletion (publish-if-absent then link, versus unlink then delete-if-unlinked
 coroutines, and once :meth:`KeyedLocks.share` has named a file, a POSIX record lock on the slot's byte of that file
 orders the processes (``acrlocal up --workers``). The record lock is taken without blocking the event loop: tried,
 and tried again after a short sleep (1 ms, doubling up to 20 ms) while another process holds it. Keys that share a
-slot wait for each other; nothing else does. A process that dies releases its record locks with it.
+slot wait for each other; nothing else does. A process that dies releases its record locks with it. Replicas on
+several machines over PostgreSQL hold a slot's advisory lock instead (:meth:`KeyedLocks.share_database`, see
+:class:`acrlocal.storage.shared.AdvisoryLocks`).
 """
 
 from __future__ import annotations
@@ -18,14 +20,28 @@ import weakref
 import zlib
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 SLOTS = 1 << 16
+
+
+class SharedLocks(Protocol):
+    """Locks by number that hold across machines (PostgreSQL's advisory locks)."""
+
+    async def acquire(self, key: int) -> None: ...
+
+    def release(self, key: int) -> None: ...
 
 
 class KeyedLocks:
     def __init__(self) -> None:
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._fd: int | None = None
+        self._shared: SharedLocks | None = None
+
+    def share_database(self, locks: SharedLocks | None) -> None:
+        """Hold the locks across replicas too, through ``locks`` (instead of a file); ``None`` stops."""
+        self._shared = locks
 
     def share(self, path: Path) -> None:
         """Hold the locks across processes too, through record locks on ``path`` (made if missing)."""
@@ -42,6 +58,9 @@ class KeyedLocks:
         return _Held(self, slot, lock)
 
     async def _lock_file(self, slot: int) -> None:
+        if self._shared is not None:
+            await self._shared.acquire(slot)
+            return
         delay = 0.001
         while self._fd is not None:
             try:
@@ -52,7 +71,9 @@ class KeyedLocks:
                 delay = min(delay * 2, 0.02)
 
     def _unlock_file(self, slot: int) -> None:
-        if self._fd is not None:
+        if self._shared is not None:
+            self._shared.release(slot)
+        elif self._fd is not None:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, slot)
 
 

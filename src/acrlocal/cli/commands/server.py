@@ -179,6 +179,12 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--workers", type=click.IntRange(min=1, max=256), envvar="ACRLOCAL_WORKERS",
               help="Server processes on the same ports (default: the number of cores; the first owns the VMs and "
                    "the control plane's writes).")
+@click.option("--registry-port-offset", type=click.IntRange(min=0, max=65535),
+              help="Serve each registry's port this much higher here (default 0): for several replicas on one "
+                   "machine behind a load balancer that listens on the registries' own ports.")
+@click.option("--advertised-port", type=click.IntRange(min=1, max=65535),
+              help="The port clients reach the shared endpoint at, e.g. a load balancer's in front of replicas "
+                   "(default: --port); the authority, ARM's endpoint and host-name login servers name it.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
@@ -187,8 +193,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
        upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
        blob_gc_grace: int | None, idle_timeout: float | None, read_timeout: float | None,
        registry_rate_limit: str | None, login_lockout: str | None, insecure_open_registry: bool | None,
-       run_command_timeout: float | None, vm_ssh_port: int | None, workers: int | None, log_level: str,
-       detach: bool) -> None:
+       run_command_timeout: float | None, vm_ssh_port: int | None, workers: int | None,
+       registry_port_offset: int | None, advertised_port: int | None, log_level: str, detach: bool) -> None:
     """Run the acrlocal server (in the foreground; Ctrl-C stops it), or in the background with --detach."""
     from acrlocal.workers import default_workers
 
@@ -197,7 +203,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
         imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
         database_url=database_url, registry_rate_limit=registry_rate_limit, login_lockout=login_lockout,
         insecure_open_registry=insecure_open_registry, run_command_timeout_s=run_command_timeout,
-        vm_ssh_port=vm_ssh_port, workers=workers or default_workers(),
+        vm_ssh_port=vm_ssh_port, workers=workers or default_workers(), registry_port_offset=registry_port_offset,
+        advertised_port=advertised_port,
     )
     if upload_session_ttl is not None:
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
@@ -222,7 +229,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
                             ("--registry-rate-limit", registry_rate_limit), ("--login-lockout", login_lockout),
                             ("--idle-timeout", idle_timeout), ("--read-timeout", read_timeout),
                             ("--run-command-timeout", run_command_timeout), ("--vm-ssh-port", vm_ssh_port),
-                            ("--workers", workers)):
+                            ("--workers", workers), ("--registry-port-offset", registry_port_offset),
+                            ("--advertised-port", advertised_port)):
             if value is not None:
                 argv += [flag, str(value)]
         if imds_token_cache is not None:

@@ -1,0 +1,230 @@
+"""What replicas of one server on several machines share through PostgreSQL: cache invalidation and locks.
+
+:class:`DatabaseGenerations` is a :class:`~acrlocal.generations.Generations` whose bumps also reach every other
+replica. A bump writes the local slot (the memory-mapped file of this machine's processes), then sends
+``NOTIFY acrlocal_generations, '<replica>:<slot>'`` through the engine's pool and returns once PostgreSQL has
+taken it, so before the write's response leaves. Every process LISTENs on a connection of its own, in a thread of
+its own. A request starts with :meth:`DatabaseGenerations.sync`, a round trip on that connection: PostgreSQL
+delivers every notification committed before it ahead of its answer, and each one received writes a fresh value
+into its slot, so whatever another replica acknowledged before this request arrived is seen by this request
+(read-your-writes through a load balancer without sticky sessions). Requests that arrive during a round trip share
+the next one. A round trip that fails (PostgreSQL stopped or unreachable) changes the *epoch* that every
+:meth:`current` value carries, so nothing cached before then is trusted; the next one connects again and, once
+listening, changes the epoch again (notifications sent while nobody listened are lost). An idle process makes one
+round trip a second, which keeps its notifications drained.
+
+:class:`AdvisoryLocks` gives :mod:`acrlocal.registry.locks` and ARM's write lock PostgreSQL's session advisory
+locks (``pg_try_advisory_lock(namespace, key)``) on one connection per process, used from one thread: tried, and
+tried again after a short sleep while another replica holds the key. Within a process an asyncio lock orders the
+coroutines first, so one session never holds a key twice. A replica that dies, or whose connection is cut, loses
+its locks with its session; one that cannot reach the database gets the database's 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from acrlocal.generations import Generations, slot_of
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "acrlocal_generations"
+#: An idle process's round trip: keeps the notifications drained and notices a lost connection.
+IDLE_SYNC_S = 1.0
+
+
+def _raw(engine: Engine) -> Any:
+    """A psycopg connection of its own, in autocommit, outside the engine's pool."""
+    pooled = engine.raw_connection()
+    driver: Any = pooled.driver_connection
+    pooled.detach()  # never returned to the pool
+    driver.autocommit = True
+    return driver
+
+
+def _unavailable(exc: Exception) -> sa.exc.OperationalError:
+    """``exc`` as the error every HTTP layer answers with its protocol's 503 (``storage.sql.database_unavailable``)."""
+    return sa.exc.OperationalError("advisory lock", {}, exc)
+
+
+class DatabaseGenerations(Generations):
+    """Generations kept right across replicas over PostgreSQL (see the module's docstring)."""
+
+    def __init__(self, engine: Engine, path: Path | None = None) -> None:
+        super().__init__(path)
+        self._engine = engine
+        self._replica = f"{random.getrandbits(63):x}"
+        self._epoch = random.getrandbits(64)
+        self._conn: Any = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="generations")
+        self._waiting: asyncio.Future[None] | None = None
+        self._running = False
+        self._runner: asyncio.Task[None] | None = None
+        self._idle: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # bump from any thread
+
+    # -- Generations ------------------------------------------------------------------------------
+
+    def current(self, key: Any) -> int:
+        return super().current(key) ^ self._epoch
+
+    def bump(self, key: Any) -> None:
+        super().bump(key)
+        with self._engine.connect() as conn:
+            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{self._replica}:{slot_of(key)}")))
+            conn.commit()
+
+    # -- freshness --------------------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Return once every notification committed before the call has been applied (or the epoch changed)."""
+        loop = asyncio.get_running_loop()
+        if self._waiting is None:
+            self._waiting = loop.create_future()
+            if not self._running:
+                self._running = True
+                self._runner = loop.create_task(self._round_trips())
+        await asyncio.shield(self._waiting)
+
+    async def _round_trips(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting is not None:
+                waiting, self._waiting = self._waiting, None
+                try:
+                    await loop.run_in_executor(self._thread, self._round_trip)
+                finally:
+                    if not waiting.done():
+                        waiting.set_result(None)
+        finally:
+            self._running = False
+
+    def _round_trip(self) -> None:
+        for _ in range(2):  # a connection the database cut (a restart) is made again at once
+            fresh = self._conn is None
+            try:
+                if self._conn is None:
+                    conn = _raw(self._engine)
+                    conn.add_notify_handler(self._notified)
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._conn = conn
+                    self._epoch = random.getrandbits(64)  # what was sent while nobody listened is unknown
+                self._conn.execute("SELECT 1")
+                return
+            except (psycopg.Error, OSError) as exc:  # stopped, restarting, unreachable: trust nothing until back
+                self._epoch = random.getrandbits(64)
+                if self._conn is not None:
+                    log.warning("lost the database's notifications (%s); caches are bypassed until it is back", exc)
+                    with contextlib.suppress(Exception):
+                        self._conn.close()
+                    self._conn = None
+                if fresh:
+                    return
+
+    def _notified(self, notify: Any) -> None:
+        replica, _, slot = notify.payload.partition(":")
+        if replica != self._replica and slot.isdigit():
+            self.set_slot(int(slot), random.getrandbits(64))
+
+    def start(self) -> None:
+        """Make the first round trip now and one a second while the process is idle (on the running loop)."""
+        async def idle() -> None:
+            while True:
+                await self.sync()
+                await asyncio.sleep(IDLE_SYNC_S)
+
+        self._idle = asyncio.get_running_loop().create_task(idle())
+
+    def close(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        super().close()
+
+
+class AdvisoryLocks:
+    """Session advisory locks in ``namespace`` (a 32-bit number of its own per kind of key) on one connection."""
+
+    def __init__(self, engine: Engine, namespace: int) -> None:
+        self._engine = engine
+        self.namespace = namespace
+        self._conn: Any = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="advisory-locks")
+
+    def _call(self, function: str, key: int) -> bool:
+        while True:  # a connection the database cut (a restart) is made again once
+            fresh = self._conn is None
+            try:
+                if self._conn is None:
+                    self._conn = _raw(self._engine)
+                cur = self._conn.execute(f"SELECT {function}(%s, %s)", (self.namespace, key))
+                row = cur.fetchone()
+                return bool(row[0]) if row else False
+            except (psycopg.Error, OSError) as exc:
+                if self._conn is not None:
+                    with contextlib.suppress(Exception):
+                        self._conn.close()
+                    self._conn = None
+                if fresh:
+                    raise _unavailable(exc) from exc
+
+    async def acquire(self, key: int) -> None:
+        """Hold ``key`` (waiting while another replica holds it); the database's 503 when it cannot be reached."""
+        loop = asyncio.get_running_loop()
+        delay = 0.001
+        while not await loop.run_in_executor(self._thread, self._call, "pg_try_advisory_lock", key):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def release(self, key: int) -> None:
+        """Let ``key`` go (queued behind any try of this process's, so local waiters keep their order)."""
+        def unlock() -> None:
+            with contextlib.suppress(sa.exc.OperationalError):  # a lost session has let it go already
+                self._call("pg_advisory_unlock", key)
+
+        self._thread.submit(unlock)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
+class DatabaseLock(asyncio.Lock):
+    """An :class:`asyncio.Lock` that also holds ``key`` in ``locks`` while held: ARM's write lock across replicas."""
+
+    def __init__(self, locks: AdvisoryLocks, key: int) -> None:
+        super().__init__()
+        self._locks, self._key = locks, key
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        try:
+            await self._locks.acquire(self._key)
+        except BaseException:
+            super().release()
+            raise
+        return True
+
+    def release(self) -> None:
+        try:
+            self._locks.release(self._key)
+        finally:
+            super().release()

@@ -1,0 +1,106 @@
+"""Two replicas behind HAProxy over one PostgreSQL database: each test talks to both over connections whose
+replica it knows (every response names it, ``X-Acrlocal-Replica``); what one does, the other sees at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+
+from tests.arm.conftest import Arm, admin_of, subscription_of
+from tests.harness import AcrLocal
+from tests.interop.tools import Containers
+from tests.ocitools import config_blob, image, layout_index, tar_layer, write_layout
+from tests.registry.conftest import RegistryClient
+from tests.replicas.conftest import Replicas, on, pinned
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def registry_token(server: AcrLocal, base: str, scope: str, credentials: tuple[str, str]) -> str:
+    host = base.split("://", 1)[1]
+    r = requests.get(f"{base}/oauth2/token", params={"service": host, "scope": scope}, auth=credentials,
+                     verify=server.ca, timeout=60)
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+def test_a_tag_moved_through_one_replica_is_read_moved_through_the_other(replicas: Replicas) -> None:
+    server = replicas.front
+    base = f"https://{server.login_server()}"
+    sessions = pinned(replicas, base)
+    client = RegistryClient(server)
+    first, second = client.push_image("replicas/app", "v1"), client.push_image("replicas/app", None)
+    token = registry_token(server, base, "repository:replicas/app:pull,push", server.registry_credentials())
+    auth = {"Authorization": f"Bearer {token}"}
+    url = f"{base}/v2/replicas/app/manifests/v1"
+    for writer, reader in ((0, 1), (1, 0)):
+        before, after = (first, second) if writer == 0 else (second, first)
+        assert on(sessions[reader], replicas, reader, "GET", url, headers=auth).content == before.body  # cached
+        r = on(sessions[writer], replicas, writer, "PUT", url, data=after.body,
+               headers={**auth, "Content-Type": MANIFEST})
+        assert r.status_code == 201, r.text
+        assert on(sessions[reader], replicas, reader, "GET", url, headers=auth).content == after.body
+
+
+def test_a_lock_set_through_one_replica_holds_in_the_other(replicas: Replicas) -> None:
+    server = replicas.front
+    base = f"https://{server.login_server()}"
+    sessions = pinned(replicas, base)
+    RegistryClient(server).push_image("replicas/locked", "v1")
+    token = registry_token(server, base, "repository:replicas/locked:pull,metadata_read,metadata_write",
+                           server.registry_credentials())
+    auth = {"Authorization": f"Bearer {token}"}
+    url = f"{base}/v2/replicas/locked/manifests/v1"
+    tag = f"{base}/acr/v1/replicas/locked/_tags/v1"
+    assert on(sessions[1], replicas, 1, "GET", url, headers=auth).status_code == 200
+    r = on(sessions[0], replicas, 0, "PATCH", tag, json={"readEnabled": False}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert on(sessions[1], replicas, 1, "GET", url, headers=auth).status_code == 405
+    r = on(sessions[1], replicas, 1, "PATCH", tag, json={"readEnabled": True}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert on(sessions[0], replicas, 0, "GET", url, headers=auth).status_code == 200
+
+
+def test_a_registry_made_through_one_replica_is_served_by_both_and_its_revocations_hold_in_both(
+        replicas: Replicas) -> None:
+    server = replicas.front
+    shared = pinned(replicas, server.shared, "/healthz")
+    token = admin_of(server).token(server)
+    path = (f"/subscriptions/{subscription_of(server)}/resourceGroups/acrlocal/providers/"
+            "Microsoft.ContainerRegistry/registries/replicasreg")
+    r = on(shared[1], replicas, 1, "PUT", server.shared + path, params={"api-version": "2023-07-01"},
+           json={"location": "westus", "sku": {"name": "Standard"}, "properties": {"adminUserEnabled": True}},
+           headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201, r.text
+    replicas.restart_lb()  # HAProxy listens on the new registry's port too
+    base = f"https://{r.json()['properties']['loginServer']}"
+    sessions = pinned(replicas, base)  # both replicas serve its port
+    arm = Arm(server, token)
+    creds = arm.call("POST", f"{path}/listCredentials").json()
+    access = registry_token(server, base, "repository:app/web:pull",
+                            (creds["username"], creds["passwords"][0]["value"]))
+    auth = {"Authorization": f"Bearer {access}"}
+    for i, session in enumerate(sessions):
+        assert on(session, replicas, i, "GET", f"{base}/v2/app/web/tags/list", headers=auth).status_code == 404
+    assert arm.call("PATCH", path, {"properties": {"adminUserEnabled": False}}).status_code == 200
+    for i, session in enumerate(sessions):
+        r = on(session, replicas, i, "GET", f"{base}/v2/app/web/tags/list", headers=auth)
+        assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"], r.text
+    assert arm.call("DELETE", path).status_code == 200
+
+
+def test_skopeo_pushes_through_the_load_balancer_and_pulls_through_it(replicas: Replicas, tmp_path: Path) -> None:
+    server = replicas.front
+    layers = [tar_layer({f"etc/file{i}": b"x" * (1000 + i)}) for i in range(6)]
+    config = config_blob(diff_ids=[layer.digest for layer in layers])
+    manifest = image(config, layers)
+    layout = tmp_path / "layout"
+    write_layout(layout, {"v1": manifest}, [config, *layers])
+    with Containers(tmp_path, server) as tools:
+        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir), f"oci:{layout}:v1",
+                     f"docker://{tools.ref('replicas/skopeo')}:v1")
+        out = tmp_path / "pulled"
+        tools.skopeo("copy", "--dest-oci-accept-uncompressed-layers", "--src-cert-dir", str(tools.cert_dir),
+                     f"docker://{tools.ref('replicas/skopeo')}:v1", f"oci:{out}:v1")
+    assert layout_index(out)["manifests"][0]["digest"] == manifest.digest
