@@ -104,3 +104,27 @@ def test_skopeo_pushes_through_the_load_balancer_and_pulls_through_it(replicas: 
         tools.skopeo("copy", "--dest-oci-accept-uncompressed-layers", "--src-cert-dir", str(tools.cert_dir),
                      f"docker://{tools.ref('replicas/skopeo')}:v1", f"oci:{out}:v1")
     assert layout_index(out)["manifests"][0]["digest"] == manifest.digest
+
+
+AZ_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+ARM_SCOPE = "https://management.core.windows.net//.default offline_access openid profile"
+
+
+def test_a_device_code_sign_in_started_on_one_replica_completes_on_the_other(replicas: Replicas) -> None:
+    server = replicas.front
+    shared = pinned(replicas, server.shared, "/healthz")
+    cred = server.admin_credential()
+    token_url = f"{server.shared}/organizations/oauth2/v2.0/token"
+    start = on(shared[0], replicas, 0, "POST", f"{server.shared}/organizations/oauth2/v2.0/devicecode",
+               data={"client_id": AZ_CLI, "scope": ARM_SCOPE}).json()
+    poll = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": AZ_CLI,
+            "device_code": start["device_code"]}
+    assert on(shared[1], replicas, 1, "POST", token_url, data=poll).json()["error"] == "authorization_pending"
+    page = on(shared[1], replicas, 1, "POST", f"{server.shared}/devicelogin", data={"code": start["user_code"]})
+    assert "Are you trying to sign in to Microsoft Azure CLI?" in page.text
+    done = on(shared[0], replicas, 0, "POST", f"{server.shared}/devicelogin", data={
+        "code": start["user_code"], "username": cred["userPrincipalName"], "password": cred["userPassword"]})
+    assert "You have signed in" in done.text
+    granted = on(shared[1], replicas, 1, "POST", token_url, data=poll)
+    assert granted.status_code == 200, granted.text
+    assert on(shared[0], replicas, 0, "POST", token_url, data=poll).json()["error"] == "expired_token"  # used once

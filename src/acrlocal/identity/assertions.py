@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import threading
+import hashlib
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from acrlocal.errors import NotFound
+from acrlocal.identity import store
 from acrlocal.identity.directory import Certificate, Directory, FederatedCredential, Principal
 from acrlocal.identity.errors import OAuthError
 from acrlocal.identity.tokens import InvalidToken, TokenIssuer
+from acrlocal.storage.sql import racing_insert
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CERT_ALGORITHMS = ("RS256", "PS256")
@@ -62,35 +67,33 @@ def _time_range_error(claims: dict[str, Any], now: float) -> OAuthError:
 
 
 class ReplayCache:
-    """``jti`` values of accepted certificate assertions, kept until the assertion expires.
+    """``jti`` values of accepted certificate assertions, kept until the assertion expires, in the
+    ``assertion_replays`` table (so that every process and replica refuses an assertion any of them accepted).
 
     An entry is keyed by client, ``jti`` and the resource asked for: msal signs one assertion and reuses it for
     up to nine minutes across resources, so a second resource with the same assertion is allowed, while the
-    same assertion replayed for the same resource is refused. Bounded: past ``limit`` entries the oldest go.
+    same assertion replayed for the same resource is refused. A claim is one statement (an insert that updates
+    only an expired entry), so two replicas claiming one assertion at once accept it once. Expired entries are
+    deleted now and then by the claims themselves.
     """
 
-    def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
-        self._seen: dict[tuple[str, str, str], float] = {}
-        self._lock = threading.Lock()
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._claims = 0
 
     def claim(self, client_id: str, jti: str, resource: str, expires: float, now: float) -> bool:
         """Record the use; False if it was already recorded and has not expired."""
-        key = (client_id.lower(), jti, resource)
-        with self._lock:
-            seen = self._seen.get(key)
-            if seen is not None and seen >= now:
-                return False
-            if len(self._seen) >= self.limit:
-                self._prune(now)
-            self._seen[key] = expires
-            return True
-
-    def _prune(self, now: float) -> None:
-        for key in [k for k, exp in self._seen.items() if exp < now]:
-            del self._seen[key]
-        while len(self._seen) >= self.limit:
-            del self._seen[next(iter(self._seen))]
+        key = hashlib.sha256(json.dumps([client_id.lower(), jti, resource]).encode("utf-8", "surrogatepass"))
+        table = store.assertion_replays
+        with self.engine.begin() as conn:
+            self._claims += 1
+            if self._claims % 1000 == 0:
+                conn.execute(sa.delete(table).where(table.c.expires < now))
+            insert = racing_insert(conn, table).values(key=key.hexdigest(), expires=expires)
+            claimed = conn.execute(insert.on_conflict_do_update(
+                index_elements=[table.c.key], set_={"expires": expires}, where=table.c.expires < now,
+            ).returning(table.c.key)).first()
+            return claimed is not None
 
 
 def _match_certificate(header: dict[str, Any], certificates: list[Certificate]) -> Certificate | None:

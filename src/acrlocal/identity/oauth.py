@@ -324,8 +324,8 @@ async def unavailable_middleware(request: web.Request, handler: Any) -> web.Stre
 def setup(app: web.Application, entra: EntraServices) -> None:
     """Add the Entra endpoints to ``app``, serving with ``entra``."""
     app[ENTRA] = entra
-    app[REPLAY] = ReplayCache()
-    app[PENDING] = PendingSignIns()
+    app[REPLAY] = ReplayCache(entra.directory.engine)
+    app[PENDING] = PendingSignIns(entra.directory)
     app.router.add_post("/{tenant}/oauth2/v2.0/devicecode", devicecode)
     app.router.add_post("/{tenant}/oauth2/devicecode", devicecode)
     app.router.add_route("GET", "/{tenant}/oauth2/v2.0/authorize", authorize_page)

@@ -33,16 +33,18 @@ import logging
 import re
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import sqlalchemy as sa
 from aiohttp import web
 from multidict import MultiDictProxy
 
 from acrlocal import inbound
-from acrlocal.identity.directory import Application, Principal, User
+from acrlocal.errors import NotFound
+from acrlocal.identity import store
+from acrlocal.identity.directory import Application, Directory, Principal, User
 from acrlocal.identity.errors import OAuthError
 from acrlocal.identity.passwords import verify_password
 from acrlocal.identity.services import EntraServices
@@ -195,7 +197,7 @@ async def user_tokens(entra: EntraServices, user: User, client_id: str, scope: s
     return body
 
 
-# -- device code flows and authorization codes (in memory) -----------------------------------------------------
+# -- device code flows and authorization codes (in the database: any process or replica continues them) -----------
 
 
 @dataclass
@@ -221,66 +223,108 @@ class AuthCode:
     expires: float
 
 
+def _flow_body(flow: DeviceFlow | AuthCode) -> str:
+    body = {k: v for k, v in vars(flow).items() if k != "user"}
+    body["user"] = flow.user.object_id if flow.user is not None else None
+    return json.dumps(body)
+
+
 class PendingSignIns:
-    """Device flows by device code and user code, and authorization codes, each bounded in number and dropped
-    when they expire or are used."""
+    """Device flows by device code and user code, and authorization codes, in the ``sign_ins`` table of
+    ``directory``'s database (so a flow started on one process or replica completes on any), each bounded in
+    number and dropped when it expires or is used. A code is used once: its row is deleted by the one redemption
+    that finds it. Database errors propagate (the token endpoint answers them with its 503)."""
 
-    def __init__(self) -> None:
-        self.devices: OrderedDict[str, DeviceFlow] = OrderedDict()
-        self.user_codes: dict[str, str] = {}
-        self.codes: OrderedDict[str, AuthCode] = OrderedDict()
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        self.engine = directory.engine
 
-    def _expire(self) -> None:
-        now = time.time()
-        for key, flow in list(self.devices.items()):
-            if flow.expires <= now:
-                del self.devices[key]
-                self.user_codes.pop(flow.user_code, None)
-        for key, code in list(self.codes.items()):
-            if code.expires <= now:
-                del self.codes[key]
+    def _expire(self, conn: sa.Connection, now: float) -> None:
+        conn.execute(sa.delete(store.sign_ins).where(store.sign_ins.c.expires <= now))
+
+    def _count(self, conn: sa.Connection, prefix: str) -> int:
+        key = store.sign_ins.c.key
+        return int(conn.execute(sa.select(sa.func.count()).where(key >= prefix, key < prefix[:-1] + ";")).scalar_one())
+
+    def _user(self, object_id: str | None) -> User | None:
+        if object_id is None:
+            return None
+        try:
+            return self.directory.user(object_id)
+        except NotFound:
+            return None
+
+    def _device_flow(self, row: Any) -> DeviceFlow:
+        body = json.loads(row.body)
+        body["user"] = self._user(body.get("user"))
+        return DeviceFlow(**body)
 
     def start_device_flow(self, client_id: str, name: str, scope: str, tenant_id: str | None) -> DeviceFlow:
-        self._expire()
-        if len(self.devices) >= MAX_PENDING:
-            raise OAuthError("temporarily_unavailable", "Too many device code sign-ins are pending; try again in a "
-                             "few minutes.", 90033, status=503)
-        user_code = "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(9))
-        flow = DeviceFlow(secrets.token_urlsafe(48), user_code, client_id, name, scope, tenant_id,
-                          time.time() + DEVICE_FLOW_LIFETIME_S)
-        self.devices[flow.device_code] = flow
-        self.user_codes[user_code] = flow.device_code
+        now = time.time()
+        flow = DeviceFlow(secrets.token_urlsafe(48), "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(9)),
+                          client_id, name, scope, tenant_id, now + DEVICE_FLOW_LIFETIME_S)
+        with self.engine.begin() as conn:
+            self._expire(conn, now)
+            if self._count(conn, "device:") >= MAX_PENDING:
+                raise OAuthError("temporarily_unavailable", "Too many device code sign-ins are pending; try again "
+                                 "in a few minutes.", 90033, status=503)
+            conn.execute(sa.insert(store.sign_ins).values(key=f"device:{flow.device_code}", user_code=flow.user_code,
+                                                          body=_flow_body(flow), expires=flow.expires))
         return flow
 
     def by_user_code(self, code: str) -> DeviceFlow | None:
-        self._expire()
-        device_code = self.user_codes.get(re.sub(r"[\s-]", "", code).upper())
-        return self.devices.get(device_code) if device_code else None
+        user_code = re.sub(r"[\s-]", "", code).upper()[:16]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(store.sign_ins).where(store.sign_ins.c.user_code == user_code,
+                                                               store.sign_ins.c.expires > time.time())).first()
+        return self._device_flow(row) if row is not None else None
+
+    def approve(self, flow: DeviceFlow, user: User) -> None:
+        """``user`` signed in for ``flow`` (on the verification page): its next poll gets the tokens."""
+        flow.user = user
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(store.sign_ins).where(store.sign_ins.c.key == f"device:{flow.device_code}")
+                         .values(body=_flow_body(flow)))
 
     def redeem_device_code(self, device_code: str, client_id: str) -> User:
-        self._expire()
-        flow = self.devices.get(device_code)
-        if flow is None or flow.client_id != client_id.lower():
-            raise OAuthError("expired_token", "The device code is unknown or has expired; start the sign-in again.",
-                             70019)
-        if flow.user is None:
-            raise OAuthError("authorization_pending", "OAuth 2.0 device flow error. Authorization is pending. "
-                             "Continue polling.", 70016)
-        del self.devices[device_code]
-        self.user_codes.pop(flow.user_code, None)
+        key = f"device:{device_code}"[:100]
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(store.sign_ins).where(store.sign_ins.c.key == key,
+                                                               store.sign_ins.c.expires > time.time())).first()
+            flow = self._device_flow(row) if row is not None else None
+            if flow is None or flow.client_id != client_id.lower():
+                raise OAuthError("expired_token", "The device code is unknown or has expired; start the sign-in "
+                                 "again.", 70019)
+            if flow.user is None:
+                raise OAuthError("authorization_pending", "OAuth 2.0 device flow error. Authorization is pending. "
+                                 "Continue polling.", 70016)
+            if conn.execute(sa.delete(store.sign_ins).where(store.sign_ins.c.key == key)).rowcount != 1:
+                raise OAuthError("expired_token", "The device code is unknown or has expired; start the sign-in "
+                                 "again.", 70019)  # another poll redeemed it at the same moment
         return flow.user
 
     def issue_code(self, code: AuthCode) -> str:
-        self._expire()
-        while len(self.codes) >= MAX_PENDING:
-            self.codes.popitem(last=False)
+        now = time.time()
         value = secrets.token_urlsafe(48)
-        self.codes[value] = code
+        with self.engine.begin() as conn:
+            self._expire(conn, now)
+            if self._count(conn, "code:") >= MAX_PENDING:  # the oldest goes
+                oldest = conn.execute(sa.select(store.sign_ins.c.key).where(store.sign_ins.c.key.startswith("code:"))
+                                      .order_by(store.sign_ins.c.expires).limit(1)).scalar()
+                conn.execute(sa.delete(store.sign_ins).where(store.sign_ins.c.key == oldest))
+            conn.execute(sa.insert(store.sign_ins).values(key=f"code:{value}", body=_flow_body(code),
+                                                          expires=code.expires))
         return value
 
     def redeem_code(self, value: str, client_id: str, redirect_uri: str, verifier: str) -> AuthCode:
-        self._expire()
-        code = self.codes.pop(value, None)
+        key = f"code:{value}"[:100]
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.delete(store.sign_ins).where(store.sign_ins.c.key == key,
+                                                               store.sign_ins.c.expires > time.time())
+                               .returning(store.sign_ins.c.body)).first()
+        body = json.loads(row.body) if row is not None else None
+        user = self._user(body.pop("user")) if body is not None else None
+        code = AuthCode(**body, user=user) if body is not None and user is not None else None
         if code is None or code.client_id != client_id.lower() or code.redirect_uri != redirect_uri:
             raise OAuthError("invalid_grant", "The provided authorization code is invalid, expired or already "
                              "redeemed, or was issued to another client or redirect URI.", 70008)
@@ -524,7 +568,7 @@ async def device_login(request: web.Request, entra: EntraServices) -> web.Stream
         return page("Sign in to your account", intro + _credentials_form(
             "/devicelogin", username=username, error=_page_error(exc), hidden={"code": flow.user_code},
             button="Continue"))
-    flow.user = user
+    request.app[PENDING].approve(flow, user)
     return page("Signed in", f"<h1 id=done>You have signed in</h1><p>You have signed in to the "
                 f"{html.escape(flow.client_name)} application on your device as "
                 f"{html.escape(user.user_principal_name)}. You may now close this window.</p>")

@@ -191,3 +191,24 @@ service_principals = sa.Table(
     sa.Column("properties", sa.Text, nullable=False, default="{}"),
 )
 
+
+# -- sign-ins in progress, shared by every process and replica ----------------------------------------------------
+
+# Device code flows (``device:<device code>``, with their user code) and authorization codes (``code:<code>``)
+# until they are used or expire; the rest of the flow as JSON (the signed-in user by object id).
+sign_ins = sa.Table(
+    "sign_ins",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("user_code", sa.String(16), nullable=True, unique=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+)
+
+# Certificate assertions accepted, by SHA-256 of (client, jti, resource), until they expire.
+assertion_replays = sa.Table(
+    "assertion_replays",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+)
