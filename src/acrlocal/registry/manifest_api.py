@@ -23,7 +23,7 @@ from acrlocal.registry.paths import Route
 from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, CONTENT_DIGEST, JSON, empty, next_link, page_size
 from acrlocal.storage.digest import Digest
-from acrlocal.storage.metadata import NewManifest, UnknownReferences
+from acrlocal.storage.metadata import ManifestRecord, NewManifest, UnknownReferences
 from acrlocal.storage.registries import RegistryRecord
 
 OCI_SUBJECT = "OCI-Subject"
@@ -48,13 +48,19 @@ async def get_manifest(request: web.Request, services: RegistryServices, registr
             {"reference": route.ref[:200]},
         ) from err
     audit.remember(request, await services.authorizer.authorize(request, registry, name, (PULL,)))
-    record = await services.sql.run(services.meta.get_manifest, registry.id, name, str(reference))
+    tag = reference if isinstance(reference, str) else None
+
+    def read() -> ManifestRecord | None:  # one call, so one hop to PostgreSQL's SQL thread, not two
+        found = services.meta.get_manifest(registry.id, name, str(reference))
+        if found is not None:
+            guards.check_pull(services.artifacts, registry.id, name, tag, found.digest)
+        return found
+
+    record = await services.sql.run(read)
     if record is None:
         raise RegistryError(
             "MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name!r}", {"reference": str(reference)}
         )
-    tag = reference if isinstance(reference, str) else None
-    await services.sql.run(guards.check_pull, services.artifacts, registry.id, name, tag, record.digest)
     if request.method == "GET":
         services.audit.repository_event(request, registry.name, "Pull", name, tag=tag, digest=record.digest,
                                         media_type=record.media_type, size=record.size)

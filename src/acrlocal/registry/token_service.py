@@ -44,7 +44,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -72,6 +72,8 @@ from acrlocal.storage.registries import RegistryRecord
 from acrlocal.storage.sql import DataVersion
 
 T = TypeVar("T")
+#: Where a request keeps the database version it read (:meth:`TokenService._version`).
+_VERSION = "acrlocal.token_service.version"
 
 ACR_AUDIENCES = ("https://containerregistry.azure.net", "https://containerregistry.azure.net/")
 #: The user name that says "the password is an ACR refresh token" (what ``az acr login`` hands to docker).
@@ -187,9 +189,18 @@ class TokenService:
         self._refresh: dict[str, RefreshGrant] = {}
         self._memo: dict[tuple[Any, ...], tuple[int, Any]] = {}
 
-    def _current(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    def _version(self, request: web.Request) -> int | None:
+        """The database's version, read once per request (on PostgreSQL a read is a round trip): read after the
+        request arrived, it is as good for everything the request computes from the database afterwards."""
+        try:
+            return cast("int | None", request[_VERSION])
+        except KeyError:
+            version = request[_VERSION] = self.version.current() if self.version is not None else None
+            return version
+
+    def _current(self, request: web.Request, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
         """``compute()``, or its result from an earlier call if the database has not changed since."""
-        version = self.version.current() if self.version is not None else None
+        version = self._version(request)
         if version is not None:
             hit = self._memo.get(key)
             if hit is not None and hit[0] == version:
@@ -329,7 +340,7 @@ class TokenService:
             perms = CurrentPermissions(auth.directory, auth.access, auth.scoped_tokens, registry, subject)
             return [g for g in (grant(perms, s) for s in asked) if g.actions]
 
-        granted = self._current(("grant", subject, registry.uid, tuple(asked)), compute)
+        granted = self._current(request, ("grant", subject, registry.uid, tuple(asked)), compute)
         issued = await self._access_token(subject, registry, service, granted)
         outcome = "granted" if _covers(granted, asked) else "partial"
         self._audit(request, registry, subject, outcome, actions=tuple(s.render() for s in asked),
@@ -428,7 +439,7 @@ class TokenService:
             if refresh.registry != registry.name or refresh.registry_uid != registry.uid:
                 raise InvalidRegistryToken(f"the refresh token is for another registry {refresh.registry}"
                                            f"{' (since deleted)' if refresh.registry == registry.name else ''}")
-            self._current(("principal", refresh.principal, refresh.tenant, registry.uid),
+            self._current(request, ("principal", refresh.principal, refresh.tenant, registry.uid),
                           lambda: check_principal(self.auth.directory, registry, refresh.principal, refresh.tenant))
         except (InvalidRegistryToken, SubjectRefused) as exc:
             self._audit(request, registry, None, "failed",
