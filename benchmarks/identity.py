@@ -17,6 +17,9 @@ Usage (from the repository root, the dev virtualenv's Python)::
 
     python -m benchmarks.identity               # 3 repetitions
     python -m benchmarks.identity --quick       # 1 repetition, fewer requests
+    python -m benchmarks.identity --workloads entra-secret --workers 2   # no VM needed
+
+With ``--workers N`` the server CPU counts all N processes.
 
 Writes ``benchmarks/results/identity-<UTC time>.json`` and prints a markdown table. Needs ``wrk`` (a C client: at
 these rates ``hey`` costs more CPU than the server and caps what is measured).
@@ -66,12 +69,24 @@ class Sample:
     server_cpu_s: float
 
 
-def server_cpu_seconds(pid: int) -> float:
-    """The server's own CPU seconds, without its descendants: a VM's processes (``wrk`` in the VM among them) are
-    the server's descendants too. (The executor threads that sign tokens are the server's own.)"""
+def _own_cpu(pid: int) -> float:
     raw = Path(f"/proc/{pid}/stat").read_text()
     fields = raw[raw.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """The CPU seconds of the server's processes (``pid`` and, with ``--workers``, its ``acrlocal _worker``
+    children), without their other descendants: a VM's processes (``wrk`` in the VM among them) are the server's
+    descendants too. (The executor threads that sign tokens are the server's own.)"""
+    total = _own_cpu(pid)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"_worker" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                total += _own_cpu(int(child))
+        except OSError:
+            continue
+    return total
 
 
 def log(msg: str) -> None:
@@ -120,8 +135,9 @@ def wrk(url: str, seconds: int, headers: dict[str, str], method: str = "GET", bo
 class World:
     """A running server with one VM (system-assigned identity), reached as the local administrator."""
 
-    def __init__(self, workdir: Path, extra_args: tuple[str, ...]) -> None:
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...], with_vm: bool = True) -> None:
         self.server = AcrLocal(workdir, extra_args=("--imds-rate-limit", "0", *extra_args))
+        self.with_vm = with_vm
         self.pid = 0
         self.status: dict[str, Any] = {}
 
@@ -132,7 +148,7 @@ class World:
         self.ca = str(registry.ca)
         self.admin = json.loads((self.server.data_dir / "admin.json").read_text())
         self.base = self.status["endpoints"]["shared"]
-        self.vm = self._make_vm()
+        self.vm = self._make_vm() if self.with_vm else {}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,7 +198,8 @@ def measure(world: World, workload: str, rep: int, seconds: int) -> Sample:
     cpu0 = server_cpu_seconds(world.pid)
     n, rps, p50, p99 = wrk(url, seconds, headers, method, body, runner)
     cpu = server_cpu_seconds(world.pid) - cpu0
-    log(f"  {workload} rep {rep}: {rps:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, server CPU {cpu:.1f} s")
+    log(f"  {workload} rep {rep}: {rps:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, server CPU {cpu:.1f} s "
+        f"({1000 * cpu / n:.3f} ms a request), load average {os.getloadavg()[0]:.1f}")
     return Sample(workload, rep, n, rps, p50, p99, cpu)
 
 
@@ -198,7 +215,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 repetition of 2 s per workload")
     parser.add_argument("--workers", type=int, default=1, help="acrlocal up --workers (default 1)")
+    parser.add_argument("--workloads", default=",".join(CONFIGS),
+                        help="comma-separated, of: " + ", ".join(CONFIGS) + " (default all)")
     args = parser.parse_args(argv)
+    chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if not chosen or any(w not in CONFIGS for w in chosen):
+        parser.error(f"--workloads takes some of {', '.join(CONFIGS)}, not {args.workloads!r}")
     servers.WORKERS = args.workers
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (./scripts/test installs it)")
@@ -206,14 +228,16 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     samples: list[Sample] = []
     info = machine()
     for rep in range(reps):
-        for flags in dict.fromkeys(f for f, _ in CONFIGS.values()):
+        for flags in dict.fromkeys(CONFIGS[w][0] for w in chosen):
+            needs_vm = any(w.startswith("imds") for w in chosen if CONFIGS[w][0] == flags)
             with tempfile.TemporaryDirectory(prefix="acrlocal-bench-identity-") as tmp, \
-                    World(Path(tmp), flags) as world:
-                for workload, (wflags, n) in CONFIGS.items():
+                    World(Path(tmp), flags, with_vm=needs_vm) as world:
+                for workload in chosen:
+                    wflags, n = CONFIGS[workload]
                     if wflags == flags:
                         samples.append(measure(world, workload, rep, 2 if args.quick else n))
     summary = []
-    for workload in CONFIGS:
+    for workload in chosen:
         rows = [s for s in samples if s.workload == workload]
         summary.append({"workload": workload, "requests_per_s": statistics.median(s.requests_per_s for s in rows),
                         "p50_ms": statistics.median(s.p50_ms for s in rows),
