@@ -28,8 +28,10 @@ SERVICE_HOSTS = (ARM_HOST, LOGIN_HOST, GRAPH_HOST)
 #: The TLS certificate of the VMs' front door covers these.
 CERTIFICATE_NAMES = (*SERVICE_HOSTS, f"*.{ACR_SUFFIX}")
 IMDS_ADDRESS = "169.254.169.254"
-#: The loopback address, inside a VM, that Azure's names resolve to (port 443).
-FRONT_DOOR = "127.0.10.1"
+#: The address, on the loopback interface of a VM's own network namespace, that Azure's names resolve to (port
+#: 443). Link-local, as IMDS's, and outside 127.0.0.0/8: Docker Engine takes every registry there for an insecure
+#: one and checks no certificate, where on Azure it checks ``*.azurecr.io``'s.
+FRONT_DOOR = "169.254.10.1"
 #: The VM's DNS stub (as systemd-resolved's), answering for Azure's names and nothing else.
 DNS_STUB = "127.0.0.53"
 

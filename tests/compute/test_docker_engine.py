@@ -7,7 +7,9 @@ docker.io, ``docker`` is podman and says so once."""
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -17,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from acrlocal.publiccloud import FRONT_DOOR
 from tests.harness import AcrLocal
 from tests.interop.tools import Containers
 from tests.ocitools import config_blob, image, tar_layer, write_layout
@@ -120,6 +125,88 @@ def test_registry_mirrors_pointed_at_an_acrlocal_registry_serve_hello_world(
     """)
     assert code == 0, err
     assert out.splitlines()[-1] == "Hello from Docker!"
+
+
+def test_the_engine_checks_the_registrys_certificate(acrlocal: AcrLocal, world: dict[str, str]) -> None:
+    """Azure's names are outside 127.0.0.0/8 in a VM, where Docker Engine takes no registry for an insecure one: it
+    pulls from acrlocal.azurecr.io trusting the VM's trust store (this would fail without acrlocal's CA there), and
+    refuses a name the certificate does not cover."""
+    code, out, err = ssh(acrlocal, world["group"], "dockervm", f"""set -e
+        getent hosts acrlocal.azurecr.io
+        mkdir -p ~/.docker; echo '{{"credHelpers": {{"acrlocal.azurecr.io": "acrlocal"}}}}' > ~/.docker/config.json
+        docker image rm -f acrlocal.azurecr.io/engine/hello:latest > /dev/null 2>&1 || true
+        docker pull -q acrlocal.azurecr.io/engine/hello:latest
+        echo '{FRONT_DOOR} notazure.example' | sudo tee -a /etc/hosts > /dev/null
+        trap 'sudo sed -i "/notazure.example/d" /etc/hosts' EXIT
+        docker pull notazure.example/engine/hello:latest 2>&1 || true
+    """)
+    assert code == 0, err
+    lines = out.splitlines()
+    address = ipaddress.ip_address(lines[0].split()[0])
+    assert str(address) == FRONT_DOOR and not address.is_loopback
+    assert lines[1] == "acrlocal.azurecr.io/engine/hello:latest"
+    assert "x509: certificate is valid for" in out and "not notazure.example" in out
+
+
+def certificate_authority(name: str) -> tuple[bytes, bytes, bytes]:
+    """A CA of the test's own and a server certificate for ``name``: (CA PEM, certificate PEM, key PEM)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a registry's own CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return (ca.public_bytes(serialization.Encoding.PEM), leaf.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+@pytest.mark.skipif(shutil.which("docker-registry") is None, reason="Debian's docker-registry is not installed")
+def test_a_registry_ca_in_docker_certs_d_is_trusted_by_the_engine(acrlocal: AcrLocal, world: dict[str, str]) -> None:
+    """A registry whose CA is not in the VM's trust store (Debian's docker-registry, run in the VM on an address of
+    its own on lo): the engine refuses it, then trusts it once its CA is in /etc/docker/certs.d/<host:port>/."""
+    host = "private.registry.test"
+    ca, cert, key = certificate_authority(host)
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    code, out, err = ssh(acrlocal, world["group"], "dockervm", f"""set -e
+        mkdir -p ~/.docker; echo '{{"credHelpers": {{"acrlocal.azurecr.io": "acrlocal"}}}}' > ~/.docker/config.json
+        work=$(mktemp -d); cd "$work"
+        echo {b64(ca)} | base64 -d > ca.crt; echo {b64(cert)} | base64 -d > cert.pem
+        echo {b64(key)} | base64 -d > key.pem
+        printf 'version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: %s/data\\n' "$work" > config.yml
+        printf 'http:\\n  addr: 169.254.20.1:5443\\n  tls:\\n    certificate: %s/cert.pem\\n    key: %s/key.pem\\n' \
+            "$work" "$work" >> config.yml
+        sudo ip addr add 169.254.20.1/32 dev lo
+        echo '169.254.20.1 {host}' | sudo tee -a /etc/hosts > /dev/null
+        docker-registry serve config.yml > registry.log 2>&1 &
+        registry=$!
+        trap 'kill $registry; sudo ip addr del 169.254.20.1/32 dev lo; sudo sed -i "/{host}/d" /etc/hosts;
+              sudo rm -rf /etc/docker/certs.d/{host}:5443' EXIT
+        for i in $(seq 100); do curl -s --cacert ca.crt -o /dev/null https://{host}:5443/v2/ && break; sleep 0.1; done
+        docker pull -q acrlocal.azurecr.io/engine/hello:latest > /dev/null
+        docker tag acrlocal.azurecr.io/engine/hello:latest {host}:5443/hello:v1
+        docker push {host}:5443/hello:v1 2>&1 | tail -1 || true
+        sudo mkdir -p /etc/docker/certs.d/{host}:5443
+        sudo cp ca.crt /etc/docker/certs.d/{host}:5443/ca.crt
+        docker push -q {host}:5443/hello:v1 > /dev/null
+        docker image rm -f {host}:5443/hello:v1 > /dev/null
+        docker pull -q {host}:5443/hello:v1
+        docker run --rm {host}:5443/hello:v1
+    """)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "x509: certificate signed by unknown authority" in lines[0]
+    assert lines[1:] == [f"{host}:5443/hello:v1", "Hello from a container in an acrlocal VM"]
 
 
 def test_the_engine_ends_with_the_vm_and_starts_again(acrlocal: AcrLocal, world: dict[str, str]) -> None:

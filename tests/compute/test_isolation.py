@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from acrlocal.publiccloud import FRONT_DOOR
 from tests.compute.conftest import mgmt_for
 from tests.harness import AcrLocal
 
@@ -94,7 +95,7 @@ def test_ps_shows_only_the_vms_processes(acrlocal: AcrLocal, world: dict[str, An
 def test_the_network_namespace_holds_only_lo(acrlocal: AcrLocal, world: dict[str, Any]) -> None:
     out, _ = run(acrlocal, world["group"], "vm-a", "ip -o link | cut -d: -f2; ip -4 -o addr | awk '{print $4}'; "
                  "ip route; ip -6 route | grep -v '^::1 ' || true; ls /sys/class/net")
-    assert out.split() == ["lo", "127.0.0.1/8", "169.254.169.254/32", "lo"]
+    assert out.split() == ["lo", "127.0.0.1/8", "169.254.169.254/32", f"{FRONT_DOOR}/32", "lo"]
 
 
 def test_host_programs_are_read_only_and_the_vms_root_is_no_host_root(acrlocal: AcrLocal,
@@ -127,11 +128,12 @@ def test_the_host_never_gains_the_imds_address(acrlocal: AcrLocal, world: dict[s
         return Path("/proc/net/fib_trie").read_text() + subprocess.run(
             ["ip", "-o", "addr"], capture_output=True, text=True).stdout
 
-    assert "169.254.169.254" not in host_addresses()
-    run(acrlocal, world["group"], "vm-a", "curl -s -o /dev/null http://169.254.169.254/metadata/versions")
+    assert "169.254.169.254" not in host_addresses() and FRONT_DOOR not in host_addresses()
+    run(acrlocal, world["group"], "vm-a", "curl -s -o /dev/null http://169.254.169.254/metadata/versions; "
+        "curl -s -o /dev/null https://management.azure.com/")
     az(acrlocal, "vm", "restart", "-g", world["group"], "-n", "vm-b")
     az(acrlocal, "vm", "stop", "-g", world["group"], "-n", "vm-b")
-    assert "169.254.169.254" not in host_addresses()
+    assert "169.254.169.254" not in host_addresses() and FRONT_DOOR not in host_addresses()
 
 
 def test_a_vm_that_would_see_the_data_directory_does_not_start(tmp_path: Path) -> None:

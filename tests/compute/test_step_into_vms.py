@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
+from acrlocal.publiccloud import FRONT_DOOR
 from tests.harness import AcrLocal, acrlocal_cmd, child_env
 
 RG_PREFIX = "step-"
@@ -151,8 +153,8 @@ def test_ssh_runs_commands_in_the_vm_with_azure_names_and_trust(acrlocal: AcrLoc
         proc = acrlocal.cli(*command, "-g", vm["group"], "-n", "myDockerVM", "--", script, check=False)
         assert proc.returncode == 4, proc.stderr
         lines = proc.stdout.splitlines()
-        assert lines[0].split() == ["127.0.10.1", "acrlocal.azurecr.io"]
-        assert lines[1].split() == ["127.0.10.1", "management.azure.com"]
+        assert lines[0].split() == [FRONT_DOOR, "acrlocal.azurecr.io"]
+        assert lines[1].split() == [FRONT_DOOR, "management.azure.com"]
         assert lines[2] == "401"  # the registry's challenge, over TLS the VM trusts
         assert lines[3] == "1"
         assert lines[4] == "/etc/ssl/certs/acrlocal-ca.pem: OK"  # the directory form, as OpenSSL reads it
@@ -180,7 +182,7 @@ def test_an_open_shell_sees_registries_created_later(acrlocal: AcrLocal, vm: dic
         if shell.poll() is None:
             shell.kill()
     assert shell.returncode == 0, err
-    assert out.splitlines()[0].split() == ["127.0.10.1", f"{name}.azurecr.io"]
+    assert out.splitlines()[0].split() == [FRONT_DOOR, f"{name}.azurecr.io"]
 
 
 def test_who_may_step_in(acrlocal: AcrLocal, vm: dict[str, str], tmp_path: Path) -> None:
@@ -279,3 +281,41 @@ def test_stopping_the_server_stops_the_vms_and_keeps_them(tmp_path: Path) -> Non
         az(server, "group", "delete", "-n", "rg", "--yes")
     finally:
         server.stop()
+
+
+def test_graph_from_the_vm_with_its_identity(acrlocal: AcrLocal, vm: dict[str, str]) -> None:
+    """graph.microsoft.com inside the VM is this server: a token for Graph from IMDS (signed with the tenant's key,
+    as the JWKS publishes it) reads the VM's own service principal, as a managed identity may; /me is refused as
+    Graph refuses it to an application, and a token for ARM is not Graph's."""
+    principal = az(acrlocal, "vm", "show", "-g", vm["group"], "-n", "myDockerVM", "--query",
+                   "identity.principalId")
+    script = f"""set -e
+        imds='http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01'
+        token() {{ curl -s -H Metadata:true "$imds&resource=$1" | python3 -c 'import json,sys
+print(json.load(sys.stdin)["access_token"])'; }}
+        graph=$(token https%3A%2F%2Fgraph.microsoft.com)
+        arm=$(token https%3A%2F%2Fmanagement.azure.com%2F)
+        echo "$graph"
+        curl -s -H "Authorization: Bearer $graph" https://graph.microsoft.com/v1.0/servicePrincipals/{principal}
+        echo
+        curl -s -H "Authorization: Bearer $graph" https://graph.microsoft.com/v1.0/me; echo
+        curl -s -o /dev/null -w '%{{http_code}}\\n' -H "Authorization: Bearer $arm" \\
+            https://graph.microsoft.com/v1.0/servicePrincipals/{principal}
+    """
+    proc = acrlocal.cli("ssh", "vm", "-g", vm["group"], "-n", "myDockerVM", "--", script, check=False)
+    assert proc.returncode == 0, proc.stderr
+    token, own, me, arm_status = proc.stdout.splitlines()
+    session = acrlocal.session()
+    tenant = jwt.decode(token, options={"verify_signature": False})["tid"]
+    config = session.get(f"{acrlocal.shared}/{tenant}/v2.0/.well-known/openid-configuration").json()
+    keys = session.get(config["jwks_uri"]).json()["keys"]
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = jwt.PyJWK(next(k for k in keys if k["kid"] == kid)).key
+    claims = jwt.decode(token, key, algorithms=["RS256"], audience="https://graph.microsoft.com",
+                        options={"verify_iss": False})
+    assert claims["oid"] == principal and claims["idtyp"] == "app"
+    sp = json.loads(own)
+    assert sp["id"] == principal and sp["servicePrincipalType"] == "ManagedIdentity"
+    assert sp["displayName"] == "myDockerVM"
+    assert json.loads(me)["error"]["message"] == "/me request is only valid with delegated authentication flow."
+    assert arm_status == "401"

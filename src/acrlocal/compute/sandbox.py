@@ -436,6 +436,7 @@ def boot_plan(directory: VMDirectory, *, hostname: str, tools: VMTools, shared: 
         "empty_file": str(directory.empty / "file"), "tty_gid": tty_gid,
         "ro_binds": binds, "etc_binds": [(str(shared / "ca-certificates.crt"), VM_CA_BUNDLE)],
         "hostname": hostname, "uid_map": ID_MAP, "gid_map": ID_MAP, "cgroup": cgroup, "doors": doors,
+        "addresses": [IMDS_ADDRESS, FRONT_DOOR],
     }
 
 

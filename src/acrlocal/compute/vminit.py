@@ -21,15 +21,15 @@ the host's, so nothing is looked up on the VM's file system afterwards):
    pivots the mount namespace to the VM's root and detaches the host's;
 5. then waits for PID 1 and, when it ends, removes the VM's cgroups and exits with its status.
 
-**PID 1** (root of the VM's user namespace): sets the host name, brings ``lo`` up with ``169.254.169.254/32`` on
-it, checks that ``lo`` is the only interface and that no route leads anywhere but loopback, makes the listening
-sockets the server answers on inside the VM (IMDS on ``169.254.169.254:80``, Azure's public names on
-``FRONT_DOOR:443``, DNS on ``127.0.0.53:53``, and ``/run/docker.sock`` when Docker Engine is offered) and hands them
-to the server over the agent socket. Then it is the VM's init: it reaps every orphan, and runs what the server asks
-(:data:`SPAWN`) as the user asked, with the file descriptors the server passed, optionally on a new pseudo-terminal
-of the VM, and reports each process's exit. When the server closes the agent socket (it stopped, or was killed),
-or asks to power off, PID 1 sends SIGTERM to every process of the VM, waits a few seconds, and exits, which ends
-everything left in the VM.
+**PID 1** (root of the VM's user namespace): sets the host name, brings ``lo`` up with ``169.254.169.254/32`` and
+the front door's address on it, checks that ``lo`` is the only interface and that no route leads anywhere but
+loopback, makes the listening sockets the server answers on inside the VM (IMDS on ``169.254.169.254:80``, Azure's
+public names on ``FRONT_DOOR:443``, DNS on ``127.0.0.53:53``, and ``/run/docker.sock`` when Docker Engine is
+offered) and hands them to the server over the agent socket. Then it is the VM's init: it reaps every orphan, and
+runs what the server asks (:data:`SPAWN`) as the user asked, with the file descriptors the server passed, optionally
+on a new pseudo-terminal of the VM, and reports each process's exit. When the server closes the agent socket (it
+stopped, or was killed), or asks to power off, PID 1 sends SIGTERM to every process of the VM, waits a few seconds,
+and exits, which ends everything left in the VM.
 
 Messages are JSON objects, one per SOCK_SEQPACKET datagram, with file descriptors attached (SCM_RIGHTS). Errors
 during boot are reported as ``{"op": "error", "message": ...}`` before the process exits non-zero; they name what
@@ -722,7 +722,8 @@ def pid1(plan: dict[str, Any], agent: socket.socket, go: int) -> None:
         hostname = plan["hostname"].encode()
         _check(_libc.sethostname(hostname, len(hostname)), "setting the host name")
         _interface_up("lo")
-        _add_address(socket.if_nametoindex("lo"), IMDS_ADDRESS, 32)
+        for address in plan.get("addresses", [IMDS_ADDRESS]):
+            _add_address(socket.if_nametoindex("lo"), address, 32)
         interfaces = check_network()
         doors = open_doors(plan)
         send(agent, {"op": "ready", "interfaces": interfaces}, [s.fileno() for s in doors])
