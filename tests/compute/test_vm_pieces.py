@@ -186,6 +186,8 @@ def test_names_resolve_locally_only_without_asking_off_this_machine(tmp_path: Pa
     assert not resolves_locally("other.localhost", hosts, resolv)  # the name server is off this machine: not asked
     resolv.write_text("nameserver 127.0.0.53\n")
     assert resolves_locally("localhost", tmp_path / "none", resolv)  # asked of a loopback stub
+    hosts.write_text(f"{publiccloud.FRONT_DOOR} myreg.azurecr.io\n")
+    assert not resolves_locally("myreg.azurecr.io", hosts, resolv)  # a VM's front door, not on this host's lo
 
 
 def test_credential_helper_server_names() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from acrlocal.cli.errors import CLIError
 from acrlocal.cli.resources import API, REGISTRY_TYPE, resource_group_of, resource_id
 from acrlocal.cli.session import Session
+from acrlocal.publiccloud import FRONT_DOOR
 
 HOSTS = Path("/etc/hosts")
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -100,13 +101,29 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def _is_local(address: str) -> bool:
+    """A loopback address, or Azure's front door inside an acrlocal VM: its address is on ``lo`` of the VM's own
+    network namespace, and there only (it can be bound here; binding sends nothing)."""
+    if _is_loopback(address):
+        return True
+    if address.split("%", 1)[0] != FRONT_DOOR:
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((FRONT_DOOR, 0))
+    except OSError:
+        return False
+    return True
+
+
 def resolves_locally(host: str, hosts: Path = HOSTS, resolv_conf: Path = RESOLV_CONF) -> bool:
-    """True if ``host`` resolves to a loopback address with no question to a DNS server off this machine."""
+    """True if ``host`` resolves to a loopback address (or, in a VM, its front door) with no question to a DNS
+    server off this machine."""
     host = host.lower()
     try:
         for line in hosts.read_text().splitlines():
             fields = line.split("#", 1)[0].split()
-            if len(fields) >= 2 and _is_loopback(fields[0]) and host in (f.lower() for f in fields[1:]):
+            if len(fields) >= 2 and _is_local(fields[0]) and host in (f.lower() for f in fields[1:]):
                 return True
     except OSError:
         pass
@@ -118,13 +135,13 @@ def resolves_locally(host: str, hosts: Path = HOSTS, resolv_conf: Path = RESOLV_
     if not servers or not all(_is_loopback(s) for s in servers):
         return False
     try:
-        return all(_is_loopback(str(info[4][0])) for info in socket.getaddrinfo(host, None, socket.AF_INET))
+        return all(_is_local(str(info[4][0])) for info in socket.getaddrinfo(host, None, socket.AF_INET))
     except OSError:
         return False
 
 
 def _suffix_login_server(session: Session, name: str) -> str | None:
-    """``<name><ACR login server suffix>`` lower-cased, if it resolves to loopback here, else ``None``."""
+    """``<name><ACR login server suffix>`` lower-cased, if it resolves locally here, else ``None``."""
     url = session.endpoints.resource_manager.rstrip("/") + "/metadata/endpoints"
     try:
         response = session.http.request("GET", url, params={"api-version": "2022-09-01"})
