@@ -75,7 +75,7 @@ from acrlocal.storage.artifacts import SqlArtifacts
 from acrlocal.storage.blobs import FileBlobStore
 from acrlocal.storage.registries import RegistryTable
 from acrlocal.storage.shared import AdvisoryLocks, DatabaseGenerations, DatabaseLock
-from acrlocal.storage.sql import DataVersion, SqlThread, open_engine
+from acrlocal.storage.sql import REQUEST_DATA_VERSION, DataVersion, SqlThread, open_engine
 from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 from acrlocal.tls import LocalCA
 
@@ -183,7 +183,9 @@ class Server:
 
         @web.middleware
         async def fresh(request: web.Request, handler: Handler) -> web.StreamResponse:
-            await generations.sync()
+            version = await generations.sync()
+            if version is not None:  # the request's data version, read in that round trip (no second one)
+                request[REQUEST_DATA_VERSION] = version
             return await handler(request)
 
         return [fresh]

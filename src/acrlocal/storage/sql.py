@@ -266,6 +266,14 @@ class SqlThread:
             self._pool.shutdown(wait=True)
 
 
+#: What :class:`DataVersion` reads on PostgreSQL.
+WAL_POSITION = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+#: Where a request keeps the :class:`DataVersion` read for it (by the first round trip it made, or the first
+#: caller that needed one): read after the request arrived, it is as good for everything the request computes
+#: from the database afterwards, so a request reads it at most once.
+REQUEST_DATA_VERSION = "acrlocal.data_version"
+
+
 class DataVersion:
     """A number that changes whenever any connection commits to the database, read in microseconds.
 
@@ -279,7 +287,7 @@ class DataVersion:
     other database, or PostgreSQL while it cannot be reached (the connection is made again on the next call).
     """
 
-    _WAL_POSITION = b"SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+    _WAL_POSITION = WAL_POSITION.encode()
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -315,11 +323,11 @@ class DataVersion:
                 pgconn = self._conn.driver_connection.pgconn
                 prepared = pgconn.prepare(b"acrlocal_data_version", self._WAL_POSITION)
                 if prepared.status != pq.ExecStatus.COMMAND_OK:
-                    raise RuntimeError(prepared.get_error_message())
+                    raise RuntimeError(prepared.get_error_message().decode(errors="replace"))
                 self._pq = pgconn
             result = self._pq.exec_prepared(b"acrlocal_data_version", None)
             if result.status != pq.ExecStatus.TUPLES_OK:
-                raise RuntimeError(result.get_error_message())
+                raise RuntimeError(result.get_error_message().decode(errors="replace"))
             return int(result.get_value(0, 0))
         except Exception:
             self.close()
