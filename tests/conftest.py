@@ -3,7 +3,8 @@
 Each server runs as a child process (``python -m acrlocal up``) on its own data directory with every port
 chosen by the system, so tests never collide with each other or with a server the user runs. ``--backend
 postgresql`` puts every such server's metadata (and the ``database_url`` fixture's) on a private PostgreSQL server
-started for the session (``tests/postgres.py``).
+started for the session (``tests/postgres.py``); ``--blob-backend azurite`` puts their blobs in a container each
+on a private Azurite started for the session (``tests/azurite.py``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests import harness, postgres
+from tests import azurite, harness, postgres
 from tests.dockerd import PrivateDockerd, private_dockerd, require
 from tests.harness import AcrLocal, running
 
 BACKENDS = ("sqlite", "postgresql")
+BLOB_BACKENDS = ("files", "azurite")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,15 +29,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--workers", type=int, default=harness.WORKERS,
                      help="server processes of every test server (acrlocal up --workers; default 1, or "
                           "$ACRLOCAL_TEST_WORKERS)")
+    parser.addoption("--blob-backend", choices=BLOB_BACKENDS, default=harness.BLOB_BACKEND,
+                     help="blob store of the servers tests start: files (default, or $ACRLOCAL_TEST_BLOB_BACKEND) or "
+                          "azurite (a container each on a private Azurite of the session's)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     harness.BACKEND = config.getoption("--backend")
     harness.WORKERS = config.getoption("--workers")
+    harness.BLOB_BACKEND = config.getoption("--blob-backend")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     postgres.stop_shared()
+    azurite.stop_shared()
 
 
 def new_database(backend: str, tmp_path: Path) -> str:

@@ -42,6 +42,26 @@ def database_for(data_dir: Path, backend: str | None = None) -> str | None:
         _databases[key] = postgres.shared().create_database("server")
     return _databases[key]
 
+#: Where servers started here keep blobs: "files" (each data directory's own) or "azurite" (a container of their own
+#: per data directory on the session's private Azurite, with its account key); pytest's ``--blob-backend``.
+BLOB_BACKEND = os.environ.get("ACRLOCAL_TEST_BLOB_BACKEND", "files")
+_containers: dict[Path, str] = {}
+
+
+def blob_store_for(data_dir: Path, backend: str | None = None) -> tuple[str, str, str] | None:
+    """``(--blob-store URL, account key, --blob-store-ca)`` of a server on ``data_dir`` (the same every time), or
+    ``None`` for files."""
+    if (backend or BLOB_BACKEND) != "azurite":
+        return None
+    from tests import azurite
+
+    server = azurite.shared()
+    key = data_dir.resolve()
+    if key not in _containers:
+        _containers[key] = server.container_url("server")
+    return _containers[key], server.key, server.ca
+
+
 #: Lockout after failed logins stays on too, with limits no test reaches by accident (the whole session's requests
 #: come from 127.0.0.1, and forged-credential tests fail on purpose); tests of the lockout pass their own.
 TEST_LOGIN_LOCKOUT = "1000000/1000000/60"
@@ -128,10 +148,10 @@ class ChallengeAuth(requests.auth.AuthBase):
 
 @contextmanager
 def running(data_dir: Path, *extra_args: str, wrapper: Sequence[str] = (),
-            vm_az: Path | None = None) -> Iterator[AcrLocal]:
+            vm_az: Path | None = None, blob_store: tuple[str, str, str] | None = None) -> Iterator[AcrLocal]:
     """A started server on ``data_dir``, stopped when the block ends, however it ends. ``vm_az`` is the az its VMs'
     ``az`` runs (``ACRLOCAL_VM_AZ``), as a host with Microsoft's az installed gives them."""
-    server = AcrLocal(data_dir, *extra_args, wrapper=wrapper)
+    server = AcrLocal(data_dir, *extra_args, wrapper=wrapper, blob_store=blob_store)
     before = os.environ.get("ACRLOCAL_VM_AZ")
     if vm_az is not None:
         os.environ["ACRLOCAL_VM_AZ"] = str(vm_az)
@@ -152,10 +172,13 @@ def running(data_dir: Path, *extra_args: str, wrapper: Sequence[str] = (),
 class AcrLocal:
     """A server process on ``data_dir``. ``status`` is what ``acrlocal status`` prints. ``wrapper`` is a command
     the server runs under that ends by exec'ing it (e.g. one that enters a private network namespace), so the
-    process is still the server's. ``backend`` overrides the session's ``BACKEND``."""
+    process is still the server's. ``backend`` overrides the session's ``BACKEND``, ``blob_backend`` its
+    ``BLOB_BACKEND``, and ``blob_store`` (a container's URL, its account's key and the CA of its certificate)
+    both."""
 
     def __init__(self, data_dir: Path, *extra_args: str, wrapper: Sequence[str] = (),
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, blob_backend: str | None = None,
+                 blob_store: tuple[str, str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args
         self.wrapper = list(wrapper)
@@ -167,6 +190,7 @@ class AcrLocal:
         # port in use. A random base keeps servers of parallel runs apart.
         self.registry_port_base = random.randrange(10000, 30000)
         self._database_url = database_for(data_dir, backend)
+        self.blob_store = blob_store or blob_store_for(data_dir, blob_backend)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -182,9 +206,12 @@ class AcrLocal:
                 "--imds-port-base", "0", "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
                 "--workers", str(WORKERS),
                 "--login-lockout", TEST_LOGIN_LOCKOUT,
-                *(["--database-url", self._database_url] if self._database_url else []), *self.extra_args,
+                *(["--database-url", self._database_url] if self._database_url else []),
+                *(["--blob-store", self.blob_store[0], "--blob-store-ca", self.blob_store[2]] if self.blob_store
+                  else []), *self.extra_args,
             ),
-            stdout=log, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=child_env(**({"ACRLOCAL_BLOB_STORE_KEY": self.blob_store[1]} if self.blob_store else {})),
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -248,7 +275,12 @@ class AcrLocal:
 
     @property
     def ca(self) -> str:
-        return str(self.status["caPath"])
+        """The server's CA; with blobs on Azurite, a bundle of it and Azurite's CA (clients follow blob GETs there)."""
+        if self.blob_store is None:
+            return str(self.status["caPath"])
+        bundle = self.data_dir.parent / f"{self.data_dir.name}-ca-bundle.pem"
+        bundle.write_bytes(Path(self.status["caPath"]).read_bytes() + Path(self.blob_store[2]).read_bytes())
+        return str(bundle)
 
     @property
     def shared(self) -> str:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from acrlocal.blob_location import BlobLocation, parse_location
 from acrlocal.errors import ConfigError
 from acrlocal.lockout import parse_lockout
 
@@ -89,6 +90,16 @@ class Settings:
     hostname_suffix: str = "localhost"
     default_registry: str = "acrlocal"
     database_url: str | None = None
+    # Blobs and upload sessions in an Azure Blob Storage container instead of data_dir/blobs: its URL (see
+    # acrlocal.blob_location), and the account key or a SAS (never shown: not in repr, never logged).
+    blob_store: str | None = None
+    blob_store_key: str | None = field(default=None, repr=False)
+    blob_store_sas: str | None = field(default=None, repr=False)
+    # A CA bundle the blob store's certificate chains to, besides the system's (an emulator's own certificate).
+    blob_store_ca: str | None = None
+    # Blob GETs on a store with URLs of its own (Azure, with the account key): a 307 to a short-lived SAS URL, as
+    # ACR redirects to its storage (True), or streamed through the server (False).
+    blob_redirect: bool = True
     # Registry data-plane throttling: "sku" (ACR's documented read/write operations per minute by SKU), "off",
     # or "READS/WRITES" per minute for every registry (see acrlocal.registry.throttle).
     registry_rate_limit: str = "sku"
@@ -133,6 +144,8 @@ class Settings:
         if not 0 < self.run_command_timeout_s <= 24 * 3600:
             raise ConfigError(f"run_command_timeout_s {self.run_command_timeout_s} must be between 0 and 86400 "
                               "seconds")
+        if self.blob_store is not None:
+            self.blob_location  # noqa: B018 - parsed now, so a wrong URL is a ConfigError at start
         if self.imds_rate_limit < 0:
             raise ConfigError(f"imds_rate_limit {self.imds_rate_limit} must be 0 (off) or a positive rate")
 
@@ -146,6 +159,11 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'acrlocal.db'}"
+
+    @property
+    def blob_location(self) -> BlobLocation | None:
+        """The container of ``blob_store``, or ``None`` for blobs on the local disk."""
+        return parse_location(self.blob_store) if self.blob_store is not None else None
 
     @property
     def blob_dir(self) -> Path:

@@ -27,6 +27,9 @@ relative to ``acrlocal``::
     ├── storage.blobs.UploadTooLarge(ValueError)    an upload past its allowed size
     ├── storage.digest.DigestError(ValueError)      a digest that does not parse or is not supported
     ├── storage.blobs.StorageFull(OSError)          no room on the blob store's disk (below its free-space floor)
+    ├── storage.blobs.StorageUnavailable(OSError)   the blob store cannot be reached now (503, Retry-After)
+    ├── storage.blobs.UploadRaced(RuntimeError)     another request changed the upload at the same time
+    ├── storage.sha256state.StateError(ValueError)  a saved SHA-256 state that does not parse
     ├── identity.tokens.InvalidToken(ValueError)    an Entra token that is not ours, or not valid here and now
     ├── identity.passwords.WeakPassword(ValueError)  a user's password that fails Entra's complexity rule
     ├── registry.token_codec.InvalidRegistryToken(ValueError)  the same for the registry's own tokens

@@ -72,7 +72,7 @@ from acrlocal.registry.token_codec import RegistryTokens
 from acrlocal.registry.token_keys import TokenKeys
 from acrlocal.registry.token_service import TokenService
 from acrlocal.storage.artifacts import SqlArtifacts
-from acrlocal.storage.blobs import FileBlobStore
+from acrlocal.storage.blobs import BlobStore, FileBlobStore
 from acrlocal.storage.registries import RegistryTable
 from acrlocal.storage.shared import AdvisoryLocks, DatabaseGenerations, DatabaseLock
 from acrlocal.storage.sql import REQUEST_DATA_VERSION, DataVersion, SqlThread, open_engine
@@ -142,6 +142,22 @@ class Assembly:
     arm: ArmServices
     arm_store: ArmStore
     compute: ComputeRuntime | None  # None in a secondary process (acrlocal.workers)
+
+
+async def open_blob_store(settings: Settings) -> BlobStore:
+    """The blob store ``settings`` name: an Azure container (``blob_store``) or files under the data directory."""
+    location = settings.blob_location
+    if location is None:
+        return FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
+    from acrlocal.storage.azure_blobs import AzureBlobStore  # the Azure SDK is imported only when it is used
+
+    store = await AzureBlobStore.open(location, key=settings.blob_store_key, sas=settings.blob_store_sas,
+                                      ca=settings.blob_store_ca)
+    if settings.blob_redirect and not store.redirects:
+        log.info("blob GETs stream through the server: a SAS credential cannot make the short-lived SAS a "
+                 "redirect needs (give the account key for redirects)")
+    log.info("blobs are in %s", location.url)
+    return store
 
 
 class Server:
@@ -252,7 +268,7 @@ class Server:
         ca = LocalCA(settings.tls_dir)
         ca.ensure()
         engine = open_engine(settings.db_url)
-        blobs = FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
+        blobs = await open_blob_store(settings)
         several = settings.workers > 1
         listeners = Listeners(settings.host, reuse_port=several, claim=self.primary)
         generations: Generations
@@ -303,7 +319,7 @@ class Server:
         data_plane = RegistryServices(
             settings.limits, registry_meta, SqlArtifacts(registry_meta), blobs, SqlThread(engine), registry_auth,
             Throttle(parse_policy(settings.registry_rate_limit), settings.workers), audit,
-            TokenService(signer, auth, tokens, lockout, version))
+            TokenService(signer, auth, tokens, lockout, version), blob_redirect=settings.blob_redirect)
         compute: ComputeRuntime | None = None  # the VMs: the primary process runs them
         if self.primary:
             ca_hash = await asyncio.to_thread(ca.subject_hash)
@@ -454,6 +470,7 @@ class Server:
             "workers": [os.getpid(), *(self._secondaries.pids() if self._secondaries else [])],
             "listeningPort": self.shared_port,  # the shared port bound here (a load balancer's backend)
             "registryAuthentication": "open" if self.settings.insecure_open_registry else "token",
+            "blobStore": location.url if (location := self.settings.blob_location) else str(self.settings.blob_dir),
             "tenantId": ctx.admin.tenantId,
             "subscriptionId": ctx.admin.subscriptionId,
             "adminCredentialPath": str(admin_file(self.settings.data_dir)),
@@ -500,6 +517,7 @@ class Server:
         self._runners.clear()
         if self.ctx is not None:
             await registry_http.on_shutdown(self.ctx.data_plane)
+            await self.ctx.data_plane.blobs.close()
             self.ctx.data_plane.sql.close()
             for locks in self._advisory:
                 locks.close()

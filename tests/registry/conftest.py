@@ -38,6 +38,8 @@ class RegistryClient:
         self.login_server = server.login_server(registry)
         self.base = f"https://{self.login_server}"
         self.http = server.session()
+        #: Whether a blob GET's 307 to the blob store is followed (as docker does); off to see the redirect itself.
+        self.follow_storage_redirects = True
         if credentials == ADMIN:
             credentials = server.registry_credentials(registry)
         if isinstance(credentials, tuple):
@@ -62,7 +64,18 @@ class RegistryClient:
             if "Authorization" not in headers and scopes:
                 headers["Authorization"] = self.authorization(" ".join(scopes))
             kwargs["headers"] = headers
-        return self.http.request(method, self.url(path), allow_redirects=False, **kwargs)
+        response = self.http.request(method, self.url(path), allow_redirects=False, **kwargs)
+        if response.status_code == 307 and method == "GET" and self.follow_storage_redirects:
+            # A blob GET sent to the blob store (--blob-store with a key): followed as docker does, without the
+            # registry's Authorization (requests drops it for another port), the Range and other headers kept.
+            location = response.headers["Location"]
+            assert location.startswith(("http://", "https://")) and not location.startswith(self.base), location
+            headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"}
+            followed = requests.get(location, headers=headers, timeout=60, verify=self.server.ca,
+                                    stream=bool(kwargs.get("stream")))
+            followed.history.insert(0, response)
+            return followed
+        return response
 
     def get(self, path: str, **kw: Any) -> requests.Response:
         return self.request("GET", path, **kw)
@@ -139,18 +152,79 @@ def request_scopes(method: str, path: str) -> list[str]:
 
 
 class StorageProbe:
-    """What the server has on disk and in its database (read-only, while it runs)."""
+    """What the server has in its blob store and its database (read-only, while it runs, but for
+    :meth:`remove_blob`): files under the data dir, or the blobs of its container (``--blob-backend azurite``)."""
 
     def __init__(self, server: AcrLocal) -> None:
         self.server = server
         self.data_dir = server.data_dir
+        self.container: Any = None
+        if server.blob_store is not None:
+            from azure.storage.blob import ContainerClient
+
+            from acrlocal.blob_location import parse_location
+
+            location = parse_location(server.blob_store[0])
+            self.container = ContainerClient(location.account_url, location.container, credential={
+                "account_name": location.account, "account_key": server.blob_store[1]},
+                connection_verify=server.blob_store[2])
 
     def blob_file(self, digest: str) -> Path:
+        assert self.container is None, "a test of files in the data directory (--blob-backend files)"
         algorithm, encoded = digest.split(":", 1)
         return self.data_dir / "blobs" / algorithm / encoded[:2] / encoded
 
+    def _blob_name(self, digest: str) -> str:
+        return digest.replace(":", "/", 1)
+
+    def has_blob(self, digest: str) -> bool:
+        if self.container is None:
+            return self.blob_file(digest).exists()
+        return bool(self.container.get_blob_client(self._blob_name(digest)).exists())
+
+    def blob_bytes(self, digest: str) -> bytes:
+        if self.container is None:
+            return self.blob_file(digest).read_bytes()
+        return bytes(self.container.download_blob(self._blob_name(digest)).readall())
+
+    def remove_blob(self, digest: str) -> None:
+        """The blob's bytes lost (a disk, or someone, deleted them)."""
+        if self.container is None:
+            self.blob_file(digest).unlink()
+        else:
+            self.container.delete_blob(self._blob_name(digest))
+
+    def stored_digests(self) -> list[str]:
+        if self.container is None:
+            return ["sha256:" + p.name for p in (self.data_dir / "blobs" / "sha256").glob("*/*")]
+        return [str(b.name).replace("/", ":", 1) for b in self.container.list_blobs(name_starts_with="sha256/")]
+
     def upload_files(self) -> set[str]:
-        return {p.name for p in (self.data_dir / "blobs" / "_uploads").iterdir()}
+        if self.container is None:
+            return {p.name for p in (self.data_dir / "blobs" / "_uploads").iterdir()}
+        return {str(b.name).split("/", 1)[1] for b in self.container.list_blobs(name_starts_with="_uploads/")}
+
+    def upload_size(self, upload_id: str) -> int:
+        """The bytes the store holds as the upload (a file's size; the size recorded in a blob's state)."""
+        if self.container is None:
+            return (self.data_dir / "blobs" / "_uploads" / upload_id).stat().st_size
+        metadata = self.container.get_blob_client(f"_uploads/{upload_id}").get_blob_properties().metadata
+        return int(metadata["acrlocalupload"].split(".")[0])
+
+    def upload_received(self, upload_id: str) -> int:
+        """The bytes of the upload that reached the store, whether part of it yet or not (staged blocks)."""
+        if self.container is None:
+            try:
+                return self.upload_size(upload_id)
+            except FileNotFoundError:
+                return 0  # completed or discarded since it was listed
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            _, uncommitted = self.container.get_blob_client(f"_uploads/{upload_id}").get_block_list("uncommitted")
+        except ResourceNotFoundError:
+            return 0
+        return sum(int(block.size) for block in uncommitted)
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Rows of ``sql``, its ``?`` placeholders bound to ``params`` in order."""
@@ -166,6 +240,15 @@ class StorageProbe:
 
     def count(self, sql: str, *params: Any) -> int:
         return int(self.rows(sql, *params)[0][0])
+
+
+#: For tests of what only files in the data directory show (their ages, bytes cut mid-write).
+files_only = pytest.mark.skipif("config.getoption('--blob-backend') != 'files'", reason="a test of the file blob store")
+
+
+def registry_headers(response: requests.Response) -> Any:
+    """The headers the registry answered with: a blob GET followed to the blob store has them on its 307."""
+    return response.history[0].headers if response.history else response.headers
 
 
 def error_code(response: requests.Response) -> str:

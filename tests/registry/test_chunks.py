@@ -52,15 +52,16 @@ def test_a_chunk_cut_off_by_a_disconnect_leaves_nothing(acrlocal: AcrLocal, regi
 
 def test_a_long_chunk_cut_off_mid_write_is_cut_back(acrlocal: AcrLocal, registry: RegistryClient,
                                                     storage: StorageProbe, repo: str) -> None:
-    data = bytes(range(256)) * (4 * MiB // 256) + b"0123456789"
+    # 5 MiB of the chunk arrive: more than a block of the Azure store (4 MiB), so some of it reaches either store.
+    data = bytes(range(256)) * (8 * MiB // 256) + b"0123456789"
     location = open_session(registry, repo, data[:10])
-    upload_file = storage.data_dir / "blobs" / "_uploads" / location.rsplit("/", 1)[1]
-    sock = cut_off_chunk(acrlocal, registry, repo, location, 10, len(data) - 10, data[10:10 + 2 * MiB])
-    wait_until(lambda: upload_file.stat().st_size > 10, "part of the chunk to reach the upload file")
+    upload_id = location.rsplit("/", 1)[1]
+    sock = cut_off_chunk(acrlocal, registry, repo, location, 10, len(data) - 10, data[10:10 + 5 * MiB])
+    wait_until(lambda: storage.upload_received(upload_id) > 10, "part of the chunk to reach the store")
     sock.close()  # type: ignore[attr-defined]
     status = registry.get(location)  # waits for the PATCH in progress to end
     assert status.status_code == 204 and status.headers["Range"] == "0-9"
-    assert upload_file.stat().st_size == 10
+    assert storage.upload_size(upload_id) == 10
     finish(registry, location, data, 10)
     assert registry.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
 
@@ -68,17 +69,17 @@ def test_a_long_chunk_cut_off_mid_write_is_cut_back(acrlocal: AcrLocal, registry
 def test_a_chunk_cut_off_by_a_crash_is_dropped_at_restart(fresh_acrlocal: AcrLocal) -> None:
     fresh_acrlocal.start()
     registry, storage, repo = RegistryClient(fresh_acrlocal), StorageProbe(fresh_acrlocal), "crash/chunk"
-    data = bytes(range(256)) * (4 * MiB // 256)
+    data = bytes(range(256)) * (8 * MiB // 256)
     location = open_session(registry, repo, data[:1000])
-    upload_file = storage.data_dir / "blobs" / "_uploads" / location.rsplit("/", 1)[1]
-    sock = cut_off_chunk(fresh_acrlocal, registry, repo, location, 1000, len(data) - 1000, data[1000:2 * MiB])
-    wait_until(lambda: upload_file.stat().st_size > 1000, "part of the chunk to reach the upload file")
+    upload_id = location.rsplit("/", 1)[1]
+    sock = cut_off_chunk(fresh_acrlocal, registry, repo, location, 1000, len(data) - 1000, data[1000:5 * MiB])
+    wait_until(lambda: storage.upload_received(upload_id) > 1000, "part of the chunk to reach the store")
     fresh_acrlocal.kill9()
     sock.close()  # type: ignore[attr-defined]
     fresh_acrlocal.start()
     registry = RegistryClient(fresh_acrlocal)
     status = registry.get(location)
     assert status.status_code == 204 and status.headers["Range"] == "0-999"
-    assert upload_file.stat().st_size == 1000
+    assert storage.upload_size(upload_id) == 1000
     finish(registry, location, data, 1000)
     assert registry.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal
 from tests.ocitools import config_blob, image, sha256, tar_layer
-from tests.registry.conftest import RegistryClient, StorageProbe, error_code
+from tests.registry.conftest import RegistryClient, StorageProbe, error_code, files_only
 
 
 def plant(storage: StorageProbe, data: bytes, age_s: float) -> str:
@@ -27,6 +27,7 @@ def plant(storage: StorageProbe, data: bytes, age_s: float) -> str:
     return digest
 
 
+@files_only
 def test_start_reconciles_blob_files_and_rows(fresh_acrlocal: AcrLocal) -> None:
     fresh_acrlocal.start()
     registry, storage = RegistryClient(fresh_acrlocal), StorageProbe(fresh_acrlocal)
@@ -36,7 +37,7 @@ def test_start_reconciles_blob_files_and_rows(fresh_acrlocal: AcrLocal) -> None:
     assert lost == elsewhere
     fresh_acrlocal.stop()
 
-    storage.blob_file(lost).unlink()
+    storage.remove_blob(lost)
     old_orphan = plant(storage, b"published, then the server died before its row", age_s=2 * 3600)
     new_orphan = plant(storage, b"published a moment ago", age_s=0)
     not_a_blob = storage.data_dir / "blobs" / "sha256" / "notes.txt"
@@ -44,8 +45,8 @@ def test_start_reconciles_blob_files_and_rows(fresh_acrlocal: AcrLocal) -> None:
 
     fresh_acrlocal.start()
     registry = RegistryClient(fresh_acrlocal)
-    assert not storage.blob_file(old_orphan).exists()  # older than the grace period (1 h by default)
-    assert storage.blob_file(new_orphan).exists()  # within it
+    assert not storage.has_blob(old_orphan)  # older than the grace period (1 h by default)
+    assert storage.has_blob(new_orphan)  # within it
     assert not_a_blob.read_text() == "left alone"
     for repo in ("crash/reconcile", "crash/other"):  # the lost blob is unknown everywhere, not a broken read
         r = registry.get(f"/v2/{repo}/blobs/{lost}")
@@ -60,7 +61,7 @@ def test_start_reconciles_blob_files_and_rows(fresh_acrlocal: AcrLocal) -> None:
     fresh_acrlocal.stop()
     fresh_acrlocal.extra_args = (*fresh_acrlocal.extra_args, "--blob-gc-grace", "0")
     fresh_acrlocal.start()
-    assert not storage.blob_file(new_orphan).exists()
+    assert not storage.has_blob(new_orphan)
     assert RegistryClient(fresh_acrlocal).get(f"/v2/crash/reconcile/blobs/{kept}").status_code == 200
 
 
@@ -111,7 +112,7 @@ def test_gc_deletes_unreferenced_blobs_and_spares_a_push_in_progress(fresh_acrlo
     assert set(result["blobsDeleted"]) == removed and result["bytesFreed"] > 0
     for digest in removed:
         assert registry.head(f"/v2/gc/app/blobs/{digest}").status_code == 404
-        assert not storage.blob_file(digest).exists()
+        assert not storage.has_blob(digest)
     for digest in kept_blobs:
         assert registry.get(f"/v2/gc/app/blobs/{digest}").status_code == 200
     assert registry.push_manifest("gc/app", "v3", image(config, [layer])).status_code == 201  # the push completes

@@ -84,8 +84,8 @@ def test_end4b_digest_mismatch_is_400_and_stores_nothing(registry: RegistryClien
     r = registry.post(f"/v2/{repo}/blobs/uploads/?digest={claimed}", data=b"what it sends")
     assert r.status_code == 400
     assert error_code(r) == "DIGEST_INVALID"
-    assert not storage.blob_file(sha256(b"what it sends")).exists()
-    assert not storage.blob_file(claimed).exists()
+    assert not storage.has_blob(sha256(b"what it sends"))
+    assert not storage.has_blob(claimed)
     assert storage.upload_files() <= before
     assert storage.count("SELECT count(*) FROM blobs WHERE digest IN (?, ?)", claimed, sha256(b"what it sends")) == 0
 
@@ -210,7 +210,7 @@ def test_end6_digest_mismatch_discards_the_upload(registry: RegistryClient, repo
     assert r.json()["errors"][0]["detail"] == {"expected": claimed, "actual": sha256(b"actual bytes")}
     assert registry.get(location).status_code == 404
     assert upload_id not in storage.upload_files()
-    assert not storage.blob_file(sha256(b"actual bytes")).exists()
+    assert not storage.has_blob(sha256(b"actual bytes"))
     assert storage.count("SELECT count(*) FROM upload_sessions WHERE id = ?", upload_id) == 0
     assert storage.count("SELECT count(*) FROM blobs WHERE digest = ?", sha256(b"actual bytes")) == 0
 

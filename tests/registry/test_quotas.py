@@ -19,7 +19,7 @@ from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal, running
 from tests.interop.tools import Containers, ToolError
 from tests.ocitools import Blob, config_blob, image, sha256, write_layout
-from tests.registry.conftest import RegistryClient, error_code
+from tests.registry.conftest import RegistryClient, error_code, files_only
 from tests.registry.test_persistence import MiB
 
 
@@ -111,6 +111,7 @@ def blobs_on_tmpfs(data_dir: Path, size: str) -> list[str]:
             f'mount -t tmpfs -o size={size},mode=0700 acrlocal-blobs "$0" && exec "$@"', str(data_dir / "blobs")]
 
 
+@files_only
 def test_a_full_disk_refuses_the_chunk_and_keeps_the_session(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with running(data, "--min-free-space", "0", wrapper=blobs_on_tmpfs(data, "12m")) as server:
@@ -133,6 +134,7 @@ def test_a_full_disk_refuses_the_chunk_and_keeps_the_session(tmp_path: Path) -> 
         assert "Traceback" not in server.log()
 
 
+@files_only
 def test_the_free_space_floor(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with running(data, "--min-free-space", "6MiB", wrapper=blobs_on_tmpfs(data, "16m")) as server:

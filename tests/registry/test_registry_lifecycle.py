@@ -46,8 +46,8 @@ def test_deleted_registry_takes_its_content_along(tmp_path: Path) -> None:
         for table in ("repositories", "upload_sessions"):
             assert storage.count(f"SELECT count(*) FROM {table} WHERE registry_id = ?", registry_id) == 0
         assert storage.count("SELECT count(*) FROM upload_sessions WHERE id = ?", upload.rsplit("/", 1)[1]) == 0
-        wait_until(lambda: not storage.blob_file(unique).exists(), "the sweeper to delete unlinked blob bytes")
-        assert storage.blob_file(shared).exists()
+        wait_until(lambda: not storage.has_blob(unique), "the sweeper to delete unlinked blob bytes")
+        assert storage.has_blob(shared)
 
         assert admin.call("PUT", url, {"location": "westus", "sku": {"name": "Standard"}}).status_code == 201
         refresh(server)

@@ -24,6 +24,7 @@ Each handler checks the name and digest grammar, then asks the authorizer, then 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import secrets
 from collections.abc import Iterator
@@ -44,11 +45,14 @@ from acrlocal.registry.wire import (
     CONTENT_DIGEST,
     UPLOAD_UUID,
     empty,
+    parse_byte_range,
     parse_content_range,
 )
-from acrlocal.storage.blobs import DigestMismatch, StorageFull, UploadTooLarge
+from acrlocal.storage.blobs import DigestMismatch, StorageFull, StorageUnavailable, UploadRaced, UploadTooLarge
 from acrlocal.storage.digest import Digest
 from acrlocal.storage.registries import RegistryRecord
+
+log = logging.getLogger(__name__)
 
 UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 OCTET_STREAM = "application/octet-stream"
@@ -85,10 +89,13 @@ async def get_blob(request: web.Request, services: RegistryServices, registry: R
                    route: Route) -> web.StreamResponse:
     """GET/HEAD a blob the repository links (BLOB_UNKNOWN otherwise, even if another repository has it).
 
-    A plain GET over TLS (always, for acrlocal's own listeners) streams the store's pieces: sendfile is impossible
-    through TLS, and the store reads cached pieces without a thread hop (see ``FileBlobStore.read``). A GET with
-    ``Range`` or a conditional header, or over plain http, gets aiohttp's ``FileResponse`` (206 and
-    ``Content-Range``, sendfile). A store without local files always streams. Memory stays constant either way.
+    HEAD answers from the metadata, never the content. A GET is sent to the store's own short-lived URL with a 307
+    when the store has one (Azure Blob Storage with the account key, as ACR redirects to its storage) unless
+    ``up --blob-downloads stream``. Otherwise: a plain GET over TLS (always, for acrlocal's own listeners) streams the
+    store's pieces: sendfile is impossible through TLS, and the file store reads cached pieces without a thread hop
+    (see ``FileBlobStore.read``). A GET with ``Range`` or a conditional header, or over plain http, gets aiohttp's
+    ``FileResponse`` for a local file (206 and ``Content-Range``, sendfile). A store without local files streams,
+    a single ``Range`` as 206 reading only that range. Memory stays constant either way.
     """
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
@@ -104,6 +111,9 @@ async def get_blob(request: web.Request, services: RegistryServices, registry: R
         headers[hdrs.CONTENT_TYPE] = OCTET_STREAM
         return web.Response(status=200, headers=headers)
     await services.sql.run(guards.check_blob_content_read, services.artifacts, registry.id, name, str(digest))
+    if services.blob_redirect and (url := services.blobs.download_url(digest)) is not None:
+        headers[hdrs.LOCATION] = url
+        return web.Response(status=307, headers=headers)
     if request.transport is not None:
         request.transport.set_write_buffer_limits(high=BLOB_WRITE_HIGH_WATER)
     path = services.blobs.local_path(digest)
@@ -111,12 +121,43 @@ async def get_blob(request: web.Request, services: RegistryServices, registry: R
         response = web.FileResponse(path, headers=headers)
         response.content_type = OCTET_STREAM
         return response
-    stream = web.StreamResponse(status=200, headers=headers)
+    return await _stream(request, services, digest, size, headers)
+
+
+async def _stream(request: web.Request, services: RegistryServices, digest: Digest, size: int,
+                  headers: dict[str, str]) -> web.StreamResponse:
+    """The blob from the store, whole or the one range asked for (``If-Range`` must name its ETag, the digest).
+    The first piece is read before the response starts, so a store that cannot be reached is a 503; one lost
+    later cuts the response off (the client sees a short body and retries)."""
+    first, last = 0, size - 1
+    status = 200
+    etag = f'"{digest}"'
+    headers[hdrs.ETAG] = etag
+    range_header = request.headers.get(hdrs.RANGE)
+    if range_header is not None and request.headers.get(hdrs.IF_RANGE, etag) == etag:
+        byte_range = parse_byte_range(range_header, size)
+        if byte_range is not None:
+            first, last = byte_range
+            status = 206
+            headers[hdrs.CONTENT_RANGE] = f"bytes {first}-{last}/{size}"
+    length = last - first + 1
+    pieces = services.blobs.read(digest, first, length).__aiter__()
+    try:
+        piece = await anext(pieces, None)
+    except NotFound as exc:
+        raise RegistryError("BLOB_UNKNOWN", f"blob {digest} has no content in storage", {"digest": str(digest)}) \
+            from exc
+    stream = web.StreamResponse(status=status, headers=headers)
     stream.content_type = OCTET_STREAM
-    stream.content_length = size
+    stream.content_length = length
     await stream.prepare(request)
-    async for chunk in services.blobs.read(digest):
-        await stream.write(chunk)
+    try:
+        while piece is not None:
+            await stream.write(piece)
+            piece = await anext(pieces, None)
+    except StorageUnavailable as exc:
+        log.warning("GET blob %s cut off: %s", digest, exc)
+        raise ConnectionResetError(f"blob storage went away while sending {digest}") from exc
     await stream.write_eof()
     return stream
 
@@ -169,6 +210,8 @@ async def publish(services: RegistryServices, registry: RegistryRecord, name: st
             ) from exc
         except NotFound as exc:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more") from exc
+        except UploadRaced as exc:
+            raise RegistryError("BLOB_UPLOAD_INVALID", str(exc)) from exc
         await services.sql.run(services.meta.link_blob, registry.id, name, str(digest), size)
 
 
@@ -182,6 +225,9 @@ async def _append(services: RegistryServices, request: web.Request, name: str, u
     try:
         with _room():
             return await _append_chunk(services, request, name, upload_id, size)
+    except UploadRaced as exc:  # another replica's chunk got in first: nothing of this one was kept
+        raise RegistryError("RANGE_INVALID", f"{exc}; ask for the upload's status and resume from its end",
+                            headers=_upload_headers(name, upload_id, size)) from exc
     except BaseException:
         with contextlib.suppress(NotFound):
             await services.blobs.truncate(upload_id, size)
@@ -343,7 +389,12 @@ async def _size(services: RegistryServices, upload_id: str) -> int:
         await services.blobs.abort(upload_id)
         raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more")
     if stored > acknowledged:
-        await services.blobs.truncate(upload_id, acknowledged)
+        try:
+            await services.blobs.truncate(upload_id, acknowledged)
+        except NotFound as exc:
+            await services.sql.run(services.meta.delete_upload, upload_id)
+            await services.blobs.abort(upload_id)
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more") from exc
     return acknowledged
 
 

@@ -25,8 +25,8 @@ in the log and forgotten with its links, so clients see BLOB_UNKNOWN and push th
 blob that cannot be read.
 
 Every change to one digest happens under its lock (:data:`acrlocal.registry.locks.digests`), the lock publication
-and deletion take, and is checked again under it, so this may run while the registry serves. Walking the files
-and checking them runs in a thread; the database is asked in batches.
+and deletion take, and is checked again under it, so this may run while the registry serves. The store is listed once
+(a file store walks its files in a thread) and the database is asked in batches.
 """
 
 from __future__ import annotations
@@ -63,18 +63,14 @@ class Reconciled:
                 "lostBlobsForgotten": self.lost_blobs}
 
 
-def _missing(store: BlobStore, digests: list[Digest]) -> list[Digest]:
-    return [d for d in digests if not store.exists(d)]
-
-
 async def reconcile(meta: RegistryMetadata, store: BlobStore, grace_s: float, now: float | None = None) -> Reconciled:
     """Remove blob files no row names (older than ``grace_s``) and forget rows whose file is gone."""
-    loop = asyncio.get_running_loop()
     now = time.time() if now is None else now
     cutoff = now - grace_s
     result = Reconciled()
 
-    files = await loop.run_in_executor(None, lambda: list(store.stored()))
+    files = [item async for item in store.stored()]
+    listed = {str(digest) for digest, _ in files}
     for start in range(0, len(files), BATCH):
         batch = files[start:start + BATCH]
         known = meta.known_blobs([str(d) for d, _ in batch])
@@ -92,10 +88,10 @@ async def reconcile(meta: RegistryMetadata, store: BlobStore, grace_s: float, no
     after: str | None = None
     while page := meta.blob_page(after, BATCH):
         after = page[-1]
-        missing = await loop.run_in_executor(None, _missing, store, [Digest.parse(text) for text in page])
-        for digest in missing:
+        # A row the listing lacks is checked again under its lock: its blob may have been published since.
+        for digest in (Digest.parse(text) for text in page if text not in listed):
             async with locks.digests(str(digest)):
-                if meta.known_blobs([str(digest)]) and not await loop.run_in_executor(None, store.exists, digest):
+                if meta.known_blobs([str(digest)]) and not await store.exists(digest):
                     links = meta.forget_lost_blob(str(digest))
                     result.lost_blobs.append(str(digest))
                     log.warning("blob %s had a row but no file (lost from the disk); forgot it and its %d "

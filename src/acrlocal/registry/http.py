@@ -7,7 +7,8 @@ Each handler checks names first, then calls the authorizer once, then touches st
 
 Errors: a :class:`~acrlocal.registry.errors.RegistryError` becomes the OCI ``{"errors": [...]}`` body with its
 status and headers; anything unexpected is logged and answered ``500 UNKNOWN`` in the same format, and the server
-keeps serving. A method an endpoint does not have is ``405 UNSUPPORTED``.
+keeps serving. A method an endpoint does not have is ``405 UNSUPPORTED``. A blob store that cannot be reached is
+``503 UNAVAILABLE`` with ``Retry-After``.
 
 :func:`on_startup` removes upload files that no session owns (a crash's leftovers), reconciles blob files with blob
 rows (:mod:`acrlocal.registry.housekeeping`) and starts the sweeper, which
@@ -33,6 +34,7 @@ from acrlocal.registry.errors import RegistryError
 from acrlocal.registry.paths import Endpoint, Route, parse_path
 from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, error_response
+from acrlocal.storage.blobs import StorageUnavailable
 from acrlocal.storage.digest import Digest
 from acrlocal.storage.registries import RegistryRecord
 from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
@@ -117,6 +119,10 @@ async def handle(request: web.Request, services: RegistryServices, registry: Reg
     except ValueTooLong as exc:
         code = _TOO_LONG.get(route.endpoint, "UNSUPPORTED") if route is not None else "UNSUPPORTED"
         return error_response(RegistryError(code, str(exc), status=400))
+    except StorageUnavailable as exc:  # the blob store is down: the client retries later, the server goes on
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return error_response(RegistryError("UNAVAILABLE", f"{exc}; try again shortly", status=503,
+                                            headers={"Retry-After": str(RETRY_AFTER_S)}))
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception as exc:
@@ -174,7 +180,7 @@ async def sweep(services: RegistryServices, now: float | None = None) -> None:
             await sql.run(meta.delete_upload, upload_id)
             await services.blobs.abort(upload_id)
     # Upload files no session owns: a registry deleted with its sessions, a single-request upload cut off.
-    services.blobs.sweep(await sql.run(meta.upload_ids), older_than_s=max(ttl_s, 3600))
+    await services.blobs.sweep(await sql.run(meta.upload_ids), older_than_s=max(ttl_s, 3600))
     try:
         async with housekeeping.Collection(meta, sql):  # one process or replica at a time; the others skip a turn
             for text in await sql.run(meta.unlinked_blobs, limit=1000):
@@ -204,7 +210,7 @@ async def on_startup(services: RegistryServices) -> None:
     for upload_id in sessions:
         if await services.blobs.upload_size(upload_id) is None:
             meta.delete_upload(upload_id)
-    removed = services.blobs.sweep(sessions)
+    removed = await services.blobs.sweep(sessions)
     if removed:
         log.info("removed %d upload files no session owned", removed)
     await sweep(services)

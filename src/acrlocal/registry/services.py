@@ -33,5 +33,7 @@ class RegistryServices:
     throttle: Throttle
     audit: AuditLog
     token_service: TokenService
+    # Blob GETs on a store with URLs of its own: a 307 there (True, ACR's way) or streamed (up --blob-downloads).
+    blob_redirect: bool = True
     # The sweeper's task, from on_startup to on_shutdown (acrlocal.registry.http).
     sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)

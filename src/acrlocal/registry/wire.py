@@ -56,3 +56,30 @@ def parse_content_range(value: str) -> tuple[int, int]:
     if end < start:
         raise RegistryError("RANGE_INVALID", f"Content-Range {value[:80]!r} ends before it starts")
     return start, end
+
+
+_BYTE_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+
+
+def parse_byte_range(value: str, size: int) -> tuple[int, int] | None:
+    """The inclusive ``(first, last)`` byte of a ``Range`` header's single range over ``size`` bytes (RFC 9110:
+    ``bytes=a-b``, ``bytes=a-``, ``bytes=-n``, ``last`` clamped to the end); ``None`` when the header is not one
+    range the server honours (several ranges, another unit: the whole content is sent). RANGE_INVALID (416, with
+    ``Content-Range: bytes */size``) when the range starts past the end or is empty."""
+    match = _BYTE_RANGE.fullmatch(value.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    unsatisfiable = RegistryError("RANGE_INVALID", f"range {value[:80]!r} is outside the blob's {size} bytes",
+                                  status=416, headers={"Content-Range": f"bytes */{size}"})
+    if match.group(1) == "":
+        suffix = int(match.group(2))
+        if suffix == 0 or size == 0:
+            raise unsatisfiable
+        return max(size - suffix, 0), size - 1
+    first = int(match.group(1))
+    if match.group(2) and int(match.group(2)) < first:
+        return None  # invalid syntax: ignored, as RFC 9110 says
+    if first >= size:
+        raise unsatisfiable
+    last = int(match.group(2)) if match.group(2) else size - 1
+    return first, min(last, size - 1)

@@ -6,8 +6,10 @@ cancelled or mismatched upload therefore leaves nothing visible, and a process k
 worst an orphaned upload that :meth:`FileBlobStore.sweep` removes. Each blob is stored once, however many
 repositories link to it: repository membership is metadata, not storage.
 
-The interface is shaped for an Azure Blob Storage backend as well: uploads map to staged blocks, ``commit`` to
-a block-list commit plus copy to the digest's name, ``local_path`` returns ``None`` and readers use ``read``.
+The other implementation is :class:`acrlocal.storage.azure_blobs.AzureBlobStore` (``acrlocal up --blob-store``):
+uploads are staged blocks, ``commit`` a block-list commit plus a copy to the digest's name, ``local_path`` is
+``None`` (readers use ``read``, or the client is sent to ``download_url``). Storage that cannot be reached raises
+:class:`StorageUnavailable` from any method.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ class StorageFull(AcrLocalError, OSError):
     disk is full (ENOSPC, EDQUOT). What the failed write added is the caller's to cut off (``truncate``)."""
 
 
+class StorageUnavailable(AcrLocalError, OSError):
+    """The store cannot be reached or answers with a server error now; the request may be tried again later (the
+    registry answers 503 with ``Retry-After``)."""
+
+
+class UploadRaced(AcrLocalError, RuntimeError):
+    """Another request (possibly on another replica) changed the upload at the same time; this one's change was not
+    kept, and the upload is as the other request left it."""
+
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -80,8 +92,15 @@ class BlobStore(Protocol):
         """The blob's bytes from ``offset``, in pieces the caller may keep; raises :class:`NotFound` if it is not
         stored."""
 
+    def download_url(self, digest: Digest) -> str | None:
+        """A short-lived URL a client may read the blob from directly (the registry redirects to it), or ``None``
+        if this store has none."""
+
     def check_room(self, nbytes: int) -> None:
         """Raise :class:`StorageFull` if writing ``nbytes`` more would leave less free space than the store keeps."""
+
+    async def close(self) -> None:
+        """Release connections (the server calls it once, at shutdown)."""
 
     async def start_upload(self, upload_id: str) -> None: ...
 
@@ -90,8 +109,9 @@ class BlobStore(Protocol):
 
     async def append(self, upload_id: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
         """Append ``chunks`` to the upload and return its new size. ``limit`` caps the bytes taken from
-        ``chunks`` (:class:`UploadTooLarge` past it); :class:`StorageFull` when the disk has no room. On error the
-        upload keeps what was written before, and possibly part of ``chunks``."""
+        ``chunks`` (:class:`UploadTooLarge` past it); :class:`StorageFull` when the disk has no room;
+        :class:`UploadRaced` when another request appended at the same time (nothing of ``chunks`` is kept). On
+        other errors the upload keeps what was written before, and possibly part of ``chunks``."""
 
     async def truncate(self, upload_id: str, size: int) -> None:
         """Cut an upload back to ``size`` bytes (to undo a chunk that did not arrive as announced)."""
@@ -108,14 +128,14 @@ class BlobStore(Protocol):
     async def delete(self, digest: Digest) -> None:
         """Remove a blob's bytes; readers that already opened it finish their read."""
 
-    def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
+    async def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
         """Discard uploads whose id is not in ``keep`` and that were idle ``older_than_s``; how many."""
 
-    def stored(self) -> Iterator[tuple[Digest, float]]:
-        """Every published blob with the time it was written (blocking: call from a thread)."""
+    def stored(self) -> AsyncIterator[tuple[Digest, float]]:
+        """Every published blob with the time it was written."""
 
-    def exists(self, digest: Digest) -> bool:
-        """Whether the blob is stored (blocking: call from a thread)."""
+    async def exists(self, digest: Digest) -> bool:
+        """Whether the blob is stored."""
 
 
 def _fsync_directory(path: Path) -> None:
@@ -177,6 +197,12 @@ class FileBlobStore:
 
     def local_path(self, digest: Digest) -> Path | None:
         return self.path(digest)
+
+    def download_url(self, digest: Digest) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        """Nothing to release: files are opened per request."""
 
     async def size(self, digest: Digest) -> int | None:
         try:
@@ -373,7 +399,12 @@ class FileBlobStore:
 
     # -- housekeeping ------------------------------------------------------------------------------
 
-    def stored(self) -> Iterator[tuple[Digest, float]]:
+    async def stored(self) -> AsyncIterator[tuple[Digest, float]]:
+        """:meth:`stored_files`, walked in a thread."""
+        for item in await asyncio.to_thread(lambda: list(self.stored_files())):
+            yield item
+
+    def stored_files(self) -> Iterator[tuple[Digest, float]]:
         """Files named like blobs (``<algorithm>/<2 hex>/<hex>`` with the hex starting with those 2), and their
         modification time; anything else under the root is not a blob and is left alone."""
         for algorithm in sorted(ALGORITHMS):
@@ -395,10 +426,13 @@ class FileBlobStore:
                     except (ValueError, FileNotFoundError):
                         continue
 
-    def exists(self, digest: Digest) -> bool:
-        return self.path(digest).is_file()
+    async def exists(self, digest: Digest) -> bool:
+        return await asyncio.to_thread(self.path(digest).is_file)
 
-    def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
+    async def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
+        return await asyncio.to_thread(self.sweep_files, keep, older_than_s)
+
+    def sweep_files(self, keep: set[str], older_than_s: float = 0.0) -> int:
         """Remove upload files whose id is not in ``keep`` (orphans of a crash). Returns how many."""
         removed = 0
         cutoff = time.time() - older_than_s

@@ -92,7 +92,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
+def _detach(settings: Settings, argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     try:
         status = read_status(settings)
     except CLIError:
@@ -108,7 +108,8 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
     pid_path = settings.data_dir / "server.pid"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "acrlocal", "up", *argv], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})})
     pid_path.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + READY_TIMEOUT_S
     shown = False
@@ -146,6 +147,19 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
               help="Cache managed-identity tokens per identity and resource, as Azure's IMDS does (default on).")
 @click.option("--default-registry", help="Name of the registry created on first start (default acrlocal).")
 @click.option("--database-url", envvar="ACRLOCAL_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
+@click.option("--blob-store", envvar="ACRLOCAL_BLOB_STORE", metavar="URL",
+              help="Keep blobs and uploads in an Azure Blob Storage container: "
+                   "https://<account>.blob.core.windows.net/<container> (or Azurite's "
+                   "http://127.0.0.1:10000/<account>/<container>) (default: files in the data directory).")
+@click.option("--blob-store-key", envvar="ACRLOCAL_BLOB_STORE_KEY", metavar="KEY",
+              help="The storage account's key (prefer the environment variable ACRLOCAL_BLOB_STORE_KEY).")
+@click.option("--blob-store-sas", envvar="ACRLOCAL_BLOB_STORE_SAS", metavar="SAS",
+              help="A SAS for the container with rwdlac (prefer ACRLOCAL_BLOB_STORE_SAS); blob GETs then stream.")
+@click.option("--blob-store-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="A CA bundle the blob store's certificate chains to (an emulator's own; real Azure needs none).")
+@click.option("--blob-downloads", type=click.Choice(["redirect", "stream"]),
+              help="Blob GETs on --blob-store with a key: a 307 to a 10-minute SAS URL, as ACR (redirect, the "
+                   "default), or streamed through the server (stream).")
 @click.option("--upload-session-ttl", type=click.IntRange(min=1),
               help="Seconds an idle blob upload session is kept before it is discarded (default 86400).")
 @click.option("--arm-page-size", type=click.IntRange(min=1, max=5000),
@@ -189,7 +203,8 @@ def _detach(settings: Settings, argv: list[str]) -> dict[str, Any]:
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
        imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
-       database_url: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
+       database_url: str | None, blob_store: str | None, blob_store_key: str | None, blob_store_sas: str | None,
+       blob_store_ca: str | None, blob_downloads: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
        upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
        blob_gc_grace: int | None, idle_timeout: float | None, read_timeout: float | None,
        registry_rate_limit: str | None, login_lockout: str | None, insecure_open_registry: bool | None,
@@ -205,6 +220,9 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
         insecure_open_registry=insecure_open_registry, run_command_timeout_s=run_command_timeout,
         vm_ssh_port=vm_ssh_port, workers=workers or default_workers(), registry_port_offset=registry_port_offset,
         advertised_port=advertised_port,
+        blob_store=blob_store, blob_store_key=blob_store_key,
+        blob_store_sas=blob_store_sas, blob_store_ca=blob_store_ca,
+        blob_redirect=None if blob_downloads is None else blob_downloads == "redirect",
     )
     if upload_session_ttl is not None:
         settings = replace(settings, limits=replace(settings.limits, upload_session_ttl_s=upload_session_ttl))
@@ -237,7 +255,15 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
             argv.append("--imds-token-cache" if imds_token_cache else "--no-imds-token-cache")
         if insecure_open_registry:
             argv.append("--insecure-open-registry")
-        click.echo(banner(_detach(settings, argv), detached=True))
+        if blob_downloads is not None:
+            argv += ["--blob-downloads", blob_downloads]
+        if blob_store_ca is not None:
+            argv += ["--blob-store-ca", str(Path(blob_store_ca).resolve())]
+        # The blob store's URL (it may hold a SAS) and credentials go through the environment, not the command line
+        # other users can read.
+        env = {k: v for k, v in (("ACRLOCAL_BLOB_STORE", blob_store), ("ACRLOCAL_BLOB_STORE_KEY", blob_store_key),
+                                 ("ACRLOCAL_BLOB_STORE_SAS", blob_store_sas)) if v is not None}
+        click.echo(banner(_detach(settings, argv, env), detached=True))
         return
 
     import logging

@@ -1,0 +1,496 @@
+"""Blobs and upload sessions in an Azure Blob Storage container: :class:`AzureBlobStore` (``acrlocal up --blob-store``).
+
+Layout in the container: a published blob is the block blob ``<algorithm>/<hex>``; an upload session is the block
+blob ``_uploads/<id>``, committed empty when the session opens, its chunks staged on it as uncommitted blocks, and
+its state in the blob's metadata. Any replica can continue a session, because everything about it is in storage:
+
+- Each append stages the request body as blocks of up to :data:`BLOCK_SIZE` (Put Block), then records the new
+  state with one Set Blob Metadata conditional on the ETag it read first, so of two replicas appending to one
+  session at once exactly one succeeds (the other gets :class:`UploadRaced`, and its blocks are never committed).
+  Until that write, nothing of the append is part of the upload: a failed or cut-off chunk needs no undoing.
+- The state is the size, the last block's id, and the running SHA-256, saved with
+  :class:`~acrlocal.storage.sha256state.ResumableSha256` (OpenSSL's state, portable, about 100 bytes), so the
+  digest at completion costs nothing more than a finish: no byte is read back. Block ids carry their offset, a
+  random nonce and the previous block's nonce, so the blocks of the upload are found by walking back from the
+  last one, whatever else a failed or raced chunk staged. The state before the last append is kept too, which is
+  what :meth:`truncate` can go back to (a chunk the registry refused after the store took it).
+- Completion checks the digest, commits the chain of blocks (Put Block List, conditional on the ETag), copies the
+  upload to the digest's name (Copy Blob, within the account) and deletes the upload. A digest other than
+  sha256, or a libcrypto without the resumable functions, is checked by reading the committed upload back.
+
+Reads stream Get Blob ranges in pieces of :data:`READ_PIECE`; :meth:`download_url` makes a read-only SAS for the
+blob, valid for :data:`SAS_LIFETIME` (with the account key only: a SAS credential cannot make another SAS).
+
+Errors: storage that cannot be reached, or that answers 5xx, 408 or 429 once the SDK's retries are spent, raises
+:class:`~acrlocal.storage.blobs.StorageUnavailable` (the registry answers 503 with ``Retry-After``); a missing
+upload or blob is :class:`~acrlocal.errors.NotFound`. The credential is never logged: the SDK's request logging
+is kept at WARNING, and URLs shown are without their query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.storage.blob import BlobBlock, BlobSasPermissions, ContentSettings, generate_blob_sas
+from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
+
+from acrlocal.blob_location import BlobLocation
+from acrlocal.errors import ConfigError, NotFound
+from acrlocal.storage import sha256state
+from acrlocal.storage.blobs import DigestMismatch, StorageUnavailable, UploadRaced, UploadTooLarge
+from acrlocal.storage.digest import ALGORITHMS, Digest
+
+log = logging.getLogger(__name__)
+# The SDK logs every request and response at INFO; a SAS in a URL is redacted there, but nothing is gained by it.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
+#: Largest block staged by one Put Block: a request body is cut into blocks of this size (its last one shorter).
+#: Two are in memory per upload while one is sent (the next is being received). 50,000 blocks make a blob.
+BLOCK_SIZE = 4 * 1024 * 1024
+#: Size of the ranged Get Blob requests a streamed read makes; each is held whole in memory while it is sent.
+READ_PIECE = 4 * 1024 * 1024
+#: How long a redirect's SAS is valid (it must only be valid when the client's request starts).
+SAS_LIFETIME = dt.timedelta(minutes=10)
+#: Clock skew allowed for between this host and the storage service.
+SAS_SKEW = dt.timedelta(minutes=5)
+UPLOADS = "_uploads/"
+OCTET_STREAM = ContentSettings(content_type="application/octet-stream")
+_STATE_KEY, _PREVIOUS_KEY = "acrlocalupload", "acrlocalprevious"
+_NO_BLOCK = "0" * 16
+
+
+@contextlib.contextmanager
+def _storage_errors(what: str) -> Iterator[None]:
+    """The SDK's connection failures and 5xx/408/429 answers as :class:`StorageUnavailable`, naming ``what``."""
+    try:
+        yield
+    except (ServiceRequestError, ServiceResponseError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+            raise
+        raise StorageUnavailable(f"blob storage could not be reached while {what}: {type(exc).__name__}") from exc
+    except ClientAuthenticationError as exc:
+        log.error("blob storage refused acrlocal's credential while %s: %s", what,
+                  getattr(exc, "error_code", None) or exc.status_code)
+        raise StorageUnavailable(f"blob storage refused the registry's credential while {what}") from exc
+    except HttpResponseError as exc:
+        if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code in (408, 429)):
+            raise StorageUnavailable(f"blob storage answered {exc.status_code} while {what}") from exc
+        raise
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The state of an upload after an append: its size, the nonce of its last block (``_NO_BLOCK`` when empty),
+    how many blocks it has, and the saved SHA-256 (``None`` where states cannot be saved)."""
+
+    size: int
+    head: str
+    blocks: int
+    sha256: bytes | None
+
+    def encode(self) -> str:
+        state = base64.urlsafe_b64encode(self.sha256).decode() if self.sha256 is not None else "-"
+        return f"{self.size}.{self.head}.{self.blocks}.{state}"
+
+    @classmethod
+    def decode(cls, text: str) -> _Step:
+        try:
+            size, head, blocks, state = text.split(".")
+            return cls(int(size), head, int(blocks), None if state == "-" else base64.urlsafe_b64decode(state))
+        except ValueError as exc:
+            raise NotFound(f"upload state {text[:60]!r} is not one acrlocal wrote") from exc
+
+    @classmethod
+    def empty(cls, resumable: bool) -> _Step:
+        return cls(0, _NO_BLOCK, 0, sha256state.ResumableSha256().save() if resumable else None)
+
+
+def _block_id(offset: int, nonce: str, previous: str) -> str:
+    # 48 characters for every block of every upload (a blob's block ids must all have one length).
+    return f"{offset:016x}{nonce}{previous}"
+
+
+class AzureBlobStore:
+    """:class:`~acrlocal.storage.blobs.BlobStore` on one container. Make it with :meth:`open` (inside the event
+    loop), and :meth:`close` it. ``key`` is the account key; ``sas`` a SAS for the container (or account) with
+    read, add, create, write, delete and list permissions; one of them, or the SAS in the location's URL. ``ca`` is
+    a CA bundle file to check the storage endpoint's certificate against instead of the system's (an emulator's)."""
+
+    def __init__(self, location: BlobLocation, *, key: str | None = None, sas: str | None = None,
+                 ca: str | None = None) -> None:
+        """Call inside the event loop (the HTTP session belongs to it)."""
+        self.location = location
+        self._key = key
+        sas = sas or location.sas
+        if key is None and sas is None:
+            raise ConfigError(f"blob store {location.url} needs a credential: an account key "
+                              "(--blob-store-key, ACRLOCAL_BLOB_STORE_KEY) or a SAS (--blob-store-sas, "
+                              "ACRLOCAL_BLOB_STORE_SAS, or the URL's query)")
+        self._sas = sas.lstrip("?") if sas is not None and key is None else None
+        credential: Any = {"account_name": location.account, "account_key": key} if key is not None else self._sas
+        transport: dict[str, Any] = {}
+        if ca is not None:
+            # One TLS context for every request. Given a CA file, azure-core makes a new SSLContext per request,
+            # which aiohttp keys its connection pool by: no connection was ever reused, and each kept its buffers
+            # (measured: 125 MiB more RSS after a 100 MiB upload, 30 connections; with this, 1).
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca)),
+                                            trust_env=True, auto_decompress=False,
+                                            cookie_jar=aiohttp.DummyCookieJar())
+            transport["transport"] = AioHttpTransport(session=session, session_owner=True)
+        self._container = ContainerClient(
+            location.account_url, location.container, credential=credential,
+            retry_policy=LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
+            connection_timeout=10, read_timeout=60, **transport,
+            max_single_get_size=READ_PIECE, max_chunk_get_size=READ_PIECE, max_block_size=BLOCK_SIZE,
+        )
+        self._resumable = sha256state.available()
+
+    @classmethod
+    async def open(cls, location: BlobLocation, *, key: str | None = None, sas: str | None = None,
+                   ca: str | None = None) -> AzureBlobStore:
+        """A store on the container, which is created if it does not exist and the credential is the account key.
+        :class:`ConfigError` if storage refuses the credential or the container is missing and cannot be made;
+        :class:`StorageUnavailable` if storage cannot be reached."""
+        store = cls(location, key=key, sas=sas, ca=ca)
+        try:
+            await store._check()
+        except BaseException:
+            await store.close()
+            raise
+        if not store._resumable:
+            log.warning("this libcrypto cannot save SHA-256 states: uploads are hashed by reading them back when "
+                        "they complete")
+        return store
+
+    async def _check(self) -> None:
+        where = self.location.url
+        try:
+            with _storage_errors(f"opening {where}"):
+                try:
+                    async for _ in self._container.list_blobs(name_starts_with=UPLOADS, results_per_page=1):
+                        break
+                except ResourceNotFoundError:
+                    if self._key is None:
+                        raise ConfigError(f"blob store container {where} does not exist (with a SAS acrlocal "
+                                          "cannot create it)") from None
+                    with contextlib.suppress(ResourceExistsError):
+                        await self._container.create_container()
+                    log.info("created blob store container %s", where)
+        except StorageUnavailable as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ClientAuthenticationError):
+                raise
+            raise ConfigError(f"blob store {where} refused the credential given ({cause.status_code})") from exc
+        except HttpResponseError as exc:
+            code = getattr(exc, "error_code", None) or ""
+            if exc.status_code in (401, 403):
+                raise ConfigError(f"blob store {where} refused the credential given ({exc.status_code} {code}); it "
+                                  "needs read, add, create, write, delete and list") from exc
+            raise ConfigError(f"blob store {where} answered {exc.status_code} {code} when listed") from exc
+
+    async def close(self) -> None:
+        await self._container.close()
+
+    # -- names -------------------------------------------------------------------------------------
+
+    def _blob(self, digest: Digest) -> BlobClient:
+        return self._container.get_blob_client(f"{digest.algorithm}/{digest.encoded}")
+
+    def _upload(self, upload_id: str) -> BlobClient:
+        if not upload_id or "/" in upload_id or upload_id.startswith("."):
+            raise NotFound(f"upload {upload_id!r} does not exist")
+        return self._container.get_blob_client(UPLOADS + upload_id)
+
+    def local_path(self, digest: Digest) -> Path | None:
+        return None
+
+    def check_room(self, nbytes: int) -> None:
+        """Storage accounts hold petabytes; the limits that matter (blob size, sessions) are the registry's."""
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def size(self, digest: Digest) -> int | None:
+        with _storage_errors(f"reading the properties of blob {digest}"):
+            try:
+                props = await self._blob(digest).get_blob_properties()
+            except ResourceNotFoundError:
+                return None
+        return int(props.size)
+
+    async def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes | bytearray]:
+        """Ranged Get Blob requests of :data:`READ_PIECE`, each piece yielded as it arrives whole."""
+        if length == 0:
+            return
+        with _storage_errors(f"reading blob {digest}"):
+            try:
+                # No range for a whole blob: Get Blob refuses any range of an empty one.
+                blob = self._blob(digest)
+                if offset or length is not None:
+                    downloader = await blob.download_blob(offset=offset, length=length, max_concurrency=1)
+                else:
+                    downloader = await blob.download_blob(max_concurrency=1)
+            except ResourceNotFoundError as exc:
+                raise NotFound(f"blob {digest} is not stored") from exc
+            async for piece in downloader.chunks():
+                yield piece
+
+    @property
+    def redirects(self) -> bool:
+        """Whether :meth:`download_url` gives URLs (it needs the account key)."""
+        return self._key is not None
+
+    def download_url(self, digest: Digest) -> str | None:
+        """A URL that reads the blob for :data:`SAS_LIFETIME` (a read-only SAS for it alone), or ``None`` without
+        the account key."""
+        if self._key is None:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        name = f"{digest.algorithm}/{digest.encoded}"
+        sas = generate_blob_sas(
+            self.location.account, self.location.container, name, account_key=self._key,
+            permission=BlobSasPermissions(read=True), start=now - SAS_SKEW, expiry=now + SAS_LIFETIME,
+            protocol="https" if self.location.secure else "https,http",
+        )
+        return f"{self.location.url}/{name}?{sas}"
+
+    # -- uploads -----------------------------------------------------------------------------------
+
+    async def start_upload(self, upload_id: str) -> None:
+        with _storage_errors(f"starting upload {upload_id}"):
+            await self._upload(upload_id).upload_blob(
+                b"", overwrite=False, content_settings=OCTET_STREAM,
+                metadata={_STATE_KEY: _Step.empty(self._resumable).encode()})
+
+    async def _state(self, blob: BlobClient, upload_id: str) -> tuple[_Step, _Step | None, str]:
+        """The upload's current step, the one before it, and the ETag they were read at."""
+        try:
+            props = await blob.get_blob_properties()
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"upload {upload_id!r} does not exist") from exc
+        metadata = props.metadata or {}
+        if _STATE_KEY not in metadata:
+            raise NotFound(f"upload {upload_id!r} has no state (completed, or not made by acrlocal)")
+        previous = metadata.get(_PREVIOUS_KEY)
+        return _Step.decode(metadata[_STATE_KEY]), _Step.decode(previous) if previous else None, str(props.etag)
+
+    async def upload_size(self, upload_id: str) -> int | None:
+        with _storage_errors(f"reading upload {upload_id}"):
+            try:
+                step, _, _ = await self._state(self._upload(upload_id), upload_id)
+            except NotFound:
+                return None
+        return step.size
+
+    async def append(self, upload_id: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
+        blob = self._upload(upload_id)
+        loop = asyncio.get_running_loop()
+        with _storage_errors(f"appending to upload {upload_id}"):
+            step, _, etag = await self._state(blob, upload_id)
+            hasher = sha256state.ResumableSha256.load(step.sha256) if step.sha256 is not None else None
+            offset, head, blocks = step.size, step.head, step.blocks
+
+            async def stage(buf: bytes, at: int, previous: str, nonce: str) -> None:
+                if hasher is not None:
+                    await loop.run_in_executor(None, hasher.update, buf)  # in order: one stage runs at a time
+                await blob.stage_block(_block_id(at, nonce, previous), buf, length=len(buf))
+
+            taken = 0
+            pending: list[bytes] = []
+            pending_size = 0
+            in_flight: asyncio.Task[None] | None = None
+
+            def send(buf: bytes) -> asyncio.Task[None]:
+                nonlocal offset, head, blocks
+                nonce = secrets.token_hex(8)
+                task = loop.create_task(stage(buf, offset, head, nonce))
+                offset, head, blocks = offset + len(buf), nonce, blocks + 1
+                return task
+
+            try:
+                async for chunk in chunks:
+                    taken += len(chunk)
+                    if limit is not None and taken > limit:
+                        raise UploadTooLarge(f"upload {upload_id} went past {limit} bytes")
+                    pending.append(chunk)
+                    pending_size += len(chunk)
+                    while pending_size >= BLOCK_SIZE:
+                        data = b"".join(pending)
+                        buf, rest = data[:BLOCK_SIZE], data[BLOCK_SIZE:]
+                        pending, pending_size = ([rest] if rest else []), len(rest)
+                        if in_flight is not None:
+                            await in_flight
+                        in_flight = send(buf)
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
+                if pending:
+                    in_flight = send(b"".join(pending))
+                    await in_flight
+                    in_flight = None
+            finally:
+                if in_flight is not None:  # an error while a block was being staged: wait for it, then re-raise
+                    with contextlib.suppress(Exception):
+                        await in_flight
+            if taken == 0:
+                return step.size
+            new = _Step(offset, head, blocks, hasher.save() if hasher is not None else None)
+            try:
+                await blob.set_blob_metadata({_STATE_KEY: new.encode(), _PREVIOUS_KEY: step.encode()},
+                                             etag=etag, match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError as exc:
+                raise UploadRaced(f"upload {upload_id} was appended to by another request at the same time; this "
+                                  "chunk was not kept") from exc
+            except ResourceNotFoundError as exc:
+                raise NotFound(f"upload {upload_id!r} does not exist") from exc
+        return new.size
+
+    async def truncate(self, upload_id: str, size: int) -> None:
+        """Go back to ``size``: nothing to do if the upload has that size, one append back if it had it before
+        the last append; any other size cannot be gone back to (:class:`NotFound`: the upload is lost)."""
+        blob = self._upload(upload_id)
+        with _storage_errors(f"cutting back upload {upload_id}"):
+            step, previous, etag = await self._state(blob, upload_id)
+            if step.size == size:
+                return
+            if previous is None or previous.size != size:
+                raise NotFound(f"upload {upload_id} has {step.size} bytes and cannot go back to {size}")
+            try:
+                await blob.set_blob_metadata({_STATE_KEY: previous.encode()}, etag=etag,
+                                             match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError as exc:
+                raise UploadRaced(f"upload {upload_id} changed while it was being cut back") from exc
+
+    async def _chain(self, blob: BlobClient, upload_id: str, step: _Step) -> list[BlobBlock]:
+        """The upload's blocks in order, found by walking back from the last one."""
+        _, uncommitted = await blob.get_block_list("uncommitted")
+        by_nonce: dict[str, tuple[int, str, BlobBlock]] = {}
+        for block in uncommitted:
+            block_id = str(block.id)
+            if len(block_id) == 48:
+                by_nonce[block_id[16:32]] = (int(block_id[:16], 16), block_id[32:], block)
+        chain: list[BlobBlock] = []
+        nonce, end = step.head, step.size
+        while nonce != _NO_BLOCK:
+            found = by_nonce.get(nonce)
+            if found is None or found[0] + int(found[2].size) != end:
+                raise NotFound(f"upload {upload_id} lost a block ending at byte {end}")
+            chain.append(found[2])
+            end, nonce = found[0], found[1]
+        if end != 0 or len(chain) != step.blocks:
+            raise NotFound(f"upload {upload_id}'s blocks do not start at byte 0")
+        chain.reverse()
+        return chain
+
+    async def _hash_committed(self, blob: BlobClient, algorithm: str) -> str:
+        loop = asyncio.get_running_loop()
+        hasher = hashlib.new(algorithm)
+        downloader = await blob.download_blob(max_concurrency=1)
+        async for piece in downloader.chunks():
+            await loop.run_in_executor(None, hasher.update, piece)
+        return hasher.hexdigest()
+
+    async def commit(self, upload_id: str, digest: Digest) -> int:
+        blob = self._upload(upload_id)
+        with _storage_errors(f"completing upload {upload_id}"):
+            step, _, etag = await self._state(blob, upload_id)
+            verified = False
+            if digest.algorithm == "sha256" and step.sha256 is not None:
+                actual = Digest("sha256", sha256state.ResumableSha256.load(step.sha256).hexdigest())
+                if actual != digest:
+                    await self.abort(upload_id)
+                    raise DigestMismatch(digest, actual)
+                verified = True
+            chain = await self._chain(blob, upload_id, step)
+            try:
+                await blob.commit_block_list(chain, content_settings=OCTET_STREAM, etag=etag,
+                                             match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError as exc:
+                raise UploadRaced(f"upload {upload_id} was appended to while it was being completed") from exc
+            if not verified:
+                actual = Digest(digest.algorithm, await self._hash_committed(blob, digest.algorithm))
+                if actual != digest:
+                    await self.abort(upload_id)
+                    raise DigestMismatch(digest, actual)
+            final = self._blob(digest)
+            if not await final.exists():
+                await self._copy(blob, final, digest)
+            await self.abort(upload_id)
+        return step.size
+
+    async def _copy(self, source: BlobClient, target: BlobClient, digest: Digest) -> None:
+        """Copy Blob within the account; usually done at once, else polled until it is."""
+        source_url = source.url if self._sas is None or "?" in source.url else f"{source.url}?{self._sas}"
+        copy = await target.start_copy_from_url(source_url)
+        status = copy.get("copy_status")
+        while status == "pending":
+            await asyncio.sleep(0.2)
+            props = await target.get_blob_properties()
+            status = props.copy.status
+        if status != "success":
+            with contextlib.suppress(ResourceNotFoundError):
+                await target.delete_blob()
+            raise StorageUnavailable(f"copying the upload to blob {digest} ended {status}")
+
+    async def abort(self, upload_id: str) -> None:
+        with _storage_errors(f"discarding upload {upload_id}"), contextlib.suppress(ResourceNotFoundError, NotFound):
+            await self._upload(upload_id).delete_blob()
+
+    async def delete(self, digest: Digest) -> None:
+        with _storage_errors(f"deleting blob {digest}"), contextlib.suppress(ResourceNotFoundError):
+            await self._blob(digest).delete_blob()
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
+    async def stored(self) -> AsyncIterator[tuple[Digest, float]]:
+        """Blobs named ``<algorithm>/<hex>`` and when they were written; any other name is left alone."""
+        with _storage_errors("listing blobs"):
+            for algorithm in sorted(ALGORITHMS):
+                async for item in self._container.list_blobs(name_starts_with=f"{algorithm}/"):
+                    try:
+                        digest = Digest.parse(str(item.name).replace("/", ":", 1))
+                    except ValueError:
+                        continue
+                    yield digest, item.last_modified.timestamp()
+
+    async def exists(self, digest: Digest) -> bool:
+        with _storage_errors(f"looking for blob {digest}"):
+            return bool(await self._blob(digest).exists())
+
+    async def sweep(self, keep: set[str], older_than_s: float = 0.0) -> int:
+        """Delete upload blobs whose id is not in ``keep`` and that were not written for ``older_than_s``."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than_s)
+        removed = 0
+        with _storage_errors("sweeping uploads"):
+            async for item in self._container.list_blobs(name_starts_with=UPLOADS):
+                upload_id = str(item.name)[len(UPLOADS):]
+                if upload_id in keep or item.last_modified > cutoff:
+                    continue
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self._container.delete_blob(item.name)
+                    removed += 1
+        return removed

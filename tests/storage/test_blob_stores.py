@@ -1,0 +1,351 @@
+"""The ``BlobStore`` contract on both implementations: files under a directory, and an Azure Blob Storage container
+on a private Azurite (``tests/azurite.py``); then what only the Azure store has to get right: sessions continued by
+another replica (another store object, as another process would be), two replicas racing on one session, and the
+redirect URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from acrlocal.blob_location import parse_location
+from acrlocal.errors import NotFound
+from acrlocal.storage import azure_blobs, sha256state
+from acrlocal.storage.azure_blobs import AzureBlobStore
+from acrlocal.storage.blobs import BlobStore, DigestMismatch, FileBlobStore, UploadRaced, UploadTooLarge
+from acrlocal.storage.digest import Digest
+from tests import azurite
+
+StoreFactory = Callable[[], Awaitable[BlobStore]]
+
+
+@pytest.fixture(scope="module")
+def azurite_server() -> Iterator[azurite.AzuriteServer]:
+    server = azurite.AzuriteServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def container_url(azurite_server: azurite.AzuriteServer) -> str:
+    return azurite_server.container_url()
+
+
+def _azure(url: str, server: azurite.AzuriteServer) -> StoreFactory:
+    async def make() -> BlobStore:
+        return await AzureBlobStore.open(parse_location(url), key=server.key, ca=server.ca)
+    return make
+
+
+@pytest.fixture(params=["files", "azurite"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """Makes a store on one place each call: a second call is another replica on the same storage."""
+    if request.param == "files":
+        async def files() -> BlobStore:
+            return FileBlobStore(tmp_path / "blobs")
+        return files
+    server = request.getfixturevalue("azurite_server")
+    return _azure(server.container_url(), server)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def pieces(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def sha256(data: bytes) -> Digest:
+    return Digest("sha256", hashlib.sha256(data).hexdigest())
+
+
+async def read_all(store: BlobStore, digest: Digest, offset: int = 0, length: int | None = None) -> bytes:
+    return b"".join([bytes(p) async for p in store.read(digest, offset, length)])
+
+
+def test_an_upload_in_chunks_publishes_the_blob_and_reads_back_in_ranges(new_store: StoreFactory) -> None:
+    data = os.urandom(azure_blobs.BLOCK_SIZE + 12345)  # more than one block, and a short last one
+
+    async def go() -> None:
+        store = await new_store()
+        try:
+            await store.start_upload("u1")
+            assert await store.upload_size("u1") == 0
+            assert await store.append("u1", pieces(data[:1000])) == 1000
+            assert await store.append("u1", pieces(data[1000:5000], data[5000:])) == len(data)
+            assert await store.upload_size("u1") == len(data)
+            digest = sha256(data)
+            assert await store.commit("u1", digest) == len(data)
+            assert await store.upload_size("u1") is None
+            assert await store.size(digest) == len(data)
+            assert await store.exists(digest)
+            assert await read_all(store, digest) == data
+            assert await read_all(store, digest, 7, 100) == data[7:107]
+            assert await read_all(store, digest, len(data) - 5) == data[-5:]
+            assert [d async for d, _ in store.stored()] == [digest]
+            await store.delete(digest)
+            assert await store.size(digest) is None
+            assert not await store.exists(digest)
+            with pytest.raises(NotFound):
+                await read_all(store, digest)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_an_empty_blob_and_a_second_upload_of_a_stored_digest(new_store: StoreFactory) -> None:
+    async def go() -> None:
+        store = await new_store()
+        try:
+            await store.start_upload("empty")
+            assert await store.commit("empty", sha256(b"")) == 0
+            assert await read_all(store, sha256(b"")) == b""
+            for upload_id in ("a", "b"):
+                await store.start_upload(upload_id)
+                await store.append(upload_id, pieces(b"same bytes"))
+                assert await store.commit(upload_id, sha256(b"same bytes")) == 10
+            assert await read_all(store, sha256(b"same bytes")) == b"same bytes"
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_a_digest_mismatch_discards_the_upload(new_store: StoreFactory) -> None:
+    async def go() -> None:
+        store = await new_store()
+        try:
+            await store.start_upload("u")
+            await store.append("u", pieces(b"what was sent"))
+            with pytest.raises(DigestMismatch) as caught:
+                await store.commit("u", sha256(b"what was claimed"))
+            assert caught.value.actual == sha256(b"what was sent")
+            assert await store.upload_size("u") is None
+            assert not await store.exists(sha256(b"what was claimed"))
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_sha512_digests_are_checked_too(new_store: StoreFactory) -> None:
+    data = b"x" * 1000
+    digest = Digest("sha512", hashlib.sha512(data).hexdigest())
+
+    async def go() -> None:
+        store = await new_store()
+        try:
+            await store.start_upload("u")
+            await store.append("u", pieces(data))
+            assert await store.commit("u", digest) == 1000
+            assert await read_all(store, digest) == data
+            await store.start_upload("v")
+            await store.append("v", pieces(data + b"!"))
+            with pytest.raises(DigestMismatch):
+                await store.commit("v", digest)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_past_the_limit_an_append_is_refused_and_truncate_goes_back(new_store: StoreFactory) -> None:
+    async def go() -> None:
+        store = await new_store()
+        try:
+            await store.start_upload("u")
+            await store.append("u", pieces(b"0123456789"))
+            with pytest.raises(UploadTooLarge):
+                await store.append("u", pieces(b"abc", b"def"), limit=4)
+            await store.truncate("u", 10)
+            assert await store.upload_size("u") == 10
+            await store.append("u", pieces(b"abc"))
+            await store.truncate("u", 10)  # the last append undone (a chunk the registry refused)
+            assert await store.upload_size("u") == 10
+            await store.append("u", pieces(b"XYZ"))
+            assert await store.commit("u", sha256(b"0123456789XYZ")) == 13
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_uploads_no_session_keeps_are_swept(new_store: StoreFactory) -> None:
+    async def go() -> None:
+        store = await new_store()
+        try:
+            for upload_id in ("kept", "orphan"):
+                await store.start_upload(upload_id)
+            assert await store.sweep({"kept", "orphan"}) == 0
+            assert await store.sweep({"kept"}, older_than_s=3600) == 0  # too recent
+            assert await store.sweep({"kept"}) == 1
+            assert await store.upload_size("kept") == 0
+            assert await store.upload_size("orphan") is None
+        finally:
+            await store.close()
+
+    run(go())
+
+
+# -- Azure only ---------------------------------------------------------------------------------------------
+
+
+def test_another_replica_continues_the_session_and_its_digest(container_url: str,
+                                                              azurite_server: azurite.AzuriteServer) -> None:
+    """Each chunk through a store of its own (as each request could reach another replica): the running SHA-256
+    travels in storage, and the blob verifies without being read back."""
+    make = _azure(container_url, azurite_server)
+    chunks = [os.urandom(n) for n in (1, 63, 64, 65, 5000, azure_blobs.BLOCK_SIZE + 1)]
+    data = b"".join(chunks)
+
+    async def go() -> None:
+        first = await make()
+        await first.start_upload("u")
+        await first.close()
+        for chunk in chunks:
+            replica = await make()
+            await replica.append("u", pieces(chunk))
+            await replica.close()
+        last = await make()
+        try:
+            reads: list[Any] = []
+            real = last._hash_committed  # type: ignore[attr-defined]
+
+            async def counted(*args: Any) -> str:
+                reads.append(args)
+                return str(await real(*args))
+            last._hash_committed = counted  # type: ignore[attr-defined]
+            assert await last.commit("u", sha256(data)) == len(data)
+            assert reads == []  # verified from the saved state
+            assert await read_all(last, sha256(data)) == data
+        finally:
+            await last.close()
+
+    run(go())
+
+
+def test_without_saved_states_the_upload_is_hashed_by_reading_it_back(
+        container_url: str, azurite_server: azurite.AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sha256state, "available", lambda: False)
+    make = _azure(container_url, azurite_server)
+
+    async def go() -> None:
+        store = await make()
+        try:
+            await store.start_upload("u")
+            await store.append("u", pieces(b"hello "))
+            await store.append("u", pieces(b"world"))
+            assert await store.commit("u", sha256(b"hello world")) == 11
+            await store.start_upload("v")
+            await store.append("v", pieces(b"hello"))
+            with pytest.raises(DigestMismatch):
+                await store.commit("v", sha256(b"hello world"))
+            assert await store.upload_size("v") is None
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_two_replicas_racing_on_one_session_keep_one_serial_order(container_url: str,
+                                                                  azurite_server: azurite.AzuriteServer) -> None:
+    """Both read the session at size 5, both stage their chunk; one records it, the other is refused with nothing
+    of its chunk kept, and the blob is the winner's bytes."""
+    make = _azure(container_url, azurite_server)
+
+    async def go() -> None:
+        a, b = await make(), await make()
+        try:
+            await a.start_upload("u")
+            await a.append("u", pieces(b"start"))
+            gate = asyncio.Event()
+
+            async def slow(part: bytes) -> AsyncIterator[bytes]:
+                yield part
+                await gate.wait()  # both have read the session before either records its chunk
+
+            first = asyncio.create_task(a.append("u", slow(b"-from-a")))
+            second = asyncio.create_task(b.append("u", slow(b"-from-b")))
+            await asyncio.sleep(0.5)
+            gate.set()
+            results = await asyncio.gather(first, second, return_exceptions=True)
+            raced = [r for r in results if isinstance(r, UploadRaced)]
+            won = [r for r in results if r == 12]
+            assert len(raced) == 1 and len(won) == 1, results
+            winner = b"start-from-a" if results[0] == 12 else b"start-from-b"
+            assert await b.upload_size("u") == 12
+            assert await b.commit("u", sha256(winner)) == 12
+            assert await read_all(a, sha256(winner)) == winner
+        finally:
+            await a.close()
+            await b.close()
+
+    run(go())
+
+
+def test_the_download_url_reads_the_blob_and_only_it(container_url: str,
+                                                     azurite_server: azurite.AzuriteServer) -> None:
+    make = _azure(container_url, azurite_server)
+
+    async def go() -> str:
+        store = await make()
+        try:
+            await store.start_upload("u")
+            await store.append("u", pieces(b"redirected"))
+            await store.commit("u", sha256(b"redirected"))
+            url = store.download_url(sha256(b"redirected"))
+            assert url is not None
+            return url
+        finally:
+            await store.close()
+
+    url = run(go())
+    ca = azurite_server.ca
+    assert url.startswith("https://") and "spr=https&" in url
+    assert requests.get(url, timeout=10, verify=ca).content == b"redirected"
+    assert requests.get(url, headers={"Range": "bytes=2-4"}, timeout=10, verify=ca).content == b"dir"
+    put = requests.put(url, data=b"x", headers={"x-ms-blob-type": "BlockBlob"}, timeout=10, verify=ca)
+    assert put.status_code == 403
+    other = url.replace(sha256(b"redirected").encoded, sha256(b"other").encoded)
+    assert requests.get(other, timeout=10, verify=ca).status_code == 403
+
+
+def test_a_sas_credential_works_and_makes_no_redirect_urls(container_url: str,
+                                                           azurite_server: azurite.AzuriteServer) -> None:
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    location = parse_location(container_url)
+    import datetime as dt
+
+    async def go() -> None:
+        keyed = await AzureBlobStore.open(location, key=azurite_server.key, ca=azurite_server.ca)  # makes it
+        await keyed.close()
+        sas = generate_container_sas(location.account, location.container, account_key=azurite_server.key,
+                                     permission=ContainerSasPermissions(read=True, add=True, create=True, write=True,
+                                                                        delete=True, list=True),
+                                     expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+        store = await AzureBlobStore.open(parse_location(f"{container_url}?{sas}"), ca=azurite_server.ca)
+        try:
+            await store.start_upload("u")
+            await store.append("u", pieces(b"via sas"))
+            assert await store.commit("u", sha256(b"via sas")) == 7
+            assert await read_all(store, sha256(b"via sas")) == b"via sas"
+            assert store.download_url(sha256(b"via sas")) is None
+        finally:
+            await store.close()
+
+    run(go())
