@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import re
+import resource
 import ssl
 import subprocess
 import time
@@ -193,6 +194,7 @@ class HeyResult:
     p99_ms: float
     statuses: dict[int, int]
     wall_s: float
+    cpu_s: float = 0.0  # hey's own CPU seconds (user + system): it shares the machine's cores with the server
 
 
 def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[str, str]) -> HeyResult:
@@ -203,9 +205,10 @@ def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[st
     cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-m", method]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
-    t0 = time.perf_counter()
+    t0, used0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = _run([*cmd, url]).stdout
-    wall = time.perf_counter() - t0
+    wall, used = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = used.ru_utime + used.ru_stime - used0.ru_utime - used0.ru_stime
     statuses = {int(code): int(n) for code, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
     sent = requests // concurrency * concurrency
     if set(statuses) != {200} or statuses[200] != sent:
@@ -213,4 +216,4 @@ def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[st
         raise ClientError(f"hey: {sent} requests sent, answers by status: {statuses}\n{errors}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     pct = {p: float(s) * 1000 for p, s in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
-    return HeyResult(rps, pct["50"], pct["99"], statuses, wall)
+    return HeyResult(rps, pct["50"], pct["99"], statuses, wall, cpu)

@@ -234,6 +234,7 @@ class Sample:
     p50_ms: float
     p99_ms: float
     server_cpu_ms_per_request: float
+    client_cpu_ms_per_request: float | None = None
 
 
 def wrk(url: str, headers: dict[str, str], seconds: int, connections: int, ca: Path) -> dict[str, Any]:
@@ -324,7 +325,7 @@ def measure_head(target: Target, rnd: int, n: int, *, admin: bool = False) -> Sa
     result = hey(target.reg.url(f"/v2/{REPO}/manifests/{TAG}"), n, 32, "HEAD", headers)
     cpu = cpu_seconds(target.reg.pid) - before
     return Sample(target.kind, "manifest-head-admin" if admin else "manifest-head", rnd, n, result.requests_per_s,
-                  result.p50_ms, result.p99_ms, cpu * 1000 / n)
+                  result.p50_ms, result.p99_ms, cpu * 1000 / n, result.cpu_s * 1000 / n)
 
 
 def measure_tokens(target: Target, rnd: int, seconds: int) -> Sample:
@@ -358,7 +359,8 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
     vs_distribution, vs_open = ratios("acrlocal", "distribution"), ratios("acrlocal", "acrlocal-open")
     return {
         "rows": [{"target": t, "workload": w, "rps": median(t, w), "p50_ms": median(t, w, "p50_ms"),
-                  "p99_ms": median(t, w, "p99_ms"), "server_cpu_ms": median(t, w, "server_cpu_ms_per_request")}
+                  "p99_ms": median(t, w, "p99_ms"), "server_cpu_ms": median(t, w, "server_cpu_ms_per_request"),
+                  "client_cpu_ms": median(t, w, "client_cpu_ms_per_request") if w != "token" else None}
                  for t, w in sorted({(s.target, s.workload) for s in samples})],
         "head_ratio_vs_distribution": vs_distribution,
         "head_ratio_vs_distribution_median": statistics.median(vs_distribution) if vs_distribution else None,
@@ -366,6 +368,9 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
         "head_ratio_auth_vs_open_median": statistics.median(vs_open) if vs_open else None,
         "revocation_check_cpu_ms": round(median("acrlocal", "manifest-head-admin", "server_cpu_ms_per_request")
                                          - median("acrlocal", "manifest-head", "server_cpu_ms_per_request"), 4),
+        "head_cpu_ratio_distribution_vs_acrlocal": round(
+            median("distribution", "manifest-head", "server_cpu_ms_per_request")
+            / median("acrlocal", "manifest-head", "server_cpu_ms_per_request"), 2),
         "cpu_ratio_open_vs_auth": round(median("acrlocal-open", "manifest-head", "server_cpu_ms_per_request")
                                         / median("acrlocal", "manifest-head", "server_cpu_ms_per_request"), 2),
     }
@@ -413,16 +418,18 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or ROOT / "benchmarks" / "results" / f"tokens-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| target | workload | req/s (median) | p50 ms | p99 ms | server CPU ms/request |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| target | workload | req/s (median) | p50 ms | p99 ms | server CPU ms/request | hey's CPU ms/request |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for row in summary["rows"]:
+        client = f"{row['client_cpu_ms']:.3f}" if row["client_cpu_ms"] is not None else "(wrk)"
         print(f"| {row['target']} | {row['workload']} | {row['rps']:,.0f} | {row['p50_ms']:.2f} | "
-              f"{row['p99_ms']:.2f} | {row['server_cpu_ms']:.3f} |")
+              f"{row['p99_ms']:.2f} | {row['server_cpu_ms']:.3f} | {client} |")
     print()
     fmt = ", ".join
     print(f"authenticated manifest HEAD, acrlocal / Distribution, per round: "
           f"{fmt(f'{r:.2f}' for r in summary['head_ratio_vs_distribution'])} "
-          f"(median {summary['head_ratio_vs_distribution_median']})")
+          f"(median {summary['head_ratio_vs_distribution_median']}); server CPU per HEAD, Distribution / "
+          f"acrlocal: {summary['head_cpu_ratio_distribution_vs_acrlocal']}")
     print(f"acrlocal authenticated / open, per round: {fmt(f'{r:.2f}' for r in summary['head_ratio_auth_vs_open'])} "
           f"(median {summary['head_ratio_auth_vs_open_median']}); server CPU per HEAD, open / authenticated: "
           f"{summary['cpu_ratio_open_vs_auth']}")
