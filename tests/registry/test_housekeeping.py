@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
 import sqlalchemy as sa
 
+from acrlocal.storage.sql import NamedLock
 from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal
 from tests.ocitools import config_blob, image, sha256, tar_layer
@@ -132,3 +134,28 @@ def test_gc_needs_permission_on_the_registry(acrlocal: AcrLocal) -> None:
     assert admin.call("POST", url).status_code == 200
     anonymous = acrlocal.session().post(acrlocal.shared + url + "?api-version=2025-04-01")
     assert anonymous.status_code == 401
+
+
+def test_gc_waits_for_a_collection_another_process_runs(fresh_acrlocal: AcrLocal) -> None:
+    """One collection at a time across processes and replicas: while another holds the database's collection lock
+    (here the test, as another replica would), ``admin gc`` waits, and runs once it is released."""
+    fresh_acrlocal.start()
+    registry = RegistryClient(fresh_acrlocal)
+    stray = registry.push_blob("gc/wait", b"uploaded, never in a manifest")
+    age_links(fresh_acrlocal, "gc/wait", 3 * 3600)
+    engine = fresh_acrlocal.database()
+    other = NamedLock(engine, "garbage-collection")
+    result: dict[str, Any] = {}
+    waiting = threading.Thread(target=lambda: result.update(gc(fresh_acrlocal)), daemon=True)
+    try:
+        assert other.acquire()
+        waiting.start()
+        waiting.join(3)
+        assert waiting.is_alive() and not result  # still waiting for the other collection
+        assert registry.head(f"/v2/gc/wait/blobs/{stray}").status_code == 200  # nothing collected meanwhile
+        age_links(fresh_acrlocal, "gc/wait", 3 * 3600)  # (that HEAD used the link: age it again)
+    finally:
+        other.release()
+        engine.dispose()
+    waiting.join(120)
+    assert {e["digest"] for e in result["linksRemoved"]} == {stray} and result["blobsDeleted"] == [stray]

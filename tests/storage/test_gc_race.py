@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from acrlocal.storage.content_tables import manifests, repositories, repository_blobs, tags
 from acrlocal.storage.metadata import NewManifest, UnknownReferences
 from acrlocal.storage.registries import RegistryTable
-from acrlocal.storage.sql import DatabaseLock, open_engine
+from acrlocal.storage.sql import NamedLock, open_engine
 from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 
 LAYER = "sha256:" + "a" * 64
@@ -169,7 +169,7 @@ def test_a_manifest_put_during_a_collection_stores_nothing_or_keeps_its_blob(
 
 def _hold(url: str, held: Any, release: Any) -> None:
     engine = open_engine(url, upgrade=False)
-    lock = DatabaseLock(engine, "garbage-collection")
+    lock = NamedLock(engine, "garbage-collection")
     assert lock.acquire()
     held.set()
     release.wait(WAIT_S)

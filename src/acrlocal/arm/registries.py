@@ -232,7 +232,7 @@ class Registries(ResourceType):
         try:
             async with housekeeping.Collection(plane.meta, plane.sql, wait_s=COLLECTION_WAIT_S):
                 collected = await housekeeping.collect(plane.meta, plane.sql, plane.blobs, record.id, grace_s)
-                reconciled = await housekeeping.reconcile(plane.meta, plane.blobs, grace_s)
+                reconciled = await housekeeping.reconcile(plane.meta, plane.sql, plane.blobs, grace_s)
         except housekeeping.CollectionRunning as exc:
             raise ArmError(409, "GarbageCollectionInProgress", str(exc)) from None
         return {"registry": resource.name, "graceSeconds": grace_s,

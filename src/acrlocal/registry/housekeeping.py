@@ -63,8 +63,10 @@ class Reconciled:
                 "lostBlobsForgotten": self.lost_blobs}
 
 
-async def reconcile(meta: RegistryMetadata, store: BlobStore, grace_s: float, now: float | None = None) -> Reconciled:
-    """Remove blob files no row names (older than ``grace_s``) and forget rows whose file is gone."""
+async def reconcile(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, grace_s: float,
+                    now: float | None = None) -> Reconciled:
+    """Remove blob files no row names (older than ``grace_s``) and forget rows whose file is gone. The caller
+    holds the :class:`Collection`; store calls run through ``sql``."""
     now = time.time() if now is None else now
     cutoff = now - grace_s
     result = Reconciled()
@@ -73,7 +75,7 @@ async def reconcile(meta: RegistryMetadata, store: BlobStore, grace_s: float, no
     listed = {str(digest) for digest, _ in files}
     for start in range(0, len(files), BATCH):
         batch = files[start:start + BATCH]
-        known = meta.known_blobs([str(d) for d, _ in batch])
+        known = await sql.run(meta.known_blobs, [str(d) for d, _ in batch])
         for digest, written in batch:
             if str(digest) in known:
                 continue
@@ -81,18 +83,18 @@ async def reconcile(meta: RegistryMetadata, store: BlobStore, grace_s: float, no
                 result.recent_files += 1
                 continue
             async with locks.digests(str(digest)):
-                if not meta.known_blobs([str(digest)]):
+                if not await sql.run(meta.known_blobs, [str(digest)]):
                     await store.delete(digest)
                     result.removed_files.append(str(digest))
 
     after: str | None = None
-    while page := meta.blob_page(after, BATCH):
+    while page := await sql.run(meta.blob_page, after, BATCH):
         after = page[-1]
         # A row the listing lacks is checked again under its lock: its blob may have been published since.
         for digest in (Digest.parse(text) for text in page if text not in listed):
             async with locks.digests(str(digest)):
-                if meta.known_blobs([str(digest)]) and not await store.exists(digest):
-                    links = meta.forget_lost_blob(str(digest))
+                if await sql.run(meta.known_blobs, [str(digest)]) and not await store.exists(digest):
+                    links = await sql.run(meta.forget_lost_blob, str(digest))
                     result.lost_blobs.append(str(digest))
                     log.warning("blob %s had a row but no file (lost from the disk); forgot it and its %d "
                                 "repository links: clients will push it again", digest, links)

@@ -216,7 +216,7 @@ async def on_startup(services: RegistryServices) -> None:
     await sweep(services)
     try:
         async with housekeeping.Collection(meta, services.sql):
-            await housekeeping.reconcile(meta, services.blobs, services.limits.blob_gc_grace_s)
+            await housekeeping.reconcile(meta, services.sql, services.blobs, services.limits.blob_gc_grace_s)
     except housekeeping.CollectionRunning:
         log.info("another process or replica is collecting garbage: blob files and rows are not reconciled now")
     services.audit.start()

@@ -56,7 +56,7 @@ class UploadSession:
 
 
 class ExclusiveLock(Protocol):
-    """One holder at a time across every process and replica of the store (:class:`acrlocal.storage.sql.DatabaseLock`).
+    """One holder at a time across every process and replica of the store (:class:`acrlocal.storage.sql.NamedLock`).
     Both calls block for a round trip at most."""
 
     def acquire(self) -> bool:

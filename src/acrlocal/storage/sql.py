@@ -171,7 +171,7 @@ def write_transaction(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class DatabaseLock:
+class NamedLock:
     """A lock with one holder at a time among every process and replica that uses the database: on PostgreSQL a
     session-level advisory lock (``pg_try_advisory_lock``) on a connection of its own, held until :meth:`release`;
     on SQLite an ``flock`` on a file beside the database (``<database>-<name>.lock``), which every process of the

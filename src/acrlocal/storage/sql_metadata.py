@@ -27,7 +27,7 @@ from acrlocal.storage.content_tables import (
 )
 from acrlocal.storage.manifest_cache import ManifestCache
 from acrlocal.storage.metadata import ManifestRecord, NewManifest, UnknownReferences, UploadSession
-from acrlocal.storage.sql import DatabaseLock, racing_insert, write_transaction
+from acrlocal.storage.sql import NamedLock, racing_insert, write_transaction
 
 
 def _new_id(result: sa.CursorResult[Any]) -> int:
@@ -46,7 +46,7 @@ class SqlRegistryMetadata:
     def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
         self.cache = ManifestCache(generations)
-        self.collection = DatabaseLock(engine, "garbage-collection")
+        self.collection = NamedLock(engine, "garbage-collection")
 
     # -- helpers -----------------------------------------------------------------------------------
 
