@@ -75,7 +75,7 @@ from acrlocal.storage.artifacts import SqlArtifacts
 from acrlocal.storage.blobs import BlobStore, FileBlobStore
 from acrlocal.storage.registries import RegistryTable
 from acrlocal.storage.shared import AdvisoryLocks, DatabaseGenerations, DatabaseLock
-from acrlocal.storage.sql import REQUEST_DATA_VERSION, DataVersion, SqlThread, open_engine
+from acrlocal.storage.sql import DataVersion, SqlThread, open_engine, request_version, serving_version
 from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 from acrlocal.tls import LocalCA
 
@@ -199,10 +199,12 @@ class Server:
 
         @web.middleware
         async def fresh(request: web.Request, handler: Handler) -> web.StreamResponse:
-            version = await generations.sync()
-            if version is not None:  # the request's data version, read in that round trip (no second one)
-                request[REQUEST_DATA_VERSION] = version
-            return await handler(request)
+            # That round trip also reads the request's data version: its caches need no round trip of their own.
+            given = serving_version(await generations.sync())
+            try:
+                return await handler(request)
+            finally:
+                request_version.reset(given)
 
         return [fresh]
 

@@ -132,3 +132,35 @@ def test_data_version_on_postgresql_moves_with_every_commit_and_survives_an_outa
         engine.dispose()
     finally:
         server.stop()
+
+
+def test_a_request_uses_the_data_version_its_first_round_trip_read(tmp_path: Path) -> None:
+    """On PostgreSQL's replicas a request's first round trip reads the version; within the task serving the request
+    the version answers that without a read of its own, and a task the request starts (which may outlive it) reads
+    its own."""
+    import asyncio
+
+    from acrlocal.storage.sql import request_version, serving_version
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'db'}")
+    version = DataVersion(engine)
+    real = version.current()
+    assert real is not None
+
+    async def serve() -> tuple[int | None, int | None]:
+        token = serving_version(real + 1000)
+        try:
+            inside = version.current()
+            spawned = await asyncio.create_task(_read(version))
+            return inside, spawned
+        finally:
+            request_version.reset(token)
+
+    async def _read(v: DataVersion) -> int | None:
+        return v.current()
+
+    inside, spawned = asyncio.run(serve())
+    assert inside == real + 1000
+    assert spawned == real
+    assert version.current() == real
+    version.close()

@@ -69,9 +69,11 @@ from acrlocal.registry.token_codec import (
 )
 from acrlocal.registry.wire import error_response
 from acrlocal.storage.registries import RegistryRecord
-from acrlocal.storage.sql import REQUEST_DATA_VERSION, DataVersion
+from acrlocal.storage.sql import DataVersion
 
 T = TypeVar("T")
+#: Where a request keeps the database version read for it (:meth:`TokenService._version`).
+_VERSION = "acrlocal.token_service.version"
 
 ACR_AUDIENCES = ("https://containerregistry.azure.net", "https://containerregistry.azure.net/")
 #: The user name that says "the password is an ACR refresh token" (what ``az acr login`` hands to docker).
@@ -188,12 +190,13 @@ class TokenService:
         self._memo: dict[tuple[Any, ...], tuple[int, Any]] = {}
 
     def _version(self, request: web.Request) -> int | None:
-        """The database's version, read at most once per request (on PostgreSQL a read is a round trip; the
-        request's first one, which replicas make, reads it already: ``REQUEST_DATA_VERSION``)."""
+        """The database's version, read once per request: read after the request arrived, it is as good for
+        everything the request computes afterwards (on PostgreSQL the request's first round trip read it already:
+        ``storage.sql.request_version``)."""
         try:
-            return cast("int | None", request[REQUEST_DATA_VERSION])
+            return cast("int | None", request[_VERSION])
         except KeyError:
-            version = request[REQUEST_DATA_VERSION] = self.version.current() if self.version is not None else None
+            version = request[_VERSION] = self.version.current() if self.version is not None else None
             return version
 
     def _current(self, request: web.Request, key: tuple[Any, ...], compute: Callable[[], T]) -> T:

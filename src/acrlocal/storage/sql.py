@@ -21,6 +21,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -268,10 +269,24 @@ class SqlThread:
 
 #: What :class:`DataVersion` reads on PostgreSQL.
 WAL_POSITION = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
-#: Where a request keeps the :class:`DataVersion` read for it (by the first round trip it made, or the first
-#: caller that needed one): read after the request arrived, it is as good for everything the request computes
-#: from the database afterwards, so a request reads it at most once.
-REQUEST_DATA_VERSION = "acrlocal.data_version"
+#: The :class:`DataVersion` read for the request being served, by the round trip it made first (PostgreSQL's
+#: replicas, ``storage/shared.py``): read after the request arrived, it is as good for everything the request
+#: computes from the database afterwards, so :meth:`DataVersion.current` answers it without a round trip of its
+#: own. Set with the task that serves the request (:func:`serving_version`), and answered in that task only: a task
+#: the handler starts, which may outlive the request, copies the context but reads versions of its own.
+request_version: ContextVar[tuple[object, int] | None] = ContextVar("acrlocal_request_data_version", default=None)
+
+
+def _current_task() -> object:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # a thread given a copy of the context (asyncio.to_thread): no task, no loop
+        return None
+
+
+def serving_version(version: int | None) -> Token[tuple[object, int] | None]:
+    """Make ``version`` the current task's :data:`request_version` (``None``: none); reset it with the token."""
+    return request_version.set(None if version is None else (asyncio.current_task(), version))
 
 
 class DataVersion:
@@ -299,6 +314,9 @@ class DataVersion:
     def current(self) -> int | None:
         if self._query is None:
             return None
+        given = request_version.get()
+        if given is not None and given[0] is _current_task():
+            return given[1]
         if self._engine.dialect.name == "postgresql":
             return self._wal_position()
         if self._conn is None:
