@@ -3,6 +3,7 @@ failed commands that change nothing."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
 import stat
@@ -13,6 +14,7 @@ from typing import Any
 import jwt
 import yaml
 
+from tests.compute.conftest import mgmt_for
 from tests.harness import AcrLocal
 from tests.vmexec import vm_exec
 
@@ -171,6 +173,21 @@ def test_tutorial_resources_identity_vm_and_role_assignment(acrlocal: AcrLocal) 
             "--admin-username", "azureuser", "--generate-ssh-keys")
     assert sorted(vm) == ["fqdns", "id", "location", "macAddress", "powerState", "privateIpAddress",
                           "publicIpAddress", "resourceGroup", "zones"]
+    # its network, made first as az makes it: the public IP address is an address of this machine
+    assert ipaddress.ip_address(vm["publicIpAddress"]) in ipaddress.ip_network("127.77.0.0/16")
+    assert vm["privateIpAddress"] == "10.0.0.4" and vm["macAddress"]
+    second = az(acrlocal, "vm", "create", "-g", group, "-n", "second", "--public-ip-address", "")
+    assert second["publicIpAddress"] == "" and second["privateIpAddress"] == "10.0.0.5"  # the group's network
+    m = mgmt_for(acrlocal)
+    made = m.arm("GET", f"/subscriptions/{m.subscription}/resourceGroups/{group}/resources", api_version="2024-11-01")
+    assert sorted((r["type"], r["name"]) for r in made.json()["value"] if "Network" in r["type"]) == [
+        ("Microsoft.Network/networkInterfaces", "myDockerVMVMNic"),
+        ("Microsoft.Network/networkInterfaces", "secondVMNic"),
+        ("Microsoft.Network/networkSecurityGroups", "myDockerVMNSG"),
+        ("Microsoft.Network/networkSecurityGroups", "secondNSG"),
+        ("Microsoft.Network/publicIPAddresses", "myDockerVMPublicIP"),
+        ("Microsoft.Network/virtualNetworks", "myDockerVMVNET")]
+    az(acrlocal, "vm", "delete", "-g", group, "-n", "second", "--yes")
     assigned = az(acrlocal, "vm", "identity", "assign", "-g", group, "-n", "myDockerVM", "--identities", "myACRId")
     assert assigned["systemAssignedIdentity"] == ""
     ((rid, info),) = assigned["userAssignedIdentities"].items()

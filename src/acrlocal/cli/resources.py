@@ -18,6 +18,7 @@ API = {
     "tokens": "2025-04-01",
     "identities": "2023-01-31",
     "vms": "2024-07-01",
+    "network": "2024-07-01",
     "authorization": "2022-04-01",
     "graph": "v1.0",
 }

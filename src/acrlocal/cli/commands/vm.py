@@ -2,7 +2,11 @@
 (``Microsoft.Compute/virtualMachines``), as az's, and ``vm ssh`` / ``ssh vm``: a shell in the VM.
 
 ``--image UbuntuLTS --admin-username --generate-ssh-keys`` are accepted for the tutorial's sake: an acrlocal VM is
-a sandbox on this host, so the image is recorded, no key is generated and nothing is written under ``~/.ssh``.
+a sandbox on this host, so the image is recorded, no key is generated and nothing is written under ``~/.ssh``
+(``--ssh-key-values``, or an existing ``~/.ssh/id_rsa.pub``, become the admin user's ``authorized_keys``). As
+az's, ``vm create`` makes the VM's network first: the resource group's virtual network (else ``<vm>VNET``
+``10.0.0.0/16`` with ``<vm>Subnet``), ``<vm>NSG`` allowing ssh, ``<vm>PublicIP`` (an address of this machine,
+see :mod:`acrlocal.arm.network`) unless ``--public-ip-address ""``, and ``<vm>VMNic``.
 ``--identities`` takes identity names (in the VM's resource group) or ids, and ``[system]`` for the VM's own.
 """
 
@@ -92,8 +96,10 @@ def _path(session: Session, group: str, name: str) -> str:
 @group_option
 @option("--image", default="UbuntuLTS", help="The name of the operating system image (alias, URN or id).")
 @option("--admin-username", default="azureuser", help="Username for the VM.")
-@option("--generate-ssh-keys", is_flag=True, help="Accepted for compatibility; acrlocal VMs need no SSH keys.")
-@option("--ssh-key-values", nargs_star=True, help="Accepted for compatibility.")
+@option("--generate-ssh-keys", is_flag=True, help="Accepted for compatibility; acrlocal writes no key.")
+@option("--ssh-key-values", nargs_star=True, help="SSH public keys or public key files (default: ~/.ssh/id_rsa.pub "
+        "when it exists).")
+@option("--public-ip-address", help="Name of the public IP address to create (\"\" for none).")
 @option("--authentication-type", help="Accepted for compatibility.")
 @option("--location", "-l", help="Location; the resource group's by default.")
 @option("--size", default="Standard_DS1_v2", help="The VM size.")
@@ -103,31 +109,47 @@ def _path(session: Session, group: str, name: str) -> str:
 @option("--no-wait", is_flag=True, help="Do not wait for the long-running operation to finish.")
 def create(name: str, resource_group: str, image: str, admin_username: str, generate_ssh_keys: bool,
            ssh_key_values: tuple[str, ...], authentication_type: str | None, location: str | None, size: str,
-           assign_identity: tuple[str, ...], role: str, scope: str | None, no_wait: bool) -> Any:
+           assign_identity: tuple[str, ...], role: str, scope: str | None, no_wait: bool,
+           public_ip_address: str | None) -> Any:
     """Create a VM."""
     session = Session()
     sub = session.subscription_id
     if not location:
         location = str(session.arm.get(group_path(sub, resource_group), API["groups"])["location"])
+    linux: dict[str, Any] = {"disablePasswordAuthentication": True}
+    keys = _ssh_keys(ssh_key_values)
+    if keys:
+        linux["ssh"] = {"publicKeys": [{"path": f"/home/{admin_username}/.ssh/authorized_keys", "keyData": key}
+                                       for key in keys]}
     body: dict[str, Any] = {"location": location, "properties": {
         "hardwareProfile": {"vmSize": size},
         "storageProfile": {"imageReference": _image_reference(image)},
-        "osProfile": {"computerName": name, "adminUsername": admin_username,
-                      "linuxConfiguration": {"disablePasswordAuthentication": True}},
+        "osProfile": {"computerName": name, "adminUsername": admin_username, "linuxConfiguration": linux},
     }}
-    wants_identity = bool(assign_identity)
+    if wants_identity := bool(assign_identity):
+        _identity_ids(sub, resource_group, tuple(assign_identity or ()))  # refuse bad values before making anything
+    elif scope:
+        raise CLIUsageError("usage error: --scope needs --assign-identity")
+    nic = _network(session, resource_group, name, location,
+                   f"{name}PublicIP" if public_ip_address is None else public_ip_address)
+    body["properties"]["networkProfile"] = {"networkInterfaces": [{"id": nic["id"]}]}
     if wants_identity:
         system, ids = _identity_ids(sub, resource_group, tuple(assign_identity or ()))
         ident: dict[str, Any] = {"type": identity_type(system, bool(ids))}
         if ids:
             ident["userAssignedIdentities"] = {i: {} for i in ids}
         body["identity"] = ident
-    elif scope:
-        raise CLIUsageError("usage error: --scope needs --assign-identity")
     result = session.arm.put(_path(session, resource_group, name), API["vms"], body, wait=not no_wait)
-    out: dict[str, Any] = {"fqdns": "", "id": result.get("id"), "location": result.get("location"), "macAddress": "",
-                           "powerState": "VM running", "privateIpAddress": "", "publicIpAddress": "",
-                           "resourceGroup": resource_group, "zones": ""}
+    configuration = (((nic.get("properties") or {}).get("ipConfigurations") or [{}])[0].get("properties") or {})
+    public = ""
+    if configuration.get("publicIPAddress"):
+        address = session.arm.get(configuration["publicIPAddress"]["id"], API["network"])
+        public = str((address.get("properties") or {}).get("ipAddress") or "")
+    out: dict[str, Any] = {"fqdns": "", "id": result.get("id"), "location": result.get("location"),
+                           "macAddress": str((nic.get("properties") or {}).get("macAddress") or ""),
+                           "powerState": "VM running",
+                           "privateIpAddress": str(configuration.get("privateIPAddress") or ""),
+                           "publicIpAddress": public, "resourceGroup": resource_group, "zones": ""}
     if wants_identity:
         info = _identity_info(result)
         if scope and info["systemAssignedIdentity"]:
@@ -137,6 +159,58 @@ def create(name: str, resource_group: str, image: str, admin_username: str, gene
             info = {"role": role, "scope": scope, **info}
         out["identity"] = info
     return out
+
+
+def _ssh_keys(values: tuple[str, ...]) -> list[str]:
+    """The public keys of ``--ssh-key-values`` (key text, or files holding one), else of ``~/.ssh/id_rsa.pub``
+    when it exists, as az reads them; nothing is generated."""
+    if not values:
+        default = os.path.expanduser("~/.ssh/id_rsa.pub")
+        values = (default,) if os.path.isfile(default) else ()
+    keys = []
+    for value in values:
+        text = value
+        if not value.startswith(("ssh-", "ecdsa-")):
+            try:
+                with open(os.path.expanduser(value)) as f:
+                    text = f.read()
+            except OSError as exc:
+                raise CLIError(f"An RSA key file or key value must be supplied to SSH Key Value: cannot read "
+                               f"{value!r} ({exc.strerror}).") from None
+        text = " ".join(text.split())
+        if not text.startswith(("ssh-", "ecdsa-")):
+            raise CLIError(f"{value!r} is not an SSH public key (ssh-rsa, ssh-ed25519, ecdsa-...).")
+        keys.append(text)
+    return keys
+
+
+def _network(session: Session, group: str, name: str, location: str, public_ip: str) -> dict[str, Any]:
+    """The network interface a new VM gets, made as az makes it (see the module's docstring)."""
+    sub, api = session.subscription_id, API["network"]
+    vnets = [v for v in session.arm.list(list_path(sub, group, "Microsoft.Network/virtualNetworks"), api)
+             if str(v.get("location", "")).lower() == location.lower() and (v.get("properties") or {}).get("subnets")]
+    if vnets:
+        subnet_id = str(vnets[0]["properties"]["subnets"][0]["id"])
+    else:
+        vnet = session.arm.put(resource_id(sub, group, "Microsoft.Network/virtualNetworks", f"{name}VNET"), api, {
+            "location": location, "properties": {
+                "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                "subnets": [{"name": f"{name}Subnet", "properties": {"addressPrefix": "10.0.0.0/24"}}]}})
+        subnet_id = str(vnet["properties"]["subnets"][0]["id"])
+    nsg = session.arm.put(resource_id(sub, group, "Microsoft.Network/networkSecurityGroups", f"{name}NSG"), api, {
+        "location": location, "properties": {"securityRules": [{"name": "default-allow-ssh", "properties": {
+            "protocol": "Tcp", "sourcePortRange": "*", "destinationPortRange": "22", "sourceAddressPrefix": "*",
+            "destinationAddressPrefix": "*", "access": "Allow", "priority": 1000, "direction": "Inbound"}}]}})
+    configuration: dict[str, Any] = {"privateIPAllocationMethod": "Dynamic", "subnet": {"id": subnet_id}}
+    if public_ip:
+        address = session.arm.put(resource_id(sub, group, "Microsoft.Network/publicIPAddresses", public_ip), api, {
+            "location": location, "sku": {"name": "Standard"},
+            "properties": {"publicIPAllocationMethod": "Static"}})
+        configuration["publicIPAddress"] = {"id": address["id"]}
+    return dict(session.arm.put(resource_id(sub, group, "Microsoft.Network/networkInterfaces", f"{name}VMNic"), api, {
+        "location": location, "properties": {
+            "ipConfigurations": [{"name": f"ipconfig{name}", "properties": configuration}],
+            "networkSecurityGroup": {"id": nsg["id"]}}}))
 
 
 @vm.command("show", show=True)
