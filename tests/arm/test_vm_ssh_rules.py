@@ -1,18 +1,23 @@
 """Which ssh connections a network security group lets through to a VM's public address (Azure's inbound
 evaluation: rules and the default ones by priority, the first match decides), and a door that cannot be opened
-said once. The whole path, with az and OpenSSH, is tests/az/test_vm_ssh.py."""
+said once (a port taken, or port 22 refused). The whole path, with az and OpenSSH, is tests/az/test_vm_ssh.py."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 from acrlocal.arm.vm_ssh import Inbound, VmSshDoors, nsg_allows
+from tests.harness import child_env
 
 HOST = Inbound(ipaddress.IPv4Address("127.0.0.1"), 50123, ipaddress.IPv4Address("10.0.0.4"), 22,
                (ipaddress.IPv4Network("10.0.0.0/16"),))
@@ -83,3 +88,34 @@ def test_a_door_that_cannot_be_opened_is_said_once(caplog: pytest.LogCaptureFixt
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and f"cannot listen for ssh at 127.77.255.254:{port}" in said[0]
     assert "acrlocal ssh vm" in said[0]
+
+
+SCENARIO = """
+import asyncio, logging
+from acrlocal.arm.vm_ssh import VmSshDoors
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+async def scenario():
+    doors = VmSshDoors(None, None, list, 22)
+    doors._loop = asyncio.get_running_loop()
+    doors._open("127.77.255.253")
+    doors._open("127.77.255.252")
+    print(doors.addresses)
+asyncio.run(scenario())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_port_22_refused_says_why_and_what_to_use_instead() -> None:
+    """A server that may not bind ports below 1024 (here root without CAP_NET_BIND_SERVICE, as in a container that
+    drops it; a user other than root is refused VMs altogether): the kernel refuses port 22 (EACCES), and the log
+    says so once, with what to use instead."""
+    proc = subprocess.run(["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service",
+                           sys.executable, "-c", SCENARIO], capture_output=True, text=True, env=child_env(),
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    said = proc.stderr.strip().splitlines()
+    assert len(said) == 1, said
+    assert "binding 127.77.255.253:22 was refused (Permission denied)" in said[0]
+    assert "CAP_NET_BIND_SERVICE" in said[0] and "`ssh azureuser@<publicIpAddress>` is refused" in said[0]
+    assert "acrlocal ssh vm -g <group> -n <vm>" in said[0] and "--vm-ssh-port 2222" in said[0]

@@ -278,9 +278,11 @@ class VmSshDoors:
             return
         self._refused.add(key)
         if exc.errno == errno.EACCES:
-            log.warning("VMs: ssh at the VMs' public IP addresses is off: port %d needs root (or sysctl "
-                        "net.ipv4.ip_unprivileged_port_start=%d); use `acrlocal ssh vm`, or `up --vm-ssh-port "
-                        "2222` and `ssh -p 2222`", self.port, self.port)
+            log.warning("VMs: ssh at the VMs' public IP addresses is off: binding %s:%d was refused (%s): a port "
+                        "below 1024 needs root with CAP_NET_BIND_SERVICE (or sysctl "
+                        "net.ipv4.ip_unprivileged_port_start=%d). `ssh azureuser@<publicIpAddress>` is refused "
+                        "until then; use `acrlocal ssh vm -g <group> -n <vm>`, or `up --vm-ssh-port 2222` and "
+                        "`ssh -p 2222 azureuser@<publicIpAddress>`", address, self.port, exc.strerror, self.port)
         else:
             log.warning("VMs: cannot listen for ssh at %s:%d (%s): is an sshd listening on 0.0.0.0:%d, or another "
                         "acrlocal server's VM using this address? Use `acrlocal ssh vm`, or `up --vm-ssh-port 2222` "
