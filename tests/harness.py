@@ -115,7 +115,7 @@ class ChallengeAuth(requests.auth.AuthBase):
             params = {"service": challenge["service"]}
             if scope:
                 params["scope"] = scope
-            auth = (self.username, self.password) if self.username is not None else None
+            auth: Any = (self.username, self.password) if self.username is not None else None
             r = requests.get(challenge["realm"], params=params, auth=auth, verify=self.ca, timeout=30)
             r.raise_for_status()
             self.tokens[scope] = r.json()["access_token"]

@@ -146,7 +146,7 @@ def big_tar_layer(layout: Path, size: int, name: str = "big.bin") -> dict[str, A
             self.left -= n
             return n
 
-    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with open(tmp, "wb") as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(info, io.BufferedReader(Random(), 1 << 20))
     h = hashlib.sha256()
     with open(tmp, "rb") as f:

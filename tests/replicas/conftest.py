@@ -48,7 +48,7 @@ class Replicas:
         ports = {self.lb_port: [s.status["listeningPort"] for s in self.servers]}
         for server in self.servers:  # each lists the registries made through it, and those there at its start
             for reg in server.status["registries"]:
-                ports[reg["port"]] = [reg["port"] + offset for offset in OFFSETS]
+                ports[reg["port"]] = [reg["port"] + offset for offset in OFFSETS[:len(self.servers)]]
         return ports
 
     def restart_lb(self) -> None:
@@ -72,13 +72,16 @@ def _status(server: AcrLocal) -> dict[str, Any]:
     return dict(json.loads((server.data_dir / "server.json").read_text()))
 
 
-def start_replicas(root: Path, *extra: str) -> Replicas:
+def start_replicas(root: Path, *extra: str, count: int = 2, database_url: str | None = None) -> Replicas:
+    """``count`` replicas (each ``acrlocal up`` with ``extra`` arguments) on ``database_url`` (a new database of
+    the session's PostgreSQL server if ``None``), and HAProxy."""
     if postgres.binaries() is None:
         pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql); scripts/test installs it")
+    root.mkdir(parents=True, exist_ok=True)
     lb_port = free_port()
-    url = postgres.shared().create_database("replicas")
+    url = database_url or postgres.shared().create_database("replicas")
     servers: list[AcrLocal] = []
-    for i, offset in enumerate(OFFSETS):
+    for i, offset in enumerate(OFFSETS[:count]):
         data = root / f"replica{i}"
         server = AcrLocal(data, "--advertised-port", str(lb_port), "--registry-port-offset", str(offset), *extra,
                           backend="postgresql")
