@@ -266,16 +266,17 @@ def host_dockerd_key() -> dict[str, str]:
 def test_a_host_whose_dockerd_has_a_key_gives_each_vm_engine_a_key_of_its_own(tmp_path: Path) -> None:
     """dockerd 20.10 on the host writes its identity key to /etc/docker/key.json, root-only, which a VM's /etc
     shows empty: the VM's engine must have a key of its own, and start and pull. The host's key is simulated in a
-    mount namespace of the server's own, whose /etc is an overlay holding it: the host's /etc is not written."""
+    mount namespace of the server's own, whose /etc is a copy of the host's holding it (bound over /etc there; a
+    copy rather than an overlay, whose VMs' overlay on top could pass the kernel's stacking depth where the root
+    file system is an overlay already): the host's /etc is not written, and the copy is removed."""
     host_etc = tmp_path / "host-etc"
-    (host_etc / "upper" / "docker").mkdir(parents=True)
-    (host_etc / "work").mkdir()
+    shutil.copytree("/etc", host_etc, symlinks=True)
+    (host_etc / "docker").mkdir(exist_ok=True)
     host_key = host_dockerd_key()
-    key_file = host_etc / "upper" / "docker" / "key.json"
+    key_file = host_etc / "docker" / "key.json"
     key_file.write_text(json.dumps(host_key))
     os.chmod(key_file, 0o600)
-    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-               'mount -t overlay overlay -o "lowerdir=/etc,upperdir=$0/upper,workdir=$0/work" /etc && exec "$@"',
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$0" /etc && exec "$@"',
                str(host_etc)]
     host_had_key = Path("/etc/docker/key.json").exists()
     server = AcrLocal(tmp_path / "data", wrapper=wrapper)
@@ -305,4 +306,5 @@ def test_a_host_whose_dockerd_has_a_key_gives_each_vm_engine_a_key_of_its_own(tm
         assert vm_key["d"] != host_key["d"] and engine_id != host_key["kid"]
     finally:
         server.stop()
+        shutil.rmtree(host_etc, ignore_errors=True)  # it holds copies of the host's secrets (/etc/shadow...)
     assert Path("/etc/docker/key.json").exists() == host_had_key
