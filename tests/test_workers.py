@@ -271,3 +271,17 @@ def test_a_client_secret_removed_or_a_principal_disabled_is_refused_at_once_by_b
     for worker in (1, 0):
         r = token(worker, second["secretText"])
         assert r.status_code == 400 and r.json()["error_codes"] == [700016], r.text
+
+
+def test_server_json_appears_once_every_worker_serves(tmp_path: Path) -> None:
+    """``server.json`` says the server is up: from then on new connections reach every process (before, the
+    default registry's creation wrote it while the second process was still starting, and for seconds every
+    connection went to the first)."""
+    with running(tmp_path / "data", "--workers", "2") as fresh:
+        assert len(fresh.status["workers"]) == 2
+        seen: dict[str, int] = {}
+        for _ in range(40):  # each on a new connection, which the kernel hands to either process
+            r = requests.get(fresh.shared + "/healthz", verify=fresh.ca, timeout=30,
+                             headers={"Connection": "close"})
+            seen[r.headers[WORKER]] = seen.get(r.headers[WORKER], 0) + 1
+        assert sorted(seen) == ["0", "1"], seen

@@ -171,6 +171,7 @@ class Server:
         self.settings = settings
         self.worker = worker
         self.primary = worker == 0
+        self._up = False  # server.json is written from the end of start on: it says every process serves
         self.primary_socket = primary_socket
         self.login_port = login_port
         self._forwarder: workers.Forwarder | None = None
@@ -370,6 +371,7 @@ class Server:
             self._background.append(loop.create_task(self._follow_registries()))
         if several:
             await self._start_secondaries(control_runner, login)
+        self._up = True
         await self.write_state()
         return ctx
 
@@ -479,7 +481,8 @@ class Server:
         }
 
     async def _registries_changed(self) -> None:
-        await self.write_state()
+        if self._up and self.primary:  # (server.json is the primary's, and written once all serve)
+            await self.write_state()
 
     async def write_state(self) -> None:
         """Write ``server.json`` (its encoding and the write in a thread: it lists every registry)."""
