@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -279,7 +280,12 @@ class AcrLocal:
         if self.blob_store is None:
             return str(self.status["caPath"])
         bundle = self.data_dir.parent / f"{self.data_dir.name}-ca-bundle.pem"
-        bundle.write_bytes(Path(self.status["caPath"]).read_bytes() + Path(self.blob_store[2]).read_bytes())
+        content = Path(self.status["caPath"]).read_bytes() + Path(self.blob_store[2]).read_bytes()
+        if not bundle.exists() or bundle.read_bytes() != content:
+            # Written aside and renamed: a client in another thread never reads it half-written.
+            partial = bundle.with_name(f"{bundle.name}.{os.getpid()}.{threading.get_ident()}")
+            partial.write_bytes(content)
+            os.replace(partial, bundle)
         return str(bundle)
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -194,6 +195,97 @@ def test_storage_down_is_503_with_retry_after_and_the_server_recovers(tmp_path: 
             assert r.status_code == 201, r.text
             assert registry.get(f"/v2/fault/app/blobs/{sha256(whole)}").content == whole
             assert server.proc is not None and server.proc.poll() is None
+            assert "Traceback" not in server.log()
+    finally:
+        storage.stop()
+
+
+def test_storage_restarted_under_load_is_503_meanwhile_and_served_after_without_a_restart(tmp_path: Path) -> None:
+    """Four clients push (POST, PATCH, PUT) and pull (streamed GET) fresh blobs in a loop while Azurite is stopped
+    and started again on the same port: every answer is a success or ``503 UNAVAILABLE`` with ``Retry-After`` (a
+    GET already sending may be cut short: the client sees fewer bytes than announced), never another status; every
+    blob pulled whole is the blob pushed; after the restart every client pushes and pulls again, and the server is
+    the same process with no traceback in its log."""
+    storage = azurite.AzuriteServer()
+    storage.start()
+    try:
+        with running(tmp_path / "data", "--blob-downloads", "stream", blob_store=storage.store()) as server:
+            pid = server.proc.pid if server.proc is not None else None
+            lock = threading.Lock()
+            unexpected: list[str] = []
+            unavailable = [0]
+            cut_off = [0]
+            after_restart: dict[int, int] = {}  # client -> whole push-and-pull rounds finished since the restart
+            restarted = threading.Event()
+            stop = threading.Event()
+
+            def check(r: requests.Response, ok: int) -> bool:
+                """True for ``ok``; counts a proper 503; records anything else."""
+                if r.status_code == ok:
+                    return True
+                with lock:
+                    if (r.status_code == 503 and error_code(r) == "UNAVAILABLE"
+                            and int(r.headers.get("Retry-After", "0")) > 0):
+                        unavailable[0] += 1
+                    else:
+                        unexpected.append(f"{r.request.method} {r.status_code} {r.text[:200]}")
+                return False
+
+            clients = [RegistryClient(server) for _ in range(4)]
+
+            def client(n: int) -> None:
+                registry = clients[n]
+                while not stop.is_set():
+                    began_after_restart = restarted.is_set()
+                    data = os.urandom(200_000)
+                    digest = sha256(data)
+                    try:
+                        r = registry.post(f"/v2/load/c{n}/blobs/uploads/")
+                        if not check(r, 202):
+                            continue
+                        location = r.headers["Location"]
+                        if not check(registry.patch(location, data=data[:100_000]), 202):
+                            continue
+                        if not check(registry.put(f"{location}?digest={digest}", data=data[100_000:]), 201):
+                            continue
+                        r = registry.get(f"/v2/load/c{n}/blobs/{digest}")
+                        if not check(r, 200):
+                            continue
+                        if r.content != data:
+                            with lock:
+                                unexpected.append(f"GET {digest}: {len(r.content)} bytes, not the blob pushed")
+                            continue
+                    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                        with lock:
+                            cut_off[0] += 1
+                        continue
+                    except Exception as exc:  # recorded for the test's thread to fail on
+                        with lock:
+                            unexpected.append(f"client {n}: {exc!r}")
+                        continue
+                    if began_after_restart:
+                        with lock:
+                            after_restart[n] = after_restart.get(n, 0) + 1
+
+            threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            try:
+                time.sleep(2)
+                storage.stop_service()
+                _wait(lambda: unavailable[0] >= 4 or bool(unexpected), "clients to be told the storage is "
+                      "unavailable", timeout=60)
+                storage.start_service()
+                restarted.set()
+                _wait(lambda: (len(after_restart) == 4 and min(after_restart.values()) >= 2) or bool(unexpected),
+                      "every client to push and pull again after the restart", timeout=120)
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(timeout=120)
+            assert not unexpected, unexpected[:5]
+            assert unavailable[0] >= 4 and len(after_restart) == 4
+            assert server.proc is not None and server.proc.poll() is None and server.proc.pid == pid
             assert "Traceback" not in server.log()
     finally:
         storage.stop()
