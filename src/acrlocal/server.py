@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -158,6 +160,18 @@ async def open_blob_store(settings: Settings) -> BlobStore:
                  "redirect needs (give the account key for redirects)")
     log.info("blobs are in %s", location.url)
     return store
+
+
+def replica_name(data_dir: Path) -> str:
+    """This server's name among replicas over one database (the machine's name and a random suffix, kept in
+    ``<data dir>/replica-id``): the VMs it makes carry it, and the others refuse their calls naming it."""
+    path = data_dir / "replica-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        name = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+        path.write_text(name + "\n")
+        return name
 
 
 class Server:
@@ -326,7 +340,8 @@ class Server:
         compute: ComputeRuntime | None = None  # the VMs: the primary process runs them
         if self.primary:
             ca_hash = await asyncio.to_thread(ca.subject_hash)
-            compute = ComputeRuntime(settings, VMTable(engine), directory, ca.ca_pem, ca_hash)
+            vms = VMTable(engine, replica_name(settings.data_dir))  # this replica's VMs
+            compute = ComputeRuntime(settings, vms, directory, ca.ca_pem, ca_hash)
         arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute)
         arm_store = ArmStore(engine)
         entra = EntraServices(directory, keys, tokens, lockout, DirectoryLookups(directory, version))

@@ -128,3 +128,38 @@ def test_a_device_code_sign_in_started_on_one_replica_completes_on_the_other(rep
     granted = on(shared[1], replicas, 1, "POST", token_url, data=poll)
     assert granted.status_code == 200, granted.text
     assert on(shared[0], replicas, 0, "POST", token_url, data=poll).json()["error"] == "expired_token"  # used once
+
+
+def test_a_vm_runs_on_the_replica_that_made_it_and_the_other_refuses_its_calls_naming_that_replica(
+        replicas: Replicas) -> None:
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("VMs need root")
+    server = replicas.front
+    shared = pinned(replicas, server.shared, "/healthz")
+    auth = {"Authorization": f"Bearer {admin_of(server).token(server)}"}
+    group = f"{server.shared}/subscriptions/{subscription_of(server)}/resourceGroups/replicasvm"
+    r = on(shared[1], replicas, 1, "PUT", group, params={"api-version": "2022-09-01"}, json={"location": "westus"},
+           headers=auth)
+    assert r.status_code in (200, 201), r.text
+    vm = f"{group}/providers/Microsoft.Compute/virtualMachines/hostedvm"
+    version = {"api-version": "2024-07-01"}
+    r = on(shared[0], replicas, 0, "PUT", vm, params=version, json={"location": "westus"}, headers=auth)
+    assert r.status_code in (200, 201), r.text
+    host = (replicas.servers[0].data_dir / "replica-id").read_text().strip()
+    shown = on(shared[1], replicas, 1, "GET", vm, params=version, headers=auth)
+    assert shown.status_code == 200 and shown.json()["name"] == "hostedvm", shown.text  # the resource, from ARM
+    for method, url, body in (("GET", vm, None), ("POST", f"{vm}/runCommand", {"commandId": "RunShellScript",
+                                                                             "script": ["true"]}),
+                              ("POST", f"{vm}/powerOff", None), ("DELETE", vm, None)):
+        params = {**version, "$expand": "instanceView"} if method == "GET" else version
+        r = on(shared[1], replicas, 1, method, url, params=params, json=body, headers=auth)
+        assert r.status_code == 409, (method, url, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "OperationNotAllowed" and host in r.json()["error"]["message"]
+    r = on(shared[0], replicas, 0, "GET", vm, params={**version, "$expand": "instanceView"}, headers=auth)
+    assert r.status_code == 200, r.text
+    r = on(shared[0], replicas, 0, "DELETE", group, params={"api-version": "2022-09-01"}, headers=auth)
+    assert r.status_code in (200, 202), r.text

@@ -47,7 +47,7 @@ from acrlocal.arm.store import ArmStore, Resource
 from acrlocal.compute import console
 from acrlocal.compute.machine import MachineError
 from acrlocal.compute.run_command import Busy, RunCommandError, RunRequest
-from acrlocal.compute.runtime import ComputeRuntime, VMNotRunning
+from acrlocal.compute.runtime import ComputeRuntime, HostedElsewhere, VMNotRunning
 from acrlocal.compute.vms import RUNNING, VirtualMachine
 from acrlocal.errors import ConfigError, NotFound
 
@@ -336,6 +336,8 @@ class VirtualMachines(ResourceType):
         """``start``, ``powerOff``, ``deallocate``, ``restart``: a long-running operation (202, then poll) that
         changes the VM's power state (see :func:`set_power`)."""
         action = call.request.path.rstrip("/").rsplit("/", 1)[-1].lower()
+        with contextlib.suppress(NotFound):  # another replica's VM: refused now, not in the operation
+            call.services.runtime.get(resource.id)
         lock = call.write_lock
 
         async def work() -> None:
@@ -364,6 +366,8 @@ class VirtualMachines(ResourceType):
                 arm_ids.add(res.id.lower())
                 try:
                     runtime.get(res.id)
+                except HostedElsewhere:  # another replica runs it
+                    continue
                 except NotFound:
                     identity = res.identity or {"type": "None"}
                     system, _ = parse_identity_type(identity.get("type", "None"))

@@ -28,6 +28,7 @@ from acrlocal.arm.providers import REGISTRY, Call, load_providers
 from acrlocal.arm.services import ARM, ArmServices
 from acrlocal.arm.store import ArmStore
 from acrlocal.arm.templates import TemplateError, jsonc
+from acrlocal.compute.runtime import HostedElsewhere
 from acrlocal.errors import NotFound, ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
 from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
@@ -110,6 +111,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         response = error_response(ArmError(exc.status, codes.get(exc.status, "InvalidRequestContent"), str(exc)))
     except ValueTooLong as exc:
         response = error_response(ArmError(400, "InvalidRequestContent", f"The request content was invalid: {exc}."))
+    except HostedElsewhere as exc:  # replicas: a VM's calls go to the replica that runs it (not forwarded)
+        response = error_response(ArmError(409, "OperationNotAllowed", f"The virtual machine runs on the acrlocal "
+                                           f"replica '{exc.host}', which alone answers calls on it; send this "
+                                           "request to that replica."))
     except Exception as exc:
         if database_unavailable(exc):
             log.warning("ARM request %s %s: the database is not reachable (%s)", request.method, request.path,

@@ -93,6 +93,14 @@ class _Running:
     dockerd_failures: int = 0
 
 
+class HostedElsewhere(AcrLocalError):
+    """The VM runs on another replica of the server (``host``, its name there): only that one answers its calls."""
+
+    def __init__(self, resource_id: str, host: str) -> None:
+        super().__init__(f"virtual machine {resource_id!r} runs on the acrlocal replica {host!r}")
+        self.resource_id, self.host = resource_id, host
+
+
 class ComputeRuntime:
     def __init__(self, settings: Settings, table: VMTable, directory: Directory, ca_pem: Callable[[], bytes],
                  ca_hash: str | None = None) -> None:
@@ -126,8 +134,12 @@ class ComputeRuntime:
     # -- lookups -----------------------------------------------------------------------------------
 
     def get(self, resource_id: str) -> VirtualMachine:
+        """The VM this server runs; :class:`HostedElsewhere` if another replica runs it, ``NotFound`` if none."""
         vm = self._by_key.get(resource_id.lower())
         if vm is None:
+            host = self.table.host_of(resource_id)
+            if host is not None:
+                raise HostedElsewhere(resource_id, host)
             raise NotFound(f"virtual machine {resource_id!r} does not exist")
         return vm
 

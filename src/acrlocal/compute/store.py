@@ -4,8 +4,9 @@ A row holds what the runtime needs across restarts: the VM's ARM id and placemen
 (the system-assigned principal's object id, the ARM ids of its user-assigned identities) and its power state. The
 ARM representation lives with the control plane; ``profile`` keeps the few properties IMDS reports (size, OS,
 image, admin user name, tags). ``imds_port`` and ``identity_secret`` are left from when each VM had an IMDS port
-and an App Service endpoint on the host; new rows leave them empty. Every method is one transaction; lookups raise
-:class:`~acrlocal.errors.NotFound`.
+and an App Service endpoint on the host; new rows leave them empty. ``host`` names the server that runs the VM
+(replicas over one database each run their own; ``NULL``: rows from before replicas, this server's). Every method
+is one transaction; lookups raise :class:`~acrlocal.errors.NotFound`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ vms = sa.Table(
     sa.Column("identity_secret", sa.String(64), nullable=False, default=""),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("power_state", sa.String(16), nullable=False, default="running", server_default="running"),
+    sa.Column("host", sa.String(256), nullable=True),
 )
 
 
@@ -52,14 +54,25 @@ def _vm(row: Any) -> VirtualMachine:
 
 
 class VMTable:
-    """The VMs this server runs."""
+    """The VMs this server runs: those whose ``host`` is ``host`` (or none)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, host: str | None = None) -> None:
         self.engine = engine
+        self.host = host
+
+    def _mine(self) -> Any:
+        return sa.true() if self.host is None else sa.or_(vms.c.host.is_(None), vms.c.host == self.host)
 
     def all(self) -> list[VirtualMachine]:
         with self.engine.connect() as conn:
-            return [_vm(r) for r in conn.execute(sa.select(vms).order_by(vms.c.created))]
+            return [_vm(r) for r in conn.execute(sa.select(vms).where(self._mine()).order_by(vms.c.created))]
+
+    def host_of(self, resource_id: str) -> str | None:
+        """The server that runs the VM when it is another one (``None``: this one, or no such VM)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(vms.c.host).where(vms.c.key == resource_id.lower(),
+                                                           sa.not_(self._mine()))).first()
+        return None if row is None else str(row.host)
 
     def get(self, resource_id: str) -> VirtualMachine:
         with self.engine.connect() as conn:
@@ -77,7 +90,7 @@ class VMTable:
                 resource_group=vm.resource_group, subscription_id=vm.subscription_id, tenant_id=vm.tenant_id,
                 location=vm.location, system_principal_id=vm.system_principal_id,
                 user_assigned=json.dumps(list(vm.user_assigned)), profile=json.dumps(vm.profile),
-                identity_secret="", power_state=vm.power_state, created=vm.created or time.time()))
+                identity_secret="", power_state=vm.power_state, created=vm.created or time.time(), host=self.host))
         return self.get(vm.resource_id)
 
     def update(self, resource_id: str, **changes: Any) -> VirtualMachine:
