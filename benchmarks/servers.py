@@ -182,16 +182,18 @@ class Distribution(_Process):
 class AcrLocal(_Process):
     """``acrlocal up`` on ``workdir/data`` with every port chosen by the system."""
 
-    def __init__(self, workdir: Path, python: str = sys.executable, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, python: str = sys.executable, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.extra_args = extra_args
+        self.env = dict(env or {})  # added to the server's environment (credentials stay off its command line)
         self.data_dir = workdir / "data"
         self.log = workdir / "acrlocal.log"
         self.python = python
 
     def start(self, timeout: float = 60.0) -> Registry:
         state = self.data_dir / "server.json"
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
