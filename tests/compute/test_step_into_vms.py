@@ -291,8 +291,8 @@ def test_graph_from_the_vm_with_its_identity(acrlocal: AcrLocal, vm: dict[str, s
                    "identity.principalId")
     script = f"""set -e
         imds='http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01'
-        token() {{ curl -s -H Metadata:true "$imds&resource=$1" | python3 -c 'import json,sys
-print(json.load(sys.stdin)["access_token"])'; }}
+        token() {{ curl -s -H Metadata:true "$imds&resource=$1" |
+            sed -n 's/.*"access_token": *"\\([^"]*\\)".*/\\1/p'; }}
         graph=$(token https%3A%2F%2Fgraph.microsoft.com)
         arm=$(token https%3A%2F%2Fmanagement.azure.com%2F)
         echo "$graph"
