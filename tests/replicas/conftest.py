@@ -1,5 +1,6 @@
 """Two replicas of one server (``acrlocal up`` twice: data directories and ports of their own, one PostgreSQL
-database, one blob directory as a shared file system would give) behind a private HAProxy on loopback.
+database, one blob directory as a shared file system would give, or with ``--blob-backend=azurite`` one Blob
+Storage container) behind a private HAProxy on loopback.
 
 What an operator does for replicas on several machines, done on one: the second replica's data directory gets the
 first's CA (``tls/ca.pem``, ``tls/ca-key.pem``) and ``admin.json``; both advertise the load balancer's port
@@ -81,10 +82,11 @@ def start_replicas(root: Path, *extra: str, count: int = 2, database_url: str | 
     lb_port = free_port()
     url = database_url or postgres.shared().create_database("replicas")
     servers: list[AcrLocal] = []
+    blob_store: tuple[str, str, str] | None = None  # the first's container (--blob-backend=azurite), for all
     for i, offset in enumerate(OFFSETS[:count]):
         data = root / f"replica{i}"
         server = AcrLocal(data, "--advertised-port", str(lb_port), "--registry-port-offset", str(offset), *extra,
-                          backend="postgresql")
+                          backend="postgresql", blob_store=blob_store)
         server._database_url = url
         if servers:
             first = servers[0]
@@ -92,7 +94,10 @@ def start_replicas(root: Path, *extra: str, count: int = 2, database_url: str | 
             (data / "tls").mkdir(parents=True)
             for name in ("tls/ca.pem", "tls/ca-key.pem", "admin.json"):
                 shutil.copy2(first.data_dir / name, data / name)
-            (data / "blobs").symlink_to(first.data_dir / "blobs")
+            if blob_store is None:  # files: one directory, as a shared file system gives
+                (data / "blobs").symlink_to(first.data_dir / "blobs")
+        else:
+            blob_store = server.blob_store
         try:
             server.start()
         except BaseException:

@@ -95,7 +95,11 @@ def test_replicas_racing_on_one_tag_one_upload_and_one_blob_delete_end_in_a_seri
            headers=auth)
     assert r.status_code == 201, r.text
     for i in range(2):
-        assert on(sessions[i], replicas, i, "GET", f"{base}/v2/{repo}/blobs/{digest}", headers=auth).content == taken
+        r = on(sessions[i], replicas, i, "GET", f"{base}/v2/{repo}/blobs/{digest}", headers=auth,
+               allow_redirects=False)
+        if r.status_code == 307:  # blobs in Blob Storage: to the storage's SAS URL, as ACR
+            r = requests.get(r.headers["Location"], verify=server.ca, timeout=60)
+        assert r.status_code == 200 and r.content == taken
     # the same blob deleted through both at once: one deletes it (202), the other finds it gone (404)
     delete = at_once(*(lambda i=i: on(sessions[i], replicas, i, "DELETE", f"{base}/v2/{repo}/blobs/{digest}",
                                       headers=auth) for i in range(2)))
@@ -139,6 +143,8 @@ def _big_image(tmp_path: Path, size: int) -> tuple[Path, Manifest, dict[str, Any
 def test_a_replica_killed_during_a_large_push_and_during_a_pull(own_replicas: Replicas, tmp_path: Path) -> None:
     replicas = own_replicas
     server = replicas.front
+    if server.blob_store is not None:
+        pytest.skip("finds the replica receiving the push by its open upload file: blobs in files only")
     layout, manifest, big = _big_image(tmp_path, 200 * MiB)
     client = RegistryClient(server)
     with Containers(tmp_path, server) as tools:
