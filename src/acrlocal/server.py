@@ -86,9 +86,8 @@ log = logging.getLogger("acrlocal.server")
 STATUS_REGISTRIES = 100
 #: Where msal looks for user realm discovery, whatever the authority's port (see _open_login_port).
 LOGIN_PORT = 443
-#: Names the process that answered, on PostgreSQL (replicas behind a load balancer): host name and pid.
+#: Names the replica that answered, on PostgreSQL (replicas behind a load balancer): see replica_name.
 REPLICA_HEADER = "X-Acrlocal-Replica"
-_REPLICA = f"{socket.gethostname()}/{os.getpid()}"
 #: PostgreSQL advisory lock namespaces ("ACR" and a number) of the upload locks, the digest locks and ARM's writes.
 ADVISORY_NAMESPACES = (0x41435201, 0x41435202, 0x41435203)
 
@@ -203,6 +202,7 @@ class Server:
         self._generations: DatabaseGenerations | None = None
         self._advisory: list[AdvisoryLocks] = []
         self._arm_lock: asyncio.Lock | None = None
+        self._replica = ""
 
     # -- assembly ----------------------------------------------------------------------------------
 
@@ -271,7 +271,7 @@ class Server:
         response.headers[workers.WORKER_HEADER] = str(self.worker)
 
     async def _name_replica(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers[REPLICA_HEADER] = _REPLICA
+        response.headers[REPLICA_HEADER] = self._replica
 
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -290,6 +290,7 @@ class Server:
         listeners = Listeners(settings.host, reuse_port=several, claim=self.primary)
         generations: Generations
         if engine.dialect.name == "postgresql":  # replicas on several machines: through the database
+            self._replica = replica_name(settings.data_dir)
             generations = self._generations = DatabaseGenerations(engine, settings.data_dir / "generations")
             generations.start()
             uploads, digests, arm_writes = self._advisory = [AdvisoryLocks(engine, n) for n in ADVISORY_NAMESPACES]
@@ -412,6 +413,8 @@ class Server:
         for app in apps:
             app[inbound.READ_TIMEOUT] = limits.read_timeout_s
             app.on_response_prepare.append(self._name_worker)
+            if self._generations is not None:
+                app.on_response_prepare.append(self._name_replica)
         registry_runner, control_runner = (
             web.AppRunner(app, access_log=None, handle_signals=False, **options) for app in apps)
         for runner in (registry_runner, control_runner):

@@ -42,8 +42,8 @@ class Replicas:
         return self.servers[0]
 
     def names(self) -> list[str]:
-        """Each replica's ``X-Acrlocal-Replica`` value (host name and pid), in the order of ``servers``."""
-        return [f"{_hostname()}/{s.status['pid']}" for s in self.servers]
+        """Each replica's ``X-Acrlocal-Replica`` value (its name, ``<data dir>/replica-id``), in server order."""
+        return [(s.data_dir / "replica-id").read_text().strip() for s in self.servers]
 
     def frontends(self) -> dict[int, list[int]]:
         ports = {self.lb_port: [s.status["listeningPort"] for s in self.servers]}
@@ -59,12 +59,6 @@ class Replicas:
         self.lb.stop()
         self.lb = HAProxy(self.frontends())
         self.lb.start()
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
 
 
 def _status(server: AcrLocal) -> dict[str, Any]:

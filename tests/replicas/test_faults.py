@@ -4,9 +4,11 @@ balancer completes, PostgreSQL restarted under the replicas is 503 with Retry-Af
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -109,19 +111,36 @@ def test_replicas_racing_on_one_tag_one_upload_and_one_blob_delete_end_in_a_seri
                   headers=auth).status_code == 404
 
 
+def _pids(server: Any) -> list[int]:
+    """The replica's processes: its primary and the workers it started (``--workers``)."""
+    pids, todo = [], [server.proc.pid]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(p) for p in task.read_text().split()]
+    return pids
+
+
+def _kill_host(server: Any) -> None:
+    """SIGKILL every process of the replica at once, as its machine dying would."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+
+
 def _holding(replicas: Replicas, fragment: str, within: float = 60.0) -> int:
     """The index of the replica that has a file whose path holds ``fragment`` open (waits for one)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         for i, server in enumerate(replicas.servers):
-            assert server.proc is not None
-            fds = Path(f"/proc/{server.proc.pid}/fd")
-            for fd in list(fds.iterdir()) if fds.exists() else []:
-                try:
-                    if fragment in os.readlink(fd):
-                        return i
-                except OSError:
-                    continue
+            for pid in _pids(server):
+                with contextlib.suppress(OSError):
+                    for fd in Path(f"/proc/{pid}/fd").iterdir():
+                        with contextlib.suppress(OSError):
+                            if fragment in os.readlink(fd):
+                                return i
         time.sleep(0.005)
     raise AssertionError(f"no replica opened a file under {fragment!r} within {within}s")
 
@@ -130,8 +149,12 @@ def _receiving(replicas: Replicas, within: float = 60.0) -> int:
     """The index of the replica reading far more bytes than the other (``/proc/<pid>/io``), at least 4 MiB in
     0.1 s: the one a large upload goes to (waits for one)."""
     def read(server: Any) -> int:
-        io = Path(f"/proc/{server.proc.pid}/io").read_text()
-        return int(next(line.split()[1] for line in io.splitlines() if line.startswith("rchar:")))
+        total = 0
+        for pid in _pids(server):
+            with contextlib.suppress(OSError):
+                io = Path(f"/proc/{pid}/io").read_text()
+                total += int(next(line.split()[1] for line in io.splitlines() if line.startswith("rchar:")))
+        return total
 
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -172,7 +195,7 @@ def test_a_replica_killed_during_a_large_push_and_during_a_pull(own_replicas: Re
         try:
             # the replica receiving the big layer: the one with the upload file open, or reading the most
             victim = _receiving(replicas) if server.blob_store is not None else _holding(replicas, "/_uploads/")
-            replicas.servers[victim].kill9()
+            _kill_host(replicas.servers[victim])
             out, _ = push.communicate(timeout=300)
         finally:
             if push.poll() is None:
@@ -208,7 +231,7 @@ def test_a_replica_killed_during_a_large_push_and_during_a_pull(own_replicas: Re
     cut = sessions[victim].get(blob_url, headers=auth, stream=True, timeout=60)
     assert cut.status_code == 200 and int(cut.headers["Content-Length"]) == big["size"]
     received = len(next(cut.iter_content(MiB)))
-    replicas.servers[victim].kill9()
+    _kill_host(replicas.servers[victim])
     with pytest.raises(requests.RequestException):
         for chunk in cut.iter_content(MiB):
             received += len(chunk)
