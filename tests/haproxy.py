@@ -3,7 +3,7 @@ over the servers of each frontend, no stickiness, its configuration and nothing 
 listening on loopback only, stopped by its PID.
 
 Each frontend port spreads connections over its servers' ports; a server whose port refuses connections is
-marked down by the health check (every 200 ms) and a connection that fails is sent to another one
+marked down by the health check (three failed checks 500 ms apart) and a connection that fails is sent to another one
 (``option redispatch``).
 """
 
@@ -40,11 +40,13 @@ class HAProxy:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def config(self) -> str:
-        lines = ["global", "  maxconn 4000", "defaults", "  mode tcp", "  timeout connect 2s",
+        # Abnormal sessions and servers going down or up are logged to haproxy.log (see log()).
+        lines = ["global", "  maxconn 4000", "  nbthread 1", "  log stdout format raw local0 notice", "defaults",
+                 "  log global", "  mode tcp", "  option tcplog", "  option dontlog-normal", "  timeout connect 2s",
                  "  timeout client 300s", "  timeout server 300s", "  retries 3", "  option redispatch", ""]
         for port, servers in self.frontends.items():
             lines += [f"listen port{port}", f"  bind 127.0.0.1:{port}", "  balance roundrobin"]
-            lines += [f"  server s{target} 127.0.0.1:{target} check inter 200ms fall 1 rise 1"
+            lines += [f"  server s{target} 127.0.0.1:{target} check inter 500ms fall 3 rise 2"
                       for target in servers]
             lines.append("")
         return "\n".join(lines)
