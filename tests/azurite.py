@@ -26,7 +26,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.session_service import SessionService
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "azurite"
 ACCOUNT = "acrlocaltest"
@@ -170,28 +174,17 @@ class AzuriteServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-_shared: AzuriteServer | None = None
-_shared_lock = threading.Lock()
+@contextmanager
+def private() -> Iterator[AzuriteServer]:
+    """An Azurite of the caller's own (for tests that stop and start it), stopped and removed when the block ends."""
+    server = AzuriteServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
-def shared() -> AzuriteServer:
-    """The test session's server, started on first use (stopped by :func:`stop_shared` at the session's end)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            server = AzuriteServer()
-            try:
-                server.start()
-            except BaseException:
-                server.stop()
-                raise
-            _shared = server
-        return _shared
-
-
-def stop_shared() -> None:
-    global _shared
-    with _shared_lock:
-        if _shared is not None:
-            _shared.stop()
-            _shared = None
+_session = SessionService(AzuriteServer)
+shared = _session.get  # the test session's server, started on first use
+stop_shared = _session.stop  # called at the session's end

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tests.session_service import SessionService
+
 USER = "acrlocal"
 
 
@@ -122,28 +124,6 @@ class PostgresServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-_shared: PostgresServer | None = None
-_shared_lock = threading.Lock()
-
-
-def shared() -> PostgresServer:
-    """The test session's server, started on first use (stopped by :func:`stop_shared` at the session's end)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            server = PostgresServer()
-            try:
-                server.start()
-            except BaseException:
-                server.stop()
-                raise
-            _shared = server
-        return _shared
-
-
-def stop_shared() -> None:
-    global _shared
-    with _shared_lock:
-        if _shared is not None:
-            _shared.stop()
-            _shared = None
+_session = SessionService(PostgresServer)
+shared = _session.get  # the test session's server, started on first use
+stop_shared = _session.stop  # called at the session's end

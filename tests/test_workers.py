@@ -15,8 +15,7 @@ from requests.adapters import HTTPAdapter
 
 from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal, CASession, running
-from tests.interop.tools import Containers
-from tests.ocitools import config_blob, image, layout_index, tar_layer, write_layout
+from tests.interop.tools import skopeo_round_trip
 from tests.registry.conftest import RegistryClient
 
 WORKER = "X-Acrlocal-Worker"
@@ -154,18 +153,7 @@ def test_entra_tokens_from_both_workers_and_forwarded_control_plane_calls(server
 
 
 def test_skopeo_pushes_and_pulls_with_two_workers(server: AcrLocal, tmp_path: Path) -> None:
-    layers = [tar_layer({f"etc/file{i}": b"x" * (1000 + i)}) for i in range(6)]
-    config = config_blob(diff_ids=[layer.digest for layer in layers])
-    manifest = image(config, layers)
-    layout = tmp_path / "layout"
-    write_layout(layout, {"v1": manifest}, [config, *layers])
-    with Containers(tmp_path, server) as tools:
-        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir), f"oci:{layout}:v1",
-                     f"docker://{tools.ref('workers/skopeo')}:v1")
-        out = tmp_path / "pulled"
-        tools.skopeo("copy", "--dest-oci-accept-uncompressed-layers", "--src-cert-dir", str(tools.cert_dir),
-                     f"docker://{tools.ref('workers/skopeo')}:v1", f"oci:{out}:v1")
-    assert layout_index(out)["manifests"][0]["digest"] == manifest.digest
+    skopeo_round_trip(tmp_path, server, "workers/skopeo")
     status = json.loads((server.data_dir / "server.json").read_text())
     assert len(status["workers"]) == 2
 

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from tests.harness import AcrLocal
+from tests.ocitools import config_blob, image, layout_index, tar_layer, write_layout
 
 
 class ToolError(AssertionError):
@@ -99,3 +100,19 @@ class Containers:
         return self.run("podman", "--storage-driver", "vfs", "--root", str(self.root / "podman-root"),
                         "--runroot", str(self.short / "run"), "--tmpdir", str(self.root / "podman-tmp"),
                         *args)
+
+
+def skopeo_round_trip(root: Path, server: AcrLocal, repository: str) -> None:
+    """skopeo pushes an image of six layers to ``repository`` on ``server`` and pulls it back whole."""
+    layers = [tar_layer({f"etc/file{i}": b"x" * (1000 + i)}) for i in range(6)]
+    config = config_blob(diff_ids=[layer.digest for layer in layers])
+    manifest = image(config, layers)
+    layout = root / "layout"
+    write_layout(layout, {"v1": manifest}, [config, *layers])
+    with Containers(root, server) as tools:
+        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir), f"oci:{layout}:v1",
+                     f"docker://{tools.ref(repository)}:v1")
+        out = root / "pulled"
+        tools.skopeo("copy", "--dest-oci-accept-uncompressed-layers", "--src-cert-dir", str(tools.cert_dir),
+                     f"docker://{tools.ref(repository)}:v1", f"oci:{out}:v1")
+    assert layout_index(out)["manifests"][0]["digest"] == manifest.digest

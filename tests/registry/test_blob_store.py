@@ -26,12 +26,8 @@ from tests.registry.conftest import RegistryClient, error_code
 
 @pytest.fixture(scope="module")
 def storage_server() -> Iterator[azurite.AzuriteServer]:
-    server = azurite.AzuriteServer()
-    server.start()
-    try:
+    with azurite.private() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

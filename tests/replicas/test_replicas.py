@@ -9,8 +9,7 @@ import requests
 
 from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal
-from tests.interop.tools import Containers
-from tests.ocitools import config_blob, image, layout_index, tar_layer, write_layout
+from tests.interop.tools import skopeo_round_trip
 from tests.registry.conftest import RegistryClient
 from tests.replicas.conftest import Replicas, on, pinned
 
@@ -91,19 +90,7 @@ def test_a_registry_made_through_one_replica_is_served_by_both_and_its_revocatio
 
 
 def test_skopeo_pushes_through_the_load_balancer_and_pulls_through_it(replicas: Replicas, tmp_path: Path) -> None:
-    server = replicas.front
-    layers = [tar_layer({f"etc/file{i}": b"x" * (1000 + i)}) for i in range(6)]
-    config = config_blob(diff_ids=[layer.digest for layer in layers])
-    manifest = image(config, layers)
-    layout = tmp_path / "layout"
-    write_layout(layout, {"v1": manifest}, [config, *layers])
-    with Containers(tmp_path, server) as tools:
-        tools.skopeo("copy", "--preserve-digests", "--dest-cert-dir", str(tools.cert_dir), f"oci:{layout}:v1",
-                     f"docker://{tools.ref('replicas/skopeo')}:v1")
-        out = tmp_path / "pulled"
-        tools.skopeo("copy", "--dest-oci-accept-uncompressed-layers", "--src-cert-dir", str(tools.cert_dir),
-                     f"docker://{tools.ref('replicas/skopeo')}:v1", f"oci:{out}:v1")
-    assert layout_index(out)["manifests"][0]["digest"] == manifest.digest
+    skopeo_round_trip(tmp_path, replicas.front, "replicas/skopeo")
 
 
 AZ_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"

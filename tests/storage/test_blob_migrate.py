@@ -24,12 +24,8 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 @pytest.fixture(scope="module")
 def storage_server() -> Iterator[azurite.AzuriteServer]:
-    server = azurite.AzuriteServer()
-    server.start()
-    try:
+    with azurite.private() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _blobs_of(registry: RegistryClient, repo: str, tag: str) -> list[str]:

@@ -29,12 +29,8 @@ StoreFactory = Callable[[], Awaitable[BlobStore]]
 
 @pytest.fixture(scope="module")
 def azurite_server() -> Iterator[azurite.AzuriteServer]:
-    server = azurite.AzuriteServer()
-    server.start()
-    try:
+    with azurite.private() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
