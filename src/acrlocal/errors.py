@@ -47,6 +47,8 @@ relative to ``acrlocal``::
     ├── compute.run_command.Busy(RuntimeError)      another run-command is running on the VM
     ├── compute.machine.MachineError(RuntimeError)  a VM that cannot start, or a process that cannot start in it
     ├── compute.runtime.VMNotRunning(RuntimeError)  a stopped or deallocated VM asked to run something
+    ├── compute.runtime.HostedElsewhere             a VM run by another replica (ARM's 409 there)
+    ├── registry.housekeeping.CollectionRunning(RuntimeError) another process's garbage collection did not end in time
     ├── cli.output.QueryError(ValueError)           a ``--query`` that is not JMESPath
     ├── cli.azcloud.MetadataError(ValueError)       ``/metadata/endpoints`` answered no cloud description
     ├── cli.errors.CLIError                         az's ``ERROR: ...`` and exit code (no builtin: any failure)
