@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal, CASession, running
 from tests.interop.tools import skopeo_round_trip
-from tests.registry.conftest import RegistryClient
+from tests.registry.conftest import RegistryClient, registry_token
 
 WORKER = "X-Acrlocal-Worker"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -57,14 +57,6 @@ def on(session: CASession, method: str, url: str, worker: int, **kw: Any) -> req
     r = session.request(method, url, timeout=60, **kw)
     assert r.headers.get(WORKER) == str(worker), "the connection moved to another worker"
     return r
-
-
-def registry_token(server: AcrLocal, base: str, scope: str, credentials: tuple[str, str]) -> str:
-    host = base.split("://", 1)[1]
-    r = requests.get(f"{base}/oauth2/token", params={"service": host, "scope": scope}, auth=credentials,
-                     verify=server.ca, timeout=60)
-    assert r.status_code == 200, r.text
-    return str(r.json()["access_token"])
 
 
 def test_both_workers_serve_and_a_tag_moved_by_one_is_read_moved_by_the_other(server: AcrLocal) -> None:

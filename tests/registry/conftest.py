@@ -277,3 +277,12 @@ def repo(request: pytest.FixtureRequest) -> Iterator[str]:
     """A repository name no other test uses (tests share one server)."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60].strip("-")
     yield f"t{next(_counter)}/{slug}"
+
+
+def registry_token(server: AcrLocal, base: str, scope: str, credentials: tuple[str, str]) -> str:
+    """An access token for ``scope`` from the token service at ``base``, asked with Basic credentials."""
+    host = base.split("://", 1)[1]
+    r = requests.get(f"{base}/oauth2/token", params={"service": host, "scope": scope}, auth=credentials,
+                     verify=server.ca, timeout=60)
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])

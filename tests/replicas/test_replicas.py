@@ -5,23 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import requests
-
 from tests.arm.conftest import Arm, admin_of, subscription_of
-from tests.harness import AcrLocal
 from tests.interop.tools import skopeo_round_trip
-from tests.registry.conftest import RegistryClient
+from tests.registry.conftest import RegistryClient, registry_token
 from tests.replicas.conftest import Replicas, on, pinned
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def registry_token(server: AcrLocal, base: str, scope: str, credentials: tuple[str, str]) -> str:
-    host = base.split("://", 1)[1]
-    r = requests.get(f"{base}/oauth2/token", params={"service": host, "scope": scope}, auth=credentials,
-                     verify=server.ca, timeout=60)
-    assert r.status_code == 200, r.text
-    return str(r.json()["access_token"])
 
 
 def test_a_tag_moved_through_one_replica_is_read_moved_through_the_other(replicas: Replicas) -> None:
