@@ -51,6 +51,7 @@ from acrlocal.registry.wire import (
 from acrlocal.storage.blobs import DigestMismatch, StorageFull, StorageUnavailable, UploadRaced, UploadTooLarge
 from acrlocal.storage.digest import Digest
 from acrlocal.storage.registries import RegistryRecord
+from acrlocal.storage.shared import LockLost
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,14 @@ async def delete_blob(request: web.Request, services: RegistryServices, registry
             raise RegistryError("BLOB_UNKNOWN", f"blob {digest} is not in repository {name!r}", {"digest": key})
         return services.meta.forget_blob_if_unlinked(key)
 
-    async with locks.digests(key):
+    async with locks.digests(key) as held:
         if await services.sql.run(unlink):
-            await services.blobs.delete(digest)
+            try:
+                await held.verify()
+            except LockLost:  # another replica may be publishing it: its bytes stay, reconcile removes them
+                log.warning("kept the bytes of %s: its lock went with a cut connection", digest)
+            else:
+                await services.blobs.delete(digest)
     return empty(202, {CONTENT_DIGEST: key})
 
 
@@ -200,7 +206,7 @@ def _too_large(services: RegistryServices, size: int) -> RegistryError:
 async def publish(services: RegistryServices, registry: RegistryRecord, name: str, upload_id: str,
                   digest: Digest) -> None:
     """Commit an upload under ``digest`` and link it to the repository; DIGEST_INVALID if it does not match."""
-    async with locks.digests(str(digest)):
+    async with locks.digests(str(digest)) as held:
         try:
             with _room():
                 size = await services.blobs.commit(upload_id, digest)
@@ -212,6 +218,7 @@ async def publish(services: RegistryServices, registry: RegistryRecord, name: st
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more") from exc
         except UploadRaced as exc:
             raise RegistryError("BLOB_UPLOAD_INVALID", str(exc)) from exc
+        await held.verify()  # published bytes no row names yet are a crash's leftovers, which reconcile removes
         await services.sql.run(services.meta.link_blob, registry.id, name, str(digest), size)
 
 
@@ -350,7 +357,8 @@ async def _mount(
         return False  # a read-locked repository lends nothing: the client uploads instead
     if (await services.sql.run(services.artifacts.blob_read_blocker, registry.id, source, str(digest))) is not None:
         return False  # nor does a read-locked manifest lend its layers
-    async with locks.digests(str(digest)):
+    async with locks.digests(str(digest)) as held:
+        await held.verify()
         return (await services.sql.run(services.meta.mount_blob, registry.id, source, name, str(digest))) is not None
 
 
@@ -413,8 +421,9 @@ async def patch_upload(request: web.Request, services: RegistryServices, registr
                        route: Route) -> web.Response:
     """PATCH: append a chunk (with ``Content-Range``) or a stream (without); 202 with the new ``Range``."""
     name, upload_id, _ = await _session(request, services, registry, route)
-    async with locks.uploads(upload_id):
+    async with locks.uploads(upload_id) as held:
         size = await _append(services, request, name, upload_id, await _size(services, upload_id))
+        await held.verify()  # bytes past the acknowledged size are cut off by the next request
         await services.sql.run(services.meta.touch_upload, upload_id, size)
     return empty(202, _upload_headers(name, upload_id, size))
 
@@ -431,10 +440,11 @@ async def put_upload(request: web.Request, services: RegistryServices, registry:
         raise RegistryError("DIGEST_INVALID", "closing an upload needs ?digest=<digest> of the whole blob")
     digest = parse_digest(digest_param)
     await services.sql.run(guards.check_write, services.artifacts, registry.id, name)
-    async with locks.uploads(upload_id):
+    async with locks.uploads(upload_id) as held:
         size = await _size(services, upload_id)
         if request.can_read_body:
             await _append(services, request, name, upload_id, size)
+        await held.verify()
         try:
             await publish(services, registry, name, upload_id, digest)
         finally:

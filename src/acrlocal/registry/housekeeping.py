@@ -25,8 +25,9 @@ in the log and forgotten with its links, so clients see BLOB_UNKNOWN and push th
 blob that cannot be read.
 
 Every change to one digest happens under its lock (:data:`acrlocal.registry.locks.digests`), the lock publication
-and deletion take, and is checked again under it, so this may run while the registry serves. The store is listed once
-(a file store walks its files in a thread) and the database is asked in batches.
+and deletion take, and is checked again under it (bytes are deleted only once the lock is verified still held: a
+lock lost with a cut connection ends the pass with the database's 503), so this may run while the registry serves.
+The store is listed once (a file store walks its files in a thread) and the database is asked in batches.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ async def reconcile(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, gr
             if written > cutoff:
                 result.recent_files += 1
                 continue
-            async with locks.digests(str(digest)):
+            async with locks.digests(str(digest)) as held:
                 if not await sql.run(meta.known_blobs, [str(digest)]):
+                    await held.verify()
                     await store.delete(digest)
                     result.removed_files.append(str(digest))
 
@@ -92,8 +94,9 @@ async def reconcile(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, gr
         after = page[-1]
         # A row the listing lacks is checked again under its lock: its blob may have been published since.
         for digest in (Digest.parse(text) for text in page if text not in listed):
-            async with locks.digests(str(digest)):
+            async with locks.digests(str(digest)) as held:
                 if await sql.run(meta.known_blobs, [str(digest)]) and not await store.exists(digest):
+                    await held.verify()
                     links = await sql.run(meta.forget_lost_blob, str(digest))
                     result.lost_blobs.append(str(digest))
                     log.warning("blob %s had a row but no file (lost from the disk); forgot it and its %d "
@@ -157,9 +160,10 @@ async def collect(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, regi
     while candidates := [d for d in await sql.run(meta.unlinked_blobs, BATCH) if d not in result.deleted]:
         for text in candidates:
             digest = Digest.parse(text)
-            async with locks.digests(text):
+            async with locks.digests(text) as held:
                 size = await store.size(digest)
                 if await sql.run(meta.forget_blob_if_unlinked, text):
+                    await held.verify()  # else the bytes stay, a leftover that reconcile removes
                     await store.delete(digest)
                     result.deleted.append(text)
                     result.bytes_freed += size or 0

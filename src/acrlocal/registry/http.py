@@ -185,8 +185,9 @@ async def sweep(services: RegistryServices, now: float | None = None) -> None:
         async with housekeeping.Collection(meta, sql):  # one process or replica at a time; the others skip a turn
             for text in await sql.run(meta.unlinked_blobs, limit=1000):
                 digest = Digest.parse(text)
-                async with locks.digests(text):
+                async with locks.digests(text) as held:
                     if await sql.run(meta.forget_blob_if_unlinked, text):
+                        await held.verify()  # else the bytes stay, a leftover that reconcile removes
                         await services.blobs.delete(digest)
     except housekeeping.CollectionRunning:
         pass

@@ -8,7 +8,10 @@ orders the processes (``acrlocal up --workers``). The record lock is taken witho
 and tried again after a short sleep (1 ms, doubling up to 20 ms) while another process holds it. Keys that share a
 slot wait for each other; nothing else does. A process that dies releases its record locks with it. Replicas on
 several machines over PostgreSQL hold a slot's advisory lock instead (:meth:`KeyedLocks.share_database`, see
-:class:`acrlocal.storage.shared.AdvisoryLocks`).
+:class:`acrlocal.storage.shared.AdvisoryLocks`). Such a lock goes with its connection if that is cut: work that
+relies on the lock calls the held lock's :meth:`~_Held.verify` before it commits, which raises the database's 503
+(:class:`acrlocal.storage.shared.LockLost`) if the lock went meanwhile. Record locks are not lost while their
+process lives; their :meth:`~_Held.verify` does nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class SharedLocks(Protocol):
     """Locks by number that hold across machines (PostgreSQL's advisory locks)."""
 
     async def acquire(self, key: int) -> None: ...
+
+    async def verify(self, key: int) -> None: ...
 
     def release(self, key: int) -> None: ...
 
@@ -83,13 +88,14 @@ class _Held:
     def __init__(self, owner: KeyedLocks, slot: int, lock: asyncio.Lock) -> None:
         self.owner, self.slot, self.lock = owner, slot, lock  # a strong reference keeps the lock while held
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> _Held:
         await self.lock.acquire()
         try:
             await self.owner._lock_file(self.slot)
         except BaseException:
             self.lock.release()
             raise
+        return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -97,6 +103,12 @@ class _Held:
             self.owner._unlock_file(self.slot)
         finally:
             self.lock.release()
+
+    async def verify(self) -> None:
+        """Return if the lock is still held across processes and replicas; raise (the database's 503) if it was
+        lost with a cut connection, so that the caller stops before its work commits."""
+        if self.owner._shared is not None:
+            await self.owner._shared.verify(self.slot)
 
     def locked(self) -> bool:
         return self.lock.locked()

@@ -18,7 +18,10 @@ round trip a second, which keeps its notifications drained.
 locks (``pg_try_advisory_lock(namespace, key)``) on one connection per process, used from one thread: tried, and
 tried again after a short sleep while another replica holds the key. Within a process an asyncio lock orders the
 coroutines first, so one session never holds a key twice. A replica that dies, or whose connection is cut, loses
-its locks with its session; one that cannot reach the database gets the database's 503.
+its locks with its session; one that cannot reach the database gets the database's 503. A cut is not silent: the
+keys held when the connection is made again are counted lost, and :meth:`AdvisoryLocks.verify` (one round trip on
+the lock's own connection, which proves the session that holds the key alive) raises :class:`LockLost`, the
+database's 503, before work that relied on the key commits; the next request takes its key on the new session.
 """
 
 from __future__ import annotations
@@ -227,22 +230,39 @@ class DatabaseGenerations(Generations):
         super().close()
 
 
+class LockLost(sa.exc.OperationalError):
+    """A key this process held was lost with its session (the connection was cut: PostgreSQL restarted, or the
+    backend was terminated), so another replica may hold it now: the work that relied on it must not commit. An
+    :class:`~sqlalchemy.exc.OperationalError`, so every HTTP layer answers its protocol's 503 with ``Retry-After``."""
+
+    def __init__(self, namespace: int, key: int) -> None:
+        super().__init__(f"advisory lock ({namespace:#x}, {key})", {}, ConnectionError(
+            f"the session holding advisory lock ({namespace:#x}, {key}) was cut; the work under it was not "
+            "committed"))
+
+
 class AdvisoryLocks:
-    """Session advisory locks in ``namespace`` (a 32-bit number of its own per kind of key) on one connection."""
+    """Session advisory locks in ``namespace`` (a 32-bit number of its own per kind of key) on one connection.
+
+    All calls run in one thread, in order. ``_held`` is what the current session holds; when a cut connection is
+    made again, what it held moves to ``_lost`` until released, and :meth:`verify` raises :class:`LockLost` for it.
+    """
 
     def __init__(self, engine: Engine, namespace: int) -> None:
         self._engine = engine
         self.namespace = namespace
         self._conn: Any = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="advisory-locks")
+        self._held: set[int] = set()
+        self._lost: set[int] = set()
 
-    def _call(self, function: str, key: int) -> bool:
+    def _call(self, sql: str, *args: int) -> bool:
         while True:  # a connection the database cut (a restart) is made again once
             fresh = self._conn is None
             try:
                 if self._conn is None:
                     self._conn = _raw(self._engine)
-                cur = self._conn.execute(f"SELECT {function}(%s, %s)", (self.namespace, key))
+                cur = self._conn.execute(sql, args)
                 row = cur.fetchone()
                 return bool(row[0]) if row else False
             except (psycopg.Error, OSError) as exc:
@@ -250,22 +270,48 @@ class AdvisoryLocks:
                     with contextlib.suppress(Exception):
                         self._conn.close()
                     self._conn = None
+                    if self._held:  # went with the session: another replica may take them now
+                        log.warning("lost %d advisory locks of namespace %#x with their connection (%s)",
+                                    len(self._held), self.namespace, exc)
+                        self._lost |= self._held
+                        self._held = set()
                 if fresh:
                     raise _unavailable(exc) from exc
+
+    def _try(self, key: int) -> bool:
+        got = self._call("SELECT pg_try_advisory_lock(%s, %s)", self.namespace, key)
+        if got:
+            self._held.add(key)
+            self._lost.discard(key)
+        return got
+
+    def _verify(self, key: int) -> None:
+        if key in self._held:
+            self._call("SELECT true")  # a cut connection moves the key to _lost
+        if key not in self._held:
+            raise LockLost(self.namespace, key)
 
     async def acquire(self, key: int) -> None:
         """Hold ``key`` (waiting while another replica holds it); the database's 503 when it cannot be reached."""
         loop = asyncio.get_running_loop()
         delay = 0.001
-        while not await loop.run_in_executor(self._thread, self._call, "pg_try_advisory_lock", key):
+        while not await loop.run_in_executor(self._thread, self._try, key):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
+
+    async def verify(self, key: int) -> None:
+        """Return if ``key`` is still held (its session answers a round trip); :class:`LockLost` if it went with a
+        cut connection (the connection is made again for the next :meth:`acquire`)."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._verify, key)
 
     def release(self, key: int) -> None:
         """Let ``key`` go (queued behind any try of this process's, so local waiters keep their order)."""
         def unlock() -> None:
-            with contextlib.suppress(sa.exc.OperationalError):  # a lost session has let it go already
-                self._call("pg_advisory_unlock", key)
+            self._lost.discard(key)
+            if key in self._held:
+                self._held.discard(key)
+                with contextlib.suppress(sa.exc.OperationalError):  # a lost session has let it go already
+                    self._call("SELECT pg_advisory_unlock(%s, %s)", self.namespace, key)
 
         self._thread.submit(unlock)
 
