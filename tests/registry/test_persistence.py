@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from acrlocal.storage.sql import NamedLock
 from tests.harness import AcrLocal
 from tests.interop.tools import Containers
 from tests.ocitools import (
@@ -204,6 +205,29 @@ def test_abandoned_upload_sessions_expire(tmp_path: Path) -> None:
         wait_until(lambda: upload_id not in storage.upload_files(), "the upload's bytes to be discarded")
         assert storage.count("SELECT count(*) FROM upload_sessions WHERE id = ?", upload_id) == 0
     finally:
+        server.stop()
+
+
+def test_upload_sessions_are_expired_by_one_process_or_replica_at_a_time(tmp_path: Path) -> None:
+    """While another process or replica holds the database's upload-expiry lock (here the test, as another replica
+    in the middle of its sweep would), this server's sweeper skips its turns; once released, it expires the session."""
+    server = AcrLocal(tmp_path / "data", "--upload-session-ttl", "1")  # a sweep a second
+    server.start()
+    engine = server.database()
+    other = NamedLock(engine, "upload-expiry")
+    try:
+        registry = RegistryClient(server)
+        location = registry.post("/v2/expire/once/blobs/uploads/").headers["Location"]
+        registry.patch(location, data=b"abandoned")
+        assert other.acquire()
+        try:
+            time.sleep(4)  # four sweeps' turns: none may expire it while the lock is held elsewhere
+            assert registry.get(location).status_code == 204
+        finally:
+            other.release()
+        wait_until(lambda: registry.get(location).status_code == 404, "the session to expire")
+    finally:
+        engine.dispose()
         server.stop()
 
 

@@ -172,15 +172,15 @@ def _sweep_interval(ttl_s: float) -> float:
 
 
 async def sweep(services: RegistryServices, now: float | None = None) -> None:
-    """Expire idle upload sessions, then delete the bytes of blobs that no repository links."""
-    meta, sql, ttl_s = services.meta, services.sql, services.limits.upload_session_ttl_s
-    now = time.time() if now is None else now
-    for upload_id in await sql.run(meta.expired_uploads, now - ttl_s):
-        async with locks.uploads(upload_id):
-            await sql.run(meta.delete_upload, upload_id)
-            await services.blobs.abort(upload_id)
-    # Upload files no session owns: a registry deleted with its sessions, a single-request upload cut off.
-    await services.blobs.sweep(await sql.run(meta.upload_ids), older_than_s=max(ttl_s, 3600))
+    """Expire idle upload sessions, then delete the bytes of blobs that no repository links. Each part runs in one
+    process or replica at a time (the store's ``upload_expiry`` and ``collection`` locks); while another holds
+    one, this sweep skips that part for a turn."""
+    meta, sql = services.meta, services.sql
+    if await sql.run(meta.upload_expiry.acquire):
+        try:
+            await _expire_uploads(services, time.time() if now is None else now)
+        finally:
+            await sql.run(meta.upload_expiry.release)
     try:
         async with housekeeping.Collection(meta, sql):  # one process or replica at a time; the others skip a turn
             for text in await sql.run(meta.unlinked_blobs, limit=1000):
@@ -191,6 +191,16 @@ async def sweep(services: RegistryServices, now: float | None = None) -> None:
                         await services.blobs.delete(digest)
     except housekeeping.CollectionRunning:
         pass
+
+
+async def _expire_uploads(services: RegistryServices, now: float) -> None:
+    meta, sql, ttl_s = services.meta, services.sql, services.limits.upload_session_ttl_s
+    for upload_id in await sql.run(meta.expired_uploads, now - ttl_s):
+        async with locks.uploads(upload_id):
+            await sql.run(meta.delete_upload, upload_id)
+            await services.blobs.abort(upload_id)
+    # Upload files no session owns: a registry deleted with its sessions, a single-request upload cut off.
+    await services.blobs.sweep(await sql.run(meta.upload_ids), older_than_s=max(ttl_s, 3600))
 
 
 async def _sweep_forever(services: RegistryServices) -> None:

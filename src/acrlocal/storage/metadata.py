@@ -75,6 +75,11 @@ class RegistryMetadata(Protocol):
         """Held by whoever collects garbage (housekeeping): one collection at a time across replicas."""
         ...
 
+    @property
+    def upload_expiry(self) -> ExclusiveLock:
+        """Held by whoever expires idle upload sessions (the sweeper): one sweep at a time across replicas."""
+        ...
+
     # repositories
     def list_repositories(self, registry_id: int, last: str | None, limit: int) -> list[str]:
         """Names of repositories with at least one manifest and listing enabled, in order, after ``last``, at

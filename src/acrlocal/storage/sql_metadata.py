@@ -47,6 +47,7 @@ class SqlRegistryMetadata:
         self.engine = engine
         self.cache = ManifestCache(generations)
         self.collection = NamedLock(engine, "garbage-collection")
+        self.upload_expiry = NamedLock(engine, "upload-expiry")
 
     # -- helpers -----------------------------------------------------------------------------------
 
