@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,36 @@ def registry_token(server: AcrLocal, base: str, scope: str, credentials: tuple[s
                      verify=server.ca, timeout=60)
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
+
+
+def at_once(*calls: Callable[[], requests.Response]) -> list[requests.Response]:
+    """Run ``calls`` in threads released together; their responses in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+def serial_order(put: requests.Response, delete: requests.Response) -> bool:
+    """Whether an index PUT and the racing DELETE of a manifest it names ended as one of the two serial orders:
+    the index first (201, and the delete refused because the index names it), or the delete first (202, and the
+    index refused for naming a manifest that is gone)."""
+    if put.status_code == 201:
+        return delete.status_code == 405 and error_code(delete) == "REGISTRY_DISALLOWED_OPERATION"
+    return (put.status_code == 404 and error_code(put) == "MANIFEST_BLOB_UNKNOWN"
+            and delete.status_code == 202)

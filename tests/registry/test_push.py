@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 
 import pytest
 
@@ -24,7 +25,7 @@ from tests.ocitools import (
     sha512,
     tar_layer,
 )
-from tests.registry.conftest import RegistryClient, StorageProbe, error_code
+from tests.registry.conftest import RegistryClient, StorageProbe, at_once, error_code, serial_order
 
 UPLOAD_LOCATION = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[A-Za-z0-9_-]{40,})$")
 
@@ -386,6 +387,38 @@ def test_end7_index_with_a_missing_child_is_manifest_blob_unknown(registry: Regi
     assert r.status_code == 404
     assert error_code(r) == "MANIFEST_BLOB_UNKNOWN"
     assert r.json()["errors"][0]["detail"] == [{"digest": missing.digest}]
+
+
+def test_a_manifest_an_index_names_is_deleted_only_after_the_index(registry: RegistryClient, repo: str) -> None:
+    child = registry.push_image(repo, None)
+    idx = index([(child, {"architecture": "amd64", "os": "linux"})])
+    assert registry.push_manifest(repo, "multi", idx).status_code == 201
+    for path in (f"/v2/{repo}/manifests/{child.digest}", f"/acr/v1/{repo}/_manifests/{child.digest}"):
+        r = registry.delete(path)
+        assert r.status_code == 405 and error_code(r) == "REGISTRY_DISALLOWED_OPERATION", r.text
+        assert r.json()["errors"][0]["detail"] == {"manifest": child.digest, "referencedBy": idx.digest}
+    assert registry.get(f"/v2/{repo}/manifests/{child.digest}").content == child.body
+    assert registry.delete(f"/v2/{repo}/manifests/{idx.digest}").status_code == 202
+    assert registry.delete(f"/v2/{repo}/manifests/{child.digest}").status_code == 202
+    # and the other order: an index naming a deleted manifest is refused
+    r = registry.push_manifest(repo, "multi", idx)
+    assert r.status_code == 404 and error_code(r) == "MANIFEST_BLOB_UNKNOWN", r.text
+
+
+def test_an_index_put_racing_the_delete_of_its_child_ends_in_one_serial_order(
+        registry: RegistryClient, repo: str) -> None:
+    """Never both: either the index commits and the delete is refused, or the delete commits and the index is."""
+    for _ in range(10):
+        child = registry.push_image(repo, None, layers=1)
+        idx = index([(child, {"architecture": "amd64", "os": "linux"})])
+        put, delete = at_once(partial(registry.push_manifest, repo, idx.digest, idx),
+                              partial(registry.delete, f"/v2/{repo}/manifests/{child.digest}"))
+        assert serial_order(put, delete), (put.text, delete.text)
+        if put.status_code == 201:
+            assert registry.get(f"/v2/{repo}/manifests/{child.digest}").status_code == 200
+            assert registry.delete(f"/v2/{repo}/manifests/{idx.digest}").status_code == 202
+        else:
+            assert registry.get(f"/v2/{repo}/manifests/{idx.digest}").status_code == 404
 
 
 def test_end7_docker_schema2_manifest_and_manifest_list(registry: RegistryClient, repo: str) -> None:

@@ -10,9 +10,9 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,8 @@ import requests
 
 from tests import postgres
 from tests.interop.tools import Containers
-from tests.ocitools import Manifest, config_blob, image, layout_index, tar_layer, write_layout
-from tests.registry.conftest import RegistryClient
+from tests.ocitools import Manifest, config_blob, image, index, layout_index, tar_layer, write_layout
+from tests.registry.conftest import RegistryClient, at_once, serial_order
 from tests.replicas.conftest import Replicas, on, pinned, start_replicas, stop_replicas
 from tests.replicas.test_replicas import registry_token
 
@@ -38,29 +38,6 @@ def own_replicas(tmp_path: Path) -> Iterator[Replicas]:
         yield found
     finally:
         stop_replicas(found)
-
-
-def at_once(*calls: Callable[[], requests.Response]) -> list[requests.Response]:
-    """Run ``calls`` in threads released together; their responses in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = calls[i]()
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results
 
 
 def test_replicas_racing_on_one_tag_one_upload_and_one_blob_delete_end_in_a_serial_order(
@@ -283,3 +260,33 @@ def test_postgresql_restarted_under_the_replicas_is_503_then_serving_without_a_r
             stop_replicas(replicas)
         database.stop()
 
+
+
+def test_an_index_put_racing_the_delete_of_its_child_on_two_replicas_never_both_succeed(replicas: Replicas) -> None:
+    """On PostgreSQL the pair serializes on the child's row (FOR SHARE in the PUT, FOR UPDATE in the DELETE): either
+    the index commits and the delete is refused because it names the child, or the delete commits and the index is
+    MANIFEST_BLOB_UNKNOWN; never an index naming a deleted manifest."""
+    server = replicas.front
+    base = f"https://{server.login_server()}"
+    sessions = pinned(replicas, base)
+    client = RegistryClient(server)
+    repo = "replicas/index-race"
+    token = registry_token(server, base, f"repository:{repo}:pull,push,delete", server.registry_credentials())
+    auth = {"Authorization": f"Bearer {token}"}
+    for round_ in range(30):
+        child = client.push_image(repo, None, layers=1)
+        idx = index([(child, {"architecture": "amd64", "os": "linux"})])
+        p, d = round_ % 2, 1 - round_ % 2  # each replica takes each side
+        put, delete = at_once(
+            partial(on, sessions[p], replicas, p, "PUT", f"{base}/v2/{repo}/manifests/{idx.digest}", data=idx.body,
+                    headers={**auth, "Content-Type": idx.media_type}),
+            partial(on, sessions[d], replicas, d, "DELETE", f"{base}/v2/{repo}/manifests/{child.digest}",
+                    headers=auth))
+        assert serial_order(put, delete), (put.status_code, put.text, delete.status_code, delete.text)
+        for i in range(2):  # both replicas agree on what is left
+            got = on(sessions[i], replicas, i, "GET", f"{base}/v2/{repo}/manifests/{child.digest}",
+                     headers={**auth, "Accept": MANIFEST})
+            assert got.status_code == (200 if put.status_code == 201 else 404), got.text
+        if put.status_code == 201:
+            assert on(sessions[0], replicas, 0, "DELETE", f"{base}/v2/{repo}/manifests/{idx.digest}",
+                      headers=auth).status_code == 202

@@ -40,6 +40,7 @@ from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, JSON, page_size
 from acrlocal.storage.artifacts import ATTRIBUTE_COLUMNS, Blocked, ManifestInfo, Order, TagInfo
 from acrlocal.storage.digest import Digest
+from acrlocal.storage.metadata import ManifestInUse
 from acrlocal.storage.registries import RegistryRecord
 
 IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
@@ -408,7 +409,11 @@ async def delete_manifest(request: web.Request, services: RegistryServices, regi
         guards.check_manifest_delete(services.artifacts, registry.id, name, digest)
         return services.meta.delete_manifest(registry.id, name, digest)
 
-    if not await services.sql.run(delete):
+    try:
+        found = await services.sql.run(delete)
+    except ManifestInUse as exc:
+        raise guards.named_by_index(exc) from exc
+    if not found:
         raise await _not_found(services, registry, name, _unknown_manifest(name, digest))
     services.audit.repository_event(request, registry.name, "Delete", name, digest=digest)
     return _answer({}, status=202)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from acrlocal.registry.errors import CODES, RegistryError
 from acrlocal.storage.artifacts import ArtifactCatalog
+from acrlocal.storage.metadata import ManifestInUse
 
 DISALLOWED = "REGISTRY_DISALLOWED_OPERATION"
 HELP = ("View troubleshooting steps at "
@@ -83,6 +84,13 @@ def check_manifest_delete(catalog: ArtifactCatalog, registry_id: int, repository
         blocker = catalog.content_deletion_blocker(registry_id, repository, digest, "manifest")
     if blocker is not None:
         raise disallowed(blocker, "deleteEnabled")
+
+
+def named_by_index(exc: ManifestInUse) -> RegistryError:
+    """A manifest an index of its repository names, refused as ACR refuses a disallowed delete (405), naming the
+    index: deleting it would leave the index naming a manifest that is gone."""
+    detail = {"manifest": exc.digest, "referencedBy": exc.index}
+    return RegistryError(DISALLOWED, f"{CODES[DISALLOWED][1]} {exc}", detail)
 
 
 def check_blob_delete(catalog: ArtifactCatalog, registry_id: int, repository: str, digest: str) -> None:

@@ -23,7 +23,7 @@ from acrlocal.registry.paths import Route
 from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, CONTENT_DIGEST, JSON, empty, next_link, page_size
 from acrlocal.storage.digest import Digest
-from acrlocal.storage.metadata import ManifestRecord, NewManifest, UnknownReferences
+from acrlocal.storage.metadata import ManifestInUse, ManifestRecord, NewManifest, UnknownReferences
 from acrlocal.storage.registries import RegistryRecord
 
 OCI_SUBJECT = "OCI-Subject"
@@ -160,7 +160,10 @@ async def delete_manifest(request: web.Request, services: RegistryServices, regi
         guards.check_tag_delete(services.artifacts, registry.id, name, reference)
         return services.meta.delete_tag(registry.id, name, reference)
 
-    found = await services.sql.run(delete)
+    try:
+        found = await services.sql.run(delete)
+    except ManifestInUse as exc:
+        raise guards.named_by_index(exc) from exc
     if not found:
         raise RegistryError(
             "MANIFEST_UNKNOWN", f"manifest {reference} is not in repository {name!r}", {"reference": str(reference)}

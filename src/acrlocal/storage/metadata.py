@@ -20,6 +20,14 @@ class UnknownReferences(AcrLocalError, LookupError):
         self.digests = digests
 
 
+class ManifestInUse(AcrLocalError, ValueError):
+    """A manifest that an index (a manifest list) of its repository names cannot be deleted; nothing was deleted."""
+
+    def __init__(self, digest: str, index: str) -> None:
+        super().__init__(f"manifest {digest} is named by index {index} of its repository; delete the index first")
+        self.digest, self.index = digest, index
+
+
 @dataclass(frozen=True, slots=True)
 class ManifestRecord:
     """A stored manifest as the data plane serves it."""
@@ -143,7 +151,8 @@ class RegistryMetadata(Protocol):
         ...
 
     def delete_manifest(self, registry_id: int, repository: str, digest: str) -> bool:
-        """Delete a manifest and the tags that point at it; ``False`` if there was no such manifest."""
+        """Delete a manifest and the tags that point at it; ``False`` if there was no such manifest. Raises
+        :class:`ManifestInUse` (nothing deleted) if an index of the repository names it."""
         ...
 
     def delete_tag(self, registry_id: int, repository: str, tag: str) -> bool: ...

@@ -26,7 +26,7 @@ from acrlocal.storage.content_tables import (
     upload_sessions,
 )
 from acrlocal.storage.manifest_cache import ManifestCache
-from acrlocal.storage.metadata import ManifestRecord, NewManifest, UnknownReferences, UploadSession
+from acrlocal.storage.metadata import ManifestInUse, ManifestRecord, NewManifest, UnknownReferences, UploadSession
 from acrlocal.storage.sql import NamedLock, racing_insert, write_transaction
 
 
@@ -293,7 +293,7 @@ class SqlRegistryMetadata:
                         for r in conn.execute(
                             sa.select(manifests.c.digest).where(
                                 manifests.c.repository_id == repo_id, manifests.c.digest.in_(manifest.manifests)
-                            )
+                            ).order_by(manifests.c.digest).with_for_update(read=True)  # see delete_manifest
                         )
                     }
                     missing += [d for d in manifest.manifests if d not in have]
@@ -354,14 +354,29 @@ class SqlRegistryMetadata:
     def delete_manifest(self, registry_id: int, repository: str, digest: str) -> bool:
         try:
             with self.engine.begin() as conn:
+                # Checked against the indexes that name it under the lock the delete commits under, so an index PUT
+                # naming it either commits first (and the delete is refused) or finds it gone: on SQLite the
+                # database's write lock from here on; on PostgreSQL the manifest's row, locked FOR UPDATE here and
+                # FOR SHARE by the PUT's check of its children.
+                write_transaction(conn)
                 repo_id = self._repository_id(conn, registry_id, repository)
                 if repo_id is None:
                     return False
                 row = conn.execute(
                     sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                    .with_for_update()
                 ).first()
                 if row is None:
                     return False
+                index = conn.execute(
+                    sa.select(manifests.c.digest)
+                    .join(manifest_references, manifest_references.c.manifest_id == manifests.c.id)
+                    .where(manifest_references.c.kind == "manifest", manifest_references.c.digest == digest,
+                           manifests.c.repository_id == repo_id)
+                    .order_by(manifests.c.digest).limit(1)
+                ).scalar()
+                if index is not None:
+                    raise ManifestInUse(digest, index)
                 conn.execute(sa.delete(tags).where(tags.c.manifest_id == row.id))
                 conn.execute(sa.delete(manifest_references).where(manifest_references.c.manifest_id == row.id))
                 conn.execute(sa.delete(manifests).where(manifests.c.id == row.id))
