@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from acrlocal.storage.content_tables import manifests, repositories, repository_blobs, tags
 from acrlocal.storage.metadata import NewManifest, UnknownReferences
 from acrlocal.storage.registries import RegistryTable
-from acrlocal.storage.sql import NamedLock, open_engine
+from acrlocal.storage.sql import NamedLock, database_unavailable, open_engine
 from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 
 LAYER = "sha256:" + "a" * 64
@@ -202,6 +202,33 @@ def test_one_collection_at_a_time_across_stores_and_processes(database_url: str)
         finally:
             release.set()
             process.join(WAIT_S)
+    finally:
+        one.engine.dispose()
+        other.engine.dispose()
+
+
+def test_a_collection_lock_lost_with_its_connection_is_noticed_by_its_holder(database_url: str) -> None:
+    """Cut the holder's connection (as a PostgreSQL restart does): another store takes the lock, and the first
+    learns at its next check that it holds it no more (the database's 503), instead of collecting on."""
+    one, other = (SqlRegistryMetadata(open_engine(database_url)) for _ in range(2))
+    try:
+        if one.engine.dialect.name != "postgresql":
+            pytest.skip("a file lock is held while its process lives: nothing to lose")
+        assert one.collection.acquire()
+        one.collection.verify()
+        with other.engine.connect() as conn:
+            pid = conn.execute(sa.text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 24931")).scalar_one()
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        assert other.collection.acquire()  # another replica's collection may start now
+        with pytest.raises(sa.exc.OperationalError) as lost:
+            one.collection.verify()
+        assert database_unavailable(lost.value) and "garbage-collection" in str(lost.value)
+        one.collection.release()  # nothing to give back
+        assert not one.collection.acquire()
+        other.collection.release()
+        assert one.collection.acquire()
+        one.collection.release()
     finally:
         one.engine.dispose()
         other.engine.dispose()

@@ -15,7 +15,8 @@ used (:func:`refresh_before`: at most once per half grace period, so ``HEAD`` st
 the digest's lock and only if the blob is still unlinked.
 
 One collection runs at a time across every process and replica on the database (:class:`Collection`, the store's
-``collection`` lock: an advisory lock on PostgreSQL, a file lock beside a SQLite database): the ARM action waits a
+``collection`` lock: an advisory lock on PostgreSQL, a file lock beside a SQLite database, verified at each batch so
+that one lost with its connection stops the pass with the database's 503): the ARM action waits a
 while for another to end (:class:`CollectionRunning` after that); the sweeper's and the start's passes skip a turn.
 
 :func:`reconcile` runs at every start. A crash between publishing a blob's file and committing its row (or between
@@ -75,6 +76,7 @@ async def reconcile(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, gr
     files = [item async for item in store.stored()]
     listed = {str(digest) for digest, _ in files}
     for start in range(0, len(files), BATCH):
+        await sql.run(meta.collection.verify)
         batch = files[start:start + BATCH]
         known = await sql.run(meta.known_blobs, [str(d) for d, _ in batch])
         for digest, written in batch:
@@ -91,6 +93,7 @@ async def reconcile(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, gr
 
     after: str | None = None
     while page := await sql.run(meta.blob_page, after, BATCH):
+        await sql.run(meta.collection.verify)
         after = page[-1]
         # A row the listing lacks is checked again under its lock: its blob may have been published since.
         for digest in (Digest.parse(text) for text in page if text not in listed):
@@ -154,10 +157,18 @@ async def collect(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, regi
     that no repository links. The caller holds the :class:`Collection`; store calls run through ``sql``."""
     now = time.time() if now is None else now
     result = Collected()
-    while batch := await sql.run(meta.unlink_unreferenced, registry_id, now - grace_s, BATCH):
+    while True:
+        await sql.run(meta.collection.verify)  # each batch: a lock lost with its connection stops the collection
+        batch = await sql.run(meta.unlink_unreferenced, registry_id, now - grace_s, BATCH)
+        if not batch:
+            break
         result.unlinked += batch
         await asyncio.sleep(0)  # let requests in between batches
-    while candidates := [d for d in await sql.run(meta.unlinked_blobs, BATCH) if d not in result.deleted]:
+    while True:
+        await sql.run(meta.collection.verify)
+        candidates = [d for d in await sql.run(meta.unlinked_blobs, BATCH) if d not in result.deleted]
+        if not candidates:
+            break
         for text in candidates:
             digest = Digest.parse(text)
             async with locks.digests(text) as held:

@@ -71,6 +71,10 @@ class ExclusiveLock(Protocol):
         """Take it if nobody holds it; ``False`` if somebody does."""
         ...
 
+    def verify(self) -> None:
+        """Return if it is still held; raise the database's error if it was lost with its connection."""
+        ...
+
     def release(self) -> None: ...
 
 

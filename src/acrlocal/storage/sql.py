@@ -179,7 +179,9 @@ class NamedLock:
     machine that opens the database sees. A holder that dies releases it with its connection or its process.
 
     :meth:`acquire` never waits (the caller decides whether to try again) and blocks for one round trip at most;
-    a PostgreSQL that cannot be reached raises as any statement would."""
+    a PostgreSQL that cannot be reached raises as any statement would. A holder whose connection was cut (a
+    restart, a terminated backend) has lost the lock: :meth:`verify`, one round trip on that connection, says so
+    with an :class:`~sqlalchemy.exc.OperationalError` (the database's 503), so the holder stops."""
 
     def __init__(self, engine: Engine, name: str) -> None:
         self.name = name
@@ -218,8 +220,23 @@ class NamedLock:
         self._fd = fd
         return True
 
+    def verify(self) -> None:
+        """Return if the lock is still held; the database's 503 (nothing held any more) if its session was cut."""
+        if self._conn is None:
+            return  # a file lock, or an in-process one: held while the process lives
+        try:
+            self._conn.execute(sa.select(sa.literal(1)))
+        except sa.exc.DBAPIError as exc:
+            conn, self._conn = self._conn, None
+            conn.invalidate()
+            conn.close()
+            raise sa.exc.OperationalError(f"lock {self.name!r}", {}, ConnectionError(
+                f"the session holding the lock {self.name!r} was cut; another process may hold it now")) from exc
+
     def release(self) -> None:
-        """Give the lock back (the holder only)."""
+        """Give the lock back (the holder only; nothing to do if :meth:`verify` found it lost)."""
+        if self._engine.dialect.name == "postgresql" and self._conn is None:
+            return
         if self._conn is not None:
             conn, self._conn = self._conn, None
             try:
