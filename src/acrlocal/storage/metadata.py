@@ -20,7 +20,7 @@ class UnknownReferences(AcrLocalError, LookupError):
         self.digests = digests
 
 
-class ManifestInUse(AcrLocalError, ValueError):
+class ManifestInUse(AcrLocalError, PermissionError):
     """A manifest that an index (a manifest list) of its repository names cannot be deleted; nothing was deleted."""
 
     def __init__(self, digest: str, index: str) -> None:

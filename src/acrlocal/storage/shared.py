@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from psycopg import pq
 from sqlalchemy.engine import Engine
 
+from acrlocal.errors import AcrLocalError
 from acrlocal.generations import Generations, slot_of
 from acrlocal.storage.sql import WAL_POSITION
 
@@ -230,7 +231,7 @@ class DatabaseGenerations(Generations):
         super().close()
 
 
-class LockLost(sa.exc.OperationalError):
+class LockLost(AcrLocalError, sa.exc.OperationalError):
     """A key this process held was lost with its session (the connection was cut: PostgreSQL restarted, or the
     backend was terminated), so another replica may hold it now: the work that relied on it must not commit. An
     :class:`~sqlalchemy.exc.OperationalError`, so every HTTP layer answers its protocol's 503 with ``Retry-After``."""
