@@ -158,3 +158,32 @@ def test_bind_out_of_descriptors_is_limit_reached() -> None:
         for sock in opened:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_burst_of_connections_waits_in_the_accept_queue_while_the_server_is_busy() -> None:
+    """A load balancer opens connections in bursts (its clients' reconnects, its health checks); while the event
+    loop is busy they wait in the kernel's accept queue. A queue of aiohttp's default 128 overflowed under HAProxy:
+    the kernel dropped the SYNs, the balancer's connects and checks hung, and it marked the replica down."""
+    import asyncio
+
+    from aiohttp import web
+
+    from acrlocal.listeners import BACKLOG
+
+    async def burst() -> None:
+        listeners = Listeners("127.0.0.1")
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        held: list[socket.socket] = []
+        try:
+            port = await listeners.open("burst", runner, listeners.allocate(0), None)
+            # The loop accepts nothing until this coroutine yields: every connection waits in the queue.
+            for _ in range(BACKLOG // 2):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        finally:
+            for sock in held:
+                sock.close()
+            await listeners.close_all()
+            await runner.cleanup()
+
+    asyncio.run(burst())

@@ -24,6 +24,11 @@ from acrlocal.errors import ConfigError, LimitReached
 log = logging.getLogger(__name__)
 
 
+# Connections the kernel completes and holds for a port until the server accepts them. A load balancer in front
+# opens them in bursts (a client's reconnects, its health checks); past the queue the kernel drops the SYNs, and
+# the balancer's connects and checks wait for retransmissions, which marks the server down. aiohttp's sites listen
+# again with a backlog of their own (128 unless told), so every site is given this one.
+BACKLOG = 1024
 OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -72,7 +77,7 @@ def bind(host: str, port: int, *, reuse_port: bool = False, claim: bool = True) 
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError:
         sock.close()
@@ -132,7 +137,7 @@ class Listeners:
             sock.close()
             raise ConfigError(f"listener {key!r} is already open")
         port = sock.getsockname()[1]
-        site = web.SockSite(runner, sock, ssl_context=ssl_context)
+        site = web.SockSite(runner, sock, ssl_context=ssl_context, backlog=BACKLOG)  # it listens again
         await site.start()
         self._sites[key] = (site, port)
         self._ports.add(port)
