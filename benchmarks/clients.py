@@ -201,8 +201,11 @@ def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[st
     """Run ``hey``; raises :class:`ClientError` unless every request was answered 200.
 
     hey gives each of its ``concurrency`` workers ``requests // concurrency`` requests, so that many times
-    ``concurrency`` are sent."""
-    cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-m", method]
+    ``concurrency`` are sent. No per-request timeout (``-t 0``; the run as a whole is bounded): with one, Go's client
+    cancels a connection it is still dialing as soon as its request is served on another that came free, and under
+    load that became a storm of aborted TLS connections (thousands a second, each accepted by the server or the load
+    balancer in front of it) that halved the rate a server was measured at, and through HAProxy marked it down."""
+    cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-m", method, "-t", "0"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     t0, used0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
