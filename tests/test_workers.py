@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from requests.adapters import HTTPAdapter
 from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal, CASession, running
 from tests.interop.tools import skopeo_round_trip
-from tests.registry.conftest import RegistryClient, registry_token
+from tests.ocitools import index
+from tests.registry.conftest import RegistryClient, at_once, registry_token, serial_order
 
 WORKER = "X-Acrlocal-Worker"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -73,6 +75,28 @@ def test_both_workers_serve_and_a_tag_moved_by_one_is_read_moved_by_the_other(se
         r = on(sessions[writer], "PUT", url, writer, data=after.body, headers={**auth, "Content-Type": MANIFEST})
         assert r.status_code == 201, r.text
         assert on(sessions[reader], "GET", url, reader, headers=auth).content == after.body
+
+
+def test_an_index_put_racing_the_delete_of_its_child_in_the_other_worker_never_both_succeed(server: AcrLocal) -> None:
+    """On SQLite both take the database's write lock at their start: one commits first, the other sees it."""
+    base = f"https://{server.login_server()}"
+    sessions = pinned(server, base)
+    client = RegistryClient(server)
+    repo = "workers/index-race"
+    token = registry_token(server, base, f"repository:{repo}:pull,push,delete", server.registry_credentials())
+    auth = {"Authorization": f"Bearer {token}"}
+    for round_ in range(20):
+        child = client.push_image(repo, None, layers=1)
+        idx = index([(child, {"architecture": "amd64", "os": "linux"})])
+        p, d = round_ % 2, 1 - round_ % 2
+        put, delete = at_once(
+            partial(on, sessions[p], "PUT", f"{base}/v2/{repo}/manifests/{idx.digest}", p, data=idx.body,
+                    headers={**auth, "Content-Type": idx.media_type}),
+            partial(on, sessions[d], "DELETE", f"{base}/v2/{repo}/manifests/{child.digest}", d, headers=auth))
+        assert serial_order(put, delete), (put.status_code, put.text, delete.status_code, delete.text)
+        if put.status_code == 201:
+            assert on(sessions[p], "DELETE", f"{base}/v2/{repo}/manifests/{idx.digest}", p,
+                      headers=auth).status_code == 202
 
 
 def test_a_lock_set_through_one_worker_holds_in_the_other(server: AcrLocal) -> None:
