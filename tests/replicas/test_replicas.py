@@ -3,9 +3,12 @@ replica it knows (every response names it, ``X-Acrlocal-Replica``); what one doe
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 from tests.arm.conftest import Arm, admin_of, subscription_of
+from tests.haproxy import HAProxy
 from tests.interop.tools import skopeo_round_trip
 from tests.registry.conftest import RegistryClient, registry_token
 from tests.replicas.conftest import Replicas, on, pinned
@@ -139,3 +142,33 @@ def test_a_vm_runs_on_the_replica_that_made_it_and_the_other_refuses_its_calls_n
     assert r.status_code == 200, r.text
     r = on(shared[0], replicas, 0, "DELETE", group, params={"api-version": "2022-09-01"}, headers=auth)
     assert r.status_code in (200, 202), r.text
+
+
+def test_one_balancer_block_on_the_shared_port_serves_every_registry_by_host_name(replicas: Replicas) -> None:
+    """What the README gives users who name registries ``<name>.localhost:<shared port>``: a balancer with only
+    the shared port's block reaches every registry on every replica (TLS passes through; the replica picks the
+    registry by the host name), with no block per registry port."""
+    server = replicas.front
+    RegistryClient(server).push_image("replicas/byname", "v1")
+    user, password = server.registry_credentials()
+    port = replicas.lb_port  # the port the replicas advertise, now with no block for any registry's own port
+    replicas.lb.stop()
+    replicas.lb = HAProxy({port: [s.status["listeningPort"] for s in replicas.servers]})
+    try:
+        replicas.lb.start()
+        base = f"https://acrlocal.localhost:{port}"
+        curl = ["curl", "-sS", "--cacert", str(server.ca), "--max-time", "60"]
+        token = subprocess.run(
+            [*curl, "-u", f"{user}:{password}", "--get", f"{base}/oauth2/token", "--data-urlencode",
+             f"service=acrlocal.localhost:{port}", "--data-urlencode", "scope=repository:replicas/byname:pull"],
+            capture_output=True, text=True, check=True).stdout
+        auth = f"Authorization: Bearer {json.loads(token)['access_token']}"
+        seen = set()
+        for _ in range(4):  # round robin: both replicas answer
+            head = subprocess.run([*curl, "-I", "-H", auth, f"{base}/v2/replicas/byname/manifests/v1"],
+                                  capture_output=True, text=True, check=True).stdout
+            assert head.startswith("HTTP/1.1 200"), head
+            seen.add(head.lower().split("x-acrlocal-replica:", 1)[1].split()[0])
+        assert sorted(seen) == sorted(replicas.names())
+    finally:
+        replicas.restart_lb()  # the fixture's blocks, for the module's other tests
