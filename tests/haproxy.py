@@ -4,7 +4,8 @@ listening on loopback only, stopped by its PID.
 
 Each frontend port spreads connections over its servers' ports; a server whose port refuses connections is
 marked down by the health check (three failed checks 500 ms apart) and a connection that fails is sent to another one
-(``option redispatch``).
+(``option redispatch``). A connection whose client has gone before the server took it is dropped, not forwarded
+(``option abortonclose``): clients that abort their dials by the thousand otherwise fill a replica's accept queue.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class HAProxy:
         # Abnormal sessions and servers going down or up are logged to haproxy.log (see log()).
         lines = ["global", "  maxconn 4000", "  nbthread 1", "  log stdout format raw local0 notice", "defaults",
                  "  log global", "  mode tcp", "  option tcplog", "  option dontlog-normal", "  timeout connect 2s",
-                 "  timeout client 300s", "  timeout server 300s", "  retries 3", "  option redispatch", ""]
+                 "  timeout client 300s", "  timeout server 300s", "  retries 3", "  option redispatch",
+                 "  option abortonclose", ""]
         for port, servers in self.frontends.items():
             lines += [f"listen port{port}", f"  bind 127.0.0.1:{port}", "  balance roundrobin"]
             lines += [f"  server s{target} 127.0.0.1:{target} check inter 500ms fall 3 rise 2"
