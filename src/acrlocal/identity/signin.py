@@ -19,7 +19,8 @@ opaque refresh token (kept hashed in the directory, revoked with a new password 
 
 Passwords are checked with scrypt in the default executor, at most two at a time (:data:`CHECKING`); an unknown
 user name costs the same as a known one, and both get the same AADSTS50126 answer. Device flows and
-authorization codes live in memory (15 and 10 minutes), bounded in number.
+authorization codes live in the database (15 and 10 minutes), bounded in number, so that every process and
+replica continues a flow any of them started (:class:`PendingSignIns`).
 """
 
 from __future__ import annotations
@@ -286,7 +287,9 @@ class PendingSignIns:
             conn.execute(sa.update(store.sign_ins).where(store.sign_ins.c.key == f"device:{flow.device_code}")
                          .values(body=_flow_body(flow)))
 
-    def redeem_device_code(self, device_code: str, client_id: str) -> User:
+    def redeem_device_code(self, device_code: str, client_id: str) -> DeviceFlow:
+        """The approved flow of ``device_code`` (its ``user`` set), deleted; :class:`OAuthError` while it is pending,
+        and for a code that is unknown, expired, already redeemed or of another client."""
         key = f"device:{device_code}"[:100]
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(store.sign_ins).where(store.sign_ins.c.key == key,
@@ -301,7 +304,7 @@ class PendingSignIns:
             if conn.execute(sa.delete(store.sign_ins).where(store.sign_ins.c.key == key)).rowcount != 1:
                 raise OAuthError("expired_token", "The device code is unknown or has expired; start the sign-in "
                                  "again.", 70019)  # another poll redeemed it at the same moment
-        return flow.user
+        return flow
 
     def issue_code(self, code: AuthCode) -> str:
         now = time.time()
@@ -384,8 +387,10 @@ async def user_grant(request: web.Request, entra: EntraServices, tenant_id: str 
                              "password, disabled account), or belongs to another client or tenant.", 700082)
         return await user_tokens(entra, found, client_id, scope, refresh_token=token, v1_resource=resource)
     if grant == DEVICE_CODE_GRANT:
-        user = pending.redeem_device_code(_form_text(form, "device_code"), client_id)
-        return await user_tokens(entra, user, client_id, scope, v1_resource=resource)
+        flow = pending.redeem_device_code(_form_text(form, "device_code"), client_id)
+        assert flow.user is not None
+        # msal's polls name no scope: the tokens are for the scope the flow was started with, as Entra's are.
+        return await user_tokens(entra, flow.user, client_id, scope or flow.scope, v1_resource=resource)
     assert grant == "authorization_code"
     code = pending.redeem_code(_form_text(form, "code"), client_id, _form_text(form, "redirect_uri"),
                                _form_text(form, "code_verifier"))
