@@ -3,13 +3,19 @@ worker it knows (every response names it, ``X-Acrlocal-Worker``): what one does,
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
+import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
@@ -22,6 +28,9 @@ from tests.registry.conftest import RegistryClient, at_once, registry_token, ser
 
 WORKER = "X-Acrlocal-Worker"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+AZ_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+ARM_SCOPE = "https://management.core.windows.net//.default"
+PASSWORD = "Str0ng-Passw0rd!"
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +173,7 @@ def test_entra_tokens_from_both_workers_and_forwarded_control_plane_calls(server
     r = on(shared[0], "GET", group, 0, params={"api-version": "2022-09-01"},
            headers={"Authorization": f"Bearer {tokens[1]}"})
     assert r.status_code == 200 and r.json()["name"] == "workersgroup"
-    r = on(shared[1], "GET", f"{server.shared}/nosuchtenant/oauth2/v2.0/authorize", 1)  # forwarded: Entra's error
+    r = on(shared[1], "GET", f"{server.shared}/nosuchtenant/oauth2/v2.0/authorize", 1)  # served there: Entra's error
     assert r.status_code == 400
 
 
@@ -289,3 +298,93 @@ def test_server_json_appears_once_every_worker_serves(tmp_path: Path) -> None:
                              headers={"Connection": "close"})
             seen[r.headers[WORKER]] = seen.get(r.headers[WORKER], 0) + 1
         assert sorted(seen) == ["0", "1"], seen
+
+
+@contextlib.contextmanager
+def primary_frozen(server: AcrLocal) -> Iterator[None]:
+    """The primary stopped (SIGSTOP) for the block: what a secondary answers meanwhile, it answered on its own (a
+    request forwarded to the primary would wait until the block ends)."""
+    pid = int(server.status["workers"][0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="module")
+def person(server: AcrLocal) -> tuple[str, str]:
+    graph = Arm(server, admin_of(server).token(server, "https://graph.microsoft.com/.default"))
+    domain = json.loads((server.data_dir / "admin.json").read_text())["userPrincipalName"].split("@")[1]
+    upn = f"dana-{uuid.uuid4().hex[:6]}@{domain}"
+    r = graph.call("POST", "/v1.0/users", {"accountEnabled": True, "displayName": "Dana", "mailNickname": "dana",
+                                          "userPrincipalName": upn, "passwordProfile": {"password": PASSWORD}},
+                   api_version=None)
+    assert r.status_code == 201, r.text
+    return upn, PASSWORD
+
+
+def signed_in_as(result: dict[str, Any], upn: str) -> None:
+    assert "access_token" in result, result
+    claims = jwt.decode(result["access_token"], options={"verify_signature": False})
+    assert (claims["upn"], claims["idtyp"], claims["aud"]) == (upn, "user", "https://management.core.windows.net/")
+
+
+def test_msal_device_code_sign_in_whose_steps_land_on_different_workers(server: AcrLocal,
+                                                                         person: tuple[str, str]) -> None:
+    """msal starts the device flow at the secondary (the primary frozen meanwhile), the person enters the code at
+    the primary and signs in at the secondary, msal polls at the primary and then at the secondary, which answers
+    the tokens: every step is served where it lands, from the flow in the database."""
+    import msal
+
+    upn, password = person
+    shared = pinned(server, server.shared, "/healthz")
+    authority = f"{server.shared}/organizations"
+    at_primary = msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=shared[0], timeout=20,
+                                              instance_discovery=False)
+    with primary_frozen(server):
+        at_secondary = msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=shared[1], timeout=20,
+                                                    instance_discovery=False)
+        flow = at_secondary.initiate_device_flow(scopes=[ARM_SCOPE])
+        assert "user_code" in flow, flow
+    pending = at_primary.acquire_token_by_device_flow(dict(flow), exit_condition=lambda _: True)
+    assert pending.get("error") == "authorization_pending", pending
+    page = on(shared[0], "POST", f"{server.shared}/devicelogin", 0, data={"code": flow["user_code"]})
+    assert page.status_code == 200 and "id=password" in page.text, page.text
+    with primary_frozen(server):
+        done = on(shared[1], "POST", f"{server.shared}/devicelogin", 1,
+                  data={"code": flow["user_code"], "username": upn, "password": password})
+        assert done.status_code == 200 and "id=done" in done.text, done.text
+        signed_in_as(at_secondary.acquire_token_by_device_flow(dict(flow), exit_condition=lambda _: True), upn)
+    again = at_primary.acquire_token_by_device_flow(dict(flow), exit_condition=lambda _: True)
+    assert again.get("error") == "expired_token", again  # redeemed once, by whichever process
+
+
+def test_msal_authorization_code_sign_in_whose_steps_land_on_different_workers(server: AcrLocal,
+                                                                                person: tuple[str, str]) -> None:
+    """msal's authorization code flow with PKCE: the page shown by the secondary (the primary frozen), the
+    credentials posted to the primary, which redirects with the code, and the code redeemed by msal at the
+    secondary (the primary frozen again); the same code at the primary is refused."""
+    import msal
+
+    upn, password = person
+    shared = pinned(server, server.shared, "/healthz")
+    authority = f"{server.shared}/organizations"
+    at_primary = msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=shared[0], timeout=20,
+                                              instance_discovery=False)
+    with primary_frozen(server):
+        at_secondary = msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=shared[1], timeout=20,
+                                                    instance_discovery=False)
+        flow = at_secondary.initiate_auth_code_flow([ARM_SCOPE], redirect_uri="http://localhost:8400")
+        page = on(shared[1], "GET", flow["auth_uri"], 1)
+        assert page.status_code == 200 and "id=password" in page.text, page.text
+    answer = on(shared[0], "POST", flow["auth_uri"], 0, data={"username": upn, "password": password},
+                allow_redirects=False)
+    assert answer.status_code == 302, answer.text
+    location = urlsplit(answer.headers["Location"])
+    assert location.netloc == "localhost:8400"
+    response = {k: v[0] for k, v in parse_qs(location.query).items()}
+    with primary_frozen(server):
+        signed_in_as(at_secondary.acquire_token_by_auth_code_flow(dict(flow), response), upn)
+    refused = at_primary.acquire_token_by_auth_code_flow(dict(flow), response)
+    assert refused.get("error") == "invalid_grant" and 70008 in refused.get("error_codes", []), refused

@@ -108,7 +108,7 @@ class Settings:
     # "off" (see acrlocal.lockout).
     login_lockout: str = "10/100/60"
     # Server processes serving the same ports (``up --workers``): the first owns the VMs and the control plane's
-    # writes, the others serve the registries and Entra's client credentials and forward the rest to it.
+    # writes, the others serve the registries and Entra (sign-ins too) and forward the rest to it.
     workers: int = 1
     # The registry data plane without authentication (every request allowed, anonymous): only for measuring the
     # cost of authentication; never the default.

@@ -404,8 +404,8 @@ class Server:
         await self._secondaries.start()
 
     async def _start_secondary(self, ctx: Assembly, shared_sock: socket.socket) -> Assembly:
-        """A secondary: the registries, Entra's client credentials and keys, and forwarding (no VMs, no
-        housekeeping, no server.json: the primary's)."""
+        """A secondary: the registries, Entra's endpoints and sign-in pages, and forwarding the control plane (no
+        VMs, no housekeeping, no server.json: the primary's)."""
         settings = self.settings
         limits = settings.limits
         options = timeouts.runner_options(limits.idle_timeout_s, limits.read_timeout_s)

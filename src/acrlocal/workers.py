@@ -1,16 +1,18 @@
 """Several server processes on the same ports (``acrlocal up --workers N``), so that every core serves.
 
 The first process (the *primary*, worker 0) is the server as it always was: it owns the VMs and their doors, the
-control plane's writes, the sign-in flows, the housekeeping, ``server.json``. It binds every port with
-``SO_REUSEPORT``, serves its control app also on a Unix socket of its own, and starts the other processes
-(*secondaries*, workers 1..N-1), which bind the same ports, so the kernel spreads connections across all of them.
+control plane's writes, the housekeeping, ``server.json``. It binds every port with ``SO_REUSEPORT``, serves its
+control app also on a Unix socket of its own, and starts the other processes (*secondaries*, workers 1..N-1),
+which bind the same ports, so the kernel spreads connections across all of them.
 
 A secondary serves on its own what scales with traffic and needs nothing but the database: the registries (their
-own ports, and their host names on the shared port: data plane and token service), Entra's discovery and keys,
-and its token endpoint for the client credentials grant with a client secret. Every other request on the shared
-port it forwards to the primary over the Unix socket (:class:`Forwarder`, WebSockets too), naming the client's
-address in a header that the primary believes only on that socket (:func:`trust_forwarded`). So what holds state
-in one process (the ARM write lock, the VMs, device codes, the client-assertion replay cache) stays in one.
+own ports, and their host names on the shared port: data plane and token service), and every Entra endpoint
+(discovery, keys, the token endpoints with every grant, the device code endpoint and the sign-in pages: sign-in
+flows and the client-assertion replay cache are in the database, so a flow started on one process continues on
+any). Every other request on the shared port (ARM and Graph, consoles) it forwards to the primary over the Unix
+socket (:class:`Forwarder`, WebSockets too), naming the client's address in a header that the primary believes
+only on that socket (:func:`trust_forwarded`). So what holds state in one process (the ARM write lock, the VMs)
+stays in one.
 
 What each process keeps in memory and how it stays right across them is in docs/architecture.md (Workers). The
 primary restarts a secondary that dies; a secondary ends with the primary (``PR_SET_PDEATHSIG``).
@@ -30,7 +32,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,10 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "trailers", "transfer-encoding", "upgrade", "content-length", FORWARDED_FOR.lower()})
 WEBSOCKET_HEADERS = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                                "sec-websocket-accept", "sec-websocket-protocol"})
-TOKEN_PATH = re.compile(r"^/[^/]+/oauth2/(v2\.0/)?token$")
-LOCAL_GETS = re.compile(r"^/(healthz|metadata/endpoints|common/discovery/instance|[^/]+/(v2\.0/)?\.well-known/"
-                        r"openid-configuration|[^/]+/discovery/(v2\.0/)?keys)$")
+#: What a secondary serves itself on the shared port: its health, and Entra's endpoints and sign-in pages.
+LOCAL_PATHS = re.compile(r"^/(healthz|metadata/endpoints|devicelogin|common/discovery/instance|common/userrealm/[^/]+"
+                         r"|[^/]+/(v2\.0/)?\.well-known/openid-configuration|[^/]+/discovery/(v2\.0/)?keys"
+                         r"|[^/]+/oauth2/(v2\.0/)?(token|devicecode|authorize))$")
 PR_SET_PDEATHSIG = 1
 
 
@@ -85,17 +87,9 @@ def decode(text: str) -> tuple[Settings, int, str, bool]:
 
 # -- what a secondary serves itself, and forwarding the rest ---------------------------------------------------
 
-async def serves_locally(request: web.Request) -> bool:
+def serves_locally(request: web.Request) -> bool:
     """Whether a secondary answers ``request`` (on the shared port, not a registry's host name) itself."""
-    if request.method in ("GET", "HEAD"):
-        return bool(LOCAL_GETS.match(request.path))
-    if request.method != "POST" or not TOKEN_PATH.match(request.path):
-        return False
-    if request.content_type != "application/x-www-form-urlencoded":
-        return False
-    form = urllib.parse.parse_qs((await request.read()).decode("utf-8", "replace"))
-    return form.get("grant_type") == ["client_credentials"] and "client_secret" in form and \
-        "client_assertion" not in form
+    return bool(LOCAL_PATHS.match(request.path))
 
 
 class Forwarder:
@@ -173,7 +167,7 @@ class Forwarder:
 
         @web.middleware
         async def forward_to_primary(request: web.Request, handler: Any) -> web.StreamResponse:
-            if await serves_locally(request):
+            if serves_locally(request):
                 return await handler(request)
             return await forwarder.forward(request)
 
