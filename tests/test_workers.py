@@ -24,7 +24,7 @@ from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal, CASession, running
 from tests.interop.tools import skopeo_round_trip
 from tests.ocitools import index
-from tests.registry.conftest import RegistryClient, at_once, registry_token, serial_order
+from tests.registry.conftest import RegistryClient, at_once, registry_token, repository_writer, serial_order
 
 WORKER = "X-Acrlocal-Worker"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -88,12 +88,9 @@ def test_both_workers_serve_and_a_tag_moved_by_one_is_read_moved_by_the_other(se
 
 def test_an_index_put_racing_the_delete_of_its_child_in_the_other_worker_never_both_succeed(server: AcrLocal) -> None:
     """On SQLite both take the database's write lock at their start: one commits first, the other sees it."""
-    base = f"https://{server.login_server()}"
-    sessions = pinned(server, base)
-    client = RegistryClient(server)
     repo = "workers/index-race"
-    token = registry_token(server, base, f"repository:{repo}:pull,push,delete", server.registry_credentials())
-    auth = {"Authorization": f"Bearer {token}"}
+    base, client, auth = repository_writer(server, repo)
+    sessions = pinned(server, base)
     for round_ in range(20):
         child = client.push_image(repo, None, layers=1)
         idx = index([(child, {"architecture": "amd64", "os": "linux"})])
@@ -330,21 +327,25 @@ def signed_in_as(result: dict[str, Any], upn: str) -> None:
     assert (claims["upn"], claims["idtyp"], claims["aud"]) == (upn, "user", "https://management.core.windows.net/")
 
 
+def az_cli_app(authority: str, session: requests.Session) -> Any:
+    """msal's public client as az is (its client id), at ``authority`` through ``session``."""
+    import msal
+
+    return msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=session, timeout=20,
+                                        instance_discovery=False)
+
+
 def test_msal_device_code_sign_in_whose_steps_land_on_different_workers(server: AcrLocal,
                                                                          person: tuple[str, str]) -> None:
     """msal starts the device flow at the secondary (the primary frozen meanwhile), the person enters the code at
     the primary and signs in at the secondary, msal polls at the primary and then at the secondary, which answers
     the tokens: every step is served where it lands, from the flow in the database."""
-    import msal
-
     upn, password = person
     shared = pinned(server, server.shared, "/healthz")
     authority = f"{server.shared}/organizations"
-    at_primary = msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=shared[0], timeout=20,
-                                              instance_discovery=False)
+    at_primary = az_cli_app(authority, shared[0])
     with primary_frozen(server):
-        at_secondary = msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=shared[1], timeout=20,
-                                                    instance_discovery=False)
+        at_secondary = az_cli_app(authority, shared[1])  # discovery served by the secondary
         flow = at_secondary.initiate_device_flow(scopes=[ARM_SCOPE])
         assert "user_code" in flow, flow
     pending = at_primary.acquire_token_by_device_flow(dict(flow), exit_condition=lambda _: True)
@@ -365,16 +366,12 @@ def test_msal_authorization_code_sign_in_whose_steps_land_on_different_workers(s
     """msal's authorization code flow with PKCE: the page shown by the secondary (the primary frozen), the
     credentials posted to the primary, which redirects with the code, and the code redeemed by msal at the
     secondary (the primary frozen again); the same code at the primary is refused."""
-    import msal
-
     upn, password = person
     shared = pinned(server, server.shared, "/healthz")
     authority = f"{server.shared}/organizations"
-    at_primary = msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=shared[0], timeout=20,
-                                              instance_discovery=False)
+    at_primary = az_cli_app(authority, shared[0])
     with primary_frozen(server):
-        at_secondary = msal.PublicClientApplication(AZ_CLI, authority=authority, http_client=shared[1], timeout=20,
-                                                    instance_discovery=False)
+        at_secondary = az_cli_app(authority, shared[1])  # discovery served by the secondary
         flow = at_secondary.initiate_auth_code_flow([ARM_SCOPE], redirect_uri="http://localhost:8400")
         page = on(shared[1], "GET", flow["auth_uri"], 1)
         assert page.status_code == 200 and "id=password" in page.text, page.text

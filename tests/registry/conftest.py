@@ -289,6 +289,14 @@ def registry_token(server: AcrLocal, base: str, scope: str, credentials: tuple[s
     return str(r.json()["access_token"])
 
 
+def repository_writer(server: AcrLocal, repo: str) -> tuple[str, RegistryClient, dict[str, str]]:
+    """For a test that races writes to ``repo``: the login server's base URL, a client of ``server``, and a bearer
+    header with pull, push and delete on ``repo`` from the token service."""
+    base = f"https://{server.login_server()}"
+    token = registry_token(server, base, f"repository:{repo}:pull,push,delete", server.registry_credentials())
+    return base, RegistryClient(server), {"Authorization": f"Bearer {token}"}
+
+
 def at_once(*calls: Callable[[], requests.Response]) -> list[requests.Response]:
     """Run ``calls`` in threads released together; their responses in order."""
     barrier = threading.Barrier(len(calls))

@@ -22,7 +22,7 @@ import requests
 from tests import postgres
 from tests.interop.tools import Containers
 from tests.ocitools import Manifest, config_blob, image, index, layout_index, tar_layer, write_layout
-from tests.registry.conftest import RegistryClient, at_once, serial_order
+from tests.registry.conftest import RegistryClient, at_once, repository_writer, serial_order
 from tests.replicas.conftest import Replicas, on, pinned, start_replicas, stop_replicas
 from tests.replicas.test_replicas import registry_token
 
@@ -43,12 +43,9 @@ def own_replicas(tmp_path: Path) -> Iterator[Replicas]:
 def test_replicas_racing_on_one_tag_one_upload_and_one_blob_delete_end_in_a_serial_order(
         replicas: Replicas) -> None:
     server = replicas.front
-    base = f"https://{server.login_server()}"
-    sessions = pinned(replicas, base)
-    client = RegistryClient(server)
     repo = "replicas/race"
-    token = registry_token(server, base, f"repository:{repo}:pull,push,delete", server.registry_credentials())
-    auth = {"Authorization": f"Bearer {token}"}
+    base, client, auth = repository_writer(server, repo)
+    sessions = pinned(replicas, base)
     # the same tag, moved to two manifests at once: both 201, both replicas then read the same one of the two
     images = [client.push_image(repo, None) for _ in range(2)]
     url = f"{base}/v2/{repo}/manifests/race"
@@ -267,12 +264,9 @@ def test_an_index_put_racing_the_delete_of_its_child_on_two_replicas_never_both_
     the index commits and the delete is refused because it names the child, or the delete commits and the index is
     MANIFEST_BLOB_UNKNOWN; never an index naming a deleted manifest."""
     server = replicas.front
-    base = f"https://{server.login_server()}"
-    sessions = pinned(replicas, base)
-    client = RegistryClient(server)
     repo = "replicas/index-race"
-    token = registry_token(server, base, f"repository:{repo}:pull,push,delete", server.registry_credentials())
-    auth = {"Authorization": f"Bearer {token}"}
+    base, client, auth = repository_writer(server, repo)
+    sessions = pinned(replicas, base)
     for round_ in range(30):
         child = client.push_image(repo, None, layers=1)
         idx = index([(child, {"architecture": "amd64", "os": "linux"})])
