@@ -335,17 +335,25 @@ def az_cli_app(authority: str, session: requests.Session) -> Any:
                                         instance_discovery=False)
 
 
+def az_cli_apps(server: AcrLocal) -> tuple[dict[int, CASession], Any, Any]:
+    """Sessions pinned to the primary and the secondary on the shared port, and an :func:`az_cli_app` on each; the
+    secondary's made while the primary is frozen, so its discovery is served by the secondary alone."""
+    shared = pinned(server, server.shared, "/healthz")
+    authority = f"{server.shared}/organizations"
+    at_primary = az_cli_app(authority, shared[0])
+    with primary_frozen(server):
+        at_secondary = az_cli_app(authority, shared[1])
+    return shared, at_primary, at_secondary
+
+
 def test_msal_device_code_sign_in_whose_steps_land_on_different_workers(server: AcrLocal,
                                                                          person: tuple[str, str]) -> None:
     """msal starts the device flow at the secondary (the primary frozen meanwhile), the person enters the code at
     the primary and signs in at the secondary, msal polls at the primary and then at the secondary, which answers
     the tokens: every step is served where it lands, from the flow in the database."""
     upn, password = person
-    shared = pinned(server, server.shared, "/healthz")
-    authority = f"{server.shared}/organizations"
-    at_primary = az_cli_app(authority, shared[0])
+    shared, at_primary, at_secondary = az_cli_apps(server)
     with primary_frozen(server):
-        at_secondary = az_cli_app(authority, shared[1])  # discovery served by the secondary
         flow = at_secondary.initiate_device_flow(scopes=[ARM_SCOPE])
         assert "user_code" in flow, flow
     pending = at_primary.acquire_token_by_device_flow(dict(flow), exit_condition=lambda _: True)
@@ -367,11 +375,8 @@ def test_msal_authorization_code_sign_in_whose_steps_land_on_different_workers(s
     credentials posted to the primary, which redirects with the code, and the code redeemed by msal at the
     secondary (the primary frozen again); the same code at the primary is refused."""
     upn, password = person
-    shared = pinned(server, server.shared, "/healthz")
-    authority = f"{server.shared}/organizations"
-    at_primary = az_cli_app(authority, shared[0])
+    shared, at_primary, at_secondary = az_cli_apps(server)
     with primary_frozen(server):
-        at_secondary = az_cli_app(authority, shared[1])  # discovery served by the secondary
         flow = at_secondary.initiate_auth_code_flow([ARM_SCOPE], redirect_uri="http://localhost:8400")
         page = on(shared[1], "GET", flow["auth_uri"], 1)
         assert page.status_code == 200 and "id=password" in page.text, page.text
