@@ -190,3 +190,20 @@ def test_authorization_code_with_pkce(acrlocal: AcrLocal, person: dict[str, str]
     ok = token(acrlocal, "organizations", **{**form, "code": code.group(1)}, code_verifier=verifier)
     assert ok.status_code == 200, ok.text
     assert claims(ok.json()["id_token"])["nonce"] == "n0nce"
+
+
+def test_end_session_endpoint_signs_out_and_never_redirects_where_the_query_says(acrlocal: AcrLocal) -> None:
+    """The discovery document's ``end_session_endpoint`` answers the signed-out page (acrlocal keeps no browser
+    session), even asked to redirect to another site; an unknown tenant gets Entra's error."""
+    s = acrlocal.session()
+    tenant = admin(acrlocal)["tenantId"]
+    found = s.get(f"{acrlocal.shared}/{tenant}/v2.0/.well-known/openid-configuration").json()
+    logout = found["end_session_endpoint"]
+    assert logout == f"{acrlocal.shared}/{tenant}/oauth2/v2.0/logout"
+    r = s.get(logout, params={"post_logout_redirect_uri": "https://attacker.example/"}, allow_redirects=False)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html"), r.text
+    assert "id=signed-out" in r.text and "attacker.example" not in r.text and "Location" not in r.headers
+    r = s.get(f"{acrlocal.shared}/organizations/oauth2/v2.0/logout")
+    assert r.status_code == 200 and "id=signed-out" in r.text
+    r = s.get(f"{acrlocal.shared}/{uuid.uuid4()}/oauth2/v2.0/logout")
+    assert r.status_code == 400 and r.json()["error_codes"] == [90002], r.text  # Entra's tenant not found

@@ -42,6 +42,7 @@ from acrlocal.identity.signin import (
     device_code,
     device_login,
     locked_out,
+    page,
     read_form,
     trouble_page,
     user_grant,
@@ -303,6 +304,19 @@ async def device_login_page(request: web.Request) -> web.StreamResponse:
         return trouble_page(err)
 
 
+async def logout_page(request: web.Request) -> web.StreamResponse:
+    """The discovery document's ``end_session_endpoint``. acrlocal keeps no browser session (every sign-in asks for
+    the password), so there is nothing to end: the answer is the signed-out page. It never redirects, not even to
+    ``post_logout_redirect_uri``: Entra redirects only to a URI registered for the app, and a redirect chosen by the
+    query would be an open redirect."""
+    try:
+        _tenant_or_alias(_entra(request), request.match_info["tenant"])
+    except OAuthError as err:
+        return _oauth_error(err, request)
+    return page("Signed out", "<h1 id=signed-out>You signed out of your account</h1><p class=muted>It's a good "
+                "idea to close all browser windows.</p>")
+
+
 @web.middleware
 async def unavailable_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """While the database cannot be reached, the Entra endpoints answer as Entra does when it cannot serve:
@@ -330,6 +344,8 @@ def setup(app: web.Application, entra: EntraServices) -> None:
     app.router.add_post("/{tenant}/oauth2/devicecode", devicecode)
     app.router.add_route("GET", "/{tenant}/oauth2/v2.0/authorize", authorize_page)
     app.router.add_route("POST", "/{tenant}/oauth2/v2.0/authorize", authorize_page)
+    app.router.add_route("GET", "/{tenant}/oauth2/v2.0/logout", logout_page)
+    app.router.add_route("POST", "/{tenant}/oauth2/v2.0/logout", logout_page)
     app.router.add_route("GET", "/devicelogin", device_login_page)
     app.router.add_route("POST", "/devicelogin", device_login_page)
     app.router.add_get("/common/userrealm/{username}", user_realm)
