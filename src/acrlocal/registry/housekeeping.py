@@ -170,12 +170,23 @@ async def collect(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, regi
         if not candidates:
             break
         for text in candidates:
-            digest = Digest.parse(text)
-            async with locks.digests(text) as held:
-                size = await store.size(digest)
-                if await sql.run(meta.forget_blob_if_unlinked, text):
-                    await held.verify()  # else the bytes stay, a leftover that reconcile removes
-                    await store.delete(digest)
-                    result.deleted.append(text)
-                    result.bytes_freed += size or 0
+            freed = await delete_unlinked(meta, sql, store, text)
+            if freed is not None:
+                result.deleted.append(text)
+                result.bytes_freed += freed
     return result
+
+
+async def delete_unlinked(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, text: str) -> int | None:
+    """Forget blob ``text`` and delete its bytes if no repository links it, checked again under its digest lock;
+    the bytes freed (0 if the store cannot say), or ``None`` if it is linked again or already gone. A lock lost
+    with a cut connection raises :class:`~acrlocal.storage.shared.LockLost` once the row is forgotten: the bytes
+    stay, a leftover that :func:`reconcile` removes."""
+    digest = Digest.parse(text)
+    async with locks.digests(text) as held:
+        if not await sql.run(meta.forget_blob_if_unlinked, text):
+            return None
+        await held.verify()
+        size = await store.size(digest)  # the bytes are still there: nobody publishes the digest while it is held
+        await store.delete(digest)
+        return size or 0

@@ -35,7 +35,6 @@ from acrlocal.registry.paths import Endpoint, Route, parse_path
 from acrlocal.registry.services import RegistryServices
 from acrlocal.registry.wire import API_VERSION, API_VERSION_VALUE, error_response
 from acrlocal.storage.blobs import StorageUnavailable
-from acrlocal.storage.digest import Digest
 from acrlocal.storage.registries import RegistryRecord
 from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
@@ -184,11 +183,7 @@ async def sweep(services: RegistryServices, now: float | None = None) -> None:
     try:
         async with housekeeping.Collection(meta, sql):  # one process or replica at a time; the others skip a turn
             for text in await sql.run(meta.unlinked_blobs, limit=1000):
-                digest = Digest.parse(text)
-                async with locks.digests(text) as held:
-                    if await sql.run(meta.forget_blob_if_unlinked, text):
-                        await held.verify()  # else the bytes stay, a leftover that reconcile removes
-                        await services.blobs.delete(digest)
+                await housekeeping.delete_unlinked(meta, sql, services.blobs, text)
     except housekeeping.CollectionRunning:
         pass
 
