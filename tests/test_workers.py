@@ -10,7 +10,6 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,8 +22,12 @@ from requests.adapters import HTTPAdapter
 from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal, CASession, running
 from tests.interop.tools import skopeo_round_trip
-from tests.ocitools import index
-from tests.registry.conftest import RegistryClient, at_once, registry_token, repository_writer, serial_order
+from tests.registry.conftest import (
+    RegistryClient,
+    race_index_put_with_child_delete,
+    registry_token,
+    repository_writer,
+)
 
 WORKER = "X-Acrlocal-Worker"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -91,18 +94,12 @@ def test_an_index_put_racing_the_delete_of_its_child_in_the_other_worker_never_b
     repo = "workers/index-race"
     base, client, auth = repository_writer(server, repo)
     sessions = pinned(server, base)
+
+    def through(i: int, method: str, url: str, **kw: Any) -> requests.Response:
+        return on(sessions[i], method, url, i, **kw)
+
     for round_ in range(20):
-        child = client.push_image(repo, None, layers=1)
-        idx = index([(child, {"architecture": "amd64", "os": "linux"})])
-        p, d = round_ % 2, 1 - round_ % 2
-        put, delete = at_once(
-            partial(on, sessions[p], "PUT", f"{base}/v2/{repo}/manifests/{idx.digest}", p, data=idx.body,
-                    headers={**auth, "Content-Type": idx.media_type}),
-            partial(on, sessions[d], "DELETE", f"{base}/v2/{repo}/manifests/{child.digest}", d, headers=auth))
-        assert serial_order(put, delete), (put.status_code, put.text, delete.status_code, delete.text)
-        if put.status_code == 201:
-            assert on(sessions[p], "DELETE", f"{base}/v2/{repo}/manifests/{idx.digest}", p,
-                      headers=auth).status_code == 202
+        race_index_put_with_child_delete(client, base, repo, auth, through, round_)
 
 
 def test_a_lock_set_through_one_worker_holds_in_the_other(server: AcrLocal) -> None:

@@ -8,6 +8,7 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from acrlocal.registry.paths import Endpoint, parse_path
 from tests.harness import AcrLocal, ChallengeAuth
-from tests.ocitools import Blob, Manifest, config_blob, image, tar_layer
+from tests.ocitools import Blob, Manifest, config_blob, image, index, tar_layer
 
 _counter = itertools.count()
 
@@ -328,3 +329,23 @@ def serial_order(put: requests.Response, delete: requests.Response) -> bool:
         return delete.status_code == 405 and error_code(delete) == "REGISTRY_DISALLOWED_OPERATION"
     return (put.status_code == 404 and error_code(put) == "MANIFEST_BLOB_UNKNOWN"
             and delete.status_code == 202)
+
+
+def race_index_put_with_child_delete(client: RegistryClient, base: str, repo: str, auth: dict[str, str],
+                                     through: Callable[..., requests.Response],
+                                     round_: int) -> tuple[Manifest, Manifest, requests.Response]:
+    """One round of the race: a child manifest pushed, then the PUT of an index naming it and the DELETE of the
+    child at once, each through one of two processes (``through(side, method, url, **kw)``; the sides swap every
+    round), asserted to end in a :func:`serial_order`. The child, the index and the PUT's response; an index
+    that was stored is deleted again."""
+    child = client.push_image(repo, None, layers=1)
+    idx = index([(child, {"architecture": "amd64", "os": "linux"})])
+    p, d = round_ % 2, 1 - round_ % 2  # each process takes each side
+    put, delete = at_once(
+        partial(through, p, "PUT", f"{base}/v2/{repo}/manifests/{idx.digest}", data=idx.body,
+                headers={**auth, "Content-Type": idx.media_type}),
+        partial(through, d, "DELETE", f"{base}/v2/{repo}/manifests/{child.digest}", headers=auth))
+    assert serial_order(put, delete), (put.status_code, put.text, delete.status_code, delete.text)
+    if put.status_code == 201:  # the index goes again, so that the next round's child is not named
+        assert through(p, "DELETE", f"{base}/v2/{repo}/manifests/{idx.digest}", headers=auth).status_code == 202
+    return child, idx, put

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ import requests
 
 from tests import postgres
 from tests.interop.tools import Containers
-from tests.ocitools import Manifest, config_blob, image, index, layout_index, tar_layer, write_layout
-from tests.registry.conftest import RegistryClient, at_once, repository_writer, serial_order
+from tests.ocitools import Manifest, config_blob, image, layout_index, tar_layer, write_layout
+from tests.registry.conftest import RegistryClient, at_once, race_index_put_with_child_delete, repository_writer
 from tests.replicas.conftest import Replicas, on, pinned, start_replicas, stop_replicas
 from tests.replicas.test_replicas import registry_token
 
@@ -267,20 +266,12 @@ def test_an_index_put_racing_the_delete_of_its_child_on_two_replicas_never_both_
     repo = "replicas/index-race"
     base, client, auth = repository_writer(server, repo)
     sessions = pinned(replicas, base)
+
+    def through(i: int, method: str, url: str, **kw: Any) -> requests.Response:
+        return on(sessions[i], replicas, i, method, url, **kw)
+
     for round_ in range(30):
-        child = client.push_image(repo, None, layers=1)
-        idx = index([(child, {"architecture": "amd64", "os": "linux"})])
-        p, d = round_ % 2, 1 - round_ % 2  # each replica takes each side
-        put, delete = at_once(
-            partial(on, sessions[p], replicas, p, "PUT", f"{base}/v2/{repo}/manifests/{idx.digest}", data=idx.body,
-                    headers={**auth, "Content-Type": idx.media_type}),
-            partial(on, sessions[d], replicas, d, "DELETE", f"{base}/v2/{repo}/manifests/{child.digest}",
-                    headers=auth))
-        assert serial_order(put, delete), (put.status_code, put.text, delete.status_code, delete.text)
+        child, _, put = race_index_put_with_child_delete(client, base, repo, auth, through, round_)
         for i in range(2):  # both replicas agree on what is left
-            got = on(sessions[i], replicas, i, "GET", f"{base}/v2/{repo}/manifests/{child.digest}",
-                     headers={**auth, "Accept": MANIFEST})
+            got = through(i, "GET", f"{base}/v2/{repo}/manifests/{child.digest}", headers={**auth, "Accept": MANIFEST})
             assert got.status_code == (200 if put.status_code == 201 else 404), got.text
-        if put.status_code == 201:
-            assert on(sessions[0], replicas, 0, "DELETE", f"{base}/v2/{repo}/manifests/{idx.digest}",
-                      headers=auth).status_code == 202
