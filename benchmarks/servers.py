@@ -199,7 +199,7 @@ class AcrLocal(_Process):
             self.proc = subprocess.Popen(
                 [
                     self.python, "-m", "acrlocal", "up", "--data-dir", str(self.data_dir),
-                    "--port", "0", "--registry-port-base", "0", "--imds-port-base", "0", "--log-level", "warning",
+                    "--port", "0", "--registry-port-base", "0", "--log-level", "warning",
                     "--registry-rate-limit", "off",  # throughput is measured, not ACR's per-SKU limits
                     "--workers", str(WORKERS),
                     *self.extra_args,

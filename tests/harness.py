@@ -204,7 +204,7 @@ class AcrLocal:
             self.wrapper + acrlocal_cmd(
                 "up", "--data-dir", str(self.data_dir), "--port", "0",
                 "--registry-port-base", str(self.registry_port_base),
-                "--imds-port-base", "0", "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
+                "--log-level", "info", "--registry-rate-limit", TEST_RATE_LIMIT,
                 "--workers", str(WORKERS),
                 "--login-lockout", TEST_LOGIN_LOCKOUT,
                 *(["--database-url", self._database_url] if self._database_url else []),

@@ -74,15 +74,14 @@ class Settings:
 
     ``port`` is the shared https port (control plane, Entra endpoints, and registries addressed by host name).
     Each registry also gets a port of its own, allocated from ``registry_port_base`` upward when it is created
-    and kept for its lifetime; ``0`` lets the operating system choose (what tests use). VMs' IMDS listeners
-    are allocated the same way from ``imds_port_base``.
+    and kept for its lifetime; ``0`` lets the operating system choose (what tests use). VMs' IMDS takes no port
+    here: each VM reaches it at 169.254.169.254:80 inside its own network namespace.
     """
 
     data_dir: Path = field(default_factory=_default_data_dir)
     host: str = LOOPBACK
     port: int = 8443
     registry_port_base: int = 8444
-    imds_port_base: int = 50342
     # Requests per second per VM that IMDS answers before it throttles with 429 (0: never throttle), and
     # whether it caches managed-identity tokens per (identity, resource) as Azure's IMDS does.
     imds_rate_limit: float = 20.0
@@ -130,7 +129,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.host not in (LOOPBACK, "localhost", "::1"):
             raise ConfigError(f"host {self.host!r} is not a loopback address; acrlocal listens on loopback only")
-        for name in ("port", "registry_port_base", "imds_port_base", "vm_ssh_port", "registry_port_offset",
+        for name in ("port", "registry_port_base", "vm_ssh_port", "registry_port_offset",
                      "advertised_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:

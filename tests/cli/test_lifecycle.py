@@ -32,7 +32,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
             os.kill(pid, signal.SIGTERM)
 
 
-UP = ["up", "--detach", "--port", "0", "--registry-port-base", "0", "--imds-port-base", "0"]
+UP = ["up", "--detach", "--port", "0", "--registry-port-base", "0"]
 
 
 def test_up_detach_returns_ready_and_down_stops_it(data_dir: Path, tmp_path: Path) -> None:
@@ -77,3 +77,17 @@ def test_up_detach_reports_a_server_that_cannot_start(data_dir: Path, tmp_path: 
     assert proc.returncode == 1
     assert "ERROR: acrlocal exited with code 1 while starting" in proc.stderr
     assert not (data_dir / "server.pid").exists()
+
+
+def test_up_refuses_the_removed_imds_port_base(data_dir: Path, tmp_path: Path) -> None:
+    """VMs reach IMDS inside their own network namespace: a host port base would do nothing, so it is refused
+    before anything starts or is written, not accepted and ignored."""
+    env = {"ACRLOCAL_DATA_DIR": str(data_dir), "ACRLOCAL_CONFIG_DIR": str(tmp_path / "profile")}
+    for flag in (["--imds-port-base", "50342"], ["--imds-port-base=0"]):
+        proc = run("up", "--detach", "--port", "0", *flag, env=env)
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+        assert proc.stderr == ("ERROR: --imds-port-base was removed: VMs reach IMDS at 169.254.169.254:80 inside "
+                               "their own network namespace, and no port on the host serves it; leave the option "
+                               "out.\n")
+        assert not data_dir.exists()
+    assert "imds-port-base" not in run("up", "--help", env=env).stdout

@@ -46,6 +46,16 @@ def _size(text: str, flag: str) -> int:
         raise click.BadParameter(str(exc), param_hint=flag) from exc
 
 
+def _no_imds_ports(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--imds-port-base`` named the first of the host ports VMs' IMDS listened on, before each VM had IMDS at
+    169.254.169.254 inside its own network namespace; no port on the host serves IMDS now, so a value would do
+    nothing: refused, rather than accepted and ignored."""
+    if value is not None:
+        raise click.UsageError("--imds-port-base was removed: VMs reach IMDS at 169.254.169.254:80 inside their "
+                               "own network namespace, and no port on the host serves it; leave the option out.",
+                               ctx=ctx)
+
+
 def banner(status: dict[str, Any], *, detached: bool = False) -> str:
     ca = status["caPath"]
     lines = [
@@ -139,8 +149,7 @@ def _detach(settings: Settings, argv: list[str], env: dict[str, str] | None = No
 @data_dir_option
 @click.option("--port", type=int, help="The shared https port (default 8443; 0 picks a free port).")
 @click.option("--registry-port-base", type=int, help="First port for registries' own listeners (0: any).")
-@click.option("--imds-port-base", type=int,
-              help="Ignored (VMs reach IMDS at 169.254.169.254 in their own network namespace).")
+@click.option("--imds-port-base", hidden=True, expose_value=False, callback=_no_imds_ports)
 @click.option("--imds-rate-limit", type=float,
               help="Requests per second per VM that IMDS answers before answering 429 (default 20; 0: no limit).")
 @click.option("--imds-token-cache/--no-imds-token-cache", default=None,
@@ -201,8 +210,8 @@ def _detach(settings: Settings, argv: list[str], env: dict[str, str] | None = No
                    "(default: --port); the authority, ARM's endpoint and host-name login servers name it.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return when the server is ready.")
-def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_port_base: int | None,
-       imds_rate_limit: float | None, imds_token_cache: bool | None, default_registry: str | None,
+def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_rate_limit: float | None,
+       imds_token_cache: bool | None, default_registry: str | None,
        database_url: str | None, blob_store: str | None, blob_store_key: str | None, blob_store_sas: str | None,
        blob_store_ca: str | None, blob_downloads: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
        upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
@@ -214,8 +223,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
     from acrlocal.workers import default_workers
 
     settings = _settings_from(
-        data_dir, port=port, registry_port_base=registry_port_base, imds_port_base=imds_port_base,
-        imds_rate_limit=imds_rate_limit, imds_token_cache=imds_token_cache, default_registry=default_registry,
+        data_dir, port=port, registry_port_base=registry_port_base, imds_rate_limit=imds_rate_limit,
+        imds_token_cache=imds_token_cache, default_registry=default_registry,
         database_url=database_url, registry_rate_limit=registry_rate_limit, login_lockout=login_lockout,
         insecure_open_registry=insecure_open_registry, run_command_timeout_s=run_command_timeout,
         vm_ssh_port=vm_ssh_port, workers=workers or default_workers(), registry_port_offset=registry_port_offset,
@@ -239,7 +248,7 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
     if detach:
         argv = ["--data-dir", str(settings.data_dir), "--log-level", log_level]
         for flag, value in (("--port", port), ("--registry-port-base", registry_port_base),
-                            ("--imds-port-base", imds_port_base), ("--imds-rate-limit", imds_rate_limit),
+                            ("--imds-rate-limit", imds_rate_limit),
                             ("--default-registry", default_registry), ("--database-url", database_url),
                             ("--upload-session-ttl", upload_session_ttl), ("--arm-page-size", arm_page_size),
                             ("--upload-sessions-max", upload_sessions_max), ("--blob-max-size", blob_max_size),
