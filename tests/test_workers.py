@@ -19,7 +19,8 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests.arm.conftest import Arm, admin_of, subscription_of
+from tests.arm import races
+from tests.arm.conftest import Arm, admin_of, new_principal, subscription_of
 from tests.harness import AcrLocal, CASession, running
 from tests.interop.tools import skopeo_round_trip
 from tests.registry.conftest import (
@@ -100,6 +101,33 @@ def test_an_index_put_racing_the_delete_of_its_child_in_the_other_worker_never_b
 
     for round_ in range(20):
         race_index_put_with_child_delete(client, base, repo, auth, through, round_)
+
+
+def test_control_plane_writes_raced_through_both_workers_end_in_a_serial_order(server: AcrLocal) -> None:
+    """The races of tests/replicas/test_arm_races.py through the two workers of one server (the secondary forwards
+    ARM to the primary, whose write lock orders them)."""
+    sessions = pinned(server, server.shared, "/healthz")
+    auth = {"Authorization": f"Bearer {admin_of(server).token(server)}"}
+
+    def arm(side: int, method: str, path: str, body: Any = None) -> requests.Response:
+        return on(sessions[side], method, server.shared + path, side, params={"api-version": races.api_version(path)},
+                  json=body, headers=auth)
+
+    sub, engine = subscription_of(server), server.database()
+    try:
+        groups = []
+        for name in ("race-names-a", "race-names-b"):
+            assert arm(0, "PUT", f"/subscriptions/{sub}/resourceGroups/{name}", {"location": "westus"}).ok
+            groups.append(name)
+        principal = new_principal(server, "race-assignee").object_id
+        for round_ in range(6):
+            races.race_group_put(arm, engine, sub, round_)
+            races.race_registry_name(arm, engine, sub, (groups[0], groups[1]), round_)
+            races.race_identity_put(arm, engine, sub, groups[0], round_)
+            races.race_role_assignment(arm, engine, sub, groups[1], principal, round_)
+            races.race_group_delete_with_create_inside(arm, engine, sub, round_)
+    finally:
+        engine.dispose()
 
 
 def test_a_lock_set_through_one_worker_holds_in_the_other(server: AcrLocal) -> None:

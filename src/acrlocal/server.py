@@ -296,7 +296,7 @@ class Server:
             uploads, digests, arm_writes = self._advisory = [AdvisoryLocks(engine, n) for n in ADVISORY_NAMESPACES]
             registry_locks.uploads.share_database(uploads)
             registry_locks.digests.share_database(digests)
-            self._arm_lock = DatabaseLock(arm_writes, 0)
+            self._arm_lock = DatabaseLock(arm_writes, 0, generations)
         else:
             generations = Generations(settings.data_dir / "generations")  # shared by the server's processes
             registry_locks.uploads.share(settings.data_dir / "uploads.lock")

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Engine
 
 from acrlocal.errors import AcrLocalError
 from acrlocal.generations import Generations, slot_of
-from acrlocal.storage.sql import WAL_POSITION
+from acrlocal.storage.sql import WAL_POSITION, request_version, serving_version
 
 log = logging.getLogger(__name__)
 
@@ -325,11 +325,18 @@ class AdvisoryLocks:
 
 
 class DatabaseLock(asyncio.Lock):
-    """An :class:`asyncio.Lock` that also holds ``key`` in ``locks`` while held: ARM's write lock across replicas."""
+    """An :class:`asyncio.Lock` that also holds ``key`` in ``locks`` while held: ARM's write lock across replicas.
 
-    def __init__(self, locks: AdvisoryLocks, key: int) -> None:
+    A request that waited for the lock arrived before what the holders before it committed, so what its first
+    round trip (:meth:`DatabaseGenerations.sync`) applied misses their changes to cached state (a registry one of
+    them made is not yet in this replica's table of registries). With ``generations``, taking the lock makes that
+    round trip again and its data version the request's (:func:`~acrlocal.storage.sql.serving_version`, reset with
+    the request's own, when the lock is taken while serving a request), so that the work under the lock checks
+    against everything committed before it."""
+
+    def __init__(self, locks: AdvisoryLocks, key: int, generations: DatabaseGenerations | None = None) -> None:
         super().__init__()
-        self._locks, self._key = locks, key
+        self._locks, self._key, self._generations = locks, key, generations
 
     async def acquire(self) -> Literal[True]:
         await super().acquire()
@@ -338,6 +345,15 @@ class DatabaseLock(asyncio.Lock):
         except BaseException:
             super().release()
             raise
+        if self._generations is not None:
+            try:
+                version = await self._generations.sync()
+            except BaseException:
+                self.release()
+                raise
+            given = request_version.get()
+            if given is not None and given[0] is asyncio.current_task():  # a request's (not a deployment's task)
+                serving_version(version)
         return True
 
     def release(self) -> None:
