@@ -322,6 +322,21 @@ def test_server_json_appears_once_every_worker_serves(tmp_path: Path) -> None:
         assert sorted(seen) == ["0", "1"], seen
 
 
+def test_a_new_connection_goes_to_the_process_that_holds_fewer(server: AcrLocal) -> None:
+    """Connections opened one after another and kept open alternate between the processes (they share one
+    listening socket, and the busier one lets the other accept first), where the kernel's choice by a hash of the
+    addresses (SO_REUSEPORT) left 3 or 4 of 4 parallel downloads on one process in most rounds."""
+    for _ in range(3):
+        sessions = [one_connection(server) for _ in range(16)]
+        try:
+            held = [s.get(server.shared + "/healthz", timeout=30).headers[WORKER] for s in sessions]
+        finally:
+            for session in sessions:
+                session.close()
+        assert held.count("0") in (7, 8, 9), held
+        time.sleep(0.3)  # the connections close and each process's figure drops
+
+
 @contextlib.contextmanager
 def primary_frozen(server: AcrLocal) -> Iterator[None]:
     """The primary stopped (SIGSTOP) for the block: what a secondary answers meanwhile, it answered on its own (a

@@ -58,7 +58,7 @@ from acrlocal.identity.keys import KeyRing
 from acrlocal.identity.lookups import DirectoryLookups
 from acrlocal.identity.services import EntraServices
 from acrlocal.identity.tokens import TokenIssuer
-from acrlocal.listeners import Listeners, bind
+from acrlocal.listeners import Listeners, Load
 from acrlocal.lockout import Lockout, parse_lockout
 from acrlocal.registry import http as registry_http
 from acrlocal.registry import locks as registry_locks
@@ -189,6 +189,7 @@ class Server:
         self.login_port = login_port
         self._forwarder: workers.Forwarder | None = None
         self._secondaries: workers.Secondaries | None = None
+        self._broker: workers.SocketBroker | None = None
         self._socket_dir: str | None = None
         self._background: list[asyncio.Task[None]] = []
         self.ctx: Assembly | None = None
@@ -287,7 +288,9 @@ class Server:
         engine = open_engine(settings.db_url)
         blobs = await open_blob_store(settings)
         several = settings.workers > 1
-        listeners = Listeners(settings.host, reuse_port=several, claim=self.primary)
+        load = Load(settings.data_dir / "workers.load", settings.workers, self.worker) if several else None
+        fetch = None if self.primary or self.primary_socket is None else workers.SocketFetcher(self.primary_socket)
+        listeners = Listeners(settings.host, load=load, fetch=fetch)
         generations: Generations
         if engine.dialect.name == "postgresql":  # replicas on several machines: through the database
             self._replica = replica_name(settings.data_dir)
@@ -307,7 +310,7 @@ class Server:
             generations=generations,
         )
         try:
-            shared_sock = bind(settings.host, settings.port, reuse_port=several, claim=self.primary)
+            shared_sock = await listeners.claim(settings.port)
         except OSError as exc:
             raise ConfigError(
                 f"port {settings.port} on {settings.host} is in use ({exc.strerror}); is acrlocal already "
@@ -399,6 +402,9 @@ class Server:
         site = web.UnixSite(control_runner, path)
         await site.start()
         os.chmod(path, 0o600)
+        assert self.ctx is not None
+        self._broker = workers.SocketBroker(workers.broker_path(path), self.ctx.listeners.held)
+        await self._broker.start()
         settings = replace(self.settings, port=self.shared_port)
         self._secondaries = workers.Secondaries(settings, path, login_port)
         await self._secondaries.start()
@@ -426,7 +432,7 @@ class Server:
         await ctx.listeners.open("shared", control_runner, shared_sock, ctx.ca.server_context())
         if self.login_port:
             with contextlib.suppress(OSError):
-                sock = bind(settings.host, LOGIN_PORT, reuse_port=True, claim=False)
+                sock = await ctx.listeners.claim(LOGIN_PORT)
                 await ctx.listeners.open("login", control_runner, sock, ctx.ca.server_context())
         hosting = ctx.registries
         await hosting.start(registry_runner)
@@ -455,7 +461,7 @@ class Server:
         if self.settings.port in (0, LOGIN_PORT) or self.ctx is None:
             return False
         try:
-            sock = bind(self.settings.host, LOGIN_PORT, reuse_port=self.settings.workers > 1)
+            sock = await self.ctx.listeners.claim(LOGIN_PORT)
         except OSError as exc:
             log.info("port %d is not available (%s): `az login -u -p` needs it (msal drops the authority's port); "
                      "device code and browser sign-ins work without it", LOGIN_PORT, exc.strerror)
@@ -521,6 +527,9 @@ class Server:
         if self._secondaries is not None:
             await self._secondaries.stop()
             self._secondaries = None
+        if self._broker is not None:
+            await self._broker.close()
+            self._broker = None
         for task in self._background:
             task.cancel()
         self._background.clear()
@@ -533,6 +542,8 @@ class Server:
             if self.ctx.compute is not None:
                 await self.ctx.compute.stop()
             await self.ctx.listeners.close_all()
+            if self.ctx.listeners.load is not None:
+                self.ctx.listeners.load.close()
         if self._stalled is not None:
             await self._stalled.stop()
         for runner in reversed(self._runners):

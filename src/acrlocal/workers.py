@@ -1,9 +1,11 @@
 """Several server processes on the same ports (``acrlocal up --workers N``), so that every core serves.
 
 The first process (the *primary*, worker 0) is the server as it always was: it owns the VMs and their doors, the
-control plane's writes, the housekeeping, ``server.json``. It binds every port with ``SO_REUSEPORT``, serves its
-control app also on a Unix socket of its own, and starts the other processes (*secondaries*, workers 1..N-1),
-which bind the same ports, so the kernel spreads connections across all of them.
+control plane's writes, the housekeeping, ``server.json``. It binds every port, serves its control app also on a
+Unix socket of its own, and starts the other processes (*secondaries*, workers 1..N-1), which serve the same
+listening sockets: the primary hands them over another Unix socket (:class:`SocketBroker`, ``SCM_RIGHTS``), the
+one it bound when it started and each registry's as it is made, and the process holding the fewest connections
+accepts each new one (:class:`~acrlocal.listeners.SharedSite`).
 
 A secondary serves on its own what scales with traffic and needs nothing but the database: the registries (their
 own ports, and their host names on the shared port: data plane and token service), and every Entra endpoint
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -32,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +176,85 @@ class Forwarder:
             return await forwarder.forward(request)
 
         return forward_to_primary
+
+
+# -- the listening sockets, handed from the primary to its secondaries -----------------------------------------
+
+def broker_path(primary_socket: str) -> str:
+    """Where the primary hands out its listening sockets: beside its control socket, in its private directory."""
+    return os.path.join(os.path.dirname(primary_socket), "listeners.sock")
+
+
+class SocketBroker:
+    """The primary's side: on a Unix socket of this user's, a secondary writes a port number and gets back the
+    primary's listening socket for it (``SCM_RIGHTS``: the same socket, not a copy bound beside it), or ``no``
+    when the primary holds none. Connections are served one at a time; a malformed or silent one is dropped."""
+
+    def __init__(self, path: str, held: Callable[[int], socket.socket | None]) -> None:
+        self.path = path
+        self._held = held
+        self._sock: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.path)
+        os.chmod(self.path, 0o600)
+        sock.listen(64)
+        sock.setblocking(False)
+        self._sock = sock
+        self._task = asyncio.get_running_loop().create_task(self._serve_forever(sock))
+
+    async def _serve_forever(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(sock)
+            with conn:
+                try:
+                    request = await asyncio.wait_for(loop.sock_recv(conn, 16), 5.0)
+                    port = int(request.decode("ascii").strip())
+                    found = self._held(port)
+                    if found is None:
+                        await loop.sock_sendall(conn, b"no")
+                    else:
+                        socket.send_fds(conn, [b"ok"], [found.fileno()])
+                except (TimeoutError, OSError, ValueError, UnicodeDecodeError) as exc:
+                    log.warning("a secondary's request for a listening socket failed: %s", exc)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sock is not None:
+            self._sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+class SocketFetcher:
+    """A secondary's side of :class:`SocketBroker`: ``await fetcher(port)`` is the primary's listening socket
+    for ``port``; ``OSError`` if the primary holds none (or cannot be reached within 10 s)."""
+
+    def __init__(self, primary_socket: str) -> None:
+        self.path = broker_path(primary_socket)
+
+    async def __call__(self, port: int) -> socket.socket:
+        return await asyncio.to_thread(self._fetch, port)
+
+    def _fetch(self, port: int) -> socket.socket:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(10.0)
+            conn.connect(self.path)
+            conn.sendall(f"{port}\n".encode())
+            answer, fds, _, _ = socket.recv_fds(conn, 16, 1)
+        if answer != b"ok" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise OSError(errno.ENOENT, f"the first process of the server does not listen on port {port}")
+        sock = socket.socket(fileno=fds[0])
+        sock.setblocking(False)
+        return sock
 
 
 # -- the primary: believing its secondaries, and keeping them running -------------------------------------------

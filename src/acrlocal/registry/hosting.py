@@ -23,7 +23,7 @@ from acrlocal import publiccloud
 from acrlocal.config import Settings
 from acrlocal.errors import ConfigError, LimitReached, NotFound
 from acrlocal.generations import Generations
-from acrlocal.listeners import Listeners, bind, reserve_descriptors
+from acrlocal.listeners import Listeners, reserve_descriptors
 from acrlocal.storage.metadata import RegistryMetadata
 from acrlocal.storage.registries import RegistryRecord, RegistryTable
 from acrlocal.storage.sql import database_unavailable
@@ -209,8 +209,7 @@ class RegistryHosting:
         offset = self.settings.registry_port_offset
         if rec.port is not None:
             try:
-                sock = bind(self.listeners.host, rec.port + offset, reuse_port=self.listeners.reuse_port,
-                            claim=self.listeners.claim)
+                sock = await self.listeners.claim(rec.port + offset)
             except LimitReached:
                 raise
             except OSError as exc:
@@ -229,7 +228,7 @@ class RegistryHosting:
 
     async def sync_listeners(self) -> None:
         """Serve exactly the registries of the table, each on its port: what another process of the server (the
-        one that makes and deletes registries) changed. Ports are bound with ``SO_REUSEPORT``, beside it."""
+        one that makes and deletes registries) changed. The sockets are that process's (:meth:`Listeners.claim`)."""
         offset = self.settings.registry_port_offset
         async with self._syncing:
             self._fresh()
@@ -243,8 +242,7 @@ class RegistryHosting:
                 if rec.port is None or self.listeners.port_of(key) is not None or self.runner is None:
                     continue
                 try:
-                    sock = bind(self.listeners.host, rec.port + offset, reuse_port=self.listeners.reuse_port,
-                                claim=self.listeners.claim)
+                    sock = await self.listeners.claim(rec.port + offset)
                 except OSError as exc:
                     log.warning("registry %s: cannot serve port %d here (%s)", rec.name, rec.port + offset, exc)
                     continue
