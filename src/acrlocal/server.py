@@ -326,6 +326,7 @@ class Server:
         signer = RegistryTokens(TokenKeys(engine, generations))
         signer.keys.active()  # load (or make) the signing key before the first request
         version = DataVersion(engine)  # read on the event loop only
+        sql = SqlThread(engine)  # where the data plane's and Entra's store calls run (off the loop on PostgreSQL)
         lockout = Lockout(parse_lockout(settings.login_lockout), settings.workers)  # each process its share
         audit = AuditLog(engine)
         scoped_tokens = RepositoryTokens(engine)  # the control plane's scoped tokens and scope maps
@@ -338,17 +339,17 @@ class Server:
         else:
             registry_auth = TokenAuthorizer(signer, auth, Revocations(hosting.table, scoped_tokens, version))
         data_plane = RegistryServices(
-            settings.limits, registry_meta, SqlArtifacts(registry_meta), blobs, SqlThread(engine), registry_auth,
+            settings.limits, registry_meta, SqlArtifacts(registry_meta), blobs, sql, registry_auth,
             Throttle(parse_policy(settings.registry_rate_limit), settings.workers), audit,
             TokenService(signer, auth, tokens, lockout, version), blob_redirect=settings.blob_redirect)
         compute: ComputeRuntime | None = None  # the VMs: the primary process runs them
         if self.primary:
             ca_hash = await asyncio.to_thread(ca.subject_hash)
             vms = VMTable(engine, replica_name(settings.data_dir))  # this replica's VMs
-            compute = ComputeRuntime(settings, vms, directory, ca.ca_pem, ca_hash)
+            compute = ComputeRuntime(settings, vms, directory, ca.ca_pem, ca_hash, sql=sql)
         arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute)
         arm_store = ArmStore(engine)
-        entra = EntraServices(directory, keys, tokens, lockout, DirectoryLookups(directory, version))
+        entra = EntraServices(directory, keys, tokens, lockout, DirectoryLookups(directory, version, sql), sql)
         ctx = Assembly(settings, ca, engine, listeners, hosting, admin, entra, data_plane, arm, arm_store, compute)
         self.ctx = ctx
         if compute is None:

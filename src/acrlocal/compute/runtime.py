@@ -49,6 +49,7 @@ from acrlocal.config import Settings
 from acrlocal.errors import AcrLocalError, ConfigError, NotFound
 from acrlocal.identity.directory import Directory, Principal
 from acrlocal.identity.imds import VMIdentities
+from acrlocal.storage.sql import SqlThread
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,11 @@ class HostedElsewhere(AcrLocalError):
 
 class ComputeRuntime:
     def __init__(self, settings: Settings, table: VMTable, directory: Directory, ca_pem: Callable[[], bytes],
-                 ca_hash: str | None = None) -> None:
+                 ca_hash: str | None = None, *, sql: SqlThread) -> None:
         self.settings = settings
         self.table = table
         self.directory = directory
+        self.sql = sql
         self.ca_pem = ca_pem
         self.ca_hash = ca_hash
         self.doors: Doors | None = None
@@ -162,12 +164,18 @@ class ComputeRuntime:
         except OSError:
             return None
 
-    def identities(self, vm: VirtualMachine) -> VMIdentities:
-        """The VM's managed identities, resolved through the directory (cached per directory generation)."""
+    async def identities(self, vm: VirtualMachine) -> VMIdentities:
+        """The VM's managed identities, resolved through the directory (cached per directory generation; a miss
+        reads the directory through ``sql``, off the event loop on PostgreSQL)."""
         generation = self.directory.generation
         cached = self._identities.get(vm.vm_id)
         if cached is not None and cached[0] == generation:
             return cached[1]
+        resolved = await self.sql.run(self._resolve_identities, vm)
+        self._identities[vm.vm_id] = (generation, resolved)
+        return resolved
+
+    def _resolve_identities(self, vm: VirtualMachine) -> VMIdentities:
         system = None
         if vm.system_principal_id:
             with contextlib.suppress(NotFound):
@@ -177,9 +185,7 @@ class ComputeRuntime:
             p = self.directory.find_principal(resource_id=rid)
             if p is not None and p.kind == "ManagedIdentity" and p.mi_kind == "user":
                 user.append(p)
-        resolved = VMIdentities(system, tuple(user))
-        self._identities[vm.vm_id] = (generation, resolved)
-        return resolved
+        return VMIdentities(system, tuple(user))
 
     def power_state(self, resource_id: str) -> str:
         """``running``, ``stopped`` or ``deallocated`` (Azure's ``PowerState/<state>``)."""

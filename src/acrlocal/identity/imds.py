@@ -90,11 +90,12 @@ VM = TypeVar("VM", bound=Instance)
 
 class VirtualMachines(Protocol[VM]):
     """The VMs IMDS serves: which one a request came from (through its network namespace), and what identities it
-    holds now. :class:`acrlocal.compute.runtime.ComputeRuntime` is one."""
+    holds now (read from the directory off the event loop). :class:`acrlocal.compute.runtime.ComputeRuntime` is
+    one."""
 
     def vm_of_request(self, request: web.Request) -> VM | None: ...
 
-    def identities(self, vm: VM) -> VMIdentities: ...
+    async def identities(self, vm: VM) -> VMIdentities: ...
 
 
 class IdentityError(ProtocolError):
@@ -257,7 +258,7 @@ def _metadata_header_error(request: web.Request) -> web.Response | None:
 
 async def _issue(request: web.Request, vm: Instance, selector: Selector | None, resource: str, *,
                  not_found: str, ambiguous: str) -> tuple[Principal, AccessToken, float]:
-    identities = request.app[RUNTIME].identities(vm)
+    identities = await request.app[RUNTIME].identities(vm)
     principal = select_identity(identities, selector, not_found=not_found, ambiguous=ambiguous)
     now = time.time()
     return principal, await request.app[TOKENS].get(principal, resource, now), now

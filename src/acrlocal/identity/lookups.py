@@ -11,7 +11,8 @@ kept is the secrets' SHA-256 and expiry, as the database holds them, never a ver
 
 Only what exists is kept, so an unknown tenant or client costs its query every time and callers cannot fill memory
 with names; at most :attr:`DirectoryLookups.ENTRIES` of each kind are kept (all dropped when full). Called on the
-event loop only, as the version is read there.
+event loop only, as the version is read there; the queries run through ``sql`` (off the loop on PostgreSQL), and
+what one finds is kept only if the version did not move while it ran.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from acrlocal.identity.directory import Client, Directory, Tenant
-from acrlocal.storage.sql import DataVersion
+from acrlocal.storage.sql import DataVersion, SqlThread
 
 
 class DirectoryLookups:
@@ -27,9 +28,10 @@ class DirectoryLookups:
 
     ENTRIES = 4096
 
-    def __init__(self, directory: Directory, version: DataVersion | None) -> None:
+    def __init__(self, directory: Directory, version: DataVersion | None, sql: SqlThread) -> None:
         self.directory = directory
         self.version = version
+        self.sql = sql
         self._stamp: int | None = None
         self._tenants: dict[str, Tenant] = {}
         self._clients: dict[str, Client] = {}
@@ -43,29 +45,34 @@ class DirectoryLookups:
             self._stamp = stamp
         return stamp is not None
 
-    def _keep(self, kept: dict[str, Any], key: str, value: Any) -> None:
+    def _keep(self, kept: dict[str, Any], key: str, value: Any, stamp: int | None) -> None:
+        """Keep what a query found if the version it was read at is still the current one: another request may
+        have seen the database move meanwhile, and what was read before that must not outlive it."""
+        if stamp is None or stamp != self._stamp:
+            return
         if len(kept) >= self.ENTRIES:
             kept.clear()
         kept[key] = value
 
-    def tenant(self, tenant_id: str) -> Tenant:
+    async def tenant(self, tenant_id: str) -> Tenant:
         """The tenant; :class:`~acrlocal.errors.NotFound` if there is none with that id."""
         key = tenant_id.lower()
         fresh = self._fresh()
+        stamp = self._stamp
         found = self._tenants.get(key) if fresh else None
         if found is None:
-            found = self.directory.tenant(key)
-            if fresh:
-                self._keep(self._tenants, key, found)
+            found = await self.sql.run(self.directory.tenant, key)
+            self._keep(self._tenants, key, found, stamp)
         return found
 
-    def client(self, app_id: str) -> Client | None:
+    async def client(self, app_id: str) -> Client | None:
         """The principal whose client id is ``app_id`` and what its secrets are checked against, or ``None``."""
         key = app_id.lower()
         fresh = self._fresh()
+        stamp = self._stamp
         found = self._clients.get(key) if fresh else None
         if found is None:
-            found = self.directory.client(key)
-            if fresh and found is not None:
-                self._keep(self._clients, key, found)
+            found = await self.sql.run(self.directory.client, key)
+            if found is not None:
+                self._keep(self._clients, key, found, stamp)
         return found

@@ -68,17 +68,17 @@ def _oauth_error(err: OAuthError, request: web.Request) -> web.Response:
     return web.json_response(err.body(corr), status=err.status)
 
 
-def _tenant_or_alias(entra: EntraServices, tenant: str) -> str | None:
+async def _tenant_or_alias(entra: EntraServices, tenant: str) -> str | None:
     """A tenant id, or ``None`` for ``organizations``/``common`` (a person's own tenant answers)."""
-    return None if tenant.lower() in MULTI_TENANT_ALIASES else _tenant(entra, tenant)
+    return None if tenant.lower() in MULTI_TENANT_ALIASES else await _tenant(entra, tenant)
 
 
-def _tenant(entra: EntraServices, tenant: str) -> str:
+async def _tenant(entra: EntraServices, tenant: str) -> str:
     if not GUID.match(tenant):
         raise OAuthError("invalid_request", f"Tenant '{tenant}' not found. Check to make sure you have the correct "
                          "tenant ID and are signing into the correct cloud.", 90002)
     try:
-        return entra.lookups.tenant(tenant).id
+        return (await entra.lookups.tenant(tenant)).id
     except NotFound:
         raise OAuthError("invalid_request", f"Tenant '{tenant}' not found. Check to make sure you have the correct "
                          "tenant ID and are signing into the correct cloud.", 90002) from None
@@ -123,16 +123,17 @@ def _unknown_client(client_id: str, tenant_id: str) -> OAuthError:
                       "administrator of the tenant or consented to by any user in the tenant.", 700016)
 
 
-def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, *, resource: str, audiences: list[str],
-                        replay: ReplayCache, caller: str | None) -> tuple[Principal, str]:
+async def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, *, resource: str,
+                               audiences: list[str], replay: ReplayCache, caller: str | None) -> tuple[Principal, str]:
     """The principal a client-credentials request authenticates as, and Entra's ``appidacr`` for it.
 
     A client secret or a certificate assertion authenticates a service principal; a federated assertion
     authenticates a service principal or a user-assigned managed identity. Raises :class:`OAuthError` for an
     unknown client, a client of another tenant, a bad secret or a bad assertion. Failed client secrets count
-    towards ``entra.lockout`` for the client id and ``caller``; locked, a secret is refused unchecked (AADSTS50053)."""
+    towards ``entra.lockout`` for the client id and ``caller``; locked, a secret is refused unchecked (AADSTS50053).
+    The assertions' checks, which read the directory, run through ``entra.sql``; the lockout stays on the loop."""
     client_id = _required(form, "client_id")
-    client = entra.lookups.client(client_id)
+    client = await entra.lookups.client(client_id)
     if client is None or client.principal.tenant_id != tenant_id or \
             client.principal.kind not in ("ServicePrincipal", "ManagedIdentity"):
         raise _unknown_client(client_id, tenant_id)
@@ -153,11 +154,12 @@ def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, *, res
         if is_certificate_assertion(str(assertion), principal.app_id):
             if principal.kind == "ManagedIdentity":
                 raise _unknown_client(client_id, tenant_id)
-            verify_certificate_assertion(entra.directory, principal, str(assertion), audiences, resource, replay)
+            await entra.sql.run(verify_certificate_assertion, entra.directory, principal, str(assertion), audiences,
+                                resource, replay)
             return principal, "2"
         if principal.kind == "ManagedIdentity" and principal.mi_kind != "user":
             raise _unknown_client(client_id, tenant_id)
-        verify_federated_assertion(entra.directory, entra.tokens, principal, str(assertion))
+        await entra.sql.run(verify_federated_assertion, entra.directory, entra.tokens, principal, str(assertion))
         return principal, "2"
     if principal.kind == "ManagedIdentity":
         raise _unknown_client(client_id, tenant_id)
@@ -188,7 +190,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
     entra = _entra(request)
     alias = request.match_info["tenant"].lower()
     try:
-        tenant = alias if alias in MULTI_TENANT_ALIASES else _tenant(entra, request.match_info["tenant"])
+        tenant = alias if alias in MULTI_TENANT_ALIASES else await _tenant(entra, request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
     base = f"https://{request.host}"
@@ -229,10 +231,10 @@ async def instance_discovery(request: web.Request) -> web.Response:
 async def jwks(request: web.Request) -> web.Response:
     entra = _entra(request)
     try:
-        tenant = _tenant(entra, request.match_info["tenant"])
+        tenant = await _tenant(entra, request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
-    return web.json_response(entra.keys.jwks(tenant))
+    return web.json_response(await entra.sql.run(entra.keys.jwks, tenant))
 
 
 async def token_v2(request: web.Request) -> web.Response:
@@ -246,7 +248,7 @@ async def token_v1(request: web.Request) -> web.Response:
 async def _token(request: web.Request, *, v1: bool) -> web.Response:
     entra = _entra(request)
     try:
-        maybe_tenant = _tenant_or_alias(entra, request.match_info["tenant"])
+        maybe_tenant = await _tenant_or_alias(entra, request.match_info["tenant"])
         form = await read_form(request)
         grant = _required(form, "grant_type")
         if grant in USER_GRANTS:
@@ -259,9 +261,9 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
             raise OAuthError("unsupported_grant_type", f"The grant type '{grant}' is not supported over the "
                              "/token endpoint.", 70003)
         audience = _required(form, "resource") if v1 else _audience_from_scope(_required(form, "scope"))
-        principal, method = _authenticate_client(entra, tenant, form, resource=audience,
-                                                audiences=_token_endpoints(entra, tenant, request),
-                                                replay=request.app[REPLAY], caller=request.remote)
+        principal, method = await _authenticate_client(entra, tenant, form, resource=audience,
+                                                      audiences=_token_endpoints(entra, tenant, request),
+                                                      replay=request.app[REPLAY], caller=request.remote)
     except OAuthError as err:
         return _oauth_error(err, request)
     # RS256 signing releases the GIL: in the executor it runs on another core while the loop serves.
@@ -280,7 +282,7 @@ async def _token(request: web.Request, *, v1: bool) -> web.Response:
 async def devicecode(request: web.Request) -> web.Response:
     entra = _entra(request)
     try:
-        return await device_code(request, entra, _tenant_or_alias(entra, request.match_info["tenant"]))
+        return await device_code(request, entra, await _tenant_or_alias(entra, request.match_info["tenant"]))
     except OAuthError as err:
         return _oauth_error(err, request)
 
@@ -288,7 +290,7 @@ async def devicecode(request: web.Request) -> web.Response:
 async def authorize_page(request: web.Request) -> web.StreamResponse:
     entra = _entra(request)
     try:
-        tenant = _tenant_or_alias(entra, request.match_info["tenant"])
+        tenant = await _tenant_or_alias(entra, request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
     try:
@@ -310,7 +312,7 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
     ``post_logout_redirect_uri``: Entra redirects only to a URI registered for the app, and a redirect chosen by the
     query would be an open redirect."""
     try:
-        _tenant_or_alias(_entra(request), request.match_info["tenant"])
+        await _tenant_or_alias(_entra(request), request.match_info["tenant"])
     except OAuthError as err:
         return _oauth_error(err, request)
     return page("Signed out", "<h1 id=signed-out>You signed out of your account</h1><p class=muted>It's a good "

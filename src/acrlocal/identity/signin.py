@@ -20,7 +20,9 @@ opaque refresh token (kept hashed in the directory, revoked with a new password 
 Passwords are checked with scrypt in the default executor, at most two at a time (:data:`CHECKING`); an unknown
 user name costs the same as a known one, and both get the same AADSTS50126 answer. Device flows and
 authorization codes live in the database (15 and 10 minutes), bounded in number, so that every process and
-replica continues a flow any of them started (:class:`PendingSignIns`).
+replica continues a flow any of them started (:class:`PendingSignIns`). The handlers call the directory and
+:class:`PendingSignIns` through ``entra.sql`` (inline on SQLite, off the event loop on PostgreSQL), one call per
+transaction as the stores define them.
 """
 
 from __future__ import annotations
@@ -107,8 +109,7 @@ async def authenticate_user(entra: EntraServices, username: str, password: str, 
         log.warning("sign-in refused unchecked for %r from %s: %s locked for %d s", name[1], caller, locked.what,
                     locked.retry_after)
         raise locked_out(locked)
-    user = entra.directory.find_user(username) if username else None
-    stored = entra.directory.password_hash(user.object_id) if user is not None else None
+    user, stored = await entra.sql.run(_credentials, entra.directory, username)
     async with CHECKING:
         ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
     if not ok or user is None or (tenant_id is not None and user.tenant_id != tenant_id):
@@ -126,12 +127,18 @@ async def authenticate_user(entra: EntraServices, username: str, password: str, 
     return user
 
 
-def client_name(entra: EntraServices, client_id: str, tenant_id: str | None) -> str:
+def _credentials(directory: Directory, username: str) -> tuple[User | None, str | None]:
+    """The user named ``username`` and their password hash; ``(None, None)`` for an unknown or empty name."""
+    user = directory.find_user(username) if username else None
+    return user, directory.password_hash(user.object_id) if user is not None else None
+
+
+async def client_name(entra: EntraServices, client_id: str, tenant_id: str | None) -> str:
     """The name of a client a person may sign in to; :class:`OAuthError` for any other."""
     name = FIRST_PARTY_CLIENTS.get(client_id.lower())
     if name is not None:
         return name
-    app: Application | None = entra.directory.find_application(app_id=client_id)
+    app: Application | None = await entra.sql.run(entra.directory.find_application, app_id=client_id)
     public = app is not None and (app.properties.get("isFallbackPublicClient") or
                                   (app.properties.get("publicClient") or {}).get("redirectUris"))
     if app is None or not public or (tenant_id is not None and app.tenant_id != tenant_id):
@@ -187,7 +194,7 @@ async def user_tokens(entra: EntraServices, user: User, client_id: str, scope: s
         id_claims["nonce"] = nonce
     id_token = await loop.run_in_executor(None, lambda: entra.tokens.issue(principal, client_id.lower(),
                                                                          USER_TOKEN_LIFETIME_S, extra=id_claims))
-    refresh = refresh_token or entra.directory.issue_refresh_token(user.object_id, client_id)
+    refresh = refresh_token or await entra.sql.run(entra.directory.issue_refresh_token, user.object_id, client_id)
     body: dict[str, Any] = {"token_type": "Bearer", "scope": granted, "expires_in": USER_TOKEN_LIFETIME_S,
                             "ext_expires_in": USER_TOKEN_LIFETIME_S, "access_token": token.token,
                             "refresh_token": refresh, "id_token": id_token.token,
@@ -375,25 +382,25 @@ async def user_grant(request: web.Request, entra: EntraServices, tenant_id: str 
         raise OAuthError("invalid_request", "The request body must contain the following parameter: 'resource'.",
                          900144)
     if grant == "password":
-        client_name(entra, client_id, tenant_id)
+        await client_name(entra, client_id, tenant_id)
         user = await authenticate_user(entra, _form_text(form, "username"), _form_text(form, "password"), tenant_id,
                                        request.remote)
         return await user_tokens(entra, user, client_id, scope, v1_resource=resource)
     if grant == "refresh_token":
         token = _form_text(form, "refresh_token")
-        found = entra.directory.redeem_refresh_token(token, client_id)
+        found = await entra.sql.run(entra.directory.redeem_refresh_token, token, client_id)
         if found is None or (tenant_id is not None and found.tenant_id != tenant_id):
             raise OAuthError("invalid_grant", "The refresh token is not valid: it has expired, was revoked (new "
                              "password, disabled account), or belongs to another client or tenant.", 700082)
         return await user_tokens(entra, found, client_id, scope, refresh_token=token, v1_resource=resource)
     if grant == DEVICE_CODE_GRANT:
-        flow = pending.redeem_device_code(_form_text(form, "device_code"), client_id)
+        flow = await entra.sql.run(pending.redeem_device_code, _form_text(form, "device_code"), client_id)
         assert flow.user is not None
         # msal's polls name no scope: the tokens are for the scope the flow was started with, as Entra's are.
         return await user_tokens(entra, flow.user, client_id, scope or flow.scope, v1_resource=resource)
     assert grant == "authorization_code"
-    code = pending.redeem_code(_form_text(form, "code"), client_id, _form_text(form, "redirect_uri"),
-                               _form_text(form, "code_verifier"))
+    code = await entra.sql.run(pending.redeem_code, _form_text(form, "code"), client_id,
+                               _form_text(form, "redirect_uri"), _form_text(form, "code_verifier"))
     if tenant_id is not None and code.user.tenant_id != tenant_id:
         raise OAuthError("invalid_grant", "The authorization code was issued in another tenant.", 70008)
     return await user_tokens(entra, code.user, client_id, scope or code.scope, nonce=code.nonce, v1_resource=resource)
@@ -403,10 +410,10 @@ async def device_code(request: web.Request, entra: EntraServices, tenant_id: str
     """``POST /{tenant}/oauth2/v2.0/devicecode``: start a device flow for a public client."""
     form = await read_form(request)
     client_id = _form_text(form, "client_id").lower()
-    name = client_name(entra, client_id, tenant_id)
+    name = await client_name(entra, client_id, tenant_id)
     scope = str(form.get("scope") or form.get("resource") or "")
     user_resource(scope)
-    flow = request.app[PENDING].start_device_flow(client_id, name, scope, tenant_id)
+    flow = await entra.sql.run(request.app[PENDING].start_device_flow, client_id, name, scope, tenant_id)
     uri = f"https://{request.host}/devicelogin"
     return web.json_response({
         "user_code": flow.user_code, "device_code": flow.device_code, "verification_uri": uri,
@@ -491,7 +498,7 @@ async def authorize(request: web.Request, entra: EntraServices, tenant_id: str |
     client_id = q.get("client_id", "").lower()
     redirect_uri = q.get("redirect_uri", "")
     try:
-        name = client_name(entra, client_id, tenant_id) if client_id else None
+        name = await client_name(entra, client_id, tenant_id) if client_id else None
     except OAuthError as exc:
         return trouble_page(exc)
     problem = None
@@ -524,8 +531,8 @@ async def authorize(request: web.Request, entra: EntraServices, tenant_id: str |
     except OAuthError as exc:
         return page("Sign in to your account", intro + _credentials_form(
             str(request.rel_url), username=username, error=_page_error(exc)), status=200)
-    code = request.app[PENDING].issue_code(AuthCode(client_id, redirect_uri, scope, q["code_challenge"],
-                                                    q.get("nonce"), user, time.time() + AUTH_CODE_LIFETIME_S))
+    code = await entra.sql.run(request.app[PENDING].issue_code, AuthCode(
+        client_id, redirect_uri, scope, q["code_challenge"], q.get("nonce"), user, time.time() + AUTH_CODE_LIFETIME_S))
     params = {"code": code, "client_info": _b64url_json({"uid": user.object_id, "utid": user.tenant_id})}
     if "state" in q:
         params["state"] = q["state"]
@@ -557,7 +564,7 @@ async def device_login(request: web.Request, entra: EntraServices) -> web.Stream
         return page("Enter code", heading + code_form.format(error="", value=""))
     form = await read_form(request)
     entered = str(form.get("code") or "")[:40]
-    flow = request.app[PENDING].by_user_code(entered)
+    flow = await entra.sql.run(request.app[PENDING].by_user_code, entered)
     if flow is None:
         error = "<p class=error id=error role=alert>That code didn't work. Check the code and try again.</p>"
         return page("Enter code", heading + code_form.format(error=error, value=html.escape(entered)))
@@ -573,7 +580,7 @@ async def device_login(request: web.Request, entra: EntraServices) -> web.Stream
         return page("Sign in to your account", intro + _credentials_form(
             "/devicelogin", username=username, error=_page_error(exc), hidden={"code": flow.user_code},
             button="Continue"))
-    request.app[PENDING].approve(flow, user)
+    await entra.sql.run(request.app[PENDING].approve, flow, user)
     return page("Signed in", f"<h1 id=done>You have signed in</h1><p>You have signed in to the "
                 f"{html.escape(flow.client_name)} application on your device as "
                 f"{html.escape(user.user_principal_name)}. You may now close this window.</p>")
