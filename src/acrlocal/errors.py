@@ -24,7 +24,7 @@ relative to ``acrlocal``::
     ├── storage.metadata.UnknownReferences(LookupError)  a manifest names content its repository lacks
     ├── storage.artifacts.Blocked(PermissionError)  a deletion refused by a lock
     ├── storage.metadata.ManifestInUse(PermissionError)  a manifest delete refused: an index of its repository names it
-    ├── storage.shared.LockLost                     an advisory lock lost with its cut connection; an SQLAlchemy
+    ├── storage.sql.LockLost                        an advisory lock lost with its cut connection; an SQLAlchemy
     │                                               OperationalError, so the protocols answer their 503
     ├── storage.blobs.DigestMismatch(ValueError)    uploaded bytes do not hash to the digest given
     ├── storage.blobs.UploadTooLarge(ValueError)    an upload past its allowed size

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -76,10 +76,12 @@ from acrlocal.registry.token_service import TokenService
 from acrlocal.storage.artifacts import SqlArtifacts
 from acrlocal.storage.blobs import BlobStore, FileBlobStore
 from acrlocal.storage.registries import RegistryTable
-from acrlocal.storage.shared import AdvisoryLocks, DatabaseGenerations, DatabaseLock
 from acrlocal.storage.sql import DataVersion, SqlThread, open_engine, request_version, serving_version
 from acrlocal.storage.sql_metadata import SqlRegistryMetadata
 from acrlocal.tls import LocalCA
+
+if TYPE_CHECKING:
+    from acrlocal.storage.shared import AdvisoryLocks, DatabaseGenerations
 
 log = logging.getLogger("acrlocal.server")
 #: How many registries ``server.json`` (and ``acrlocal status``) lists; ``registryCount`` says how many there are.
@@ -293,6 +295,9 @@ class Server:
         listeners = Listeners(settings.host, load=load, fetch=fetch)
         generations: Generations
         if engine.dialect.name == "postgresql":  # replicas on several machines: through the database
+            # Imported here, with psycopg (9 MiB of resident memory), only when the database is PostgreSQL.
+            from acrlocal.storage.shared import AdvisoryLocks, DatabaseGenerations, DatabaseLock
+
             self._replica = replica_name(settings.data_dir)
             generations = self._generations = DatabaseGenerations(engine, settings.data_dir / "generations")
             generations.start()

@@ -51,7 +51,7 @@ from acrlocal.registry.wire import (
 from acrlocal.storage.blobs import DigestMismatch, StorageFull, StorageUnavailable, UploadRaced, UploadTooLarge
 from acrlocal.storage.digest import Digest
 from acrlocal.storage.registries import RegistryRecord
-from acrlocal.storage.shared import LockLost
+from acrlocal.storage.sql import LockLost
 
 log = logging.getLogger(__name__)
 

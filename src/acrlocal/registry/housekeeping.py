@@ -180,7 +180,7 @@ async def collect(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, regi
 async def delete_unlinked(meta: RegistryMetadata, sql: SqlThread, store: BlobStore, text: str) -> int | None:
     """Forget blob ``text`` and delete its bytes if no repository links it, checked again under its digest lock;
     the bytes freed (0 if the store cannot say), or ``None`` if it is linked again or already gone. A lock lost
-    with a cut connection raises :class:`~acrlocal.storage.shared.LockLost` once the row is forgotten: the bytes
+    with a cut connection raises :class:`~acrlocal.storage.sql.LockLost` once the row is forgotten: the bytes
     stay, a leftover that :func:`reconcile` removes."""
     digest = Digest.parse(text)
     async with locks.digests(text) as held:

@@ -10,7 +10,7 @@ slot wait for each other; nothing else does. A process that dies releases its re
 several machines over PostgreSQL hold a slot's advisory lock instead (:meth:`KeyedLocks.share_database`, see
 :class:`acrlocal.storage.shared.AdvisoryLocks`). Such a lock goes with its connection if that is cut: work that
 relies on the lock calls the held lock's :meth:`~_Held.verify` before it commits, which raises the database's 503
-(:class:`acrlocal.storage.shared.LockLost`) if the lock went meanwhile. Record locks are not lost while their
+(:class:`acrlocal.storage.sql.LockLost`) if the lock went meanwhile. Record locks are not lost while their
 process lives; their :meth:`~_Held.verify` does nothing.
 """
 

@@ -40,9 +40,8 @@ import sqlalchemy as sa
 from psycopg import pq
 from sqlalchemy.engine import Engine
 
-from acrlocal.errors import AcrLocalError
 from acrlocal.generations import Generations, slot_of
-from acrlocal.storage.sql import WAL_POSITION, request_version, serving_version
+from acrlocal.storage.sql import WAL_POSITION, LockLost, request_version, serving_version
 
 log = logging.getLogger(__name__)
 
@@ -229,17 +228,6 @@ class DatabaseGenerations(Generations):
                 self._conn.close()
             self._conn = None
         super().close()
-
-
-class LockLost(AcrLocalError, sa.exc.OperationalError):
-    """A key this process held was lost with its session (the connection was cut: PostgreSQL restarted, or the
-    backend was terminated), so another replica may hold it now: the work that relied on it must not commit. An
-    :class:`~sqlalchemy.exc.OperationalError`, so every HTTP layer answers its protocol's 503 with ``Retry-After``."""
-
-    def __init__(self, namespace: int, key: int) -> None:
-        super().__init__(f"advisory lock ({namespace:#x}, {key})", {}, ConnectionError(
-            f"the session holding advisory lock ({namespace:#x}, {key}) was cut; the work under it was not "
-            "committed"))
 
 
 class AdvisoryLocks:

@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from acrlocal.errors import ValueTooLong
+from acrlocal.errors import AcrLocalError, ValueTooLong
 from acrlocal.files import PRIVATE, make_private
 
 metadata = sa.MetaData()
@@ -129,6 +129,17 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.OperationalError) and type(exc.orig).__module__ == "sqlite3":
         return any(word in str(exc.orig) for word in ("locked", "busy"))  # not "no such table": a defect
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError)
+
+
+class LockLost(AcrLocalError, sa.exc.OperationalError):
+    """A key this process held was lost with its session (the connection was cut: PostgreSQL restarted, or the
+    backend was terminated), so another replica may hold it now: the work that relied on it must not commit. An
+    :class:`~sqlalchemy.exc.OperationalError`, so every HTTP layer answers its protocol's 503 with ``Retry-After``."""
+
+    def __init__(self, namespace: int, key: int) -> None:
+        super().__init__(f"advisory lock ({namespace:#x}, {key})", {}, ConnectionError(
+            f"the session holding advisory lock ({namespace:#x}, {key}) was cut; the work under it was not "
+            "committed"))
 
 
 def unique_violation(exc: BaseException) -> bool:
