@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from acrlocal.compute import dns, sandbox
+from acrlocal.compute import sandbox
 from acrlocal.compute.console import Tickets
 from acrlocal.compute.machine import Machine, MachineError, VMProcess, check_host, netns_cookie
 from acrlocal.compute.run_command import RunCommands, RunRequest, RunResult
@@ -415,6 +415,9 @@ class ComputeRuntime:
             raise MachineError("the server's applications are not set up")
         running.servers.append(await loop.create_server(imds, sock=doors["imds"]))
         running.servers.append(await loop.create_server(front, sock=doors["front"], ssl=self.doors.front_tls))
+        # Imported with the first VM that runs: dnspython is 1.7 MiB of resident memory a server without VMs never uses.
+        from acrlocal.compute import dns
+
         names = dns.Names(self.doors.registry_exists)
         running.dns, _ = await loop.create_datagram_endpoint(lambda: dns.Stub(names), sock=doors["dns"])
         if "docker" in doors:
