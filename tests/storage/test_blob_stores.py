@@ -18,7 +18,7 @@ import requests
 
 from acrlocal.blob_location import parse_location
 from acrlocal.errors import NotFound
-from acrlocal.storage import azure_blobs, sha256state
+from acrlocal.storage import azure_blobs, blobs, sha256state
 from acrlocal.storage.azure_blobs import AzureBlobStore
 from acrlocal.storage.blobs import BlobStore, DigestMismatch, FileBlobStore, UploadRaced, UploadTooLarge
 from acrlocal.storage.digest import Digest
@@ -193,6 +193,122 @@ def test_uploads_no_session_keeps_are_swept(new_store: StoreFactory) -> None:
             assert await store.upload_size("orphan") is None
         finally:
             await store.close()
+
+    run(go())
+
+
+# -- Files only: worker processes on one directory ---------------------------------------------------------
+
+
+def _counting_read_backs(store: FileBlobStore) -> list[int]:
+    """The offsets from which ``store`` hashes an upload by reading it from the file."""
+    offsets: list[int] = []
+    real = store._read_back
+
+    def counted(path: Path, state: Any) -> None:
+        offsets.append(state.offset)
+        real(path, state)
+    store._read_back = counted  # type: ignore[method-assign]
+    return offsets
+
+
+@pytest.mark.skipif(not sha256state.available(), reason="this libcrypto cannot save SHA-256 states")
+def test_another_worker_continues_the_session_and_its_digest_without_reading_it_back(tmp_path: Path) -> None:
+    """Each chunk and the commit through a store of its own, as through another worker process: the running
+    SHA-256 is saved beside the upload, so none of them reads the upload back, and nothing is left after."""
+    chunks = [os.urandom(n) for n in (1, 63, 64, 65, 5000, 3 * 1024 * 1024 + 1)]
+    data = b"".join(chunks)
+
+    async def go() -> None:
+        await FileBlobStore(tmp_path).start_upload("u")
+        read_backs: list[int] = []
+        for chunk in chunks:
+            worker = FileBlobStore(tmp_path)
+            read_backs += _counting_read_backs(worker)
+            await worker.append("u", pieces(chunk))
+        last = FileBlobStore(tmp_path)
+        read_backs += _counting_read_backs(last)
+        assert await last.commit("u", sha256(data)) == len(data)
+        assert read_backs == []
+        assert await read_all(last, sha256(data)) == data
+        assert sorted(os.listdir(tmp_path / "_uploads")) == []
+
+    run(go())
+
+
+def test_a_worker_whose_hash_counts_bytes_another_cut_off_checks_the_bytes_there(tmp_path: Path) -> None:
+    """One worker appends; another cuts the upload back (a chunk that never arrived whole) and appends as many
+    other bytes; the first commits. It must check the bytes that are in the file, not the ones it hashed."""
+    async def go() -> None:
+        first, second = FileBlobStore(tmp_path), FileBlobStore(tmp_path)
+        await first.start_upload("u")
+        await first.append("u", pieces(b"0123456789"))
+        await second.truncate("u", 5)
+        await second.append("u", pieces(b"abcde"))
+        with pytest.raises(DigestMismatch):
+            await first.commit("u", sha256(b"0123456789"))
+        await first.start_upload("v")
+        await first.append("v", pieces(b"0123456789"))
+        await second.truncate("v", 5)
+        await second.append("v", pieces(b"abcde"))
+        assert await first.commit("v", sha256(b"01234abcde")) == 10
+        assert await read_all(first, sha256(b"01234abcde")) == b"01234abcde"
+
+    run(go())
+
+
+@pytest.mark.skipif(not sha256state.available(), reason="this libcrypto cannot save SHA-256 states")
+def test_a_state_saved_in_another_boot_or_unreadable_is_not_trusted(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash of the machine can lose written bytes that a saved state counts: a state from another boot is
+    ignored and the upload read back; so is a state file that does not parse."""
+    data = os.urandom(100_000)
+
+    async def go() -> None:
+        store = FileBlobStore(tmp_path)
+        await store.start_upload("u")
+        await store.append("u", pieces(data))
+        monkeypatch.setattr(blobs, "_boot_id", lambda: b"00000000-0000-0000-0000-000000000000")
+        after_reboot = FileBlobStore(tmp_path)
+        read_backs = _counting_read_backs(after_reboot)
+        assert await after_reboot.commit("u", sha256(data)) == len(data)
+        assert read_backs == [0]
+        await after_reboot.start_upload("v")
+        await after_reboot.append("v", pieces(data))
+        (tmp_path / "_uploads" / f"v{blobs.STATE_SUFFIX}").write_bytes(b"00000000-0000-0000-0000-000000000000\nxx")
+        read_backs = _counting_read_backs(after_reboot)
+        assert await after_reboot.commit("v", sha256(data)) == len(data)
+        assert read_backs == [0]
+
+    run(go())
+
+
+def test_sweeping_keeps_a_kept_uploads_state_and_removes_an_orphans(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = FileBlobStore(tmp_path)
+        for upload_id in ("kept", "orphan"):
+            await store.start_upload(upload_id)
+            await store.append(upload_id, pieces(b"some bytes"))
+        before = set(os.listdir(tmp_path / "_uploads"))
+        assert await store.sweep({"kept"}) == len(before) // 2
+        assert set(os.listdir(tmp_path / "_uploads")) == {n for n in before if n.startswith("kept")}
+        assert await store.commit("kept", sha256(b"some bytes")) == 10
+
+    run(go())
+
+
+def test_an_upload_id_with_a_dot_names_no_upload(tmp_path: Path) -> None:
+    """``<id>.sha256`` is an upload's state, never an upload of its own (ids are URL-safe base64: no dots)."""
+    async def go() -> None:
+        store = FileBlobStore(tmp_path)
+        await store.start_upload("u")
+        await store.append("u", pieces(b"x"))
+        for name in (f"u{blobs.STATE_SUFFIX}", ".u", "u.x"):
+            assert await store.upload_size(name) is None
+            with pytest.raises(NotFound):
+                await store.append(name, pieces(b"y"))
+            await store.abort(name)
+        assert await store.commit("u", sha256(b"x")) == 1
 
     run(go())
 

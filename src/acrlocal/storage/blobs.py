@@ -23,12 +23,15 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from acrlocal.errors import AcrLocalError, NotFound
+from acrlocal.storage import sha256state
 from acrlocal.storage.digest import ALGORITHMS, Digest
 
 CHUNK = 1024 * 1024
+#: Beside ``_uploads/<id>``: the upload's saved running SHA-256 (:class:`FileBlobStore`).
+STATE_SUFFIX = ".sha256"
 # Reads for responses. Over TLS each piece in flight is held about three times (the piece, its encrypted copy
 # waiting in the TLS layer, and what the socket did not take yet). Measured with 4 parallel skopeo pulls (16 blob
 # streams): server peak RSS 101-102 MiB with 256 KiB pieces, 93-94 MiB with 128 KiB, server CPU the same (no
@@ -146,22 +149,39 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _boot_id() -> bytes:
+    """This boot of the machine: a saved hash state is trusted only within the boot that wrote it, since a crash of
+    the machine may lose written bytes that the state counts. ``b""`` where the kernel does not say."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read(64).strip()
+    except OSError:
+        return b""
+
+
 class _Hashing:
-    """Running sha256 of an upload, kept in memory between requests (rebuilt from disk after a restart)."""
+    """Running sha256 of an upload's first ``offset`` bytes."""
 
     __slots__ = ("hasher", "offset")
 
-    def __init__(self) -> None:
-        self.hasher = hashlib.sha256()
-        self.offset = 0
+    def __init__(self, hasher: Any = None, offset: int = 0) -> None:
+        self.hasher = hasher if hasher is not None else hashlib.sha256()
+        self.offset = offset
 
 
 class FileBlobStore:
     """Blobs under ``root/<algorithm>/<2 hex>/<hex>``; uploads under ``root/_uploads/<id>``.
 
     Publishing is ``fsync`` then ``rename`` then ``fsync`` of the directory, so a blob is either whole and
-    named by its digest or absent. File work runs in the default executor; ``hashlib`` releases the GIL on
-    large buffers, so uploads hash on both cores.
+    named by its digest or absent. File work runs in the default executor; hashing releases the GIL on large
+    buffers, so uploads hash on both cores.
+
+    The running SHA-256 of an upload is saved after each append in ``_uploads/<id>.sha256`` (OpenSSL's state,
+    :mod:`acrlocal.storage.sha256state`, with the machine's boot id), so that whichever worker process takes the
+    next chunk or the commit goes on from it instead of reading the upload back. The state is removed before an
+    upload is cut back, and used only if it counts no more bytes than the file holds (what is past it is hashed
+    from the file). Where libcrypto cannot save states, each process keeps its own in memory and reads back what
+    another wrote.
     """
 
     def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
@@ -169,7 +189,9 @@ class FileBlobStore:
         self.uploads = root / "_uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.min_free_bytes = min_free_bytes
-        self._hashing: dict[str, _Hashing] = {}
+        self._hashing: dict[str, _Hashing] = {}  # only where states cannot be saved
+        self._resumable = sha256state.available()
+        self._boot = _boot_id()
         self._nowait = hasattr(os, "RWF_NOWAIT")
 
     # -- room --------------------------------------------------------------------------------------
@@ -255,9 +277,12 @@ class FileBlobStore:
     # -- uploads -----------------------------------------------------------------------------------
 
     def _upload_path(self, upload_id: str) -> Path:
-        if not upload_id or "/" in upload_id or upload_id.startswith("."):
+        if not upload_id or "/" in upload_id or "." in upload_id:  # ids are token_urlsafe: no dots
             raise NotFound(f"upload {upload_id!r} does not exist")
         return self.uploads / upload_id
+
+    def _state_path(self, upload_id: str) -> Path:
+        return self.uploads / f"{upload_id}{STATE_SUFFIX}"
 
     async def start_upload(self, upload_id: str) -> None:
         path = self._upload_path(upload_id)
@@ -265,26 +290,63 @@ class FileBlobStore:
         with _full_disk_is_storage_full("a new upload"):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
-        self._hashing[upload_id] = _Hashing()
+        if not self._resumable:
+            self._hashing[upload_id] = _Hashing()
 
     async def upload_size(self, upload_id: str) -> int | None:
         try:
             return os.stat(self._upload_path(upload_id)).st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotFound):
             return None
 
     def _hashing_for(self, upload_id: str, path: Path) -> _Hashing:
-        """The running hash, rebuilt by reading the file if this process did not write all of it."""
-        state = self._hashing.get(upload_id)
+        """The running hash of all the upload's bytes: the saved state (or, where there is none, this process's),
+        with whatever the file holds past it hashed from the file."""
         size = os.stat(path).st_size
-        if state is None or state.offset != size:
-            state = _Hashing()
-            with open(path, "rb") as f:
-                while data := f.read(CHUNK):
-                    state.hasher.update(data)
-                    state.offset += len(data)
+        state = self._load_state(upload_id) if self._resumable else self._hashing.get(upload_id)
+        if state is None or state.offset > size or (not self._resumable and state.offset != size):
+            state = _Hashing(sha256state.ResumableSha256() if self._resumable else None)
+        if state.offset < size:
+            self._read_back(path, state)
+        if not self._resumable:
             self._hashing[upload_id] = state
         return state
+
+    def _read_back(self, path: Path, state: _Hashing) -> None:
+        """Hash the file's bytes from ``state.offset`` on into ``state``."""
+        with open(path, "rb") as f:
+            f.seek(state.offset)
+            while data := f.read(CHUNK):
+                state.hasher.update(data)
+                state.offset += len(data)
+
+    def _load_state(self, upload_id: str) -> _Hashing | None:
+        """The state :meth:`_save_state` wrote, or ``None`` if there is none, it does not parse, or another boot of
+        the machine wrote it."""
+        try:
+            saved = self._state_path(upload_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        boot, _, state = saved.partition(b"\n")
+        if not self._boot or boot != self._boot:
+            return None
+        try:
+            hasher = sha256state.ResumableSha256.load(state)
+        except sha256state.StateError:
+            return None
+        return _Hashing(hasher, hasher.length)
+
+    def _save_state(self, upload_id: str, state: _Hashing) -> None:
+        """Write the state beside the upload (a new file renamed over the old one: never half-written)."""
+        final = self._state_path(upload_id)
+        temporary = final.with_name(final.name + ".new")
+        assert isinstance(state.hasher, sha256state.ResumableSha256)
+        temporary.write_bytes(self._boot + b"\n" + state.hasher.save())
+        os.replace(temporary, final)
+
+    def _forget_state(self, upload_id: str) -> None:
+        self._hashing.pop(upload_id, None)
+        self._state_path(upload_id).unlink(missing_ok=True)
 
     async def append(self, upload_id: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
         path = self._upload_path(upload_id)
@@ -328,11 +390,13 @@ class FileBlobStore:
                     await in_flight
                 if pending:
                     await loop.run_in_executor(None, write, f, b"".join(pending))
+        if self._resumable:
+            await loop.run_in_executor(None, self._save_state, upload_id, state)
         return state.offset
 
     async def truncate(self, upload_id: str, size: int) -> None:
         path = self._upload_path(upload_id)
-        self._hashing.pop(upload_id, None)  # rebuilt from the file on the next append or commit
+        self._forget_state(upload_id)  # first: it may count bytes that are cut off (rebuilt from the file)
         try:
             os.truncate(path, size)
         except FileNotFoundError as exc:
@@ -366,7 +430,7 @@ class FileBlobStore:
             os.close(fd)
         os.replace(path, final)
         _fsync_directory(final.parent)
-        self._hashing.pop(upload_id, None)
+        self._forget_state(upload_id)
         return size
 
     @staticmethod
@@ -387,9 +451,9 @@ class FileBlobStore:
             raise NotFound(f"upload {upload_id!r} does not exist") from exc
 
     def _discard(self, upload_id: str) -> None:
-        self._hashing.pop(upload_id, None)
         with contextlib.suppress(NotFound):
             self._upload_path(upload_id).unlink(missing_ok=True)
+            self._forget_state(upload_id)
 
     async def abort(self, upload_id: str) -> None:
         self._discard(upload_id)
@@ -437,7 +501,7 @@ class FileBlobStore:
         removed = 0
         cutoff = time.time() - older_than_s
         for entry in self.uploads.iterdir():
-            if entry.name in keep:
+            if entry.name.partition(".")[0] in keep:  # an upload and its saved state (<id>.sha256[.new])
                 continue
             try:
                 if entry.stat().st_mtime <= cutoff:
