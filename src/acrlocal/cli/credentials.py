@@ -100,6 +100,9 @@ class ManagedIdentityCredential:
     def get_token(self, resource: str, *, fresh: bool = False) -> AccessToken:
         endpoint, header = os.environ.get("IDENTITY_ENDPOINT"), os.environ.get("IDENTITY_HEADER")
         if endpoint and header:
+            if IMDS_ADDRESS in endpoint and not imds_is_local():
+                raise CLIError(f"IDENTITY_ENDPOINT={endpoint[:200]!r}: {IMDS_ADDRESS} is not this machine's own "
+                               "here, and acrlocal sends nothing off this machine; run this inside an acrlocal VM.")
             return self._app_service(endpoint, header, resource)
         host = os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST")
         if host and IMDS_ADDRESS in host and not imds_is_local():
@@ -135,7 +138,13 @@ class ManagedIdentityCredential:
         body = _json(response)
         if "access_token" not in body:
             raise AuthenticationFailed(self._describe(response, body))
-        return AccessToken(str(body["access_token"]), int(body["expires_on"]))
+        try:
+            expires_on = int(body["expires_on"])
+        except (KeyError, TypeError, ValueError):
+            raise AuthenticationFailed(f"The managed identity endpoint answered a token whose expires_on "
+                                       f"{str(body.get('expires_on'))[:40]!r} is not seconds since the epoch (App "
+                                       "Service's 2019-08-01 format).") from None
+        return AccessToken(str(body["access_token"]), expires_on)
 
     @staticmethod
     def _describe(response: Any, body: dict[str, Any]) -> str:
