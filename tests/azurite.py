@@ -85,7 +85,7 @@ class AzuriteServer:
     """One Azurite blob service; :meth:`container_url` names a container for each user of it (the server being
     tested creates it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, oauth: bool = False) -> None:
         exe = executable()
         if exe is None:
             raise RuntimeError(f"Azurite is not installed: run `npm ci` in {PACKAGE_DIR} (scripts/test does), with "
@@ -97,6 +97,9 @@ class AzuriteServer:
         #: The CA Azurite's certificate chains to.
         self.ca = str(self.dir / "ca.pem")
         self.port = 0
+        #: Whether Azurite takes bearer tokens (``--oauth basic``: it checks their issuer, audience and lifetime, not
+        #: their signature), besides the account key and SAS.
+        self.oauth = oauth
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._count = 0
@@ -142,7 +145,8 @@ class AzuriteServer:
             self.proc = subprocess.Popen(
                 [str(self.exe), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(workspace),
                  "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent",
-                 "--cert", str(self.dir / "cert.pem"), "--key", str(self.dir / "key.pem")],
+                 "--cert", str(self.dir / "cert.pem"), "--key", str(self.dir / "key.pem"),
+                 *(["--oauth", "basic"] if self.oauth else [])],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
@@ -175,9 +179,10 @@ class AzuriteServer:
 
 
 @contextmanager
-def private() -> Iterator[AzuriteServer]:
-    """An Azurite of the caller's own (for tests that stop and start it), stopped and removed when the block ends."""
-    server = AzuriteServer()
+def private(*, oauth: bool = False) -> Iterator[AzuriteServer]:
+    """An Azurite of the caller's own (for tests that stop and start it, or that need ``oauth``), stopped and removed
+    when the block ends."""
+    server = AzuriteServer(oauth=oauth)
     server.start()
     try:
         yield server

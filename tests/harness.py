@@ -175,13 +175,14 @@ class AcrLocal:
     the server runs under that ends by exec'ing it (e.g. one that enters a private network namespace), so the
     process is still the server's. ``backend`` overrides the session's ``BACKEND``, ``blob_backend`` its
     ``BLOB_BACKEND``, and ``blob_store`` (a container's URL, its account's key and the CA of its certificate)
-    both."""
+    both. ``env`` is added to the environment the server starts with."""
 
     def __init__(self, data_dir: Path, *extra_args: str, wrapper: Sequence[str] = (),
                  backend: str | None = None, blob_backend: str | None = None,
-                 blob_store: tuple[str, str, str] | None = None) -> None:
+                 blob_store: tuple[str, str, str] | None = None, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args
+        self.env = env or {}
         self.wrapper = list(wrapper)
         self.proc: subprocess.Popen[bytes] | None = None
         self.status: dict[str, Any] = {}
@@ -212,7 +213,7 @@ class AcrLocal:
                   else []), *self.extra_args,
             ),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=child_env(**({"ACRLOCAL_BLOB_STORE_KEY": self.blob_store[1]} if self.blob_store else {})),
+            env=child_env(**({"ACRLOCAL_BLOB_STORE_KEY": self.blob_store[1]} if self.blob_store else {}), **self.env),
         )
         log.close()
         deadline = time.monotonic() + timeout

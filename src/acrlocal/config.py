@@ -94,6 +94,10 @@ class Settings:
     blob_store: str | None = None
     blob_store_key: str | None = field(default=None, repr=False)
     blob_store_sas: str | None = field(default=None, repr=False)
+    # Or the managed identity of the host acrlocal runs on (azure-identity's ManagedIdentityCredential: IMDS on an
+    # Azure VM, or the endpoint the environment names), a user-assigned one if the client id is given.
+    blob_store_identity: bool = False
+    blob_store_identity_client_id: str | None = None
     # A CA bundle the blob store's certificate chains to, besides the system's (an emulator's own certificate).
     blob_store_ca: str | None = None
     # Blob GETs on a store with URLs of its own (Azure, with the account key): a 307 to a short-lived SAS URL, as
@@ -145,6 +149,12 @@ class Settings:
                               "seconds")
         if self.blob_store is not None:
             self.blob_location  # noqa: B018 - parsed now, so a wrong URL is a ConfigError at start
+        if self.blob_store_identity_client_id is not None and not self.blob_store_identity:
+            raise ConfigError("blob_store_identity_client_id names a user-assigned identity, but blob_store_identity "
+                              "is off")
+        if self.blob_store_identity and (self.blob_store_key is not None or self.blob_store_sas is not None):
+            raise ConfigError("the blob store's credential is the managed identity or an account key or SAS, not "
+                              "both")
         if self.imds_rate_limit < 0:
             raise ConfigError(f"imds_rate_limit {self.imds_rate_limit} must be 0 (off) or a positive rate")
 

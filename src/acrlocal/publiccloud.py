@@ -23,6 +23,11 @@ ARM_AUDIENCES = (
     "https://management.azure.com/",
     "https://management.azure.com",
 )
+#: Azure Storage's audiences: the service's (``https://storage.azure.com``) and an account's endpoints. Storage takes
+#: only v1 tokens, so Entra issues v1 tokens for them, whose issuer is :data:`V1_ISSUER`, whichever endpoint issued.
+STORAGE_AUDIENCE = re.compile(
+    r"^(?:https://storage\.azure\.com|https://[a-z0-9]{3,24}\.(?:blob|dfs|queue|table|file)\.core\.windows\.net)/?$")
+V1_ISSUER = "https://sts.windows.net/{tenant}/"
 #: The names a VM resolves besides its registries'.
 SERVICE_HOSTS = (ARM_HOST, LOGIN_HOST, GRAPH_HOST)
 #: The TLS certificate of the VMs' front door covers these.

@@ -152,14 +152,16 @@ async def open_blob_store(settings: Settings) -> BlobStore:
     location = settings.blob_location
     if location is None:
         return FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
-    from acrlocal.storage.azure_blobs import AzureBlobStore  # the Azure SDK is imported only when it is used
+    # The Azure SDK is imported only when it is used.
+    from acrlocal.storage.azure_blobs import AzureBlobStore, managed_identity
 
-    store = await AzureBlobStore.open(location, key=settings.blob_store_key, sas=settings.blob_store_sas,
-                                      ca=settings.blob_store_ca)
+    token = managed_identity(settings.blob_store_identity_client_id) if settings.blob_store_identity else None
+    store = await AzureBlobStore.open(location, key=settings.blob_store_key, sas=settings.blob_store_sas, token=token,
+                                      redirects=settings.blob_redirect, ca=settings.blob_store_ca)
     if settings.blob_redirect and not store.redirects:
         log.info("blob GETs stream through the server: a SAS credential cannot make the short-lived SAS a "
                  "redirect needs (give the account key for redirects)")
-    log.info("blobs are in %s", location.url)
+    log.info("blobs are in %s%s", location.url, " (acrlocal's managed identity)" if token is not None else "")
     return store
 
 

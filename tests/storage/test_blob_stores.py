@@ -419,7 +419,7 @@ def test_the_download_url_reads_the_blob_and_only_it(container_url: str,
             await store.start_upload("u")
             await store.append("u", pieces(b"redirected"))
             await store.commit("u", sha256(b"redirected"))
-            url = store.download_url(sha256(b"redirected"))
+            url = await store.download_url(sha256(b"redirected"))
             assert url is not None
             return url
         finally:
@@ -456,7 +456,7 @@ def test_a_sas_credential_works_and_makes_no_redirect_urls(container_url: str,
             await store.append("u", pieces(b"via sas"))
             assert await store.commit("u", sha256(b"via sas")) == 7
             assert await read_all(store, sha256(b"via sas")) == b"via sas"
-            assert store.download_url(sha256(b"via sas")) is None
+            assert await store.download_url(sha256(b"via sas")) is None
         finally:
             await store.close()
 

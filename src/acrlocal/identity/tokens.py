@@ -16,6 +16,7 @@ from typing import Any
 
 import jwt
 
+from acrlocal import publiccloud
 from acrlocal.errors import AcrLocalError
 from acrlocal.identity.directory import Principal
 from acrlocal.identity.keys import KeyRing
@@ -62,7 +63,9 @@ class AccessToken:
 
 class TokenIssuer:
     """Signs and verifies tokens for every tenant. ``authority`` is the Entra base URL, e.g.
-    ``https://localhost:8443``; a tenant's issuer is ``{authority}/{tenant}/v2.0``."""
+    ``https://localhost:8443``; a tenant's issuer is ``{authority}/{tenant}/v2.0``. Tokens for Azure Storage are v1
+    tokens, as Entra's are (``iss`` ``https://sts.windows.net/{tenant}/``, ``ver`` 1.0, no ``azp``): acrlocal serves
+    no storage and never verifies them."""
 
     def __init__(self, keys: KeyRing, authority: str) -> None:
         self.keys = keys
@@ -78,9 +81,11 @@ class TokenIssuer:
         ``auth_method`` is Entra's ``appidacr``: ``"1"`` client secret, ``"2"`` certificate or managed identity.
         """
         issued = int(now if now is not None else time.time())
+        v1 = publiccloud.STORAGE_AUDIENCE.match(audience) is not None
+        issuer = publiccloud.V1_ISSUER.format(tenant=principal.tenant_id) if v1 else self.issuer(principal.tenant_id)
         claims: dict[str, Any] = {
             "aud": audience,
-            "iss": self.issuer(principal.tenant_id),
+            "iss": issuer,
             "iat": issued,
             "nbf": issued,
             "exp": issued + lifetime_s,
@@ -89,15 +94,17 @@ class TokenIssuer:
             "appidacr": auth_method,
             "azp": principal.app_id,
             "azpacr": auth_method,
-            "idp": self.issuer(principal.tenant_id),
+            "idp": issuer,
             "idtyp": "user" if principal.kind == "User" else "app",
             "oid": principal.object_id,
             "rh": uuid.uuid4().hex,
             "sub": principal.object_id,
             "tid": principal.tenant_id,
             "uti": uuid.uuid4().hex,
-            "ver": "2.0",
+            "ver": "1.0" if v1 else "2.0",
         }
+        if v1:
+            del claims["azp"], claims["azpacr"]
         if principal.resource_id and principal.kind == "ManagedIdentity":
             claims["xms_mirid"] = principal.resource_id
         if extra:

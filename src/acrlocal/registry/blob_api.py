@@ -91,12 +91,12 @@ async def get_blob(request: web.Request, services: RegistryServices, registry: R
     """GET/HEAD a blob the repository links (BLOB_UNKNOWN otherwise, even if another repository has it).
 
     HEAD answers from the metadata, never the content. A GET is sent to the store's own short-lived URL with a 307
-    when the store has one (Azure Blob Storage with the account key, as ACR redirects to its storage) unless
-    ``up --blob-downloads stream``. Otherwise: a plain GET over TLS (always, for acrlocal's own listeners) streams the
-    store's pieces: sendfile is impossible through TLS, and the file store reads cached pieces without a thread hop
-    (see ``FileBlobStore.read``). A GET with ``Range`` or a conditional header, or over plain http, gets aiohttp's
-    ``FileResponse`` for a local file (206 and ``Content-Range``, sendfile). A store without local files streams,
-    a single ``Range`` as 206 reading only that range. Memory stays constant either way.
+    when the store has one (Azure Blob Storage with the account key or a managed identity, as ACR redirects to its
+    storage) unless ``up --blob-downloads stream``. Otherwise: a plain GET over TLS (always, for acrlocal's own
+    listeners) streams the store's pieces: sendfile is impossible through TLS, and the file store reads cached pieces
+    without a thread hop (see ``FileBlobStore.read``). A GET with ``Range`` or a conditional header, or over plain
+    http, gets aiohttp's ``FileResponse`` for a local file (206 and ``Content-Range``, sendfile). A store without
+    local files streams, a single ``Range`` as 206 reading only that range. Memory stays constant either way.
     """
     name = check_repository(route.name)
     digest = parse_digest(route.ref)
@@ -112,7 +112,7 @@ async def get_blob(request: web.Request, services: RegistryServices, registry: R
         headers[hdrs.CONTENT_TYPE] = OCTET_STREAM
         return web.Response(status=200, headers=headers)
     await services.sql.run(guards.check_blob_content_read, services.artifacts, registry.id, name, str(digest))
-    if services.blob_redirect and (url := services.blobs.download_url(digest)) is not None:
+    if services.blob_redirect and (url := await services.blobs.download_url(digest)) is not None:
         headers[hdrs.LOCATION] = url
         return web.Response(status=307, headers=headers)
     if request.transport is not None:

@@ -19,12 +19,20 @@ its state in the blob's metadata. Any replica can continue a session, because ev
   sha256, or a libcrypto without the resumable functions, is checked by reading the committed upload back.
 
 Reads stream Get Blob ranges in pieces of :data:`READ_PIECE`; :meth:`download_url` makes a read-only SAS for the
-blob, valid for :data:`SAS_LIFETIME` (with the account key only: a SAS credential cannot make another SAS).
+blob, valid for :data:`SAS_LIFETIME`: signed with the account key, or with a user delegation key when the store
+authenticates with a managed identity (a token cannot sign a SAS; the key, valid :data:`DELEGATION_KEY_LIFETIME`, is
+asked for at start and again before it runs out). A SAS credential cannot make another SAS: its GETs stream.
+
+The managed identity is azure-identity's ``ManagedIdentityCredential`` (:func:`managed_identity`): IMDS on an Azure
+VM, or the endpoint the environment names (App Service's ``IDENTITY_ENDPOINT``, workload identity's
+``AZURE_FEDERATED_TOKEN_FILE``...), for the audience ``https://storage.azure.com``.
 
 Errors: storage that cannot be reached, or that answers 5xx, 408 or 429 once the SDK's retries are spent, raises
-:class:`~acrlocal.storage.blobs.StorageUnavailable` (the registry answers 503 with ``Retry-After``); a missing
-upload or blob is :class:`~acrlocal.errors.NotFound`. The credential is never logged: the SDK's request logging
-is kept at WARNING, and URLs shown are without their query.
+:class:`~acrlocal.storage.blobs.StorageUnavailable` (the registry answers 503 with ``Retry-After``); so does a
+credential storage refuses, or a managed identity that gives no token (:class:`TokenRefused`), and at start
+(:meth:`AzureBlobStore.open`) both are :class:`~acrlocal.errors.ConfigError` saying which. A missing upload or blob
+is :class:`~acrlocal.errors.NotFound`. The credential and tokens are never logged: the SDK's request logging is kept
+at WARNING, and URLs shown are without their query.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ from typing import Any
 
 import aiohttp
 from azure.core import MatchConditions
+from azure.core.credentials import AccessToken
+from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -54,8 +64,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import AioHttpTransport
-from azure.storage.blob import BlobBlock, BlobSasPermissions, ContentSettings, generate_blob_sas
-from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
+from azure.storage.blob import BlobBlock, BlobSasPermissions, ContentSettings, UserDelegationKey, generate_blob_sas
+from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient, LinearRetry
 
 from acrlocal.blob_location import BlobLocation
 from acrlocal.errors import ConfigError, NotFound
@@ -76,26 +86,95 @@ READ_PIECE = 4 * 1024 * 1024
 SAS_LIFETIME = dt.timedelta(minutes=10)
 #: Clock skew allowed for between this host and the storage service.
 SAS_SKEW = dt.timedelta(minutes=5)
+#: How long a user delegation key asked for is valid (Azure allows 7 days); a new one is asked for when the one held
+#: has less than :data:`DELEGATION_KEY_RENEW` left.
+DELEGATION_KEY_LIFETIME = dt.timedelta(days=1)
+DELEGATION_KEY_RENEW = dt.timedelta(hours=1)
 UPLOADS = "_uploads/"
 OCTET_STREAM = ContentSettings(content_type="application/octet-stream")
 _STATE_KEY, _PREVIOUS_KEY = "acrlocalupload", "acrlocalprevious"
 _NO_BLOCK = "0" * 16
 
 
+def _detail(exc: HttpResponseError) -> str:
+    """Storage's error code, and the reason it gives for refusing a credential (its AuthenticationErrorDetail)."""
+    code = getattr(exc, "error_code", None) or ""
+    code = str(getattr(code, "value", code))  # the SDK's StorageErrorCode, or the code as storage sent it
+    for line in str(exc.message or "").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "authenticationerrordetail":
+            return f"{code}: {value.strip()[:200]}"
+    return code
+
+
+def _refused(where: str, exc: StorageUnavailable, needs: str) -> Exception:
+    """At start, a refused credential (saying what it ``needs``) or a managed identity that gave no token as
+    :class:`ConfigError`; else ``exc`` (storage cannot be reached)."""
+    cause = exc.__cause__
+    if isinstance(cause, TokenRefused):
+        return ConfigError(f"blob store {where}: acrlocal's managed identity gave no token: {cause.message}")
+    if isinstance(cause, HttpResponseError) and cause.status_code in (401, 403):
+        return ConfigError(f"blob store {where} refused the credential given ({cause.status_code} "
+                           f"{_detail(cause)}); {needs}")
+    return exc
+
+
+class TokenRefused(ClientAuthenticationError):
+    """The managed identity gave no token: its endpoint refused, or could not be reached. The message is
+    azure-identity's (the endpoint's error, never a token)."""
+
+
+class _ManagedIdentity(AsyncTokenCredential):
+    """azure-identity's ``ManagedIdentityCredential``, its failures raised as :class:`TokenRefused`."""
+
+    def __init__(self, client_id: str | None) -> None:
+        from azure.identity.aio import ManagedIdentityCredential  # imported only when it is used
+
+        try:
+            self._credential = ManagedIdentityCredential(client_id=client_id)
+        except ValueError as exc:  # e.g. workload identity's variables without a client id
+            raise ConfigError(f"acrlocal's managed identity cannot be used: {exc}") from exc
+
+    async def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
+                        enable_cae: bool = False, **kwargs: Any) -> AccessToken:
+        try:
+            return await self._credential.get_token(*scopes, claims=claims, tenant_id=tenant_id,
+                                                    enable_cae=enable_cae, **kwargs)
+        except ClientAuthenticationError as exc:
+            raise TokenRefused(str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def managed_identity(client_id: str | None = None) -> AsyncTokenCredential:
+    """The managed identity of the host acrlocal runs on (``client_id``: a user-assigned one). Where the environment
+    names no identity endpoint, that is IMDS at 169.254.169.254, as azure-identity chooses on an Azure VM."""
+    return _ManagedIdentity(client_id)
+
+
 @contextlib.contextmanager
 def _storage_errors(what: str) -> Iterator[None]:
-    """The SDK's connection failures and 5xx/408/429 answers as :class:`StorageUnavailable`, naming ``what``."""
+    """The SDK's connection failures and 5xx/408/429 answers, a credential refused (401, 403: also a role that does
+    not allow the operation) and a managed identity that gives no token as :class:`StorageUnavailable`, naming
+    ``what``."""
     try:
         yield
     except (ServiceRequestError, ServiceResponseError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
             raise
         raise StorageUnavailable(f"blob storage could not be reached while {what}: {type(exc).__name__}") from exc
-    except ClientAuthenticationError as exc:
-        log.error("blob storage refused acrlocal's credential while %s: %s", what,
-                  getattr(exc, "error_code", None) or exc.status_code)
-        raise StorageUnavailable(f"blob storage refused the registry's credential while {what}") from exc
+    except TokenRefused as exc:
+        log.error("acrlocal's managed identity gave no token for blob storage while %s: %s", what, exc)
+        raise StorageUnavailable(f"acrlocal's managed identity gave no token for blob storage while {what}") from exc
     except HttpResponseError as exc:
+        if isinstance(exc, ClientAuthenticationError) or exc.status_code in (401, 403):
+            log.error("blob storage refused acrlocal's credential while %s: %s %s", what, exc.status_code,
+                      _detail(exc))
+            raise StorageUnavailable(f"blob storage refused the registry's credential while {what}") from exc
         if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code in (408, 429)):
             raise StorageUnavailable(f"blob storage answered {exc.status_code} while {what}") from exc
         raise
@@ -135,22 +214,33 @@ def _block_id(offset: int, nonce: str, previous: str) -> str:
 
 class AzureBlobStore:
     """:class:`~acrlocal.storage.blobs.BlobStore` on one container. Make it with :meth:`open` (inside the event
-    loop), and :meth:`close` it. ``key`` is the account key; ``sas`` a SAS for the container (or account) with
-    read, add, create, write, delete and list permissions; one of them, or the SAS in the location's URL. ``ca`` is
-    a CA bundle file to check the storage endpoint's certificate against instead of the system's (an emulator's)."""
+    loop), and :meth:`close` it. The credential is one of: ``key``, the account key; ``sas``, a SAS for the
+    container (or account) with read, add, create, write, delete and list permissions (or the SAS in the location's
+    URL); ``token``, a token credential (:func:`managed_identity`) whose identity holds a role with those data
+    actions, such as Storage Blob Data Contributor. The store closes ``token`` when it is closed. With ``token`` and
+    ``redirects``, blob GETs are redirected with user delegation SAS (the role must allow
+    ``generateUserDelegationKey``, as Storage Blob Data Contributor does); without ``redirects`` they stream. ``ca``
+    is a CA bundle file to check the storage endpoint's certificate against instead of the system's (an
+    emulator's)."""
 
     def __init__(self, location: BlobLocation, *, key: str | None = None, sas: str | None = None,
-                 ca: str | None = None) -> None:
+                 token: AsyncTokenCredential | None = None, redirects: bool = True, ca: str | None = None) -> None:
         """Call inside the event loop (the HTTP session belongs to it)."""
         self.location = location
         self._key = key
+        if token is not None and (key is not None or sas is not None):
+            raise ConfigError(f"blob store {location.url}: give the managed identity or an account key or SAS, "
+                              "not both")
         sas = sas or location.sas
-        if key is None and sas is None:
+        if key is None and sas is None and token is None:
             raise ConfigError(f"blob store {location.url} needs a credential: an account key "
-                              "(--blob-store-key, ACRLOCAL_BLOB_STORE_KEY) or a SAS (--blob-store-sas, "
-                              "ACRLOCAL_BLOB_STORE_SAS, or the URL's query)")
-        self._sas = sas.lstrip("?") if sas is not None and key is None else None
-        credential: Any = {"account_name": location.account, "account_key": key} if key is not None else self._sas
+                              "(--blob-store-key, ACRLOCAL_BLOB_STORE_KEY), a SAS (--blob-store-sas, "
+                              "ACRLOCAL_BLOB_STORE_SAS, or the URL's query) or the managed identity "
+                              "(--blob-store-identity)")
+        self._sas = sas.lstrip("?") if sas is not None and key is None and token is None else None
+        self._token = token
+        credential: Any = ({"account_name": location.account, "account_key": key} if key is not None
+                           else token if token is not None else self._sas)
         transport: dict[str, Any] = {}
         if ca is not None:
             # One TLS context for every request. Given a CA file, azure-core makes a new SSLContext per request,
@@ -160,21 +250,28 @@ class AzureBlobStore:
                                             trust_env=True, auto_decompress=False,
                                             cookie_jar=aiohttp.DummyCookieJar())
             transport["transport"] = AioHttpTransport(session=session, session_owner=True)
+        retry: dict[str, Any] = {"retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
+                 "connection_timeout": 10, "read_timeout": 60}
         self._container = ContainerClient(
-            location.account_url, location.container, credential=credential,
-            retry_policy=LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
-            connection_timeout=10, read_timeout=60, **transport,
+            location.account_url, location.container, credential=credential, **retry, **transport,
             max_single_get_size=READ_PIECE, max_chunk_get_size=READ_PIECE, max_block_size=BLOCK_SIZE,
         )
+        # Get User Delegation Key is an account-level call: a client of its own, used about once a day.
+        self._service = (BlobServiceClient(location.account_url, credential=token, connection_verify=ca or True,
+                                           **retry) if token is not None and redirects else None)
+        self._delegation: tuple[UserDelegationKey, dt.datetime] | None = None
+        self._delegation_lock = asyncio.Lock()
         self._resumable = sha256state.available()
 
     @classmethod
     async def open(cls, location: BlobLocation, *, key: str | None = None, sas: str | None = None,
+                   token: AsyncTokenCredential | None = None, redirects: bool = True,
                    ca: str | None = None) -> AzureBlobStore:
-        """A store on the container, which is created if it does not exist and the credential is the account key.
-        :class:`ConfigError` if storage refuses the credential or the container is missing and cannot be made;
-        :class:`StorageUnavailable` if storage cannot be reached."""
-        store = cls(location, key=key, sas=sas, ca=ca)
+        """A store on the container, which is created if it does not exist and the credential is the account key or
+        a token. :class:`ConfigError` if storage refuses the credential, the managed identity gives no token, the
+        container is missing and cannot be made, or (with a token and ``redirects``) no user delegation key is
+        given; :class:`StorageUnavailable` if storage cannot be reached."""
+        store = cls(location, key=key, sas=sas, token=token, redirects=redirects, ca=ca)
         try:
             await store._check()
         except BaseException:
@@ -193,26 +290,36 @@ class AzureBlobStore:
                     async for _ in self._container.list_blobs(name_starts_with=UPLOADS, results_per_page=1):
                         break
                 except ResourceNotFoundError:
-                    if self._key is None:
+                    if self._sas is not None:
                         raise ConfigError(f"blob store container {where} does not exist (with a SAS acrlocal "
                                           "cannot create it)") from None
                     with contextlib.suppress(ResourceExistsError):
                         await self._container.create_container()
                     log.info("created blob store container %s", where)
         except StorageUnavailable as exc:
-            cause = exc.__cause__
-            if not isinstance(cause, ClientAuthenticationError):
-                raise
-            raise ConfigError(f"blob store {where} refused the credential given ({cause.status_code})") from exc
+            needs = "the identity needs Storage Blob Data Contributor" if self._token is not None else \
+                "it needs read, add, create, write, delete and list"
+            raise _refused(where, exc, needs) from exc
         except HttpResponseError as exc:
-            code = getattr(exc, "error_code", None) or ""
-            if exc.status_code in (401, 403):
-                raise ConfigError(f"blob store {where} refused the credential given ({exc.status_code} {code}); it "
-                                  "needs read, add, create, write, delete and list") from exc
-            raise ConfigError(f"blob store {where} answered {exc.status_code} {code} when listed") from exc
+            raise ConfigError(f"blob store {where} answered {exc.status_code} {_detail(exc)} when listed") from exc
+        if self._service is None:
+            return
+        try:
+            with _storage_errors(f"asking {where} for a user delegation key"):
+                await self._delegation_key()
+        except StorageUnavailable as exc:
+            raise _refused(where, exc, "redirects need a user delegation key: a role that may make one (Storage "
+                                       "Blob Data Contributor may), or give --blob-downloads stream") from exc
+        except HttpResponseError as exc:
+            raise ConfigError(f"blob store {where} answered {exc.status_code} {_detail(exc)} when asked for a user "
+                              "delegation key") from exc
 
     async def close(self) -> None:
         await self._container.close()
+        if self._service is not None:
+            await self._service.close()
+        if self._token is not None:
+            await self._token.close()
 
     # -- names -------------------------------------------------------------------------------------
 
@@ -261,18 +368,37 @@ class AzureBlobStore:
 
     @property
     def redirects(self) -> bool:
-        """Whether :meth:`download_url` gives URLs (it needs the account key)."""
-        return self._key is not None
+        """Whether :meth:`download_url` gives URLs (it needs the account key, or a token and ``redirects``)."""
+        return self._key is not None or self._service is not None
 
-    def download_url(self, digest: Digest) -> str | None:
-        """A URL that reads the blob for :data:`SAS_LIFETIME` (a read-only SAS for it alone), or ``None`` without
-        the account key."""
-        if self._key is None:
+    async def _delegation_key(self) -> UserDelegationKey:
+        """A user delegation key valid for :data:`DELEGATION_KEY_RENEW` more at least; asked for again when the one
+        held is not (one request at a time)."""
+        assert self._service is not None
+        held = self._delegation
+        if held is None or held[1] - dt.datetime.now(dt.UTC) < DELEGATION_KEY_RENEW:
+            async with self._delegation_lock:
+                held = self._delegation
+                now = dt.datetime.now(dt.UTC)
+                if held is None or held[1] - now < DELEGATION_KEY_RENEW:
+                    expiry = now + DELEGATION_KEY_LIFETIME
+                    held = await self._service.get_user_delegation_key(now - SAS_SKEW, expiry), expiry
+                    self._delegation = held
+        return held[0]
+
+    async def download_url(self, digest: Digest) -> str | None:
+        """A URL that reads the blob for :data:`SAS_LIFETIME` (a read-only SAS for it alone), or ``None`` when the
+        store has no key to sign it with."""
+        if not self.redirects:
             return None
         now = dt.datetime.now(dt.UTC)
         name = f"{digest.algorithm}/{digest.encoded}"
+        signer: dict[str, Any] = {"account_key": self._key}
+        if self._key is None:
+            with _storage_errors(f"asking for a user delegation key for blob {digest}"):
+                signer = {"user_delegation_key": await self._delegation_key()}
         sas = generate_blob_sas(
-            self.location.account, self.location.container, name, account_key=self._key,
+            self.location.account, self.location.container, name, **signer,
             permission=BlobSasPermissions(read=True), start=now - SAS_SKEW, expiry=now + SAS_LIFETIME,
             protocol="https" if self.location.secure else "https,http",
         )

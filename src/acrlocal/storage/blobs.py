@@ -95,9 +95,9 @@ class BlobStore(Protocol):
         """The blob's bytes from ``offset``, in pieces the caller may keep; raises :class:`NotFound` if it is not
         stored."""
 
-    def download_url(self, digest: Digest) -> str | None:
+    async def download_url(self, digest: Digest) -> str | None:
         """A short-lived URL a client may read the blob from directly (the registry redirects to it), or ``None``
-        if this store has none."""
+        if this store has none; :class:`StorageUnavailable` if making one needs storage, which cannot be reached."""
 
     def check_room(self, nbytes: int) -> None:
         """Raise :class:`StorageFull` if writing ``nbytes`` more would leave less free space than the store keeps."""
@@ -220,7 +220,7 @@ class FileBlobStore:
     def local_path(self, digest: Digest) -> Path | None:
         return self.path(digest)
 
-    def download_url(self, digest: Digest) -> str | None:
+    async def download_url(self, digest: Digest) -> str | None:
         return None
 
     async def close(self) -> None:

@@ -98,11 +98,15 @@ def revision(message: str) -> Any:
               help="The storage account's key (prefer the environment variable ACRLOCAL_BLOB_STORE_KEY).")
 @click.option("--blob-store-sas", envvar="ACRLOCAL_BLOB_STORE_SAS", metavar="SAS",
               help="A SAS for the container with rwdlac (prefer ACRLOCAL_BLOB_STORE_SAS).")
+@click.option("--blob-store-identity", is_flag=True, envvar="ACRLOCAL_BLOB_STORE_IDENTITY",
+              help="Authenticate with this host's managed identity, as `up --blob-store-identity`.")
+@click.option("--blob-store-identity-client-id", envvar="ACRLOCAL_BLOB_STORE_IDENTITY_CLIENT_ID", metavar="ID",
+              help="The client id of the user-assigned identity to use (implies --blob-store-identity).")
 @click.option("--blob-store-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="A CA bundle the blob store's certificate chains to (an emulator's own; real Azure needs none).")
 def migrate(data_dir: str | None, target_url: str | None, source_url: str | None, blobs_to: str | None,
             blobs_from: str | None, blob_store_key: str | None, blob_store_sas: str | None,
-            blob_store_ca: str | None) -> Any:
+            blob_store_identity: bool, blob_store_identity_client_id: str | None, blob_store_ca: str | None) -> Any:
     """Copy the server's state elsewhere, with progress on stderr: its metadata (registries, manifests and tags,
     identities, role assignments, ARM resources...) into another database with --to (e.g. from the data directory's
     SQLite into PostgreSQL, or back with --from), its blobs into an Azure Blob Storage container with --blobs-to (or
@@ -126,8 +130,9 @@ def migrate(data_dir: str | None, target_url: str | None, source_url: str | None
     if target_url is not None:
         result.update(_migrate_database(settings, target_url, source_url))
     if blobs_to is not None or blobs_from is not None:
+        identity = blob_store_identity or blob_store_identity_client_id is not None
         result.update(asyncio.run(_migrate_blobs(settings, blobs_to, blobs_from, blob_store_key, blob_store_sas,
-                                                 blob_store_ca)))
+                                                 blob_store_ca, identity, blob_store_identity_client_id)))
     return result
 
 
@@ -161,16 +166,17 @@ def _migrate_database(settings: Settings, target_url: str, source_url: str | Non
 
 
 async def _migrate_blobs(settings: Settings, blobs_to: str | None, blobs_from: str | None, key: str | None,
-                         sas: str | None, ca: str | None) -> dict[str, Any]:
+                         sas: str | None, ca: str | None, identity: bool, client_id: str | None) -> dict[str, Any]:
     from acrlocal.blob_location import parse_location
-    from acrlocal.storage.azure_blobs import AzureBlobStore
+    from acrlocal.storage.azure_blobs import AzureBlobStore, managed_identity
     from acrlocal.storage.blob_copy import copy_blobs
     from acrlocal.storage.blobs import BlobStore, FileBlobStore
 
     location = parse_location(blobs_to or blobs_from or "")
     if blobs_to is not None and not (settings.blob_dir / "sha256").is_dir():
         raise CLIError(f"{settings.data_dir} has no blobs ({settings.blob_dir}) to copy; give --data-dir.")
-    container = await AzureBlobStore.open(location, key=key, sas=sas, ca=ca)
+    token = managed_identity(client_id) if identity else None
+    container = await AzureBlobStore.open(location, key=key, sas=sas, token=token, redirects=False, ca=ca)
     files = FileBlobStore(settings.blob_dir, min_free_bytes=settings.limits.min_free_bytes)
     source: BlobStore = files if blobs_to is not None else container
     target: BlobStore = container if blobs_to is not None else files

@@ -164,11 +164,17 @@ def _detach(settings: Settings, argv: list[str], env: dict[str, str] | None = No
               help="The storage account's key (prefer the environment variable ACRLOCAL_BLOB_STORE_KEY).")
 @click.option("--blob-store-sas", envvar="ACRLOCAL_BLOB_STORE_SAS", metavar="SAS",
               help="A SAS for the container with rwdlac (prefer ACRLOCAL_BLOB_STORE_SAS); blob GETs then stream.")
+@click.option("--blob-store-identity", is_flag=True, default=None, envvar="ACRLOCAL_BLOB_STORE_IDENTITY",
+              help="Authenticate to --blob-store with the managed identity of the host acrlocal runs on (IMDS on an "
+                   "Azure VM, or IDENTITY_ENDPOINT, AZURE_FEDERATED_TOKEN_FILE... where set, as azure-identity's "
+                   "ManagedIdentityCredential); it needs Storage Blob Data Contributor on the container.")
+@click.option("--blob-store-identity-client-id", envvar="ACRLOCAL_BLOB_STORE_IDENTITY_CLIENT_ID", metavar="ID",
+              help="The client id of the user-assigned identity --blob-store-identity uses (implies it).")
 @click.option("--blob-store-ca", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="A CA bundle the blob store's certificate chains to (an emulator's own; real Azure needs none).")
 @click.option("--blob-downloads", type=click.Choice(["redirect", "stream"]),
-              help="Blob GETs on --blob-store with a key: a 307 to a 10-minute SAS URL, as ACR (redirect, the "
-                   "default), or streamed through the server (stream).")
+              help="Blob GETs on --blob-store with a key or the managed identity: a 307 to a 10-minute SAS URL, as "
+                   "ACR (redirect, the default), or streamed through the server (stream).")
 @click.option("--upload-session-ttl", type=click.IntRange(min=1),
               help="Seconds an idle blob upload session is kept before it is discarded (default 86400).")
 @click.option("--arm-page-size", type=click.IntRange(min=1, max=5000),
@@ -213,6 +219,7 @@ def _detach(settings: Settings, argv: list[str], env: dict[str, str] | None = No
 def up(data_dir: str | None, port: int | None, registry_port_base: int | None, imds_rate_limit: float | None,
        imds_token_cache: bool | None, default_registry: str | None,
        database_url: str | None, blob_store: str | None, blob_store_key: str | None, blob_store_sas: str | None,
+       blob_store_identity: bool | None, blob_store_identity_client_id: str | None,
        blob_store_ca: str | None, blob_downloads: str | None, upload_session_ttl: int | None, arm_page_size: int | None,
        upload_sessions_max: int | None, blob_max_size: str | None, min_free_space: str | None,
        blob_gc_grace: int | None, idle_timeout: float | None, read_timeout: float | None,
@@ -231,6 +238,8 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
         advertised_port=advertised_port,
         blob_store=blob_store, blob_store_key=blob_store_key,
         blob_store_sas=blob_store_sas, blob_store_ca=blob_store_ca,
+        blob_store_identity=blob_store_identity or blob_store_identity_client_id is not None or None,
+        blob_store_identity_client_id=blob_store_identity_client_id,
         blob_redirect=None if blob_downloads is None else blob_downloads == "redirect",
     )
     if upload_session_ttl is not None:
@@ -268,6 +277,10 @@ def up(data_dir: str | None, port: int | None, registry_port_base: int | None, i
             argv += ["--blob-downloads", blob_downloads]
         if blob_store_ca is not None:
             argv += ["--blob-store-ca", str(Path(blob_store_ca).resolve())]
+        if blob_store_identity:
+            argv.append("--blob-store-identity")
+        if blob_store_identity_client_id is not None:
+            argv += ["--blob-store-identity-client-id", blob_store_identity_client_id]
         # The blob store's URL (it may hold a SAS) and credentials go through the environment, not the command line
         # other users can read.
         env = {k: v for k, v in (("ACRLOCAL_BLOB_STORE", blob_store), ("ACRLOCAL_BLOB_STORE_KEY", blob_store_key),
