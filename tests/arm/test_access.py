@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
 from acrlocal.arm.access import ArmAccess
+from acrlocal.arm.authorization import ensure_admin_owner
 from acrlocal.arm.store import ArmStore, Resource, StoredAssignment
+from acrlocal.identity.bootstrap import AdminCredential
 from acrlocal.rbac import RegistryPermission, RoleAssignmentMode, registry_permissions
+from acrlocal.rbac.roles import OWNER
 from acrlocal.storage.sql import open_engine
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
@@ -102,4 +108,33 @@ def test_replicas_putting_the_same_group_and_resource_end_in_one_serial_order(da
             created = list(pool.map(put, range(writers)))
         assert sum(g for g, _ in created) == 1 and sum(r for _, r in created) == 1, created
         assert [g.name for g in store.groups(SUB) if g.name == name] == [name]
+    engine.dispose()
+
+
+def test_replicas_starting_together_make_the_administrators_owner_once(database_url: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each replica's start finds no Owner assignment for the administrator and inserts the one of the fixed name;
+    the one that comes second must go on starting, not fail on the name the first inserted."""
+    admin = AdminCredential(tenantId=OTHER, subscriptionId=SUB, clientId=P, objectId=P, clientSecret="-",
+                            userObjectId=OTHER)
+    engine = open_engine(database_url)
+    first, second = ArmStore(engine), ArmStore(engine)
+    looked: set[str] = set()
+    real = second.assignment
+
+    def before_the_first_inserted(name: str) -> StoredAssignment | None:
+        if name in looked:
+            return real(name)
+        looked.add(name)
+        return None
+    monkeypatch.setattr(second, "assignments", lambda **_: [])  # its first look came before the first's insert
+    monkeypatch.setattr(second, "assignment", before_the_first_inserted)
+    ensure_admin_owner(admin, first)
+    ensure_admin_owner(admin, second)  # raised IntegrityError before
+    monkeypatch.undo()
+    owners = first.assignments(scope=f"/subscriptions/{SUB}", principal_ids=[P, OTHER], role_definition=OWNER.id)
+    assert sorted(a.principal_id for a in owners) == [P, OTHER]
+    with pytest.raises(sa.exc.IntegrityError):  # anything but the name's existing row still fails
+        monkeypatch.setattr(second, "assignment", lambda name: None)
+        second.add_assignment_if_absent(assignment(owners[0].name, f"/subscriptions/{SUB}", OWNER.id))
     engine.dispose()

@@ -395,8 +395,9 @@ def ensure_admin_owner(admin: AdminCredential, store: ArmStore) -> None:
         if have or store.assignment(name) is not None:
             continue
         now = utc_now()
-        store.add_assignment(StoredAssignment(name, scope, OWNER.id, object_id, kind, description, None, None, now,
-                                              now, None, None))
+        # Replicas starting together each find none and insert the same fixed name: the first one's stays.
+        store.add_assignment_if_absent(StoredAssignment(name, scope, OWNER.id, object_id, kind, description, None,
+                                                        None, now, now, None, None))
 
 
 register_handler(Authorization())

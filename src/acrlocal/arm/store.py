@@ -458,6 +458,17 @@ class ArmStore:
         with self.engine.begin() as conn:
             self._insert_assignment(conn, a)
 
+    def add_assignment_if_absent(self, a: StoredAssignment) -> bool:
+        """Insert ``a`` unless an assignment of its name exists (another process or replica inserted it first, as
+        each does with the fixed names of the start-up's assignments); whether this call inserted it."""
+        try:
+            self.add_assignment(a)
+        except sa.exc.IntegrityError:
+            if self.assignment(a.name) is None:
+                raise
+            return False
+        return True
+
     def _insert_assignment(self, conn: Connection, a: StoredAssignment) -> None:
         conn.execute(sa.insert(role_assignments).values(
             name=a.name.lower(), scope=a.scope, scope_key=a.scope.lower(), role_definition=a.role_definition.lower(),
