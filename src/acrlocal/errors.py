@@ -32,6 +32,8 @@ relative to ``acrlocal``::
     ├── storage.blobs.StorageFull(OSError)          no room on the blob store's disk (below its free-space floor)
     ├── storage.blobs.StorageUnavailable(OSError)   the blob store cannot be reached now (503, Retry-After)
     ├── storage.blobs.UploadRaced(RuntimeError)     another request changed the upload at the same time
+    ├── storage.azure_blobs.TokenRefused            the blob store's managed identity gave no token (also azure-core's
+    │                                               ClientAuthenticationError, as the SDK's pipeline expects)
     ├── storage.sha256state.StateError(ValueError)  a saved SHA-256 state that does not parse
     ├── identity.tokens.InvalidToken(ValueError)    an Entra token that is not ours, or not valid here and now
     ├── identity.passwords.WeakPassword(ValueError)  a user's password that fails Entra's complexity rule

@@ -68,7 +68,7 @@ from azure.storage.blob import BlobBlock, BlobSasPermissions, ContentSettings, U
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient, LinearRetry
 
 from acrlocal.blob_location import BlobLocation
-from acrlocal.errors import ConfigError, NotFound
+from acrlocal.errors import AcrLocalError, ConfigError, NotFound
 from acrlocal.storage import sha256state
 from acrlocal.storage.blobs import DigestMismatch, StorageUnavailable, UploadRaced, UploadTooLarge
 from acrlocal.storage.digest import ALGORITHMS, Digest
@@ -119,7 +119,7 @@ def _refused(where: str, exc: StorageUnavailable, needs: str) -> Exception:
     return exc
 
 
-class TokenRefused(ClientAuthenticationError):
+class TokenRefused(AcrLocalError, ClientAuthenticationError):
     """The managed identity gave no token: its endpoint refused, or could not be reached. The message is
     azure-identity's (the endpoint's error, never a token)."""
 
