@@ -404,15 +404,12 @@ class FileBlobStore:
 
     def _publish(self, upload_id: str, digest: Digest) -> int:
         path = self._upload_path(upload_id)
-        state = self._hashing_for(upload_id, path)
         if digest.algorithm == "sha256":
-            actual = Digest("sha256", state.hasher.hexdigest())
-        else:
-            h = hashlib.new(digest.algorithm)
-            with open(path, "rb") as f:
-                while data := f.read(CHUNK):
-                    h.update(data)
-            actual = Digest(digest.algorithm, h.hexdigest())
+            state = self._hashing_for(upload_id, path)
+        else:  # the running hash is SHA-256's: another algorithm reads the upload once, here
+            state = _Hashing(hashlib.new(digest.algorithm))
+            self._read_back(path, state)
+        actual = Digest(digest.algorithm, state.hasher.hexdigest())
         if actual != digest:
             self._discard(upload_id)
             raise DigestMismatch(digest, actual)
