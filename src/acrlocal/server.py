@@ -338,13 +338,13 @@ class Server:
         audit = AuditLog(engine)
         scoped_tokens = RepositoryTokens(engine)  # the control plane's scoped tokens and scope maps
         # What the token service and the authorizer ask: the control plane through ArmAccess, the directory.
-        auth = AuthServices(hosting, directory, ArmAccess(engine), scoped_tokens, audit)
+        auth = AuthServices(hosting, directory, ArmAccess(engine), scoped_tokens, audit, sql)
         registry_auth: Authorizer
         if settings.insecure_open_registry:
             log.warning("the registry data plane is OPEN: every request is allowed without authentication")
             registry_auth = OpenAuthorizer()
         else:
-            registry_auth = TokenAuthorizer(signer, auth, Revocations(hosting.table, scoped_tokens, version))
+            registry_auth = TokenAuthorizer(signer, auth, Revocations(hosting.table, scoped_tokens, sql, version))
         data_plane = RegistryServices(
             settings.limits, registry_meta, SqlArtifacts(registry_meta), blobs, sql, registry_auth,
             Throttle(parse_policy(settings.registry_rate_limit), settings.workers), audit,

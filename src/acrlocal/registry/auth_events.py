@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from acrlocal.rbac import RoleAssignment
 from acrlocal.rbac.roles import RoleDefinition
 from acrlocal.storage.registries import RegistryRecord
+from acrlocal.storage.sql import SqlThread
 
 if TYPE_CHECKING:
     from acrlocal.identity.directory import Directory
@@ -110,11 +111,14 @@ class ControlPlaneAccess(Protocol):
 @dataclass(frozen=True)
 class AuthServices:
     """What the token service and the authorizer read: the registries' login servers (``hosting``), who exists
-    (``directory``), the control plane's answers (``access``), the scoped-token policy (``scoped_tokens``) and where
-    every login and decision is reported (``audit``)."""
+    (``directory``), the control plane's answers (``access``), the scoped-token policy (``scoped_tokens``), where
+    every login and decision is reported (``audit``), and where the calls that read the database run (``sql``, the
+    server's :class:`~acrlocal.storage.sql.SqlThread`: inline on SQLite, off the event loop on PostgreSQL; the token
+    service and the authorizer call ``directory``, ``access`` and ``scoped_tokens`` through it, never directly)."""
 
     hosting: RegistryHosting
     directory: Directory
     access: ControlPlaneAccess
     scoped_tokens: ScopedTokenPolicy | None
     audit: AuditSink
+    sql: SqlThread

@@ -11,8 +11,9 @@ not served any more, and one made again under its name has another ``uid``, whic
 The answer is read from the database (the ``registries`` row for the admin user, the token's resource through
 the scoped-token policy) and kept while the database is unchanged (:class:`~acrlocal.storage.sql.DataVersion`,
 which sees commits of every connection and process), so a repeated request costs one ``PRAGMA data_version``
-read on SQLite; where no version can be read (PostgreSQL), every such request costs the look-up. Database errors
-propagate: they are not refusals.
+read on SQLite (on PostgreSQL, the write-ahead log's position). The look-up runs through the server's
+:class:`~acrlocal.storage.sql.SqlThread` (off the event loop on PostgreSQL). Database errors propagate: they are
+not refusals.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from acrlocal.errors import NotFound
 from acrlocal.registry.auth_events import ScopedTokenPolicy
 from acrlocal.storage.registries import RegistryRecord, RegistryTable
-from acrlocal.storage.sql import DataVersion
+from acrlocal.storage.sql import DataVersion, SqlThread
 
 #: Subjects whose answers are kept at once; when full, the kept answers are dropped.
 ENTRIES = 10_000
@@ -28,16 +29,17 @@ ENTRIES = 10_000
 
 class Revocations:
     """Answers for the registries of ``table``, their scoped tokens through ``scoped_tokens`` (``None``: there are
-    none), kept while ``version`` (``None``: never kept) is unchanged."""
+    none), looked up through ``sql`` and kept while ``version`` (``None``: never kept) is unchanged."""
 
-    def __init__(self, table: RegistryTable, scoped_tokens: ScopedTokenPolicy | None,
+    def __init__(self, table: RegistryTable, scoped_tokens: ScopedTokenPolicy | None, sql: SqlThread,
                  version: DataVersion | None = None) -> None:
         self.table = table
         self.scoped_tokens = scoped_tokens
+        self.sql = sql
         self.version = version
         self._kept: dict[tuple[str, str, str | None], tuple[int, str | None]] = {}
 
-    def refused(self, registry: RegistryRecord, kind: str, subject: str | None) -> str | None:
+    async def refused(self, registry: RegistryRecord, kind: str, subject: str | None) -> str | None:
         """Why an access token of ``kind``/``subject`` for ``registry`` no longer stands, or ``None`` if it does."""
         if kind not in ("admin", "token"):
             return None
@@ -47,7 +49,7 @@ class Revocations:
             kept = self._kept.get(key)
             if kept is not None and kept[0] == version:
                 return kept[1]
-        reason = self._look_up(registry, kind, subject)
+        reason = await self.sql.run(self._look_up, registry, kind, subject)
         if version is not None:
             if len(self._kept) >= ENTRIES:
                 self._kept.clear()

@@ -163,7 +163,7 @@ class TokenAuthorizer:
         remembered = self._granted.get(key)
         if remembered is not None:
             if remembered[0] > time.time():
-                revoked = self.revocations.refused(registry, remembered[2], remembered[3])
+                revoked = await self.revocations.refused(registry, remembered[2], remembered[3])
                 if revoked is not None:
                     del self._granted[key]
                     raise self._revoked(request, registry, self._verified.get(remembered[4]), repository,
@@ -190,7 +190,7 @@ class TokenAuthorizer:
             self._audit(request, registry, None, "denied", repository, actions, f"invalid token: {exc}")
             raise self._challenge_error(request, registry, needed, "invalid_token",
                                         f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {exc}") from None
-        revoked = self.revocations.refused(registry, grant.kind, grant.subject)
+        revoked = await self.revocations.refused(registry, grant.kind, grant.subject)
         if revoked is not None:
             raise self._revoked(request, registry, grant, repository, actions, revoked)
         if needed is None or grant.allows(*needed):
@@ -202,7 +202,7 @@ class TokenAuthorizer:
             self._granted[key] = (grant.expires + CLOCK_SKEW_S, caller.principal, caller.kind, grant.subject,
                                   _digest(token))
             return caller
-        upgrade = self._may_now(registry, grant, needed)
+        upgrade = await self.auth.sql.run(self._may_now, registry, grant, needed)
         self._audit(request, registry, grant, "denied", repository, actions,
                     "insufficient scope" + ("; the subject may ask for it" if upgrade else ""))
         if upgrade:
@@ -220,7 +220,8 @@ class TokenAuthorizer:
 
     def _may_now(self, registry: RegistryRecord, grant: AccessGrant,
                  needed: tuple[str, str, tuple[str, ...]]) -> bool:
-        """Whether the token's subject may perform ``needed`` now (so that asking for it would succeed)."""
+        """Whether the token's subject may perform ``needed`` now (so that asking for it would succeed). Reads the
+        database: call it through ``auth.sql``."""
         tenant = grant.claims.get("tenant")
         subject = Subject(grant.kind, grant.subject, tenant if isinstance(tenant, str) else None)  # type: ignore[arg-type]
         if subject.kind == "principal":
@@ -253,7 +254,7 @@ class TokenAuthorizer:
             grant = self._grant(registry, token, time.time())
         except InvalidRegistryToken:
             return False
-        if self.revocations.refused(registry, grant.kind, grant.subject) is not None:
+        if await self.revocations.refused(registry, grant.kind, grant.subject) is not None:
             return False
         needed = _needed(repository, actions)
         allowed = needed is not None and grant.allows(*needed)

@@ -199,14 +199,15 @@ class TokenService:
             version = request[_VERSION] = self.version.current() if self.version is not None else None
             return version
 
-    def _current(self, request: web.Request, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
-        """``compute()``, or its result from an earlier call if the database has not changed since."""
+    async def _current(self, request: web.Request, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()`` (which reads the database: it runs through ``auth.sql``), or its result from an earlier call
+        if the database has not changed since."""
         version = self._version(request)
         if version is not None:
             hit = self._memo.get(key)
             if hit is not None and hit[0] == version:
                 return hit[1]
-        value = compute()
+        value = await self.auth.sql.run(compute)
         if version is not None:
             if len(self._memo) >= self.MEMO_ENTRIES:
                 self._memo.clear()
@@ -309,7 +310,7 @@ class TokenService:
             self._audit(request, registry, subject, "failed", detail="exchange: tenant mismatch")
             raise _unauthorized(f"the access token was issued by tenant {tenant}, not {asked_tenant[:40]}")
         try:
-            check_principal(self.auth.directory, registry, oid, tenant)
+            await self.auth.sql.run(check_principal, self.auth.directory, registry, oid, tenant)
         except SubjectRefused as exc:
             self._audit(request, registry, subject, "failed", detail=f"exchange: {exc}")
             raise _unauthorized(f"{exc}; {ACR_HELP}") from None
@@ -324,12 +325,12 @@ class TokenService:
         if request.method == "GET":
             params: Mapping[str, Any] = request.query
             scopes_text = request.query.getall("scope", [])
-            subject = self._from_basic(request, registry, _basic(request))
+            subject = await self._from_basic(request, registry, _basic(request))
         else:
             form = await self._form(request)
             params = form
             scopes_text = [str(s) for s in form.getall("scope", [])]
-            subject = self._from_form(request, registry, form)
+            subject = await self._from_form(request, registry, form)
         service = self._service(request, registry, _text(params, "service"))
         try:
             asked = parse_scopes(scopes_text)
@@ -341,7 +342,7 @@ class TokenService:
             perms = CurrentPermissions(auth.directory, auth.access, auth.scoped_tokens, registry, subject)
             return [g for g in (grant(perms, s) for s in asked) if g.actions]
 
-        granted = self._current(request, ("grant", subject, registry.uid, tuple(asked)), compute)
+        granted = await self._current(request, ("grant", subject, registry.uid, tuple(asked)), compute)
         issued = await self._access_token(subject, registry, service, granted)
         outcome = "granted" if _covers(granted, asked) else "partial"
         self._audit(request, registry, subject, outcome, actions=tuple(s.render() for s in asked),
@@ -355,36 +356,36 @@ class TokenService:
 
     # -- who is asking -----------------------------------------------------------------------------
 
-    def _from_form(self, request: web.Request, registry: RegistryRecord,
+    async def _from_form(self, request: web.Request, registry: RegistryRecord,
                    form: MultiDictProxy[Any]) -> Subject:
         grant_type = form.get("grant_type")
         if grant_type == "refresh_token":
             token = _text(form, "refresh_token")
             if not token:
                 raise _bad_request("grant_type refresh_token needs 'refresh_token'")
-            return self._from_refresh(request, registry, token)
+            return await self._from_refresh(request, registry, token)
         if grant_type == "password":
             username, password = _text(form, "username"), _text(form, "password")
             if username or password:
-                return self._from_basic(request, registry, (username or "", password or ""))
-            return self._from_basic(request, registry, _basic(request))
+                return await self._from_basic(request, registry, (username or "", password or ""))
+            return await self._from_basic(request, registry, _basic(request))
         raise _bad_request(f"grant_type {str(grant_type)[:40]!r} is not supported; expected 'refresh_token' or "
                            "'password'")
 
-    def _from_basic(self, request: web.Request, registry: RegistryRecord,
+    async def _from_basic(self, request: web.Request, registry: RegistryRecord,
                     credentials: tuple[str, str] | None) -> Subject:
         if credentials is None:
             return ANONYMOUS
         user, password = credentials
         kind = credential_kind(user, registry.name)
         if kind == "refresh_token":
-            return self._from_refresh(request, registry, password)
+            return await self._from_refresh(request, registry, password)
         if kind == "client_secret":
-            return self._from_client_secret(request, registry, user, password)
+            return await self._from_client_secret(request, registry, user, password)
         name = ("registry", registry.uid, user.lower()[:256])
         self._guard(request, registry, name, f"{kind} login as {user[:60]!r}")
         if kind == "admin":
-            if self.auth.access.check_admin_password(registry.name, user, password):
+            if await self.auth.sql.run(self.auth.access.check_admin_password, registry.name, user, password):
                 self.lockout.succeeded(name)
                 return Subject("admin", registry.name)
             self._audit(request, registry, Subject("admin", registry.name), "failed",
@@ -392,14 +393,14 @@ class TokenService:
             raise _unauthorized(f"the admin user of registry {registry.name} is disabled or the password is wrong; "
                                 f"{ACR_HELP}")
         policy = self.auth.scoped_tokens
-        if policy is not None and policy.check_password(registry, user, password):
+        if policy is not None and await self.auth.sql.run(policy.check_password, registry, user, password):
             self.lockout.succeeded(name)
             return Subject("token", user)
         self._audit(request, registry, None, "failed",
                     detail=f"unknown user {user[:60]!r} or wrong password{self._failed(request, name)}")
         raise _unauthorized(f"user name or password is not valid for registry {registry.name}; {ACR_HELP}")
 
-    def _from_client_secret(self, request: web.Request, registry: RegistryRecord, app_id: str,
+    async def _from_client_secret(self, request: web.Request, registry: RegistryRecord, app_id: str,
                             secret: str) -> Subject:
         """The service principal whose app id is ``app_id``, if ``secret`` is one of its current client secrets and
         it belongs to the tenant that owns the registry; the subject is then the principal, exactly as behind a
@@ -409,7 +410,8 @@ class TokenService:
         not_registered = _unauthorized(f"{APP_NOT_REGISTERED} No service principal with client secrets has the app "
                                        f"id {app_id.lower()} in the tenant that owns registry {registry.name}; "
                                        f"{ACR_HELP}")
-        principal = self.auth.directory.find_principal(app_id=app_id)
+        directory = self.auth.directory
+        principal = await self.auth.sql.run(lambda: directory.find_principal(app_id=app_id))
         if principal is None or principal.kind != "ServicePrincipal":
             what = "no principal" if principal is None else f"a {principal.kind}, which has no client secrets"
             self._audit(request, registry, None, "failed",
@@ -417,14 +419,14 @@ class TokenService:
             raise not_registered
         subject = Subject("principal", principal.object_id, principal.tenant_id)
         try:
-            check_principal(self.auth.directory, registry, principal.object_id, principal.tenant_id)
+            await self.auth.sql.run(check_principal, directory, registry, principal.object_id, principal.tenant_id)
         except SubjectRefused as exc:
             self._audit(request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: {exc}")
             raise not_registered from None
         name = ("client", principal.app_id.lower())  # the same count as Entra's token endpoint keeps
         self._guard(request, registry, name, f"client secret login: app id {principal.app_id}")
-        if not self.auth.directory.check_secret(principal.object_id, secret):
+        if not await self.auth.sql.run(directory.check_secret, principal.object_id, secret):
             self._audit(request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: not a current client secret"
                                f"{self._failed(request, name)}")
@@ -433,14 +435,14 @@ class TokenService:
         self.lockout.succeeded(name)
         return subject
 
-    def _from_refresh(self, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
+    async def _from_refresh(self, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
         self._guard(request, registry, None, "refresh token")
         try:
             refresh = self._verify_refresh(token, login_servers(self.auth.hosting, registry))
             if refresh.registry != registry.name or refresh.registry_uid != registry.uid:
                 raise InvalidRegistryToken(f"the refresh token is for another registry {refresh.registry}"
                                            f"{' (since deleted)' if refresh.registry == registry.name else ''}")
-            self._current(request, ("principal", refresh.principal, refresh.tenant, registry.uid),
+            await self._current(request, ("principal", refresh.principal, refresh.tenant, registry.uid),
                           lambda: check_principal(self.auth.directory, registry, refresh.principal, refresh.tenant))
         except (InvalidRegistryToken, SubjectRefused) as exc:
             self._audit(request, registry, None, "failed",
