@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 from acrlocal import __version__, inbound, publiccloud, timeouts, workers
 from acrlocal.arm import routes as arm_routes
 from acrlocal.arm.access import ArmAccess
+from acrlocal.arm.runners import DeploymentRunners
 from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore
 from acrlocal.arm.tokens import RepositoryTokens
@@ -354,7 +355,10 @@ class Server:
             ca_hash = await asyncio.to_thread(ca.subject_hash)
             vms = VMTable(engine, replica_name(settings.data_dir))  # this replica's VMs
             compute = ComputeRuntime(settings, vms, directory, ca.ca_pem, ca_hash, sql=sql)
-        arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute)
+        runners = DeploymentRunners(engine)
+        if self.primary:  # which runs the ARM calls: its lock held before a deployment can be accepted
+            runners.start()
+        arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute, runners)
         arm_store = ArmStore(engine)
         entra = EntraServices(directory, keys, tokens, lockout, DirectoryLookups(directory, version, sql), sql)
         ctx = Assembly(settings, ca, engine, listeners, hosting, admin, entra, data_plane, arm, arm_store, compute)
@@ -559,6 +563,8 @@ class Server:
         self._runners.clear()
         if self.ctx is not None:
             await registry_http.on_shutdown(self.ctx.data_plane)
+            with contextlib.suppress(Exception):  # (a database gone: the lock went with the connection)
+                self.ctx.arm.runners.close()
             await self.ctx.data_plane.blobs.close()
             self.ctx.data_plane.sql.close()
             for locks in self._advisory:

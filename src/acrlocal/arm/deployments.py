@@ -45,8 +45,7 @@ from acrlocal.arm.errors import ArmError, group_not_found
 from acrlocal.arm.generic import delete_tree, json, normalize_location, parse_tags
 from acrlocal.arm.paths import ArmPath, parse_path
 from acrlocal.arm.providers import REGISTRY, Call, InternalRequest, JsonObject, NamespaceHandler, register_handler
-from acrlocal.arm.services import ArmServices
-from acrlocal.arm.store import ArmStore, StoredDeployment
+from acrlocal.arm.store import StoredDeployment
 from acrlocal.arm.templates import Deferred, Plan, PlannedResource, Target, TemplateError, prepare, template_hash
 from acrlocal.arm.templates.jsonc import loads
 from acrlocal.errors import AcrLocalError, NotFound
@@ -373,16 +372,26 @@ class Deployments(NamespaceHandler):
         self.running: dict[str, Running] = {}
         self.what_ifs: dict[str, WhatIfResult] = {}
 
-    async def on_start(self, services: ArmServices, store: ArmStore) -> None:
-        """Deployments that were running when the server stopped are over: they end ``Failed``."""
-        for sub in services.directory.subscriptions():
-            for group in [None, *[g.name for g in store.groups(sub.id)]]:
-                for d in store.deployments(sub.id, group):
-                    props = d.body.get("properties", {})
-                    if props.get("provisioningState") not in TERMINAL:
-                        props.update(provisioningState="Failed", error=_failure(
-                            "DeploymentFailed", "The server stopped while the deployment was running."))
-                        store.put_deployment(d.evolve(body={**d.body, "properties": props}))
+    async def _current(self, call: Call, stored: StoredDeployment | None) -> StoredDeployment | None:
+        """``stored`` as it stands: a deployment not ended whose process is gone (it stopped, or was killed, while
+        the deployment ran: see :mod:`acrlocal.arm.runners`) ends ``Failed`` now, whichever replica reads it
+        first; one that a live process runs, this one or another replica's, is left as it is."""
+        if stored is None or stored.body.get("properties", {}).get("provisioningState") in TERMINAL:
+            return stored
+        if stored.id.lower() in self.running:
+            return stored
+        sql = call.services.data_plane.sql
+        if await sql.run(call.services.runners.alive, stored.runner):
+            return stored
+        props = {**stored.body.get("properties", {}), "provisioningState": "Failed", "error": _failure(
+            "DeploymentFailed", "The server stopped while the deployment was running.")}
+        ended = stored.evolve(body={**stored.body, "properties": props})
+        if await sql.run(call.store.end_orphaned_deployment, ended):
+            return ended
+        return await sql.run(call.store.deployment, stored.id)  # put again meanwhile, by a live process
+
+    async def _read(self, call: Call, did: str) -> StoredDeployment | None:
+        return await self._current(call, call.store.deployment(did))
 
     async def handle(self, call: Call, path: ArmPath) -> web.StreamResponse:
         segs = [s for s in path.segments]
@@ -411,14 +420,14 @@ class Deployments(NamespaceHandler):
             if method in ("GET", "HEAD"):
                 call.caller.require(f"{OPS}/read", did)
                 self._group_checked(call, target)
-                stored = call.store.deployment(did)
+                stored = await self._read(call, did)
                 if method == "HEAD":
                     return web.Response(status=204 if stored else 404)
                 if stored is None:
                     raise _not_found(name)
                 return json(render(stored))
             if method == "DELETE":
-                return self.delete(call, target, did, name)
+                return await self.delete(call, target, did, name)
             raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported.")
         action = lowered[2]
         if action == "validate" and method == "POST":
@@ -426,14 +435,14 @@ class Deployments(NamespaceHandler):
         if action == "whatif" and method == "POST":
             return await self.what_if(call, path, target, did, name)
         if action == "cancel" and method == "POST":
-            return self.cancel(call, target, did, name)
+            return await self.cancel(call, target, did, name)
         if action == "exporttemplate" and method == "POST":
             call.caller.require(f"{OPS}/exportTemplate/action", did)
-            stored = self._stored(call, target, did, name)
+            stored = await self._stored(call, target, did, name)
             return json({"template": stored.template})
         if action == "operations" and method == "GET":
             call.caller.require(f"{OPS}/operations/read", did)
-            stored = self._stored(call, target, did, name)
+            stored = await self._stored(call, target, did, name)
             if len(segs) == 3:
                 return json({"value": stored.operations})
             op = next((o for o in stored.operations if o["operationId"].lower() == lowered[3]), None)
@@ -443,7 +452,7 @@ class Deployments(NamespaceHandler):
             return json(op)
         if action == "operationstatuses" and method == "GET" and len(segs) == 4:
             call.caller.require(f"{OPS}/read", did)
-            stored = self._stored(call, target, did, name)
+            stored = await self._stored(call, target, did, name)
             if stored.body.get("_asyncOperation") != segs[3]:
                 raise ArmError(404, "OperationNotFound", f"The operation '{segs[3]}' was not found.")
             state = stored.body["properties"]["provisioningState"]
@@ -461,9 +470,9 @@ class Deployments(NamespaceHandler):
                                                                   target.resource_group) is None:
             raise group_not_found(target.resource_group)
 
-    def _stored(self, call: Call, target: Target, did: str, name: str) -> StoredDeployment:
+    async def _stored(self, call: Call, target: Target, did: str, name: str) -> StoredDeployment:
         self._group_checked(call, target)
-        stored = call.store.deployment(did)
+        stored = await self._read(call, did)
         if stored is None:
             raise _not_found(name)
         return stored
@@ -475,7 +484,11 @@ class Deployments(NamespaceHandler):
         target = Target(path.subscription, path.group)
         call.caller.require(f"{OPS}/read", target.scope_id)
         self._group_checked(call, target)
-        items = [render(d) for d in call.store.deployments(path.subscription, path.group)]
+        items = []
+        for found in call.store.deployments(path.subscription, path.group):
+            current = await self._current(call, found)
+            if current is not None:  # (None: deleted meanwhile)
+                items.append(render(current))
         wanted = _state_filter(call.query.get("$filter"))
         if wanted is not None:
             items = [d for d in items if d["properties"].get("provisioningState", "").lower() == wanted.lower()]
@@ -484,10 +497,10 @@ class Deployments(NamespaceHandler):
             items = items[-int(top):] if int(top) else []
         return json({"value": items})
 
-    def delete(self, call: Call, target: Target, did: str, name: str) -> web.StreamResponse:
+    async def delete(self, call: Call, target: Target, did: str, name: str) -> web.StreamResponse:
         call.caller.require(f"{OPS}/delete", did)
         self._group_checked(call, target)
-        stored = call.store.deployment(did)
+        stored = await self._read(call, did)
         if stored is None:
             return web.Response(status=204)
         if stored.body["properties"].get("provisioningState") not in TERMINAL:
@@ -497,9 +510,9 @@ class Deployments(NamespaceHandler):
         call.store.delete_deployment(did)
         return self._accepted(call, target, None)
 
-    def cancel(self, call: Call, target: Target, did: str, name: str) -> web.StreamResponse:
+    async def cancel(self, call: Call, target: Target, did: str, name: str) -> web.StreamResponse:
         call.caller.require(f"{OPS}/cancel/action", did)
-        stored = self._stored(call, target, did, name)
+        stored = await self._stored(call, target, did, name)
         running = self.running.get(did.lower())
         if running is None or stored.body["properties"].get("provisioningState") in TERMINAL:
             raise ArmError(409, "DeploymentCannotBeCanceled", f"The deployment '{name}' cannot be canceled: it is "
@@ -618,7 +631,7 @@ class Deployments(NamespaceHandler):
 
     async def create(self, call: Call, path: ArmPath, target: Target, did: str, name: str) -> web.StreamResponse:
         call.caller.require(f"{OPS}/write", did)
-        existing = call.store.deployment(did)
+        existing = await self._read(call, did)
         if existing is not None and existing.body["properties"].get("provisioningState") not in TERMINAL:
             raise ArmError(409, "DeploymentActive", f"Unable to edit or replace deployment '{name}': previous "
                            "deployment is still active (current provisioning state: "
@@ -630,7 +643,8 @@ class Deployments(NamespaceHandler):
         op = uuid.uuid4().hex
         body = self._body(call, did, name, request, plan, "Accepted", env.started)
         body["_asyncOperation"] = op
-        stored = StoredDeployment(did, name, target.subscription_id, target.resource_group, body, request.template)
+        stored = StoredDeployment(did, name, target.subscription_id, target.resource_group, body, request.template,
+                                  runner=call.services.runners.me)
         created = call.store.put_deployment(stored)
         running = Running(self, call, stored, request, plan, env)
         self.running[did.lower()] = running
@@ -659,7 +673,7 @@ class Deployments(NamespaceHandler):
         self._preflight(call, plan, resource.name, target)
         stored = StoredDeployment(did, resource.name, target.subscription_id, target.resource_group,
                                   self._body(call, did, resource.name, request, plan, "Accepted", env.started),
-                                  request.template)
+                                  request.template, runner=call.services.runners.me)
         call.store.put_deployment(stored)
         nested = Running(self, call, stored, request, plan, env, depth=parent.depth + 1, parent=parent)
         self.running[did.lower()] = nested

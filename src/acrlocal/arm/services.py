@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from acrlocal.arm.runners import DeploymentRunners
 from acrlocal.compute.runtime import ComputeRuntime
 from acrlocal.config import Settings
 from acrlocal.identity.bootstrap import AdminCredential
@@ -22,7 +23,8 @@ class ArmServices:
     """The server's settings (host name suffix, ports, limits), who exists (``directory``), the tenants' signing keys
     (``keys``) and the token issuer that checks callers' tokens (``tokens``), the administrator made at the first
     start (``admin``), the registries served (``registries``) and their data plane (``data_plane``: garbage
-    collection, the audit log, the registry token signer), and the VMs (``compute``; see :attr:`runtime`)."""
+    collection, the audit log, the registry token signer), the VMs (``compute``; see :attr:`runtime`), and which
+    process runs a template deployment (``runners``)."""
 
     @property
     def runtime(self) -> ComputeRuntime:
@@ -39,6 +41,7 @@ class ArmServices:
     registries: RegistryHosting
     data_plane: RegistryServices
     compute: ComputeRuntime | None  # None in a secondary process, which forwards every ARM call to the primary
+    runners: DeploymentRunners
 
 
 #: Where :func:`acrlocal.arm.routes.setup` keeps them on the application.

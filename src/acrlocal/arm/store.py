@@ -84,6 +84,8 @@ deployments = sa.Table(
     sa.Column("template", sa.Text, nullable=False, default="{}"),
     sa.Column("operations", sa.Text, nullable=False, default="[]"),
     sa.Column("created", sa.Float, nullable=False),
+    # The server process that runs it (arm/runners.py); None: a process from before runners were named.
+    sa.Column("runner", sa.String(32), nullable=True),
     sa.Index("ix_arm_deployments_scope", "subscription_id", "group_key"),
 )
 
@@ -151,7 +153,8 @@ class Resource:
 @dataclass(frozen=True)
 class StoredDeployment:
     """A template deployment: ``body`` is its ARM JSON (``properties.provisioningState``...), ``operations`` its
-    deployment operations as ARM lists them."""
+    deployment operations as ARM lists them, ``runner`` the server process that runs it (see
+    :mod:`acrlocal.arm.runners`; ``None`` for rows from before processes were named)."""
 
     id: str
     name: str
@@ -160,6 +163,7 @@ class StoredDeployment:
     body: dict[str, Any]
     template: Any = None
     operations: list[dict[str, Any]] = field(default_factory=list)
+    runner: str | None = None
 
     def evolve(self, **changes: Any) -> StoredDeployment:
         return replace(self, **changes)
@@ -218,7 +222,7 @@ def _resource(row: Any) -> Resource:
 
 def _deployment(row: Any) -> StoredDeployment:
     return StoredDeployment(row.id, row.name, row.subscription_id, row.group_key or None, _load(row.body) or {},
-                            _load(row.template), _load(row.operations) or [])
+                            _load(row.template), _load(row.operations) or [], row.runner)
 
 
 def _assignment(row: Any) -> StoredAssignment:
@@ -394,7 +398,8 @@ class ArmStore:
 
     def put_deployment(self, d: StoredDeployment) -> bool:
         """Insert or replace ``d``; True if it was created."""
-        values = dict(body=_json(d.body), template=_json(d.template), operations=_json(d.operations))
+        values = dict(body=_json(d.body), template=_json(d.template), operations=_json(d.operations),
+                      runner=d.runner)
         with self.engine.begin() as conn:
             key = d.id.lower()
             if conn.execute(sa.select(deployments.c.id).where(deployments.c.id_key == key)).first():
@@ -404,6 +409,15 @@ class ArmStore:
                 id_key=key, id=d.id, subscription_id=d.subscription_id.lower(), group_key=(d.group or "").lower(),
                 name=d.name, created=time.time(), **values))
             return True
+
+    def end_orphaned_deployment(self, d: StoredDeployment) -> bool:
+        """Replace the deployment by ``d`` only if its row still names ``d.runner`` (a process found gone): a
+        deployment put again since by a live process is left alone. Whether it was replaced."""
+        c = deployments.c
+        runs = c.runner.is_(None) if d.runner is None else c.runner == d.runner
+        with self.engine.begin() as conn:
+            return conn.execute(sa.update(deployments).where(c.id_key == d.id.lower(), runs).values(
+                body=_json(d.body), operations=_json(d.operations))).rowcount > 0
 
     def delete_deployment(self, deployment_id: str) -> bool:
         with self.engine.begin() as conn:

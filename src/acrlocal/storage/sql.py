@@ -261,8 +261,9 @@ class NamedLock:
             raise sa.exc.OperationalError(f"lock {self.name!r}", {}, ConnectionError(
                 f"the session holding the lock {self.name!r} was cut; another process may hold it now")) from exc
 
-    def release(self) -> None:
-        """Give the lock back (the holder only; nothing to do if :meth:`verify` found it lost)."""
+    def release(self, *, remove: bool = False) -> None:
+        """Give the lock back (the holder only; nothing to do if :meth:`verify` found it lost). ``remove``: also
+        remove SQLite's lock file, for a name that nobody will use again."""
         if self._engine.dialect.name == "postgresql" and self._conn is None:
             return
         if self._conn is not None:
@@ -276,6 +277,9 @@ class NamedLock:
                 conn.close()
         elif self._fd is not None:
             fd, self._fd = self._fd, None
+            if remove and self._path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._path.unlink()  # before the flock goes: a process waiting for it finds it gone anyway
             os.close(fd)  # drops the flock
         elif self._path is None:
             self._local.release()

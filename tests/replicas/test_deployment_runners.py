@@ -1,0 +1,128 @@
+"""A template deployment belongs to the replica that runs it: another replica starting leaves it running, and once
+its replica is gone (killed while it ran) the first replica to read it ends it ``Failed``.
+
+The deployment is held in the middle of its run by a lock the test takes on ``arm_resources`` (``EXCLUSIVE``: the
+deployment's write of its virtual network waits, reads go on), so that what the other replica does happens while
+it runs, whatever the timing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+
+from tests.arm.conftest import admin_of, subscription_of
+from tests.harness import AcrLocal
+from tests.replicas.conftest import start_replicas, stop_replicas
+
+#: How long the test waits for what must happen at once; reaching it is the failure, never a measurement.
+BOUND_S = 30.0
+API = "2022-09-01"
+TEMPLATE = {
+    "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+    "contentVersion": "1.0.0.0",
+    "parameters": {"name": {"type": "string"}},
+    "resources": [{"type": "Microsoft.Network/virtualNetworks", "apiVersion": "2023-09-01",
+                   "name": "[parameters('name')]", "location": "westus",
+                   "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]}}}],
+}
+
+Send = Callable[..., requests.Response]
+
+
+def _direct(server: AcrLocal, token: str) -> Send:
+    """Requests to this replica's own port (not through the load balancer), as the administrator."""
+    base = re.sub(r":\d+$", f":{server.status['listeningPort']}", server.status["endpoints"]["shared"])
+    session = server.session()
+
+    def send(method: str, path: str, body: Any = None) -> requests.Response:
+        return session.request(method, base + path, params={"api-version": API}, json=body,
+                               headers={"Authorization": f"Bearer {token}"}, timeout=BOUND_S * 2)
+
+    return send
+
+
+def _waiting_on(conn: sa.Connection, table: str) -> bool:
+    return bool(conn.execute(sa.text(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST(:t AS regclass) AND pid <> "
+        "pg_backend_pid()"), {"t": table}).scalar_one())
+
+
+@contextmanager
+def _held(engine: sa.Engine, send: Send, path: str) -> Iterator[None]:
+    """A deployment PUT through ``send`` at ``path``, held in the middle of its run until the block ends."""
+    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    holder = engine.connect()
+    try:
+        lock = holder.begin()
+        try:
+            holder.execute(sa.text("LOCK TABLE arm_resources IN EXCLUSIVE MODE"))
+            put = send("PUT", path, {"properties": {"mode": "Incremental", "template": TEMPLATE,
+                                                    "parameters": {"name": {"value": path.rsplit("/", 1)[-1]}}}})
+            assert put.status_code == 201, put.text
+            deadline = time.monotonic() + BOUND_S
+            while not _waiting_on(watcher, "arm_resources"):
+                assert time.monotonic() < deadline, "the deployment never reached its write"
+                time.sleep(0.05)
+            yield
+        finally:
+            lock.rollback()
+    finally:
+        holder.close()
+        watcher.close()
+
+
+def _state(send: Send, path: str) -> dict[str, Any]:
+    r = send("GET", path)
+    assert r.status_code == 200, r.text
+    return dict(r.json()["properties"])
+
+
+def _until(send: Send, path: str, wanted: str) -> dict[str, Any]:
+    deadline = time.monotonic() + BOUND_S
+    while (props := _state(send, path))["provisioningState"] != wanted:
+        assert time.monotonic() < deadline, f"still {props['provisioningState']}, not {wanted}: {props}"
+        time.sleep(0.2)
+    return props
+
+
+def test_a_deployment_runs_on_while_another_replica_starts_and_ends_failed_once_its_replica_is_gone(
+        tmp_path: Path) -> None:
+    replicas = start_replicas(tmp_path / "replicas")
+    engine = replicas.front.database()
+    try:
+        first, second = replicas.servers
+        token = admin_of(first).token(first)
+        group = f"/subscriptions/{subscription_of(first)}/resourceGroups/runners"
+        on_first, on_second = _direct(first, token), _direct(second, token)
+        assert on_first("PUT", group, {"location": "westus"}).status_code == 201
+        deployments = f"{group}/providers/Microsoft.Resources/deployments"
+
+        with _held(engine, on_first, f"{deployments}/held"):
+            second.stop()
+            second.start()  # a replica starting: before, it ended every deployment not ended yet as Failed
+            on_second = _direct(second, token)
+            assert _state(on_second, f"{deployments}/held")["provisioningState"] in ("Accepted", "Running")
+        assert _until(on_second, f"{deployments}/held", "Succeeded")["outputResources"]
+
+        with _held(engine, on_first, f"{deployments}/orphaned"):
+            first.kill9()  # in the middle of the run: nobody runs it any more
+            props = _until(on_second, f"{deployments}/orphaned", "Failed")
+        assert props["error"]["code"] == "DeploymentFailed"
+        assert "stopped while the deployment was running" in props["error"]["message"]
+        assert _state(on_second, f"{deployments}/orphaned")["provisioningState"] == "Failed"  # and it stays so
+        # and the name can be deployed again, now by the live replica
+        again = on_second("PUT", f"{deployments}/orphaned", {"properties": {
+            "mode": "Incremental", "template": TEMPLATE, "parameters": {"name": {"value": "orphaned"}}}})
+        assert again.status_code in (200, 201), again.text
+        _until(on_second, f"{deployments}/orphaned", "Succeeded")
+    finally:
+        engine.dispose()
+        stop_replicas(replicas)
