@@ -334,7 +334,7 @@ class Server:
         signer = RegistryTokens(TokenKeys(engine, generations))
         signer.keys.active()  # load (or make) the signing key before the first request
         version = DataVersion(engine)  # read on the event loop only
-        sql = SqlThread(engine)  # where the data plane's and Entra's store calls run (off the loop on PostgreSQL)
+        sql = SqlThread(engine)  # where the data plane's, Entra's and ARM's SQL runs (off the loop on PostgreSQL)
         lockout = Lockout(parse_lockout(settings.login_lockout), settings.workers)  # each process its share
         audit = AuditLog(engine)
         scoped_tokens = RepositoryTokens(engine)  # the control plane's scoped tokens and scope maps
@@ -358,7 +358,7 @@ class Server:
         runners = DeploymentRunners(engine)
         if self.primary:  # which runs the ARM calls: its lock held before a deployment can be accepted
             runners.start()
-        arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute, runners)
+        arm = ArmServices(settings, directory, keys, tokens, admin, hosting, data_plane, compute, sql, runners)
         arm_store = ArmStore(engine)
         entra = EntraServices(directory, keys, tokens, lockout, DirectoryLookups(directory, version, sql), sql)
         ctx = Assembly(settings, ca, engine, listeners, hosting, admin, entra, data_plane, arm, arm_store, compute)

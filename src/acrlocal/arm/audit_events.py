@@ -49,8 +49,8 @@ async def list_audit_events(call: Call, registry: Resource) -> JsonObject:
     await audit_log.flush()
     if call.services.settings.workers > 1:  # the other processes write their batches within one interval
         await asyncio.sleep(audit_log.interval_s)
-    events = audit.query(audit_log.engine, registry.name, table, since=since, top=top,
-                         operation=_text(body, "operation"), repository=_text(body, "repository"))
+    events = await call.run(audit.query, audit_log.engine, registry.name, table, since=since, top=top,
+                            operation=_text(body, "operation"), repository=_text(body, "repository"))
     try:
         login_server = call.services.registries.login_server(call.services.registries.get(registry.name))
     except NotFound:

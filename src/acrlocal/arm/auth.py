@@ -5,8 +5,8 @@ the keys); a missing or invalid token is a 401 with ARM's error codes and a ``WW
 challenge naming our authority. A principal that no longer exists in the directory is refused like a bad token.
 
 Authorization asks :func:`acrlocal.rbac.may` with the caller's role assignments that apply at the target scope
-(fetched once a request); a refusal is ARM's 403 ``AuthorizationFailed`` naming the client, the action and the
-scope.
+(fetched once a request, with the principal, through the server's ``SqlThread``); a refusal is ARM's 403
+``AuthorizationFailed`` naming the client, the action and the scope.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from acrlocal.publiccloud import ARM_AUDIENCES
 from acrlocal.rbac.errors import InvalidScope
 from acrlocal.rbac.evaluate import may
 from acrlocal.rbac.roles import RoleDefinition
+from acrlocal.storage.sql import SqlThread
 
 
 def challenge(authority: str, description: str | None = None) -> dict[str, str]:
@@ -37,15 +38,17 @@ def challenge(authority: str, description: str | None = None) -> dict[str, str]:
 
 @dataclass
 class Caller:
-    """The authenticated principal of one request, with its role assignments (loaded on first use)."""
+    """The authenticated principal of one request, with its role assignments and the role definitions of its
+    tenant, read when it was authenticated (:func:`authenticate`) so that the checks below need no SQL."""
 
     principal: Principal
     claims: dict[str, Any]
     store: ArmStore
     #: The groups the principal belongs to, directly or through nested groups: their role assignments apply too.
     groups: list[str] = field(default_factory=list)
-    _assignments: list[StoredAssignment] | None = field(default=None, repr=False)
-    _definitions: dict[str, RoleDefinition] | None = field(default=None, repr=False)
+    assignments: list[StoredAssignment] = field(default_factory=list, repr=False)
+    #: Built-in roles and the custom roles of the caller's tenant.
+    definitions: dict[str, RoleDefinition] = field(default_factory=dict, repr=False)
 
     @property
     def object_id(self) -> str:
@@ -66,23 +69,11 @@ class Caller:
     def principal_ids(self) -> list[str]:
         return [self.object_id, *self.groups]
 
-    @property
-    def assignments(self) -> list[StoredAssignment]:
-        if self._assignments is None:
-            self._assignments = self.store.assignments(principal_ids=self.principal_ids)
-        return self._assignments
-
-    @property
-    def definitions(self) -> dict[str, RoleDefinition]:
-        """Built-in roles and the custom roles of the caller's tenant (loaded on first use)."""
-        if self._definitions is None:
-            self._definitions = RoleDefinitionStore(self.store.engine).definitions(self.tenant_id)
-        return self._definitions
-
-    def forget_assignments(self) -> None:
-        """Reload assignments and role definitions on next use (after the caller changed them)."""
-        self._assignments = None
-        self._definitions = None
+    def reload_assignments(self) -> None:
+        """Read the assignments and role definitions again (after the caller changed them). Blocks on SQL: run it
+        through the server's ``SqlThread`` (``call.run``), or inside a callable that already runs there."""
+        self.assignments = self.store.assignments(principal_ids=self.principal_ids)
+        self.definitions = RoleDefinitionStore(self.store.engine).definitions(self.tenant_id)
 
     def may(self, action: str, scope: str) -> bool:
         try:
@@ -114,8 +105,9 @@ class Caller:
         return False
 
 
-def authenticate(request: web.Request, tokens: TokenIssuer, directory: Directory, store: ArmStore) -> Caller:
-    """The caller of ``request``; :class:`ArmError` 401 if the bearer token is missing or not valid for ARM."""
+def _bearer_claims(request: web.Request, tokens: TokenIssuer) -> dict[str, Any]:
+    """The claims of ``request``'s bearer token for ARM; :class:`ArmError` 401 if it is missing or not valid for
+    ARM. Needs no SQL (the keys are in memory)."""
     authority = tokens.authority
     try:
         found = inbound.authorization(request)
@@ -146,6 +138,12 @@ def authenticate(request: web.Request, tokens: TokenIssuer, directory: Directory
                        f"The access token has been obtained for wrong audience or resource '{audience}'. It should "
                        f"exactly match with one of the allowed audiences {allowed}.",
                        headers=challenge(authority, "The access token has been obtained for wrong audience."))
+    return claims
+
+
+def _caller(claims: dict[str, Any], authority: str, directory: Directory, store: ArmStore) -> Caller:
+    """The principal the claims name with its groups, role assignments and role definitions (SQL: runs through
+    the ``SqlThread``); 401 if it no longer exists or is a group."""
     principal = directory.find_principal(object_id=str(claims["oid"]))
     if principal is None or principal.tenant_id != str(claims["tid"]).lower():
         raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid: its principal does not "
@@ -153,4 +151,15 @@ def authenticate(request: web.Request, tokens: TokenIssuer, directory: Directory
     if principal.kind == "Group":
         raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid.",
                        headers=challenge(authority, "The access token is invalid."))
-    return Caller(principal, claims, store, directory.member_of(principal.object_id))
+    caller = Caller(principal, claims, store, directory.member_of(principal.object_id))
+    caller.reload_assignments()
+    return caller
+
+
+async def authenticate(request: web.Request, tokens: TokenIssuer, directory: Directory, store: ArmStore,
+                       sql: SqlThread) -> Caller:
+    """The caller of ``request``; :class:`ArmError` 401 if the bearer token is missing or not valid for ARM. The
+    token is checked on the event loop; the principal, its groups and its role assignments are read in one call
+    through ``sql`` (off the loop on PostgreSQL; a database that cannot be reached raises as any statement)."""
+    claims = _bearer_claims(request, tokens)
+    return await sql.run(_caller, claims, tokens.authority, directory, store)

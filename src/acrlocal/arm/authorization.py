@@ -84,7 +84,8 @@ def _covers(outer: str, inner: str) -> bool:
 
 
 def _check_scope_exists(call: Call, path: ArmPath) -> None:
-    """404 if the scope names a group or resource that does not exist (the subscription is checked earlier)."""
+    """404 if the scope names a group or resource that does not exist (the subscription is checked earlier). Reads
+    the store: runs through ``call.run``."""
     if path.scope == "/" or path.subscription is None or path.group is None:
         return
     if call.store.group(path.subscription, path.group) is None:
@@ -198,9 +199,7 @@ class Authorization(NamespaceHandler):
             raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported.")
         if path.scope != "/":  # the catalogue of built-in roles is public at the tenant root
             call.caller.require(f"{NS}/roleDefinitions/read", path.scope)
-            _check_scope_exists(call, path)
-        store = RoleDefinitionStore(call.store.engine)
-        custom = store.all(call.caller.tenant_id)
+        custom = await call.run(self._custom_roles, call, path)
         if guid is not None:
             role = BUILT_IN_ROLES.get(guid)
             if role is not None:
@@ -219,7 +218,20 @@ class Authorization(NamespaceHandler):
             items = [i for i in items if i["properties"]["type"].lower() == kind.lower()]
         return json({"value": items})
 
+    @staticmethod
+    def _custom_roles(call: Call, path: ArmPath) -> list[StoredRoleDefinition]:
+        """The tenant's custom roles, after a 404 if the scope does not exist (one call through the
+        ``SqlThread``)."""
+        if path.scope != "/":
+            _check_scope_exists(call, path)
+        return RoleDefinitionStore(call.store.engine).all(call.caller.tenant_id)
+
     async def write_role_definition(self, call: Call, path: ArmPath, guid: str) -> web.StreamResponse:
+        """PUT or DELETE of a custom role: the checks, the write and the caller's reloaded roles in one call through
+        the ``SqlThread`` (so no other call of the thread comes between a check and the write it guards)."""
+        return await call.run(self._write_role_definition, call, path, guid)
+
+    def _write_role_definition(self, call: Call, path: ArmPath, guid: str) -> web.Response:
         if guid in BUILT_IN_ROLES:
             raise ArmError(400, "RoleDefinitionIsBuiltIn", f"The role definition '{guid}' is a built-in role; "
                            "built-in roles cannot be changed or deleted.")
@@ -242,7 +254,7 @@ class Authorization(NamespaceHandler):
                 raise ArmError(409, "RoleDefinitionHasAssignments", f"There are existing role assignments "
                                f"referencing role '{existing.role_name}': delete them first.")
             store.delete(guid)
-            call.caller.forget_assignments()
+            call.caller.reload_assignments()
             return json(_render_custom(existing, path.scope))
         wanted = _validate_custom_role(call, guid, existing)
         call.caller.require(f"{NS}/roleDefinitions/write", path.scope)
@@ -254,7 +266,7 @@ class Authorization(NamespaceHandler):
             raise ArmError(409, "RoleDefinitionWithSameNameExists", "A custom role with the same name already "
                            "exists in this directory. Use a different name.")
         store.put(wanted)
-        call.caller.forget_assignments()
+        call.caller.reload_assignments()
         stored = store.get(guid)
         assert stored is not None
         return json(_render_custom(stored, path.scope), status=201)  # ARM answers 201 to every PUT here
@@ -268,14 +280,8 @@ class Authorization(NamespaceHandler):
         if call.request.method != "GET":
             raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
         call.caller.require(f"{ASSIGNMENTS_TYPE}/read", path.scope)
-        _check_scope_exists(call, path)
-        flt = parse_filter(call.query.get("$filter"), fields=("principalId",), functions=("atScope", "assignedTo"))
-        principal = flt.field("principalId") or flt.functions.get("assignedto")
-        principals = [principal] if principal else None
-        after = _position(call.query.get("$skiptoken"))
         size = call.services.settings.limits.arm_page_size
-        items = call.store.assignments_page(at_or_above=path.scope, include_below="atscope" not in flt.functions,
-                                            principal_ids=principals, after=after, limit=size + 1)
+        items = await call.run(self._assignments_page, call, path, size)
         body: dict[str, Any] = {"value": [_render_assignment(a) for a in items[:size]]}
         if len(items) > size:
             last = items[size - 1]
@@ -283,13 +289,31 @@ class Authorization(NamespaceHandler):
             body["nextLink"] = next_link(call, token)
         return json(body)
 
+    @staticmethod
+    def _assignments_page(call: Call, path: ArmPath, size: int) -> list[StoredAssignment]:
+        """Up to ``size + 1`` assignments of the page the query asks for, after a 404 if the scope does not exist
+        and a 400 for a filter or position it does not take (one call through the ``SqlThread``)."""
+        _check_scope_exists(call, path)
+        flt = parse_filter(call.query.get("$filter"), fields=("principalId",), functions=("atScope", "assignedTo"))
+        principal = flt.field("principalId") or flt.functions.get("assignedto")
+        principals = [principal] if principal else None
+        after = _position(call.query.get("$skiptoken"))
+        return call.store.assignments_page(at_or_above=path.scope, include_below="atscope" not in flt.functions,
+                                           principal_ids=principals, after=after, limit=size + 1)
+
     async def assignment(self, call: Call, path: ArmPath, name: str) -> web.StreamResponse:
+        """GET, PUT or DELETE of one assignment: the checks, the write and the caller's reloaded assignments in one
+        call through the ``SqlThread``."""
         method = call.request.method
         verb = {"GET": "read", "PUT": "write", "DELETE": "delete"}.get(method)
         if verb is None:
             raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported for role "
                            "assignments.")
         call.caller.require(f"{ASSIGNMENTS_TYPE}/{verb}", path.scope)
+        return await call.run(self._assignment, call, path, name)
+
+    def _assignment(self, call: Call, path: ArmPath, name: str) -> web.Response:
+        method = call.request.method
         _check_scope_exists(call, path)
         if not GUID.match(name):
             raise ArmError(400, "InvalidRoleAssignmentId", f"The role assignment ID '{name[:100]}' is not valid. "
@@ -304,7 +328,7 @@ class Authorization(NamespaceHandler):
             if here is None:
                 return web.Response(status=204)
             call.store.delete_assignment(name)
-            call.caller.forget_assignments()
+            call.caller.reload_assignments()
             return json(_render_assignment(here))
         wanted = self.validate(call, path, name.lower())
         if existing is not None:
@@ -321,10 +345,12 @@ class Authorization(NamespaceHandler):
             raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.",
                            details=[{"code": "RoleAssignmentExists", "message": clash[0].id}])
         call.store.add_assignment(wanted)
-        call.caller.forget_assignments()
+        call.caller.reload_assignments()
         return json(_render_assignment(wanted), status=201)
 
     def validate(self, call: Call, path: ArmPath, name: str) -> StoredAssignment:
+        """The assignment a PUT's body describes; 400 for what ARM refuses. Reads the directory: runs through
+        ``call.run``."""
         props = require_object(call.body.get("properties"), "properties")
         role_ref = props.get("roleDefinitionId")
         if not isinstance(role_ref, str) or not role_ref:
@@ -384,7 +410,7 @@ class Authorization(NamespaceHandler):
 
 def ensure_admin_owner(admin: AdminCredential, store: ArmStore) -> None:
     """Idempotent: the local administrator and the user ``up`` creates hold Owner on the default subscription
-    (fixed assignment ids)."""
+    (fixed assignment ids). Synchronous SQL: called while the server is assembled, before it serves."""
     scope = f"/subscriptions/{admin.subscriptionId}"
     owners = [(admin.objectId, "ServicePrincipal", "acrlocal administrator")]
     if admin.userObjectId:

@@ -50,6 +50,7 @@ from acrlocal.compute.run_command import Busy, RunCommandError, RunRequest
 from acrlocal.compute.runtime import ComputeRuntime, HostedElsewhere, VMNotRunning
 from acrlocal.compute.vms import RUNNING, VirtualMachine
 from acrlocal.errors import ConfigError, NotFound
+from acrlocal.identity.directory import Subscription
 
 NAMESPACE = "Microsoft.Compute"
 VM_TYPE = f"{NAMESPACE}/virtualMachines"
@@ -206,6 +207,11 @@ class VirtualMachines(ResourceType):
     unlocked_actions: ClassVar[frozenset[str]] = frozenset({"runcommand", "console"})
 
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+        """The identities and interfaces checked against the store, in one call through the ``SqlThread``."""
+        return await call.run(self._prepared, call, draft, existing)
+
+    @staticmethod
+    def _prepared(call: Call, draft: Resource, existing: Resource | None) -> Resource:
         patch = call.request.method == "PATCH"
         body_identity = call.body.get("identity") if "identity" in call.body else None
         current = existing.identity if existing else None
@@ -232,6 +238,7 @@ class VirtualMachines(ResourceType):
 
     def _identity_block(self, call: Call, resource: Resource, system_principal: str | None, tenant: str,
                         users: list[str]) -> JsonObject | None:
+        """The ``identity`` the VM renders (reads the store: in the ``SqlThread``)."""
         block: JsonObject = {"type": identity_type(bool(system_principal), bool(users))}
         if block["type"] == "None":
             return None
@@ -248,14 +255,16 @@ class VirtualMachines(ResourceType):
         return block
 
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        """Create or update the VM in the runtime (which sends its SQL through the ``SqlThread``), then record its
+        identities and interfaces in one call of that thread."""
         runtime = call.services.runtime
         wanted = resource.identity or {"type": "None"}
         system, _ = parse_identity_type(wanted.get("type", "None"))
         users = list((wanted.get("userAssignedIdentities") or {}).keys())
-        tenant = call.services.directory.subscription(resource.subscription_id).tenant_id
+        tenant = (await call.run(call.services.directory.subscription, resource.subscription_id)).tenant_id
         keys = ssh_public_keys(resource)
         try:
-            vm = runtime.get(resource.id)
+            vm = await runtime.lookup(resource.id)
         except NotFound:
             try:
                 vm = await runtime.create(resource.id, tenant_id=tenant, location=resource.location or "",
@@ -267,11 +276,15 @@ class VirtualMachines(ResourceType):
         else:
             before = vm.system_principal_id
             vm = await runtime.set_identities(resource.id, system_assigned=system, user_assigned=users)
-            vm = runtime.update_profile(resource.id, _imds_profile(resource))
+            vm = await runtime.update_profile(resource.id, _imds_profile(resource))
             if before and before != vm.system_principal_id:
-                call.store.delete_assignments_of(before)
+                await call.run(call.store.delete_assignments_of, before)
             if existing is not None and ssh_public_keys(existing) != keys:
                 await runtime.set_ssh_keys(resource.id, keys)
+        return await call.run(self._applied, call, resource, existing, vm, tenant, users)
+
+    def _applied(self, call: Call, resource: Resource, existing: Resource | None, vm: VirtualMachine, tenant: str,
+                 users: list[str]) -> Resource:
         identity = self._identity_block(call, resource, vm.system_principal_id, tenant, users)
         attach_interfaces(call.store, resource, existing)
         return resource.evolve(identity=identity, properties={**resource.properties, "vmId": vm.vm_id})
@@ -283,13 +296,11 @@ class VirtualMachines(ResourceType):
         services, store = started
         runtime = services.runtime
         try:
-            vm = runtime.get(resource.id)
+            vm = await runtime.lookup(resource.id)
         except NotFound:
             return
         await runtime.delete(resource.id)
-        if vm.system_principal_id:
-            store.delete_assignments_of(vm.system_principal_id)
-        release_interfaces(store, resource)
+        await services.sql.run(_released, store, resource, vm.system_principal_id)
 
     async def run_command(self, call: Call, resource: Resource) -> JsonObject | None:
         """Run the script in the VM and answer with its outcome (see :mod:`acrlocal.compute.run_command`)."""
@@ -319,15 +330,15 @@ class VirtualMachines(ResourceType):
             command, tty, term = console.parse_request(call.body)
         except ValueError as exc:
             raise bad_request("InvalidParameter", str(exc)) from None
-        vm = self._vm(runtime, resource)
+        vm = await self._vm(runtime, resource)
         if vm.power_state != RUNNING:
             raise _not_running(vm.name, vm.power_state)
         ticket = runtime.consoles.issue(resource.id, command=command, tty=tty, term=term)
         return {"path": console.PATH.format(ticket=ticket), "expiresInSeconds": int(console.TICKET_LIFETIME_S)}
 
-    def _vm(self, runtime: ComputeRuntime, resource: Resource) -> VirtualMachine:
+    async def _vm(self, runtime: ComputeRuntime, resource: Resource) -> VirtualMachine:
         try:
-            return runtime.get(resource.id)
+            return await runtime.lookup(resource.id)
         except NotFound:
             raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource.name}' under resource "
                            f"group '{resource.group}' was not found.") from None
@@ -337,7 +348,7 @@ class VirtualMachines(ResourceType):
         changes the VM's power state (see :func:`set_power`)."""
         action = call.request.path.rstrip("/").rsplit("/", 1)[-1].lower()
         with contextlib.suppress(NotFound):  # another replica's VM: refused now, not in the operation
-            call.services.runtime.get(resource.id)
+            await call.services.runtime.lookup(resource.id)
         lock = call.write_lock
 
         async def work() -> None:
@@ -357,31 +368,43 @@ class VirtualMachines(ResourceType):
 
     async def on_start(self, services: ArmServices, store: ArmStore) -> None:
         """Reconcile the runtime with ARM after a crash between the two: a runtime VM without an ARM resource is
-        deleted; an ARM VM without a runtime VM gets one (same vmId is not possible: the sandbox was lost)."""
+        deleted; an ARM VM without a runtime VM gets one (same vmId is not possible: the sandbox was lost). The
+        store is read and written through the ``SqlThread`` (requests may already be served)."""
         self.started = (services, store)
         runtime = services.runtime
         arm_ids = set()
-        for sub in services.directory.subscriptions():
-            for res in store.resources(sub.id, type=VM_TYPE):
-                arm_ids.add(res.id.lower())
-                try:
-                    runtime.get(res.id)
-                except HostedElsewhere:  # another replica runs it
-                    continue
-                except NotFound:
-                    identity = res.identity or {"type": "None"}
-                    system, _ = parse_identity_type(identity.get("type", "None"))
-                    vm = await runtime.create(res.id, tenant_id=sub.tenant_id, location=res.location or "",
-                                              system_assigned=system,
-                                              user_assigned=list(identity.get("userAssignedIdentities") or {}),
-                                              profile=_imds_profile(res), check=False)
-                    if vm.system_principal_id:
-                        identity = {**identity, "principalId": vm.system_principal_id, "tenantId": sub.tenant_id}
-                    store.put_resource(res.evolve(identity=identity,
-                                                  properties={**res.properties, "vmId": vm.vm_id}))
+        for sub, res in await services.sql.run(_vms, services, store):
+            arm_ids.add(res.id.lower())
+            try:
+                await runtime.lookup(res.id)
+            except HostedElsewhere:  # another replica runs it
+                continue
+            except NotFound:
+                identity = res.identity or {"type": "None"}
+                system, _ = parse_identity_type(identity.get("type", "None"))
+                vm = await runtime.create(res.id, tenant_id=sub.tenant_id, location=res.location or "",
+                                          system_assigned=system,
+                                          user_assigned=list(identity.get("userAssignedIdentities") or {}),
+                                          profile=_imds_profile(res), check=False)
+                if vm.system_principal_id:
+                    identity = {**identity, "principalId": vm.system_principal_id, "tenantId": sub.tenant_id}
+                await services.sql.run(store.put_resource, res.evolve(
+                    identity=identity, properties={**res.properties, "vmId": vm.vm_id}))
         for vm in runtime.all():
             if vm.resource_id.lower() not in arm_ids:
                 await runtime.delete(vm.resource_id)
+
+
+def _vms(services: ArmServices, store: ArmStore) -> list[tuple[Subscription, Resource]]:
+    """Every VM resource with its subscription (in the ``SqlThread``)."""
+    return [(sub, res) for sub in services.directory.subscriptions() for res in store.resources(sub.id, type=VM_TYPE)]
+
+
+def _released(store: ArmStore, resource: Resource, system_principal_id: str | None) -> None:
+    """After a VM's deletion: its system identity's role assignments and its interfaces (in the ``SqlThread``)."""
+    if system_principal_id:
+        store.delete_assignments_of(system_principal_id)
+    release_interfaces(store, resource)
 
 
 # -- instance view ---------------------------------------------------------------------------------------------
@@ -407,15 +430,16 @@ def power_state(services: ArmServices, resource: Resource) -> str:
 
 async def set_power(call: Call, resource_id: str, action: str) -> None:
     """Carry out a power action: the compute runtime's ``power(resource_id, action)`` when it has one (stopping
-    and starting the VM's processes), and the state recorded on the resource."""
-    resource = call.store.resource(resource_id)
+    and starting the VM's processes), and the state recorded on the resource (the store through ``call.run``)."""
+    resource = await call.run(call.store.resource, resource_id)
     if resource is None:
         raise ArmError(404, "ResourceNotFound", f"The Resource '{VM_TYPE}/{resource_id.rsplit('/', 1)[-1]}' was "
                        "not found.")
     runner = getattr(call.services.runtime, "power", None)
     if runner is not None:
         await runner(resource_id, action)
-    call.store.put_resource(resource.evolve(internal={**resource.internal, "powerState": POWER_ACTIONS[action]}))
+    await call.run(call.store.put_resource, resource.evolve(internal={**resource.internal,
+                                                                      "powerState": POWER_ACTIONS[action]}))
 
 
 def instance_view(services: ArmServices, resource: Resource) -> JsonObject:
@@ -443,7 +467,8 @@ def instance_view(services: ArmServices, resource: Resource) -> JsonObject:
 
 
 def checked_interfaces(call: Call, vm_id: str, profile: JsonObject) -> JsonObject:
-    """``networkProfile`` with every interface checked: it exists and no other VM uses it."""
+    """``networkProfile`` with every interface checked: it exists and no other VM uses it (reads the store: in the
+    ``SqlThread``)."""
     refs = profile.get("networkInterfaces") or []
     if not isinstance(refs, list):
         raise bad_request("InvalidParameter", "properties.networkProfile.networkInterfaces must be an array.")
@@ -474,7 +499,8 @@ def interface_ids(resource: Resource | None) -> list[str]:
 
 
 def attach_interfaces(store: ArmStore, resource: Resource, existing: Resource | None) -> None:
-    """Mark the VM's interfaces as used by it, and those it no longer names as free."""
+    """Mark the VM's interfaces as used by it, and those it no longer names as free (SQL: in the
+    ``SqlThread``)."""
     wanted = {i.lower() for i in interface_ids(resource)}
     for nic_id in interface_ids(existing):
         if nic_id.lower() not in wanted:
@@ -485,7 +511,7 @@ def attach_interfaces(store: ArmStore, resource: Resource, existing: Resource | 
 
 def release_interfaces(store: ArmStore, resource: Resource) -> None:
     """A deleted VM's interfaces are free again; those with ``deleteOption: Delete`` go with it (and a public IP
-    address whose own ``deleteOption`` is ``Delete``)."""
+    address whose own ``deleteOption`` is ``Delete``). SQL: in the ``SqlThread``."""
     for ref in (resource.properties.get("networkProfile") or {}).get("networkInterfaces", []):
         nic = network.attach(store, ref["id"], None)
         if nic is None or (ref.get("properties") or {}).get("deleteOption") != "Delete":

@@ -34,6 +34,7 @@ import json as jsonlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -110,7 +111,9 @@ class NeedsAction(AcrLocalError, LookupError):
 
 
 class DeploymentEnvironment:
-    """What templates read from the server, as the deploying caller (RBAC applies to every read)."""
+    """What templates read from the server, as the deploying caller (RBAC applies to every read). Its reads are
+    SQL: a template is evaluated (``prepare``, ``Plan.body``, ``Plan.outputs``) in a call through the server's
+    ``SqlThread`` (``call.run``), never on the event loop."""
 
     def __init__(self, call: Call, target: Target, name: str, mode: str, started: datetime,
                  template: Any, location: str | None, what_if: bool = False) -> None:
@@ -190,7 +193,8 @@ class DeploymentEnvironment:
 
 
 def read_resource(call: Call, resource_id: str) -> dict[str, Any] | None:
-    """The ARM JSON of a resource, a group or a deployment, as its GET renders it; RBAC read as the caller."""
+    """The ARM JSON of a resource, a group or a deployment, as its GET renders it; RBAC read as the caller. Reads
+    the store: in the ``SqlThread``."""
     try:
         path = parse_path(resource_id)
     except ArmError as err:
@@ -372,27 +376,6 @@ class Deployments(NamespaceHandler):
         self.running: dict[str, Running] = {}
         self.what_ifs: dict[str, WhatIfResult] = {}
 
-    async def _current(self, call: Call, stored: StoredDeployment | None) -> StoredDeployment | None:
-        """``stored`` as it stands: a deployment not ended whose process is gone (it stopped, or was killed, while
-        the deployment ran: see :mod:`acrlocal.arm.runners`) ends ``Failed`` now, whichever replica reads it
-        first; one that a live process runs, this one or another replica's, is left as it is."""
-        if stored is None or stored.body.get("properties", {}).get("provisioningState") in TERMINAL:
-            return stored
-        if stored.id.lower() in self.running:
-            return stored
-        sql = call.services.data_plane.sql
-        if await sql.run(call.services.runners.alive, stored.runner):
-            return stored
-        props = {**stored.body.get("properties", {}), "provisioningState": "Failed", "error": _failure(
-            "DeploymentFailed", "The server stopped while the deployment was running.")}
-        ended = stored.evolve(body={**stored.body, "properties": props})
-        if await sql.run(call.store.end_orphaned_deployment, ended):
-            return ended
-        return await sql.run(call.store.deployment, stored.id)  # put again meanwhile, by a live process
-
-    async def _read(self, call: Call, did: str) -> StoredDeployment | None:
-        return await self._current(call, call.store.deployment(did))
-
     async def handle(self, call: Call, path: ArmPath) -> web.StreamResponse:
         segs = [s for s in path.segments]
         if path.subscription is None:
@@ -419,15 +402,16 @@ class Deployments(NamespaceHandler):
                 return await self.create(call, path, target, did, name)
             if method in ("GET", "HEAD"):
                 call.caller.require(f"{OPS}/read", did)
-                self._group_checked(call, target)
-                stored = await self._read(call, did)
+                stored = await call.run(self._found, call, target, did)
                 if method == "HEAD":
                     return web.Response(status=204 if stored else 404)
                 if stored is None:
                     raise _not_found(name)
                 return json(render(stored))
             if method == "DELETE":
-                return await self.delete(call, target, did, name)
+                call.caller.require(f"{OPS}/delete", did)
+                return self._accepted(call, target, None) if await call.run(self.delete, call, target, did, name) \
+                    else web.Response(status=204)
             raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported.")
         action = lowered[2]
         if action == "validate" and method == "POST":
@@ -438,11 +422,11 @@ class Deployments(NamespaceHandler):
             return await self.cancel(call, target, did, name)
         if action == "exporttemplate" and method == "POST":
             call.caller.require(f"{OPS}/exportTemplate/action", did)
-            stored = await self._stored(call, target, did, name)
+            stored = await call.run(self._stored, call, target, did, name)
             return json({"template": stored.template})
         if action == "operations" and method == "GET":
             call.caller.require(f"{OPS}/operations/read", did)
-            stored = await self._stored(call, target, did, name)
+            stored = await call.run(self._stored, call, target, did, name)
             if len(segs) == 3:
                 return json({"value": stored.operations})
             op = next((o for o in stored.operations if o["operationId"].lower() == lowered[3]), None)
@@ -452,7 +436,7 @@ class Deployments(NamespaceHandler):
             return json(op)
         if action == "operationstatuses" and method == "GET" and len(segs) == 4:
             call.caller.require(f"{OPS}/read", did)
-            stored = await self._stored(call, target, did, name)
+            stored = await call.run(self._stored, call, target, did, name)
             if stored.body.get("_asyncOperation") != segs[3]:
                 raise ArmError(404, "OperationNotFound", f"The operation '{segs[3]}' was not found.")
             state = stored.body["properties"]["provisioningState"]
@@ -463,16 +447,37 @@ class Deployments(NamespaceHandler):
         raise ArmError(400, "InvalidRequestUri", f"The request uri '{call.request.path}' is not a deployment "
                        "operation acrlocal serves.")
 
-    # -- helpers -----------------------------------------------------------------------------------------
+    # -- helpers (those that read the store run in the SqlThread, through call.run) ----------------------------
 
     def _group_checked(self, call: Call, target: Target) -> None:
         if target.resource_group is not None and call.store.group(target.subscription_id,
                                                                   target.resource_group) is None:
             raise group_not_found(target.resource_group)
 
-    async def _stored(self, call: Call, target: Target, did: str, name: str) -> StoredDeployment:
+    def _current(self, call: Call, stored: StoredDeployment | None) -> StoredDeployment | None:
+        """``stored`` as it stands: a deployment not ended whose process is gone (it stopped, or was killed, while
+        the deployment ran: see :mod:`acrlocal.arm.runners`) ends ``Failed`` now, whichever replica reads it
+        first; one that a live process runs, this one or another replica's, is left as it is."""
+        if stored is None or stored.body.get("properties", {}).get("provisioningState") in TERMINAL:
+            return stored
+        if stored.id.lower() in self.running or call.services.runners.alive(stored.runner):
+            return stored
+        props = {**stored.body.get("properties", {}), "provisioningState": "Failed", "error": _failure(
+            "DeploymentFailed", "The server stopped while the deployment was running.")}
+        ended = stored.evolve(body={**stored.body, "properties": props})
+        if call.store.end_orphaned_deployment(ended):
+            return ended
+        return call.store.deployment(stored.id)  # put again meanwhile, by a live process
+
+    def _read(self, call: Call, did: str) -> StoredDeployment | None:
+        return self._current(call, call.store.deployment(did))
+
+    def _found(self, call: Call, target: Target, did: str) -> StoredDeployment | None:
         self._group_checked(call, target)
-        stored = await self._read(call, did)
+        return self._read(call, did)
+
+    def _stored(self, call: Call, target: Target, did: str, name: str) -> StoredDeployment:
+        stored = self._found(call, target, did)
         if stored is None:
             raise _not_found(name)
         return stored
@@ -483,12 +488,7 @@ class Deployments(NamespaceHandler):
         assert path.subscription is not None
         target = Target(path.subscription, path.group)
         call.caller.require(f"{OPS}/read", target.scope_id)
-        self._group_checked(call, target)
-        items = []
-        for found in call.store.deployments(path.subscription, path.group):
-            current = await self._current(call, found)
-            if current is not None:  # (None: deleted meanwhile)
-                items.append(render(current))
+        items = [render(d) for d in await call.run(self._listed, call, target)]
         wanted = _state_filter(call.query.get("$filter"))
         if wanted is not None:
             items = [d for d in items if d["properties"].get("provisioningState", "").lower() == wanted.lower()]
@@ -497,22 +497,28 @@ class Deployments(NamespaceHandler):
             items = items[-int(top):] if int(top) else []
         return json({"value": items})
 
-    async def delete(self, call: Call, target: Target, did: str, name: str) -> web.StreamResponse:
-        call.caller.require(f"{OPS}/delete", did)
+    def _listed(self, call: Call, target: Target) -> Sequence[StoredDeployment]:
         self._group_checked(call, target)
-        stored = await self._read(call, did)
+        found = (self._current(call, d) for d in call.store.deployments(target.subscription_id, target.resource_group))
+        return [d for d in found if d is not None]  # (None: deleted meanwhile)
+
+    def delete(self, call: Call, target: Target, did: str, name: str) -> bool:
+        """Delete the deployment unless it is still running (409); whether there was one. The check and the
+        delete run in one call of the ``SqlThread``."""
+        self._group_checked(call, target)
+        stored = self._read(call, did)
         if stored is None:
-            return web.Response(status=204)
+            return False
         if stored.body["properties"].get("provisioningState") not in TERMINAL:
             raise ArmError(409, "DeploymentActive", f"Unable to delete deployment '{name}': it is still active "
                            f"(current provisioning state: {stored.body['properties']['provisioningState']}). "
                            "Cancel it first.")
         call.store.delete_deployment(did)
-        return self._accepted(call, target, None)
+        return True
 
     async def cancel(self, call: Call, target: Target, did: str, name: str) -> web.StreamResponse:
         call.caller.require(f"{OPS}/cancel/action", did)
-        stored = await self._stored(call, target, did, name)
+        stored = await call.run(self._stored, call, target, did, name)
         running = self.running.get(did.lower())
         if running is None or stored.body["properties"].get("provisioningState") in TERMINAL:
             raise ArmError(409, "DeploymentCannotBeCanceled", f"The deployment '{name}' cannot be canceled: it is "
@@ -526,19 +532,26 @@ class Deployments(NamespaceHandler):
     async def _plan(self, call: Call, path: ArmPath, target: Target, name: str, *,
                     what_if: bool = False) -> tuple[Request, Plan, DeploymentEnvironment]:
         request = await read_request(call, target.resource_group is None)
-        self._group_checked(call, target)
         env = DeploymentEnvironment(call, target, name, request.mode, _now(), request.template, request.location,
                                     what_if=what_if)
+        plan = await call.run(self._prepared, call, target, request, env)
+        return request, plan, env
+
+    def _prepared(self, call: Call, target: Target, request: Request, env: DeploymentEnvironment) -> Plan:
+        """The template's plan at ``target`` (404 for a missing group first); evaluating it reads the store, so
+        this runs in the ``SqlThread``."""
+        self._group_checked(call, target)
         try:
             plan = prepare(request.template, request.parameters, target, env)
         except TemplateError as err:
             raise _template_error(err) from None
         env.plan = plan
-        return request, plan, env
+        return plan
 
     def _preflight(self, call: Call, plan: Plan, name: str, target: Target, depth: int = 0) -> None:
         """What ARM checks before it deploys: every type is served, every body evaluates (values that only
-        deployment makes known aside), and the caller may write every resource."""
+        deployment makes known aside), and the caller may write every resource. Evaluating the bodies reads the
+        store: this runs in the ``SqlThread``."""
         problems: list[dict[str, Any]] = []
         for r in plan.deployable:
             lowered = r.type.lower()
@@ -597,7 +610,7 @@ class Deployments(NamespaceHandler):
     async def validate(self, call: Call, path: ArmPath, target: Target, did: str, name: str) -> web.StreamResponse:
         call.caller.require(f"{OPS}/validate/action", did)
         request, plan, env = await self._plan(call, path, target, name, what_if=True)
-        self._preflight(call, plan, name, target)
+        await call.run(self._preflight, call, plan, name, target)
         body = self._body(call, did, name, request, plan, "Succeeded", env.started)
         body["properties"]["validatedResources"] = [{"id": r.id} for r in plan.deployable]
         return json({"id": did, "name": name, "type": TYPE, **body})
@@ -605,7 +618,7 @@ class Deployments(NamespaceHandler):
     async def what_if(self, call: Call, path: ArmPath, target: Target, did: str, name: str) -> web.StreamResponse:
         call.caller.require(f"{OPS}/whatIf/action", did)
         request, plan, _ = await self._plan(call, path, target, name, what_if=True)
-        self._preflight(call, plan, name, target)
+        await call.run(self._preflight, call, plan, name, target)
         from acrlocal.arm.what_if import changes
         result = {"status": "Succeeded", "properties": {"changes": await changes(call, plan, request.mode,
                                                                                   request.what_if_format)}}
@@ -631,21 +644,21 @@ class Deployments(NamespaceHandler):
 
     async def create(self, call: Call, path: ArmPath, target: Target, did: str, name: str) -> web.StreamResponse:
         call.caller.require(f"{OPS}/write", did)
-        existing = await self._read(call, did)
+        existing = await call.run(self._read, call, did)
         if existing is not None and existing.body["properties"].get("provisioningState") not in TERMINAL:
             raise ArmError(409, "DeploymentActive", f"Unable to edit or replace deployment '{name}': previous "
                            "deployment is still active (current provisioning state: "
                            f"{existing.body['properties'].get('provisioningState')}). Please see "
                            "https://aka.ms/arm-deploy for usage details.")
         request, plan, env = await self._plan(call, path, target, name, what_if=True)
-        self._preflight(call, plan, name, target)
+        await call.run(self._preflight, call, plan, name, target)
         env.what_if = False
         op = uuid.uuid4().hex
         body = self._body(call, did, name, request, plan, "Accepted", env.started)
         body["_asyncOperation"] = op
         stored = StoredDeployment(did, name, target.subscription_id, target.resource_group, body, request.template,
                                   runner=call.services.runners.me)
-        created = call.store.put_deployment(stored)
+        created = await call.run(call.store.put_deployment, stored)
         running = Running(self, call, stored, request, plan, env)
         self.running[did.lower()] = running
         running.task = asyncio.get_running_loop().create_task(running.run(), name=f"deployment {did}")
@@ -662,23 +675,18 @@ class Deployments(NamespaceHandler):
         did = f"{target.scope_id}/providers/{TYPE}/{resource.name}"
         call.caller.require(f"{OPS}/write", did)
         request = parse_request(body, target.resource_group is None)
-        self._group_checked(call, target)
         env = DeploymentEnvironment(call, target, resource.name, request.mode, _now(), request.template,
                                     request.location)
-        try:
-            plan = prepare(request.template, request.parameters, target, env)
-        except TemplateError as err:
-            raise _template_error(err) from None
-        env.plan = plan
-        self._preflight(call, plan, resource.name, target)
+        plan = await call.run(self._prepared, call, target, request, env)
+        await call.run(self._preflight, call, plan, resource.name, target)
         stored = StoredDeployment(did, resource.name, target.subscription_id, target.resource_group,
                                   self._body(call, did, resource.name, request, plan, "Accepted", env.started),
                                   request.template, runner=call.services.runners.me)
-        call.store.put_deployment(stored)
+        await call.run(call.store.put_deployment, stored)
         nested = Running(self, call, stored, request, plan, env, depth=parent.depth + 1, parent=parent)
         self.running[did.lower()] = nested
         await nested.run()
-        final = call.store.deployment(did)
+        final = await call.run(call.store.deployment, did)
         assert final is not None
         if final.body["properties"]["provisioningState"] != "Succeeded":
             error = final.body["properties"].get("error") or {}
@@ -710,7 +718,9 @@ def _state_filter(value: str | None) -> str | None:
 
 
 class Running:
-    """One deployment in progress: deploys the plan's resources wave by wave and records each operation."""
+    """One deployment in progress: deploys the plan's resources wave by wave and records each operation. It runs as
+    a task of its own after the answer; its SQL (saving its state, evaluating the template) goes through the
+    server's ``SqlThread``, and its writes take the control plane's write lock on the event loop, as requests do."""
 
     def __init__(self, handler: Deployments, call: Call, stored: StoredDeployment, request: Request, plan: Plan,
                  env: DeploymentEnvironment, *, depth: int = 0, parent: Running | None = None) -> None:
@@ -731,7 +741,7 @@ class Running:
     def canceled(self) -> bool:
         return self.cancel_requested or (self.parent is not None and self.parent.canceled)
 
-    def _save(self, state: str, **extra: Any) -> None:
+    async def _save(self, state: str, **extra: Any) -> None:
         body = dict(self.stored.body)
         props = dict(body["properties"])
         props["provisioningState"] = state
@@ -739,15 +749,15 @@ class Running:
         props.update(extra)
         body["properties"] = props
         self.stored = self.stored.evolve(body=body, operations=list(self.operations))
-        self.call.store.put_deployment(self.stored)
+        await self.call.run(self.call.store.put_deployment, self.stored)
 
     async def run(self) -> None:
         try:
-            self._save("Running")
+            await self._save("Running")
             failures: list[dict[str, Any]] = []
             for wave in self.plan.waves():
                 if self.canceled:
-                    self._save("Canceled")
+                    await self._save("Canceled")
                     return
                 for resource in wave:
                     error = await self._deploy(resource)
@@ -756,7 +766,7 @@ class Running:
                 if failures:
                     break
             if failures:
-                self._save("Failed", error=_failure(
+                await self._save("Failed", error=_failure(
                     "DeploymentFailed", "At least one resource deployment operation failed. Please list "
                     "deployment operations for details. Please see https://aka.ms/arm-deployment-operations for "
                     "usage details.", self.stored.id, failures))
@@ -767,19 +777,20 @@ class Running:
             if self.request.mode == "Complete":
                 await self._delete_unnamed()
             resources = [{"id": r.id} for r in self.plan.deployable]
-            self._save("Succeeded", outputs=_render_outputs(outputs), outputResources=resources)
+            await self._save("Succeeded", outputs=_render_outputs(outputs), outputResources=resources)
         except Exception as exc:  # the deployment ends Failed whatever happens, and the server goes on
             log.exception("deployment %s failed", self.stored.id)
-            self._save("Failed", error=_failure("DeploymentFailed", f"The deployment failed: {exc}.",
+            await self._save("Failed", error=_failure("DeploymentFailed", f"The deployment failed: {exc}.",
                                                 self.stored.id))
         finally:
             self.handler.running.pop(self.stored.id.lower(), None)
 
     async def _evaluate(self, what: Any) -> Any:
-        """Call ``what()`` (a body or the outputs), first running each ``list*()`` action it asks for."""
+        """Call ``what()`` (a body or the outputs) in the ``SqlThread`` (it reads the store), first running each
+        ``list*()`` action it asks for."""
         for _ in range(50):
             try:
-                return what()
+                return await self.call.run(what)
             except NeedsAction as need:
                 self.env.actions[(need.resource_id.lower(), need.action.lower())] = await self._action(need)
         raise TemplateError("The template calls more than 50 list*() functions in one place.")
@@ -811,7 +822,7 @@ class Running:
                                    "resourceName": resource.name, "apiVersion": resource.api_version}}}
         op["operationId"] = op["id"].rsplit("/", 1)[-1]
         self.operations.append(op)
-        self._save("Running")
+        await self._save("Running")
         status, payload = 500, None
         try:
             body = await self._evaluate(lambda: self.plan.body(resource))
@@ -833,12 +844,12 @@ class Running:
         if status < 400:
             props["provisioningState"] = "Succeeded"
             props["statusMessage"] = {"status": "Succeeded"}
-            self._save("Running")
+            await self._save("Running")
             return None
         error = (payload or {}).get("error") or {"code": "InternalServerError", "message": "The resource failed."}
         props["provisioningState"] = "Failed"
         props["statusMessage"] = {"status": "Failed", "error": error}
-        self._save("Running")
+        await self._save("Running")
         return {**error, "target": resource.id} if "target" not in error else error
 
     async def _outputs(self) -> dict[str, dict[str, Any]] | None:
@@ -847,7 +858,7 @@ class Running:
             return outputs
         except (TemplateError, ArmError) as err:
             message = err.arm_message() if isinstance(err, TemplateError) else err.message
-            self._save("Failed", error=_failure("DeploymentOutputEvaluationFailed", "Unable to evaluate template "
+            await self._save("Failed", error=_failure("DeploymentOutputEvaluationFailed", "Unable to evaluate template "
                                                 f"outputs: {message}", self.stored.id))
             return None
 
@@ -857,8 +868,8 @@ class Running:
             return
         named = {r.key for r in self.plan.resources if r.condition}
         async with self.lock:
-            for resource in self.call.store.resources(target.subscription_id, group=target.resource_group,
-                                                      top_level_only=True):
+            for resource in await self.call.run(self.call.store.resources, target.subscription_id,
+                                                group=target.resource_group, top_level_only=True):
                 if resource.id.lower() in named:
                     continue
                 rt = REGISTRY.type_of(resource.type)

@@ -1,9 +1,11 @@
 """Generic handling of resource provider paths for types registered as :class:`~.providers.ResourceType`.
 
-``/subscriptions/{sub}/resourceGroups/{rg}/providers/{Namespace}/{type}/{name}[/{childType}/{childName}...]``:
-GET, HEAD, PUT, PATCH, DELETE; the same without the last name lists (GET); one segment after an item is an action
-(POST). Every call is authorized on the target resource's own id before anything is looked up, so a caller
-without access learns nothing about what exists (ARM's order: 401, 403, then 404).
+``/subscriptions/{sub}/resourceGroups/{rg}/providers/{Namespace}/{type}/{name}[/{childType}/{childName}...]``: GET,
+HEAD, PUT, PATCH, DELETE; the same without the last name lists (GET); one segment after an item is an action (POST).
+Every call is authorized on the target resource's own id before anything is looked up, so a caller without access
+learns nothing about what exists (ARM's order: 401, 403, then 404). The store is read and written through
+``call.run`` (the server's ``SqlThread``), each check with what it guards in one call where no provider hook comes
+between them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from acrlocal.arm.errors import ArmError, bad_request, group_not_found, resource
 from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import REGISTRY, Call, JsonObject, ResourceType, require_object
 from acrlocal.arm.store import ArmStore, Resource
+from acrlocal.storage.sql import SqlThread
 
 
 def json(body: Any, status: int = 200) -> web.Response:
@@ -101,7 +104,8 @@ async def handle(call: Call, path: ArmPath) -> web.StreamResponse:
 
 
 def _group_checked(call: Call, path: ArmPath) -> str:
-    """The stored resource group's scope; 404 ``ResourceGroupNotFound`` if it does not exist."""
+    """The stored resource group's scope; 404 ``ResourceGroupNotFound`` if it does not exist. Reads the store: runs
+    through ``call.run``."""
     if path.subscription is None or path.group is None:
         raise ArmError(400, "InvalidRequestUri", f"The request uri '{call.request.path}' is invalid: this resource "
                        "type lives in a resource group.")
@@ -138,13 +142,13 @@ async def item(call: Call, path: ArmPath) -> web.StreamResponse:
     names = list(path.segments[1::2])
     requested_id = _build_id(path.group_scope, rt, names) if path.group else path.scope
     call.caller.require(rt.operation(verb), requested_id)
-    group_scope = _group_checked(call, path)
+    group_scope, existing, rendered = await call.run(_group_and_resource, call, path, rt, names,
+                                                     render=method == "GET")
     rid = _build_id(group_scope, rt, names)
-    existing = call.store.resource(rid)
     if method in ("GET", "HEAD"):
         if existing is None:
             raise resource_not_found(rt.full_type, names[-1], path.group)
-        return json(rt.render(call, existing)) if method == "GET" else web.Response(status=204)
+        return json(rendered) if method == "GET" else web.Response(status=204)
     if method == "DELETE":
         if existing is None:
             return web.Response(status=204)
@@ -153,7 +157,7 @@ async def item(call: Call, path: ArmPath) -> web.StreamResponse:
     parent_id: str | None = None
     if rt.is_child:
         parent_id = rid.rsplit("/", 2)[0]
-        parent = call.store.resource(parent_id)
+        parent = await call.run(call.store.resource, parent_id)
         if parent is None:
             raise ArmError(404, "ParentResourceNotFound", "Can not perform requested operation on nested resource. "
                            f"Parent resource '{'/'.join(names[:-1])}' not found.")
@@ -168,9 +172,24 @@ async def item(call: Call, path: ArmPath) -> web.StreamResponse:
         draft = _drafted(call, rt, rid, names[-1], group_scope, parent_id, existing)
     resource = await rt.prepare(call, draft, existing)
     resource = await rt.apply(call, resource, existing)
+    created, rendered = await call.run(_put, call, rt, resource)
+    return json(rendered, status=201 if created else 200)
+
+
+def _group_and_resource(call: Call, path: ArmPath, rt: ResourceType, names: list[str], *, render: bool = False
+                        ) -> tuple[str, Resource | None, JsonObject | None]:
+    """The group's scope (404 if the group does not exist), the resource it holds under ``names`` if any, and with
+    ``render`` its ARM JSON (a type's rendering may read the store too): one call through the ``SqlThread``."""
+    group_scope = _group_checked(call, path)
+    resource = call.store.resource(_build_id(group_scope, rt, names))
+    return group_scope, resource, rt.render(call, resource) if render and resource is not None else None
+
+
+def _put(call: Call, rt: ResourceType, resource: Resource) -> tuple[bool, JsonObject]:
+    """Store ``resource``: whether it was created, and the resource as stored, rendered (one call through the
+    ``SqlThread``)."""
     created = call.store.put_resource(resource)
-    stored = call.store.resource(resource.id) or resource
-    return json(rt.render(call, stored), status=201 if created else 200)
+    return created, rt.render(call, call.store.resource(resource.id) or resource)
 
 
 def _drafted(call: Call, rt: ResourceType, rid: str, name: str, group_scope: str, parent_id: str | None,
@@ -216,16 +235,20 @@ def patched(body: JsonObject, existing: Resource) -> Resource:
     return existing.evolve(**changes)
 
 
-async def delete_tree(call: Call | None, resource: Resource, store: ArmStore | None = None) -> None:
-    """Delete ``resource`` and its children (deepest first), each through its type's :meth:`remove`."""
+async def delete_tree(call: Call | None, resource: Resource, store: ArmStore | None = None,
+                      sql: SqlThread | None = None) -> None:
+    """Delete ``resource`` and its children (deepest first), each through its type's :meth:`remove`. The store is
+    read and written through ``sql`` (``call.services.sql`` when there is a call), off the event loop on
+    PostgreSQL; a failure stops the walk with what was deleted so far gone."""
     store = store or (call.store if call else None)
-    assert store is not None
-    for child in store.resources(resource.subscription_id, parent_id=resource.id):
-        await delete_tree(call, child, store)
+    sql = sql or (call.services.sql if call else None)
+    assert store is not None and sql is not None
+    for child in await sql.run(store.resources, resource.subscription_id, parent_id=resource.id):
+        await delete_tree(call, child, store, sql)
     rt = REGISTRY.type_of(resource.type)
     if rt is not None:
         await rt.remove(call, resource)
-    store.delete_resource(resource.id)
+    await sql.run(store.delete_resource, resource.id)
 
 
 async def list_collection(call: Call, path: ArmPath) -> web.StreamResponse:
@@ -246,19 +269,33 @@ async def list_collection(call: Call, path: ArmPath) -> web.StreamResponse:
         parent_requested = _build_id(path.group_scope, parent_rt, list(segs[1::2]))
         if not call.caller.may(read, parent_requested):
             call.caller.require(read, parent_requested)
-        group_scope = _group_checked(call, path)
-        parent = call.store.resource(_build_id(group_scope, parent_rt, list(segs[1::2])))
-        if parent is None:
-            raise resource_not_found(parent_rt.full_type, segs[-2], path.group)
-        items = call.store.resources(path.subscription, parent_id=parent.id, type=rt.full_type)
-        return page(call, [rt.render(call, r) for r in items])
+        return page(call, await call.run(_children, call, path, parent_rt, rt))
     if not call.caller.may(read, collection_scope) and not call.caller.has_any_role_under(collection_scope):
         call.caller.require(read, collection_scope)
+    return page(call, await call.run(_collection, call, path, rt, read))
+
+
+def _children(call: Call, path: ArmPath, parent_rt: ResourceType, rt: ResourceType) -> list[JsonObject]:
+    """The children of ``rt``'s type under the parent a collection's path names, rendered; 404 for a missing
+    group or parent (one call through the ``SqlThread``)."""
+    assert path.subscription is not None
+    segs = path.segments
+    group_scope = _group_checked(call, path)
+    parent = call.store.resource(_build_id(group_scope, parent_rt, list(segs[1::2])))
+    if parent is None:
+        raise resource_not_found(parent_rt.full_type, segs[-2], path.group)
+    return [rt.render(call, r) for r in call.store.resources(path.subscription, parent_id=parent.id,
+                                                             type=rt.full_type)]
+
+
+def _collection(call: Call, path: ArmPath, rt: ResourceType, read: str) -> list[JsonObject]:
+    """The resources of ``rt``'s type at the path's subscription or group that the caller may ``read``, rendered;
+    404 for a missing group (one call through the ``SqlThread``)."""
+    assert path.subscription is not None
     if path.group is not None:
         _group_checked(call, path)
     items = call.store.resources(path.subscription, group=path.group, type=rt.full_type)
-    visible = [r for r in items if call.caller.may(read, r.id)]
-    return page(call, [rt.render(call, r) for r in visible])
+    return [rt.render(call, r) for r in items if call.caller.may(read, r.id)]
 
 
 async def item_action(call: Call, path: ArmPath) -> web.StreamResponse:
@@ -274,8 +311,7 @@ async def item_action(call: Call, path: ArmPath) -> web.StreamResponse:
         raise ArmError(400, "InvalidRequestUri", "This resource type lives in a resource group.")
     if canonical_action.lower() not in rt.self_authorized_actions:
         call.caller.require(rt.operation(f"{canonical_action}/action"), _build_id(path.group_scope, rt, names))
-    group_scope = _group_checked(call, path)
-    existing = call.store.resource(_build_id(group_scope, rt, names))
+    _, existing, _ = await call.run(_group_and_resource, call, path, rt, names)
     if existing is None:
         raise resource_not_found(rt.full_type, names[-1], path.group)
     result = await getattr(rt, method_name)(call, existing)

@@ -13,10 +13,10 @@ from aiohttp import web
 
 from acrlocal.arm.errors import ArmError, group_not_found
 from acrlocal.arm.generic import delete_tree, json, normalize_location, page, parse_tags
-from acrlocal.arm.odata import parse_filter
+from acrlocal.arm.odata import Filter, parse_filter
 from acrlocal.arm.paths import ArmPath, check_group_name
 from acrlocal.arm.providers import Call
-from acrlocal.arm.store import ResourceGroup
+from acrlocal.arm.store import Resource, ResourceGroup
 
 OPS = "Microsoft.Resources/subscriptions/resourceGroups"
 
@@ -38,7 +38,7 @@ async def list_groups(call: Call, path: ArmPath) -> web.StreamResponse:
     read = f"{OPS}/read"
     if not call.caller.may(read, scope) and not call.caller.has_any_role_under(scope):
         call.caller.require(read, scope)
-    groups = [g for g in call.store.groups(path.subscription) if call.caller.may(read, g.id)]
+    groups = [g for g in await call.run(call.store.groups, path.subscription) if call.caller.may(read, g.id)]
     return page(call, [render(g) for g in groups])
 
 
@@ -49,7 +49,7 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
     if verb is None:
         raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{method}' is not supported for resource groups.")
     call.caller.require(f"{OPS}/{verb}", path.scope)
-    existing = call.store.group(path.subscription, path.group)
+    existing = await call.run(call.store.group, path.subscription, path.group)
     if method == "HEAD":
         return web.Response(status=204 if existing else 404)
     if method == "GET":
@@ -59,10 +59,10 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
     if method == "DELETE":
         if existing is None:
             raise group_not_found(path.group)
-        resources = call.store.resources(path.subscription, group=path.group, top_level_only=True)
+        resources = await call.run(call.store.resources, path.subscription, group=path.group, top_level_only=True)
         for resource in resources:
             await delete_tree(call, resource)
-        call.store.delete_group(path.subscription, path.group)
+        await call.run(call.store.delete_group, path.subscription, path.group)
         return web.Response(status=200)
     body = call.body
     if method == "PATCH":
@@ -71,7 +71,7 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
         tags = parse_tags(body["tags"]) if "tags" in body else existing.tags
         updated = ResourceGroup(existing.subscription_id, existing.name, existing.location, tags,
                                 body.get("managedBy", existing.managed_by), call.system_data(existing.system_data))
-        call.store.put_group(updated)
+        await call.run(call.store.put_group, updated)
         return json(render(updated))
     name = check_group_name(path.group)
     location = normalize_location(body.get("location"))
@@ -85,7 +85,7 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
     new = ResourceGroup(path.subscription, existing.name if existing else name, location,
                         parse_tags(body.get("tags")), managed_by,
                         call.system_data(existing.system_data if existing else None))
-    created = call.store.put_group(new)
+    created = await call.run(call.store.put_group, new)
     return json(render(new), status=201 if created else 200)
 
 
@@ -110,11 +110,7 @@ async def list_resources(call: Call, path: ArmPath) -> web.StreamResponse:
     if not call.caller.may("Microsoft.Resources/subscriptions/resources/read", scope) and \
             not call.caller.has_any_role_under(scope):
         call.caller.require("Microsoft.Resources/subscriptions/resources/read", scope)
-    if path.group is not None and call.store.group(path.subscription, path.group) is None:
-        raise group_not_found(path.group)
-    flt = parse_filter(call.query.get("$filter"), fields=("resourceType", "name", "resourceGroup", "location"))
-    items = call.store.resources(path.subscription, group=path.group or flt.field("resourceGroup"),
-                                 type=flt.field("resourceType"), top_level_only=True)
+    flt, items = await call.run(_listed, call, path)
     name = flt.field("name")
     location = flt.field("location")
     visible = [r for r in items
@@ -122,3 +118,15 @@ async def list_resources(call: Call, path: ArmPath) -> web.StreamResponse:
                and (location is None or (r.location or "") == location.lower())
                and call.caller.may(f"{r.type}/read", r.id)]
     return page(call, [_generic_view(r) for r in visible])
+
+
+def _listed(call: Call, path: ArmPath) -> tuple[Filter, list[Resource]]:
+    """The ``$filter`` and the top-level resources of the path's subscription (of its group, or of the filter's
+    group and type); 404 if the path's group does not exist, then 400 for a filter it does not take (one call
+    through the ``SqlThread``)."""
+    assert path.subscription is not None
+    if path.group is not None and call.store.group(path.subscription, path.group) is None:
+        raise group_not_found(path.group)
+    flt = parse_filter(call.query.get("$filter"), fields=("resourceType", "name", "resourceGroup", "location"))
+    return flt, call.store.resources(path.subscription, group=path.group or flt.field("resourceGroup"),
+                                     type=flt.field("resourceType"), top_level_only=True)

@@ -8,7 +8,8 @@
   ``subject``, ``audiences`` (one entry, usually ``api://AzureADTokenExchange``); stored in the directory, where
   the Entra token endpoint matches federated assertions against them.
 
-Bad bodies are ARM 400s raised in :meth:`prepare`, before anything changes.
+Bad bodies are ARM 400s raised in :meth:`prepare`, before anything changes. The store and the directory are read
+and written through the server's ``SqlThread`` (``call.run``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,18 @@ MAX_FEDERATED_CREDENTIALS = 20
 
 
 def _tenant_of(call: Call, subscription_id: str) -> str:
+    """The subscription's tenant; 404 if there is no such subscription (reads the directory: in the
+    ``SqlThread``)."""
     try:
         return call.services.directory.subscription(subscription_id).tenant_id
     except NotFound:
         raise ArmError(404, "SubscriptionNotFound", f"The subscription '{subscription_id}' could not be found.") \
             from None
+
+
+def _delete_principal(services: ArmServices, store: ArmStore, principal_id: str) -> None:
+    services.directory.delete_principal(principal_id)
+    store.delete_assignments_of(principal_id)
 
 
 class UserAssignedIdentities(ResourceType):
@@ -49,7 +57,11 @@ class UserAssignedIdentities(ResourceType):
 
     async def list_associated_resources(self, call: Call, resource: Resource) -> JsonObject:
         """The resources this identity is assigned to (``az identity list-resources``), among the tenant's
-        subscriptions and those the caller may read."""
+        subscriptions and those the caller may read (one call through the ``SqlThread``)."""
+        return await call.run(self._associated_resources, call, resource)
+
+    @staticmethod
+    def _associated_resources(call: Call, resource: Resource) -> JsonObject:
         tenant = _tenant_of(call, resource.subscription_id)
         wanted = resource.id.lower()
         found = []
@@ -72,8 +84,13 @@ class UserAssignedIdentities(ResourceType):
         return draft.evolve(properties=kept, identity=None)
 
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        """The identity's service principal, made (or taken over) through the ``SqlThread``."""
         if existing is not None and existing.internal.get("principalId"):
             return resource
+        return await call.run(self._apply, call, resource)
+
+    @staticmethod
+    def _apply(call: Call, resource: Resource) -> Resource:
         tenant = _tenant_of(call, resource.subscription_id)
         try:
             principal = call.services.directory.create_managed_identity(tenant, resource.id, resource.name, "user")
@@ -90,12 +107,12 @@ class UserAssignedIdentities(ResourceType):
     started: tuple[ArmServices, ArmStore] | None = None
 
     async def remove(self, call: Call | None, resource: Resource) -> None:
+        """The principal and its role assignments go, in one call through the ``SqlThread``."""
         started = (call.services, call.store) if call else self.started
         principal_id = resource.internal.get("principalId")
         if started is not None and principal_id:
             services, store = started
-            services.directory.delete_principal(principal_id)
-            store.delete_assignments_of(principal_id)
+            await services.sql.run(_delete_principal, services, store, principal_id)
 
     def render(self, call: Call | None, resource: Resource) -> JsonObject:
         body = super().render(call, resource)
@@ -103,8 +120,13 @@ class UserAssignedIdentities(ResourceType):
         return body
 
     async def on_start(self, services: ArmServices, store: ArmStore) -> None:
-        """Delete principals of identities whose ARM resource is gone (a delete interrupted half-way)."""
+        """Delete principals of identities whose ARM resource is gone (a delete interrupted half-way), in one call
+        through the ``SqlThread``."""
         self.started = (services, store)
+        await services.sql.run(self._reconcile, services, store)
+
+    @staticmethod
+    def _reconcile(services: ArmServices, store: ArmStore) -> None:
         for principal in services.directory.principals():
             rid = principal.resource_id
             if principal.mi_kind == "user" and rid and "/providers/microsoft.managedidentity/" in rid.lower() \
@@ -134,7 +156,8 @@ class FederatedIdentityCredentials(ResourceType):
             raise bad_request("BadRequest", f"Audiences {audiences!r} are invalid: exactly one audience is "
                               "supported.")
         if existing is None and draft.parent_id is not None:
-            siblings = call.store.resources(draft.subscription_id, parent_id=draft.parent_id, type=self.full_type)
+            siblings = await call.run(call.store.resources, draft.subscription_id, parent_id=draft.parent_id,
+                                      type=self.full_type)
             if len(siblings) >= MAX_FEDERATED_CREDENTIALS:
                 raise bad_request("BadRequest", f"An identity may have at most {MAX_FEDERATED_CREDENTIALS} "
                                   "federated identity credentials.")
@@ -142,6 +165,7 @@ class FederatedIdentityCredentials(ResourceType):
                             location=None, tags={}, identity=None)
 
     def _principal_id(self, call: Call, resource: Resource) -> str:
+        """The parent identity's principal; 404 without one (reads the store: in the ``SqlThread``)."""
         parent = call.store.resource(resource.parent_id or "")
         principal_id = parent.internal.get("principalId") if parent else None
         if not principal_id:
@@ -150,6 +174,10 @@ class FederatedIdentityCredentials(ResourceType):
         return str(principal_id)
 
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        """The credential replaces any of its name in the directory, in one call through the ``SqlThread``."""
+        return await call.run(self._apply, call, resource)
+
+    def _apply(self, call: Call, resource: Resource) -> Resource:
         principal_id = self._principal_id(call, resource)
         directory = call.services.directory
         p: dict[str, Any] = resource.properties
@@ -159,8 +187,14 @@ class FederatedIdentityCredentials(ResourceType):
         return resource
 
     async def remove(self, call: Call | None, resource: Resource) -> None:
+        """The credential goes from the directory (through the ``SqlThread``); a cascade without a call leaves it
+        to the identity's principal, which goes with it."""
         if call is None:
             return
+        await call.run(self._remove, call, resource)
+
+    @staticmethod
+    def _remove(call: Call, resource: Resource) -> None:
         parent = call.store.resource(resource.parent_id or "")
         principal_id = parent.internal.get("principalId") if parent else None
         if principal_id:

@@ -142,6 +142,30 @@ class NetworkType(ResourceType):
             props["resourceGuid"] = resource.internal["resourceGuid"]
         return body
 
+    # The hooks read and write the store all through: each runs as one call of the server's SqlThread, and a type
+    # says what it checks and does in the synchronous checked / applied / removed.
+
+    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+        return await call.run(self.checked, call, draft, existing)
+
+    async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        return await call.run(self.applied, call, resource, existing)
+
+    async def remove(self, call: Call | None, resource: Resource) -> None:
+        if call is not None:  # a cascade without a call (the server cleaning up) checks nothing
+            await call.run(self.removed, call, resource)
+
+    def checked(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+        """:meth:`prepare`'s work, in the ``SqlThread``."""
+        return draft
+
+    def applied(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+        """:meth:`apply`'s work, in the ``SqlThread``."""
+        return resource
+
+    def removed(self, call: Call, resource: Resource) -> None:
+        """:meth:`remove`'s checks, in the ``SqlThread``."""
+
     def stamp(self, resource: Resource, existing: Resource | None) -> Resource:
         internal = dict(existing.internal if existing else resource.internal)
         internal["etag"] = _etag()
@@ -190,7 +214,7 @@ def _vnet_prefixes(vnet: Resource) -> list[ipaddress.IPv4Network]:
 class VirtualNetworks(NetworkType):
     type = "virtualNetworks"
 
-    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+    def checked(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         props = dict(draft.properties)
         space = require_object(props.get("addressSpace"), "properties.addressSpace")
         prefixes = space.get("addressPrefixes")
@@ -234,7 +258,7 @@ class VirtualNetworks(NetworkType):
         resource = self.stamp(draft.evolve(properties=props), existing)
         return resource.evolve(internal={**resource.internal, "_subnets": planned if subnets is not None else None})
 
-    async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+    def applied(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
         internal = dict(resource.internal)
         planned = internal.pop("_subnets", None)
         resource = resource.evolve(internal=internal)
@@ -269,7 +293,7 @@ class Subnets(NetworkType):
     type = "virtualNetworks/subnets"
     location_required = False
 
-    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+    def checked(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         assert draft.parent_id is not None
         vnet = call.store.resource(draft.parent_id)
         assert vnet is not None
@@ -282,9 +306,7 @@ class Subnets(NetworkType):
                               "cannot be changed.")
         return self.stamp(draft.evolve(properties=props, location=None), existing)
 
-    async def remove(self, call: Call | None, resource: Resource) -> None:
-        if call is None:
-            return
+    def removed(self, call: Call, resource: Resource) -> None:
         used = _ip_configuration_ids(call.store, resource.subscription_id, "subnet", resource.id)
         if used and not group_deleted(call):
             raise bad_request("InUseSubnetCannotBeDeleted", f"Subnet {resource.name} is in use by {used[0]} and "
@@ -367,7 +389,7 @@ def _check_priorities(rules: list[tuple[str, JsonObject]]) -> None:
 class NetworkSecurityGroups(NetworkType):
     type = "networkSecurityGroups"
 
-    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+    def checked(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         props = dict(draft.properties)
         rules = props.pop("securityRules", None)
         planned: list[tuple[str, JsonObject]] | None = None
@@ -387,7 +409,7 @@ class NetworkSecurityGroups(NetworkType):
         resource = self.stamp(draft.evolve(properties=props), existing)
         return resource.evolve(internal={**resource.internal, "_rules": planned})
 
-    async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+    def applied(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
         internal = dict(resource.internal)
         planned = internal.pop("_rules", None)
         resource = resource.evolve(internal=internal)
@@ -408,8 +430,8 @@ class NetworkSecurityGroups(NetworkType):
                 call.store.delete_resource(child.id)
         return resource
 
-    async def remove(self, call: Call | None, resource: Resource) -> None:
-        if call is None or group_deleted(call):
+    def removed(self, call: Call, resource: Resource) -> None:
+        if group_deleted(call):
             return
         users = [n.id for n in nics_of(call.store, resource.subscription_id)
                  if ((n.properties.get("networkSecurityGroup") or {}).get("id") or "").lower() == resource.id.lower()]
@@ -438,7 +460,7 @@ class SecurityRules(NetworkType):
     type = "networkSecurityGroups/securityRules"
     location_required = False
 
-    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+    def checked(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         assert draft.parent_id is not None
         props = _rule_properties(draft.properties, draft.name)
         siblings = [(r.name, r.properties) for r in call.store.resources(draft.subscription_id,
@@ -467,7 +489,7 @@ def allocate_public_address(store: ArmStore, subscription_ids: list[str]) -> str
 class PublicIPAddresses(NetworkType):
     type = "publicIPAddresses"
 
-    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+    def checked(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         props = dict(draft.properties)
         sku = dict(draft.sku or (existing.sku if existing else None) or {"name": "Standard"})
         sku_name = str(sku.get("name", "Standard"))
@@ -500,15 +522,15 @@ class PublicIPAddresses(NetworkType):
             out["ipAddress"] = existing.properties["ipAddress"]
         return self.stamp(draft.evolve(properties=out, sku=sku), existing)
 
-    async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
+    def applied(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
         if resource.properties.get("ipAddress"):
             return resource
         subs = [s.id for s in call.services.directory.subscriptions()]
         address = allocate_public_address(call.store, subs)
         return resource.evolve(properties={**resource.properties, "ipAddress": address})
 
-    async def remove(self, call: Call | None, resource: Resource) -> None:
-        if call is None or group_deleted(call):
+    def removed(self, call: Call, resource: Resource) -> None:
+        if group_deleted(call):
             return
         used = _ip_configuration_ids(call.store, resource.subscription_id, "publicIPAddress", resource.id)
         if used:
@@ -562,7 +584,7 @@ def _private_address(call: Call, subnet: Resource, nic_id: str, wanted: str | No
 class NetworkInterfaces(NetworkType):
     type = "networkInterfaces"
 
-    async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+    def checked(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         props = dict(draft.properties)
         configs = props.get("ipConfigurations")
         if not isinstance(configs, list) or not configs:
@@ -625,8 +647,8 @@ class NetworkInterfaces(NetworkType):
             out["virtualMachine"] = existing.properties["virtualMachine"]
         return self.stamp(draft.evolve(properties=out), existing)
 
-    async def remove(self, call: Call | None, resource: Resource) -> None:
-        if call is None or group_deleted(call):
+    def removed(self, call: Call, resource: Resource) -> None:
+        if group_deleted(call):
             return
         vm = (resource.properties.get("virtualMachine") or {}).get("id")
         if vm and call.store.resource(vm) is not None:

@@ -15,6 +15,10 @@ ARM's status codes. The type only says what is particular to it, in hooks that a
 - POST ``{id}/{action}``: the method named in :attr:`ResourceType.actions`.
 - Server start: :meth:`~ResourceType.on_start` (reconcile state kept elsewhere).
 
+The hooks run on the event loop: what they read or write of the store, the directory or the VMs' table goes through
+:meth:`Call.run` (the server's ``SqlThread``; inline on SQLite, off the loop on PostgreSQL), a check with the write
+it guards in one call. :meth:`ResourceType.render` runs in that thread.
+
 A namespace whose paths do not fit this model (role assignments live at any scope) registers a
 :class:`NamespaceHandler` instead, which receives every call under ``/providers/{namespace}``.
 """
@@ -29,7 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -60,6 +64,8 @@ PROVIDER_MODULES = (
 DEFAULT_LOCATIONS = ("westus", "westus2", "eastus", "eastus2", "centralus", "northeurope", "westeurope")
 
 JsonObject = dict[str, Any]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def utc_now() -> str:
@@ -110,6 +116,13 @@ class Call:
     @property
     def query(self) -> Any:
         return self.request.query
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` through the server's :class:`~acrlocal.storage.sql.SqlThread` (inline on SQLite,
+        off the event loop on PostgreSQL): every store and directory call of a handler goes through here, a check
+        and the write it guards in one ``fn``. ``fn`` must not wait for the event loop or for another call of the
+        thread; what it raises comes back here."""
+        return await self.services.sql.run(fn, *args, **kwargs)
 
     def system_data(self, existing: dict[str, Any] | None = None) -> dict[str, Any]:
         """ARM's ``systemData`` for a write by this caller (keeps the creation half of ``existing``)."""
@@ -184,7 +197,8 @@ class ResourceType:
         """Side effects of a delete, before the rows go (``call`` is ``None`` when the server cleans up)."""
 
     def render(self, call: Call | None, resource: Resource) -> JsonObject:
-        """The ARM JSON of ``resource``; the default is ARM's usual shape with ``provisioningState``."""
+        """The ARM JSON of ``resource``; the default is ARM's usual shape with ``provisioningState``. Called in the
+        server's ``SqlThread`` (a type may read the store to render, e.g. a network's subnets)."""
         body: JsonObject = {"id": resource.id, "name": resource.name, "type": resource.type}
         if resource.location is not None:
             body["location"] = resource.location

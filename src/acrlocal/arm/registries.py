@@ -33,7 +33,7 @@ from acrlocal.arm.providers import (
 from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource, ResourceGroup
 from acrlocal.errors import AlreadyExists, ConfigError, LimitReached, NotFound
-from acrlocal.registry.hosting import REGISTRY_NAME
+from acrlocal.registry.hosting import REGISTRY_NAME, RegistryHosting
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ class Registries(ResourceType):
             raise ArmError(400, "InvalidSku", f"The sku '{sku_name[:50]}' is not valid: expected Basic, Standard or "
                            "Premium.")
         if existing is None:
-            taken = [r for r in call.store.resources_named(TYPE, draft.name) if r.id.lower() != draft.id.lower()]
+            taken = [r for r in await call.run(call.store.resources_named, TYPE, draft.name)
+                     if r.id.lower() != draft.id.lower()]
             hosted = _name_hosted(call.services, draft.name)
             if taken or hosted:
                 raise ArmError(409, "AlreadyInUse", f"The registry DNS name {draft.name.lower()}."
@@ -156,10 +157,9 @@ class Registries(ResourceType):
             created = _iso(rec.created)
             from acrlocal.arm.tokens import ensure_system_scope_maps
 
-            ensure_system_scope_maps(call.store, resource)
+            await call.run(ensure_system_scope_maps, call.store, resource)
             return resource.evolve(properties={**resource.properties, "creationDate": created})
-        hosting.table.update_properties(resource.name, plane)
-        hosting.refresh(resource.name)
+        await call.run(_update_hosted, hosting, resource.name, plane)
         return resource
 
     async def remove(self, call: Call | None, resource: Resource) -> None:
@@ -202,7 +202,7 @@ class Registries(ResourceType):
         passwords = {**resource.internal.get("adminPasswords", {}), which: new_password()}
         updated = resource.evolve(internal={**resource.internal, "adminPasswords": passwords},
                                   system_data=call.system_data(resource.system_data))
-        call.store.put_resource(updated)
+        await call.run(call.store.put_resource, updated)
         return await self.list_credentials(call, updated)
 
     async def generate_credentials(self, call: Call, resource: Resource) -> JsonObject:
@@ -261,9 +261,20 @@ def _name_hosted(services: ArmServices, name: str) -> bool:
     return True
 
 
+def _update_hosted(hosting: RegistryHosting, name: str, plane: JsonObject) -> None:
+    """The data plane's copy of a registry's properties, and the record served (SQL: in the ``SqlThread``)."""
+    hosting.table.update_properties(name, plane)
+    hosting.refresh(name)
+
+
 async def reconcile(services: ArmServices, store: ArmStore, rt: Registries) -> None:
     """Give every hosted registry without an ARM resource one in group ``acrlocal`` of the default subscription,
-    and drop registry resources whose registry is no longer hosted."""
+    and drop registry resources whose registry is no longer hosted. One call through the ``SqlThread``: it runs at
+    start-up, while requests may already be served."""
+    await services.sql.run(_reconcile, services, store)
+
+
+def _reconcile(services: ArmServices, store: ArmStore) -> None:
     sub = services.admin.subscriptionId
     for rec in services.registries.all():
         if store.resources_named(TYPE, rec.name):
@@ -312,7 +323,7 @@ async def check_name_availability(call: Call, path: ArmPath) -> JsonObject:
     if not REGISTRY_NAME.match(name):
         return {"nameAvailable": False, "reason": "Invalid", "message": "The specified resource name is invalid: "
                 "it must contain only alphanumeric characters and be between 5 and 50 characters in length."}
-    if call.store.resources_named(TYPE, name) or _name_hosted(call.services, name):
+    if await call.run(call.store.resources_named, TYPE, name) or _name_hosted(call.services, name):
         return {"nameAvailable": False, "reason": "AlreadyExists", "message": f"The registry DNS name "
                 f"{name.lower()}.{call.services.settings.hostname_suffix} is already in use."}
     return {"nameAvailable": True}

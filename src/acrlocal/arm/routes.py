@@ -4,9 +4,12 @@ Every ARM path goes through :func:`dispatch`, which in this order: authenticates
 ``api-version`` (400 ``MissingApiVersionParameter``), parses the path (400), checks the subscription (404
 ``SubscriptionNotFound``, 401 for a token of another tenant), reads the JSON body of a write (400
 ``InvalidRequestContent``), and hands the call to the subscription, group or provider code, which authorizes it on
-its target scope before anything is looked up. Writes run one at a time (an ``asyncio.Lock``), so a check and
-the write that follows it cannot interleave with another write. Every answer carries ``x-ms-request-id`` and
-``x-ms-correlation-request-id``; errors are ARM's ``{"error": {"code", "message"}}``.
+its target scope before anything is looked up. Writes run one at a time (an ``asyncio.Lock``), so a check and the
+write that follows it cannot interleave with another write. The SQL of a call (the caller's principal and role
+assignments, the store, the directory) runs through the server's ``SqlThread`` (``Call.run``), off the event loop on
+PostgreSQL; the write lock is taken on the loop and no SQL connection is held while a call waits for it. Every
+answer carries ``x-ms-request-id`` and ``x-ms-correlation-request-id``; errors are ARM's ``{"error": {"code",
+"message"}}``.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE_KEY]
     ids = _ids(request)
     try:
-        caller = authenticate(request, services.tokens, services.directory, store)
+        caller = await authenticate(request, services.tokens, services.directory, store, services.sql)
         version = api_version(request)
         body = await read_body(request) if request.method in ("PUT", "PATCH", "POST") else {}
         call = Call(services, store, caller, request, version, body, write_lock=request.app[LOCK_KEY])
@@ -148,7 +151,7 @@ async def route(call: Call) -> web.StreamResponse:
     path = parse_path(request.path)
     if path.subscription is not None:
         try:
-            sub = call.services.directory.subscription(path.subscription)
+            sub = await call.run(call.services.directory.subscription, path.subscription)
         except NotFound:
             raise subscription_not_found(path.subscription) from None
         if sub.tenant_id != call.caller.tenant_id:

@@ -16,6 +16,7 @@ from acrlocal.identity.keys import KeyRing
 from acrlocal.identity.tokens import TokenIssuer
 from acrlocal.registry.hosting import RegistryHosting
 from acrlocal.registry.services import RegistryServices
+from acrlocal.storage.sql import SqlThread
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,11 @@ class ArmServices:
     """The server's settings (host name suffix, ports, limits), who exists (``directory``), the tenants' signing keys
     (``keys``) and the token issuer that checks callers' tokens (``tokens``), the administrator made at the first
     start (``admin``), the registries served (``registries``) and their data plane (``data_plane``: garbage
-    collection, the audit log, the registry token signer), the VMs (``compute``; see :attr:`runtime`), and which
-    process runs a template deployment (``runners``)."""
+    collection, the audit log, the registry token signer), the VMs (``compute``; see :attr:`runtime`), and where the
+    control plane's SQL runs (``sql``: the server's one :class:`~acrlocal.storage.sql.SqlThread`, inline on SQLite,
+    off the event loop on PostgreSQL). Every call of :class:`~acrlocal.arm.store.ArmStore`, of ``directory`` and of
+    the VMs' table that a request or a task on the event loop makes goes through ``sql.run``; a check and the write
+    it guards go in one call. ``runners``: which process runs a template deployment (:mod:`acrlocal.arm.runners`)."""
 
     @property
     def runtime(self) -> ComputeRuntime:
@@ -41,6 +45,7 @@ class ArmServices:
     registries: RegistryHosting
     data_plane: RegistryServices
     compute: ComputeRuntime | None  # None in a secondary process, which forwards every ARM call to the primary
+    sql: SqlThread
     runners: DeploymentRunners
 
 

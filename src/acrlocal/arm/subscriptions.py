@@ -53,7 +53,8 @@ def _visible_subscription(call: Call, sub: Subscription) -> bool:
 
 
 async def list_subscriptions(call: Call) -> web.StreamResponse:
-    subs = [s for s in call.services.directory.subscriptions(call.caller.tenant_id) if _visible_subscription(call, s)]
+    subs = [s for s in await call.run(call.services.directory.subscriptions, call.caller.tenant_id)
+            if _visible_subscription(call, s)]
     return json({"value": [_render_subscription(s) for s in subs], "count": {"type": "Total", "value": len(subs)}})
 
 
@@ -66,7 +67,7 @@ async def get_subscription(call: Call, path: ArmPath, sub: Subscription) -> web.
 
 
 async def list_tenants(call: Call) -> web.StreamResponse:
-    tenant = call.services.directory.tenant(call.caller.tenant_id)
+    tenant = await call.run(call.services.directory.tenant, call.caller.tenant_id)
     domain = f"{tenant.display_name.lower()}.{call.services.settings.hostname_suffix}"
     return json({"value": [{
         "id": f"/tenants/{tenant.id}", "tenantId": tenant.id, "countryCode": "US", "displayName": tenant.display_name,

@@ -63,6 +63,7 @@ STATUSES = ("enabled", "disabled")
 
 
 def _quota(call: Call, registry_id: str) -> int:
+    """The registry's SKU's quota of scope maps or tokens (reads the store: in the ``SqlThread``)."""
     registry = call.store.resource(registry_id)
     sku = str(((registry.sku if registry else None) or {}).get("name", "Standard")).lower()
     return SKU_QUOTAS.get(sku, SKU_QUOTAS["standard"])
@@ -73,6 +74,8 @@ def _registry_id(resource_id: str) -> str:
 
 
 def _check_quota(call: Call, draft: Resource, existing: Resource | None, what: str) -> None:
+    """400 ``QuotaExceeded`` if a new child would pass the registry's quota (reads the store: in the
+    ``SqlThread``)."""
     if existing is not None:
         return
     registry_id = _registry_id(draft.id)
@@ -111,7 +114,7 @@ class ScopeMaps(_RegistryChild):
         description = draft.properties.get("description")
         if description is not None and (not isinstance(description, str) or len(description) > 256):
             raise invalid_content("'properties.description' must be a string of at most 256 characters.")
-        _check_quota(call, draft, existing, "scope maps")
+        await call.run(_check_quota, call, draft, existing, "scope maps")
         created = (existing.properties.get("creationDate") if existing else None) or utc_now()
         properties: JsonObject = {"actions": list(dict.fromkeys(parsed)), "type": "UserDefined",
                                   "creationDate": created}
@@ -133,13 +136,19 @@ class ScopeMaps(_RegistryChild):
         super().validate_name(call, name)
 
     async def on_start(self, services: ArmServices, store: ArmStore) -> None:
+        """Every registry gets the system scope maps it lacks, in one call through the ``SqlThread``."""
+        await services.sql.run(self._reconcile, services, store)
+
+    @staticmethod
+    def _reconcile(services: ArmServices, store: ArmStore) -> None:
         for sub in services.directory.subscriptions():
             for registry in store.resources(sub.id, type=REGISTRY_TYPE):
                 ensure_system_scope_maps(store, registry)
 
 
 def ensure_system_scope_maps(store: ArmStore, registry: Resource) -> None:
-    """Give ``registry`` the system scope maps it lacks (at creation and at every start)."""
+    """Give ``registry`` the system scope maps it lacks (at creation and at every start). Blocks on SQL: run it
+    through the ``SqlThread``."""
     for name, (description, actions) in SYSTEM_SCOPE_MAPS.items():
         rid = f"{registry.id}/scopeMaps/{name}"
         if store.resource(rid) is not None:
@@ -205,14 +214,14 @@ class Tokens(_RegistryChild):
         if not scope_map_id.lower().startswith(registry_id.lower() + "/scopemaps/"):
             raise bad_request("InvalidScopeMapId", f"The scope map '{scope_map_id[:300]}' is not a scope map of "
                               f"registry '{registry_id.rsplit('/', 1)[-1]}'.")
-        scope_map = call.store.resource(scope_map_id)
+        scope_map = await call.run(call.store.resource, scope_map_id)
         if scope_map is None or scope_map.type.lower() != SCOPE_MAP_TYPE.lower():
             raise ArmError(404, "ScopeMapNotFound", f"The scope map '{scope_map_id.rsplit('/', 1)[-1]}' was not "
                            "found in the registry.")
         status = props.get("status", existing.properties.get("status") if existing else "enabled")
         if status not in STATUSES:
             raise invalid_content(f"'properties.status' must be 'enabled' or 'disabled', not {str(status)[:20]!r}.")
-        _check_quota(call, draft, existing, "tokens")
+        await call.run(_check_quota, call, draft, existing, "tokens")
         created = (existing.properties.get("creationDate") if existing else None) or utc_now()
         properties: JsonObject = {"scopeMapId": scope_map.id, "status": status, "creationDate": created}
         return draft.evolve(properties=properties, tags={}, location=None)
@@ -226,7 +235,12 @@ class Tokens(_RegistryChild):
 async def generate_credentials(call: Call, registry: Resource) -> JsonObject:
     """``POST .../registries/{r}/generateCredentials``: new values for one (``name``) or both passwords of the
     token ``tokenId``, with an optional ``expiry``; the values are answered once and only their hashes kept. The
-    old value of a regenerated password stops working at once."""
+    old value of a regenerated password stops working at once. The token is read and written in one call through
+    the ``SqlThread``."""
+    return await call.run(_generate_credentials, call, registry)
+
+
+def _generate_credentials(call: Call, registry: Resource) -> JsonObject:
     body = call.body
     token_id = body.get("tokenId")
     if not isinstance(token_id, str):

@@ -190,7 +190,8 @@ class VmSshDoors:
     # -- what ARM holds ----------------------------------------------------------------------------------
 
     def wanted(self) -> dict[str, str]:
-        """``{public address: VM resource id}`` for every running VM's public IP addresses."""
+        """``{public address: VM resource id}`` for every running VM's public IP addresses (reads the store and the
+        directory: in the ``SqlThread``)."""
         out: dict[str, str] = {}
         for subscription in self.subscriptions():
             for vm in self.store.resources(subscription, type=VM_TYPE):
@@ -206,7 +207,7 @@ class VmSshDoors:
     def decide(self, address: str, peer: tuple[str, int]) -> tuple[str | None, str]:
         """The VM to serve a connection from ``peer`` to ``address``, or ``None`` and why not (read from ARM now:
         the VM, its interface with this public address, and the security groups of the interface and its
-        subnet)."""
+        subnet; in the ``SqlThread``)."""
         vm_id = self.wanted().get(address)
         vm = self.store.resource(vm_id) if vm_id else None
         if vm is None:
@@ -246,8 +247,9 @@ class VmSshDoors:
     # -- listening ---------------------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Open a door for each running VM's public address, close the others."""
-        wanted = self.wanted()
+        """Open a door for each running VM's public address, close the others. What ARM holds is read through the
+        runtime's ``SqlThread`` (off the event loop on PostgreSQL)."""
+        wanted = await self.runtime.sql.run(self.wanted)
         for address in list(self._doors):
             if address not in wanted:
                 self._shut(address)
@@ -318,7 +320,7 @@ class VmSshDoors:
                 return
             door.connections += 1
             try:
-                vm_id, why = self.decide(address, peer)
+                vm_id, why = await self.runtime.sql.run(self.decide, address, peer)
                 if vm_id is None:
                     log.info("VMs: ssh connection from %s:%d to %s closed: %s", *peer, address, why)
                     return

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from acrlocal.arm.deployments import MAX_NESTING, DeploymentEnvironment, internal, parse_request
+from acrlocal.arm.deployments import MAX_NESTING, DeploymentEnvironment, Request, internal, parse_request
 from acrlocal.arm.errors import ArmError
 from acrlocal.arm.providers import REGISTRY, Call
 from acrlocal.arm.templates import Plan, PlannedResource, TemplateError, prepare
@@ -95,20 +95,28 @@ async def _nested(call: Call, plan: Plan, resource: PlannedResource, result_form
 
     if depth >= MAX_NESTING:
         return unsupported(f"Nested deployments go deeper than {MAX_NESTING} levels.")
-    target = resource.nested_target or plan.target
     try:
-        body = plan.body(resource, keep_unknown=True)
-        request = parse_request(body, target.resource_group is None)
-        env = DeploymentEnvironment(call, target, resource.short_name, request.mode, datetime.now(UTC),
-                                    request.template, request.location, what_if=True)
-        env.planned_groups = groups
-        nested = prepare(request.template, request.parameters, target, env)
-        env.plan = nested
+        request, nested = await call.run(_nested_plan, call, plan, resource, groups)
     except TemplateError as err:
         return unsupported(err.message)
     except ArmError as err:
         return unsupported(err.message)
     return await changes(call, nested, request.mode, result_format, depth=depth + 1, groups=groups)
+
+
+def _nested_plan(call: Call, plan: Plan, resource: PlannedResource, groups: dict[str, dict[str, Any]]
+                 ) -> tuple[Request, Plan]:
+    """The request and the plan of an inline nested deployment; evaluating them reads the store, so this runs in
+    the ``SqlThread``."""
+    target = resource.nested_target or plan.target
+    body = plan.body(resource, keep_unknown=True)
+    request = parse_request(body, target.resource_group is None)
+    env = DeploymentEnvironment(call, target, resource.short_name, request.mode, datetime.now(UTC),
+                                request.template, request.location, what_if=True)
+    env.planned_groups = groups
+    nested = prepare(request.template, request.parameters, target, env)
+    env.plan = nested
+    return request, nested
 
 
 async def changes(call: Call, plan: Plan, mode: str, result_format: str, *, depth: int = 0,
@@ -118,7 +126,7 @@ async def changes(call: Call, plan: Plan, mode: str, result_format: str, *, dept
     full = result_format.lower() != "resourceidonly"
     out: list[dict[str, Any]] = []
     named: set[str] = set()
-    groups = _planned_groups(plan, groups or {})
+    groups = await call.run(_planned_groups, plan, groups or {})
     for resource in plan.deployable:
         named.add(resource.key)
         if resource.type.lower() == "microsoft.resources/deployments":
@@ -127,7 +135,7 @@ async def changes(call: Call, plan: Plan, mode: str, result_format: str, *, dept
             out += inner
             continue
         try:
-            body = plan.body(resource, keep_unknown=True)
+            body = await call.run(plan.body, resource, keep_unknown=True)
         except TemplateError:
             body = {}
         status, current = await internal(call, "GET", resource.id, resource.api_version or "2023-01-01")
@@ -151,13 +159,13 @@ async def changes(call: Call, plan: Plan, mode: str, result_format: str, *, dept
         out.append(change)
     target = plan.target
     if target.resource_group is not None and depth == 0:
-        for existing in call.store.resources(target.subscription_id, group=target.resource_group,
-                                             top_level_only=True):
+        for existing in await call.run(call.store.resources, target.subscription_id, group=target.resource_group,
+                                       top_level_only=True):
             if existing.id.lower() in named:
                 continue
             change = {"resourceId": existing.id, "changeType": "Delete" if mode == "Complete" else "Ignore"}
             if full:
                 rt = REGISTRY.type_of(existing.type)
-                change["before"] = rt.render(call, existing) if rt else {"id": existing.id}
+                change["before"] = await call.run(rt.render, call, existing) if rt else {"id": existing.id}
             out.append(change)
     return out

@@ -14,7 +14,10 @@ is looked up, and the front door's certificate covers ``*.azurecr.io``. Starting
 boots nothing.
 
 A VM's managed identities are resolved through the directory and cached in memory until the directory or the VM
-changes, so the IMDS hot path does no SQL. Failures raise :class:`~acrlocal.errors.NotFound`,
+changes, so the IMDS hot path does no SQL. The directory's and the table's SQL that the event loop asks for runs
+through ``sql`` (the server's ``SqlThread``: inline on SQLite, off the loop on PostgreSQL); :meth:`get`, which may
+read the table for a VM this server does not run, is for code already in that thread, :meth:`lookup` for the
+loop. Failures raise :class:`~acrlocal.errors.NotFound`,
 :class:`~acrlocal.errors.ConfigError`, :class:`VMNotRunning` or :class:`~acrlocal.compute.machine.MachineError`;
 a create that fails half-way is undone (principal, row, directory).
 """
@@ -136,7 +139,8 @@ class ComputeRuntime:
     # -- lookups -----------------------------------------------------------------------------------
 
     def get(self, resource_id: str) -> VirtualMachine:
-        """The VM this server runs; :class:`HostedElsewhere` if another replica runs it, ``NotFound`` if none."""
+        """The VM this server runs; :class:`HostedElsewhere` if another replica runs it, ``NotFound`` if none. A VM
+        this server does not run is looked up in the table (SQL): on the event loop, use :meth:`lookup`."""
         vm = self._by_key.get(resource_id.lower())
         if vm is None:
             host = self.table.host_of(resource_id)
@@ -144,6 +148,14 @@ class ComputeRuntime:
                 raise HostedElsewhere(resource_id, host)
             raise NotFound(f"virtual machine {resource_id!r} does not exist")
         return vm
+
+    async def lookup(self, resource_id: str) -> VirtualMachine:
+        """:meth:`get`, with the table's look-up of a VM this server does not run made through ``sql`` (off the
+        event loop on PostgreSQL)."""
+        vm = self._by_key.get(resource_id.lower())
+        if vm is not None:
+            return vm
+        return await self.sql.run(self.get, resource_id)
 
     def all(self) -> list[VirtualMachine]:
         return list(self._by_key.values())
@@ -236,20 +248,21 @@ class ComputeRuntime:
         folder = self.directory_of(vm)
         try:
             if system_assigned:
-                principal = self.directory.create_managed_identity(tenant_id, resource_id, name, "system")
+                principal = await self.sql.run(self.directory.create_managed_identity, tenant_id, resource_id, name,
+                                               "system")
                 vm = replace(vm, system_principal_id=principal.object_id)
             await asyncio.to_thread(self._provision, folder, vm, accounts, list(ssh_keys))
-            vm = self.table.add(vm)
+            vm = await self.sql.run(self.table.add, vm)
             added = True
             self._index(vm)
             return vm
         except BaseException:
             if added:
                 self._unindex(vm)
-                self.table.remove(resource_id)
+                await self.sql.run(self.table.remove, resource_id)
             await asyncio.to_thread(folder.remove)
             if principal is not None:
-                self.directory.delete_principal(principal.object_id)
+                await self.sql.run(self.directory.delete_principal, principal.object_id)
             raise
 
     def _provision(self, folder: VMDirectory, vm: VirtualMachine, accounts: sandbox.Accounts,
@@ -261,36 +274,42 @@ class ComputeRuntime:
     async def set_identities(self, resource_id: str, *, system_assigned: bool,
                              user_assigned: Sequence[str]) -> VirtualMachine:
         """Give the VM exactly these identities. Turning the system identity off deletes its principal; turning
-        it on again makes a new one (a new object id, as in Azure)."""
-        vm = self.get(resource_id)
+        it on again makes a new one (a new object id, as in Azure). The directory and the table are written in
+        one call through ``sql``; a failed update deletes the principal it made."""
+        vm = await self.lookup(resource_id)
+        vm = await self.sql.run(self._set_identities, vm, system_assigned, list(user_assigned))
+        self._index(vm)
+        return vm
+
+    def _set_identities(self, vm: VirtualMachine, system_assigned: bool, user_assigned: list[str]) -> VirtualMachine:
         principal_id = vm.system_principal_id
         created: Principal | None = None
         if system_assigned and not principal_id:
             created = self.directory.create_managed_identity(vm.tenant_id, vm.resource_id, vm.name, "system")
             principal_id = created.object_id
         try:
-            vm = self.table.update(resource_id, user_assigned=list(user_assigned),
-                                   system_principal_id=principal_id if system_assigned else None)
+            updated = self.table.update(vm.resource_id, user_assigned=user_assigned,
+                                        system_principal_id=principal_id if system_assigned else None)
         except BaseException:
             if created is not None:
                 self.directory.delete_principal(created.object_id)
             raise
         if not system_assigned and principal_id:
             self.directory.delete_principal(principal_id)
-        self._index(vm)
-        return vm
+        return updated
 
-    def update_profile(self, resource_id: str, profile: dict[str, Any]) -> VirtualMachine:
-        """Replace what IMDS reports about the VM (size, OS, image, tags...)."""
-        self.get(resource_id)
-        vm = self.table.update(resource_id, profile=profile)
+    async def update_profile(self, resource_id: str, profile: dict[str, Any]) -> VirtualMachine:
+        """Replace what IMDS reports about the VM (size, OS, image, tags...); the table is written through
+        ``sql``."""
+        await self.lookup(resource_id)
+        vm = await self.sql.run(self.table.update, resource_id, profile=profile)
         self._index(vm)
         return vm
 
     async def set_ssh_keys(self, resource_id: str, keys: Sequence[str]) -> None:
         """Make ``keys`` (``osProfile.linuxConfiguration.ssh.publicKeys[].keyData``) the admin user's
         ``~/.ssh/authorized_keys``, written without following any link the VM may have made."""
-        vm = self.get(resource_id)
+        vm = await self.lookup(resource_id)
         folder = self.directory_of(vm)
         admin, _, _ = await asyncio.to_thread(sandbox.read_accounts, folder)
         await asyncio.to_thread(sandbox.write_file, folder.disk, f"{admin.home.lstrip('/')}/.ssh/authorized_keys",
@@ -298,14 +317,18 @@ class ComputeRuntime:
 
     async def delete(self, resource_id: str) -> None:
         """Stop the VM, delete its system identity and its directory, forget it."""
-        vm = self.get(resource_id)
+        vm = await self.lookup(resource_id)
         self.run_commands.stop(vm.vm_id)
         await self._shutdown(vm)
         self._unindex(vm)
+        await self.sql.run(self._forget, vm)
+        await asyncio.to_thread(self.directory_of(vm).remove)
+
+    def _forget(self, vm: VirtualMachine) -> None:
+        """The VM's system identity and row go (in the ``sql`` thread)."""
         if vm.system_principal_id:
             self.directory.delete_principal(vm.system_principal_id)
         self.table.remove(vm.resource_id)
-        await asyncio.to_thread(self.directory_of(vm).remove)
 
     async def stop(self) -> None:
         """On server shutdown: power off every running VM (at once); they boot again when next used."""
@@ -315,20 +338,20 @@ class ComputeRuntime:
 
     async def power_on(self, resource_id: str) -> VirtualMachine:
         """Azure's ``start``: the VM may run again, and boots now."""
-        vm = self._set_power(resource_id, RUNNING)
+        vm = await self._set_power(resource_id, RUNNING)
         await self._booted(vm)
         return vm
 
     async def power_off(self, resource_id: str, *, deallocate: bool = False) -> VirtualMachine:
         """Azure's ``powerOff`` (``stopped``) or ``deallocate``: every process of the VM ends; its disk stays."""
-        vm = self._set_power(resource_id, DEALLOCATED if deallocate else STOPPED)
+        vm = await self._set_power(resource_id, DEALLOCATED if deallocate else STOPPED)
         self.run_commands.stop(vm.vm_id)
         await self._shutdown(vm)
         return vm
 
     async def restart(self, resource_id: str) -> VirtualMachine:
         """Azure's ``restart``: the VM's processes end and it boots again (``/run`` and ``/tmp`` cleared)."""
-        vm = self.get(resource_id)
+        vm = await self.lookup(resource_id)
         if vm.power_state != RUNNING:
             raise VMNotRunning(f"virtual machine {vm.name!r} is {vm.power_state}; start it first")
         self.run_commands.stop(vm.vm_id)
@@ -347,9 +370,9 @@ class ComputeRuntime:
             return await self.power_off(resource_id, deallocate=operation == "deallocate")
         raise ConfigError(f"power action {action!r} is not start, restart, powerOff or deallocate")
 
-    def _set_power(self, resource_id: str, state: str) -> VirtualMachine:
-        self.get(resource_id)
-        vm = self.table.update(resource_id, power_state=state)
+    async def _set_power(self, resource_id: str, state: str) -> VirtualMachine:
+        await self.lookup(resource_id)
+        vm = await self.sql.run(self.table.update, resource_id, power_state=state)
         self._index(vm)
         return vm
 
@@ -503,7 +526,7 @@ class ComputeRuntime:
         and 2 (``None``: ``/dev/null``), or a new terminal of the VM (``pty=(rows, columns)``; its master side
         is ``VMProcess.master``). The descriptors are copied; the caller closes its own. :class:`VMNotRunning`
         for a stopped VM, :class:`MachineError` if it cannot boot or the program cannot start."""
-        vm = self.get(resource_id)
+        vm = await self.lookup(resource_id)
         running = await self._booted(vm)
         account = ROOT if user == "root" else running.admin if user == "admin" else None
         if account is None:
@@ -525,7 +548,7 @@ class ComputeRuntime:
 
     async def run_command(self, resource_id: str, request: RunRequest) -> RunResult:
         """Run a script in the VM as its root (one at a time per VM; see :mod:`acrlocal.compute.run_command`)."""
-        vm = self.get(resource_id)
+        vm = await self.lookup(resource_id)
 
         async def spawn(argv: list[str], env: dict[str, str], stdio: tuple[int | None, int | None, int | None],
                         extra: list[tuple[int, int]]) -> VMProcess:

@@ -165,10 +165,10 @@ def _app_principal(call: GraphCall, app: Application) -> Principal:
     return principal
 
 
-async def create_application(call: GraphCall) -> web.StreamResponse:
+def create_application(call: GraphCall) -> web.StreamResponse:
     if not call.is_admin() and call.caller.kind != "User":
         raise denied()
-    body = await call.body()
+    body = call.body()
     name = _display_name(body.get("displayName"), required=True)
     assert name is not None
     changes = _app_changes(call, body, None)
@@ -179,19 +179,19 @@ async def create_application(call: GraphCall) -> web.StreamResponse:
     return call.one("applications/$entity", render_application(call, app), status=201)
 
 
-async def list_applications(call: GraphCall) -> web.StreamResponse:
+def list_applications(call: GraphCall) -> web.StreamResponse:
     apps = call.directory.applications(call.tenant_id)
     return call.page("applications", [render_application(call, a) for a in apps])
 
 
-async def get_application(call: GraphCall) -> web.StreamResponse:
+def get_application(call: GraphCall) -> web.StreamResponse:
     return call.one("applications/$entity", render_application(call, _application(call, call.params["id"])))
 
 
-async def update_application(call: GraphCall) -> web.StreamResponse:
+def update_application(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
-    body = await call.body()
+    body = call.body()
     name = _display_name(body.get("displayName"), required=False)
     changes = _app_changes(call, body, app)
     if "keyCredentials" in body:
@@ -200,7 +200,7 @@ async def update_application(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def delete_application(call: GraphCall) -> web.StreamResponse:
+def delete_application(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
     principal = call.directory.find_principal(app_id=app.app_id)
@@ -213,8 +213,8 @@ async def delete_application(call: GraphCall) -> web.StreamResponse:
 # -- credentials ------------------------------------------------------------------------------------------
 
 
-async def _add_password(call: GraphCall, principal: Principal, listed_on: str) -> web.StreamResponse:
-    body = await call.body()
+def _add_password(call: GraphCall, principal: Principal, listed_on: str) -> web.StreamResponse:
+    body = call.body()
     spec = body.get("passwordCredential") or {}
     if not isinstance(spec, dict):
         raise GraphError(400, "Request_BadRequest", "'passwordCredential' must be an object.")
@@ -235,9 +235,9 @@ async def _add_password(call: GraphCall, principal: Principal, listed_on: str) -
                               **password_credential(created), "secretText": secret})
 
 
-async def _remove_password(call: GraphCall, principal: Principal, listed_on: set[str], owner_id: str
+def _remove_password(call: GraphCall, principal: Principal, listed_on: set[str], owner_id: str
                            ) -> web.StreamResponse:
-    body = await call.body()
+    body = call.body()
     key_id = body.get("keyId")
     if not isinstance(key_id, str) or not GUID.match(key_id):
         raise GraphError(400, "Request_BadRequest", "Property 'keyId' is required and must be a GUID.")
@@ -346,9 +346,9 @@ def _may_roll_keys(call: GraphCall, principal: Principal, object_id: str) -> Non
         call.require_admin_or_owner(object_id)
 
 
-async def _add_key(call: GraphCall, principal: Principal, listed_on: str, object_id: str) -> web.StreamResponse:
+def _add_key(call: GraphCall, principal: Principal, listed_on: str, object_id: str) -> web.StreamResponse:
     _may_roll_keys(call, principal, object_id)
-    body = await call.body()
+    body = call.body()
     _verify_proof(call, principal, object_id, body.get("proof"))
     if body.get("passwordCredential"):
         raise GraphError(400, "Request_BadRequest", "Only certificates can be added with addKey.")
@@ -358,9 +358,9 @@ async def _add_key(call: GraphCall, principal: Principal, listed_on: str, object
                               **key_credential(added)})
 
 
-async def _remove_key(call: GraphCall, principal: Principal, listed_on: str, object_id: str) -> web.StreamResponse:
+def _remove_key(call: GraphCall, principal: Principal, listed_on: str, object_id: str) -> web.StreamResponse:
     _may_roll_keys(call, principal, object_id)
-    body = await call.body()
+    body = call.body()
     key_id = body.get("keyId")
     if not isinstance(key_id, str) or not GUID.match(key_id):
         raise GraphError(400, "Request_BadRequest", "Property 'keyId' is required and must be a GUID.")
@@ -372,26 +372,26 @@ async def _remove_key(call: GraphCall, principal: Principal, listed_on: str, obj
     return web.Response(status=204)
 
 
-async def application_add_password(call: GraphCall) -> web.StreamResponse:
+def application_add_password(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
-    return await _add_password(call, _app_principal(call, app), "application")
+    return _add_password(call, _app_principal(call, app), "application")
 
 
-async def application_remove_password(call: GraphCall) -> web.StreamResponse:
+def application_remove_password(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
-    return await _remove_password(call, _app_principal(call, app), {"application"}, app.id)
+    return _remove_password(call, _app_principal(call, app), {"application"}, app.id)
 
 
-async def application_add_key(call: GraphCall) -> web.StreamResponse:
+def application_add_key(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
-    return await _add_key(call, _app_principal(call, app), "application", app.id)
+    return _add_key(call, _app_principal(call, app), "application", app.id)
 
 
-async def application_remove_key(call: GraphCall) -> web.StreamResponse:
+def application_remove_key(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
-    return await _remove_key(call, _app_principal(call, app), "application", app.id)
+    return _remove_key(call, _app_principal(call, app), "application", app.id)
 
 
 # -- owners -------------------------------------------------------------------------------------------------
@@ -401,9 +401,9 @@ def _render_owners(call: GraphCall, object_id: str) -> web.StreamResponse:
     return call.page("directoryObjects", [render_principal(call, p) for p in call.directory.owners(object_id)])
 
 
-async def _add_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
+def _add_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
     call.require_admin_or_owner(object_id)
-    owner = call.principal(reference(await call.body()))
+    owner = call.principal(reference(call.body()))
     if owner.kind == "Group":
         raise GraphError(400, "Request_BadRequest", "A group cannot own a directory object.")
     if not call.directory.add_owner(object_id, owner.object_id):
@@ -412,7 +412,7 @@ async def _add_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def _remove_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
+def _remove_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
     call.require_admin_or_owner(object_id)
     try:
         call.directory.remove_owner(object_id, call.params["owner"])
@@ -421,16 +421,16 @@ async def _remove_owner(call: GraphCall, object_id: str) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def application_owners(call: GraphCall) -> web.StreamResponse:
+def application_owners(call: GraphCall) -> web.StreamResponse:
     return _render_owners(call, _application(call, call.params["id"]).id)
 
 
-async def application_add_owner(call: GraphCall) -> web.StreamResponse:
-    return await _add_owner(call, _application(call, call.params["id"]).id)
+def application_add_owner(call: GraphCall) -> web.StreamResponse:
+    return _add_owner(call, _application(call, call.params["id"]).id)
 
 
-async def application_remove_owner(call: GraphCall) -> web.StreamResponse:
-    return await _remove_owner(call, _application(call, call.params["id"]).id)
+def application_remove_owner(call: GraphCall) -> web.StreamResponse:
+    return _remove_owner(call, _application(call, call.params["id"]).id)
 
 
 # -- federated identity credentials ----------------------------------------------------------------------
@@ -465,17 +465,17 @@ def _fic(call: GraphCall, principal: Principal, id_or_name: str) -> Any:
     raise not_found(id_or_name)
 
 
-async def list_fics(call: GraphCall) -> web.StreamResponse:
+def list_fics(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     items = [_render_fic(fc) for fc in call.directory.federated_credentials(_app_principal(call, app).object_id)]
     return call.page(f"applications('{app.id}')/federatedIdentityCredentials", items)
 
 
-async def create_fic(call: GraphCall) -> web.StreamResponse:
+def create_fic(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
     principal = _app_principal(call, app)
-    name, issuer, subject, audiences = _fic_fields(await call.body(), None)
+    name, issuer, subject, audiences = _fic_fields(call.body(), None)
     existing = call.directory.federated_credentials(principal.object_id)
     if len(existing) >= MAX_FEDERATED_CREDENTIALS:
         raise GraphError(400, "Request_BadRequest", f"An application has at most {MAX_FEDERATED_CREDENTIALS} "
@@ -491,18 +491,18 @@ async def create_fic(call: GraphCall) -> web.StreamResponse:
     return call.one(f"applications('{app.id}')/federatedIdentityCredentials/$entity", _render_fic(fc), status=201)
 
 
-async def get_fic(call: GraphCall) -> web.StreamResponse:
+def get_fic(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     fc = _fic(call, _app_principal(call, app), call.params["fic"])
     return call.one(f"applications('{app.id}')/federatedIdentityCredentials/$entity", _render_fic(fc))
 
 
-async def update_fic(call: GraphCall) -> web.StreamResponse:
+def update_fic(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
     principal = _app_principal(call, app)
     fc = _fic(call, principal, call.params["fic"])
-    body = await call.body()
+    body = call.body()
     if "name" in body and body["name"] != fc.name:
         raise GraphError(400, "Request_BadRequest", "The name of a federated identity credential cannot change.")
     name, issuer, subject, audiences = _fic_fields(body, fc)
@@ -511,7 +511,7 @@ async def update_fic(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def delete_fic(call: GraphCall) -> web.StreamResponse:
+def delete_fic(call: GraphCall) -> web.StreamResponse:
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
     principal = _app_principal(call, app)
@@ -543,8 +543,8 @@ def _writable_sp(call: GraphCall, p: Principal) -> Application | None:
     raise denied()
 
 
-async def create_service_principal(call: GraphCall) -> web.StreamResponse:
-    body = await call.body()
+def create_service_principal(call: GraphCall) -> web.StreamResponse:
+    body = call.body()
     app_id = body.get("appId")
     if not isinstance(app_id, str) or not GUID.match(app_id):
         raise GraphError(400, "Request_BadRequest", "Property 'appId' is required and must be a GUID.")
@@ -565,22 +565,22 @@ async def create_service_principal(call: GraphCall) -> web.StreamResponse:
     return call.one("servicePrincipals/$entity", render_service_principal(call, principal, app), status=201)
 
 
-async def list_service_principals(call: GraphCall) -> web.StreamResponse:
+def list_service_principals(call: GraphCall) -> web.StreamResponse:
     items = [render_graph_sp(call.tenant_id)] + [render_service_principal(call, p) for p in service_principals(call)]
     return call.page("servicePrincipals", items)
 
 
-async def get_service_principal(call: GraphCall) -> web.StreamResponse:
+def get_service_principal(call: GraphCall) -> web.StreamResponse:
     wanted = call.params["id"].lower()
     if wanted in (graph_sp_id(call.tenant_id), f"(appid='{GRAPH_APP_ID}')"):
         return call.one("servicePrincipals/$entity", render_graph_sp(call.tenant_id))
     return call.one("servicePrincipals/$entity", render_service_principal(call, _service_principal(call, wanted)))
 
 
-async def update_service_principal(call: GraphCall) -> web.StreamResponse:
+def update_service_principal(call: GraphCall) -> web.StreamResponse:
     p = _service_principal(call, call.params["id"])
     app = _writable_sp(call, p)
-    body = await call.body()
+    body = call.body()
     name = _display_name(body.get("displayName"), required=False)
     changes = _check(body, _SP_PROPERTIES, "servicePrincipal", skip={"displayName", "keyCredentials",
                                                                       "passwordCredentials"})
@@ -594,7 +594,7 @@ async def update_service_principal(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def delete_service_principal(call: GraphCall) -> web.StreamResponse:
+def delete_service_principal(call: GraphCall) -> web.StreamResponse:
     p = _service_principal(call, call.params["id"])
     app = _writable_sp(call, p)
     if app is None:
@@ -614,39 +614,39 @@ async def delete_service_principal(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def sp_add_password(call: GraphCall) -> web.StreamResponse:
+def sp_add_password(call: GraphCall) -> web.StreamResponse:
     p = _service_principal(call, call.params["id"])
     _writable_sp(call, p)
     if p.kind == "ManagedIdentity":
         raise GraphError(400, "Request_BadRequest", "A managed identity cannot have credentials.")
-    return await _add_password(call, p, "servicePrincipal")
+    return _add_password(call, p, "servicePrincipal")
 
 
-async def sp_remove_password(call: GraphCall) -> web.StreamResponse:
+def sp_remove_password(call: GraphCall) -> web.StreamResponse:
     p = _service_principal(call, call.params["id"])
     app = _writable_sp(call, p)
     listed_on = {"servicePrincipal"} if app is not None else {"servicePrincipal", "application"}
-    return await _remove_password(call, p, listed_on, p.object_id)
+    return _remove_password(call, p, listed_on, p.object_id)
 
 
-async def sp_add_key(call: GraphCall) -> web.StreamResponse:
+def sp_add_key(call: GraphCall) -> web.StreamResponse:
     p = _service_principal(call, call.params["id"])
-    return await _add_key(call, p, "servicePrincipal", p.object_id)
+    return _add_key(call, p, "servicePrincipal", p.object_id)
 
 
-async def sp_remove_key(call: GraphCall) -> web.StreamResponse:
+def sp_remove_key(call: GraphCall) -> web.StreamResponse:
     p = _service_principal(call, call.params["id"])
-    return await _remove_key(call, p, "servicePrincipal", p.object_id)
+    return _remove_key(call, p, "servicePrincipal", p.object_id)
 
 
-async def sp_owners(call: GraphCall) -> web.StreamResponse:
+def sp_owners(call: GraphCall) -> web.StreamResponse:
     return _render_owners(call, _service_principal(call, call.params["id"]).object_id)
 
 
-async def sp_add_owner(call: GraphCall) -> web.StreamResponse:
-    return await _add_owner(call, _service_principal(call, call.params["id"]).object_id)
+def sp_add_owner(call: GraphCall) -> web.StreamResponse:
+    return _add_owner(call, _service_principal(call, call.params["id"]).object_id)
 
 
-async def sp_remove_owner(call: GraphCall) -> web.StreamResponse:
-    return await _remove_owner(call, _service_principal(call, call.params["id"]).object_id)
+def sp_remove_owner(call: GraphCall) -> web.StreamResponse:
+    return _remove_owner(call, _service_principal(call, call.params["id"]).object_id)
 

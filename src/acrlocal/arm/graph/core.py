@@ -7,18 +7,25 @@ bearer token for Graph's audiences (401 ``InvalidAuthenticationToken``), finds t
 handler raises becomes Graph's ``{"error": {"code", "message", "innerError"}}``, an unexpected exception a logged
 500 in the same shape. Every read a handler makes goes through :class:`GraphCall`, whose look-ups only find
 objects of the caller's tenant: an object of another tenant is 404, exactly as one that does not exist.
+
+The directory's SQL runs through the server's ``SqlThread`` (``ArmServices.sql``), off the event loop on
+PostgreSQL. A handler is a plain function as a rule: the request's body is read first, on the loop, and the
+caller's principal and the whole handler (its checks and the writes they guard) then run as one call of that
+thread. A handler with work that must not hold the thread (hashing a password) is a coroutine instead, run on the
+loop, that sends its SQL through :meth:`GraphCall.run`.
 """
 
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -39,6 +46,8 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 DEFAULT_PAGE, MAX_PAGE = 100, 999
 MAX_BODY_BYTES = 1024 * 1024
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def audiences(services: ArmServices) -> list[str]:
@@ -163,7 +172,9 @@ def parse_filter(text: str | None) -> Matcher:
 @dataclass
 class GraphCall:
     """One authenticated Graph request: the caller (a principal of the directory) and its tenant, the route's
-    parameters, and the server's services."""
+    parameters, the request's body as read (or why it could not be), and the server's services. Its look-ups
+    (:meth:`principal`, :meth:`is_admin`...) read the directory: call them inside a plain handler (which runs in the
+    ``SqlThread``) or through :meth:`run`."""
 
     services: ArmServices
     store: ArmStore
@@ -171,6 +182,12 @@ class GraphCall:
     caller: Principal
     claims: dict[str, Any]
     params: dict[str, str] = field(default_factory=dict)
+    raw_body: bytes | Exception = b""
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` through the server's ``SqlThread`` (inline on SQLite, off the loop on
+        PostgreSQL); what it raises comes back here."""
+        return await self.services.sql.run(fn, *args, **kwargs)
 
     @property
     def tenant_id(self) -> str:
@@ -209,13 +226,16 @@ class GraphCall:
             raise not_found(object_id)
         return found
 
-    async def body(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
+        """The request's JSON object (``{}`` for an empty body), read before the handler ran: 413 for a body too
+        large, 400 for one that is not a JSON object, and what reading it raised otherwise."""
         too_large = GraphError(413, "Request_EntityTooLarge",
                                f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-        try:
-            raw = await inbound.read_body(self.request)
-        except RequestTooLarge:
+        raw = self.raw_body
+        if isinstance(raw, RequestTooLarge):
             raise too_large from None
+        if isinstance(raw, Exception):
+            raise raw
         if len(raw) > MAX_BODY_BYTES:
             raise too_large
         try:
@@ -277,7 +297,8 @@ def _select(call: GraphCall, obj: dict[str, Any]) -> dict[str, Any]:
 
 # -- the router -------------------------------------------------------------------------------------------------
 
-Handler = Callable[[GraphCall], Awaitable[web.StreamResponse]]
+#: A plain function (run in the ``SqlThread`` with the caller's look-up) or a coroutine (run on the loop).
+Handler = Callable[[GraphCall], Awaitable[web.StreamResponse]] | Callable[[GraphCall], web.StreamResponse]
 
 
 @dataclass
@@ -318,7 +339,9 @@ class Router:
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{unquote(segment)[:100]}'.")
 
 
-def authenticate(services: ArmServices, request: web.Request) -> tuple[Principal, dict[str, Any]]:
+def _claims(services: ArmServices, request: web.Request) -> dict[str, Any]:
+    """The claims of the request's bearer token for Graph; 401 if there is none or it is not valid for Graph (no
+    SQL: the keys are in memory)."""
     try:
         scheme, token = inbound.authorization(request) or ("", "")
     except MalformedRequest:
@@ -331,10 +354,32 @@ def authenticate(services: ArmServices, request: web.Request) -> tuple[Principal
     except InvalidToken:
         raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience "
                          "or signature.") from None
+    return claims
+
+
+def _principal(services: ArmServices, claims: dict[str, Any]) -> Principal:
+    """The principal the claims name; 401 if it no longer exists (reads the directory: in the ``SqlThread``)."""
     principal = services.directory.find_principal(object_id=str(claims["oid"]))
     if principal is None or principal.tenant_id != str(claims["tid"]).lower():
         raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.")
-    return principal, claims
+    return principal
+
+
+def _serve(handler: Callable[[GraphCall], web.StreamResponse], services: ArmServices, store: ArmStore,
+           request: web.Request, claims: dict[str, Any], params: dict[str, str], raw: bytes | Exception
+           ) -> web.StreamResponse:
+    """The caller's look-up and a plain handler, as one call of the ``SqlThread``."""
+    return handler(GraphCall(services, store, request, _principal(services, claims), claims, params, raw))
+
+
+async def _read(request: web.Request) -> bytes | Exception:
+    """The request's body, or what reading it raised (the handler raises it if it reads the body)."""
+    if request.method in ("GET", "HEAD") or not request.can_read_body:
+        return b""
+    try:
+        return await inbound.read_body(request)
+    except (RequestTooLarge, MalformedRequest) as exc:
+        return exc
 
 
 def make_dispatch(services: ArmServices, store: ArmStore, router: Router) -> Callable[[web.Request], Awaitable[
@@ -342,9 +387,19 @@ def make_dispatch(services: ArmServices, store: ArmStore, router: Router) -> Cal
     async def dispatch(request: web.Request) -> web.StreamResponse:
         try:
             path = request.match_info.get("tail", "")
-            caller, claims = authenticate(services, request)
-            handler, params = router.find(request.method, "/" + path)
-            return await handler(GraphCall(services, store, request, caller, claims, params))
+            claims = _claims(services, request)
+            raw = await _read(request)
+            try:
+                handler, params = router.find(request.method, "/" + path)
+            except GraphError:
+                await services.sql.run(_principal, services, claims)  # a caller that is gone: 401 first
+                raise
+            if inspect.iscoroutinefunction(handler):
+                caller = await services.sql.run(_principal, services, claims)
+                return await cast(Callable[[GraphCall], Awaitable[web.StreamResponse]], handler)(
+                    GraphCall(services, store, request, caller, claims, params, raw))
+            return await services.sql.run(_serve, cast(Callable[[GraphCall], web.StreamResponse], handler),
+                                          services, store, request, claims, params, raw)
         except GraphError as err:
             return err.response(request)
         except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)

@@ -194,8 +194,8 @@ def reference(body: dict[str, Any]) -> str:
 # -- calls on any directory object ---------------------------------------------------------------------------
 
 
-async def get_by_ids(call: GraphCall) -> web.StreamResponse:
-    body = await call.body()
+def get_by_ids(call: GraphCall) -> web.StreamResponse:
+    body = call.body()
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 1000:
         raise GraphError(400, "Request_BadRequest", "'ids' must be a list of at most 1000 strings.")
@@ -222,9 +222,9 @@ def _transitive_groups(call: GraphCall, object_id: str) -> list[str]:
     return call.directory.member_of(object_id)
 
 
-async def check_member_groups(call: GraphCall) -> web.StreamResponse:
+def check_member_groups(call: GraphCall) -> web.StreamResponse:
     member = call.principal(call.params["id"])
-    body = await call.body()
+    body = call.body()
     ids = body.get("groupIds")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 20:
         raise GraphError(400, "Request_BadRequest", "'groupIds' must be a list of at most 20 group ids.")
@@ -233,9 +233,9 @@ async def check_member_groups(call: GraphCall) -> web.StreamResponse:
                               "value": [g for g in ids if g.lower() in groups]})
 
 
-async def get_member_groups(call: GraphCall) -> web.StreamResponse:
+def get_member_groups(call: GraphCall) -> web.StreamResponse:
     member = call.principal(call.params["id"])
-    body = await call.body()
+    body = call.body()
     security_only = body.get("securityEnabledOnly")
     ids = _transitive_groups(call, member.object_id)
     if security_only:
@@ -243,7 +243,7 @@ async def get_member_groups(call: GraphCall) -> web.StreamResponse:
     return web.json_response({"@odata.context": call.context_url("Collection(Edm.String)"), "value": ids})
 
 
-async def directory_object(call: GraphCall) -> web.StreamResponse:
+def directory_object(call: GraphCall) -> web.StreamResponse:
     object_id = call.params["id"].lower()
     if object_id == graph_sp_id(call.tenant_id):
         return call.one("directoryObjects/$entity", render_graph_sp(call.tenant_id))

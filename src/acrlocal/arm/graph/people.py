@@ -113,8 +113,10 @@ def find_user(call: GraphCall, id_or_upn: str) -> User:
 
 
 async def create_user(call: GraphCall) -> web.StreamResponse:
-    call.require_admin()
-    body = await call.body()
+    """A coroutine, not run in the ``SqlThread``: the password is hashed on the loop's executor between the
+    administrator check and the write, which run through ``call.run``."""
+    await call.run(call.require_admin)
+    body = call.body()
     _check_user_body(body)
     missing = [k for k in ("accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile")
                if body.get(k) is None]
@@ -128,30 +130,40 @@ async def create_user(call: GraphCall) -> web.StreamResponse:
     password, force = _password(body["passwordProfile"], required=True)
     assert password is not None
     props = _user_properties(body, {})
-    if call.directory.find_user(upn) is not None:
+    if await call.run(call.directory.find_user, upn) is not None:
         raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
                          "userPrincipalName already exists.")
+    password_hash = await hashed(password)
+    return await call.run(_create_user, call, upn, name, password_hash, enabled, bool(force), props)
+
+
+def _create_user(call: GraphCall, upn: str, name: str, password_hash: str, enabled: bool, force: bool,
+                 props: dict[str, Any]) -> web.StreamResponse:
+    """The user's row (the directory's unique name refuses one made meanwhile: 400) and its rendering, in the
+    ``SqlThread``."""
     try:
-        user = call.directory.create_user(call.tenant_id, upn, name, await hashed(password),
-                                          account_enabled=enabled, force_change=bool(force), properties=props)
+        user = call.directory.create_user(call.tenant_id, upn, name, password_hash, account_enabled=enabled,
+                                          force_change=force, properties=props)
     except AlreadyExists:
         raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
                          "userPrincipalName already exists.") from None
     return call.one("users/$entity", render_user(call, user), status=201)
 
 
-async def list_users(call: GraphCall) -> web.StreamResponse:
+def list_users(call: GraphCall) -> web.StreamResponse:
     return call.page("users", [render_user(call, u) for u in call.directory.users(call.tenant_id)])
 
 
-async def get_user(call: GraphCall) -> web.StreamResponse:
+def get_user(call: GraphCall) -> web.StreamResponse:
     return call.one("users/$entity", render_user(call, find_user(call, call.params["id"])))
 
 
 async def update_user(call: GraphCall) -> web.StreamResponse:
-    user = find_user(call, call.params["id"])
-    call.require_admin()
-    body = await call.body()
+    """A coroutine, not run in the ``SqlThread``: a new password is hashed on the loop's executor between the
+    checks and the write, which run through ``call.run``; the write finds the user again (404 if it went
+    meanwhile) and merges the properties into what it holds then."""
+    await call.run(_admin_and_user, call)
+    body = call.body()
     _check_user_body(body)
     name = body.get("displayName")
     if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 256):
@@ -161,18 +173,32 @@ async def update_user(call: GraphCall) -> web.StreamResponse:
         raise GraphError(400, "Request_BadRequest", "'accountEnabled' must be a boolean.")
     upn = _upn(body["userPrincipalName"]) if "userPrincipalName" in body else None
     password, force = _password(body.get("passwordProfile"), required=False)
-    props = _user_properties(body, user.properties)
+    _user_properties(body, {})  # refused before anything is hashed or written
+    password_hash = await hashed(password) if password else None
+    return await call.run(_update_user, call, body, name, enabled, upn, force, password_hash)
+
+
+def _admin_and_user(call: GraphCall) -> User:
+    user = find_user(call, call.params["id"])
+    call.require_admin()
+    return user
+
+
+def _update_user(call: GraphCall, body: dict[str, Any], name: str | None, enabled: bool | None, upn: str | None,
+                 force: bool | None, password_hash: str | None) -> web.StreamResponse:
+    """The update, in the ``SqlThread``."""
+    user = find_user(call, call.params["id"])
     try:
         call.directory.update_user(user.object_id, display_name=name, user_principal_name=upn,
-                                   account_enabled=enabled, force_change=force, properties=props,
-                                   password_hash=await hashed(password) if password else None)
+                                   account_enabled=enabled, force_change=force,
+                                   properties=_user_properties(body, user.properties), password_hash=password_hash)
     except AlreadyExists:
         raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
                          "userPrincipalName already exists.") from None
     return web.Response(status=204)
 
 
-async def delete_user(call: GraphCall) -> web.StreamResponse:
+def delete_user(call: GraphCall) -> web.StreamResponse:
     user = find_user(call, call.params["id"])
     call.require_admin()
     if user.object_id == call.caller.object_id:
@@ -188,11 +214,11 @@ def _me(call: GraphCall) -> User:
     return call.directory.user(call.caller.object_id)
 
 
-async def me(call: GraphCall) -> web.StreamResponse:
+def me(call: GraphCall) -> web.StreamResponse:
     return call.one("users/$entity", render_user(call, _me(call)))
 
 
-async def my_owned_objects(call: GraphCall) -> web.StreamResponse:
+def my_owned_objects(call: GraphCall) -> web.StreamResponse:
     _me(call)
     return _owned(call, call.caller.object_id)
 
@@ -211,7 +237,7 @@ def _owned(call: GraphCall, owner_id: str) -> web.StreamResponse:
     return call.page("directoryObjects", items)
 
 
-async def user_member_of(call: GraphCall) -> web.StreamResponse:
+def user_member_of(call: GraphCall) -> web.StreamResponse:
     user = find_user(call, call.params["id"])
     groups = [call.directory.group(g) for g in call.directory.member_of(user.object_id)]
     return call.page("directoryObjects", [render_group(call, g) for g in groups])
@@ -253,10 +279,10 @@ def _group_properties(body: dict[str, Any], current: dict[str, Any]) -> dict[str
     return props
 
 
-async def create_group(call: GraphCall) -> web.StreamResponse:
+def create_group(call: GraphCall) -> web.StreamResponse:
     if not call.is_admin() and call.caller.kind != "User":
         raise denied()
-    body = await call.body()
+    body = call.body()
     name = body.get("displayName")
     if not isinstance(name, str) or not name.strip() or len(name) > 256:
         raise GraphError(400, "Request_BadRequest", "Property 'displayName' is required (1 to 256 characters).")
@@ -267,18 +293,18 @@ async def create_group(call: GraphCall) -> web.StreamResponse:
     return call.one("groups/$entity", render_group(call, group), status=201)
 
 
-async def list_groups(call: GraphCall) -> web.StreamResponse:
+def list_groups(call: GraphCall) -> web.StreamResponse:
     return call.page("groups", [render_group(call, g) for g in call.directory.groups(call.tenant_id)])
 
 
-async def get_group(call: GraphCall) -> web.StreamResponse:
+def get_group(call: GraphCall) -> web.StreamResponse:
     return call.one("groups/$entity", render_group(call, find_group(call, call.params["id"])))
 
 
-async def update_group(call: GraphCall) -> web.StreamResponse:
+def update_group(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
-    body = await call.body()
+    body = call.body()
     name = body.get("displayName")
     if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 256):
         raise GraphError(400, "Request_BadRequest", "'displayName' must be 1 to 256 characters.")
@@ -287,7 +313,7 @@ async def update_group(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def delete_group(call: GraphCall) -> web.StreamResponse:
+def delete_group(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
     call.store.delete_assignments_of(group.object_id)
@@ -295,16 +321,16 @@ async def delete_group(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def group_members(call: GraphCall) -> web.StreamResponse:
+def group_members(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     return call.page("directoryObjects", [render_principal(call, p)
                                           for p in call.directory.members(group.object_id)])
 
 
-async def add_group_member(call: GraphCall) -> web.StreamResponse:
+def add_group_member(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
-    member = call.principal(reference(await call.body()))
+    member = call.principal(reference(call.body()))
     if member.object_id == group.object_id or group.object_id in call.directory.member_of(member.object_id):
         raise GraphError(400, "Request_BadRequest", "A group cannot be a member of itself, directly or through "
                          "another group.")
@@ -314,7 +340,7 @@ async def add_group_member(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def remove_group_member(call: GraphCall) -> web.StreamResponse:
+def remove_group_member(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
     try:
@@ -324,16 +350,16 @@ async def remove_group_member(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def group_owners(call: GraphCall) -> web.StreamResponse:
+def group_owners(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     return call.page("directoryObjects", [render_principal(call, p)
                                           for p in call.directory.owners(group.object_id)])
 
 
-async def add_group_owner(call: GraphCall) -> web.StreamResponse:
+def add_group_owner(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
-    owner = call.principal(reference(await call.body()))
+    owner = call.principal(reference(call.body()))
     if owner.kind == "Group":
         raise GraphError(400, "Request_BadRequest", "A group cannot own a group.")
     if not call.directory.add_owner(group.object_id, owner.object_id):
@@ -342,7 +368,7 @@ async def add_group_owner(call: GraphCall) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def remove_group_owner(call: GraphCall) -> web.StreamResponse:
+def remove_group_owner(call: GraphCall) -> web.StreamResponse:
     group = find_group(call, call.params["id"])
     call.require_admin_or_owner(group.object_id)
     try:
