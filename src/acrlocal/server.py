@@ -207,7 +207,8 @@ class Server:
         # Replicas over PostgreSQL: the channel their caches and locks share (see acrlocal.storage.shared).
         self._generations: DatabaseGenerations | None = None
         self._advisory: list[AdvisoryLocks] = []
-        self._arm_lock: asyncio.Lock | None = None
+        # The control plane's write lock: the primary's own, or over PostgreSQL one every replica shares.
+        self._arm_lock: asyncio.Lock = asyncio.Lock()
         self._replica = ""
 
     # -- assembly ----------------------------------------------------------------------------------
@@ -392,7 +393,11 @@ class Server:
         if settings.default_registry:
             with contextlib.suppress(AlreadyExists):
                 await hosting.create(settings.default_registry, {"sku": "Standard"})
-        await arm_routes.on_server_started(arm, arm_store)
+        # Under the control plane's write lock: providers reconcile what they find (a hosted registry without its ARM
+        # resource, an identity's principal without its identity) while other replicas serve ARM and Graph writes,
+        # which make the one before the other; a write half done is not a leftover to reconcile.
+        async with self._arm_lock:
+            await arm_routes.on_server_started(arm, arm_store)
         self._vm_ssh = VmSshDoors(arm_store, compute, lambda: [s.id for s in directory.subscriptions()],
                                   settings.vm_ssh_port)
         await self._vm_ssh.start()

@@ -3,7 +3,10 @@ round ends as one of the serial orders, with Azure's answers and no duplicate or
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -80,3 +83,60 @@ def test_a_group_deleted_through_one_replica_while_resources_are_put_in_it_throu
         arm: races.Through, engine: sa.Engine, sub: str) -> None:
     for round_ in range(ROUNDS):
         races.race_group_delete_with_create_inside(arm, engine, sub, round_)
+
+
+def test_a_graph_delete_of_a_principal_waits_for_the_arm_write_that_assigns_it_a_role(
+        replicas: Replicas, arm: races.Through, engine: sa.Engine, sub: str) -> None:
+    """Graph's writes take the control plane's write lock too: an application deleted through one replica while a
+    role is being assigned to its service principal through the other ends as the serial order (assigned, then
+    deleted with its assignments), never with an assignment left for a principal that is gone.
+
+    The assignment is held at its insert by a lock the test takes on ``arm_role_assignments``; the delete must wait
+    for the assignment (the control plane's lock) rather than reach the table beside it."""
+    server = replicas.front
+    shared = pinned(replicas, server.shared, "/healthz")
+    token = admin_of(server).token(server, "https://graph.microsoft.com/.default")
+
+    def graph(side: int, method: str, path: str, body: Any = None) -> requests.Response:
+        return on(shared[side], replicas, side, method, server.shared + path, json=body,
+                  headers={"Authorization": f"Bearer {token}"})
+
+    app = graph(0, "POST", "/v1.0/applications", {"displayName": "race-graph-delete"})
+    assert app.status_code == 201, app.text
+    sp = graph(0, "POST", "/v1.0/servicePrincipals", {"appId": app.json()["appId"]})
+    assert sp.status_code == 201, sp.text
+    principal = sp.json()["id"]
+    group = _group(arm, sub, "race-graph-delete")
+    assignment = (f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Authorization/roleAssignments/"
+                  f"{uuid.uuid4()}")
+    body = {"properties": {"roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
+                           f"roleDefinitions/{races.ACR_PULL}", "principalId": principal,
+                           "principalType": "ServicePrincipal"}}
+    waiting = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST('arm_role_assignments' AS "
+               "regclass) AND pid <> pg_backend_pid()")
+    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    holder = engine.connect()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            held = holder.begin()
+            try:
+                holder.execute(sa.text("LOCK TABLE arm_role_assignments IN EXCLUSIVE MODE"))
+                put = pool.submit(arm, 0, "PUT", assignment, body)
+                deadline = time.monotonic() + 30
+                while not watcher.execute(sa.text(waiting)).scalar_one():
+                    assert not put.done() and time.monotonic() < deadline, "the assignment never reached its insert"
+                    time.sleep(0.05)
+                delete = pool.submit(graph, 1, "DELETE", f"/v1.0/applications/{app.json()['id']}")
+                time.sleep(2)  # room for the delete to reach the table, were it not waiting for the assignment
+                assert not delete.done(), delete.result().text
+                assert watcher.execute(sa.text(waiting)).scalar_one() == 1, "the delete did not wait for the write"
+            finally:
+                held.rollback()
+            assert put.result(timeout=60).status_code == 201, put.result().text
+            assert delete.result(timeout=60).status_code == 204, delete.result().text
+    finally:
+        holder.close()
+        watcher.close()
+    assert races.count(engine, "SELECT count(*) FROM arm_role_assignments WHERE principal_id = :p",
+                       p=principal.lower()) == 0
+    assert races.count(engine, "SELECT count(*) FROM principals WHERE object_id = :p", p=principal.lower()) == 0

@@ -1,9 +1,10 @@
 """A template deployment belongs to the replica that runs it: another replica starting leaves it running, and once
 its replica is gone (killed while it ran) the first replica to read it ends it ``Failed``.
 
-The deployment is held in the middle of its run by a lock the test takes on ``arm_resources`` (``EXCLUSIVE``: the
-deployment's write of its virtual network waits, reads go on), so that what the other replica does happens while
-it runs, whatever the timing.
+The deployment is held in the middle of its run by locks the test takes (``arm_resources``, then the deployment's
+row once its virtual network is written: reads go on), so that what the other replica does happens while it runs,
+whatever the timing, and while its replica holds no lock of the control plane (a replica starting reconciles under
+that lock).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
+from tests.arm import races
 from tests.arm.conftest import admin_of, subscription_of
 from tests.harness import AcrLocal
 from tests.replicas.conftest import start_replicas, stop_replicas
 
 #: How long the test waits for what must happen at once; reaching it is the failure, never a measurement.
 BOUND_S = 30.0
-API = "2022-09-01"
 TEMPLATE = {
     "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
     "contentVersion": "1.0.0.0",
@@ -43,40 +44,52 @@ def _direct(server: AcrLocal, token: str) -> Send:
     session = server.session()
 
     def send(method: str, path: str, body: Any = None) -> requests.Response:
-        return session.request(method, base + path, params={"api-version": API}, json=body,
+        return session.request(method, base + path, params={"api-version": races.api_version(path)}, json=body,
                                headers={"Authorization": f"Bearer {token}"}, timeout=BOUND_S * 2)
 
     return send
 
 
-def _waiting_on(conn: sa.Connection, table: str) -> bool:
-    return bool(conn.execute(sa.text(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST(:t AS regclass) AND pid <> "
-        "pg_backend_pid()"), {"t": table}).scalar_one())
-
-
 @contextmanager
 def _held(engine: sa.Engine, send: Send, path: str) -> Iterator[None]:
-    """A deployment PUT through ``send`` at ``path``, held in the middle of its run until the block ends."""
+    """A deployment PUT through ``send`` at ``path``, held in the middle of its run until the block ends: between two
+    of its resources' writes, when its replica holds no lock of the control plane (another replica may start)."""
     watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    holder = engine.connect()
+    resources, row = engine.connect(), engine.connect()
     try:
-        lock = holder.begin()
+        held_resources, held_row = resources.begin(), row.begin()
         try:
-            holder.execute(sa.text("LOCK TABLE arm_resources IN EXCLUSIVE MODE"))
+            resources.execute(sa.text("LOCK TABLE arm_resources IN EXCLUSIVE MODE"))
             put = send("PUT", path, {"properties": {"mode": "Incremental", "template": TEMPLATE,
                                                     "parameters": {"name": {"value": path.rsplit("/", 1)[-1]}}}})
             assert put.status_code == 201, put.text
-            deadline = time.monotonic() + BOUND_S
-            while not _waiting_on(watcher, "arm_resources"):
-                assert time.monotonic() < deadline, "the deployment never reached its write"
-                time.sleep(0.05)
+            _wait(watcher, "the deployment's write of its resource", WAITING_ON_RESOURCES)
+            # its state is saved outside the control plane's lock: hold its row, then let the resource go
+            row.execute(sa.text("SELECT 1 FROM arm_deployments WHERE id_key = :k FOR UPDATE"), {"k": path.lower()})
+            held_resources.rollback()
+            _wait(watcher, "the deployment's save of its state", WAITING_ON_DEPLOYMENTS)
             yield
         finally:
-            lock.rollback()
+            for held in (held_resources, held_row):
+                if held.is_active:
+                    held.rollback()
     finally:
-        holder.close()
+        resources.close()
+        row.close()
         watcher.close()
+
+
+WAITING_ON_RESOURCES = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST('arm_resources' AS "
+                        "regclass) AND pid <> pg_backend_pid()")
+WAITING_ON_DEPLOYMENTS = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
+                          "'UPDATE arm_deployments%'")
+
+
+def _wait(watcher: sa.Connection, what: str, query: str) -> None:
+    deadline = time.monotonic() + BOUND_S
+    while not watcher.execute(sa.text(query)).scalar_one():
+        assert time.monotonic() < deadline, f"never reached: {what}"
+        time.sleep(0.05)
 
 
 def _state(send: Send, path: str) -> dict[str, Any]:
@@ -114,7 +127,7 @@ def test_a_deployment_runs_on_while_another_replica_starts_and_ends_failed_once_
 
         with _held(engine, on_first, f"{deployments}/orphaned"):
             first.kill9()  # in the middle of the run: nobody runs it any more
-            props = _until(on_second, f"{deployments}/orphaned", "Failed")
+        props = _until(on_second, f"{deployments}/orphaned", "Failed")
         assert props["error"]["code"] == "DeploymentFailed"
         assert "stopped while the deployment was running" in props["error"]["message"]
         assert _state(on_second, f"{deployments}/orphaned")["provisioningState"] == "Failed"  # and it stays so

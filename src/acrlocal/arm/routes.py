@@ -235,7 +235,7 @@ def setup(app: web.Application, services: ArmServices, store: ArmStore,
     # az cloud register joins "--endpoint-resource-manager https://host:port/" and "/metadata/endpoints".
     app.router.add_get("//metadata/endpoints", metadata_endpoints)
     app.router.add_get("/metadata/vm-image-aliases", images.aliases)
-    graph.setup(app, services, store)
+    graph.setup(app, services, store, app[LOCK_KEY])
     app.router.add_route("*", "/{root:(?i:subscriptions|tenants)}", dispatch)
     app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:.*}", dispatch)
     app.router.add_route("*", "/{root:(?i:providers)}/{tail:.*}", dispatch)

@@ -16,6 +16,8 @@ the control plane's store.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from acrlocal.arm.graph import applications as apps
@@ -96,7 +98,8 @@ def router() -> Router:
     return r
 
 
-def setup(app: web.Application, services: ArmServices, store: ArmStore) -> None:
-    dispatch = make_dispatch(services, store, router())
+def setup(app: web.Application, services: ArmServices, store: ArmStore, write_lock: asyncio.Lock) -> None:
+    """Serve Graph on ``app``; its writes take ``write_lock``, the control plane's (see :func:`make_dispatch`)."""
+    dispatch = make_dispatch(services, store, router(), write_lock)
     app.router.add_route("*", "/{version:v1\\.0|beta}", dispatch)
     app.router.add_route("*", "/{version:v1\\.0|beta}/{tail:.*}", dispatch)

@@ -12,11 +12,13 @@ The directory's SQL runs through the server's ``SqlThread`` (``ArmServices.sql``
 PostgreSQL. A handler is a plain function as a rule: the request's body is read first, on the loop, and the
 caller's principal and the whole handler (its checks and the writes they guard) then run as one call of that
 thread. A handler with work that must not hold the thread (hashing a password) is a coroutine instead, run on the
-loop, that sends its SQL through :meth:`GraphCall.run`.
+loop, that sends its SQL through :meth:`GraphCall.run`. A write (any method but GET and HEAD) runs holding the control
+plane's write lock, as ARM's writes do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import logging
@@ -382,24 +384,33 @@ async def _read(request: web.Request) -> bytes | Exception:
         return exc
 
 
-def make_dispatch(services: ArmServices, store: ArmStore, router: Router) -> Callable[[web.Request], Awaitable[
-        web.StreamResponse]]:
+def make_dispatch(services: ArmServices, store: ArmStore, router: Router, write_lock: asyncio.Lock) -> Callable[
+        [web.Request], Awaitable[web.StreamResponse]]:
+    """The handler of every Graph request. A write (any method but GET and HEAD) is served holding ``write_lock``,
+    the control plane's write lock (shared by replicas over PostgreSQL): deleting a principal deletes its role
+    assignments, which an ARM write may be checking against that principal at the same moment."""
+    async def serve(request: web.Request, claims: dict[str, Any], raw: bytes | Exception) -> web.StreamResponse:
+        path = request.match_info.get("tail", "")
+        try:
+            handler, params = router.find(request.method, "/" + path)
+        except GraphError:
+            await services.sql.run(_principal, services, claims)  # a caller that is gone: 401 first
+            raise
+        if inspect.iscoroutinefunction(handler):
+            caller = await services.sql.run(_principal, services, claims)
+            return await cast(Callable[[GraphCall], Awaitable[web.StreamResponse]], handler)(
+                GraphCall(services, store, request, caller, claims, params, raw))
+        return await services.sql.run(_serve, cast(Callable[[GraphCall], web.StreamResponse], handler),
+                                      services, store, request, claims, params, raw)
+
     async def dispatch(request: web.Request) -> web.StreamResponse:
         try:
-            path = request.match_info.get("tail", "")
             claims = _claims(services, request)
             raw = await _read(request)
-            try:
-                handler, params = router.find(request.method, "/" + path)
-            except GraphError:
-                await services.sql.run(_principal, services, claims)  # a caller that is gone: 401 first
-                raise
-            if inspect.iscoroutinefunction(handler):
-                caller = await services.sql.run(_principal, services, claims)
-                return await cast(Callable[[GraphCall], Awaitable[web.StreamResponse]], handler)(
-                    GraphCall(services, store, request, caller, claims, params, raw))
-            return await services.sql.run(_serve, cast(Callable[[GraphCall], web.StreamResponse], handler),
-                                          services, store, request, claims, params, raw)
+            if request.method in ("GET", "HEAD"):
+                return await serve(request, claims, raw)
+            async with write_lock:
+                return await serve(request, claims, raw)
         except GraphError as err:
             return err.response(request)
         except MalformedRequest as exc:  # a header or body no handler could read (see acrlocal.inbound)
