@@ -1,33 +1,28 @@
 """The control plane (ARM and Microsoft Graph) waits for the database off the event loop (PostgreSQL, where a
 statement waits for a round trip and, behind a lock, for as long as the lock is held).
 
-Each case holds a lock on the table one request needs, in a transaction of the test's own, sends that request, and
-waits until the server's statement is queued behind the lock (``pg_locks``). While it waits, a request that needs no
-SQL must still be answered by the same (single) server process: with the statement on the event loop it could not
-be, and the test would stop at its bound instead. Then the lock goes and the request completes with its usual answer.
+Each case holds a lock on the table one request needs and checks that the same (single) server process answers
+another request while the first waits behind it (:func:`tests.table_locks.served_while_waiting`); then the lock goes
+and the request completes with its usual answer.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import sqlalchemy as sa
 
 from tests.harness import AcrLocal
+from tests.table_locks import BOUND_S, one_process, served_while_waiting
 
 ARM_SCOPE = "https://management.azure.com/.default"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 API = {"api-version": "2022-09-01"}
-#: How long the test waits for what must happen at once; reaching it is the failure, never a measurement.
-BOUND_S = 30.0
 
 
 class Context:
@@ -61,21 +56,8 @@ class Context:
 
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
-    """One server process (so the probe meets the same event loop) on a private PostgreSQL database."""
-    data = tmp_path_factory.mktemp("arm-sql-off-the-loop") / "data"
-    acrlocal = AcrLocal(data, "--workers", "1", backend="postgresql")
-    acrlocal.start()
-    try:
-        yield Context(acrlocal)
-    finally:
-        acrlocal.stop()
-
-
-def _waiting_on(conn: sa.Connection, table: str) -> bool:
-    """Whether another session waits for a lock on ``table`` (the server's statement, queued behind ours)."""
-    return bool(conn.execute(sa.text(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST(:t AS regclass) AND pid <> "
-        "pg_backend_pid()"), {"t": table}).scalar_one())
+    with one_process(tmp_path_factory.mktemp("arm-sql-off-the-loop") / "data") as server:
+        yield Context(server)
 
 
 Step = Callable[[Context], requests.Response]
@@ -114,29 +96,5 @@ def _list_subscriptions(c: Context) -> requests.Response:
         "graph-users", "graph-applications"])
 def test_a_request_waiting_for_the_database_leaves_the_loop_serving(
         context: Context, table: str, step: Step, status: int) -> None:
-    server = context.server
-    engine = server.database()
-    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    holder = engine.connect()
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            lock = holder.begin()
-            try:
-                holder.execute(sa.text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-                pending = pool.submit(step, context)
-                deadline = time.monotonic() + BOUND_S
-                while not _waiting_on(watcher, table):
-                    assert not pending.done(), f"answered while {table} was locked: {pending.result().text}"
-                    assert time.monotonic() < deadline, f"the server never queued behind the lock on {table}"
-                    time.sleep(0.05)
-                probe = server.session().get(f"{server.shared}/common/discovery/instance", timeout=BOUND_S)
-                assert probe.status_code == 200
-                assert not pending.done() and _waiting_on(watcher, table)
-            finally:
-                lock.rollback()  # the request goes on (and the pool can finish) whatever happened above
-            answer = pending.result(timeout=BOUND_S)
-        assert answer.status_code == status, answer.text
-    finally:
-        holder.close()
-        watcher.close()
-        engine.dispose()
+    answer = served_while_waiting(context.server, table, lambda: step(context))
+    assert answer.status_code == status, answer.text

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from tests.arm import races
 from tests.arm.conftest import admin_of, new_principal, subscription_of
 from tests.replicas.conftest import Replicas, on, pinned
+from tests.table_locks import waiters
 
 ROUNDS = 10
 
@@ -112,8 +113,6 @@ def test_a_graph_delete_of_a_principal_waits_for_the_arm_write_that_assigns_it_a
     body = {"properties": {"roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
                            f"roleDefinitions/{races.ACR_PULL}", "principalId": principal,
                            "principalType": "ServicePrincipal"}}
-    waiting = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST('arm_role_assignments' AS "
-               "regclass) AND pid <> pg_backend_pid()")
     watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     holder = engine.connect()
     try:
@@ -123,13 +122,13 @@ def test_a_graph_delete_of_a_principal_waits_for_the_arm_write_that_assigns_it_a
                 holder.execute(sa.text("LOCK TABLE arm_role_assignments IN EXCLUSIVE MODE"))
                 put = pool.submit(arm, 0, "PUT", assignment, body)
                 deadline = time.monotonic() + 30
-                while not watcher.execute(sa.text(waiting)).scalar_one():
+                while not waiters(watcher, "arm_role_assignments"):
                     assert not put.done() and time.monotonic() < deadline, "the assignment never reached its insert"
                     time.sleep(0.05)
                 delete = pool.submit(graph, 1, "DELETE", f"/v1.0/applications/{app.json()['id']}")
                 time.sleep(2)  # room for the delete to reach the table, were it not waiting for the assignment
                 assert not delete.done(), delete.result().text
-                assert watcher.execute(sa.text(waiting)).scalar_one() == 1, "the delete did not wait for the write"
+                assert waiters(watcher, "arm_role_assignments") == 1, "the delete did not wait for the write"
             finally:
                 held.rollback()
             assert put.result(timeout=60).status_code == 201, put.result().text

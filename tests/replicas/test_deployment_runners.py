@@ -23,9 +23,8 @@ from tests.arm import races
 from tests.arm.conftest import admin_of, subscription_of
 from tests.harness import AcrLocal
 from tests.replicas.conftest import start_replicas, stop_replicas
+from tests.table_locks import BOUND_S, waiters
 
-#: How long the test waits for what must happen at once; reaching it is the failure, never a measurement.
-BOUND_S = 30.0
 TEMPLATE = {
     "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
     "contentVersion": "1.0.0.0",
@@ -63,11 +62,11 @@ def _held(engine: sa.Engine, send: Send, path: str) -> Iterator[None]:
             put = send("PUT", path, {"properties": {"mode": "Incremental", "template": TEMPLATE,
                                                     "parameters": {"name": {"value": path.rsplit("/", 1)[-1]}}}})
             assert put.status_code == 201, put.text
-            _wait(watcher, "the deployment's write of its resource", WAITING_ON_RESOURCES)
+            _wait(lambda: waiters(watcher, "arm_resources") > 0, "the deployment's write of its resource")
             # its state is saved outside the control plane's lock: hold its row, then let the resource go
             row.execute(sa.text("SELECT 1 FROM arm_deployments WHERE id_key = :k FOR UPDATE"), {"k": path.lower()})
             held_resources.rollback()
-            _wait(watcher, "the deployment's save of its state", WAITING_ON_DEPLOYMENTS)
+            _wait(lambda: bool(watcher.execute(sa.text(SAVING)).scalar_one()), "the deployment's save of its state")
             yield
         finally:
             for held in (held_resources, held_row):
@@ -79,15 +78,14 @@ def _held(engine: sa.Engine, send: Send, path: str) -> Iterator[None]:
         watcher.close()
 
 
-WAITING_ON_RESOURCES = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST('arm_resources' AS "
-                        "regclass) AND pid <> pg_backend_pid()")
-WAITING_ON_DEPLOYMENTS = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
-                          "'UPDATE arm_deployments%'")
+#: Whether a session waits for a row lock in an update of a deployment (its state saved).
+SAVING = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
+          "'UPDATE arm_deployments%'")
 
 
-def _wait(watcher: sa.Connection, what: str, query: str) -> None:
+def _wait(reached: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + BOUND_S
-    while not watcher.execute(sa.text(query)).scalar_one():
+    while not reached():
         assert time.monotonic() < deadline, f"never reached: {what}"
         time.sleep(0.05)
 

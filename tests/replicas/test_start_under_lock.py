@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from tests.arm import races
 from tests.arm.conftest import admin_of, subscription_of
 from tests.replicas.conftest import start_replicas, stop_replicas
-from tests.replicas.test_deployment_runners import WAITING_ON_RESOURCES, Send, _direct, _wait
+from tests.replicas.test_deployment_runners import Send, _direct, _wait
+from tests.table_locks import waiters
 
 #: Room for the restarted replica to reach its reconciliation, were it not waiting for the write.
 SETTLE_S = 5.0
@@ -43,7 +44,7 @@ def test_a_replica_starting_waits_for_an_identity_another_replica_is_making(tmp_
                 holder.execute(sa.text("LOCK TABLE arm_resources IN EXCLUSIVE MODE"))
                 put = threading.Thread(target=lambda: answers.update(put=_put(on_first, identity)))
                 put.start()
-                _wait(watcher, "the identity's write of its resource", WAITING_ON_RESOURCES)
+                _wait(lambda: waiters(watcher, "arm_resources") > 0, "the identity's write of its resource")
                 second.stop()
                 restart = threading.Thread(target=lambda: answers.update(started=second.start(timeout=60)))
                 restart.start()
