@@ -314,9 +314,10 @@ class Server:
             registry_locks.uploads.share(settings.data_dir / "uploads.lock")
             registry_locks.digests.share(settings.data_dir / "digests.lock")
         registry_meta = SqlRegistryMetadata(engine, generations)
+        sql = SqlThread(engine)  # where the data plane's, Entra's and ARM's SQL runs (off the loop on PostgreSQL)
         hosting = RegistryHosting(
             settings, RegistryTable(engine), listeners, ca, on_change=self._registries_changed, content=registry_meta,
-            generations=generations,
+            generations=generations, sql=sql,
         )
         try:
             shared_sock = await listeners.claim(settings.port)
@@ -335,7 +336,6 @@ class Server:
         signer = RegistryTokens(TokenKeys(engine, generations))
         signer.keys.active()  # load (or make) the signing key before the first request
         version = DataVersion(engine)  # read on the event loop only
-        sql = SqlThread(engine)  # where the data plane's, Entra's and ARM's SQL runs (off the loop on PostgreSQL)
         lockout = Lockout(parse_lockout(settings.login_lockout), settings.workers)  # each process its share
         audit = AuditLog(engine)
         scoped_tokens = RepositoryTokens(engine)  # the control plane's scoped tokens and scope maps

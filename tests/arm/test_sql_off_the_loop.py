@@ -76,6 +76,11 @@ def _get_resource(c: Context) -> requests.Response:
     return c.arm("GET", c.identity, api_version="2023-01-31")
 
 
+def _create_registry(c: Context) -> requests.Response:
+    return c.arm("PUT", f"{c.group}/providers/Microsoft.ContainerRegistry/registries/offloop{uuid.uuid4().hex[:8]}",
+                 {"location": "westus", "sku": {"name": "Standard"}}, api_version="2023-07-01")
+
+
 def _list_assignments(c: Context) -> requests.Response:
     return c.arm("GET", f"/subscriptions/{c.subscription}/providers/Microsoft.Authorization/roleAssignments")
 
@@ -88,12 +93,13 @@ def _list_subscriptions(c: Context) -> requests.Response:
     ("arm_resource_groups", _get_group, 200),  # ArmStore.group, after the caller is authenticated
     ("arm_resource_groups", _create_group, 201),  # ArmStore.group and put_group, under the write lock
     ("arm_resources", _get_resource, 200),  # ArmStore.resource of a provider's type
+    ("registries", _create_registry, 201),  # RegistryHosting.create: the registry's row, then its port
     ("arm_role_assignments", _list_assignments, 200),  # the caller's assignments, then the list
     ("principals", _list_subscriptions, 200),  # authenticate: Directory.find_principal of the token's oid
     ("users", lambda c: c.graph("/users"), 200),  # Graph: Directory.users
     ("applications", lambda c: c.graph("/applications"), 200),  # Graph: Directory.applications
-], ids=["arm-get-group", "arm-put-group", "arm-get-resource", "arm-role-assignments", "arm-authentication",
-        "graph-users", "graph-applications"])
+], ids=["arm-get-group", "arm-put-group", "arm-get-resource", "arm-put-registry", "arm-role-assignments",
+        "arm-authentication", "graph-users", "graph-applications"])
 def test_a_request_waiting_for_the_database_leaves_the_loop_serving(
         context: Context, table: str, step: Step, status: int) -> None:
     answer = served_while_waiting(context.server, table, lambda: step(context))

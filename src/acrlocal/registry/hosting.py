@@ -26,7 +26,7 @@ from acrlocal.generations import Generations
 from acrlocal.listeners import Listeners, reserve_descriptors
 from acrlocal.storage.metadata import RegistryMetadata
 from acrlocal.storage.registries import RegistryRecord, RegistryTable
-from acrlocal.storage.sql import database_unavailable
+from acrlocal.storage.sql import SqlThread, database_unavailable
 from acrlocal.tls import LocalCA
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,15 @@ class RegistryHosting:
         on_change: Callable[[], Awaitable[None]] | None = None,
         content: RegistryMetadata | None = None,
         generations: Generations | None = None,
+        *,
+        sql: SqlThread,
     ) -> None:
         self.settings = settings
         self.table = table
+        # Where the table's reads and writes for a registry made, deleted or opened run (the server's SqlThread:
+        # off the event loop on PostgreSQL). The look-ups on the request path read the records kept here, and read
+        # the table again (inline) only after another process changed it.
+        self.sql = sql
         self.listeners = listeners
         self.ca = ca
         self.on_change = on_change
@@ -201,7 +207,7 @@ class RegistryHosting:
         """Open the port of every registry in the table (the ports they had before a restart)."""
         self.runner = runner
         self.ca.serve_names(self._by_host.__contains__)
-        for rec in self.table.all():
+        for rec in await self.sql.run(self.table.all):
             await self._open(rec)
 
     async def _open(self, rec: RegistryRecord) -> RegistryRecord:
@@ -220,8 +226,7 @@ class RegistryHosting:
             sock = self.listeners.allocate(self.settings.registry_port_base + offset,
                                            _Taken(self._by_port, self.shared_port, offset))
             port = sock.getsockname()[1] - offset
-            self.table.set_port(rec.name, port)
-            rec = self.table.get(rec.name)
+            rec = await self.sql.run(self._set_port, rec.name, port)
         await self.listeners.open(f"registry:{rec.name}", self.runner, sock, self._ssl())
         self._index(rec)
         return rec
@@ -252,17 +257,21 @@ class RegistryHosting:
         """Add a registry and start serving it at once. Raises ``AlreadyExists`` or ``ConfigError``."""
         name = check_registry_name(name)
         reserve_descriptors(f"registry {name!r}'s port")
-        rec = self.table.add(name, None, properties or {})
+        rec = await self.sql.run(self.table.add, name, None, properties or {})
         try:
             await asyncio.to_thread(self.ca.host_context, self.hostname(rec))
             rec = await self._open(rec)
         except BaseException:
-            self.table.remove(name)
+            self.table.remove(name)  # (inline: this path may be a cancellation, which must not wait)
             raise
         self._changed()
         if self.on_change:
             await self.on_change()
         return rec
+
+    def _set_port(self, name: str, port: int) -> RegistryRecord:
+        self.table.set_port(name, port)
+        return self.table.get(name)
 
     def refresh(self, name: str) -> RegistryRecord:
         """Reload a registry's record after its properties changed in the table."""
@@ -279,7 +288,7 @@ class RegistryHosting:
         self._unindex(rec)
         if self.content is not None:  # as long as the registry's content is large: not on the event loop
             await asyncio.to_thread(self.content.delete_registry, rec.id)
-        self.table.remove(rec.name)
+        await self.sql.run(self.table.remove, rec.name)
         self._changed()
         if self.on_change:
             await self.on_change()
