@@ -137,3 +137,57 @@ def test_a_deployment_runs_on_while_another_replica_starts_and_ends_failed_once_
     finally:
         engine.dispose()
         stop_replicas(replicas)
+
+
+def _chain(prefix: str, length: int) -> dict[str, Any]:
+    """A template of ``length`` virtual networks, each depending on the one before (a wave each)."""
+    resources: list[dict[str, Any]] = []
+    for i in range(length):
+        resource: dict[str, Any] = {
+            "type": "Microsoft.Network/virtualNetworks", "apiVersion": "2023-09-01", "name": f"{prefix}{i}",
+            "location": "westus", "properties": {"addressSpace": {"addressPrefixes": [f"10.{i}.0.0/16"]}}}
+        if i:
+            resource["dependsOn"] = [f"[resourceId('Microsoft.Network/virtualNetworks', '{prefix}{i - 1}')]"]
+        resources.append(resource)
+    return {**TEMPLATE, "parameters": {}, "resources": resources}
+
+
+def test_a_deployment_is_cancelled_through_a_replica_that_does_not_run_it(tmp_path: Path) -> None:
+    """The cancel reaches the runner through the deployment's row: it stops before its next wave."""
+    replicas = start_replicas(tmp_path / "replicas")
+    engine = replicas.front.database()
+    try:
+        first, second = replicas.servers
+        token = admin_of(first).token(first)
+        group = f"/subscriptions/{subscription_of(first)}/resourceGroups/cancels"
+        on_first, on_second = _direct(first, token), _direct(second, token)
+        assert on_first("PUT", group, {"location": "westus"}).status_code == 201
+        path = f"{group}/providers/Microsoft.Resources/deployments/chain"
+        watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        holder = engine.connect()
+        try:
+            held = holder.begin()
+            try:
+                holder.execute(sa.text("LOCK TABLE arm_resources IN EXCLUSIVE MODE"))
+                put = on_first("PUT", path, {"properties": {"mode": "Incremental", "template": _chain("chain", 3)}})
+                assert put.status_code == 201, put.text
+                _wait(lambda: waiters(watcher, "arm_resources") > 0, "the deployment's first resource")
+                cancel = on_second("POST", f"{path}/cancel")  # while the runner holds the control plane's lock
+                assert cancel.status_code == 204, cancel.text
+            finally:
+                held.rollback()
+        finally:
+            holder.close()
+            watcher.close()
+        _until(on_second, path, "Canceled")
+        names = {r["name"] for r in on_second("GET", f"{group}/resources").json()["value"]}
+        assert "chain0" in names and not {"chain1", "chain2"} & names, names
+        again = on_second("POST", f"{path}/cancel")
+        assert again.status_code == 409 and races.code(again) == "DeploymentCannotBeCanceled", again.text
+        # a new run under the name forgets the cancel asked of the last one
+        rerun = on_second("PUT", path, {"properties": {"mode": "Incremental", "template": _chain("chain", 3)}})
+        assert rerun.status_code in (200, 201), rerun.text
+        _until(on_second, path, "Succeeded")
+    finally:
+        engine.dispose()
+        stop_replicas(replicas)

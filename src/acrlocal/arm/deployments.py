@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json as jsonlib
 import logging
 import time
@@ -371,6 +372,7 @@ class Deployments(NamespaceHandler):
     resource_types: ClassVar[dict[str, tuple[str, ...]]] = {
         "deployments": API_VERSIONS, "deployments/operations": API_VERSIONS,
         "deploymentOperations": API_VERSIONS, "operationResults": API_VERSIONS}
+    unlocked_actions = frozenset({"cancel"})  # (see cancel)
 
     def __init__(self) -> None:
         self.running: dict[str, Running] = {}
@@ -517,15 +519,24 @@ class Deployments(NamespaceHandler):
         return True
 
     async def cancel(self, call: Call, target: Target, did: str, name: str) -> web.StreamResponse:
+        """Cancel a deployment in progress: it stops before its next wave of resources (``Canceled``). The process
+        that runs it is told at once; another replica asks it through the deployment's row, which it reads between
+        waves. Served outside the write lock (``unlocked_actions``): it changes no resource, and the runner may be
+        holding the lock for a resource of this very deployment."""
         call.caller.require(f"{OPS}/cancel/action", did)
         stored = await call.run(self._stored, call, target, did, name)
+        state = stored.body["properties"].get("provisioningState")
         running = self.running.get(did.lower())
-        if running is None or stored.body["properties"].get("provisioningState") in TERMINAL:
-            raise ArmError(409, "DeploymentCannotBeCanceled", f"The deployment '{name}' cannot be canceled: it is "
-                           f"not running (current provisioning state: "
-                           f"{stored.body['properties'].get('provisioningState')}).")
-        running.cancel_requested = True
-        return web.Response(status=204)
+        if state not in TERMINAL:
+            if running is not None:
+                running.cancel_requested = True
+                return web.Response(status=204)
+            if await call.run(call.store.request_cancel, did, stored.runner):
+                return web.Response(status=204)
+            state = (await call.run(self._stored, call, target, did, name)).body["properties"].get(
+                "provisioningState")  # ended, or put again, meanwhile
+        raise ArmError(409, "DeploymentCannotBeCanceled", f"The deployment '{name}' cannot be canceled: it is not "
+                       f"running (current provisioning state: {state}).")
 
     # -- checking a request ------------------------------------------------------------------------------
 
@@ -658,7 +669,7 @@ class Deployments(NamespaceHandler):
         body["_asyncOperation"] = op
         stored = StoredDeployment(did, name, target.subscription_id, target.resource_group, body, request.template,
                                   runner=call.services.runners.me)
-        created = await call.run(call.store.put_deployment, stored)
+        created = await call.run(functools.partial(call.store.put_deployment, stored, new_run=True))
         running = Running(self, call, stored, request, plan, env)
         self.running[did.lower()] = running
         running.task = asyncio.get_running_loop().create_task(running.run(), name=f"deployment {did}")
@@ -682,7 +693,7 @@ class Deployments(NamespaceHandler):
         stored = StoredDeployment(did, resource.name, target.subscription_id, target.resource_group,
                                   self._body(call, did, resource.name, request, plan, "Accepted", env.started),
                                   request.template, runner=call.services.runners.me)
-        await call.run(call.store.put_deployment, stored)
+        await call.run(functools.partial(call.store.put_deployment, stored, new_run=True))
         nested = Running(self, call, stored, request, plan, env, depth=parent.depth + 1, parent=parent)
         self.running[did.lower()] = nested
         await nested.run()
@@ -737,9 +748,15 @@ class Running:
         self.operations: list[dict[str, Any]] = []
         self.lock = call.write_lock or asyncio.Lock()
 
-    @property
-    def canceled(self) -> bool:
-        return self.cancel_requested or (self.parent is not None and self.parent.canceled)
+    async def canceled(self) -> bool:
+        """Whether a cancel was asked of this run or of a deployment it is nested in: through this process (at
+        once), or through another replica (the flag on the deployment's row)."""
+        run: Running | None = self
+        while run is not None:
+            if run.cancel_requested or await run.call.run(run.call.store.cancel_requested, run.stored.id):
+                return True
+            run = run.parent
+        return False
 
     async def _save(self, state: str, **extra: Any) -> None:
         body = dict(self.stored.body)
@@ -756,7 +773,7 @@ class Running:
             await self._save("Running")
             failures: list[dict[str, Any]] = []
             for wave in self.plan.waves():
-                if self.canceled:
+                if await self.canceled():
                     await self._save("Canceled")
                     return
                 for resource in wave:

@@ -241,6 +241,8 @@ class NamespaceHandler:
 
     namespace: ClassVar[str] = ""
     resource_types: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: POST actions (last path segment, lower case) that change no ARM state and run outside the write lock.
+    unlocked_actions: ClassVar[frozenset[str]] = frozenset()
 
     async def handle(self, call: Call, path: ArmPath) -> web.StreamResponse:
         raise NotImplementedError  # pragma: no cover
@@ -284,7 +286,8 @@ class ProviderRegistry:
     def is_unlocked_action(self, action: str) -> bool:
         """Whether a POST ending in ``action`` is one that runs outside the write lock."""
         action = action.lower()
-        return any(action in rt.unlocked_actions for rt in self.types.values())
+        return any(action in rt.unlocked_actions for rt in self.types.values()) or \
+            any(action in handler.unlocked_actions for handler in self.handlers.values())
 
     def namespace_types(self, namespace: str) -> list[ResourceType]:
         return [rt for (ns, _), rt in self.types.items() if ns == namespace.lower()]

@@ -86,6 +86,8 @@ deployments = sa.Table(
     sa.Column("created", sa.Float, nullable=False),
     # The server process that runs it (arm/runners.py); None: a process from before runners were named.
     sa.Column("runner", sa.String(32), nullable=True),
+    # A cancel asked through a replica other than the runner's: the runner reads it between waves.
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_arm_deployments_scope", "subscription_id", "group_key"),
 )
 
@@ -396,10 +398,13 @@ class ArmStore:
         with self.engine.connect() as conn:
             return [_deployment(r) for r in conn.execute(q.order_by(c.created))]
 
-    def put_deployment(self, d: StoredDeployment) -> bool:
-        """Insert or replace ``d``; True if it was created."""
-        values = dict(body=_json(d.body), template=_json(d.template), operations=_json(d.operations),
-                      runner=d.runner)
+    def put_deployment(self, d: StoredDeployment, *, new_run: bool = False) -> bool:
+        """Insert or replace ``d``; True if it was created. ``new_run``: ``d`` starts a run of its own (a PUT), so a
+        cancel asked of an earlier run under its name is forgotten; the runner's saves keep it."""
+        values: dict[str, Any] = dict(body=_json(d.body), template=_json(d.template), operations=_json(d.operations),
+                                      runner=d.runner)
+        if new_run:
+            values["cancel_requested"] = False
         with self.engine.begin() as conn:
             key = d.id.lower()
             if conn.execute(sa.select(deployments.c.id).where(deployments.c.id_key == key)).first():
@@ -409,6 +414,21 @@ class ArmStore:
                 id_key=key, id=d.id, subscription_id=d.subscription_id.lower(), group_key=(d.group or "").lower(),
                 name=d.name, created=time.time(), **values))
             return True
+
+    def request_cancel(self, deployment_id: str, runner: str | None) -> bool:
+        """Ask the runner of a deployment to cancel it (:meth:`cancel_requested`), if the row still names
+        ``runner``; whether it did."""
+        c = deployments.c
+        runs = c.runner.is_(None) if runner is None else c.runner == runner
+        with self.engine.begin() as conn:
+            return conn.execute(sa.update(deployments).where(c.id_key == deployment_id.lower(), runs).values(
+                cancel_requested=True)).rowcount > 0
+
+    def cancel_requested(self, deployment_id: str) -> bool:
+        """Whether a cancel of the deployment's current run was asked through another process."""
+        with self.engine.connect() as conn:
+            return bool(conn.execute(sa.select(deployments.c.cancel_requested).where(
+                deployments.c.id_key == deployment_id.lower())).scalar())
 
     def end_orphaned_deployment(self, d: StoredDeployment) -> bool:
         """Replace the deployment by ``d`` only if its row still names ``d.runner`` (a process found gone): a
