@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from tests.arm import races
 from tests.arm.conftest import admin_of, subscription_of
 from tests.harness import AcrLocal
-from tests.replicas.conftest import start_replicas, stop_replicas
+from tests.replicas.conftest import Replicas, start_replicas, stop_replicas
 from tests.table_locks import BOUND_S, waiters
 
 TEMPLATE = {
@@ -47,6 +48,44 @@ def _direct(server: AcrLocal, token: str) -> Send:
                                headers={"Authorization": f"Bearer {token}"}, timeout=BOUND_S * 2)
 
     return send
+
+
+@dataclass
+class Pair:
+    """Two replicas over one database (``first``, ``second``), the database, the administrator's ARM token, a
+    resource group made through the first, and a request function for each replica's own port."""
+
+    replicas: Replicas
+    engine: sa.Engine
+    token: str
+    group: str
+
+    @property
+    def first(self) -> AcrLocal:
+        return self.replicas.servers[0]
+
+    @property
+    def second(self) -> AcrLocal:
+        return self.replicas.servers[1]
+
+    def on(self, server: AcrLocal) -> Send:
+        return _direct(server, self.token)
+
+
+@contextmanager
+def two_replicas(root: Path, group: str) -> Iterator[Pair]:
+    """Started replicas and resource group ``group``; everything stopped when the block ends."""
+    replicas = start_replicas(root)
+    engine = replicas.front.database()
+    try:
+        first = replicas.servers[0]
+        token = admin_of(first).token(first)
+        path = f"/subscriptions/{subscription_of(first)}/resourceGroups/{group}"
+        assert _direct(first, token)("PUT", path, {"location": "westus"}).status_code == 201
+        yield Pair(replicas, engine, token, path)
+    finally:
+        engine.dispose()
+        stop_replicas(replicas)
 
 
 @contextmanager
@@ -106,24 +145,19 @@ def _until(send: Send, path: str, wanted: str) -> dict[str, Any]:
 
 def test_a_deployment_runs_on_while_another_replica_starts_and_ends_failed_once_its_replica_is_gone(
         tmp_path: Path) -> None:
-    replicas = start_replicas(tmp_path / "replicas")
-    engine = replicas.front.database()
-    try:
-        first, second = replicas.servers
-        token = admin_of(first).token(first)
-        group = f"/subscriptions/{subscription_of(first)}/resourceGroups/runners"
-        on_first, on_second = _direct(first, token), _direct(second, token)
-        assert on_first("PUT", group, {"location": "westus"}).status_code == 201
-        deployments = f"{group}/providers/Microsoft.Resources/deployments"
+    with two_replicas(tmp_path / "replicas", "runners") as pair:
+        first, second = pair.first, pair.second
+        on_first, on_second = pair.on(first), pair.on(second)
+        deployments = f"{pair.group}/providers/Microsoft.Resources/deployments"
 
-        with _held(engine, on_first, f"{deployments}/held"):
+        with _held(pair.engine, on_first, f"{deployments}/held"):
             second.stop()
             second.start()  # a replica starting: before, it ended every deployment not ended yet as Failed
-            on_second = _direct(second, token)
+            on_second = pair.on(second)
             assert _state(on_second, f"{deployments}/held")["provisioningState"] in ("Accepted", "Running")
         assert _until(on_second, f"{deployments}/held", "Succeeded")["outputResources"]
 
-        with _held(engine, on_first, f"{deployments}/orphaned"):
+        with _held(pair.engine, on_first, f"{deployments}/orphaned"):
             first.kill9()  # in the middle of the run: nobody runs it any more
         props = _until(on_second, f"{deployments}/orphaned", "Failed")
         assert props["error"]["code"] == "DeploymentFailed"
@@ -134,9 +168,6 @@ def test_a_deployment_runs_on_while_another_replica_starts_and_ends_failed_once_
             "mode": "Incremental", "template": TEMPLATE, "parameters": {"name": {"value": "orphaned"}}}})
         assert again.status_code in (200, 201), again.text
         _until(on_second, f"{deployments}/orphaned", "Succeeded")
-    finally:
-        engine.dispose()
-        stop_replicas(replicas)
 
 
 def _chain(prefix: str, length: int) -> dict[str, Any]:
@@ -154,17 +185,11 @@ def _chain(prefix: str, length: int) -> dict[str, Any]:
 
 def test_a_deployment_is_cancelled_through_a_replica_that_does_not_run_it(tmp_path: Path) -> None:
     """The cancel reaches the runner through the deployment's row: it stops before its next wave."""
-    replicas = start_replicas(tmp_path / "replicas")
-    engine = replicas.front.database()
-    try:
-        first, second = replicas.servers
-        token = admin_of(first).token(first)
-        group = f"/subscriptions/{subscription_of(first)}/resourceGroups/cancels"
-        on_first, on_second = _direct(first, token), _direct(second, token)
-        assert on_first("PUT", group, {"location": "westus"}).status_code == 201
-        path = f"{group}/providers/Microsoft.Resources/deployments/chain"
-        watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        holder = engine.connect()
+    with two_replicas(tmp_path / "replicas", "cancels") as pair:
+        on_first, on_second = pair.on(pair.first), pair.on(pair.second)
+        path = f"{pair.group}/providers/Microsoft.Resources/deployments/chain"
+        watcher = pair.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        holder = pair.engine.connect()
         try:
             held = holder.begin()
             try:
@@ -180,7 +205,7 @@ def test_a_deployment_is_cancelled_through_a_replica_that_does_not_run_it(tmp_pa
             holder.close()
             watcher.close()
         _until(on_second, path, "Canceled")
-        names = {r["name"] for r in on_second("GET", f"{group}/resources").json()["value"]}
+        names = {r["name"] for r in on_second("GET", f"{pair.group}/resources").json()["value"]}
         assert "chain0" in names and not {"chain1", "chain2"} & names, names
         again = on_second("POST", f"{path}/cancel")
         assert again.status_code == 409 and races.code(again) == "DeploymentCannotBeCanceled", again.text
@@ -188,6 +213,3 @@ def test_a_deployment_is_cancelled_through_a_replica_that_does_not_run_it(tmp_pa
         rerun = on_second("PUT", path, {"properties": {"mode": "Incremental", "template": _chain("chain", 3)}})
         assert rerun.status_code in (200, 201), rerun.text
         _until(on_second, path, "Succeeded")
-    finally:
-        engine.dispose()
-        stop_replicas(replicas)

@@ -16,9 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests.arm import races
-from tests.arm.conftest import admin_of, subscription_of
-from tests.replicas.conftest import start_replicas, stop_replicas
-from tests.replicas.test_deployment_runners import Send, _direct, _wait
+from tests.replicas.test_deployment_runners import Send, _wait, two_replicas
 from tests.table_locks import waiters
 
 #: Room for the restarted replica to reach its reconciliation, were it not waiting for the write.
@@ -26,17 +24,11 @@ SETTLE_S = 5.0
 
 
 def test_a_replica_starting_waits_for_an_identity_another_replica_is_making(tmp_path: Path) -> None:
-    replicas = start_replicas(tmp_path / "replicas")
-    engine = replicas.front.database()
-    try:
-        first, second = replicas.servers
-        token = admin_of(first).token(first)
-        on_first = _direct(first, token)
-        group = f"/subscriptions/{subscription_of(first)}/resourceGroups/start-under-lock"
-        assert on_first("PUT", group, {"location": "westus"}).status_code == 201
-        identity = f"{group}/providers/{races.IDENTITIES}/made-meanwhile"
-        watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        holder = engine.connect()
+    with two_replicas(tmp_path / "replicas", "start-under-lock") as pair:
+        second, on_first = pair.second, pair.on(pair.first)
+        identity = f"{pair.group}/providers/{races.IDENTITIES}/made-meanwhile"
+        watcher = pair.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        holder = pair.engine.connect()
         answers: dict[str, object] = {}
         try:
             held = holder.begin()
@@ -62,10 +54,7 @@ def test_a_replica_starting_waits_for_an_identity_another_replica_is_making(tmp_
         assert answers.get("put") == 201 and answers.get("started"), answers
         shown = on_first("GET", identity)
         principal = shown.json()["properties"]["principalId"]
-        assert races.count(engine, "SELECT count(*) FROM principals WHERE object_id = :p", p=principal) == 1
-    finally:
-        engine.dispose()
-        stop_replicas(replicas)
+        assert races.count(pair.engine, "SELECT count(*) FROM principals WHERE object_id = :p", p=principal) == 1
 
 
 def _put(send: Send, identity: str) -> int:
