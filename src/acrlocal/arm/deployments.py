@@ -35,7 +35,7 @@ import json as jsonlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -456,13 +456,15 @@ class Deployments(NamespaceHandler):
                                                                   target.resource_group) is None:
             raise group_not_found(target.resource_group)
 
-    def _current(self, call: Call, stored: StoredDeployment | None) -> StoredDeployment | None:
+    def _current(self, call: Call, stored: StoredDeployment | None,
+                 alive: Callable[[str | None], bool] | None = None) -> StoredDeployment | None:
         """``stored`` as it stands: a deployment not ended whose process is gone (it stopped, or was killed, while
         the deployment ran: see :mod:`acrlocal.arm.runners`) ends ``Failed`` now, whichever replica reads it
-        first; one that a live process runs, this one or another replica's, is left as it is."""
+        first; one that a live process runs, this one or another replica's, is left as it is. ``alive``: how a
+        runner is asked (``call.services.runners.alive`` if ``None``; a list asks once per runner)."""
         if stored is None or stored.body.get("properties", {}).get("provisioningState") in TERMINAL:
             return stored
-        if stored.id.lower() in self.running or call.services.runners.alive(stored.runner):
+        if stored.id.lower() in self.running or (alive or call.services.runners.alive)(stored.runner):
             return stored
         props = {**stored.body.get("properties", {}), "provisioningState": "Failed", "error": _failure(
             "DeploymentFailed", "The server stopped while the deployment was running.")}
@@ -501,7 +503,9 @@ class Deployments(NamespaceHandler):
 
     def _listed(self, call: Call, target: Target) -> Sequence[StoredDeployment]:
         self._group_checked(call, target)
-        found = (self._current(call, d) for d in call.store.deployments(target.subscription_id, target.resource_group))
+        alive = functools.cache(call.services.runners.alive)  # one probe per runner, not per deployment
+        found = (self._current(call, d, alive)
+                 for d in call.store.deployments(target.subscription_id, target.resource_group))
         return [d for d in found if d is not None]  # (None: deleted meanwhile)
 
     def delete(self, call: Call, target: Target, did: str, name: str) -> bool:
@@ -798,7 +802,7 @@ class Running:
         except Exception as exc:  # the deployment ends Failed whatever happens, and the server goes on
             log.exception("deployment %s failed", self.stored.id)
             await self._save("Failed", error=_failure("DeploymentFailed", f"The deployment failed: {exc}.",
-                                                self.stored.id))
+                                                      self.stored.id))
         finally:
             self.handler.running.pop(self.stored.id.lower(), None)
 
@@ -875,8 +879,8 @@ class Running:
             return outputs
         except (TemplateError, ArmError) as err:
             message = err.arm_message() if isinstance(err, TemplateError) else err.message
-            await self._save("Failed", error=_failure("DeploymentOutputEvaluationFailed", "Unable to evaluate template "
-                                                f"outputs: {message}", self.stored.id))
+            await self._save("Failed", error=_failure("DeploymentOutputEvaluationFailed", "Unable to evaluate "
+                                                      f"template outputs: {message}", self.stored.id))
             return None
 
     async def _delete_unnamed(self) -> None:

@@ -222,6 +222,12 @@ def _resource(row: Any) -> Resource:
     )
 
 
+def _run_of(deployment_id: str, runner: str | None) -> sa.ColumnElement[bool]:
+    """The deployment's row while it still names ``runner`` (``None``: a row from before runners were named)."""
+    c = deployments.c
+    return sa.and_(c.id_key == deployment_id.lower(), c.runner.is_(None) if runner is None else c.runner == runner)
+
+
 def _deployment(row: Any) -> StoredDeployment:
     return StoredDeployment(row.id, row.name, row.subscription_id, row.group_key or None, _load(row.body) or {},
                             _load(row.template), _load(row.operations) or [], row.runner)
@@ -418,10 +424,8 @@ class ArmStore:
     def request_cancel(self, deployment_id: str, runner: str | None) -> bool:
         """Ask the runner of a deployment to cancel it (:meth:`cancel_requested`), if the row still names
         ``runner``; whether it did."""
-        c = deployments.c
-        runs = c.runner.is_(None) if runner is None else c.runner == runner
         with self.engine.begin() as conn:
-            return conn.execute(sa.update(deployments).where(c.id_key == deployment_id.lower(), runs).values(
+            return conn.execute(sa.update(deployments).where(_run_of(deployment_id, runner)).values(
                 cancel_requested=True)).rowcount > 0
 
     def cancel_requested(self, deployment_id: str) -> bool:
@@ -433,10 +437,8 @@ class ArmStore:
     def end_orphaned_deployment(self, d: StoredDeployment) -> bool:
         """Replace the deployment by ``d`` only if its row still names ``d.runner`` (a process found gone): a
         deployment put again since by a live process is left alone. Whether it was replaced."""
-        c = deployments.c
-        runs = c.runner.is_(None) if d.runner is None else c.runner == d.runner
         with self.engine.begin() as conn:
-            return conn.execute(sa.update(deployments).where(c.id_key == d.id.lower(), runs).values(
+            return conn.execute(sa.update(deployments).where(_run_of(d.id, d.runner)).values(
                 body=_json(d.body), operations=_json(d.operations))).rowcount > 0
 
     def delete_deployment(self, deployment_id: str) -> bool:

@@ -373,7 +373,7 @@ class TokenService:
                            "'password'")
 
     async def _from_basic(self, request: web.Request, registry: RegistryRecord,
-                    credentials: tuple[str, str] | None) -> Subject:
+                          credentials: tuple[str, str] | None) -> Subject:
         if credentials is None:
             return ANONYMOUS
         user, password = credentials
@@ -401,7 +401,7 @@ class TokenService:
         raise _unauthorized(f"user name or password is not valid for registry {registry.name}; {ACR_HELP}")
 
     async def _from_client_secret(self, request: web.Request, registry: RegistryRecord, app_id: str,
-                            secret: str) -> Subject:
+                                  secret: str) -> Subject:
         """The service principal whose app id is ``app_id``, if ``secret`` is one of its current client secrets and
         it belongs to the tenant that owns the registry; the subject is then the principal, exactly as behind a
         refresh token. Read from the directory at every call, never remembered: a secret expires with time, which
@@ -443,7 +443,8 @@ class TokenService:
                 raise InvalidRegistryToken(f"the refresh token is for another registry {refresh.registry}"
                                            f"{' (since deleted)' if refresh.registry == registry.name else ''}")
             await self._current(request, ("principal", refresh.principal, refresh.tenant, registry.uid),
-                          lambda: check_principal(self.auth.directory, registry, refresh.principal, refresh.tenant))
+                                functools.partial(check_principal, self.auth.directory, registry, refresh.principal,
+                                                  refresh.tenant))
         except (InvalidRegistryToken, SubjectRefused) as exc:
             self._audit(request, registry, None, "failed",
                         detail=f"refresh token: {exc}{self._failed(request, None)}")
