@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +42,16 @@ def waiters(conn: sa.Connection, table: str) -> int:
         "pg_backend_pid()"), {"t": table}).scalar_one())
 
 
+def wait_until(reached: Callable[[], bool], what: str, pending: Future[requests.Response] | None = None) -> None:
+    """Return once ``reached()``; fail at :data:`BOUND_S` (naming ``what``), or at once if ``pending``, a request that
+    must still be waiting meanwhile, has answered."""
+    deadline = time.monotonic() + BOUND_S
+    while not reached():
+        assert pending is None or not pending.done(), f"answered before {what}: {pending.result().text}"
+        assert time.monotonic() < deadline, f"never reached: {what}"
+        time.sleep(0.05)
+
+
 def served_while_waiting(server: AcrLocal, table: str, send: Callable[[], requests.Response], *,
                          bump: bool = False) -> requests.Response:
     """Hold ``table`` (``ACCESS EXCLUSIVE``) in a transaction of the test's own, ``send()`` in a thread and wait until
@@ -60,11 +70,8 @@ def served_while_waiting(server: AcrLocal, table: str, send: Callable[[], reques
                     holder.execute(sa.text("INSERT INTO served_while_waiting VALUES (1)"))
                 holder.execute(sa.text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
                 pending = pool.submit(send)
-                deadline = time.monotonic() + BOUND_S
-                while not waiters(watcher, table):
-                    assert not pending.done(), f"answered while {table} was locked: {pending.result().text}"
-                    assert time.monotonic() < deadline, f"the server never queued behind the lock on {table}"
-                    time.sleep(0.05)
+                wait_until(lambda: waiters(watcher, table) > 0, f"the server's statement queued behind the lock on "
+                           f"{table}", pending)
                 probe = server.session().get(f"{server.shared}/common/discovery/instance", timeout=BOUND_S)
                 assert probe.status_code == 200
                 assert not pending.done() and waiters(watcher, table)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from tests.arm import races
 from tests.arm.conftest import admin_of, new_principal, subscription_of
 from tests.replicas.conftest import Replicas, on, pinned
-from tests.table_locks import waiters
+from tests.table_locks import wait_until, waiters
 
 ROUNDS = 10
 
@@ -121,10 +121,7 @@ def test_a_graph_delete_of_a_principal_waits_for_the_arm_write_that_assigns_it_a
             try:
                 holder.execute(sa.text("LOCK TABLE arm_role_assignments IN EXCLUSIVE MODE"))
                 put = pool.submit(arm, 0, "PUT", assignment, body)
-                deadline = time.monotonic() + 30
-                while not waiters(watcher, "arm_role_assignments"):
-                    assert not put.done() and time.monotonic() < deadline, "the assignment never reached its insert"
-                    time.sleep(0.05)
+                wait_until(lambda: waiters(watcher, "arm_role_assignments") > 0, "the assignment's insert", put)
                 delete = pool.submit(graph, 1, "DELETE", f"/v1.0/applications/{app.json()['id']}")
                 time.sleep(2)  # room for the delete to reach the table, were it not waiting for the assignment
                 assert not delete.done(), delete.result().text

@@ -24,7 +24,7 @@ from tests.arm import races
 from tests.arm.conftest import admin_of, subscription_of
 from tests.harness import AcrLocal
 from tests.replicas.conftest import Replicas, start_replicas, stop_replicas
-from tests.table_locks import BOUND_S, waiters
+from tests.table_locks import BOUND_S, wait_until, waiters
 
 TEMPLATE = {
     "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
@@ -101,11 +101,12 @@ def _held(engine: sa.Engine, send: Send, path: str) -> Iterator[None]:
             put = send("PUT", path, {"properties": {"mode": "Incremental", "template": TEMPLATE,
                                                     "parameters": {"name": {"value": path.rsplit("/", 1)[-1]}}}})
             assert put.status_code == 201, put.text
-            _wait(lambda: waiters(watcher, "arm_resources") > 0, "the deployment's write of its resource")
+            wait_until(lambda: waiters(watcher, "arm_resources") > 0, "the deployment's write of its resource")
             # its state is saved outside the control plane's lock: hold its row, then let the resource go
             row.execute(sa.text("SELECT 1 FROM arm_deployments WHERE id_key = :k FOR UPDATE"), {"k": path.lower()})
             held_resources.rollback()
-            _wait(lambda: bool(watcher.execute(sa.text(SAVING)).scalar_one()), "the deployment's save of its state")
+            wait_until(lambda: bool(watcher.execute(sa.text(SAVING)).scalar_one()),
+                       "the deployment's save of its state")
             yield
         finally:
             for held in (held_resources, held_row):
@@ -120,13 +121,6 @@ def _held(engine: sa.Engine, send: Send, path: str) -> Iterator[None]:
 #: Whether a session waits for a row lock in an update of a deployment (its state saved).
 SAVING = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
           "'UPDATE arm_deployments%'")
-
-
-def _wait(reached: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + BOUND_S
-    while not reached():
-        assert time.monotonic() < deadline, f"never reached: {what}"
-        time.sleep(0.05)
 
 
 def _state(send: Send, path: str) -> dict[str, Any]:
@@ -196,7 +190,7 @@ def test_a_deployment_is_cancelled_through_a_replica_that_does_not_run_it(tmp_pa
                 holder.execute(sa.text("LOCK TABLE arm_resources IN EXCLUSIVE MODE"))
                 put = on_first("PUT", path, {"properties": {"mode": "Incremental", "template": _chain("chain", 3)}})
                 assert put.status_code == 201, put.text
-                _wait(lambda: waiters(watcher, "arm_resources") > 0, "the deployment's first resource")
+                wait_until(lambda: waiters(watcher, "arm_resources") > 0, "the deployment's first resource")
                 cancel = on_second("POST", f"{path}/cancel")  # while the runner holds the control plane's lock
                 assert cancel.status_code == 204, cancel.text
             finally:

@@ -16,8 +16,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests.arm import races
-from tests.replicas.test_deployment_runners import Send, _wait, two_replicas
-from tests.table_locks import waiters
+from tests.replicas.test_deployment_runners import Send, two_replicas
+from tests.table_locks import wait_until, waiters
 
 #: Room for the restarted replica to reach its reconciliation, were it not waiting for the write.
 SETTLE_S = 5.0
@@ -36,7 +36,7 @@ def test_a_replica_starting_waits_for_an_identity_another_replica_is_making(tmp_
                 holder.execute(sa.text("LOCK TABLE arm_resources IN EXCLUSIVE MODE"))
                 put = threading.Thread(target=lambda: answers.update(put=_put(on_first, identity)))
                 put.start()
-                _wait(lambda: waiters(watcher, "arm_resources") > 0, "the identity's write of its resource")
+                wait_until(lambda: waiters(watcher, "arm_resources") > 0, "the identity's write of its resource")
                 second.stop()
                 restart = threading.Thread(target=lambda: answers.update(started=second.start(timeout=60)))
                 restart.start()
