@@ -36,7 +36,7 @@ from acrlocal.errors import ConfigError
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.keys import KeyRing
 from acrlocal.identity.tokens import TokenIssuer
-from acrlocal.storage.azure_blobs import AzureBlobStore
+from acrlocal.storage.azure_blobs import AzureBlobStore, managed_identity
 from tests import azurite
 from tests.clients import GUARD
 from tests.harness import SRC, AcrLocal, acrlocal_cmd, child_env
@@ -285,3 +285,35 @@ def test_storage_refuses_a_token_for_another_audience_or_expired_and_open_says_s
            "expired.)" in too_old
     for message in (wrong_account, not_storage, too_old):
         assert "eyJ" not in message
+
+
+@pytest.mark.parametrize("env", [
+    {},  # no variable names a source: ManagedIdentityCredential would ask IMDS at its real address
+    {"IDENTITY_ENDPOINT": "http://169.254.169.254/msi/token", "IDENTITY_HEADER": "x"},
+    {"AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://169.254.169.254"},
+], ids=["default-imds", "identity-endpoint", "pod-identity-host"])
+def test_a_managed_identity_that_would_ask_imds_at_its_real_address_is_refused_on_the_host(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside an acrlocal VM's network namespace nothing may go to 169.254.169.254: the credential is refused
+    before it could send anything (fail closed), with a message that says what to name instead."""
+    for name in (*OTHER_SOURCES, "AZURE_POD_IDENTITY_AUTHORITY_HOST", "AZURE_FEDERATED_TOKEN_FILE",
+                 "AZURE_AUTHORITY_HOST", "AZURE_TENANT_ID", "AZURE_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=r"would ask IMDS at 169\.254\.169\.254.*sends nothing there"):
+        managed_identity()
+
+
+def test_a_managed_identity_whose_source_is_named_elsewhere_is_taken(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in OTHER_SOURCES:
+        monkeypatch.delenv(name, raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text("x")
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://127.0.0.1:9")
+    monkeypatch.setenv("AZURE_TENANT_ID", str(uuid.uuid4()))
+    monkeypatch.setenv("AZURE_CLIENT_ID", str(uuid.uuid4()))
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")
+    asyncio.run(managed_identity().close())  # workload identity: made, nothing sent

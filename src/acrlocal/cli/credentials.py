@@ -16,31 +16,18 @@ secrets and tokens never appear in messages or debug output.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Any, Literal
 
 from acrlocal.cli.client import AccessToken, Http
 from acrlocal.cli.errors import AuthenticationFailed, CLIError
 from acrlocal.cli.profile import Profile
+from acrlocal.imds_guard import imds_is_local
+from acrlocal.publiccloud import IMDS_ADDRESS
 
 Selector = tuple[Literal["client_id", "object_id", "resource_id"], str]
 IMDS_SELECTOR_PARAM = {"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"}
 APP_SERVICE_SELECTOR_PARAM = {"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"}
-IMDS_ADDRESS = "169.254.169.254"
-
-
-def imds_is_local() -> bool:
-    """True in a network namespace that holds only ``lo`` with ``169.254.169.254`` on it (an acrlocal VM's):
-    there, and only there, IMDS's real address may be used. Sends nothing."""
-    try:
-        if [name for _, name in socket.if_nameindex()] != ["lo"]:
-            return False
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((IMDS_ADDRESS, 0))
-        return True
-    except OSError:
-        return False
 
 
 def _resource_to_scope(resource: str) -> str:

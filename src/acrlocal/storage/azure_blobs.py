@@ -43,9 +43,10 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClien
 
 from acrlocal.blob_location import BlobLocation
 from acrlocal.errors import AcrLocalError, ConfigError, NotFound
+from acrlocal.imds_guard import imds_is_local
+from acrlocal.publiccloud import IMDS_ADDRESS
 from acrlocal.storage import sha256state
 from acrlocal.storage.blobs import DigestMismatch, StorageUnavailable, UploadRaced, UploadTooLarge
 from acrlocal.storage.digest import ALGORITHMS, Digest
@@ -130,6 +133,14 @@ class _ManagedIdentity(AsyncTokenCredential):
     def __init__(self, client_id: str | None) -> None:
         from azure.identity.aio import ManagedIdentityCredential  # imported only when it is used
 
+        asks_imds = _asks_imds_address(os.environ)
+        if asks_imds is not None and not imds_is_local():
+            raise ConfigError(
+                f"acrlocal's managed identity would ask IMDS at {IMDS_ADDRESS} ({asks_imds}); acrlocal uses that "
+                "address only inside its own VMs and sends nothing there from this machine. Name the identity's "
+                "endpoint instead: workload identity (AZURE_FEDERATED_TOKEN_FILE, AZURE_TENANT_ID, "
+                "AZURE_AUTHORITY_HOST, AZURE_CLIENT_ID), IDENTITY_ENDPOINT and IDENTITY_HEADER, or "
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST at another address.")
         try:
             self._credential = ManagedIdentityCredential(client_id=client_id)
         except ValueError as exc:  # e.g. workload identity's variables without a client id
@@ -151,9 +162,31 @@ class _ManagedIdentity(AsyncTokenCredential):
 
 
 def managed_identity(client_id: str | None = None) -> AsyncTokenCredential:
-    """The managed identity of the host acrlocal runs on (``client_id``: a user-assigned one). Where the environment
-    names no identity endpoint, that is IMDS at 169.254.169.254, as azure-identity chooses on an Azure VM."""
+    """The managed identity of the host acrlocal runs on (``client_id``: a user-assigned one), from the source
+    azure-identity chooses by the environment. :class:`ConfigError` where that source is IMDS at 169.254.169.254
+    (no variable names another endpoint, or one names that address) outside an acrlocal VM's own network namespace:
+    acrlocal sends nothing there (:mod:`acrlocal.imds_guard`)."""
     return _ManagedIdentity(client_id)
+
+
+#: The variables that name where azure-identity's ``ManagedIdentityCredential`` asks for tokens, in the order it
+#: looks at them: App Service, Service Fabric or Azure Arc; Cloud Shell or Azure ML; workload identity (all of
+#: these three); else IMDS, at ``AZURE_POD_IDENTITY_AUTHORITY_HOST`` or its real address.
+_IDENTITY_ENDPOINTS = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT")
+_WORKLOAD_IDENTITY = ("AZURE_AUTHORITY_HOST", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE")
+
+
+def _asks_imds_address(environ: Mapping[str, str]) -> str | None:
+    """Why the credential would send to IMDS's real address under ``environ`` (the variable that names it, or the
+    default IMDS endpoint chosen for want of any other), or ``None`` if it would not."""
+    for name in (*_IDENTITY_ENDPOINTS, "IMDS_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST", "AZURE_AUTHORITY_HOST"):
+        if IMDS_ADDRESS in environ.get(name, ""):
+            return f"{name} names it"
+    if any(environ.get(name) for name in _IDENTITY_ENDPOINTS) or all(environ.get(n) for n in _WORKLOAD_IDENTITY):
+        return None
+    if environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST"):
+        return None
+    return "no variable names another identity endpoint"
 
 
 @contextlib.contextmanager
