@@ -1,6 +1,8 @@
 """A replica whose advisory-lock connection is cut (the backend terminated, as a PostgreSQL restart or a network
 cut does) does not go on as if it held its locks: the request that relied on one fails with 503 UNAVAILABLE and
-Retry-After, commits nothing, and the replica takes its locks on a new connection for the next request."""
+Retry-After, commits nothing, and the replica takes its locks on a new connection for the next request. What the
+control plane's write lock guarded without a key of the database's own holds without the lock too: a second
+assignment of one role to one principal at one scope is ARM's 409 even when both writers checked first."""
 
 from __future__ import annotations
 
@@ -8,16 +10,22 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
 import sqlalchemy as sa
 
+from tests.arm import races
+from tests.arm.conftest import admin_of, new_principal, subscription_of
 from tests.registry.conftest import registry_token
 from tests.replicas.conftest import Replicas, on, pinned
+from tests.table_locks import wait_until
 
 UPLOAD_LOCKS = 0x41435201  # acrlocal.server.ADVISORY_NAMESPACES[0]
+ARM_WRITES = 0x41435203  # acrlocal.server.ADVISORY_NAMESPACES[2]
 
 
 def _holder(engine: sa.Engine, namespace: int, within: float = 30.0) -> int:
@@ -91,3 +99,73 @@ def test_an_upload_lock_lost_with_its_connection_fails_the_chunk_with_503_and_th
     if got.status_code == 307:  # blobs in Blob Storage: to the storage's SAS URL, as ACR
         got = requests.get(got.headers["Location"], verify=server.ca, timeout=60)
     assert got.status_code == 200 and got.content == data
+
+
+def _blocked_by(conn: sa.Connection, pid: int) -> int:
+    """How many sessions wait for a lock the session ``pid`` holds."""
+    return int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE CAST(:p AS integer) = "
+                                    "ANY(pg_blocking_pids(pid))"), {"p": pid}).scalar_one())
+
+
+def test_a_role_assignment_checked_under_a_lost_write_lock_is_refused_by_the_database_with_arms_409(
+        replicas: Replicas) -> None:
+    """Replica 0 checks a role assignment under the control plane's write lock and is held at its INSERT (the test's
+    own transaction holds, uncommitted, a row of the same name, so the INSERT waits for it); the lock's backend is
+    terminated, and replica 1 takes the lock and makes the same grant under another name (201). When the test's
+    transaction rolls back, replica 0's INSERT meets the grant's unique key: 409 ``RoleAssignmentExists``, naming the
+    assignment that holds it, and one row. Before the key, both were stored."""
+    server = replicas.front
+    sessions = pinned(replicas, server.shared, "/healthz")
+    auth = {"Authorization": f"Bearer {admin_of(server).token(server)}"}
+    sub = subscription_of(server)
+    group = f"/subscriptions/{sub}/resourceGroups/lockloss-assignments"
+
+    def arm(side: int, method: str, path: str, body: Any = None) -> requests.Response:
+        return on(sessions[side], replicas, side, method, server.shared + path,
+                  params={"api-version": races.api_version(path)}, json=body, headers=auth)
+
+    assert arm(0, "PUT", group, {"location": "westus"}).status_code in (200, 201)
+    principal = new_principal(server, "lockloss-assignee").object_id
+    body = {"properties": {"roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
+                           f"roleDefinitions/{races.ACR_PULL}", "principalId": principal,
+                           "principalType": "ServicePrincipal"}}
+    first, second = (str(uuid.uuid4()) for _ in range(2))
+    paths = [f"{group}/providers/Microsoft.Authorization/roleAssignments/{name}" for name in (first, second)]
+    engine = sa.create_engine(server._database_url)
+    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    holder = engine.connect()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            held = holder.begin()
+            try:
+                holder.execute(sa.text(
+                    "INSERT INTO arm_role_assignments (name, scope, scope_key, role_definition, principal_id, "
+                    "principal_type, created_on, updated_on) VALUES (:n, :s, :k, :r, :p, 'User', 't', 't')"),
+                    {"n": first, "s": group, "k": group.lower(), "r": races.ACR_PULL, "p": str(uuid.uuid4())})
+                me = int(holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+                pending = pool.submit(arm, 0, "PUT", paths[0], body)
+                wait_until(lambda: _blocked_by(watcher, me) > 0, "replica 0's INSERT waiting for the test's row",
+                           pending)
+                pid = _holder(engine, ARM_WRITES)
+                assert watcher.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                made = arm(1, "PUT", paths[1], body)  # the lock is free: replica 1 takes it, checks, inserts
+                assert made.status_code == 201, made.text
+                assert not pending.done()
+            finally:
+                held.rollback()
+            refused = pending.result(timeout=60)
+    finally:
+        holder.close()
+        watcher.close()
+    try:
+        assert refused.status_code == 409, refused.text
+        assert races.code(refused) == "RoleAssignmentExists"
+        assert refused.json()["error"]["details"][0]["message"] == made.json()["id"]
+        assert races.count(engine, "SELECT count(*) FROM arm_role_assignments WHERE principal_id = :p",
+                           p=principal.lower()) == 1
+        # Replica 0 writes again on a new lock connection.
+        assert arm(0, "DELETE", paths[1]).status_code == 200
+        assert arm(0, "PUT", paths[0], body).status_code == 201
+        assert arm(1, "DELETE", paths[0]).status_code == 200
+    finally:
+        engine.dispose()

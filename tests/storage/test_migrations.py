@@ -22,6 +22,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import acrlocal.server  # noqa: F401  (declares every room's tables)
+from acrlocal.arm.store import ArmStore, StoredAssignment
+from acrlocal.errors import AlreadyExists
 from acrlocal.storage import schema
 from acrlocal.storage.sql import metadata, open_engine
 from tests.harness import AcrLocal
@@ -185,3 +187,37 @@ def test_replicas_starting_together_migrate_once(tmp_path: Path) -> None:
     assert differences(engines[0]) == []
     for engine in engines:
         engine.dispose()
+
+
+def test_duplicate_role_assignments_keep_the_oldest_and_the_grant_is_unique_after(each_database_url: str) -> None:
+    """A database at 0011 holding assignments of one role to one principal at one scope under several names (what
+    two replicas that both checked could store before the unique key): 0012 keeps the oldest of each grant, and the
+    store refuses another one after."""
+    engine = open_engine(each_database_url, upgrade=False)
+    schema.upgrade(engine, "0011")
+    store = ArmStore(engine)
+    scope = "/subscriptions/0b1f6471-1bf0-4dda-aec3-cb9272f09590/resourceGroups/RG"
+    principal, other = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+    pull, push = "7f951dda-4ed3-4680-a7ca-43fe172d538d", "8311e382-0749-4cb8-b61a-304f252e45ec"
+
+    def add(name: str, created: str, scope: str = scope, role: str = pull, who: str = principal) -> None:
+        store.add_assignment(StoredAssignment(f"00000000-0000-0000-0000-{name:0>12}", scope, role, who,
+                                              "ServicePrincipal", created_on=created, updated_on=created))
+
+    add("3", "2026-01-02T00:00:00Z")
+    add("1", "2026-01-03T00:00:00Z", scope.lower())  # the same scope in other case: the same grant
+    add("2", "2026-01-01T00:00:00Z")  # the oldest
+    add("4", "2026-01-01T00:00:00Z", role=push)  # another role, principal or scope: grants of their own
+    add("5", "2026-01-01T00:00:00Z", who=other)
+    add("7", "2026-01-05T00:00:00Z", scope + "/providers/Microsoft.ContainerRegistry/registries/r")
+    add("6", "2026-01-05T00:00:00Z", scope + "/providers/Microsoft.ContainerRegistry/registries/r")  # same time
+    schema.upgrade(engine)
+    assert schema.current(engine) == schema.head()
+    assert differences(engine) == []
+    assert sorted(a.name[-1] for a in store.assignments()) == ["2", "4", "5", "6"]
+    with pytest.raises(AlreadyExists):
+        add("8", "2026-02-01T00:00:00Z", scope.upper())
+    with pytest.raises(AlreadyExists):
+        add("2", "2026-02-01T00:00:00Z", role=push, who=other)  # a name taken
+    assert len(store.assignments()) == 4
+    engine.dispose()

@@ -4,7 +4,8 @@
 a resource group or a resource. A PUT checks, before anything is written: the id is a GUID, the scope exists, the
 role definition exists (400 ``RoleDefinitionDoesNotExist``), the principal exists in the subscription's tenant
 (400 ``PrincipalNotFound``), its type matches ``principalType``, a condition parses; the same role for the same
-principal at the same scope under another id is 409 ``RoleAssignmentExists``. Writing needs
+principal at the same scope under another id is 409 ``RoleAssignmentExists`` (a unique index keeps the same answer
+for a writer that checked before another one inserted). Writing needs
 ``Microsoft.Authorization/roleAssignments/write`` at the scope (Owner, User Access Administrator, RBAC
 Administrator); Contributor does not have it.
 
@@ -27,7 +28,7 @@ from acrlocal.arm.odata import parse_filter
 from acrlocal.arm.paths import GUID, ArmPath
 from acrlocal.arm.providers import Call, NamespaceHandler, register_handler, require_object, utc_now
 from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment, StoredRoleDefinition
-from acrlocal.errors import NotFound
+from acrlocal.errors import AlreadyExists, NotFound
 from acrlocal.identity.bootstrap import AdminCredential
 from acrlocal.rbac.conditions import parse_condition
 from acrlocal.rbac.errors import InvalidCondition, InvalidScope
@@ -93,6 +94,12 @@ def _check_scope_exists(call: Call, path: ArmPath) -> None:
     if path.scope.count("/") > 4 and call.store.resource(path.scope) is None:
         parts = path.scope.split("/")
         raise resource_not_found("/".join(parts[6:-1:2]) if len(parts) > 7 else parts[-2], parts[-1], path.group)
+
+
+def _same_grant(call: Call, wanted: StoredAssignment) -> list[StoredAssignment]:
+    """The assignment of ``wanted``'s role to its principal at its scope, if any (one at most: a unique index)."""
+    return call.store.assignments(scope=wanted.scope, principal_ids=[wanted.principal_id],
+                                  role_definition=wanted.role_definition)
 
 
 def _render_custom(d: StoredRoleDefinition, scope: str) -> dict[str, Any]:
@@ -331,6 +338,22 @@ class Authorization(NamespaceHandler):
             call.caller.reload_assignments()
             return json(_render_assignment(here))
         wanted = self.validate(call, path, name.lower())
+        if existing is None and not _same_grant(call, wanted):
+            try:
+                call.store.add_assignment(wanted)
+            except AlreadyExists:  # inserted after the checks by a writer they did not wait for: the checks' answer
+                existing = call.store.assignment(name)
+            else:
+                call.caller.reload_assignments()
+                return json(_render_assignment(wanted), status=201)
+        return self._existing(call, wanted, existing)
+
+    @staticmethod
+    def _existing(call: Call, wanted: StoredAssignment, existing: StoredAssignment | None) -> web.Response:
+        """The answer to a PUT of ``wanted`` when an assignment of its name (``existing``) or of its principal, role
+        and scope exists: 200 with the same assignment, 409 ``RoleAssignmentUpdateNotPermitted`` for another one
+        under its name, 409 ``RoleAssignmentExists`` for the same grant under another name. Reads the store: runs
+        through ``call.run``."""
         if existing is not None:
             same = (existing.scope.lower() == wanted.scope.lower()
                     and existing.role_definition == wanted.role_definition
@@ -339,14 +362,8 @@ class Authorization(NamespaceHandler):
                 raise ArmError(409, "RoleAssignmentUpdateNotPermitted", "Tenant ID, application ID, principal ID, "
                                "and scope are not allowed to be updated.")
             return json(_render_assignment(existing), status=200)
-        clash = [a for a in call.store.assignments(scope=wanted.scope, principal_ids=[wanted.principal_id],
-                                                   role_definition=wanted.role_definition)]
-        if clash:
-            raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.",
-                           details=[{"code": "RoleAssignmentExists", "message": clash[0].id}])
-        call.store.add_assignment(wanted)
-        call.caller.reload_assignments()
-        return json(_render_assignment(wanted), status=201)
+        raise ArmError(409, "RoleAssignmentExists", "The role assignment already exists.",
+                       details=[{"code": "RoleAssignmentExists", "message": a.id} for a in _same_grant(call, wanted)])
 
     def validate(self, call: Call, path: ArmPath, name: str) -> StoredAssignment:
         """The assignment a PUT's body describes; 400 for what ARM refuses. Reads the directory: runs through

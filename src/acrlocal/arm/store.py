@@ -4,7 +4,8 @@
 - ``arm_resources``: every provider resource (registries, identities, VMs, child resources...) in one generic
   table; ``properties`` and the other ARM fields are JSON, ``internal`` is provider state never rendered (e.g. a
   registry's admin passwords).
-- ``arm_role_assignments``: role assignments at any scope.
+- ``arm_role_assignments``: role assignments at any scope; one a principal, role and scope (a unique index), as
+  Azure has.
 
 ARM compares ids ignoring case, so every id is also stored lower-cased as its key. Each method is one
 transaction; deleting a group or a resource deletes what it contains and the role assignments at or below it in
@@ -22,10 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from acrlocal.errors import AlreadyExists
 from acrlocal.rbac.evaluate import RoleAssignment
 from acrlocal.rbac.roles import BUILT_IN_ROLES, Permission, RoleDefinition
 from acrlocal.rbac.scopes import Scope, parse_scope
-from acrlocal.storage.sql import byte_ordered, metadata, racing_insert
+from acrlocal.storage.sql import byte_ordered, metadata, racing_insert, unique_violation
 
 resource_groups = sa.Table(
     "arm_resource_groups",
@@ -109,6 +111,9 @@ role_assignments = sa.Table(
     sa.Column("updated_by", sa.String(36), nullable=True),
     sa.Index("ix_arm_role_assignments_principal", "principal_id"),
     sa.Index("ix_arm_role_assignments_scope", "scope_key"),
+    # One assignment of a role to a principal at a scope, whatever its name (ARM's 409 RoleAssignmentExists): the
+    # handler checks first, and this refuses the second of two writers that both checked before either inserted.
+    sa.Index("ix_arm_role_assignments_grant", "principal_id", "role_definition", "scope_key", unique=True),
 )
 
 
@@ -491,15 +496,23 @@ class ArmStore:
             return [_assignment(r) for r in conn.execute(q.order_by(c.created_on, c.name).limit(limit))]
 
     def add_assignment(self, a: StoredAssignment) -> None:
-        with self.engine.begin() as conn:
-            self._insert_assignment(conn, a)
+        """Insert ``a``; :class:`~acrlocal.errors.AlreadyExists` if an assignment of its name, or of its principal,
+        role and scope, exists (inserted by another writer after the caller checked)."""
+        try:
+            with self.engine.begin() as conn:
+                self._insert_assignment(conn, a)
+        except sa.exc.IntegrityError as exc:
+            if not unique_violation(exc):
+                raise
+            raise AlreadyExists(f"a role assignment named {a.name!r}, or of role {a.role_definition!r} to principal "
+                                f"{a.principal_id!r} at scope {a.scope!r}, already exists") from None
 
     def add_assignment_if_absent(self, a: StoredAssignment) -> bool:
         """Insert ``a`` unless an assignment of its name exists (another process or replica inserted it first, as
         each does with the fixed names of the start-up's assignments); whether this call inserted it."""
         try:
             self.add_assignment(a)
-        except sa.exc.IntegrityError:
+        except AlreadyExists:
             if self.assignment(a.name) is None:
                 raise
             return False
