@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,49 @@ def test_migrations_make_the_tables_as_declared(each_database_url: str) -> None:
     again = open_engine(each_database_url)  # at the head: nothing to do
     assert schema.current(again) == schema.head()
     again.dispose()
+
+
+# Run in a new interpreter: this module imports Alembic, and open_engine upgrades in-process where it is loaded.
+FRESH_PROCESS = """
+import sys
+import sqlalchemy as sa
+from acrlocal.storage.sql import open_engine
+engine = open_engine(sys.argv[1])
+with engine.connect() as conn:
+    print(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one())
+print("alembic" in sys.modules, "mako" in sys.modules)
+"""
+
+REFUSED = """
+import sys
+from acrlocal.storage.schema import SchemaError
+from acrlocal.storage.sql import open_engine
+try:
+    open_engine(sys.argv[1])
+except SchemaError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_process_that_makes_its_database_does_not_keep_alembic(each_database_url: str) -> None:
+    """The upgrade runs in a forked child: the server's process keeps none of Alembic's or Mako's memory."""
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, each_database_url], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == [schema.head(), "False False"], done.stdout
+
+
+def test_a_schema_error_in_the_upgrade_process_is_the_callers(tmp_path: Path) -> None:
+    """A database at a revision this acrlocal does not know: the child's SchemaError reaches the caller, as it is."""
+    url = f"sqlite:///{tmp_path / 'acrlocal.db'}"
+    engine = open_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    done = subprocess.run([sys.executable, "-c", REFUSED, url], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: the database is at schema revision '9999'"), done.stdout
 
 
 def test_migrations_form_one_line() -> None:

@@ -17,7 +17,10 @@ import contextlib
 import fcntl
 import functools
 import os
+import pickle
+import sys
 import threading
+import traceback
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -70,10 +73,58 @@ def open_engine(url: str, *, upgrade: bool = True) -> Engine:
         engine = sa.create_engine(parsed, pool_pre_ping=True)
     sa.event.listen(engine, "before_execute", _check_lengths)
     if upgrade and not at_newest_migration(engine):
-        from acrlocal.storage import schema  # Alembic, only when there is something to migrate
+        _upgrade(engine)
+    return engine
+
+
+def _upgrade(engine: Engine) -> None:
+    """Upgrade ``engine``'s database to the newest migration. Alembic (with Mako, and Pygments where installed) is
+    about 8 MiB of resident memory that a server keeps for its whole life once imported, so unless this process has
+    imported it already (``acrlocal migrate``, the tests), the upgrade runs in a forked child that exits when it is
+    done. The child's exception is raised here: an :class:`AcrLocalError` as it was, any other as a
+    :class:`RuntimeError` naming it, after the child printed its traceback on stderr."""
+    if "alembic" in sys.modules or not hasattr(os, "fork"):
+        from acrlocal.storage import schema
 
         schema.upgrade(engine)
-    return engine
+        return
+    engine.dispose(close=False)  # the child opens connections of its own and leaves the parent's alone
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: upgrade, report, exit without running the parent's clean-ups
+        os.close(reader)
+        status = 0
+        try:
+            from acrlocal.storage import schema
+
+            schema.upgrade(engine)
+            engine.dispose()
+        except BaseException as exc:  # everything goes back to the parent
+            status = 1
+            if not isinstance(exc, AcrLocalError):
+                traceback.print_exc()
+                exc = RuntimeError(f"the schema upgrade failed: {type(exc).__name__}: {exc}")
+            try:
+                report = pickle.dumps(exc)
+            except Exception:  # an exception that does not pickle is reported by its text
+                report = pickle.dumps(RuntimeError(f"the schema upgrade failed: {exc}"))
+            with os.fdopen(writer, "wb") as pipe:
+                pipe.write(report)
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        report = pipe.read()
+    _, wait_status = os.waitpid(pid, 0)
+    if report:
+        try:
+            error = pickle.loads(report)  # from our own child, over a pipe no one else holds
+        except Exception as exc:  # an exception class that does not unpickle
+            raise RuntimeError(f"the schema upgrade failed, and its error could not be read: {exc}") from None
+        raise error
+    if os.waitstatus_to_exitcode(wait_status) != 0:
+        raise RuntimeError(f"the schema upgrade's process ended with status {os.waitstatus_to_exitcode(wait_status)}")
 
 
 #: The migrations of :mod:`acrlocal.storage.schema`: each file is named after its revision, numbered in order.
