@@ -2,7 +2,8 @@
 cut does) does not go on as if it held its locks: the request that relied on one fails with 503 UNAVAILABLE and
 Retry-After, commits nothing, and the replica takes its locks on a new connection for the next request. What the
 control plane's write lock guarded without a key of the database's own holds without the lock too: a second
-assignment of one role to one principal at one scope is ARM's 409 even when both writers checked first."""
+assignment of one role to one principal at one scope is ARM's 409 even when both writers checked first. And an ARM
+write whose lock went while it waited inside its transaction does not commit: ARM's 503, nothing stored."""
 
 from __future__ import annotations
 
@@ -167,5 +168,68 @@ def test_a_role_assignment_checked_under_a_lost_write_lock_is_refused_by_the_dat
         assert arm(0, "DELETE", paths[1]).status_code == 200
         assert arm(0, "PUT", paths[0], body).status_code == 201
         assert arm(1, "DELETE", paths[0]).status_code == 200
+    finally:
+        engine.dispose()
+
+
+def test_a_write_whose_lock_went_before_its_commit_is_rolled_back_with_arms_503(replicas: Replicas) -> None:
+    """Replica 0 creates a resource group under the control plane's write lock and is held at its INSERT (the test's
+    own transaction holds, uncommitted, a row of the same key); the lock's backend is terminated, and replica 1 takes
+    the lock and writes (another group, 201). When the test's transaction rolls back, replica 0's INSERT goes through,
+    but its commit finds the lock gone: the write is rolled back and the answer is ARM's 503 ``ServiceUnavailable``
+    with Retry-After; no row of the group is stored, and replica 0 serves the next write. Before the check at
+    commit, it answered 201 and stored the group written without the lock."""
+    server = replicas.front
+    sessions = pinned(replicas, server.shared, "/healthz")
+    auth = {"Authorization": f"Bearer {admin_of(server).token(server)}"}
+    sub = subscription_of(server)
+    name, other = (f"lockloss-commit-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    paths = [f"/subscriptions/{sub}/resourceGroups/{n}" for n in (name, other)]
+
+    def arm(side: int, method: str, path: str, body: Any = None) -> requests.Response:
+        return on(sessions[side], replicas, side, method, server.shared + path,
+                  params={"api-version": races.api_version(path)}, json=body, headers=auth)
+
+    def stored(group: str) -> int:
+        return races.count(engine, "SELECT count(*) FROM arm_resource_groups WHERE subscription_id = :s AND "
+                           "name_key = :n", s=sub.lower(), n=group.lower())
+
+    engine = sa.create_engine(server._database_url)
+    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    holder = engine.connect()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            held = holder.begin()
+            try:
+                holder.execute(sa.text(
+                    "INSERT INTO arm_resource_groups (subscription_id, name_key, name, location, tags, system_data, "
+                    "created) VALUES (:s, :k, :n, 'westus', '{}', '{}', 0)"),
+                    {"s": sub.lower(), "k": name.lower(), "n": name})
+                me = int(holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+                pending = pool.submit(arm, 0, "PUT", paths[0], {"location": "westus"})
+                wait_until(lambda: _blocked_by(watcher, me) > 0, "replica 0's INSERT waiting for the test's row",
+                           pending)
+                pid = _holder(engine, ARM_WRITES)
+                assert watcher.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                made = arm(1, "PUT", paths[1], {"location": "westus"})  # the lock is free: replica 1 takes it
+                assert made.status_code == 201, made.text
+                assert not pending.done()
+            finally:
+                held.rollback()
+            cut = pending.result(timeout=60)
+    finally:
+        holder.close()
+        watcher.close()
+    try:
+        assert cut.status_code == 503, cut.text
+        assert races.code(cut) == "ServiceUnavailable" and cut.json()["error"]["message"]
+        assert int(cut.headers["Retry-After"]) > 0
+        assert stored(name) == 0 and stored(other) == 1
+        assert arm(1, "GET", paths[0]).status_code == 404
+        # Replica 0 writes again on a new lock connection.
+        assert arm(0, "PUT", paths[0], {"location": "westus"}).status_code == 201
+        assert stored(name) == 1
+        for path in paths:
+            assert arm(0, "DELETE", path).status_code == 200
     finally:
         engine.dispose()

@@ -9,8 +9,8 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 
-from acrlocal.storage.shared import AdvisoryLocks, LockLost
-from acrlocal.storage.sql import database_unavailable, open_engine
+from acrlocal.storage.shared import AdvisoryLocks, DatabaseLock, LockLost
+from acrlocal.storage.sql import SqlThread, database_unavailable, open_engine
 from tests import postgres
 
 NAMESPACE = 0x41435202  # the digest locks' (acrlocal.server.ADVISORY_NAMESPACES)
@@ -54,3 +54,64 @@ def test_a_lock_lost_with_its_connection_fails_its_holders_check_and_is_taken_ag
         other.close()
         for engine in engines:
             engine.dispose()
+
+
+ARM_WRITES = 0x41435203  # the control plane's write lock (acrlocal.server.ADVISORY_NAMESPACES[2])
+
+
+async def _commits_under_a_lost_lock(lock: DatabaseLock, sql: SqlThread, engine: sa.Engine) -> None:
+    def insert(name: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO guarded_rows (name) VALUES (:n)"), {"n": name})
+
+    def notify() -> None:  # a transaction that only reads commits, as a generations bump does
+        with engine.connect() as conn:
+            conn.execute(sa.select(sa.func.pg_notify("acrlocal_test", "x")))
+            conn.commit()
+
+    def terminate() -> None:
+        with engine.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                                       "classid = CAST(:ns AS bigint)::oid"), {"ns": ARM_WRITES}).scalar_one()
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+
+    others = asyncio.Event()
+
+    async def another_task() -> None:  # started before the lock was taken (a registry request): not checked
+        await others.wait()
+        await sql.run(insert, "other")
+
+    side = asyncio.create_task(another_task())
+    async with lock:
+        await sql.run(insert, "held")
+        await sql.run(terminate)
+        with pytest.raises(LockLost):
+            await sql.run(insert, "lost")
+        await sql.run(notify)
+        others.set()
+        await side
+    await sql.run(insert, "after")  # released: the task's guard checks nothing any more
+    async with lock:  # taken again on a new connection
+        await sql.run(insert, "again")
+
+
+def test_a_write_under_the_control_planes_lock_rolls_back_at_its_commit_once_the_lock_is_lost() -> None:
+    """A transaction that wrote, of the task that holds a :class:`DatabaseLock`, verifies the lock right before it
+    commits: after the lock's backend is terminated it raises :class:`LockLost` and its row is not stored. A
+    transaction that only read, another task's writes, and the holder's once it released the lock are not
+    checked."""
+    if postgres.binaries() is None:
+        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql); scripts/test installs it")
+    engine = open_engine(postgres.shared().create_database("guarded"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE guarded_rows (name text PRIMARY KEY)"))
+    locks, sql = AdvisoryLocks(engine, ARM_WRITES), SqlThread(engine)
+    try:
+        asyncio.run(_commits_under_a_lost_lock(DatabaseLock(locks, 0), sql, engine))
+        with engine.connect() as conn:
+            stored = set(conn.execute(sa.text("SELECT name FROM guarded_rows")).scalars())
+        assert stored == {"held", "other", "after", "again"}
+    finally:
+        sql.close()
+        locks.close()
+        engine.dispose()

@@ -7,7 +7,11 @@ Every ARM path goes through :func:`dispatch`, which in this order: authenticates
 its target scope before anything is looked up. Writes run one at a time (an ``asyncio.Lock``), so a check and the
 write that follows it cannot interleave with another write. The SQL of a call (the caller's principal and role
 assignments, the store, the directory) runs through the server's ``SqlThread`` (``Call.run``), off the event loop on
-PostgreSQL; the write lock is taken on the loop and no SQL connection is held while a call waits for it. Every
+PostgreSQL; the write lock is taken on the loop and no SQL connection is held while a call waits for it. Replicas
+over PostgreSQL share the lock (:class:`~acrlocal.storage.shared.DatabaseLock`), which goes with its session if its
+connection is cut: then every transaction of the write checks the lock right before it commits and, if it went, rolls
+back with :class:`~acrlocal.storage.sql.LockLost`, answered as the database's 503 ``ServiceUnavailable`` with
+``Retry-After`` (an earlier transaction of the same write, committed while the lock was held, stays). Every
 answer carries ``x-ms-request-id`` and ``x-ms-correlation-request-id``; errors are ARM's ``{"error": {"code",
 "message"}}``.
 """

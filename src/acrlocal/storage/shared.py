@@ -22,12 +22,15 @@ its locks with its session; one that cannot reach the database gets the database
 keys held when the connection is made again are counted lost, and :meth:`AdvisoryLocks.verify` (one round trip on
 the lock's own connection, which proves the session that holds the key alive) raises :class:`LockLost`, the
 database's 503, before work that relied on the key commits; the next request takes its key on the new session.
+ARM's write lock (:class:`DatabaseLock`) makes that check at every commit of its holder's writes, inside the
+transaction (:data:`~acrlocal.storage.sql.commit_guard`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -41,7 +44,7 @@ from psycopg import pq
 from sqlalchemy.engine import Engine
 
 from acrlocal.generations import Generations, slot_of
-from acrlocal.storage.sql import WAL_POSITION, LockLost, request_version, serving_version
+from acrlocal.storage.sql import WAL_POSITION, LockLost, commit_guard, request_version, serving_version
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +296,11 @@ class AdvisoryLocks:
         cut connection (the connection is made again for the next :meth:`acquire`)."""
         await asyncio.get_running_loop().run_in_executor(self._thread, self._verify, key)
 
+    def verify_blocking(self, key: int) -> None:
+        """:meth:`verify` from a thread other than the event loop's (the server's ``SqlThread`` at a commit), waiting
+        for this object's thread to make the round trip; raises what it raises."""
+        self._thread.submit(self._verify, key).result()
+
     def release(self, key: int) -> None:
         """Let ``key`` go (queued behind any try of this process's, so local waiters keep their order)."""
         def unlock() -> None:
@@ -320,11 +328,19 @@ class DatabaseLock(asyncio.Lock):
     them made is not yet in this replica's table of registries). With ``generations``, taking the lock makes that
     round trip again and its data version the request's (:func:`~acrlocal.storage.sql.serving_version`, reset with
     the request's own, when the lock is taken while serving a request), so that the work under the lock checks
-    against everything committed before it."""
+    against everything committed before it.
+
+    The key goes with its session if the lock's connection is cut, and another replica may take it while the
+    holder is still writing. So taking the lock also sets the holder task's
+    :data:`~acrlocal.storage.sql.commit_guard`: until it releases the lock, every transaction of that task (or of a
+    task it starts meanwhile) that wrote verifies the key right before it commits (:meth:`AdvisoryLocks.verify`,
+    one round trip), and a lost key makes the commit raise :class:`LockLost` and roll back. A guard left in a
+    context after the release checks nothing."""
 
     def __init__(self, locks: AdvisoryLocks, key: int, generations: DatabaseGenerations | None = None) -> None:
         super().__init__()
         self._locks, self._key, self._generations = locks, key, generations
+        self._holder: asyncio.Task[Any] | None = None
 
     async def acquire(self) -> Literal[True]:
         await super().acquire()
@@ -342,9 +358,18 @@ class DatabaseLock(asyncio.Lock):
             given = request_version.get()
             if given is not None and given[0] is asyncio.current_task():  # a request's (not a deployment's task)
                 serving_version(version)
+        self._holder = holder = asyncio.current_task()
+        commit_guard.set(functools.partial(self._still_held, holder))
         return True
 
+    def _still_held(self, holder: asyncio.Task[Any] | None) -> None:
+        """The commit guard of ``holder``'s work: :class:`LockLost` if the key went with its session while
+        ``holder`` holds the lock; nothing once it has let the lock go."""
+        if holder is not None and self._holder is holder:
+            self._locks.verify_blocking(self._key)
+
     def release(self) -> None:
+        self._holder = None
         try:
             self._locks.release(self._key)
         finally:

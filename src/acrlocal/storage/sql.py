@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import functools
 import os
@@ -71,6 +72,9 @@ def open_engine(url: str, *, upgrade: bool = True) -> Engine:
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 (SQLAlchemy's default is psycopg2)
         engine = sa.create_engine(parsed, pool_pre_ping=True)
+        sa.event.listen(engine, "begin", _begun)
+        sa.event.listen(engine, "before_cursor_execute", _note_write)
+        sa.event.listen(engine, "commit", _guard_commit)
     sa.event.listen(engine, "before_execute", _check_lengths)
     if upgrade and not at_newest_migration(engine):
         _upgrade(engine)
@@ -125,6 +129,36 @@ def _upgrade(engine: Engine) -> None:
         raise error
     if os.waitstatus_to_exitcode(wait_status) != 0:
         raise RuntimeError(f"the schema upgrade's process ended with status {os.waitstatus_to_exitcode(wait_status)}")
+
+
+#: What must hold for the current task's work to commit: a check (e.g. that the lock the work relies on is still
+#: held) that raises, an :class:`~sqlalchemy.exc.OperationalError` such as :class:`LockLost` (the database's 503),
+#: when it does not. Set by the holder of such a lock (:class:`acrlocal.storage.shared.DatabaseLock`) in its task's
+#: context, which :class:`SqlThread` carries into its thread; ``None``: nothing to check.
+commit_guard: ContextVar[Callable[[], None] | None] = ContextVar("acrlocal_commit_guard", default=None)
+
+#: ``Connection.info`` key: the transaction under way has sent a statement other than a SELECT.
+_WROTE = "acrlocal_wrote"
+
+
+def _begun(conn: sa.Connection) -> None:
+    conn.info.pop(_WROTE, None)
+
+
+def _note_write(conn: sa.Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+                executemany: bool) -> None:
+    if statement.lstrip()[:6].upper() != "SELECT":  # INSERT, UPDATE, DELETE, WITH...: counted as a write
+        conn.info[_WROTE] = True
+
+
+def _guard_commit(conn: sa.Connection) -> None:
+    """Before a PostgreSQL transaction that wrote commits: the task's :data:`commit_guard`, if it set one. What it
+    raises comes out of the commit, and the transaction is rolled back (``engine.begin()``'s block does so, as does
+    closing the connection). A transaction that only read (the NOTIFY of a bump, after the write it announces has
+    committed) is not checked."""
+    guard = commit_guard.get()
+    if guard is not None and conn.info.get(_WROTE):
+        guard()
 
 
 #: The migrations of :mod:`acrlocal.storage.schema`: each file is named after its revision, numbered in order.
@@ -348,6 +382,8 @@ class SqlThread:
     one thread, in the order they were made, each whole before the next starts, as they run inline. So a store's
     method and a check followed by a write in one function (:meth:`run` takes any callable) stay atomic with
     respect to the others, as the stores and their in-process caches expect. Exceptions come back to the caller.
+    A call runs in a copy of the caller's context (as :func:`asyncio.to_thread`), so the caller's
+    :data:`commit_guard` checks the commits it makes.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -360,7 +396,9 @@ class SqlThread:
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._pool is None:
             return fn(*args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        context = contextvars.copy_context()  # the caller's, as asyncio.to_thread: its commit_guard applies
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(context.run, fn, *args, **kwargs))
 
     def close(self) -> None:
         if self._pool is not None:
