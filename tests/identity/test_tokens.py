@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import jwt
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from acrlocal.generations import Generations
 from acrlocal.identity.bootstrap import bootstrap
 from acrlocal.identity.directory import Directory, Principal
 from acrlocal.identity.keys import KeyRing
 from acrlocal.identity.tokens import InvalidToken, TokenIssuer
-from acrlocal.storage.sql import open_engine
+from acrlocal.storage.sql import SqlThread, open_engine
 
 AUD = "https://management.core.windows.net/"
 World = tuple[Directory, KeyRing, TokenIssuer, Principal]
@@ -101,6 +107,52 @@ def test_rotation_keeps_previous_key_published_and_valid(world: World) -> None:
     assert issuer.verify(before.token, [AUD])["oid"] == mi.object_id
     after = issuer.issue(mi, AUD, 3600)
     assert jwt.get_unverified_header(after.token)["kid"] == new.kid
+
+
+class _Recording:
+    """A stand-in for the server's ``SqlThread`` that runs calls inline and remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def run(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+        self.calls.append(getattr(fn, "__name__", repr(fn)))
+        return fn(*args)
+
+
+def test_a_verifier_on_the_event_loop_reads_keys_through_the_sql_thread_only_when_they_are_not_in_memory(
+        world: World) -> None:
+    _, keys, issuer, mi = world
+    generations = Generations()
+    here, elsewhere = KeyRing(keys.engine, generations), KeyRing(keys.engine, generations)
+    verifier = TokenIssuer(here, issuer.authority)
+    token = issuer.issue(mi, AUD, 3600).token
+    sql = _Recording()
+
+    def verify() -> str:
+        return str(asyncio.run(verifier.verify_async(cast(SqlThread, sql), token, [AUD]))["oid"])
+
+    assert verify() == mi.object_id and sql.calls == ["find"]  # first use: read
+    assert verify() == mi.object_id and sql.calls == ["find"]  # in memory: never asks
+    elsewhere.rotate(mi.tenant_id)  # another process: its bump drops what this one keeps
+    assert verify() == mi.object_id and sql.calls == ["find", "find"]
+
+
+def test_a_token_naming_a_tenant_nobody_knows_costs_one_primary_key_lookup_and_is_not_remembered(
+        world: World) -> None:
+    _, keys, _, _ = world
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(keys.engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            assert keys.find(str(uuid.uuid4()), uuid.uuid4().hex) is None
+    finally:
+        sa.event.remove(keys.engine, "before_cursor_execute", record)
+    assert len(statements) == 3 and all("WHERE signing_keys.kid = " in s for s in statements), statements
 
 
 def test_admin_credential_file_is_private_and_its_secret_checks(tmp_path: Path, database_url: str) -> None:

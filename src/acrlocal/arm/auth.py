@@ -105,9 +105,10 @@ class Caller:
         return False
 
 
-def _bearer_claims(request: web.Request, tokens: TokenIssuer) -> dict[str, Any]:
+async def _bearer_claims(request: web.Request, tokens: TokenIssuer, sql: SqlThread) -> dict[str, Any]:
     """The claims of ``request``'s bearer token for ARM; :class:`ArmError` 401 if it is missing or not valid for
-    ARM. Needs no SQL (the keys are in memory)."""
+    ARM. Checked on the event loop with the key from memory; a key that must be read (the tenant's first token in
+    this process, a rotation by another, a tenant nobody knows) is read through ``sql``."""
     authority = tokens.authority
     try:
         found = inbound.authorization(request)
@@ -123,7 +124,7 @@ def _bearer_claims(request: web.Request, tokens: TokenIssuer) -> dict[str, Any]:
                        "in an invalid format.", headers=challenge(authority, "The authentication failed because of "
                                                                              "invalid 'Authorization' header."))
     try:
-        claims = tokens.verify(token, None)
+        claims = await tokens.verify_async(sql, token, None)
     except InvalidToken as exc:
         if "expired" in str(exc).lower():
             raise ArmError(401, "ExpiredAuthenticationToken",
@@ -159,7 +160,8 @@ def _caller(claims: dict[str, Any], authority: str, directory: Directory, store:
 async def authenticate(request: web.Request, tokens: TokenIssuer, directory: Directory, store: ArmStore,
                        sql: SqlThread) -> Caller:
     """The caller of ``request``; :class:`ArmError` 401 if the bearer token is missing or not valid for ARM. The
-    token is checked on the event loop; the principal, its groups and its role assignments are read in one call
-    through ``sql`` (off the loop on PostgreSQL; a database that cannot be reached raises as any statement)."""
-    claims = _bearer_claims(request, tokens)
+    token is checked on the event loop (its key read through ``sql`` if this process does not hold it); the
+    principal, its groups and its role assignments are read in one call through ``sql`` (off the loop on
+    PostgreSQL; a database that cannot be reached raises as any statement)."""
+    claims = await _bearer_claims(request, tokens, sql)
     return await sql.run(_caller, claims, tokens.authority, directory, store)

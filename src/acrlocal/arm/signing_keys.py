@@ -6,7 +6,8 @@ the subscription (Owner and Contributor have it).
 
 The previous key stops signing at once and stays published (JWKS, verification) until every token it signed has
 expired (:mod:`acrlocal.identity.keys`, :mod:`acrlocal.registry.token_keys`), so tokens already issued keep
-working. Keys are made in the default executor (RSA key generation takes tens of milliseconds).
+working. Keys are made, and the published ones read back, in the default executor (RSA key generation takes tens
+of milliseconds; the database is never waited for on the event loop).
 """
 
 from __future__ import annotations
@@ -15,23 +16,32 @@ import asyncio
 
 from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import Call, JsonObject, NamespaceAction, register_action
+from acrlocal.identity.keys import KeyRing
+from acrlocal.registry.token_keys import TokenKeys
 
 NS = "Microsoft.AcrLocal"
 API_VERSION = "2025-01-01"
+
+
+def _rotate(keys: KeyRing, tenant: str) -> JsonObject:
+    active = keys.rotate(tenant)
+    return {"tenantId": tenant, "activeKeyId": active.kid, "publishedKeyIds": [k.kid for k in keys.keys(tenant)]}
+
+
+def _rotate_registry_keys(keys: TokenKeys) -> JsonObject:
+    active = keys.rotate()
+    published = [k.kid for k in keys.keys() if keys.find(k.kid) is not None]  # noqa: SIM118
+    return {"activeKeyId": active.kid, "publishedKeyIds": published}
 
 
 async def rotate_signing_keys(call: Call, path: ArmPath) -> JsonObject:
     services = call.services
     tenant = call.caller.principal.tenant_id  # the subscription's: the router refuses another tenant's
     loop = asyncio.get_running_loop()
-    active = await loop.run_in_executor(None, services.keys.rotate, tenant)
-    result: JsonObject = {"tenantId": tenant, "activeKeyId": active.kid,
-                          "publishedKeyIds": [k.kid for k in services.keys.keys(tenant)]}
+    result = await loop.run_in_executor(None, _rotate, services.keys, tenant)
     if tenant == services.admin.tenantId.lower():
         signer = services.data_plane.token_service.signer
-        registry_key = await loop.run_in_executor(None, signer.keys.rotate)
-        published = [k.kid for k in signer.keys.keys() if signer.keys.find(k.kid) is not None]  # noqa: SIM118
-        result["registryTokens"] = {"activeKeyId": registry_key.kid, "publishedKeyIds": published}
+        result["registryTokens"] = await loop.run_in_executor(None, _rotate_registry_keys, signer.keys)
     return result
 
 

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +58,22 @@ def _kid_for(key: rsa.RSAPrivateKey) -> str:
 GENERATION = "signing-keys"
 
 
+def _published_at(retired: float | None, now: float) -> bool:
+    """Whether a key retired at ``retired`` (``None``: active) still verifies at ``now``."""
+    return retired is None or retired + MAX_TOKEN_LIFETIME_S > now
+
+
+def _published(keys: Iterable[SigningKey]) -> list[SigningKey]:
+    now = time.time()
+    return [k for k in keys if _published_at(k.retired, now)]
+
+
 class KeyRing:
-    """Signing keys of every tenant. Thread-safe; reads are served from memory after the first load."""
+    """Signing keys of every tenant. Thread-safe; reads are served from memory after the first load.
+
+    Loading reads the database, which an event loop must never wait for: a verifier on the loop takes a key from
+    :meth:`cached` and, when that has none, runs :meth:`find` in the server's ``SqlThread``
+    (:meth:`acrlocal.identity.tokens.TokenIssuer.verify_async`); signing runs in a thread anyway (RSA)."""
 
     def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
@@ -88,8 +103,9 @@ class KeyRing:
 
     def keys(self, tenant_id: str) -> list[SigningKey]:
         """The tenant's published keys, newest first (the first one signs); empty for a tenant that has none or
-        does not exist. Never makes a key: an unauthenticated caller reaches this with any tenant id it likes, so
-        it costs one indexed query, and only tenants that have keys are remembered."""
+        does not exist. Never makes a key, and only tenants that have keys are remembered. Reads the database (one
+        query) unless the tenant's keys are in memory: call it in a thread (``SqlThread``, the executor), never on
+        the event loop; database errors propagate."""
         tenant_id = tenant_id.lower()
         self._fresh()
         keys = self._keys.get(tenant_id)
@@ -99,12 +115,12 @@ class KeyRing:
                 return []
             with self._lock:
                 keys = self._keys.setdefault(tenant_id, loaded)
-        now = time.time()
-        return [k for k in keys if k.retired is None or k.retired + MAX_TOKEN_LIFETIME_S > now]
+        return _published(keys)
 
     def active(self, tenant_id: str) -> SigningKey:
         """The key that signs the tenant's tokens. A tenant that has none gets one here, and only here: the
-        caller is issuing a token, so it has authenticated someone of this (existing) tenant."""
+        caller is issuing a token, so it has authenticated someone of this (existing) tenant. May read and write
+        the database, and makes an RSA key: call it in a thread."""
         keys = self.keys(tenant_id)
         if keys:
             return keys[0]
@@ -115,23 +131,33 @@ class KeyRing:
             self._keys[tenant_id] = self._load(tenant_id)
         return self.keys(tenant_id)[0]
 
+    def cached(self, tenant_id: str, kid: str) -> SigningKey | None:
+        """The tenant's published key ``kid`` if this process holds it in memory (no rotation signalled since its
+        keys were read), else ``None``: then only :meth:`find` can say. Never reads the database, so an event loop
+        may call it; what :meth:`find` reads must go to a thread (``SqlThread.run``)."""
+        self._fresh()
+        return next((k for k in _published(self._keys.get(tenant_id.lower(), ())) if k.kid == kid), None)
+
     def find(self, tenant_id: str, kid: str) -> SigningKey | None:
-        """The tenant's published key ``kid``, or ``None``. A kid this process has not seen is looked up once in
-        the database (another process may have rotated); a kid the database does not know either costs that one
-        primary-key query."""
-        for key in self.keys(tenant_id):
-            if key.kid == kid:
-                return key
+        """The tenant's published key ``kid``, or ``None``. From memory (:meth:`cached`) if this process holds it;
+        otherwise one primary-key query for ``kid``, and only if that names a published key of this tenant (its
+        first token here, or another process rotated) the tenant's keys are read again and kept. So a token
+        naming any tenant and kid (an unauthenticated caller chooses both) costs at most that one indexed query,
+        and nothing is remembered for it. Call it in a thread when :meth:`cached` has no answer; database errors
+        propagate (the HTTP layers answer them with their 503)."""
+        key = self.cached(tenant_id, kid)
+        if key is not None:
+            return key
         tenant_id = tenant_id.lower()
-        if tenant_id not in self._keys:
-            return None  # keys() just read the database and found nothing for this tenant
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.signing_keys.c.tenant_id).where(t.signing_keys.c.kid == kid)).first()
-        if row is None or row.tenant_id != tenant_id:
+            row = conn.execute(sa.select(t.signing_keys.c.tenant_id, t.signing_keys.c.retired)
+                               .where(t.signing_keys.c.kid == kid)).first()
+        if row is None or row.tenant_id != tenant_id or not _published_at(row.retired, time.time()):
             return None
+        loaded = self._load(tenant_id)
         with self._lock:
-            self._keys[tenant_id] = self._load(tenant_id)
-        return next((k for k in self.keys(tenant_id) if k.kid == kid), None)
+            self._keys[tenant_id] = loaded
+        return next((k for k in _published(loaded) if k.kid == kid), None)
 
     def jwks(self, tenant_id: str) -> dict[str, Any]:
         return {"keys": [k.jwk() for k in self.keys(tenant_id)]}

@@ -19,7 +19,8 @@ import jwt
 from acrlocal import publiccloud
 from acrlocal.errors import AcrLocalError
 from acrlocal.identity.directory import Principal
-from acrlocal.identity.keys import KeyRing
+from acrlocal.identity.keys import KeyRing, SigningKey
+from acrlocal.storage.sql import SqlThread
 
 ALGORITHMS = ["RS256"]
 CLOCK_SKEW_S = 60
@@ -116,8 +117,29 @@ class TokenIssuer:
     def verify(self, token: str, audiences: Iterable[str] | None, *, tenant_id: str | None = None) -> dict[str, Any]:
         """The claims of a valid token of ours for one of ``audiences`` (``None``: any audience).
 
-        ``tenant_id`` restricts which tenant may have issued it. Raises :class:`InvalidToken`.
+        ``tenant_id`` restricts which tenant may have issued it. Raises :class:`InvalidToken`. Reads the database
+        when the key is not in memory (:meth:`KeyRing.find`): for a caller in a thread; the event loop calls
+        :meth:`verify_async`. Database errors are not refusals; they propagate.
         """
+        tid, kid = self._signer(token, tenant_id)
+        return self._claims(token, tid, kid, self.keys.find(tid, kid), audiences)
+
+    async def verify_async(self, sql: SqlThread, token: str, audiences: Iterable[str] | None, *,
+                           tenant_id: str | None = None) -> dict[str, Any]:
+        """:meth:`verify` for a caller on the event loop: the key comes from memory when this process holds it, and
+        from :meth:`KeyRing.find` through ``sql`` (off the loop on PostgreSQL) when it must be read (the tenant's
+        first token here, a rotation by another process, a tenant or kid nobody knows). Raises
+        :class:`InvalidToken`; database errors propagate (the caller's HTTP layer answers its 503)."""
+        tid, kid = self._signer(token, tenant_id)
+        key = self.keys.cached(tid, kid)
+        if key is None:
+            key = await sql.run(self.keys.find, tid, kid)
+        return self._claims(token, tid, kid, key, audiences)
+
+    @staticmethod
+    def _signer(token: str, tenant_id: str | None) -> tuple[str, str]:
+        """The tenant (``tid``) and key (``kid``) ``token`` says signed it, read without checking anything else;
+        :class:`InvalidToken` if the header is refused, either is missing, or the tenant is not ``tenant_id``."""
         header = pinned_header(token, InvalidToken)
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -129,9 +151,11 @@ class TokenIssuer:
             raise InvalidToken("token has no tenant (tid) or key id (kid)")
         if tenant_id is not None and tid.lower() != tenant_id.lower():
             raise InvalidToken(f"token was issued by tenant {tid}, not {tenant_id}")
-        # Looking a key up never makes one: an unknown tenant or kid is a query and this refusal. Database errors
-        # are not refusals; they propagate.
-        key = self.keys.find(tid, kid)
+        return tid, kid
+
+    def _claims(self, token: str, tid: str, kid: str, key: SigningKey | None,
+                audiences: Iterable[str] | None) -> dict[str, Any]:
+        """The claims of ``token`` checked against ``key`` (``None``: no such key of the tenant's, a refusal)."""
         if key is None:
             raise InvalidToken(f"token key {kid[:64]!r} is not a key of tenant {tid[:64]!r}")
         audience_list = list(audiences) if audiences is not None else None

@@ -102,12 +102,15 @@ class TokenAuthorizer:
             servers = self._servers[key] = login_servers(self.auth.hosting, registry)
         return servers
 
-    def _grant(self, registry: RegistryRecord, token: str, now: float) -> AccessGrant:
-        """The verified grant of ``token`` for ``registry``; :class:`InvalidRegistryToken` otherwise."""
+    async def _grant(self, registry: RegistryRecord, token: str, now: float) -> AccessGrant:
+        """The verified grant of ``token`` for ``registry``; :class:`InvalidRegistryToken` otherwise. The token
+        service's keys are read through ``auth.sql`` when this process does not hold them (a rotation by another
+        one); database errors propagate."""
         key = _digest(token)
         grant = self._verified.get(key)
         if grant is None:
-            grant = self.signer.verify_access(token, self._login_servers(registry))
+            keys = await self.signer.keys.current(self.auth.sql)
+            grant = self.signer.verify_access(token, self._login_servers(registry), keys=keys)
             grant = replace(grant, claims={k: grant.claims[k] for k in KEPT_CLAIMS if k in grant.claims})
             self._remember(key, grant, now)
         elif grant.expires + CLOCK_SKEW_S <= now:
@@ -185,7 +188,7 @@ class TokenAuthorizer:
             raise self._challenge_error(request, registry, needed, None)
         now = time.time()
         try:
-            grant = self._grant(registry, token, now)
+            grant = await self._grant(registry, token, now)
         except InvalidRegistryToken as exc:
             self._audit(request, registry, None, "denied", repository, actions, f"invalid token: {exc}")
             raise self._challenge_error(request, registry, needed, "invalid_token",
@@ -251,7 +254,7 @@ class TokenAuthorizer:
         if token is None:
             return False
         try:
-            grant = self._grant(registry, token, time.time())
+            grant = await self._grant(registry, token, time.time())
         except InvalidRegistryToken:
             return False
         if await self.revocations.refused(registry, grant.kind, grant.subject) is not None:

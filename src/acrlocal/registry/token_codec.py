@@ -36,7 +36,7 @@ import jwt
 from acrlocal.errors import AcrLocalError
 from acrlocal.identity.tokens import ALGORITHMS, pinned_header
 from acrlocal.registry.scopes import ResourceScope
-from acrlocal.registry.token_keys import TokenKeys
+from acrlocal.registry.token_keys import TokenKey, TokenKeys
 
 ISSUER = "Azure Container Registry"
 CLOCK_SKEW_S = 30
@@ -146,10 +146,11 @@ class RegistryTokens:
 
     # -- verifying ---------------------------------------------------------------------------------
 
-    def _verify(self, token: str, grant_type: str, services: Collection[str]) -> dict[str, Any]:
+    def _verify(self, token: str, grant_type: str, services: Collection[str],
+                keys: Sequence[TokenKey] | None) -> dict[str, Any]:
         header = pinned_header(token, InvalidRegistryToken)
         kid = header.get("kid")
-        key = self.keys.find(kid) if isinstance(kid, str) else None
+        key = self.keys.find(kid, keys=keys) if isinstance(kid, str) else None
         if key is None:
             raise InvalidRegistryToken(f"token key {str(kid)[:80]!r} is not a key of this token service")
         try:
@@ -163,18 +164,23 @@ class RegistryTokens:
             raise InvalidRegistryToken(f"a {claims.get('grant_type')!r} token cannot be used as a {grant_type}")
         return claims
 
-    def verify_refresh(self, token: str, services: Collection[str]) -> RefreshGrant:
-        """The grant of a valid refresh token issued for one of ``services``; :class:`InvalidRegistryToken`."""
-        claims = self._verify(token, REFRESH, services)
+    def verify_refresh(self, token: str, services: Collection[str], *,
+                       keys: Sequence[TokenKey] | None = None) -> RefreshGrant:
+        """The grant of a valid refresh token issued for one of ``services``; :class:`InvalidRegistryToken`.
+        ``keys``: the keys to verify with, as :meth:`TokenKeys.current` gave them to a caller on the event loop;
+        ``None`` (a caller in a thread) reads them here, from the database if they are not in memory."""
+        claims = self._verify(token, REFRESH, services, keys)
         tenant = claims.get("tenant")
         if not isinstance(tenant, str) or not isinstance(claims["sub"], str) or not claims["sub"]:
             raise InvalidRegistryToken("refresh token names no principal or tenant")
         return RefreshGrant(claims["sub"], tenant, str(claims["registry"]), str(claims["registry_uid"]),
                             str(claims["aud"]), int(claims["exp"]))
 
-    def verify_access(self, token: str, services: Collection[str]) -> AccessGrant:
-        """The grant of a valid access token issued for one of ``services``; :class:`InvalidRegistryToken`."""
-        claims = self._verify(token, ACCESS, services)
+    def verify_access(self, token: str, services: Collection[str], *,
+                      keys: Sequence[TokenKey] | None = None) -> AccessGrant:
+        """The grant of a valid access token issued for one of ``services``; :class:`InvalidRegistryToken`.
+        ``keys`` as for :meth:`verify_refresh`."""
+        claims = self._verify(token, ACCESS, services, keys)
         raw = claims.get("access")
         if not isinstance(raw, list):
             raise InvalidRegistryToken("access token has no access list")

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import Engine
 
 from acrlocal.generations import Generations
-from acrlocal.storage.sql import metadata
+from acrlocal.storage.sql import SqlThread, metadata
 
 #: A retired key verifies for this long after the rotation (longer than any token it signed lives).
 RETIRED_KEY_GRACE_S = 4 * 3600
@@ -53,7 +54,12 @@ GENERATION = "registry-token-keys"
 
 
 class TokenKeys:
-    """The signing keys. Thread-safe; the database is read once, then on :meth:`rotate`."""
+    """The signing keys. Thread-safe; the database is read once, then on :meth:`rotate` (here or, signalled through
+    the generations, in another process).
+
+    Reading the database is for a thread: a caller on the event loop takes the keys from :meth:`current`, which
+    reads them through the server's ``SqlThread`` when they are not in memory, and hands them to
+    :meth:`find` (the verifiers of :class:`~acrlocal.registry.token_codec.RegistryTokens` take them as ``keys``)."""
 
     def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
@@ -81,8 +87,21 @@ class TokenKeys:
             conn.execute(sa.insert(token_keys).values(kid=_kid(key), private_pem=pem, created=time.time(),
                                                       retired=None))
 
+    def cached(self) -> list[TokenKey] | None:
+        """The keys from memory alone, or ``None`` when only :meth:`keys` (which reads the database) can answer:
+        before the first load, and after another process rotated them. Never reads the database."""
+        return self._keys if self._generations.current(GENERATION) == self._stamp else None
+
+    async def current(self, sql: SqlThread) -> list[TokenKey]:
+        """:meth:`keys` for a caller on the event loop: from memory, or read through ``sql`` (off the loop on
+        PostgreSQL) when they must be. Database errors propagate (the HTTP layers answer them with their 503)."""
+        keys = self.cached()
+        return keys if keys is not None else await sql.run(self.keys)
+
     def keys(self) -> list[TokenKey]:
-        """Keys that verify, newest (the signing key) first."""
+        """Keys that verify, newest (the signing key) first. Reads the database unless they are in memory (see
+        :meth:`cached`; makes the first key if there is none): call it in a thread, or :meth:`current` on the event
+        loop. Database errors propagate."""
         stamp = self._generations.current(GENERATION)
         if stamp != self._stamp:
             with self._lock:
@@ -102,9 +121,11 @@ class TokenKeys:
     def active(self) -> TokenKey:
         return self.keys()[0]
 
-    def find(self, kid: str, now: float | None = None) -> TokenKey | None:
+    def find(self, kid: str, now: float | None = None, *, keys: Sequence[TokenKey] | None = None) -> TokenKey | None:
+        """The key ``kid`` if it still verifies at ``now``, among ``keys`` (what :meth:`current` gave a caller on
+        the event loop; ``None``: :meth:`keys`, which may read the database)."""
         now = time.time() if now is None else now
-        for key in self.keys():
+        for key in self.keys() if keys is None else keys:
             if key.kid == kid and (key.retired is None or key.retired + RETIRED_KEY_GRACE_S > now):
                 return key
         return None

@@ -214,10 +214,13 @@ class TokenService:
             self._memo[key] = (version, value)
         return value
 
-    def _verify_refresh(self, token: str, servers: frozenset[str]) -> RefreshGrant:
+    async def _verify_refresh(self, token: str, servers: frozenset[str]) -> RefreshGrant:
+        """The grant of refresh token ``token`` (:class:`InvalidRegistryToken`), verified once and then remembered;
+        the keys are read through ``auth.sql`` when this process does not hold them."""
         grant = self._refresh.get(token)
         if grant is None:
-            grant = self.signer.verify_refresh(token, servers)
+            keys = await self.signer.keys.current(self.auth.sql)
+            grant = self.signer.verify_refresh(token, servers, keys=keys)
             if len(self._refresh) >= self.MEMO_ENTRIES:
                 self._refresh.clear()
             self._refresh[token] = grant
@@ -298,7 +301,7 @@ class TokenService:
         audiences = list(ACR_AUDIENCES) + (list(ARM_AUDIENCES) if _arm_audiences_allowed(registry) else [])
         self._guard(request, registry, None, "exchange")
         try:
-            claims = self.entra.verify(aad_token, audiences)
+            claims = await self.entra.verify_async(self.auth.sql, aad_token, audiences)
         except InvalidToken as exc:
             self._audit(request, registry, None, "failed",
                         detail=f"exchange: {exc}{self._failed(request, None)}")
@@ -438,7 +441,7 @@ class TokenService:
     async def _from_refresh(self, request: web.Request, registry: RegistryRecord, token: str) -> Subject:
         self._guard(request, registry, None, "refresh token")
         try:
-            refresh = self._verify_refresh(token, login_servers(self.auth.hosting, registry))
+            refresh = await self._verify_refresh(token, login_servers(self.auth.hosting, registry))
             if refresh.registry != registry.name or refresh.registry_uid != registry.uid:
                 raise InvalidRegistryToken(f"the refresh token is for another registry {refresh.registry}"
                                            f"{' (since deleted)' if refresh.registry == registry.name else ''}")
@@ -456,8 +459,9 @@ class TokenService:
     async def _access_token(self, subject: Subject, registry: RegistryRecord, service: str,
                             granted: Sequence[ResourceScope]) -> IssuedToken:
         # The signing key is part of the key: after a rotation, tokens are signed anew with the new one.
+        signing = (await self.signer.keys.current(self.auth.sql))[0]
         key = (subject.kind, subject.id, subject.tenant, registry.uid, service,
-               tuple(sorted((g.type, g.name, g.actions) for g in granted)), self.signer.keys.active().kid)
+               tuple(sorted((g.type, g.name, g.actions) for g in granted)), signing.kid)
         reuse = self._reuse.get(key)
         if reuse is not None and reuse.expires_in > ACCESS_LIFETIME_S // 2:
             self._reuse.move_to_end(key)

@@ -341,9 +341,9 @@ class Router:
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{unquote(segment)[:100]}'.")
 
 
-def _claims(services: ArmServices, request: web.Request) -> dict[str, Any]:
-    """The claims of the request's bearer token for Graph; 401 if there is none or it is not valid for Graph (no
-    SQL: the keys are in memory)."""
+async def _claims(services: ArmServices, request: web.Request) -> dict[str, Any]:
+    """The claims of the request's bearer token for Graph; 401 if there is none or it is not valid for Graph.
+    Checked on the event loop with the key from memory; a key that must be read is read through ``services.sql``."""
     try:
         scheme, token = inbound.authorization(request) or ("", "")
     except MalformedRequest:
@@ -352,7 +352,7 @@ def _claims(services: ArmServices, request: web.Request) -> dict[str, Any]:
     if scheme != "bearer" or not token:
         raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
     try:
-        claims = services.tokens.verify(token, audiences(services))
+        claims = await services.tokens.verify_async(services.sql, token, audiences(services))
     except InvalidToken:
         raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience "
                          "or signature.") from None
@@ -405,7 +405,7 @@ def make_dispatch(services: ArmServices, store: ArmStore, router: Router, write_
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         try:
-            claims = _claims(services, request)
+            claims = await _claims(services, request)
             raw = await _read(request)
             if request.method in ("GET", "HEAD"):
                 return await serve(request, claims, raw)
