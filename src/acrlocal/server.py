@@ -236,6 +236,7 @@ class Server:
         plane = ctx.data_plane
 
         async def by_port(request: web.Request) -> web.StreamResponse:
+            await ctx.registries.fresh()
             rec = ctx.registries.by_port(_local_port(request))
             if rec is None:
                 raise web.HTTPNotFound()
@@ -247,11 +248,14 @@ class Server:
     def _build_control_app(self, ctx: Assembly) -> web.Application:
         @web.middleware
         async def registry_by_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+            name = ctx.registries.named_in(request.host)
+            if name is None:  # ARM, Entra...: no registry's host name, nothing to look up
+                return await handler(request)
+            await ctx.registries.fresh()
             rec = ctx.registries.by_host(request.host)
             if rec is not None:
                 return await registry_http.handle(request, ctx.data_plane, rec)
-            if (request.path == "/v2" or request.path.startswith(REGISTRY_PATHS)) and (
-                    name := ctx.registries.named_in(request.host)):
+            if request.path == "/v2" or request.path.startswith(REGISTRY_PATHS):
                 return registry_http.unknown_registry(name)  # a registry deleted (or never made): OCI's 404
             return await handler(request)
 
@@ -468,7 +472,7 @@ class Server:
             if self._generations is not None:
                 await self._generations.sync()
             self._background = [t for t in self._background if not t.done()]
-            self.ctx.registries.all()  # reads the registries again if the primary changed them
+            await self.ctx.registries.fresh()  # reads the registries again if another process changed them
 
     async def _open_login_port(self, runner: web.AppRunner, ca: LocalCA) -> bool:
         """Also serve the shared endpoint on port 443 when the process may bind it (root, or a low

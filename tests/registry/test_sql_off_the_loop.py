@@ -1,5 +1,6 @@
-"""The registries' token service and authorizer wait for the database off the event loop (PostgreSQL, where a
-statement waits for a round trip and, behind a lock, for as long as the lock is held).
+"""The registries' token service and authorizer, and the look-up of the registry a request is for, wait for the
+database off the event loop (PostgreSQL, where a statement waits for a round trip and, behind a lock, for as long as
+the lock is held).
 
 Each case holds a lock on the table one step reads and checks that the same (single) server process answers another
 request while the step waits behind it (:func:`tests.table_locks.served_while_waiting`); then the lock goes and the
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
+from acrlocal.generations import Generations
+from acrlocal.registry import hosting
 from tests.harness import REFRESH_TOKEN_USER, AcrLocal
 from tests.table_locks import BOUND_S, one_process, served_while_waiting
 
@@ -74,13 +77,43 @@ def _admin_token_head(server: AcrLocal) -> Callable[[], requests.Response]:
                                          headers={"Authorization": f"Bearer {token}"}, timeout=BOUND_S * 2)
 
 
+def _after_registries_changed(server: AcrLocal, send: Callable[[], requests.Response]
+                              ) -> Callable[[], requests.Response]:
+    """``send()`` once another process of the server has said that the registries changed (a fresh value in their
+    generation slot, in the file every process maps): the server reads ``registries`` again to know where it goes."""
+    def step() -> requests.Response:
+        generations = Generations(server.data_dir / "generations")
+        try:
+            generations.bump(hosting.GENERATION)
+        finally:
+            generations.close()
+        return send()
+
+    return step
+
+
+def _by_port(server: AcrLocal) -> Callable[[], requests.Response]:
+    """``GET /v2/`` on the registry's own port (anonymous: the challenge)."""
+    return _after_registries_changed(server, lambda: server.session().get(server.url("/v2/"), timeout=BOUND_S * 2))
+
+
+def _by_host(server: AcrLocal) -> Callable[[], requests.Response]:
+    """``GET /v2/`` on the shared port by the registry's host name (anonymous: the challenge)."""
+    port = server.shared.rsplit(":", 1)[1]
+    return _after_registries_changed(server, lambda: server.session().get(
+        f"{server.shared}/v2/", headers={"Host": f"acrlocal.localhost:{port}"}, timeout=BOUND_S * 2))
+
+
 @pytest.mark.parametrize(("table", "step", "status"), [
     ("principals", _exchange, 200),  # check_principal: the token's principal still exists, in the owner's tenant
     ("arm_role_assignments", _refresh_grant, 200),  # the grant: the principal's role assignments at the registry
     ("principal_secrets", _client_secret, 200),  # a service principal's client secret as the password
     ("arm_resources", _admin_password, 200),  # the admin user's passwords, kept with the registry's resource
     ("registries", _admin_token_head, 404),  # the admin user still enabled (the repository does not exist)
-], ids=["exchange", "grant", "client-secret", "admin-password", "revocation"])
+    ("registries", _by_port, 401),  # the registry a port serves, after another process changed the registries
+    ("registries", _by_host, 401),  # the registry a host name names, likewise
+], ids=["exchange", "grant", "client-secret", "admin-password", "revocation", "registry-by-port",
+        "registry-by-host"])
 def test_a_step_waiting_for_the_database_leaves_the_loop_serving(
         server: AcrLocal, table: str, step: Callable[[AcrLocal], Callable[[], requests.Response]],
         status: int) -> None:

@@ -271,6 +271,7 @@ async def reconcile(services: ArmServices, store: ArmStore, rt: Registries) -> N
     """Give every hosted registry without an ARM resource one in group ``acrlocal`` of the default subscription,
     and drop registry resources whose registry is no longer hosted. One call through the ``SqlThread``: it runs at
     start-up, while requests may already be served."""
+    await services.registries.fresh()
     await services.sql.run(_reconcile, services, store)
 
 

@@ -146,6 +146,9 @@ def _unlocked(request: web.Request) -> bool:
 
 
 async def route(call: Call) -> web.StreamResponse:
+    # The registries another process changed (under the write lock: all it let commit before): handlers and
+    # renderers look registries up in memory.
+    await call.services.registries.fresh()
     request = call.request
     lowered = request.path.rstrip("/").lower()
     if lowered == "/subscriptions":

@@ -70,8 +70,8 @@ class RegistryHosting:
         self.settings = settings
         self.table = table
         # Where the table's reads and writes for a registry made, deleted or opened run (the server's SqlThread:
-        # off the event loop on PostgreSQL). The look-ups on the request path read the records kept here, and read
-        # the table again (inline) only after another process changed it.
+        # off the event loop on PostgreSQL). The look-ups on the request path read the records kept here; ``fresh``
+        # reads the table again, through it too, after another process changed it.
         self.sql = sql
         self.listeners = listeners
         self.ca = ca
@@ -82,27 +82,45 @@ class RegistryHosting:
         self._by_host: dict[str, RegistryRecord] = {}
         self._by_name: dict[str, RegistryRecord] = {}
         # Another process of the server changing the registries (made, deleted, properties) changes this slot:
-        # the records are read again before the next look-up, and ``resync`` is told to bring the ports along.
+        # ``fresh`` reads the records again (``_reloading``: the read under way, with the stamp read before its query)
+        # and ``resync`` is told to bring the ports along.
         self.generations = generations or Generations()
         self._stamp = self.generations.current(GENERATION)
+        self._reloading: tuple[int, asyncio.Future[None]] | None = None
         self.resync: Callable[[], None] | None = None
         self._syncing = asyncio.Lock()
         self.shared_port = settings.port
 
     # -- lookups on the hot path -------------------------------------------------------------------
 
-    def _fresh(self) -> None:
-        """Read the table again if another process changed it. While the database cannot be reached the records
-        read last are kept (the request's own queries then answer its protocol's 503)."""
+    async def fresh(self) -> None:
+        """Bring the records up to date if another process changed the registries since they were read: call it
+        before a look-up whose answer must include that change (the request entries that find a registry by port or
+        host name, ARM). The look-ups themselves only read memory. The table is read again through the SqlThread,
+        once per change: every caller that comes while that read runs awaits the same one. While the database cannot
+        be reached the records read last are kept (the request's own queries then answer its protocol's 503), and
+        the next call tries again; any other error is raised to every caller awaiting that read."""
         stamp = self.generations.current(GENERATION)
         if stamp == self._stamp:
             return
+        if self._reloading is None or self._reloading[0] != stamp:  # none yet, or one begun before this change
+            self._reloading = (stamp, asyncio.ensure_future(self._reload(stamp)))
+        await asyncio.shield(self._reloading[1])
+
+    async def _reload(self, stamp: int) -> None:
+        """Read the table (``stamp``: the generation read before the query) and index what it holds, unless the
+        records are already those of the newest generation (a later read, or this process's own change, came first)."""
         try:
-            records = self.table.all()
+            records = await self.sql.run(self.table.all)
         except sa.exc.SQLAlchemyError as exc:
             if database_unavailable(exc):
                 return
             raise
+        finally:
+            if self._reloading is not None and self._reloading[0] == stamp:
+                self._reloading = None
+        if self._stamp == self.generations.current(GENERATION):
+            return
         self._stamp = stamp
         self._by_port.clear()
         self._by_host.clear()
@@ -119,13 +137,11 @@ class RegistryHosting:
 
     def by_port(self, port: int) -> RegistryRecord | None:
         """The registry served on local ``port`` (its table port plus ``registry_port_offset``)."""
-        self._fresh()
         return self._by_port.get(port - self.settings.registry_port_offset)
 
     def by_host(self, host: str) -> RegistryRecord | None:
         """The registry whose host name is ``host`` (``name.suffix``, or Azure's ``name.azurecr.io`` as VMs reach
         it, with or without the port)."""
-        self._fresh()
         found = self._by_host.get(host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower())
         if found is None and (name := publiccloud.registry_of(host)) is not None:
             found = self._by_name.get(name)
@@ -141,18 +157,15 @@ class RegistryHosting:
         return publiccloud.registry_of(host)
 
     def exists(self, name: str) -> bool:
-        self._fresh()
         return name.lower() in self._by_name
 
     def get(self, name: str) -> RegistryRecord:
-        self._fresh()
         rec = self._by_name.get(name.lower())
         if rec is None:
             raise NotFound(f"registry {name!r} does not exist")
         return rec
 
     def all(self) -> list[RegistryRecord]:
-        self._fresh()
         return list(self._by_name.values())
 
     def first(self, n: int) -> list[RegistryRecord]:
@@ -236,7 +249,7 @@ class RegistryHosting:
         one that makes and deletes registries) changed. The sockets are that process's (:meth:`Listeners.claim`)."""
         offset = self.settings.registry_port_offset
         async with self._syncing:
-            self._fresh()
+            await self.fresh()
             for key in self.listeners.names():
                 if key.startswith("registry:"):
                     rec = self._by_name.get(key.split(":", 1)[1])
@@ -282,7 +295,9 @@ class RegistryHosting:
 
     async def delete(self, name: str) -> None:
         """Stop serving a registry and forget it with its repositories, manifests, tags and upload sessions.
-        Blob bytes no other registry links are deleted by the data plane's sweeper."""
+        Blob bytes no other registry links are deleted by the data plane's sweeper. :class:`NotFound` if there is no
+        such registry (one another process made counts)."""
+        await self.fresh()
         rec = self.get(name)
         await self.listeners.close(f"registry:{rec.name}")
         self._unindex(rec)
