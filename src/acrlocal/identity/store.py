@@ -97,6 +97,8 @@ signing_keys = sa.Table(
     sa.Column("created", sa.Float, nullable=False),
     # When a newer key took over; the key stays published until its last token expires.
     sa.Column("retired", sa.Float, nullable=True),
+    # A tenant's keys (its JWKS, its signing key) are read by tenant: one index range, however many tenants.
+    sa.Index("ix_signing_keys_tenant", "tenant_id"),
 )
 
 # -- the directory's people and objects (Microsoft Graph's users, groups, applications) ---------------------------
