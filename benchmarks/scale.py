@@ -11,7 +11,8 @@ rows at start), then times requests over HTTP with keep-alive connections (media
   each registry its ARM resource); ``acr create``/``acr delete``
   with the longest ``/healthz`` wait; a TLS handshake on the shared port (its certificate names the registries).
 - ``tags``: one repository with N tags. Pushing a new tag (manifest PUT), the first HEAD after that write,
-  ``/acr/v1/<repo>/_tags?orderby=timedesc&n=100`` (first page, and a page from the middle), ``tags/list?n=100``.
+  ``/acr/v1/<repo>/_tags?orderby=timedesc&n=100`` (first page, and a page from the middle), ``tags/list?n=100``;
+  then the repository's deletion (``DELETE /acr/v1/<repo>``) with the longest ``/healthz`` wait meanwhile.
 - ``grants``: N repositories, each pulled with a token of its own (a HEAD of its manifest): the server's resident
   memory growth across the N HEADs and per repository (the authorizer's caches).
 - ``roles``: N role assignments at the subscription. The first page of the subscription's role assignments (ARM
@@ -333,10 +334,20 @@ def curve_tags(workdir: Path, n: int) -> dict[str, Any]:
                 assert r.status_code == 200, r.text
             return median_ms(times)
 
-        return {"n": n, "push_tag_ms": median_ms(pushes), "first_head_after_write_ms": median_ms(heads),
-                "timedesc_first_page_ms": timed("/acr/v1/bench/_tags?orderby=timedesc&n=100"),
-                "timedesc_middle_page_ms": timed(f"/acr/v1/bench/_tags?orderby=timedesc&n=100&last=t{n // 2:06d}"),
-                "tags_list_page_ms": timed("/v2/bench/tags/list?n=100")}
+        figures = {"n": n, "push_tag_ms": median_ms(pushes), "first_head_after_write_ms": median_ms(heads),
+                   "timedesc_first_page_ms": timed("/acr/v1/bench/_tags?orderby=timedesc&n=100"),
+                   "timedesc_middle_page_ms": timed(f"/acr/v1/bench/_tags?orderby=timedesc&n=100&last=t{n // 2:06d}"),
+                   "tags_list_page_ms": timed("/v2/bench/tags/list?n=100")}
+        # Last, since it empties the repository: its deletion, and what another tenant's request waits meanwhile.
+        deleter = {"Authorization": f"Bearer {bench.registry_token('repository:bench:delete')}"}
+        with bench.stall_probe() as waits:
+            t = time.perf_counter()
+            r = s.delete(reg.url("/acr/v1/bench"), headers=deleter, timeout=600)
+            figures["delete_repository_ms"] = (time.perf_counter() - t) * 1000
+            time.sleep(0.05)
+        assert r.status_code == 202, r.text
+        figures["delete_repository_longest_healthz_ms"] = max(waits) * 1000
+        return figures
     finally:
         bench.stop()
 

@@ -186,7 +186,7 @@ async def delete_repository(request: web.Request, services: RegistryServices, re
     name = check_repository(route.name)
     audit.remember(request, await services.authorizer.authorize(request, registry, name, (DELETE,)))
     try:
-        deleted = await services.sql.run(services.artifacts.delete_repository, registry.id, name)
+        deleted = await services.sql.run_long(services.artifacts.delete_repository, registry.id, name)
     except Blocked as exc:
         raise guards.disallowed(exc.what, "deleteEnabled") from None
     if deleted is None:
@@ -410,7 +410,7 @@ async def delete_manifest(request: web.Request, services: RegistryServices, regi
         return services.meta.delete_manifest(registry.id, name, digest)
 
     try:
-        found = await services.sql.run(delete)
+        found = await services.sql.run_long(delete)  # the manifest's tags, however many
     except ManifestInUse as exc:
         raise guards.named_by_index(exc) from exc
     if not found:

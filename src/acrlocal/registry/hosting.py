@@ -301,8 +301,8 @@ class RegistryHosting:
         rec = self.get(name)
         await self.listeners.close(f"registry:{rec.name}")
         self._unindex(rec)
-        if self.content is not None:  # as long as the registry's content is large: not on the event loop
-            await asyncio.to_thread(self.content.delete_registry, rec.id)
+        if self.content is not None:  # as long as the registry's content is large
+            await self.sql.run_long(self.content.delete_registry, rec.id)
         await self.sql.run(self.table.remove, rec.name)
         self._changed()
         if self.on_change:

@@ -161,7 +161,8 @@ async def delete_manifest(request: web.Request, services: RegistryServices, regi
         return services.meta.delete_tag(registry.id, name, reference)
 
     try:
-        found = await services.sql.run(delete)
+        # By digest: the manifest's tags, however many.
+        found = await (services.sql.run_long(delete) if isinstance(reference, Digest) else services.sql.run(delete))
     except ManifestInUse as exc:
         raise guards.named_by_index(exc) from exc
     if not found:

@@ -1,0 +1,80 @@
+"""On SQLite, a deletion whose cost grows with the data it touches (a repository with every tag in it, a manifest
+with every tag on it) runs off the event loop (``SqlThread.run_long``): while it waits for the database, the same
+process answers requests that need none. Before, it ran on the event loop: deleting a repository of 100,000 tags
+stopped every tenant's requests for about a second, and one that waited for another writer's lock stopped them
+until SQLite's busy timeout gave up, failing the deletion.
+
+Each case holds SQLite's write lock in a connection of the test's own, waits until the server's deletion waits for
+it (SQLite's busy handler sleeping in a thread of the server's process), checks that the server answers
+``/healthz``, then lets the lock go: the deletion completes with its usual answer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.harness import AcrLocal
+from tests.registry.conftest import repository_writer
+from tests.table_locks import BOUND_S, wait_until
+
+REPO = "long/deletion"
+
+
+def waiting_for_a_lock(pid: int) -> bool:
+    """Whether a thread of process ``pid`` sleeps in the kernel's ``nanosleep``: SQLite's busy handler, between its
+    tries for a lock another connection holds (an idle server's threads wait in ``epoll_wait`` and on futexes)."""
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir():
+        try:
+            if (task / "wchan").read_text() == "hrtimer_nanosleep":
+                return True
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return False
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[AcrLocal]:
+    """One process on SQLite (the case the test is about, whatever ``--backend`` says)."""
+    running = AcrLocal(tmp_path / "data", "--workers", "1", backend="sqlite")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("deletion", ["repository", "manifest"])
+def test_a_long_deletion_waits_for_the_database_off_the_event_loop(server: AcrLocal, deletion: str) -> None:
+    base, client, auth = repository_writer(server, REPO)
+    manifest = client.push_image(REPO, "v1")
+    for tag in ("v2", "v3"):
+        assert client.push_manifest(REPO, tag, manifest).status_code == 201
+    path = f"/acr/v1/{REPO}" if deletion == "repository" else f"/v2/{REPO}/manifests/{manifest.digest}"
+    database = server.data_dir / "acrlocal.db"
+    holder = sqlite3.connect(database, isolation_level=None, timeout=BOUND_S)
+    holder.execute("BEGIN IMMEDIATE")  # SQLite's one write lock, until the ROLLBACK below
+    held = True
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.http.delete, base + path, headers=auth, timeout=BOUND_S * 2)
+            wait_until(lambda: waiting_for_a_lock(server.status["pid"]),
+                       f"the {deletion}'s deletion waits for the write lock", pending)
+            probe = server.session().get(f"{server.shared}/healthz", timeout=BOUND_S)
+            assert probe.status_code == 200, probe.text
+            holder.execute("ROLLBACK")
+            held = False
+            answer = pending.result(timeout=BOUND_S * 2)
+    finally:
+        if held:
+            holder.execute("ROLLBACK")
+        holder.close()
+    # With the deletion on the event loop, /healthz waited until SQLite's busy timeout failed the deletion.
+    assert answer.status_code == 202, answer.text
+    for tag in ("v1", "v2", "v3"):
+        assert client.head(f"/v2/{REPO}/manifests/{tag}").status_code == 404
