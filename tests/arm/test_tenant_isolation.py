@@ -302,6 +302,65 @@ def test_arm_writes_cannot_name_another_tenants_principals_roles_or_scopes(arm_s
     arm_error(role, 400, "InvalidAssignableScopes")
 
 
+# -- ARM: references in a body to another tenant's resources ----------------------------------------------------
+
+def _nic(subnet: str, *, ip: str | None = None, nsg: str | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {"subnet": {"id": subnet}}
+    if ip:
+        config["publicIPAddress"] = {"id": ip}
+    body: dict[str, Any] = {"location": LOCATION, "properties": {"ipConfigurations": [
+        {"name": "ipconfig1", "properties": config}]}}
+    if nsg:
+        body["properties"]["networkSecurityGroup"] = {"id": nsg}
+    return body
+
+
+#: (what, the resource A writes under its group, its api-version, its body naming ``{ref}``, what ``{ref}`` is)
+REFERENCES = [
+    ("nic-subnet", "/providers/Microsoft.Network/networkInterfaces/a-nic-1", NETWORK,
+     lambda ref, own: _nic(ref), "subnet", "virtualNetworks/x-vnet/subnets/default"),
+    ("nic-public-ip", "/providers/Microsoft.Network/networkInterfaces/a-nic-2", NETWORK,
+     lambda ref, own: _nic(own, ip=ref), "ip", "publicIPAddresses/x-ip"),
+    ("nic-nsg", "/providers/Microsoft.Network/networkInterfaces/a-nic-3", NETWORK,
+     lambda ref, own: _nic(own, nsg=ref), "nsg", "networkSecurityGroups/x-nsg"),
+    ("subnet-nsg", "/providers/Microsoft.Network/virtualNetworks/a-vnet/subnets/second", NETWORK,
+     lambda ref, own: {"properties": {"addressPrefix": "10.8.1.0/24", "networkSecurityGroup": {"id": ref}}},
+     "nsg", "networkSecurityGroups/x-nsg"),
+    ("vm-nic", "/providers/Microsoft.Compute/virtualMachines/a-vm-1", "2024-07-01",
+     lambda ref, own: {"location": LOCATION, "properties": {
+         "networkProfile": {"networkInterfaces": [{"id": ref}]}}}, "nic", "networkInterfaces/x-nic"),
+    ("vm-identity", "/providers/Microsoft.Compute/virtualMachines/a-vm-2", "2024-07-01",
+     lambda ref, own: {"location": LOCATION, "identity": {"type": "UserAssigned",
+                                                          "userAssignedIdentities": {ref: {}}}}, "uami", None),
+]
+
+
+@pytest.mark.parametrize(("what", "path", "version", "body", "ref", "missing"), REFERENCES,
+                         ids=[r[0] for r in REFERENCES])
+def test_a_reference_to_another_tenants_resource_is_as_one_that_does_not_exist(
+        arm_server: AcrLocal, a_arm: Arm, a_group: str, b: TenantB, what: str, path: str, version: str, body: Any,
+        ref: str, missing: str | None) -> None:
+    """A network interface, subnet or VM of tenant A that names B's subnet, public address, security group,
+    interface or identity by id: refused exactly as for an id that names nothing (same status and code), nothing is
+    made, and B's resource is not touched. Before, A's interface joined B's network and took B's address, A's VM
+    took B's interface (writing its ``virtualMachine``), and a VM naming B's identity told "exists" (403) from
+    "does not exist" (400)."""
+    theirs = b.objects[ref]
+    nowhere = (f"{b.group_id}/providers/Microsoft.Network/{missing}" if missing else
+               f"{b.group_id}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x-identity")
+    own_subnet = f"{a_group}/providers/Microsoft.Network/virtualNetworks/a-vnet/subnets/default"
+    unknown = a_arm.call("PUT", a_group + path, body(nowhere, own_subnet), api_version=version)
+    refused = a_arm.call("PUT", a_group + path, body(theirs, own_subnet), api_version=version)
+    assert unknown.status_code == 400, unknown.text
+    assert (refused.status_code, refused.json()["error"]["code"]) == \
+        (unknown.status_code, unknown.json()["error"]["code"]), refused.text
+    assert refused.json()["error"]["message"].replace(theirs, "x") == \
+        unknown.json()["error"]["message"].replace(nowhere, "x")
+    assert a_arm.call("GET", a_group + path, api_version=version).status_code == 404
+    mine = Arm(arm_server, b.owner.token(arm_server))
+    assert "virtualMachine" not in ok(mine.call("GET", b.objects["nic"], api_version=NETWORK))["properties"]
+
+
 # -- Microsoft Graph -------------------------------------------------------------------------------------------
 
 GRAPH_READS = [

@@ -223,7 +223,7 @@ class VirtualMachines(ResourceType):
             resolved = []
             known = {k.lower() for k in ((current or {}).get("userAssignedIdentities") or {})}
             for rid in users:
-                uami = call.store.resource(rid)
+                uami = call.tenant_resource(rid)
                 if uami is None or uami.type.lower() != UAMI_TYPE.lower():
                     raise bad_request("FailedIdentityOperation", f"Identity operation for resource '{draft.id}' "
                                       f"failed: the user-assigned identity '{rid}' was not found.")
@@ -467,8 +467,8 @@ def instance_view(services: ArmServices, resource: Resource) -> JsonObject:
 
 
 def checked_interfaces(call: Call, vm_id: str, profile: JsonObject) -> JsonObject:
-    """``networkProfile`` with every interface checked: it exists and no other VM uses it (reads the store: in the
-    ``SqlThread``)."""
+    """``networkProfile`` with every interface checked: it exists in the caller's tenant (another tenant's is answered
+    as a missing one) and no other VM uses it (reads the store: in the ``SqlThread``)."""
     refs = profile.get("networkInterfaces") or []
     if not isinstance(refs, list):
         raise bad_request("InvalidParameter", "properties.networkProfile.networkInterfaces must be an array.")
@@ -476,7 +476,7 @@ def checked_interfaces(call: Call, vm_id: str, profile: JsonObject) -> JsonObjec
     for ref in refs:
         ref = require_object(ref, "properties.networkProfile.networkInterfaces[]")
         nic_id = ref.get("id")
-        nic = call.store.resource(nic_id) if isinstance(nic_id, str) else None
+        nic = call.tenant_resource(nic_id) if isinstance(nic_id, str) else None
         if nic is None or nic.type.lower() != network.NIC.lower():
             raise bad_request("InvalidParameter", f"The network interface '{nic_id}' referenced by virtual machine "
                               f"'{vm_id}' was not found.")

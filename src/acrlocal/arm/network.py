@@ -83,7 +83,9 @@ def _ref(value: Any, what: str) -> str | None:
 
 
 def _resolve(call: Call, rid: str, type_: str, what: str) -> Resource:
-    resource = call.store.resource(rid)
+    """The resource of type ``type_`` a body names; 400 ``InvalidResourceReference`` if there is none in the caller's
+    tenant (another tenant's is answered as a missing one). Reads the store: in the ``SqlThread``."""
+    resource = call.tenant_resource(rid)
     if resource is None or resource.type.lower() != type_.lower():
         raise bad_request("InvalidResourceReference", f"Resource {rid} referenced by resource {what} was not "
                           "found. Please make sure that the referenced resource exists, and that both resources "

@@ -39,6 +39,7 @@ from aiohttp import web
 
 from acrlocal.arm.errors import ArmError, bad_request
 from acrlocal.arm.store import ArmStore, Resource
+from acrlocal.errors import NotFound
 
 if TYPE_CHECKING:
     from acrlocal.arm.auth import Caller
@@ -123,6 +124,20 @@ class Call:
         and the write it guards in one ``fn``. ``fn`` must not wait for the event loop or for another call of the
         thread; what it raises comes back here."""
         return await self.services.sql.run(fn, *args, **kwargs)
+
+    def tenant_resource(self, resource_id: str) -> Resource | None:
+        """The resource ``resource_id`` names if it is in a subscription of the caller's tenant; ``None`` if it does
+        not exist or is another tenant's, which a caller cannot tell apart. What a request's body names by id (a
+        subnet, an interface, an identity) is looked up with this, never with ``store.resource``: another tenant's
+        resource is neither used nor confirmed. Reads the store and the directory: call it through :meth:`run`."""
+        resource = self.store.resource(resource_id)
+        if resource is None:
+            return None
+        try:
+            subscription = self.services.directory.subscription(resource.subscription_id)
+        except NotFound:
+            return None
+        return resource if subscription.tenant_id == self.caller.tenant_id else None
 
     def system_data(self, existing: dict[str, Any] | None = None) -> dict[str, Any]:
         """ARM's ``systemData`` for a write by this caller (keeps the creation half of ``existing``)."""
