@@ -17,6 +17,7 @@ compare the two answers."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -359,6 +360,51 @@ def test_a_reference_to_another_tenants_resource_is_as_one_that_does_not_exist(
     assert a_arm.call("GET", a_group + path, api_version=version).status_code == 404
     mine = Arm(arm_server, b.owner.token(arm_server))
     assert "virtualMachine" not in ok(mine.call("GET", b.objects["nic"], api_version=NETWORK))["properties"]
+
+
+SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
+
+
+def _deploy(arm: Arm, group: str, template: dict[str, Any]) -> dict[str, Any]:
+    """Deploy ``template`` to ``group`` as ``arm``'s caller; the deployment once it has ended."""
+    path = f"{group}/providers/Microsoft.Resources/deployments/d-{uuid.uuid4().hex[:8]}"
+    ok(arm.call("PUT", path, {"properties": {"mode": "Incremental", "template": {
+        "$schema": SCHEMA, "contentVersion": "1.0.0.0", **template}}}, api_version="2024-03-01"))
+    for _ in range(600):
+        body: dict[str, Any] = ok(arm.call("GET", path, api_version="2024-03-01"))
+        if body["properties"]["provisioningState"] in ("Succeeded", "Failed", "Canceled"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"deployment {path} did not end")
+
+
+def test_a_template_reads_and_deploys_nothing_of_another_tenant(arm_server: AcrLocal, a_arm: Arm, a_group: str,
+                                                                b: TenantB) -> None:
+    """A deployment of tenant A whose template ``reference()``s B's identity fails as for an id that names nothing
+    (the read is authorized before it is looked up) and shows nothing of it; one whose nested deployment targets
+    B's subscription fails and makes nothing there."""
+    nowhere = f"{b.group_id}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x-identity"
+    ended = {}
+    for what, rid in (("theirs", b.objects["uami"]), ("nowhere", nowhere)):
+        ended[what] = _deploy(a_arm, a_group, {"resources": [], "outputs": {
+            "leak": {"type": "object", "value": f"[reference('{rid}', '2023-01-31', 'Full')]"}}})
+        assert ended[what]["properties"]["provisioningState"] == "Failed", ended[what]
+    assert b.objects["uamiPrincipal"] not in json.dumps(ended["theirs"])
+    said = {w: json.dumps(ended[w]["properties"]["error"]).replace(ended[w]["name"], "d").replace(rid, "x")
+            for w, rid in (("theirs", b.objects["uami"]), ("nowhere", nowhere))}
+    assert said["theirs"] == said["nowhere"] and "does not have authorization" in said["theirs"], said
+    nested = _deploy(a_arm, a_group, {"resources": [{
+        "type": "Microsoft.Resources/deployments", "apiVersion": "2022-09-01", "name": "into-b",
+        "subscriptionId": b.subscription, "resourceGroup": b.group,
+        "properties": {"mode": "Incremental", "template": {"$schema": SCHEMA, "contentVersion": "1.0.0.0",
+                                                           "resources": [{
+            "type": "Microsoft.ManagedIdentity/userAssignedIdentities", "apiVersion": "2023-01-31",
+            "name": "planted", "location": LOCATION}]}}}]})
+    assert nested["properties"]["provisioningState"] == "Failed", nested
+    mine = Arm(arm_server, b.owner.token(arm_server))
+    planted = mine.call("GET", f"{b.group_id}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/planted",
+                        api_version="2023-01-31")
+    arm_error(planted, 404, "ResourceNotFound")
 
 
 # -- Microsoft Graph -------------------------------------------------------------------------------------------
