@@ -523,6 +523,33 @@ def test_entra_signs_a_person_in_only_at_their_own_tenant(arm_server: AcrLocal, 
     assert "tenant-b-app" not in r.text
 
 
+def test_a_single_tenant_public_client_is_not_served_at_organizations_or_common(arm_server: AcrLocal,
+                                                                                b: TenantB) -> None:
+    """Tenant B's public client application (``signInAudience`` ``AzureADMyOrg``, Entra's default) at
+    ``organizations`` and ``common``: Entra's AADSTS50194 (not a multi-tenant application) on the token and device
+    code endpoints and the sign-in page, which never shows its name. Before, anyone could read the name of B's
+    application on the sign-in page, and tenant A's user got tokens issued to B's application as their client."""
+    a = arm_server.admin_credential()
+    scope = "https://management.core.windows.net//.default openid profile offline_access"
+    s = arm_server.session()
+    for alias in ("organizations", "common"):
+        r = _token(arm_server, alias, grant_type="password", client_id=b.objects["appId"], scope=scope,
+                   username=a["userPrincipalName"], password=a["userPassword"])
+        entra_error(r, 400, "invalid_request", 50194)
+        assert "tenant-b-app" not in r.text
+        r = s.post(f"{arm_server.shared}/{alias}/oauth2/v2.0/devicecode",
+                   data={"client_id": b.objects["appId"], "scope": scope})
+        entra_error(r, 400, "invalid_request", 50194)
+        page = s.get(f"{arm_server.shared}/{alias}/oauth2/v2.0/authorize", params={
+            "client_id": b.objects["appId"], "response_type": "code", "redirect_uri": "http://localhost:5000/",
+            "scope": scope, "code_challenge": "x" * 43, "code_challenge_method": "S256"}, allow_redirects=False)
+        assert page.status_code == 400 and "AADSTS50194" in page.text and "tenant-b-app" not in page.text
+    # At its own tenant's endpoints, B's person signs in to it.
+    r = _token(arm_server, b.owner.tenant_id, grant_type="password", client_id=b.objects["appId"], scope=scope,
+               username=b.objects["upn"], password=PASSWORD)
+    assert ok(r)["access_token"]
+
+
 # -- a registry's token service and /acr/v1 ---------------------------------------------------------------------
 
 def _exchange(server: AcrLocal, login_server: str, token: str, **form: str) -> requests.Response:

@@ -12,9 +12,10 @@ user's own tenant issues the tokens):
 - ``refresh_token``: a refresh token issued by one of the above, for any resource.
 
 The clients are Microsoft's public first-party clients (Azure CLI, Azure PowerShell, Visual Studio Code, ...), or
-an application of the user's tenant registered as a public client. A user grant answers an access token with
-Entra's user claims (``idtyp=user``, ``upn``, ``name``, ``scp``, ``amr``), an ID token for the client, an
-opaque refresh token (kept hashed in the directory, revoked with a new password or a disabled account) and
+an application of the user's tenant registered as a public client (on ``organizations``/``common`` only a
+multi-tenant one, as in Entra: a single-tenant application there is AADSTS50194). A user grant answers an
+access token with Entra's user claims (``idtyp=user``, ``upn``, ``name``, ``scp``, ``amr``), an ID token for the
+client, an opaque refresh token (kept hashed in the directory, revoked with a new password or a disabled account) and
 ``client_info``.
 
 Passwords are checked with scrypt in the default executor, at most two at a time (:data:`CHECKING`); an unknown
@@ -133,8 +134,15 @@ def _credentials(directory: Directory, username: str) -> tuple[User | None, str 
     return user, directory.password_hash(user.object_id) if user is not None else None
 
 
+#: ``signInAudience`` values of applications people of any tenant may sign in to (on ``organizations``/``common``).
+MULTI_TENANT_AUDIENCES = frozenset({"AzureADMultipleOrgs", "AzureADandPersonalMicrosoftAccount"})
+
+
 async def client_name(entra: EntraServices, client_id: str, tenant_id: str | None) -> str:
-    """The name of a client a person may sign in to; :class:`OAuthError` for any other."""
+    """The name of a client a person may sign in to; :class:`OAuthError` for any other: AADSTS700016 for an id
+    that is no public client of ``tenant_id`` (``None``: ``organizations``/``common``), AADSTS50194 for a
+    single-tenant application (``signInAudience`` ``AzureADMyOrg``, the default) on ``organizations``/``common``,
+    as Entra answers, so that a person of another tenant cannot sign in to it or read its name there."""
     name = FIRST_PARTY_CLIENTS.get(client_id.lower())
     if name is not None:
         return name
@@ -144,6 +152,10 @@ async def client_name(entra: EntraServices, client_id: str, tenant_id: str | Non
     if app is None or not public or (tenant_id is not None and app.tenant_id != tenant_id):
         raise OAuthError("unauthorized_client", f"Application with identifier '{client_id[:60]}' was not found in "
                          "the directory, or is not a public client a person can sign in to.", 700016)
+    if tenant_id is None and app.properties.get("signInAudience", "AzureADMyOrg") not in MULTI_TENANT_AUDIENCES:
+        raise OAuthError("invalid_request", f"Application '{app.app_id}' is not configured as a multi-tenant "
+                         "application. Usage of the /common endpoint is not supported for such applications. Use "
+                         "a tenant-specific endpoint or configure the application to be multi-tenant.", 50194)
     return app.display_name
 
 
