@@ -1,6 +1,7 @@
 """On SQLite, a deletion whose cost grows with the data it touches (a repository with every tag in it, a manifest
-with every tag on it) runs off the event loop (``SqlThread.run_long``): while it waits for the database, the same
-process answers requests that need none. Before, it ran on the event loop: deleting a repository of 100,000 tags
+with every tag on it) runs off the event loop (``SqlThread.run_long``), and so does any write that finds another
+writer's lock held (another process of the server writing): while it waits for the database, the same process
+answers requests that need none. Before, it ran on the event loop: deleting a repository of 100,000 tags
 stopped every tenant's requests for about a second, and one that waited for another writer's lock stopped them
 until SQLite's busy timeout gave up, failing the deletion.
 
@@ -49,6 +50,13 @@ def server(tmp_path: Path) -> Iterator[AcrLocal]:
         running.stop()
 
 
+def held_write_lock(database: Path) -> sqlite3.Connection:
+    """SQLite's one write lock, taken in a connection of the test's own: ``ROLLBACK`` and close it to let it go."""
+    holder = sqlite3.connect(database, isolation_level=None, timeout=BOUND_S)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
 @pytest.mark.parametrize("deletion", ["repository", "manifest"])
 def test_a_long_deletion_waits_for_the_database_off_the_event_loop(server: AcrLocal, deletion: str) -> None:
     base, client, auth = repository_writer(server, REPO)
@@ -57,8 +65,7 @@ def test_a_long_deletion_waits_for_the_database_off_the_event_loop(server: AcrLo
         assert client.push_manifest(REPO, tag, manifest).status_code == 201
     path = f"/acr/v1/{REPO}" if deletion == "repository" else f"/v2/{REPO}/manifests/{manifest.digest}"
     database = server.data_dir / "acrlocal.db"
-    holder = sqlite3.connect(database, isolation_level=None, timeout=BOUND_S)
-    holder.execute("BEGIN IMMEDIATE")  # SQLite's one write lock, until the ROLLBACK below
+    holder = held_write_lock(database)
     held = True
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -78,3 +85,29 @@ def test_a_long_deletion_waits_for_the_database_off_the_event_loop(server: AcrLo
     assert answer.status_code == 202, answer.text
     for tag in ("v1", "v2", "v3"):
         assert client.head(f"/v2/{REPO}/manifests/{tag}").status_code == 404
+
+
+def test_a_write_that_finds_the_lock_held_waits_off_the_event_loop(server: AcrLocal) -> None:
+    """A push of a tag is a short write, run inline; with another writer holding the lock it runs again in the
+    thread and waits there (before: on the event loop, until the busy timeout failed it with 503)."""
+    base, client, auth = repository_writer(server, REPO)
+    manifest = client.push_image(REPO, "v1")
+    holder = held_write_lock(server.data_dir / "acrlocal.db")
+    held = True
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.http.put, f"{base}/v2/{REPO}/manifests/v2", data=manifest.body,
+                                  headers={**auth, "Content-Type": manifest.media_type}, timeout=BOUND_S * 2)
+            wait_until(lambda: waiting_for_a_lock(server.status["pid"]), "the push waits for the write lock",
+                       pending)
+            probe = server.session().get(f"{server.shared}/healthz", timeout=BOUND_S)
+            assert probe.status_code == 200, probe.text
+            holder.execute("ROLLBACK")
+            held = False
+            answer = pending.result(timeout=BOUND_S * 2)
+    finally:
+        if held:
+            holder.execute("ROLLBACK")
+        holder.close()
+    assert answer.status_code == 201, answer.text
+    assert client.head(f"/v2/{REPO}/manifests/v2").headers["Docker-Content-Digest"] == manifest.digest

@@ -1,11 +1,17 @@
-"""The SqlThread's order on SQLite: calls run inline, except while a long one (``run_long``) is in the thread; then
-the calls made meanwhile follow it there, in order, and the event loop goes on."""
+"""The SqlThread on SQLite: calls run inline, except while a long one (``run_long``) is in the thread (then the calls
+made meanwhile follow it there, in order, and the event loop goes on), and except when another writer holds the
+lock (then a call that committed nothing runs again in the thread, where it waits)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
 
 from acrlocal.storage.sql import SqlThread, open_engine
 
@@ -40,3 +46,72 @@ def test_on_sqlite_calls_made_while_a_long_one_runs_follow_it_in_order(tmp_path:
         sql.close()
         engine.dispose()
     assert order == [("long", False), ("short", False), ("after", True)]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    engine = open_engine(f"sqlite:///{tmp_path / 'acrlocal.db'}", upgrade=False)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE rows (name TEXT PRIMARY KEY)")
+    yield engine
+    engine.dispose()
+
+
+def names(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.exec_driver_sql("SELECT name FROM rows ORDER BY name")]
+
+
+def test_on_sqlite_a_call_that_finds_the_lock_held_runs_again_in_the_thread(engine: sa.Engine) -> None:
+    """It fails at once inline, then waits for the lock in the thread while the loop goes on; one row results."""
+    sql = SqlThread(engine)
+    holder = sqlite3.connect(engine.url.database or "", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    tries: list[bool] = []
+    loop_thread = threading.get_ident()
+
+    def insert() -> None:
+        tries.append(threading.get_ident() == loop_thread)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO rows VALUES ('one')")
+
+    async def main() -> None:
+        call = asyncio.create_task(sql.run(insert))
+        while len(tries) < 2:  # the loop goes on while the call waits
+            assert not call.done(), call.result()
+            await asyncio.sleep(0.01)
+        holder.execute("ROLLBACK")
+        await asyncio.wait_for(call, BOUND_S)
+
+    try:
+        asyncio.run(main())
+    finally:
+        sql.close()
+        holder.close()
+    assert tries == [True, False]
+    assert names(engine) == ["one"]
+
+
+def test_on_sqlite_a_call_that_committed_before_the_lock_was_held_is_not_run_again(engine: sa.Engine) -> None:
+    """Its first transaction committed: running it again would repeat that, so the busy error is the caller's."""
+    sql = SqlThread(engine)
+    holder = sqlite3.connect(engine.url.database or "", isolation_level=None)
+    tries = []
+
+    def two_transactions() -> None:
+        tries.append(1)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO rows VALUES ('first')")
+        holder.execute("BEGIN IMMEDIATE")  # another writer, between the call's two transactions
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO rows VALUES ('second')")
+
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="locked"):
+            asyncio.run(sql.run(two_transactions))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        sql.close()
+    assert tries == [1]
+    assert names(engine) == ["first"]

@@ -19,6 +19,7 @@ import fcntl
 import functools
 import os
 import pickle
+import sqlite3
 import sys
 import threading
 import traceback
@@ -37,13 +38,47 @@ from acrlocal.files import PRIVATE, make_private
 
 metadata = sa.MetaData()
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+#: How long a SQLite connection waits for another connection's write lock before its statement fails as busy.
+BUSY_TIMEOUT_MS = 10_000
+
+#: Set while :class:`SqlThread` runs a call inline on the event loop (SQLite): the number of commits the call has
+#: made, which the engine's ``commit`` listener counts. Connections checked out meanwhile do not wait for another
+#: writer's lock (busy timeout 0): the call fails at once and, if it has committed nothing, runs again in the thread.
+_inline_call: ContextVar[list[int] | None] = ContextVar("acrlocal_sqlite_inline_call", default=None)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
+    record.info["busy_timeout"] = BUSY_TIMEOUT_MS
+
+
+def _sqlite_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """No waiting for a lock on the event loop (see :data:`_inline_call`); the full busy timeout elsewhere. The
+    pragma is sent only when the connection's setting changes."""
+    wanted = 0 if _inline_call.get() is not None else BUSY_TIMEOUT_MS
+    if record.info.get("busy_timeout") != wanted:
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={wanted}")
+        cur.close()
+        record.info["busy_timeout"] = wanted
+
+
+def _count_inline_commit(_conn: Any) -> None:
+    commits = _inline_call.get()
+    if commits is not None:
+        commits[0] += 1
+
+
+def sqlite_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's ``SQLITE_BUSY`` (another connection holds the lock a statement needs)."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(orig, sqlite3.OperationalError) and \
+        (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def _private_database_files(database: str | None) -> None:
@@ -68,6 +103,8 @@ def open_engine(url: str, *, upgrade: bool = True) -> Engine:
         _private_database_files(parsed.database)
         engine = sa.create_engine(parsed, connect_args={"check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "checkout", _sqlite_checkout)
+        sa.event.listen(engine, "commit", _count_inline_commit)
     else:
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 (SQLAlchemy's default is psycopg2)
@@ -385,6 +422,11 @@ class SqlThread:
     A call runs in a copy of the caller's context (as :func:`asyncio.to_thread`), so the caller's
     :data:`commit_guard` checks the commits it makes.
 
+    Inline, a call does not wait for another writer's lock (another process of the server writing, or this one's
+    thread): its statement fails at once as busy and, if the call has committed nothing yet, the call runs again,
+    whole, in the thread, which waits up to :data:`BUSY_TIMEOUT_MS`. A call that had committed raises the error (the
+    HTTP layers answer their 503).
+
     A call whose cost grows with the data it touches (deleting a repository of 100,000 tags takes a second) goes
     through :meth:`run_long`: to the thread on SQLite too, and the calls made while it runs follow it there, in
     order, instead of running inline beside it. Only SQL waits for it, as on PostgreSQL; the event loop goes on
@@ -398,7 +440,18 @@ class SqlThread:
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._sqlite and not self._handed:
-            return fn(*args, **kwargs)
+            commits = [0]
+            token = _inline_call.set(commits)
+            try:
+                return fn(*args, **kwargs)
+            except sa.exc.OperationalError as exc:
+                if commits[0] or not sqlite_busy(exc):
+                    raise
+            finally:
+                _inline_call.reset(token)
+            # Another writer (a process of the same server, or this one's thread) holds SQLite's lock, and the call
+            # committed nothing: the whole call again, in the thread, where it waits for the lock while the loop
+            # goes on.
         return await self._in_thread(fn, *args, **kwargs)
 
     async def run_long(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
