@@ -125,3 +125,76 @@ def test_acr_pull_alone_cannot_read_the_registry_resource(arm_server: AcrLocal, 
     listed = puller.call("GET", f"/subscriptions/{world['sub']}/resources",
                          ).json()
     assert listed["value"] == []  # as `az acr login` sees it: not found, use the login-server suffix
+
+
+VM_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
+NETWORK = "2024-05-01"
+
+
+def _interface(subnet: str, *, ip: str | None = None, nsg: str | None = None) -> dict[str, object]:
+    config: dict[str, object] = {"subnet": {"id": subnet}}
+    if ip:
+        config["publicIPAddress"] = {"id": ip}
+    props: dict[str, object] = {"ipConfigurations": [{"name": "ipconfig1", "properties": config}]}
+    if nsg:
+        props["networkSecurityGroup"] = {"id": nsg}
+    return {"location": "westus", "properties": props}
+
+
+def test_joining_another_groups_network_resource_needs_its_join_permission(arm_server: AcrLocal,
+                                                                            admin: Arm) -> None:
+    """A Contributor of one group puts nothing of another group's network in its own resources without the join
+    permission on it (as Azure: 403 ``LinkedAuthorizationFailed`` naming the join action and the linked scope):
+    a subnet, a public address or a security group for an interface, a security group for a subnet, an interface
+    for a VM. The answer is the same for a linked resource that does not exist (nothing is confirmed), nothing is
+    made, and with a role that has the join actions (Virtual Machine Contributor) on the other group it works."""
+    sub = subscription_of(arm_server)
+    theirs = f"/subscriptions/{sub}/resourceGroups/join-theirs-{uuid.uuid4().hex[:6]}"
+    mine = f"/subscriptions/{sub}/resourceGroups/join-mine-{uuid.uuid4().hex[:6]}"
+    for group in (theirs, mine):
+        assert admin.call("PUT", group, {"location": "westus"}).status_code == 201
+    net = "/providers/Microsoft.Network"
+    for group, prefix in ((theirs, "10.5"), (mine, "10.6")):
+        r = admin.call("PUT", f"{group}{net}/virtualNetworks/vnet", {"location": "westus", "properties": {
+            "addressSpace": {"addressPrefixes": [f"{prefix}.0.0/16"]},
+            "subnets": [{"name": "default", "properties": {"addressPrefix": f"{prefix}.0.0/24"}}]}},
+            api_version=NETWORK)
+        assert r.status_code in (200, 201), r.text
+    assert admin.call("PUT", f"{theirs}{net}/networkSecurityGroups/nsg", {"location": "westus"},
+                      api_version=NETWORK).status_code in (200, 201)
+    r = admin.call("PUT", f"{theirs}{net}/publicIPAddresses/ip", {"location": "westus", "sku": {"name": "Standard"},
+                   "properties": {"publicIPAllocationMethod": "Static"}}, api_version=NETWORK)
+    assert r.status_code in (200, 201), r.text
+    their_subnet, own_subnet = (f"{g}{net}/virtualNetworks/vnet/subnets/default" for g in (theirs, mine))
+    assert admin.call("PUT", f"{theirs}{net}/networkInterfaces/nic", _interface(their_subnet),
+                      api_version=NETWORK).status_code in (200, 201)
+    contributor = new_principal(arm_server, "joiner")
+    assign(admin, mine, CONTRIBUTOR, contributor)
+    joiner = as_(arm_server, contributor)
+    cases = [  # (what I write, api-version, body naming {ref}, the linked id, the join action)
+        (f"{mine}{net}/networkInterfaces/nic-1", NETWORK, lambda ref: _interface(ref), their_subnet,
+         "Microsoft.Network/virtualNetworks/subnets/join/action"),
+        (f"{mine}{net}/networkInterfaces/nic-2", NETWORK, lambda ref: _interface(own_subnet, ip=ref),
+         f"{theirs}{net}/publicIPAddresses/ip", "Microsoft.Network/publicIPAddresses/join/action"),
+        (f"{mine}{net}/networkInterfaces/nic-3", NETWORK, lambda ref: _interface(own_subnet, nsg=ref),
+         f"{theirs}{net}/networkSecurityGroups/nsg", "Microsoft.Network/networkSecurityGroups/join/action"),
+        (f"{mine}{net}/virtualNetworks/vnet/subnets/second", NETWORK,
+         lambda ref: {"properties": {"addressPrefix": "10.6.1.0/24", "networkSecurityGroup": {"id": ref}}},
+         f"{theirs}{net}/networkSecurityGroups/nsg", "Microsoft.Network/networkSecurityGroups/join/action"),
+        (f"{mine}/providers/Microsoft.Compute/virtualMachines/vm-1", "2024-07-01",
+         lambda ref: {"location": "westus", "properties": {"networkProfile": {"networkInterfaces": [{"id": ref}]}}},
+         f"{theirs}{net}/networkInterfaces/nic", "Microsoft.Network/networkInterfaces/join/action"),
+    ]
+    for path, version, body, linked, action in cases:
+        missing = linked.rsplit("/", 1)[0] + "/missing"
+        refused, unknown = (joiner.call("PUT", path, body(ref), api_version=version) for ref in (linked, missing))
+        assert refused.status_code == 403, (path, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "LinkedAuthorizationFailed" and action in error["message"], error
+        assert linked in error["message"] and contributor.object_id in error["message"], error
+        assert unknown.status_code == 403 and unknown.json()["error"]["message"] == error["message"].replace(
+            linked, missing), unknown.text
+        assert admin.call("GET", path, api_version=version).status_code == 404, path
+    assign(admin, theirs, VM_CONTRIBUTOR, contributor)
+    r = joiner.call("PUT", f"{mine}{net}/networkInterfaces/nic-1", _interface(their_subnet), api_version=NETWORK)
+    assert r.status_code in (200, 201), r.text

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal import inbound
-from acrlocal.arm.errors import ArmError, authorization_failed
+from acrlocal.arm.errors import ArmError, authorization_failed, linked_authorization_failed
 from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment
 from acrlocal.identity.directory import Directory, Principal
 from acrlocal.identity.tokens import InvalidToken, TokenIssuer
@@ -94,6 +94,20 @@ class Caller:
         """Raise ARM's 403 unless the caller may perform ``action`` at ``scope``."""
         if not self.may(action, scope):
             raise authorization_failed(self.client, self.object_id, action, scope)
+
+    def require_linked(self, action: str, scope: str, linked_action: str, linked_scope: str) -> None:
+        """Raise ARM's 403 ``LinkedAuthorizationFailed`` unless the caller may perform ``linked_action`` at
+        ``linked_scope``, a resource that its write (``action`` at ``scope``) names in its body. Called before the
+        linked resource is looked up, so the answer is the same whether it exists; a linked id that is no scope is
+        refused the same way."""
+        try:
+            allowed = may((a.rbac for a in self.assignments), self.principal_ids, linked_action, linked_scope,
+                          definitions=self.definitions)
+        except InvalidScope:
+            allowed = False
+        if not allowed:
+            raise linked_authorization_failed(self.client, self.object_id, action, scope, linked_action,
+                                              linked_scope)
 
     def has_any_role_under(self, scope: str) -> bool:
         """True if the caller holds any assignment at, above or below ``scope`` (what lists need to be seen)."""

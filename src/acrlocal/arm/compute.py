@@ -467,8 +467,9 @@ def instance_view(services: ArmServices, resource: Resource) -> JsonObject:
 
 
 def checked_interfaces(call: Call, vm_id: str, profile: JsonObject) -> JsonObject:
-    """``networkProfile`` with every interface checked: it exists in the caller's tenant (another tenant's is answered
-    as a missing one) and no other VM uses it (reads the store: in the ``SqlThread``)."""
+    """``networkProfile`` with every interface checked: the caller may join it (403 ``LinkedAuthorizationFailed``
+    otherwise, whether or not it exists), it exists in the caller's tenant (another tenant's is answered as a
+    missing one) and no other VM uses it (reads the store: in the ``SqlThread``)."""
     refs = profile.get("networkInterfaces") or []
     if not isinstance(refs, list):
         raise bad_request("InvalidParameter", "properties.networkProfile.networkInterfaces must be an array.")
@@ -476,6 +477,8 @@ def checked_interfaces(call: Call, vm_id: str, profile: JsonObject) -> JsonObjec
     for ref in refs:
         ref = require_object(ref, "properties.networkProfile.networkInterfaces[]")
         nic_id = ref.get("id")
+        if isinstance(nic_id, str):
+            call.caller.require_linked(f"{VM_TYPE}/write", vm_id, f"{network.NIC}/join/action", nic_id)
         nic = call.tenant_resource(nic_id) if isinstance(nic_id, str) else None
         if nic is None or nic.type.lower() != network.NIC.lower():
             raise bad_request("InvalidParameter", f"The network interface '{nic_id}' referenced by virtual machine "

@@ -61,3 +61,14 @@ def authorization_failed(client: str, object_id: str, action: str, scope: str) -
                     f"The client '{client}' with object id '{object_id}' does not have authorization to perform "
                     f"action '{action}' over scope '{scope}' or the scope is invalid. If access was recently "
                     "granted, please refresh your credentials.")
+
+
+def linked_authorization_failed(client: str, object_id: str, action: str, scope: str, linked_action: str,
+                                linked_scope: str) -> ArmError:
+    """ARM's 403 for a write of ``action`` at ``scope`` (which the caller may do) naming a resource at
+    ``linked_scope`` on which it may not do ``linked_action`` (a subnet it may not join...)."""
+    return ArmError(403, "LinkedAuthorizationFailed",
+                    f"The client '{client}' with object id '{object_id}' has permission to perform action '{action}' "
+                    f"on scope '{scope}'; however, it does not have permission to perform action(s) "
+                    f"'{linked_action}' on the linked scope(s) '{linked_scope}' (respectively) or the linked "
+                    "scope(s) are invalid.")

@@ -82,9 +82,12 @@ def _ref(value: Any, what: str) -> str | None:
     return rid
 
 
-def _resolve(call: Call, rid: str, type_: str, what: str) -> Resource:
-    """The resource of type ``type_`` a body names; 400 ``InvalidResourceReference`` if there is none in the caller's
-    tenant (another tenant's is answered as a missing one). Reads the store: in the ``SqlThread``."""
+def _resolve(call: Call, draft: Resource, rid: str, type_: str, what: str) -> Resource:
+    """The resource of type ``type_`` that ``draft``'s body names. First the caller must hold ``{type_}/join/action``
+    on it (Azure's linked access check: 403 ``LinkedAuthorizationFailed`` whether or not it exists), then it must
+    exist in the caller's tenant (400 ``InvalidResourceReference``; another tenant's is answered as a missing one).
+    Reads the store: in the ``SqlThread``."""
+    call.caller.require_linked(f"{draft.type}/write", draft.id, f"{type_}/join/action", rid)
     resource = call.tenant_resource(rid)
     if resource is None or resource.type.lower() != type_.lower():
         raise bad_request("InvalidResourceReference", f"Resource {rid} referenced by resource {what} was not "
@@ -183,7 +186,8 @@ def _child_view(child: Resource, etag: str) -> JsonObject:
 # -- virtual networks and subnets ----------------------------------------------------------------------------
 
 
-def _subnet_properties(call: Call, props: JsonObject, name: str, vnet_prefixes: list[ipaddress.IPv4Network],
+def _subnet_properties(call: Call, draft: Resource, props: JsonObject, name: str,
+                       vnet_prefixes: list[ipaddress.IPv4Network],
                        siblings: dict[str, ipaddress.IPv4Network]) -> JsonObject:
     prefix = props.get("addressPrefix") or (props.get("addressPrefixes") or [None])[0]
     if prefix is None:
@@ -199,7 +203,7 @@ def _subnet_properties(call: Call, props: JsonObject, name: str, vnet_prefixes: 
     out: JsonObject = {"addressPrefix": str(net)}
     nsg = _ref(props.get("networkSecurityGroup"), f"subnet '{name}'")
     if nsg is not None:
-        out["networkSecurityGroup"] = {"id": _resolve(call, nsg, NSG, f"subnet '{name}'").id}
+        out["networkSecurityGroup"] = {"id": _resolve(call, draft, nsg, NSG, f"subnet '{name}'").id}
     for key in ("privateEndpointNetworkPolicies", "privateLinkServiceNetworkPolicies", "defaultOutboundAccess"):
         if key in props:
             out[key] = props[key]
@@ -237,7 +241,7 @@ class VirtualNetworks(NetworkType):
                     raise bad_request("InvalidResourceName", f"Subnet name '{name}' is invalid. The name must be "
                                       f"{NAME_RULE}.")
                 sub_props = require_object(item.get("properties"), f"subnet '{name}'.properties")
-                checked = _subnet_properties(call, sub_props, name, nets, seen)
+                checked = _subnet_properties(call, draft, sub_props, name, nets, seen)
                 seen[name] = ipaddress.IPv4Network(checked["addressPrefix"])
                 planned.append((name, checked))
             if existing is not None:
@@ -301,7 +305,7 @@ class Subnets(NetworkType):
         assert vnet is not None
         siblings = {s.name: ipaddress.IPv4Network(s.properties["addressPrefix"])
                     for s in call.store.resources(vnet.subscription_id, parent_id=vnet.id, type=SUBNET)}
-        props = _subnet_properties(call, draft.properties, draft.name, _vnet_prefixes(vnet), siblings)
+        props = _subnet_properties(call, draft, draft.properties, draft.name, _vnet_prefixes(vnet), siblings)
         if existing is not None and props["addressPrefix"] != existing.properties.get("addressPrefix") and \
                 _ip_configuration_ids(call.store, draft.subscription_id, "subnet", draft.id):
             raise bad_request("InUseSubnetCannotBeUpdated", f"Subnet {draft.name} is in use and its address prefix "
@@ -606,7 +610,7 @@ class NetworkInterfaces(NetworkType):
             if subnet_id is None:
                 raise bad_request("SubnetRequired", f"The IP configuration {draft.id}/ipConfigurations/{name} needs a "
                                   "subnet.")
-            subnet = _resolve(call, subnet_id, SUBNET, f"{draft.id}/ipConfigurations/{name}")
+            subnet = _resolve(call, draft, subnet_id, SUBNET, f"{draft.id}/ipConfigurations/{name}")
             method = str(cprops.get("privateIPAllocationMethod", "Dynamic")).capitalize()
             if method not in ("Dynamic", "Static"):
                 raise bad_request("InvalidPrivateIPAllocationMethod", f"Allocation method '{method}' is not valid.")
@@ -621,7 +625,7 @@ class NetworkInterfaces(NetworkType):
                                 "privateIPAddressVersion": "IPv4"}
             public_id = _ref(cprops.get("publicIPAddress"), config_id)
             if public_id is not None:
-                public = _resolve(call, public_id, PUBLIC_IP, config_id)
+                public = _resolve(call, draft, public_id, PUBLIC_IP, config_id)
                 users = [u for u in _ip_configuration_ids(call.store, draft.subscription_id, "publicIPAddress",
                                                           public.id) if not u.lower().startswith(draft.id.lower() +
                                                                                                  "/")]
@@ -644,7 +648,7 @@ class NetworkInterfaces(NetworkType):
                            "macAddress": _mac(draft.id), "primary": True, "vnetEncryptionSupported": False}
         nsg_id = _ref(props.get("networkSecurityGroup"), draft.id)
         if nsg_id is not None:
-            out["networkSecurityGroup"] = {"id": _resolve(call, nsg_id, NSG, draft.id).id}
+            out["networkSecurityGroup"] = {"id": _resolve(call, draft, nsg_id, NSG, draft.id).id}
         if existing is not None and existing.properties.get("virtualMachine"):
             out["virtualMachine"] = existing.properties["virtualMachine"]
         return self.stamp(draft.evolve(properties=out), existing)
