@@ -477,6 +477,49 @@ def test_graph_lists_filters_and_writes_stay_in_the_callers_tenant(arm_server: A
     graph_error(arm_token.call("GET", "/v1.0/users", api_version=None), 401, "InvalidAuthenticationToken")
 
 
+def test_a_user_name_in_another_tenants_domain_is_refused_without_telling_who_exists(arm_server: AcrLocal,
+                                                                                       b: TenantB) -> None:
+    """User principal names are unique across the server, so a taken one used to be "already exists" whichever
+    tenant held it: tenant A's administrator could tell B's users' names from names nobody has. Now a domain
+    belongs to the tenant whose users use it (as a verified domain belongs to one Entra tenant): in B's domain, A
+    gets Entra's "domain portion ... is invalid" for a taken name and a free one alike, on create and on rename;
+    "already exists" is only said of A's own users; a domain nobody uses is A's once A's user has it."""
+    g = Arm(arm_server, admin_of(arm_server).token(arm_server, GRAPH))
+    domain = b.objects["upn"].split("@")[1]
+
+    def create(upn: str) -> requests.Response:
+        return g.call("POST", "/v1.0/users", {"accountEnabled": True, "displayName": "x", "mailNickname": "x",
+                                              "userPrincipalName": upn, "passwordProfile": {"password": PASSWORD}},
+                      api_version=None)
+
+    taken, free = create(b.objects["upn"]), create(f"nobody-{uuid.uuid4().hex[:6]}@{domain}")
+    for r in (taken, free):
+        graph_error(r, 400, "Request_BadRequest")
+        assert "domain portion of the userPrincipalName property is invalid" in r.json()["error"]["message"], r.text
+    assert taken.json()["error"]["message"] == free.json()["error"]["message"]
+    own_domain = arm_server.admin_credential()["userPrincipalName"].split("@")[1]
+    mine = ok(create(f"alice-{uuid.uuid4().hex[:6]}@{own_domain}"))
+    renamed = g.call("PATCH", f"/v1.0/users/{mine['id']}", {"userPrincipalName": b.objects["upn"]}, api_version=None)
+    graph_error(renamed, 400, "Request_BadRequest")
+    assert renamed.json()["error"]["message"] == taken.json()["error"]["message"]
+    again = create(mine["userPrincipalName"])
+    graph_error(again, 400, "Request_BadRequest")
+    assert "already exists" in again.json()["error"]["message"]
+    # A new domain is A's once A's user has it: then B cannot use it (and B's own domain stays B's).
+    fresh = f"fresh-{uuid.uuid4().hex[:6]}.example"
+    ok(create(f"carol@{fresh}"))
+    theirs = Arm(arm_server, b.owner.token(arm_server, GRAPH))
+    refused = theirs.call("POST", "/v1.0/users", {"accountEnabled": True, "displayName": "x", "mailNickname": "x",
+                                                   "userPrincipalName": f"dave@{fresh}",
+                                                   "passwordProfile": {"password": PASSWORD}}, api_version=None)
+    graph_error(refused, 400, "Request_BadRequest")
+    assert "domain portion" in refused.json()["error"]["message"]
+    assert ok(theirs.call("POST", "/v1.0/users", {
+        "accountEnabled": True, "displayName": "x", "mailNickname": "x",
+        "userPrincipalName": f"erin-{uuid.uuid4().hex[:6]}@{domain}", "passwordProfile": {"password": PASSWORD}},
+        api_version=None))["id"]
+
+
 # -- Entra ----------------------------------------------------------------------------------------------------
 
 def _token(server: AcrLocal, tenant: str, version: str = "v2.0", **form: str) -> requests.Response:

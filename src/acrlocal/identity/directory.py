@@ -525,6 +525,16 @@ class Directory:
             row = conn.execute(self._users_query().where(t.users.c.upn_key == user_principal_name.lower())).first()
         return _user(row) if row else None
 
+    def domain_tenants(self, domain: str) -> set[str]:
+        """The tenants that have users whose user principal names are in ``domain`` (``alias@domain``, any case).
+        A scan of the users' names (no index serves a suffix): called when a user is named, not per request."""
+        suffix = "@" + domain.lower()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.principals.c.tenant_id).distinct()
+                                .select_from(t.principals.join(t.users))
+                                .where(t.users.c.upn_key.endswith(suffix, autoescape=True))).all()
+        return {r.tenant_id for r in rows}
+
     def users(self, tenant_id: str) -> list[User]:
         with self.engine.connect() as conn:
             rows = conn.execute(self._users_query().where(t.principals.c.tenant_id == tenant_id.lower())

@@ -95,6 +95,24 @@ def _upn(value: Any) -> str:
     return value
 
 
+def _check_domain(call: GraphCall, upn: str) -> None:
+    """400 if ``upn``'s domain belongs to another tenant: one whose users use it (as a verified domain belongs to
+    one Entra tenant; acrlocal has no other domain model). Checked before the name itself, so that whether another
+    tenant has a user of that name is neither confirmed nor denied. Reads the directory: in the ``SqlThread``."""
+    if call.directory.domain_tenants(upn.rpartition("@")[2]) - {call.tenant_id}:
+        raise GraphError(400, "Request_BadRequest", "The domain portion of the userPrincipalName property is "
+                         "invalid. You must use one of the verified domain names in your organization.")
+
+
+def _check_new_upn(call: GraphCall, upn: str) -> None:
+    """400 unless ``upn`` may name a new user of the caller's tenant (:func:`_check_domain`, then no user has it).
+    Reads the directory: in the ``SqlThread``."""
+    _check_domain(call, upn)
+    if call.directory.find_user(upn) is not None:
+        raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
+                         "userPrincipalName already exists.")
+
+
 def find_user(call: GraphCall, id_or_upn: str) -> User:
     """A user of the caller's tenant by object id or user principal name; 404 otherwise."""
     key = id_or_upn
@@ -130,9 +148,7 @@ async def create_user(call: GraphCall) -> web.StreamResponse:
     password, force = _password(body["passwordProfile"], required=True)
     assert password is not None
     props = _user_properties(body, {})
-    if await call.run(call.directory.find_user, upn) is not None:
-        raise GraphError(400, "Request_BadRequest", "Another object with the same value for property "
-                         "userPrincipalName already exists.")
+    await call.run(_check_new_upn, call, upn)
     password_hash = await hashed(password)
     return await call.run(_create_user, call, upn, name, password_hash, enabled, bool(force), props)
 
@@ -186,8 +202,11 @@ def _admin_and_user(call: GraphCall) -> User:
 
 def _update_user(call: GraphCall, body: dict[str, Any], name: str | None, enabled: bool | None, upn: str | None,
                  force: bool | None, password_hash: str | None) -> web.StreamResponse:
-    """The update, in the ``SqlThread``."""
+    """The update, in the ``SqlThread``; a new user principal name must be in a domain of the caller's tenant
+    (:func:`_check_domain`)."""
     user = find_user(call, call.params["id"])
+    if upn is not None and upn.lower() != user.user_principal_name.lower():
+        _check_domain(call, upn)
     try:
         call.directory.update_user(user.object_id, display_name=name, user_principal_name=upn,
                                    account_enabled=enabled, force_change=force,
