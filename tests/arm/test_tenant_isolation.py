@@ -3,9 +3,10 @@ act on what tenant B holds, at any of the server's doors (ARM, Microsoft Graph, 
 token service and ``/acr/v1``), and each door refuses in its own protocol's error format, as Azure does.
 
 Tenant A is the server's default tenant (the local administrator: Owner of A's subscription and Global
-Administrator of A's directory). Tenant B is made in the database (no API makes tenants): a subscription, a service
-principal that is Owner of it and Global Administrator of B, and through the APIs, as that principal, a resource
-group with an identity, a network, a registry, a role assignment, a custom role, and Graph objects.
+Administrator of A's directory). Tenant B is made in the database (the API that makes tenants has its own tests in
+``test_tenant_create.py``): a subscription, a service principal that is Owner of it and Global Administrator of B,
+and through the APIs, as that principal, a resource group with an identity, a network, a registry, a role
+assignment, a custom role, and Graph objects.
 
 Azure's yardsticks: ARM answers a token of another tenant at a subscription with 401
 ``InvalidAuthenticationTokenTenant`` before it looks anything up (so nothing of the path is confirmed or denied);

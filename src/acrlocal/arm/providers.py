@@ -59,6 +59,7 @@ PROVIDER_MODULES = (
     "acrlocal.arm.network",
     "acrlocal.arm.compute_locations",
     "acrlocal.arm.signing_keys",
+    "acrlocal.arm.tenants",
 )
 
 #: What every type offers unless it says otherwise (az and the SDKs only need the list to be non-empty).
@@ -250,6 +251,21 @@ class NamespaceAction:
     handler: ActionHandler
 
 
+TenantActionHandler = Callable[[Call, "ArmPath"], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class TenantAction:
+    """A POST at the tenant root, ``/providers/{namespace}/{name}`` (no subscription), e.g. acrlocal's
+    ``createTenant``. RBAC has no scope above the tenant's root to grant it at, so the handler authorizes the call
+    itself (naming ``operation`` in its 403) and chooses its status."""
+
+    namespace: str
+    name: str
+    operation: str
+    handler: TenantActionHandler
+
+
 class NamespaceHandler:
     """Full control of every path under ``/providers/{namespace}``, at any scope. ``resource_types`` is what
     ``GET /subscriptions/{sub}/providers/{namespace}`` lists: ``{type: api_versions}``."""
@@ -272,6 +288,7 @@ class ProviderRegistry:
     def __init__(self) -> None:
         self.types: dict[tuple[str, str], ResourceType] = {}
         self.actions: dict[tuple[str, str], NamespaceAction] = {}
+        self.tenant_actions: dict[tuple[str, str], TenantAction] = {}
         self.handlers: dict[str, NamespaceHandler] = {}
         #: ``/subscriptions/{sub}/providers/{namespace}/locations/{location}/...`` → its handler, by namespace.
         self.location_handlers: dict[str, LocationHandler] = {}
@@ -285,6 +302,10 @@ class ProviderRegistry:
 
     def add_action(self, action: NamespaceAction) -> None:
         self.actions[(action.namespace.lower(), action.name.lower())] = action
+        self.namespaces.setdefault(action.namespace.lower(), action.namespace)
+
+    def add_tenant_action(self, action: TenantAction) -> None:
+        self.tenant_actions[(action.namespace.lower(), action.name.lower())] = action
         self.namespaces.setdefault(action.namespace.lower(), action.namespace)
 
     def add_handler(self, handler: NamespaceHandler) -> None:
@@ -319,6 +340,11 @@ def register(rt: ResourceType) -> ResourceType:
 
 def register_action(action: NamespaceAction) -> NamespaceAction:
     REGISTRY.add_action(action)
+    return action
+
+
+def register_tenant_action(action: TenantAction) -> TenantAction:
+    REGISTRY.add_tenant_action(action)
     return action
 
 

@@ -194,6 +194,12 @@ async def route_path(call: Call, path: ArmPath) -> web.StreamResponse:
             return await location_handler(call, path)
     if path.subscription is None and [s.lower() for s in path.segments] == ["operations"]:
         return await _get_only(call, subscriptions.list_operations(call, path.namespace))
+    if path.subscription is None and path.scope == "/" and len(path.segments) == 1:
+        tenant_action = REGISTRY.tenant_actions.get((path.namespace.lower(), path.segments[0].lower()))
+        if tenant_action is not None:
+            if call.request.method != "POST":
+                raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
+            return await tenant_action.handler(call, path)
     handler = REGISTRY.handlers.get(path.namespace.lower())
     if handler is not None:
         return await handler.handle(call, path)

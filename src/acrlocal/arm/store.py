@@ -518,6 +518,12 @@ class ArmStore:
             return False
         return True
 
+    def add_assignment_in(self, conn: Connection, a: StoredAssignment) -> None:
+        """Insert ``a`` in the caller's transaction ``conn`` (a write that spans the directory and the control
+        plane, e.g. a new tenant with its administrator's Owner assignment); a clash raises the database's
+        ``IntegrityError``, which rolls the whole transaction back."""
+        self._insert_assignment(conn, a)
+
     def _insert_assignment(self, conn: Connection, a: StoredAssignment) -> None:
         conn.execute(sa.insert(role_assignments).values(
             name=a.name.lower(), scope=a.scope, scope_key=a.scope.lower(), role_definition=a.role_definition.lower(),

@@ -21,7 +21,8 @@ import json
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -179,8 +180,25 @@ def _accepts(kept: tuple[tuple[str, float | None], ...], secret: str, now: float
     return ok
 
 
+@dataclass(frozen=True)
+class ProvisionedTenant:
+    """What :meth:`Directory.create_tenant_with_administrator` made: the tenant, its default subscription, its
+    administrator (a service principal, Global Administrator of the tenant) and the administrator's client secret
+    (returned once; only its sha256 is kept)."""
+
+    tenant: Tenant
+    subscription: Subscription
+    administrator: Principal
+    secret: str = field(repr=False)
+
+
 def new_guid() -> str:
     return str(uuid.uuid4())
+
+
+def _new_secret() -> str:
+    """A client secret: 240 random bits, URL-safe, in the alphabet of Entra's secrets."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(30)).decode().replace("-", "~").replace("_", ".")
 
 
 def _secret_hash(secret: str) -> str:
@@ -233,6 +251,41 @@ class Directory:
             conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=display_name, is_default=default,
                                                      created=time.time()))
         return tenant
+
+    def create_tenant_with_administrator(
+            self, display_name: str, administrator_name: str, *,
+            also: Callable[[Connection, ProvisionedTenant], None] | None = None) -> ProvisionedTenant:
+        """A new tenant (not the default), its default subscription (named as the tenant), and its administrator: a
+        service principal named ``administrator_name`` with a client secret and the Global Administrator role. All
+        in one transaction, with ``also(conn, made)`` (the caller's own writes in that transaction, e.g. the
+        administrator's Owner assignment on the subscription): if anything raises, nothing is made, and the error
+        propagates. :class:`AlreadyExists` if a tenant of this name exists in any case (checked in the
+        transaction; callers that may race, the control plane's writes, hold its write lock)."""
+        now = time.time()
+        tenant = Tenant(new_guid(), display_name, False)
+        sub = Subscription(new_guid(), tenant.id, display_name, "Enabled", False)
+        admin = Principal(new_guid(), tenant.id, "ServicePrincipal", new_guid(), administrator_name)
+        made = ProvisionedTenant(tenant, sub, admin, _new_secret())
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(t.tenants.c.id).where(
+                    sa.func.lower(t.tenants.c.display_name) == display_name.lower())).first() is not None:
+                raise AlreadyExists(f"a tenant named {display_name!r} exists")
+            conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=display_name, is_default=False,
+                                                     created=now))
+            conn.execute(sa.insert(t.subscriptions).values(
+                id=sub.id, tenant_id=tenant.id, display_name=display_name, state="Enabled", is_default=False,
+                created=now))
+            self._insert_principal(conn, admin)
+            conn.execute(sa.insert(t.principal_secrets).values(
+                key_id=new_guid(), object_id=admin.object_id, display_name="acrlocal tenant administrator",
+                secret_sha256=_secret_hash(made.secret), hint=made.secret[:3], created=now, expires=None,
+                listed_on="application"))
+            conn.execute(sa.insert(t.directory_roles).values(role_template_id=GLOBAL_ADMINISTRATOR,
+                                                             principal_id=admin.object_id))
+            if also is not None:
+                also(conn, made)
+        self.generations.bump("directory")
+        return made
 
     def tenants(self) -> list[Tenant]:
         with self.engine.connect() as conn:
@@ -352,7 +405,7 @@ class Directory:
         """A new client secret for the principal: returns ``(key_id, secret)``; the secret is not kept.
         ``listed_on`` is the Graph object that lists it (``application`` or ``servicePrincipal``)."""
         self.principal(object_id)
-        secret = base64.urlsafe_b64encode(secrets.token_bytes(30)).decode().replace("-", "~").replace("_", ".")
+        secret = _new_secret()
         key_id = new_guid()
         now = time.time()
         with self.engine.begin() as conn:

@@ -4,7 +4,12 @@ blob files no row names.
 
 ``admin rotate-signing-keys``: a new signing key for the server's tokens, through the running server (ARM's
 ``POST /subscriptions/{sub}/providers/Microsoft.AcrLocal/rotateSigningKeys``), so that it signs with the new key
-at once; the old one stays published until its tokens expire. acrlocal's own: az has no such command."""
+at once; the old one stays published until its tokens expire. acrlocal's own: az has no such command.
+
+``admin tenant create --name contoso``: a new tenant with its subscription and an administrator service principal
+(ARM's ``POST /providers/Microsoft.AcrLocal/createTenant``, acrlocal's own: Azure has no API that makes a tenant);
+prints the ids and the administrator's client secret, shown this once. ``admin tenant list``: the caller's own
+tenants (ARM's ``GET /tenants``)."""
 
 from __future__ import annotations
 
@@ -12,10 +17,11 @@ from typing import Any
 
 import click
 
-from acrlocal.cli.framework import AzGroup
+from acrlocal.cli.framework import AzGroup, option
 from acrlocal.cli.session import Session
 
 API_VERSION = "2025-01-01"
+TENANTS_API_VERSION = "2022-12-01"
 
 
 @click.group("admin", cls=AzGroup)
@@ -50,3 +56,25 @@ def gc(names: tuple[str, ...]) -> Any:
         paths = [str(r["id"]) for r in found]
     return [session.arm.post(f"{path}/garbageCollect", API["registries"]) for path in paths]
 
+
+
+@admin.group("tenant", cls=AzGroup)
+def tenant() -> None:
+    """Make tenants (acrlocal's own: Azure makes tenants only in its portal)."""
+
+
+@tenant.command("create")
+@option("--name", "-n", required=True,
+        help="The tenant's name, the first label of its domain <name>.localhost: lowercase letters, digits, '-'.")
+def tenant_create(name: str) -> Any:
+    """Create a tenant with a default subscription and an administrator service principal (Global Administrator,
+    Owner of the subscription); print their ids and the administrator's client secret, shown only this once. Only
+    an administrator of the server's default tenant may."""
+    session = Session()
+    return session.arm.post("/providers/Microsoft.AcrLocal/createTenant", API_VERSION, {"displayName": name})
+
+
+@tenant.command("list")
+def tenant_list() -> Any:
+    """List the signed-in account's tenants (each account sees only its own, as in Azure)."""
+    return Session().arm.list("/tenants", TENANTS_API_VERSION)
