@@ -13,11 +13,12 @@ it (SQLite's busy handler sleeping in a thread of the server's process), checks 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.harness import AcrLocal
 from tests.registry.conftest import repository_writer
@@ -50,11 +51,26 @@ def server(tmp_path: Path) -> Iterator[AcrLocal]:
         running.stop()
 
 
-def held_write_lock(database: Path) -> sqlite3.Connection:
-    """SQLite's one write lock, taken in a connection of the test's own: ``ROLLBACK`` and close it to let it go."""
-    holder = sqlite3.connect(database, isolation_level=None, timeout=BOUND_S)
+def served_while_locked(server: AcrLocal, send: Callable[[], requests.Response], what: str) -> requests.Response:
+    """Hold SQLite's one write lock in a connection of the test's own, ``send()`` in a thread and wait until the
+    server waits for the lock; check that the same process answers ``/healthz`` meanwhile; then let the lock go and
+    return what ``send()`` got."""
+    holder = sqlite3.connect(server.data_dir / "acrlocal.db", isolation_level=None, timeout=BOUND_S)
     holder.execute("BEGIN IMMEDIATE")
-    return holder
+    held = True
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(send)
+            wait_until(lambda: waiting_for_a_lock(server.status["pid"]), f"{what} waits for the write lock", pending)
+            probe = server.session().get(f"{server.shared}/healthz", timeout=BOUND_S)
+            assert probe.status_code == 200, probe.text
+            holder.execute("ROLLBACK")
+            held = False
+            return pending.result(timeout=BOUND_S * 2)
+    finally:
+        if held:
+            holder.execute("ROLLBACK")
+        holder.close()
 
 
 @pytest.mark.parametrize("deletion", ["repository", "manifest"])
@@ -64,23 +80,8 @@ def test_a_long_deletion_waits_for_the_database_off_the_event_loop(server: AcrLo
     for tag in ("v2", "v3"):
         assert client.push_manifest(REPO, tag, manifest).status_code == 201
     path = f"/acr/v1/{REPO}" if deletion == "repository" else f"/v2/{REPO}/manifests/{manifest.digest}"
-    database = server.data_dir / "acrlocal.db"
-    holder = held_write_lock(database)
-    held = True
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(client.http.delete, base + path, headers=auth, timeout=BOUND_S * 2)
-            wait_until(lambda: waiting_for_a_lock(server.status["pid"]),
-                       f"the {deletion}'s deletion waits for the write lock", pending)
-            probe = server.session().get(f"{server.shared}/healthz", timeout=BOUND_S)
-            assert probe.status_code == 200, probe.text
-            holder.execute("ROLLBACK")
-            held = False
-            answer = pending.result(timeout=BOUND_S * 2)
-    finally:
-        if held:
-            holder.execute("ROLLBACK")
-        holder.close()
+    answer = served_while_locked(server, lambda: client.http.delete(base + path, headers=auth, timeout=BOUND_S * 2),
+                                 f"the {deletion}'s deletion")
     # With the deletion on the event loop, /healthz waited until SQLite's busy timeout failed the deletion.
     assert answer.status_code == 202, answer.text
     for tag in ("v1", "v2", "v3"):
@@ -92,22 +93,8 @@ def test_a_write_that_finds_the_lock_held_waits_off_the_event_loop(server: AcrLo
     thread and waits there (before: on the event loop, until the busy timeout failed it with 503)."""
     base, client, auth = repository_writer(server, REPO)
     manifest = client.push_image(REPO, "v1")
-    holder = held_write_lock(server.data_dir / "acrlocal.db")
-    held = True
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(client.http.put, f"{base}/v2/{REPO}/manifests/v2", data=manifest.body,
-                                  headers={**auth, "Content-Type": manifest.media_type}, timeout=BOUND_S * 2)
-            wait_until(lambda: waiting_for_a_lock(server.status["pid"]), "the push waits for the write lock",
-                       pending)
-            probe = server.session().get(f"{server.shared}/healthz", timeout=BOUND_S)
-            assert probe.status_code == 200, probe.text
-            holder.execute("ROLLBACK")
-            held = False
-            answer = pending.result(timeout=BOUND_S * 2)
-    finally:
-        if held:
-            holder.execute("ROLLBACK")
-        holder.close()
+    answer = served_while_locked(server, lambda: client.http.put(
+        f"{base}/v2/{REPO}/manifests/v2", data=manifest.body, headers={**auth, "Content-Type": manifest.media_type},
+        timeout=BOUND_S * 2), "the push")
     assert answer.status_code == 201, answer.text
     assert client.head(f"/v2/{REPO}/manifests/v2").headers["Docker-Content-Digest"] == manifest.digest

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -108,6 +108,34 @@ def _blocked_by(conn: sa.Connection, pid: int) -> int:
                                     "ANY(pg_blocking_pids(pid))"), {"p": pid}).scalar_one())
 
 
+def _past_a_lost_lock(engine: sa.Engine, row: str, values: dict[str, Any], first: Callable[[], requests.Response],
+                      second: Callable[[], requests.Response]) -> tuple[requests.Response, requests.Response]:
+    """Hold, uncommitted, the row that ``row`` inserts; send ``first`` (replica 0's write under the control plane's
+    lock, which waits at its INSERT of the same key); terminate the lock's backend; send ``second`` (replica 1, which
+    takes the lock); then let the test's row go. Returns what ``first`` and ``second`` got."""
+    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    holder = engine.connect()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            held = holder.begin()
+            try:
+                holder.execute(sa.text(row), values)
+                me = int(holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+                pending = pool.submit(first)
+                wait_until(lambda: _blocked_by(watcher, me) > 0, "replica 0's INSERT waiting for the test's row",
+                           pending)
+                pid = _holder(engine, ARM_WRITES)
+                assert watcher.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                made = second()
+                assert not pending.done()
+            finally:
+                held.rollback()
+            return pending.result(timeout=60), made
+    finally:
+        holder.close()
+        watcher.close()
+
+
 def test_a_role_assignment_checked_under_a_lost_write_lock_is_refused_by_the_database_with_arms_409(
         replicas: Replicas) -> None:
     """Replica 0 checks a role assignment under the control plane's write lock and is held at its INSERT (the test's
@@ -133,32 +161,14 @@ def test_a_role_assignment_checked_under_a_lost_write_lock_is_refused_by_the_dat
     first, second = (str(uuid.uuid4()) for _ in range(2))
     paths = [f"{group}/providers/Microsoft.Authorization/roleAssignments/{name}" for name in (first, second)]
     engine = sa.create_engine(server._database_url)
-    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    holder = engine.connect()
+    refused, made = _past_a_lost_lock(
+        engine, "INSERT INTO arm_role_assignments (name, scope, scope_key, role_definition, principal_id, "
+        "principal_type, created_on, updated_on) VALUES (:n, :s, :k, :r, :p, 'User', 't', 't')",
+        {"n": first, "s": group, "k": group.lower(), "r": races.ACR_PULL, "p": str(uuid.uuid4())},
+        lambda: arm(0, "PUT", paths[0], body),
+        lambda: arm(1, "PUT", paths[1], body))  # the lock is free: replica 1 takes it, checks, inserts
     try:
-        with ThreadPoolExecutor(1) as pool:
-            held = holder.begin()
-            try:
-                holder.execute(sa.text(
-                    "INSERT INTO arm_role_assignments (name, scope, scope_key, role_definition, principal_id, "
-                    "principal_type, created_on, updated_on) VALUES (:n, :s, :k, :r, :p, 'User', 't', 't')"),
-                    {"n": first, "s": group, "k": group.lower(), "r": races.ACR_PULL, "p": str(uuid.uuid4())})
-                me = int(holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
-                pending = pool.submit(arm, 0, "PUT", paths[0], body)
-                wait_until(lambda: _blocked_by(watcher, me) > 0, "replica 0's INSERT waiting for the test's row",
-                           pending)
-                pid = _holder(engine, ARM_WRITES)
-                assert watcher.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-                made = arm(1, "PUT", paths[1], body)  # the lock is free: replica 1 takes it, checks, inserts
-                assert made.status_code == 201, made.text
-                assert not pending.done()
-            finally:
-                held.rollback()
-            refused = pending.result(timeout=60)
-    finally:
-        holder.close()
-        watcher.close()
-    try:
+        assert made.status_code == 201, made.text
         assert refused.status_code == 409, refused.text
         assert races.code(refused) == "RoleAssignmentExists"
         assert refused.json()["error"]["details"][0]["message"] == made.json()["id"]
@@ -195,32 +205,13 @@ def test_a_write_whose_lock_went_before_its_commit_is_rolled_back_with_arms_503(
                            "name_key = :n", s=sub.lower(), n=group.lower())
 
     engine = sa.create_engine(server._database_url)
-    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    holder = engine.connect()
+    cut, made = _past_a_lost_lock(
+        engine, "INSERT INTO arm_resource_groups (subscription_id, name_key, name, location, tags, system_data, "
+        "created) VALUES (:s, :k, :n, 'westus', '{}', '{}', 0)", {"s": sub.lower(), "k": name.lower(), "n": name},
+        lambda: arm(0, "PUT", paths[0], {"location": "westus"}),
+        lambda: arm(1, "PUT", paths[1], {"location": "westus"}))  # the lock is free: replica 1 takes it
     try:
-        with ThreadPoolExecutor(1) as pool:
-            held = holder.begin()
-            try:
-                holder.execute(sa.text(
-                    "INSERT INTO arm_resource_groups (subscription_id, name_key, name, location, tags, system_data, "
-                    "created) VALUES (:s, :k, :n, 'westus', '{}', '{}', 0)"),
-                    {"s": sub.lower(), "k": name.lower(), "n": name})
-                me = int(holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
-                pending = pool.submit(arm, 0, "PUT", paths[0], {"location": "westus"})
-                wait_until(lambda: _blocked_by(watcher, me) > 0, "replica 0's INSERT waiting for the test's row",
-                           pending)
-                pid = _holder(engine, ARM_WRITES)
-                assert watcher.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-                made = arm(1, "PUT", paths[1], {"location": "westus"})  # the lock is free: replica 1 takes it
-                assert made.status_code == 201, made.text
-                assert not pending.done()
-            finally:
-                held.rollback()
-            cut = pending.result(timeout=60)
-    finally:
-        holder.close()
-        watcher.close()
-    try:
+        assert made.status_code == 201, made.text
         assert cut.status_code == 503, cut.text
         assert races.code(cut) == "ServiceUnavailable" and cut.json()["error"]["message"]
         assert int(cut.headers["Retry-After"]) > 0
