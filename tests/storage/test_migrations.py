@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from alembic.script import ScriptDirectory
 import acrlocal.server  # noqa: F401  (declares every room's tables)
 from acrlocal.arm.store import ArmStore, StoredAssignment
 from acrlocal.errors import AlreadyExists
+from acrlocal.identity.directory import Directory
 from acrlocal.storage import schema
 from acrlocal.storage.sql import metadata, open_engine
 from tests.harness import AcrLocal
@@ -265,4 +267,26 @@ def test_duplicate_role_assignments_keep_the_oldest_and_the_grant_is_unique_afte
     with pytest.raises(AlreadyExists):
         add("2", "2026-02-01T00:00:00Z", role=push, who=other)  # a name taken
     assert len(store.assignments()) == 4
+    engine.dispose()
+
+
+def test_tenants_of_one_name_keep_the_oldests_key_and_the_name_is_unique_after(each_database_url: str) -> None:
+    """A database at 0013 holding two tenants named alike (in another case): 0014 gives the older the name's key and
+    the other one of its own, and the directory refuses another tenant of that name after, in any case."""
+    engine = open_engine(each_database_url, upgrade=False)
+    schema.upgrade(engine, "0013")
+    older, newer, other = (str(uuid.uuid4()) for _ in range(3))
+    with engine.begin() as conn:
+        for tenant_id, name, created in ((newer, "Contoso", 2.0), (older, "contoso", 1.0), (other, "fabrikam", 3.0)):
+            conn.execute(sa.text("INSERT INTO tenants (id, display_name, is_default, created) VALUES (:i, :n, :d, "
+                                 ":c)"), {"i": tenant_id, "n": name, "d": False, "c": created})
+    schema.upgrade(engine)
+    assert differences(engine) == []
+    with engine.connect() as conn:
+        keys = dict(conn.execute(sa.text("SELECT id, name_key FROM tenants")).all())
+    assert keys == {older: "contoso", newer: f"contoso#{newer}", other: "fabrikam"}
+    directory = Directory(engine)
+    with pytest.raises(AlreadyExists):
+        directory.create_tenant("CONTOSO")
+    assert directory.create_tenant("northwind").display_name == "northwind"
     engine.dispose()

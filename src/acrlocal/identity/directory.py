@@ -246,10 +246,18 @@ class Directory:
     # -- tenants and subscriptions -----------------------------------------------------------------
 
     def create_tenant(self, display_name: str, *, tenant_id: str | None = None, default: bool = False) -> Tenant:
+        """A tenant with no subscription or principal (the default one, which ``bootstrap`` fills);
+        :class:`AlreadyExists` if a tenant of this name exists in any case."""
         tenant = Tenant(tenant_id or new_guid(), display_name, default)
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=display_name, is_default=default,
-                                                     created=time.time()))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=display_name,
+                                                         name_key=display_name.lower(), is_default=default,
+                                                         created=time.time()))
+        except sa.exc.IntegrityError as exc:
+            if unique_violation(exc):
+                raise AlreadyExists(f"a tenant named {display_name!r} exists") from None
+            raise
         return tenant
 
     def create_tenant_with_administrator(
@@ -266,12 +274,25 @@ class Directory:
         sub = Subscription(new_guid(), tenant.id, display_name, "Enabled", False)
         admin = Principal(new_guid(), tenant.id, "ServicePrincipal", new_guid(), administrator_name)
         made = ProvisionedTenant(tenant, sub, admin, _new_secret())
+        try:
+            self._provision(made, now, also)
+        except sa.exc.IntegrityError as exc:  # the name, taken by a writer that checked at the same time
+            if unique_violation(exc):
+                raise AlreadyExists(f"a tenant named {display_name!r} exists") from None
+            raise
+        self.generations.bump("directory")
+        return made
+
+    def _provision(self, made: ProvisionedTenant, now: float,
+                   also: Callable[[Connection, ProvisionedTenant], None] | None) -> None:
+        tenant, sub, admin = made.tenant, made.subscription, made.administrator
+        display_name = tenant.display_name
         with self.engine.begin() as conn:
             if conn.execute(sa.select(t.tenants.c.id).where(
-                    sa.func.lower(t.tenants.c.display_name) == display_name.lower())).first() is not None:
+                    t.tenants.c.name_key == display_name.lower())).first() is not None:
                 raise AlreadyExists(f"a tenant named {display_name!r} exists")
-            conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=display_name, is_default=False,
-                                                     created=now))
+            conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=display_name,
+                                                     name_key=display_name.lower(), is_default=False, created=now))
             conn.execute(sa.insert(t.subscriptions).values(
                 id=sub.id, tenant_id=tenant.id, display_name=display_name, state="Enabled", is_default=False,
                 created=now))
@@ -284,8 +305,6 @@ class Directory:
                                                              principal_id=admin.object_id))
             if also is not None:
                 also(conn, made)
-        self.generations.bump("directory")
-        return made
 
     def tenants(self) -> list[Tenant]:
         with self.engine.connect() as conn:

@@ -14,6 +14,9 @@ tenants = sa.Table(
     sa.Column("display_name", sa.String(256), nullable=False),
     sa.Column("is_default", sa.Boolean, nullable=False, default=False),
     sa.Column("created", sa.Float, nullable=False),
+    # The name in lower case: a tenant's name is its domain's first label, so no two tenants share one in any case.
+    sa.Column("name_key", sa.String(256), nullable=False),
+    sa.Index("ux_tenants_name_key", "name_key", unique=True),
 )
 
 subscriptions = sa.Table(
