@@ -5,7 +5,10 @@ Two counts are kept for every failure: one for the **name** tried (a user name, 
 and one for the **caller** (its address), whatever names it tries. When a count reaches its threshold, that name or
 caller is locked for ``lockout_s``; while locked, credentials are refused without being checked. Like Entra's smart
 lockout, the next failure after a lockout ends locks again at once, for twice as long each time (at most
-``max_lockout_s``); a success forgets the name's failures, and failures older than ``reset_s`` are forgotten.
+``max_lockout_s``); a success forgets the name's failures, and failures older than ``reset_s`` are forgotten. Also
+like it, a name's count remembers the last :data:`RECENT` wrong credentials tried (``failed(..., tried=...)``), as
+keyed hashes, and does not count one of them again: a client retrying a stale password does not lock its account.
+The caller's count counts every failure.
 
 The policy comes from the settings (``--login-lockout``, ``$ACRLOCAL_LOGIN_LOCKOUT``): ``NAME/CALLER/SECONDS``
 (failures per name, failures per caller, first lockout in seconds; default ``10/100/60``, Entra's 10 failures and
@@ -15,7 +18,10 @@ dropped first, then the oldest). Pure apart from the clock, which callers may pa
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
@@ -23,6 +29,8 @@ from dataclasses import dataclass, replace
 from acrlocal.errors import ConfigError
 
 ENTRIES = 50_000
+#: How many of a name's last wrong credentials are not counted again (Entra's smart lockout keeps three).
+RECENT = 3
 _POLICY = re.compile(r"^(\d{1,9})/(\d{1,9})/(\d{1,9})$")
 
 
@@ -55,6 +63,7 @@ class _Count:
     last: float
     locked_until: float = 0.0
     lockouts: int = 0
+    recent: tuple[bytes, ...] = ()  # keyed hashes of the last RECENT wrong credentials (names' counts only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,8 @@ class Lockout:
                              caller_failures=-(-policy.caller_failures // share))
         self.policy = policy
         self._counts: dict[Hashable, _Count] = {}
+        # Wrong credentials are remembered as HMACs under a key of this process's, never as given.
+        self._key = secrets.token_bytes(32)
 
     def locked(self, caller: str | None, name: Hashable | None, now: float | None = None) -> Locked | None:
         """Whether credentials for ``name`` from ``caller`` must be refused unchecked now (``None``: a credential
@@ -96,12 +107,15 @@ class Lockout:
                 return Locked(what, count.locked_until - now)
         return None
 
-    def failed(self, caller: str | None, name: Hashable | None, now: float | None = None) -> Locked | None:
-        """Count a failure of ``name`` from ``caller``; the lockout it started, if any."""
+    def failed(self, caller: str | None, name: Hashable | None, now: float | None = None, *,
+               tried: str | None = None) -> Locked | None:
+        """Count a failure of ``name`` from ``caller``; the lockout it started, if any. ``tried``: the wrong
+        password or secret, which the name's count skips if it is one of the last :data:`RECENT` it counted."""
         if not self.policy.enabled:
             return None
         now = time.time() if now is None else now
-        started = self._count("name", name, self.policy.name_failures, now) if name is not None else None
+        mark = None if tried is None else hmac.new(self._key, tried.encode(), hashlib.sha256).digest()[:16]
+        started = self._count("name", name, self.policy.name_failures, now, mark) if name is not None else None
         if caller is not None:
             started = self._count("caller", caller, self.policy.caller_failures, now) or started
         return started
@@ -109,13 +123,18 @@ class Lockout:
     def succeeded(self, name: Hashable) -> None:
         self._counts.pop(("name", name), None)
 
-    def _count(self, what: str, value: Hashable, threshold: int, now: float) -> Locked | None:
+    def _count(self, what: str, value: Hashable, threshold: int, now: float,
+               mark: bytes | None = None) -> Locked | None:
         key = (what, value)
         count = self._counts.get(key)
         if count is None or (now - count.last > self.policy.reset_s and count.locked_until <= now):
             if count is None and len(self._counts) >= ENTRIES:
                 self._make_room(now)
             count = self._counts[key] = _Count(0, now)
+        if mark is not None:
+            if mark in count.recent:
+                return None
+            count.recent = (*count.recent, mark)[-RECENT:]
         count.failures += 1
         count.last = now
         if count.failures < threshold:

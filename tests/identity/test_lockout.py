@@ -50,6 +50,28 @@ def test_counts_per_name_and_per_caller_and_lockouts_that_double() -> None:
     assert quiet.failed(None, "erin", now=100) is None
 
 
+def test_the_last_three_wrong_credentials_of_a_name_are_not_counted_again() -> None:
+    """As Entra's smart lockout: a client retrying the same stale password does not lock its account; the caller's
+    count still counts every failure."""
+    lockout = Lockout(LockoutPolicy(name_failures=3, caller_failures=100, lockout_s=10))
+    assert [lockout.failed("a", "alice", now=0, tried="stale") for _ in range(5)] == [None] * 5
+    assert lockout.locked("b", "alice", now=1) is None  # one failure of alice's three
+    assert lockout.failed("a", "alice", now=1, tried="guess1") is None
+    assert lockout.failed("a", "alice", now=1, tried="stale") is None  # still among the last three
+    started = lockout.failed("a", "alice", now=2, tried="guess2")
+    assert started is not None and started.what == "name"
+    caller = Lockout(LockoutPolicy(name_failures=100, caller_failures=3, lockout_s=10))
+    assert caller.failed("a", "bob", now=0, tried="stale") is None
+    assert caller.failed("a", "bob", now=0, tried="stale") is None
+    started = caller.failed("a", "bob", now=0, tried="stale")
+    assert started is not None and started.what == "caller"
+    # Only the last three are remembered: a fourth older one counts again.
+    four = Lockout(LockoutPolicy(name_failures=5, caller_failures=100, lockout_s=10))
+    for tried in ("p1", "p2", "p3", "p4"):
+        assert four.failed(None, "carol", now=0, tried=tried) is None
+    assert four.failed(None, "carol", now=0, tried="p1") is not None  # p1 had left the last three: the fifth
+
+
 def test_the_policy_is_parsed_or_refused() -> None:
     assert parse_lockout("10/100/60") == LockoutPolicy(10, 100, 60.0)
     assert not parse_lockout("off").enabled
@@ -97,8 +119,11 @@ def assert_aadsts(r: requests.Response, status: int, code: int) -> dict[str, Any
 def test_entra_locks_a_user_name_after_failed_passwords(strict: AcrLocal) -> None:
     a = admin(strict)
     user, good = a["userPrincipalName"], a["userPassword"]
-    for _ in range(3):
-        assert_aadsts(password(strict, user, "wrong"), 400, 50126)
+    for _ in range(4):  # the same wrong password, again and again: counted once, as Entra's smart lockout does
+        assert_aadsts(password(strict, user, "stale"), 400, 50126)
+    assert password(strict, user, good).status_code == 200  # not locked; the success forgets the failure
+    for n in range(3):
+        assert_aadsts(password(strict, user, f"wrong{n}"), 400, 50126)
     # Locked: even the right password is refused, unchecked, with Entra's lockout error.
     body = assert_aadsts(password(strict, user, good), 400, 50053)
     assert body["error"] == "invalid_grant" and "locked" in body["error_description"]
@@ -107,15 +132,15 @@ def test_entra_locks_a_user_name_after_failed_passwords(strict: AcrLocal) -> Non
     time.sleep(LOCKOUT_S + 0.5)
     assert password(strict, user, good).status_code == 200  # over, and the success forgets the failures
     assert_aadsts(password(strict, user, "wrong"), 400, 50126)
-    assert "wrong" not in strict.log() and good not in strict.log()
+    assert "wrong" not in strict.log() and "stale" not in strict.log() and good not in strict.log()
     assert "sign-in failed" in strict.log()
 
 
 def test_entra_locks_a_client_after_failed_secrets_and_a_caller_after_failures_across_names(
         strict: AcrLocal) -> None:
     a = admin(strict)
-    for _ in range(3):
-        assert_aadsts(client_secret(strict, a["clientId"], "not-the-secret"), 401, 7000215)
+    for n in range(3):
+        assert_aadsts(client_secret(strict, a["clientId"], f"not-the-secret-{n}"), 401, 7000215)
     assert_aadsts(client_secret(strict, a["clientId"], a["clientSecret"]), 400, 50053)
     # Five more failures under other names make this caller's eighth: the address is blocked, whatever the name.
     for n in range(4):
@@ -146,15 +171,15 @@ def test_registry_logins_lock_with_429_and_are_audited(strict: AcrLocal) -> None
         return http.get(f"https://{login_server}/oauth2/token", auth=(user, secret),
                         params={"service": login_server, "scope": "repository:app:pull"})
 
-    for _ in range(3):
-        r = basic("acrlocal", "wrong")
+    for n in range(3):
+        r = basic("acrlocal", f"wrong{n}")
         assert r.status_code == 401 and r.json()["errors"][0]["code"] == "UNAUTHORIZED", r.text
     r = basic("acrlocal", admin_password)
     assert r.status_code == 429, r.text
     assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS" and int(r.headers["Retry-After"]) >= 1
     # The client secret of a service principal at the registry shares its count with Entra's token endpoint.
-    for _ in range(3):
-        assert basic(a["clientId"], "wrong").status_code == 401
+    for n in range(3):
+        assert basic(a["clientId"], f"wrong{n}").status_code == 401
     assert basic(a["clientId"], a["clientSecret"]).status_code == 429
     assert_aadsts(client_secret(strict, a["clientId"], a["clientSecret"]), 400, 50053)
 

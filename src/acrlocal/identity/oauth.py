@@ -171,7 +171,7 @@ async def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, 
                         caller, locked.what, locked.retry_after)
             raise locked_out(locked)
         if not client.accepts(str(secret), time.time()):
-            started = entra.lockout.failed(caller, name)
+            started = entra.lockout.failed(caller, name, tried=str(secret))
             log.warning("client secret login failed for app %s from %s: not a current secret%s", principal.app_id,
                         caller, f"; {started.what} locked for {started.retry_after} s" if started else "")
             raise OAuthError("invalid_client", "Invalid client secret provided. Ensure the secret being sent in the "

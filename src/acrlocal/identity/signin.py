@@ -114,7 +114,7 @@ async def authenticate_user(entra: EntraServices, username: str, password: str, 
     async with CHECKING:
         ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
     if not ok or user is None or (tenant_id is not None and user.tenant_id != tenant_id):
-        started = entra.lockout.failed(caller, name)
+        started = entra.lockout.failed(caller, name, tried=password)
         log.warning("sign-in failed for %r from %s: invalid user name or password%s", name[1], caller,
                     f"; {started.what} locked for {started.retry_after} s" if started else "")
         raise _invalid_credentials()

@@ -279,9 +279,10 @@ class TokenService:
                             f"{locked.retry_after} seconds; {ACR_HELP}",
                             headers={"Retry-After": str(locked.retry_after)})
 
-    def _failed(self, request: web.Request, name: Hashable | None) -> str:
-        """Count a failed credential; what to add to its audit detail."""
-        started = self.lockout.failed(request.remote, name)
+    def _failed(self, request: web.Request, name: Hashable | None, tried: str | None = None) -> str:
+        """Count a failed credential (``tried``: the wrong password or secret, see :mod:`acrlocal.lockout`); what to
+        add to its audit detail."""
+        started = self.lockout.failed(request.remote, name, tried=tried)
         return f"; {started.what} locked for {started.retry_after} s" if started else ""
 
     def _audit(self, request: web.Request, registry: RegistryRecord, subject: Subject | None,
@@ -392,7 +393,7 @@ class TokenService:
                 self.lockout.succeeded(name)
                 return Subject("admin", registry.name)
             self._audit(request, registry, Subject("admin", registry.name), "failed",
-                        detail=f"admin user disabled or wrong password{self._failed(request, name)}")
+                        detail=f"admin user disabled or wrong password{self._failed(request, name, password)}")
             raise _unauthorized(f"the admin user of registry {registry.name} is disabled or the password is wrong; "
                                 f"{ACR_HELP}")
         policy = self.auth.scoped_tokens
@@ -400,7 +401,7 @@ class TokenService:
             self.lockout.succeeded(name)
             return Subject("token", user)
         self._audit(request, registry, None, "failed",
-                    detail=f"unknown user {user[:60]!r} or wrong password{self._failed(request, name)}")
+                    detail=f"unknown user {user[:60]!r} or wrong password{self._failed(request, name, password)}")
         raise _unauthorized(f"user name or password is not valid for registry {registry.name}; {ACR_HELP}")
 
     async def _from_client_secret(self, request: web.Request, registry: RegistryRecord, app_id: str,
@@ -432,7 +433,7 @@ class TokenService:
         if not await self.auth.sql.run(directory.check_secret, principal.object_id, secret):
             self._audit(request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: not a current client secret"
-                               f"{self._failed(request, name)}")
+                               f"{self._failed(request, name, secret)}")
             raise _unauthorized(f"{INVALID_CLIENT_SECRET} The password is not a current client secret of the "
                                 f"service principal with app id {principal.app_id}; {ACR_HELP}")
         self.lockout.succeeded(name)
