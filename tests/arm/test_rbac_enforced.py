@@ -198,3 +198,71 @@ def test_joining_another_groups_network_resource_needs_its_join_permission(arm_s
     assign(admin, theirs, VM_CONTRIBUTOR, contributor)
     r = joiner.call("PUT", f"{mine}{net}/networkInterfaces/nic-1", _interface(their_subnet), api_version=NETWORK)
     assert r.status_code in (200, 201), r.text
+
+
+MANAGED_IDENTITY_OPERATOR = "f1a07417-d97a-45cb-824c-7a7467783830"
+ASSIGN = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
+
+
+def _with_identity(kind: str, ref: str) -> dict[str, object]:
+    body: dict[str, object] = {"location": "westus", "identity": {"type": "UserAssigned",
+                                                                  "userAssignedIdentities": {ref: {}}}}
+    if kind == "registry":
+        body["sku"] = {"name": "Basic"}
+    return body
+
+
+def test_assigning_another_groups_identity_needs_its_assign_permission(arm_server: AcrLocal, admin: Arm) -> None:
+    """A Contributor of one group gives its VM or registry no user-assigned identity of another group without
+    ``userAssignedIdentities/assign/action`` on it (as Azure: 403 ``LinkedAuthorizationFailed`` naming the write,
+    the assign action and the identity), checked before the identity is looked up: an id that names nothing gets
+    the same answer, so the caller learns nothing about what exists there, and nothing is made. With Managed
+    Identity Operator on the identity the VM and the registry get it (a PATCH adding another unknown id is still
+    refused); with it on the whole group, a missing identity is the 400 it always was."""
+    sub = subscription_of(arm_server)
+    theirs = f"/subscriptions/{sub}/resourceGroups/assign-theirs-{uuid.uuid4().hex[:6]}"
+    mine = f"/subscriptions/{sub}/resourceGroups/assign-mine-{uuid.uuid4().hex[:6]}"
+    for group in (theirs, mine):
+        assert admin.call("PUT", group, {"location": "westus"}).status_code == 201
+    identities = f"{theirs}/providers/Microsoft.ManagedIdentity/userAssignedIdentities"
+    uami, missing = f"{identities}/theirs-id", f"{identities}/missing-id"
+    r = admin.call("PUT", uami, {"location": "westus"}, api_version="2023-01-31")
+    assert r.status_code == 201, r.text
+    principal = new_principal(arm_server, "assigner")
+    assign(admin, mine, CONTRIBUTOR, principal)
+    assigner = as_(arm_server, principal)
+    targets = {  # kind: (path, api-version, write action)
+        "vm": (f"{mine}/providers/Microsoft.Compute/virtualMachines/with-id", "2024-07-01",
+               "Microsoft.Compute/virtualMachines/write"),
+        "registry": (f"{mine}/providers/Microsoft.ContainerRegistry/registries/assign{uuid.uuid4().hex[:8]}",
+                     "2023-07-01", "Microsoft.ContainerRegistry/registries/write"),
+    }
+    for kind, (path, version, write) in targets.items():
+        refused, unknown = (assigner.call("PUT", path, _with_identity(kind, ref), api_version=version)
+                            for ref in (uami, missing))
+        assert refused.status_code == 403, (kind, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "LinkedAuthorizationFailed", error
+        assert f"has permission to perform action '{write}' on scope '{path}'" in error["message"], error
+        assert f"perform action(s) '{ASSIGN}' on the linked scope(s) '{uami}'" in error["message"], error
+        assert principal.object_id in error["message"], error
+        assert unknown.status_code == 403 and unknown.json() == {"error": {
+            **error, "message": error["message"].replace(uami, missing)}}, unknown.text
+        assert admin.call("GET", path, api_version=version).status_code == 404, kind
+    assign(admin, uami, MANAGED_IDENTITY_OPERATOR, principal)
+    for kind, (path, version, _) in targets.items():
+        r = assigner.call("PUT", path, _with_identity(kind, uami), api_version=version)
+        assert r.status_code in (200, 201), (kind, r.text)
+        assert [k.lower() for k in r.json()["identity"]["userAssignedIdentities"]] == [uami.lower()], r.text
+        # the identity it has is no longer new; one it may not assign still is, on a PATCH as on a PUT
+        r = assigner.call("PATCH", path, {"identity": {"type": "UserAssigned", "userAssignedIdentities": {
+            uami: {}, missing: {}}}}, api_version=version)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "LinkedAuthorizationFailed", (kind, r.text)
+        assert f"linked scope(s) '{missing}'" in r.json()["error"]["message"], r.text
+    assign(admin, theirs, MANAGED_IDENTITY_OPERATOR, principal)
+    vm, version, _ = targets["vm"]
+    r = assigner.call("PUT", vm, _with_identity("vm", missing), api_version=version)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "FailedIdentityOperation", r.text
+    assert missing in r.json()["error"]["message"]
+    shown = admin.call("GET", vm, api_version=version).json()["identity"]["userAssignedIdentities"]
+    assert [k.lower() for k in shown] == [uami.lower()]

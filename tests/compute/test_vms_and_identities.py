@@ -4,6 +4,7 @@ tokens it was given (they stop granting anything)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -130,19 +131,25 @@ def test_assign_and_remove_identities(acrlocal: AcrLocal, mgmt: Mgmt, group: str
     assert vm.identity.principal_id != system
 
 
-@pytest.mark.parametrize(("identity", "code"), [
-    ({"type": "Bogus"}, "InvalidIdentityType"),
-    ({"type": "UserAssigned"}, "InvalidIdentityValues"),
+@pytest.mark.parametrize(("identity", "status", "code"), [
+    ({"type": "Bogus"}, 400, "InvalidIdentityType"),
+    ({"type": "UserAssigned"}, 400, "InvalidIdentityValues"),
+    # an identity of the caller's own group that does not exist: not found
+    ({"type": "UserAssigned", "userAssignedIdentities": {
+        "{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/nope": {}}}, 400,
+     "FailedIdentityOperation"),
+    # an identity where the caller may assign nothing, existing or not: the linked access check refuses it
     ({"type": "UserAssigned", "userAssignedIdentities": {
         "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/x/providers/"
-        "Microsoft.ManagedIdentity/userAssignedIdentities/nope": {}}}, "FailedIdentityOperation"),
-    ({"type": "SystemAssigned", "userAssignedIdentities": {"/x": {}}}, "InvalidIdentityValues"),
+        "Microsoft.ManagedIdentity/userAssignedIdentities/nope": {}}}, 403, "LinkedAuthorizationFailed"),
+    ({"type": "SystemAssigned", "userAssignedIdentities": {"/x": {}}}, 400, "InvalidIdentityValues"),
 ])
 def test_bad_identity_blocks_create_nothing(acrlocal: AcrLocal, mgmt: Mgmt, group: str, identity: dict[str, Any],
-                                            code: str) -> None:
+                                            status: int, code: str) -> None:
     path = f"{group_id(mgmt, group)}/providers/Microsoft.Compute/virtualMachines/bad"
+    identity = json.loads(json.dumps(identity).replace("{group}", group_id(mgmt, group)))
     r = mgmt.arm("PUT", path, {"location": "westeurope", "identity": identity})
-    assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+    assert r.status_code == status and r.json()["error"]["code"] == code, r.text
     assert mgmt.arm("GET", path).status_code == 404
     assert not list(mgmt.compute.virtual_machines.list(group))
 
@@ -177,7 +184,8 @@ def test_assigning_an_identity_needs_the_assign_permission(acrlocal: AcrLocal, m
     body = {"location": "westeurope", "identity": {"type": "UserAssigned",
                                                    "userAssignedIdentities": {uami.id: {}}}}
     r = mgmt.arm("PUT", path, body, token=token)
-    assert r.status_code == 403 and "userAssignedIdentities/assign/action" in r.json()["error"]["message"]
+    assert r.status_code == 403 and r.json()["error"]["code"] == "LinkedAuthorizationFailed", r.text
+    assert "userAssignedIdentities/assign/action" in r.json()["error"]["message"]
     assert mgmt.arm("GET", path).status_code == 404
     r = mgmt.arm("PUT", path, {"location": "westeurope"}, token=token)
     assert r.status_code == 201, r.text

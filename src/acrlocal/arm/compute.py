@@ -7,7 +7,9 @@ Azure keeps such assignments as "unknown" ones, which grant nothing either). ``i
 ``SystemAssigned``, ``UserAssigned``, ``SystemAssigned, UserAssigned`` or ``None`` and ``userAssignedIdentities``
 ``{id: {}}`` (``null`` removes one; a PATCH keeps the ones it does not mention, a PUT names the whole set).
 Adding a user-assigned identity needs ``Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`` on it,
-as in Azure. An omitted ``identity`` leaves the VM's identities as they are.
+checked as Azure's linked access check before the identity is looked up (403 ``LinkedAuthorizationFailed`` whether
+or not it exists; then 400 ``FailedIdentityOperation`` if it does not). An omitted ``identity`` leaves the VM's
+identities as they are.
 
 Actions: ``runCommand`` (``RunCommandInput`` → ``{"value": [...]}``, answered when the script has ended; RBAC
 ``Microsoft.Compute/virtualMachines/runCommand/action``; 400 for a bad input, 409 while another script runs or
@@ -40,7 +42,7 @@ from aiohttp import web
 
 from acrlocal.arm import images, network, operations
 from acrlocal.arm.errors import ArmError, authorization_failed, bad_request
-from acrlocal.arm.identities import UAMI_TYPE
+from acrlocal.arm.identities import UAMI_TYPE, require_assignable
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
 from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource
@@ -56,7 +58,6 @@ NAMESPACE = "Microsoft.Compute"
 VM_TYPE = f"{NAMESPACE}/virtualMachines"
 API_VERSIONS = ("2021-03-01", "2021-07-01", "2021-11-01", "2022-03-01", "2022-08-01", "2022-11-01", "2023-03-01",
                 "2023-07-01", "2023-09-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-04-01", "2026-04-01")
-ASSIGN_ACTION = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
 IDENTITY_KINDS = {"systemassigned": "SystemAssigned", "userassigned": "UserAssigned"}
 RUN_COMMAND_ACTION = f"{VM_TYPE}/runCommand/action"
@@ -220,15 +221,13 @@ class VirtualMachines(ResourceType):
         else:
             require_object(body_identity, "identity")
             system, users = wanted_identities(body_identity, current, patch=patch)
+            require_assignable(call, draft, users, current)  # before any lookup: 403 whether or not they exist
             resolved = []
-            known = {k.lower() for k in ((current or {}).get("userAssignedIdentities") or {})}
             for rid in users:
                 uami = call.tenant_resource(rid)
                 if uami is None or uami.type.lower() != UAMI_TYPE.lower():
                     raise bad_request("FailedIdentityOperation", f"Identity operation for resource '{draft.id}' "
                                       f"failed: the user-assigned identity '{rid}' was not found.")
-                if uami.id.lower() not in known:
-                    call.caller.require(ASSIGN_ACTION, uami.id)
                 resolved.append(uami.id)
             identity = {"type": identity_type(system, bool(resolved)),
                         "userAssignedIdentities": {rid: {} for rid in resolved}}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterable
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -27,6 +28,9 @@ from acrlocal.errors import AlreadyExists, NotFound
 
 NAMESPACE = "Microsoft.ManagedIdentity"
 UAMI_TYPE = f"{NAMESPACE}/userAssignedIdentities"
+#: What a caller needs on a user-assigned identity to give it to a resource (Managed Identity Operator's
+#: ``userAssignedIdentities/*/assign/action`` grants it).
+ASSIGN_ACTION = f"{UAMI_TYPE}/assign/action"
 API_VERSIONS = ("2018-11-30", "2021-09-30-preview", "2022-01-31-preview", "2023-01-31", "2023-07-31-preview",
                 "2024-11-30", "2025-01-31-preview")
 MAX_FEDERATED_CREDENTIALS = 20
@@ -40,6 +44,18 @@ def _tenant_of(call: Call, subscription_id: str) -> str:
     except NotFound:
         raise ArmError(404, "SubscriptionNotFound", f"The subscription '{subscription_id}' could not be found.") \
             from None
+
+
+def require_assignable(call: Call, draft: Resource, wanted: Iterable[str], current: JsonObject | None) -> None:
+    """Azure's linked access check for the user-assigned identities a write gives ``draft``: the caller must hold
+    :data:`ASSIGN_ACTION` on every id in ``wanted`` that ``current`` (the resource's identity block before the
+    write, ``None`` for a new one) does not have yet, else 403 ``LinkedAuthorizationFailed`` naming the write and
+    the first such id. Call it before any of them is looked up: the answer is then the same whether an identity
+    exists, is another tenant's or is no valid id at all. Reads only the caller's assignments, already loaded."""
+    known = {k.lower() for k in ((current or {}).get("userAssignedIdentities") or {})}
+    for rid in wanted:
+        if rid.lower() not in known:
+            call.caller.require_linked(f"{draft.type}/write", draft.id, ASSIGN_ACTION, rid)
 
 
 def _delete_principal(services: ArmServices, store: ArmStore, principal_id: str) -> None:

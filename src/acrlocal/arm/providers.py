@@ -103,7 +103,8 @@ class Call:
     """One authenticated, parsed ARM request as providers see it.
 
     ``body`` is the request's JSON object (``{}`` when it had none). ``caller.require(action, scope)`` checks a
-    further permission (e.g. ``.../userAssignedIdentities/assign/action`` on an identity a VM wants).
+    further permission; ``caller.require_linked(...)`` one on a resource the body names (e.g.
+    ``.../userAssignedIdentities/assign/action`` on an identity a VM wants), before that resource is looked up.
     """
 
     services: ArmServices

@@ -6,7 +6,8 @@ server (``checkNameAvailability``). The data-plane settings (``sku``, ``adminUse
 ``anonymousPullEnabled``, ``roleAssignmentMode``, and the ARM ``resourceId`` the token service authorizes
 against) are copied into the registry's record. The admin user's two passwords are generated at creation, kept
 in the resource's private state, shown only by ``listCredentials``, and checked by
-:meth:`acrlocal.arm.access.ArmAccess.check_admin_password`.
+:meth:`acrlocal.arm.access.ArmAccess.check_admin_password`. ``identity`` is kept as given; giving the registry a
+user-assigned identity needs ``userAssignedIdentities/assign/action`` on it, as for a VM.
 
 At server start, registries the server hosts without an ARM resource (the default registry ``up`` creates)
 are given one in resource group ``acrlocal`` of the default subscription, so that ARM and the data plane agree.
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 
 from acrlocal import publiccloud
 from acrlocal.arm.errors import ArmError, bad_request
+from acrlocal.arm.identities import require_assignable
 from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import (
     Call,
@@ -106,6 +108,10 @@ class Registries(ResourceType):
                               "characters in length.")
 
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
+        """The body checked (400 for a bad sku or property, 409 for a name in use) and the caller's right to give
+        the registry each user-assigned identity it does not have yet (403 ``LinkedAuthorizationFailed``, whether
+        or not the identity exists: the ids are not looked up). Nothing is written here."""
+        require_assignable(call, draft, _user_identities(draft.identity), existing.identity if existing else None)
         sku = draft.sku if draft.sku is not None else (existing.sku if existing else None)
         sku_name = (sku or {}).get("name")
         if not isinstance(sku_name, str):
@@ -240,6 +246,19 @@ class Registries(ResourceType):
 
     async def on_start(self, services: ArmServices, store: ArmStore) -> None:
         await reconcile(services, store, self)
+
+
+def _user_identities(identity: JsonObject | None) -> list[str]:
+    """The user-assigned identity ids an ``identity`` block gives (those set to ``null`` are being removed); 400
+    ``InvalidRequestContent`` if ``userAssignedIdentities`` is not an object."""
+    given = (identity or {}).get("userAssignedIdentities")
+    if given is None:
+        return []
+    if not isinstance(given, dict):
+        raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                       "deserialized: 'identity.userAssignedIdentities' must be an object whose keys are "
+                       "user-assigned identity ids.")
+    return [rid for rid, value in given.items() if value is not None]
 
 
 def _data_plane_properties(resource: Resource) -> JsonObject:
