@@ -218,7 +218,8 @@ def test_assigning_another_groups_identity_needs_its_assign_permission(arm_serve
     the assign action and the identity), checked before the identity is looked up: an id that names nothing gets
     the same answer, so the caller learns nothing about what exists there, and nothing is made. With Managed
     Identity Operator on the identity the VM and the registry get it (a PATCH adding another unknown id is still
-    refused); with it on the whole group, a missing identity is the 400 it always was."""
+    refused); with it on the whole group, a missing identity is 400 ``FailedIdentityOperation`` (the registry
+    stored it before)."""
     sub = subscription_of(arm_server)
     theirs = f"/subscriptions/{sub}/resourceGroups/assign-theirs-{uuid.uuid4().hex[:6]}"
     mine = f"/subscriptions/{sub}/resourceGroups/assign-mine-{uuid.uuid4().hex[:6]}"
@@ -260,9 +261,9 @@ def test_assigning_another_groups_identity_needs_its_assign_permission(arm_serve
         assert r.status_code == 403 and r.json()["error"]["code"] == "LinkedAuthorizationFailed", (kind, r.text)
         assert f"linked scope(s) '{missing}'" in r.json()["error"]["message"], r.text
     assign(admin, theirs, MANAGED_IDENTITY_OPERATOR, principal)
-    vm, version, _ = targets["vm"]
-    r = assigner.call("PUT", vm, _with_identity("vm", missing), api_version=version)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "FailedIdentityOperation", r.text
-    assert missing in r.json()["error"]["message"]
-    shown = admin.call("GET", vm, api_version=version).json()["identity"]["userAssignedIdentities"]
-    assert [k.lower() for k in shown] == [uami.lower()]
+    for kind, (path, version, _) in targets.items():
+        r = assigner.call("PUT", path, _with_identity(kind, missing), api_version=version)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "FailedIdentityOperation", (kind, r.text)
+        assert missing in r.json()["error"]["message"]
+        shown = admin.call("GET", path, api_version=version).json()["identity"]["userAssignedIdentities"]
+        assert [k.lower() for k in shown] == [uami.lower()], kind

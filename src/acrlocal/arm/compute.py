@@ -42,7 +42,7 @@ from aiohttp import web
 
 from acrlocal.arm import images, network, operations
 from acrlocal.arm.errors import ArmError, authorization_failed, bad_request
-from acrlocal.arm.identities import UAMI_TYPE, require_assignable
+from acrlocal.arm.identities import require_assignable, resolve_assigned
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
 from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource
@@ -222,13 +222,7 @@ class VirtualMachines(ResourceType):
             require_object(body_identity, "identity")
             system, users = wanted_identities(body_identity, current, patch=patch)
             require_assignable(call, draft, users, current)  # before any lookup: 403 whether or not they exist
-            resolved = []
-            for rid in users:
-                uami = call.tenant_resource(rid)
-                if uami is None or uami.type.lower() != UAMI_TYPE.lower():
-                    raise bad_request("FailedIdentityOperation", f"Identity operation for resource '{draft.id}' "
-                                      f"failed: the user-assigned identity '{rid}' was not found.")
-                resolved.append(uami.id)
+            resolved = resolve_assigned(call, draft, users)
             identity = {"type": identity_type(system, bool(resolved)),
                         "userAssignedIdentities": {rid: {} for rid in resolved}}
         properties = _vm_properties(draft, existing)

@@ -58,6 +58,20 @@ def require_assignable(call: Call, draft: Resource, wanted: Iterable[str], curre
             call.caller.require_linked(f"{draft.type}/write", draft.id, ASSIGN_ACTION, rid)
 
 
+def resolve_assigned(call: Call, draft: Resource, wanted: Iterable[str]) -> list[str]:
+    """The stored ids of the user-assigned identities ``wanted`` (after :func:`require_assignable`), looked up among
+    the caller's tenant only; 400 ``FailedIdentityOperation`` naming the first that is no such identity (missing,
+    another tenant's, or another type). Reads the store: call it through the ``SqlThread``."""
+    resolved = []
+    for rid in wanted:
+        uami = call.tenant_resource(rid)
+        if uami is None or uami.type.lower() != UAMI_TYPE.lower():
+            raise bad_request("FailedIdentityOperation", f"Identity operation for resource '{draft.id}' failed: the "
+                              f"user-assigned identity '{rid}' was not found.")
+        resolved.append(uami.id)
+    return resolved
+
+
 def _delete_principal(services: ArmServices, store: ArmStore, principal_id: str) -> None:
     services.directory.delete_principal(principal_id)
     store.delete_assignments_of(principal_id)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from acrlocal import publiccloud
 from acrlocal.arm.errors import ArmError, bad_request
-from acrlocal.arm.identities import require_assignable
+from acrlocal.arm.identities import require_assignable, resolve_assigned
 from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import (
     Call,
@@ -110,8 +110,13 @@ class Registries(ResourceType):
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:
         """The body checked (400 for a bad sku or property, 409 for a name in use) and the caller's right to give
         the registry each user-assigned identity it does not have yet (403 ``LinkedAuthorizationFailed``, whether
-        or not the identity exists: the ids are not looked up). Nothing is written here."""
-        require_assignable(call, draft, _user_identities(draft.identity), existing.identity if existing else None)
+        or not the identity exists), then those identities looked up in the caller's tenant (400
+        ``FailedIdentityOperation`` for one that is not there). Nothing is written here."""
+        current = existing.identity if existing else None
+        users = _user_identities(draft.identity)
+        require_assignable(call, draft, users, current)
+        known = {k.lower() for k in ((current or {}).get("userAssignedIdentities") or {})}
+        await call.run(resolve_assigned, call, draft, [rid for rid in users if rid.lower() not in known])
         sku = draft.sku if draft.sku is not None else (existing.sku if existing else None)
         sku_name = (sku or {}).get("name")
         if not isinstance(sku_name, str):
