@@ -260,6 +260,13 @@ def test_assigning_another_groups_identity_needs_its_assign_permission(arm_serve
             uami: {}, missing: {}}}}, api_version=version)
         assert r.status_code == 403 and r.json()["error"]["code"] == "LinkedAuthorizationFailed", (kind, r.text)
         assert f"linked scope(s) '{missing}'" in r.json()["error"]["message"], r.text
+        # several it may not assign: every one is named, in order, as Azure lists them
+        other = f"{identities}/other-missing-id"
+        r = assigner.call("PATCH", path, {"identity": {"type": "UserAssigned", "userAssignedIdentities": {
+            missing: {}, uami: {}, other: {}}}}, api_version=version)
+        assert r.status_code == 403, (kind, r.text)
+        assert f"action(s) '{ASSIGN},{ASSIGN}' on the linked scope(s) '{missing},{other}' (respectively)" in \
+            r.json()["error"]["message"], r.text
     assign(admin, theirs, MANAGED_IDENTITY_OPERATOR, principal)
     for kind, (path, version, _) in targets.items():
         r = assigner.call("PUT", path, _with_identity(kind, missing), api_version=version)

@@ -11,6 +11,7 @@ Authorization asks :func:`acrlocal.rbac.may` with the caller's role assignments 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,14 +101,22 @@ class Caller:
         ``linked_scope``, a resource that its write (``action`` at ``scope``) names in its body. Called before the
         linked resource is looked up, so the answer is the same whether it exists; a linked id that is no scope is
         refused the same way."""
+        self.require_all_linked(action, scope, [(linked_action, linked_scope)])
+
+    def require_all_linked(self, action: str, scope: str, links: Iterable[tuple[str, str]]) -> None:
+        """:meth:`require_linked` for several ``(linked action, linked scope)`` at once: the 403 names every one the
+        caller may not do, in order, as Azure's does."""
+        refused = [(linked_action, linked_scope) for linked_action, linked_scope in links
+                   if not self._may_link(linked_action, linked_scope)]
+        if refused:
+            raise linked_authorization_failed(self.client, self.object_id, action, scope, refused)
+
+    def _may_link(self, linked_action: str, linked_scope: str) -> bool:
         try:
-            allowed = may((a.rbac for a in self.assignments), self.principal_ids, linked_action, linked_scope,
-                          definitions=self.definitions)
+            return may((a.rbac for a in self.assignments), self.principal_ids, linked_action, linked_scope,
+                       definitions=self.definitions)
         except InvalidScope:
-            allowed = False
-        if not allowed:
-            raise linked_authorization_failed(self.client, self.object_id, action, scope, linked_action,
-                                              linked_scope)
+            return False
 
     def has_any_role_under(self, scope: str) -> bool:
         """True if the caller holds any assignment at, above or below ``scope`` (what lists need to be seen)."""

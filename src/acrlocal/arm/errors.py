@@ -6,6 +6,7 @@ nothing has been written when it is raised (handlers validate before they touch 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from acrlocal.errors import ProtocolError
@@ -63,12 +64,15 @@ def authorization_failed(client: str, object_id: str, action: str, scope: str) -
                     "granted, please refresh your credentials.")
 
 
-def linked_authorization_failed(client: str, object_id: str, action: str, scope: str, linked_action: str,
-                                linked_scope: str) -> ArmError:
-    """ARM's 403 for a write of ``action`` at ``scope`` (which the caller may do) naming a resource at
-    ``linked_scope`` on which it may not do ``linked_action`` (a subnet it may not join...)."""
+def linked_authorization_failed(client: str, object_id: str, action: str, scope: str,
+                                links: Sequence[tuple[str, str]]) -> ArmError:
+    """ARM's 403 for a write of ``action`` at ``scope`` (which the caller may do) naming resources on which it may
+    not do what the write needs: ``links`` of ``(linked action, linked scope)`` (a subnet it may not join...), all
+    of them, comma-separated in order, as Azure lists them."""
+    actions = ",".join(a for a, _ in links)
+    scopes = ",".join(s for _, s in links)
     return ArmError(403, "LinkedAuthorizationFailed",
                     f"The client '{client}' with object id '{object_id}' has permission to perform action '{action}' "
                     f"on scope '{scope}'; however, it does not have permission to perform action(s) "
-                    f"'{linked_action}' on the linked scope(s) '{linked_scope}' (respectively) or the linked "
-                    "scope(s) are invalid.")
+                    f"'{actions}' on the linked scope(s) '{scopes}' (respectively) or the linked scope(s) are "
+                    "invalid.")
