@@ -46,15 +46,17 @@ def _tenant_of(call: Call, subscription_id: str) -> str:
             from None
 
 
-def require_assignable(call: Call, draft: Resource, wanted: Iterable[str], current: JsonObject | None) -> None:
+def require_assignable(call: Call, draft: Resource, wanted: Iterable[str], current: JsonObject | None) -> list[str]:
     """Azure's linked access check for the user-assigned identities a write gives ``draft``: the caller must hold
     :data:`ASSIGN_ACTION` on every id in ``wanted`` that ``current`` (the resource's identity block before the
     write, ``None`` for a new one) does not have yet, else 403 ``LinkedAuthorizationFailed`` naming the write and
     every such id. Call it before any of them is looked up: the answer is then the same whether an identity
-    exists, is another tenant's or is no valid id at all. Reads only the caller's assignments, already loaded."""
+    exists, is another tenant's or is no valid id at all. Returns those new ids. Reads only the caller's
+    assignments, already loaded."""
     known = {k.lower() for k in ((current or {}).get("userAssignedIdentities") or {})}
-    call.caller.require_all_linked(f"{draft.type}/write", draft.id,
-                                   [(ASSIGN_ACTION, rid) for rid in wanted if rid.lower() not in known])
+    new = [rid for rid in wanted if rid.lower() not in known]
+    call.caller.require_all_linked(f"{draft.type}/write", draft.id, [(ASSIGN_ACTION, rid) for rid in new])
+    return new
 
 
 def resolve_assigned(call: Call, draft: Resource, wanted: Iterable[str]) -> list[str]:

@@ -112,11 +112,8 @@ class Registries(ResourceType):
         the registry each user-assigned identity it does not have yet (403 ``LinkedAuthorizationFailed``, whether
         or not the identity exists), then those identities looked up in the caller's tenant (400
         ``FailedIdentityOperation`` for one that is not there). Nothing is written here."""
-        current = existing.identity if existing else None
-        users = _user_identities(draft.identity)
-        require_assignable(call, draft, users, current)
-        known = {k.lower() for k in ((current or {}).get("userAssignedIdentities") or {})}
-        await call.run(resolve_assigned, call, draft, [rid for rid in users if rid.lower() not in known])
+        new = require_assignable(call, draft, _user_identities(draft.identity), existing.identity if existing else None)
+        await call.run(resolve_assigned, call, draft, new)
         sku = draft.sku if draft.sku is not None else (existing.sku if existing else None)
         sku_name = (sku or {}).get("name")
         if not isinstance(sku_name, str):

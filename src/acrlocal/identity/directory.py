@@ -201,6 +201,20 @@ def _new_secret() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(30)).decode().replace("-", "~").replace("_", ".")
 
 
+def _insert_tenant(conn: Connection, tenant: Tenant, now: float) -> None:
+    """Insert ``tenant`` in ``conn``'s transaction; :class:`AlreadyExists` (the transaction then rolls back) if a
+    tenant has its name in any case: the unique key on ``name_key``, which holds even when two writers both
+    looked first."""
+    try:
+        conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=tenant.display_name,
+                                                 name_key=tenant.display_name.lower(), is_default=tenant.is_default,
+                                                 created=now))
+    except sa.exc.IntegrityError as exc:
+        if unique_violation(exc):
+            raise AlreadyExists(f"a tenant named {tenant.display_name!r} exists") from None
+        raise
+
+
 def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -249,15 +263,8 @@ class Directory:
         """A tenant with no subscription or principal (the default one, which ``bootstrap`` fills);
         :class:`AlreadyExists` if a tenant of this name exists in any case."""
         tenant = Tenant(tenant_id or new_guid(), display_name, default)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=display_name,
-                                                         name_key=display_name.lower(), is_default=default,
-                                                         created=time.time()))
-        except sa.exc.IntegrityError as exc:
-            if unique_violation(exc):
-                raise AlreadyExists(f"a tenant named {display_name!r} exists") from None
-            raise
+        with self.engine.begin() as conn:
+            _insert_tenant(conn, tenant, time.time())
         return tenant
 
     def create_tenant_with_administrator(
@@ -267,32 +274,15 @@ class Directory:
         service principal named ``administrator_name`` with a client secret and the Global Administrator role. All
         in one transaction, with ``also(conn, made)`` (the caller's own writes in that transaction, e.g. the
         administrator's Owner assignment on the subscription): if anything raises, nothing is made, and the error
-        propagates. :class:`AlreadyExists` if a tenant of this name exists in any case (checked in the
-        transaction; callers that may race, the control plane's writes, hold its write lock)."""
+        propagates. :class:`AlreadyExists` if a tenant of this name exists in any case (the tenants' unique key on
+        the name, its first insert)."""
         now = time.time()
         tenant = Tenant(new_guid(), display_name, False)
         sub = Subscription(new_guid(), tenant.id, display_name, "Enabled", False)
         admin = Principal(new_guid(), tenant.id, "ServicePrincipal", new_guid(), administrator_name)
         made = ProvisionedTenant(tenant, sub, admin, _new_secret())
-        try:
-            self._provision(made, now, also)
-        except sa.exc.IntegrityError as exc:  # the name, taken by a writer that checked at the same time
-            if unique_violation(exc):
-                raise AlreadyExists(f"a tenant named {display_name!r} exists") from None
-            raise
-        self.generations.bump("directory")
-        return made
-
-    def _provision(self, made: ProvisionedTenant, now: float,
-                   also: Callable[[Connection, ProvisionedTenant], None] | None) -> None:
-        tenant, sub, admin = made.tenant, made.subscription, made.administrator
-        display_name = tenant.display_name
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(t.tenants.c.id).where(
-                    t.tenants.c.name_key == display_name.lower())).first() is not None:
-                raise AlreadyExists(f"a tenant named {display_name!r} exists")
-            conn.execute(sa.insert(t.tenants).values(id=tenant.id, display_name=display_name,
-                                                     name_key=display_name.lower(), is_default=False, created=now))
+            _insert_tenant(conn, tenant, now)
             conn.execute(sa.insert(t.subscriptions).values(
                 id=sub.id, tenant_id=tenant.id, display_name=display_name, state="Enabled", is_default=False,
                 created=now))
@@ -305,6 +295,8 @@ class Directory:
                                                              principal_id=admin.object_id))
             if also is not None:
                 also(conn, made)
+        self.generations.bump("directory")
+        return made
 
     def tenants(self) -> list[Tenant]:
         with self.engine.connect() as conn:
