@@ -8,7 +8,8 @@ round), on each server:
 
 - ``token``: ``wrk`` keeping 8 connections busy on ``GET /oauth2/token?service=..&scope=repository:bench/app:pull``
   with ``Authorization: Basic <all-zero user>:<refresh token>``, as :mod:`benchmarks.tokens` does;
-- ``manifest-head``: ``hey -m HEAD -c 32`` on the manifest by tag with a bearer token.
+- ``manifest-head``: 8,000 HEADs over 32 connections (``ab``, or ``hey`` with ``--client hey``) on the manifest by
+  tag with a bearer token.
 
 Server CPU per request (the server's CPU time over the requests it answered, from ``/proc``; PostgreSQL's own
 processes are not the server's and are not counted) is the figure to compare: it moves far less with the machine's
@@ -17,10 +18,10 @@ and prints where its time went (profiled figures are slower and left out of the 
 
 Usage (repository root, the dev virtualenv's Python)::
 
-    python -m benchmarks.backends [--quick] [--reps ROUNDS] [--profile DIR]
+    python -m benchmarks.backends [--quick] [--reps ROUNDS] [--profile DIR] [--client ab|hey]
 
-Writes ``benchmarks/results/backends-<UTC time>.json`` and prints a markdown table. Needs ``wrk``, ``hey`` and
-Debian's ``postgresql``.
+Writes ``benchmarks/results/backends-<UTC time>.json`` and prints a markdown table. Needs ``wrk``, ``ab`` (or
+``hey``) and Debian's ``postgresql``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT
+from benchmarks.clients import add_head_client_option, use_head_client
 from benchmarks.profiling import PySpy, summarise
 from benchmarks.report import machine
 from benchmarks.servers import AcrLocal
@@ -100,8 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, help="rounds (default 4, or 1 with --quick)")
     p.add_argument("--profile", type=Path, help="write a py-spy profile of the PostgreSQL server's token run here")
     p.add_argument("--out", type=Path)
+    add_head_client_option(p)
     args = p.parse_args(argv)
-    missing = [c for c in ("hey", "wrk") if shutil.which(c) is None]
+    use_head_client(args.client)
+    missing = [c for c in ("wrk",) if shutil.which(c) is None]
     if missing:
         raise SystemExit(f"missing: {', '.join(missing)} (./scripts/test installs them)")
     sys.path.insert(0, str(ROOT))

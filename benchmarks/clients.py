@@ -1,4 +1,4 @@
-"""The clients the workloads drive: skopeo (isolated), curl and hey, plus a registry token helper.
+"""The clients the workloads drive: skopeo (isolated), curl, and ab or hey for HEADs, plus a registry token helper.
 
 skopeo and podman remember in a blob-info cache where blobs already exist and mount them instead of uploading.
 As root, skopeo 1.9 keeps that cache in ``/var/lib/containers/cache`` unless its rootless UID variable says
@@ -9,11 +9,13 @@ temp files too. A client that fails raises :class:`ClientError` with its stderr.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
 import re
 import resource
+import shutil
 import ssl
 import subprocess
 import time
@@ -184,6 +186,91 @@ def curl_parallel(reg: Registry, urls: list[str], headers: dict[str, str], timeo
     return total
 
 
+# -- HEAD load: ab or hey -------------------------------------------------------------------------------
+
+#: The HEAD load generator the benchmarks use unless told otherwise (``--client``). ``ab`` (ApacheBench, Debian's
+#: ``apache2-utils``): one thread in C, about 0.03 ms of CPU a request against hey's 0.06-0.13 ms. On two cores the
+#: client's CPU is taken from the servers it measures, and hey's 32 goroutines also double a busy server's CPU per
+#: request (0.09 -> 0.17 ms with ``--workers 2``): a fast server is held back by its client more than a slow one, so the
+#: ratios measured with hey understate it (docs/benchmarks.md, "The HEAD client").
+HEAD_CLIENT = "ab"
+HEAD_CLIENTS = ("ab", "hey")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[int, int]
+    wall_s: float
+    cpu_s: float = 0.0  # the client's own CPU seconds (user + system): it shares the machine's cores with the server
+    client: str = "hey"
+
+
+
+def add_head_client_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--client", choices=HEAD_CLIENTS, default=HEAD_CLIENT,
+                        help=f"the HEAD load generator (default {HEAD_CLIENT}; see docs/benchmarks.md)")
+
+
+def use_head_client(name: str) -> None:
+    """Make ``name`` the HEAD client of this run; exits with a message if it is not installed."""
+    global HEAD_CLIENT
+    if shutil.which(name) is None:
+        raise SystemExit(f"missing: {name} (./scripts/test installs it)")
+    HEAD_CLIENT = name
+
+
+def head_load(url: str, requests: int, concurrency: int, headers: dict[str, str],
+              client: str | None = None) -> LoadResult:
+    """``requests`` HEADs on ``url`` over ``concurrency`` keep-alive connections with ``client`` (default
+    :data:`HEAD_CLIENT`); raises :class:`ClientError` unless every one was answered 200."""
+    client = client or HEAD_CLIENT
+    if client == "ab":
+        return ab(url, requests, concurrency, "HEAD", headers)
+    if client == "hey":
+        return hey(url, requests, concurrency, "HEAD", headers)
+    raise ValueError(f"HEAD client {client!r}: expected one of {', '.join(HEAD_CLIENTS)}")
+
+
+def _timed(cmd: list[str]) -> tuple[str, float, float]:
+    t0, used0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = _run(cmd).stdout
+    wall, used = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return out, wall, used.ru_utime + used.ru_stime - used0.ru_utime - used0.ru_stime
+
+
+def ab(url: str, requests: int, concurrency: int, method: str, headers: dict[str, str]) -> LoadResult:
+    """Run ApacheBench (``ab -k``: HTTP/1.0 with ``Connection: Keep-Alive``, which both servers honour); raises
+    :class:`ClientError` unless every request was answered 2xx on a kept-alive connection.
+
+    ab counts a response whose status is not 2xx as "Non-2xx" and one it could not read as "Failed"; a HEAD has
+    only 200 among its 2xx answers, so none of either means every request got 200. It does not check
+    certificates (hey does not either: ``hey`` has no CA option)."""
+    if method not in ("HEAD", "GET"):
+        raise ValueError(f"ab method {method!r}: expected HEAD or GET")
+    cmd = ["ab", "-q", "-k", "-n", str(requests), "-c", str(concurrency), "-s", "60"]
+    if method == "HEAD":
+        cmd.append("-i")
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out, wall, cpu = _timed([*cmd, url])
+
+    def field(name: str) -> int:
+        m = re.search(rf"^{name}:\s+(\d+)", out, re.M)
+        return int(m.group(1)) if m else 0
+
+    complete, failed, non2xx, kept = (field("Complete requests"), field("Failed requests"),
+                                      field("Non-2xx responses"), field("Keep-Alive requests"))
+    if complete != requests or failed or non2xx or kept != requests:
+        raise ClientError(f"ab: {requests} requests: {complete} complete, {failed} failed, {non2xx} not 2xx, "
+                          f"{kept} kept alive\n{out[-1500:]}")
+    rps = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = {p: float(ms) for p, ms in re.findall(r"^\s+(\d+)%\s+(\d+)", out, re.M)}
+    return LoadResult(rps, pct["50"], pct["99"], {200: requests}, wall, cpu, "ab")
+
+
 # -- hey -------------------------------------------------------------------------------------------------
 
 
@@ -197,7 +284,7 @@ class HeyResult:
     cpu_s: float = 0.0  # hey's own CPU seconds (user + system): it shares the machine's cores with the server
 
 
-def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[str, str]) -> HeyResult:
+def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[str, str]) -> LoadResult:
     """Run ``hey``; raises :class:`ClientError` unless every request was answered 200.
 
     hey gives each of its ``concurrency`` workers ``requests // concurrency`` requests, so that many times
@@ -208,10 +295,7 @@ def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[st
     cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-m", method, "-t", "0"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
-    t0, used0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = _run([*cmd, url]).stdout
-    wall, used = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = used.ru_utime + used.ru_stime - used0.ru_utime - used0.ru_stime
+    out, wall, cpu = _timed([*cmd, url])
     statuses = {int(code): int(n) for code, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
     sent = requests // concurrency * concurrency
     if set(statuses) != {200} or statuses[200] != sent:
@@ -220,4 +304,4 @@ def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[st
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     pct = {p: float(s) * 1000 for p, s in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
     # hey leaves out a percentile its few requests do not reach (e.g. 99% of 64): the slowest it printed stands in.
-    return HeyResult(rps, pct["50"], pct.get("99", max(pct.values())), statuses, wall, cpu)
+    return LoadResult(rps, pct["50"], pct.get("99", max(pct.values())), statuses, wall, cpu, "hey")

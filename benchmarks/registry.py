@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT, servers
+from benchmarks.clients import add_head_client_option, use_head_client
 from benchmarks.images import Image, build_image
 from benchmarks.report import machine, markdown, summarise
 from benchmarks.servers import AcrLocal, Distribution
@@ -30,7 +31,7 @@ from benchmarks.workloads import FULL, QUICK, Sample, Sizes, WorkloadRunner
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = ("distribution", "acrlocal")
-REQUIRED = ("skopeo", "curl", "hey", "/usr/bin/docker-registry")
+REQUIRED = ("skopeo", "curl", "/usr/bin/docker-registry")
 
 
 def log(msg: str) -> None:
@@ -50,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-native", action="store_true", help="with --profile: include native frames (C, Cython)")
     p.add_argument("--steps", help="comma-separated subset of: " + ", ".join(WorkloadRunner.STEPS))
     p.add_argument("--out", type=Path, help="JSON results file (default: benchmarks/results/registry-<time>.json)")
+    add_head_client_option(p)
     return p.parse_args(argv)
 
 
@@ -90,6 +92,7 @@ def run_rep(rep: int, reps: int, targets: list[str], sizes: Sizes, big: Image, s
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     servers.WORKERS = args.workers
+    use_head_client(args.client)
     missing = [c for c in REQUIRED if shutil.which(c) is None]
     if missing:
         raise SystemExit(f"missing clients: {', '.join(missing)} (./scripts/test installs them)")

@@ -4,7 +4,8 @@ Not a test: prints and records figures, asserts nothing about time. Two sets are
 on a database of its own on one private PostgreSQL server (``tests/postgres.py``) and behind a HAProxy of its own
 (TCP mode, round robin, as ``tests/replicas`` runs them): one replica, and two replicas. One small image is
 pushed to each; then, in each round (the order of the sets alternating, so the machine's other load falls on both
-alike), ``hey -m HEAD -c 32 -n N`` on the manifest by tag with a bearer token, through HAProxy.
+alike), N HEADs over 32 connections (``ab -k -i``, or ``hey`` with ``--client hey``) on the manifest by tag
+with a bearer token, through HAProxy.
 
 Recorded per sample: requests per second, p50/p99, and CPU per request of the replicas (every acrlocal process),
 of PostgreSQL (its whole server) and of HAProxy. The scaling factor is the two-replica rate over the one-replica
@@ -12,10 +13,10 @@ rate of the same round (median over rounds).
 
 Usage (repository root, the dev virtualenv's Python)::
 
-    python -m benchmarks.replicas [--reps ROUNDS] [--requests N]
+    python -m benchmarks.replicas [--reps ROUNDS] [--requests N] [--client ab|hey]
 
-Writes ``benchmarks/results/replicas-<UTC time>.json`` and prints a markdown table. Needs ``hey``, ``haproxy`` and
-PostgreSQL's server binaries.
+Writes ``benchmarks/results/replicas-<UTC time>.json`` and prints a markdown table. Needs ``ab`` (or ``hey``),
+``haproxy`` and PostgreSQL's server binaries.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tests import postgres
 from tests.registry.conftest import RegistryClient
 from tests.replicas.conftest import Replicas, start_replicas, stop_replicas
 
-from benchmarks.clients import hey
+from benchmarks.clients import add_head_client_option, head_load, use_head_client
 from benchmarks.procstat import children_cpu_seconds, cpu_seconds
 
 RESULTS = Path(__file__).parent / "results"
@@ -64,7 +65,7 @@ def measure(replicas: Replicas, pg: postgres.PostgresServer, url: str, token: st
     assert lb is not None
     before = ([cpu_seconds(p) for p in pids], cpu_seconds(_postmaster(pg)), cpu_seconds(lb.pid),
               children_cpu_seconds())
-    result = hey(url, n, 32, "HEAD", {"Authorization": f"Bearer {token}"})
+    result = head_load(url, n, 32, {"Authorization": f"Bearer {token}"})
     after = ([cpu_seconds(p) for p in pids], cpu_seconds(_postmaster(pg)), cpu_seconds(lb.pid),
              children_cpu_seconds())
     answered = sum(result.statuses.values())
@@ -74,7 +75,7 @@ def measure(replicas: Replicas, pg: postgres.PostgresServer, url: str, token: st
         "replica_cpu_ms_per_req_each": [1000 * (a - b) / answered for a, b in zip(after[0], before[0], strict=True)],
         "postgres_cpu_ms_per_req": 1000 * (after[1] - before[1]) / answered,
         "haproxy_cpu_ms_per_req": 1000 * (after[2] - before[2]) / answered,
-        "client_cpu_ms_per_req": 1000 * (after[3] - before[3]) / answered,  # hey, on the same two cores
+        "client_cpu_ms_per_req": 1000 * (after[3] - before[3]) / answered,  # the client, on the same two cores
     }
 
 
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="rounds (default 5)")
     parser.add_argument("--requests", type=int, default=8000, help="HEAD requests per sample (default 8000)")
+    add_head_client_option(parser)
     args = parser.parse_args(argv)
+    use_head_client(args.client)
     pg = postgres.shared()
     scratch = Path(tempfile.mkdtemp(prefix="acrlocal-bench-replicas-"))
     sets: dict[str, Replicas] = {}
@@ -123,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
             "client_cpu_ms_per_req")}
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"replicas-{stamp}.json").write_text(json.dumps({"samples": samples, "summary": summary}, indent=2))
+    (RESULTS / f"replicas-{stamp}.json").write_text(json.dumps({"head_client": args.client, "samples": samples,
+                                                                "summary": summary}, indent=2))
     print("| set | HEAD req/s | p50 ms | p99 ms | replicas' CPU ms/req | PostgreSQL CPU ms/req | HAProxy CPU ms/req "
-          "| hey's CPU ms/req |")
+          f"| {args.client}'s CPU ms/req |")
     print("|---|---|---|---|---|---|---|---|")
     for name in sets:
         m = summary[name]

@@ -15,8 +15,8 @@ On each registry one small image is pushed (monolithic blob uploads and a manife
 each of several rounds (the order of the servers alternating between rounds, so that the machine's other load
 falls on all of them alike; ratios are taken within a round):
 
-- ``manifest-head``: ``hey -m HEAD -c 32 -n 8000`` on the manifest by tag, with a bearer token (none on
-  acrlocal-open), on each server back to back;
+- ``manifest-head``: 8,000 HEADs over 32 connections (``ab -k -i``, or hey with ``--client hey``) on the manifest
+  by tag, with a bearer token (none on acrlocal-open), on each server back to back;
 - ``manifest-head-admin`` (acrlocal only, right after its ``manifest-head``): the same with the registry's admin
   user's access token, which every request checks for revocation (the admin user still enabled, issue 8 item 13)
   where the principal's token needs no look-up: the difference in server CPU per request is the check's cost;
@@ -30,10 +30,10 @@ depends far less on the machine's other load than the rates do.
 
 Usage (repository root, the dev virtualenv's Python)::
 
-    python -m benchmarks.tokens [--quick] [--reps ROUNDS]
+    python -m benchmarks.tokens [--quick] [--reps ROUNDS] [--workers N] [--client ab|hey]
 
-Writes ``benchmarks/results/tokens-<UTC time>.json`` and prints a markdown table with the ratios. Needs ``hey``,
-``wrk`` and ``/usr/bin/docker-registry``.
+Writes ``benchmarks/results/tokens-<UTC time>.json`` and prints a markdown table with the ratios. Needs ``ab``
+(or ``hey``), ``wrk`` and ``/usr/bin/docker-registry``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from benchmarks import ROOT, servers
-from benchmarks.clients import hey
+from benchmarks.clients import add_head_client_option, head_load, use_head_client
 from benchmarks.procstat import cpu_seconds
 from benchmarks.report import machine
 from benchmarks.servers import REFRESH_TOKEN_USER, AcrLocal, Distribution, Registry
@@ -322,7 +322,7 @@ def admin_access_token(reg: Registry, workdir: Path, scope: str) -> str:
 def measure_head(target: Target, rnd: int, n: int, *, admin: bool = False) -> Sample:
     headers = target.admin_headers if admin and target.admin_headers else target.headers
     before = cpu_seconds(target.reg.pid)
-    result = hey(target.reg.url(f"/v2/{REPO}/manifests/{TAG}"), n, 32, "HEAD", headers)
+    result = head_load(target.reg.url(f"/v2/{REPO}/manifests/{TAG}"), n, 32, headers)
     cpu = cpu_seconds(target.reg.pid) - before
     return Sample(target.kind, "manifest-head-admin" if admin else "manifest-head", rnd, n, result.requests_per_s,
                   result.p50_ms, result.p99_ms, cpu * 1000 / n, result.cpu_s * 1000 / n)
@@ -382,9 +382,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=1, help="acrlocal up --workers (default 1)")
     p.add_argument("--reps", type=int, help="rounds (default 9, or 2 with --quick)")
     p.add_argument("--out", type=Path)
+    add_head_client_option(p)
     args = p.parse_args(argv)
     servers.WORKERS = args.workers
-    missing = [c for c in ("hey", "wrk", "/usr/bin/docker-registry") if shutil.which(c) is None]
+    use_head_client(args.client)
+    missing = [c for c in ("wrk", "/usr/bin/docker-registry") if shutil.which(c) is None]
     if missing:
         raise SystemExit(f"missing: {', '.join(missing)} (./scripts/test installs them)")
     rounds = args.reps or (2 if args.quick else 9)
@@ -413,12 +415,13 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     summary = summarise(samples)
-    result = {"machine": info, "rounds": rounds, "quick": args.quick, "summary": summary,
+    result = {"machine": info, "rounds": rounds, "quick": args.quick, "head_client": args.client, "summary": summary,
               "samples": [asdict(s) for s in samples]}
     out = args.out or ROOT / "benchmarks" / "results" / f"tokens-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| target | workload | req/s (median) | p50 ms | p99 ms | server CPU ms/request | hey's CPU ms/request |")
+    print(f"| target | workload | req/s (median) | p50 ms | p99 ms | server CPU ms/request | {args.client}'s CPU "
+          "ms/request |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for row in summary["rows"]:
         client = f"{row['client_cpu_ms']:.3f}" if row["client_cpu_ms"] is not None else "(wrk)"

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.clients import MANIFEST_ACCEPT, Skopeo, auth_headers, curl_parallel, hey
+from benchmarks.clients import MANIFEST_ACCEPT, Skopeo, auth_headers, curl_parallel, head_load
 from benchmarks.images import Image
 from benchmarks.procstat import Meter, rss_bytes
 from benchmarks.profiling import PySpy
@@ -39,7 +39,7 @@ WORKLOADS = [
     Workload("blob_get", "2. blob GET, 4 in parallel (curl)", "MB/s", True, 1.0),
     Workload("push_small", "3. push, small layers (skopeo)", "layers/s", True, 1.0),
     Workload("pull_small", "3. pull, small layers (skopeo)", "layers/s", True, 1.0),
-    Workload("head", "4. manifest HEAD, 32 connections (hey)", "req/s", True, 4.0),
+    Workload("head", "4. manifest HEAD, 32 connections", "req/s", True, 4.0),
     Workload("rss_pulls", "5. server peak RSS, 4 parallel pulls", "MiB", False, 100.0, absolute=True),
 ]
 BY_KEY = {w.key: w for w in WORKLOADS}
@@ -166,8 +166,9 @@ class WorkloadRunner:
         headers = {"Accept": MANIFEST_ACCEPT, **auth_headers(self.reg, "repository:bench/big:pull")}
         url = self.reg.url(f"/v2/bench/big/manifests/{self.big.tag}")
         with Meter(self.reg.pid) as m:
-            r = hey(url, self.sizes.head_requests, self.sizes.head_concurrency, "HEAD", headers)
+            r = head_load(url, self.sizes.head_requests, self.sizes.head_concurrency, headers)
         self._record("head", m, r.requests_per_s, p50_ms=r.p50_ms, p99_ms=r.p99_ms, requests=self.sizes.head_requests,
+                     client=r.client, client_cpu_ms_per_request=round(r.cpu_s * 1000 / self.sizes.head_requests, 3),
                      concurrency=self.sizes.head_concurrency,
                      cpu_ms_per_request=round(m.cpu * 1000 / self.sizes.head_requests, 3))
 
