@@ -195,6 +195,15 @@ def test_joining_another_groups_network_resource_needs_its_join_permission(arm_s
         assert unknown.status_code == 403 and unknown.json()["error"]["message"] == error["message"].replace(
             linked, missing), unknown.text
         assert admin.call("GET", path, api_version=version).status_code == 404, path
+    # An interface naming three of their resources is refused once, with all three named in the body's order.
+    their_ip, their_nsg = f"{theirs}{net}/publicIPAddresses/ip", f"{theirs}{net}/networkSecurityGroups/nsg"
+    refused = joiner.call("PUT", f"{mine}{net}/networkInterfaces/nic-4",
+                          _interface(their_subnet, ip=their_ip, nsg=their_nsg), api_version=NETWORK)
+    assert refused.status_code == 403, refused.text
+    message = refused.json()["error"]["message"]
+    assert ("'Microsoft.Network/virtualNetworks/subnets/join/action,Microsoft.Network/publicIPAddresses/join/action,"
+            "Microsoft.Network/networkSecurityGroups/join/action'") in message, message
+    assert f"'{their_subnet},{their_ip},{their_nsg}'" in message, message
     assign(admin, theirs, VM_CONTRIBUTOR, contributor)
     r = joiner.call("PUT", f"{mine}{net}/networkInterfaces/nic-1", _interface(their_subnet), api_version=NETWORK)
     assert r.status_code in (200, 201), r.text

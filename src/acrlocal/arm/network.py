@@ -82,18 +82,34 @@ def _ref(value: Any, what: str) -> str | None:
     return rid
 
 
-def _resolve(call: Call, draft: Resource, rid: str, type_: str, what: str) -> Resource:
-    """The resource of type ``type_`` that ``draft``'s body names. First the caller must hold ``{type_}/join/action``
-    on it (Azure's linked access check: 403 ``LinkedAuthorizationFailed`` whether or not it exists), then it must
-    exist in the caller's tenant (400 ``InvalidResourceReference``; another tenant's is answered as a missing one).
-    Reads the store: in the ``SqlThread``."""
-    call.caller.require_linked(f"{draft.type}/write", draft.id, f"{type_}/join/action", rid)
+def _require_joins(call: Call, draft: Resource, links: list[tuple[str | None, str]]) -> None:
+    """Azure's linked access check for every ``(id, type)`` that ``draft``'s body names (ids that are None are
+    skipped): the caller must hold ``{type}/join/action`` on each, else 403 ``LinkedAuthorizationFailed`` naming
+    every one it may not join, whether or not they exist. Done before any of them is looked up."""
+    call.caller.require_all_linked(f"{draft.type}/write", draft.id,
+                                   [(f"{type_}/join/action", rid) for rid, type_ in links if rid is not None])
+
+
+def _resolve(call: Call, rid: str, type_: str, what: str) -> Resource:
+    """The resource of type ``type_`` that a body names, after :func:`_require_joins` checked it: it must exist in
+    the caller's tenant (400 ``InvalidResourceReference``; another tenant's is answered as a missing one). Reads the
+    store: in the ``SqlThread``."""
     resource = call.tenant_resource(rid)
     if resource is None or resource.type.lower() != type_.lower():
         raise bad_request("InvalidResourceReference", f"Resource {rid} referenced by resource {what} was not "
                           "found. Please make sure that the referenced resource exists, and that both resources "
                           "are in the same region.")
     return resource
+
+
+def _body_ref(value: Any, *keys: str) -> str | None:
+    """The id that ``value[keys[0]][keys[1]]...`` names, for the linked access check before the body is checked in
+    full: None where the body has no reference there (or is malformed: the full check answers that)."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return _ref(value, keys[-1]) if isinstance(value, dict) else None
 
 
 def _network(value: Any, what: str) -> ipaddress.IPv4Network:
@@ -203,7 +219,7 @@ def _subnet_properties(call: Call, draft: Resource, props: JsonObject, name: str
     out: JsonObject = {"addressPrefix": str(net)}
     nsg = _ref(props.get("networkSecurityGroup"), f"subnet '{name}'")
     if nsg is not None:
-        out["networkSecurityGroup"] = {"id": _resolve(call, draft, nsg, NSG, f"subnet '{name}'").id}
+        out["networkSecurityGroup"] = {"id": _resolve(call, nsg, NSG, f"subnet '{name}'").id}
     for key in ("privateEndpointNetworkPolicies", "privateLinkServiceNetworkPolicies", "defaultOutboundAccess"):
         if key in props:
             out[key] = props[key]
@@ -233,6 +249,8 @@ class VirtualNetworks(NetworkType):
         if subnets is not None:
             if not isinstance(subnets, list):
                 raise bad_request("InvalidRequestFormat", "properties.subnets must be an array.")
+            _require_joins(call, draft, [(_body_ref(item, "properties", "networkSecurityGroup"), NSG)
+                                         for item in subnets])
             seen: dict[str, ipaddress.IPv4Network] = {}
             for item in subnets:
                 item = require_object(item, "properties.subnets[]")
@@ -303,6 +321,7 @@ class Subnets(NetworkType):
         assert draft.parent_id is not None
         vnet = call.store.resource(draft.parent_id)
         assert vnet is not None
+        _require_joins(call, draft, [(_body_ref(draft.properties, "networkSecurityGroup"), NSG)])
         siblings = {s.name: ipaddress.IPv4Network(s.properties["addressPrefix"])
                     for s in call.store.resources(vnet.subscription_id, parent_id=vnet.id, type=SUBNET)}
         props = _subnet_properties(call, draft, draft.properties, draft.name, _vnet_prefixes(vnet), siblings)
@@ -596,6 +615,11 @@ class NetworkInterfaces(NetworkType):
         if not isinstance(configs, list) or not configs:
             raise bad_request("InvalidRequestFormat", "Cannot parse the request: a network interface needs at least "
                               "one entry in properties.ipConfigurations.")
+        links: list[tuple[str | None, str]] = []
+        for item in configs:
+            links += [(_body_ref(item, "properties", "subnet"), SUBNET),
+                      (_body_ref(item, "properties", "publicIPAddress"), PUBLIC_IP)]
+        _require_joins(call, draft, [*links, (_body_ref(props, "networkSecurityGroup"), NSG)])
         old_configs = {c["name"].lower(): c for c in (existing.properties.get("ipConfigurations", [])
                                                       if existing else [])}
         out_configs = []
@@ -610,7 +634,7 @@ class NetworkInterfaces(NetworkType):
             if subnet_id is None:
                 raise bad_request("SubnetRequired", f"The IP configuration {draft.id}/ipConfigurations/{name} needs a "
                                   "subnet.")
-            subnet = _resolve(call, draft, subnet_id, SUBNET, f"{draft.id}/ipConfigurations/{name}")
+            subnet = _resolve(call, subnet_id, SUBNET, f"{draft.id}/ipConfigurations/{name}")
             method = str(cprops.get("privateIPAllocationMethod", "Dynamic")).capitalize()
             if method not in ("Dynamic", "Static"):
                 raise bad_request("InvalidPrivateIPAllocationMethod", f"Allocation method '{method}' is not valid.")
@@ -625,7 +649,7 @@ class NetworkInterfaces(NetworkType):
                                 "privateIPAddressVersion": "IPv4"}
             public_id = _ref(cprops.get("publicIPAddress"), config_id)
             if public_id is not None:
-                public = _resolve(call, draft, public_id, PUBLIC_IP, config_id)
+                public = _resolve(call, public_id, PUBLIC_IP, config_id)
                 users = [u for u in _ip_configuration_ids(call.store, draft.subscription_id, "publicIPAddress",
                                                           public.id) if not u.lower().startswith(draft.id.lower() +
                                                                                                  "/")]
@@ -648,7 +672,7 @@ class NetworkInterfaces(NetworkType):
                            "macAddress": _mac(draft.id), "primary": True, "vnetEncryptionSupported": False}
         nsg_id = _ref(props.get("networkSecurityGroup"), draft.id)
         if nsg_id is not None:
-            out["networkSecurityGroup"] = {"id": _resolve(call, draft, nsg_id, NSG, draft.id).id}
+            out["networkSecurityGroup"] = {"id": _resolve(call, nsg_id, NSG, draft.id).id}
         if existing is not None and existing.properties.get("virtualMachine"):
             out["virtualMachine"] = existing.properties["virtualMachine"]
         return self.stamp(draft.evolve(properties=out), existing)
