@@ -274,16 +274,6 @@ def ab(url: str, requests: int, concurrency: int, method: str, headers: dict[str
 # -- hey -------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HeyResult:
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    statuses: dict[int, int]
-    wall_s: float
-    cpu_s: float = 0.0  # hey's own CPU seconds (user + system): it shares the machine's cores with the server
-
-
 def hey(url: str, requests: int, concurrency: int, method: str, headers: dict[str, str]) -> LoadResult:
     """Run ``hey``; raises :class:`ClientError` unless every request was answered 200.
 
