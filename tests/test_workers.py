@@ -21,6 +21,7 @@ from requests.adapters import HTTPAdapter
 
 from tests.arm import races
 from tests.arm.conftest import Arm, admin_of, new_principal, subscription_of
+from tests.first_keys import first_key_verifies_at_the_other
 from tests.harness import AcrLocal, CASession, running
 from tests.interop.tools import skopeo_round_trip
 from tests.registry.conftest import (
@@ -430,3 +431,13 @@ def test_msal_authorization_code_sign_in_whose_steps_land_on_different_workers(s
         signed_in_as(at_secondary.acquire_token_by_auth_code_flow(dict(flow), response), upn)
     refused = at_primary.acquire_token_by_auth_code_flow(dict(flow), response)
     assert refused.get("error") == "invalid_grant" and 70008 in refused.get("error_codes", []), refused
+
+
+def test_a_tenants_first_key_made_by_one_worker_verifies_at_the_other(server: AcrLocal) -> None:
+    """The other worker has read the published key ids before the key existed (tests/first_keys.py)."""
+    registry = pinned(server, f"https://{server.login_server()}")
+    shared = pinned(server, server.shared, "/healthz")
+    for maker, verifier in ((0, 1), (1, 0)):
+        first_key_verifies_at_the_other(
+            server, lambda i, method, url, **kw: on(registry[i], method, url, i, **kw),
+            lambda i, method, url, **kw: on(shared[i], method, url, i, **kw), maker, verifier, f"firstkey{maker}")

@@ -6,7 +6,8 @@ first use and again after another process rotated them (signalled through the sh
 test bumps as that process would). Each case makes a request that needs such a read while the test holds a lock on
 the table, and checks that the same (single) server process answers another request meanwhile
 (:func:`tests.table_locks.served_while_waiting`); then the lock goes and the request completes with its usual answer.
-A forged token naming a tenant that does not exist is refused after one look-up, also off the loop.
+A forged token naming a tenant that does not exist is refused from memory while keys are unchanged (even while the
+table is locked), and after keys changed elsewhere once the published key ids are read again, also off the loop.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import jwt
 import pytest
 import requests
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from acrlocal.generations import Generations
 from acrlocal.identity import keys as entra_keys
 from acrlocal.registry import token_keys
 from tests.harness import ACR_SCOPE, REFRESH_TOKEN_USER, AcrLocal
-from tests.table_locks import BOUND_S, one_process, served_while_waiting
+from tests.table_locks import BOUND_S, one_process, served_while_waiting, wait_until, waiters
 
 ARM_SCOPE = "https://management.azure.com/.default"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -47,10 +50,11 @@ def _rotated_elsewhere(server: AcrLocal, generation: str) -> None:
         generations.close()
 
 
-def _forged(audience: str) -> str:
-    """A token in the shape of an Entra token, signed with a key of its own, naming a tenant that does not exist."""
+def _forged(audience: str, tenant: str | None = None) -> str:
+    """A token in the shape of an Entra token, signed with a key of its own (a kid of its own), naming ``tenant``
+    (``None``: a tenant that does not exist)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now, tenant = int(time.time()), str(uuid.uuid4())
+    now, tenant = int(time.time()), tenant or str(uuid.uuid4())
     return jwt.encode({"aud": audience, "iss": f"https://login.microsoftonline.com/{tenant}/v2.0", "iat": now,
                        "nbf": now, "exp": now + 3600, "tid": tenant, "oid": str(uuid.uuid4()),
                        "sub": str(uuid.uuid4())}, key, algorithm="RS256", headers={"kid": uuid.uuid4().hex})
@@ -83,8 +87,10 @@ def _arm_rotated(server: AcrLocal) -> Callable[[], requests.Response]:
 
 
 def _arm_forged(server: AcrLocal) -> Callable[[], requests.Response]:
-    """KeyRing.find of a tenant that does not exist (ARM's authentication)."""
+    """KeyRing.find of a tenant that does not exist after keys changed elsewhere: the published key ids are read
+    again (ARM's authentication)."""
     token = _forged("https://management.azure.com/")
+    _rotated_elsewhere(server, entra_keys.GENERATION)
     return lambda: _arm(server, token)
 
 
@@ -103,7 +109,9 @@ def _exchange_rotated(server: AcrLocal) -> Callable[[], requests.Response]:
 
 
 def _exchange_forged(server: AcrLocal) -> Callable[[], requests.Response]:
+    """As :func:`_arm_forged`, the key ids read again after a tenant's first key was made elsewhere."""
     token = _forged("https://containerregistry.azure.net")
+    _rotated_elsewhere(server, entra_keys.KIDS_GENERATION)
     return lambda: _exchange(server, token)
 
 
@@ -149,3 +157,37 @@ def test_a_key_load_leaves_the_loop_serving(
         status: int) -> None:
     answer = served_while_waiting(server, table, step(server))
     assert answer.status_code == status, answer.text
+
+
+def test_a_forged_token_is_refused_from_memory_while_the_keys_table_is_locked(server: AcrLocal) -> None:
+    """Once this process has read the published key ids, a token naming a kid none of them is (of a tenant that
+    exists, or of one that does not) is refused without a statement: it answers while the test holds
+    ``signing_keys``, and no statement of the server's queues behind that lock."""
+    admin = server.admin_credential()
+    assert _arm(server, _forged("https://management.azure.com/")).status_code == 401  # the key ids read
+    tokens = [_forged("https://management.azure.com/"), _forged("https://management.azure.com/", admin["tenantId"])]
+    engine = server.database()
+    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    holder = engine.connect()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            lock = holder.begin()
+            try:
+                holder.execute(sa.text("LOCK TABLE signing_keys IN ACCESS EXCLUSIVE MODE"))
+                for token in tokens:
+                    pending = pool.submit(_arm, server, token)
+
+                    def settled(pending: Future[requests.Response] = pending) -> bool:
+                        return pending.done() or waiters(watcher, "signing_keys") > 0
+
+                    wait_until(settled, "an answer or a statement queued behind the lock on signing_keys")
+                    assert not waiters(watcher, "signing_keys"), "a forged token's look-up waits for the table"
+                    answer = pending.result(timeout=BOUND_S)
+                    assert answer.status_code == 401, answer.text
+            finally:
+                lock.rollback()
+    finally:
+        holder.close()
+        watcher.close()
+        engine.dispose()
+

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from tests.arm.conftest import Arm, admin_of, subscription_of
+from tests.first_keys import first_key_verifies_at_the_other
 from tests.haproxy import HAProxy
 from tests.interop.tools import skopeo_round_trip
 from tests.registry.conftest import RegistryClient, registry_token
@@ -172,3 +173,16 @@ def test_one_balancer_block_on_the_shared_port_serves_every_registry_by_host_nam
         assert sorted(seen) == sorted(replicas.names())
     finally:
         replicas.restart_lb()  # the fixture's blocks, for the module's other tests
+
+
+def test_a_tenants_first_key_made_by_one_replica_verifies_at_the_other(replicas: Replicas) -> None:
+    """The other replica has read the published key ids before the key existed; it learns of the key through
+    PostgreSQL's notification, applied at the start of its next request (tests/first_keys.py)."""
+    server = replicas.front
+    registry = pinned(replicas, f"https://{server.login_server()}")
+    shared = pinned(replicas, server.shared, "/healthz")
+    for maker, verifier in ((0, 1), (1, 0)):
+        first_key_verifies_at_the_other(
+            server, lambda i, method, url, **kw: on(registry[i], replicas, i, method, url, **kw),
+            lambda i, method, url, **kw: on(shared[i], replicas, i, method, url, **kw), maker, verifier,
+            f"firstkey{maker}")

@@ -3,6 +3,13 @@
 Each tenant has one active key (the newest) and keeps a retired key in its JWKS until every token it signed has
 expired (``retired + max_token_lifetime``). Keys live in the database so that several server processes sign
 with the same keys; private keys are loaded once and cached in memory.
+
+Every process also keeps the ids of every tenant's published keys (a few per tenant), read in one query and again
+only after keys changed somewhere (a tenant's first key, a rotation: each bumps a slot of the server's
+:class:`~acrlocal.generations.Generations`, which reaches the other processes of this machine through the shared
+file and other replicas through PostgreSQL's notifications, applied at the start of their next request). A token
+naming a key id that set lacks, or one of another tenant's, is refused from memory: an unauthenticated caller, who
+chooses both the tenant and the key id of a token it forges, costs the database nothing while keys are unchanged.
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ def _kid_for(key: rsa.RSAPrivateKey) -> str:
 
 
 GENERATION = "signing-keys"
+#: Bumped when a tenant's first key is made (a rotation bumps :data:`GENERATION`): the published key ids are read
+#: again, while every tenant's keys already in memory stay good.
+KIDS_GENERATION = "signing-key-ids"
 
 
 def _published_at(retired: float | None, now: float) -> bool:
@@ -72,8 +82,9 @@ class KeyRing:
     """Signing keys of every tenant. Thread-safe; reads are served from memory after the first load.
 
     Loading reads the database, which an event loop must never wait for: a verifier on the loop takes a key from
-    :meth:`cached` and, when that has none, runs :meth:`find` in the server's ``SqlThread``
-    (:meth:`acrlocal.identity.tokens.TokenIssuer.verify_async`); signing runs in a thread anyway (RSA)."""
+    :meth:`cached`, refuses a key id :meth:`unpublished` rules out, and only otherwise runs :meth:`find` in the
+    server's ``SqlThread`` (:meth:`acrlocal.identity.tokens.TokenIssuer.verify_async`); signing runs in a thread
+    anyway (RSA)."""
 
     def __init__(self, engine: Engine, generations: Generations | None = None) -> None:
         self.engine = engine
@@ -82,6 +93,40 @@ class KeyRing:
         # A rotation by another process of the same server changes this slot: the keys are read again.
         self._generations = generations or Generations()
         self._stamp = self._generations.current(GENERATION)
+        # Every published key id -> (its tenant, when it retired), under the stamps read before the query that
+        # found them (:meth:`_kid_stamp`); one tuple, replaced whole, so that readers need no lock.
+        self._kids: tuple[tuple[int, int], dict[str, tuple[str, float | None]]] | None = None
+        self._unannounced: set[str] = set()  # tenants whose first key this process made and has not announced
+
+    def _kid_stamp(self) -> tuple[int, int]:
+        return self._generations.current(GENERATION), self._generations.current(KIDS_GENERATION)
+
+    def _known_kids(self) -> dict[str, tuple[str, float | None]] | None:
+        """The published key ids if memory holds them and no key changed since they were read; never reads the
+        database."""
+        kids = self._kids
+        return kids[1] if kids is not None and kids[0] == self._kid_stamp() else None
+
+    def _published_kids(self) -> dict[str, tuple[str, float | None]]:
+        """The published key ids, from memory or read again (one query over every tenant's few keys, the private
+        keys left out) when keys changed since; database errors propagate."""
+        kids = self._known_kids()
+        if kids is not None:
+            return kids
+        stamp = self._kid_stamp()  # before the query: a change committed meanwhile reads them again next time
+        now = time.time()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.signing_keys.c.kid, t.signing_keys.c.tenant_id,
+                                          t.signing_keys.c.retired)).all()
+        kids = {r.kid: (r.tenant_id, r.retired) for r in rows if _published_at(r.retired, now)}
+        self._kids = (stamp, kids)
+        return kids
+
+    @staticmethod
+    def _names(kids: dict[str, tuple[str, float | None]], tenant_id: str, kid: str) -> bool:
+        """Whether ``kids`` has ``kid`` as a key of ``tenant_id`` (lower case) that still verifies."""
+        found = kids.get(kid)
+        return found is not None and found[0] == tenant_id and _published_at(found[1], time.time())
 
     def _fresh(self) -> None:
         stamp = self._generations.current(GENERATION)
@@ -119,40 +164,56 @@ class KeyRing:
 
     def active(self, tenant_id: str) -> SigningKey:
         """The key that signs the tenant's tokens. A tenant that has none gets one here, and only here: the
-        caller is issuing a token, so it has authenticated someone of this (existing) tenant. May read and write
-        the database, and makes an RSA key: call it in a thread."""
+        caller is issuing a token, so it has authenticated someone of this (existing) tenant. A key made here is
+        announced (:data:`KIDS_GENERATION`) after its commit and before it signs anything, so every other process
+        and replica knows its id by the time a token it signed can reach them. May read and write the database, and
+        makes an RSA key: call it in a thread; database errors propagate (a key committed whose announcement failed
+        is announced by this process's next call for the tenant; one whose process stopped between the two, before
+        it signed anything, is learnt elsewhere at the next change of keys, or restart)."""
         keys = self.keys(tenant_id)
-        if keys:
-            return keys[0]
         tenant_id = tenant_id.lower()
+        if keys and tenant_id not in self._unannounced:
+            return keys[0]
         with self._lock:
             if not self._load(tenant_id):
                 self._create(tenant_id)
+                self._unannounced.add(tenant_id)
             self._keys[tenant_id] = self._load(tenant_id)
+        if tenant_id in self._unannounced:
+            self._generations.bump(KIDS_GENERATION)
+            self._unannounced.discard(tenant_id)
         return self.keys(tenant_id)[0]
 
     def cached(self, tenant_id: str, kid: str) -> SigningKey | None:
         """The tenant's published key ``kid`` if this process holds it in memory (no rotation signalled since its
-        keys were read), else ``None``: then only :meth:`find` can say. Never reads the database, so an event loop
-        may call it; what :meth:`find` reads must go to a thread (``SqlThread.run``)."""
+        keys were read), else ``None``: then :meth:`unpublished` may rule it out, and otherwise only :meth:`find`
+        can say. Never reads the database, so an event loop may call it; what :meth:`find` reads must go to a
+        thread (``SqlThread.run``)."""
         self._fresh()
         return next((k for k in _published(self._keys.get(tenant_id.lower(), ())) if k.kid == kid), None)
 
+    def unpublished(self, tenant_id: str, kid: str) -> bool:
+        """Whether memory alone shows that ``kid`` is no published key of the tenant (an unknown kid, or another
+        tenant's): the published key ids are in memory and no key changed anywhere since they were read. ``False``
+        says only that memory cannot rule it out. Never reads the database, so an event loop may call it: a token
+        it rules out is refused there, with no hop to the ``SqlThread``."""
+        kids = self._known_kids()
+        return kids is not None and not self._names(kids, tenant_id.lower(), kid)
+
     def find(self, tenant_id: str, kid: str) -> SigningKey | None:
         """The tenant's published key ``kid``, or ``None``. From memory (:meth:`cached`) if this process holds it;
-        otherwise one primary-key query for ``kid``, and only if that names a published key of this tenant (its
-        first token here, or another process rotated) the tenant's keys are read again and kept. So a token
-        naming any tenant and kid (an unauthenticated caller chooses both) costs at most that one indexed query,
-        and nothing is remembered for it. Call it in a thread when :meth:`cached` has no answer; database errors
-        propagate (the HTTP layers answer them with their 503)."""
+        ``None`` from memory when the published key ids (read once, and again only after keys changed somewhere)
+        do not name ``kid`` as this tenant's. Only a kid they name, of this tenant, not yet in memory (its first
+        token here, a rotation elsewhere) reads the tenant's keys, which are kept. So a token naming any tenant and
+        kid (an unauthenticated caller chooses both) costs no query while keys are unchanged, and nothing is
+        remembered for it. Reads the database only then, or to read the key ids again after a change: call it in
+        a thread when :meth:`cached` and :meth:`unpublished` have no answer; database errors propagate (the HTTP
+        layers answer them with their 503)."""
         key = self.cached(tenant_id, kid)
         if key is not None:
             return key
         tenant_id = tenant_id.lower()
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.signing_keys.c.tenant_id, t.signing_keys.c.retired)
-                               .where(t.signing_keys.c.kid == kid)).first()
-        if row is None or row.tenant_id != tenant_id or not _published_at(row.retired, time.time()):
+        if not self._names(self._published_kids(), tenant_id, kid):
             return None
         loaded = self._load(tenant_id)
         with self._lock:
@@ -188,3 +249,4 @@ class KeyRing:
         """Drop the in-memory cache (after another process rotated keys)."""
         with self._lock:
             self._keys.clear()
+            self._kids = None

@@ -126,13 +126,15 @@ class TokenIssuer:
 
     async def verify_async(self, sql: SqlThread, token: str, audiences: Iterable[str] | None, *,
                            tenant_id: str | None = None) -> dict[str, Any]:
-        """:meth:`verify` for a caller on the event loop: the key comes from memory when this process holds it, and
-        from :meth:`KeyRing.find` through ``sql`` (off the loop on PostgreSQL) when it must be read (the tenant's
-        first token here, a rotation by another process, a tenant or kid nobody knows). Raises
-        :class:`InvalidToken`; database errors propagate (the caller's HTTP layer answers its 503)."""
+        """:meth:`verify` for a caller on the event loop: the key comes from memory when this process holds it; a
+        kid that memory shows is no published key of the tenant (:meth:`KeyRing.unpublished`: a forged token's,
+        while keys are unchanged) is refused there, with no hop to ``sql``; otherwise :meth:`KeyRing.find` runs
+        through ``sql`` (off the loop on PostgreSQL) to read what it must (the tenant's first token here, a key
+        made or rotated by another process). Raises :class:`InvalidToken`; database errors propagate (the
+        caller's HTTP layer answers its 503)."""
         tid, kid = self._signer(token, tenant_id)
         key = self.keys.cached(tid, kid)
-        if key is None:
+        if key is None and not self.keys.unpublished(tid, kid):
             key = await sql.run(self.keys.find, tid, kid)
         return self._claims(token, tid, kid, key, audiences)
 
