@@ -184,3 +184,26 @@ def test_a_first_key_and_a_rotation_made_by_another_process_are_found(tmp_path: 
     assert seen == []
     here_generations.close()
     elsewhere_generations.close()
+
+
+def test_the_keys_of_a_tenant_that_has_none_are_known_from_memory(tmp_path: Path, engine: Engine) -> None:
+    """A tenant that exists but has signed nothing yet has no keys: its JWKS (``KeyRing.keys``, which anyone may
+    ask for) reads nothing while keys are unchanged, and its first key made by another process is listed at once."""
+    directory = Directory(engine)
+    bootstrap(directory, tmp_path)
+    tenant = directory.create_tenant("no keys yet").id
+    here_generations, elsewhere_generations = (Generations(tmp_path / "generations") for _ in range(2))
+    here, elsewhere = KeyRing(engine, here_generations), KeyRing(engine, elsewhere_generations)
+    assert here.keys(tenant) == []  # warm-up: the published key ids are read once
+    seen, stop = _statements(engine)
+    try:
+        for _ in range(50):
+            assert here.keys(tenant) == [] and here.jwks(tenant) == {"keys": []}
+            assert here.keys(str(uuid.uuid4())) == []
+    finally:
+        stop()
+    assert seen == []
+    first = elsewhere.active(tenant)
+    assert [k.kid for k in here.keys(tenant)] == [first.kid]
+    here_generations.close()
+    elsewhere_generations.close()

@@ -148,13 +148,17 @@ class KeyRing:
 
     def keys(self, tenant_id: str) -> list[SigningKey]:
         """The tenant's published keys, newest first (the first one signs); empty for a tenant that has none or
-        does not exist. Never makes a key, and only tenants that have keys are remembered. Reads the database (one
-        query) unless the tenant's keys are in memory: call it in a thread (``SqlThread``, the executor), never on
-        the event loop; database errors propagate."""
+        does not exist. Never makes a key, and only tenants that have keys are remembered; that a tenant has none
+        is known from the published key ids (:meth:`find`), so asking again about such a tenant (its JWKS, which
+        anyone may fetch) reads nothing while keys are unchanged. Reads the database (one query) unless the answer
+        is in memory: call it in a thread (``SqlThread``, the executor), never on the event loop; database errors
+        propagate."""
         tenant_id = tenant_id.lower()
         self._fresh()
         keys = self._keys.get(tenant_id)
         if keys is None:
+            if all(owner != tenant_id for owner, _ in self._published_kids().values()):
+                return []
             loaded = self._load(tenant_id)
             if not loaded:
                 return []
