@@ -24,6 +24,8 @@ relative to ``acrlocal``::
     ├── storage.metadata.UnknownReferences(LookupError)  a manifest names content its repository lacks
     ├── storage.artifacts.Blocked(PermissionError)  a deletion refused by a lock
     ├── storage.metadata.ManifestInUse(PermissionError)  a manifest delete refused: an index of its repository names it
+    ├── identity.directory.DefaultTenantKept(PermissionError)  a deletion of the server's default tenant
+    ├── identity.directory.TenantNotEmpty(PermissionError)  a tenant deletion refused: the tenant still holds things
     ├── storage.sql.LockLost                        an advisory lock lost with its cut connection; an SQLAlchemy
     │                                               OperationalError, so the protocols answer their 503
     ├── storage.blobs.DigestMismatch(ValueError)    uploaded bytes do not hash to the digest given

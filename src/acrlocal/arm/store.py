@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from acrlocal.errors import AlreadyExists
+from acrlocal.identity.directory import HELD_SHOWN, TenantDeletion
 from acrlocal.rbac.evaluate import RoleAssignment
-from acrlocal.rbac.roles import BUILT_IN_ROLES, Permission, RoleDefinition
+from acrlocal.rbac.roles import BUILT_IN_ROLES, OWNER, Permission, RoleDefinition
 from acrlocal.rbac.scopes import Scope, parse_scope
 from acrlocal.storage.sql import byte_ordered, metadata, racing_insert, unique_violation
 
@@ -262,6 +263,13 @@ def _ancestor_scope_keys(scope: str | Scope) -> list[str]:
         keys.append(str(current).lower())
         current = current.parent
     return keys
+
+
+def _of_tenant(deleting: TenantDeletion) -> sa.ColumnElement[bool]:
+    """Role assignments at or below a tenant's subscriptions, or of one of its principals."""
+    c = role_assignments.c
+    return sa.or_(c.principal_id.in_(deleting.principal_ids),
+                  *(_at_or_below(c.scope_key, f"/subscriptions/{s}") for s in deleting.subscription_ids))
 
 
 def type_of_id(resource_id: str) -> str | None:
@@ -541,6 +549,46 @@ class ArmStore:
         with self.engine.begin() as conn:
             return int(conn.execute(sa.delete(role_assignments).where(
                 role_assignments.c.principal_id == principal_id.lower())).rowcount)
+
+    # -- a tenant being deleted (acrlocal's deleteTenant) -------------------------------------------
+
+    def tenant_holdings_in(self, conn: Connection, deleting: TenantDeletion) -> list[str]:
+        """What the control plane still holds of a tenant being deleted, in the deletion's transaction ``conn``,
+        beyond what createTenant made (its subscriptions, its administrators' Owner assignments on them): resource
+        groups, deployments at a subscription, other role assignments at or below its subscriptions or of its
+        principals, and its custom roles. Descriptions for a message, at most ``HELD_SHOWN`` (and one more) of each
+        kind; empty when nothing is held."""
+        shown = HELD_SHOWN + 1
+        subs = list(deleting.subscription_ids)
+        g = resource_groups.c
+        held = [f"resource group '/subscriptions/{r.subscription_id}/resourceGroups/{r.name}'" for r in conn.execute(
+            sa.select(g.subscription_id, g.name).where(g.subscription_id.in_(subs))
+            .order_by(g.created, g.subscription_id, g.name_key).limit(shown))]
+        d = deployments.c
+        held += [f"deployment '{r.id}'" for r in conn.execute(
+            sa.select(d.id).where(d.subscription_id.in_(subs)).order_by(d.created, d.id_key).limit(shown))]
+        a = role_assignments.c
+        made = sa.and_(a.principal_id.in_(deleting.administrator_ids), a.role_definition == OWNER.id,
+                       a.scope_key.in_([f"/subscriptions/{s}" for s in subs]))
+        held += [f"role assignment '{r.name}' at '{r.scope}'" for r in conn.execute(
+            sa.select(a.name, a.scope).where(_of_tenant(deleting), sa.not_(made))
+            .order_by(a.created_on, a.name).limit(shown))]
+        r_ = role_definitions.c
+        held += [f"custom role '{r.role_name}'" for r in conn.execute(
+            sa.select(r_.role_name).where(r_.tenant_id == deleting.tenant.id)
+            .order_by(r_.created_on, r_.name).limit(shown))]
+        return held
+
+    def delete_tenant_rows_in(self, conn: Connection, deleting: TenantDeletion) -> None:
+        """Delete, in the deletion's transaction ``conn``, every row the control plane keeps of a tenant being
+        deleted: the role assignments at or below its subscriptions or of its principals, its custom roles, and
+        (none once :meth:`tenant_holdings_in` found nothing) its subscriptions' groups, resources and
+        deployments. An error propagates and rolls the whole deletion back."""
+        subs = list(deleting.subscription_ids)
+        conn.execute(sa.delete(role_assignments).where(_of_tenant(deleting)))
+        conn.execute(sa.delete(role_definitions).where(role_definitions.c.tenant_id == deleting.tenant.id))
+        for table in (deployments, resources, resource_groups):
+            conn.execute(sa.delete(table).where(table.c.subscription_id.in_(subs)))
 
 
 #: Custom role definitions (``Microsoft.Authorization/roleDefinitions`` with ``type: CustomRole``); built-in roles

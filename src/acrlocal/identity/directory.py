@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy.engine import Connection, Engine
 
-from acrlocal.errors import AlreadyExists, NotFound
+from acrlocal.errors import AcrLocalError, AlreadyExists, NotFound
 from acrlocal.generations import Generations
 from acrlocal.identity import store as t
 from acrlocal.storage.sql import unique_violation
@@ -192,6 +192,38 @@ class ProvisionedTenant:
     secret: str = field(repr=False)
 
 
+#: How many of what a tenant still holds a refused deletion names (each check reads one more, to say "and more").
+HELD_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class TenantDeletion:
+    """A tenant :meth:`Directory.delete_tenant` is deleting, as its callbacks see it (in its transaction):
+    ``subscription_ids`` and ``principal_ids`` are all the tenant's (lower case); ``administrator_ids`` the
+    principals createTenant made, which a deletion may take along (service principals without an application
+    object: Graph can neither make, rename nor delete one)."""
+
+    tenant: Tenant
+    subscription_ids: tuple[str, ...]
+    principal_ids: tuple[str, ...]
+    administrator_ids: tuple[str, ...]
+
+
+class DefaultTenantKept(AcrLocalError, PermissionError):
+    """A deletion of the server's default tenant, which is never deleted."""
+
+
+class TenantNotEmpty(AcrLocalError, PermissionError):
+    """A tenant deletion refused: the tenant still holds more than createTenant made. ``held`` describes the first
+    few things (at most :data:`HELD_SHOWN` of each kind, and one more when there are more), in a form for a
+    message (``user 'alice@contoso.localhost'``)."""
+
+    def __init__(self, tenant: Tenant, held: list[str]) -> None:
+        shown = ", ".join(held[:HELD_SHOWN]) + (" and more" if len(held) > HELD_SHOWN else "")
+        super().__init__(f"tenant {tenant.display_name!r} ({tenant.id}) still holds {shown}")
+        self.tenant, self.held = tenant, held
+
+
 def new_guid() -> str:
     return str(uuid.uuid4())
 
@@ -297,6 +329,88 @@ class Directory:
                 also(conn, made)
         self.generations.bump("directory")
         return made
+
+    def delete_tenant(
+            self, tenant_id: str, *, held: Callable[[Connection, TenantDeletion], list[str]] | None = None,
+            also: Callable[[Connection, TenantDeletion], None] | None = None) -> Tenant:
+        """Delete a tenant createTenant made, with everything it made and everything derived: its subscriptions,
+        its administrator with its secrets, certificates, federated credentials, directory roles, memberships and
+        ownerships, and the tenant's signing keys. All in one transaction, which first locks the tenant's row, with
+        ``held(conn, deleting)`` (what the caller's tables still hold: descriptions, as :class:`TenantNotEmpty`
+        names them) and then ``also(conn, deleting)`` (the caller's own deletes, e.g. the control plane's role
+        assignments): if anything raises, nothing is deleted and the error propagates.
+
+        :class:`~acrlocal.errors.NotFound` if no tenant has this id, :class:`DefaultTenantKept` for the server's
+        default tenant, :class:`TenantNotEmpty` while the tenant holds anything but its subscriptions and its
+        administrators (a user, a group, an application, a managed identity...) or ``held`` names something. The
+        caller drops what it keeps of the tenant in memory (its signing keys) afterwards."""
+        tid = tenant_id.lower()
+        c = t.principals.c
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.tenants).where(t.tenants.c.id == tid).with_for_update()).first()
+            if row is None:
+                raise NotFound(f"tenant {tenant_id!r} does not exist")
+            tenant = Tenant(row.id, row.display_name, bool(row.is_default))
+            if tenant.is_default:
+                raise DefaultTenantKept(f"tenant {tenant.display_name!r} ({tenant.id}) is the server's default tenant")
+            subs = conn.execute(sa.select(t.subscriptions.c.id).where(t.subscriptions.c.tenant_id == tid)
+                                .order_by(t.subscriptions.c.created)).scalars().all()
+            with_application = sa.select(t.applications.c.app_id)
+            principals = conn.execute(sa.select(c.object_id, c.kind, c.app_id.in_(with_application).label("app"))
+                                      .where(c.tenant_id == tid).order_by(c.created, c.object_id)).all()
+            admins = tuple(p.object_id for p in principals if p.kind == "ServicePrincipal" and not p.app)
+            deleting = TenantDeletion(tenant, tuple(subs), tuple(p.object_id for p in principals), admins)
+            left = self._held(conn, deleting) + (held(conn, deleting) if held is not None else [])
+            if left:
+                raise TenantNotEmpty(tenant, left)
+            if also is not None:
+                also(conn, deleting)
+            of_tenant = sa.select(c.object_id).where(c.tenant_id == tid).scalar_subquery()
+            apps = sa.select(t.applications.c.id).where(t.applications.c.tenant_id == tid).scalar_subquery()
+            conn.execute(sa.delete(t.owners).where(sa.or_(t.owners.c.owner_id.in_(of_tenant),
+                                                          t.owners.c.object_id.in_(of_tenant),
+                                                          t.owners.c.object_id.in_(apps))))
+            conn.execute(sa.delete(t.group_members).where(sa.or_(t.group_members.c.group_id.in_(of_tenant),
+                                                                 t.group_members.c.member_id.in_(of_tenant))))
+            conn.execute(sa.delete(t.directory_roles).where(t.directory_roles.c.principal_id.in_(of_tenant)))
+            for table in (t.principal_secrets, t.principal_certificates, t.federated_credentials, t.refresh_tokens,
+                          t.users, t.groups, t.service_principals):
+                conn.execute(sa.delete(table).where(table.c.object_id.in_(of_tenant)))
+            for table in (t.applications, t.principals, t.signing_keys, t.subscriptions):
+                conn.execute(sa.delete(table).where(table.c.tenant_id == tid))
+            conn.execute(sa.delete(t.tenants).where(t.tenants.c.id == tid))
+        self.generations.bump("directory")
+        return tenant
+
+    @staticmethod
+    def _held(conn: Connection, deleting: TenantDeletion) -> list[str]:
+        """The directory objects of the tenant being deleted that createTenant did not make: every principal but
+        its administrators (oldest first), and any application object left without one."""
+        c = t.principals.c
+        tid = deleting.tenant.id
+        rows = conn.execute(
+            sa.select(c.kind, c.display_name, c.app_id, t.users.c.user_principal_name, t.applications.c.id)
+            .select_from(t.principals.outerjoin(t.users, t.users.c.object_id == c.object_id)
+                         .outerjoin(t.applications, t.applications.c.app_id == c.app_id))
+            .where(c.tenant_id == tid, c.object_id.not_in(deleting.administrator_ids))
+            .order_by(c.created, c.object_id).limit(HELD_SHOWN + 1)).all()
+        left = []
+        for r in rows:
+            if r.kind == "User":
+                left.append(f"user '{r.user_principal_name}'")
+            elif r.kind == "Group":
+                left.append(f"group '{r.display_name}'")
+            elif r.kind == "ManagedIdentity":
+                left.append(f"managed identity '{r.display_name}'")
+            elif r.id is not None:
+                left.append(f"application '{r.display_name}' (appId {r.app_id})")
+            else:
+                left.append(f"service principal '{r.display_name}' (appId {r.app_id})")
+        a = t.applications.c
+        apps = conn.execute(sa.select(a.display_name, a.app_id).where(
+            a.tenant_id == tid, a.app_id.not_in(sa.select(c.app_id))).order_by(a.created, a.id)
+            .limit(HELD_SHOWN + 1)).all()
+        return left + [f"application '{r.display_name}' (appId {r.app_id})" for r in apps]
 
     def tenants(self) -> list[Tenant]:
         with self.engine.connect() as conn:

@@ -249,6 +249,17 @@ class KeyRing:
             conn.execute(sa.insert(t.signing_keys).values(kid=_kid_for(key), tenant_id=tenant_id, private_pem=pem,
                                                           created=time.time(), retired=None))
 
+    def tenant_deleted(self, tenant_id: str) -> None:
+        """After a tenant's deletion committed (its keys' rows with it): drop its keys here, and tell the server's
+        other processes and replicas to read keys and key ids again (the generation), so that no token of it
+        verifies anywhere."""
+        tenant_id = tenant_id.lower()
+        with self._lock:
+            self._keys.pop(tenant_id, None)
+            self._unannounced.discard(tenant_id)
+        self._generations.bump(GENERATION)
+        self._stamp = self._generations.current(GENERATION)
+
     def forget(self) -> None:
         """Drop the in-memory cache (after another process rotated keys)."""
         with self._lock:

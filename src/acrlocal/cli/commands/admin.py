@@ -8,8 +8,11 @@ at once; the old one stays published until its tokens expire. acrlocal's own: az
 
 ``admin tenant create --name contoso``: a new tenant with its subscription and an administrator service principal
 (ARM's ``POST /providers/Microsoft.AcrLocal/createTenant``, acrlocal's own: Azure has no API that makes a tenant);
-prints the ids and the administrator's client secret, shown this once. ``admin tenant list``: the caller's own
-tenants (ARM's ``GET /tenants``)."""
+prints the ids and the administrator's client secret, shown this once. ``admin tenant delete --tenant-id <id>
+[--yes]``: deletes a tenant that holds nothing but what ``create`` made (ARM's ``POST
+/providers/Microsoft.AcrLocal/deleteTenant``); asks first, as az's deletes do, unless ``--yes``; the server's
+refusal (409 naming what the tenant still holds, 404, 400 for the default tenant) is printed as az prints ARM's
+errors. ``admin tenant list``: the caller's own tenants (ARM's ``GET /tenants``)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 
 import click
 
-from acrlocal.cli.framework import AzGroup, option
+from acrlocal.cli.framework import AzGroup, confirm, option
 from acrlocal.cli.session import Session
 
 API_VERSION = "2025-01-01"
@@ -60,7 +63,7 @@ def gc(names: tuple[str, ...]) -> Any:
 
 @admin.group("tenant", cls=AzGroup)
 def tenant() -> None:
-    """Make tenants (acrlocal's own: Azure makes tenants only in its portal)."""
+    """Make and delete tenants (acrlocal's own: Azure makes tenants only in its portal)."""
 
 
 @tenant.command("create")
@@ -72,6 +75,19 @@ def tenant_create(name: str) -> Any:
     an administrator of the server's default tenant may."""
     session = Session()
     return session.arm.post("/providers/Microsoft.AcrLocal/createTenant", API_VERSION, {"displayName": name})
+
+
+@tenant.command("delete")
+@option("--tenant-id", required=True, help="The id of the tenant to delete (the tenantId 'tenant create' printed).")
+@option("--yes", "-y", is_flag=True, help="Do not prompt for confirmation.")
+def tenant_delete(tenant_id: str, yes: bool) -> Any:
+    """Delete a tenant made by 'tenant create', with its subscription and administrator. It must hold nothing else
+    (resource groups, users, applications...): the server names what is left. The server's default tenant is never
+    deleted. Only an administrator of the server's default tenant may."""
+    confirm(f"Are you sure you want to delete the tenant '{tenant_id}'?", yes)
+    session = Session()
+    session.arm.post("/providers/Microsoft.AcrLocal/deleteTenant", API_VERSION, {"tenantId": tenant_id})
+    return None
 
 
 @tenant.command("list")
