@@ -82,3 +82,24 @@ def arm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcrLocal]:
 @pytest.fixture(scope="module")
 def admin(arm_server: AcrLocal) -> Arm:
     return Arm(arm_server, admin_of(arm_server).token(arm_server))
+
+
+CREATE_TENANT = "/providers/Microsoft.AcrLocal/createTenant"
+TENANT_API = "2025-01-01"
+
+
+def arm_error(r: requests.Response, status: int, code: str) -> dict[str, Any]:
+    """ARM's error body ``{"error": {"code", "message"}}`` with this status and code."""
+    assert r.status_code == status, (r.request.method, r.request.url, r.status_code, r.text)
+    error: dict[str, Any] = r.json()["error"]
+    assert error["code"] == code and error["message"], r.text
+    return error
+
+
+def tenant_names(server: AcrLocal) -> list[str]:
+    """The display names of the server's tenants, sorted (read from its database)."""
+    engine = server.database()
+    try:
+        return sorted(t.display_name for t in Directory(engine).tenants())
+    finally:
+        engine.dispose()

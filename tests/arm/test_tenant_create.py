@@ -13,34 +13,18 @@ import json
 from typing import Any
 
 import pytest
-import requests
 import sqlalchemy as sa
 
 from acrlocal.arm.store import ArmStore, StoredAssignment
 from acrlocal.errors import AlreadyExists
 from acrlocal.identity.directory import GLOBAL_ADMINISTRATOR, Directory
 from acrlocal.rbac.roles import OWNER
-from tests.arm.conftest import ARM_SCOPE, Arm, admin_of, new_principal, subscription_of
+from tests.arm.conftest import ARM_SCOPE, Arm, admin_of, arm_error, new_principal, subscription_of, tenant_names
+from tests.arm.conftest import CREATE_TENANT as CREATE
+from tests.arm.conftest import TENANT_API as API
 from tests.harness import AcrLocal
 
-CREATE = "/providers/Microsoft.AcrLocal/createTenant"
-API = "2025-01-01"
 GROUPS_API = "2023-07-01"
-
-
-def arm_error(r: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, (r.request.method, r.request.url, r.status_code, r.text)
-    error: dict[str, Any] = r.json()["error"]
-    assert error["code"] == code and error["message"], r.text
-    return error
-
-
-def tenant_names(server: AcrLocal) -> list[str]:
-    engine = server.database()
-    try:
-        return sorted(t.display_name for t in Directory(engine).tenants())
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -21,21 +21,14 @@ import sqlalchemy as sa
 from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment, StoredRoleDefinition
 from acrlocal.identity.directory import DefaultTenantKept, Directory, TenantNotEmpty
 from acrlocal.rbac.roles import OWNER
-from tests.arm.conftest import ARM_SCOPE, Arm, admin_of, new_principal, subscription_of
+from tests.arm.conftest import ARM_SCOPE, Arm, admin_of, arm_error, new_principal, subscription_of, tenant_names
+from tests.arm.conftest import CREATE_TENANT as CREATE
+from tests.arm.conftest import TENANT_API as API
 from tests.harness import AcrLocal
 
-CREATE = "/providers/Microsoft.AcrLocal/createTenant"
 DELETE = "/providers/Microsoft.AcrLocal/deleteTenant"
-API = "2025-01-01"
 GROUPS_API = "2023-07-01"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-
-
-def arm_error(r: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, (r.request.method, r.request.url, r.status_code, r.text)
-    error: dict[str, Any] = r.json()["error"]
-    assert error["code"] == code and error["message"], r.text
-    return error
 
 
 def admin_arm(server: AcrLocal) -> Arm:
@@ -47,14 +40,6 @@ def make_tenant(server: AcrLocal, name: str) -> dict[str, Any]:
     assert r.status_code == 201, r.text
     made: dict[str, Any] = r.json()
     return made
-
-
-def tenant_names(server: AcrLocal) -> list[str]:
-    engine = server.database()
-    try:
-        return sorted(t.display_name for t in Directory(engine).tenants())
-    finally:
-        engine.dispose()
 
 
 def rows_naming(server: AcrLocal, *values: str) -> dict[str, int]:

@@ -30,6 +30,7 @@ from acrlocal.arm.store import ArmStore, StoredAssignment
 from acrlocal.identity.directory import Directory
 from acrlocal.rbac.roles import OWNER, READER
 from tests.arm.conftest import Arm, Principal, admin_of, subscription_of
+from tests.arm.conftest import arm_error as any_arm_error
 from tests.harness import AcrLocal
 
 GRAPH = "https://graph.microsoft.com/.default"
@@ -54,12 +55,9 @@ class TenantB:
 
 
 def arm_error(r: requests.Response, status: int, code: str) -> dict[str, Any]:
-    """ARM's error body ``{"error": {"code", "message"}}`` with this status and code."""
-    assert r.status_code == status, (r.request.method, r.request.url, r.status_code, r.text)
-    error: dict[str, Any] = r.json()["error"]
-    assert error["code"] == code and error["message"], r.text
+    """ARM's error body ``{"error": {"code", "message"}}`` with this status and code, and its request id."""
     assert r.headers.get("x-ms-request-id"), r.headers
-    return error
+    return any_arm_error(r, status, code)
 
 
 def graph_error(r: requests.Response, status: int, code: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import jwt
@@ -28,7 +28,7 @@ from acrlocal.generations import Generations
 from acrlocal.identity import keys as entra_keys
 from acrlocal.registry import token_keys
 from tests.harness import ACR_SCOPE, REFRESH_TOKEN_USER, AcrLocal
-from tests.table_locks import BOUND_S, one_process, served_while_waiting, wait_until, waiters
+from tests.table_locks import BOUND_S, one_process, own_transaction, served_while_waiting, wait_until, waiters
 
 ARM_SCOPE = "https://management.azure.com/.default"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -167,27 +167,19 @@ def test_a_forged_token_is_refused_from_memory_while_the_keys_table_is_locked(se
     assert _arm(server, _forged("https://management.azure.com/")).status_code == 401  # the key ids read
     tokens = [_forged("https://management.azure.com/"), _forged("https://management.azure.com/", admin["tenantId"])]
     engine = server.database()
-    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    holder = engine.connect()
     try:
-        with ThreadPoolExecutor(1) as pool:
-            lock = holder.begin()
-            try:
-                holder.execute(sa.text("LOCK TABLE signing_keys IN ACCESS EXCLUSIVE MODE"))
-                for token in tokens:
-                    pending = pool.submit(_arm, server, token)
+        with own_transaction(engine) as (holder, pool, watcher):
+            holder.execute(sa.text("LOCK TABLE signing_keys IN ACCESS EXCLUSIVE MODE"))
+            for token in tokens:
+                pending = pool.submit(_arm, server, token)
 
-                    def settled(pending: Future[requests.Response] = pending) -> bool:
-                        return pending.done() or waiters(watcher, "signing_keys") > 0
+                def settled(pending: Future[requests.Response] = pending) -> bool:
+                    return pending.done() or waiters(watcher, "signing_keys") > 0
 
-                    wait_until(settled, "an answer or a statement queued behind the lock on signing_keys")
-                    assert not waiters(watcher, "signing_keys"), "a forged token's look-up waits for the table"
-                    answer = pending.result(timeout=BOUND_S)
-                    assert answer.status_code == 401, answer.text
-            finally:
-                lock.rollback()
+                wait_until(settled, "an answer or a statement queued behind the lock on signing_keys")
+                assert not waiters(watcher, "signing_keys"), "a forged token's look-up waits for the table"
+                answer = pending.result(timeout=BOUND_S)
+                assert answer.status_code == 401, answer.text
     finally:
-        holder.close()
-        watcher.close()
         engine.dispose()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from tests.arm import races
 from tests.arm.conftest import admin_of, new_principal, subscription_of
 from tests.replicas.conftest import Replicas, on, pinned
-from tests.table_locks import wait_until, waiters
+from tests.table_locks import own_transaction, wait_until, waiters
 
 ROUNDS = 10
 
@@ -113,26 +112,16 @@ def test_a_graph_delete_of_a_principal_waits_for_the_arm_write_that_assigns_it_a
     body = {"properties": {"roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
                            f"roleDefinitions/{races.ACR_PULL}", "principalId": principal,
                            "principalType": "ServicePrincipal"}}
-    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    holder = engine.connect()
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            held = holder.begin()
-            try:
-                holder.execute(sa.text("LOCK TABLE arm_role_assignments IN EXCLUSIVE MODE"))
-                put = pool.submit(arm, 0, "PUT", assignment, body)
-                wait_until(lambda: waiters(watcher, "arm_role_assignments") > 0, "the assignment's insert", put)
-                delete = pool.submit(graph, 1, "DELETE", f"/v1.0/applications/{app.json()['id']}")
-                time.sleep(2)  # room for the delete to reach the table, were it not waiting for the assignment
-                assert not delete.done(), delete.result().text
-                assert waiters(watcher, "arm_role_assignments") == 1, "the delete did not wait for the write"
-            finally:
-                held.rollback()
-            assert put.result(timeout=60).status_code == 201, put.result().text
-            assert delete.result(timeout=60).status_code == 204, delete.result().text
-    finally:
-        holder.close()
-        watcher.close()
+    with own_transaction(engine, workers=2) as (holder, pool, watcher):
+        holder.execute(sa.text("LOCK TABLE arm_role_assignments IN EXCLUSIVE MODE"))
+        put = pool.submit(arm, 0, "PUT", assignment, body)
+        wait_until(lambda: waiters(watcher, "arm_role_assignments") > 0, "the assignment's insert", put)
+        delete = pool.submit(graph, 1, "DELETE", f"/v1.0/applications/{app.json()['id']}")
+        time.sleep(2)  # room for the delete to reach the table, were it not waiting for the assignment
+        assert not delete.done(), delete.result().text
+        assert waiters(watcher, "arm_role_assignments") == 1, "the delete did not wait for the write"
+    assert put.result(timeout=60).status_code == 201, put.result().text
+    assert delete.result(timeout=60).status_code == 204, delete.result().text
     assert races.count(engine, "SELECT count(*) FROM arm_role_assignments WHERE principal_id = :p",
                        p=principal.lower()) == 0
     assert races.count(engine, "SELECT count(*) FROM principals WHERE object_id = :p", p=principal.lower()) == 0

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -23,7 +22,7 @@ from tests.arm import races
 from tests.arm.conftest import admin_of, new_principal, subscription_of
 from tests.registry.conftest import registry_token
 from tests.replicas.conftest import Replicas, on, pinned
-from tests.table_locks import wait_until
+from tests.table_locks import own_transaction, wait_until
 
 UPLOAD_LOCKS = 0x41435201  # acrlocal.server.ADVISORY_NAMESPACES[0]
 ARM_WRITES = 0x41435203  # acrlocal.server.ADVISORY_NAMESPACES[2]
@@ -113,27 +112,16 @@ def _past_a_lost_lock(engine: sa.Engine, row: str, values: dict[str, Any], first
     """Hold, uncommitted, the row that ``row`` inserts; send ``first`` (replica 0's write under the control plane's
     lock, which waits at its INSERT of the same key); terminate the lock's backend; send ``second`` (replica 1, which
     takes the lock); then let the test's row go. Returns what ``first`` and ``second`` got."""
-    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    holder = engine.connect()
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            held = holder.begin()
-            try:
-                holder.execute(sa.text(row), values)
-                me = int(holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
-                pending = pool.submit(first)
-                wait_until(lambda: _blocked_by(watcher, me) > 0, "replica 0's INSERT waiting for the test's row",
-                           pending)
-                pid = _holder(engine, ARM_WRITES)
-                assert watcher.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-                made = second()
-                assert not pending.done()
-            finally:
-                held.rollback()
-            return pending.result(timeout=60), made
-    finally:
-        holder.close()
-        watcher.close()
+    with own_transaction(engine) as (holder, pool, watcher):
+        holder.execute(sa.text(row), values)
+        me = int(holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+        pending = pool.submit(first)
+        wait_until(lambda: _blocked_by(watcher, me) > 0, "replica 0's INSERT waiting for the test's row", pending)
+        pid = _holder(engine, ARM_WRITES)
+        assert watcher.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        made = second()
+        assert not pending.done()
+    return pending.result(timeout=60), made
 
 
 def test_a_role_assignment_checked_under_a_lost_write_lock_is_refused_by_the_database_with_arms_409(
