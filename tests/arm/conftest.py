@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,9 @@ import pytest
 import requests
 from azure.identity import ClientSecretCredential
 
+from acrlocal.arm.store import ArmStore, StoredAssignment
 from acrlocal.identity.directory import Directory
+from acrlocal.rbac.roles import OWNER
 from tests.harness import AcrLocal, running
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -103,3 +106,17 @@ def tenant_names(server: AcrLocal) -> list[str]:
         return sorted(t.display_name for t in Directory(engine).tenants())
     finally:
         engine.dispose()
+
+
+def subscription_owner(server: AcrLocal, name: str) -> Principal:
+    """A new service principal that is Owner of the server's default subscription and no directory administrator
+    (written to the server's database, as :func:`new_principal`)."""
+    owner = new_principal(server, name)
+    engine = server.database()
+    try:
+        ArmStore(engine).add_assignment(StoredAssignment(
+            str(uuid.uuid4()), f"/subscriptions/{subscription_of(server)}", OWNER.id, owner.object_id,
+            "ServicePrincipal"))
+    finally:
+        engine.dispose()
+    return owner

@@ -15,11 +15,19 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from acrlocal.arm.store import ArmStore, StoredAssignment
+from acrlocal.arm.store import ArmStore
 from acrlocal.errors import AlreadyExists
 from acrlocal.identity.directory import GLOBAL_ADMINISTRATOR, Directory
 from acrlocal.rbac.roles import OWNER
-from tests.arm.conftest import ARM_SCOPE, Arm, admin_of, arm_error, new_principal, subscription_of, tenant_names
+from tests.arm.conftest import (
+    ARM_SCOPE,
+    Arm,
+    admin_of,
+    arm_error,
+    subscription_of,
+    subscription_owner,
+    tenant_names,
+)
 from tests.arm.conftest import CREATE_TENANT as CREATE
 from tests.arm.conftest import TENANT_API as API
 from tests.harness import AcrLocal
@@ -89,14 +97,7 @@ def test_only_an_administrator_of_the_default_tenant_may_make_one(arm_server: Ac
                                                                   contoso: dict[str, Any]) -> None:
     """An Owner of the default subscription is no directory administrator; the new tenant's Global Administrator
     administers only its own tenant."""
-    owner = new_principal(arm_server, "owner-not-admin")
-    engine = arm_server.database()
-    try:
-        ArmStore(engine).add_assignment(StoredAssignment(
-            "0b6b1ec0-2f4e-4d1f-9c55-9a4ef2d5a001", f"/subscriptions/{subscription_of(arm_server)}", OWNER.id,
-            owner.object_id, "ServicePrincipal"))
-    finally:
-        engine.dispose()
+    owner = subscription_owner(arm_server, "owner-not-admin")
     contoso_token = arm_server.entra_token(contoso["tenantId"], contoso["clientId"], contoso["clientSecret"],
                                            ARM_SCOPE)
     for token in (owner.token(arm_server), contoso_token):

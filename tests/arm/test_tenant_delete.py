@@ -20,8 +20,14 @@ import sqlalchemy as sa
 
 from acrlocal.arm.store import ArmStore, RoleDefinitionStore, StoredAssignment, StoredRoleDefinition
 from acrlocal.identity.directory import DefaultTenantKept, Directory, TenantNotEmpty
-from acrlocal.rbac.roles import OWNER
-from tests.arm.conftest import ARM_SCOPE, Arm, admin_of, arm_error, new_principal, subscription_of, tenant_names
+from tests.arm.conftest import (
+    ARM_SCOPE,
+    Arm,
+    admin_of,
+    arm_error,
+    subscription_owner,
+    tenant_names,
+)
 from tests.arm.conftest import CREATE_TENANT as CREATE
 from tests.arm.conftest import TENANT_API as API
 from tests.harness import AcrLocal
@@ -126,14 +132,7 @@ def test_only_an_administrator_of_the_default_tenant_may_delete_one(arm_server: 
     """An Owner of the default subscription is no directory administrator, and a tenant's own Global Administrator
     may not delete its tenant (nor another): 403 before the body is looked at."""
     made = make_tenant(arm_server, "wingtip")
-    owner = new_principal(arm_server, "owner-not-admin")
-    engine = arm_server.database()
-    try:
-        ArmStore(engine).add_assignment(StoredAssignment(
-            "0b6b1ec0-2f4e-4d1f-9c55-9a4ef2d5a002", f"/subscriptions/{subscription_of(arm_server)}", OWNER.id,
-            owner.object_id, "ServicePrincipal"))
-    finally:
-        engine.dispose()
+    owner = subscription_owner(arm_server, "owner-not-admin")
     own = arm_server.entra_token(made["tenantId"], made["clientId"], made["clientSecret"], ARM_SCOPE)
     for token in (owner.token(arm_server), own):
         for body in ({"tenantId": made["tenantId"]}, {"tenantId": admin_of(arm_server).tenant_id}, {}):
