@@ -159,3 +159,40 @@ def test_a_groups_role_applies_to_its_members(person: Az, az_exe: Path, az_serve
     person("ad", "group", "delete", "--group", group["id"])
     person("ad", "user", "delete", "--id", upn)
     person("group", "delete", "-n", rg, "--yes")
+
+
+def test_a_person_of_a_new_tenant_signs_in_there(person: Az, az_exe: Path, az_server: AcrLocal, contained: Contained,
+                                                   tmp_path: Path) -> None:
+    """A tenant made through ``createTenant`` starts with only its administrator service principal. That principal
+    makes a user of the tenant (``az ad user create`` in the tenant's domain) and gives her Reader on a group; she
+    signs in there with her password (``az login -u -p --tenant``), sees that tenant's subscription and group and
+    nothing of the default tenant, and the default tenant does not know her."""
+    name = unique("t")
+    made = person("rest", "--method", "post", "--url",
+                  "/providers/Microsoft.AcrLocal/createTenant?api-version=2025-01-01",
+                  "--body", json.dumps({"displayName": name}))
+    admin = Az(az_exe, az_server, tmp_path / "admin", contained, {"ACRLOCAL_DATA_DIR": str(az_server.data_dir)})
+    admin.setup()
+    admin("login", "--service-principal", "-u", made["clientId"], "-p", made["clientSecret"], "--tenant",
+          made["tenantId"])
+    group = admin("group", "create", "-n", "rg-people", "-l", "westeurope")
+    upn = f"carol@{made['domain']}"
+    carol_user = admin("ad", "user", "create", "--display-name", "Carol", "--user-principal-name", upn, "--password",
+                       PASSWORD)
+    assert carol_user["userPrincipalName"] == upn
+    admin("role", "assignment", "create", "--assignee", carol_user["id"], "--role", "Reader", "--scope", group["id"])
+
+    carol = Az(az_exe, az_server, tmp_path / "carol", contained, {"ACRLOCAL_DATA_DIR": str(az_server.data_dir)})
+    carol.setup()
+    accounts = carol("login", "-u", upn, "-p", PASSWORD, "--tenant", made["tenantId"])
+    assert [(a["id"], a["tenantId"], a["user"]["name"]) for a in accounts] == [
+        (made["subscriptionId"], made["tenantId"], upn)]
+    assert carol("group", "show", "-n", "rg-people")["id"] == group["id"]
+    assert carol("ad", "signed-in-user", "show")["id"] == carol_user["id"]
+    assert carol.fail("group", "create", "-n", "rg-not-hers", "-l", "westeurope").returncode != 0  # Reader only
+
+    stranger = Az(az_exe, az_server, tmp_path / "stranger", contained, {"ACRLOCAL_DATA_DIR": str(az_server.data_dir)})
+    stranger.setup()
+    refused = stranger.fail("login", "-u", upn, "-p", PASSWORD, "--tenant", az_server.admin_credential()["tenantId"])
+    assert "AADSTS" in refused.stderr
+
