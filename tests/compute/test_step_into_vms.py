@@ -270,7 +270,9 @@ def test_stopping_the_server_stops_the_vms_and_keeps_them(tmp_path: Path) -> Non
         az(server, "group", "create", "-n", "rg", "-l", "westus")
         az(server, "vm", "create", "-g", "rg", "-n", "rebooted")
         az(server, "vm", "run-command", "invoke", "-g", "rg", "-n", "rebooted", "--command-id", "RunShellScript",
-           "--scripts", "setsid sleep 1000 < /dev/null > /dev/null 2>&1 &", "touch /tmp/scratch /root/kept")
+           "--scripts", "setsid sleep 1000 < /dev/null > /dev/null 2>&1 &",
+           # Until the child has left the script's session (which ends with the script), it is the script's.
+           "until ps -e -o args= | grep -q '^sleep 1000'; do sleep 0.05; done", "touch /tmp/scratch /root/kept")
         assert "sleep" in processes(server, "rg", "rebooted").split()
         assert server.stop() == 0
         server.start()
