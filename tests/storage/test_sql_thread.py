@@ -115,3 +115,29 @@ def test_on_sqlite_a_call_that_committed_before_the_lock_was_held_is_not_run_aga
         sql.close()
     assert tries == [1]
     assert names(engine) == ["first"]
+
+
+def test_on_sqlite_a_call_of_two_transactions_through_run_long_waits_for_the_lock_between_them(
+        engine: sa.Engine) -> None:
+    """The same call through ``run_long`` (what control-plane writes use): in the thread, its second transaction
+    waits for the other writer instead of failing, so both rows are stored."""
+    sql = SqlThread(engine)
+    holder = sqlite3.connect(engine.url.database or "", isolation_level=None, check_same_thread=False)
+    locked = threading.Event()
+
+    def two_transactions() -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO rows VALUES ('first')")
+        holder.execute("BEGIN IMMEDIATE")  # another writer, between the call's two transactions
+        locked.set()
+        threading.Timer(0.3, holder.execute, ("ROLLBACK",)).start()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO rows VALUES ('second')")
+
+    try:
+        asyncio.run(asyncio.wait_for(sql.run_long(two_transactions), BOUND_S))
+    finally:
+        holder.close()
+        sql.close()
+    assert locked.is_set()
+    assert names(engine) == ["first", "second"]

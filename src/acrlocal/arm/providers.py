@@ -121,11 +121,14 @@ class Call:
         return self.request.query
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(*args, **kwargs)`` through the server's :class:`~acrlocal.storage.sql.SqlThread` (inline on SQLite,
+        """``fn(*args, **kwargs)`` through the server's :class:`~acrlocal.storage.sql.SqlThread` (a GET's inline on
+        SQLite; a write's in the thread on every backend, since a write's call may commit more than once, and always
         off the event loop on PostgreSQL): every store and directory call of a handler goes through here, a check
         and the write it guards in one ``fn``. ``fn`` must not wait for the event loop or for another call of the
         thread; what it raises comes back here."""
-        return await self.services.sql.run(fn, *args, **kwargs)
+        if self.request.method in ("GET", "HEAD"):
+            return await self.services.sql.run(fn, *args, **kwargs)
+        return await self.services.sql.run_long(fn, *args, **kwargs)  # may commit more than once: see run_long
 
     def tenant_resource(self, resource_id: str) -> Resource | None:
         """The resource ``resource_id`` names if it is in a subscription of the caller's tenant; ``None`` if it does

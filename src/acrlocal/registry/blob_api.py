@@ -178,7 +178,7 @@ async def delete_blob(request: web.Request, services: RegistryServices, registry
         return services.meta.forget_blob_if_unlinked(key)
 
     async with locks.digests(key) as held:
-        if await services.sql.run(unlink):
+        if await services.sql.run_long(unlink):  # two commits (the link, then the blob's row): see run_long
             try:
                 await held.verify()
             except LockLost:  # another replica may be publishing it: its bytes stay, reconcile removes them

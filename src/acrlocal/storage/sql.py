@@ -425,7 +425,7 @@ class SqlThread:
     Inline, a call does not wait for another writer's lock (another process of the server writing, or this one's
     thread): its statement fails at once as busy and, if the call has committed nothing yet, the call runs again,
     whole, in the thread, which waits up to :data:`BUSY_TIMEOUT_MS`. A call that had committed raises the error (the
-    HTTP layers answer their 503).
+    HTTP layers answer their 503): calls that may commit more than once go through :meth:`run_long`.
 
     A call whose cost grows with the data it touches (deleting a repository of 100,000 tags takes a second) goes
     through :meth:`run_long`: to the thread on SQLite too, and the calls made while it runs follow it there, in
@@ -455,7 +455,11 @@ class SqlThread:
         return await self._in_thread(fn, *args, **kwargs)
 
     async def run_long(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """:meth:`run` for a call whose cost grows with the data it touches: in the thread on every backend."""
+        """:meth:`run` in the thread on every backend, for a call whose cost grows with the data it touches, or one
+        that may commit more than once (a control-plane write: a resource and then its children, an application
+        and then its owner). Inline, such a call that finds another writer's lock after its first commit could only
+        raise (running it again would repeat that commit); in the thread it waits for the lock between its commits
+        as on PostgreSQL."""
         return await self._in_thread(fn, *args, **kwargs)
 
     async def _in_thread(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -187,9 +187,12 @@ class GraphCall:
     raw_body: bytes | Exception = b""
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(*args, **kwargs)`` through the server's ``SqlThread`` (inline on SQLite, off the loop on
-        PostgreSQL); what it raises comes back here."""
-        return await self.services.sql.run(fn, *args, **kwargs)
+        """``fn(*args, **kwargs)`` through the server's ``SqlThread`` (a GET's inline on SQLite; a write's in the
+        thread on every backend, as it may commit more than once: see ``SqlThread.run_long``); what it raises comes
+        back here."""
+        if self.request.method in ("GET", "HEAD"):
+            return await self.services.sql.run(fn, *args, **kwargs)
+        return await self.services.sql.run_long(fn, *args, **kwargs)
 
     @property
     def tenant_id(self) -> str:
@@ -400,8 +403,9 @@ def make_dispatch(services: ArmServices, store: ArmStore, router: Router, write_
             caller = await services.sql.run(_principal, services, claims)
             return await cast(Callable[[GraphCall], Awaitable[web.StreamResponse]], handler)(
                 GraphCall(services, store, request, caller, claims, params, raw))
-        return await services.sql.run(_serve, cast(Callable[[GraphCall], web.StreamResponse], handler),
-                                      services, store, request, claims, params, raw)
+        run = services.sql.run if request.method in ("GET", "HEAD") else services.sql.run_long  # see GraphCall.run
+        return await run(_serve, cast(Callable[[GraphCall], web.StreamResponse], handler), services, store, request,
+                         claims, params, raw)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         try:
