@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, cast
 
 from aiohttp import web
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from acrlocal.arm.auth import Caller
     from acrlocal.arm.paths import ArmPath
     from acrlocal.arm.services import ArmServices
+    from acrlocal.storage.sql import SqlThread
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ class RequestLike(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
 
+def sql_way(sql: SqlThread, method: str) -> Callable[..., Awaitable[Any]]:
+    """How a control-plane (ARM or Graph) request of ``method`` hands its store calls to ``sql``: a GET's or HEAD's
+    through :meth:`~acrlocal.storage.sql.SqlThread.run` (inline on SQLite), a write's through
+    :meth:`~acrlocal.storage.sql.SqlThread.run_long` (in the thread on every backend), since a write's call may
+    commit more than once and must wait for another writer's lock between its commits."""
+    return sql.run if method in ("GET", "HEAD") else sql.run_long
+
+
 @dataclass(frozen=True)
 class InternalRequest:
     """A request the control plane sends itself, e.g. a deployment's PUT of one of its resources."""
@@ -126,9 +135,7 @@ class Call:
         off the event loop on PostgreSQL): every store and directory call of a handler goes through here, a check
         and the write it guards in one ``fn``. ``fn`` must not wait for the event loop or for another call of the
         thread; what it raises comes back here."""
-        if self.request.method in ("GET", "HEAD"):
-            return await self.services.sql.run(fn, *args, **kwargs)
-        return await self.services.sql.run_long(fn, *args, **kwargs)  # may commit more than once: see run_long
+        return cast(T, await sql_way(self.services.sql, self.request.method)(fn, *args, **kwargs))
 
     def tenant_resource(self, resource_id: str) -> Resource | None:
         """The resource ``resource_id`` names if it is in a subscription of the caller's tenant; ``None`` if it does

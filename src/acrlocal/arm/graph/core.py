@@ -34,6 +34,7 @@ from aiohttp import web
 
 from acrlocal import inbound
 from acrlocal.arm.graph.errors import GraphError
+from acrlocal.arm.providers import sql_way
 from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore
 from acrlocal.errors import ValueTooLong
@@ -190,9 +191,7 @@ class GraphCall:
         """``fn(*args, **kwargs)`` through the server's ``SqlThread`` (a GET's inline on SQLite; a write's in the
         thread on every backend, as it may commit more than once: see ``SqlThread.run_long``); what it raises comes
         back here."""
-        if self.request.method in ("GET", "HEAD"):
-            return await self.services.sql.run(fn, *args, **kwargs)
-        return await self.services.sql.run_long(fn, *args, **kwargs)
+        return cast(T, await sql_way(self.services.sql, self.request.method)(fn, *args, **kwargs))
 
     @property
     def tenant_id(self) -> str:
@@ -403,9 +402,9 @@ def make_dispatch(services: ArmServices, store: ArmStore, router: Router, write_
             caller = await services.sql.run(_principal, services, claims)
             return await cast(Callable[[GraphCall], Awaitable[web.StreamResponse]], handler)(
                 GraphCall(services, store, request, caller, claims, params, raw))
-        run = services.sql.run if request.method in ("GET", "HEAD") else services.sql.run_long  # see GraphCall.run
-        return await run(_serve, cast(Callable[[GraphCall], web.StreamResponse], handler), services, store, request,
-                         claims, params, raw)
+        return await sql_way(services.sql, request.method)(
+            _serve, cast(Callable[[GraphCall], web.StreamResponse], handler), services, store, request, claims, params,
+            raw)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         try:
