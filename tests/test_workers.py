@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 import requests
+import sqlalchemy as sa
 from requests.adapters import HTTPAdapter
 
 from tests.arm import races
@@ -448,3 +449,34 @@ def test_a_tenants_first_key_made_by_one_worker_verifies_at_the_other(server: Ac
         first_key_verifies_at_the_other(
             server, lambda i, method, url, **kw: on(registry[i], method, url, i, **kw),
             lambda i, method, url, **kw: on(shared[i], method, url, i, **kw), maker, verifier, f"firstkey{maker}")
+
+
+def test_what_a_worker_committed_and_died_before_announcing_is_read_again_everywhere(tmp_path: Path) -> None:
+    """A process that dies between a commit and its announcement (``Generations.bump``) leaves the other processes'
+    caches of what it changed stale. The write is done here straight in the database, as the dead worker's commit
+    was; the secondary is then killed (SIGKILL) and started again by the primary: a process that starts drops every
+    process's caches, so the primary reads the tag moved."""
+    with running(tmp_path / "data", "--workers", "2") as fresh:
+        base = f"https://{fresh.login_server()}"
+        client = RegistryClient(fresh)
+        first, second = client.push_image("workers/crash", "v1"), client.push_image("workers/crash", None)
+        token = registry_token(fresh, base, "repository:workers/crash:pull", fresh.registry_credentials())
+        auth = {"Authorization": f"Bearer {token}", "Accept": MANIFEST}
+        url = f"{base}/v2/workers/crash/manifests/v1"
+        primary = pinned(fresh, base)[0]
+        assert on(primary, "HEAD", url, 0, headers=auth).headers["Docker-Content-Digest"] == first.digest
+        with fresh.database().begin() as conn:  # the dead worker's commit
+            moved = conn.execute(sa.text(
+                "UPDATE tags SET manifest_id = (SELECT id FROM manifests WHERE digest = :digest) WHERE name = 'v1'"
+            ), {"digest": second.digest})
+            assert moved.rowcount == 1
+        assert on(primary, "HEAD", url, 0, headers=auth).headers["Docker-Content-Digest"] == first.digest, \
+            "the primary read the tag again on its own: this test shows nothing"
+        secondary = int(fresh.status["workers"][1])
+        os.kill(secondary, signal.SIGKILL)
+        deadline = time.monotonic() + 60  # the primary notices within a second; the new secondary starts in a few
+        digest = first.digest
+        while time.monotonic() < deadline and digest == first.digest:
+            time.sleep(0.2)
+            digest = on(primary, "HEAD", url, 0, headers=auth).headers["Docker-Content-Digest"]
+        assert digest == second.digest, "the primary still serves the tag as it was before the dead worker's commit"

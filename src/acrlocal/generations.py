@@ -13,6 +13,9 @@ the same 64 random bits is left to chance). Keys that share a slot only invalida
 
 The file is shared by the processes of one machine; replicas on several machines over one PostgreSQL database
 also tell each other through it (:class:`acrlocal.storage.shared.DatabaseGenerations`).
+
+A process that dies after a commit and before its bump leaves that change unannounced: every process that starts
+(a restarted worker, a replica, the whole server) first bumps every slot (:meth:`Generations.bump_all`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,13 @@ class Generations:
     def bump(self, key: Hashable) -> None:
         """Mark what ``key`` covers as changed, after the change is committed."""
         self._slots[slot_of(key)] = random.getrandbits(64)
+
+    def bump_all(self) -> None:
+        """Mark everything as changed: every slot gets a fresh value, and every process reads what it cached
+        again. A process that starts calls it (the server's assembly): a process that died between a commit and
+        its :meth:`bump` left the others' caches of that change stale, and its successor's start ends that."""
+        fresh = memoryview(random.randbytes(_SIZE)).cast("Q")
+        self._slots[:] = fresh
 
     def set_slot(self, slot: int, value: int) -> None:
         """Write ``value`` into ``slot`` (what another replica bumped, as :meth:`bump` would have)."""

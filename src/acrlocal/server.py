@@ -317,6 +317,8 @@ class Server:
             generations = Generations(settings.data_dir / "generations")  # shared by the server's processes
             registry_locks.uploads.share(settings.data_dir / "uploads.lock")
             registry_locks.digests.share(settings.data_dir / "digests.lock")
+        # What a process that died between a commit and its announcement changed is read again everywhere.
+        generations.bump_all()
         registry_meta = SqlRegistryMetadata(engine, generations)
         sql = SqlThread(engine)  # where the data plane's, Entra's and ARM's SQL runs (off the loop on PostgreSQL)
         hosting = RegistryHosting(

@@ -207,3 +207,31 @@ def test_the_keys_of_a_tenant_that_has_none_are_known_from_memory(tmp_path: Path
     assert [k.kid for k in here.keys(tenant)] == [first.kid]
     here_generations.close()
     elsewhere_generations.close()
+
+
+def test_a_first_key_whose_maker_died_before_announcing_it_is_announced_by_the_next_signer(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """``dead`` makes a tenant's first key and stops before its announcement (its generations are its own, so the
+    bump reaches nobody). ``signer`` and ``verifier`` had read the key ids before: ``signer`` finds the key
+    unannounced when it first signs for the tenant and announces it, so ``verifier`` accepts what it signed. Then
+    a process that starts (``Generations.bump_all``) makes every process read the key ids again as well."""
+    directory = Directory(engine)
+    bootstrap(directory, tmp_path)
+    tenant, other = (directory.create_tenant(name).id for name in ("dead maker", "dead maker again"))
+    signer_generations, verifier_generations = (Generations(tmp_path / "generations") for _ in range(2))
+    signer, verifier = KeyRing(engine, signer_generations), KeyRing(engine, verifier_generations)
+    for ring in (signer, verifier):
+        assert ring.find(tenant, _kid()) is None and ring.find(other, _kid()) is None  # the key ids are read
+    made = KeyRing(engine, Generations()).active(tenant)  # committed; announced to no one
+    assert verifier.unpublished(tenant, made.kid)  # the verifier does not know it yet
+    assert signer.active(tenant).kid == made.kid
+    assert _kid_of(verifier.find(tenant, made.kid)) == made.kid
+
+    made = KeyRing(engine, Generations()).active(other)
+    assert verifier.unpublished(other, made.kid)
+    Generations(tmp_path / "generations").bump_all()  # a process starts
+    assert not verifier.unpublished(other, made.kid)
+    assert _kid_of(verifier.find(other, made.kid)) == made.kid
+    signer_generations.close()
+    verifier_generations.close()

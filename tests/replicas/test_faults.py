@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from tests import postgres
 from tests.interop.tools import Containers
@@ -275,3 +276,35 @@ def test_an_index_put_racing_the_delete_of_its_child_on_two_replicas_never_both_
         for i in range(2):  # both replicas agree on what is left
             got = through(i, "GET", f"{base}/v2/{repo}/manifests/{child.digest}", headers={**auth, "Accept": MANIFEST})
             assert got.status_code == (200 if put.status_code == 201 else 404), got.text
+
+
+def test_what_a_replica_committed_and_died_before_announcing_is_read_again_when_it_starts(
+        own_replicas: Replicas) -> None:
+    """A replica that dies between a commit and its notification leaves the other replicas' caches of what it
+    changed stale. The write is done here straight in the database, as the dead replica's commit was; the replica
+    is killed and started again: a replica that starts tells every process of every replica to drop its caches
+    (``'<replica>:*'``), so the survivor reads the tag moved."""
+    replicas = own_replicas
+    server = replicas.front
+    base = f"https://{server.login_server()}"
+    client = RegistryClient(server)
+    first, second = client.push_image("replicas/crash", "v1"), client.push_image("replicas/crash", None)
+    token = registry_token(server, base, "repository:replicas/crash:pull", server.registry_credentials())
+    auth = {"Authorization": f"Bearer {token}", "Accept": MANIFEST}
+    url = f"{base}/v2/replicas/crash/manifests/v1"
+    survivor = pinned(replicas, base)[0]
+
+    def served() -> str:
+        return on(survivor, replicas, 0, "HEAD", url, headers=auth).headers["Docker-Content-Digest"]
+
+    assert served() == first.digest
+    with server.database().begin() as conn:  # the dead replica's commit
+        moved = conn.execute(sa.text(
+            "UPDATE tags SET manifest_id = (SELECT id FROM manifests WHERE digest = :digest) WHERE name = 'v1'"
+        ), {"digest": second.digest})
+        assert moved.rowcount == 1
+    assert served() == first.digest, "the survivor read the tag again on its own: this test shows nothing"
+    _kill_host(replicas.servers[1])
+    assert served() == first.digest
+    replicas.servers[1].start()
+    assert served() == second.digest, "the survivor still serves the tag as it was before the dead replica's commit"

@@ -173,7 +173,8 @@ class KeyRing:
         and replica knows its id by the time a token it signed can reach them. May read and write the database, and
         makes an RSA key: call it in a thread; database errors propagate (a key committed whose announcement failed
         is announced by this process's next call for the tenant; one whose process stopped between the two, before
-        it signed anything, is learnt elsewhere at the next change of keys, or restart)."""
+        it signed anything, is announced by whichever process finds it first here, and everywhere when that
+        process's successor starts: see ``Generations.bump_all``)."""
         keys = self.keys(tenant_id)
         tenant_id = tenant_id.lower()
         if keys and tenant_id not in self._unannounced:
@@ -181,6 +182,9 @@ class KeyRing:
         with self._lock:
             if not self._load(tenant_id):
                 self._create(tenant_id)
+            if not keys:
+                # The key ids known here, current as far as anyone announced, lacked the tenant's key: it was
+                # made here, or by a process that announces it any moment, or that stopped before it could.
                 self._unannounced.add(tenant_id)
             self._keys[tenant_id] = self._load(tenant_id)
         if tenant_id in self._unannounced:

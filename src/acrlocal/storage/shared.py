@@ -1,18 +1,18 @@
 """What replicas of one server on several machines share through PostgreSQL: cache invalidation and locks.
 
-:class:`DatabaseGenerations` is a :class:`~acrlocal.generations.Generations` whose bumps also reach every other
-replica. A bump writes the local slot (the memory-mapped file of this machine's processes), then sends
-``NOTIFY acrlocal_generations, '<replica>:<slot>'`` through the engine's pool and returns once PostgreSQL has
-taken it, so before the write's response leaves. Every process LISTENs on a connection of its own (made in a thread
-of its own). A request starts with :meth:`DatabaseGenerations.sync`, a round trip on that connection, driven by the
-event loop through libpq's non-blocking calls, which also reads the request's data version: PostgreSQL
-delivers every notification committed before it ahead of its answer, and each one received writes a fresh value
-into its slot, so whatever another replica acknowledged before this request arrived is seen by this request
-(read-your-writes through a load balancer without sticky sessions). Requests that arrive during a round trip share
-the next one. A round trip that fails (PostgreSQL stopped or unreachable) changes the *epoch* that every
+:class:`DatabaseGenerations` is a :class:`~acrlocal.generations.Generations` whose bumps also reach every other replica.
+A bump writes the local slot (the memory-mapped file of this machine's processes), then sends ``NOTIFY
+acrlocal_generations, '<replica>:<slot>'`` through the engine's pool and returns once PostgreSQL has taken it, so before
+the write's response leaves (a process that starts bumps every slot: ``'<replica>:*'``). Every process LISTENs on a
+connection of its own (made in a thread of its own). A request starts with :meth:`DatabaseGenerations.sync`, a round
+trip on that connection, driven by the event loop through libpq's non-blocking calls, which also reads the request's
+data version: PostgreSQL delivers every notification committed before it ahead of its answer, and each one received
+writes a fresh value into its slot, so whatever another replica acknowledged before this request arrived is seen by this
+request (read-your-writes through a load balancer without sticky sessions). Requests that arrive during a round trip
+share the next one. A round trip that fails (PostgreSQL stopped or unreachable) changes the *epoch* that every
 :meth:`current` value carries, so nothing cached before then is trusted; the next one connects again and, once
-listening, changes the epoch again (notifications sent while nobody listened are lost). An idle process makes one
-round trip a second, which keeps its notifications drained.
+listening, changes the epoch again (notifications sent while nobody listened are lost). An idle process makes one round
+trip a second, which keeps its notifications drained.
 
 :class:`AdvisoryLocks` gives :mod:`acrlocal.registry.locks` and ARM's write lock PostgreSQL's session advisory
 locks (``pg_try_advisory_lock(namespace, key)``) on one connection per process, used from one thread: tried, and
@@ -95,6 +95,13 @@ class DatabaseGenerations(Generations):
         super().bump(key)
         with self._engine.connect() as conn:
             conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{self._replica}:{slot_of(key)}")))
+            conn.commit()
+
+    def bump_all(self) -> None:
+        """Every slot here, and (``'<replica>:*'``) at every other process of every replica."""
+        super().bump_all()
+        with self._engine.connect() as conn:
+            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, f"{self._replica}:*")))
             conn.commit()
 
     # -- freshness --------------------------------------------------------------------------------
@@ -210,8 +217,12 @@ class DatabaseGenerations(Generations):
 
     def _notified(self, notify: Any) -> None:
         replica, _, slot = notify.payload.partition(":")
-        if replica != self._replica and slot.isdigit():
+        if replica == self._replica:
+            return
+        if slot.isdigit():
             self.set_slot(int(slot), random.getrandbits(64))
+        elif slot == "*":
+            Generations.bump_all(self)
 
     def start(self) -> None:
         """Make the first round trip now and one a second while the process is idle (on the running loop)."""
