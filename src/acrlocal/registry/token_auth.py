@@ -178,24 +178,10 @@ class TokenAuthorizer:
             del self._granted[key]
         needed = _needed(repository, actions)
         try:
-            token = self._bearer(request)
-        except MalformedRequest as exc:
-            self._audit(request, registry, None, "denied", repository, actions, str(exc))
-            raise self._challenge_error(request, registry, needed, "invalid_token",
-                                        f"{AUTHENTICATION_REQUIRED} {exc}") from None
-        if token is None:
-            self._audit(request, registry, None, "denied", repository, actions, "no bearer token")
-            raise self._challenge_error(request, registry, needed, None)
-        now = time.time()
-        try:
-            grant = await self._grant(registry, token, now)
-        except InvalidRegistryToken as exc:
-            self._audit(request, registry, None, "denied", repository, actions, f"invalid token: {exc}")
-            raise self._challenge_error(request, registry, needed, "invalid_token",
-                                        f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {exc}") from None
-        revoked = await self.revocations.refused(registry, grant.kind, grant.subject)
-        if revoked is not None:
-            raise self._revoked(request, registry, grant, repository, actions, revoked)
+            grant, token_key = await self._request_grant(request, registry)
+        except _NotAccepted as exc:
+            self._audit(request, registry, exc.grant, "denied", repository, actions, exc.detail)
+            raise self._challenge_error(request, registry, needed, exc.error, exc.message) from None
         if needed is None or grant.allows(*needed):
             if records_granted(self.auth.audit):
                 self._audit(request, registry, grant, "granted", repository, actions)
@@ -203,7 +189,7 @@ class TokenAuthorizer:
             if len(self._granted) >= CACHE_ENTRIES:
                 self._granted.clear()
             self._granted[key] = (grant.expires + CLOCK_SKEW_S, caller.principal, caller.kind, grant.subject,
-                                  _digest(token))
+                                  token_key)
             return caller
         upgrade = await self.auth.sql.run(self._may_now, registry, grant, needed)
         self._audit(request, registry, grant, "denied", repository, actions,
@@ -215,11 +201,31 @@ class TokenAuthorizer:
                 f"{_scope(needed)}; request a token for that scope", "DENIED")
         raise self._challenge_error(request, registry, needed, "insufficient_scope")
 
+    async def _request_grant(self, request: web.Request, registry: RegistryRecord) -> tuple[AccessGrant, bytes]:
+        """The verified grant of the request's bearer token for ``registry``, not revoked, and the token's cache
+        key (:func:`_digest`); :class:`_NotAccepted`
+        (with what to audit and how to challenge) for a malformed header, no bearer token, a token not valid here
+        or one revoked. Database errors propagate."""
+        try:
+            token = self._bearer(request)
+        except MalformedRequest as exc:
+            raise _NotAccepted(str(exc), "invalid_token", f"{AUTHENTICATION_REQUIRED} {exc}") from None
+        if token is None:
+            raise _NotAccepted("no bearer token", None)
+        try:
+            grant = await self._grant(registry, token, time.time())
+        except InvalidRegistryToken as exc:
+            raise _NotAccepted(f"invalid token: {exc}", "invalid_token", _not_accepted(str(exc))) from None
+        revoked = await self.revocations.refused(registry, grant.kind, grant.subject)
+        if revoked is not None:
+            raise _NotAccepted(f"revoked: {revoked}", "invalid_token", _not_accepted(revoked), grant)
+        return grant, _digest(token)
+
     def _revoked(self, request: web.Request, registry: RegistryRecord, grant: AccessGrant | None,
                  repository: str | None, actions: Sequence[str], reason: str) -> RegistryError:
         self._audit(request, registry, grant, "denied", repository, actions, f"revoked: {reason}")
         return self._challenge_error(request, registry, _needed(repository, actions), "invalid_token",
-                                     f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {reason}")
+                                     _not_accepted(reason))
 
     def _may_now(self, registry: RegistryRecord, grant: AccessGrant,
                  needed: tuple[str, str, tuple[str, ...]]) -> bool:
@@ -248,22 +254,28 @@ class TokenAuthorizer:
         actions: Sequence[str],
     ) -> bool:
         try:
-            token = self._bearer(request)
-        except MalformedRequest:
-            return False
-        if token is None:
-            return False
-        try:
-            grant = await self._grant(registry, token, time.time())
-        except InvalidRegistryToken:
-            return False
-        if await self.revocations.refused(registry, grant.kind, grant.subject) is not None:
+            grant, _ = await self._request_grant(request, registry)
+        except _NotAccepted:
             return False
         needed = _needed(repository, actions)
         allowed = needed is not None and grant.allows(*needed)
         self._audit(request, registry, grant, "granted" if allowed else "denied", repository, actions,
                     None if allowed else "insufficient scope on a second repository")
         return allowed
+
+
+class _NotAccepted(Exception):
+    """The request's credentials are not accepted: ``detail`` for the audit, ``error`` and ``message`` for the
+    challenge (``error`` ``None`` when there were none), ``grant`` when the token was valid but revoked."""
+
+    def __init__(self, detail: str, error: str | None, message: str = AUTHENTICATION_REQUIRED,
+                 grant: AccessGrant | None = None) -> None:
+        super().__init__(detail)
+        self.detail, self.error, self.message, self.grant = detail, error, message, grant
+
+
+def _not_accepted(reason: str) -> str:
+    return f"{AUTHENTICATION_REQUIRED} The access token was not accepted: {reason}"
 
 
 def _digest(text: str) -> bytes:
