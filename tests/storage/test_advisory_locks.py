@@ -5,12 +5,13 @@ its former holder is told so at its next check instead of going on as if it held
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import sqlalchemy as sa
 
 from acrlocal.storage.shared import AdvisoryLocks, DatabaseLock, LockLost
-from acrlocal.storage.sql import SqlThread, database_unavailable, open_engine
+from acrlocal.storage.sql import SqlThread, commit_guard, database_unavailable, open_engine
 from tests import postgres
 
 NAMESPACE = 0x41435202  # the digest locks' (acrlocal.server.ADVISORY_NAMESPACES)
@@ -115,3 +116,70 @@ def test_a_write_under_the_control_planes_lock_rolls_back_at_its_commit_once_the
         sql.close()
         locks.close()
         engine.dispose()
+
+
+async def _lost_between_check_and_commit(one: DatabaseLock, one_sql: SqlThread, other: DatabaseLock,
+                                         other_sql: SqlThread, engine: sa.Engine) -> set[str]:
+    """``one`` writes under the lock; right after its commit check passes, its lock's backend is terminated and
+    ``other`` takes the lock, and the commit goes on only a moment later. Returns what ``other`` reads first
+    under the lock."""
+    checked, go = threading.Event(), threading.Event()
+
+    def insert() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO guarded_rows (name) VALUES ('checked before the loss')"))
+
+    def read() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text("SELECT name FROM guarded_rows")).scalars())
+
+    async with one:
+        guard = commit_guard.get()
+        assert guard is not None
+
+        def checked_then_wait(conn: sa.Connection) -> None:
+            guard(conn)
+            checked.set()
+            go.wait(30)
+
+        commit_guard.set(checked_then_wait)
+        writing = asyncio.ensure_future(one_sql.run_long(insert))
+        await asyncio.get_running_loop().run_in_executor(None, checked.wait, 30)
+        with engine.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                                       "classid = CAST(:ns AS bigint)::oid AND objid = 0"), {"ns": ARM_WRITES}
+                               ).scalar_one()
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+
+        async def take_and_read() -> set[str]:
+            async with other:
+                return await other_sql.run(read)
+
+        taking = asyncio.ensure_future(take_and_read())
+        await asyncio.sleep(0.5)  # the other replica takes the key now (before the fix it also read then)
+        go.set()
+        await writing
+        return await taking
+
+
+def test_a_commit_checked_before_its_lock_went_is_read_by_the_next_holder() -> None:
+    """The holder's lock connection is cut after its commit check and before the COMMIT, and another replica takes
+    the lock meanwhile: that replica waits for the commit (the commits key), so what it reads first under the lock
+    has the row. Before, it read the table as it was and went on while the first replica's row landed."""
+    if postgres.binaries() is None:
+        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql); scripts/test installs it")
+    url = postgres.shared().create_database("checkedcommit")
+    engines = [open_engine(url) for _ in range(2)]
+    with engines[0].begin() as conn:
+        conn.execute(sa.text("CREATE TABLE guarded_rows (name text PRIMARY KEY)"))
+    locks = [AdvisoryLocks(engine, ARM_WRITES) for engine in engines]
+    sqls = [SqlThread(engine) for engine in engines]
+    try:
+        seen = asyncio.run(_lost_between_check_and_commit(DatabaseLock(locks[0], 0), sqls[0],
+                                                          DatabaseLock(locks[1], 0), sqls[1], engines[0]))
+        assert seen == {"checked before the loss"}
+    finally:
+        for closing in (*sqls, *locks):
+            closing.close()
+        for engine in engines:
+            engine.dispose()

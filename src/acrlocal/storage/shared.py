@@ -312,6 +312,13 @@ class AdvisoryLocks:
         for this object's thread to make the round trip; raises what it raises."""
         self._thread.submit(self._verify, key).result()
 
+    async def wait_for_commits(self, key: int) -> None:
+        """Return once no transaction holds ``key`` of this namespace as a transaction lock
+        (``pg_advisory_xact_lock``): one statement on this autocommit connection takes it and lets it go at once.
+        The database's 503 when it cannot be reached."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._call, "SELECT pg_advisory_xact_lock(%s, %s) IS NULL", self.namespace, key)
+
     def release(self, key: int) -> None:
         """Let ``key`` go (queued behind any try of this process's, so local waiters keep their order)."""
         def unlock() -> None:
@@ -346,7 +353,16 @@ class DatabaseLock(asyncio.Lock):
     :data:`~acrlocal.storage.sql.commit_guard`: until it releases the lock, every transaction of that task (or of a
     task it starts meanwhile) that wrote verifies the key right before it commits (:meth:`AdvisoryLocks.verify`,
     one round trip), and a lost key makes the commit raise :class:`LockLost` and roll back. A guard left in a
-    context after the release checks nothing."""
+    context after the release checks nothing.
+
+    The connection may also be cut between that check and the COMMIT. So the check first takes a second key (the
+    *commits key*, ``COMMITS | key``) as a transaction lock on the committing transaction's own connection, held
+    until it commits or rolls back; and whoever takes the lock waits, once it holds the key, until no transaction
+    holds the commits key (:meth:`AdvisoryLocks.wait_for_commits`) before its work reads anything. A commit whose
+    check passed before the key went is then read by the next holder; one whose check came after fails it."""
+
+    #: Added to the key for the commits key (keys are small numbers: ARM's write lock is 0).
+    COMMITS = 1 << 30
 
     def __init__(self, locks: AdvisoryLocks, key: int, generations: DatabaseGenerations | None = None) -> None:
         super().__init__()
@@ -359,6 +375,11 @@ class DatabaseLock(asyncio.Lock):
             await self._locks.acquire(self._key)
         except BaseException:
             super().release()
+            raise
+        try:  # a former holder that lost the key may be committing what it checked before it lost it
+            await self._locks.wait_for_commits(self.COMMITS | self._key)
+        except BaseException:
+            self.release()
             raise
         if self._generations is not None:
             try:
@@ -373,10 +394,17 @@ class DatabaseLock(asyncio.Lock):
         commit_guard.set(functools.partial(self._still_held, holder))
         return True
 
-    def _still_held(self, holder: asyncio.Task[Any] | None) -> None:
-        """The commit guard of ``holder``'s work: :class:`LockLost` if the key went with its session while
-        ``holder`` holds the lock; nothing once it has let the lock go."""
+    def _still_held(self, holder: asyncio.Task[Any] | None, conn: sa.Connection) -> None:
+        """The commit guard of ``holder``'s work, about to commit on ``conn``: the commits key taken there (held
+        until the transaction ends), then :class:`LockLost` if the key went with its session while ``holder``
+        holds the lock; nothing once it has let the lock go."""
         if holder is not None and self._holder is holder:
+            driver: Any = conn.connection.driver_connection  # not through SQLAlchemy: it is committing
+            try:
+                driver.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                               (self._locks.namespace, self.COMMITS | self._key))
+            except psycopg.Error as exc:
+                raise _unavailable(exc) from exc
             self._locks.verify_blocking(self._key)
 
     def release(self) -> None:

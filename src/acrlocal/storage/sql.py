@@ -168,11 +168,12 @@ def _upgrade(engine: Engine) -> None:
         raise RuntimeError(f"the schema upgrade's process ended with status {os.waitstatus_to_exitcode(wait_status)}")
 
 
-#: What must hold for the current task's work to commit: a check (e.g. that the lock the work relies on is still
-#: held) that raises, an :class:`~sqlalchemy.exc.OperationalError` such as :class:`LockLost` (the database's 503),
-#: when it does not. Set by the holder of such a lock (:class:`acrlocal.storage.shared.DatabaseLock`) in its task's
-#: context, which :class:`SqlThread` carries into its thread; ``None``: nothing to check.
-commit_guard: ContextVar[Callable[[], None] | None] = ContextVar("acrlocal_commit_guard", default=None)
+#: What must hold for the current task's work to commit: a check, given the committing connection (e.g. that the lock
+#: the work relies on is still held), that raises, an :class:`~sqlalchemy.exc.OperationalError` such as
+#: :class:`LockLost` (the database's 503), when it does not. Set by the holder of such a lock
+#: (:class:`acrlocal.storage.shared.DatabaseLock`) in its task's context, which :class:`SqlThread` carries into its
+#: thread; ``None``: nothing to check.
+commit_guard: ContextVar[Callable[[sa.Connection], None] | None] = ContextVar("acrlocal_commit_guard", default=None)
 
 #: ``Connection.info`` key: the transaction under way has sent a statement other than a SELECT.
 _WROTE = "acrlocal_wrote"
@@ -195,7 +196,7 @@ def _guard_commit(conn: sa.Connection) -> None:
     committed) is not checked."""
     guard = commit_guard.get()
     if guard is not None and conn.info.get(_WROTE):
-        guard()
+        guard(conn)
 
 
 #: The migrations of :mod:`acrlocal.storage.schema`: each file is named after its revision, numbered in order.
