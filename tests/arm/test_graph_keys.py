@@ -113,3 +113,60 @@ def test_certificates_through_graph(arm_server: AcrLocal, tmp_path: Path) -> Non
     assert not can_sign_in(arm_server, admin.tenant_id, app["appId"], pem_file(tmp_path, k3, c3))
     assert call(g, "GET", f"/v1.0/servicePrincipals/{sp['id']}").json()["keyCredentials"] == []
     assert call(g, "DELETE", f"/v1.0/applications/{app['id']}").status_code == 204
+
+
+def test_bad_key_credentials_change_nothing(arm_server: AcrLocal) -> None:
+    """An application created with a key credential that is refused (400) is not created, and a PATCH whose last
+    key credential is refused leaves the application's keys as they were: Graph checks the whole request first."""
+    admin = admin_of(arm_server)
+    g = Arm(arm_server, admin.token(arm_server, "https://graph.microsoft.com/.default"))
+    _, good = make_cert("good")
+    _, other = make_cert("other")
+    valid = {"type": "AsymmetricX509Cert", "usage": "Verify", "key": key_value(good), "displayName": "good"}
+    refused = [
+        {"type": "AsymmetricX509Cert", "usage": "Verify", "key": base64.b64encode(b"not a certificate").decode()},
+        {"type": "Symmetric", "usage": "Verify", "key": key_value(other)},
+        {"type": "AsymmetricX509Cert", "usage": "Verify", "key": key_value(other), "keyId": "not-a-guid"},
+        {"type": "AsymmetricX509Cert", "usage": "Verify", "key": key_value(other),
+         "startDateTime": "2030-01-02T00:00:00Z", "endDateTime": "2030-01-01T00:00:00Z"},
+        "not an object",
+    ]
+    for n, bad in enumerate(refused):
+        name = f"half-made-{n}"
+        r = call(g, "POST", "/v1.0/applications", {"displayName": name, "keyCredentials": [valid, bad]})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "Request_BadRequest", r.text
+        listed = call(g, "GET", f"/v1.0/applications?$filter=displayName eq '{name}'").json()["value"]
+        assert listed == [], f"refused, yet created: {listed}"
+    app = call(g, "POST", "/v1.0/applications", {"displayName": "whole", "keyCredentials": [valid]}).json()
+    before = call(g, "GET", f"/v1.0/applications/{app['id']}").json()["keyCredentials"]
+    assert [k["displayName"] for k in before] == ["good"]
+    kept = {"keyId": before[0]["keyId"]}
+    for bad in refused:
+        r = call(g, "PATCH", f"/v1.0/applications/{app['id']}", {"keyCredentials": [
+            {"type": "AsymmetricX509Cert", "usage": "Verify", "key": key_value(other), "displayName": "new"}, bad]})
+        assert r.status_code == 400, r.text
+        assert call(g, "GET", f"/v1.0/applications/{app['id']}").json()["keyCredentials"] == before
+    # a new key whose id another application's key has: refused at its insert, after the removal of the old one
+    elsewhere = call(g, "POST", "/v1.0/applications", {"displayName": "elsewhere", "keyCredentials": [
+        {"type": "AsymmetricX509Cert", "usage": "Verify", "key": key_value(other)}]}).json()
+    taken = call(g, "GET", f"/v1.0/applications/{elsewhere['id']}").json()["keyCredentials"][0]["keyId"]
+    r = call(g, "PATCH", f"/v1.0/applications/{app['id']}", {"keyCredentials": [
+        {"type": "AsymmetricX509Cert", "usage": "Verify", "key": key_value(other), "keyId": taken}]})
+    assert r.status_code == 400, r.text
+    assert call(g, "GET", f"/v1.0/applications/{app['id']}").json()["keyCredentials"] == before
+    r = call(g, "POST", "/v1.0/applications", {"displayName": "taken-key", "keyCredentials": [
+        {"type": "AsymmetricX509Cert", "usage": "Verify", "key": key_value(good), "keyId": taken}]})
+    assert r.status_code == 400, r.text
+    assert call(g, "GET", "/v1.0/applications?$filter=displayName eq 'taken-key'").json()["value"] == []
+    assert call(g, "DELETE", f"/v1.0/applications/{elsewhere['id']}").status_code == 204
+    assert call(g, "PATCH", f"/v1.0/applications/{app['id']}", {"keyCredentials": [kept]}).status_code == 204
+    assert call(g, "DELETE", f"/v1.0/applications/{app['id']}").status_code == 204
+    # the administrator's own service principal has no application: its name cannot change, and the rest of such
+    # a PATCH is not kept either
+    own = call(g, "GET", f"/v1.0/servicePrincipals/{admin.object_id}").json()
+    assert call(g, "GET", f"/v1.0/servicePrincipals(appId='{admin.client_id}')").json() == own
+    r = call(g, "PATCH", f"/v1.0/servicePrincipals/{own['id']}", {"displayName": "renamed", "notes": "kept?",
+                                                                  "keyCredentials": [valid]})
+    assert r.status_code == 400, r.text
+    after = call(g, "GET", f"/v1.0/servicePrincipals/{own['id']}").json()
+    assert (after["notes"], after["keyCredentials"]) == (own["notes"], own["keyCredentials"])

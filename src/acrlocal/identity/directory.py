@@ -21,7 +21,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -154,6 +154,18 @@ class Certificate:
         start = self.starts if self.starts is not None else self.certificate.not_valid_before_utc.timestamp()
         end = self.expires if self.expires is not None else self.certificate.not_valid_after_utc.timestamp()
         return start <= now < end
+
+
+@dataclass(frozen=True)
+class NewCertificate:
+    """A certificate to register (Graph's keyCredential as given), checked already: ``certificate_pem`` is a PEM
+    certificate, ``key_id`` ``None`` or a GUID, the dates in order."""
+
+    certificate_pem: str
+    key_id: str | None = None
+    display_name: str = ""
+    starts: float | None = None
+    expires: float | None = None
 
 
 @dataclass(frozen=True)
@@ -594,20 +606,40 @@ class Directory:
         from ``starts`` to ``expires`` (``None``: the certificate's own dates). Raises ``ValueError`` for text
         that is no PEM certificate, :class:`AlreadyExists` for a key id the principal already has."""
         self.principal(object_id)
-        cert = x509.load_pem_x509_certificate(certificate_pem.encode())
-        entry = Certificate((key_id or new_guid()).lower(), object_id.lower(), cert.fingerprint(hashes.SHA1()).hex(),
-                            cert.fingerprint(hashes.SHA256()).hex(), cert, display_name, starts, expires, listed_on,
-                            time.time())
+        new = NewCertificate(certificate_pem, key_id, display_name, starts, expires)
         with self.engine.begin() as conn:
-            clash = conn.execute(sa.select(t.principal_certificates.c.key_id).where(
-                t.principal_certificates.c.key_id == entry.key_id)).first()
-            if clash:
-                raise AlreadyExists(f"a key credential with key id {entry.key_id} already exists")
-            conn.execute(sa.insert(t.principal_certificates).values(
-                key_id=entry.key_id, object_id=entry.object_id, thumbprint_sha1=entry.thumbprint_sha1,
-                thumbprint_sha256=entry.thumbprint_sha256, certificate_pem=certificate_pem, created=entry.created,
-                display_name=display_name, starts=starts, expires=expires, listed_on=listed_on))
+            return self._insert_certificate(conn, object_id, new, listed_on)
+
+    def _insert_certificate(self, conn: Connection, object_id: str, new: NewCertificate,
+                            listed_on: str) -> Certificate:
+        """``new`` registered in ``conn``'s transaction; :class:`AlreadyExists` for a key id that is taken,
+        ``ValueError`` for text that is no PEM certificate."""
+        cert = x509.load_pem_x509_certificate(new.certificate_pem.encode())
+        entry = Certificate((new.key_id or new_guid()).lower(), object_id.lower(),
+                            cert.fingerprint(hashes.SHA1()).hex(), cert.fingerprint(hashes.SHA256()).hex(), cert,
+                            new.display_name, new.starts, new.expires, listed_on, time.time())
+        clash = conn.execute(sa.select(t.principal_certificates.c.key_id).where(
+            t.principal_certificates.c.key_id == entry.key_id)).first()
+        if clash:
+            raise AlreadyExists(f"a key credential with key id {entry.key_id} already exists")
+        conn.execute(sa.insert(t.principal_certificates).values(
+            key_id=entry.key_id, object_id=entry.object_id, thumbprint_sha1=entry.thumbprint_sha1,
+            thumbprint_sha256=entry.thumbprint_sha256, certificate_pem=new.certificate_pem, created=entry.created,
+            display_name=new.display_name, starts=new.starts, expires=new.expires, listed_on=listed_on))
         return entry
+
+    def replace_certificates(self, object_id: str, listed_on: str, keep: set[str],
+                             new: list[NewCertificate]) -> None:
+        """In one transaction: the principal's certificates listed on ``listed_on`` become those of ``keep`` (key
+        ids) and ``new``. :class:`AlreadyExists` for a new key id that is taken (one of ``keep``'s too): then
+        nothing changed."""
+        c = t.principal_certificates.c
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(t.principal_certificates).where(
+                c.object_id == object_id.lower(), c.listed_on == listed_on,
+                c.key_id.not_in([k.lower() for k in keep])))
+            for certificate in new:
+                self._insert_certificate(conn, object_id, certificate, listed_on)
 
     def certificates(self, object_id: str) -> list[Certificate]:
         """The principal's certificates, newest first."""
@@ -930,14 +962,24 @@ class Directory:
     # -- application objects -----------------------------------------------------------------------
 
     def create_application(self, tenant_id: str, display_name: str, properties: dict[str, Any], created: str,
-                           *, app_id: str | None = None) -> Application:
-        """An application object and its principal (same app id; the service principal object comes later)."""
-        principal = self.create_service_principal(tenant_id, display_name, app_id=app_id)
+                           *, app_id: str | None = None, owner_id: str | None = None,
+                           certificates: Sequence[NewCertificate] = ()) -> Application:
+        """An application object and its principal (same app id; the service principal object comes later), owned
+        by ``owner_id`` (a principal) if given, with ``certificates`` listed on the application: all in one
+        transaction (:class:`AlreadyExists` for a certificate's key id that is taken, and nothing is made)."""
+        self.tenant(tenant_id)
+        principal = Principal(new_guid(), tenant_id, "ServicePrincipal", app_id or new_guid(), display_name)
         app_object_id = new_guid()
         with self.engine.begin() as conn:
+            self._insert_principal(conn, principal)
             conn.execute(sa.insert(t.applications).values(
                 id=app_object_id, app_id=principal.app_id, tenant_id=tenant_id.lower(), display_name=display_name,
                 service_principal=False, properties=json.dumps(properties), created=created))
+            if owner_id is not None:
+                conn.execute(sa.insert(t.owners).values(object_id=app_object_id, owner_id=owner_id.lower()))
+            for certificate in certificates:
+                self._insert_certificate(conn, principal.object_id, certificate, "application")
+        self.generations.bump("directory")
         return self.application(app_object_id)
 
     def application(self, object_id: str) -> Application:

@@ -41,7 +41,7 @@ from acrlocal.arm.graph.objects import (
     service_principals,
 )
 from acrlocal.errors import AlreadyExists, NotFound
-from acrlocal.identity.directory import Application, Principal
+from acrlocal.identity.directory import Application, NewCertificate, Principal
 
 #: Graph's audience for the proof-of-possession token of addKey/removeKey (the old Azure AD Graph app id).
 PROOF_AUDIENCE = "00000002-0000-0000-c000-000000000000"
@@ -109,7 +109,7 @@ def _display_name(value: Any, *, required: bool) -> str | None:
 def _application(call: GraphCall, object_id: str) -> Application:
     """An application of the caller's tenant by object id; also ``applications(appId='...')``. 404 otherwise."""
     key = object_id
-    m = re.fullmatch(r"\(appId='([^']+)'\)", object_id)
+    m = re.fullmatch(r"\(appId='([^']+)'\)", object_id, re.IGNORECASE)  # the id comes lower-cased
     app: Application | None = None
     if m:
         key = m.group(1)
@@ -172,10 +172,12 @@ def create_application(call: GraphCall) -> web.StreamResponse:
     name = _display_name(body.get("displayName"), required=True)
     assert name is not None
     changes = _app_changes(call, body, None)
-    app = call.directory.create_application(call.tenant_id, name, changes, now_text())
-    call.directory.add_owner(app.id, call.caller.object_id)
-    if body.get("keyCredentials"):
-        _replace_key_credentials(call, _app_principal(call, app), body["keyCredentials"], "application")
+    certificates = [_new_key_credential(spec) for spec in _new_key_credentials(body.get("keyCredentials") or [])]
+    try:
+        app = call.directory.create_application(call.tenant_id, name, changes, now_text(),
+                                                owner_id=call.caller.object_id, certificates=certificates)
+    except AlreadyExists as exc:
+        raise GraphError(400, "Request_BadRequest", str(exc)) from None
     return call.one("applications/$entity", render_application(call, app), status=201)
 
 
@@ -264,7 +266,9 @@ def _certificate_pem(value: Any) -> tuple[str, x509.Certificate]:
     return cert.public_bytes(serialization.Encoding.PEM).decode(), cert
 
 
-def _add_key_credential(call: GraphCall, principal: Principal, spec: Any, listed_on: str) -> str:
+def _new_key_credential(spec: Any) -> NewCertificate:
+    """A keyCredential of a request, checked (Graph's 400 ``Request_BadRequest`` for anything wrong); nothing is
+    written."""
     if not isinstance(spec, dict):
         raise GraphError(400, "Request_BadRequest", "A key credential must be an object.")
     if spec.get("type", "AsymmetricX509Cert") != "AsymmetricX509Cert" or spec.get("usage", "Verify") != "Verify":
@@ -283,34 +287,44 @@ def _add_key_credential(call: GraphCall, principal: Principal, spec: Any, listed
     if starts is not None and expires is not None and expires <= starts:
         raise GraphError(400, "Request_BadRequest", "Key credential end date is invalid: it is not after its start.")
     display = spec.get("displayName")
+    return NewCertificate(pem, key_id, display if isinstance(display, str) else "", starts, expires)
+
+
+def _add_key_credential(call: GraphCall, principal: Principal, spec: Any, listed_on: str) -> str:
+    new = _new_key_credential(spec)
     try:
-        entry = call.directory.add_certificate(principal.object_id, pem, key_id=key_id,
-                                               display_name=display if isinstance(display, str) else "",
-                                               starts=starts, expires=expires, listed_on=listed_on)
+        entry = call.directory.add_certificate(principal.object_id, new.certificate_pem, key_id=new.key_id,
+                                               display_name=new.display_name, starts=new.starts,
+                                               expires=new.expires, listed_on=listed_on)
     except AlreadyExists as exc:
         raise GraphError(400, "Request_BadRequest", str(exc)) from None
     return entry.key_id
 
 
-def _replace_key_credentials(call: GraphCall, principal: Principal, specs: Any, listed_on: str) -> None:
-    """``keyCredentials`` in a PATCH replace the object's set: entries naming an existing ``keyId`` keep it, new
-    ones need ``key``; existing ones left out are removed. Everything is checked before anything changes."""
+def _new_key_credentials(specs: Any) -> list[Any]:
+    """``keyCredentials`` of a request: a list of at most 50 (400 otherwise)."""
     if not isinstance(specs, list) or len(specs) > 50:
         raise GraphError(400, "Request_BadRequest", "'keyCredentials' must be a list of at most 50 key credentials.")
-    current = {c.key_id: c for c in call.directory.certificates(principal.object_id) if c.listed_on == listed_on}
+    return specs
+
+
+def _replace_key_credentials(call: GraphCall, principal: Principal, specs: Any, listed_on: str) -> None:
+    """``keyCredentials`` in a PATCH replace the object's set: entries naming an existing ``keyId`` keep it, new
+    ones need ``key``; existing ones left out are removed. Everything is checked before anything changes, and the
+    change is one transaction."""
+    current = {c.key_id for c in call.directory.certificates(principal.object_id) if c.listed_on == listed_on}
     keep: set[str] = set()
-    new: list[Any] = []
-    for spec in specs:
+    new: list[NewCertificate] = []
+    for spec in _new_key_credentials(specs):
         key_id = str(spec.get("keyId") or "").lower() if isinstance(spec, dict) else ""
         if key_id in current and not spec.get("key"):
             keep.add(key_id)
         else:
-            _certificate_pem(spec.get("key") if isinstance(spec, dict) else None)
-            new.append(spec)
-    for key_id in set(current) - keep:
-        call.directory.remove_certificate(principal.object_id, key_id)
-    for spec in new:
-        _add_key_credential(call, principal, spec, listed_on)
+            new.append(_new_key_credential(spec))
+    try:
+        call.directory.replace_certificates(principal.object_id, listed_on, keep, new)
+    except AlreadyExists as exc:
+        raise GraphError(400, "Request_BadRequest", str(exc)) from None
 
 
 def _verify_proof(call: GraphCall, principal: Principal, object_id: str, proof: Any) -> None:
@@ -524,7 +538,7 @@ def delete_fic(call: GraphCall) -> web.StreamResponse:
 
 
 def _service_principal(call: GraphCall, object_id: str) -> Principal:
-    m = re.fullmatch(r"\(appId='([^']+)'\)", object_id)
+    m = re.fullmatch(r"\(appId='([^']+)'\)", object_id, re.IGNORECASE)  # the id comes lower-cased
     wanted = (m.group(1) if m else object_id).lower()
     for p in service_principals(call):
         if (p.app_id if m else p.object_id) == wanted:
@@ -584,13 +598,13 @@ def update_service_principal(call: GraphCall) -> web.StreamResponse:
     name = _display_name(body.get("displayName"), required=False)
     changes = _check(body, _SP_PROPERTIES, "servicePrincipal", skip={"displayName", "keyCredentials",
                                                                       "passwordCredentials"})
+    if name is not None and app is None:  # refused before anything is written
+        raise GraphError(400, "Request_BadRequest", "The display name of this service principal cannot change.")
     if "keyCredentials" in body:
         _replace_key_credentials(call, p, body["keyCredentials"], "servicePrincipal")
     if changes:
         current = call.directory.service_principal_properties(p.object_id)
         call.directory.set_service_principal_properties(p.object_id, {**current, **changes})
-    if name is not None and app is None:
-        raise GraphError(400, "Request_BadRequest", "The display name of this service principal cannot change.")
     return web.Response(status=204)
 
 
