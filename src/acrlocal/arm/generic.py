@@ -237,14 +237,30 @@ def patched(body: JsonObject, existing: Resource) -> Resource:
 
 async def delete_tree(call: Call | None, resource: Resource, store: ArmStore | None = None,
                       sql: SqlThread | None = None) -> None:
-    """Delete ``resource`` and its children (deepest first), each through its type's :meth:`remove`. The store is
-    read and written through ``sql`` (``call.services.sql`` when there is a call), off the event loop on
-    PostgreSQL; a failure stops the walk with what was deleted so far gone."""
+    """Delete ``resource`` and its children (deepest first), each through its type's :meth:`remove`, once every
+    one of them has passed its type's :meth:`check_remove`: a refusal (e.g. a subnet in use) deletes nothing. The
+    store is read and written through ``sql`` (``call.services.sql`` when there is a call), off the event loop on
+    PostgreSQL; a failure after the checks stops the walk with what was deleted so far gone."""
     store = store or (call.store if call else None)
     sql = sql or (call.services.sql if call else None)
     assert store is not None and sql is not None
+    await _check_tree(call, resource, store, sql)
+    await _delete_tree(call, resource, store, sql)
+
+
+async def _check_tree(call: Call | None, resource: Resource, store: ArmStore, sql: SqlThread) -> None:
+    """Each type's :meth:`check_remove` of ``resource`` and its children (deepest first); nothing is written."""
     for child in await sql.run(store.resources, resource.subscription_id, parent_id=resource.id):
-        await delete_tree(call, child, store, sql)
+        await _check_tree(call, child, store, sql)
+    rt = REGISTRY.type_of(resource.type)
+    if rt is not None:
+        await rt.check_remove(call, resource)
+
+
+async def _delete_tree(call: Call | None, resource: Resource, store: ArmStore, sql: SqlThread) -> None:
+    """:func:`delete_tree`'s deletions, once everything is checked."""
+    for child in await sql.run(store.resources, resource.subscription_id, parent_id=resource.id):
+        await _delete_tree(call, child, store, sql)
     rt = REGISTRY.type_of(resource.type)
     if rt is not None:
         await rt.remove(call, resource)

@@ -172,7 +172,7 @@ class NetworkType(ResourceType):
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
         return await call.run(self.applied, call, resource, existing)
 
-    async def remove(self, call: Call | None, resource: Resource) -> None:
+    async def check_remove(self, call: Call | None, resource: Resource) -> None:
         if call is not None:  # a cascade without a call (the server cleaning up) checks nothing
             await call.run(self.removed, call, resource)
 
@@ -185,7 +185,8 @@ class NetworkType(ResourceType):
         return resource
 
     def removed(self, call: Call, resource: Resource) -> None:
-        """:meth:`remove`'s checks, in the ``SqlThread``."""
+        """:meth:`check_remove`'s checks, in the ``SqlThread``: a delete of the resource or of its parent is refused
+        before anything goes."""
 
     def stamp(self, resource: Resource, existing: Resource | None) -> Resource:
         internal = dict(existing.internal if existing else resource.internal)

@@ -220,6 +220,11 @@ class ResourceType:
         ``properties.loginServer``). Raise :class:`ArmError` to refuse: nothing is stored then."""
         return resource
 
+    async def check_remove(self, call: Call | None, resource: Resource) -> None:
+        """Raise :class:`ArmError` to refuse a delete (e.g. of a resource in use); no side effects. A delete asks
+        this of every resource it would delete, children included, before any of them goes (``call`` is ``None``
+        when the server cleans up). The default allows it."""
+
     async def remove(self, call: Call | None, resource: Resource) -> None:
         """Side effects of a delete, before the rows go (``call`` is ``None`` when the server cleans up)."""
 
