@@ -145,6 +145,38 @@ def test_a_vm_runs_on_the_replica_that_made_it_and_the_other_refuses_its_calls_n
     assert r.status_code in (200, 202), r.text
 
 
+def test_a_group_delete_refused_for_another_replicas_vm_deletes_nothing(replicas: Replicas) -> None:
+    """A resource group holding a VM that the other replica runs is not deleted through this one (409
+    ``OperationNotAllowed``), and nothing in it goes: not the resources listed before the VM either."""
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("VMs need root")
+    server = replicas.front
+    shared = pinned(replicas, server.shared, "/healthz")
+    auth = {"Authorization": f"Bearer {admin_of(server).token(server)}"}
+    group = f"{server.shared}/subscriptions/{subscription_of(server)}/resourceGroups/replicasvmgroup"
+    groups, network, compute = ({"api-version": v} for v in ("2022-09-01", "2024-05-01", "2024-07-01"))
+    r = on(shared[1], replicas, 1, "PUT", group, params=groups, json={"location": "westus"}, headers=auth)
+    assert r.status_code in (200, 201), r.text
+    nsg = f"{group}/providers/Microsoft.Network/networkSecurityGroups/firstnsg"
+    r = on(shared[1], replicas, 1, "PUT", nsg, params=network, json={"location": "westus"}, headers=auth)
+    assert r.status_code in (200, 201), r.text
+    vm = f"{group}/providers/Microsoft.Compute/virtualMachines/groupvm"
+    r = on(shared[0], replicas, 0, "PUT", vm, params=compute, json={"location": "westus"}, headers=auth)
+    assert r.status_code in (200, 201), r.text
+
+    r = on(shared[1], replicas, 1, "DELETE", group, params=groups, headers=auth)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "OperationNotAllowed", r.text
+    for url, params in ((group, groups), (nsg, network), (vm, compute)):
+        r = on(shared[0], replicas, 0, "GET", url, params=params, headers=auth)
+        assert r.status_code == 200, (url, r.text)
+    r = on(shared[0], replicas, 0, "DELETE", group, params=groups, headers=auth)
+    assert r.status_code in (200, 202), r.text
+
+
 def test_one_balancer_block_on_the_shared_port_serves_every_registry_by_host_name(replicas: Replicas) -> None:
     """What the README gives users who name registries ``<name>.localhost:<shared port>``: a balancer with only
     the shared port's block reaches every registry on every replica (TLS passes through; the replica picks the

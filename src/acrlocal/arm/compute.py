@@ -282,6 +282,13 @@ class VirtualMachines(ResourceType):
         attach_interfaces(call.store, resource, existing)
         return resource.evolve(identity=identity, properties={**resource.properties, "vmId": vm.vm_id})
 
+    async def check_remove(self, call: Call | None, resource: Resource) -> None:
+        """A VM that another replica runs is refused (the runtime's :class:`HostedElsewhere`, ARM's 409) before
+        anything of the delete goes."""
+        if call is not None:
+            with contextlib.suppress(NotFound):
+                await call.services.runtime.lookup(resource.id)
+
     async def remove(self, call: Call | None, resource: Resource) -> None:
         started = (call.services, call.store) if call else self.started
         if started is None:

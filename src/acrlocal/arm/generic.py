@@ -244,14 +244,19 @@ async def delete_tree(call: Call | None, resource: Resource, store: ArmStore | N
     store = store or (call.store if call else None)
     sql = sql or (call.services.sql if call else None)
     assert store is not None and sql is not None
-    await _check_tree(call, resource, store, sql)
+    await check_tree(call, resource, store, sql)
     await _delete_tree(call, resource, store, sql)
 
 
-async def _check_tree(call: Call | None, resource: Resource, store: ArmStore, sql: SqlThread) -> None:
-    """Each type's :meth:`check_remove` of ``resource`` and its children (deepest first); nothing is written."""
+async def check_tree(call: Call | None, resource: Resource, store: ArmStore | None = None,
+                     sql: SqlThread | None = None) -> None:
+    """Each type's :meth:`check_remove` of ``resource`` and its children (deepest first): raises the first refusal;
+    nothing is written. ``store`` and ``sql`` as for :func:`delete_tree`."""
+    store = store or (call.store if call else None)
+    sql = sql or (call.services.sql if call else None)
+    assert store is not None and sql is not None
     for child in await sql.run(store.resources, resource.subscription_id, parent_id=resource.id):
-        await _check_tree(call, child, store, sql)
+        await check_tree(call, child, store, sql)
     rt = REGISTRY.type_of(resource.type)
     if rt is not None:
         await rt.check_remove(call, resource)

@@ -2,7 +2,8 @@
 
 Group names are 1-90 letters, digits, ``_-.()``, not ending in ``.``; they keep the spelling of their creation and
 are matched ignoring case. Deleting a group deletes every resource in it (each through its provider, so a
-registry stops serving) and every role assignment at or below it.
+registry stops serving) and every role assignment at or below it, once no resource refuses it (a VM that another
+replica runs): a refused delete deletes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from acrlocal.arm.errors import ArmError, group_not_found
-from acrlocal.arm.generic import delete_tree, json, normalize_location, page, parse_tags
+from acrlocal.arm.generic import check_tree, delete_tree, json, normalize_location, page, parse_tags
 from acrlocal.arm.odata import Filter, parse_filter
 from acrlocal.arm.paths import ArmPath, check_group_name
 from acrlocal.arm.providers import Call
@@ -60,6 +61,8 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
         if existing is None:
             raise group_not_found(path.group)
         resources = await call.run(call.store.resources, path.subscription, group=path.group, top_level_only=True)
+        for resource in resources:  # a refusal (a VM another replica runs) before anything goes
+            await check_tree(call, resource)
         for resource in resources:
             await delete_tree(call, resource)
         await call.run(call.store.delete_group, path.subscription, path.group)
