@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 import requests
-import sqlalchemy as sa
 from requests.adapters import HTTPAdapter
 
 from tests.arm import races
@@ -27,9 +26,11 @@ from tests.harness import AcrLocal, CASession, running
 from tests.interop.tools import skopeo_round_trip
 from tests.registry.conftest import (
     RegistryClient,
+    move_tag_in_the_database,
     race_index_put_with_child_delete,
     registry_token,
     repository_writer,
+    tag_moved_in_the_database,
 )
 
 WORKER = "X-Acrlocal-Worker"
@@ -457,19 +458,10 @@ def test_what_a_worker_committed_and_died_before_announcing_is_read_again_everyw
     was; the secondary is then killed (SIGKILL) and started again by the primary: a process that starts drops every
     process's caches, so the primary reads the tag moved."""
     with running(tmp_path / "data", "--workers", "2") as fresh:
-        base = f"https://{fresh.login_server()}"
-        client = RegistryClient(fresh)
-        first, second = client.push_image("workers/crash", "v1"), client.push_image("workers/crash", None)
-        token = registry_token(fresh, base, "repository:workers/crash:pull", fresh.registry_credentials())
-        auth = {"Authorization": f"Bearer {token}", "Accept": MANIFEST}
-        url = f"{base}/v2/workers/crash/manifests/v1"
-        primary = pinned(fresh, base)[0]
+        first, second, auth, url = tag_moved_in_the_database(fresh, "workers/crash")
+        primary = pinned(fresh, f"https://{fresh.login_server()}")[0]
         assert on(primary, "HEAD", url, 0, headers=auth).headers["Docker-Content-Digest"] == first.digest
-        with fresh.database().begin() as conn:  # the dead worker's commit
-            moved = conn.execute(sa.text(
-                "UPDATE tags SET manifest_id = (SELECT id FROM manifests WHERE digest = :digest) WHERE name = 'v1'"
-            ), {"digest": second.digest})
-            assert moved.rowcount == 1
+        move_tag_in_the_database(fresh, "v1", second.digest)  # the dead worker's commit
         assert on(primary, "HEAD", url, 0, headers=auth).headers["Docker-Content-Digest"] == first.digest, \
             "the primary read the tag again on its own: this test shows nothing"
         secondary = int(fresh.status["workers"][1])

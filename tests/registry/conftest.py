@@ -349,3 +349,24 @@ def race_index_put_with_child_delete(client: RegistryClient, base: str, repo: st
     if put.status_code == 201:  # the index goes again, so that the next round's child is not named
         assert through(p, "DELETE", f"{base}/v2/{repo}/manifests/{idx.digest}", headers=auth).status_code == 202
     return child, idx, put
+
+
+def tag_moved_in_the_database(server: AcrLocal, repo: str) -> tuple[Manifest, Manifest, dict[str, str], str]:
+    """Two images of ``repo``, the first tagged ``v1``; returns them, pull headers and the tag's manifest URL, and
+    leaves the tag where it is. :func:`move_tag_in_the_database` then moves it as a process that dies before it
+    announces its commit would."""
+    base = f"https://{server.login_server()}"
+    client = RegistryClient(server)
+    first, second = client.push_image(repo, "v1"), client.push_image(repo, None)
+    token = registry_token(server, base, f"repository:{repo}:pull", server.registry_credentials())
+    return first, second, {"Authorization": f"Bearer {token}", "Accept": first.media_type}, \
+        f"{base}/v2/{repo}/manifests/v1"
+
+
+def move_tag_in_the_database(server: AcrLocal, tag: str, digest: str) -> None:
+    """Point every tag named ``tag`` at the manifest ``digest``, straight in the database (no announcement)."""
+    with server.database().begin() as conn:
+        moved = conn.execute(sa.text(
+            "UPDATE tags SET manifest_id = (SELECT id FROM manifests WHERE digest = :digest) WHERE name = :tag"
+        ), {"digest": digest, "tag": tag})
+        assert moved.rowcount == 1

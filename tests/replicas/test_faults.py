@@ -17,12 +17,18 @@ from typing import Any
 
 import pytest
 import requests
-import sqlalchemy as sa
 
 from tests import postgres
 from tests.interop.tools import Containers
 from tests.ocitools import Manifest, config_blob, image, layout_index, tar_layer, write_layout
-from tests.registry.conftest import RegistryClient, at_once, race_index_put_with_child_delete, repository_writer
+from tests.registry.conftest import (
+    RegistryClient,
+    at_once,
+    move_tag_in_the_database,
+    race_index_put_with_child_delete,
+    repository_writer,
+    tag_moved_in_the_database,
+)
 from tests.replicas.conftest import Replicas, on, pinned, start_replicas, stop_replicas
 from tests.replicas.test_replicas import registry_token
 
@@ -286,23 +292,14 @@ def test_what_a_replica_committed_and_died_before_announcing_is_read_again_when_
     (``'<replica>:*'``), so the survivor reads the tag moved."""
     replicas = own_replicas
     server = replicas.front
-    base = f"https://{server.login_server()}"
-    client = RegistryClient(server)
-    first, second = client.push_image("replicas/crash", "v1"), client.push_image("replicas/crash", None)
-    token = registry_token(server, base, "repository:replicas/crash:pull", server.registry_credentials())
-    auth = {"Authorization": f"Bearer {token}", "Accept": MANIFEST}
-    url = f"{base}/v2/replicas/crash/manifests/v1"
-    survivor = pinned(replicas, base)[0]
+    first, second, auth, url = tag_moved_in_the_database(server, "replicas/crash")
+    survivor = pinned(replicas, f"https://{server.login_server()}")[0]
 
     def served() -> str:
         return on(survivor, replicas, 0, "HEAD", url, headers=auth).headers["Docker-Content-Digest"]
 
     assert served() == first.digest
-    with server.database().begin() as conn:  # the dead replica's commit
-        moved = conn.execute(sa.text(
-            "UPDATE tags SET manifest_id = (SELECT id FROM manifests WHERE digest = :digest) WHERE name = 'v1'"
-        ), {"digest": second.digest})
-        assert moved.rowcount == 1
+    move_tag_in_the_database(server, "v1", second.digest)  # the dead replica's commit
     assert served() == first.digest, "the survivor read the tag again on its own: this test shows nothing"
     _kill_host(replicas.servers[1])
     assert served() == first.digest

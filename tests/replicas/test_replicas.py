@@ -4,8 +4,11 @@ replica it knows (every response names it, ``X-Acrlocal-Replica``); what one doe
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.first_keys import first_key_verifies_at_the_other
@@ -13,6 +16,8 @@ from tests.haproxy import HAProxy
 from tests.interop.tools import skopeo_round_trip
 from tests.registry.conftest import RegistryClient, registry_token
 from tests.replicas.conftest import Replicas, on, pinned
+
+VMS_NEED_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="VMs need root")
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -110,14 +115,9 @@ def test_a_device_code_sign_in_started_on_one_replica_completes_on_the_other(rep
     assert on(shared[0], replicas, 0, "POST", token_url, data=poll).json()["error"] == "expired_token"  # used once
 
 
+@VMS_NEED_ROOT
 def test_a_vm_runs_on_the_replica_that_made_it_and_the_other_refuses_its_calls_naming_that_replica(
         replicas: Replicas) -> None:
-    import os
-
-    import pytest
-
-    if os.geteuid() != 0:
-        pytest.skip("VMs need root")
     server = replicas.front
     shared = pinned(replicas, server.shared, "/healthz")
     auth = {"Authorization": f"Bearer {admin_of(server).token(server)}"}
@@ -145,15 +145,10 @@ def test_a_vm_runs_on_the_replica_that_made_it_and_the_other_refuses_its_calls_n
     assert r.status_code in (200, 202), r.text
 
 
+@VMS_NEED_ROOT
 def test_a_group_delete_refused_for_another_replicas_vm_deletes_nothing(replicas: Replicas) -> None:
     """A resource group holding a VM that the other replica runs is not deleted through this one (409
     ``OperationNotAllowed``), and nothing in it goes: not the resources listed before the VM either."""
-    import os
-
-    import pytest
-
-    if os.geteuid() != 0:
-        pytest.skip("VMs need root")
     server = replicas.front
     shared = pinned(replicas, server.shared, "/healthz")
     auth = {"Authorization": f"Bearer {admin_of(server).token(server)}"}
