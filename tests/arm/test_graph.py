@@ -90,3 +90,26 @@ def test_graph_refuses_arm_tokens_and_bad_bodies(arm_server: AcrLocal, admin: Ar
     assert r.status_code == 400
     r = g.call("POST", "/v1.0/servicePrincipals", {"appId": str(uuid.uuid4())}, api_version=None)
     assert r.status_code == 400 and r.json()["error"]["code"] == "Request_BadRequest"
+
+
+def test_federated_credential_patch_keeps_its_id_and_refuses_a_taken_issuer_and_subject(arm_server: AcrLocal) -> None:
+    """A PATCH of a federated identity credential keeps its id, and refuses (409, as a create does) the issuer and
+    subject of another credential of the application, leaving both as they were."""
+    g = graph(arm_server, admin_of(arm_server))
+    app = g.call("POST", "/v1.0/applications", {"displayName": "fic-patch"}, api_version=None).json()
+    fics = f"/v1.0/applications/{app['id']}/federatedIdentityCredentials"
+    made = {}
+    for name, subject in (("first", "repo:o/r:ref:refs/heads/main"), ("second", "repo:o/r:environment:prod")):
+        r = g.call("POST", fics, {"name": name, "issuer": "https://token.actions.githubusercontent.com",
+                                  "subject": subject, "audiences": ["api://AzureADTokenExchange"]}, api_version=None)
+        assert r.status_code == 201, r.text
+        made[name] = r.json()
+    r = g.call("PATCH", f"{fics}/{made['second']['id']}", {"subject": "repo:o/r:environment:staging"},
+               api_version=None)
+    assert r.status_code == 204, r.text
+    listed = g.call("GET", fics, api_version=None).json()["value"]
+    assert [(fc["id"], fc["subject"]) for fc in listed] == \
+        [(made["first"]["id"], made["first"]["subject"]), (made["second"]["id"], "repo:o/r:environment:staging")]
+    r = g.call("PATCH", f"{fics}/second", {"subject": made["first"]["subject"]}, api_version=None)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "Request_MultipleObjectsWithSameKeyValue", r.text
+    assert g.call("GET", fics, api_version=None).json()["value"] == listed

@@ -683,6 +683,18 @@ class Directory:
         return [FederatedCredential(r.id, r.object_id, r.name, r.issuer, r.subject, tuple(json.loads(r.audiences)))
                 for r in rows]
 
+    def update_federated_credential(self, object_id: str, credential_id: str, issuer: str, subject: str,
+                                    audiences: list[str]) -> None:
+        """Change the issuer, subject and audiences of one federated credential in place (its id, name and place
+        in the list stay); :class:`NotFound` if the principal has none with ``credential_id``."""
+        c = t.federated_credentials.c
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.update(t.federated_credentials).where(
+                c.object_id == object_id.lower(), c.id == credential_id.lower()).values(
+                issuer=issuer, subject=subject, audiences=json.dumps(list(audiences))))
+        if result.rowcount == 0:
+            raise NotFound(f"federated credential {credential_id!r} does not exist")
+
     def delete_federated_credential(self, object_id: str, name: str) -> None:
         with self.engine.begin() as conn:
             result = conn.execute(sa.delete(t.federated_credentials).where(

@@ -512,6 +512,9 @@ def get_fic(call: GraphCall) -> web.StreamResponse:
 
 
 def update_fic(call: GraphCall) -> web.StreamResponse:
+    """PATCH of a federated identity credential: the whole body is checked first (400 for a bad field or a new
+    name, 409 for the issuer and subject of another credential of the application, as a create does), then the
+    credential changes in place and keeps its id."""
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
     principal = _app_principal(call, app)
@@ -519,9 +522,15 @@ def update_fic(call: GraphCall) -> web.StreamResponse:
     body = call.body()
     if "name" in body and body["name"] != fc.name:
         raise GraphError(400, "Request_BadRequest", "The name of a federated identity credential cannot change.")
-    name, issuer, subject, audiences = _fic_fields(body, fc)
-    call.directory.delete_federated_credential(principal.object_id, fc.name)
-    call.directory.add_federated_credential(principal.object_id, name, issuer, subject, audiences)
+    _, issuer, subject, audiences = _fic_fields(body, fc)
+    others = [other for other in call.directory.federated_credentials(principal.object_id) if other.id != fc.id]
+    if any(other.issuer == issuer and other.subject == subject for other in others):
+        raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "A federated identity credential with the "
+                         "same issuer and subject already exists.")
+    try:
+        call.directory.update_federated_credential(principal.object_id, fc.id, issuer, subject, audiences)
+    except NotFound:
+        raise not_found(call.params["fic"]) from None
     return web.Response(status=204)
 
 
