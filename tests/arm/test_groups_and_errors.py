@@ -101,3 +101,18 @@ def test_providers_list_registered_namespaces(arm_server: AcrLocal, admin: Arm) 
     assert one.status_code == 200 and one.json()["namespace"] == "Microsoft.Authorization"
     reg = admin.call("POST", f"/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/register")
     assert reg.status_code == 200 and reg.json()["registrationState"] == "Registered"
+
+
+@pytest.mark.parametrize("managed_by", [5, ["/subscriptions/x"], {"id": "/subscriptions/x"}, True])
+def test_patch_refuses_a_managed_by_that_is_not_a_string(arm_server: AcrLocal, admin: Arm, managed_by: object) -> None:
+    """A PATCH whose managedBy is not a string is refused as a PUT's is (400 InvalidRequestContent), and the group
+    keeps its tags and managedBy."""
+    sub = subscription_of(arm_server)
+    url = f"/subscriptions/{sub}/resourcegroups/patch-managed-by"
+    made = admin.call("PUT", url, {"location": "westus", "tags": {"a": "b"}, "managedBy": "/subscriptions/owner"})
+    assert made.status_code in (200, 201), made.text
+    r = admin.call("PATCH", url, {"tags": {"x": "y"}, "managedBy": managed_by})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidRequestContent", r.text
+    assert "'managedBy' must be a string" in r.json()["error"]["message"]
+    kept = admin.call("GET", url).json()
+    assert (kept["tags"], kept["managedBy"]) == ({"a": "b"}, "/subscriptions/owner")

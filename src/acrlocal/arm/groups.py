@@ -72,8 +72,9 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
         if existing is None:
             raise group_not_found(path.group)
         tags = parse_tags(body["tags"]) if "tags" in body else existing.tags
+        managed_by = _managed_by(body["managedBy"]) if "managedBy" in body else existing.managed_by
         updated = ResourceGroup(existing.subscription_id, existing.name, existing.location, tags,
-                                body.get("managedBy", existing.managed_by), call.system_data(existing.system_data))
+                                managed_by, call.system_data(existing.system_data))
         await call.run(call.store.put_group, updated)
         return json(render(updated))
     name = check_group_name(path.group)
@@ -81,15 +82,21 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
     if existing is not None and existing.location != location:
         raise ArmError(409, "InvalidResourceGroupLocation", f"Invalid resource group location '{location}'. The "
                        f"Resource group already exists in location '{existing.location}'.")
-    managed_by = body.get("managedBy")
-    if managed_by is not None and not isinstance(managed_by, str):
-        raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
-                       "deserialized: 'managedBy' must be a string.")
+    managed_by = _managed_by(body.get("managedBy"))
     new = ResourceGroup(path.subscription, existing.name if existing else name, location,
                         parse_tags(body.get("tags")), managed_by,
                         call.system_data(existing.system_data if existing else None))
     created = await call.run(call.store.put_group, new)
     return json(render(new), status=201 if created else 200)
+
+
+def _managed_by(value: Any) -> str | None:
+    """A group's ``managedBy`` from a PUT or PATCH body: a string or null, else 400 InvalidRequestContent (raised
+    before anything is written)."""
+    if value is not None and not isinstance(value, str):
+        raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be "
+                       "deserialized: 'managedBy' must be a string.")
+    return value
 
 
 def _generic_view(resource: Any) -> dict[str, Any]:
