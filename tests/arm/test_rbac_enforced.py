@@ -3,7 +3,9 @@ grant, a principal without a role sees nothing. Every refusal is ARM's 403 and c
 
 from __future__ import annotations
 
+import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -283,3 +285,44 @@ def test_assigning_another_groups_identity_needs_its_assign_permission(arm_serve
         assert missing in r.json()["error"]["message"]
         shown = admin.call("GET", path, api_version=version).json()["identity"]["userAssignedIdentities"]
         assert [k.lower() for k in shown] == [uami.lower()], kind
+
+
+def test_a_complete_deployment_refused_one_delete_deletes_nothing(arm_server: AcrLocal, admin: Arm) -> None:
+    """A Complete mode deployment by a caller who may delete the group's identities but not its registries ends
+    Failed with AuthorizationFailed, and deletes nothing: every delete is authorized before the first one."""
+    sub = subscription_of(arm_server)
+    group = f"/subscriptions/{sub}/resourceGroups/complete-refused"
+    assert admin.call("PUT", group, {"location": "westus"}).status_code == 201
+    identity = f"{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/made-first"
+    registry = f"{group}/providers/Microsoft.ContainerRegistry/registries/completerefused{uuid.uuid4().hex[:6]}"
+    r = admin.call("PUT", identity, {"location": "westus"}, api_version="2023-01-31")
+    assert r.status_code == 201, r.text
+    r = admin.call("PUT", registry, {"location": "westus", "sku": {"name": "Basic"}})
+    assert r.status_code == 201, r.text
+    role = str(uuid.uuid4())
+    r = admin.call("PUT", f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}", {
+        "properties": {"roleName": f"keeps registries {role[:6]}", "type": "CustomRole",
+                       "permissions": [{"actions": ["*"],
+                                        "notActions": ["Microsoft.ContainerRegistry/registries/delete"]}],
+                       "assignableScopes": [f"/subscriptions/{sub}"]}}, api_version="2022-04-01")
+    assert r.status_code == 201, r.text
+    principal = new_principal(arm_server, "complete-deployer")
+    assign(admin, group, role, principal)
+    deployer = as_(arm_server, principal)
+    path = f"{group}/providers/Microsoft.Resources/deployments/empty-it"
+    r = deployer.call("PUT", path, {"properties": {"mode": "Complete", "template": {
+        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+        "contentVersion": "1.0.0.0", "resources": []}}}, api_version="2024-03-01")
+    assert r.status_code == 201, r.text
+    ended: dict[str, Any] = {}
+    for _ in range(600):
+        ended = deployer.call("GET", path, api_version="2024-03-01").json()
+        if ended["properties"]["provisioningState"] in ("Succeeded", "Failed", "Canceled"):
+            break
+        time.sleep(0.05)
+    assert ended["properties"]["provisioningState"] == "Failed", ended
+    error = ended["properties"]["error"]
+    assert "AuthorizationFailed" in [error["code"], *(d["code"] for d in error.get("details", []))], error
+    assert "Microsoft.ContainerRegistry/registries/delete" in str(error)
+    assert admin.call("GET", identity, api_version="2023-01-31").status_code == 200
+    assert admin.call("GET", registry).status_code == 200

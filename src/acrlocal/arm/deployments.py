@@ -43,8 +43,8 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from acrlocal.arm import groups as groups_module
-from acrlocal.arm.errors import ArmError, group_not_found
-from acrlocal.arm.generic import delete_tree, json, normalize_location, parse_tags
+from acrlocal.arm.errors import ArmError, authorization_failed, group_not_found
+from acrlocal.arm.generic import check_tree, delete_tree, json, normalize_location, parse_tags
 from acrlocal.arm.paths import ArmPath, parse_path
 from acrlocal.arm.providers import REGISTRY, Call, InternalRequest, JsonObject, NamespaceHandler, register_handler
 from acrlocal.arm.store import StoredDeployment
@@ -795,8 +795,8 @@ class Running:
             outputs = await self._outputs()
             if outputs is None:
                 return
-            if self.request.mode == "Complete":
-                await self._delete_unnamed()
+            if self.request.mode == "Complete" and not await self._delete_unnamed():
+                return
             resources = [{"id": r.id} for r in self.plan.deployable]
             await self._save("Succeeded", outputs=_render_outputs(outputs), outputResources=resources)
         except Exception as exc:  # the deployment ends Failed whatever happens, and the server goes on
@@ -883,21 +883,40 @@ class Running:
                                                       f"template outputs: {message}", self.stored.id))
             return None
 
-    async def _delete_unnamed(self) -> None:
+    async def _delete_unnamed(self) -> bool:
+        """Complete mode: delete the group's top-level resources that the template does not name. The caller's
+        delete permission on every one of them is checked before the first delete, and each type's
+        ``check_remove``: a refused permission ends the deployment Failed (AuthorizationFailed for each refused
+        resource, in the details) and a refused removal raises, both with nothing deleted. False if it ended the
+        deployment."""
         target = self.env.target
         if target.resource_group is None:
-            return
+            return True
         named = {r.key for r in self.plan.resources if r.condition}
+        caller = self.call.caller
         async with self.lock:
-            for resource in await self.call.run(self.call.store.resources, target.subscription_id,
-                                                group=target.resource_group, top_level_only=True):
-                if resource.id.lower() in named:
-                    continue
+            unnamed = [resource for resource in await self.call.run(
+                self.call.store.resources, target.subscription_id, group=target.resource_group, top_level_only=True)
+                if resource.id.lower() not in named]
+            refused: list[dict[str, Any]] = []
+            for resource in unnamed:
                 rt = REGISTRY.type_of(resource.type)
-                if rt is not None:
-                    self.call.caller.require(rt.operation("delete"), resource.id)
+                if rt is not None and not caller.may(rt.operation("delete"), resource.id):
+                    error = authorization_failed(caller.client, caller.object_id, rt.operation("delete"), resource.id)
+                    refused.append({**error.body()["error"], "target": resource.id})
+            if refused:
+                await self._save("Failed", error=_failure(
+                    "DeploymentFailed", "The deployment in Complete mode may not delete every resource that the "
+                    "template does not name; nothing was deleted. See inner errors for details.", self.stored.id,
+                    refused))
+                return False
+            for resource in unnamed:
+                with contextlib.suppress(NotFound):
+                    await check_tree(self.call, resource)
+            for resource in unnamed:
                 with contextlib.suppress(NotFound):
                     await delete_tree(self.call, resource)
+        return True
 
 
 register_handler(Deployments())
