@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -177,11 +177,11 @@ class TokenAuthorizer:
                 return Caller(remembered[1], request.remote, remembered[2])
             del self._granted[key]
         needed = _needed(repository, actions)
-        try:
-            grant, token_key = await self._request_grant(request, registry)
-        except _NotAccepted as exc:
-            self._audit(request, registry, exc.grant, "denied", repository, actions, exc.detail)
-            raise self._challenge_error(request, registry, needed, exc.error, exc.message) from None
+        found = await self._request_grant(request, registry)
+        if isinstance(found, _Refusal):
+            self._audit(request, registry, found.grant, "denied", repository, actions, found.detail)
+            raise self._challenge_error(request, registry, needed, found.error, found.message)
+        grant, token_key = found
         if needed is None or grant.allows(*needed):
             if records_granted(self.auth.audit):
                 self._audit(request, registry, grant, "granted", repository, actions)
@@ -201,24 +201,24 @@ class TokenAuthorizer:
                 f"{_scope(needed)}; request a token for that scope", "DENIED")
         raise self._challenge_error(request, registry, needed, "insufficient_scope")
 
-    async def _request_grant(self, request: web.Request, registry: RegistryRecord) -> tuple[AccessGrant, bytes]:
+    async def _request_grant(self, request: web.Request,
+                             registry: RegistryRecord) -> tuple[AccessGrant, bytes] | _Refusal:
         """The verified grant of the request's bearer token for ``registry``, not revoked, and the token's cache
-        key (:func:`_digest`); :class:`_NotAccepted`
-        (with what to audit and how to challenge) for a malformed header, no bearer token, a token not valid here
-        or one revoked. Database errors propagate."""
+        key (:func:`_digest`); a :class:`_Refusal` (what to audit, how to challenge) for a malformed header, no
+        bearer token, a token not valid here or one revoked. Database errors propagate."""
         try:
             token = self._bearer(request)
         except MalformedRequest as exc:
-            raise _NotAccepted(str(exc), "invalid_token", f"{AUTHENTICATION_REQUIRED} {exc}") from None
+            return _Refusal(str(exc), "invalid_token", f"{AUTHENTICATION_REQUIRED} {exc}")
         if token is None:
-            raise _NotAccepted("no bearer token", None)
+            return _Refusal("no bearer token", None)
         try:
             grant = await self._grant(registry, token, time.time())
         except InvalidRegistryToken as exc:
-            raise _NotAccepted(f"invalid token: {exc}", "invalid_token", _not_accepted(str(exc))) from None
+            return _Refusal(f"invalid token: {exc}", "invalid_token", _not_accepted(str(exc)))
         revoked = await self.revocations.refused(registry, grant.kind, grant.subject)
         if revoked is not None:
-            raise _NotAccepted(f"revoked: {revoked}", "invalid_token", _not_accepted(revoked), grant)
+            return _Refusal(f"revoked: {revoked}", "invalid_token", _not_accepted(revoked), grant)
         return grant, _digest(token)
 
     def _revoked(self, request: web.Request, registry: RegistryRecord, grant: AccessGrant | None,
@@ -253,10 +253,10 @@ class TokenAuthorizer:
         repository: str,
         actions: Sequence[str],
     ) -> bool:
-        try:
-            grant, _ = await self._request_grant(request, registry)
-        except _NotAccepted:
+        found = await self._request_grant(request, registry)
+        if isinstance(found, _Refusal):
             return False
+        grant, _ = found
         needed = _needed(repository, actions)
         allowed = needed is not None and grant.allows(*needed)
         self._audit(request, registry, grant, "granted" if allowed else "denied", repository, actions,
@@ -264,14 +264,15 @@ class TokenAuthorizer:
         return allowed
 
 
-class _NotAccepted(Exception):
-    """The request's credentials are not accepted: ``detail`` for the audit, ``error`` and ``message`` for the
+@dataclass(frozen=True)
+class _Refusal:
+    """Why the request's credentials are not accepted: ``detail`` for the audit, ``error`` and ``message`` for the
     challenge (``error`` ``None`` when there were none), ``grant`` when the token was valid but revoked."""
 
-    def __init__(self, detail: str, error: str | None, message: str = AUTHENTICATION_REQUIRED,
-                 grant: AccessGrant | None = None) -> None:
-        super().__init__(detail)
-        self.detail, self.error, self.message, self.grant = detail, error, message, grant
+    detail: str
+    error: str | None
+    message: str = AUTHENTICATION_REQUIRED
+    grant: AccessGrant | None = None
 
 
 def _not_accepted(reason: str) -> str:
