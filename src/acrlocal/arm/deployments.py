@@ -915,7 +915,7 @@ class Running:
                     await check_tree(self.call, resource)
             for resource in unnamed:
                 with contextlib.suppress(NotFound):
-                    await delete_tree(self.call, resource)
+                    await delete_tree(self.call, resource, checked=True)
         return True
 
 

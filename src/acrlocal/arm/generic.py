@@ -236,15 +236,15 @@ def patched(body: JsonObject, existing: Resource) -> Resource:
 
 
 async def delete_tree(call: Call | None, resource: Resource, store: ArmStore | None = None,
-                      sql: SqlThread | None = None) -> None:
+                      sql: SqlThread | None = None, *, checked: bool = False) -> None:
     """Delete ``resource`` and its children (deepest first), each through its type's :meth:`remove`, once every
-    one of them has passed its type's :meth:`check_remove`: a refusal (e.g. a subnet in use) deletes nothing. The
-    store is read and written through ``sql`` (``call.services.sql`` when there is a call), off the event loop on
-    PostgreSQL; a failure after the checks stops the walk with what was deleted so far gone."""
-    store = store or (call.store if call else None)
-    sql = sql or (call.services.sql if call else None)
-    assert store is not None and sql is not None
-    await check_tree(call, resource, store, sql)
+    one of them has passed its type's :meth:`check_remove` (``checked``: the caller ran :func:`check_tree` on it
+    already): a refusal (e.g. a subnet in use) deletes nothing. The store is read and written through ``sql``
+    (``call.services.sql`` when there is a call), off the event loop on PostgreSQL; a failure after the checks
+    stops the walk with what was deleted so far gone."""
+    store, sql = _store_and_sql(call, store, sql)
+    if not checked:
+        await check_tree(call, resource, store, sql)
     await _delete_tree(call, resource, store, sql)
 
 
@@ -252,14 +252,19 @@ async def check_tree(call: Call | None, resource: Resource, store: ArmStore | No
                      sql: SqlThread | None = None) -> None:
     """Each type's :meth:`check_remove` of ``resource`` and its children (deepest first): raises the first refusal;
     nothing is written. ``store`` and ``sql`` as for :func:`delete_tree`."""
-    store = store or (call.store if call else None)
-    sql = sql or (call.services.sql if call else None)
-    assert store is not None and sql is not None
+    store, sql = _store_and_sql(call, store, sql)
     for child in await sql.run(store.resources, resource.subscription_id, parent_id=resource.id):
         await check_tree(call, child, store, sql)
     rt = REGISTRY.type_of(resource.type)
     if rt is not None:
         await rt.check_remove(call, resource)
+
+
+def _store_and_sql(call: Call | None, store: ArmStore | None, sql: SqlThread | None) -> tuple[ArmStore, SqlThread]:
+    store = store or (call.store if call else None)
+    sql = sql or (call.services.sql if call else None)
+    assert store is not None and sql is not None
+    return store, sql
 
 
 async def _delete_tree(call: Call | None, resource: Resource, store: ArmStore, sql: SqlThread) -> None:

@@ -64,7 +64,7 @@ async def group(call: Call, path: ArmPath) -> web.StreamResponse:
         for resource in resources:  # a refusal (a VM another replica runs) before anything goes
             await check_tree(call, resource)
         for resource in resources:
-            await delete_tree(call, resource)
+            await delete_tree(call, resource, checked=True)
         await call.run(call.store.delete_group, path.subscription, path.group)
         return web.Response(status=200)
     body = call.body
