@@ -15,6 +15,7 @@ are given one in resource group ``acrlocal`` of the default subscription, so tha
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -54,8 +55,9 @@ DATA_PLANE_PROPERTIES = ("adminUserEnabled", "anonymousPullEnabled", "roleAssign
 
 
 def new_password() -> str:
-    """A 52-character admin password, as ACR's (letters, digits, '+', '/', '=')."""
-    return secrets.token_urlsafe(39)[:52]
+    """A 52-character admin password, as ACR's (letters, digits, '+' and '/'): never starts with '-', which
+    ``az acr login -p`` would take for an option."""
+    return base64.b64encode(secrets.token_bytes(39)).decode()
 
 
 def _iso(ts: float) -> str:

@@ -22,6 +22,7 @@ stored.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -168,8 +169,9 @@ def _hash(salt: str, password: str) -> str:
 
 
 def new_password() -> str:
-    """A token password: 256 random bits, URL-safe base64 (no ':' so it survives Basic authentication)."""
-    return secrets.token_urlsafe(32)
+    """A token password: 256 random bits in base64, as ACR's (no ':', so it survives Basic authentication, and
+    never a leading '-', which ``az acr login -p`` would take for an option)."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _parse_time(value: Any, what: str) -> datetime:

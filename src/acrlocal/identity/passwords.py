@@ -38,9 +38,10 @@ def check_complexity(password: str) -> None:
 
 
 def generate_password() -> str:
-    """A random password that meets the complexity rule (for the user ``acrlocal up`` creates)."""
-    body = secrets.token_urlsafe(18)
-    return body + secrets.choice(string.ascii_uppercase) + secrets.choice(string.ascii_lowercase) + \
+    """A random password that meets the complexity rule (for the user ``acrlocal up`` creates). It starts with a
+    letter, so ``az login -u <user> -p <password>`` takes it as the option's value, not as another option."""
+    return secrets.choice(string.ascii_letters) + secrets.token_urlsafe(18) + \
+        secrets.choice(string.ascii_uppercase) + secrets.choice(string.ascii_lowercase) + \
         secrets.choice(string.digits) + "!"
 
 
