@@ -207,3 +207,58 @@ def test_end_session_endpoint_signs_out_and_never_redirects_where_the_query_says
     assert r.status_code == 200 and "id=signed-out" in r.text
     r = s.get(f"{acrlocal.shared}/{uuid.uuid4()}/oauth2/v2.0/logout")
     assert r.status_code == 400 and r.json()["error_codes"] == [90002], r.text  # Entra's tenant not found
+
+
+def _new_person(server: AcrLocal, name: str) -> dict[str, str]:
+    domain = admin(server)["userPrincipalName"].split("@")[1]
+    upn = f"{name}-{uuid.uuid4().hex[:6]}@{domain}"
+    r = graph(server, "POST", "/users", {"accountEnabled": True, "displayName": name, "mailNickname": name,
+                                         "userPrincipalName": upn, "passwordProfile": {"password": PASSWORD}})
+    assert r.status_code == 201, r.text
+    return {"upn": upn, "id": r.json()["id"]}
+
+
+def _approved_device_flow(server: AcrLocal, upn: str) -> dict[str, str]:
+    s = server.session()
+    start = s.post(f"{server.shared}/organizations/oauth2/v2.0/devicecode",
+                   data={"client_id": AZ_CLI, "scope": ARM_SCOPE}).json()
+    done = s.post(f"{server.shared}/devicelogin", data={"code": start["user_code"], "username": upn,
+                                                        "password": PASSWORD})
+    assert "You have signed in" in done.text
+    return {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": AZ_CLI,
+            "device_code": start["device_code"]}
+
+
+def _signed_in_code(server: AcrLocal, upn: str) -> dict[str, str]:
+    verifier, challenge = _pkce()
+    redirect = "http://localhost:51234/"
+    params = {"client_id": AZ_CLI, "response_type": "code", "redirect_uri": redirect, "scope": ARM_SCOPE,
+              "code_challenge": challenge, "code_challenge_method": "S256"}
+    signed_in = server.session().post(f"{server.shared}/organizations/oauth2/v2.0/authorize", params=params,
+                                      data={"username": upn, "password": PASSWORD}, allow_redirects=False)
+    assert signed_in.status_code == 302, signed_in.text
+    code = parse_qs(urlsplit(signed_in.headers["Location"]).query)["code"][0]
+    return {"grant_type": "authorization_code", "client_id": AZ_CLI, "code": code, "redirect_uri": redirect,
+            "scope": ARM_SCOPE, "code_verifier": verifier}
+
+
+def test_a_user_disabled_or_deleted_after_signing_in_gets_no_tokens_for_that_sign_in(acrlocal: AcrLocal) -> None:
+    """A device flow approved, or an authorization code issued, before the user was disabled or deleted: the poll
+    and the redemption are refused with Entra's error for that account (not 'pending' until the flow expires, and
+    never tokens for a disabled account)."""
+    for change, expected in (("disable", 50057), ("delete", 50034)):
+        user = _new_person(acrlocal, f"dave-{change}")
+        flow, code = _approved_device_flow(acrlocal, user["upn"]), _signed_in_code(acrlocal, user["upn"])
+        if change == "disable":
+            r = graph(acrlocal, "PATCH", f"/users/{user['id']}", {"accountEnabled": False})
+        else:
+            r = graph(acrlocal, "DELETE", f"/users/{user['id']}")
+        assert r.status_code == 204, r.text
+        for form in (flow, code):
+            refused = token(acrlocal, "organizations", **form)
+            assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+            assert refused.json()["error_codes"] == [expected], (change, form["grant_type"], refused.text)
+            assert "access_token" not in refused.json()
+        # Both were used up by the refusal.
+        assert token(acrlocal, "organizations", **flow).json()["error"] == "expired_token"
+        assert token(acrlocal, "organizations", **code).json()["error_codes"] == [70008]

@@ -279,6 +279,17 @@ class PendingSignIns:
         body["user"] = self._user(body.get("user"))
         return DeviceFlow(**body)
 
+    def _signed_in(self, object_id: str) -> User:
+        """The user who signed in for a flow or a code, as the directory has them now: :class:`OAuthError` if they
+        were deleted (AADSTS50034) or disabled (AADSTS50057) since."""
+        user = self._user(object_id)
+        if user is None:
+            raise OAuthError("invalid_grant", "The user account does not exist in the directory: it was deleted "
+                             "after it signed in.", 50034)
+        if not user.account_enabled:
+            raise OAuthError("invalid_grant", "The user account is disabled.", 50057)
+        return user
+
     def start_device_flow(self, client_id: str, name: str, scope: str, tenant_id: str | None) -> DeviceFlow:
         now = time.time()
         flow = DeviceFlow(secrets.token_urlsafe(48), "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(9)),
@@ -308,22 +319,23 @@ class PendingSignIns:
 
     def redeem_device_code(self, device_code: str, client_id: str) -> DeviceFlow:
         """The approved flow of ``device_code`` (its ``user`` set), deleted; :class:`OAuthError` while it is pending,
-        and for a code that is unknown, expired, already redeemed or of another client."""
+        for a code that is unknown, expired, already redeemed or of another client, and (the flow deleted all the
+        same) when the user who approved it has been deleted or disabled since."""
         key = f"device:{device_code}"[:100]
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(store.sign_ins).where(store.sign_ins.c.key == key,
                                                                store.sign_ins.c.expires > time.time())).first()
-            flow = self._device_flow(row) if row is not None else None
-            if flow is None or flow.client_id != client_id.lower():
+            body = json.loads(row.body) if row is not None else None
+            if body is None or body["client_id"] != client_id.lower():
                 raise OAuthError("expired_token", "The device code is unknown or has expired; start the sign-in "
                                  "again.", 70019)
-            if flow.user is None:
+            if body.get("user") is None:
                 raise OAuthError("authorization_pending", "OAuth 2.0 device flow error. Authorization is pending. "
                                  "Continue polling.", 70016)
             if conn.execute(sa.delete(store.sign_ins).where(store.sign_ins.c.key == key)).rowcount != 1:
                 raise OAuthError("expired_token", "The device code is unknown or has expired; start the sign-in "
                                  "again.", 70019)  # another poll redeemed it at the same moment
-        return flow
+        return DeviceFlow(**{**body, "user": self._signed_in(body["user"])})
 
     def issue_code(self, code: AuthCode) -> str:
         now = time.time()
@@ -339,22 +351,23 @@ class PendingSignIns:
         return value
 
     def redeem_code(self, value: str, client_id: str, redirect_uri: str, verifier: str) -> AuthCode:
+        """The authorization code ``value``, deleted whatever the outcome (a code is tried once); :class:`OAuthError`
+        for a code unknown, expired, already redeemed, of another client or redirect URI, or whose PKCE challenge
+        ``verifier`` does not answer, and when its user has been deleted or disabled since signing in."""
         key = f"code:{value}"[:100]
         with self.engine.begin() as conn:
             row = conn.execute(sa.delete(store.sign_ins).where(store.sign_ins.c.key == key,
                                                                store.sign_ins.c.expires > time.time())
                                .returning(store.sign_ins.c.body)).first()
         body = json.loads(row.body) if row is not None else None
-        user = self._user(body.pop("user")) if body is not None else None
-        code = AuthCode(**body, user=user) if body is not None and user is not None else None
-        if code is None or code.client_id != client_id.lower() or code.redirect_uri != redirect_uri:
+        if body is None or body["client_id"] != client_id.lower() or body["redirect_uri"] != redirect_uri:
             raise OAuthError("invalid_grant", "The provided authorization code is invalid, expired or already "
                              "redeemed, or was issued to another client or redirect URI.", 70008)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-        if not secrets.compare_digest(challenge, code.code_challenge):
+        if not secrets.compare_digest(challenge, body["code_challenge"]):
             raise OAuthError("invalid_grant", "The code_verifier does not match the code_challenge supplied in the "
                              "authorization request.", 501481)
-        return code
+        return AuthCode(**{**body, "user": self._signed_in(body["user"])})
 
 
 PENDING = web.AppKey("identity.pending_sign_ins", PendingSignIns)
