@@ -311,3 +311,27 @@ def test_a_scoped_token_cannot_be_named_like_a_guid(server: AcrLocal) -> None:
                  {"properties": {"scopeMapId": f"{rid}/scopeMaps/_repositories_pull"}})
     assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidResourceName", r.text
     assert "GUID" in r.json()["error"]["message"]
+
+
+def test_a_disabled_service_principal_logs_in_no_more(server: AcrLocal, tokens: TokenClient) -> None:
+    """A service principal disabled through Graph (``accountEnabled`` false) after its secret last worked: ACR checks
+    a client secret with Entra, which refuses a disabled application (AADSTS7000112), so the login is refused, with
+    the secret that worked a moment before; enabled again, it logs in again."""
+    scope = "repository:splogin/disabled:pull"
+    sp = create_for_rbac(server, "acrpull")
+    assert tokens.basic_token(sp.app_id, sp.password, scope).status_code == 200
+    g = graph(server)
+    (principal,) = g.call("GET", f"/v1.0/servicePrincipals?$filter=appId eq '{sp.app_id}'",
+                          api_version=None).json()["value"]
+    for enabled in (False, True):
+        r = g.call("PATCH", f"/v1.0/servicePrincipals/{principal['id']}", {"accountEnabled": enabled},
+                   api_version=None)
+        assert r.status_code == 204, r.text
+        answer = tokens.basic_token(sp.app_id, sp.password, scope)
+        if enabled:
+            assert answer.status_code == 200, answer.text
+        else:
+            refused(answer, f"Application '{sp.app_id}' is disabled")
+            refused(tokens.http().post(tokens.base + "/oauth2/token", data={
+                "grant_type": "password", "username": sp.app_id, "password": sp.password,
+                "service": tokens.login_server, "scope": scope}), f"Application '{sp.app_id}' is disabled")

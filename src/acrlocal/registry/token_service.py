@@ -24,8 +24,10 @@ Errors are OCI error bodies: 400 ``INVALID_REQUEST`` for a malformed request (a 
 service), 401 ``UNAUTHORIZED`` for credentials or tokens that are not accepted (for a service principal with ACR's
 own messages: ``Application not registered with AAD.`` when the app id is no service principal of the tenant
 that owns the registry, a managed identity or a deleted principal; ``Invalid clientid or client secret.`` when the
-secret is wrong, expired or removed). Secrets are never logged or echoed. Every login is reported to the audit
-sink of :class:`~acrlocal.registry.auth_events.AuthServices`.
+secret is wrong, expired or removed; ``Application '<appId>' is disabled`` when the secret is right but the
+service principal's ``accountEnabled`` is false, which Entra refuses, AADSTS7000112: ACR's wording for it is not
+known). Secrets are never logged or echoed. Every login is reported to the audit sink of
+:class:`~acrlocal.registry.auth_events.AuthServices`.
 
 The challenge (:func:`challenge`) is ``Bearer realm="https://<login server>/oauth2/token",service="<login
 server>"[,scope="..."][,error="..."]`` with no space after the commas (azure-containerregistry splits on ``,``
@@ -406,21 +408,24 @@ class TokenService:
 
     async def _from_client_secret(self, request: web.Request, registry: RegistryRecord, app_id: str,
                                   secret: str) -> Subject:
-        """The service principal whose app id is ``app_id``, if ``secret`` is one of its current client secrets and
-        it belongs to the tenant that owns the registry; the subject is then the principal, exactly as behind a
-        refresh token. Read from the directory at every call, never remembered: a secret expires with time, which
-        no database version tells. A refusal is audited with the app id and the reason, never the secret."""
+        """The service principal whose app id is ``app_id``, if ``secret`` is one of its current client secrets, it
+        is enabled (Graph's ``accountEnabled``: ACR checks the secret with Entra, which refuses a disabled
+        application) and it belongs to the tenant that owns the registry; the subject is then the principal, exactly
+        as behind a refresh token. Read from the directory at every call, never remembered: a secret expires with
+        time, which no database version tells. A refusal is audited with the app id and the reason, never the
+        secret."""
         # One answer for every "not registered" case, so that it tells a caller nothing about other tenants.
         not_registered = _unauthorized(f"{APP_NOT_REGISTERED} No service principal with client secrets has the app "
                                        f"id {app_id.lower()} in the tenant that owns registry {registry.name}; "
                                        f"{ACR_HELP}")
         directory = self.auth.directory
-        principal = await self.auth.sql.run(lambda: directory.find_principal(app_id=app_id))
-        if principal is None or principal.kind != "ServicePrincipal":
-            what = "no principal" if principal is None else f"a {principal.kind}, which has no client secrets"
+        client = await self.auth.sql.run(directory.client, app_id)
+        if client is None or client.principal.kind != "ServicePrincipal":
+            what = "no principal" if client is None else f"a {client.principal.kind}, which has no client secrets"
             self._audit(request, registry, None, "failed",
                         detail=f"client secret login: app id {app_id.lower()} is {what}")
             raise not_registered
+        principal = client.principal
         subject = Subject("principal", principal.object_id, principal.tenant_id)
         try:
             await self.auth.sql.run(check_principal, directory, registry, principal.object_id, principal.tenant_id)
@@ -430,12 +435,17 @@ class TokenService:
             raise not_registered from None
         name = ("client", principal.app_id.lower())  # the same count as Entra's token endpoint keeps
         self._guard(request, registry, name, f"client secret login: app id {principal.app_id}")
-        if not await self.auth.sql.run(directory.check_secret, principal.object_id, secret):
+        if not client.accepts(secret, time.time()):
             self._audit(request, registry, subject, "failed",
                         detail=f"client secret login: app id {principal.app_id}: not a current client secret"
                                f"{self._failed(request, name, secret)}")
             raise _unauthorized(f"{INVALID_CLIENT_SECRET} The password is not a current client secret of the "
                                 f"service principal with app id {principal.app_id}; {ACR_HELP}")
+        if not client.enabled:  # said only to a caller who knows a current secret
+            self._audit(request, registry, subject, "failed",
+                        detail=f"client secret login: app id {principal.app_id}: the service principal is disabled")
+            raise _unauthorized(f"Application '{principal.app_id}' is disabled: its service principal's "
+                                f"accountEnabled is false; {ACR_HELP}")
         self.lockout.succeeded(name)
         return subject
 
