@@ -10,6 +10,7 @@ relative to ``acrlocal``::
     │   ├── storage.schema.SchemaError              a database that cannot be migrated to this code's schema
     │   └── storage.copy.TargetNotEmpty             a database to copy into that already has rows
     ├── AlreadyExists(ValueError)                   a name is taken
+    │   └── identity.directory.IssuerAndSubjectTaken  another federated credential of the principal has them
     ├── ValueTooLong(ValueError)                    a value longer than the column that keeps it (checked before
     │                                               the database sees it)
     ├── LimitReached(OSError)                       a limit of this machine or of the server (free ports, open

@@ -93,7 +93,7 @@ def test_graph_refuses_arm_tokens_and_bad_bodies(arm_server: AcrLocal, admin: Ar
 
 
 def test_federated_credential_patch_keeps_its_id_and_refuses_a_taken_issuer_and_subject(arm_server: AcrLocal) -> None:
-    """A PATCH of a federated identity credential keeps its id, and refuses (409, as a create does) the issuer and
+    """A PATCH of a federated identity credential keeps its id, and refuses (400, as a create does) the issuer and
     subject of another credential of the application, leaving both as they were."""
     g = graph(arm_server, admin_of(arm_server))
     app = g.call("POST", "/v1.0/applications", {"displayName": "fic-patch"}, api_version=None).json()
@@ -111,5 +111,5 @@ def test_federated_credential_patch_keeps_its_id_and_refuses_a_taken_issuer_and_
     assert [(fc["id"], fc["subject"]) for fc in listed] == \
         [(made["first"]["id"], made["first"]["subject"]), (made["second"]["id"], "repo:o/r:environment:staging")]
     r = g.call("PATCH", f"{fics}/second", {"subject": made["first"]["subject"]}, api_version=None)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "Request_MultipleObjectsWithSameKeyValue", r.text
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidFederatedIdentityCredentialValue", r.text
     assert g.call("GET", fics, api_version=None).json()["value"] == listed

@@ -166,6 +166,15 @@ def test_tutorial_resources_identity_vm_and_role_assignment(acrlocal: AcrLocal) 
     assert fic["audiences"] == ["api://AzureADTokenExchange"] and fic["subject"] == "system:serviceaccount:ns:sa"
     assert az(acrlocal, "identity", "federated-credential", "list", "--identity-name", "myACRId", "-g", group,
               "--query", "[].name") == ["fic1"]
+    # Another credential of the identity may not federate the same issuer and subject; a PUT of fic1 changes it.
+    err = fails(acrlocal, "identity", "federated-credential", "create", "-n", "fic2", "--identity-name", "myACRId",
+                "-g", group, "--issuer", "https://issuer.example", "--subject", "system:serviceaccount:ns:sa")
+    assert "Issuer and subject combination already exists" in err, err
+    changed = az(acrlocal, "identity", "federated-credential", "create", "-n", "fic1", "--identity-name",
+                 "myACRId", "-g", group, "--issuer", "https://issuer.example", "--subject", "system:serviceaccount:ns:b")
+    assert changed["subject"] == "system:serviceaccount:ns:b"
+    assert az(acrlocal, "identity", "federated-credential", "list", "--identity-name", "myACRId", "-g", group,
+              "--query", "[].[name, subject]") == [["fic1", "system:serviceaccount:ns:b"]]
     az(acrlocal, "identity", "federated-credential", "delete", "-n", "fic1", "--identity-name", "myACRId",
        "-g", group, "--yes")
 

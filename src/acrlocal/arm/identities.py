@@ -25,6 +25,7 @@ from acrlocal.arm.providers import Call, JsonObject, ResourceType, register
 from acrlocal.arm.services import ArmServices
 from acrlocal.arm.store import ArmStore, Resource
 from acrlocal.errors import AlreadyExists, NotFound
+from acrlocal.identity.directory import IssuerAndSubjectTaken
 
 NAMESPACE = "Microsoft.ManagedIdentity"
 UAMI_TYPE = f"{NAMESPACE}/userAssignedIdentities"
@@ -205,16 +206,19 @@ class FederatedIdentityCredentials(ResourceType):
         return str(principal_id)
 
     async def apply(self, call: Call, resource: Resource, existing: Resource | None) -> Resource:
-        """The credential replaces any of its name in the directory, in one call through the ``SqlThread``."""
+        """The credential replaces any of its name in the directory (which keeps its id), in one call through the
+        ``SqlThread``; 400 for the issuer and subject of another credential of the identity, as Azure's."""
         return await call.run(self._apply, call, resource)
 
     def _apply(self, call: Call, resource: Resource) -> Resource:
         principal_id = self._principal_id(call, resource)
-        directory = call.services.directory
         p: dict[str, Any] = resource.properties
-        with contextlib.suppress(NotFound):
-            directory.delete_federated_credential(principal_id, resource.name)
-        directory.add_federated_credential(principal_id, resource.name, p["issuer"], p["subject"], p["audiences"])
+        try:
+            call.services.directory.add_federated_credential(principal_id, resource.name, p["issuer"], p["subject"],
+                                                             p["audiences"], replace=True)
+        except IssuerAndSubjectTaken:
+            raise bad_request("BadRequest", "Issuer and subject combination already exists for this Managed "
+                              "Identity.") from None
         return resource
 
     async def remove(self, call: Call | None, resource: Resource) -> None:

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from acrlocal.errors import AcrLocalError, AlreadyExists, NotFound
 from acrlocal.generations import Generations
 from acrlocal.identity import store as t
-from acrlocal.storage.sql import unique_violation
+from acrlocal.storage.sql import unique_violation, write_transaction
 
 PrincipalKind = Literal["ServicePrincipal", "ManagedIdentity", "User", "Group"]
 #: Entra's role template id of Global Administrator: may write every directory object of its tenant.
@@ -236,6 +236,15 @@ class TenantNotEmpty(AcrLocalError, PermissionError):
         self.tenant, self.held = tenant, held
 
 
+class IssuerAndSubjectTaken(AlreadyExists):
+    """A federated credential's issuer and subject are those of another credential of the same principal (Entra
+    keeps the pair unique per application or managed identity, so a token exchange matches one credential)."""
+
+    def __init__(self, issuer: str, subject: str, taken_by: str) -> None:
+        super().__init__(f"issuer {issuer!r} and subject {subject!r} are those of federated credential {taken_by!r}")
+        self.issuer, self.subject, self.taken_by = issuer, subject, taken_by
+
+
 def new_guid() -> str:
     return str(uuid.uuid4())
 
@@ -243,6 +252,14 @@ def new_guid() -> str:
 def _new_secret() -> str:
     """A client secret: 240 random bits, URL-safe, in the alphabet of Entra's secrets."""
     return base64.urlsafe_b64encode(secrets.token_bytes(30)).decode().replace("-", "~").replace("_", ".")
+
+
+def _refuse_taken_issuer(credentials: Sequence[Any], issuer: str, subject: str, own_id: str | None) -> None:
+    """:class:`IssuerAndSubjectTaken` if one of ``credentials`` (rows), other than ``own_id``, federates the same
+    issuer and subject."""
+    taken = next((r for r in credentials if r.issuer == issuer and r.subject == subject and r.id != own_id), None)
+    if taken is not None:
+        raise IssuerAndSubjectTaken(issuer, subject, taken.name)
 
 
 def _insert_tenant(conn: Connection, tenant: Tenant, now: float) -> None:
@@ -661,19 +678,39 @@ class Directory:
     # -- federated credentials ---------------------------------------------------------------------
 
     def add_federated_credential(self, object_id: str, name: str, issuer: str, subject: str,
-                                 audiences: list[str]) -> FederatedCredential:
-        self.principal(object_id)
-        fc = FederatedCredential(new_guid(), object_id.lower(), name, issuer, subject, tuple(audiences))
+                                 audiences: list[str], *, replace: bool = False) -> FederatedCredential:
+        """A new federated credential of the principal, or with ``replace`` the one named ``name`` changed in place
+        (it keeps its id), in one write transaction: the other credentials never see a moment without it, and a
+        refusal changes nothing. :class:`NotFound` for an unknown principal; :class:`AlreadyExists` if another
+        credential of the principal has ``name`` (unless ``replace``), :class:`IssuerAndSubjectTaken` if one has
+        the same ``issuer`` and ``subject``, as Entra refuses. The checks and the write hold the principal's row
+        (on SQLite the database's write lock), so two writers never both pass them."""
+        c = t.federated_credentials.c
         with self.engine.begin() as conn:
-            clash = conn.execute(sa.select(t.federated_credentials.c.id).where(
-                t.federated_credentials.c.object_id == fc.object_id,
-                t.federated_credentials.c.name == name)).first()
-            if clash:
-                raise AlreadyExists(f"federated credential {name!r} already exists")
-            conn.execute(sa.insert(t.federated_credentials).values(
-                id=fc.id, object_id=fc.object_id, name=name, issuer=issuer, subject=subject,
-                audiences=json.dumps(list(audiences)), created=time.time()))
-        return fc
+            current = self._lock_credentials(conn, object_id)
+            same_name = next((r for r in current if r.name == name), None)
+            if same_name is not None and not replace:
+                raise AlreadyExists(f"FederatedIdentityCredential with name {name} already exists.")
+            _refuse_taken_issuer(current, issuer, subject, same_name.id if same_name else None)
+            values = {"issuer": issuer, "subject": subject, "audiences": json.dumps(list(audiences))}
+            if same_name is not None:
+                conn.execute(sa.update(t.federated_credentials).where(c.id == same_name.id).values(**values))
+                fc_id = same_name.id
+            else:
+                fc_id = new_guid()
+                conn.execute(sa.insert(t.federated_credentials).values(
+                    id=fc_id, object_id=object_id.lower(), name=name, created=time.time(), **values))
+        return FederatedCredential(fc_id, object_id.lower(), name, issuer, subject, tuple(audiences))
+
+    def _lock_credentials(self, conn: Connection, object_id: str) -> list[Any]:
+        """The principal's federated credential rows, its own row locked for the rest of ``conn``'s transaction
+        (``FOR UPDATE`` on PostgreSQL, the write lock on SQLite); :class:`NotFound` for an unknown principal."""
+        write_transaction(conn)
+        if conn.execute(sa.select(t.principals.c.object_id).where(t.principals.c.object_id == object_id.lower())
+                        .with_for_update()).first() is None:
+            raise NotFound(f"principal {object_id!r} does not exist")
+        return list(conn.execute(sa.select(t.federated_credentials).where(
+            t.federated_credentials.c.object_id == object_id.lower())).all())
 
     def federated_credentials(self, object_id: str) -> list[FederatedCredential]:
         with self.engine.connect() as conn:
@@ -686,14 +723,17 @@ class Directory:
     def update_federated_credential(self, object_id: str, credential_id: str, issuer: str, subject: str,
                                     audiences: list[str]) -> None:
         """Change the issuer, subject and audiences of one federated credential in place (its id, name and place
-        in the list stay); :class:`NotFound` if the principal has none with ``credential_id``."""
+        in the list stay); :class:`NotFound` if the principal has none with ``credential_id``,
+        :class:`IssuerAndSubjectTaken` if another of its credentials has that issuer and subject (checked and written in
+        one transaction holding the principal's row, as :meth:`add_federated_credential`)."""
         c = t.federated_credentials.c
         with self.engine.begin() as conn:
-            result = conn.execute(sa.update(t.federated_credentials).where(
-                c.object_id == object_id.lower(), c.id == credential_id.lower()).values(
+            current = self._lock_credentials(conn, object_id)
+            if not any(r.id == credential_id.lower() for r in current):
+                raise NotFound(f"federated credential {credential_id!r} does not exist")
+            _refuse_taken_issuer(current, issuer, subject, credential_id.lower())
+            conn.execute(sa.update(t.federated_credentials).where(c.id == credential_id.lower()).values(
                 issuer=issuer, subject=subject, audiences=json.dumps(list(audiences))))
-        if result.rowcount == 0:
-            raise NotFound(f"federated credential {credential_id!r} does not exist")
 
     def delete_federated_credential(self, object_id: str, name: str) -> None:
         with self.engine.begin() as conn:

@@ -41,7 +41,7 @@ from acrlocal.arm.graph.objects import (
     service_principals,
 )
 from acrlocal.errors import AlreadyExists, NotFound
-from acrlocal.identity.directory import Application, NewCertificate, Principal
+from acrlocal.identity.directory import Application, IssuerAndSubjectTaken, NewCertificate, Principal
 
 #: Graph's audience for the proof-of-possession token of addKey/removeKey (the old Azure AD Graph app id).
 PROOF_AUDIENCE = "00000002-0000-0000-c000-000000000000"
@@ -494,15 +494,21 @@ def create_fic(call: GraphCall) -> web.StreamResponse:
     if len(existing) >= MAX_FEDERATED_CREDENTIALS:
         raise GraphError(400, "Request_BadRequest", f"An application has at most {MAX_FEDERATED_CREDENTIALS} "
                          "federated identity credentials.")
-    if any(fc.issuer == issuer and fc.subject == subject for fc in existing):
-        raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "A federated identity credential with the "
-                         "same issuer and subject already exists.")
     try:
         fc = call.directory.add_federated_credential(principal.object_id, name, issuer, subject, audiences)
+    except IssuerAndSubjectTaken as exc:
+        raise _issuer_taken(exc) from None
     except AlreadyExists:
         raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", f"FederatedIdentityCredential with name "
                          f"{name} already exists.") from None
     return call.one(f"applications('{app.id}')/federatedIdentityCredentials/$entity", _render_fic(fc), status=201)
+
+
+def _issuer_taken(exc: IssuerAndSubjectTaken) -> GraphError:
+    """Graph's refusal of an issuer and subject another credential of the application has (400, as Entra's)."""
+    return GraphError(400, "InvalidFederatedIdentityCredentialValue", "The combination of issuer and subject must "
+                      f"be unique for the application. Issuer {exc.issuer} and Subject: {exc.subject} already exist. "
+                      f"paramName: FederatedIdentityCredential.Subject, paramValue: {exc.subject}")
 
 
 def get_fic(call: GraphCall) -> web.StreamResponse:
@@ -512,9 +518,9 @@ def get_fic(call: GraphCall) -> web.StreamResponse:
 
 
 def update_fic(call: GraphCall) -> web.StreamResponse:
-    """PATCH of a federated identity credential: the whole body is checked first (400 for a bad field or a new
-    name, 409 for the issuer and subject of another credential of the application, as a create does), then the
-    credential changes in place and keeps its id."""
+    """PATCH of a federated identity credential: the whole body is checked first (400 for a bad field, a new name,
+    or the issuer and subject of another credential of the application, as a create does), then the credential
+    changes in place and keeps its id."""
     app = _application(call, call.params["id"])
     call.require_admin_or_owner(app.id)
     principal = _app_principal(call, app)
@@ -523,14 +529,12 @@ def update_fic(call: GraphCall) -> web.StreamResponse:
     if "name" in body and body["name"] != fc.name:
         raise GraphError(400, "Request_BadRequest", "The name of a federated identity credential cannot change.")
     _, issuer, subject, audiences = _fic_fields(body, fc)
-    others = [other for other in call.directory.federated_credentials(principal.object_id) if other.id != fc.id]
-    if any(other.issuer == issuer and other.subject == subject for other in others):
-        raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "A federated identity credential with the "
-                         "same issuer and subject already exists.")
     try:
         call.directory.update_federated_credential(principal.object_id, fc.id, issuer, subject, audiences)
     except NotFound:
         raise not_found(call.params["fic"]) from None
+    except IssuerAndSubjectTaken as exc:
+        raise _issuer_taken(exc) from None
     return web.Response(status=204)
 
 
