@@ -262,3 +262,51 @@ def test_a_user_disabled_or_deleted_after_signing_in_gets_no_tokens_for_that_sig
         # Both were used up by the refusal.
         assert token(acrlocal, "organizations", **flow).json()["error"] == "expired_token"
         assert token(acrlocal, "organizations", **code).json()["error_codes"] == [70008]
+
+
+def _public_client(server: AcrLocal, name: str) -> dict[str, str]:
+    """An application of the default tenant registered as a public client (people sign in to it)."""
+    r = graph(server, "POST", "/applications", {"displayName": name, "isFallbackPublicClient": True})
+    assert r.status_code == 201, r.text
+    return {"id": r.json()["id"], "appId": r.json()["appId"]}
+
+
+def test_an_application_deleted_after_a_person_signed_in_to_it_gets_no_more_tokens(
+        acrlocal: AcrLocal, person: dict[str, str]) -> None:
+    """A refresh token, an approved device flow and an authorization code of a public client whose application is
+    deleted afterwards: each is refused with Entra's answer for a client not in the directory (AADSTS700016)."""
+    tenant = admin(acrlocal)["tenantId"]
+    app = _public_client(acrlocal, "deleted-later")
+    signed_in = password_grant(acrlocal, person["upn"], PASSWORD, tenant=tenant, client_id=app["appId"])
+    assert signed_in.status_code == 200, signed_in.text
+    refresh = {"grant_type": "refresh_token", "client_id": app["appId"], "scope": ARM_SCOPE,
+               "refresh_token": signed_in.json()["refresh_token"]}
+    assert token(acrlocal, tenant, **refresh).status_code == 200
+    s = acrlocal.session()
+    start = s.post(f"{acrlocal.shared}/{tenant}/oauth2/v2.0/devicecode",
+                   data={"client_id": app["appId"], "scope": ARM_SCOPE}).json()
+    done = s.post(f"{acrlocal.shared}/devicelogin", data={"code": start["user_code"], "username": person["upn"],
+                                                          "password": PASSWORD})
+    assert "You have signed in" in done.text
+    flow = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": app["appId"],
+            "device_code": start["device_code"]}
+    verifier, challenge = _pkce()
+    redirect = "http://localhost:51234/"
+    params = {"client_id": app["appId"], "response_type": "code", "redirect_uri": redirect, "scope": ARM_SCOPE,
+              "code_challenge": challenge, "code_challenge_method": "S256"}
+    authorized = s.post(f"{acrlocal.shared}/{tenant}/oauth2/v2.0/authorize", params=params,
+                        data={"username": person["upn"], "password": PASSWORD}, allow_redirects=False)
+    assert authorized.status_code == 302, authorized.text
+    code = {"grant_type": "authorization_code", "client_id": app["appId"], "redirect_uri": redirect,
+            "scope": ARM_SCOPE, "code_verifier": verifier,
+            "code": parse_qs(urlsplit(authorized.headers["Location"]).query)["code"][0]}
+
+    assert graph(acrlocal, "DELETE", f"/applications/{app['id']}").status_code == 204
+    for form in (refresh, flow, code):
+        refused = token(acrlocal, tenant, **form)
+        assert refused.status_code == 400 and refused.json()["error_codes"] == [700016], (form["grant_type"],
+                                                                                          refused.text)
+        assert refused.json()["error"] == "unauthorized_client" and "access_token" not in refused.json()
+        v1 = acrlocal.session().post(f"{acrlocal.shared}/{tenant}/oauth2/token",
+                                     data={**form, "resource": "https://management.core.windows.net/"})
+        assert v1.status_code == 400 and "access_token" not in v1.json(), v1.text

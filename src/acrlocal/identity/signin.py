@@ -398,7 +398,10 @@ def _form_text(form: Any, name: str) -> str:
 
 async def user_grant(request: web.Request, entra: EntraServices, tenant_id: str | None, grant: str, form: Any,
                      *, v1: bool) -> dict[str, Any]:
-    """A user grant on a token endpoint; ``tenant_id`` is ``None`` on ``organizations``/``common``."""
+    """A user grant on a token endpoint; ``tenant_id`` is ``None`` on ``organizations``/``common``. The client is
+    checked (:func:`client_name`) at every grant, not only when the person signed in: a refresh token, a device flow
+    or a code of an application deleted since, or no longer a public client, gets its :class:`OAuthError`
+    (AADSTS700016), as in Entra; a flow or code is used up all the same."""
     pending = request.app[PENDING]
     client_id = _form_text(form, "client_id").lower()
     scope = str(form.get("scope") or "")
@@ -417,10 +420,12 @@ async def user_grant(request: web.Request, entra: EntraServices, tenant_id: str 
         if found is None or (tenant_id is not None and found.tenant_id != tenant_id):
             raise OAuthError("invalid_grant", "The refresh token is not valid: it has expired, was revoked (new "
                              "password, disabled account), or belongs to another client or tenant.", 700082)
+        await client_name(entra, client_id, tenant_id)
         return await user_tokens(entra, found, client_id, scope, refresh_token=token, v1_resource=resource)
     if grant == DEVICE_CODE_GRANT:
         flow = await entra.sql.run(pending.redeem_device_code, _form_text(form, "device_code"), client_id)
         assert flow.user is not None
+        await client_name(entra, client_id, tenant_id)
         # msal's polls name no scope: the tokens are for the scope the flow was started with, as Entra's are.
         return await user_tokens(entra, flow.user, client_id, scope or flow.scope, v1_resource=resource)
     assert grant == "authorization_code"
@@ -428,6 +433,7 @@ async def user_grant(request: web.Request, entra: EntraServices, tenant_id: str 
                                _form_text(form, "redirect_uri"), _form_text(form, "code_verifier"))
     if tenant_id is not None and code.user.tenant_id != tenant_id:
         raise OAuthError("invalid_grant", "The authorization code was issued in another tenant.", 70008)
+    await client_name(entra, client_id, tenant_id)
     return await user_tokens(entra, code.user, client_id, scope or code.scope, nonce=code.nonce, v1_resource=resource)
 
 
