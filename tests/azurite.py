@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.ports import free_port
 from tests.session_service import SessionService
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "azurite"
@@ -73,12 +74,6 @@ def _write_tls(directory: Path) -> None:
     (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                           serialization.PrivateFormat.TraditionalOpenSSL,
                                                           serialization.NoEncryption()))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class AzuriteServer:
@@ -126,7 +121,7 @@ class AzuriteServer:
 
     def start(self) -> None:
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self.start_service()
                 return

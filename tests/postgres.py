@@ -1,6 +1,6 @@
 """A private PostgreSQL server for tests: Debian's ``postgresql`` binaries, a cluster made by ``initdb`` in a
-temporary directory, listening on 127.0.0.1 at a free port (its unix socket in that directory), stopped and removed
-by :meth:`PostgresServer.stop`.
+temporary directory, listening on 127.0.0.1 at a free port below the ephemeral range (:mod:`tests.ports`; its unix
+socket in that directory), stopped and removed by :meth:`PostgresServer.stop`.
 
 PostgreSQL refuses to run as root: as root the cluster belongs to the ``postgres`` system user that Debian's package
 creates, and its commands run through ``runuser``. The cluster sorts text as ICU's ``en-US`` (what a production
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tests.ports import free_port
 from tests.session_service import SessionService
 
 USER = "acrlocal"
@@ -30,12 +30,6 @@ def binaries() -> Path | None:
     """The newest ``/usr/lib/postgresql/<version>/bin`` that has ``initdb``; ``None`` if PostgreSQL is absent."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
     return found[-1].parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -82,7 +76,7 @@ class PostgresServer:
                   "--icu-locale=en-US", "--no-sync")
         pwfile.unlink()
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self.start_server()
                 return

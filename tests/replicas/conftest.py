@@ -22,8 +22,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tests import postgres
-from tests.haproxy import HAProxy, free_port
+from tests.haproxy import HAProxy
 from tests.harness import AcrLocal, CASession
+from tests.ports import free_port
 
 REPLICA = "X-Acrlocal-Replica"
 OFFSETS = (1000, 2000)
