@@ -310,3 +310,34 @@ def test_an_application_deleted_after_a_person_signed_in_to_it_gets_no_more_toke
         v1 = acrlocal.session().post(f"{acrlocal.shared}/{tenant}/oauth2/token",
                                      data={**form, "resource": "https://management.core.windows.net/"})
         assert v1.status_code == 400 and "access_token" not in v1.json(), v1.text
+
+
+def test_an_application_disabled_after_a_person_signed_in_to_it_gets_no_more_tokens(
+        acrlocal: AcrLocal, person: dict[str, str]) -> None:
+    """A public client whose service principal is disabled (``accountEnabled`` false: "no users are able to sign
+    in to this app") issues no tokens: its refresh tokens and a new sign-in are refused with Entra's AADSTS7000112,
+    and the sign-in page says so; enabled again, the refresh token it kept works."""
+    tenant = admin(acrlocal)["tenantId"]
+    app = _public_client(acrlocal, "disabled-later")
+    sp = graph(acrlocal, "POST", "/servicePrincipals", {"appId": app["appId"]})
+    assert sp.status_code == 201, sp.text
+    signed_in = password_grant(acrlocal, person["upn"], PASSWORD, tenant=tenant, client_id=app["appId"])
+    assert signed_in.status_code == 200, signed_in.text
+    refresh = {"grant_type": "refresh_token", "client_id": app["appId"], "scope": ARM_SCOPE,
+               "refresh_token": signed_in.json()["refresh_token"]}
+
+    assert graph(acrlocal, "PATCH", f"/servicePrincipals/{sp.json()['id']}",
+                 {"accountEnabled": False}).status_code == 204
+    for refused in (token(acrlocal, tenant, **refresh),
+                    password_grant(acrlocal, person["upn"], PASSWORD, tenant=tenant, client_id=app["appId"])):
+        assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client", refused.text
+        assert refused.json()["error_codes"] == [7000112] and "access_token" not in refused.json()
+    _, challenge = _pkce()
+    page = acrlocal.session().get(f"{acrlocal.shared}/{tenant}/oauth2/v2.0/authorize", params={
+        "client_id": app["appId"], "response_type": "code", "redirect_uri": "http://localhost:51234/",
+        "scope": ARM_SCOPE, "code_challenge": challenge, "code_challenge_method": "S256"})
+    assert page.status_code == 400 and "AADSTS7000112" in page.text
+
+    assert graph(acrlocal, "PATCH", f"/servicePrincipals/{sp.json()['id']}",
+                 {"accountEnabled": True}).status_code == 204
+    assert token(acrlocal, tenant, **refresh).status_code == 200

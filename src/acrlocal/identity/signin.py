@@ -142,7 +142,9 @@ async def client_name(entra: EntraServices, client_id: str, tenant_id: str | Non
     """The name of a client a person may sign in to; :class:`OAuthError` for any other: AADSTS700016 for an id
     that is no public client of ``tenant_id`` (``None``: ``organizations``/``common``), AADSTS50194 for a
     single-tenant application (``signInAudience`` ``AzureADMyOrg``, the default) on ``organizations``/``common``,
-    as Entra answers, so that a person of another tenant cannot sign in to it or read its name there."""
+    as Entra answers, so that a person of another tenant cannot sign in to it or read its name there, and
+    AADSTS7000112 for an application whose service principal is disabled (``accountEnabled`` false: no one signs
+    in to it and it gets no tokens)."""
     name = FIRST_PARTY_CLIENTS.get(client_id.lower())
     if name is not None:
         return name
@@ -156,6 +158,10 @@ async def client_name(entra: EntraServices, client_id: str, tenant_id: str | Non
         raise OAuthError("invalid_request", f"Application '{app.app_id}' is not configured as a multi-tenant "
                          "application. Usage of the /common endpoint is not supported for such applications. Use "
                          "a tenant-specific endpoint or configure the application to be multi-tenant.", 50194)
+    client = await entra.lookups.client(app.app_id)
+    if client is not None and not client.enabled:
+        raise OAuthError("unauthorized_client", f"Application '{app.app_id}'({app.display_name}) is disabled.",
+                         7000112)
     return app.display_name
 
 
