@@ -293,3 +293,25 @@ def test_managed_identity_cannot_use_a_secret_or_certificate(acrlocal: AcrLocal,
         "grant_type": "client_credentials", "client_id": f["uami"].app_id, "client_secret": "anything",
         "scope": ARM + "/.default"})
     assert r.status_code == 400 and r.json()["error_codes"] == [700016]
+
+
+def test_a_certificate_or_federated_credential_removed_is_refused_at_the_next_request(
+        acrlocal: AcrLocal, directory: Directory, app_with_cert: Any, federation: dict[str, Any]) -> None:
+    """Nothing about a client's certificates or federated credentials is kept between requests: one removed after
+    it worked is refused at once (AADSTS700027: the key is no longer registered; AADSTS700211: no credential
+    names the issuer), with an assertion that was good a moment before (a federated one is meant to be reused)."""
+    app, key, cert, _ = app_with_cert
+    tenant = admin(acrlocal)["tenantId"]
+    first = post_assertion(acrlocal, tenant, app.app_id, assertion_for(app, key, cert, token_url(acrlocal, tenant)))
+    assert first.status_code == 200, first.text
+    (registered,) = directory.certificates(app.object_id)
+    directory.remove_certificate(app.object_id, registered.key_id)
+    r = post_assertion(acrlocal, tenant, app.app_id, assertion_for(app, key, cert, token_url(acrlocal, tenant)))
+    assert r.status_code == 401 and r.json()["error_codes"] == [700027], r.text
+
+    f = federation
+    assertion = exchange_token(acrlocal, f["tenant"], f["workload"].app_id, f["secret"])
+    assert post_assertion(acrlocal, f["tenant"], f["uami"].app_id, assertion).status_code == 200
+    directory.delete_federated_credential(f["uami"].object_id, "from-workload")
+    r = post_assertion(acrlocal, f["tenant"], f["uami"].app_id, assertion)
+    assert r.status_code == 400 and r.json()["error_codes"] == [700211], r.text

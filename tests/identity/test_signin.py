@@ -341,3 +341,18 @@ def test_an_application_disabled_after_a_person_signed_in_to_it_gets_no_more_tok
     assert graph(acrlocal, "PATCH", f"/servicePrincipals/{sp.json()['id']}",
                  {"accountEnabled": True}).status_code == 204
     assert token(acrlocal, tenant, **refresh).status_code == 200
+
+
+def test_a_deleted_users_refresh_token_is_refused(acrlocal: AcrLocal) -> None:
+    """Deleting a user deletes their refresh tokens: the next refresh is refused (AADSTS700082), on the v2 and the
+    v1 endpoint."""
+    user = _new_person(acrlocal, "erin")
+    refresh = password_grant(acrlocal, user["upn"], PASSWORD).json()["refresh_token"]
+    form = {"grant_type": "refresh_token", "client_id": AZ_CLI, "refresh_token": refresh}
+    assert token(acrlocal, "organizations", **form, scope=ARM_SCOPE).status_code == 200
+    assert graph(acrlocal, "DELETE", f"/users/{user['id']}").status_code == 204
+    refused = token(acrlocal, "organizations", **form, scope=ARM_SCOPE)
+    assert refused.status_code == 400 and refused.json()["error_codes"] == [700082], refused.text
+    v1 = acrlocal.session().post(f"{acrlocal.shared}/{admin(acrlocal)['tenantId']}/oauth2/token",
+                                 data={**form, "resource": "https://management.core.windows.net/"})
+    assert v1.status_code == 400 and v1.json()["error_codes"] == [700082], v1.text
