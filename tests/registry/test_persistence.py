@@ -191,7 +191,8 @@ def test_kill9_in_the_middle_of_a_skopeo_push(fresh_acrlocal: AcrLocal, tmp_path
 
 
 def test_abandoned_upload_sessions_expire(tmp_path: Path) -> None:
-    server = AcrLocal(tmp_path / "data", "--upload-session-ttl", "1")
+    # A sweep a second; the TTL leaves the session seconds to be written and seen before it may expire.
+    server = AcrLocal(tmp_path / "data", "--upload-session-ttl", "4")
     server.start()
     try:
         registry = RegistryClient(server)
@@ -217,11 +218,12 @@ def test_upload_sessions_are_expired_by_one_process_or_replica_at_a_time(tmp_pat
     other = NamedLock(engine, "upload-expiry")
     try:
         registry = RegistryClient(server)
-        location = registry.post("/v2/expire/once/blobs/uploads/").headers["Location"]
-        registry.patch(location, data=b"abandoned")
-        assert other.acquire()
+        # Taken between two of the server's sweeps (each holds it a moment), before the session is made.
+        wait_until(other.acquire, "the upload-expiry lock free between two sweeps")
         try:
-            time.sleep(4)  # four sweeps' turns: none may expire it while the lock is held elsewhere
+            location = registry.post("/v2/expire/once/blobs/uploads/").headers["Location"]
+            assert registry.patch(location, data=b"abandoned").status_code == 202
+            time.sleep(4)  # three sweeps' turns and more past the TTL: none may expire it while the lock is held
             assert registry.get(location).status_code == 204
         finally:
             other.release()
