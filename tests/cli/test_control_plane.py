@@ -171,7 +171,8 @@ def test_tutorial_resources_identity_vm_and_role_assignment(acrlocal: AcrLocal) 
                 "-g", group, "--issuer", "https://issuer.example", "--subject", "system:serviceaccount:ns:sa")
     assert "Issuer and subject combination already exists" in err, err
     changed = az(acrlocal, "identity", "federated-credential", "create", "-n", "fic1", "--identity-name",
-                 "myACRId", "-g", group, "--issuer", "https://issuer.example", "--subject", "system:serviceaccount:ns:b")
+                 "myACRId", "-g", group, "--issuer", "https://issuer.example", "--subject",
+                 "system:serviceaccount:ns:b")
     assert changed["subject"] == "system:serviceaccount:ns:b"
     assert az(acrlocal, "identity", "federated-credential", "list", "--identity-name", "myACRId", "-g", group,
               "--query", "[].[name, subject]") == [["fic1", "system:serviceaccount:ns:b"]]
