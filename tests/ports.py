@@ -4,7 +4,8 @@ A port the kernel hands out for ``bind(0)`` comes from its ephemeral range (3276
 connection also takes its local port: between the choice and the service's bind, or while a service is stopped to be
 started again on the same port, a connection of anything else on the machine may hold it, and the service cannot
 listen. Ports here come from below that range and below the ports test servers give their registries (from a random
-``--registry-port-base`` between 10000 and 30000 upward), checked free when chosen.
+``--registry-port-base`` between 10000 and 30000 upward), checked free when chosen, and above the ports that
+browsers and fetch() refuse to connect to (the highest below 10000 is 6697).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 import socket
 
-LOW, HIGH = 5000, 10000
+LOW, HIGH = 7000, 10000
 
 
 def free_port() -> int:
