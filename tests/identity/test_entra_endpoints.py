@@ -6,6 +6,7 @@ import json
 
 import jwt
 import pytest
+import requests
 from azure.identity import ClientSecretCredential
 
 from tests.harness import AcrLocal
@@ -86,3 +87,41 @@ def test_multi_tenant_discovery(acrlocal: AcrLocal, alias: str) -> None:
                                                "client_secret": cred["clientSecret"],
                                                "scope": "https://management.azure.com/.default"})
     assert r.status_code == 400 and r.json()["error_codes"] == [90002]
+
+
+def test_an_application_without_its_service_principal_gets_no_token(acrlocal: AcrLocal) -> None:
+    """Client credentials need the application's service principal in the tenant (AADSTS7000229): none made yet,
+    or deleted after it worked, and after it was disabled (deleting a disabled service principal must not let its
+    application's secret work again); made again, the secret works."""
+    cred = admin(acrlocal)
+    s = acrlocal.session()
+    graph_token = s.post(f"{acrlocal.shared}/{cred['tenantId']}/oauth2/v2.0/token", data={
+        "grant_type": "client_credentials", "client_id": cred["clientId"], "client_secret": cred["clientSecret"],
+        "scope": "https://graph.microsoft.com/.default"}).json()["access_token"]
+
+    def graph(method: str, path: str, body: object = None) -> requests.Response:
+        return s.request(method, f"{acrlocal.shared}/v1.0{path}", json=body,
+                         headers={"Authorization": f"Bearer {graph_token}"})
+
+    app = graph("POST", "/applications", {"displayName": "needs-its-service-principal"}).json()
+    secret = graph("POST", f"/applications/{app['id']}/addPassword", {"passwordCredential": {}}).json()["secretText"]
+
+    def client_credentials() -> requests.Response:
+        return s.post(f"{acrlocal.shared}/{cred['tenantId']}/oauth2/v2.0/token", data={
+            "grant_type": "client_credentials", "client_id": app["appId"], "client_secret": secret, "scope": ARM})
+
+    def missing(r: requests.Response) -> None:
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+        assert r.json()["error_codes"] == [7000229] and "missing service principal" in r.json()["error_description"]
+
+    missing(client_credentials())
+    sp = graph("POST", "/servicePrincipals", {"appId": app["appId"]})
+    assert sp.status_code == 201, sp.text
+    assert client_credentials().status_code == 200
+    assert graph("PATCH", f"/servicePrincipals/{sp.json()['id']}", {"accountEnabled": False}).status_code == 204
+    assert client_credentials().json()["error_codes"] == [7000112]
+    assert graph("DELETE", f"/servicePrincipals/{sp.json()['id']}").status_code == 204
+    missing(client_credentials())
+    assert graph("POST", "/servicePrincipals", {"appId": app["appId"]}).status_code == 201
+    assert client_credentials().status_code == 200
+    assert graph("DELETE", f"/applications/{app['id']}").status_code == 204

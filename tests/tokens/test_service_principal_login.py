@@ -335,3 +335,17 @@ def test_a_disabled_service_principal_logs_in_no_more(server: AcrLocal, tokens: 
             refused(tokens.http().post(tokens.base + "/oauth2/token", data={
                 "grant_type": "password", "username": sp.app_id, "password": sp.password,
                 "service": tokens.login_server, "scope": scope}), f"Application '{sp.app_id}' is disabled")
+
+
+def test_an_application_without_its_service_principal_logs_in_no_more(server: AcrLocal, tokens: TokenClient) -> None:
+    """ACR checks a client secret with Entra, which gives an application no token without its service principal
+    in the tenant (AADSTS7000229): once the service principal is deleted through Graph, the application's own
+    secret is refused as ACR refuses an application it does not know."""
+    scope = "repository:splogin/no-sp:pull"
+    sp = create_for_rbac(server, "acrpull")
+    assert tokens.basic_token(sp.app_id, sp.password, scope).status_code == 200
+    g = graph(server)
+    (principal,) = g.call("GET", f"/v1.0/servicePrincipals?$filter=appId eq '{sp.app_id}'",
+                          api_version=None).json()["value"]
+    assert g.call("DELETE", f"/v1.0/servicePrincipals/{principal['id']}", api_version=None).status_code == 204
+    refused(tokens.basic_token(sp.app_id, sp.password, scope), APP_NOT_REGISTERED)

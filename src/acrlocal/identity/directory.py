@@ -171,11 +171,14 @@ class NewCertificate:
 @dataclass(frozen=True)
 class Client:
     """What a client-credentials request with a client secret checks: the principal, whether its service principal
-    is enabled (Graph's ``accountEnabled``), and its client secrets as kept (sha256, expiry or ``None``)."""
+    is enabled (Graph's ``accountEnabled``), its client secrets as kept (sha256, expiry or ``None``), and whether it
+    has a service principal at all (``service_principal`` false: an application object whose service principal was
+    never made through Graph, or was deleted there; every other principal is one)."""
 
     principal: Principal
     enabled: bool
     secrets: tuple[tuple[str, float | None], ...]
+    service_principal: bool = True
 
     def accepts(self, secret: str, now: float) -> bool:
         """True if ``secret`` is one of the client's secrets and not expired at ``now``; every stored secret is
@@ -600,7 +603,10 @@ class Directory:
             props = conn.execute(sa.select(t.service_principals.c.properties).where(
                 t.service_principals.c.object_id == principal.object_id)).first()
             enabled = (json.loads(props.properties) if props else {}).get("accountEnabled") is not False
-            return Client(principal, enabled, self._secrets_of(conn, principal.object_id))
+            app = conn.execute(sa.select(t.applications.c.service_principal).where(
+                t.applications.c.app_id == principal.app_id)).first()
+            return Client(principal, enabled, self._secrets_of(conn, principal.object_id),
+                          app is None or bool(app.service_principal))
 
     def remove_secret(self, object_id: str, key_id: str) -> None:
         """Remove one client secret of the principal; :class:`NotFound` if it has none with ``key_id``."""

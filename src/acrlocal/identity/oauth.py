@@ -129,8 +129,10 @@ async def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, 
 
     A client secret or a certificate assertion authenticates a service principal; a federated assertion
     authenticates a service principal or a user-assigned managed identity. Raises :class:`OAuthError` for an
-    unknown client, a client of another tenant, a bad secret or a bad assertion. Failed client secrets count
-    towards ``entra.lockout`` for the client id and ``caller``; locked, a secret is refused unchecked (AADSTS50053).
+    unknown client, a client of another tenant, an application without its service principal (never made, or
+    deleted: AADSTS7000229) or with it disabled (AADSTS7000112), a bad secret or a bad assertion. Failed client
+    secrets count towards ``entra.lockout`` for the client id and ``caller``; locked, a secret is refused unchecked
+    (AADSTS50053).
     The assertions' checks, which read the directory, run through ``entra.sql``; the lockout stays on the loop."""
     client_id = _required(form, "client_id")
     client = await entra.lookups.client(client_id)
@@ -138,6 +140,10 @@ async def _authenticate_client(entra: EntraServices, tenant_id: str, form: Any, 
             client.principal.kind not in ("ServicePrincipal", "ManagedIdentity"):
         raise _unknown_client(client_id, tenant_id)
     principal = client.principal
+    if not client.service_principal:
+        raise OAuthError("invalid_client", f"The client application {client_id} is missing service principal in the "
+                         f"tenant {tenant_id}. Create it (POST /v1.0/servicePrincipals with its appId; az ad sp create "
+                         "--id <appId>).", 7000229, status=401)
     if not client.enabled:
         raise OAuthError("unauthorized_client", f"Application '{client_id}'({principal.display_name}) is disabled.",
                          7000112)

@@ -23,7 +23,8 @@
 Errors are OCI error bodies: 400 ``INVALID_REQUEST`` for a malformed request (a bad grant type, scope or
 service), 401 ``UNAUTHORIZED`` for credentials or tokens that are not accepted (for a service principal with ACR's
 own messages: ``Application not registered with AAD.`` when the app id is no service principal of the tenant
-that owns the registry, a managed identity or a deleted principal; ``Invalid clientid or client secret.`` when the
+that owns the registry (an application whose service principal was never made or was deleted too, which Entra
+refuses, AADSTS7000229), a managed identity or a deleted principal; ``Invalid clientid or client secret.`` when the
 secret is wrong, expired or removed; ``Application '<appId>' is disabled`` when the secret is right but the
 service principal's ``accountEnabled`` is false, which Entra refuses, AADSTS7000112: ACR's wording for it is not
 known). Secrets are never logged or echoed. Every login is reported to the audit sink of
@@ -420,8 +421,10 @@ class TokenService:
                                        f"{ACR_HELP}")
         directory = self.auth.directory
         client = await self.auth.sql.run(directory.client, app_id)
-        if client is None or client.principal.kind != "ServicePrincipal":
-            what = "no principal" if client is None else f"a {client.principal.kind}, which has no client secrets"
+        if client is None or client.principal.kind != "ServicePrincipal" or not client.service_principal:
+            what = ("no principal" if client is None else
+                    f"a {client.principal.kind}, which has no client secrets" if client.service_principal else
+                    "an application without its service principal")
             self._audit(request, registry, None, "failed",
                         detail=f"client secret login: app id {app_id.lower()} is {what}")
             raise not_registered
