@@ -216,6 +216,32 @@ def test_deleted_user_assigned_identity_stops_everywhere(acrlocal: AcrLocal, mgm
     assert uami.principal_id not in assigned_principals(mgmt, group_id(mgmt, group))
 
 
+def test_a_user_assigned_identity_made_again_under_its_name_is_not_the_one_assigned(
+        acrlocal: AcrLocal, mgmt: Mgmt, group: str) -> None:
+    """A VM holds the identity that was assigned to it, not whatever identity later bears its name: deleted and made
+    again under the same resource id, it is a new principal, and IMDS answers "Identity not found" for it (as on
+    Azure, where the VM keeps the old identity's ids) until it is removed from the VM and assigned again."""
+    uami = mgmt.identity(group, "made-again")
+    vm = mgmt.vm(group, "keeps-the-old", {"type": "UserAssigned", "userAssignedIdentities": {uami.id: {}}})
+    assert imds_token(acrlocal, vm).status_code == 200
+    mgmt.msi.user_assigned_identities.delete(group, "made-again")
+    again = mgmt.identity(group, "made-again")
+    assert again.principal_id != uami.principal_id
+    for selector in ("", f"&client_id={again.client_id}", f"&msi_res_id={again.id}"):
+        answer = imds_token(acrlocal, vm, selector)
+        assert answer.status_code == 400 and answer.json()["error_description"] == "Identity not found", selector
+    # An update that keeps the identity does not take the new one either.
+    vms = mgmt.compute.virtual_machines
+    vms.begin_update(group, "keeps-the-old", {"tags": {"touched": "yes"}}).result()
+    assert imds_token(acrlocal, vm).json()["error_description"] == "Identity not found"
+    # Removed and assigned again, the VM holds the new identity.
+    vms.begin_update(group, "keeps-the-old", {"identity": {"type": "None"}}).result()
+    vms.begin_update(group, "keeps-the-old", {"identity": {"type": "UserAssigned",
+                                                           "userAssignedIdentities": {again.id: {}}}}).result()
+    claims = jwt.decode(imds_token(acrlocal, vm).json()["access_token"], options={"verify_signature": False})
+    assert claims["oid"] == again.principal_id
+
+
 def test_federated_credential_on_a_user_assigned_identity(acrlocal: AcrLocal, mgmt: Mgmt, group: str,
                                                           tmp_path: Path) -> None:
     """A VM's system identity is the workload: its IMDS token for api://AzureADTokenExchange is the federated

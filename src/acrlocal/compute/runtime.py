@@ -14,10 +14,11 @@ is looked up, and the front door's certificate covers ``*.azurecr.io``. Starting
 boots nothing.
 
 A VM's managed identities are resolved through the directory and cached in memory until the directory or the VM
-changes, so the IMDS hot path does no SQL. The directory's and the table's SQL that the event loop asks for runs
-through ``sql`` (the server's ``SqlThread``: inline on SQLite, off the loop on PostgreSQL); :meth:`get`, which may
-read the table for a VM this server does not run, is for code already in that thread, :meth:`lookup` for the
-loop. Failures raise :class:`~acrlocal.errors.NotFound`,
+changes, so the IMDS hot path does no SQL. A user-assigned identity is the principal it was when it was assigned:
+one deleted and made again under its ARM id is not held until it is assigned again. The directory's and the
+table's SQL that the event loop asks for runs through ``sql`` (the server's ``SqlThread``: inline on SQLite, off
+the loop on PostgreSQL); :meth:`get`, which may read the table for a VM this server does not run, is for code
+already in that thread, :meth:`lookup` for the loop. Failures raise :class:`~acrlocal.errors.NotFound`,
 :class:`~acrlocal.errors.ConfigError`, :class:`VMNotRunning` or :class:`~acrlocal.compute.machine.MachineError`;
 a create that fails half-way is undone (principal, row, directory).
 """
@@ -195,9 +196,24 @@ class ComputeRuntime:
         user = []
         for rid in vm.user_assigned:
             p = self.directory.find_principal(resource_id=rid)
-            if p is not None and p.kind == "ManagedIdentity" and p.mi_kind == "user":
+            bound = vm.user_principals.get(rid.lower())
+            if p is not None and p.kind == "ManagedIdentity" and p.mi_kind == "user" and bound in (None, p.object_id):
                 user.append(p)
         return VMIdentities(system, tuple(user))
+
+    def _bind(self, vm: VirtualMachine, user_assigned: Sequence[str]) -> dict[str, str]:
+        """The principal each of ``user_assigned`` (ARM ids) is bound to on ``vm``: the one it was bound to if the
+        VM holds it already, else the one it has now (none if it has none). In the ``sql`` thread."""
+        bound = {}
+        for rid in user_assigned:
+            key = rid.lower()
+            if key in vm.user_principals:
+                bound[key] = vm.user_principals[key]
+                continue
+            p = self.directory.find_principal(resource_id=rid)
+            if p is not None and p.kind == "ManagedIdentity" and p.mi_kind == "user":
+                bound[key] = p.object_id
+        return bound
 
     def power_state(self, resource_id: str) -> str:
         """``running``, ``stopped`` or ``deallocated`` (Azure's ``PowerState/<state>``)."""
@@ -251,6 +267,7 @@ class ComputeRuntime:
                 principal = await self.sql.run(self.directory.create_managed_identity, tenant_id, resource_id, name,
                                                "system")
                 vm = replace(vm, system_principal_id=principal.object_id)
+            vm = replace(vm, user_principals=await self.sql.run(self._bind, vm, vm.user_assigned))
             await asyncio.to_thread(self._provision, folder, vm, accounts, list(ssh_keys))
             vm = await self.sql.run(self.table.add, vm)
             added = True
@@ -274,8 +291,10 @@ class ComputeRuntime:
     async def set_identities(self, resource_id: str, *, system_assigned: bool,
                              user_assigned: Sequence[str]) -> VirtualMachine:
         """Give the VM exactly these identities. Turning the system identity off deletes its principal; turning
-        it on again makes a new one (a new object id, as in Azure). The directory and the table are written in
-        one call through ``sql``; a failed update deletes the principal it made."""
+        it on again makes a new one (a new object id, as in Azure). A user-assigned identity the VM holds already
+        stays bound to the principal it had when it was assigned (one made again under its ARM id is not taken);
+        one newly assigned is bound to the principal it has now. The directory and the table are written in one
+        call through ``sql``; a failed update deletes the principal it made."""
         vm = await self.lookup(resource_id)
         vm = await self.sql.run(self._set_identities, vm, system_assigned, list(user_assigned))
         self._index(vm)
@@ -289,6 +308,7 @@ class ComputeRuntime:
             principal_id = created.object_id
         try:
             updated = self.table.update(vm.resource_id, user_assigned=user_assigned,
+                                        user_principals=self._bind(vm, user_assigned),
                                         system_principal_id=principal_id if system_assigned else None)
         except BaseException:
             if created is not None:

@@ -17,6 +17,11 @@ DEFAULT_ADMIN = "azureuser"
 
 @dataclass(frozen=True)
 class VirtualMachine:
+    """A VM's record. ``user_principals`` binds each user-assigned identity (by its ARM id, lower-cased) to the
+    principal it had when it was assigned: an identity deleted and made again under the same id is a new principal,
+    which the VM does not hold (as on Azure) until it is removed and assigned again. An identity missing there (a
+    row from before bindings were kept) is taken as the directory has it now."""
+
     vm_id: str
     resource_id: str
     name: str
@@ -27,6 +32,7 @@ class VirtualMachine:
     system_principal_id: str | None = None
     user_assigned: tuple[str, ...] = ()
     profile: dict[str, Any] = field(default_factory=dict)
+    user_principals: dict[str, str] = field(default_factory=dict)
     power_state: str = RUNNING
     created: float = 0.0
 
