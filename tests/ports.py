@@ -1,4 +1,5 @@
-"""Ports for the services tests start (PostgreSQL, Azurite, HAProxy) that are chosen first and bound later.
+"""Ports that tests choose first and something binds later: the services tests start (PostgreSQL, Azurite,
+HAProxy), the registries of a database a test writes before its server starts.
 
 A port the kernel hands out for ``bind(0)`` comes from its ephemeral range (32768-60999), from which every outgoing
 connection also takes its local port: between the choice and the service's bind, or while a service is stopped to be

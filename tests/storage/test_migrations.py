@@ -11,7 +11,6 @@ that still kept Graph applications in the control plane's ``arm_graph_applicatio
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from acrlocal.identity.directory import Directory
 from acrlocal.storage import schema
 from acrlocal.storage.sql import metadata, open_engine
 from tests.harness import AcrLocal
+from tests.ports import free_port
 
 LEGACY = Path(__file__).with_name("legacy")
 DUMPS = sorted(p.name for p in LEGACY.glob("*.sql"))
@@ -53,13 +53,16 @@ def legacy_database(path: Path, dump: str) -> Path:
 
 
 def free_registry_ports(path: Path) -> None:
-    """Give the dump's registries ports free on this machine now (the dump names the ports they had when it was
-    made, which another process may hold)."""
+    """Give the dump's registries ports free on this machine now, each its own (the dump names the ports they had
+    when it was made, which another process may hold), from below the ephemeral range: the server binds them
+    seconds later, when an outgoing connection could have taken one from that range."""
+    given: set[int] = set()
     with sqlite3.connect(path) as conn:
         for (registry_id,) in conn.execute("SELECT id FROM registries WHERE port IS NOT NULL").fetchall():
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
+            port = free_port()
+            while port in given:
+                port = free_port()
+            given.add(port)
             conn.execute("UPDATE registries SET port = ? WHERE id = ?", (port, registry_id))
     conn.close()
 
