@@ -10,7 +10,9 @@ that HAProxy listens on the ports the registries' login servers name.
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,6 +64,29 @@ class Replicas:
         self.lb.start()
 
 
+def _registry_port_base(span: int = 64) -> int:
+    """A ``--registry-port-base`` for replicas: the replicas' registries take the ports from it upward (the ports
+    HAProxy listens on), each replica the same ports at its offset. The first replica, when it makes a registry,
+    checks only its own port is free; HAProxy and the second replica bind theirs later, and failed to start when
+    another server of the session (the shared one, which keeps its registries' ports) held one. So every port the
+    first ``span`` registries would take is checked free here, with and without the offsets."""
+    for _ in range(1000):
+        base = random.randrange(10000, 30000)
+        if all(_free(base + offset + i) for offset in (0, *OFFSETS) for i in range(span)):
+            return base
+    raise RuntimeError("no run of free ports for the replicas' registries between 10000 and 33000")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers and HAProxy bind
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _status(server: AcrLocal) -> dict[str, Any]:
     import json
 
@@ -75,6 +100,7 @@ def start_replicas(root: Path, *extra: str, count: int = 2, database_url: str | 
         pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql); scripts/test installs it")
     root.mkdir(parents=True, exist_ok=True)
     lb_port = free_port()
+    port_base = _registry_port_base()
     url = database_url or postgres.shared().create_database("replicas")
     servers: list[AcrLocal] = []
     blob_store: tuple[str, str, str] | None = None  # the first's container (--blob-backend=azurite), for all
@@ -83,9 +109,9 @@ def start_replicas(root: Path, *extra: str, count: int = 2, database_url: str | 
         server = AcrLocal(data, "--advertised-port", str(lb_port), "--registry-port-offset", str(offset), *extra,
                           backend="postgresql", blob_store=blob_store)
         server._database_url = url
+        server.registry_port_base = port_base
         if servers:
             first = servers[0]
-            server.registry_port_base = first.registry_port_base
             (data / "tls").mkdir(parents=True)
             for name in ("tls/ca.pem", "tls/ca-key.pem", "admin.json"):
                 shutil.copy2(first.data_dir / name, data / name)
