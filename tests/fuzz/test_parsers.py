@@ -8,6 +8,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +25,7 @@ from acrlocal.arm.errors import ArmError
 from acrlocal.arm.graph import core as graph_core
 from acrlocal.arm.graph.errors import GraphError
 from acrlocal.arm.paths import parse_path as parse_arm_path
-from acrlocal.arm.templates import TemplateError, expressions, jsonc
+from acrlocal.arm.templates import Deferred, Target, TemplateError, expressions, jsonc, prepare
 from acrlocal.identity.bootstrap import bootstrap
 from acrlocal.identity.directory import Directory
 from acrlocal.identity.keys import KeyRing
@@ -44,6 +45,7 @@ from acrlocal.registry.token_keys import TokenKeys
 from acrlocal.registry.wire import page_size, parse_content_range
 from acrlocal.storage.digest import Digest, DigestError
 from acrlocal.storage.sql import open_engine
+from tests.fuzz import arm_templates
 from tests.fuzz import strategies as s
 from tests.fuzz.conftest import count
 
@@ -146,6 +148,67 @@ def test_template_expressions(text: str) -> None:
 def test_json_bodies(raw: bytes) -> None:
     refuses_only_with((inbound.MalformedRequest,), lambda: inbound.parse_json(raw), "json")
     refuses_only_with((TemplateError,), lambda: jsonc.loads(raw), "jsonc")
+
+
+class TemplateFacts:
+    """What a template reads from outside, as :class:`~acrlocal.arm.deployments.DeploymentEnvironment` answers:
+    fixed facts; a resource that is not there is ARM's ``ResourceNotFound``, or (``defer``, a what-if) unknown."""
+
+    def __init__(self, defer: bool) -> None:
+        self.defer = defer
+
+    def subscription(self) -> dict[str, Any]:
+        return {"id": f"/subscriptions/{SUB}", "subscriptionId": SUB, "tenantId": SUB, "displayName": "s"}
+
+    def resource_group(self) -> dict[str, Any]:
+        return {"id": f"/subscriptions/{SUB}/resourceGroups/fuzz-deploy", "name": "fuzz-deploy",
+                "location": "westus", "properties": {"provisioningState": "Succeeded"}}
+
+    def tenant(self) -> dict[str, Any]:
+        return {"tenantId": SUB, "displayName": "t"}
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": "fuzz", "properties": {"mode": "Incremental"}}
+
+    def environment(self) -> dict[str, Any]:
+        return {"name": "acrlocal", "suffixes": {"acrLoginServer": ".localhost"}}
+
+    def reference(self, resource_id: str, api_version: str | None, full: bool) -> Any:
+        if self.defer:
+            raise Deferred(resource_id)
+        raise TemplateError(f"The Resource '{resource_id}' was not found.", code="ResourceNotFound")
+
+    def invoke(self, resource_id: str, action: str, api_version: str | None, body: Any) -> Any:
+        return {"keys": [{"value": "k"}], "passwords": [{"value": "p"}]}
+
+    def now(self) -> datetime:
+        return datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+SUB = "00000000-0000-0000-0000-0000000000aa"
+
+
+@given(st.data(), st.booleans(), st.booleans())
+def test_templates(data: st.DataObject, at_subscription: bool, defer: bool) -> None:
+    """A deployment's template and parameters, planned, each resource's body and the outputs evaluated: a plan or
+    a :class:`TemplateError` (:class:`Deferred` for what a what-if cannot know yet), nothing else."""
+    body = data.draw(arm_templates.deployment_bodies(subscription=at_subscription))
+    template, parameters = body["properties"]["template"], body["properties"]["parameters"]
+    if data.draw(st.booleans()):  # a piece anywhere in it dropped or replaced by other JSON
+        try:
+            template = json.loads(data.draw(s.mutated_documents(template)))
+        except ValueError:
+            return
+    target = Target(SUB, None if at_subscription else "fuzz-deploy")
+    plan = refuses_only_with((TemplateError,), lambda: prepare(template, parameters, target, TemplateFacts(defer)),
+                             "template")
+    if plan is None:
+        return
+    refuses_only_with((TemplateError,), plan.waves, "template waves")
+    for resource in plan.deployable:
+        refuses_only_with((TemplateError,), lambda r=resource: plan.body(r, keep_unknown=True), "template body")
+        refuses_only_with((TemplateError, Deferred), lambda r=resource: plan.body(r), "template body")
+    refuses_only_with((TemplateError, Deferred), plan.outputs, "template outputs")
 
 
 IMAGE = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -159,6 +159,9 @@ def test_missing_parameter_names_its_line() -> None:
         prepare(t, {}, TARGET, FixedEnvironment())
     assert "The value for the template parameter 'name' at line '2' and column '10' is not provided" in \
         err.value.arm_message()
+    # ARM's sentence once, not wrapped in another "The template  is not valid: ..."
+    assert err.value.arm_message().startswith("Deployment template validation failed: 'The value for the template "
+                                              "parameter 'name'"), err.value.arm_message()
 
 
 @pytest.mark.parametrize(("resources", "message"), [
@@ -190,3 +193,45 @@ def test_malformed_bodies_are_invalid_request_content(text: str) -> None:
 def test_lenient_json() -> None:
     assert loads("{a: 'x', /* c */ b: [1, 2,], // end\n}") == {"a": "x", "b": [1, 2]}
     assert loads('"\\u00e9\\n"') == "é\n"
+
+
+PIP = {"type": "Microsoft.Network/publicIPAddresses", "apiVersion": "1", "name": "a"}
+
+
+@pytest.mark.parametrize(("parts", "message"), [
+    ({"functions": True}, "The template 'functions' must be an array"),
+    ({"functions": 7}, "The template 'functions' must be an array"),
+    ({"variables": {"copy": 3}}, "The variables' 'copy' must be an array"),
+    ({"resources": [{**PIP, "resources": 5}]}, "The resource's 'resources' must be an array"),
+    ({"resources": [{**PIP, "dependsOn": True}]}, "The resource's 'dependsOn' must be an array"),
+    ({"resources": [{**PIP, "copy": {"name": "c", "count": 2, "mode": "serial", "batchSize": "x"}}]},
+     "The copy batchSize of 'c' must be an integer"),
+    ({"resources": [{**PIP, "copy": {"name": "c", "count": 2, "mode": "serial", "batchSize": [1]}}]},
+     "The copy batchSize of 'c' must be an integer"),
+])
+def test_template_parts_of_the_wrong_json_type_are_invalid_template(parts: dict[str, Any], message: str) -> None:
+    """A template property of the wrong JSON type (an array that is a boolean, a number that is text) is ARM's
+    InvalidTemplate, not a failure of the server."""
+    with pytest.raises(TemplateError) as err:
+        prepare(template(**parts), {}, TARGET, FixedEnvironment())
+    assert err.value.code == "InvalidTemplate" and message in err.value.arm_message(), err.value.arm_message()
+
+
+def test_a_serial_copy_batch_size_may_be_an_expression() -> None:
+    plan = prepare(template(resources=[{**PIP, "name": "[concat('a', copyIndex())]", "copy": {
+        "name": "c", "count": 3, "mode": "serial", "batchSize": "[add(1, 0)]"}}]), {}, TARGET, FixedEnvironment())
+    assert [[r.name for r in wave] for wave in plan.waves()] == [["a0"], ["a1"], ["a2"]]
+
+
+def test_an_output_copy_that_is_not_an_object_is_invalid_template() -> None:
+    plan = prepare(template(outputs={"o": {"type": "array", "copy": [1]}}), {}, TARGET, FixedEnvironment())
+    with pytest.raises(TemplateError) as err:
+        plan.outputs()
+    assert "The output 'o''s 'copy' must be an object" in err.value.arm_message()
+
+
+def test_a_nested_deployment_whose_properties_are_not_an_object_is_evaluated_as_they_are() -> None:
+    nested = {"type": "Microsoft.Resources/deployments", "apiVersion": "2022-09-01", "name": "n",
+              "properties": ["not", "an", "object"]}
+    plan = prepare(template(resources=[nested]), {}, TARGET, FixedEnvironment())
+    assert plan.body(plan.deployable[0])["properties"] == ["not", "an", "object"]

@@ -107,6 +107,26 @@ def _pos(value: Any) -> tuple[int | None, int | None]:
     return getattr(value, "line", None), getattr(value, "column", None)
 
 
+def _array(value: Any, what: str) -> list[Any]:
+    """``value`` (a template's array property, absent or null: empty); :class:`TemplateError` if it is not an
+    array."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TemplateError(f"The {what} must be an array; it is '{to_text(value)[:100]}'.")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` (a template's object property, absent or null: empty); :class:`TemplateError` if it is not an
+    object."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TemplateError(f"The {what} must be an object; it is '{to_text(value)[:100]}'.")
+    return value
+
+
 def _typename(declared: str) -> str:
     return {"String": "String", "SecureString": "String", "Int": "Integer", "Bool": "Boolean", "Object": "Object",
             "SecureObject": "Object", "Array": "Array"}[declared]
@@ -146,7 +166,7 @@ class Plan:
 
     def _user_functions(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for ns in _get(self.template, "functions", None) or []:
+        for ns in _array(_get(self.template, "functions", None), "template 'functions'"):
             if isinstance(ns, dict) and isinstance(_get(ns, "namespace"), str):
                 members = _get(ns, "members") or {}
                 if isinstance(members, dict):
@@ -166,7 +186,7 @@ class Plan:
         for k, v in definitions.items():
             if k.lower() == key and k != "copy":
                 source, found = v, True
-        loops = [loop for loop in (_get(definitions, "copy", None) or []) if isinstance(loop, dict)
+        loops = [loop for loop in _array(_get(definitions, "copy", None), "variables' 'copy'") if isinstance(loop, dict)
                  and str(_get(loop, "name", "")).lower() == key]
         if not found and not loops:
             raise TemplateError(f"The template variable '{name}' is not found. Please see "
@@ -251,9 +271,10 @@ class Plan:
         """The resource's body as its provider receives it (location, tags, sku, identity, properties...)."""
         scope = self.scope(runtime=True, copy=resource.copy)
         out: dict[str, Any] = {}
-        nested_inner = resource.type.lower() == DEPLOYMENTS and str(_get(_get(
-            _get(resource.source, "properties", {}) or {}, "expressionEvaluationOptions", {}) or {}, "scope",
-            "outer")).lower() == "inner"
+        properties = _get(resource.source, "properties")
+        options = _get(properties, "expressionEvaluationOptions") if isinstance(properties, dict) else None
+        nested_inner = resource.type.lower() == DEPLOYMENTS and isinstance(options, dict) and \
+            str(_get(options, "scope", "outer")).lower() == "inner"
         try:
             for key, value in resource.source.items():
                 if key.lower() in ENGINE_KEYS:
@@ -288,6 +309,7 @@ class Plan:
                 loop = _get(spec, "copy")
                 value: Any
                 if loop is not None:
+                    loop = _object(loop, f"output '{name}''s 'copy'")
                     count = copy_count(_get(loop, "count"), scope, f"the output '{name}'")
                     value = [resolve(_get(loop, "input"), scope.child(copy={None: i})) for i in range(count)]
                 else:
@@ -436,7 +458,13 @@ def _expand(plan: Plan, symbolic: str | None, source: Any, parent: PlannedResour
             count = copy_count(_get(loop, "count"), base, f"the resource copy '{loop_name}'")
             instances = [{**base.copy, None: i, loop_name: i} for i in range(count)]
             if str(_get(loop, "mode", "parallel")).lower() == "serial":
-                serial = max(1, int(_get(loop, "batchSize", 1) or 1))
+                batch = resolve(_get(loop, "batchSize", 1), base)
+                if batch is None:
+                    batch = 1
+                if isinstance(batch, bool) or not isinstance(batch, int):
+                    raise TemplateError(f"The copy batchSize of '{loop_name}' must be an integer; it is "
+                                        f"'{to_text(batch)[:100]}'.")
+                serial = max(1, batch)
         planned: list[PlannedResource] = []
         for copy in instances:
             scope = base.child(copy=copy)
@@ -447,10 +475,11 @@ def _expand(plan: Plan, symbolic: str | None, source: Any, parent: PlannedResour
             for i, r in enumerate(planned):
                 if i >= serial:
                     r.depends_on.append(planned[i - serial].key)
+        children = _array(_get(source, "resources", None), "resource's 'resources'")
     except TemplateError as err:
         raise err.located(label, line, column) from None
     for r in planned:
-        for child in _get(source, "resources", None) or []:
+        for child in children:
             _expand(plan, None, child, r)
 
 
@@ -530,7 +559,11 @@ def _dependencies(plan: Plan) -> None:
     """Resolve every ``dependsOn`` entry, and add the resources each body's ``reference()`` calls name."""
     for r in plan.resources:
         scope = plan.scope(copy=r.copy)
-        for entry in _get(r.source, "dependsOn", None) or []:
+        try:
+            entries = _array(_get(r.source, "dependsOn", None), "resource's 'dependsOn'")
+        except TemplateError as err:
+            raise r.fail(err) from None
+        for entry in entries:
             try:
                 text = _text(expression_value(entry, scope), "dependsOn")
             except TemplateError as err:
@@ -621,7 +654,7 @@ def prepare(template: Any, parameters: Mapping[str, Any] | None, target: Target,
     for name in variables:
         if name != "copy":
             plan.variable(name)
-    for loop in _get(variables, "copy", None) or []:
+    for loop in _array(_get(variables, "copy", None), "variables' 'copy'"):
         if isinstance(loop, dict) and isinstance(_get(loop, "name"), str):
             plan.variable(_get(loop, "name"))
     for symbolic, source in _resource_list(template):

@@ -32,7 +32,7 @@ class TemplateError(AcrLocalError, ValueError):
     def arm_message(self) -> str:
         """ARM's sentence: ``Deployment template validation failed: 'The template resource 'x' at line '3' and
         column '5' is not valid: <message>. ...'``."""
-        if self.code != "InvalidTemplate":
+        if self.code != "InvalidTemplate" or self.target == "":  # (target "": the message is ARM's whole sentence)
             return self.message
         if self.target is None:
             return f"Deployment template validation failed: '{self.message}'."
