@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.arm.conftest import Arm, subscription_of
+from tests.arm.conftest import Arm, admin_of, subscription_of
 from tests.harness import AcrLocal
 
 
@@ -116,3 +116,25 @@ def test_patch_refuses_a_managed_by_that_is_not_a_string(arm_server: AcrLocal, a
     assert "'managedBy' must be a string" in r.json()["error"]["message"]
     kept = admin.call("GET", url).json()
     assert (kept["tags"], kept["managedBy"]) == ({"a": "b"}, "/subscriptions/owner")
+
+
+@pytest.mark.parametrize("tail", ["resourceGroups/a%0Ab", "resourceGroups/%0A",
+                                  "resourceGroups/g/providers/Microsoft.Resources/deployments/%0A/validate"])
+def test_a_line_feed_in_the_path_is_answered_in_arm_shape(arm_server: AcrLocal, admin: Arm, tail: str) -> None:
+    """A path holding an encoded line feed is ARM's (a 400 in ARM's error shape), not the web framework's plain-text
+    404: the route's pattern matches line feeds too."""
+    sub = subscription_of(arm_server)
+    before = groups(admin, sub)
+    r = admin.call("PUT" if tail.count("/") == 1 else "POST", f"/subscriptions/{sub}/{tail}", {"location": "westus"})
+    assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/json"), r.text
+    assert r.json()["error"]["code"] in ("InvalidResourceGroup", "InvalidRequestUri"), r.text
+    assert groups(admin, sub) == before
+
+
+def test_a_line_feed_in_a_graph_path_names_no_collection(arm_server: AcrLocal) -> None:
+    """``/v1.0/groups/%0A`` names a group whose id is a line feed (none), not the list of groups."""
+    token = admin_of(arm_server).token(arm_server, "https://graph.microsoft.com/.default")
+    for path in ("/v1.0/groups/%0A", "/v1.0/users%0A", "/v1.0/%0A"):
+        r = arm_server.session().get(arm_server.shared + path, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code in (400, 404) and "value" not in r.json(), (path, r.text)
+        assert r.json()["error"]["code"] in ("Request_ResourceNotFound", "BadRequest"), (path, r.text)

@@ -250,5 +250,5 @@ def setup(app: web.Application, services: ArmServices, store: ArmStore,
     app.router.add_get("/metadata/vm-image-aliases", images.aliases)
     graph.setup(app, services, store, app[LOCK_KEY])
     app.router.add_route("*", "/{root:(?i:subscriptions|tenants)}", dispatch)
-    app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:.*}", dispatch)
-    app.router.add_route("*", "/{root:(?i:providers)}/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:(?s:.*)}", dispatch)
+    app.router.add_route("*", "/{root:(?i:providers)}/{tail:(?s:.*)}", dispatch)

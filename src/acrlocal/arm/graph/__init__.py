@@ -102,4 +102,4 @@ def setup(app: web.Application, services: ArmServices, store: ArmStore, write_lo
     """Serve Graph on ``app``; its writes take ``write_lock``, the control plane's (see :func:`make_dispatch`)."""
     dispatch = make_dispatch(services, store, router(), write_lock)
     app.router.add_route("*", "/{version:v1\\.0|beta}", dispatch)
-    app.router.add_route("*", "/{version:v1\\.0|beta}/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{version:v1\\.0|beta}/{tail:(?s:.*)}", dispatch)

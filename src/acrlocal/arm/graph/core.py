@@ -325,7 +325,7 @@ class Router:
             pieces = re.split(r"\{(\w+)\}", segment)  # literal, name, literal, name, ..., literal
             parts.append("".join(f"(?P<{piece}>[^/]+)" if i % 2 else re.escape(piece)
                                  for i, piece in enumerate(pieces)))
-        self.routes.append(Route(method, re.compile("^/" + "/".join(parts) + "/?$", re.IGNORECASE), handler))
+        self.routes.append(Route(method, re.compile("^/" + "/".join(parts) + r"/?\Z", re.IGNORECASE), handler))
 
     def find(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         allowed = False
