@@ -103,6 +103,16 @@ def test_providers_list_registered_namespaces(arm_server: AcrLocal, admin: Arm) 
     assert reg.status_code == 200 and reg.json()["registrationState"] == "Registered"
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "POST"])
+def test_a_provider_is_only_read(arm_server: AcrLocal, admin: Arm, method: str) -> None:
+    """A write to ``/subscriptions/{sub}/providers/{namespace}`` is 405, not the provider's GET answer as though
+    it had been written or deleted."""
+    sub = subscription_of(arm_server)
+    for namespace in ("Microsoft.Resources", "Microsoft.ContainerRegistry"):
+        r = admin.call(method, f"/subscriptions/{sub}/providers/{namespace}", {"properties": {}})
+        assert r.status_code == 405 and r.json()["error"]["code"] == "MethodNotAllowed", (namespace, r.text)
+
+
 @pytest.mark.parametrize("managed_by", [5, ["/subscriptions/x"], {"id": "/subscriptions/x"}, True])
 def test_patch_refuses_a_managed_by_that_is_not_a_string(arm_server: AcrLocal, admin: Arm, managed_by: object) -> None:
     """A PATCH whose managedBy is not a string is refused as a PUT's is (400 InvalidRequestContent), and the group

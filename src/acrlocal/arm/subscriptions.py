@@ -143,6 +143,8 @@ async def provider(call: Call, path: ArmPath) -> web.StreamResponse:
         if action == "unregister":
             raise ArmError(409, "ResourceProviderUnregistrationNotAllowed",
                            f"The resource provider '{path.namespace}' cannot be unregistered in acrlocal.")
+    elif call.request.method != "GET":
+        raise ArmError(405, "MethodNotAllowed", f"The HTTP method '{call.request.method}' is not supported.")
     else:
         _require_member(call, path.subscription)
     return json(_render_provider(path.subscription, path.namespace))
