@@ -422,5 +422,5 @@ def build_app(vms: VirtualMachines[Any], tokens: TokenIssuer, *, cache_tokens: b
     app.router.add_get("/metadata/identity/oauth2/token", imds_token)
     app.router.add_get("/metadata/versions", versions)
     app.router.add_get("/metadata/instance", instance)
-    app.router.add_get("/metadata/instance/{path:.*}", instance)
+    app.router.add_get("/metadata/instance/{path:(?s:.*)}", instance)
     return app
