@@ -9,7 +9,6 @@ outside them. No virtual machines: a VM needs a network namespace of its own."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from hypothesis import strategies as st
@@ -354,23 +353,6 @@ VALID_OUTPUTS: dict[str, Any] = {
 }
 
 
-def _one_odd_value(draw: st.DrawFn, document: Any) -> Any:
-    """``document`` with one value (anywhere in it) replaced by a template expression, other JSON, or junk."""
-    document = json.loads(json.dumps(document))
-    places: list[tuple[Any, Any]] = []
-    stack = [document]
-    while stack:
-        node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
-        for key, value in items:
-            places.append((node, key))
-            stack.append(value)
-    if places:
-        node, key = draw(st.sampled_from(places))
-        node[key] = draw(st.one_of(expressions(), s.json_values(max_leaves=4), s.junk, st.sampled_from(GOOD_VALUES)))
-    return document
-
-
 @st.composite
 def deploying_bodies(draw: st.DrawFn) -> dict[str, Any]:
     """A valid deployment at resource group scope of resources from :data:`VALID_RESOURCES` and outputs from
@@ -389,5 +371,6 @@ def deploying_bodies(draw: st.DrawFn) -> dict[str, Any]:
     parameters = {"p2": {"value": draw(st.integers(0, 3))}} if draw(st.booleans()) else {}
     body: dict[str, Any] = {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}}
     if draw(st.booleans()):
-        body = _one_odd_value(draw, body)
+        body = draw(s.one_odd_value(body, st.one_of(expressions(), s.json_values(max_leaves=4), s.junk,
+                                                    st.sampled_from(GOOD_VALUES))))
     return body

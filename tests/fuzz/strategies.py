@@ -134,3 +134,22 @@ def mutated_documents(draw: st.DrawFn, valid: dict[str, Any]) -> bytes:
         at = draw(st.integers(0, len(raw)))
         raw = raw[:at] + draw(st.binary(max_size=8)) + raw[at:]
     return raw
+
+
+@st.composite
+def one_odd_value(draw: st.DrawFn, document: Any, odd: st.SearchStrategy[Any] | None = None) -> Any:
+    """``document`` (valid JSON) with one value anywhere in it replaced by ``odd`` (other JSON or junk, unless
+    given): a request a client might send, one field wrong."""
+    document = json.loads(json.dumps(document))
+    places: list[tuple[Any, Any]] = []
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for key, value in items:
+            places.append((node, key))
+            stack.append(value)
+    if places:
+        node, key = draw(st.sampled_from(places))
+        node[key] = draw(odd if odd is not None else st.one_of(json_values(max_leaves=4), junk, st.integers()))
+    return document

@@ -8,10 +8,12 @@ server's log holds no traceback and nothing at ERROR level."""
 from __future__ import annotations
 
 import base64
+import json
 import urllib.parse
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -189,6 +191,136 @@ def test_graph_requests(world: World, method: str, path: str, data: st.DataObjec
 def test_entra_token_endpoint(world: World, path: str, tenant: str | None, form: dict[str, str]) -> None:
     where = urllib.parse.quote(clean(tenant) if tenant is not None else world.tenant, safe="")
     world.answered(lambda: world.http.post(f"{world.server.shared}/{where}/{path}", data=clean(form)), "entra")
+
+
+# -- the registry's metadata (/acr/v1/), its token exchange, and Graph's writes on people ---------------------------
+
+ATTRIBUTES = ["deleteEnabled", "writeEnabled", "listEnabled", "readEnabled"]
+ALL_ENABLED = dict.fromkeys(ATTRIBUTES, True)
+
+
+def acr_v1(world: World, method: str, path: str, **kwargs: Any) -> Any:
+    token = world.registry_token(f"repository:{REPO}:pull,metadata_read,metadata_write")
+    return world.answered(lambda: world.http.request(method, f"{world.registry}/acr/v1/{path}", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"}, **kwargs), "acr v1")
+
+
+def acr_v1_state(world: World) -> Any:
+    """What a PATCH may change: the attributes of the repository, of tag v1 and of its manifest."""
+    digest = acr_v1(world, "GET", f"{REPO}/_tags/v1").json()["tag"]["digest"]
+    return [acr_v1(world, "GET", path).json() for path in (REPO, f"{REPO}/_tags/v1", f"{REPO}/_manifests/{digest}")]
+
+
+@given(st.data(), st.sampled_from(["repository", "tag", "manifest", "catalog", "tags", "manifests"]),
+       st.dictionaries(st.sampled_from(["n", "last", "orderby", "digest"]),
+                       st.one_of(st.sampled_from(["timedesc", "timeasc", "TimeDesc", "1", "0", "v1", "-1"]),
+                                 st.integers(-1, 10**12).map(str), s.tags, s.digests, s.junk), max_size=3))
+def test_acr_metadata(world: World, data: st.DataObject, what: str, query: dict[str, str]) -> None:
+    """/acr/v1/: the catalog and listings with near-valid queries, and PATCH of the changeable attributes with
+    near-valid bodies (the attributes with booleans, one of them odd, other JSON, cut bytes); a refused PATCH
+    changes nothing, and every attribute is set back after each example."""
+    digest = acr_v1(world, "GET", f"{REPO}/_tags/v1").json()["tag"]["digest"]
+    path = {"repository": REPO, "tag": f"{REPO}/_tags/{data.draw(st.one_of(st.just('v1'), s.tags))}",
+            "manifest": f"{REPO}/_manifests/{data.draw(st.one_of(st.just(digest), s.digests))}",
+            "catalog": "_catalog", "tags": f"{REPO}/_tags", "manifests": f"{REPO}/_manifests"}[what]
+    path = urllib.parse.quote(clean(path), safe="/:")
+    if what in ("catalog", "tags", "manifests"):
+        r = acr_v1(world, "GET", path, params=clean(query))
+        if r.status_code >= 400:
+            assert isinstance(r.json()["errors"][0]["code"], str), r.text
+        return
+    valid = {k: data.draw(st.booleans()) for k in data.draw(st.lists(st.sampled_from(
+        [*ATTRIBUTES, "teleportEnabled"]), min_size=1, unique=True))}
+    body = data.draw(st.one_of(st.just(json.dumps(valid).encode()),
+                               s.one_odd_value(valid).map(lambda d: json.dumps(d).encode()),
+                               s.mutated_documents(valid)))
+    before = acr_v1_state(world)
+    try:
+        r = acr_v1(world, "PATCH", path, data=body)
+        if r.status_code >= 400:
+            assert isinstance(r.json()["errors"][0]["code"], str), r.text
+            assert acr_v1_state(world) == before, f"a refused PATCH of {path} changed something: {r.text}"
+    finally:
+        for undo in (REPO, f"{REPO}/_tags/v1", f"{REPO}/_manifests/{digest}"):
+            assert acr_v1(world, "PATCH", undo, json=ALL_ENABLED).status_code == 200
+
+
+@given(st.data(), st.sampled_from(["access_token", "access_token_refresh_token", "refresh_token", "password"]))
+def test_registry_token_exchange(world: World, data: st.DataObject, grant: str) -> None:
+    """/oauth2/exchange with near-valid forms: Entra tokens of every audience the world holds, mutated; the
+    registry's own refresh token; service and tenant right, wrong or missing."""
+    form = {"grant_type": grant,
+            "service": data.draw(st.one_of(st.just(world.login), st.just(world.login.upper()), s.junk)),
+            "tenant": data.draw(st.one_of(st.just(world.tenant), s.guids, s.junk)),
+            "access_token": data.draw(st.one_of(st.sampled_from([world.arm, world.graph, world.refresh]),
+                                                s.mutated(st.sampled_from([world.arm, world.graph])), s.junk)),
+            "refresh_token": data.draw(st.one_of(st.just(world.refresh), s.mutated(st.just(world.refresh)), s.junk))}
+    for key in data.draw(st.lists(st.sampled_from(sorted(form)), max_size=2, unique=True)):
+        del form[key]
+    r = world.answered(lambda: world.http.post(f"{world.registry}/oauth2/exchange", data=clean(form)), "exchange")
+    if r.status_code == 200:
+        assert form.get("access_token") in (world.arm, world.graph, world.refresh) or \
+            form.get("refresh_token") == world.refresh, form
+    else:
+        assert r.json(), r.text
+
+
+def graph(world: World, method: str, path: str, body: bytes | None = None) -> Any:
+    return world.answered(lambda: world.http.request(method, f"{world.server.shared}/v1.0{path}", data=body, headers={
+        "Authorization": f"Bearer {world.graph}", "Content-Type": "application/json"}), "graph write")
+
+
+@pytest.fixture(scope="module")
+def people(world: World) -> dict[str, str]:
+    """A user and a group of the world's tenant, for the Graph writes to change."""
+    user = graph(world, "POST", "/users", json.dumps({
+        "accountEnabled": True, "displayName": "Fuzz", "mailNickname": "fuzz", "userPrincipalName":
+        f"fuzz-{uuid.uuid4().hex[:6]}@{world.domain}", "passwordProfile": {"password": "Str0ng-Passw0rd!"}}).encode())
+    group = graph(world, "POST", "/groups", json.dumps({
+        "displayName": "fuzz", "mailNickname": "fuzz", "mailEnabled": False, "securityEnabled": True}).encode())
+    assert user.status_code == 201 and group.status_code == 201, (user.text, group.text)
+    return {"user": user.json()["id"], "group": group.json()["id"]}
+
+
+def _user_body(world: World) -> dict[str, Any]:
+    return {"accountEnabled": True, "displayName": "Fuzz Two", "mailNickname": "fuzz2", "givenName": "F",
+            "surname": "Z", "jobTitle": "t", "usageLocation": "US",
+            "userPrincipalName": f"fuzz2-{uuid.uuid4().hex[:6]}@{world.domain}",
+            "passwordProfile": {"password": "An0ther-Passw0rd!", "forceChangePasswordNextSignIn": False}}
+
+
+GROUP_BODY = {"displayName": "fuzz2", "mailNickname": "fuzz2", "mailEnabled": False, "securityEnabled": True,
+              "description": "d"}
+
+
+@given(st.data(), st.sampled_from(["create user", "update user", "create group", "update group", "add member",
+                                   "add owner"]))
+def test_graph_writes_on_people(world: World, people: dict[str, str], data: st.DataObject, what: str) -> None:
+    """Users and groups created and updated, members and owners added, with valid bodies of which one value is
+    now and then odd, and mutated documents; a refused update changes nothing, and the answer is Graph's."""
+    ref = {"@odata.id": f"{world.server.shared}/v1.0/directoryObjects/{people['user']}"}
+    method, path, valid = {
+        "create user": ("POST", "/users", _user_body(world)),
+        "update user": ("PATCH", f"/users/{people['user']}", {k: v for k, v in _user_body(world).items()
+                                                               if k != "userPrincipalName"}),
+        "create group": ("POST", "/groups", GROUP_BODY),
+        "update group": ("PATCH", f"/groups/{people['group']}", GROUP_BODY),
+        "add member": ("POST", f"/groups/{people['group']}/members/$ref", ref),
+        "add owner": ("POST", f"/groups/{people['group']}/owners/$ref", ref)}[what]
+    if what.startswith("update"):
+        valid = {k: v for k, v in valid.items() if data.draw(st.booleans())} or {"displayName": "x"}
+    body = data.draw(st.one_of(st.just(valid), s.one_odd_value(valid), s.one_odd_value(valid)).map(
+        lambda d: json.dumps(clean(d)).encode()) | s.mutated_documents(valid))
+    target = f"/users/{people['user']}" if what == "update user" else f"/groups/{people['group']}"
+    before = graph(world, "GET", target).json() if what.startswith("update") else None
+    r = graph(world, method, path, body)
+    if r.status_code >= 400:
+        error = r.json()["error"]
+        assert isinstance(error["code"], str) and isinstance(error["message"], str), r.text
+        if before is not None:
+            assert graph(world, "GET", target).json() == before, f"a refused {what} changed it: {r.text}"
+    elif what == "update user" and b"passwordProfile" in body:
+        pass  # (a new password: the user's sign-ins start again; nothing here depends on them)
 
 
 def test_the_server_logged_no_error(world: World) -> None:
