@@ -353,23 +353,50 @@ VALID_OUTPUTS: dict[str, Any] = {
 }
 
 
+SUBSCRIPTION_RESOURCES: list[dict[str, Any]] = [
+    {"type": "Microsoft.Resources/resourceGroups", "apiVersion": "2022-09-01", "name": "fuzz-deploy2",
+     "location": "westus", "tags": {"by": "[deployment().name]"}},
+    {"type": "Microsoft.Resources/deployments", "apiVersion": "2022-09-01", "name": "fzsub",
+     "resourceGroup": "fuzz-deploy2",
+     "dependsOn": ["[subscriptionResourceId('Microsoft.Resources/resourceGroups', 'fuzz-deploy2')]"],
+     "properties": {"mode": "Incremental", "expressionEvaluationOptions": {"scope": "inner"},
+                    "template": {"$schema": SCHEMA, "contentVersion": "1.0.0.0",
+                                 "resources": [_identity("fzsub0"), _identity(
+                                     "[concat('fzsubc', copyIndex())]", copy={"name": "c", "count": 2})],
+                                 "outputs": {"rg": {"type": "string", "value": "[resourceGroup().name]"}}}}},
+    {"type": "Microsoft.Resources/deployments", "apiVersion": "2022-09-01", "name": "fzsubouter",
+     "resourceGroup": "[parameters('p1')]",
+     "properties": {"mode": "Incremental", "template": {"$schema": SCHEMA, "contentVersion": "1.0.0.0",
+                                                          "resources": []}}},
+]
+
+
 @st.composite
-def deploying_bodies(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid deployment at resource group scope of resources from :data:`VALID_RESOURCES` and outputs from
-    :data:`VALID_OUTPUTS`; in half of them one value is replaced by something odd."""
-    picked = draw(st.lists(st.sampled_from(range(len(VALID_RESOURCES))), min_size=1, max_size=4, unique=True))
-    if {4, 8, 9} & set(picked):  # fz2, the role assignment and the credential need the identity fz0
-        picked = sorted({0, *picked})
-    template = {"$schema": SCHEMA, "contentVersion": "1.0.0.0",
-                "parameters": {"p1": {"type": "string", "defaultValue": "fz0"},
+def deploying_bodies(draw: st.DrawFn, subscription: bool = False) -> dict[str, Any]:
+    """A valid deployment, at resource group scope of resources from :data:`VALID_RESOURCES` (Incremental or
+    Complete), at subscription scope of :data:`SUBSCRIPTION_RESOURCES`, with outputs from :data:`VALID_OUTPUTS`;
+    in half of them one value is replaced by something odd."""
+    if subscription:
+        picked = draw(st.lists(st.sampled_from(range(len(SUBSCRIPTION_RESOURCES))), min_size=1, max_size=3,
+                               unique=True))
+        resources = [SUBSCRIPTION_RESOURCES[i] for i in sorted({0, *picked})]
+    else:
+        picked = draw(st.lists(st.sampled_from(range(len(VALID_RESOURCES))), min_size=1, max_size=4, unique=True))
+        if {4, 8, 9} & set(picked):  # fz2, the role assignment and the credential need the identity fz0
+            picked = sorted({0, *picked})
+        resources = [VALID_RESOURCES[i] for i in picked]
+    outputs = [k for k in draw(st.lists(st.sampled_from(sorted(VALID_OUTPUTS)), max_size=3, unique=True))
+               if k != "principal" or (not subscription and 0 in picked)]
+    template = {"$schema": SUB_SCHEMA if subscription else SCHEMA, "contentVersion": "1.0.0.0",
+                "parameters": {"p1": {"type": "string", "defaultValue": "fuzz-deploy" if subscription else "fz0"},
                                "p2": {"type": "int", "defaultValue": 2, "minValue": 0, "maxValue": 5}},
                 "variables": {"v1": "[concat(parameters('p1'), '-v')]"},
-                "resources": [VALID_RESOURCES[i] for i in picked],
-                "outputs": {k: VALID_OUTPUTS[k] for k in draw(st.lists(st.sampled_from(sorted(VALID_OUTPUTS)),
-                                                                       max_size=3, unique=True))
-                            if k != "principal" or 0 in picked}}
+                "resources": resources, "outputs": {k: VALID_OUTPUTS[k] for k in outputs}}
     parameters = {"p2": {"value": draw(st.integers(0, 3))}} if draw(st.booleans()) else {}
-    body: dict[str, Any] = {"properties": {"mode": "Incremental", "template": template, "parameters": parameters}}
+    mode = "Complete" if not subscription and draw(st.integers(0, 5)) == 0 else "Incremental"
+    body: dict[str, Any] = {"properties": {"mode": mode, "template": template, "parameters": parameters}}
+    if subscription:
+        body["location"] = "westus"
     if draw(st.booleans()):
         body = draw(s.one_odd_value(body, st.one_of(expressions(), s.json_values(max_leaves=4), s.junk,
                                                     st.sampled_from(GOOD_VALUES))))

@@ -50,8 +50,8 @@ def call(world: World, method: str, url: str, body: bytes | None = None, kind: s
 
 
 def body_bytes(data: st.DataObject, subscription: bool) -> bytes:
-    if not subscription and data.draw(st.integers(0, 2)):
-        body = clean(data.draw(t.deploying_bodies()))
+    if data.draw(st.integers(0, 2)):
+        body = clean(data.draw(t.deploying_bodies(subscription)))
     else:
         body = clean(data.draw(t.deployment_bodies(subscription=subscription)))
     if data.draw(st.integers(0, 4)) == 0:
@@ -109,8 +109,22 @@ def test_deployments(world: World, data: st.DataObject, group: str | None, name:
             assert world.arm_state() == before, f"a refused deployment changed ARM's state: {r.text[:500]}"
         return
     assert r.status_code in (200, 201), r.text
+    # While it runs (or just after): nothing, a cancel, a delete, or the same PUT again.
+    follow = data.draw(st.sampled_from(["", "", "cancel", "delete", "again"]))
+    if follow == "cancel":
+        assert call(world, "POST", where + "/cancel").status_code in (204, 409)
+    elif follow == "again":
+        again = call(world, "PUT", where, raw)
+        assert again.status_code in (200, 201, 409), again.text
+        if again.status_code != 409:
+            r = again
     status = ended(world, r)
     assert status["status"] in ("Succeeded", "Failed", "Canceled"), status
+    if follow == "delete":
+        deleted = call(world, "DELETE", where)
+        assert deleted.status_code in (202, 204), deleted.text
+        assert call(world, "GET", where).status_code == 404
+        return
     stored = call(world, "GET", where)
     assert stored.status_code == 200, stored.text
     assert stored.json()["properties"]["provisioningState"] == status["status"]
