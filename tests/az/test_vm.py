@@ -169,8 +169,10 @@ def test_what_a_pull_only_identity_may_not_do(az_server: AcrLocal, world: World)
 def test_reader_on_the_registry_finds_its_login_server_through_arm(host_az: Az, az_server: AcrLocal,
                                                                    world: World) -> None:
     """With Reader on the registry az finds it through ARM at management.azure.com, which reports the login
-    server by Azure's name (names follow the endpoint reached), and logs in there."""
-    other = host_az("acr", "show", "--name", world.other_registry)
+    server by Azure's name (names follow the endpoint reached), and logs in there. (A registry of the test's own:
+    the roles given here would let the pull-only identity into the module's other registry.)"""
+    name = unique("readable")
+    other = host_az("acr", "create", "-g", world.group, "-n", name, "--sku", "Basic")
     assert other["loginServer"].startswith("localhost:")  # the host's endpoint reports the host's login server
     host_az("role", "assignment", "create", "--assignee-object-id", world.identity["principalId"],
             "--assignee-principal-type", "ServicePrincipal", "--role", "Reader", "--scope", other["id"])
@@ -178,13 +180,12 @@ def test_reader_on_the_registry_finds_its_login_server_through_arm(host_az: Az, 
             "--assignee-principal-type", "ServicePrincipal", "--role", "AcrPull", "--scope", other["id"])
     az = in_vm(az_server, world)
     az("login", "--identity", "--resource-id", world.identity["id"])
-    assert az("acr", "show", "--name", world.other_registry, "--query", "loginServer") == \
-        f"{world.other_registry}.azurecr.io"
-    result = az.run("acr", "login", "--name", world.other_registry, "--expose-token")
+    assert az("acr", "show", "--name", name, "--query", "loginServer") == f"{name}.azurecr.io"
+    result = az.run("acr", "login", "--name", name, "--expose-token")
     assert result.code == 0, result.stderr
-    assert json.loads(result.stdout)["loginServer"] == f"{world.other_registry}.azurecr.io"
+    assert json.loads(result.stdout)["loginServer"] == f"{name}.azurecr.io"
     assert "could not be found" not in result.stderr
-    assert az("acr", "repository", "list", "--name", world.other_registry) == []
+    assert az("acr", "repository", "list", "--name", name) == []
 
 
 @pytest.mark.skipif(shutil.which("dockerd") is None and shutil.which("podman") is None,
