@@ -148,3 +148,25 @@ def test_a_line_feed_in_a_graph_path_names_no_collection(arm_server: AcrLocal) -
         r = arm_server.session().get(arm_server.shared + path, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code in (400, 404) and "value" not in r.json(), (path, r.text)
         assert r.json()["error"]["code"] in ("Request_ResourceNotFound", "BadRequest"), (path, r.text)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "..%2F", "...."])
+def test_a_deployment_named_only_dots_is_refused(arm_server: AcrLocal, admin: Arm, name: str) -> None:
+    """``.`` and ``..`` are URL dot-segments that clients resolve away: a deployment so named could not be reached
+    at any of its URLs (its Azure-AsyncOperation neither), so the name is InvalidDeploymentName, and nothing is
+    deployed."""
+    sub = subscription_of(arm_server)
+    before = groups(admin, sub)
+    template = {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+                "contentVersion": "1.0.0.0", "resources": []}
+    path = f"/subscriptions/{sub}/resourcegroups/acrlocal/providers/Microsoft.Resources/deployments/{name}"
+    for tail in ("", "/validate"):
+        r = admin.session.request("PUT" if not tail else "POST", f"{arm_server.shared}{path}{tail}",
+                                  params={"api-version": "2022-09-01"}, json={"properties": {
+                                      "mode": "Incremental", "template": template}},
+                                  headers={"Authorization": f"Bearer {admin.token}"})
+        if name in (".", ".."):
+            continue  # (requests resolves them itself: the request is for another path)
+        assert r.status_code == 400 and r.json()["error"]["code"] in ("InvalidDeploymentName", "InvalidRequestUri"), \
+            r.text
+    assert groups(admin, sub) == before

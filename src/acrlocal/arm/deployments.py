@@ -79,9 +79,11 @@ def _duration(seconds: float) -> str:
 
 
 def _check_name(name: str) -> None:
-    if not 1 <= len(name) <= 64 or not set(name) <= NAME_CHARS:
+    """1-64 of :data:`NAME_CHARS`, not only dots: ``.`` and ``..`` are URL dot-segments, which a client resolves
+    away, so that no URL of the deployment (its ``Azure-AsyncOperation`` either) would reach it."""
+    if not 1 <= len(name) <= 64 or not set(name) <= NAME_CHARS or not name.strip("."):
         raise ArmError(400, "InvalidDeploymentName", f"The deployment name '{name[:100]}' is invalid. It can "
-                       "contain only 1-64 letters, digits, '-', '_', '.', '(' and ')'.")
+                       "contain only 1-64 letters, digits, '-', '_', '.', '(' and ')', and not only dots.")
 
 
 def _template_error(err: TemplateError) -> ArmError:
@@ -685,6 +687,7 @@ class Deployments(NamespaceHandler):
         """Deploy an inline nested deployment (a Bicep module) at its own target and wait for it."""
         if parent.depth >= MAX_NESTING:
             raise ArmError(400, "InvalidTemplate", f"Nested deployments go deeper than {MAX_NESTING} levels.")
+        _check_name(resource.name)
         target = resource.nested_target or parent.env.target
         call = parent.call
         did = f"{target.scope_id}/providers/{TYPE}/{resource.name}"
