@@ -170,3 +170,31 @@ def test_a_deployment_named_only_dots_is_refused(arm_server: AcrLocal, admin: Ar
         assert r.status_code == 400 and r.json()["error"]["code"] in ("InvalidDeploymentName", "InvalidRequestUri"), \
             r.text
     assert groups(admin, sub) == before
+
+
+RULE = {"priority": 200, "direction": "Outbound", "access": "Deny", "protocol": "Udp", "sourcePortRange": "*",
+        "destinationPortRange": "53", "sourceAddressPrefix": "*", "destinationAddressPrefix": "Internet"}
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"destinationPortRanges": 1}, "InvalidRequestContent"),
+    ({"sourceAddressPrefixes": "10.0.0.0/8"}, "InvalidRequestContent"),
+    ({"destinationAddressPrefixes": {"a": 1}}, "InvalidRequestContent"),
+    ({"destinationAddressPrefix": 5}, "SecurityRuleInvalidAddressPrefix"),
+    ({"sourceAddressPrefixes": ["10.0.0.0/8", ["x"]]}, "SecurityRuleInvalidAddressPrefix"),
+    ({"destinationPortRange": True}, "SecurityRuleInvalidPortRange"),
+    ({"destinationPortRange": "22\n"}, "SecurityRuleInvalidPortRange"),
+])
+def test_security_rule_fields_of_the_wrong_json_type_are_400(arm_server: AcrLocal, admin: Arm,
+                                                             change: dict[str, object], code: str) -> None:
+    """A security rule whose port or address ranges are not arrays, or whose prefixes are not text: ARM's 400,
+    and no rule (before: a 500 for an array that was a number)."""
+    sub = subscription_of(arm_server)
+    nsg = f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/Microsoft.Network/networkSecurityGroups/rules-nsg"
+    assert admin.call("PUT", nsg, {"location": "westus"}, api_version="2023-09-01").status_code in (200, 201)
+    r = admin.call("PUT", f"{nsg}/securityRules/odd", {"properties": {**RULE, **change}}, api_version="2023-09-01")
+    assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+    assert admin.call("GET", f"{nsg}/securityRules/odd", api_version="2023-09-01").status_code == 404
+    within = admin.call("PUT", nsg, {"location": "westus", "properties": {"securityRules": [
+        {"name": "odd", "properties": {**RULE, **change}}]}}, api_version="2023-09-01")
+    assert within.status_code == 400 and within.json()["error"]["code"] == code, within.text

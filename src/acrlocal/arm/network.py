@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 import uuid
 from typing import Any, ClassVar
@@ -351,6 +352,16 @@ class Subnets(NetworkType):
 # -- network security groups ---------------------------------------------------------------------------------
 
 
+def _list(value: Any, what: str) -> list[Any]:
+    """A rule's array property (absent or null: empty); 400 ``InvalidRequestContent`` if it is not an array."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ArmError(400, "InvalidRequestContent", f"The request content was invalid and could not be "
+                       f"deserialized: '{what}' must be a JSON array, not {type(value).__name__}.")
+    return value
+
+
 def _rule_properties(props: JsonObject, name: str) -> JsonObject:
     protocol = PROTOCOLS.get(str(props.get("protocol", "")).lower())
     if protocol is None:
@@ -372,9 +383,9 @@ def _rule_properties(props: JsonObject, name: str) -> JsonObject:
                        "priority": priority}
     for side in ("source", "destination"):
         port = props.get(f"{side}PortRange")
-        ports = props.get(f"{side}PortRanges") or []
-        for value in ([port] if port is not None else []) + list(ports):
-            if not re.match(r"^(\*|\d{1,5}(-\d{1,5})?)$", str(value)):
+        ports = _list(props.get(f"{side}PortRanges"), f"{side}PortRanges")
+        for value in ([port] if port is not None else []) + ports:
+            if isinstance(value, bool) or not re.fullmatch(r"\*|[0-9]{1,5}(-[0-9]{1,5})?", str(value)):
                 raise bad_request("SecurityRuleInvalidPortRange", f"Security rule {name} has invalid Port range "
                                   f"{value}. Value provided: {value}. Value should be an integer OR integer range "
                                   "with '-' delimiter. Valid range 0-65535.")
@@ -382,7 +393,12 @@ def _rule_properties(props: JsonObject, name: str) -> JsonObject:
         if ports:
             out[f"{side}PortRanges"] = [str(p) for p in ports]
         prefix = props.get(f"{side}AddressPrefix")
-        prefixes = props.get(f"{side}AddressPrefixes") or []
+        prefixes = _list(props.get(f"{side}AddressPrefixes"), f"{side}AddressPrefixes")
+        for value in ([prefix] if prefix is not None else []) + prefixes:
+            if not isinstance(value, str):
+                raise bad_request("SecurityRuleInvalidAddressPrefix", f"Security rule {name} has invalid Address "
+                                  f"prefix. Value provided: {json.dumps(value)[:100]}. The prefix must be a CIDR, an "
+                                  "address, a service tag or '*'.")
         out[f"{side}AddressPrefix"] = prefix if prefix is not None or prefixes else "*"
         if prefixes:
             out[f"{side}AddressPrefixes"] = list(prefixes)
