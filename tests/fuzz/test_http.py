@@ -323,5 +323,71 @@ def test_graph_writes_on_people(world: World, people: dict[str, str], data: st.D
         pass  # (a new password: the user's sign-ins start again; nothing here depends on them)
 
 
+@pytest.fixture(scope="module")
+def application(world: World) -> dict[str, str]:
+    """An application of the world's tenant and its service principal, for Graph's writes to change."""
+    app = graph(world, "POST", "/applications", json.dumps({"displayName": "fuzz-app"}).encode())
+    assert app.status_code == 201, app.text
+    sp = graph(world, "POST", "/servicePrincipals", json.dumps({"appId": app.json()["appId"]}).encode())
+    assert sp.status_code == 201, sp.text
+    return {"id": app.json()["id"], "appId": app.json()["appId"], "sp": sp.json()["id"]}
+
+
+APPLICATION_BODY: dict[str, Any] = {
+    "displayName": "fuzz-app", "signInAudience": "AzureADMultipleOrgs", "isFallbackPublicClient": True,
+    "identifierUris": ["api://fuzz-app"], "tags": ["t"], "notes": "n",
+    "web": {"redirectUris": ["https://localhost/cb"], "homePageUrl": "https://localhost/",
+            "implicitGrantSettings": {"enableIdTokenIssuance": True}},
+    "publicClient": {"redirectUris": ["http://localhost"]}, "spa": {"redirectUris": ["https://localhost/spa"]},
+    "requiredResourceAccess": [{"resourceAppId": "00000003-0000-0000-c000-000000000000", "resourceAccess": [
+        {"id": "e1fe6dd8-ba31-4d61-89e7-88639da4683d", "type": "Scope"}]}],
+    "api": {"requestedAccessTokenVersion": 2, "oauth2PermissionScopes": []},
+    "appRoles": [{"allowedMemberTypes": ["Application"], "description": "d", "displayName": "r", "isEnabled": True,
+                  "id": "11111111-1111-1111-1111-111111111111", "value": "r.all"}],
+    "optionalClaims": {"idToken": [{"name": "email"}]}, "groupMembershipClaims": "SecurityGroup"}
+SP_BODY: dict[str, Any] = {"accountEnabled": True, "appRoleAssignmentRequired": False, "tags": ["t"], "notes": "n",
+                           "homepage": "https://localhost/", "replyUrls": ["https://localhost/cb"],
+                           "notificationEmailAddresses": ["a@b.example"], "description": "d"}
+FIC_BODY: dict[str, Any] = {"name": "fic1", "issuer": "https://token.actions.githubusercontent.com",
+                            "subject": "repo:o/r:ref:refs/heads/main", "audiences": ["api://AzureADTokenExchange"],
+                            "description": "d"}
+
+
+@given(st.data(), st.sampled_from(["update application", "update service principal", "add password",
+                                   "remove password", "create credential", "update credential"]))
+def test_graph_writes_on_applications(world: World, application: dict[str, str], data: st.DataObject,
+                                      what: str) -> None:
+    """An application and its service principal updated, passwords added and removed, federated credentials
+    created and updated, with valid bodies one of whose values is odd; then the application is read, listed,
+    and a person starts signing in to it (which reads what was written)."""
+    app, sp = f"/applications/{application['id']}", f"/servicePrincipals/{application['sp']}"
+    method, path, valid = {
+        "update application": ("PATCH", app, APPLICATION_BODY),
+        "update service principal": ("PATCH", sp, SP_BODY),
+        "add password": ("POST", f"{app}/addPassword", {"passwordCredential": {
+            "displayName": "p", "endDateTime": "2099-01-01T00:00:00Z"}}),
+        "remove password": ("POST", f"{sp}/removePassword", {"keyId": str(uuid.uuid4())}),
+        "create credential": ("POST", f"{app}/federatedIdentityCredentials", FIC_BODY),
+        "update credential": ("PATCH", f"{app}/federatedIdentityCredentials/fic1", FIC_BODY)}[what]
+    if method == "PATCH":
+        valid = {k: v for k, v in valid.items() if data.draw(st.booleans())} or {"notes": "x"}
+    body = data.draw(st.one_of(st.just(valid), s.one_odd_value(valid), s.one_odd_value(valid)).map(
+        lambda d: json.dumps(clean(d)).encode()) | s.mutated_documents(valid))
+    before = graph(world, "GET", app).json() if method == "PATCH" else None
+    r = graph(world, method, path, body)
+    if r.status_code >= 400:
+        error = r.json()["error"]
+        assert isinstance(error["code"], str) and isinstance(error["message"], str), r.text
+        if before is not None and path == app:
+            assert graph(world, "GET", app).json() == before, f"a refused {what} changed it: {r.text}"
+    for read in (app, sp, "/applications", f"{app}/federatedIdentityCredentials", f"{sp}/owners"):
+        assert graph(world, "GET", read).status_code == 200
+    for tenant in (world.tenant, "organizations"):
+        started = world.answered(lambda tenant=tenant: world.http.post(
+            f"{world.server.shared}/{tenant}/oauth2/v2.0/devicecode",
+            data={"client_id": application["appId"], "scope": "openid"}), "devicecode")
+        assert started.status_code in (200, 400), started.text
+
+
 def test_the_server_logged_no_error(world: World) -> None:
     assert_logged_no_error(world)
