@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz import arm_templates as t
@@ -27,6 +27,8 @@ from tests.fuzz.conftest import World, assert_logged_no_error, clean
 API = "2022-09-01"
 #: Deployments end in well under a second; this only bounds a test that would otherwise hang.
 END_WITHIN_S = 120.0
+#: Each example deploys: half the profile's examples (the long profile still runs many).
+HALF = settings(max_examples=max(10, settings().max_examples // 2))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,6 +81,7 @@ deployment_names = st.one_of(st.sampled_from(["fzd0", "fzd1", "fzd2"]), s.arm_na
     lambda n: n not in (".", ".."))
 
 
+@HALF
 @given(st.data(), st.sampled_from(["validate", "whatIf"]), st.sampled_from([*t.GROUPS[:1], None]),
        deployment_names)
 def test_validate_and_what_if_change_nothing(world: World, data: st.DataObject, action: str, group: str | None,
@@ -96,6 +99,7 @@ def test_validate_and_what_if_change_nothing(world: World, data: st.DataObject, 
     assert world.arm_state() == before, f"{action} changed ARM's state"
 
 
+@HALF
 @given(st.data(), st.sampled_from([*t.GROUPS, None]), deployment_names)
 def test_deployments(world: World, data: st.DataObject, group: str | None, name: str) -> None:
     raw = body_bytes(data, group is None)
