@@ -16,13 +16,16 @@ from tests import postgres
 
 NAMESPACE = 0x41435202  # the digest locks' (acrlocal.server.ADVISORY_NAMESPACES)
 KEY = 4242
+#: The advisory locks granted in the test's own database: pg_locks shows the whole cluster, whose other databases'
+#: servers take the same namespaces.
+GRANTED_HERE = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                "database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ")
 
 
 def _terminate_holder(engine: sa.Engine) -> None:
     with engine.connect() as conn:
-        pid = conn.execute(sa.text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = :ns AND objid = :key "
-            "AND objsubid = 2"), {"ns": NAMESPACE, "key": KEY}).scalar_one()
+        pid = conn.execute(sa.text(GRANTED_HERE + "classid = :ns AND objid = :key AND objsubid = 2"),
+                           {"ns": NAMESPACE, "key": KEY}).scalar_one()
         assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
 
 
@@ -72,8 +75,8 @@ async def _commits_under_a_lost_lock(lock: DatabaseLock, sql: SqlThread, engine:
 
     def terminate() -> None:
         with engine.connect() as conn:
-            pid = conn.execute(sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-                                       "classid = CAST(:ns AS bigint)::oid"), {"ns": ARM_WRITES}).scalar_one()
+            pid = conn.execute(sa.text(GRANTED_HERE + "classid = CAST(:ns AS bigint)::oid"),
+                               {"ns": ARM_WRITES}).scalar_one()
             assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
 
     others = asyncio.Event()
@@ -146,9 +149,8 @@ async def _lost_between_check_and_commit(one: DatabaseLock, one_sql: SqlThread, 
         writing = asyncio.ensure_future(one_sql.run_long(insert))
         await asyncio.get_running_loop().run_in_executor(None, checked.wait, 30)
         with engine.connect() as conn:
-            pid = conn.execute(sa.text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-                                       "classid = CAST(:ns AS bigint)::oid AND objid = 0"), {"ns": ARM_WRITES}
-                               ).scalar_one()
+            pid = conn.execute(sa.text(GRANTED_HERE + "classid = CAST(:ns AS bigint)::oid AND objid = 0"),
+                               {"ns": ARM_WRITES}).scalar_one()
             assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
 
         async def take_and_read() -> set[str]:

@@ -217,9 +217,13 @@ def test_a_collection_lock_lost_with_its_connection_is_noticed_by_its_holder(dat
         assert one.collection.acquire()
         one.collection.verify()
         with other.engine.connect() as conn:
+            # This database's only named lock: pg_locks shows the whole cluster, where every server on PostgreSQL
+            # holds a named lock of its own (its deployment runner's).
             pid = conn.execute(sa.text(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 24931")).scalar_one()
-            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 24931 AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())")).scalar_one()
+            # Returns once the backend has ended: its locks go with it, a moment after the signal.
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 30000)"), {"pid": pid}).scalar()
         assert other.collection.acquire()  # another replica's collection may start now
         with pytest.raises(sa.exc.OperationalError) as lost:
             one.collection.verify()
