@@ -113,3 +113,27 @@ def test_federated_credential_patch_keeps_its_id_and_refuses_a_taken_issuer_and_
     r = g.call("PATCH", f"{fics}/second", {"subject": made["first"]["subject"]}, api_version=None)
     assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidFederatedIdentityCredentialValue", r.text
     assert g.call("GET", fics, api_version=None).json()["value"] == listed
+
+
+@pytest.mark.parametrize("change", [
+    {"publicClient": {"redirectUris": 5}}, {"web": {"redirectUris": "https://localhost/cb"}},
+    {"spa": {"redirectUris": [1]}}, {"web": {"implicitGrantSettings": 3}}, {"requiredResourceAccess": [5]},
+    {"appRoles": ["reader"]}, {"tags": [1]},
+])
+def test_application_values_of_the_wrong_json_type_inside_are_400(arm_server: AcrLocal, change: dict[str, object]
+                                                                   ) -> None:
+    """Arrays and nested objects of an application are checked inside too: a redirectUris that is a number (which
+    made the application a public client people could sign in to) or items that are not text or objects are
+    Graph's 400, and the application is unchanged, on create and on update."""
+    g = graph(arm_server, admin_of(arm_server))
+    app = g.call("POST", "/v1.0/applications", {"displayName": "typed"}, api_version=None).json()
+    before = g.call("GET", f"/v1.0/applications/{app['id']}", api_version=None).json()
+    r = g.call("PATCH", f"/v1.0/applications/{app['id']}", change, api_version=None)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "Request_BadRequest", r.text
+    assert g.call("GET", f"/v1.0/applications/{app['id']}", api_version=None).json() == before
+    created = g.call("POST", "/v1.0/applications", {"displayName": "typed-2", **change}, api_version=None)
+    assert created.status_code == 400, created.text
+    tenant = admin_of(arm_server).tenant_id
+    device = arm_server.session().post(f"{arm_server.shared}/{tenant}/oauth2/v2.0/devicecode",
+                                       data={"client_id": app["appId"], "scope": "openid"})
+    assert device.json()["error_codes"] == [700016], device.text  # not a public client

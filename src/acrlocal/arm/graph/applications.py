@@ -73,6 +73,19 @@ _IGNORED = {"@odata.type", "@odata.context", "id", "appId", "createdDateTime", "
             "alternativeNames", "signInAudience"}
 
 
+#: Array properties whose items must be text, and those whose items must be objects.
+_TEXT_ITEMS = frozenset({"tags", "replyUrls", "notificationEmailAddresses"})
+_OBJECT_ITEMS = frozenset({"requiredResourceAccess", "appRoles", "addIns", "oauth2PermissionScopes"})
+#: The nested objects whose ``redirectUris`` decide where a person's sign-in may return (and whether a public
+#: client may be signed in to at all), with Graph's name of their type.
+_REDIRECTS = {"web": "webApplication", "publicClient": "publicClientApplication", "spa": "spaApplication"}
+
+
+def _invalid_value(name: str, kind: str) -> GraphError:
+    return GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of resource "
+                      f"'{kind}'.")
+
+
 def _unknown_property(name: str, kind: str) -> GraphError:
     return GraphError(400, "Request_BadRequest", f"Property '{name[:100]}' does not exist as a declared property or "
                       f"extension property of type 'microsoft.graph.{kind}'.")
@@ -88,8 +101,10 @@ def _check(body: dict[str, Any], allowed: dict[str, tuple[type, ...]], kind: str
         if types is None:
             raise _unknown_property(name, kind)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{name}' of resource "
-                             f"'{kind}'.")
+            raise _invalid_value(name, kind)
+        if isinstance(value, list) and ((name in _TEXT_ITEMS and not all(isinstance(v, str) for v in value)) or
+                                        (name in _OBJECT_ITEMS and not all(isinstance(v, dict) for v in value))):
+            raise _invalid_value(name, kind)
         changes[name] = value
     return changes
 
@@ -151,6 +166,12 @@ def _app_changes(call: GraphCall, body: dict[str, Any], app: Application | None)
     if body.get("passwordCredentials"):
         raise GraphError(400, "Request_BadRequest", "Password credentials cannot be set with this request; use "
                          "addPassword.")
+    for key, kind in _REDIRECTS.items():
+        uris = changes.get(key, {}).get("redirectUris", [])
+        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+            raise _invalid_value("redirectUris", kind)
+    if not isinstance(changes.get("web", {}).get("implicitGrantSettings", {}), dict):
+        raise _invalid_value("implicitGrantSettings", "webApplication")
     for key in ("web", "publicClient", "spa"):  # nested objects merge over the defaults
         if key in changes:
             base = (app.properties.get(key) if app else None) or APPLICATION_DEFAULTS[key]
