@@ -385,14 +385,18 @@ def test_two_replicas_racing_on_one_session_keep_one_serial_order(container_url:
             await a.start_upload("u")
             await a.append("u", pieces(b"start"))
             gate = asyncio.Event()
+            at_gate: list[bytes] = []
 
             async def slow(part: bytes) -> AsyncIterator[bytes]:
-                yield part
+                yield part  # (asked for once the session is read)
+                at_gate.append(part)
                 await gate.wait()  # both have read the session before either records its chunk
 
             first = asyncio.create_task(a.append("u", slow(b"-from-a")))
             second = asyncio.create_task(b.append("u", slow(b"-from-b")))
-            await asyncio.sleep(0.5)
+            async with asyncio.timeout(60):
+                while len(at_gate) < 2:
+                    await asyncio.sleep(0.01)
             gate.set()
             results = await asyncio.gather(first, second, return_exceptions=True)
             raced = [r for r in results if isinstance(r, UploadRaced)]
