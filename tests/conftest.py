@@ -9,14 +9,26 @@ on a private Azurite started for the session (``tests/azurite.py``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests import azurite, harness, postgres
 from tests.dockerd import PrivateDockerd, private_dockerd, require
 from tests.harness import AcrLocal, running
+
+# Hypothesis (the fuzz suite, the template expressions' properties): ``ci``, the default, runs a bounded slice
+# drawn from a seed fixed per test (``derandomize``), so the normal suite runs the same examples every time and a
+# landing never fails on a new random draw; ``long`` (``HYPOTHESIS_PROFILE=long``, what ``scripts/fuzz`` runs round
+# after round) draws new examples each time, and is where new inputs are looked for.
+_QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=_QUIET_CHECKS,
+                          derandomize=True)
+settings.register_profile("long", max_examples=300, deadline=None, suppress_health_check=_QUIET_CHECKS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BACKENDS = ("sqlite", "postgresql")
 BLOB_BACKENDS = ("files", "azurite")

@@ -3,8 +3,7 @@
 The servers the HTTP fuzz modules drive: :class:`World` and its ``world`` fixture, one server per module (a
 module's last test checks that server's log).
 
-Hypothesis profiles: ``ci`` (the default; a bounded slice that the normal suite runs) and ``long`` (what
-``scripts/fuzz`` runs, round after round with new seeds, for a duration). ``HYPOTHESIS_PROFILE`` chooses. Every
+Hypothesis's profiles (``ci`` and ``long``) are set in ``tests/conftest.py``. Every
 example counts itself (:func:`count`); the session prints the totals and, when ``$FUZZ_REPORT`` names a file,
 appends them to it as one JSON line (``scripts/fuzz`` adds the rounds up).
 """
@@ -20,15 +19,10 @@ from typing import Any
 
 import pytest
 import requests
-from hypothesis import HealthCheck, reject, settings
+from hypothesis import reject
 
 from tests.harness import AcrLocal, running
 from tests.ocitools import config_blob, image, tar_layer
-
-_QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=_QUIET_CHECKS)
-settings.register_profile("long", max_examples=300, deadline=None, suppress_health_check=_QUIET_CHECKS)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TOTALS: Counter[str] = Counter()
 
