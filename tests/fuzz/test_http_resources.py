@@ -39,11 +39,12 @@ def paths(world: World) -> dict[str, str]:
     registry = f"{sub}/resourceGroups/acrlocal/providers/Microsoft.ContainerRegistry/registries/acrlocal"
     made = {"group": group, "registry": registry, "identity": f"{group}/{MSI}/fzid",
             "vnet": f"{group}/{NET}/virtualNetworks/fzv", "nsg": f"{group}/{NET}/networkSecurityGroups/fzn",
-            "scope map": f"{registry}/scopeMaps/fuzz-map"}
+            "scope map": f"{registry}/scopeMaps/fuzz-map",
+            "own registry": f"{group}/providers/Microsoft.ContainerRegistry/registries/fuzzresources"}
     for key, body, api in (("group", {"location": "westus"}, "2022-09-01"),
                            ("identity", {"location": "westus"}, "2023-01-31"),
                            ("vnet", VNET, "2023-09-01"), ("nsg", NSG, "2023-09-01"),
-                           ("scope map", SCOPE_MAP, "2023-07-01")):
+                           ("scope map", SCOPE_MAP, "2023-07-01"), ("own registry", OWN_REGISTRY, "2023-07-01")):
         r = arm(world, "PUT", made[key], json.dumps(body).encode(), api)
         assert r.status_code in (200, 201), (key, r.text)
     principal = arm(world, "GET", made["identity"], api="2023-01-31").json()["properties"]["principalId"]
@@ -57,6 +58,11 @@ VNET = {"location": "westus", "tags": {"a": "b"}, "properties": {
 NSG = {"location": "westus", "properties": {"securityRules": [{"name": "r1", "properties": {
     "priority": 100, "direction": "Inbound", "access": "Allow", "protocol": "Tcp", "sourcePortRange": "*",
     "destinationPortRange": "22", "sourceAddressPrefix": "*", "destinationAddressPrefix": "*"}}]}}
+OWN_REGISTRY = {"location": "westus", "sku": {"name": "Standard"}, "tags": {"a": "b"},
+                "properties": {"adminUserEnabled": True, "anonymousPullEnabled": False, "dataEndpointEnabled": False,
+                               "publicNetworkAccess": "Enabled", "roleAssignmentMode": "LegacyRegistryPermissions",
+                               "policies": {"retentionPolicy": {"days": 7, "status": "disabled"},
+                                            "azureADAuthenticationAsArmPolicy": {"status": "enabled"}}}}
 SCOPE_MAP = {"properties": {"actions": ["repositories/fuzz/content/read", "repositories/fuzz/metadata/write"],
                             "description": "fuzz"}}
 
@@ -96,6 +102,14 @@ def specs(paths: dict[str, str]) -> dict[str, tuple[str, str, dict[str, Any], st
         "token": ("PUT", f"{paths['registry']}/tokens/fuzz-token", {"properties": {
             "scopeMapId": paths["scope map"], "status": "enabled"}}, "2023-07-01"),
         "group tags": ("PATCH", group, {"tags": {"owner": "fuzz"}}, "2022-09-01"),
+        "registry": ("PUT", paths["own registry"], {**OWN_REGISTRY, "identity": {
+            "type": "UserAssigned", "userAssignedIdentities": {paths["identity"]: {}}}}, "2023-07-01"),
+        "registry update": ("PATCH", paths["own registry"], {"sku": {"name": "Premium"}, "tags": {"x": "y"},
+                                                             "properties": {"adminUserEnabled": True,
+                                                                            "anonymousPullEnabled": True}},
+                            "2023-07-01"),
+        "registry password": ("POST", f"{paths['own registry']}/regenerateCredential", {"name": "password2"},
+                              "2023-07-01"),
     }
 
 
@@ -107,20 +121,21 @@ def state(world: World, path: str, api: str) -> Any:
 
 @given(st.data(), st.sampled_from(["identity", "identity tags", "federated credential", "vnet", "subnet", "nsg",
                                    "security rule", "public ip", "nic", "role assignment", "scope map", "token",
-                                   "group tags"]))
+                                   "group tags", "registry", "registry update", "registry password"]))
 def test_resources_near_valid(world: World, paths: dict[str, str], data: st.DataObject, kind: str) -> None:
     method, path, valid, api = specs(paths)[kind]
     body = data.draw(st.one_of(st.just(valid), s.one_odd_value(valid), s.one_odd_value(valid),
                                s.one_odd_value(valid)).map(lambda d: json.dumps(clean(d)).encode())
                      | s.mutated_documents(valid))
-    before = state(world, path, api)
+    read = path.rsplit("/regenerateCredential", 1)[0]
+    before = state(world, read, api)
     r = arm(world, method, path, body, api)
     if r.status_code >= 400:
         error = r.json()["error"]
         assert isinstance(error["code"], str) and isinstance(error["message"], str), r.text
-        assert state(world, path, api) == before, f"a refused {method} of {kind} changed something: {r.text}"
+        assert state(world, read, api) == before, f"a refused {method} of {kind} changed something: {r.text}"
     elif r.status_code in (200, 201):
-        assert arm(world, "GET", path, api=api).status_code == 200
+        assert arm(world, "GET", read, api=api).status_code == 200
 
 
 def test_the_server_logged_no_error(world: World) -> None:
