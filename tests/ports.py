@@ -17,14 +17,14 @@ import socket
 LOW, HIGH = 7000, 10000
 
 
-def free_port() -> int:
-    """A port of 127.0.0.1 between :data:`LOW` and :data:`HIGH` that nothing listens on or uses now."""
+def free_port(low: int = LOW, high: int = HIGH) -> int:
+    """A port of 127.0.0.1 from ``low`` up to ``high`` (excluded) that nothing listens on or uses now."""
     for _ in range(500):
-        port = random.randrange(LOW, HIGH)
+        port = random.randrange(low, high)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port between {LOW} and {HIGH} on 127.0.0.1")
+    raise RuntimeError(f"no free port between {low} and {high} on 127.0.0.1")

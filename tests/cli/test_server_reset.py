@@ -5,26 +5,17 @@ administrator of the server that runs now (issue: `SubscriptionNotFound` for a s
 from __future__ import annotations
 
 import json
-import random
 import shutil
-import socket
 from pathlib import Path
 
+from tests import ports
 from tests.harness import AcrLocal
 
 
 def free_port() -> int:
     """A free port below the ephemeral range, so that no client connection takes it while the server that
     keeps it (its own, or a registry's that comes back with its data directory) is stopped."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000")
+    return ports.free_port(20000, 32000)
 
 
 def server_on(data_dir: Path, port: int) -> AcrLocal:
