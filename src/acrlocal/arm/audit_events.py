@@ -6,8 +6,10 @@ Body (all optional): ``table`` (``ContainerRegistryRepositoryEvents``, the defau
 ``LoginServer``, ``OperationName``, ``Identity``, ``Repository``, ``Tag``, ``Digest``, ``CallerIpAddress``,
 ``ResultType``, ...).
 Authorized by the framework as ``Microsoft.ContainerRegistry/registries/listAuditEvents/action`` on the registry
-(Owner and Contributor have it). Events still queued are written first, so a read sees every event that happened
-before it. Bad bodies are ARM 400s.
+(Owner and Contributor have it). This process's queued events are written first, and with several worker
+processes the read waits one batch interval (``AuditLog.interval_s``) for the others' batches: a read sees every
+event that happened before it, except that under load another worker's batch of the last moments may come late
+and show in the next read (Azure's own audit logs reach Log Analytics minutes late). Bad bodies are ARM 400s.
 """
 
 from __future__ import annotations
