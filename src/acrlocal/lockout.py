@@ -31,7 +31,7 @@ from acrlocal.errors import ConfigError
 ENTRIES = 50_000
 #: How many of a name's last wrong credentials are not counted again (Entra's smart lockout keeps three).
 RECENT = 3
-_POLICY = re.compile(r"^(\d{1,9})/(\d{1,9})/(\d{1,9})$")
+_POLICY = re.compile(r"^(\d{1,9})/(\d{1,9})/(\d{1,9})\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ ARM_AUDIENCES = (
 #: Azure Storage's audiences: the service's (``https://storage.azure.com``) and an account's endpoints. Storage takes
 #: only v1 tokens, so Entra issues v1 tokens for them, whose issuer is :data:`V1_ISSUER`, whichever endpoint issued.
 STORAGE_AUDIENCE = re.compile(
-    r"^(?:https://storage\.azure\.com|https://[a-z0-9]{3,24}\.(?:blob|dfs|queue|table|file)\.core\.windows\.net)/?$")
+    r"^(?:https://storage\.azure\.com|https://[a-z0-9]{3,24}\.(?:blob|dfs|queue|table|file)\.core\.windows\.net)/?\Z")
 V1_ISSUER = "https://sts.windows.net/{tenant}/"
 #: The names a VM resolves besides its registries'.
 SERVICE_HOSTS = (ARM_HOST, LOGIN_HOST, GRAPH_HOST)
@@ -40,7 +40,7 @@ FRONT_DOOR = "169.254.10.1"
 #: The VM's DNS stub (as systemd-resolved's), answering for Azure's names and nothing else.
 DNS_STUB = "127.0.0.53"
 
-_REGISTRY_HOST = re.compile(rf"^([a-z0-9]{{5,50}})\.{re.escape(ACR_SUFFIX)}$")
+_REGISTRY_HOST = re.compile(rf"^([a-z0-9]{{5,50}})\.{re.escape(ACR_SUFFIX)}\Z")
 
 
 def host_of(host_header: str | None) -> str:

@@ -61,7 +61,7 @@ WEBSOCKET_HEADERS = frozenset({"sec-websocket-key", "sec-websocket-version", "se
 #: What a secondary serves itself on the shared port: its health, and Entra's endpoints and sign-in pages.
 LOCAL_PATHS = re.compile(r"^/(healthz|metadata/endpoints|devicelogin|common/discovery/instance|common/userrealm/[^/]+"
                          r"|[^/]+/(v2\.0/)?\.well-known/openid-configuration|[^/]+/discovery/(v2\.0/)?keys"
-                         r"|[^/]+/oauth2/(v2\.0/)?(token|devicecode|authorize|logout))$")
+                         r"|[^/]+/oauth2/(v2\.0/)?(token|devicecode|authorize|logout))\Z")
 PR_SET_PDEATHSIG = 1
 
 

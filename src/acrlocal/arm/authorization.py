@@ -118,7 +118,7 @@ def _visible_at(d: StoredRoleDefinition, scope: str) -> bool:
         return False
 
 
-_ACTION = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*/_-]*$")
+_ACTION = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*/_-]*\Z")
 
 
 def _actions(value: Any, name: str) -> list[str]:

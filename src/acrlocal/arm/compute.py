@@ -123,7 +123,7 @@ def _vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
     props = dict(resource.properties)
     hardware = require_object(props.get("hardwareProfile"), "properties.hardwareProfile")
     size = hardware.get("vmSize", "Standard_DS1_v2")
-    if not isinstance(size, str) or not re.match(r"^[A-Za-z0-9_]{1,64}$", size):
+    if not isinstance(size, str) or not re.match(r"^[A-Za-z0-9_]{1,64}\Z", size):
         raise bad_request("InvalidParameter", f"The value '{size}' of parameter 'vmSize' is invalid.")
     storage = require_object(props.get("storageProfile"), "properties.storageProfile")
     image = require_object(storage.get("imageReference"), "properties.storageProfile.imageReference") or \
@@ -147,7 +147,7 @@ def _vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
     }
     os_profile = require_object(props.get("osProfile"), "properties.osProfile")
     admin = os_profile.get("adminUsername", "azureuser")
-    if not isinstance(admin, str) or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", admin):
+    if not isinstance(admin, str) or not re.match(r"^[a-z_][a-z0-9_-]{0,31}\Z", admin):
         raise bad_request("InvalidParameter", f"The value '{admin}' of parameter 'adminUsername' is invalid: use "
                           "1-32 lower-case letters, digits, '-' and '_', starting with a letter or '_'.")
     linux = require_object(os_profile.get("linuxConfiguration"), "properties.osProfile.linuxConfiguration")
@@ -200,7 +200,7 @@ class VirtualMachines(ResourceType):
     namespace = NAMESPACE
     type = "virtualMachines"
     api_versions = API_VERSIONS
-    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9_.]{0,62}[a-zA-Z0-9_]$|^\w$")
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9_.]{0,62}[a-zA-Z0-9_]\Z|^\w\Z")
     name_rule = "1-64 letters, digits, '-', '_' and '.', not ending in '-' or '.'"
     actions: ClassVar[dict[str, str]] = {"start": "power", "restart": "power", "powerOff": "power",
                                          "deallocate": "power", "runCommand": "run_command", "console": "console"}

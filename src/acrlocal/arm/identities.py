@@ -83,7 +83,7 @@ class UserAssignedIdentities(ResourceType):
     namespace = NAMESPACE
     type = "userAssignedIdentities"
     api_versions = API_VERSIONS
-    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}$")
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}\Z")
     name_rule = "3-128 letters, digits, '-' and '_', starting with a letter or digit"
     actions: ClassVar[dict[str, str]] = {"listAssociatedResources": "list_associated_resources"}
 
@@ -171,7 +171,7 @@ class FederatedIdentityCredentials(ResourceType):
     type = "userAssignedIdentities/federatedIdentityCredentials"
     api_versions = API_VERSIONS
     location_required = False
-    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,119}$")
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,119}\Z")
     name_rule = "3-120 letters, digits, '-' and '_', starting with a letter or digit"
 
     async def prepare(self, call: Call, draft: Resource, existing: Resource | None) -> Resource:

@@ -45,7 +45,7 @@ API_VERSIONS = ("2024-07-01", "2024-05-01", "2024-03-01", "2024-01-01", "2023-11
                 "2021-05-01", "2021-02-01", "2020-11-01", "2020-06-01", "2019-11-01", "2018-11-01")
 #: Public IP addresses are loopback addresses from this range (one per address; 127.0.0.1 is never used).
 PUBLIC_RANGE = ipaddress.ip_network("127.77.0.0/16")
-NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9_.]{0,78}[a-zA-Z0-9_])?$")
+NAME = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9_.]{0,78}[a-zA-Z0-9_])?\Z")
 NAME_RULE = ("1-80 letters, digits, '-', '_' and '.', starting with a letter or digit and ending with a letter, "
              "digit or '_'")
 PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp", "esp": "Esp", "ah": "Ah", "*": "*"}
@@ -555,7 +555,7 @@ class PublicIPAddresses(NetworkType):
         dns = props.get("dnsSettings")
         if dns:
             label = require_object(dns, "properties.dnsSettings").get("domainNameLabel")
-            if not isinstance(label, str) or not re.match(r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$", label):
+            if not isinstance(label, str) or not re.match(r"^[a-z][a-z0-9-]{1,61}[a-z0-9]\Z", label):
                 raise bad_request("InvalidDomainNameLabel", f"The domain name label {label} is invalid. It must "
                                   "conform to the following regular expression: ^[a-z][a-z0-9-]{1,61}[a-z0-9]$.")
             out["dnsSettings"] = {"domainNameLabel": label,

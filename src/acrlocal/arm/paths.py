@@ -17,12 +17,12 @@ from typing import Literal
 
 from acrlocal.arm.errors import ArmError
 
-GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)+$")
+GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)+\Z")
 # ARM refuses these in any path segment, as well as control characters.
 FORBIDDEN = re.compile(r"[<>%&\\?#*:\x00-\x1f\x7f]")
 MAX_PATH = 4096
-GROUP_NAME = re.compile(r"^[-\w.()]{1,90}$")
+GROUP_NAME = re.compile(r"^[-\w.()]{1,90}\Z")
 
 PathKind = Literal[
     "subscription",        # /subscriptions/{sub}

@@ -173,7 +173,7 @@ class ResourceType:
     api_versions: ClassVar[tuple[str, ...]] = ("2023-01-01",)
     locations: ClassVar[tuple[str, ...]] = DEFAULT_LOCATIONS
     #: Names must match this (checked by :meth:`validate_name`); ``name_rule`` says so in the error message.
-    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}[A-Za-z0-9_]$|^\w$")
+    name_pattern: ClassVar[re.Pattern[str]] = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}[A-Za-z0-9_]\Z|^\w\Z")
     name_rule: ClassVar[str] = "1-64 letters, digits, '-', '_' and '.', starting with a letter or digit"
     #: Whether a PUT must carry ``location`` (top-level tracked resources do; child resources usually not).
     location_required: ClassVar[bool] = True

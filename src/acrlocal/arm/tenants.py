@@ -63,7 +63,7 @@ NS = "Microsoft.AcrLocal"
 OPERATION = f"{NS}/createTenant/action"
 DELETE_OPERATION = f"{NS}/deleteTenant/action"
 #: A DNS label in lowercase: the tenant's name is the first label of its domain.
-TENANT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+TENANT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 ADMINISTRATOR_NAME = "acrlocal-tenant-admin"
 
 

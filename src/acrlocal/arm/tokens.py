@@ -53,11 +53,11 @@ PASSWORD_NAMES = ("password1", "password2")
 MAX_ACTIONS = 500
 #: Tokens and scope maps a registry may have, by SKU (each).
 SKU_QUOTAS = {"basic": 100, "standard": 500, "premium": 50_000}
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{4,49}\Z")
 NAME_RULE = "5 to 50 letters, digits, hyphens and underscores, starting with a letter or digit"
 #: A token's name is the user name it logs in with; a GUID user name logs in as a service principal's app id
 #: (:func:`acrlocal.registry.token_service.credential_kind`), so a token may not be named like one.
-TOKEN_NAME = re.compile(r"^(?![0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$)[A-Za-z0-9][A-Za-z0-9_-]{4,49}$")
+TOKEN_NAME = re.compile(r"^(?![0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z)[A-Za-z0-9][A-Za-z0-9_-]{4,49}\Z")
 TOKEN_NAME_RULE = (f"{NAME_RULE}, and not of the form of a GUID (a GUID user name logs in to the registry as a "
                    "service principal's app id)")
 STATUSES = ("enabled", "disabled")

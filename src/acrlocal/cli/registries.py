@@ -28,7 +28,7 @@ from acrlocal.publiccloud import FRONT_DOOR
 HOSTS = Path("/etc/hosts")
 RESOLV_CONF = Path("/etc/resolv.conf")
 
-NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
+NAME = re.compile(r"^[a-zA-Z0-9]{5,50}\Z")
 BAD_REGISTRY_NAME = ("Registry names may contain only alpha numeric characters and must be between 5 and 50 "
                      "characters")
 
@@ -153,4 +153,4 @@ def _suffix_login_server(session: Session, name: str) -> str | None:
     return server if resolves_locally(host) else None
 
 
-LOGIN_SERVER = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+LOGIN_SERVER = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}\Z")

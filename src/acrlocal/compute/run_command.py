@@ -35,8 +35,8 @@ OUTPUT_LIMIT = 4096
 READ_CHUNK = 65536
 DRAIN_AFTER_EXIT_S = 2.0
 COMMAND_IDS = ("RunShellScript",)
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_POSITIONAL = re.compile(r"^arg([0-9]{1,4})$")
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+_POSITIONAL = re.compile(r"^arg([0-9]{1,4})\Z")
 
 
 class RunCommandError(AcrLocalError, ValueError):

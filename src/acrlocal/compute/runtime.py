@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 VM_ID = re.compile(
     r"^/subscriptions/(?P<sub>[0-9a-fA-F-]{36})/resourceGroups/(?P<rg>[-\w._()]{1,90})/providers/"
-    r"Microsoft\.Compute/virtualMachines/(?P<name>[a-zA-Z0-9][-a-zA-Z0-9_.]{0,63})$", re.IGNORECASE)
+    r"Microsoft\.Compute/virtualMachines/(?P<name>[a-zA-Z0-9][-a-zA-Z0-9_.]{0,63})\Z", re.IGNORECASE)
 DOCKERD_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 

@@ -52,7 +52,7 @@ INSTANCE_API_VERSIONS = (
     "2021-05-01", "2021-10-01", "2021-11-01", "2021-11-15", "2021-12-13", "2023-07-01",
 )
 NEWEST_VERSIONS = ["2023-07-01", "2021-12-13", "2021-11-15"]
-API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 log = logging.getLogger(__name__)
 
 SP_TOKEN_LIFETIME_S = 3599
-GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 IGNORED_SCOPES = {"openid", "profile", "offline_access", "email"}
 MULTI_TENANT_ALIASES = ("organizations", "common")
 REPLAY = web.AppKey("identity.replay", ReplayCache)

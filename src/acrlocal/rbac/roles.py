@@ -21,7 +21,7 @@ from acrlocal.rbac.errors import UnknownRole
 from acrlocal.rbac.scopes import Scope, parse_scope
 
 ROLE_DEFINITIONS_TYPE = "Microsoft.Authorization/roleDefinitions"
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 _ROLE_ID = re.compile(r"/providers/Microsoft\.Authorization/roleDefinitions/([^/]+)/?$", re.IGNORECASE)
 
 

@@ -28,11 +28,11 @@ from acrlocal.rbac.errors import InvalidScope
 ScopeKind = Literal["root", "subscription", "resourceGroup", "resource"]
 
 MAX_SCOPE_LENGTH = 2048
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 # Resource group names: letters and digits (any script), underscore, hyphen, period, parentheses; 1-90; no final '.'.
-_RESOURCE_GROUP = re.compile(r"^[-\w.()]{1,90}$")
-_NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)+$")
-_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+_RESOURCE_GROUP = re.compile(r"^[-\w.()]{1,90}\Z")
+_NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)+\Z")
+_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9]*\Z")
 # ARM refuses these in resource names, as well as control characters.
 _FORBIDDEN_IN_NAME = re.compile(r"[<>%&\\?#\x00-\x1f\x7f]")
 

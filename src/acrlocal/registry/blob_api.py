@@ -55,7 +55,7 @@ from acrlocal.storage.sql import LockLost
 
 log = logging.getLogger(__name__)
 
-UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}\Z")
 OCTET_STREAM = "application/octet-stream"
 # Over TLS a blob is sent in pieces (``FileBlobStore.READ_CHUNK``) that uvloop encrypts at once; by default it lets
 # 512 KiB of encrypted data wait per connection before pausing the sender. 64 KiB pauses it after one piece: with

@@ -30,7 +30,7 @@ from acrlocal.storage.sql import SqlThread, database_unavailable
 from acrlocal.tls import LocalCA
 
 log = logging.getLogger(__name__)
-REGISTRY_NAME = re.compile(r"^[a-zA-Z0-9]{5,50}$")
+REGISTRY_NAME = re.compile(r"^[a-zA-Z0-9]{5,50}\Z")
 
 
 def check_registry_name(name: str) -> str:

@@ -15,9 +15,9 @@ from acrlocal.storage.digest import Digest, DigestError, is_digest
 # The spec's grammar as it writes it (for messages), and the same grammar without capturing groups.
 REPOSITORY_GRAMMAR = r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*"
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
 TAG_GRAMMAR = r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"
-_TAG = re.compile(rf"^{TAG_GRAMMAR}$")
+_TAG = re.compile(rf"^{TAG_GRAMMAR}\Z")
 
 # The spec's bound on a repository name ("less than 256 characters", including slashes).
 REPOSITORY_MAX = 255

@@ -36,7 +36,7 @@ TOKEN_ACTIONS = {
 GRAMMAR = "repositories/<repository | prefix/* | *>/<content/read|content/write|content/delete|metadata/read|" \
           "metadata/write>"
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
 
 #: ACR's system-defined scope maps: name → (description, actions).
 SYSTEM_SCOPE_MAPS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -29,12 +29,12 @@ REGISTRY = "registry"
 CATALOG = "catalog"
 ALL = "*"
 
-_TYPE = re.compile(r"^[a-z0-9]+(?:\([a-z0-9]+\))?$")
-_ACTION = re.compile(r"^(?:[a-z][a-z0-9_]*|\*)$")
+_TYPE = re.compile(r"^[a-z0-9]+(?:\([a-z0-9]+\))?\Z")
+_ACTION = re.compile(r"^(?:[a-z][a-z0-9_]*|\*)\Z")
 _HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _NAME = re.compile(
-    rf"^(?:{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*(?::[0-9]+)?/)?{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$"
+    rf"^(?:{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*(?::[0-9]+)?/)?{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*\Z"
 )
 #: Longest scope string accepted (a repository name is < 256 characters; actions are few).
 MAX_SCOPE_LENGTH = 1024

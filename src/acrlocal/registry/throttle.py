@@ -45,7 +45,7 @@ SKU_LIMITS: dict[str, RateLimits] = {
     "premium": RateLimits(10_000, 2_000),
 }
 DEFAULT_SKU = "standard"
-_FIXED = re.compile(r"^(\d{1,12})/(\d{1,12})$")
+_FIXED = re.compile(r"^(\d{1,12})/(\d{1,12})\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ def next_link(path: str, n: int, last: str, **extra: str) -> str:
     return f'<{path}?n={n}&last={quote(last, safe="")}{params}>; rel="next"'
 
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d{1,18})-(\d{1,18})(?:/(?:\d{1,18}|\*))?$")
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d{1,18})-(\d{1,18})(?:/(?:\d{1,18}|\*))?\Z")
 
 
 def parse_content_range(value: str) -> tuple[int, int]:

@@ -47,7 +47,7 @@ from acrlocal.identity.directory import Application, IssuerAndSubjectTaken, NewC
 PROOF_AUDIENCE = "00000002-0000-0000-c000-000000000000"
 PROOF_MAX_LIFETIME_S = 10 * 60
 MAX_FEDERATED_CREDENTIALS = 20
-_FIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$")
+_FIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}\Z")
 _SIGN_IN_AUDIENCES = ("AzureADMyOrg", "AzureADMultipleOrgs", "AzureADandPersonalMicrosoftAccount",
                       "PersonalMicrosoftAccount")
 

@@ -46,7 +46,7 @@ from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 log = logging.getLogger(__name__)
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 DEFAULT_PAGE, MAX_PAGE = 100, 999
 MAX_BODY_BYTES = 1024 * 1024
 P = ParamSpec("P")

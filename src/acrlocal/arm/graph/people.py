@@ -28,8 +28,8 @@ from acrlocal.errors import AlreadyExists, NotFound
 from acrlocal.identity.directory import Group, User
 from acrlocal.identity.passwords import WeakPassword, check_complexity, hash_password
 
-_UPN = re.compile(r"^[A-Za-z0-9'._+!#^~-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$")
-_NICKNAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]{1,64}$")
+_UPN = re.compile(r"^[A-Za-z0-9'._+!#^~-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
+_NICKNAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]{1,64}\Z")
 _USER_PROPERTIES = ("givenName", "surname", "jobTitle", "mail", "mobilePhone", "officeLocation", "preferredLanguage",
                     "businessPhones", "usageLocation", "department", "companyName", "mailNickname")
 _GROUP_PROPERTIES = ("description", "mailNickname", "mailEnabled", "securityEnabled", "groupTypes", "visibility",

@@ -387,7 +387,7 @@ def _new_guid(scope: Scope) -> Any:
 
 # -- resource ids --------------------------------------------------------------------------------------------
 
-_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)+/[A-Za-z0-9][-A-Za-z0-9/._]*$")
+_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)+/[A-Za-z0-9][-A-Za-z0-9/._]*\Z")
 
 
 def _split_type_and_names(fn: str, args: tuple[Any, ...]) -> tuple[list[str], str, list[str]]:
@@ -920,7 +920,7 @@ def _parse_datetime(fn: str, text: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-_DURATION = re.compile(r"^(-)?P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+_DURATION = re.compile(r"^(-)?P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?\Z")
 
 
 def _date_time_add(scope: Scope, base: Any, duration: Any, fmt: Any = None) -> Any:

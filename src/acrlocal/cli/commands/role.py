@@ -20,7 +20,7 @@ from acrlocal.cli.framework import AzChoice, AzGroup, option
 from acrlocal.cli.resources import API, IDENTITY_TYPE, flatten, group_path
 from acrlocal.cli.session import Session
 
-GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "ForeignGroup", "Device")
 AUTH = "providers/Microsoft.Authorization"
 
