@@ -1,5 +1,6 @@
 """``FileBlobStore`` publication: a blob's new directories are fsynced in their parents, so the blob's path survives
-a crash as well as its bytes (observed by watching the real fsync calls)."""
+a crash as well as its bytes (observed by watching the real fsync calls), and an upload's bytes start on their way
+to the disk as they are written (the real ``sync_file_range`` calls, watched)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from acrlocal.storage.blobs import FileBlobStore
+from acrlocal.storage import blobs
+from acrlocal.storage.blobs import CHUNK, FileBlobStore
 from acrlocal.storage.digest import Digest
 
 
@@ -58,3 +60,48 @@ def test_new_blob_directories_are_fsynced_in_their_parents(tmp_path: Path, fsync
         expected = expected[1:]
     assert fsynced == expected
     assert store.path(again).read_bytes() == b"second"
+
+
+def test_each_piece_of_an_upload_starts_its_writeback_as_it_is_written(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[tuple[int, int, bool]] = []
+    real = blobs.start_writeback
+
+    def watching(fd: int, offset: int, length: int) -> bool:
+        result = real(fd, offset, length)
+        started.append((offset, length, result))
+        return result
+
+    monkeypatch.setattr(blobs, "start_writeback", watching)
+    store = FileBlobStore(tmp_path / "blobs")
+    first, second = os.urandom(3 * CHUNK + 1000), os.urandom(CHUNK // 2)
+
+    async def pieces(data: bytes) -> AsyncIterator[bytes]:
+        for at in range(0, len(data), 64 * 1024):
+            yield data[at:at + 64 * 1024]
+
+    async def upload() -> Digest:
+        await store.start_upload("u1")
+        await store.append("u1", pieces(first))
+        await store.append("u1", pieces(second))  # a second chunk of the session goes on where the first ended
+        digest = Digest("sha256", hashlib.sha256(first + second).hexdigest())
+        await store.commit("u1", digest)
+        return digest
+
+    digest = asyncio.run(upload())
+    assert store.path(digest).read_bytes() == first + second
+    covered = 0
+    for offset, length, result in started:
+        assert (offset, result) == (covered, True)  # in order, no gap, and the kernel took each range
+        covered += length
+    assert covered == len(first) + len(second)
+    assert len(started) >= 4  # piece by piece, not once at the end
+
+
+def test_writeback_is_best_effort_on_what_cannot_take_it() -> None:
+    read, write = os.pipe()
+    try:
+        assert blobs.start_writeback(read, 0, 4096) is False  # ESPIPE: refused, not raised
+    finally:
+        os.close(read)
+        os.close(write)

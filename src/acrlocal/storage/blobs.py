@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -141,6 +143,31 @@ class BlobStore(Protocol):
         """Whether the blob is stored."""
 
 
+#: ``sync_file_range``'s flag that starts writing a range's dirty pages back and returns (linux/fs.h).
+SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Any:
+    """libc's ``sync_file_range`` (Linux; ``os`` has no binding), or ``None`` where there is none."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Start writing the range's dirty pages to the disk, without waiting for them (as PostgreSQL's
+    ``backend_flush_after`` does), so that the ``fdatasync`` that publishes the upload finds little left to do.
+    Best effort, never raises: where ``sync_file_range`` is missing or refuses the file (``False``), it is all left
+    to that ``fdatasync``."""
+    fn = _sync_file_range()
+    return fn is not None and fn(fd, offset, length, SYNC_FILE_RANGE_WRITE) == 0
+
+
 def _fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -173,8 +200,9 @@ class FileBlobStore:
     """Blobs under ``root/<algorithm>/<2 hex>/<hex>``; uploads under ``root/_uploads/<id>``.
 
     Publishing is ``fsync`` then ``rename`` then ``fsync`` of the directory, so a blob is either whole and
-    named by its digest or absent. File work runs in the default executor; hashing releases the GIL on large
-    buffers, so uploads hash on both cores.
+    named by its digest or absent. Each piece's writeback starts as it is written (:func:`start_writeback`), so
+    that ``fsync`` mostly waits for writes already under way. File work runs in the default executor; hashing
+    releases the GIL on large buffers, so uploads hash on both cores.
 
     The running SHA-256 of an upload is saved after each append in ``_uploads/<id>.sha256`` (OpenSSL's state,
     :mod:`acrlocal.storage.sha256state`, with the machine's boot id), so that whichever worker process takes the
@@ -362,6 +390,9 @@ class FileBlobStore:
             view = memoryview(buf)
             while view:  # an unbuffered write may take part of the piece
                 view = view[f.write(view):]  # type: ignore[attr-defined]
+            # The piece goes to the disk while the next ones arrive: the publishing fdatasync of a 128 MiB layer
+            # cost its push 15% of its throughput when it had to write all of it (benchmarks/registry.py).
+            start_writeback(f.fileno(), state.offset, len(buf))  # type: ignore[attr-defined]
             state.hasher.update(buf)
             state.offset += len(buf)
 
