@@ -11,6 +11,7 @@ between them.
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,8 @@ from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import REGISTRY, Call, JsonObject, ResourceType, require_object
 from acrlocal.arm.store import ArmStore, Resource
 from acrlocal.storage.sql import SqlThread
+
+log = logging.getLogger(__name__)
 
 
 def json(body: Any, status: int = 200) -> web.Response:
@@ -172,8 +175,24 @@ async def item(call: Call, path: ArmPath) -> web.StreamResponse:
         draft = _drafted(call, rt, rid, names[-1], group_scope, parent_id, existing)
     resource = await rt.prepare(call, draft, existing)
     resource = await rt.apply(call, resource, existing)
-    created, rendered = await call.run(_put, call, rt, resource)
+    try:
+        created, rendered = await call.run(_put, call, rt, resource)
+    except Exception:
+        if existing is None:
+            await undo_create(call, resource)
+        raise
     return json(rendered, status=201 if created else 200)
+
+
+async def undo_create(call: Call, resource: Resource) -> None:
+    """Take back what a create's :meth:`apply` made (a hosted registry, an identity's principal, the children it
+    stored) when the resource itself could not be stored, so that the client's retry of the PUT starts afresh
+    rather than finding the name taken. Runs under the control plane's write lock, so nothing else made them in
+    between. Best effort: what cannot be undone is logged, and the original error is the answer."""
+    try:
+        await _delete_tree(call, resource, call.store, call.services.sql)
+    except Exception:
+        log.exception("could not undo the failed create of %s", resource.id)
 
 
 def _group_and_resource(call: Call, path: ArmPath, rt: ResourceType, names: list[str], *, render: bool = False

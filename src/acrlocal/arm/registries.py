@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from acrlocal import publiccloud
 from acrlocal.arm.errors import ArmError, bad_request
+from acrlocal.arm.generic import undo_create
 from acrlocal.arm.identities import require_assignable, resolve_assigned
 from acrlocal.arm.paths import ArmPath
 from acrlocal.arm.providers import (
@@ -167,7 +168,12 @@ class Registries(ResourceType):
             created = _iso(rec.created)
             from acrlocal.arm.tokens import ensure_system_scope_maps
 
-            await call.run(ensure_system_scope_maps, call.store, resource)
+            try:
+                await call.run(ensure_system_scope_maps, call.store, resource)
+            except Exception:
+                # The registry was made above: the generic create's undo takes it back with the maps made so far.
+                await undo_create(call, resource)
+                raise
             return resource.evolve(properties={**resource.properties, "creationDate": created})
         await call.run(_update_hosted, hosting, resource.name, plane)
         return resource

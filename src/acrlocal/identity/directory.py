@@ -873,12 +873,16 @@ class Directory:
 
     # -- groups ------------------------------------------------------------------------------------
 
-    def create_group(self, tenant_id: str, display_name: str, properties: dict[str, Any] | None = None) -> Group:
+    def create_group(self, tenant_id: str, display_name: str, properties: dict[str, Any] | None = None, *,
+                     owner_id: str | None = None) -> Group:
+        """A security group, owned by ``owner_id`` (a principal) if given: in one transaction."""
         self.tenant(tenant_id)
         object_id = new_guid()
         with self.engine.begin() as conn:
             self._insert_principal(conn, Principal(object_id, tenant_id, "Group", object_id, display_name))
             conn.execute(sa.insert(t.groups).values(object_id=object_id, properties=json.dumps(properties or {})))
+            if owner_id is not None:
+                conn.execute(sa.insert(t.owners).values(object_id=object_id, owner_id=owner_id.lower()))
         self.generations.bump("directory")
         return self.group(object_id)
 
@@ -1078,14 +1082,17 @@ class Directory:
         return self.application(object_id)
 
     def delete_application(self, object_id: str) -> None:
-        """Delete the application object, its principal (credentials, memberships) and its owner rows."""
+        """Delete the application object, its principal (credentials, memberships) and their owner rows, in one
+        transaction."""
         app = self.application(object_id)
         principal = self.find_principal(app_id=app.app_id)
         with self.engine.begin() as conn:
             conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == app.id))
             conn.execute(sa.delete(t.applications).where(t.applications.c.id == app.id))
-        if principal is not None:
-            self.delete_principal(principal.object_id)
+            if principal is not None:
+                conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == principal.object_id))
+                conn.execute(sa.delete(t.principals).where(t.principals.c.object_id == principal.object_id))
+        self.generations.bump("directory")
 
     def service_principal_properties(self, object_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -1095,11 +1102,37 @@ class Directory:
 
     def set_service_principal_properties(self, object_id: str, properties: dict[str, Any]) -> None:
         self.principal(object_id)
-        c = t.service_principals.c
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(c.object_id).where(c.object_id == object_id.lower())).first():
-                conn.execute(sa.update(t.service_principals).where(c.object_id == object_id.lower()).values(
-                    properties=json.dumps(properties)))
-            else:
-                conn.execute(sa.insert(t.service_principals).values(object_id=object_id.lower(),
-                                                                    properties=json.dumps(properties)))
+            self._set_sp_properties(conn, object_id, properties)
+
+    @staticmethod
+    def _set_sp_properties(conn: sa.Connection, object_id: str, properties: dict[str, Any]) -> None:
+        c = t.service_principals.c
+        if conn.execute(sa.select(c.object_id).where(c.object_id == object_id.lower())).first():
+            conn.execute(sa.update(t.service_principals).where(c.object_id == object_id.lower()).values(
+                properties=json.dumps(properties)))
+        else:
+            conn.execute(sa.insert(t.service_principals).values(object_id=object_id.lower(),
+                                                                properties=json.dumps(properties)))
+
+    def add_service_principal(self, app_object_id: str, properties: dict[str, Any], *,
+                              owner_id: str | None = None) -> Principal:
+        """The application's service principal object, with its Graph ``properties``, owned by ``owner_id`` (a
+        principal) if given: in one transaction. :class:`AlreadyExists` if the application has one already."""
+        app = self.application(app_object_id)
+        principal = self.find_principal(app_id=app.app_id)
+        if principal is None:
+            raise NotFound(f"application {app_object_id!r} has no principal")
+        with self.engine.begin() as conn:
+            made = conn.execute(sa.update(t.applications).where(
+                t.applications.c.id == app.id, t.applications.c.service_principal.is_(False)).values(
+                service_principal=True))
+            if made.rowcount != 1:
+                raise AlreadyExists(f"application {app_object_id!r} has a service principal already")
+            self._set_sp_properties(conn, principal.object_id, properties)
+            if owner_id is not None:
+                conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == principal.object_id,
+                                                       t.owners.c.owner_id == owner_id.lower()))
+                conn.execute(sa.insert(t.owners).values(object_id=principal.object_id, owner_id=owner_id.lower()))
+        self.generations.bump("directory")
+        return principal

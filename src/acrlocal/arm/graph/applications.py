@@ -605,11 +605,12 @@ def create_service_principal(call: GraphCall) -> web.StreamResponse:
         raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "The service principal for this application "
                          "already exists.")
     changes = _check(body, _SP_PROPERTIES, "servicePrincipal", skip={"appId", "displayName"})
-    app = call.directory.update_application(app.id, service_principal=True)
-    principal = _app_principal(call, app)
-    if changes:
-        call.directory.set_service_principal_properties(principal.object_id, changes)
-    call.directory.add_owner(principal.object_id, call.caller.object_id)
+    try:
+        principal = call.directory.add_service_principal(app.id, changes, owner_id=call.caller.object_id)
+    except AlreadyExists:
+        raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "The service principal for this "
+                         "application already exists.") from None
+    app = call.directory.application(app.id)
     return call.one("servicePrincipals/$entity", render_service_principal(call, principal, app), status=201)
 
 

@@ -307,8 +307,7 @@ def create_group(call: GraphCall) -> web.StreamResponse:
         raise GraphError(400, "Request_BadRequest", "Property 'displayName' is required (1 to 256 characters).")
     props = _group_properties(body, {"securityEnabled": True, "mailEnabled": False, "groupTypes": [],
                                      "createdDateTime": now_text()})
-    group = call.directory.create_group(call.tenant_id, name, props)
-    call.directory.add_owner(group.object_id, call.caller.object_id)
+    group = call.directory.create_group(call.tenant_id, name, props, owner_id=call.caller.object_id)
     return call.one("groups/$entity", render_group(call, group), status=201)
 
 
