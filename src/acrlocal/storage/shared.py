@@ -12,7 +12,9 @@ request (read-your-writes through a load balancer without sticky sessions). Requ
 share the next one. A round trip that fails (PostgreSQL stopped or unreachable) changes the *epoch* that every
 :meth:`current` value carries, so nothing cached before then is trusted; the next one connects again and, once
 listening, changes the epoch again (notifications sent while nobody listened are lost). An idle process makes one round
-trip a second, which keeps its notifications drained.
+trip a second, which keeps its notifications drained. Every :data:`PEERS_CHECK_S` a process also reads which
+processes listen (their connections are named :data:`LISTENER_NAME`); when one has gone, it changes its epoch too,
+since that process may have died between a commit and its ``NOTIFY``.
 
 :class:`AdvisoryLocks` gives :mod:`acrlocal.registry.locks` and ARM's write lock PostgreSQL's session advisory
 locks (``pg_try_advisory_lock(namespace, key)``) on one connection per process, used from one thread: tried, and
@@ -34,6 +36,7 @@ import functools
 import logging
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +57,13 @@ _SYNC = b"acrlocal_sync"
 ANSWER_TIMEOUT_S = 10.0
 #: An idle process's round trip: keeps the notifications drained and notices a lost connection.
 IDLE_SYNC_S = 1.0
+#: How often a process looks at which processes listen (:meth:`DatabaseGenerations._check_listeners`).
+PEERS_CHECK_S = 2.0
+#: The ``application_name`` of every process's listening connection, by which the others see it live.
+LISTENER_NAME = "acrlocal-listener"
+_PEERS = b"acrlocal_peers"
+LISTENERS = ("SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), '') FROM pg_stat_activity "
+             f"WHERE application_name = '{LISTENER_NAME}'")
 
 
 def _raw(engine: Engine) -> Any:
@@ -85,6 +95,8 @@ class DatabaseGenerations(Generations):
         self._runner: asyncio.Task[None] | None = None
         self._idle: asyncio.Task[None] | None = None
         self._lock = threading.Lock()  # bump from any thread
+        self._listeners: set[str] | None = None  # the listening backends' pids at the last check
+        self._peers_due = 0.0
 
     # -- Generations ------------------------------------------------------------------------------
 
@@ -128,8 +140,27 @@ class DatabaseGenerations(Generations):
                 finally:
                     if not waiting.done():
                         waiting.set_result(position)
+                if position is not None and time.monotonic() >= self._peers_due:
+                    self._peers_due = time.monotonic() + PEERS_CHECK_S
+                    await self._check_listeners()
         finally:
             self._running = False
+
+    async def _check_listeners(self) -> None:
+        """Drop every cache (a new epoch) when a process that listened is gone: it may have died between a commit
+        and its NOTIFY, and nothing else would tell this process what it changed. A process that stopped cleanly,
+        or a listening connection made again, costs one refill. Runs on the listening connection after a round
+        trip, so requests never wait for it; a failure is the next round trip's to notice."""
+        try:
+            listed = await self._ask(_PEERS)
+        except (psycopg.Error, OSError):
+            return
+        now = set(filter(None, listed.split(",")))
+        if self._listeners is not None and self._listeners - now:
+            self._epoch = random.getrandbits(64)
+            log.info("%d process(es) listening for notifications went away; caches are read again",
+                     len(self._listeners - now))
+        self._listeners = now
 
     async def _round_trip(self) -> int | None:
         loop = asyncio.get_running_loop()
@@ -138,7 +169,7 @@ class DatabaseGenerations(Generations):
             try:
                 if self._conn is None:
                     await loop.run_in_executor(self._thread, self._connect)
-                return await self._ask()
+                return int(await self._ask(_SYNC))
             except (psycopg.Error, OSError) as exc:  # stopped, restarting, unreachable: trust nothing until back
                 self._epoch = random.getrandbits(64)
                 if self._conn is not None:
@@ -155,10 +186,12 @@ class DatabaseGenerations(Generations):
         conn = _raw(self._engine)
         try:
             conn.add_notify_handler(self._notified)
+            conn.execute(f"SET application_name = '{LISTENER_NAME}'")
             conn.execute(f"LISTEN {CHANNEL}")
-            prepared = conn.pgconn.prepare(_SYNC, WAL_POSITION.encode())
-            if prepared.status != pq.ExecStatus.COMMAND_OK:
-                raise psycopg.OperationalError(prepared.get_error_message().decode(errors="replace"))
+            for name, statement in ((_SYNC, WAL_POSITION), (_PEERS, LISTENERS)):
+                prepared = conn.pgconn.prepare(name, statement.encode())
+                if prepared.status != pq.ExecStatus.COMMAND_OK:
+                    raise psycopg.OperationalError(prepared.get_error_message().decode(errors="replace"))
             conn.pgconn.nonblocking = 1
         except BaseException:
             with contextlib.suppress(Exception):
@@ -166,16 +199,18 @@ class DatabaseGenerations(Generations):
             raise
         self._conn = conn
         self._epoch = random.getrandbits(64)  # what was sent while nobody listened is unknown
+        self._listeners = None  # and who listened then: the next check starts afresh
 
-    async def _ask(self) -> int:
+    async def _ask(self, statement: bytes) -> str:
         """The round trip every request makes (shared with those arriving meanwhile), on the event loop through
         libpq's non-blocking calls: the prepared statement sent, the socket's answer read when the loop says it is
         readable, the notifications that came before it handed to psycopg's dispatch as psycopg's own fetch does.
-        About 25 µs of CPU, where psycopg's cursor in a thread cost 68 µs and the hop to the thread 70. It reads the
-        WAL position, DataVersion's number, which the request then needs no round trip of its own for. No answer
-        within :data:`ANSWER_TIMEOUT_S` counts as a lost connection."""
+        About 25 µs of CPU, where psycopg's cursor in a thread cost 68 µs and the hop to the thread 70. ``_SYNC``
+        reads the WAL position, DataVersion's number, which the request then needs no round trip of its own for;
+        ``_PEERS`` the listening processes. The answer is the first row's first column, as text. No answer within
+        :data:`ANSWER_TIMEOUT_S` counts as a lost connection."""
         pgconn = self._conn.pgconn
-        pgconn.send_query_prepared(_SYNC, None)
+        pgconn.send_query_prepared(statement, None)
         while pgconn.flush():
             await self._ready(pgconn.socket, writing=True)
         while True:
@@ -192,7 +227,8 @@ class DatabaseGenerations(Generations):
         if not results or results[0].status != pq.ExecStatus.TUPLES_OK:
             message = results[0].get_error_message() if results else b"no result"
             raise psycopg.OperationalError(message.decode(errors="replace"))
-        return int(results[0].get_value(0, 0))
+        value = results[0].get_value(0, 0)
+        return value.decode() if value is not None else ""
 
     @staticmethod
     async def _ready(fd: int, *, writing: bool) -> None:
