@@ -62,8 +62,10 @@ PEERS_CHECK_S = 2.0
 #: The ``application_name`` of every process's listening connection, by which the others see it live.
 LISTENER_NAME = "acrlocal-listener"
 _PEERS = b"acrlocal_peers"
+#: The listening backends of this database (servers on other databases of the cluster are not peers). Every replica
+#: connects as the same role, which sees its own sessions' ``application_name``.
 LISTENERS = ("SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), '') FROM pg_stat_activity "
-             f"WHERE application_name = '{LISTENER_NAME}'")
+             f"WHERE application_name = '{LISTENER_NAME}' AND datname = current_database()")
 
 
 def _raw(engine: Engine) -> Any:
