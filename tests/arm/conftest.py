@@ -87,6 +87,14 @@ def admin(arm_server: AcrLocal) -> Arm:
     return Arm(arm_server, admin_of(arm_server).token(arm_server))
 
 
+def new_group(server: AcrLocal, admin: Arm, name: str) -> str:
+    """The ARM id of a resource group made (201) in the server's default subscription."""
+    scope = f"/subscriptions/{subscription_of(server)}/resourceGroups/{name}"
+    r = admin.call("PUT", scope, {"location": "westus"})
+    assert r.status_code == 201, r.text
+    return scope
+
+
 CREATE_TENANT = "/providers/Microsoft.AcrLocal/createTenant"
 TENANT_API = "2025-01-01"
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tests.arm.conftest import Arm, subscription_of
+from tests.arm.conftest import Arm, new_group, subscription_of
 from tests.db_faults import refused
 from tests.harness import AcrLocal
 
@@ -22,9 +22,7 @@ UAMI = "Microsoft.ManagedIdentity/userAssignedIdentities"
 
 @pytest.fixture(scope="module")
 def group(arm_server: AcrLocal, admin: Arm) -> str:
-    scope = f"/subscriptions/{subscription_of(arm_server)}/resourceGroups/failedcreates"
-    assert admin.call("PUT", scope, {"location": "westus"}).status_code == 201
-    return scope
+    return new_group(arm_server, admin, "failedcreates")
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.arm.conftest import Arm, subscription_of
+from tests.arm.conftest import Arm, new_group, subscription_of
 from tests.harness import AcrLocal
 
 ACR = "Microsoft.ContainerRegistry/registries"
@@ -13,9 +13,7 @@ ACR = "Microsoft.ContainerRegistry/registries"
 
 @pytest.fixture(scope="module")
 def group(arm_server: AcrLocal, admin: Arm) -> str:
-    scope = f"/subscriptions/{subscription_of(arm_server)}/resourceGroups/registries"
-    assert admin.call("PUT", scope, {"location": "westus"}).status_code == 201
-    return scope
+    return new_group(arm_server, admin, "registries")
 
 
 def v2(arm_server: AcrLocal, login_server: str) -> requests.Response:

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.arm.conftest import Arm, new_principal, subscription_of
+from tests.arm.conftest import Arm, new_group, new_principal, subscription_of
 from tests.harness import AcrLocal
 
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
@@ -16,9 +16,7 @@ API = "2022-04-01"
 
 @pytest.fixture(scope="module")
 def group(arm_server: AcrLocal, admin: Arm) -> str:
-    scope = f"/subscriptions/{subscription_of(arm_server)}/resourceGroups/assignments"
-    assert admin.call("PUT", scope, {"location": "westus"}).status_code == 201
-    return scope
+    return new_group(arm_server, admin, "assignments")
 
 
 def role_id(sub: str, guid: str) -> str:
