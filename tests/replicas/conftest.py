@@ -126,8 +126,10 @@ def start_replicas(root: Path, *extra: str, count: int = 2, database_url: str | 
                 started.stop()
             raise
         servers.append(server)
-    replicas = Replicas(servers, HAProxy({}), lb_port)
+    placeholder = HAProxy({})  # frontends() needs the set; this one never starts, but its temp dir goes
+    replicas = Replicas(servers, placeholder, lb_port)
     replicas.lb = HAProxy(replicas.frontends())
+    placeholder.stop()
     try:
         replicas.lb.start()
     except BaseException:
