@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import requests
 import sqlalchemy as sa
 
 from tests.harness import AcrLocal
@@ -36,3 +37,10 @@ def refused(server: AcrLocal, table: str, event: str, condition: str) -> Iterato
             if not sqlite:
                 conn.execute(sa.text("DROP FUNCTION refused_write()"))
         engine.dispose()
+
+
+def failed(r: requests.Response) -> None:
+    """The request a fault stopped was answered 5xx with the protocol's error JSON (ARM's and Graph's
+    ``{"error": {"code"}}``), not the framework's page."""
+    assert r.status_code >= 500, r.text
+    assert r.json()["error"]["code"], r.text

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import requests
 import sqlalchemy as sa
 
 from tests.arm.conftest import Arm, new_group, subscription_of
-from tests.db_faults import refused
+from tests.db_faults import failed, refused
 from tests.harness import AcrLocal
 
 ACR = "Microsoft.ContainerRegistry/registries"
@@ -36,17 +35,13 @@ def refused_row(server: AcrLocal, type_key: str, name_key: str, parent_key: str 
         yield
 
 
-def _failed(r: requests.Response) -> None:
-    assert r.status_code >= 500, r.text
-    assert r.json()["error"]["code"], r.text  # ARM's error JSON, not the framework's page
-
 
 def test_a_registry_whose_resource_cannot_be_stored_is_not_left_hosted(arm_server: AcrLocal, admin: Arm,
                                                                        group: str) -> None:
     url = f"{group}/providers/{ACR}/failedcreate01"
     body = {"location": "westus", "sku": {"name": "Standard"}}
     with refused_row(arm_server, ACR.lower(), "failedcreate01"):
-        _failed(admin.call("PUT", url, body))
+        failed(admin.call("PUT", url, body))
     assert admin.call("GET", url).status_code == 404
     assert "failedcreate01" not in arm_server.cli("status", "--output", "json").stdout  # not served either
     check = admin.call("POST", f"/subscriptions/{subscription_of(arm_server)}/providers/Microsoft.ContainerRegistry/"
@@ -62,7 +57,7 @@ def test_a_registry_whose_system_scope_maps_cannot_be_stored_is_not_left_hosted(
     url = f"{group}/providers/{ACR}/failedcreate02"
     body = {"location": "westus", "sku": {"name": "Standard"}}
     with refused_row(arm_server, f"{ACR}/scopeMaps".lower(), "_repositories_push", url.lower()):
-        _failed(admin.call("PUT", url, body))
+        failed(admin.call("PUT", url, body))
     assert admin.call("GET", url).status_code == 404
     assert admin.call("GET", f"{url}/scopeMaps/_repositories_pull", api_version="2023-01-01-preview"
                       ).status_code == 404  # made before the one refused, and taken back
@@ -78,7 +73,7 @@ def test_an_identity_whose_resource_cannot_be_stored_leaves_no_principal(arm_ser
                                                                           group: str) -> None:
     url = f"{group}/providers/{UAMI}/failedidentity"
     with refused_row(arm_server, UAMI.lower(), "failedidentity"):
-        _failed(admin.call("PUT", url, {"location": "westus"}))
+        failed(admin.call("PUT", url, {"location": "westus"}))
     assert admin.call("GET", url).status_code == 404
     engine = arm_server.database()
     try:

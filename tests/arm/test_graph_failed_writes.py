@@ -5,10 +5,9 @@ that a retry finds taken) or half-deleted (an application gone with its principa
 from __future__ import annotations
 
 import pytest
-import requests
 
 from tests.arm.conftest import Arm, admin_of
-from tests.db_faults import refused
+from tests.db_faults import failed, refused
 from tests.harness import AcrLocal
 
 
@@ -16,10 +15,6 @@ from tests.harness import AcrLocal
 def g(arm_server: AcrLocal) -> Arm:
     return Arm(arm_server, admin_of(arm_server).token(arm_server, "https://graph.microsoft.com/.default"))
 
-
-def _failed(r: requests.Response) -> None:
-    assert r.status_code >= 500, r.text
-    assert r.json()["error"]["code"], r.text  # Graph's error JSON
 
 
 def _listed(g: Arm, collection: str, condition: str) -> list[dict[str, object]]:
@@ -30,7 +25,7 @@ def _listed(g: Arm, collection: str, condition: str) -> list[dict[str, object]]:
 
 def test_a_group_whose_owner_cannot_be_stored_is_not_made(arm_server: AcrLocal, g: Arm) -> None:
     with refused(arm_server, "directory_owners", "INSERT", "1 = 1"):
-        _failed(g.call("POST", "/v1.0/groups", {"displayName": "half-made-group", "mailEnabled": False,
+        failed(g.call("POST", "/v1.0/groups", {"displayName": "half-made-group", "mailEnabled": False,
                                                 "mailNickname": "half", "securityEnabled": True}, api_version=None))
     assert _listed(g, "groups", "displayName eq 'half-made-group'") == []
     made = g.call("POST", "/v1.0/groups", {"displayName": "half-made-group", "mailEnabled": False,
@@ -45,7 +40,7 @@ def test_a_service_principal_whose_owner_cannot_be_stored_is_not_made(arm_server
     assert app.status_code == 201, app.text
     app_id = app.json()["appId"]
     with refused(arm_server, "directory_owners", "INSERT", "1 = 1"):
-        _failed(g.call("POST", "/v1.0/servicePrincipals", {"appId": app_id}, api_version=None))
+        failed(g.call("POST", "/v1.0/servicePrincipals", {"appId": app_id}, api_version=None))
     assert _listed(g, "servicePrincipals", f"appId eq '{app_id}'") == []
     retried = g.call("POST", "/v1.0/servicePrincipals", {"appId": app_id}, api_version=None)
     assert retried.status_code == 201, retried.text  # not 409: nothing of the failed one is left
@@ -60,7 +55,7 @@ def test_an_application_whose_principal_cannot_be_deleted_stays_whole(arm_server
     sp = g.call("POST", "/v1.0/servicePrincipals", {"appId": app["appId"]}, api_version=None)
     assert sp.status_code == 201, sp.text
     with refused(arm_server, "principals", "DELETE", f"OLD.app_id = '{app['appId']}'"):
-        _failed(g.call("DELETE", f"/v1.0/applications/{app['id']}", api_version=None))
+        failed(g.call("DELETE", f"/v1.0/applications/{app['id']}", api_version=None))
     assert g.call("GET", f"/v1.0/applications/{app['id']}", api_version=None).status_code == 200
     assert g.call("GET", f"/v1.0/servicePrincipals/{sp.json()['id']}", api_version=None).status_code == 200
     assert g.call("DELETE", f"/v1.0/applications/{app['id']}", api_version=None).status_code == 204

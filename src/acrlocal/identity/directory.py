@@ -551,9 +551,14 @@ class Directory:
 
     def delete_principal(self, object_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == object_id.lower()))
-            conn.execute(sa.delete(t.principals).where(t.principals.c.object_id == object_id.lower()))
+            self._delete_principal(conn, object_id)
         self.generations.bump("directory")
+
+    @staticmethod
+    def _delete_principal(conn: sa.Connection, object_id: str) -> None:
+        """The principal's row and its owner rows (credentials and memberships go with the row's cascade)."""
+        conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == object_id.lower()))
+        conn.execute(sa.delete(t.principals).where(t.principals.c.object_id == object_id.lower()))
 
     # -- client secrets ----------------------------------------------------------------------------
 
@@ -970,12 +975,16 @@ class Directory:
         """``owner_id`` (a principal) owns the application, service principal or group ``object_id``; False if it
         did already."""
         self.principal(owner_id)
-        c = t.owners.c
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(c.owner_id).where(c.object_id == object_id.lower(),
-                                                        c.owner_id == owner_id.lower())).first():
-                return False
-            conn.execute(sa.insert(t.owners).values(object_id=object_id.lower(), owner_id=owner_id.lower()))
+            return self._add_owner(conn, object_id, owner_id)
+
+    @staticmethod
+    def _add_owner(conn: sa.Connection, object_id: str, owner_id: str) -> bool:
+        c = t.owners.c
+        if conn.execute(sa.select(c.owner_id).where(c.object_id == object_id.lower(),
+                                                    c.owner_id == owner_id.lower())).first():
+            return False
+        conn.execute(sa.insert(t.owners).values(object_id=object_id.lower(), owner_id=owner_id.lower()))
         return True
 
     def remove_owner(self, object_id: str, owner_id: str) -> None:
@@ -1090,8 +1099,7 @@ class Directory:
             conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == app.id))
             conn.execute(sa.delete(t.applications).where(t.applications.c.id == app.id))
             if principal is not None:
-                conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == principal.object_id))
-                conn.execute(sa.delete(t.principals).where(t.principals.c.object_id == principal.object_id))
+                self._delete_principal(conn, principal.object_id)
         self.generations.bump("directory")
 
     def service_principal_properties(self, object_id: str) -> dict[str, Any]:
@@ -1131,8 +1139,6 @@ class Directory:
                 raise AlreadyExists(f"application {app_object_id!r} has a service principal already")
             self._set_sp_properties(conn, principal.object_id, properties)
             if owner_id is not None:
-                conn.execute(sa.delete(t.owners).where(t.owners.c.object_id == principal.object_id,
-                                                       t.owners.c.owner_id == owner_id.lower()))
-                conn.execute(sa.insert(t.owners).values(object_id=principal.object_id, owner_id=owner_id.lower()))
+                self._add_owner(conn, principal.object_id, owner_id)
         self.generations.bump("directory")
         return principal
