@@ -50,6 +50,7 @@ from acrlocal.registry.wire import (
 )
 from acrlocal.storage.blobs import DigestMismatch, StorageFull, StorageUnavailable, UploadRaced, UploadTooLarge
 from acrlocal.storage.digest import Digest
+from acrlocal.storage.metadata import UploadSession
 from acrlocal.storage.registries import RegistryRecord
 from acrlocal.storage.sql import LockLost
 
@@ -362,18 +363,30 @@ async def _mount(
         return (await services.sql.run(services.meta.mount_blob, registry.id, source, name, str(digest))) is not None
 
 
-async def _session(
+def _unknown(name: str, upload_id: str) -> RegistryError:
+    return RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id[:80]!r} is not open in repository {name!r}")
+
+
+async def _caller(
     request: web.Request, services: RegistryServices, registry: RegistryRecord, route: Route,
     actions: tuple[str, ...] = (PULL, PUSH),
 ) -> tuple[str, str, Caller]:
-    """Name, upload id and caller of a request on an upload session; BLOB_UPLOAD_UNKNOWN unless the session
-    exists under this registry and repository and belongs to this caller (who must hold ``actions``)."""
+    """Name, upload id and caller of a request on an upload session, who must hold ``actions``;
+    BLOB_UPLOAD_UNKNOWN for an id no upload can have. Whose the session is, :func:`_session` checks under the
+    upload's lock."""
     name = check_repository(route.name)
     upload_id = route.ref
-    unknown = RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id[:80]!r} is not open in repository {name!r}")
     if not UPLOAD_ID.fullmatch(upload_id):
-        raise unknown
+        raise _unknown(name, upload_id)
     caller = audit.remember(request, await services.authorizer.authorize(request, registry, name, actions))
+    return name, upload_id, caller
+
+
+async def _session(services: RegistryServices, registry: RegistryRecord, name: str, upload_id: str,
+                   caller: Caller) -> UploadSession:
+    """The session's row, read under the upload's lock (so no other replica's chunk lands between this read and
+    the work that follows); BLOB_UPLOAD_UNKNOWN unless the session exists under this registry and repository and
+    belongs to ``caller``."""
     session = await services.sql.run(services.meta.get_upload, upload_id)
     if (
         session is None
@@ -381,18 +394,17 @@ async def _session(
         or session.repository != name
         or session.principal != caller.principal
     ):
-        raise unknown
-    return name, upload_id, caller
+        raise _unknown(name, upload_id)
+    return session
 
 
-async def _size(services: RegistryServices, upload_id: str) -> int:
-    """The bytes the session's acknowledged chunks carried (call under the upload's lock). What the upload holds
-    beyond that (a chunk cut off by a crash) is cut off; an upload that lost acknowledged bytes, or its row, is
-    BLOB_UPLOAD_UNKNOWN."""
+async def _size(services: RegistryServices, upload_id: str, session: UploadSession) -> int:
+    """The bytes the session's acknowledged chunks carried (``session`` read under the upload's lock, which is
+    held). What the upload holds beyond that (a chunk cut off by a crash) is cut off; an upload that lost
+    acknowledged bytes is BLOB_UPLOAD_UNKNOWN."""
     stored = await services.blobs.upload_size(upload_id)
-    session = await services.sql.run(services.meta.get_upload, upload_id)
-    acknowledged = stored if session is None or session.size is None else session.size
-    if session is None or stored is None or acknowledged is None or stored < acknowledged:
+    acknowledged = stored if session.size is None else session.size
+    if stored is None or acknowledged is None or stored < acknowledged:
         await services.sql.run(services.meta.delete_upload, upload_id)
         await services.blobs.abort(upload_id)
         raise RegistryError("BLOB_UPLOAD_UNKNOWN", f"upload {upload_id} has no data any more")
@@ -411,18 +423,19 @@ async def upload_status(request: web.Request, services: RegistryServices, regist
     """GET: 204 with ``Range`` (bytes received so far) and ``Location``. A read, so it needs ``pull`` only (as in
     Distribution): a client that holds a pull token for its GETs, as the OCI conformance suite does, gets the
     status of the session it opened."""
-    name, upload_id, _ = await _session(request, services, registry, route, (PULL,))
+    name, upload_id, caller = await _caller(request, services, registry, route, (PULL,))
     async with locks.uploads(upload_id):
-        size = await _size(services, upload_id)
+        size = await _size(services, upload_id, await _session(services, registry, name, upload_id, caller))
     return empty(204, _upload_headers(name, upload_id, size))
 
 
 async def patch_upload(request: web.Request, services: RegistryServices, registry: RegistryRecord,
                        route: Route) -> web.Response:
     """PATCH: append a chunk (with ``Content-Range``) or a stream (without); 202 with the new ``Range``."""
-    name, upload_id, _ = await _session(request, services, registry, route)
+    name, upload_id, caller = await _caller(request, services, registry, route)
     async with locks.uploads(upload_id) as held:
-        size = await _append(services, request, name, upload_id, await _size(services, upload_id))
+        size = await _size(services, upload_id, await _session(services, registry, name, upload_id, caller))
+        size = await _append(services, request, name, upload_id, size)
         await held.verify()  # bytes past the acknowledged size are cut off by the next request
         await services.sql.run(services.meta.touch_upload, upload_id, size)
     return empty(202, _upload_headers(name, upload_id, size))
@@ -434,14 +447,15 @@ async def put_upload(request: web.Request, services: RegistryServices, registry:
 
     A digest mismatch discards the upload (DIGEST_INVALID); a malformed final chunk leaves the session open.
     """
-    name, upload_id, _ = await _session(request, services, registry, route)
+    name, upload_id, caller = await _caller(request, services, registry, route)
     digest_param = request.query.get("digest")
-    if digest_param is None:
-        raise RegistryError("DIGEST_INVALID", "closing an upload needs ?digest=<digest> of the whole blob")
-    digest = parse_digest(digest_param)
-    await services.sql.run(guards.check_write, services.artifacts, registry.id, name)
     async with locks.uploads(upload_id) as held:
-        size = await _size(services, upload_id)
+        session = await _session(services, registry, name, upload_id, caller)
+        if digest_param is None:
+            raise RegistryError("DIGEST_INVALID", "closing an upload needs ?digest=<digest> of the whole blob")
+        digest = parse_digest(digest_param)
+        await services.sql.run(guards.check_write, services.artifacts, registry.id, name)
+        size = await _size(services, upload_id, session)
         if request.can_read_body:
             await _append(services, request, name, upload_id, size)
         await held.verify()
@@ -456,8 +470,9 @@ async def put_upload(request: web.Request, services: RegistryServices, registry:
 async def cancel_upload(request: web.Request, services: RegistryServices, registry: RegistryRecord,
                         route: Route) -> web.Response:
     """DELETE: discard the session and what it received (204)."""
-    _, upload_id, _ = await _session(request, services, registry, route)
+    name, upload_id, caller = await _caller(request, services, registry, route)
     async with locks.uploads(upload_id):
+        await _session(services, registry, name, upload_id, caller)
         await services.sql.run(services.meta.delete_upload, upload_id)
         await services.blobs.abort(upload_id)
     return empty(204, {})

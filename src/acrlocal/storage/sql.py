@@ -294,7 +294,12 @@ def racing_insert(conn: sa.Connection, table: sa.Table) -> Any:
     """An INSERT into ``table`` with ``on_conflict_do_nothing`` and ``on_conflict_do_update`` (``ON CONFLICT``,
     which PostgreSQL and SQLite both have), for rows that writers in other processes or threads may insert at the
     same time: a check-then-insert would fail with a unique violation for the later one."""
-    if conn.dialect.name == "postgresql":
+    return dialect_insert(conn.dialect.name, table)
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """:func:`racing_insert` for the dialect named ``dialect``, for a statement built before any connection."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
         return postgresql_insert(table)

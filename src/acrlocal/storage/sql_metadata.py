@@ -8,6 +8,7 @@ and its referrer entry) happens in one transaction, so a crash never leaves a ha
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
@@ -27,7 +28,49 @@ from acrlocal.storage.content_tables import (
 )
 from acrlocal.storage.manifest_cache import ManifestCache
 from acrlocal.storage.metadata import ManifestInUse, ManifestRecord, NewManifest, UnknownReferences, UploadSession
-from acrlocal.storage.sql import NamedLock, racing_insert, write_transaction
+from acrlocal.storage.sql import NamedLock, dialect_insert, racing_insert, write_transaction
+
+# -- the statements of every blob request, built once --------------------------------------------------------
+# Building a Core statement and its cache key costs SQLAlchemy more than SQLite takes to run it (about 70 of a
+# call's 150 microseconds), so the statements that a push or a pull runs for each of its blobs are built here, once,
+# with bound parameters. A parameter stored in a column is named after it, so the length check on writes
+# (``acrlocal.storage.sql``) sees it; the ones that only select rows have names of their own.
+
+_REPOSITORY_ID = sa.select(repositories.c.id).where(
+    repositories.c.registry_id == sa.bindparam("registry_id"), repositories.c.name == sa.bindparam("name"))
+_BLOB_SIZE = (
+    sa.select(blobs.c.size, repository_blobs.c.repository_id,
+              sa.func.coalesce(repository_blobs.c.used, repository_blobs.c.created).label("used"))
+    .select_from(repositories.join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
+                 .join(blobs, blobs.c.digest == repository_blobs.c.digest))
+    .where(repositories.c.registry_id == sa.bindparam("registry_id"), repositories.c.name == sa.bindparam("name"),
+           repository_blobs.c.digest == sa.bindparam("blob"))
+)
+_BLOB_KNOWN = sa.select(blobs.c.digest).where(blobs.c.digest == sa.bindparam("blob"))
+#: SET ``used`` (the parameter of that name) of one repository's link to a blob.
+_TOUCH_LINK = sa.update(repository_blobs).where(
+    repository_blobs.c.repository_id == sa.bindparam("repo_id"), repository_blobs.c.digest == sa.bindparam("blob"))
+_UPLOAD = sa.select(upload_sessions).where(upload_sessions.c.id == sa.bindparam("upload_id"))
+_NEW_UPLOAD = sa.insert(upload_sessions)
+#: SET the columns given as parameters of one upload session.
+_UPDATE_UPLOAD = sa.update(upload_sessions).where(upload_sessions.c.id == sa.bindparam("upload_id"))
+_DELETE_UPLOAD = sa.delete(upload_sessions).where(upload_sessions.c.id == sa.bindparam("upload_id"))
+
+
+def _count_uploads(owned: bool) -> sa.Select[Any]:
+    owner = upload_sessions.c.principal == sa.bindparam("owner") if owned else upload_sessions.c.principal.is_(None)
+    registry = upload_sessions.c.registry_id == sa.bindparam("registry_id")
+    sessions = sa.select(upload_sessions.c.id).where(registry, owner)
+    return sa.select(sa.func.count()).select_from(sessions.limit(sa.bindparam("most")).subquery())
+
+
+_COUNT_UPLOADS = {owned: _count_uploads(owned) for owned in (True, False)}
+
+
+@functools.cache
+def _insert_once(dialect: str, table: sa.Table, *key: str) -> Any:
+    """An INSERT into ``table`` that does nothing where a row of the same ``key`` exists, for ``dialect``."""
+    return dialect_insert(dialect, table).on_conflict_do_nothing(index_elements=list(key))
 
 
 def _new_id(result: sa.CursorResult[Any]) -> int:
@@ -53,19 +96,14 @@ class SqlRegistryMetadata:
 
     @staticmethod
     def _repository_id(conn: sa.Connection, registry_id: int, name: str) -> int | None:
-        row = conn.execute(
-            sa.select(repositories.c.id).where(repositories.c.registry_id == registry_id, repositories.c.name == name)
-        ).first()
+        row = conn.execute(_REPOSITORY_ID, {"registry_id": registry_id, "name": name}).first()
         return None if row is None else int(row.id)
 
     def _ensure_repository(self, conn: sa.Connection, registry_id: int, name: str, now: float) -> int:
         repo_id = self._repository_id(conn, registry_id, name)
         if repo_id is None:
-            conn.execute(
-                racing_insert(conn, repositories)
-                .values(registry_id=registry_id, name=name, created=now, updated=now)
-                .on_conflict_do_nothing(index_elements=["registry_id", "name"])
-            )
+            conn.execute(_insert_once(conn.dialect.name, repositories, "registry_id", "name"),
+                         {"registry_id": registry_id, "name": name, "created": now, "updated": now})
             repo_id = self._repository_id(conn, registry_id, name)
             assert repo_id is not None
         return repo_id
@@ -87,44 +125,27 @@ class SqlRegistryMetadata:
 
     def blob_size(self, registry_id: int, repository: str, digest: str, *,
                   refresh_before: float | None = None) -> int | None:
-        last_used = sa.func.coalesce(repository_blobs.c.used, repository_blobs.c.created)
-        query = (
-            sa.select(blobs.c.size, repository_blobs.c.repository_id, last_used.label("used"))
-            .select_from(
-                repositories.join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id).join(
-                    blobs, blobs.c.digest == repository_blobs.c.digest
-                )
-            )
-            .where(
-                repositories.c.registry_id == registry_id,
-                repositories.c.name == repository,
-                repository_blobs.c.digest == digest,
-            )
-        )
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_BLOB_SIZE, {"registry_id": registry_id, "name": repository, "blob": digest}).first()
         if row is None:
             return None
         if refresh_before is not None and row.used < refresh_before:
             with self.engine.begin() as conn:
-                conn.execute(sa.update(repository_blobs).where(
-                    repository_blobs.c.repository_id == row.repository_id, repository_blobs.c.digest == digest,
-                ).values(used=time.time()))
+                conn.execute(_TOUCH_LINK, {"repo_id": row.repository_id, "blob": digest, "used": time.time()})
         return int(row.size)
 
     @staticmethod
     def _link(conn: sa.Connection, repo_id: int, digest: str, now: float) -> None:
-        where = (repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest)
-        if not conn.execute(sa.update(repository_blobs).where(*where).values(used=now)).rowcount:
-            conn.execute(racing_insert(conn, repository_blobs).values(repository_id=repo_id, digest=digest, created=now)
-                         .on_conflict_do_nothing(index_elements=["repository_id", "digest"]))
+        if not conn.execute(_TOUCH_LINK, {"repo_id": repo_id, "blob": digest, "used": now}).rowcount:
+            conn.execute(_insert_once(conn.dialect.name, repository_blobs, "repository_id", "digest"),
+                         {"repository_id": repo_id, "digest": digest, "created": now})
 
     def link_blob(self, registry_id: int, repository: str, digest: str, size: int) -> None:
         now = time.time()
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest == digest)).first() is None:
-                conn.execute(racing_insert(conn, blobs).values(digest=digest, size=size, created=now)
-                             .on_conflict_do_nothing(index_elements=["digest"]))
+            if conn.execute(_BLOB_KNOWN, {"blob": digest}).first() is None:
+                conn.execute(_insert_once(conn.dialect.name, blobs, "digest"),
+                             {"digest": digest, "size": size, "created": now})
             repo_id = self._ensure_repository(conn, registry_id, repository, now)
             self._link(conn, repo_id, digest, now)
 
@@ -445,38 +466,30 @@ class SqlRegistryMetadata:
     def create_upload(self, upload_id: str, registry_id: int, repository: str, principal: str | None) -> None:
         now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.insert(upload_sessions).values(
-                    id=upload_id, registry_id=registry_id, repository=repository, principal=principal,
-                    created=now, updated=now, size=0,
-                )
-            )
+            conn.execute(_NEW_UPLOAD, {"id": upload_id, "registry_id": registry_id, "repository": repository,
+                                       "principal": principal, "created": now, "updated": now, "size": 0})
 
     def get_upload(self, upload_id: str) -> UploadSession | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(upload_sessions).where(upload_sessions.c.id == upload_id)).first()
+            row = conn.execute(_UPLOAD, {"upload_id": upload_id}).first()
         if row is None:
             return None
         return UploadSession(row.id, row.registry_id, row.repository, row.principal, row.created, row.updated,
                              None if row.size is None else int(row.size))
 
     def count_uploads(self, registry_id: int, principal: str | None, limit: int) -> int:
-        owner = upload_sessions.c.principal.is_(None) if principal is None else upload_sessions.c.principal == principal
-        sessions = sa.select(upload_sessions.c.id).where(upload_sessions.c.registry_id == registry_id, owner)
+        query = _COUNT_UPLOADS[principal is not None]
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(sessions.limit(limit).subquery()))
+            return int(conn.execute(query, {"registry_id": registry_id, "owner": principal, "most": limit})
                        .scalar_one())
 
     def touch_upload(self, upload_id: str, size: int) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(upload_sessions).where(upload_sessions.c.id == upload_id)
-                .values(updated=time.time(), size=size)
-            )
+            conn.execute(_UPDATE_UPLOAD, {"upload_id": upload_id, "updated": time.time(), "size": size})
 
     def delete_upload(self, upload_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(upload_sessions).where(upload_sessions.c.id == upload_id))
+            conn.execute(_DELETE_UPLOAD, {"upload_id": upload_id})
 
     def expired_uploads(self, updated_before: float) -> list[str]:
         with self.engine.connect() as conn:
