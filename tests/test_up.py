@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,20 @@ def test_registry_port_serves_v2_over_tls_trusted_by_the_local_ca(acrlocal: AcrL
     assert r.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(acrlocal.url("/v2/"), verify=True)
+
+
+@pytest.mark.parametrize("suites", ["TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+                                    "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+                                    "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"])
+def test_tls_13_answers_with_the_clients_first_choice(acrlocal: AcrLocal, suites: str) -> None:
+    """Go's clients ask for AES-128-GCM first, OpenSSL's for AES-256-GCM: each gets what it asked for first (an
+    OpenSSL client, the real ``openssl s_client``, stands in for both)."""
+    proc = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{acrlocal.registry()['port']}",
+                           "-tls1_3", "-ciphersuites", suites, "-CAfile", str(acrlocal.ca)],
+                          input=b"", capture_output=True, timeout=30)
+    out = proc.stdout.decode()
+    assert "Verify return code: 0 (ok)" in out, out[-2000:]
+    assert f"Cipher is {suites.split(':')[0]}" in out, out[-2000:]
 
 
 def test_certificate_covers_loopback_names_and_registry_host(acrlocal: AcrLocal) -> None:

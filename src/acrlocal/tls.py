@@ -41,6 +41,19 @@ HOST_CONTEXTS = 4096
 log = logging.getLogger(__name__)
 
 
+def serving_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context for the leaf ``cert`` (with its ``key``): TLS 1.2 and later, Python's default ciphers, and
+    the client's order among them (Mozilla's "intermediate" configuration: every cipher offered is strong, so the
+    client picks the one fastest on its hardware). Python's own default is the server's order, which puts
+    AES-256-GCM first; Go's clients (docker, skopeo, oras, containerd) ask for AES-128-GCM first, about a sixth
+    cheaper a byte on both ends of a pull. A key that does not match raises :class:`ssl.SSLError`."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     """``key`` as unencrypted PKCS#8 PEM, readable by this user only."""
     write_private(path, key.private_bytes(
@@ -120,9 +133,7 @@ class LocalCA:
                 days=30)
             if expiring or current is None or set(_names_of(current)) != set(names):
                 self._issue_leaf(names, cert, key)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(cert, key)
+        ctx = serving_context(cert, key)
         return ctx
 
     def ca_pem(self) -> bytes:
@@ -145,9 +156,7 @@ class LocalCA:
     def server_context(self) -> ssl.SSLContext:
         """The context of every https listener: the shared leaf, or a host name's own (see :meth:`serve_names`)."""
         if self._context is None:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.load_cert_chain(self.cert_path, self.key_path)
+            ctx = serving_context(self.cert_path, self.key_path)
             ctx.sni_callback = self._choose
             self._context = ctx
         return self._context
@@ -186,9 +195,7 @@ class LocalCA:
                     current.not_valid_after_utc - dt.datetime.now(dt.UTC) < dt.timedelta(days=30)):
                 folder.mkdir(mode=0o700, exist_ok=True)
                 self._issue_leaf((name,), cert, key)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(cert, key)
+        ctx = serving_context(cert, key)
         if len(self._hosts) >= HOST_CONTEXTS:
             self._hosts.clear()
         self._hosts[name] = ctx
