@@ -6,13 +6,16 @@ default tenant."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
+import sqlalchemy as sa
 
 from tests.arm.conftest import Arm, admin_of, new_principal, subscription_of
+from tests.db_faults import failed, refused
 from tests.harness import ACR_SCOPE, AcrLocal, running
 
 ROTATE = "/providers/Microsoft.AcrLocal/rotateSigningKeys"
@@ -87,3 +90,67 @@ def test_rotation_needs_the_permission_at_the_subscription(server: AcrLocal) -> 
                                                          api_version="2025-01-01")
     assert r.status_code == 200, r.text
     assert len(r.json()["publishedKeyIds"]) >= 2
+
+
+def _signing(server: AcrLocal, table: str) -> list[str]:
+    """The key ids of ``table`` that no rotation retired (the keys that may sign), newest first."""
+    engine = server.database()
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(f"SELECT kid FROM {table} WHERE retired IS NULL ORDER BY created DESC"))
+                        .scalars())
+    finally:
+        engine.dispose()
+
+
+def test_a_rotation_whose_new_key_cannot_be_stored_leaves_the_old_key_signing(server: AcrLocal) -> None:
+    """A rotation retires the signing key and stores a new one in one transaction: when the new one cannot be
+    stored, the old one has not been retired (it would have gone on signing tokens that outlive its publication,
+    and once its grace ended the tenant could have no key at all)."""
+    sub = subscription_of(server)
+    admin = Arm(server, admin_of(server).token(server))
+    tenant_keys, registry_keys = _signing(server, "signing_keys"), _signing(server, "registry_token_keys")
+    assert len(tenant_keys) == 1 and len(registry_keys) == 1
+    with refused(server, "signing_keys", "INSERT", "1 = 1"):
+        failed(admin.call("POST", f"/subscriptions/{sub}{ROTATE}", api_version="2025-01-01"))
+    assert _signing(server, "signing_keys") == tenant_keys
+    # The tenant's key rotates, the registries' new key is refused: the registries' old key still signs.
+    with refused(server, "registry_token_keys", "INSERT", "1 = 1"):
+        failed(admin.call("POST", f"/subscriptions/{sub}{ROTATE}", api_version="2025-01-01"))
+    assert _signing(server, "registry_token_keys") == registry_keys
+    assert kid(server.admin_token("https://management.azure.com/.default")) == _signing(server, "signing_keys")[0]
+    rotated = admin.call("POST", f"/subscriptions/{sub}{ROTATE}", api_version="2025-01-01")
+    assert rotated.status_code == 200, rotated.text
+    assert len(_signing(server, "signing_keys")) == len(_signing(server, "registry_token_keys")) == 1
+
+
+def test_keys_all_retired_by_an_earlier_version_are_replaced_by_the_next_token(tmp_path: Path) -> None:
+    """A database where every key is retired and past its publication (what a rotation cut off between its two
+    writes left before they were one transaction, a day later) gets new keys as tokens are issued: tokens are
+    signed, verify, and are accepted, no 500."""
+    data = tmp_path / "data"
+    with running(data) as server:
+        server.exchange(server.admin_token(ACR_SCOPE))  # the tenant's key and the registries' key exist
+        engine = server.database()
+    day_ago = time.time() - 30 * 3600
+    try:
+        with engine.begin() as conn:
+            for table in ("signing_keys", "registry_token_keys"):
+                conn.execute(sa.text(f"UPDATE {table} SET retired = :t"), {"t": day_ago})
+    finally:
+        engine.dispose()
+    with running(data) as server:
+        arm_token = server.admin_token("https://management.azure.com/.default")
+        assert kid(arm_token) == _signing(server, "signing_keys")[0]
+        r = Arm(server, arm_token).call("GET", f"/subscriptions/{subscription_of(server)}/resourcegroups")
+        assert r.status_code == 200, r.text
+        login_server = server.login_server()
+        refresh = server.exchange(server.admin_token(ACR_SCOPE))
+        r = server.session().post(f"https://{login_server}/oauth2/token", data={
+            "grant_type": "refresh_token", "service": login_server, "refresh_token": refresh,
+            "scope": "repository:healed/app:pull"})
+        assert r.status_code == 200, r.text
+        assert kid(r.json()["access_token"]) == _signing(server, "registry_token_keys")[0]
+        r = server.session().get(f"https://{login_server}/v2/healed/app/tags/list",
+                                 headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN", r.text

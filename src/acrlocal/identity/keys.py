@@ -68,6 +68,14 @@ GENERATION = "signing-keys"
 KIDS_GENERATION = "signing-key-ids"
 
 
+def _new_key(tenant_id: str) -> dict[str, Any]:
+    """The row of a new signing key of the tenant (an RSA key made now, tens of milliseconds)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    return {"kid": _kid_for(key), "tenant_id": tenant_id, "private_pem": pem, "created": time.time(), "retired": None}
+
+
 def _published_at(retired: float | None, now: float) -> bool:
     """Whether a key retired at ``retired`` (``None``: active) still verifies at ``now``."""
     return retired is None or retired + MAX_TOKEN_LIFETIME_S > now
@@ -174,14 +182,18 @@ class KeyRing:
         makes an RSA key: call it in a thread; database errors propagate (a key committed whose announcement failed
         is announced by this process's next call for the tenant; one whose process stopped between the two, before
         it signed anything, is announced by whichever process finds it first here, and everywhere when that
-        process's successor starts: see ``Generations.bump_all``)."""
+        process's successor starts: see ``Generations.bump_all``). A tenant whose keys are all retired (a database
+        where a rotation was cut off between its two writes, before they were one transaction) gets a new one,
+        announced the same way."""
         keys = self.keys(tenant_id)
         tenant_id = tenant_id.lower()
-        if keys and tenant_id not in self._unannounced:
+        if keys and keys[0].retired is None and tenant_id not in self._unannounced:
             return keys[0]
         with self._lock:
-            if not self._load(tenant_id):
+            loaded = self._load(tenant_id)
+            if not loaded or loaded[0].retired is not None:
                 self._create(tenant_id)
+                self._unannounced.add(tenant_id)
             if not keys:
                 # The key ids known here, current as far as anyone announced, lacked the tenant's key: it was
                 # made here, or by a process that announces it any moment, or that stopped before it could.
@@ -235,23 +247,19 @@ class KeyRing:
         """Make a new active key; the previous one stays published until its tokens have expired."""
         tenant_id = tenant_id.lower()
         with self._lock:
-            now = time.time()
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn:  # one transaction: never a tenant whose every key is retired
                 conn.execute(sa.update(t.signing_keys).where(t.signing_keys.c.tenant_id == tenant_id,
-                                                             t.signing_keys.c.retired.is_(None)).values(retired=now))
-            self._create(tenant_id)
+                                                             t.signing_keys.c.retired.is_(None))
+                             .values(retired=time.time()))
+                conn.execute(sa.insert(t.signing_keys).values(_new_key(tenant_id)))
             self._keys[tenant_id] = self._load(tenant_id)
         self._generations.bump(GENERATION)
         self._stamp = self._generations.current(GENERATION)
         return self.active(tenant_id)
 
     def _create(self, tenant_id: str) -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
         with self.engine.begin() as conn:
-            conn.execute(sa.insert(t.signing_keys).values(kid=_kid_for(key), tenant_id=tenant_id, private_pem=pem,
-                                                          created=time.time(), retired=None))
+            conn.execute(sa.insert(t.signing_keys).values(_new_key(tenant_id)))
 
     def tenant_deleted(self, tenant_id: str) -> None:
         """After a tenant's deletion committed (its keys' rows with it): drop its keys here, and tell the server's

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
@@ -53,6 +54,14 @@ def _kid(key: rsa.RSAPrivateKey) -> str:
 GENERATION = "registry-token-keys"
 
 
+def _new_key() -> dict[str, Any]:
+    """The row of a new signing key (an RSA key made now, tens of milliseconds)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    return {"kid": _kid(key), "private_pem": pem, "created": time.time(), "retired": None}
+
+
 class TokenKeys:
     """The signing keys. Thread-safe; the database is read once, then on :meth:`rotate` (here or, signalled through
     the generations, in another process).
@@ -80,12 +89,8 @@ class TokenKeys:
         return keys
 
     def _create(self) -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
         with self.engine.begin() as conn:
-            conn.execute(sa.insert(token_keys).values(kid=_kid(key), private_pem=pem, created=time.time(),
-                                                      retired=None))
+            conn.execute(sa.insert(token_keys).values(_new_key()))
 
     def cached(self) -> list[TokenKey] | None:
         """The keys from memory alone, or ``None`` when only :meth:`keys` (which reads the database) can answer:
@@ -100,8 +105,9 @@ class TokenKeys:
 
     def keys(self) -> list[TokenKey]:
         """Keys that verify, newest (the signing key) first. Reads the database unless they are in memory (see
-        :meth:`cached`; makes the first key if there is none): call it in a thread, or :meth:`current` on the event
-        loop. Database errors propagate."""
+        :meth:`cached`; makes the first key if there is none, and a new one if every key is retired, as a rotation
+        cut off between its two writes left before they were one transaction): call it in a thread, or
+        :meth:`current` on the event loop. Database errors propagate."""
         stamp = self._generations.current(GENERATION)
         if stamp != self._stamp:
             with self._lock:
@@ -112,8 +118,11 @@ class TokenKeys:
                 keys = self._keys
                 if keys is None:
                     keys = self._load()
-                    if not keys:
+                    if not keys or keys[0].retired is not None:
                         self._create()
+                        if keys:  # the other processes hold the retired ones: they read the new one
+                            self._generations.bump(GENERATION)
+                            self._stamp = self._generations.current(GENERATION)
                         keys = self._load()
                     self._keys = keys
         return keys
@@ -133,9 +142,9 @@ class TokenKeys:
     def rotate(self) -> TokenKey:
         """A new signing key; the previous one keeps verifying for :data:`RETIRED_KEY_GRACE_S`."""
         with self._lock:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn:  # one transaction: never a moment without a signing key
                 conn.execute(sa.update(token_keys).where(token_keys.c.retired.is_(None)).values(retired=time.time()))
-            self._create()
+                conn.execute(sa.insert(token_keys).values(_new_key()))
             self._keys = self._load()
             self._generations.bump(GENERATION)
             self._stamp = self._generations.current(GENERATION)
