@@ -35,6 +35,33 @@ def test_arm_names_ending_with_a_line_feed_are_refused(arm_server: AcrLocal, adm
         assert listed.status_code == 200 and listed.json()["value"] == [], listed.text
 
 
+def test_an_encoded_slash_is_part_of_its_name_and_no_name_may_hold_one(arm_server: AcrLocal, admin: Arm) -> None:
+    """``%2F`` in a path is a character of its segment, not a separator: a deployment named ``d%2F`` is refused
+    (no ARM name holds a ``/``), not made as ``d`` with its actions then refused at ``d//cancel``, and nothing is
+    made under any spelling of it."""
+    sub = subscription_of(arm_server)
+    group = f"/subscriptions/{sub}/resourceGroups/slash-{uuid.uuid4().hex[:6]}"
+    assert admin.call("PUT", group, {"location": "westus"}).status_code == 201
+    template = {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+                "contentVersion": "1.0.0.0", "resources": []}
+    deployments = f"{group}/providers/Microsoft.Resources/deployments"
+    for path, body, version in (
+            (f"{deployments}/d%2F", {"properties": {"mode": "Incremental", "template": template}}, "2024-03-01"),
+            (f"{deployments}/d%2fe", {"properties": {"mode": "Incremental", "template": template}}, "2024-03-01"),
+            (f"{group}/{IDENTITIES}/ident%2F", {"location": "westus"}, "2023-01-31"),
+            (f"{group}%2F", {"location": "westus"}, None)):
+        r = admin.call("PUT", path, body, api_version=version) if version else admin.call("PUT", path, body)
+        assert r.status_code == 400, (path, r.text)
+        assert r.json()["error"]["code"] == "InvalidRequestUri", r.text
+    for action in ("cancel", "validate"):
+        r = admin.call("POST", f"{deployments}/d%2F/{action}", api_version="2024-03-01")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidRequestUri", r.text
+    listed = admin.call("GET", deployments, api_version="2024-03-01")
+    assert listed.status_code == 200 and listed.json()["value"] == [], listed.text
+    listed = admin.call("GET", f"{group}/{IDENTITIES}", api_version="2023-01-31")
+    assert listed.status_code == 200 and listed.json()["value"] == [], listed.text
+
+
 def test_graph_names_ending_with_a_line_feed_are_refused(arm_server: AcrLocal) -> None:
     g = graph(arm_server, admin_of(arm_server))
     domain = json.loads((arm_server.data_dir / "admin.json").read_text())["userPrincipalName"].split("@")[1]

@@ -6,7 +6,7 @@ import pytest
 
 from acrlocal.arm.errors import ArmError
 from acrlocal.arm.odata import parse_filter
-from acrlocal.arm.paths import parse_path
+from acrlocal.arm.paths import parse_path, parse_request_path
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 
@@ -59,6 +59,20 @@ def test_malformed_paths(text: str, code: str) -> None:
     with pytest.raises(ArmError) as err:
         parse_path(text)
     assert err.value.status == 400 and err.value.code == code
+
+
+def test_a_request_path_is_split_before_it_is_decoded() -> None:
+    group = f"/subscriptions/{SUB}/resourceGroups/rg"
+    path = parse_request_path(f"{group}/providers/Microsoft.Resources/deployments/d%20e%28x%29/cancel?x=%2F")
+    assert path.segments == ("deployments", "d e(x)", "cancel")
+    assert parse_request_path(f"{group}/providers/Microsoft.Compute//virtualMachines/vm1").segments == (
+        "virtualMachines", "vm1")
+    for encoded in ("d%2F", "d%2fe", "%2F"):
+        with pytest.raises(ArmError) as err:
+            parse_request_path(f"{group}/providers/Microsoft.Resources/deployments/{encoded}/cancel")
+        assert err.value.status == 400 and err.value.code == "InvalidRequestUri"
+    with pytest.raises(ArmError):
+        parse_request_path(f"/subscriptions/{SUB}/resourceGroups/rg%2F")
 
 
 def test_filters() -> None:

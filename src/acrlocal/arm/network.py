@@ -29,7 +29,7 @@ import uuid
 from typing import Any, ClassVar
 
 from acrlocal.arm.errors import ArmError, bad_request
-from acrlocal.arm.paths import parse_path
+from acrlocal.arm.paths import parse_request_path
 from acrlocal.arm.providers import Call, JsonObject, ResourceType, register, require_object
 from acrlocal.arm.store import ArmStore, Resource
 
@@ -130,7 +130,7 @@ def group_deleted(call: Call | None) -> bool:
     if call is None or call.request.method != "DELETE":
         return True
     try:
-        return parse_path(call.request.path).kind == "group"
+        return parse_request_path(call.request.raw_path).kind == "group"
     except ArmError:
         return False
 

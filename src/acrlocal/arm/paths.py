@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote
 
 from acrlocal.arm.errors import ArmError
 
@@ -118,6 +119,18 @@ def _drop_empty_parent_paths(parts: list[str]) -> list[str]:
     segment stays and is refused."""
     return [p for i, p in enumerate(parts)
             if p or i < 2 or parts[i - 2].lower() != "providers" or not NAMESPACE.match(parts[i - 1])]
+
+
+def parse_request_path(raw_path: str) -> ArmPath:
+    """:func:`parse_path` of a request's target as it came (``request.raw_path``; a query is left out), each
+    segment percent-decoded on its own: an encoded ``/`` (``%2F``) belongs to its segment, not a separator, and
+    since no ARM name holds a ``/``, a path with one is refused (400 ``InvalidRequestUri``). Decoding the path whole
+    first would make ``deployments/d%2F`` the deployment ``d`` and ``deployments/d%2F/cancel`` an empty segment."""
+    segments = [unquote(s) for s in raw_path.split("?", 1)[0].split("/")]
+    for segment in segments:
+        if "/" in segment:
+            raise _invalid_uri(raw_path, f"the segment '{segment[:100]}' is not valid")
+    return parse_path("/".join(segments))
 
 
 def parse_path(path: str) -> ArmPath:

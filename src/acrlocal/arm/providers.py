@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, cast
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -84,6 +85,8 @@ class RequestLike(Protocol):
     @property
     def path(self) -> str: ...
     @property
+    def raw_path(self) -> str: ...
+    @property
     def query(self) -> Mapping[str, str]: ...
     @property
     def headers(self) -> Mapping[str, str]: ...
@@ -105,6 +108,11 @@ class InternalRequest:
     path: str
     query: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def raw_path(self) -> str:
+        """``path`` as a client would send it: each segment percent-encoded."""
+        return "/".join(quote(segment, safe="") for segment in self.path.split("/"))
 
 
 @dataclass

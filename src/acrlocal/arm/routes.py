@@ -30,7 +30,7 @@ from acrlocal.arm import generic, graph, groups, images, subscriptions
 from acrlocal.arm.auth import authenticate
 from acrlocal.arm.authorization import ensure_admin_owner
 from acrlocal.arm.errors import ArmError, invalid_content, subscription_not_found
-from acrlocal.arm.paths import ArmPath, parse_path
+from acrlocal.arm.paths import ArmPath, parse_request_path
 from acrlocal.arm.providers import REGISTRY, Call, load_providers
 from acrlocal.arm.services import ARM, ArmServices
 from acrlocal.arm.store import ArmStore
@@ -155,7 +155,7 @@ async def route(call: Call) -> web.StreamResponse:
         return await _get_only(call, subscriptions.list_subscriptions(call))
     if lowered == "/tenants":
         return await _get_only(call, subscriptions.list_tenants(call))
-    path = parse_path(request.path)
+    path = parse_request_path(request.raw_path)
     if path.subscription is not None:
         try:
             sub = await call.run(call.services.directory.subscription, path.subscription)
