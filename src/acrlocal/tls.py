@@ -133,8 +133,7 @@ class LocalCA:
                 days=30)
             if expiring or current is None or set(_names_of(current)) != set(names):
                 self._issue_leaf(names, cert, key)
-        ctx = serving_context(cert, key)
-        return ctx
+        return serving_context(cert, key)
 
     def ca_pem(self) -> bytes:
         return self.ca_path.read_bytes()
