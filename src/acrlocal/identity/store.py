@@ -102,6 +102,9 @@ signing_keys = sa.Table(
     sa.Column("retired", sa.Float, nullable=True),
     # A tenant's keys (its JWKS, its signing key) are read by tenant: one index range, however many tenants.
     sa.Index("ix_signing_keys_tenant", "tenant_id"),
+    # One unretired key (the one that signs) a tenant, whoever writes: a second is refused (``after_the_winner``).
+    sa.Index("ux_signing_keys_active", "tenant_id", unique=True, sqlite_where=sa.text("retired IS NULL"),
+             postgresql_where=sa.text("retired IS NULL")),
 )
 
 # -- the directory's people and objects (Microsoft Graph's users, groups, applications) ---------------------------

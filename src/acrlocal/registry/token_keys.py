@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import Engine
 
 from acrlocal.generations import Generations
-from acrlocal.storage.sql import SqlThread, metadata
+from acrlocal.storage.sql import SqlThread, after_the_winner, metadata, write_transaction
 
 #: A retired key verifies for this long after the rotation (longer than any token it signed lives).
 RETIRED_KEY_GRACE_S = 4 * 3600
@@ -35,6 +35,9 @@ token_keys = sa.Table(
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("retired", sa.Float, nullable=True),
 )
+# One unretired key (the one that signs) at a time, whoever writes: a second is refused (see ``after_the_winner``).
+sa.Index("ux_registry_token_keys_active", token_keys.c.retired.is_(None), unique=True,
+         sqlite_where=token_keys.c.retired.is_(None), postgresql_where=token_keys.c.retired.is_(None))
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,15 @@ class TokenKeys:
         return keys
 
     def _create(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(token_keys).values(_new_key()))
+        """A key when none is unretired, unless another process made one meanwhile (then that one signs)."""
+        row = _new_key()
+
+        def add_unless_made(conn: sa.Connection) -> None:
+            write_transaction(conn)  # SQLite: what is read next is what the insert goes against
+            if conn.execute(sa.select(token_keys.c.kid).where(token_keys.c.retired.is_(None))).first() is None:
+                conn.execute(sa.insert(token_keys).values({**row, "created": time.time()}))
+
+        after_the_winner(self.engine, add_unless_made)
 
     def cached(self) -> list[TokenKey] | None:
         """The keys from memory alone, or ``None`` when only :meth:`keys` (which reads the database) can answer:
@@ -140,11 +150,18 @@ class TokenKeys:
         return None
 
     def rotate(self) -> TokenKey:
-        """A new signing key; the previous one keeps verifying for :data:`RETIRED_KEY_GRACE_S`."""
+        """A new signing key; the previous one keeps verifying for :data:`RETIRED_KEY_GRACE_S`. One transaction
+        (never a moment without a signing key), and one unretired key at a time (a unique index): a rotation that
+        raced another process's is done again after it. Database errors propagate, with nothing written."""
+        row = _new_key()
+
+        def retire_and_add(conn: sa.Connection) -> None:
+            now = time.time()
+            conn.execute(sa.update(token_keys).where(token_keys.c.retired.is_(None)).values(retired=now))
+            conn.execute(sa.insert(token_keys).values({**row, "created": now}))
+
         with self._lock:
-            with self.engine.begin() as conn:  # one transaction: never a moment without a signing key
-                conn.execute(sa.update(token_keys).where(token_keys.c.retired.is_(None)).values(retired=time.time()))
-                conn.execute(sa.insert(token_keys).values(_new_key()))
+            after_the_winner(self.engine, retire_and_add)
             self._keys = self._load()
             self._generations.bump(GENERATION)
             self._stamp = self._generations.current(GENERATION)

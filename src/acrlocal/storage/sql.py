@@ -290,6 +290,23 @@ def unique_violation(exc: BaseException) -> bool:
     return getattr(exc.orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(exc.orig)
 
 
+def after_the_winner(engine: Engine, work: Callable[[sa.Connection], None], *, attempts: int = 3) -> None:
+    """Run ``work`` in a transaction of its own, and again (up to ``attempts`` in all) when a unique index refused
+    what it wrote because another writer committed that row first; the next transaction sees the winner's row, so
+    the two end as one of their serial orders. Meant for writes that first change the rows a unique index guards and
+    then insert (a rotation retiring the one active key before adding the next): on PostgreSQL (read committed) an
+    ``UPDATE`` does not see a row committed after it began, so a racing writer's row is found only by the index. Any
+    other error, and the last attempt's unique violation, propagate; nothing of a refused attempt is committed."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                work(conn)
+            return
+        except sa.exc.IntegrityError as exc:
+            if attempt == attempts or not unique_violation(exc):
+                raise
+
+
 def racing_insert(conn: sa.Connection, table: sa.Table) -> Any:
     """An INSERT into ``table`` with ``on_conflict_do_nothing`` and ``on_conflict_do_update`` (``ON CONFLICT``,
     which PostgreSQL and SQLite both have), for rows that writers in other processes or threads may insert at the
