@@ -12,6 +12,7 @@ from tests.harness import AcrLocal
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 API = "2022-04-01"
+CONDITION = "((!(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'})))"
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +81,16 @@ def test_assignment_lifecycle_and_filters(arm_server: AcrLocal, admin: Arm, grou
     ({"roleDefinitionId": "AcrPull!", "principalId": None}, 400, "InvalidRoleDefinitionId"),
     ({"roleDefinitionId": ACR_PULL, "principalId": "not-a-guid"}, 400, "InvalidPrincipalId"),
     ({"roleDefinitionId": ACR_PULL, "principalId": None, "principalType": "User"}, 400, "UnmatchedPrincipalType"),
+    # A condition's version of another JSON type than a string (found by the fuzz suite: a list was a 500).
+    ({"roleDefinitionId": ACR_PULL, "principalId": None, "condition": CONDITION, "conditionVersion": ["", ""]}, 400,
+     "InvalidRoleAssignmentCondition"),
+    ({"roleDefinitionId": ACR_PULL, "principalId": None, "condition": CONDITION, "conditionVersion": 2.0}, 400,
+     "InvalidRoleAssignmentCondition"),
+    ({"roleDefinitionId": ACR_PULL, "principalId": None, "condition": CONDITION, "conditionVersion": "1.0"}, 400,
+     "InvalidRoleAssignmentCondition"),
 ])
 def test_invalid_assignments_are_refused_and_nothing_is_written(arm_server: AcrLocal, admin: Arm, group: str,
-                                                                props: dict[str, str | None], status: int,
+                                                                props: dict[str, object], status: int,
                                                                 code: str) -> None:
     principal = new_principal(arm_server, "invalid-target")
     body = {k: (principal.object_id if k == "principalId" and v is None else v) for k, v in props.items()}

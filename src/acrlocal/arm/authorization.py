@@ -411,8 +411,11 @@ class Authorization(NamespaceHandler):
         if condition is not None:
             if not isinstance(condition, str):
                 raise ArmError(400, "InvalidRoleAssignmentCondition", "The condition must be a string.")
+            if version is not None and not isinstance(version, str):
+                raise ArmError(400, "InvalidRoleAssignmentCondition", f"The condition version must be a string "
+                               f"such as '2.0', not {jsonlib.dumps(version)[:100]}.")
             try:
-                parse_condition(condition, version if isinstance(version, str) else None)
+                parse_condition(condition, version)
             except InvalidCondition as exc:
                 raise ArmError(400, "InvalidRoleAssignmentCondition", str(exc)) from None
             version = version or "2.0"
