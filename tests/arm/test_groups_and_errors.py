@@ -198,3 +198,27 @@ def test_security_rule_fields_of_the_wrong_json_type_are_400(arm_server: AcrLoca
     within = admin.call("PUT", nsg, {"location": "westus", "properties": {"securityRules": [
         {"name": "odd", "properties": {**RULE, **change}}]}}, api_version="2023-09-01")
     assert within.status_code == 400 and within.json()["error"]["code"] == code, within.text
+
+
+@pytest.mark.parametrize(("properties", "code"), [
+    ({"addressPrefixes": {"a": 1}}, "InvalidRequestContent"),
+    ({"addressPrefixes": 5}, "InvalidRequestContent"),
+    ({"addressPrefixes": True}, "InvalidRequestContent"),
+    ({"addressPrefixes": [5]}, "InvalidAddressPrefixFormat"),
+    ({"addressPrefixes": []}, "NetcfgInvalidSubnet"),
+])
+def test_a_subnets_address_prefixes_of_the_wrong_json_type_are_400(arm_server: AcrLocal, admin: Arm,
+                                                                    properties: dict[str, object], code: str) -> None:
+    """A subnet whose ``addressPrefixes`` is not an array of prefixes: ARM's 400, and no subnet (before: a 500 for an
+    object, a number or ``true``)."""
+    sub = subscription_of(arm_server)
+    vnet = f"/subscriptions/{sub}/resourceGroups/acrlocal/providers/Microsoft.Network/virtualNetworks/prefixes-vnet"
+    assert admin.call("PUT", vnet, {"location": "westus", "properties": {"addressSpace": {"addressPrefixes": [
+        "10.7.0.0/16"]}}}, api_version="2023-09-01").status_code in (200, 201)
+    r = admin.call("PUT", f"{vnet}/subnets/odd", {"properties": properties}, api_version="2023-09-01")
+    assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
+    assert admin.call("GET", f"{vnet}/subnets/odd", api_version="2023-09-01").status_code == 404
+    kept = admin.call("PUT", f"{vnet}/subnets/odd", {"properties": {"addressPrefixes": ["10.7.1.0/24"]}},
+                      api_version="2023-09-01")
+    assert kept.status_code in (200, 201) and kept.json()["properties"]["addressPrefix"] == "10.7.1.0/24", kept.text
+    assert admin.call("DELETE", f"{vnet}/subnets/odd", api_version="2023-09-01").status_code in (200, 202, 204)

@@ -79,6 +79,9 @@ def specs(paths: dict[str, str]) -> dict[str, tuple[str, str, dict[str, Any], st
         "vnet": ("PUT", paths["vnet"], VNET, "2023-09-01"),
         "subnet": ("PUT", f"{paths['vnet']}/subnets/s1", {"properties": {
             "addressPrefix": "10.1.1.0/24", "networkSecurityGroup": {"id": paths["nsg"]}}}, "2023-09-01"),
+        "subnet prefixes": ("PUT", f"{paths['vnet']}/subnets/s2", {"properties": {
+            "addressPrefixes": ["10.1.2.0/24"], "privateEndpointNetworkPolicies": "Disabled",
+            "defaultOutboundAccess": False}}, "2023-09-01"),
         "nsg": ("PUT", paths["nsg"], NSG, "2023-09-01"),
         "security rule": ("PUT", f"{paths['nsg']}/securityRules/r2", {"properties": {
             "priority": 200, "direction": "Outbound", "access": "Deny", "protocol": "Udp", "sourcePortRange": "1-9",
@@ -119,9 +122,10 @@ def state(world: World, path: str, api: str) -> Any:
     return r.status_code, (r.json() if r.status_code == 200 else None), world.arm_state()
 
 
-@given(st.data(), st.sampled_from(["identity", "identity tags", "federated credential", "vnet", "subnet", "nsg",
-                                   "security rule", "public ip", "nic", "role assignment", "scope map", "token",
-                                   "group tags", "registry", "registry update", "registry password"]))
+@given(st.data(), st.sampled_from(["identity", "identity tags", "federated credential", "vnet", "subnet",
+                                   "subnet prefixes", "nsg", "security rule", "public ip", "nic", "role assignment",
+                                   "scope map", "token", "group tags", "registry", "registry update",
+                                   "registry password"]))
 def test_resources_near_valid(world: World, paths: dict[str, str], data: st.DataObject, kind: str) -> None:
     method, path, valid, api = specs(paths)[kind]
     body = data.draw(st.one_of(st.just(valid), s.one_odd_value(valid), s.one_odd_value(valid),

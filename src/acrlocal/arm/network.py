@@ -207,7 +207,10 @@ def _child_view(child: Resource, etag: str) -> JsonObject:
 def _subnet_properties(call: Call, draft: Resource, props: JsonObject, name: str,
                        vnet_prefixes: list[ipaddress.IPv4Network],
                        siblings: dict[str, ipaddress.IPv4Network]) -> JsonObject:
-    prefix = props.get("addressPrefix") or (props.get("addressPrefixes") or [None])[0]
+    prefix = props.get("addressPrefix")
+    if not prefix:
+        prefixes = _list(props.get("addressPrefixes"), "properties.addressPrefixes")
+        prefix = prefixes[0] if prefixes else None
     if prefix is None:
         raise bad_request("NetcfgInvalidSubnet", f"Subnet '{name}' is not valid: it needs an addressPrefix.")
     net = _network(prefix, f"subnet '{name}'")
