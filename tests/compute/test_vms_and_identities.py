@@ -284,3 +284,49 @@ def test_bad_federated_credentials_are_refused(acrlocal: AcrLocal, mgmt: Mgmt, g
         mgmt.msi.federated_identity_credentials.create_or_update(group, uami.name, "bad-fic", props)
     assert info.value.status_code == 400 and field in str(info.value)
     assert not list(mgmt.msi.federated_identity_credentials.list(group, uami.name))
+
+
+GOOD_VM = {"location": "westeurope", "properties": {
+    "hardwareProfile": {"vmSize": "Standard_B1s"},
+    "storageProfile": {"imageReference": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server",
+                                          "version": "latest"}, "osDisk": {"createOption": "fromImage"}},
+    "osProfile": {"computerName": "checked", "adminUsername": "azureuser", "linuxConfiguration": {
+        "ssh": {"publicKeys": [{"path": "/home/azureuser/.ssh/authorized_keys", "keyData": "ssh-ed25519 AAAA x"}]}}}}}
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    (("osProfile", "linuxConfiguration", "ssh"), 5),  # was a 500
+    (("osProfile", "linuxConfiguration", "ssh"), "x"),  # was a 500
+    (("osProfile", "linuxConfiguration", "ssh", "publicKeys"), True),  # was a 500
+    (("osProfile", "linuxConfiguration", "ssh", "publicKeys"), [{"keyData": 5}]),
+    (("osProfile", "linuxConfiguration", "disablePasswordAuthentication"), "no"),
+    (("osProfile", "computerName"), "a\n127.0.0.1 mycontainerregistry.azurecr.io"),  # the VM's /etc/hosts
+    (("osProfile", "computerName"), "c" * 65),
+    (("osProfile", "computerName"), {"a": 1}),
+    (("osProfile", "adminPassword"), 5),
+    (("storageProfile", "osDisk", "name"), ["disk"]),
+    (("storageProfile", "osDisk", "diskSizeGB"), "30"),
+    (("storageProfile", "osDisk", "diskSizeGB"), 0),
+    (("storageProfile", "osDisk", "caching"), "Sometimes"),
+    (("storageProfile", "osDisk", "managedDisk", "storageAccountType"), 5),
+    (("storageProfile", "dataDisks"), {"a": 1}),
+])
+def test_a_vm_property_of_the_wrong_type_or_form_is_400_and_no_vm(acrlocal: AcrLocal, mgmt: Mgmt, group: str,
+                                                                   where: tuple[str, ...], value: Any) -> None:
+    """What a VM's properties keep is checked before anything is made: ARM's 400 ``InvalidParameter`` (or
+    ``InvalidRequestContent`` for a part that is not an object), no VM, no 500. The same body with the value left
+    out makes the VM (so each case is refused for that value alone)."""
+    body = json.loads(json.dumps(GOOD_VM))
+    node = body["properties"]
+    for key in where[:-1]:
+        node = node.setdefault(key, {})
+    node[where[-1]] = value
+    path = f"{group_id(mgmt, group)}/providers/Microsoft.Compute/virtualMachines/checked"
+    r = mgmt.arm("PUT", path, body)
+    assert r.status_code == 400 and r.json()["error"]["code"] in ("InvalidParameter", "InvalidRequestContent"), \
+        r.text
+    assert mgmt.arm("GET", path).status_code == 404
+    del node[where[-1]]
+    made = mgmt.arm("PUT", path, body)
+    assert made.status_code in (200, 201), made.text
+    assert mgmt.arm("DELETE", path).status_code in (200, 202, 204)

@@ -33,6 +33,7 @@ never stored. Every refusal is an ARM 400/403/404 raised before the runtime or t
 from __future__ import annotations
 
 import contextlib
+import json as jsonlib
 import re
 import uuid
 from datetime import UTC, datetime
@@ -118,8 +119,58 @@ def _disk_id(resource: Resource, disk: str) -> str:
            f"{NAMESPACE}/disks/{disk}"
 
 
+# Linux host names (``osProfile.computerName``): Azure refuses more than 64 characters, a name of digits only, and
+# punctuation but '-' and '.'. Disk names: 1-80 letters, digits, '_', '.' and '-', from a letter or digit.
+HOST_NAME = re.compile(r"^(?![0-9]+\Z)[A-Za-z0-9][A-Za-z0-9.-]{0,63}\Z")
+DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}\Z")
+CACHING = ("None", "ReadOnly", "ReadWrite")
+CREATE_OPTIONS = ("FromImage", "Attach", "Empty")
+DELETE_OPTIONS = ("Delete", "Detach")
+STORAGE_ACCOUNT_TYPES = ("Standard_LRS", "Premium_LRS", "StandardSSD_LRS", "UltraSSD_LRS", "Premium_ZRS",
+                         "StandardSSD_ZRS", "PremiumV2_LRS")
+
+
+def _invalid(value: Any, parameter: str, expected: str) -> ArmError:
+    return bad_request("InvalidParameter", f"The value {jsonlib.dumps(value)[:100]} of parameter '{parameter}' is "
+                       f"invalid: expected {expected}.")
+
+
+def _text(value: Any, parameter: str, pattern: re.Pattern[str], expected: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise _invalid(value, parameter, expected)
+    return value
+
+
+def _choice(value: Any, parameter: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed``, in any case (az sends ``fromImage``), as ``allowed`` spells it."""
+    found = next((a for a in allowed if isinstance(value, str) and a.lower() == value.lower()), None)
+    if found is None:
+        raise _invalid(value, parameter, "one of " + ", ".join(allowed))
+    return found
+
+
+def _given(mapping: JsonObject, key: str, default: Any) -> Any:
+    """``mapping[key]``, or ``default`` when it is absent or null (as ARM takes an explicit null)."""
+    value = mapping.get(key)
+    return default if value is None else value
+
+
+def _ssh_keys(value: Any) -> JsonObject:
+    """``linuxConfiguration.ssh``: ``{"publicKeys": [{"path": str, "keyData": str}, ...]}``."""
+    ssh = require_object(value, "properties.osProfile.linuxConfiguration.ssh")
+    keys = _given(ssh, "publicKeys", [])
+    if not isinstance(keys, list):
+        raise _invalid(keys, "ssh.publicKeys", "an array of {path, keyData}")
+    for key in keys:
+        if not isinstance(key, dict) or not isinstance(key.get("keyData"), str) or \
+                not isinstance(key.get("path", ""), str):
+            raise _invalid(key, "ssh.publicKeys", "an array of {path, keyData} with text values")
+    return {"publicKeys": keys}
+
+
 def _vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
-    """The stored properties: the body's, with defaults filled in and the secrets left out."""
+    """The stored properties: the body's, with defaults filled in and the secrets left out. Every value stored is
+    checked first (400 ``InvalidParameter`` naming it); properties acrlocal does not model are not kept."""
     props = dict(resource.properties)
     hardware = require_object(props.get("hardwareProfile"), "properties.hardwareProfile")
     size = hardware.get("vmSize", "Standard_DS1_v2")
@@ -133,28 +184,50 @@ def _vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
         images.check_reference(image)
     os_disk = require_object(storage.get("osDisk"), "properties.storageProfile.osDisk")
     old_disk = ((existing.properties.get("storageProfile") or {}).get("osDisk") or {}) if existing else {}
-    disk_name = os_disk.get("name") or old_disk.get("name") or f"{resource.name}_OsDisk_1_{uuid.uuid4().hex}"
+    disk_name = os_disk.get("name")
+    if disk_name is not None:
+        _text(disk_name, "osDisk.name", DISK_NAME, "1-80 letters, digits, '_', '.' and '-', from a letter or digit")
+    disk_name = disk_name or old_disk.get("name") or f"{resource.name}_OsDisk_1_{uuid.uuid4().hex}"
     os_type = os_disk.get("osType", "Linux")
     if os_type not in ("Linux", "Windows"):
         raise bad_request("InvalidParameter", f"The value '{os_type}' of parameter 'osDisk.osType' is invalid.")
+    size_gb = _given(os_disk, "diskSizeGB", 30)
+    if not isinstance(size_gb, int) or isinstance(size_gb, bool) or not 1 <= size_gb <= 4095:
+        raise _invalid(size_gb, "osDisk.diskSizeGB", "a whole number of GiB from 1 to 4095")
     managed = require_object(os_disk.get("managedDisk"), "properties.storageProfile.osDisk.managedDisk")
     os_disk = {
-        "osType": os_type, "name": disk_name, "createOption": os_disk.get("createOption", "FromImage"),
-        "caching": os_disk.get("caching", "ReadWrite"), "deleteOption": os_disk.get("deleteOption", "Delete"),
-        "diskSizeGB": os_disk.get("diskSizeGB", 30),
-        "managedDisk": {"storageAccountType": managed.get("storageAccountType", "Premium_LRS"),
+        "osType": os_type, "name": disk_name,
+        "createOption": _choice(_given(os_disk, "createOption", "FromImage"), "osDisk.createOption", CREATE_OPTIONS),
+        "caching": _choice(_given(os_disk, "caching", "ReadWrite"), "osDisk.caching", CACHING),
+        "deleteOption": _choice(_given(os_disk, "deleteOption", "Delete"), "osDisk.deleteOption", DELETE_OPTIONS),
+        "diskSizeGB": size_gb,
+        "managedDisk": {"storageAccountType": _choice(_given(managed, "storageAccountType", "Premium_LRS"),
+                                                      "managedDisk.storageAccountType", STORAGE_ACCOUNT_TYPES),
                         "id": _disk_id(resource, disk_name)},
     }
+    data_disks = _given(storage, "dataDisks", [])
+    if not isinstance(data_disks, list) or not all(isinstance(d, dict) for d in data_disks):
+        raise _invalid(data_disks, "storageProfile.dataDisks", "an array of data disks")
     os_profile = require_object(props.get("osProfile"), "properties.osProfile")
     admin = os_profile.get("adminUsername", "azureuser")
     if not isinstance(admin, str) or not re.match(r"^[a-z_][a-z0-9_-]{0,31}\Z", admin):
         raise bad_request("InvalidParameter", f"The value '{admin}' of parameter 'adminUsername' is invalid: use "
                           "1-32 lower-case letters, digits, '-' and '_', starting with a letter or '_'.")
+    computer_name = os_profile.get("computerName")
+    if computer_name is not None:
+        _text(computer_name, "computerName", HOST_NAME, "a Linux host name: up to 64 letters, digits, '-' and '.', "
+              "not digits only")
+    for secret in ("adminPassword", "customData"):  # never stored, but a client sends them as text
+        if not isinstance(os_profile.get(secret, ""), str):
+            raise _invalid("(not shown)", secret, "text")
     linux = require_object(os_profile.get("linuxConfiguration"), "properties.osProfile.linuxConfiguration")
+    no_passwords = _given(linux, "disablePasswordAuthentication", True)
+    if not isinstance(no_passwords, bool):
+        raise _invalid(no_passwords, "linuxConfiguration.disablePasswordAuthentication", "true or false")
     os_profile = {
-        "computerName": os_profile.get("computerName", resource.name), "adminUsername": admin,
-        "linuxConfiguration": {"disablePasswordAuthentication": linux.get("disablePasswordAuthentication", True),
-                               "ssh": linux.get("ssh", {"publicKeys": []}), "provisionVMAgent": True,
+        "computerName": computer_name or resource.name, "adminUsername": admin,
+        "linuxConfiguration": {"disablePasswordAuthentication": no_passwords,
+                               "ssh": _ssh_keys(_given(linux, "ssh", {})), "provisionVMAgent": True,
                                "patchSettings": {"patchMode": "ImageDefault", "assessmentMode": "ImageDefault"}},
         "secrets": [], "allowExtensionOperations": True, "requireGuestProvisionSignal": True,
     }
@@ -163,7 +236,7 @@ def _vm_properties(resource: Resource, existing: Resource | None) -> JsonObject:
     return {
         "vmId": old.get("vmId", ""),
         "hardwareProfile": {"vmSize": size},
-        "storageProfile": {"imageReference": image, "osDisk": os_disk, "dataDisks": storage.get("dataDisks", [])},
+        "storageProfile": {"imageReference": image, "osDisk": os_disk, "dataDisks": data_disks},
         "osProfile": os_profile,
         "networkProfile": network,
         "timeCreated": old.get("timeCreated") or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0+00:00"),
