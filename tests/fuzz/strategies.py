@@ -98,10 +98,22 @@ def json_values(max_leaves: int = 20) -> st.SearchStrategy[Any]:
                         max_leaves=max_leaves)
 
 
+#: Optional fields clients send that a valid document of the suite may lack: an object of a document gets one of
+#: these, or one of the document's own keys from anywhere in it, now and then (a handler that reads a field the
+#: valid body never has is otherwise never sent it).
+FIELD_NAMES = ["addressPrefixes", "addressPrefix", "conditionVersion", "condition", "description", "tags", "zones",
+               "sku", "identity", "userAssignedIdentities", "properties", "type", "kind", "location", "managedBy",
+               "name", "id", "value", "status", "enabled", "policies", "networkRuleSet", "ssh", "publicKeys",
+               "keyData", "computerName", "dataDisks", "diskSizeGB", "caching", "priority", "dependsOn", "copy",
+               "annotations", "artifactType", "subject", "mediaType", "size", "digest", "urls", "platform",
+               "audiences", "issuer", "redirectUris", "passwordCredentials", "keyCredentials", "members@odata.bind",
+               "owners@odata.bind", "accountEnabled", "expiry", "scopeMapId", "credentials", "actions"]
+
+
 @st.composite
 def mutated_documents(draw: st.DrawFn, valid: dict[str, Any]) -> bytes:
-    """``valid`` with fields removed, replaced by other JSON values or junk, then serialised; sometimes the
-    serialised bytes are cut or spliced too."""
+    """``valid`` with fields removed, replaced by other JSON values or junk, or added (:data:`FIELD_NAMES`), then
+    serialised; sometimes the serialised bytes are cut or spliced too."""
     doc: Any = json.loads(json.dumps(valid))
 
     def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -114,14 +126,21 @@ def mutated_documents(draw: st.DrawFn, valid: dict[str, Any]) -> bytes:
                 found += paths(v, (*prefix, i))
         return found
 
+    names = sorted({str(p[-1]) for p in paths(doc) if p and isinstance(p[-1], str)} | set(FIELD_NAMES))
     for _ in range(draw(st.integers(1, 4))):
         where = draw(st.sampled_from(paths(doc)))
+        node = doc
+        for key in where:
+            node = node[key]
+        op = draw(st.sampled_from(["drop", "replace", "replace", "add"]))
+        if op == "add" and isinstance(node, dict):
+            node[draw(st.sampled_from(names))] = draw(st.one_of(json_values(), junk, st.integers()))
+            continue
         if not where:
             continue
         parent = doc
         for key in where[:-1]:
             parent = parent[key]
-        op = draw(st.sampled_from(["drop", "replace", "replace"]))
         if op == "drop":
             del parent[where[-1]]
         else:
