@@ -222,3 +222,21 @@ def test_a_subnets_address_prefixes_of_the_wrong_json_type_are_400(arm_server: A
                       api_version="2023-09-01")
     assert kept.status_code in (200, 201) and kept.json()["properties"]["addressPrefix"] == "10.7.1.0/24", kept.text
     assert admin.call("DELETE", f"{vnet}/subnets/odd", api_version="2023-09-01").status_code in (200, 202, 204)
+
+
+@pytest.mark.parametrize("path", ["/nothing/here", "/x/providers/Microsoft.Authorization/roleDefinitions",
+                                  "/subscription", "/v2.0/me"])
+def test_a_path_no_endpoint_has_is_a_400_in_the_services_json(arm_server: AcrLocal, path: str) -> None:
+    """A path no route takes: ARM's gateway answers 400 ``InvalidRequestUri`` in ARM's JSON (before: the framework's
+    plain-text 404, which az printed as "404: Not Found"), and Graph on its own host name its ``BadRequest``."""
+    http = arm_server.session()
+    r = http.get(f"{arm_server.shared}{path}", params={"api-version": "2022-04-01"})
+    assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/json"), r.text
+    assert r.json()["error"]["code"] == "InvalidRequestUri" and path in r.json()["error"]["message"]
+    assert r.headers["x-ms-request-id"]
+    graph = http.get(f"{arm_server.shared}{path}", headers={"Host": "graph.microsoft.com"})
+    assert graph.status_code == 400 and graph.json()["error"]["code"] == "BadRequest", graph.text
+    assert graph.json()["error"]["innerError"]["request-id"]
+    # What routes take keeps its answers: the health check, and a method a route does not take.
+    assert http.get(f"{arm_server.shared}/healthz").status_code == 200
+    assert http.delete(f"{arm_server.shared}/healthz").status_code == 405

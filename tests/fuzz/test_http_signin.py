@@ -80,10 +80,17 @@ redirect_uris = s.near(st.sampled_from(["http://localhost:51234/", "http://local
                                         "http://localhost:1/%zz", "http://[::1/"]))
 
 
+def no_such_path(r: Any) -> bool:
+    """The shared endpoint's answer for a path no endpoint has (an empty tenant, a tenant with a ``/``): ARM's
+    gateway 400 ``InvalidRequestUri``."""
+    return r.status_code == 400 and r.headers.get("Content-Type", "").startswith("application/json") and \
+        isinstance(r.json().get("error"), dict) and r.json()["error"].get("code") == "InvalidRequestUri"
+
+
 def answer_is_html(r: Any) -> None:
     """A page, or Entra's JSON error for a tenant that is not one (AADSTS90002, as Entra answers it), or the
-    router's 404 for a path that names no page (an empty tenant, a tenant with a ``/``)."""
-    if r.status_code == 404 and r.text == "404: Not Found":
+    answer for a path that names no page (:func:`no_such_path`)."""
+    if no_such_path(r):
         return
     if r.headers.get("Content-Type", "").startswith("application/json"):
         assert r.status_code == 400 and r.json()["error_codes"] == [90002], r.text[:300]
@@ -92,7 +99,7 @@ def answer_is_html(r: Any) -> None:
 
 
 def refusal_is_oauth(r: Any) -> None:
-    if r.status_code >= 400 and not (r.status_code == 404 and r.text == "404: Not Found"):  # (no such path)
+    if r.status_code >= 400 and not no_such_path(r):
         body = r.json()
         assert isinstance(body.get("error"), str) and isinstance(body.get("error_codes"), list), r.text[:300]
 

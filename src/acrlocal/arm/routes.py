@@ -24,12 +24,15 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from acrlocal import inbound
 from acrlocal.arm import generic, graph, groups, images, subscriptions
 from acrlocal.arm.auth import authenticate
 from acrlocal.arm.authorization import ensure_admin_owner
 from acrlocal.arm.errors import ArmError, invalid_content, subscription_not_found
+from acrlocal.arm.graph.errors import GraphError
 from acrlocal.arm.paths import ArmPath, parse_request_path
 from acrlocal.arm.providers import REGISTRY, Call, load_providers
 from acrlocal.arm.services import ARM, ArmServices
@@ -38,6 +41,7 @@ from acrlocal.arm.templates import TemplateError, jsonc
 from acrlocal.compute.runtime import HostedElsewhere
 from acrlocal.errors import NotFound, ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
+from acrlocal.publiccloud import GRAPH_HOST, LOGIN_HOST
 from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
 log = logging.getLogger(__name__)
@@ -235,6 +239,25 @@ async def on_server_started(services: ArmServices, store: ArmStore) -> None:
         await handler.on_start(services, store)
 
 
+@web.middleware
+async def unknown_paths(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path no route of the shared endpoint takes: ARM's gateway answers it with a 400 in ARM's JSON, Graph (on its
+    own host name, inside a VM) with its ``BadRequest``; Entra's host keeps the plain 404 of a page not found."""
+    match = request.match_info
+    if not isinstance(match, MatchInfoError) or match.http_exception.status != 404:
+        return await handler(request)
+    host = (request.host or "").rsplit(":", 1)[0].lower()
+    if host == GRAPH_HOST:
+        segment = request.path.strip("/").split("/", 1)[0]
+        return GraphError(400, "BadRequest", f"Invalid version: {segment[:100]}").response(request)
+    if host == LOGIN_HOST:
+        return await handler(request)
+    response = error_response(ArmError(400, "InvalidRequestUri", f"The request URI '{request.path[:300]}' is not "
+                                       "valid: no ARM, Graph or Entra endpoint has it."))
+    response.headers.update(_ids(request))
+    return response
+
+
 def setup(app: web.Application, services: ArmServices, store: ArmStore,
           write_lock: asyncio.Lock | None = None) -> None:
     """Serve ARM and Graph on ``app`` with ``services``, resources in ``store``; writes one at a time under
@@ -249,6 +272,7 @@ def setup(app: web.Application, services: ArmServices, store: ArmStore,
     app.router.add_get("//metadata/endpoints", metadata_endpoints)
     app.router.add_get("/metadata/vm-image-aliases", images.aliases)
     graph.setup(app, services, store, app[LOCK_KEY])
+    app.middlewares.append(unknown_paths)
     app.router.add_route("*", "/{root:(?i:subscriptions|tenants)}", dispatch)
     app.router.add_route("*", "/{root:(?i:subscriptions)}/{tail:(?s:.*)}", dispatch)
     app.router.add_route("*", "/{root:(?i:providers)}/{tail:(?s:.*)}", dispatch)
