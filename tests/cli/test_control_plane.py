@@ -103,6 +103,11 @@ def test_failed_commands_change_nothing(acrlocal: AcrLocal) -> None:
     fails(acrlocal, "acr", "create", "-n", "Bad-Name", "-g", "acrlocal", "--sku", "Basic")
     fails(acrlocal, "acr", "create", "-n", "abcde", "-g", "acrlocal", "--sku", "Gold", code=2)
     fails(acrlocal, "group", "delete", "-n", "acrlocal")  # no --yes and no terminal: cancelled
+    # A name is sent as it was given, percent-encoded in the path: a line feed, '#' or '?' in it is refused by ARM,
+    # never cut off so that another group is made (before: "cli-cut\n", "cli-cut#x" and "cli-cut?x" made cli-cut).
+    for name in ("cli-cut\n", "cli-cut#x", "cli-cut?x"):
+        err = fails(acrlocal, "group", "create", "-n", name, "-l", "westus")
+        assert "InvalidResourceGroup" in err or "InvalidRequestUri" in err, err
     assert az(acrlocal, "group", "list", "--query", "[].name") == groups
     assert az(acrlocal, "acr", "list", "--query", "[].name") == registries
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import requests
 
@@ -94,7 +94,10 @@ class ArmClient:
         self.resource = resource
 
     def url(self, path: str) -> str:
-        return urljoin(self.base, path.lstrip("/"))
+        """``path`` under the base URL, percent-encoded as az encodes its path parameters: a name is sent as given
+        (urljoin alone would drop a line feed, and ``?`` or ``#`` would end the path), and the server refuses what
+        it must. Queries go in ``params``, never in ``path``."""
+        return urljoin(self.base, quote(path.lstrip("/"), safe="/:@!$&'()*+,;="))
 
     def send(self, method: str, path_or_url: str, *, api_version: str | None = None,
              body: Any = None, params: dict[str, str] | None = None,
