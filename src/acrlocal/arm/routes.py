@@ -41,7 +41,7 @@ from acrlocal.arm.templates import TemplateError, jsonc
 from acrlocal.compute.runtime import HostedElsewhere
 from acrlocal.errors import NotFound, ValueTooLong
 from acrlocal.inbound import MalformedRequest, RequestTooLarge
-from acrlocal.publiccloud import GRAPH_HOST, LOGIN_HOST
+from acrlocal.publiccloud import GRAPH_HOST, LOGIN_HOST, host_of
 from acrlocal.storage.sql import RETRY_AFTER_S, database_unavailable
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ async def unknown_paths(request: web.Request, handler: Handler) -> web.StreamRes
     match = request.match_info
     if not isinstance(match, MatchInfoError) or match.http_exception.status != 404:
         return await handler(request)
-    host = (request.host or "").rsplit(":", 1)[0].lower()
+    host = host_of(request.host)
     if host == GRAPH_HOST:
         segment = request.path.strip("/").split("/", 1)[0]
         return GraphError(400, "BadRequest", f"Invalid version: {segment[:100]}").response(request)
