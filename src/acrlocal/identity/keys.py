@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from acrlocal.generations import Generations
 from acrlocal.identity import store as t
-from acrlocal.storage.sql import after_the_winner, write_transaction
+from acrlocal.storage.sql import add_active, replace_active
 
 # Longest lifetime of a token we sign (IMDS hands out 24 h tokens); a retired key outlives it.
 MAX_TOKEN_LIFETIME_S = 25 * 3600
@@ -251,15 +251,8 @@ class KeyRing:
         so the two end as the rotations in turn. Database errors propagate, with nothing written."""
         tenant_id = tenant_id.lower()
         row = _new_key(tenant_id)
-
-        def retire_and_add(conn: sa.Connection) -> None:
-            now = time.time()
-            conn.execute(sa.update(t.signing_keys).where(t.signing_keys.c.tenant_id == tenant_id,
-                                                         t.signing_keys.c.retired.is_(None)).values(retired=now))
-            conn.execute(sa.insert(t.signing_keys).values({**row, "created": now}))
-
         with self._lock:
-            after_the_winner(self.engine, retire_and_add)
+            replace_active(self.engine, t.signing_keys, row, t.signing_keys.c.tenant_id == tenant_id)
             self._keys[tenant_id] = self._load(tenant_id)
         self._generations.bump(GENERATION)
         self._stamp = self._generations.current(GENERATION)
@@ -267,16 +260,7 @@ class KeyRing:
 
     def _create(self, tenant_id: str) -> None:
         """A key for a tenant that has no unretired key, unless another process made one meanwhile."""
-        row = _new_key(tenant_id)
-
-        def add_unless_made(conn: sa.Connection) -> None:
-            write_transaction(conn)  # SQLite: what is read next is what the insert goes against
-            active = sa.select(t.signing_keys.c.kid).where(t.signing_keys.c.tenant_id == tenant_id,
-                                                           t.signing_keys.c.retired.is_(None))
-            if conn.execute(active).first() is None:
-                conn.execute(sa.insert(t.signing_keys).values({**row, "created": time.time()}))
-
-        after_the_winner(self.engine, add_unless_made)
+        add_active(self.engine, t.signing_keys, _new_key(tenant_id), t.signing_keys.c.tenant_id == tenant_id)
 
     def tenant_deleted(self, tenant_id: str) -> None:
         """After a tenant's deletion committed (its keys' rows with it): drop its keys here, and tell the server's

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import Engine
 
 from acrlocal.generations import Generations
-from acrlocal.storage.sql import SqlThread, after_the_winner, metadata, write_transaction
+from acrlocal.storage.sql import SqlThread, add_active, metadata, replace_active
 
 #: A retired key verifies for this long after the rotation (longer than any token it signed lives).
 RETIRED_KEY_GRACE_S = 4 * 3600
@@ -93,14 +93,7 @@ class TokenKeys:
 
     def _create(self) -> None:
         """A key when none is unretired, unless another process made one meanwhile (then that one signs)."""
-        row = _new_key()
-
-        def add_unless_made(conn: sa.Connection) -> None:
-            write_transaction(conn)  # SQLite: what is read next is what the insert goes against
-            if conn.execute(sa.select(token_keys.c.kid).where(token_keys.c.retired.is_(None))).first() is None:
-                conn.execute(sa.insert(token_keys).values({**row, "created": time.time()}))
-
-        after_the_winner(self.engine, add_unless_made)
+        add_active(self.engine, token_keys, _new_key())
 
     def cached(self) -> list[TokenKey] | None:
         """The keys from memory alone, or ``None`` when only :meth:`keys` (which reads the database) can answer:
@@ -154,14 +147,8 @@ class TokenKeys:
         (never a moment without a signing key), and one unretired key at a time (a unique index): a rotation that
         raced another process's is done again after it. Database errors propagate, with nothing written."""
         row = _new_key()
-
-        def retire_and_add(conn: sa.Connection) -> None:
-            now = time.time()
-            conn.execute(sa.update(token_keys).where(token_keys.c.retired.is_(None)).values(retired=now))
-            conn.execute(sa.insert(token_keys).values({**row, "created": now}))
-
         with self._lock:
-            after_the_winner(self.engine, retire_and_add)
+            replace_active(self.engine, token_keys, row)
             self._keys = self._load()
             self._generations.bump(GENERATION)
             self._stamp = self._generations.current(GENERATION)

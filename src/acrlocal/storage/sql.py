@@ -22,6 +22,7 @@ import pickle
 import sqlite3
 import sys
 import threading
+import time
 import traceback
 import zlib
 from collections.abc import Callable
@@ -305,6 +306,33 @@ def after_the_winner(engine: Engine, work: Callable[[sa.Connection], None], *, a
         except sa.exc.IntegrityError as exc:
             if attempt == attempts or not unique_violation(exc):
                 raise
+
+
+def replace_active(engine: Engine, table: sa.Table, row: dict[str, Any], *scope: Any) -> None:
+    """Retire the unretired row of ``table`` within ``scope`` (conditions on its columns; none: the whole table) and
+    insert ``row`` as the active one, in one transaction (never a moment with every row retired), the old row's
+    ``retired`` and the new one's ``created`` the same instant. For tables whose unique index allows one unretired
+    row a scope (the signing keys): a writer that raced another's runs again after it (:func:`after_the_winner`),
+    so the two end as the rotations in turn. Database errors propagate, with nothing written."""
+
+    def retire_and_add(conn: sa.Connection) -> None:
+        now = time.time()
+        conn.execute(sa.update(table).where(*scope, table.c.retired.is_(None)).values(retired=now))
+        conn.execute(sa.insert(table).values({**row, "created": now}))
+
+    after_the_winner(engine, retire_and_add)
+
+
+def add_active(engine: Engine, table: sa.Table, row: dict[str, Any], *scope: Any) -> None:
+    """Insert ``row`` as the active (unretired) row of ``table`` within ``scope``, unless there is one: another
+    process made it meanwhile, and that one stays. See :func:`replace_active`."""
+
+    def add_unless_made(conn: sa.Connection) -> None:
+        write_transaction(conn)  # SQLite: what is read next is what the insert goes against
+        if conn.execute(sa.select(table).where(*scope, table.c.retired.is_(None)).limit(1)).first() is None:
+            conn.execute(sa.insert(table).values({**row, "created": time.time()}))
+
+    after_the_winner(engine, add_unless_made)
 
 
 def racing_insert(conn: sa.Connection, table: sa.Table) -> Any:
