@@ -313,3 +313,21 @@ def test_acr_tokens_and_scope_maps(acrlocal: AcrLocal) -> None:
     az(acrlocal, "acr", "scope-map", "delete", "-n", "token2-scope-map", "-r", registry, "--yes")
     assert az(acrlocal, "acr", "token", "list", "-r", registry, "--query", "[].name") == ["token1"]
     az(acrlocal, "group", "delete", "-n", group, "--yes")
+
+
+def test_role_assignment_list_at_a_scope_asks_arm_for_that_scope(acrlocal: AcrLocal) -> None:
+    """As az does: the scope's own list (``atScope()``), so ARM checks the scope and answers for a bad one."""
+    group = unique("cli-scope-")
+    az(acrlocal, "group", "create", "-n", group, "-l", "westus")
+    ident = az(acrlocal, "identity", "create", "-n", "scoped", "-g", group)
+    scope = az(acrlocal, "group", "show", "-n", group, "--query", "id")
+    az(acrlocal, "role", "assignment", "create", "--assignee-object-id", ident["principalId"],
+       "--assignee-principal-type", "ServicePrincipal", "--scope", scope, "--role", "Reader")
+    listed = az(acrlocal, "role", "assignment", "list", "--scope", scope, "--query", "[].[principalId, scope]")
+    assert listed == [[ident["principalId"], scope]]
+    assert az(acrlocal, "role", "assignment", "list", "-g", group, "--assignee", ident["principalId"],
+              "--query", "[].roleDefinitionName") == ["Reader"]
+    missing = fails(acrlocal, "role", "assignment", "list", "--scope", f"{scope}-gone")
+    assert "ResourceGroupNotFound" in missing, missing
+    assert "InvalidRequestUri" in fails(acrlocal, "role", "assignment", "list", "--scope", "%%%")
+    az(acrlocal, "group", "delete", "-n", group, "--yes")

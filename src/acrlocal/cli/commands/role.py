@@ -154,9 +154,12 @@ def _assignments(session: Session, assignee: str | None, role_: str | None, scop
     sub = f"/subscriptions/{session.subscription_id}"
     params = None
     principal = resolve_assignee(session, assignee)[0] if assignee else None
-    if principal:
+    if scope:  # as az: those at the scope and above it, from the scope's own list (ARM checks the scope)
+        params = {"$filter": "atScope()"}
+    elif principal:
         params = {"$filter": f"principalId eq '{principal}'"}
-    items = flatten(session.arm.list(f"{sub}/{AUTH}/roleAssignments", API["authorization"], params))
+    listed_at = scope.rstrip("/") if scope else sub
+    items = flatten(session.arm.list(f"{listed_at}/{AUTH}/roleAssignments", API["authorization"], params))
     if principal:
         items = [a for a in items if str(a.get("principalId", "")).lower() == principal.lower()]
     if scope:
