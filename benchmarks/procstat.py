@@ -68,7 +68,8 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 class RssSampler:
-    """Samples the summed RSS of a process tree every ``interval`` seconds in a thread; ``peak`` is the largest.
+    """Samples the summed RSS of a process tree every ``interval`` seconds in a thread; ``peak`` is the largest sum,
+    ``peak_process`` the largest RSS of any one process of the tree (a server with workers: one worker's).
 
     The tree is re-listed every ``rescan`` samples (listing walks all of ``/proc``), so a child started
     mid-workload is counted from its next rescan.
@@ -79,6 +80,7 @@ class RssSampler:
         self.interval = interval
         self.rescan = rescan
         self.peak = 0
+        self.peak_process = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
 
@@ -88,19 +90,24 @@ class RssSampler:
         while not self._stop.is_set():
             if n % self.rescan == 0 and n:
                 pids = descendants(self.pid)
-            self.peak = max(self.peak, rss_bytes(pids))
+            self._sample(pids)
             n += 1
             self._stop.wait(self.interval)
 
+    def _sample(self, pids: list[int]) -> None:
+        each = [rss_bytes([p]) for p in pids]
+        self.peak = max(self.peak, sum(each))
+        self.peak_process = max(self.peak_process, *each, 0)
+
     def __enter__(self) -> RssSampler:
-        self.peak = rss_bytes(descendants(self.pid))
+        self._sample(descendants(self.pid))
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_bytes(descendants(self.pid)))
+        self._sample(descendants(self.pid))
 
 
 def children_cpu_seconds() -> float:
@@ -123,6 +130,10 @@ class Meter:
     @property
     def peak_rss(self) -> int:
         return self.sampler.peak
+
+    @property
+    def peak_process_rss(self) -> int:
+        return self.sampler.peak_process
 
     def __enter__(self) -> Meter:
         self._cpu0 = cpu_seconds(self.pid)

@@ -9,7 +9,9 @@ with a bearer token, through HAProxy.
 
 Recorded per sample: requests per second, p50/p99, and CPU per request of the replicas (every acrlocal process),
 of PostgreSQL (its whole server) and of HAProxy. The scaling factor is the two-replica rate over the one-replica
-rate of the same round (median over rounds).
+rate of the same round (median over rounds), printed beside the bound that sharing two cores sets on it,
+2c / (c + o) with c the replicas' CPU a request and o everyone else's: a replica that costs less a request gets less
+from a second core here, where the client and the balancer take their share of both.
 
 Usage (repository root, the dev virtualenv's Python)::
 
@@ -124,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         summary[name] = {key: statistics.median(s[key] for s in mine) for key in (
             "rps", "p50_ms", "p99_ms", "replica_cpu_ms_per_req", "postgres_cpu_ms_per_req", "haproxy_cpu_ms_per_req",
             "client_cpu_ms_per_req")}
+    # Two replicas on two cores that they share with the balancer, the client and PostgreSQL rise at most to
+    # 2c / (c + o): c the replicas' CPU a request, o everyone else's (the one replica keeps one core busy).
+    two = summary[list(sets)[-1]]
+    c = two["replica_cpu_ms_per_req"]
+    o = two["postgres_cpu_ms_per_req"] + two["haproxy_cpu_ms_per_req"] + two["client_cpu_ms_per_req"]
+    summary["scaling_bound"] = 2 * c / (c + o)
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"replicas-{stamp}.json").write_text(json.dumps({"head_client": args.client, "samples": samples,
@@ -137,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{m['replica_cpu_ms_per_req']:.3f} | {m['postgres_cpu_ms_per_req']:.3f} | "
               f"{m['haproxy_cpu_ms_per_req']:.3f} | {m['client_cpu_ms_per_req']:.3f} |")
     print(f"\nscaling factor (2 replicas over 1, median of {args.reps} rounds): "
-          f"{summary['scaling_factor_median']:.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})")
+          f"{summary['scaling_factor_median']:.2f}x ({', '.join(f'{r:.2f}' for r in ratios)}); on these shared cores "
+          f"at most 2c / (c + o) = {summary['scaling_bound']:.2f}x (c: the replicas' CPU a request, o: everyone "
+          "else's, with 2 replicas)")
 
 
 if __name__ == "__main__":
