@@ -1,8 +1,14 @@
 """acrlocal against the reference registry (Distribution 2.8.2), same workloads, one run.
 
-    python -m benchmarks.registry [--quick] [--reps N] [--targets distribution,acrlocal] [--keep]
+    python -m benchmarks.registry [--quick] [--reps N] [--targets distribution,acrlocal[,acrlocal-shared]] [--keep]
 
-Each repetition starts both servers on fresh storage, runs each workload of :mod:`benchmarks.workloads` on one
+``acrlocal-shared`` is acrlocal as a shared service runs it: its metadata on PostgreSQL (a private Debian server on
+loopback, ``tests/postgres.py``, a fresh database a repetition) and its blobs on Azure Blob Storage (a private
+Azurite, ``tests/azurite.py``, a fresh container a repetition; blob GETs redirected to it, as the default is), beside
+the same server on SQLite and files and beside Distribution. Its server CPU and RSS are acrlocal's alone: PostgreSQL
+and Azurite are not counted.
+
+Each repetition starts every server on fresh storage, runs each workload of :mod:`benchmarks.workloads` on one
 server and then on the other (alternating which goes first between repetitions), and stops them. Prints markdown
 tables and writes the samples, the summary and the machine to ``benchmarks/results/registry-<UTC time>.json``.
 Exits non-zero only if the harness itself cannot run (a server that will not start, a client that is missing); a
@@ -30,7 +36,8 @@ from benchmarks.servers import AcrLocal, Distribution
 from benchmarks.workloads import FULL, QUICK, Sample, Sizes, WorkloadRunner
 
 RESULTS = ROOT / "benchmarks" / "results"
-TARGETS = ("distribution", "acrlocal")
+TARGETS = ("distribution", "acrlocal", "acrlocal-shared")
+DEFAULT_TARGETS = ("distribution", "acrlocal")
 REQUIRED = ("skopeo", "curl", "/usr/bin/docker-registry")
 
 
@@ -43,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run")
     p.add_argument("--workers", type=int, default=1, help="acrlocal up --workers (default 1)")
     p.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick)")
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of: " + ", ".join(TARGETS))
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                   help="comma-separated subset of: " + ", ".join(TARGETS))
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs, storage)")
     p.add_argument("--scratch", type=Path, help="parent of the scratch directory (default: the system temp dir)")
     p.add_argument("--profile", type=Path, metavar="DIR",
@@ -55,8 +63,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class SharedBackends:
+    """The PostgreSQL server and the Azurite of ``acrlocal-shared``, started once a run; :meth:`server` gives a
+    repetition an acrlocal on a fresh database and container of theirs. :meth:`stop` stops both by PID."""
+
+    def __init__(self) -> None:
+        from tests import azurite, postgres  # the tests' private servers: loopback, temp dirs, stopped by PID
+
+        self.postgres = postgres.PostgresServer()
+        self.azurite = azurite.AzuriteServer()
+        self.postgres.start()
+        try:
+            self.azurite.start()
+        except BaseException:
+            self.postgres.stop()
+            raise
+
+    def server(self, workdir: Path) -> AcrLocal:
+        container, key, ca = self.azurite.store("bench")
+        # Credentials go through the environment, off the command line.
+        return AcrLocal(workdir, extra_args=("--blob-store", container, "--blob-store-ca", ca),
+                        env={"ACRLOCAL_DATABASE_URL": self.postgres.create_database("bench"),
+                             "ACRLOCAL_BLOB_STORE_KEY": key},
+                        kind="acrlocal-shared", extra_cas=(Path(ca),))
+
+    def stop(self) -> None:
+        try:
+            self.azurite.stop()
+        finally:
+            self.postgres.stop()
+
+
 def run_rep(rep: int, reps: int, targets: list[str], sizes: Sizes, big: Image, small: Image, scratch: Path,
-            args: argparse.Namespace) -> tuple[list[Sample], list[str]]:
+            args: argparse.Namespace, shared: SharedBackends | None = None) -> tuple[list[Sample], list[str]]:
     """Start every target on fresh storage, then run each workload step on all of them back to back (the order
     alternates between repetitions), so a pair of figures is measured under the same load from other work."""
     order = targets if rep % 2 else list(reversed(targets))
@@ -66,7 +105,14 @@ def run_rep(rep: int, reps: int, targets: list[str], sizes: Sizes, big: Image, s
         for kind in order:
             workdir = scratch / f"rep{rep}" / kind
             workdir.mkdir(parents=True)
-            server = Distribution(workdir) if kind == "distribution" else AcrLocal(workdir)
+            server: Distribution | AcrLocal
+            if kind == "distribution":
+                server = Distribution(workdir)
+            elif kind == "acrlocal-shared":
+                assert shared is not None
+                server = shared.server(workdir)
+            else:
+                server = AcrLocal(workdir)
             servers.append(server)
             log(f"rep {rep}/{reps}: starting {kind}")
             reg = server.start()
@@ -107,15 +153,21 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     samples: list[Sample] = []
     errors: list[str] = []
     t_start = time.perf_counter()
+    shared: SharedBackends | None = None
     try:
+        if "acrlocal-shared" in targets:
+            log("starting PostgreSQL and Azurite for acrlocal-shared")
+            shared = SharedBackends()
         log(f"building images in {scratch} ...")
         big = build_image(scratch / "images" / "big", [sizes.big_layer] * sizes.big_layers)
         small = build_image(scratch / "images" / "small", [sizes.small_layer] * sizes.small_layers)
         for rep in range(1, reps + 1):
-            samples_rep, errors_rep = run_rep(rep, reps, targets, sizes, big, small, scratch, args)
+            samples_rep, errors_rep = run_rep(rep, reps, targets, sizes, big, small, scratch, args, shared)
             samples += samples_rep
             errors += errors_rep
     finally:
+        if shared is not None:
+            shared.stop()
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
         else:
@@ -128,7 +180,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "mode": "quick" if args.quick else "full",
         "reps": reps,
         "sizes": sizes.__dict__,
-        "tls": "both servers over TLS 1.2+ with an ECDSA P-256 certificate from a local CA",
+        "targets": targets,
+        "tls": "every server over TLS 1.2+ with an ECDSA P-256 certificate from a local CA",
         "summary": rows,
         "samples": [s.as_dict() for s in samples],
         "errors": errors,

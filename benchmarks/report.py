@@ -2,6 +2,8 @@
 
 A ratio is computed per repetition (both servers measured back to back in that repetition) and summarised by its
 median and range; a figure missing for either server (a failed workload) gives no ratio and ``meets = None``.
+Any other target of the run (``acrlocal-shared``) is summarised in ``others``: its figure, and its ratios to
+Distribution and to acrlocal on SQLite and files, per repetition as above.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def _ratios(top: dict[int, Sample], bottom: dict[int, Sample]) -> dict[str, float | None]:
+    """``top / bottom`` per repetition both have: median, least and most."""
+    ratios = [top[r].value / bottom[r].value for r in sorted(set(top) & set(bottom)) if bottom[r].value]
+    return {"ratio": _median(ratios), "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None)}
+
+
 def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
     rows = []
     for w in WORKLOADS:
@@ -60,6 +68,9 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
                 by_target.setdefault(s.target, {})[s.rep] = s
         ref, sub = by_target.get(REFERENCE, {}), by_target.get(SUBJECT, {})
         ratios = [sub[r].value / ref[r].value for r in sorted(set(ref) & set(sub)) if ref[r].value]
+        others: dict[str, dict[str, Any]] = {
+            t: {"value": None, "to_reference": _ratios(side, ref), "to_subject": _ratios(side, sub)}
+            for t, side in by_target.items() if t not in (REFERENCE, SUBJECT)}
 
         def agg(side: dict[int, Sample], w: Workload = w) -> float | None:
             vals = [s.value for s in side.values()]
@@ -76,7 +87,10 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
                              for t, side in by_target.items()},
             "peak_rss_mib": {t: max(s.peak_rss_mib for s in side.values()) for t, side in by_target.items()},
             "reps": len(ratios),
+            "others": others,
         }
+        for t, other in others.items():
+            other["value"] = agg(by_target[t])
         if w.absolute:
             row["meets"] = None if row[SUBJECT] is None else row[SUBJECT] <= w.bar
         else:
@@ -118,4 +132,25 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['title']} | {_fmt(cpu.get(REFERENCE), 2)} | {_fmt(cpu.get(SUBJECT), 2)} "
                      f"| {_fmt(client.get(REFERENCE), 2)} | {_fmt(client.get(SUBJECT), 2)} "
                      f"| {_fmt(rss.get(REFERENCE), 0)} | {_fmt(rss.get(SUBJECT), 0)} |")
+    for target in sorted({t for r in rows for t in r["others"]}):
+        lines += [
+            "",
+            f"| workload | unit | {target} | {target} / Distribution (range) | {target} / acrlocal (range) "
+            f"| server CPU-s, {target} | peak RSS MiB, {target} |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            other = r["others"].get(target)
+            if other is None:
+                continue
+            digits = 1 if r["unit"] in ("MiB",) else 0
+            to_ref, to_sub = (_range(other[k]) for k in ("to_reference", "to_subject"))
+            lines.append(f"| {r['title']} | {r['unit']} | {_fmt(other['value'], digits)} | {to_ref} | {to_sub} "
+                         f"| {_fmt(r['cpu_s'].get(target), 2)} | {_fmt(r['peak_rss_mib'].get(target), 0)} |")
     return "\n".join(lines)
+
+
+def _range(ratios: dict[str, float | None]) -> str:
+    if ratios["ratio"] is None or ratios["ratio_min"] is None or ratios["ratio_max"] is None:
+        return "-"
+    return f"{ratios['ratio']:.2f} ({ratios['ratio_min']:.2f}-{ratios['ratio_max']:.2f})"

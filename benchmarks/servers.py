@@ -183,9 +183,12 @@ class AcrLocal(_Process):
     """``acrlocal up`` on ``workdir/data`` with every port chosen by the system."""
 
     def __init__(self, workdir: Path, python: str = sys.executable, extra_args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, *, kind: str = "acrlocal",
+                 extra_cas: tuple[Path, ...] = ()) -> None:
         self.workdir = workdir
+        self.kind = kind
         self.extra_args = extra_args
+        self.extra_cas = extra_cas  # CAs clients also trust: a blob store's, where GETs are redirected
         self.env = dict(env or {})  # added to the server's environment (credentials stay off its command line)
         self.data_dir = workdir / "data"
         self.log = workdir / "acrlocal.log"
@@ -223,9 +226,15 @@ class AcrLocal(_Process):
         cert_dir = self.workdir / "certs.d"
         cert_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(ca, cert_dir / "ca.crt")
+        if self.extra_cas:  # skopeo reads every *.crt of the directory; curl and Python take one bundle
+            bundle = self.workdir / "ca-bundle.pem"
+            bundle.write_bytes(b"".join(p.read_bytes() for p in (ca, *self.extra_cas)))
+            for n, extra in enumerate(self.extra_cas):
+                shutil.copy(extra, cert_dir / f"extra-{n}.crt")
+            ca = bundle
         host = str(registry["loginServer"])
         _wait_https(f"https://{host}/v2/", ca, self.proc, self.log, timeout)
-        reg = Registry("acrlocal", self.proc.pid, host, ca, cert_dir, info={"status": status})
+        reg = Registry(self.kind, self.proc.pid, host, ca, cert_dir, info={"status": status})
         if "--insecure-open-registry" not in self.extra_args:
             # Authentication is always on: log in as `az acr login` leaves docker clients, with the all-zero user
             # and a refresh token for the local administrator (Owner of the default subscription).

@@ -85,7 +85,7 @@ class WorkloadRunner:
         self.errors: list[str] = []
         self.idle_rss_mib: float | None = None
         self.profile_dir: Path | None = None
-        self.profile_kinds: tuple[str, ...] = ("acrlocal",)
+        self.profile_kinds: tuple[str, ...] = ("acrlocal", "acrlocal-shared")
         self.profile_native = False
         self.reg = reg
         self.sizes = sizes
