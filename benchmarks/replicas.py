@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         for replicas in sets.values():
             stop_replicas(replicas)
         postgres.stop_shared()
+        shutil.rmtree(scratch, ignore_errors=True)
     ratios = []
     for rnd in range(args.reps):
         one, two = ([s for s in samples if s["round"] == rnd and s["set"] == name] for name in sets)
