@@ -53,10 +53,11 @@ def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def _ratios(top: dict[int, Sample], bottom: dict[int, Sample]) -> dict[str, float | None]:
-    """``top / bottom`` per repetition both have: median, least and most."""
+def _ratios(top: dict[int, Sample], bottom: dict[int, Sample]) -> dict[str, Any]:
+    """``top / bottom`` per repetition both have: median, least and most, and how many repetitions gave one."""
     ratios = [top[r].value / bottom[r].value for r in sorted(set(top) & set(bottom)) if bottom[r].value]
-    return {"ratio": _median(ratios), "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None)}
+    return {"ratio": _median(ratios), "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None),
+            "reps": len(ratios)}
 
 
 def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
@@ -67,10 +68,6 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
             if s.workload == w.key:
                 by_target.setdefault(s.target, {})[s.rep] = s
         ref, sub = by_target.get(REFERENCE, {}), by_target.get(SUBJECT, {})
-        ratios = [sub[r].value / ref[r].value for r in sorted(set(ref) & set(sub)) if ref[r].value]
-        others: dict[str, dict[str, Any]] = {
-            t: {"value": None, "to_reference": _ratios(side, ref), "to_subject": _ratios(side, sub)}
-            for t, side in by_target.items() if t not in (REFERENCE, SUBJECT)}
 
         def agg(side: dict[int, Sample], w: Workload = w) -> float | None:
             vals = [s.value for s in side.values()]
@@ -80,17 +77,14 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
 
         row: dict[str, Any] = {
             "workload": w.key, "title": w.title, "unit": w.unit, "bar": w.bar, "absolute": w.absolute,
-            REFERENCE: agg(ref), SUBJECT: agg(sub),
-            "ratio": _median(ratios), "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None),
+            REFERENCE: agg(ref), SUBJECT: agg(sub), **_ratios(sub, ref),
             "cpu_s": {t: _median([s.cpu_s for s in side.values()]) for t, side in by_target.items()},
             "client_cpu_s": {t: _median([float(s.extra.get("client_cpu_s", 0.0)) for s in side.values()])
                              for t, side in by_target.items()},
             "peak_rss_mib": {t: max(s.peak_rss_mib for s in side.values()) for t, side in by_target.items()},
-            "reps": len(ratios),
-            "others": others,
+            "others": {t: {"value": agg(side), "to_reference": _ratios(side, ref), "to_subject": _ratios(side, sub)}
+                       for t, side in by_target.items() if t not in (REFERENCE, SUBJECT)},
         }
-        for t, other in others.items():
-            other["value"] = agg(by_target[t])
         if w.absolute:
             row["meets"] = None if row[SUBJECT] is None else row[SUBJECT] <= w.bar
         else:
@@ -112,7 +106,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         digits = 1 if r["unit"] in ("MiB",) else 0
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})"
+        ratio = _range(r)
         if r["absolute"]:
             bar = f"acrlocal ≤ {r['bar']:.0f} {r['unit']}"
             ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
@@ -150,7 +144,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _range(ratios: dict[str, float | None]) -> str:
-    if ratios["ratio"] is None or ratios["ratio_min"] is None or ratios["ratio_max"] is None:
+def _range(ratios: dict[str, Any]) -> str:
+    """A ratio's median and range, as :func:`_ratios` gives them ("-" when no repetition gave one)."""
+    if ratios["ratio"] is None:
         return "-"
     return f"{ratios['ratio']:.2f} ({ratios['ratio_min']:.2f}-{ratios['ratio_max']:.2f})"
