@@ -13,8 +13,8 @@ round), on each server:
 
 Server CPU per request (the server's CPU time over the requests it answered, from ``/proc``; PostgreSQL's own
 processes are not the server's and are not counted) is the figure to compare: it moves far less with the machine's
-other load than the rates. ``--profile DIR`` attaches py-spy to the PostgreSQL server during its first token run
-and prints where its time went (profiled figures are slower and left out of the summary).
+other load than the rates. ``--profile DIR`` attaches py-spy to the PostgreSQL server during a token run and a run of HEADs
+before the rounds and prints where its time went (profiled figures are slower and left out of the summary).
 
 Usage (repository root, the dev virtualenv's Python)::
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.backends", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, help="rounds (default 4, or 1 with --quick)")
-    p.add_argument("--profile", type=Path, help="write a py-spy profile of the PostgreSQL server's token run here")
+    p.add_argument("--profile", type=Path, help="write py-spy profiles of the PostgreSQL server's token and HEAD runs here")
     p.add_argument("--out", type=Path)
     add_head_client_option(p)
     args = p.parse_args(argv)
@@ -124,10 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         cluster.start()
         targets = [start(scratch, "sqlite", None), start(scratch, "postgresql", cluster.create_database())]
         if args.profile:
-            out = args.profile / "token-postgresql.txt"
-            with PySpy(targets[1].reg.pid, out) as spy:
-                measure_tokens(targets[1], 0, seconds)
-            log(spy.error or summarise(out))
+            for workload, run in (("token", lambda: measure_tokens(targets[1], 0, seconds)),
+                                  ("manifest-head", lambda: measure_head(targets[1], 0, 4 * head_n))):
+                out = args.profile / f"{workload}-postgresql.txt"
+                with PySpy(targets[1].reg.pid, out) as spy:
+                    run()
+                log(spy.error or summarise(out))
         for rnd in range(1, rounds + 1):
             for target in targets if rnd % 2 else list(reversed(targets)):
                 samples.append(measure_tokens(target, rnd, seconds))

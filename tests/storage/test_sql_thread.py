@@ -1,6 +1,7 @@
 """The SqlThread on SQLite: calls run inline, except while a long one (``run_long``) is in the thread (then the calls
 made meanwhile follow it there, in order, and the event loop goes on), and except when another writer holds the
-lock (then a call that committed nothing runs again in the thread, where it waits)."""
+lock (then a call that committed nothing runs again in the thread, where it waits). On PostgreSQL: a call is tried
+on the loop and goes to the thread, whole, at its first request for a connection."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from acrlocal.storage.sql import SqlThread, open_engine
+from acrlocal.storage.sql import NeedsDatabase, SqlThread, open_engine
+from tests import postgres
 
 BOUND_S = 30.0
 
@@ -141,3 +143,50 @@ def test_on_sqlite_a_call_of_two_transactions_through_run_long_waits_for_the_loc
         sql.close()
     assert locked.is_set()
     assert names(engine) == ["first", "second"]
+
+
+def test_on_postgresql_a_call_runs_on_the_loop_until_it_asks_for_a_connection() -> None:
+    """A call answered from memory runs on the loop; one that asks for a connection stops there (an ``except
+    Exception`` on the way does not take the refusal for the database's error) and runs again, whole, in the
+    thread, where its query is answered; a call made while the thread is busy goes there after it, in order."""
+    if postgres.binaries() is None:
+        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql); scripts/test installs it")
+    engine = open_engine(postgres.shared().create_database("sqlthread"), upgrade=False)
+    sql = SqlThread(engine)
+    loop_thread = threading.get_ident()
+    tries: list[tuple[str, bool]] = []
+    release = threading.Event()
+
+    def from_memory() -> int:
+        tries.append(("memory", threading.get_ident() == loop_thread))
+        return 1
+
+    def from_the_database() -> int:
+        tries.append(("database", threading.get_ident() == loop_thread))
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text("SELECT 2")).scalar_one())
+        except Exception:  # a store's own handling of the database's errors
+            return -1
+
+    def long() -> None:
+        assert release.wait(BOUND_S), "the loop never released the long call"
+
+    async def main() -> None:
+        assert await sql.run(from_memory) == 1
+        assert await sql.run(from_the_database) == 2
+        first = asyncio.create_task(sql.run_long(long))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(sql.run(from_memory))
+        await asyncio.sleep(0)
+        assert not second.done()  # behind the long call, not beside it
+        release.set()
+        await asyncio.gather(first, second)
+
+    try:
+        asyncio.run(main())
+    finally:
+        sql.close()
+        engine.dispose()
+    assert tries == [("memory", True), ("database", True), ("database", False), ("memory", False)]
+    assert issubclass(NeedsDatabase, BaseException) and not issubclass(NeedsDatabase, Exception)

@@ -47,7 +47,7 @@ from psycopg import pq
 from sqlalchemy.engine import Engine
 
 from acrlocal.generations import Generations, slot_of
-from acrlocal.storage.sql import WAL_POSITION, LockLost, commit_guard, request_version, serving_version
+from acrlocal.storage.sql import SNAPSHOT, LockLost, commit_guard, request_version, serving_version
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class DatabaseGenerations(Generations):
             conn.add_notify_handler(self._notified)
             conn.execute(f"SET application_name = '{LISTENER_NAME}'")
             conn.execute(f"LISTEN {CHANNEL}")
-            for name, statement in ((_SYNC, WAL_POSITION), (_PEERS, LISTENERS)):
+            for name, statement in ((_SYNC, SNAPSHOT), (_PEERS, LISTENERS)):
                 prepared = conn.pgconn.prepare(name, statement.encode())
                 if prepared.status != pq.ExecStatus.COMMAND_OK:
                     raise psycopg.OperationalError(prepared.get_error_message().decode(errors="replace"))
@@ -208,7 +208,7 @@ class DatabaseGenerations(Generations):
         libpq's non-blocking calls: the prepared statement sent, the socket's answer read when the loop says it is
         readable, the notifications that came before it handed to psycopg's dispatch as psycopg's own fetch does.
         About 25 µs of CPU, where psycopg's cursor in a thread cost 68 µs and the hop to the thread 70. ``_SYNC``
-        reads the WAL position, DataVersion's number, which the request then needs no round trip of its own for;
+        reads the snapshot's hash, DataVersion's number, which the request then needs no round trip of its own for;
         ``_PEERS`` the listening processes. The answer is the first row's first column, as text. No answer within
         :data:`ANSWER_TIMEOUT_S` counts as a lost connection."""
         pgconn = self._conn.pgconn

@@ -47,6 +47,27 @@ BUSY_TIMEOUT_MS = 10_000
 #: writer's lock (busy timeout 0): the call fails at once and, if it has committed nothing, runs again in the thread.
 _inline_call: ContextVar[list[int] | None] = ContextVar("acrlocal_sqlite_inline_call", default=None)
 
+#: Set while :class:`SqlThread` tries a call on the event loop on PostgreSQL: asking the engine for a connection
+#: raises :class:`NeedsDatabase` instead of waiting for the network.
+_memory_only: ContextVar[bool] = ContextVar("acrlocal_memory_only", default=False)
+
+
+class NeedsDatabase(BaseException):
+    """Raised by an engine's pool (:class:`RefusingPool`) when a call that :class:`SqlThread` tried on the event loop
+    asks for a connection: the call needs the database, and runs again, whole, in the thread. A
+    :class:`BaseException`, like :class:`GeneratorExit`, so that no ``except Exception`` on the way takes it for the
+    database's own error."""
+
+
+class RefusingPool(sa.pool.QueuePool):
+    """SQLAlchemy's default pool for a server database, which refuses a connection (:class:`NeedsDatabase`, before
+    any is checked out) while :class:`SqlThread` runs a call on the event loop."""
+
+    def connect(self) -> Any:
+        if _memory_only.get():
+            raise NeedsDatabase
+        return super().connect()
+
 
 def _sqlite_pragmas(dbapi_conn: Any, record: Any) -> None:
     cur = dbapi_conn.cursor()
@@ -109,7 +130,7 @@ def open_engine(url: str, *, upgrade: bool = True) -> Engine:
     else:
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 (SQLAlchemy's default is psycopg2)
-        engine = sa.create_engine(parsed, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, poolclass=RefusingPool)
         sa.event.listen(engine, "begin", _begun)
         sa.event.listen(engine, "before_cursor_execute", _note_write)
         sa.event.listen(engine, "commit", _guard_commit)
@@ -473,6 +494,13 @@ class SqlThread:
     A call runs in a copy of the caller's context (as :func:`asyncio.to_thread`), so the caller's
     :data:`commit_guard` checks the commits it makes.
 
+    On PostgreSQL a call is first tried on the event loop, when the thread has nothing to do (so the order holds):
+    a call answered from the stores' caches (a manifest HEAD, a repository's locks) needs no round trip, and the hop
+    to the thread and back cost more than the call. The engine's pool (:class:`RefusingPool`) refuses it a
+    connection meanwhile, so a call that needs the database stops at its first statement, before anything reached
+    the network, and runs again, whole, in the thread: what it did before (reading the caches) it does again. An
+    engine with another pool is never tried on the loop.
+
     Inline, a call does not wait for another writer's lock (another process of the server writing, or this one's
     thread): its statement fails at once as busy and, if the call has committed nothing yet, the call runs again,
     whole, in the thread, which waits up to :data:`BUSY_TIMEOUT_MS`. A call that had committed raises the error (the
@@ -486,6 +514,7 @@ class SqlThread:
 
     def __init__(self, engine: Engine) -> None:
         self._sqlite = engine.dialect.name == "sqlite"
+        self._refusing = isinstance(engine.pool, RefusingPool)  # calls may be tried on the loop
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sql")
         self._handed = 0  # calls given to the thread that have not come back (SQLite runs inline only at 0)
 
@@ -503,6 +532,14 @@ class SqlThread:
             # Another writer (a process of the same server, or this one's thread) holds SQLite's lock, and the call
             # committed nothing: the whole call again, in the thread, where it waits for the lock while the loop
             # goes on.
+        elif self._refusing and not self._handed:
+            trying = _memory_only.set(True)
+            try:
+                return fn(*args, **kwargs)
+            except NeedsDatabase:
+                pass  # it asked for a connection: nothing reached the database, the whole call goes to the thread
+            finally:
+                _memory_only.reset(trying)
         return await self._in_thread(fn, *args, **kwargs)
 
     async def run_long(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -526,8 +563,9 @@ class SqlThread:
         self._pool.shutdown(wait=True)
 
 
-#: What :class:`DataVersion` reads on PostgreSQL.
-WAL_POSITION = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+#: What :class:`DataVersion` reads on PostgreSQL: the current snapshot (which transactions have ended), as a 64-bit
+#: hash.
+SNAPSHOT = "SELECT hashtextextended(pg_current_snapshot()::text, 0)"
 #: The :class:`DataVersion` read for the request being served, by the round trip it made first (PostgreSQL's
 #: replicas, ``storage/shared.py``): read after the request arrived, it is as good for everything the request
 #: computes from the database afterwards, so :meth:`DataVersion.current` answers it without a round trip of its
@@ -553,22 +591,26 @@ class DataVersion:
 
     For SQLite it is ``PRAGMA data_version`` on a connection of its own that never writes ("different if changes
     were committed to the database by any other connection in the interim" — every other connection, in this
-    process or another). For PostgreSQL it is the write-ahead log's insert position
-    (``pg_current_wal_insert_lsn()``) on a connection of its own: every commit, by any replica or client, writes
-    its commit record there first, so the number has moved before the change is visible (it also moves for writes
-    this caller does not care about, which only costs a recomputation). Callers use it to keep a result computed
-    from database state for exactly as long as that state has not changed. ``None`` means nothing may be kept: any
-    other database, or PostgreSQL while it cannot be reached (the connection is made again on the next call).
+    process or another). For PostgreSQL it is a hash of the current snapshot (``pg_current_snapshot()``: the
+    oldest transaction still running, the next one to start, and those running in between) on a connection of its
+    own: two equal snapshots see the same committed data, and a commit (or rollback) by any replica or client ends
+    a transaction, which changes the snapshot of everyone who looks afterwards. It does not move while a long write
+    is under way, as the write-ahead log's position does with every row (the audit log's batch of thousands of
+    rows moved it a thousand times a second, each time discarding what the token service kept); it also moves for
+    commits this caller does not care about, which only costs a recomputation. The number is only ever compared for
+    equality. Callers use it to keep a result computed from database state for exactly as long as that state has not
+    changed. ``None`` means nothing may be kept: any other database, or PostgreSQL while it cannot be reached (the
+    connection is made again on the next call).
     """
 
-    _WAL_POSITION = WAL_POSITION.encode()
+    _SNAPSHOT = SNAPSHOT.encode()
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._conn: Any = None
         self._pq: Any = None  # PostgreSQL: libpq's connection under psycopg's, the statement prepared on it
         self._query = {"sqlite": "PRAGMA data_version",
-                       "postgresql": self._WAL_POSITION.decode()}.get(engine.dialect.name)
+                       "postgresql": SNAPSHOT}.get(engine.dialect.name)
 
     def current(self) -> int | None:
         if self._query is None:
@@ -577,7 +619,7 @@ class DataVersion:
         if given is not None and given[0] is _current_task():
             return given[1]
         if self._engine.dialect.name == "postgresql":
-            return self._wal_position()
+            return self._snapshot()
         if self._conn is None:
             self._conn = self._engine.raw_connection()
         cur = self._conn.cursor()
@@ -587,7 +629,7 @@ class DataVersion:
         finally:
             cur.close()
 
-    def _wal_position(self) -> int | None:
+    def _snapshot(self) -> int | None:
         """One round trip of a statement prepared once, through libpq (``psycopg.pq``) directly: psycopg's cursor
         costs 68 µs of CPU a read on this machine, the prepared statement 17 µs, and it is read on every token
         request. Any failure closes the connection (made again on the next call) and answers ``None``."""
@@ -598,7 +640,7 @@ class DataVersion:
                 self._conn = self._engine.raw_connection()
                 self._conn.driver_connection.autocommit = True
                 pgconn = self._conn.driver_connection.pgconn
-                prepared = pgconn.prepare(b"acrlocal_data_version", self._WAL_POSITION)
+                prepared = pgconn.prepare(b"acrlocal_data_version", self._SNAPSHOT)
                 if prepared.status != pq.ExecStatus.COMMAND_OK:
                     raise RuntimeError(prepared.get_error_message().decode(errors="replace"))
                 self._pq = pgconn
