@@ -75,7 +75,8 @@ def test_buffer_is_bounded_and_token_service_events_are_mapped(tmp_path: Any, da
                                 repository=f"r{i}", result="Success"))
     assert log.dropped == 2
     asyncio.run(log.flush())
-    log.record(AuthEvent("login", "reg", "principal", "oid-1", "granted", detail="refresh token issued",
+    odd = "refresh token issued\tto \\N\n'x' \u00e9"  # what PostgreSQL's COPY must escape, or reads as NULL
+    log.record(AuthEvent("login", "reg", "principal", "oid-1", "granted", detail=odd,
                          address="127.0.0.1", time=10.0))
     log.record(AuthEvent("login", "reg", "token", "tok", "failed", detail="wrong password", address="127.0.0.1",
                          time=11.0))
@@ -90,4 +91,5 @@ def test_buffer_is_bounded_and_token_service_events_are_mapped(tmp_path: Any, da
     assert repos[0]["Identity"] == "tok" and repos[0]["IdentityType"] == "token"
     logins = query(engine, "reg", LOGIN_TABLE)
     assert [(e["Identity"], e["ResultType"]) for e in logins] == [("tok", "Failure"), ("oid-1", "Success")]
+    assert logins[1]["ResultDescription"] == odd and logins[1]["CallerIpAddress"] == "127.0.0.1"
     engine.dispose()
