@@ -8,13 +8,13 @@ round), on each server:
 
 - ``token``: ``wrk`` keeping 8 connections busy on ``GET /oauth2/token?service=..&scope=repository:bench/app:pull``
   with ``Authorization: Basic <all-zero user>:<refresh token>``, as :mod:`benchmarks.tokens` does;
-- ``manifest-head``: 8,000 HEADs over 32 connections (``ab``, or ``hey`` with ``--client hey``) on the manifest by
+- ``manifest-head``: 24,000 HEADs over 32 connections (``ab``, or ``hey`` with ``--client hey``) on the manifest by
   tag with a bearer token.
 
 Server CPU per request (the server's CPU time over the requests it answered, from ``/proc``; PostgreSQL's own
 processes are not the server's and are not counted) is the figure to compare: it moves far less with the machine's
-other load than the rates. ``--profile DIR`` attaches py-spy to the PostgreSQL server during a token run and a run of HEADs
-before the rounds and prints where its time went (profiled figures are slower and left out of the summary).
+other load than the rates. ``--profile DIR`` attaches py-spy to the PostgreSQL server during a token run and a run
+of HEADs before the rounds and prints where its time went (profiled figures are slower and left out of the summary).
 
 Usage (repository root, the dev virtualenv's Python)::
 
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.backends", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, help="rounds (default 4, or 1 with --quick)")
-    p.add_argument("--profile", type=Path, help="write py-spy profiles of the PostgreSQL server's token and HEAD runs here")
+    p.add_argument("--profile", type=Path,
+                   help="write py-spy profiles of the PostgreSQL server's token and HEAD runs here")
+    p.add_argument("--head-requests", type=int, help="HEADs a run (default 24,000, or 2,048 with --quick)")
     p.add_argument("--out", type=Path)
     add_head_client_option(p)
     args = p.parse_args(argv)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     from tests.postgres import PostgresServer
 
     rounds = args.reps or (1 if args.quick else 4)
-    head_n = 2048 if args.quick else 8000
+    head_n = args.head_requests or (2048 if args.quick else 24_000)
     seconds = 3 if args.quick else 5
     info = machine()
     samples: list[Sample] = []
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         targets = [start(scratch, "sqlite", None), start(scratch, "postgresql", cluster.create_database())]
         if args.profile:
             for workload, run in (("token", lambda: measure_tokens(targets[1], 0, seconds)),
-                                  ("manifest-head", lambda: measure_head(targets[1], 0, 4 * head_n))):
+                                  ("manifest-head", lambda: measure_head(targets[1], 0, head_n))):
                 out = args.profile / f"{workload}-postgresql.txt"
                 with PySpy(targets[1].reg.pid, out) as spy:
                     run()
