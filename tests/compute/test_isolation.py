@@ -3,7 +3,8 @@ Azure's run-command does): the server's data directory (``admin.json``), other V
 not there to read; ``ps`` shows the VM's processes only; its network namespace holds nothing but ``lo`` and no
 route; the host's programs are read-only and the VM's root can neither mount nor make devices; the host's own
 secrets in ``/etc`` are hidden; the host's network namespace never gains 169.254.169.254; a VM that would see
-the data directory does not start, and says why; and a host that cannot make a VM's namespaces makes no VM."""
+the data directory does not start, and says why; a host that cannot make a VM's namespaces makes no VM; and a VM
+whose monitor was killed leaves no cgroup behind."""
 
 from __future__ import annotations
 
@@ -200,3 +201,41 @@ def test_a_host_that_cannot_make_a_vms_namespaces_refuses_to_create_it(how: str,
         server.stop()
         if how == "not root":
             shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def test_a_vm_whose_monitor_was_killed_leaves_no_cgroup_behind(acrlocal: AcrLocal) -> None:
+    """The VM's monitor (the host-side process that made its cgroups, and removes them when the VM powers off)
+    killed with SIGKILL: the server removes the cgroups once the VM's processes have left them."""
+    import signal
+    import time
+
+    from acrlocal.compute import vminit
+
+    group = f"cg-{uuid.uuid4().hex[:8]}"
+    az(acrlocal, "group", "create", "-n", group, "-l", "westus")
+    try:
+        az(acrlocal, "vm", "create", "-g", group, "-n", "vm-c")
+        run(acrlocal, group, "vm-c", "true")  # running
+        vm_id = az(acrlocal, "vm", "show", "-g", group, "-n", "vm-c", "--query", "vmId")
+        name = f"acrlocal-vm-{vm_id.replace('-', '')[:12]}"
+        directories = [d for _key, _parent, d in vminit._vm_cgroups(name)]  # the server's cgroup is the test's
+        assert any(os.path.isdir(d) for d in directories), directories
+        monitors = []
+        for entry in Path("/proc").iterdir():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                cgroups = (entry / "cgroup").read_text()
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            if any(part.endswith(b"vminit.py") for part in command) and f"/{name}\n" in cgroups and \
+                    acrlocal.proc is not None and parent == acrlocal.proc.pid:  # not the VM's PID 1, its child
+                monitors.append(int(entry.name))
+        assert len(monitors) == 1, monitors
+        os.kill(monitors[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while any(os.path.isdir(d) for d in directories):
+            assert time.monotonic() < deadline, [d for d in directories if os.path.isdir(d)]
+            time.sleep(0.2)
+    finally:
+        az(acrlocal, "group", "delete", "-n", group, "--yes")

@@ -246,6 +246,12 @@ class Machine:
         assert self._monitor is not None
         code = await self._monitor.wait()
         self._gone(f"the VM's monitor exited with {code}")
+        cgroup = self.plan.get("cgroup")
+        if cgroup:  # a monitor that was killed left the VM's cgroups behind
+            left = await asyncio.to_thread(vminit.remove_vm_cgroups, cgroup)
+            if left:
+                log.warning("VM %s: its cgroups %s could not be removed: processes are still in them", self.vm_id,
+                            ", ".join(left))
 
     def _gone(self, why: str) -> None:
         if self.ended.is_set():

@@ -309,20 +309,26 @@ def _cgroup_mounts() -> dict[str, str]:
     return found
 
 
-def enter_vm_cgroups(name: str) -> list[tuple[str, str]]:
-    """Make ``<this process's cgroup>/<name>`` in every hierarchy and move this process there. Returns the
-    directories made (removed when the VM stops), or raises :class:`RuntimeError`."""
+def _vm_cgroups(name: str) -> list[tuple[str, str, str]]:
+    """``(hierarchy key, parent, directory)`` of ``<this process's cgroup>/<name>`` in every mounted hierarchy."""
     mounts = _cgroup_mounts()
-    made = []
+    found = []
     with open("/proc/self/cgroup") as f:
         lines = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
     for _id, controllers, path in lines:
         key = ",".join(sorted(c for c in controllers.split(",") if c)) if controllers else ""
         base = mounts.get(key)
-        if base is None:
-            continue
-        parent = base + path.rstrip("/")
-        directory = os.path.join(parent, name)
+        if base is not None:
+            parent = base + path.rstrip("/")
+            found.append((key, parent, os.path.join(parent, name)))
+    return found
+
+
+def enter_vm_cgroups(name: str) -> list[tuple[str, str]]:
+    """Make ``<this process's cgroup>/<name>`` in every hierarchy and move this process there. Returns the
+    directories made (removed when the VM stops), or raises :class:`RuntimeError`."""
+    made = []
+    for key, parent, directory in _vm_cgroups(name):
         try:
             os.mkdir(directory, 0o755)
         except FileExistsError:
@@ -343,6 +349,27 @@ def enter_vm_cgroups(name: str) -> list[tuple[str, str]]:
             raise RuntimeError(f"cannot move the VM into its cgroup {directory}: {exc.strerror}") from None
         made.append((parent, directory))
     return made
+
+
+def remove_vm_cgroups(name: str, wait_s: float = 10.0) -> list[str]:
+    """Remove what is left of a VM's cgroups (``<this process's cgroup>/<name>``, made by its monitor, a child of
+    this process): a monitor that was killed could not. Waits up to ``wait_s`` for the VM's last processes to
+    leave them (blocking: call it from a thread); returns the directories that are still there."""
+    left = [directory for _key, _parent, directory in _vm_cgroups(name) if os.path.isdir(directory)]
+    deadline = time.monotonic() + wait_s
+    while left:
+        for directory in list(left):
+            try:
+                os.rmdir(directory)
+                left.remove(directory)
+            except FileNotFoundError:
+                left.remove(directory)
+            except OSError:  # processes of the VM are still in it
+                pass
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return left
 
 
 def leave_vm_cgroups(made: list[tuple[str, str]]) -> None:
