@@ -13,9 +13,14 @@ rate of the same round (median over rounds), printed beside the bound that shari
 2c / (c + o) with c the replicas' CPU a request and o everyone else's: a replica that costs less a request gets less
 from a second core here, where the client and the balancer take their share of both.
 
+``--replica-cpus X`` gives each replica a CPU quota of X cores (a cgroup of its own, :mod:`benchmarks.cpulimit`; root
+and a cgroup file system needed): each replica then behaves like a machine of X cores, and the factor says whether
+the replicas scale when the client and the balancer do not take the cores they would run on (with X = 0.5, two
+replicas take one core, and the rest of the machine has the other).
+
 Usage (repository root, the dev virtualenv's Python)::
 
-    python -m benchmarks.replicas [--reps ROUNDS] [--requests N] [--client ab|hey]
+    python -m benchmarks.replicas [--reps ROUNDS] [--requests N] [--client ab|hey] [--replica-cpus X]
 
 Writes ``benchmarks/results/replicas-<UTC time>.json`` and prints a markdown table. Needs ``ab`` (or ``hey``),
 ``haproxy`` and PostgreSQL's server binaries.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -40,6 +46,7 @@ from tests.registry.conftest import RegistryClient
 from tests.replicas.conftest import Replicas, start_replicas, stop_replicas
 
 from benchmarks.clients import add_head_client_option, head_load, use_head_client
+from benchmarks.cpulimit import CpuLimit
 from benchmarks.procstat import children_cpu_seconds, cpu_seconds
 
 RESULTS = Path(__file__).parent / "results"
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="rounds (default 5)")
     parser.add_argument("--requests", type=int, default=8000, help="HEAD requests per sample (default 8000)")
+    parser.add_argument("--replica-cpus", type=float, help="each replica's CPU quota, in cores (default: none)")
     add_head_client_option(parser)
     args = parser.parse_args(argv)
     use_head_client(args.client)
@@ -93,11 +101,16 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="acrlocal-bench-replicas-"))
     sets: dict[str, Replicas] = {}
     samples: list[dict[str, Any]] = []
+    limits: list[CpuLimit] = []
     try:
         for count in (1, 2):
             log(f"starting {count} replica(s) behind HAProxy")
-            sets[f"{count} replica(s)"] = start_replicas(scratch / f"set{count}", "--registry-rate-limit", "off",
-                                                         count=count)
+            replicas = sets[f"{count} replica(s)"] = start_replicas(
+                scratch / f"set{count}", "--registry-rate-limit", "off", count=count)
+            for i, server in enumerate(replicas.servers):
+                if args.replica_cpus and server.proc is not None:
+                    limits.append(CpuLimit(f"acrlocal-bench-{os.getpid()}-{count}-{i}", args.replica_cpus))
+                    limits[-1].add(server.proc.pid)
         targets: dict[str, tuple[str, str]] = {}
         for name, replicas in sets.items():
             RegistryClient(replicas.front).push_image("bench/app", "v1")
@@ -116,13 +129,16 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for replicas in sets.values():
             stop_replicas(replicas)
+        for limit in limits:
+            limit.close()
         postgres.stop_shared()
         shutil.rmtree(scratch, ignore_errors=True)
     ratios = []
     for rnd in range(args.reps):
         one, two = ([s for s in samples if s["round"] == rnd and s["set"] == name] for name in sets)
         ratios.append(two[0]["rps"] / one[0]["rps"])
-    summary: dict[str, Any] = {"scaling_factor_median": statistics.median(ratios), "scaling_factors": ratios}
+    summary: dict[str, Any] = {"scaling_factor_median": statistics.median(ratios), "scaling_factors": ratios,
+                               "replica_cpus": args.replica_cpus}
     for name in sets:
         mine = [s for s in samples if s["set"] == name]
         summary[name] = {key: statistics.median(s[key] for s in mine) for key in (
@@ -133,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     two = summary[list(sets)[-1]]
     c = two["replica_cpu_ms_per_req"]
     o = two["postgres_cpu_ms_per_req"] + two["haproxy_cpu_ms_per_req"] + two["client_cpu_ms_per_req"]
-    summary["scaling_bound"] = 2 * c / (c + o)
+    summary["scaling_bound"] = 2.0 if args.replica_cpus else 2 * c / (c + o)
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"replicas-{stamp}.json").write_text(json.dumps({"head_client": args.client, "samples": samples,
@@ -146,10 +162,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {m['rps']:.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
               f"{m['replica_cpu_ms_per_req']:.3f} | {m['postgres_cpu_ms_per_req']:.3f} | "
               f"{m['haproxy_cpu_ms_per_req']:.3f} | {m['client_cpu_ms_per_req']:.3f} |")
-    print(f"\nscaling factor (2 replicas over 1, median of {args.reps} rounds): "
-          f"{summary['scaling_factor_median']:.2f}x ({', '.join(f'{r:.2f}' for r in ratios)}); on these shared cores "
-          f"at most 2c / (c + o) = {summary['scaling_bound']:.2f}x (c: the replicas' CPU a request, o: everyone "
-          "else's, with 2 replicas)")
+    factor = (f"\nscaling factor (2 replicas over 1, median of {args.reps} rounds): "
+              f"{summary['scaling_factor_median']:.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})")
+    if args.replica_cpus:
+        print(f"{factor}, each replica limited to {args.replica_cpus:g} cores")
+    else:
+        print(f"{factor}; on these shared cores at most 2c / (c + o) = {summary['scaling_bound']:.2f}x (c: the "
+              "replicas' CPU a request, o: everyone else's, with 2 replicas)")
 
 
 if __name__ == "__main__":
