@@ -11,9 +11,9 @@ not served any more, and one made again under its name has another ``uid``, whic
 The answer is read from the database (the ``registries`` row for the admin user, the token's resource through
 the scoped-token policy) and kept while the database is unchanged (:class:`~acrlocal.storage.sql.DataVersion`,
 which sees commits of every connection and process), so a repeated request costs one ``PRAGMA data_version``
-read on SQLite (on PostgreSQL, the write-ahead log's position). The look-up runs through the server's
-:class:`~acrlocal.storage.sql.SqlThread` (off the event loop on PostgreSQL). Database errors propagate: they are
-not refusals.
+read on SQLite (on PostgreSQL, the current snapshot, read by the request's first round trip). The look-up runs
+through the server's :class:`~acrlocal.storage.sql.SqlThread` (off the event loop on PostgreSQL, unless caches
+answer it). Database errors propagate: they are not refusals.
 """
 
 from __future__ import annotations
