@@ -14,6 +14,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from benchmarks.procstat import descendants
+
 ROOT = Path("/sys/fs/cgroup")
 #: The scheduler's accounting period: short, so that a throttled group waits milliseconds, not a tenth of a second.
 PERIOD_US = 20_000
@@ -25,26 +27,6 @@ def _v2_root() -> Path | None:
         if enabled.exists() and "cpu" in enabled.read_text().split():
             return root
     return None
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (a server's worker processes), from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, ()))
-    return found
 
 
 class CpuLimit:
