@@ -75,8 +75,16 @@ relative to ``acrlocal``::
         └── arm.graph.errors.GraphError             Microsoft Graph ``{"error": {"code", "message", ...}}``
 
 Each room's HTTP layer renders its own :class:`ProtocolError` subclass; handlers catch the domain errors they
-expect and answer them in their protocol's format. ``tests/test_errors.py`` checks that this tree names every
-exception class the package defines, with the builtin it derives from.
+expect and answer them in their protocol's format.
+
+One class is not an error but a signal, a :class:`BaseException` as :class:`GeneratorExit` is, so that no ``except
+Exception`` on its way takes it for one; it never leaves the function that raises it and the one that catches it::
+
+    storage.sql.NeedsDatabase(BaseException)       a call tried on the event loop asked for a connection: it runs
+                                                    again in the SQL thread (``SqlThread.run``)
+
+``tests/test_errors.py`` checks that these drawings name every exception class the package defines, with the
+builtin it derives from.
 """
 
 from __future__ import annotations
