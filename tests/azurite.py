@@ -9,7 +9,9 @@ Microsoft's azure-containerregistry refuses to follow a blob redirect to plain h
 ``https://127.0.0.1:<port>/<account>/<container>``; the server under test trusts the CA through
 ``acrlocal up --blob-store-ca``, clients through the bundle :attr:`tests.harness.AcrLocal.ca` gives.
 :meth:`AzuriteServer.stop_service` and :meth:`AzuriteServer.start_service` stop and start the process on the same
-port and workspace (the fault tests' restart); what it stored survives.
+port and workspace (the fault tests' restart); what it stored survives. With ``access_log``, Azurite logs each
+request it answers, and :meth:`AzuriteServer.answered` lists those a container's blobs were sent (the tests that
+count storage requests).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -26,15 +29,53 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
+
+import requests
 
 from tests.ports import free_port
 from tests.session_service import SessionService
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "azurite"
 ACCOUNT = "acrlocaltest"
+# A line of the access log (morgan's "common" format): '... "PUT /<account>/<container>/<blob>?<query> HTTP/1.1" 201 -'
+_ACCESS = re.compile(r'"([A-Z]+) (/\S*) HTTP/[0-9.]+" ([0-9]{3}) ')
+
+
+class Request(NamedTuple):
+    """A request Azurite answered: its method, the blob's name in the container, the query, and the status."""
+
+    method: str
+    blob: str
+    query: str
+    status: int
+
+    @property
+    def operation(self) -> str:
+        """The Blob Storage operation, as Azure's REST reference names it. A PUT of a whole blob outside
+        ``_uploads/`` is taken for Copy Blob (the URL does not tell them apart: acrlocal writes a published blob
+        only by copying an upload to it)."""
+        comp = urllib.parse.parse_qs(self.query).get("comp", [""])[0]
+        if self.method == "HEAD":
+            return "Get Blob Properties"
+        if self.method == "DELETE":
+            return "Delete Blob"
+        if self.method == "GET":
+            return {"blocklist": "Get Block List", "metadata": "Get Blob Metadata", "": "Get Blob"}.get(comp, comp)
+        if self.method == "PUT":
+            if comp == "":
+                return "Put Blob" if self.blob.startswith("_uploads/") else "Copy Blob"
+            return {"block": "Put Block", "blocklist": "Put Block List", "metadata": "Set Blob Metadata"}.get(comp,
+                                                                                                          comp)
+        return f"{self.method} {comp}"
+
+    def __str__(self) -> str:
+        """The operation, on an ``upload`` or a ``blob`` (a published one), and the status: ``Put Block upload 201``."""
+        return f"{self.operation} {'upload' if self.blob.startswith('_uploads/') else 'blob'} {self.status}"
 
 
 def executable() -> Path | None:
@@ -80,7 +121,7 @@ class AzuriteServer:
     """One Azurite blob service; :meth:`container_url` names a container for each user of it (the server being
     tested creates it)."""
 
-    def __init__(self, *, oauth: bool = False) -> None:
+    def __init__(self, *, oauth: bool = False, access_log: bool = False) -> None:
         exe = executable()
         if exe is None:
             raise RuntimeError(f"Azurite is not installed: run `npm ci` in {PACKAGE_DIR} (scripts/test does), with "
@@ -95,6 +136,8 @@ class AzuriteServer:
         #: Whether Azurite takes bearer tokens (``--oauth basic``: it checks their issuer, audience and lifetime, not
         #: their signature), besides the account key and SAS.
         self.oauth = oauth
+        #: Whether Azurite logs each request it answers (in ``azurite.log``), for :meth:`answered`.
+        self.access_log = access_log
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._count = 0
@@ -139,7 +182,7 @@ class AzuriteServer:
         with open(self.dir / "azurite.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [str(self.exe), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(workspace),
-                 "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent",
+                 "--skipApiVersionCheck", "--loose", "--disableTelemetry", *([] if self.access_log else ["--silent"]),
                  "--cert", str(self.dir / "cert.pem"), "--key", str(self.dir / "key.pem"),
                  *(["--oauth", "basic"] if self.oauth else [])],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
@@ -168,16 +211,41 @@ class AzuriteServer:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    def answered(self, container_url: str, timeout: float = 30.0) -> list[Request]:
+        """The requests Azurite answered for blobs of the container (not those for the container itself, such as
+        listings), in the order it logged them; the server must log them (``access_log``). Azurite logs a request
+        once its answer is sent: so that every request answered before the call is there, this sends one of its own
+        (a HEAD no credential allows) and waits for it to be logged."""
+        assert self.access_log, "Azurite was started without its access log"
+        sentinel = f"/{ACCOUNT}/sentinel-{secrets.token_hex(8)}"
+        requests.head(f"https://127.0.0.1:{self.port}{sentinel}", timeout=timeout, verify=self.ca)
+        prefix = urllib.parse.urlsplit(container_url).path.rstrip("/") + "/"
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [(m.group(1), m.group(2), int(m.group(3)))
+                     for m in _ACCESS.finditer((self.dir / "azurite.log").read_text(errors="replace"))]
+            if any(path == sentinel for _, path, _ in found):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Azurite did not log the request for {sentinel} within {timeout}s")
+            time.sleep(0.05)
+        listed = []
+        for method, path, status in found:
+            name, _, query = path.partition("?")
+            if name.startswith(prefix):
+                listed.append(Request(method, urllib.parse.unquote(name[len(prefix):]), query, status))
+        return listed
+
     def stop(self) -> None:
         self.stop_service()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @contextmanager
-def private(*, oauth: bool = False) -> Iterator[AzuriteServer]:
-    """An Azurite of the caller's own (for tests that stop and start it, or that need ``oauth``), stopped and removed
-    when the block ends."""
-    server = AzuriteServer(oauth=oauth)
+def private(*, oauth: bool = False, access_log: bool = False) -> Iterator[AzuriteServer]:
+    """An Azurite of the caller's own (for tests that stop and start it, or that need ``oauth`` or ``access_log``),
+    stopped and removed when the block ends."""
+    server = AzuriteServer(oauth=oauth, access_log=access_log)
     server.start()
     try:
         yield server
