@@ -1,7 +1,7 @@
 """The ``BlobStore`` contract on both implementations: files under a directory, and an Azure Blob Storage container
 on a private Azurite (``tests/azurite.py``); then what only the Azure store has to get right: sessions continued by
 another replica (another store object, as another process would be), two replicas racing on one session, and the
-redirect URL.
+redirect URL, and the requests each call sends to storage.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ StoreFactory = Callable[[], Awaitable[BlobStore]]
 
 @pytest.fixture(scope="module")
 def azurite_server() -> Iterator[azurite.AzuriteServer]:
-    with azurite.private() as server:
+    with azurite.private(access_log=True) as server:
         yield server
 
 
@@ -465,3 +465,184 @@ def test_a_sas_credential_works_and_makes_no_redirect_urls(container_url: str,
             await store.close()
 
     run(go())
+
+
+# -- Azure only: the requests each call makes ---------------------------------------------------------------------
+
+
+async def in_task(call: Callable[[], Awaitable[Any]]) -> Any:
+    """``call`` in a task of its own, as the registry runs each request."""
+    return await asyncio.create_task(call())  # type: ignore[arg-type]
+
+
+def test_a_request_reads_the_upload_state_once(container_url: str, azurite_server: azurite.AzuriteServer) -> None:
+    """A push as the registry makes it, each request in a task of its own: every request but the first reads the
+    session's state once (Get Blob Properties), and its append or commit goes on from what it read."""
+    make = _azure(container_url, azurite_server)
+    data = b"a small layer"
+
+    async def go() -> None:
+        store = await make()
+        try:
+            async def patch() -> None:
+                assert await store.upload_size("u") == 0
+                assert await store.append("u", pieces(data)) == len(data)
+
+            async def put() -> None:
+                assert await store.upload_size("u") == len(data)
+                assert await store.commit("u", sha256(data)) == len(data)
+
+            await in_task(lambda: store.start_upload("u"))
+            await in_task(patch)
+            await in_task(put)
+            assert await read_all(store, sha256(data)) == data
+        finally:
+            await store.close()
+
+    run(go())
+    assert [str(r) for r in azurite_server.answered(container_url)] == [
+        "Put Blob upload 201",
+        "Get Blob Properties upload 200", "Put Block upload 201", "Set Blob Metadata upload 200",
+        "Get Blob Properties upload 200", "Get Block List upload 200", "Put Block List upload 201",
+        "Get Blob Properties blob 404", "Copy Blob blob 202", "Delete Blob upload 202",
+        "Get Blob blob 206",
+    ]
+
+
+def test_a_whole_blob_in_one_request_reads_no_state(container_url: str,
+                                                    azurite_server: azurite.AzuriteServer) -> None:
+    """Opened, appended to and completed in one request: the state Put Blob wrote and the one Set Blob Metadata
+    wrote (with the ETags storage answered) are all the next call needs."""
+    make = _azure(container_url, azurite_server)
+
+    async def go() -> None:
+        store = await make()
+        try:
+            async def post() -> None:
+                await store.start_upload("u")
+                await store.append("u", pieces(b"whole", b" blob"))
+                assert await store.commit("u", sha256(b"whole blob")) == 10
+
+            await in_task(post)
+        finally:
+            await store.close()
+
+    run(go())
+    assert [str(r) for r in azurite_server.answered(container_url)] == [
+        "Put Blob upload 201", "Put Block upload 201", "Set Blob Metadata upload 200",
+        "Get Block List upload 200", "Put Block List upload 201",
+        "Get Blob Properties blob 404", "Copy Blob blob 202", "Delete Blob upload 202",
+    ]
+
+
+def test_a_chunk_cut_back_and_sent_again_in_one_request_reads_the_state_once(
+        container_url: str, azurite_server: azurite.AzuriteServer) -> None:
+    """The ETag Set Blob Metadata answers (for an append, and for a cut back) is the one the next write is
+    conditional on: a wrong one would be refused (UploadRaced)."""
+    make = _azure(container_url, azurite_server)
+
+    async def go() -> None:
+        store = await make()
+        try:
+            async def request() -> None:
+                assert await store.upload_size("u") == 0
+                assert await store.append("u", pieces(b"0123")) == 4
+                await store.truncate("u", 0)
+                assert await store.append("u", pieces(b"abcd")) == 4
+                await store.truncate("u", 4)  # nothing to cut back
+                assert await store.commit("u", sha256(b"abcd")) == 4
+
+            await store.start_upload("u")
+            await in_task(request)
+            assert await read_all(store, sha256(b"abcd")) == b"abcd"
+        finally:
+            await store.close()
+
+    run(go())
+    assert [str(r) for r in azurite_server.answered(container_url)] == [
+        "Put Blob upload 201",
+        "Get Blob Properties upload 200", "Put Block upload 201", "Set Blob Metadata upload 200",
+        "Set Blob Metadata upload 200", "Put Block upload 201", "Set Blob Metadata upload 200",
+        "Get Block List upload 200", "Put Block List upload 201",
+        "Get Blob Properties blob 404", "Copy Blob blob 202", "Delete Blob upload 202",
+        "Get Blob blob 206",
+    ]
+
+
+def test_a_failed_append_leaves_nothing_remembered(container_url: str,
+                                                   azurite_server: azurite.AzuriteServer) -> None:
+    """After an append that failed (here past its limit) the next call reads the state again."""
+    make = _azure(container_url, azurite_server)
+
+    async def go() -> None:
+        store = await make()
+        try:
+            async def request() -> None:
+                assert await store.upload_size("u") == 0
+                with pytest.raises(UploadTooLarge):
+                    await store.append("u", pieces(b"abc", b"def"), limit=4)
+                await store.truncate("u", 0)
+                assert await store.append("u", pieces(b"abc")) == 3
+
+            await store.start_upload("u")
+            await in_task(request)
+        finally:
+            await store.close()
+
+    run(go())
+    assert [str(r) for r in azurite_server.answered(container_url)] == [
+        "Put Blob upload 201",
+        "Get Blob Properties upload 200",  # the append failed before it staged anything
+        "Get Blob Properties upload 200", "Put Block upload 201", "Set Blob Metadata upload 200",
+    ]
+
+
+def test_a_state_remembered_in_one_task_is_not_seen_by_another(container_url: str,
+                                                               azurite_server: azurite.AzuriteServer) -> None:
+    """A task made by one that remembers a state (as each aiohttp request's task is made by its connection's)
+    copies its context, and with it the reference to what that task remembers; it must not use it. Here the state
+    the parent remembered went stale (another replica appended): a child that used it would be refused."""
+    make = _azure(container_url, azurite_server)
+
+    async def go() -> None:
+        store, replica = await make(), await make()
+        try:
+            await store.start_upload("u")  # remembered in this task
+            assert await store.upload_size("u") == 0
+            assert await in_task(lambda: replica.append("u", pieces(b"abc"))) == 3
+            assert await in_task(lambda: store.append("u", pieces(b"def"))) == 6
+            assert await in_task(lambda: store.commit("u", sha256(b"abcdef"))) == 6
+            assert azure_blobs._known_states() is azure_blobs._known_states()  # kept within a task
+        finally:
+            await store.close()
+            await replica.close()
+
+    run(go())
+    assert [str(r) for r in azurite_server.answered(container_url)] == [
+        "Put Blob upload 201", "Get Blob Properties upload 200",
+        "Get Blob Properties upload 200", "Put Block upload 201", "Set Blob Metadata upload 200",
+        "Get Blob Properties upload 200", "Put Block upload 201", "Set Blob Metadata upload 200",
+        "Get Blob Properties upload 200", "Get Block List upload 200", "Put Block List upload 201",
+        "Get Blob Properties blob 404", "Copy Blob blob 202", "Delete Blob upload 202",
+    ]
+
+
+def test_outside_a_task_nothing_is_remembered() -> None:
+    """A callback the loop runs is in no task: each call gets a dict nothing keeps."""
+    seen: list[Any] = []
+
+    def call() -> None:
+        try:
+            seen.append(dict(azure_blobs._known_states()))
+            azure_blobs._known_states()[("container", "u")] = None  # type: ignore[assignment]
+        except Exception as exc:
+            seen.append(exc)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(call)
+        loop.call_soon(call)
+        await asyncio.sleep(0.01)
+
+    run(go())
+    assert seen == [{}, {}]

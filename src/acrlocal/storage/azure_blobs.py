@@ -5,9 +5,10 @@ blob ``_uploads/<id>``, committed empty when the session opens, its chunks stage
 its state in the blob's metadata. Any replica can continue a session, because everything about it is in storage:
 
 - Each append stages the request body as blocks of up to :data:`BLOCK_SIZE` (Put Block), then records the new
-  state with one Set Blob Metadata conditional on the ETag it read first, so of two replicas appending to one
-  session at once exactly one succeeds (the other gets :class:`UploadRaced`, and its blocks are never committed).
-  Until that write, nothing of the append is part of the upload: a failed or cut-off chunk needs no undoing.
+  state with one Set Blob Metadata conditional on the ETag of the state it went on from, so of two replicas
+  appending to one session at once exactly one succeeds (the other gets :class:`UploadRaced`, and its blocks are
+  never committed). Until that write, nothing of the append is part of the upload: a failed or cut-off chunk needs
+  no undoing.
 - The state is the size, the last block's id, and the running SHA-256, saved with
   :class:`~acrlocal.storage.sha256state.ResumableSha256` (OpenSSL's state, portable, about 100 bytes), so the
   digest at completion costs nothing more than a finish: no byte is read back. Block ids carry their offset, a
@@ -17,6 +18,17 @@ its state in the blob's metadata. Any replica can continue a session, because ev
 - Completion checks the digest, commits the chain of blocks (Put Block List, conditional on the ETag), copies the
   upload to the digest's name (Copy Blob, within the account) and deletes the upload. A digest other than
   sha256, or a libcrypto without the resumable functions, is checked by reading the committed upload back.
+- A request reads the upload's state once. The state and ETag a call read or wrote (Put Blob and Set Blob
+  Metadata answer the new ETag) are what the next call of the same request goes on from, as the registry holds
+  the upload's lock for the whole request; they are remembered until the request ends, never longer
+  (:func:`_known_states`): the next request may reach another replica, after others wrote.
+
+Requests: opening a session is a Put Blob; :meth:`~AzureBlobStore.upload_size`, the registry's first look at a
+session in a request, a Get Blob Properties; an append, a Put Block per block and a Set Blob Metadata; a cut back,
+a Set Blob Metadata; completion, a Get Block List, a Put Block List, a Get Blob Properties of the blob (unless it
+is there already: a Copy Blob) and a Delete Blob. An append, cut back or completion that finds no state remembered
+in its request first reads it (Get Blob Properties). A push as POST, PATCH and PUT ``?digest=`` makes 1 + 3 + 6
+requests.
 
 Reads stream Get Blob ranges in pieces of :data:`READ_PIECE`; :meth:`download_url` makes a read-only SAS for the
 blob, valid for :data:`SAS_LIFETIME`: signed with the account key, or with a user delegation key when the store
@@ -40,12 +52,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import datetime as dt
 import hashlib
 import logging
 import os
 import secrets
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +259,43 @@ def _block_id(offset: int, nonce: str, previous: str) -> str:
     return f"{offset:016x}{nonce}{previous}"
 
 
+@dataclass(frozen=True)
+class _Known:
+    """An upload's state as this request last read or wrote it: the step, the one before it, and the ETag of the
+    upload blob with that state in its metadata."""
+
+    step: _Step
+    previous: _Step | None
+    etag: str
+
+
+#: The upload states the current request read or wrote: the task that owns the dict, and the dict by (container,
+#: upload id). See :func:`_known_states`.
+_KNOWN: contextvars.ContextVar[tuple[weakref.ref[asyncio.Task[Any]], dict[tuple[str, str], _Known]] | None] = (
+    contextvars.ContextVar("acrlocal_upload_states", default=None))
+
+
+def _known_states() -> dict[tuple[str, str], _Known]:
+    """The upload states the current task (one request: aiohttp runs each in a task of its own) read or wrote, so
+    that its next call on the same upload need not read them again.
+
+    Never shared between requests: the dict is made on first use and set in the task's own context, along with a
+    weak reference to that task. A task made later copies the context of the one that made it, and with it the
+    reference to the dict; but it finds another owner there and sets a fresh dict of its own. A call outside any
+    task gets a dict that nothing keeps. Nothing is kept across requests, which is what makes reusing a state
+    right: the registry holds the upload's lock for the whole request, so no other request (on this replica or
+    another) changes the upload between the read and the reuse, while a state from an earlier request may be
+    stale (the next chunk of a session often reaches another replica)."""
+    task = asyncio.current_task()
+    held = _KNOWN.get()
+    if held is not None and task is not None and held[0]() is task:
+        return held[1]
+    states: dict[tuple[str, str], _Known] = {}
+    if task is not None:
+        _KNOWN.set((weakref.ref(task), states))
+    return states
+
+
 class AzureBlobStore:
     """:class:`~acrlocal.storage.blobs.BlobStore` on one container. Make it with :meth:`open` (inside the event
     loop), and :meth:`close` it. The credential is one of: ``key``, the account key; ``sas``, a SAS for the
@@ -439,14 +490,24 @@ class AzureBlobStore:
 
     # -- uploads -----------------------------------------------------------------------------------
 
-    async def start_upload(self, upload_id: str) -> None:
-        with _storage_errors(f"starting upload {upload_id}"):
-            await self._upload(upload_id).upload_blob(
-                b"", overwrite=False, content_settings=OCTET_STREAM,
-                metadata={_STATE_KEY: _Step.empty(self._resumable).encode()})
+    def _remember(self, upload_id: str, known: _Known) -> None:
+        _known_states()[(self.location.url, upload_id)] = known
 
-    async def _state(self, blob: BlobClient, upload_id: str) -> tuple[_Step, _Step | None, str]:
-        """The upload's current step, the one before it, and the ETag they were read at."""
+    def _forget(self, upload_id: str) -> _Known | None:
+        """Forget the upload's state this request remembers, and return it (``None`` if it remembers none)."""
+        return _known_states().pop((self.location.url, upload_id), None)
+
+    async def start_upload(self, upload_id: str) -> None:
+        """Put Blob, if there is no such blob; its empty state and ETag are remembered for the request."""
+        with _storage_errors(f"starting upload {upload_id}"):
+            empty = _Step.empty(self._resumable)
+            put = await self._upload(upload_id).upload_blob(
+                b"", overwrite=False, content_settings=OCTET_STREAM, metadata={_STATE_KEY: empty.encode()})
+            self._remember(upload_id, _Known(empty, None, str(put["etag"])))
+
+    async def _state(self, blob: BlobClient, upload_id: str) -> _Known:
+        """The upload's state as storage has it (one Get Blob Properties); :class:`NotFound` if there is no upload
+        or it has no state."""
         try:
             props = await blob.get_blob_properties()
         except ResourceNotFoundError as exc:
@@ -455,21 +516,38 @@ class AzureBlobStore:
         if _STATE_KEY not in metadata:
             raise NotFound(f"upload {upload_id!r} has no state (completed, or not made by acrlocal)")
         previous = metadata.get(_PREVIOUS_KEY)
-        return _Step.decode(metadata[_STATE_KEY]), _Step.decode(previous) if previous else None, str(props.etag)
+        return _Known(_Step.decode(metadata[_STATE_KEY]), _Step.decode(previous) if previous else None,
+                      str(props.etag))
+
+    async def _current(self, blob: BlobClient, upload_id: str) -> _Known:
+        """The state this request last read or wrote, taken out of what it remembers; else read from storage. The
+        caller remembers the state it leaves only once it succeeded, so a failure (a refused write, a timeout that
+        leaves unknown whether the write was done, a cancellation) makes the next call read again."""
+        known = self._forget(upload_id)
+        return known if known is not None else await self._state(blob, upload_id)
 
     async def upload_size(self, upload_id: str) -> int | None:
+        """Always read from storage (Get Blob Properties): the registry's first look at the session in a request.
+        The state read is remembered for the request's next call."""
         with _storage_errors(f"reading upload {upload_id}"):
+            self._forget(upload_id)
             try:
-                step, _, _ = await self._state(self._upload(upload_id), upload_id)
+                known = await self._state(self._upload(upload_id), upload_id)
             except NotFound:
                 return None
-        return step.size
+            self._remember(upload_id, known)
+        return known.step.size
 
     async def append(self, upload_id: str, chunks: AsyncIterator[bytes], *, limit: int | None = None) -> int:
+        """Put Block for each :data:`BLOCK_SIZE` of ``chunks``, then Set Blob Metadata conditional on the ETag
+        (:class:`UploadRaced` if another request changed the upload meanwhile), after a Get Blob Properties unless
+        this request read or wrote the state already. The new state, with the ETag Set Blob Metadata answers, is
+        remembered for the request's next call."""
         blob = self._upload(upload_id)
         loop = asyncio.get_running_loop()
         with _storage_errors(f"appending to upload {upload_id}"):
-            step, _, etag = await self._state(blob, upload_id)
+            known = await self._current(blob, upload_id)
+            step = known.step
             hasher = sha256state.ResumableSha256.load(step.sha256) if step.sha256 is not None else None
             offset, head, blocks = step.size, step.head, step.blocks
 
@@ -516,33 +594,40 @@ class AzureBlobStore:
                     with contextlib.suppress(Exception):
                         await in_flight
             if taken == 0:
+                self._remember(upload_id, known)
                 return step.size
             new = _Step(offset, head, blocks, hasher.save() if hasher is not None else None)
             try:
-                await blob.set_blob_metadata({_STATE_KEY: new.encode(), _PREVIOUS_KEY: step.encode()},
-                                             etag=etag, match_condition=MatchConditions.IfNotModified)
+                written = await blob.set_blob_metadata({_STATE_KEY: new.encode(), _PREVIOUS_KEY: step.encode()},
+                                                       etag=known.etag, match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError as exc:
                 raise UploadRaced(f"upload {upload_id} was appended to by another request at the same time; this "
                                   "chunk was not kept") from exc
             except ResourceNotFoundError as exc:
                 raise NotFound(f"upload {upload_id!r} does not exist") from exc
+            self._remember(upload_id, _Known(new, step, str(written["etag"])))
         return new.size
 
     async def truncate(self, upload_id: str, size: int) -> None:
         """Go back to ``size``: nothing to do if the upload has that size, one append back if it had it before
-        the last append; any other size cannot be gone back to (:class:`NotFound`: the upload is lost)."""
+        the last append (Set Blob Metadata conditional on the ETag, after a Get Blob Properties unless this request
+        read or wrote the state already); any other size cannot be gone back to (:class:`NotFound`: the upload is
+        lost)."""
         blob = self._upload(upload_id)
         with _storage_errors(f"cutting back upload {upload_id}"):
-            step, previous, etag = await self._state(blob, upload_id)
+            known = await self._current(blob, upload_id)
+            step, previous = known.step, known.previous
             if step.size == size:
+                self._remember(upload_id, known)
                 return
             if previous is None or previous.size != size:
                 raise NotFound(f"upload {upload_id} has {step.size} bytes and cannot go back to {size}")
             try:
-                await blob.set_blob_metadata({_STATE_KEY: previous.encode()}, etag=etag,
-                                             match_condition=MatchConditions.IfNotModified)
+                written = await blob.set_blob_metadata({_STATE_KEY: previous.encode()}, etag=known.etag,
+                                                       match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError as exc:
                 raise UploadRaced(f"upload {upload_id} changed while it was being cut back") from exc
+            self._remember(upload_id, _Known(previous, None, str(written["etag"])))
 
     async def _chain(self, blob: BlobClient, upload_id: str, step: _Step) -> list[BlobBlock]:
         """The upload's blocks in order, found by walking back from the last one."""
@@ -574,9 +659,14 @@ class AzureBlobStore:
         return hasher.hexdigest()
 
     async def commit(self, upload_id: str, digest: Digest) -> int:
+        """Get Block List, Put Block List (conditional on the ETag), Get Blob Properties of the blob, Copy Blob
+        unless it is there, Delete Blob; first a Get Blob Properties unless this request read or wrote the state
+        already. What the request remembers of the upload is forgotten whatever happens: once its blocks are
+        committed the upload has no state any more."""
         blob = self._upload(upload_id)
         with _storage_errors(f"completing upload {upload_id}"):
-            step, _, etag = await self._state(blob, upload_id)
+            known = await self._current(blob, upload_id)
+            step, etag = known.step, known.etag
             verified = False
             if digest.algorithm == "sha256" and step.sha256 is not None:
                 actual = Digest("sha256", sha256state.ResumableSha256.load(step.sha256).hexdigest())
@@ -616,6 +706,7 @@ class AzureBlobStore:
             raise StorageUnavailable(f"copying the upload to blob {digest} ended {status}")
 
     async def abort(self, upload_id: str) -> None:
+        self._forget(upload_id)
         with _storage_errors(f"discarding upload {upload_id}"), contextlib.suppress(ResourceNotFoundError, NotFound):
             await self._upload(upload_id).delete_blob()
 
