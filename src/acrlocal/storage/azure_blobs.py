@@ -16,8 +16,10 @@ its state in the blob's metadata. Any replica can continue a session, because ev
   last one, whatever else a failed or raced chunk staged. The state before the last append is kept too, which is
   what :meth:`truncate` can go back to (a chunk the registry refused after the store took it).
 - Completion checks the digest, commits the chain of blocks (Put Block List, conditional on the ETag), copies the
-  upload to the digest's name (Copy Blob, within the account) and deletes the upload. A digest other than
-  sha256, or a libcrypto without the resumable functions, is checked by reading the committed upload back.
+  upload to the digest's name (Copy Blob within the account, on condition that no blob has that name: one that
+  has is the digest published before, the same bytes, and is left as it is) and deletes the upload. A digest
+  other than sha256, or a libcrypto without the resumable functions, is checked by reading the committed upload
+  back.
 - A request reads the upload's state once. The state and ETag a call read or wrote (Put Blob and Set Blob
   Metadata answer the new ETag) are what the next call of the same request goes on from, as the registry holds
   the upload's lock for the whole request; they are remembered until the request ends, never longer
@@ -25,10 +27,9 @@ its state in the blob's metadata. Any replica can continue a session, because ev
 
 Requests: opening a session is a Put Blob; :meth:`~AzureBlobStore.upload_size`, the registry's first look at a
 session in a request, a Get Blob Properties; an append, a Put Block per block and a Set Blob Metadata; a cut back,
-a Set Blob Metadata; completion, a Get Block List, a Put Block List, a Get Blob Properties of the blob (unless it
-is there already: a Copy Blob) and a Delete Blob. An append, cut back or completion that finds no state remembered
-in its request first reads it (Get Blob Properties). A push as POST, PATCH and PUT ``?digest=`` makes 1 + 3 + 6
-requests.
+a Set Blob Metadata; completion, a Get Block List, a Put Block List, a Copy Blob and a Delete Blob. An append, cut
+back or completion that finds no state remembered in its request first reads it (Get Blob Properties). A push as
+POST, PATCH and PUT ``?digest=`` makes 1 + 3 + 5 requests.
 
 Reads stream Get Blob ranges in pieces of :data:`READ_PIECE`; :meth:`download_url` makes a read-only SAS for the
 blob, valid for :data:`SAS_LIFETIME`: signed with the account key, or with a user delegation key when the store
@@ -113,10 +114,15 @@ _STATE_KEY, _PREVIOUS_KEY = "acrlocalupload", "acrlocalprevious"
 _NO_BLOCK = "0" * 16
 
 
+def _code(exc: HttpResponseError) -> str:
+    """Storage's error code (``""`` if it gave none)."""
+    code = getattr(exc, "error_code", None) or ""
+    return str(getattr(code, "value", code))  # the SDK's StorageErrorCode, or the code as storage sent it
+
+
 def _detail(exc: HttpResponseError) -> str:
     """Storage's error code, and the reason it gives for refusing a credential (its AuthenticationErrorDetail)."""
-    code = getattr(exc, "error_code", None) or ""
-    code = str(getattr(code, "value", code))  # the SDK's StorageErrorCode, or the code as storage sent it
+    code = _code(exc)
     for line in str(exc.message or "").splitlines():
         name, _, value = line.partition(":")
         if name.strip().lower() == "authenticationerrordetail":
@@ -659,8 +665,8 @@ class AzureBlobStore:
         return hasher.hexdigest()
 
     async def commit(self, upload_id: str, digest: Digest) -> int:
-        """Get Block List, Put Block List (conditional on the ETag), Get Blob Properties of the blob, Copy Blob
-        unless it is there, Delete Blob; first a Get Blob Properties unless this request read or wrote the state
+        """Get Block List, Put Block List (conditional on the ETag), Copy Blob (on condition that the blob is not
+        there: :meth:`_copy`), Delete Blob; first a Get Blob Properties unless this request read or wrote the state
         already. What the request remembers of the upload is forgotten whatever happens: once its blocks are
         committed the upload has no state any more."""
         blob = self._upload(upload_id)
@@ -685,16 +691,25 @@ class AzureBlobStore:
                 if actual != digest:
                     await self.abort(upload_id)
                     raise DigestMismatch(digest, actual)
-            final = self._blob(digest)
-            if not await final.exists():
-                await self._copy(blob, final, digest)
+            await self._copy(blob, self._blob(digest), digest)
             await self.abort(upload_id)
         return step.size
 
     async def _copy(self, source: BlobClient, target: BlobClient, digest: Digest) -> None:
-        """Copy Blob within the account; usually done at once, else polled until it is."""
+        """Copy Blob within the account, on condition that the target does not exist (If-None-Match: ``*``); usually
+        done at once, else polled until it is. A target that exists is the blob published already (by an earlier
+        push of the digest): names are content addresses, so it holds the same bytes, and the copy is not needed.
+        The condition is checked by storage as it copies, so no Get Blob Properties is needed first, and nothing is
+        ever copied over a published blob."""
         source_url = source.url if self._sas is None or "?" in source.url else f"{source.url}?{self._sas}"
-        copy = await target.start_copy_from_url(source_url)
+        try:
+            copy = await target.start_copy_from_url(source_url, match_condition=MatchConditions.IfMissing)
+        except HttpResponseError as exc:
+            # Azurite answers 409 BlobAlreadyExists; Azure's reference says 412 for a destination condition not met
+            # (the only condition this request has).
+            if exc.status_code == 412 or (exc.status_code == 409 and _code(exc) == "BlobAlreadyExists"):
+                return
+            raise
         status = copy.get("copy_status")
         while status == "pending":
             await asyncio.sleep(0.2)
