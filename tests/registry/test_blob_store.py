@@ -1,7 +1,7 @@
 """The registry on Azure Blob Storage (``acrlocal up --blob-store``, on a private Azurite), whatever
 ``--blob-backend`` says: blob GETs redirected to a short-lived SAS URL as ACR does, or streamed through the server
 with ranges; HEAD from metadata; the credential never in the log; and storage that goes away and comes back (503
-with Retry-After meanwhile, no restart of the server).
+with Retry-After meanwhile, no restart of the server); and the storage requests a push makes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.registry.conftest import RegistryClient, error_code
 
 @pytest.fixture(scope="module")
 def storage_server() -> Iterator[azurite.AzuriteServer]:
-    with azurite.private() as server:
+    with azurite.private(access_log=True) as server:
         yield server
 
 
@@ -134,6 +134,52 @@ def test_a_sas_credential_streams_and_the_credentials_stay_out_of_the_log(
         assert server.status["blobStore"] == url
     finally:
         server.stop()
+
+
+def test_the_storage_requests_of_a_push(storage_server: azurite.AzuriteServer, tmp_path: Path) -> None:
+    """What each request of a push sends to storage: the session's state is read once a request (its first look),
+    never twice; the commit copies without asking first whether the blob exists, and the upload is deleted once. A
+    digest published already is not copied again (storage refuses the conditional copy), and still answers 201."""
+    url, key, ca = storage_server.store()
+    with running(tmp_path / "data", blob_store=(url, key, ca)) as server:
+        registry = RegistryClient(server)
+        seen = len(storage_server.answered(url))
+
+        def sent() -> list[str]:
+            nonlocal seen
+            answered = [str(r) for r in storage_server.answered(url)]
+            new, seen = answered[seen:], len(answered)
+            return new
+
+        data = b"a small layer"
+        r = registry.post("/v2/count/app/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        assert sent() == ["Put Blob upload 201"]
+        location = r.headers["Location"]
+        assert registry.patch(location, data=data).status_code == 202
+        assert sent() == ["Get Blob Properties upload 200", "Put Block upload 201", "Set Blob Metadata upload 200"]
+        r = registry.put(f"{location}?digest={sha256(data)}")
+        assert r.status_code == 201, r.text
+        assert sent() == ["Get Blob Properties upload 200", "Get Block List upload 200", "Put Block List upload 201",
+                          "Copy Blob blob 202", "Delete Blob upload 202"]
+
+        whole = b"a whole blob in one request"
+        r = registry.post(f"/v2/count/app/blobs/uploads/?digest={sha256(whole)}", data=whole)
+        assert r.status_code == 201, r.text
+        monolithic = ["Put Blob upload 201", "Put Block upload 201", "Set Blob Metadata upload 200",
+                      "Get Block List upload 200", "Put Block List upload 201"]
+        assert sent() == [*monolithic, "Copy Blob blob 202", "Delete Blob upload 202"]
+        r = registry.post(f"/v2/count/other/blobs/uploads/?digest={sha256(whole)}", data=whole)
+        assert r.status_code == 201, r.text
+        assert sent() == [*monolithic, "Copy Blob blob 409", "Delete Blob upload 202"]
+        r = registry.get(f"/v2/count/other/blobs/{sha256(whole)}")
+        assert r.status_code == 200 and r.content == whole
+        assert sent() == ["Get Blob blob 200"]  # the client, redirected
+        # Not published: the commit discards the upload, and the request discards it again (as on every failure).
+        r = registry.post(f"/v2/count/app/blobs/uploads/?digest={sha256(b'claimed')}", data=b"sent")
+        assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+        assert sent() == ["Put Blob upload 201", "Put Block upload 201", "Set Blob Metadata upload 200",
+                          "Delete Blob upload 202", "Delete Blob upload 404"]
 
 
 def test_a_wrong_key_or_url_stops_up_with_a_clear_message(storage_server: azurite.AzuriteServer,

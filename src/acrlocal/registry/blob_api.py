@@ -285,7 +285,11 @@ async def _append_chunk(services: RegistryServices, request: web.Request, name: 
 
 async def start_upload(request: web.Request, services: RegistryServices, registry: RegistryRecord,
                        route: Route) -> web.Response:
-    """POST: mount from another repository (201), a whole blob in one request (201), or open a session (202)."""
+    """POST: mount from another repository (201), a whole blob in one request (201), or open a session (202).
+
+    A whole blob's upload is discarded whenever it is not published (an error, a cancellation); a published one the
+    store's commit removed already, so it is not discarded a second time (on Azure, a Delete Blob saved).
+    """
     name = check_repository(route.name)
     query = request.query
     mount, source, digest_param = query.get("mount"), query.get("from"), query.get("digest")
@@ -310,14 +314,17 @@ async def start_upload(request: web.Request, services: RegistryServices, registr
         services.blobs.check_room(request.content_length or 0)
         await services.blobs.start_upload(upload_id)
     if digest is not None:
+        published = False
         try:
             with _room():
                 await services.blobs.append(upload_id, inbound.body_chunks(request), limit=blob_max)
             await publish(services, registry, name, upload_id, digest)
+            published = True
         except UploadTooLarge as exc:
             raise _too_large(services, blob_max + 1) from exc
         finally:
-            await services.blobs.abort(upload_id)
+            if not published:  # a published upload is gone already: the commit forgets it
+                await services.blobs.abort(upload_id)
         return empty(201, {"Location": blob_location(name, digest), CONTENT_DIGEST: str(digest)})
     try:
         await services.sql.run(services.meta.create_upload, upload_id, registry.id, name, caller.principal)

@@ -29,7 +29,7 @@ Requests: opening a session is a Put Blob; :meth:`~AzureBlobStore.upload_size`, 
 session in a request, a Get Blob Properties; an append, a Put Block per block and a Set Blob Metadata; a cut back,
 a Set Blob Metadata; completion, a Get Block List, a Put Block List, a Copy Blob and a Delete Blob. An append, cut
 back or completion that finds no state remembered in its request first reads it (Get Blob Properties). A push as
-POST, PATCH and PUT ``?digest=`` makes 1 + 3 + 5 requests.
+POST, PATCH and PUT ``?digest=`` makes 1 + 3 + 5 requests, a whole blob in one POST 7.
 
 Reads stream Get Blob ranges in pieces of :data:`READ_PIECE`; :meth:`download_url` makes a read-only SAS for the
 blob, valid for :data:`SAS_LIFETIME`: signed with the account key, or with a user delegation key when the store
