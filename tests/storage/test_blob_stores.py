@@ -7,6 +7,7 @@ redirect URL, and the requests each call sends to storage.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -513,7 +514,8 @@ def test_a_request_reads_the_upload_state_once(container_url: str, azurite_serve
 def test_a_whole_blob_in_one_request_reads_no_state(container_url: str,
                                                     azurite_server: azurite.AzuriteServer) -> None:
     """Opened, appended to and completed in one request: the state Put Blob wrote and the one Set Blob Metadata
-    wrote (with the ETags storage answered) are all the next call needs."""
+    wrote (with the ETags storage answered) are all the next call needs, and the commit need not list the blocks
+    the request staged itself."""
     make = _azure(container_url, azurite_server)
 
     async def go() -> None:
@@ -531,14 +533,15 @@ def test_a_whole_blob_in_one_request_reads_no_state(container_url: str,
     run(go())
     assert [str(r) for r in azurite_server.answered(container_url)] == [
         "Put Blob upload 201", "Put Block upload 201", "Set Blob Metadata upload 200",
-        "Get Block List upload 200", "Put Block List upload 201", "Copy Blob blob 202", "Delete Blob upload 202",
+        "Put Block List upload 201", "Copy Blob blob 202", "Delete Blob upload 202",
     ]
 
 
 def test_a_chunk_cut_back_and_sent_again_in_one_request_reads_the_state_once(
         container_url: str, azurite_server: azurite.AzuriteServer) -> None:
     """The ETag Set Blob Metadata answers (for an append, and for a cut back) is the one the next write is
-    conditional on: a wrong one would be refused (UploadRaced)."""
+    conditional on: a wrong one would be refused (UploadRaced). The request saw the upload empty, so it commits
+    the blocks it staged without listing them: those the cut back left, and the one after."""
     make = _azure(container_url, azurite_server)
 
     async def go() -> None:
@@ -563,9 +566,83 @@ def test_a_chunk_cut_back_and_sent_again_in_one_request_reads_the_state_once(
         "Put Blob upload 201",
         "Get Blob Properties upload 200", "Put Block upload 201", "Set Blob Metadata upload 200",
         "Set Blob Metadata upload 200", "Put Block upload 201", "Set Blob Metadata upload 200",
-        "Get Block List upload 200", "Put Block List upload 201", "Copy Blob blob 202", "Delete Blob upload 202",
+        "Put Block List upload 201", "Copy Blob blob 202", "Delete Blob upload 202",
         "Get Blob blob 206",
     ]
+
+
+def test_blocks_staged_in_the_request_are_committed_without_listing_them(
+        container_url: str, azurite_server: azurite.AzuriteServer) -> None:
+    """Several blocks staged in the request that found the upload empty, the last append cut back and another
+    staged: the commit sends the ids the request kept (no Get Block List), and the blob is the bytes hashed. A
+    request that found blocks staged before lists them."""
+    make = _azure(container_url, azurite_server)
+    first = os.urandom(2 * azure_blobs.BLOCK_SIZE + 10)  # three blocks
+    data = first + b"tail"
+
+    async def go() -> None:
+        store = await make()
+        try:
+            async def request(upload_id: str) -> None:
+                assert await store.upload_size(upload_id) == 0
+                assert await store.append(upload_id, pieces(first)) == len(first)
+                assert await store.append(upload_id, pieces(b"cut off")) == len(first) + 7
+                await store.truncate(upload_id, len(first))
+                assert await store.append(upload_id, pieces(b"tail")) == len(data)
+                assert await store.commit(upload_id, sha256(data)) == len(data)
+
+            async def later(upload_id: str) -> None:
+                assert await store.upload_size(upload_id) == len(first)
+                assert await store.append(upload_id, pieces(b"tail")) == len(data)
+                assert await store.commit(upload_id, sha256(data)) == len(data)
+
+            await store.start_upload("u")
+            await in_task(lambda: request("u"))
+            assert await read_all(store, sha256(data)) == data
+            await store.delete(sha256(data))
+            await store.start_upload("v")
+            await in_task(lambda: store.append("v", pieces(first)))
+            await in_task(lambda: later("v"))
+            assert await read_all(store, sha256(data)) == data
+        finally:
+            await store.close()
+
+    run(go())
+    listed = [r.blob for r in azurite_server.answered(container_url) if r.operation == "Get Block List"]
+    assert listed == ["_uploads/v"]
+
+
+def test_a_block_list_storage_refuses_is_a_lost_upload(container_url: str,
+                                                       azurite_server: azurite.AzuriteServer) -> None:
+    """Block ids the request kept naming a block storage does not have (which only storage losing it could cause)
+    are refused whole (InvalidBlockList): the upload is lost (NotFound), nothing is published."""
+    make = _azure(container_url, azurite_server)
+
+    async def go() -> None:
+        store = await make()
+        try:
+            async def request() -> None:
+                assert await store.append("u", pieces(b"abc")) == 3
+                key = (store.location.url, "u")  # type: ignore[attr-defined]
+                known = azure_blobs._known_states()[key]
+                assert known.chain() is not None
+                nonce = known.step.head
+                other = "f" * 16 if nonce != "f" * 16 else "e" * 16
+                step = dataclasses.replace(known.step, head=other)
+                azure_blobs._known_states()[key] = dataclasses.replace(
+                    known, step=step, ids=(azure_blobs._block_id(0, other, azure_blobs._NO_BLOCK),))
+                with pytest.raises(NotFound):
+                    await store.commit("u", sha256(b"abc"))
+
+            await store.start_upload("u")
+            await in_task(request)
+            assert not await store.exists(sha256(b"abc"))
+        finally:
+            await store.close()
+
+    run(go())
+    assert [str(r) for r in azurite_server.answered(container_url) if r.operation == "Put Block List"] == [
+        "Put Block List upload 400"]
 
 
 def test_a_failed_append_leaves_nothing_remembered(container_url: str,

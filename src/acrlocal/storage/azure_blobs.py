@@ -27,9 +27,10 @@ its state in the blob's metadata. Any replica can continue a session, because ev
 
 Requests: opening a session is a Put Blob; :meth:`~AzureBlobStore.upload_size`, the registry's first look at a
 session in a request, a Get Blob Properties; an append, a Put Block per block and a Set Blob Metadata; a cut back,
-a Set Blob Metadata; completion, a Get Block List, a Put Block List, a Copy Blob and a Delete Blob. An append, cut
-back or completion that finds no state remembered in its request first reads it (Get Blob Properties). A push as
-POST, PATCH and PUT ``?digest=`` makes 1 + 3 + 5 requests, a whole blob in one POST 7.
+a Set Blob Metadata; completion, a Get Block List (unless the request staged every block of the upload), a Put
+Block List, a Copy Blob and a Delete Blob. An append, cut back or completion that finds no state remembered in its
+request first reads it (Get Blob Properties). A push as POST, PATCH and PUT ``?digest=`` makes 1 + 3 + 5
+requests; as POST and a PUT ``?digest=`` with the blob, 1 + 6; a whole blob in one POST 6.
 
 Reads stream Get Blob ranges in pieces of :data:`READ_PIECE`; :meth:`download_url` makes a read-only SAS for the
 blob, valid for :data:`SAS_LIFETIME`: signed with the account key, or with a user delegation key when the store
@@ -267,12 +268,31 @@ def _block_id(offset: int, nonce: str, previous: str) -> str:
 
 @dataclass(frozen=True)
 class _Known:
-    """An upload's state as this request last read or wrote it: the step, the one before it, and the ETag of the
-    upload blob with that state in its metadata."""
+    """An upload's state as this request last read or wrote it: the step, the one before it, the ETag of the
+    upload blob with that state in its metadata, and the ids of the step's blocks in order if the request staged
+    them all (else ``None``; see :meth:`chain`)."""
 
     step: _Step
     previous: _Step | None
     etag: str
+    ids: tuple[str, ...] | None = None
+
+    def chain(self) -> tuple[str, ...] | None:
+        """The ids of all the upload's blocks in order, when the request knows them without listing them: the
+        upload has none, or the request saw it with none and staged every block since. Checked as :meth:`_chain
+        <AzureBlobStore._chain>` checks a listing, but for the last block's size (not in its id): one block per
+        step, each naming the one before, from offset 0 up to the step's last block."""
+        if self.step.blocks == 0:
+            return ()
+        if self.ids is None or len(self.ids) != self.step.blocks:
+            return None
+        nonce, end = _NO_BLOCK, -1
+        for block_id in self.ids:
+            offset = int(block_id[:16], 16)
+            if block_id[32:] != nonce or offset <= end or (nonce == _NO_BLOCK and offset != 0):
+                return None
+            nonce, end = block_id[16:32], offset
+        return self.ids if nonce == self.step.head and end < self.step.size else None
 
 
 #: The upload states the current request read or wrote: the task that owns the dict, and the dict by (container,
@@ -556,6 +576,8 @@ class AzureBlobStore:
             step = known.step
             hasher = sha256state.ResumableSha256.load(step.sha256) if step.sha256 is not None else None
             offset, head, blocks = step.size, step.head, step.blocks
+            chain = known.chain()
+            ids = list(chain) if chain is not None else None  # the blocks' ids, if the request knows them all
 
             async def stage(buf: bytes, at: int, previous: str, nonce: str) -> None:
                 if hasher is not None:
@@ -571,6 +593,8 @@ class AzureBlobStore:
                 nonlocal offset, head, blocks
                 nonce = secrets.token_hex(8)
                 task = loop.create_task(stage(buf, offset, head, nonce))
+                if ids is not None:
+                    ids.append(_block_id(offset, nonce, head))
                 offset, head, blocks = offset + len(buf), nonce, blocks + 1
                 return task
 
@@ -611,7 +635,7 @@ class AzureBlobStore:
                                   "chunk was not kept") from exc
             except ResourceNotFoundError as exc:
                 raise NotFound(f"upload {upload_id!r} does not exist") from exc
-            self._remember(upload_id, _Known(new, step, str(written["etag"])))
+            self._remember(upload_id, _Known(new, step, str(written["etag"]), tuple(ids) if ids is not None else None))
         return new.size
 
     async def truncate(self, upload_id: str, size: int) -> None:
@@ -633,7 +657,9 @@ class AzureBlobStore:
                                                        match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError as exc:
                 raise UploadRaced(f"upload {upload_id} changed while it was being cut back") from exc
-            self._remember(upload_id, _Known(previous, None, str(written["etag"])))
+            chain = known.chain()
+            kept = chain[:previous.blocks] if chain is not None else None  # blocks are only ever added at the end
+            self._remember(upload_id, _Known(previous, None, str(written["etag"]), kept))
 
     async def _chain(self, blob: BlobClient, upload_id: str, step: _Step) -> list[BlobBlock]:
         """The upload's blocks in order, found by walking back from the last one."""
@@ -668,7 +694,15 @@ class AzureBlobStore:
         """Get Block List, Put Block List (conditional on the ETag), Copy Blob (on condition that the blob is not
         there: :meth:`_copy`), Delete Blob; first a Get Blob Properties unless this request read or wrote the state
         already. What the request remembers of the upload is forgotten whatever happens: once its blocks are
-        committed the upload has no state any more."""
+        committed the upload has no state any more.
+
+        Get Block List is left out when the request staged every block of the upload itself (it opened the upload,
+        or found it with no block): their ids are what the listing would give. They are safe to commit without it:
+        a block a Put Block staged stays on the blob until the blob is committed or deleted (or a week passes
+        without a commit), and a commit or a deletion changes or removes the ETag the Put Block List is conditional
+        on (:class:`UploadRaced`, :class:`NotFound`); a block missing all the same would make storage refuse the
+        whole list (InvalidBlockList: :class:`NotFound`, as when the listing lacks one), never commit a blob with a
+        hole. The ids are checked to be the state's chain first (:meth:`_Known.chain`), else listed."""
         blob = self._upload(upload_id)
         with _storage_errors(f"completing upload {upload_id}"):
             known = await self._current(blob, upload_id)
@@ -680,12 +714,17 @@ class AzureBlobStore:
                     await self.abort(upload_id)
                     raise DigestMismatch(digest, actual)
                 verified = True
-            chain = await self._chain(blob, upload_id, step)
+            ids = known.chain()
+            chain = [BlobBlock(i) for i in ids] if ids is not None else await self._chain(blob, upload_id, step)
             try:
                 await blob.commit_block_list(chain, content_settings=OCTET_STREAM, etag=etag,
                                              match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError as exc:
                 raise UploadRaced(f"upload {upload_id} was appended to while it was being completed") from exc
+            except HttpResponseError as exc:
+                if exc.status_code == 400 and _code(exc) == "InvalidBlockList":  # as _chain finding one missing
+                    raise NotFound(f"upload {upload_id} lost a block") from exc
+                raise
             if not verified:
                 actual = Digest(digest.algorithm, await self._hash_committed(blob, digest.algorithm))
                 if actual != digest:
