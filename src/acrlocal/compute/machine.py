@@ -365,6 +365,8 @@ class Machine:
                     monitor.kill()
                 await monitor.wait()
         self._gone("powered off")
+        if self._watcher is not None:  # its removal of the VM's cgroups, before a server that stops exits
+            await asyncio.gather(self._watcher, return_exceptions=True)
 
 
 def _close_all(fds: Sequence[int]) -> None:

@@ -351,6 +351,22 @@ def enter_vm_cgroups(name: str) -> list[tuple[str, str]]:
     return made
 
 
+def _remove_group(directory: str) -> bool:
+    """Remove a VM's cgroup and the groups made inside it (the VM's Docker Engine makes ``docker/<id>``), deepest
+    first; whether it is gone. A group that still holds a process stays (the kernel refuses it), and so do the groups
+    above it."""
+    if not os.path.isdir(directory):
+        return True
+    for root, _dirs, _files in os.walk(directory, topdown=False):
+        try:
+            os.rmdir(root)
+        except FileNotFoundError:
+            pass
+        except OSError:  # a process is still in it, or in a group below it
+            return False
+    return not os.path.isdir(directory)
+
+
 def remove_vm_cgroups(name: str, wait_s: float = 10.0) -> list[str]:
     """Remove what is left of a VM's cgroups (``<this process's cgroup>/<name>``, made by its monitor, a child of
     this process): a monitor that was killed could not. Waits up to ``wait_s`` for the VM's last processes to
@@ -358,14 +374,7 @@ def remove_vm_cgroups(name: str, wait_s: float = 10.0) -> list[str]:
     left = [directory for _key, _parent, directory in _vm_cgroups(name) if os.path.isdir(directory)]
     deadline = time.monotonic() + wait_s
     while left:
-        for directory in list(left):
-            try:
-                os.rmdir(directory)
-                left.remove(directory)
-            except FileNotFoundError:
-                left.remove(directory)
-            except OSError:  # processes of the VM are still in it
-                pass
+        left = [directory for directory in left if not _remove_group(directory)]  # else processes are still in it
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
@@ -380,13 +389,9 @@ def leave_vm_cgroups(made: list[tuple[str, str]]) -> None:
         except OSError:
             pass
         for _ in range(50):
-            try:
-                os.rmdir(directory)
+            if _remove_group(directory):
                 break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
 
 
 def write_id_maps(pid: int, plan: dict[str, Any]) -> None:
