@@ -367,31 +367,33 @@ def _remove_group(directory: str) -> bool:
     return not os.path.isdir(directory)
 
 
+def _remove_groups(directories: list[str], wait_s: float) -> list[str]:
+    """Remove ``directories`` (:func:`_remove_group`), again every tenth of a second for up to ``wait_s`` while the
+    VM's last processes leave them (blocking); returns those still there."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        directories = [directory for directory in directories if not _remove_group(directory)]
+        if not directories or time.monotonic() >= deadline:
+            return directories
+        time.sleep(0.1)
+
+
 def remove_vm_cgroups(name: str, wait_s: float = 10.0) -> list[str]:
     """Remove what is left of a VM's cgroups (``<this process's cgroup>/<name>``, made by its monitor, a child of
     this process): a monitor that was killed could not. Waits up to ``wait_s`` for the VM's last processes to
     leave them (blocking: call it from a thread); returns the directories that are still there."""
-    left = [directory for _key, _parent, directory in _vm_cgroups(name) if os.path.isdir(directory)]
-    deadline = time.monotonic() + wait_s
-    while left:
-        left = [directory for directory in left if not _remove_group(directory)]  # else processes are still in it
-        if not left or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
-    return left
+    return _remove_groups([directory for _key, _parent, directory in _vm_cgroups(name)], wait_s)
 
 
 def leave_vm_cgroups(made: list[tuple[str, str]]) -> None:
+    """Move this process back to the groups it came from and remove the VM's (up to 5 seconds for each)."""
     for parent, directory in made:
         try:
             with open(os.path.join(parent, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
         except OSError:
             pass
-        for _ in range(50):
-            if _remove_group(directory):
-                break
-            time.sleep(0.1)
+        _remove_groups([directory], 5.0)
 
 
 def write_id_maps(pid: int, plan: dict[str, Any]) -> None:
