@@ -596,7 +596,7 @@ class DataVersion:
     own: two equal snapshots see the same committed data, and a commit (or rollback) by any replica or client ends
     a transaction, which changes the snapshot of everyone who looks afterwards. It does not move while a long write
     is under way, as the write-ahead log's position does with every row (the audit log's batch of thousands of
-    rows moved it a thousand times a second, each time discarding what the token service kept); it also moves for
+    rows moved it some 500 times a second, each time discarding what the token service kept); it also moves for
     commits this caller does not care about, which only costs a recomputation. The number is only ever compared for
     equality. Callers use it to keep a result computed from database state for exactly as long as that state has not
     changed. ``None`` means nothing may be kept: any other database, or PostgreSQL while it cannot be reached (the
